@@ -1,0 +1,96 @@
+"""The command line as a user drives it: outputs, and one-line errors with exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from workloads.ops import COLUMNS
+
+
+def accelsim(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "simulator.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_extract_csv_acceptance(tmp_path):
+    out = tmp_path / "t.csv"
+    result = accelsim("extract", "--model", "bert-base", "--format", "csv", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    frame = pd.read_csv(out)
+    assert set(COLUMNS) <= set(frame.columns)
+    linear = frame[frame.role.isin(["q", "k", "v", "attn_out", "ffn1", "ffn2"])]
+    assert len(linear) == 72
+    shapes = sorted(set(map(tuple, linear[["m", "k", "n"]].to_numpy().tolist())))
+    assert shapes == [(384, 768, 768), (384, 768, 3072), (384, 3072, 768)]
+    bmm = frame[frame.kind == "bmm"]
+    assert len(bmm) == 24 and set(bmm.batch) == {12}
+    assert {"softmax", "layernorm", "gelu", "add"} <= set(frame.role)
+
+
+def test_extract_formats_agree(tmp_path):
+    accelsim("extract", "--model", "vit-base", "--format", "parquet", "--out", str(tmp_path / "t.parquet"))
+    as_json = json.loads(accelsim("extract", "--model", "vit-base", "--format", "json").stdout)
+    parquet = pd.read_parquet(tmp_path / "t.parquet")
+    assert len(parquet) == len(as_json["ops"]) == as_json["totals"]["ops"]
+    assert int(parquet.macs.sum()) == as_json["totals"]["macs"]
+    assert as_json["workload"]["tokens"] == 577
+
+
+def test_table_ends_with_totals():
+    out = accelsim("extract", "--model", "bert-base", "--head", "pooler").stdout
+    assert "70.67 GFLOP" in out and "parameters: 109,482,240" in out
+
+
+def test_models_lists_zoo():
+    out = accelsim("models").stdout
+    assert "bert-base" in out and "108,893,186" in out and "t5-3b" in out
+
+
+def test_model_from_config_path(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "bert", "vocab_size": 100, "hidden_size": 64, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "intermediate_size": 128, "max_position_embeddings": 64, "type_vocab_size": 2}))
+    result = accelsim("extract", "--model", str(tmp_path / "config.json"), "--tokens", "16", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["totals"]["ops"] > 0
+
+
+def _config(tmp_path, text, name="config.json"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+BERT_KEYS = ('"vocab_size": 100, "hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 128, '
+             '"max_position_embeddings": 64, "type_vocab_size": 2')
+BAD = [
+    (lambda p: ["extract", "--model", "bert-bsae"], "did you mean bert-base"),
+    (lambda p: ["extract", "--model", _config(p, "{not json")], "malformed JSON"),
+    (lambda p: ["extract", "--model", _config(p, '{"model_type": "bert", "hidden_size": 64}')], "missing key"),
+    (lambda p: ["extract", "--model", _config(p, '{"model_type": "llama"}')], "unsupported model_type"),
+    (lambda p: ["extract", "--model", _config(p, "[1, 2]")], "JSON object"),
+    (lambda p: ["extract", "--model",
+                _config(p, '{"model_type": "bert", "num_attention_heads": 5, ' + BERT_KEYS + "}")], "does not divide"),
+    (lambda p: ["extract", "--model", "bert-base", "--tokens", "0"], "--tokens"),
+    (lambda p: ["extract", "--model", "bert-base", "--batch", "-3"], "--batch"),
+    (lambda p: ["extract", "--model", "vit-base", "--image-size", "100"], "not divisible"),
+    (lambda p: ["extract", "--model", "wav2vec2-large", "--audio-samples", "100"], "shorter than one frame"),
+    (lambda p: ["extract", "--model", "bert-base", "--head", "ctc"], "head"),
+    (lambda p: ["extract", "--model", "bert-base", "--format", "xml"], "--format"),
+    (lambda p: ["extract", "--model", "bert-base", "--out", str(p)], "directory"),
+    (lambda p: ["extract", "--model", "bert-base", "--out", str(p / "missing" / "t.csv")], "does not exist"),
+    (lambda p: ["extract"], "--model"),
+    (lambda p: ["nosuchcommand"], "nosuchcommand"),
+]
+
+
+@pytest.mark.parametrize(("make_args", "needle"), BAD)
+def test_bad_input_one_line_exit_2(tmp_path, make_args, needle):
+    result = accelsim(*make_args(tmp_path))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert needle in lines[0]
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,100 @@
+"""Closed-form traces: shapes of the paper's workloads and published FLOP totals."""
+
+import pytest
+
+from workloads.errors import InputError
+from workloads.models import Workload, load_model, zoo_names
+from workloads.ops import GROUPS
+
+
+def matrix_ops(trace, kind):
+    return [op for op in trace if op.kind == kind]
+
+
+def test_bert_base_linear_and_bmm_shapes():
+    trace = load_model("bert-base").trace()
+    linear = [op for op in matrix_ops(trace, "gemm") if op.group != "head"]
+    assert len(linear) == 12 * 6
+    per_layer = [(op.m, op.k, op.n) for op in linear[:6]]
+    assert per_layer == [(384, 768, 768)] * 4 + [(384, 768, 3072), (384, 3072, 768)]
+    assert [op.role for op in linear[:6]] == ["q", "k", "v", "attn_out", "ffn1", "ffn2"]
+    bmms = matrix_ops(trace, "bmm")
+    assert len(bmms) == 12 * 2
+    assert {(op.batch, op.m, op.k, op.n, op.role) for op in bmms} == {
+        (12, 384, 64, 384, "bmm_qk"), (12, 384, 384, 64, "bmm_av")}
+    softmax = [op for op in trace if op.role == "softmax"]
+    assert len(softmax) == 12 and softmax[0].elements == 12 * 384 * 384
+
+
+# Published totals (2 x MACs), stated to 0.01 GFLOP.
+@pytest.mark.parametrize(("name", "workload", "gflop"), [
+    ("bert-base", Workload(tokens=384, head="pooler"), 70.67),
+    ("vit-base", Workload(image_size=384, head="pooler"), 110.97),
+    ("wav2vec2-large", Workload(audio_samples=224000, head="none"), 551.40),
+])
+def test_known_flop_totals(name, workload, gflop):
+    assert load_model(name).trace(workload).flops / 1e9 == pytest.approx(gflop, abs=0.005)
+
+
+def test_vit_tokens_and_patch_embedding():
+    trace = load_model("vit-base").trace()
+    assert trace.workload["tokens"] == 577
+    patch = trace.ops[0]
+    assert (patch.kind, patch.m, patch.k, patch.n) == ("conv", 576, 3 * 16 * 16, 768)
+
+
+@pytest.mark.parametrize(("samples", "frames"), [(224000, 699), (400, 1), (719, 1), (720, 2), (16000, 49)])
+def test_wav2vec2_frames(samples, frames):
+    assert load_model("wav2vec2-large").resolve(Workload(audio_samples=samples)).tokens == frames
+
+
+def test_wav2vec2_default_length_inside_paper_range_and_pos_conv():
+    trace = load_model("wav2vec2-large").trace()
+    assert 600 <= trace.workload["tokens"] <= 800
+    pos = next(op for op in trace if op.role == "pos_conv")
+    assert (pos.batch, pos.m, pos.k, pos.n) == (16, 700, 64 * 128, 64)
+    convs = [op for op in trace if op.role == "conv"]
+    assert [(op.m, op.k) for op in convs[:2]] == [(44799, 10), (22399, 512 * 3)]
+
+
+def test_gpt2_decode_step_attends_to_cache():
+    trace = load_model("gpt2").trace(Workload(tokens=100, phase="decode"))
+    qk = next(op for op in trace if op.role == "bmm_qk")
+    assert (qk.batch, qk.m, qk.k, qk.n) == (12, 1, 64, 101)
+    assert next(op for op in trace if op.role == "qkv").m == 1
+
+
+def test_t5_inner_dim_differs_from_model_width():
+    trace = load_model("t5-3b").trace(Workload(tokens=10, decoder_tokens=4))
+    q = next(op for op in trace if op.role == "q")
+    assert (q.k, q.n, q.bias_params) == (1024, 4096, 0)
+    cross_qk = [op for op in trace if op.role == "bmm_qk" and op.name.startswith("decoder") and "cross" in op.name]
+    assert (cross_qk[0].m, cross_qk[0].n) == (4, 10)
+    assert {op.layer for op in trace if op.name.startswith("decoder.block")} == set(range(24, 48))
+
+
+@pytest.mark.parametrize("name", zoo_names())
+def test_every_op_is_well_formed(name):
+    trace = load_model(name).trace()
+    assert trace.params > 0 and trace.macs > 0
+    for op in trace:
+        assert op.group in GROUPS
+        assert op.layer >= -1
+
+
+def test_batch_scales_macs_linearly():
+    spec = load_model("bert-base")
+    assert spec.trace(Workload(batch=3)).macs == 3 * spec.trace(Workload(batch=1)).macs
+
+
+@pytest.mark.parametrize(("name", "workload", "message"), [
+    ("bert-base", Workload(tokens=513), "positions"),
+    ("vit-base", Workload(image_size=390), "divisible"),
+    ("wav2vec2-large", Workload(audio_samples=399), "shorter"),
+    ("bert-base", Workload(batch=0), "positive"),
+    ("bert-base", Workload(head="ctc"), "head"),
+    ("gpt2", Workload(tokens=1024, phase="decode"), "positions"),
+])
+def test_bad_workloads(name, workload, message):
+    with pytest.raises(InputError, match=message):
+        load_model(name).trace(workload)
