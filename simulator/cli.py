@@ -100,6 +100,104 @@ def extract(model: str, batch: int, tokens: int | None, decoder_tokens: int | No
         click.echo(f"wrote {len(trace)} ops to {out}", err=True)
 
 
+# Until hardware presets exist (configs/hardware), `accelsim gemm` models a generic array whose PEs do
+# one MAC per cycle at 8 bits or wider and pack narrower integers along K (int4: 2, int2: 4).
+GENERIC_MACS_PER_PE = {"fp32": 1, "fp16": 1, "bf16": 1, "int8": 1, "int4": 2, "int2": 4}
+
+
+def gemm_result(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, precision: str,
+                sparsity: str | None, timing: str) -> dict:
+    """One product's timing as the JSON object `accelsim gemm` prints."""
+    from simulator.timing import DATAFLOWS, TIMINGS, SparsityPattern, gemm_cycles
+
+    for name, value in (("m", m), ("k", k), ("n", n), ("rows", rows), ("cols", cols)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
+    if dataflow not in DATAFLOWS:
+        raise InputError(f"unknown dataflow {dataflow!r}; choose from {', '.join(DATAFLOWS)}")
+    if precision not in GENERIC_MACS_PER_PE:
+        raise InputError(f"unknown precision {precision!r}; choose from {', '.join(GENERIC_MACS_PER_PE)}")
+    if timing not in TIMINGS:
+        raise InputError(f"unknown timing {timing!r}; choose from {', '.join(TIMINGS)}")
+    pattern = SparsityPattern.parse(sparsity) if sparsity else None
+    pack = GENERIC_MACS_PER_PE[precision]
+    result = gemm_cycles(m, k, n, rows, cols, dataflow, pack=pack, sparsity=pattern, timing=timing)
+    return {
+        "m": m, "k": k, "n": n, "rows": rows, "cols": cols, "dataflow": dataflow, "precision": precision,
+        "sparsity": str(pattern) if pattern else "dense", "timing": timing, "macs_per_pe_per_cycle": pack,
+        "compute_cycles": result.compute_cycles,
+        # No memory hierarchy is modelled by this command yet: the timing is compute only.
+        "stall_cycles": 0, "memory_model": "none (compute-only timing)",
+        "total_cycles": result.compute_cycles, "folds": result.folds,
+        "reduction_depth": result.reduction_depth, "macs": result.macs,
+        "utilization": round(result.utilization(rows, cols, pack), 6) if result.compute_cycles else 0.0,
+    }
+
+
+@cli.command()
+@click.option("--m", type=int, default=None, help="Rows of A and C (elements).")
+@click.option("--k", type=int, default=None, help="Reduction depth (elements).")
+@click.option("--n", type=int, default=None, help="Columns of B and C (elements).")
+@click.option("--rows", type=int, default=None, help="PE array rows.")
+@click.option("--cols", type=int, default=None, help="PE array columns.")
+@click.option("--dataflow", default="ws", show_default=True, help="ws, os or is.")
+@click.option("--precision", default="int8", show_default=True, help=", ".join(GENERIC_MACS_PER_PE))
+@click.option("--sparsity", default=None, help="N:M pattern of the weights (B), e.g. 2:4; default dense.")
+@click.option("--timing", default="default", show_default=True,
+              help="default (double-buffered preload) or scalesim (SCALE-Sim 3.0.0 compute cycles).")
+@click.option("--cases", type=click.Path(), default=None,
+              help="CSV with columns m,k,n,rows,cols,dataflow[,precision,sparsity,timing]: one JSON line per case.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a summary line.")
+def gemm(m: int | None, k: int | None, n: int | None, rows: int | None, cols: int | None, dataflow: str,
+         precision: str, sparsity: str | None, timing: str, cases: str | None, as_json: bool) -> None:
+    """Cycles of one product C[MxN] = A[MxK] B[KxN] on a ROWS x COLS array (or of every case in a CSV)."""
+    import json
+
+    if cases is not None:
+        for row in _read_cases(cases):
+            click.echo(json.dumps(gemm_result(**row)))
+        return
+    missing = [f"--{name}" for name, v in (("m", m), ("k", k), ("n", n), ("rows", rows), ("cols", cols))
+               if v is None]
+    if missing:
+        raise InputError(f"missing option(s) {', '.join(missing)} (or give --cases FILE.csv)")
+    result = gemm_result(m, k, n, rows, cols, dataflow, precision, sparsity, timing)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"compute_cycles={result['compute_cycles']} utilization={result['utilization']:.4f} "
+                   f"folds={result['folds']} ({result['timing']} timing, {precision}, {result['sparsity']})")
+
+
+def _read_cases(path: str) -> list[dict]:
+    import csv
+
+    required = ("m", "k", "n", "rows", "cols", "dataflow")
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            header = reader.fieldnames or []
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
+            unknown = [c for c in header if c not in (*required, "precision", "sparsity", "timing")]
+            if unknown:
+                raise InputError(f"{path}: unknown column(s) {', '.join(unknown)}")
+            rows = []
+            for line, record in enumerate(reader, start=2):
+                try:
+                    sizes = {c: int(record[c]) for c in ("m", "k", "n", "rows", "cols")}
+                except (TypeError, ValueError):
+                    raise InputError(f"{path}: line {line}: m, k, n, rows, cols must be integers") from None
+                rows.append({**sizes, "dataflow": record["dataflow"],
+                             "precision": record.get("precision") or "int8",
+                             "sparsity": record.get("sparsity") or None,
+                             "timing": record.get("timing") or "default"})
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read ({exc.__class__.__name__})") from None
+    return rows
+
+
 def _one_line(message: str) -> str:
     return " ".join(str(message).split())
 

@@ -94,3 +94,43 @@ def test_bad_input_one_line_exit_2(tmp_path, make_args, needle):
     assert len(lines) == 1, result.stderr
     assert needle in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_gemm_acceptance_scalesim():
+    result = accelsim("gemm", "--m", "384", "--k", "768", "--n", "3072", "--rows", "32", "--cols", "32",
+                      "--dataflow", "ws", "--timing", "scalesim", "--json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["compute_cycles"] == 1101311
+    assert {"stall_cycles", "total_cycles", "utilization"} <= set(doc)
+
+
+def test_gemm_cases_one_json_line_each(tmp_path):
+    cases = tmp_path / "cases.csv"
+    cases.write_text("m,k,n,rows,cols,dataflow,precision,sparsity,timing\n"
+                     "384,768,3072,128,128,ws,,,scalesim\n384,768,3072,128,128,os,,,scalesim\n"
+                     "384,768,3072,128,128,is,,,scalesim\n384,768,3072,128,128,ws,int4,2:4,\n")
+    lines = accelsim("gemm", "--cases", str(cases), "--json").stdout.strip().splitlines()
+    docs = [json.loads(line) for line in lines]
+    assert [d["compute_cycles"] for d in docs[:3]] == [110303, 73583, 62171]
+    assert docs[3]["reduction_depth"] == 768 // 2 // 2
+
+
+GEMM = ["gemm", "--m", "8", "--k", "8", "--n", "8", "--rows", "4", "--cols", "4"]
+BAD_GEMM = [
+    (lambda p: ["gemm", "--m", "0", "--k", "8", "--n", "8", "--rows", "4", "--cols", "4"], "m must be"),
+    (lambda p: ["gemm", "--m", "8", "--k", "-8", "--n", "8", "--rows", "4", "--cols", "4"], "k must be"),
+    (lambda p: [*GEMM, "--dataflow", "rs"], "dataflow"),
+    (lambda p: [*GEMM, "--precision", "int3x"], "precision"),
+    (lambda p: [*GEMM, "--sparsity", "3:2"], "N must not exceed M"),
+    (lambda p: [*GEMM, "--timing", "exact"], "timing"),
+    (lambda p: ["gemm", "--m", "8"], "missing option"),
+    (lambda p: ["gemm", "--cases", str(p / "none.csv")], "cannot read"),
+    (lambda p: ["gemm", "--cases", _config(p, "m,k\n1,2\n", "c.csv")], "missing column"),
+    (lambda p: ["gemm", "--cases", _config(p, "m,k,n,rows,cols,dataflow\n1,x,1,1,1,ws\n", "c.csv")], "line 2"),
+]
+
+
+@pytest.mark.parametrize(("make_args", "needle"), BAD_GEMM)
+def test_bad_gemm_one_line_exit_2(tmp_path, make_args, needle):
+    test_bad_input_one_line_exit_2(tmp_path, make_args, needle)

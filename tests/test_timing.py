@@ -1,0 +1,113 @@
+"""Systolic timing: SCALE-Sim's published counts, closed-form invariants, Numba == plain Python."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simulator.masks import magnitude_mask, masked_cycles, masked_cycles_reference, nm_mask
+from simulator.timing import DATAFLOWS, SparsityPattern, dense_cycles, gemm_cycles
+from workloads.errors import InputError
+
+# SCALE-Sim 3.0.0 compute cycles for BERT-base GEMMs (M, K, N), K = reduction.
+SCALESIM_KNOWN = [
+    ((384, 768, 3072), 32, 32, "ws", 1101311),
+    ((384, 768, 3072), 32, 32, "os", 956159),
+    ((384, 768, 3072), 128, 128, "ws", 110303),
+    ((384, 768, 3072), 128, 128, "os", 73583),
+    ((384, 768, 3072), 128, 128, "is", 62171),
+    ((384, 64, 384), 32, 32, "os", 18143),
+]
+
+
+@pytest.mark.parametrize(("mkn", "rows", "cols", "dataflow", "cycles"), SCALESIM_KNOWN)
+def test_scalesim_published_counts(mkn, rows, cols, dataflow, cycles):
+    assert gemm_cycles(*mkn, rows, cols, dataflow, timing="scalesim").compute_cycles == cycles
+
+
+def test_default_timing_hides_preload_after_first_fold():
+    scalesim = gemm_cycles(384, 768, 3072, 32, 32, "ws", timing="scalesim")
+    default = gemm_cycles(384, 768, 3072, 32, 32, "ws")
+    # Preloads of all folds but the first are hidden; default counts cycles (SCALE-Sim: last index).
+    assert scalesim.compute_cycles - default.compute_cycles == (scalesim.folds - 1) * 32 - 1
+    assert gemm_cycles(384, 768, 3072, 32, 32, "os").compute_cycles == 956159 + 1
+
+
+def test_no_overflow_on_huge_products():
+    result = gemm_cycles(10**9, 10**5, 10**5, 128, 128, "os")
+    assert result.compute_cycles > 2**63 // 10**10
+    assert result.macs == 10**19
+
+
+@pytest.mark.parametrize(("k", "pattern", "kept"), [(768, "2:4", 384), (770, "2:4", 386), (769, "2:4", 385),
+                                                    (10, "1:8", 2), (9, "3:8", 4), (8, "4:4", 8)])
+def test_nm_kept_handles_tail(k, pattern, kept):
+    assert SparsityPattern.parse(pattern).kept(k) == kept
+
+
+def test_scalesim_sparse_mode_pads_tail():
+    assert SparsityPattern.parse("2:4").kept(769, "scalesim") == 386
+
+
+@pytest.mark.parametrize("text", ["3:2", "0:4", "a:b", "2-4", "2:0"])
+def test_bad_patterns(text):
+    with pytest.raises(InputError):
+        SparsityPattern.parse(text)
+
+
+dims = st.integers(min_value=1, max_value=70)
+arrays = st.integers(min_value=1, max_value=16)
+
+
+@settings(max_examples=150, deadline=None)
+@given(m=dims, k=dims, n=dims, rows=arrays, cols=arrays, dataflow=st.sampled_from(DATAFLOWS),
+       timing=st.sampled_from(["default", "scalesim"]), pack=st.sampled_from([1, 2, 4]))
+def test_structured_equals_dense_at_reduced_depth_and_is_never_slower(m, k, n, rows, cols, dataflow, timing, pack):
+    pattern = SparsityPattern(2, 4)
+    sparse = gemm_cycles(m, k, n, rows, cols, dataflow, pack=pack, sparsity=pattern, timing=timing)
+    dense = gemm_cycles(m, k, n, rows, cols, dataflow, pack=pack, timing=timing)
+    reduced = -(-pattern.kept(k, timing) // pack)
+    assert sparse.compute_cycles == dense_cycles(m, reduced, n, rows, cols, dataflow, timing)
+    if timing == "default":  # SCALE-Sim pads a short tail to a whole group, so K < M can cost more there
+        assert sparse.compute_cycles <= dense.compute_cycles
+    cycle_count = dense.compute_cycles + (1 if timing == "scalesim" else 0)  # SCALE-Sim: last cycle's index
+    assert cycle_count * rows * cols * pack >= m * k * n  # no more than `pack` MACs per PE per cycle
+    if timing == "default":
+        assert 0 < dense.utilization(rows, cols, pack) <= 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(m=dims, k=dims, n=dims, rows=arrays, cols=arrays, dataflow=st.sampled_from(DATAFLOWS),
+       timing=st.sampled_from(["default", "scalesim"]), pack=st.sampled_from([1, 2, 4]),
+       density=st.floats(0.0, 1.0), seed=st.integers(0, 2**16))
+def test_numba_kernel_equals_reference(m, k, n, rows, cols, dataflow, timing, pack, density, seed):
+    mask = magnitude_mask(k, n, density, seed)
+    fast = masked_cycles(mask, m, rows, cols, dataflow, pack=pack, timing=timing)
+    slow = masked_cycles_reference(mask, m, rows, cols, dataflow, pack=pack, timing=timing)
+    assert fast == slow
+
+
+@settings(max_examples=100, deadline=None)
+@given(m=dims, groups=st.integers(1, 20), n=dims, rows=arrays, cols=arrays, dataflow=st.sampled_from(DATAFLOWS),
+       timing=st.sampled_from(["default", "scalesim"]), seed=st.integers(0, 2**16))
+def test_masks_reproduce_dense_and_structured(m, groups, n, rows, cols, dataflow, timing, seed):
+    k = 4 * groups
+    dense = gemm_cycles(m, k, n, rows, cols, dataflow, timing=timing)
+    assert masked_cycles(np.ones((k, n), bool), m, rows, cols, dataflow, timing=timing)[:2] == (
+        dense.compute_cycles, dense.folds)
+    sparse = gemm_cycles(m, k, n, rows, cols, dataflow, sparsity=SparsityPattern(2, 4), timing=timing)
+    cycles, folds, macs = masked_cycles(nm_mask(k, n, 2, 4, seed), m, rows, cols, dataflow, timing=timing)
+    assert (cycles, folds, macs) == (sparse.compute_cycles, sparse.folds, sparse.macs)
+
+
+def test_magnitude_mask_is_seeded_and_exact_density():
+    a, b = magnitude_mask(64, 32, 0.3, 7), magnitude_mask(64, 32, 0.3, 7)
+    assert (a == b).all() and a.sum() == round(0.3 * 64 * 32)
+    assert not (a == magnitude_mask(64, 32, 0.3, 8)).all()
+
+
+def test_unstructured_imbalance_costs_more_than_ideal_density():
+    mask = magnitude_mask(768, 768, 0.5, 0)
+    cycles = masked_cycles(mask, 384, 32, 32, "ws")[0]
+    ideal = gemm_cycles(384, 384, 768, 32, 32, "ws").compute_cycles
+    assert cycles > ideal
