@@ -4,6 +4,9 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# SCALE-Sim 3.0.0 breaks with numpy >= 2.4, so the peer cross-check runs it in a venv of its own.
+SCALESIM_VENV ?= .venv-scalesim
+SCALESIM_STAMP := $(SCALESIM_VENV)/.installed-stamp
 
 .PHONY: run test install clean
 
@@ -12,14 +15,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,hf]'
 	touch $(STAMP)
 
-install: $(STAMP)
+$(SCALESIM_STAMP):
+	$(PYTHON) -m venv $(SCALESIM_VENV)
+	$(SCALESIM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'scalesim==3.0.0' 'numpy<2.4'
+	touch $(SCALESIM_STAMP)
+
+install: $(STAMP) $(SCALESIM_STAMP)
 
 run: $(STAMP)
 	$(BIN)/accelsim extract --model bert-base
 
-test: $(STAMP)
+test: $(STAMP) $(SCALESIM_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(SCALESIM_VENV)

@@ -61,13 +61,16 @@ class SparsityPattern:
     def density(self) -> float:
         return self.n / self.m
 
-    def kept(self, depth: int, timing: str = "default") -> int:
+    def kept(self, depth: int, timing: str = "default", dataflow: str = "ws") -> int:
         """Non-zeros left of ``depth`` weights along K.
 
-        A trailing partial group of r < M weights keeps min(N, r) of them. SCALE-Sim instead pads
-        the tail to a whole group (N * ceil(K/M)); ``timing="scalesim"`` reproduces that.
+        A trailing partial group of r < M weights keeps min(N, r) of them. SCALE-Sim 3.0.0 instead
+        pads the tail to a whole group (N * ceil(K/M)) in ws/is, and streams ceil(K * N / M) in os;
+        ``timing="scalesim"`` reproduces both (checked against SCALE-Sim runs in the tests).
         """
         if timing == "scalesim":
+            if dataflow == "os":
+                return ceil_div(depth * self.n, self.m)
             return self.n * ceil_div(depth, self.m)
         full, tail = divmod(depth, self.m)
         return self.n * full + min(self.n, tail)
@@ -85,9 +88,10 @@ class GemmCycles:
         return self.macs / (self.compute_cycles * rows * cols * macs_per_pe)
 
 
-def effective_depth(k: int, pack: int = 1, sparsity: SparsityPattern | None = None, timing: str = "default") -> int:
+def effective_depth(k: int, pack: int = 1, sparsity: SparsityPattern | None = None, timing: str = "default",
+                    dataflow: str = "ws") -> int:
     """Reduction depth the array covers: non-zeros (if sparse) packed ``pack`` MACs per PE."""
-    kept = sparsity.kept(k, timing) if sparsity is not None else k
+    kept = sparsity.kept(k, timing, dataflow) if sparsity is not None else k
     return ceil_div(kept, pack)
 
 
@@ -124,7 +128,7 @@ def fold_count(m: int, k: int, n: int, rows: int, cols: int, dataflow: str) -> i
 def gemm_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, *, batch: int = 1, pack: int = 1,
                 sparsity: SparsityPattern | None = None, timing: str = "default") -> GemmCycles:
     """Cycles of ``batch`` independent products, run one after another on the array."""
-    depth = effective_depth(k, pack, sparsity, timing)
+    depth = effective_depth(k, pack, sparsity, timing, dataflow)
     cycles = batch * dense_cycles(m, depth, n, rows, cols, dataflow, timing)
     kept = sparsity.kept(k) if sparsity is not None else k
     return GemmCycles(compute_cycles=cycles, folds=batch * fold_count(m, depth, n, rows, cols, dataflow),
