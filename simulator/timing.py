@@ -108,8 +108,8 @@ def mapping(m: int, k: int, n: int, dataflow: str) -> tuple[int, int, int]:
 
 def dense_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, timing: str = "default") -> int:
     """Compute cycles of one dense product (``k`` already reduced by packing and sparsity)."""
-    mapped_rows, mapped_cols, streamed = mapping(m, k, n, dataflow)
-    folds = ceil_div(mapped_rows, rows) * ceil_div(mapped_cols, cols)
+    streamed = mapping(m, k, n, dataflow)[2]
+    folds = fold_count(m, k, n, rows, cols, dataflow)
     per_fold_streaming = rows + cols + streamed - 2
     if timing == "scalesim":
         preload = 0 if dataflow == "os" else rows
