@@ -111,11 +111,10 @@ def dense_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, ti
     streamed = mapping(m, k, n, dataflow)[2]
     folds = fold_count(m, k, n, rows, cols, dataflow)
     per_fold_streaming = rows + cols + streamed - 2
+    preload = 0 if dataflow == "os" else rows  # ws/is load the stationary operand first
     if timing == "scalesim":
-        preload = 0 if dataflow == "os" else rows
         return folds * (preload + per_fold_streaming) - 1
     if timing == "default":
-        preload = 0 if dataflow == "os" else rows
         return preload + folds * per_fold_streaming
     raise ValueError(f"unknown timing {timing!r}")
 
