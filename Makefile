@@ -23,7 +23,7 @@ $(SCALESIM_STAMP):
 install: $(STAMP) $(SCALESIM_STAMP)
 
 run: $(STAMP)
-	$(BIN)/accelsim extract --model bert-base
+	$(BIN)/accelsim run configs/int4_sp.yaml --model bert-base
 
 test: $(STAMP) $(SCALESIM_STAMP)
 	$(BIN)/ruff check .

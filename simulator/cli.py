@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+from pathlib import Path
 
 import click
 
@@ -196,6 +197,195 @@ def _read_cases(path: str) -> list[dict]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read ({exc.__class__.__name__})") from None
     return rows
+
+
+def _trace_for(model: str, workload: Workload, include_frontend: bool, include_head: bool):  # noqa: ANN202
+    spec = load_model(model)
+    if not include_head:
+        workload = Workload(**{**workload.as_dict(), "head": "none"})
+    trace = spec.trace(workload)
+    return trace if include_frontend else trace.select(exclude=["frontend"])
+
+
+def _masks(policy):  # noqa: ANN001, ANN202 - policy -> mask provider or None
+    weights = policy.config.sparsity.weights
+    if weights is None or weights.pattern is not None:
+        return None
+    from simulator.mask_io import MaskProvider
+
+    return MaskProvider(weights, policy.source.parent if policy.source else None)
+
+
+def _dense_fp16(hardware, trace, timing: str):  # noqa: ANN001, ANN202
+    """Dense FP16 run for the 'vs FP16' speedup, or None when the hardware has no float path."""
+    from simulator.engine import simulate
+    from simulator.policy import policy_from_dict
+
+    policy = policy_from_dict({"name": "fp16_dense", "hardware": hardware.name, "precision": {"default": "fp16"}})
+    try:
+        return simulate(trace, hardware, policy, timing=timing)
+    except InputError:
+        return None
+
+
+@cli.command()
+@click.argument("config", type=click.Path())
+@workload_options
+@click.option("--hardware", "hardware_name", default=None, help="Preset name or YAML path (overrides the config's).")
+@click.option("--include-frontend/--exclude-frontend", default=False, show_default=True,
+              help="Wav2vec2's convolutional feature encoder (the paper's figures exclude it).")
+@click.option("--include-head/--exclude-head", default=False, show_default=True,
+              help="The task head (the paper's figures cover the transformer backbone).")
+@click.option("--timing", type=click.Choice(["default", "scalesim"]), default="default", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
+              help="table: summary; csv: one row per op; json: summary object.")
+@click.option("--out", type=click.Path(), default=None, help="Write per-op CSV, summary JSON and plots to DIR.")
+@click.option("--force", is_flag=True, help="Replace a non-empty --out directory.")
+def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens: int | None, image_size: int | None,
+        audio_samples: int | None, head: str | None, phase: str, hardware_name: str | None, include_frontend: bool,
+        include_head: bool, timing: str, fmt: str, out: str | None, force: bool) -> None:
+    """Simulate MODEL under run CONFIG: cycles, latency, time breakdown, speedups, weight memory."""
+    import json
+
+    from simulator.engine import simulate
+    from simulator.hardware import load_hardware
+    from simulator.memory import footprint, mask_nonzeros
+    from simulator.policy import load_baseline, load_run_config
+    from simulator.report import (
+        breakdown,
+        check_out_dir,
+        format_run,
+        plot_bars,
+        plot_time_breakdown,
+        run_summary,
+        staged_dir,
+        write_json,
+    )
+
+    out_dir = check_out_dir(out, force) if out else None
+    policy = load_run_config(config)
+    baseline = load_baseline(policy)
+    hardware = load_hardware(hardware_name or policy.config.hardware)
+    workload = make_workload(batch, tokens, decoder_tokens, image_size, audio_samples, head, phase)
+    trace = _trace_for(model, workload, include_frontend, include_head)
+    masks = _masks(policy)
+    results = simulate(trace, hardware, policy, timing=timing, mask_for=masks)
+    baseline_results = simulate(trace, hardware, baseline, timing=timing) if baseline else None
+    fp16_results = _dense_fp16(hardware, trace, timing)
+    memory = footprint(trace, policy, mask_nonzeros(masks) if masks else None)
+    scope = {"frontend": include_frontend, "head": include_head}
+    summary = run_summary(results, memory, model=trace.model, config=policy.name, hardware=hardware.name,
+                          baseline=baseline_results, baseline_name=baseline.name if baseline else None,
+                          fp16=fp16_results,
+                          workload={**trace.workload, **{f"include_{k}": v for k, v in scope.items()}})
+    if fmt == "table":
+        click.echo(format_run(summary))
+    elif fmt == "json":
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(results.to_csv(index=False), nl=False)
+    if out_dir is not None:
+        with staged_dir(out_dir) as staging:
+            results.to_csv(staging / "ops.csv", index=False)
+            write_json(staging / "summary.json", summary)
+            runs = {policy.name: breakdown(results)}
+            if baseline_results is not None and baseline.name != policy.name:
+                runs[baseline.name] = breakdown(baseline_results)
+            if fp16_results is not None:
+                runs["fp16 dense"] = breakdown(fp16_results)
+            plot_time_breakdown(runs, staging / "time_breakdown", f"{trace.model} on {hardware.name}")
+            groups = memory.as_dict()["groups"]
+            plot_bars({g: {"MiB": v["mib"], "MiB with scales": v["mib_with_scales"]} for g, v in groups.items()},
+                      staging / "memory_by_group", "weight memory (MiB)", f"{trace.model} under {policy.name}")
+        click.echo(f"wrote ops.csv, summary.json, time_breakdown.png/svg, memory_by_group.png/svg to {out_dir}",
+                   err=True)
+
+
+@cli.command()
+@click.argument("config", type=click.Path())
+@workload_options
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of the table.")
+def memory(config: str, model: str, batch: int, tokens: int | None, decoder_tokens: int | None,
+           image_size: int | None, audio_samples: int | None, head: str | None, phase: str, as_json: bool) -> None:
+    """Bit-exact parameter storage of MODEL under run CONFIG, by layer group and in total."""
+    import json
+
+    from simulator.memory import footprint, mask_nonzeros
+    from simulator.policy import load_run_config
+    from simulator.report import format_memory
+
+    policy = load_run_config(config)
+    workload = make_workload(batch, tokens, decoder_tokens, image_size, audio_samples, head, phase)
+    trace = load_model(model).trace(workload)
+    masks = _masks(policy)
+    result = footprint(trace, policy, mask_nonzeros(masks) if masks else None)
+    click.echo(json.dumps(result.as_dict(), indent=2) if as_json else format_memory(result))
+
+
+@cli.command()
+@click.option("--out", type=click.Path(), default=None, help="Write reproduction.md, CSVs and figures to DIR.")
+@click.option("--json", "json_path", type=click.Path(), default=None, help="Write the rows as JSON to FILE.")
+@click.option("--force", is_flag=True, help="Replace a non-empty --out directory.")
+def reproduce(out: str | None, json_path: str | None, force: bool) -> None:
+    """Regenerate the paper's hardware figures (seed 000, section 2.4) next to the published values."""
+    import json
+
+    from simulator.hardware import load_hardware
+    from simulator.output import write_bytes_atomic
+    from simulator.paper import load_paper_targets, load_setup, setup_policies, setup_traces
+    from simulator.report import check_out_dir, staged_dir
+    from simulator.reproduce import reproduce_figures
+
+    out_dir = check_out_dir(out, force) if out else None
+    if json_path is not None and Path(json_path).is_dir():
+        raise InputError(f"--json {json_path}: is a directory, expected a file path")
+    setup = load_setup()
+    targets = load_paper_targets()
+    hardware = load_hardware(setup.hardware)
+    traces = setup_traces(setup)
+    reproduction = reproduce_figures(traces, hardware, setup_policies(setup))
+    rows = [{"key": key, "paper": paper, "accelsim": reproduction.figures[key],
+             "rel_error": reproduction.figures[key] / paper - 1} for key, paper in targets.items()]
+    table = _reproduction_table(rows, hardware.name, setup)
+    click.echo(table)
+    if json_path is not None:
+        write_bytes_atomic(json_path, (json.dumps({"rows": rows}, indent=2) + "\n").encode())
+    if out_dir is not None:
+        with staged_dir(out_dir) as staging:
+            _write_reproduction(staging, rows, table, reproduction, hardware.name)
+        click.echo(f"wrote reproduction.md, CSVs and figures to {out_dir}", err=True)
+
+
+def _reproduction_table(rows: list[dict], hardware: str, setup) -> str:  # noqa: ANN001
+    models = ", ".join(f"{m} ({', '.join(f'{k}={v}' for k, v in knobs.model_dump(exclude_none=True).items())})"
+                       for m, knobs in setup.models.items())
+    lines = [f"Paper figures (seed 000, section 2.4) on {hardware}; backbones: {models}",
+             f"{'figure':<58} {'paper':>8} {'accelsim':>9} {'rel. error':>10}"]
+    lines += [f"{r['key']:<58} {r['paper']:>8.3f} {r['accelsim']:>9.3f} {100 * r['rel_error']:>9.2f}%" for r in rows]
+    return "\n".join(lines)
+
+
+def _write_reproduction(directory: Path, rows: list[dict], table: str, reproduction, hardware: str) -> None:  # noqa: ANN001
+    import pandas as pd
+
+    from simulator.report import breakdown, plot_bars, plot_time_breakdown
+
+    pd.DataFrame(rows).to_csv(directory / "figures.csv", index=False)
+    breakdowns = {f"{model} {config}": breakdown(results) for (model, config), results in reproduction.runs.items()}
+    records = [{"model": label.split(" ")[0], "config": label.split(" ")[1], **row}
+               for label, frame in breakdowns.items() for row in frame.to_dict(orient="records")]
+    pd.DataFrame(records).to_csv(directory / "time_breakdown.csv", index=False)
+    plot_time_breakdown(breakdowns, directory / "time_breakdown", f"time per model and config on {hardware}")
+    speedups = {r["key"].split(".", 1)[1]: {"paper": r["paper"], "accelsim": r["accelsim"]} for r in rows
+                if r["key"].startswith("sparse_over_dense_speedup")}
+    plot_bars(speedups, directory / "speedups", "sparse over dense speedup (x)", "2:4 sparse speedup")
+    savings = {r["key"].split(".", 1)[1]: {"paper": r["paper"], "accelsim": r["accelsim"]} for r in rows
+               if r["key"].startswith("memory_capacity_savings")}
+    plot_bars(savings, directory / "memory_savings", "memory saving (x)", "pruned-layer weight memory savings")
+    (directory / "reproduction.md").write_text(
+        "# Reproduction of the paper's hardware figures\n\n```\n" + table + "\n```\n\n"
+        "Files: figures.csv (paper vs accelsim), time_breakdown.csv/.png/.svg (cycles per category for "
+        "every model x config), speedups.png/.svg, memory_savings.png/.svg.\n")
 
 
 def _one_line(message: str) -> str:

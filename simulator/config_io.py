@@ -1,0 +1,75 @@
+"""Reading YAML configs into pydantic models: duplicate keys rejected, every error one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+import pydantic
+import yaml
+
+from workloads.errors import InputError
+
+Model = TypeVar("Model", bound=pydantic.BaseModel)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping with the same key twice (YAML's default is last-wins)."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            line = key_node.start_mark.line + 1
+            raise InputError(f"line {line}: duplicate key {key!r}")
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def read_yaml_mapping(path: Path) -> dict:
+    """The top-level mapping of a YAML file, or an InputError naming the file."""
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected a YAML file")
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read ({exc.__class__.__name__})") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or exc.__class__.__name__
+        raise InputError(f"{path}: malformed YAML: {where}{problem}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a YAML mapping at the top level")
+    return data
+
+
+def validation_message(error: pydantic.ValidationError) -> str:
+    """The first validation problem as 'field.path: message'."""
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif first["type"] == "missing":
+        message = "required field is missing"
+    message = message.removeprefix("Value error, ")
+    return f"{where}: {message}"
+
+
+def validate(model: type[Model], data: dict, source: str) -> Model:
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise InputError(f"{source}: {validation_message(exc)}") from None

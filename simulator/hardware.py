@@ -1,0 +1,163 @@
+"""Hardware description of a systolic-array accelerator (pydantic; unknown keys are rejected).
+
+A preset is a YAML file under ``configs/hardware/``. Sizes carry their unit in the field name
+(``*_bytes``, ``*_bytes_per_cycle``, ``clock_mhz``); throughput is MACs per PE per cycle, packed
+along the reduction dimension K (a PE doing 2 INT4 MACs per cycle covers 2 elements of K).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from simulator.config_io import read_yaml_mapping, validate
+from simulator.precision import Precision, fallback_precision, parse_precision
+from simulator.timing import SparsityPattern
+from workloads.errors import InputError
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+HARDWARE_DIR = CONFIG_DIR / "hardware"
+
+# Vector ops the SFU may be asked to run: every vector role a trace can contain, plus the ops the
+# simulator inserts (quantize/dequantize where precision changes, bias adds after matrix ops).
+INSERTED_SFU_OPS = ("quantize", "dequantize", "bias")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ArrayConfig(_Strict):
+    rows: int = Field(gt=0, description="PE rows")
+    cols: int = Field(gt=0, description="PE columns")
+    dataflow: Literal["ws", "os", "is"]
+    clock_mhz: float = Field(gt=0)
+
+
+class SparseSupport(_Strict):
+    patterns: list[str] = Field(default_factory=list, description="N:M patterns the PEs can skip, e.g. ['2:4']")
+    unstructured: bool = Field(False, description="PEs skip arbitrary zero weights (lanes wait for the slowest)")
+
+    @field_validator("patterns")
+    @classmethod
+    def _parse_patterns(cls, patterns: list[str]) -> list[str]:
+        for text in patterns:
+            try:
+                SparsityPattern.parse(text)
+            except InputError as exc:
+                raise ValueError(str(exc)) from None
+        return patterns
+
+    def can_skip(self, pattern: SparsityPattern) -> bool:
+        return any(SparsityPattern.parse(text) == pattern for text in self.patterns)
+
+
+class MemoryConfig(_Strict):
+    ifmap_buffer_bytes: int = Field(gt=0, description="on-chip buffer for the streamed activation operand")
+    filter_buffer_bytes: int = Field(gt=0, description="on-chip buffer for weights (or the second operand)")
+    ofmap_buffer_bytes: int = Field(gt=0, description="on-chip buffer for outputs")
+    dram_bytes_per_cycle: float = Field(gt=0, description="DRAM bandwidth in bytes per array clock cycle")
+    weights_streamed: bool = Field(True, description="weights are fetched from DRAM for every op that uses them")
+
+
+class SfuConfig(_Strict):
+    lanes: int = Field(gt=0, description="elements processed in parallel by the vector unit")
+    precision: str = Field("fp16", description="number format of the SFU and of activations between ops")
+    cycles_per_element: dict[str, float] = Field(
+        description="cycles one lane spends per element, for every vector op the workloads use")
+    overlap_with_array: bool = Field(
+        False, description="SFU work overlaps array work (ideal bound: total = max of the two), else serial")
+
+    @field_validator("precision")
+    @classmethod
+    def _check_precision(cls, text: str) -> str:
+        try:
+            return parse_precision(text).name
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("cycles_per_element")
+    @classmethod
+    def _check_costs(cls, costs: dict[str, float]) -> dict[str, float]:
+        for op, cost in costs.items():
+            if cost < 0:
+                raise ValueError(f"{op}: cycles per element must not be negative")
+        missing = [op for op in INSERTED_SFU_OPS if op not in costs]
+        if missing:
+            raise ValueError(f"missing cost for {', '.join(missing)} (inserted by the simulator)")
+        return costs
+
+
+class Hardware(_Strict):
+    name: str
+    description: str = ""
+    array: ArrayConfig
+    macs_per_pe: dict[str, int] = Field(
+        description="MACs per PE per cycle for each precision the array computes in, e.g. {fp16: 1, int8: 4}")
+    accumulator_bits: int = Field(32, gt=0, description="width of partial sums")
+    sparse: SparseSupport = Field(default_factory=SparseSupport)
+    memory: MemoryConfig
+    sfu: SfuConfig
+
+    @field_validator("macs_per_pe")
+    @classmethod
+    def _check_macs(cls, table: dict[str, int]) -> dict[str, int]:
+        if not table:
+            raise ValueError("at least one precision is needed")
+        normalised = {}
+        for text, macs in table.items():
+            try:
+                name = parse_precision(text).name
+            except InputError as exc:
+                raise ValueError(str(exc)) from None
+            if isinstance(macs, bool) or macs <= 0:
+                raise ValueError(f"{text}: MACs per PE per cycle must be a positive integer")
+            normalised[name] = macs
+        return normalised
+
+    @property
+    def pes(self) -> int:
+        return self.array.rows * self.array.cols
+
+    @property
+    def supported_precisions(self) -> list[Precision]:
+        return [parse_precision(name) for name in self.macs_per_pe]
+
+    def compute_precision(self, requested: Precision) -> Precision:
+        """The precision the array actually computes ``requested`` in (the next wider one it has)."""
+        chosen = fallback_precision(requested, self.supported_precisions)
+        if chosen is None:
+            raise InputError(f"hardware {self.name}: cannot compute {requested} "
+                             f"(supports {', '.join(self.macs_per_pe)}, none of which holds {requested} exactly)")
+        return chosen
+
+    def sfu_cost(self, op: str) -> float:
+        try:
+            return self.sfu.cycles_per_element[op]
+        except KeyError:
+            raise InputError(f"hardware {self.name}: sfu.cycles_per_element has no cost for vector op {op!r}") from None
+
+    @property
+    def sfu_precision(self) -> Precision:
+        return parse_precision(self.sfu.precision)
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in HARDWARE_DIR.glob("*.yaml"))
+
+
+def load_hardware(name_or_path: str | Path) -> Hardware:
+    """A preset name from configs/hardware/ or a path to a hardware YAML file."""
+    text = str(name_or_path)
+    path = Path(text)
+    if not (text.endswith((".yaml", ".yml")) or path.exists()):
+        path = HARDWARE_DIR / f"{text}.yaml"
+        if not path.exists():
+            import difflib
+
+            close = difflib.get_close_matches(text, preset_names(), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; presets: {', '.join(preset_names())}"
+            raise InputError(f"unknown hardware preset {text!r}{hint}")
+    return validate(Hardware, read_yaml_mapping(path), str(path))

@@ -1,0 +1,88 @@
+"""Weight masks for unstructured zero-skipping: generated (seeded) or read from .npy/.npz/.safetensors.
+
+Masks are keyed by op name: a file key matches an op when it equals the op name or ends with
+"." + op name, optionally followed by ".weight" (so a pruned Hugging Face checkpoint's
+"bert.encoder.layer.0.attention.q.weight" would need renaming to accelsim's op names; the
+error names the op it could not find). A ``.npy`` file holds one mask used for every pruned op.
+Any non-zero entry is a kept weight. Layout ``out_in`` (PyTorch Linear, N x K) is transposed to K x N.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from simulator.masks import magnitude_mask
+from simulator.policy import WeightSparsityConfig
+from workloads.errors import InputError
+from workloads.ops import Op
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        raise InputError(f"{path}: no such mask file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected a mask file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return {"": np.load(path, allow_pickle=False)}
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                return {key: archive[key] for key in archive.files}
+        if suffix == ".safetensors":
+            from safetensors.numpy import load_file
+
+            return dict(load_file(str(path)))
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file, reported in one line
+        raise InputError(f"{path}: cannot read masks ({exc.__class__.__name__}: {exc})") from None
+    raise InputError(f"{path}: mask files must be .npy, .npz or .safetensors")
+
+
+class MaskProvider:
+    """Callable op -> K x N boolean mask, cached per op name."""
+
+    def __init__(self, config: WeightSparsityConfig, base_dir: Path | None = None) -> None:
+        self.config = config
+        self._cache: dict[str, np.ndarray] = {}
+        self._arrays: dict[str, np.ndarray] | None = None
+        if config.mask is not None:
+            path = Path(config.mask)
+            if not path.is_absolute() and base_dir is not None and not path.exists():
+                path = base_dir / path
+            self._arrays = _read_arrays(path)
+            self._path = path
+
+    def _lookup(self, op: Op) -> np.ndarray:
+        assert self._arrays is not None
+        if "" in self._arrays:
+            return self._arrays[""]
+        for key, array in self._arrays.items():
+            bare = key.removesuffix(".weight")
+            if bare == op.name or bare.endswith("." + op.name):
+                return array
+        raise InputError(f"{self._path}: no mask for op {op.name!r}")
+
+    def __call__(self, op: Op) -> np.ndarray:
+        if op.name in self._cache:
+            return self._cache[op.name]
+        if self._arrays is None:
+            seed = zlib.crc32(f"{self.config.seed}:{op.name}".encode())
+            mask = magnitude_mask(op.k, op.n, self.config.density, seed)
+        else:
+            array = self._lookup(op)
+            if array.dtype.kind not in "biuf":
+                raise InputError(f"{self._path}: mask for {op.name} has dtype {array.dtype}; "
+                                 "expected bool, int or float")
+            expected = (op.n, op.k) if self.config.mask_layout == "out_in" else (op.k, op.n)
+            if array.shape != expected:
+                raise InputError(f"{self._path}: mask for {op.name} has shape {array.shape}, expected {expected} "
+                                 f"({self.config.mask_layout})")
+            mask = array != 0
+            if self.config.mask_layout == "out_in":
+                mask = mask.T
+            mask = np.ascontiguousarray(mask)
+        self._cache[op.name] = mask
+        return mask

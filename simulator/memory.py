@@ -1,0 +1,204 @@
+"""Bit-exact parameter storage under a precision/sparsity policy (pure, no I/O).
+
+Per parameter tensor:
+
+- dense b-bit weights: b bits per value;
+- N:M sparse weights (groups of M along K, the input dimension): the kept values at b bits plus a
+  ceil(log2 M)-bit position per kept value, i.e. N*(b + ceil(log2 M))/M bits per weight; a trailing
+  partial group of r < M weights keeps min(N, r);
+- unstructured sparse weights: the non-zero values at b bits plus a 1-bit-per-weight bitmap;
+- outlier-aware storage: ``dims`` input dimensions of each weight matrix kept dense at the outlier
+  precision, plus ceil(log2 K) bits naming each of them; the other K - dims rows as above;
+- integer weights carry one scale factor per output channel (``scale_bits`` each; one per tensor for
+  vector-op parameters such as embedding tables), reported separately from the values;
+- biases at their own precision (their layer's unless the policy says otherwise).
+
+Compression ratios compare against the same parameters stored dense at FP32, at FP16, and dense at
+the precisions the policy assigns (no sparsity, no outliers, no scales).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+
+from simulator.policy import Policy
+from simulator.precision import parse_precision
+from workloads.ops import GROUPS, LINEAR_ROLES, Op, Trace
+
+MIB_BITS = 8 * 1024 * 1024
+
+
+def index_bits_per_value(group: int) -> int:
+    """Bits that locate one kept value inside an N:M group of ``group`` weights: ceil(log2 M)."""
+    return (group - 1).bit_length()
+
+
+@dataclass(frozen=True)
+class OpStorage:
+    """Storage of one op's parameters, in bits (values, metadata, scales and biases apart)."""
+
+    name: str
+    layer: int
+    role: str
+    group: str
+    weight_params: int
+    bias_params: int
+    weight_precision: str
+    bias_precision: str
+    value_bits: int  # weight values, outlier values included
+    index_bits: int  # N:M positions, unstructured bitmap, outlier dimension indices
+    scale_bits: int
+    bias_bits: int
+    dense_weight_bits: int  # the same weights dense at their assigned precision
+    sparse: str  # "dense", an N:M pattern, or "unstructured"
+
+    @property
+    def weight_bits(self) -> int:
+        """Compressed weights without scale factors: values and metadata."""
+        return self.value_bits + self.index_bits
+
+    @property
+    def params(self) -> int:
+        return self.weight_params + self.bias_params
+
+
+def op_storage(op: Op, policy: Policy, nonzeros: Callable[[Op], int] | None = None) -> OpStorage:
+    """Storage of ``op``'s parameters; ``nonzeros(op)`` counts kept weights of an unstructured mask."""
+    precision = policy.precision(op)
+    bias_precision = policy.bias_precision(op)
+    value_bits = index_bits = scale_bits = 0
+    sparse = "dense"
+    config = policy.config
+    if op.weight_params:
+        is_matrix = op.is_matrix and op.has_weight_operand
+        if is_matrix:
+            matrices, depth, width = op.batch, op.k, op.n
+            outlier_dims = min(config.outliers.dims, depth) if config.outliers else 0
+            if outlier_dims:
+                outlier_bits = parse_precision(config.outliers.precision).bits
+                value_bits += matrices * outlier_dims * width * outlier_bits
+                index_bits += matrices * outlier_dims * index_bits_per_value(depth)
+            rest = depth - outlier_dims
+            if policy.prunes(op):
+                pattern = policy.pattern
+                if pattern is not None:
+                    kept = matrices * width * pattern.kept(rest)
+                    value_bits += kept * precision.bits
+                    index_bits += kept * index_bits_per_value(pattern.m)
+                    sparse = str(pattern)
+                else:
+                    if nonzeros is None:
+                        raise ValueError(f"{op.name}: unstructured sparsity needs the mask's non-zero count")
+                    value_bits += nonzeros(op) * precision.bits
+                    index_bits += matrices * rest * width  # bitmap
+                    sparse = "unstructured"
+            else:
+                value_bits += matrices * rest * width * precision.bits
+            channels = matrices * width
+            # Parameters beyond the matrices themselves (e.g. the weight-norm gains of wav2vec2's
+            # positional convolution) are stored dense.
+            value_bits += (op.weight_params - matrices * depth * width) * precision.bits
+        else:
+            value_bits = op.weight_params * precision.bits
+            channels = 1
+        if not precision.is_float:
+            scale_bits = channels * config.precision.scale_bits
+    return OpStorage(
+        name=op.name, layer=op.layer, role=op.role, group=op.group, weight_params=op.weight_params,
+        bias_params=op.bias_params, weight_precision=precision.name, bias_precision=bias_precision.name,
+        value_bits=value_bits, index_bits=index_bits, scale_bits=scale_bits,
+        bias_bits=op.bias_params * bias_precision.bits, dense_weight_bits=op.weight_params * precision.bits,
+        sparse=sparse)
+
+
+@dataclass(frozen=True)
+class StorageSummary:
+    """Totals of a set of tensors; ratios are dense reference bits over stored bits (no scales)."""
+
+    params: int
+    bits: int
+    scale_bits: int
+    dense_bits: int
+
+    @property
+    def bits_with_scales(self) -> int:
+        return self.bits + self.scale_bits
+
+    def ratio(self, reference_bits: int, with_scales: bool = False) -> float:
+        stored = self.bits_with_scales if with_scales else self.bits
+        return reference_bits / stored if stored else float("nan")
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            "params": self.params,
+            "bits": self.bits,
+            "scale_bits": self.scale_bits,
+            "bits_with_scales": self.bits_with_scales,
+            "mib": self.bits / MIB_BITS,
+            "mib_with_scales": self.bits_with_scales / MIB_BITS,
+            "compression_vs_fp32": self.ratio(32 * self.params),
+            "compression_vs_fp16": self.ratio(16 * self.params),
+            "compression_vs_dense": self.ratio(self.dense_bits),
+            "compression_vs_fp32_with_scales": self.ratio(32 * self.params, with_scales=True),
+        }
+
+
+def summarize(rows: Iterable[OpStorage], include_bias: bool = True) -> StorageSummary:
+    params = bits = scales = dense = 0
+    for row in rows:
+        params += row.weight_params
+        bits += row.weight_bits
+        scales += row.scale_bits
+        dense += row.dense_weight_bits
+        if include_bias:
+            params += row.bias_params
+            bits += row.bias_bits
+            dense += row.bias_bits
+    return StorageSummary(params, bits, scales, dense)
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """A model's parameter storage under one policy: per op, and the figures the CLI reports."""
+
+    model: str
+    config: str
+    ops: tuple[OpStorage, ...]
+
+    @property
+    def total(self) -> StorageSummary:
+        return summarize(self.ops)
+
+    @property
+    def pruned_linear(self) -> StorageSummary:
+        """Weight matrices (biases excluded) of the per-block linear layers q, k, v, attn_out, ffn1, ffn2."""
+        return summarize((row for row in self.ops if row.role in LINEAR_ROLES), include_bias=False)
+
+    def groups(self) -> dict[str, StorageSummary]:
+        present = [g for g in GROUPS if any(row.group == g and row.params for row in self.ops)]
+        return {g: summarize(row for row in self.ops if row.group == g) for g in present}
+
+    def as_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "config": self.config,
+            "total": self.total.as_dict(),
+            "pruned_linear": self.pruned_linear.as_dict(),
+            "groups": {g: s.as_dict() for g, s in self.groups().items()},
+        }
+
+    def records(self) -> list[dict]:
+        return [{**asdict(row), "weight_bits": row.weight_bits} for row in self.ops if row.params]
+
+
+def mask_nonzeros(mask_for: Callable[[Op], object]) -> Callable[[Op], int]:
+    """Kept-weight counter for op_storage from a mask provider (op -> K x N mask)."""
+    import numpy as np
+
+    return lambda op: int(np.count_nonzero(mask_for(op))) * op.batch
+
+
+def footprint(trace: Trace, policy: Policy, nonzeros: Callable[[Op], int] | None = None) -> Footprint:
+    policy.check_against(trace)
+    return Footprint(trace.model, policy.name, tuple(op_storage(op, policy, nonzeros) for op in trace))

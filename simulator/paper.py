@@ -1,0 +1,81 @@
+"""Loading the paper reproduction's inputs: its workloads (configs/reproduce.yaml) and the published
+figures (reference/paper_targets.yaml), which only ever fill the "paper" column of reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from simulator.config_io import read_yaml_mapping, validate
+from simulator.hardware import CONFIG_DIR
+from simulator.policy import Policy, load_run_config
+from workloads.errors import InputError
+from workloads.models import Workload, load_model
+from workloads.ops import Trace
+
+REPO_DIR = CONFIG_DIR.parent
+SETUP_PATH = CONFIG_DIR / "reproduce.yaml"
+TARGETS_PATH = REPO_DIR / "reference" / "paper_targets.yaml"
+FIGURE_SECTIONS = ("memory_capacity_savings", "pruned_layer_share_of_execution_time", "sparse_over_dense_speedup",
+                   "fp16_dense_over_dense_time_mean")
+
+
+class WorkloadKnobs(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    batch: int = Field(1, gt=0)
+    tokens: int | None = Field(None, gt=0)
+    image_size: int | None = Field(None, gt=0)
+    audio_samples: int | None = Field(None, gt=0)
+
+
+class ReproductionSetup(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    hardware: str
+    include_frontend: bool = False
+    include_head: bool = False
+    models: dict[str, WorkloadKnobs]
+    configs: list[str]
+
+
+def load_setup(path: Path = SETUP_PATH) -> ReproductionSetup:
+    return validate(ReproductionSetup, read_yaml_mapping(path), str(path))
+
+
+def backbone_trace(model: str, knobs: WorkloadKnobs, include_frontend: bool = False,
+                   include_head: bool = False) -> Trace:
+    workload = Workload(batch=knobs.batch, tokens=knobs.tokens, image_size=knobs.image_size,
+                        audio_samples=knobs.audio_samples, head=None if include_head else "none")
+    trace = load_model(model).trace(workload)
+    return trace if include_frontend else trace.select(exclude=["frontend"])
+
+
+def setup_traces(setup: ReproductionSetup, overrides: dict[str, WorkloadKnobs] | None = None) -> dict[str, Trace]:
+    knobs = {**setup.models, **(overrides or {})}
+    return {model: backbone_trace(model, knobs[model], setup.include_frontend, setup.include_head)
+            for model in setup.models}
+
+
+def setup_policies(setup: ReproductionSetup, config_dir: Path = CONFIG_DIR) -> dict[str, Policy]:
+    return {name: load_run_config(config_dir / f"{name}.yaml") for name in setup.configs}
+
+
+def load_paper_targets(path: Path = TARGETS_PATH) -> dict[str, float]:
+    """The published figures as {dotted key: value}, e.g. 'sparse_over_dense_speedup.int8.bert-base'."""
+    data = read_yaml_mapping(path)
+    targets: dict[str, float] = {}
+
+    def walk(prefix: str, node: object) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}.{key}", value)
+        elif isinstance(node, int | float) and not isinstance(node, bool):
+            targets[prefix] = float(node)
+        else:
+            raise InputError(f"{path}: {prefix}: expected a number, got {node!r}")
+
+    for section in FIGURE_SECTIONS:
+        if section not in data:
+            raise InputError(f"{path}: missing section {section!r}")
+        walk(section, data[section])
+    return targets

@@ -1,0 +1,248 @@
+"""Run configs: which precision and sparsity every op gets (pydantic schema + pure resolution).
+
+```yaml
+name: int4_sp
+hardware: rapid_like            # preset under configs/hardware/ or a path
+precision:
+  default: int4                 # weights and input activations of every op not matched below
+  ops: {bmm_av: int8}           # per op role
+  groups: {}                    # per layer group
+  layers: {"0-7": int2}         # per block index range (inclusive)
+  bias: int32                   # biases (default: their layer's precision)
+  scale_bits: 16                # one scale factor per output channel of integer weights
+sparsity:
+  weights: {pattern: "2:4", roles: [q, k, v, attn_out, ffn1, ffn2]}
+outliers: {dims: 8, precision: fp16}
+baseline: int4                  # dense config speedups are measured against (file next to this one)
+```
+
+A more specific setting wins: layers > groups > ops > default.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from simulator.config_io import read_yaml_mapping, validate
+from simulator.precision import Precision, parse_precision
+from simulator.timing import SparsityPattern
+from workloads.errors import InputError
+from workloads.ops import GROUPS, LINEAR_ROLES, OTHER_MATRIX_ROLES, PRUNED_LINEAR_ROLES, ROLES, Op, Trace
+
+_RANGE = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?")
+WEIGHT_MATRIX_ROLES = (*LINEAR_ROLES, *OTHER_MATRIX_ROLES)
+
+
+def _check_precision(text: str) -> str:
+    try:
+        return parse_precision(text).name
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def parse_layer_range(text: str) -> tuple[int, int]:
+    """'3' -> (3, 3); '0-7' -> (0, 7), inclusive."""
+    match = _RANGE.fullmatch(str(text))
+    if not match:
+        raise ValueError(f"layer range {text!r} is not of the form A-B or A")
+    first = int(match.group(1))
+    last = int(match.group(2)) if match.group(2) is not None else first
+    if last < first:
+        raise ValueError(f"layer range {text!r} ends before it starts")
+    return first, last
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PrecisionConfig(_Strict):
+    default: str
+    ops: dict[str, str] = Field(default_factory=dict)
+    groups: dict[str, str] = Field(default_factory=dict)
+    layers: dict[str, str] = Field(default_factory=dict)
+    bias: str | None = None
+    scale_bits: int = Field(16, ge=0, description="bits of one per-output-channel scale factor")
+
+    @field_validator("default", "bias")
+    @classmethod
+    def _one(cls, text: str | None) -> str | None:
+        return None if text is None else _check_precision(text)
+
+    @field_validator("ops")
+    @classmethod
+    def _ops(cls, table: dict[str, str]) -> dict[str, str]:
+        for role in table:
+            if role not in ROLES:
+                raise ValueError(f"unknown op role {role!r}; roles: {', '.join(ROLES)}")
+        return {role: _check_precision(p) for role, p in table.items()}
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, table: dict[str, str]) -> dict[str, str]:
+        for group in table:
+            if group not in GROUPS:
+                raise ValueError(f"unknown layer group {group!r}; groups: {', '.join(GROUPS)}")
+        return {group: _check_precision(p) for group, p in table.items()}
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, table: dict[str, str]) -> dict[str, str]:
+        spans = sorted((parse_layer_range(key), key, _check_precision(p)) for key, p in table.items())
+        pairs = itertools.combinations(spans, 2)
+        for (first_span, first_key, first_p), (second_span, second_key, second_p) in pairs:
+            if second_span[0] <= first_span[1] and first_p != second_p:
+                raise ValueError(f"layer ranges {first_key!r} and {second_key!r} overlap with different "
+                                 f"precisions ({first_p}, {second_p})")
+        return {key: _check_precision(p) for key, p in table.items()}
+
+
+class WeightSparsityConfig(_Strict):
+    pattern: str | None = Field(None, description="structured N:M along K, e.g. '2:4'")
+    density: float | None = Field(None, gt=0, le=1, description="unstructured: seeded magnitude pruning")
+    mask: str | None = Field(None, description="unstructured: masks from .npy, .npz or .safetensors")
+    mask_layout: str = Field("out_in", description="out_in (PyTorch Linear weight, N x K) or in_out (K x N)")
+    seed: int = 0
+    roles: list[str] = Field(default_factory=lambda: list(PRUNED_LINEAR_ROLES))
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, text: str | None) -> str | None:
+        if text is None:
+            return None
+        try:
+            return str(SparsityPattern.parse(text))
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("roles")
+    @classmethod
+    def _roles(cls, roles: list[str]) -> list[str]:
+        for role in roles:
+            if role not in WEIGHT_MATRIX_ROLES:
+                raise ValueError(f"role {role!r} has no weight matrix to prune; "
+                                 f"roles: {', '.join(WEIGHT_MATRIX_ROLES)}")
+        return roles
+
+    @field_validator("mask_layout")
+    @classmethod
+    def _layout(cls, text: str) -> str:
+        if text not in ("out_in", "in_out"):
+            raise ValueError(f"mask_layout must be out_in or in_out, got {text!r}")
+        return text
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> WeightSparsityConfig:
+        given = [key for key in ("pattern", "density", "mask") if getattr(self, key) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of pattern, density or mask")
+        return self
+
+
+class SparsityConfig(_Strict):
+    weights: WeightSparsityConfig | None = None
+
+
+class OutlierConfig(_Strict):
+    dims: int = Field(gt=0, description="input dimensions (rows of K) of each weight matrix kept at high precision")
+    precision: str = "fp16"
+
+    @field_validator("precision")
+    @classmethod
+    def _p(cls, text: str) -> str:
+        return _check_precision(text)
+
+
+class RunConfig(_Strict):
+    name: str
+    description: str = ""
+    hardware: str
+    precision: PrecisionConfig
+    sparsity: SparsityConfig = Field(default_factory=SparsityConfig)
+    outliers: OutlierConfig | None = None
+    baseline: str | None = Field(None, description="dense run config that speedups are measured against")
+
+    @property
+    def is_sparse(self) -> bool:
+        return self.sparsity.weights is not None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A run config resolved for lookups: precision, bias precision and sparsity of any op."""
+
+    config: RunConfig
+    source: Path | None = None
+
+    def precision(self, op: Op) -> Precision:
+        spec = self.config.precision
+        for key, name in spec.layers.items():
+            first, last = parse_layer_range(key)
+            if op.layer >= 0 and first <= op.layer <= last:
+                return parse_precision(name)
+        if op.group in spec.groups:
+            return parse_precision(spec.groups[op.group])
+        if op.role in spec.ops:
+            return parse_precision(spec.ops[op.role])
+        return parse_precision(spec.default)
+
+    def bias_precision(self, op: Op) -> Precision:
+        bias = self.config.precision.bias
+        return parse_precision(bias) if bias is not None else self.precision(op)
+
+    def prunes(self, op: Op) -> bool:
+        """True when this op's weight matrix is sparse under the policy."""
+        weights = self.config.sparsity.weights
+        if weights is None or not op.has_weight_operand or op.weight_params == 0:
+            return False
+        return op.role in weights.roles or (op.role == "qkv" and {"q", "k", "v"} <= set(weights.roles))
+
+    @property
+    def pattern(self) -> SparsityPattern | None:
+        weights = self.config.sparsity.weights
+        return SparsityPattern.parse(weights.pattern) if weights is not None and weights.pattern else None
+
+    def check_against(self, trace: Trace) -> None:
+        """Errors for settings that cannot apply to this model (a layer range beyond its blocks)."""
+        blocks = max((op.layer for op in trace), default=-1) + 1
+        for key in self.config.precision.layers:
+            first, last = parse_layer_range(key)
+            if last >= blocks:
+                raise InputError(f"{self.name}: precision.layers: range {key!r} is outside {trace.model} "
+                                 f"(blocks 0-{blocks - 1})")
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+def load_run_config(path: str | Path) -> Policy:
+    path = Path(path)
+    return Policy(validate(RunConfig, read_yaml_mapping(path), str(path)), path)
+
+
+def load_baseline(policy: Policy) -> Policy | None:
+    """The config's dense baseline: a path, or a name resolved next to the config file."""
+    name = policy.config.baseline
+    if name is None:
+        return None
+    candidate = Path(name)
+    if not name.endswith((".yaml", ".yml")):
+        candidate = (policy.source.parent if policy.source else Path(".")) / f"{name}.yaml"
+    elif not candidate.is_absolute() and policy.source is not None and not candidate.exists():
+        candidate = policy.source.parent / name
+    if not candidate.exists():
+        raise InputError(f"{policy.name}: baseline {name!r} not found (looked for {candidate})")
+    baseline = load_run_config(candidate)
+    if baseline.config.is_sparse:
+        raise InputError(f"{policy.name}: baseline {name!r} is itself sparse; a baseline must be dense")
+    return baseline
+
+
+def policy_from_dict(data: dict, source: str = "config") -> Policy:
+    return Policy(validate(RunConfig, data, source))

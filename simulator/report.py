@@ -1,0 +1,196 @@
+"""Reports at the edge: time breakdowns, run summaries, text tables, plots and output directories."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+
+from simulator.engine import Results
+from simulator.memory import Footprint
+from workloads.errors import InputError
+
+CATEGORY_LABELS = {"linear": "linear layers (q, k, v, attn_out, ffn1, ffn2)", "other_gemm": "other GEMMs/convs",
+                   "attention_bmm": "attention BMMs", "stalls": "memory stalls"}
+
+
+def breakdown(results: Results) -> pd.DataFrame:
+    """Compute cycles per category plus one 'stalls' row; shares of the serial total time."""
+    by_category = results.groupby("category", sort=False)["compute_cycles"].sum()
+    order = [c for c in ("linear", "other_gemm", "attention_bmm") if c in by_category.index]
+    order += sorted(c for c in by_category.index if c.startswith("sfu_"))
+    cycles = [int(by_category[c]) for c in order]
+    order.append("stalls")
+    cycles.append(int(results["stall_cycles"].sum()))
+    total = sum(cycles)
+    return pd.DataFrame({"category": order, "cycles": cycles,
+                         "percent_of_time": [100.0 * c / total if total else 0.0 for c in cycles]})
+
+
+def run_summary(results: Results, footprint: Footprint, *, model: str, config: str, hardware: str,
+                baseline: Results | None, baseline_name: str | None, fp16: Results | None,
+                workload: dict) -> dict:
+    totals = results.totals
+    summary = {
+        "model": model, "config": config, "hardware": hardware, "workload": workload,
+        "total_cycles": totals["total_cycles"], "latency_ms": totals["latency_ms"],
+        "utilization": totals["utilization"], "macs": totals["macs"],
+        "stall_cycles": totals["stall_cycles"], "dram_bytes": totals["dram_bytes"],
+        "breakdown": breakdown(results).to_dict(orient="records"),
+        "baseline": baseline_name,
+        "speedup_vs_baseline": baseline.totals["total_cycles"] / totals["total_cycles"] if baseline is not None
+        else None,
+        "speedup_vs_fp16_dense": fp16.totals["total_cycles"] / totals["total_cycles"] if fp16 is not None else None,
+        "memory": footprint.as_dict(),
+        "notes": list(results.notes),
+    }
+    return summary
+
+
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}x"
+
+
+def format_run(summary: dict) -> str:
+    lines = [
+        f"{summary['model']} under {summary['config']} on {summary['hardware']} "
+        f"({', '.join(f'{k}={v}' for k, v in summary['workload'].items())})",
+        f"  total: {summary['total_cycles']:,} cycles = {summary['latency_ms']:.3f} ms; "
+        f"array utilization {100 * summary['utilization']:.1f}%; DRAM {summary['dram_bytes'] / 2**20:.1f} MiB",
+        f"  speedup vs dense baseline ({summary['baseline'] or 'none'}): {_ratio(summary['speedup_vs_baseline'])}; "
+        f"vs dense FP16: {_ratio(summary['speedup_vs_fp16_dense'])}",
+        "",
+        f"  {'time breakdown':<46} {'cycles':>14} {'% of time':>10}",
+    ]
+    for row in summary["breakdown"]:
+        label = CATEGORY_LABELS.get(row["category"], row["category"].replace("sfu_", "SFU: "))
+        lines.append(f"  {label:<46} {row['cycles']:>14,} {row['percent_of_time']:>9.1f}%")
+    memory = summary["memory"]
+    lines += ["", f"  {'weight memory':<22} {'params':>13} {'MiB':>10} {'vs FP32':>9} {'vs FP16':>9} {'vs dense':>9}"]
+    for label, entry in [("pruned linear weights", memory["pruned_linear"]), ("whole model", memory["total"])]:
+        lines.append(f"  {label:<22} {entry['params']:>13,} {entry['mib']:>10.2f} "
+                     f"{entry['compression_vs_fp32']:>8.3f}x {entry['compression_vs_fp16']:>8.3f}x "
+                     f"{entry['compression_vs_dense']:>8.3f}x")
+    lines.append(f"  scale factors: {memory['total']['scale_bits'] / 8 / 2**20:.3f} MiB more "
+                 f"({memory['total']['compression_vs_fp32_with_scales']:.3f}x vs FP32 with them)")
+    lines += [f"  note: {note}" for note in summary["notes"]]
+    return "\n".join(lines)
+
+
+def format_memory(footprint: Footprint) -> str:
+    data = footprint.as_dict()
+    header = (f"{'group':<16} {'params':>13} {'bits':>14} {'MiB':>9} {'scale MiB':>10} "
+              f"{'vs FP32':>9} {'vs FP16':>9} {'vs dense':>9}")
+    lines = [f"{footprint.model} under {footprint.config}: parameter storage", header]
+
+    def line(label: str, entry: dict) -> str:
+        return (f"{label:<16} {entry['params']:>13,} {entry['bits']:>14,} {entry['mib']:>9.2f} "
+                f"{entry['scale_bits'] / 8 / 2**20:>10.3f} {entry['compression_vs_fp32']:>8.3f}x "
+                f"{entry['compression_vs_fp16']:>8.3f}x {entry['compression_vs_dense']:>8.3f}x")
+
+    lines += [line(group, entry) for group, entry in data["groups"].items()]
+    lines.append(line("total", data["total"]))
+    lines.append(line("pruned linear*", data["pruned_linear"]))
+    lines.append("* weight matrices of q, k, v, attn_out, ffn1, ffn2 (biases excluded); ratios exclude scale factors")
+    return "\n".join(lines)
+
+
+# --- output directories ---------------------------------------------------------------------------
+
+def check_out_dir(out: str | os.PathLike, force: bool) -> Path:
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"--out {path}: exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()) and not force:
+        raise InputError(f"--out {path}: directory is not empty (use --force to replace it)")
+    if not path.parent.is_dir():
+        raise InputError(f"--out {path}: parent directory {path.parent} does not exist")
+    return path
+
+
+@contextlib.contextmanager
+def staged_dir(target: Path) -> Iterator[Path]:
+    """Write a directory's files into a sibling temp dir, then swap it in whole (or not at all)."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield staging
+        if target.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            os.replace(target, retired / "old")
+            os.replace(staging, target)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_json(path: Path, data: object) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+# --- plots ----------------------------------------------------------------------------------------
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_time_breakdown(breakdowns: dict[str, pd.DataFrame], path_stem: Path, title: str) -> None:
+    """Stacked bars: one bar per run, segments = categories, height in cycles."""
+    plt = _pyplot()
+    labels = list(breakdowns)
+    categories: list[str] = []
+    for frame in breakdowns.values():
+        categories += [c for c in frame["category"] if c not in categories]
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(labels) + 3), 4.8))
+    bottoms = [0.0] * len(labels)
+    cmap = plt.get_cmap("tab20")
+    for index, cat in enumerate(categories):
+        heights = []
+        for label in labels:
+            frame = breakdowns[label]
+            match = frame.loc[frame["category"] == cat, "cycles"]
+            heights.append(float(match.iloc[0]) / 1e6 if len(match) else 0.0)
+        ax.bar(labels, heights, bottom=bottoms, label=CATEGORY_LABELS.get(cat, cat.replace("sfu_", "SFU ")),
+               color=cmap(index % 20))
+        bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
+    ax.set_ylabel("time (million cycles)")
+    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    for suffix in (".png", ".svg"):
+        fig.savefig(path_stem.with_suffix(suffix), dpi=120)
+    plt.close(fig)
+
+
+def plot_bars(values: dict[str, dict[str, float]], path_stem: Path, ylabel: str, title: str) -> None:
+    """Grouped bars: outer keys on the x axis, inner keys as series (e.g. paper vs accelsim)."""
+    plt = _pyplot()
+    labels = list(values)
+    series = list(next(iter(values.values())))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels) + 2), 4.5))
+    for index, name in enumerate(series):
+        xs = [i + (index - (len(series) - 1) / 2) * width for i in range(len(labels))]
+        ax.bar(xs, [values[label][name] for label in labels], width, label=name)
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    for suffix in (".png", ".svg"):
+        fig.savefig(path_stem.with_suffix(suffix), dpi=120)
+    plt.close(fig)

@@ -1,0 +1,175 @@
+"""The engine: cycle-stepping reference vs closed forms and the Numba kernel, and simulate() invariants."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simulator.cycle_reference import simulate_product
+from simulator.engine import simulate
+from simulator.hardware import Hardware, load_hardware
+from simulator.mask_io import MaskProvider
+from simulator.masks import magnitude_mask, masked_cycles, nm_mask
+from simulator.policy import load_run_config, policy_from_dict
+from simulator.timing import SparsityPattern, gemm_cycles
+from workloads.errors import InputError
+from workloads.models import load_model
+
+small = st.integers(1, 7)
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=small, k=st.integers(1, 12), n=small, rows=st.integers(1, 4), cols=st.integers(1, 4),
+       dataflow=st.sampled_from(["ws", "os", "is"]), pack=st.integers(1, 3),
+       timing=st.sampled_from(["default", "scalesim"]), seed=st.integers(0, 10**6))
+def test_cycle_stepping_equals_closed_form(m, k, n, rows, cols, dataflow, pack, timing, seed):
+    rng = np.random.default_rng(seed)
+    a, b = rng.integers(-4, 5, (m, k)), rng.integers(-4, 5, (k, n))
+    product, cycles = simulate_product(a, b, rows, cols, dataflow, pack=pack, timing=timing)
+    assert np.array_equal(product, a @ b)
+    assert cycles == gemm_cycles(m, k, n, rows, cols, dataflow, pack=pack, timing=timing).compute_cycles
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=small, k=st.integers(1, 12), n=small, rows=st.integers(1, 4), cols=st.integers(1, 4),
+       pack=st.integers(1, 2), density=st.floats(0.0, 1.0), timing=st.sampled_from(["default", "scalesim"]),
+       seed=st.integers(0, 10**6))
+def test_cycle_stepping_zero_skipping_equals_mask_kernel(m, k, n, rows, cols, pack, density, timing, seed):
+    rng = np.random.default_rng(seed)
+    a, b = rng.integers(-4, 5, (m, k)), rng.integers(-4, 5, (k, n))
+    mask = magnitude_mask(k, n, density, seed)
+    product, cycles = simulate_product(a, b, rows, cols, "ws", pack=pack, mask=mask, timing=timing)
+    assert np.array_equal(product, a @ (b * mask))
+    assert cycles == masked_cycles(mask, m, rows, cols, "ws", pack=pack, timing=timing)[0]
+
+
+def test_cycle_stepping_structured_nm_matches_closed_form():
+    rng = np.random.default_rng(1)
+    a, b = rng.integers(-4, 5, (6, 16)), rng.integers(-4, 5, (16, 5))
+    mask = nm_mask(16, 5, 2, 4, seed=3)
+    _, cycles = simulate_product(a, b, 3, 2, "ws", mask=mask)
+    assert cycles == gemm_cycles(6, 16, 5, 3, 2, "ws", sparsity=SparsityPattern(2, 4)).compute_cycles
+
+
+@pytest.fixture(scope="module")
+def rapid():
+    return load_hardware("rapid_like")
+
+
+@pytest.fixture(scope="module")
+def bert():
+    return load_model("bert-base").trace()
+
+
+def test_macs_and_params_conserved(rapid, bert):
+    results = simulate(bert, rapid, load_run_config("configs/int8.yaml"))
+    assert results.totals["macs"] == bert.macs
+    trace_ops = results[~results["inserted"]]
+    assert list(trace_ops["name"]) == [op.name for op in bert]
+    assert (results["total_cycles"] == results["compute_cycles"] + results["stall_cycles"]).all()
+    assert results.totals["total_cycles"] == int(results["total_cycles"].sum())
+    assert ((results["utilization"] > 0) & (results["utilization"] <= 1))[results["compute_cycles"] > 0].all()
+
+
+def test_sparse_halves_linear_compute_and_keeps_the_rest(rapid, bert):
+    dense = simulate(bert, rapid, load_run_config("configs/int8.yaml"))
+    sparse = simulate(bert, rapid, load_run_config("configs/int8_sp.yaml"))
+    linear = dense["category"] == "linear"
+    ratio = dense.loc[linear, "compute_cycles"].sum() / sparse.loc[linear, "compute_cycles"].sum()
+    assert ratio == pytest.approx(2.0, rel=0.01)
+    assert (sparse["compute_cycles"] <= dense["compute_cycles"]).all()
+    assert sparse.loc[~linear, "compute_cycles"].sum() == dense.loc[~linear, "compute_cycles"].sum()
+    assert sparse.totals["weight_bits"] < dense.totals["weight_bits"]
+
+
+def with_memory(hardware: Hardware, **changes) -> Hardware:
+    data = hardware.model_dump()
+    data["memory"].update(changes)
+    return Hardware.model_validate(data)
+
+
+def test_bandwidth_and_buffers_are_monotone(rapid, bert):
+    policy = load_run_config("configs/int8.yaml")
+    stalls = [simulate(bert, with_memory(rapid, dram_bytes_per_cycle=bw), policy).totals["stall_cycles"]
+              for bw in (4, 16, 64, 256)]
+    assert stalls == sorted(stalls, reverse=True) and stalls[0] > stalls[-1]
+    traffic = [simulate(bert, with_memory(rapid, ifmap_buffer_bytes=size, filter_buffer_bytes=size,
+                                          ofmap_buffer_bytes=size), policy).totals["dram_bytes"]
+               for size in (2**14, 2**18, 2**22)]
+    assert traffic == sorted(traffic, reverse=True) and traffic[0] > traffic[-1]
+    starved = simulate(bert, with_memory(rapid, dram_bytes_per_cycle=1), policy)
+    assert (starved["bound"] == "memory").any()
+
+
+def test_precision_fallback_is_reported(bert):
+    tpu = load_hardware("tpu_v1_like")
+    results = simulate(bert, tpu, load_run_config("configs/int4.yaml"))
+    assert any("int4 runs at int8" in note for note in results.notes)
+    assert set(results.loc[results["unit"] == "array", "compute_precision"]) == {"int8"}
+    with pytest.raises(InputError, match="cannot compute fp16"):
+        simulate(bert, tpu, load_run_config("configs/fp16.yaml"))
+    with pytest.raises(InputError, match="cannot skip 2:4"):
+        simulate(bert, tpu, load_run_config("configs/int8_sp.yaml"))
+
+
+def test_quantize_inserted_only_where_precision_changes(rapid, bert):
+    fp16 = simulate(bert, rapid, load_run_config("configs/fp16.yaml"))
+    int8 = simulate(bert, rapid, load_run_config("configs/int8.yaml"))
+    assert not fp16["role"].isin(["quantize", "dequantize"]).any()
+    quantized = int8[int8["role"] == "quantize"]
+    # One shared quantize for q, k, v per block, one per other GEMM, one (two operands) per BMM.
+    assert len(quantized[quantized["name"].str.contains(r"attention\.q\.quantize")]) == 12
+    assert not int8["name"].str.contains(r"attention\.[kv]\.quantize").any()
+    assert (int8["role"] == "dequantize").sum() == (int8["unit"] == "array").sum()
+
+
+def test_unstructured_masks_generated_and_from_files(tmp_path, rapid):
+    trace = load_model("bert-base").trace().select(groups=["attention"])
+    density = policy_from_dict({"name": "u", "hardware": "rapid_like", "precision": {"default": "int8"},
+                                "sparsity": {"weights": {"density": 0.5, "roles": ["q"]}}})
+    masks = MaskProvider(density.config.sparsity.weights)
+    results = simulate(trace, rapid, density, mask_for=masks)
+    q = results[results["role"] == "q"]
+    dense = gemm_cycles(384, 768, 768, 4, 128, "ws", pack=8).compute_cycles
+    # Load imbalance: lanes wait for the slowest, so 50% density is well short of a 2x gain.
+    assert dense / 2 < q["compute_cycles"].iloc[0] < dense
+    assert (q["macs"] == 384 * 768 * 768 // 2).all()
+    mask = nm_mask(768, 768, 2, 4, seed=0)
+    np.savez(tmp_path / "m.npz", **{"encoder.layer.0.attention.q.weight": mask.T})
+    np.save(tmp_path / "m.npy", mask.T)
+    from safetensors.numpy import save_file
+
+    save_file({"bert.encoder.layer.0.attention.q": np.ascontiguousarray(mask.T, dtype=np.uint8)},
+              str(tmp_path / "m.safetensors"))
+    one_layer = load_model("bert-base").trace().select(groups=["attention"])
+    one_layer = type(one_layer)(one_layer.model, tuple(op for op in one_layer if op.layer == 0), one_layer.workload)
+    structured = gemm_cycles(384, 768, 768, 4, 128, "ws", pack=8, sparsity=SparsityPattern(2, 4)).compute_cycles
+    for name in ("m.npz", "m.npy", "m.safetensors"):
+        policy = policy_from_dict({"name": "f", "hardware": "rapid_like", "precision": {"default": "int8"},
+                                   "sparsity": {"weights": {"mask": str(tmp_path / name), "roles": ["q"]}}})
+        result = simulate(one_layer, rapid, policy, mask_for=MaskProvider(policy.config.sparsity.weights))
+        assert result.loc[result["role"] == "q", "compute_cycles"].iloc[0] == structured, name
+    np.save(tmp_path / "bad.npy", np.ones((3, 3)))
+    policy = policy_from_dict({"name": "f", "hardware": "rapid_like", "precision": {"default": "int8"},
+                               "sparsity": {"weights": {"mask": str(tmp_path / "bad.npy"), "roles": ["q"]}}})
+    with pytest.raises(InputError, match=r"shape \(3, 3\), expected \(768, 768\)"):
+        simulate(one_layer, rapid, policy, mask_for=MaskProvider(policy.config.sparsity.weights))
+    (tmp_path / "trunc.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(InputError, match="cannot read masks"):
+        MaskProvider(policy_from_dict({"name": "f", "hardware": "x", "precision": {"default": "int8"},
+                                       "sparsity": {"weights": {"mask": str(tmp_path / "trunc.npz")}}}
+                                      ).config.sparsity.weights)
+
+
+def test_missing_sfu_cost_is_an_error(rapid, bert):
+    data = rapid.model_dump()
+    del data["sfu"]["cycles_per_element"]["softmax"]
+    with pytest.raises(InputError, match="no cost for vector op 'softmax'"):
+        simulate(bert, Hardware.model_validate(data), load_run_config("configs/int8.yaml"))
+
+
+def test_same_inputs_same_cycles(rapid, bert):
+    policy = load_run_config("configs/int4_sp.yaml")
+    first = simulate(bert, rapid, policy)
+    second = simulate(bert, rapid, policy)
+    assert first.to_csv(index=False) == second.to_csv(index=False)

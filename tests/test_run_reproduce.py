@@ -1,0 +1,119 @@
+"""accelsim run / reproduce: the paper's figures within tolerance, smoke runs, outputs, bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from simulator.hardware import load_hardware
+from simulator.paper import load_paper_targets, load_setup, setup_policies, setup_traces
+from simulator.reproduce import reproduce_figures
+
+# Regression tolerances on the published figures (issue: run/report).
+TOLERANCES = {
+    "memory_capacity_savings": ("abs", 0.005),
+    "pruned_layer_share_of_execution_time": ("abs", 0.01),
+    "sparse_over_dense_speedup": ("rel", 0.02),
+    "fp16_dense_over_dense_time_mean": ("rel", 0.03),
+}
+
+
+@pytest.fixture(scope="module")
+def reproduction():
+    setup = load_setup()
+    return reproduce_figures(setup_traces(setup), load_hardware(setup.hardware), setup_policies(setup))
+
+
+TARGETS = load_paper_targets()
+
+
+def test_all_eighteen_figures_present():
+    assert len(TARGETS) == 18
+
+
+@pytest.mark.parametrize("key", sorted(TARGETS))
+def test_paper_figure_within_tolerance(reproduction, key):
+    kind, tolerance = TOLERANCES[key.split(".")[0]]
+    paper, ours = TARGETS[key], reproduction.figures[key]
+    error = abs(ours - paper) if kind == "abs" else abs(ours / paper - 1)
+    assert error <= tolerance, f"{key}: paper {paper}, accelsim {ours:.4f}"
+
+
+def test_memory_figures_identical_across_models(reproduction):
+    for (_model, config), memory in reproduction.memory.items():
+        reference = reproduction.memory[("bert-base", config)]["pruned_linear"]
+        assert memory["pruned_linear"]["compression_vs_dense"] == reference["compression_vs_dense"]
+
+
+def accelsim(*args):
+    return subprocess.run([sys.executable, "-m", "simulator.cli", *args], capture_output=True, text=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["fp32", "fp16", "int8", "int8_sp", "int4", "int4_sp"])
+def test_run_smoke_every_config_and_model(config):
+    for model in ("bert-base", "wav2vec2-large", "vit-base"):
+        result = accelsim("run", f"configs/{config}.yaml", "--model", model, "--format", "json")
+        assert result.returncode == 0, result.stderr
+        summary = json.loads(result.stdout)
+        assert summary["total_cycles"] > 0 and summary["latency_ms"] > 0
+        shares = sum(row["percent_of_time"] for row in summary["breakdown"])
+        assert shares == pytest.approx(100.0)
+        if config.endswith("_sp"):
+            assert summary["speedup_vs_baseline"] > 1.15
+
+
+def test_run_out_dir_and_refusals(tmp_path):
+    out = tmp_path / "run"
+    result = accelsim("run", "configs/int4_sp.yaml", "--model", "bert-base", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "speedup vs dense baseline (int4): 1.2" in result.stdout
+    assert {p.name for p in out.iterdir()} == {"ops.csv", "summary.json", "time_breakdown.png", "time_breakdown.svg",
+                                               "memory_by_group.png", "memory_by_group.svg"}
+    again = accelsim("run", "configs/int4_sp.yaml", "--model", "bert-base", "--out", str(out))
+    assert again.returncode == 2 and "not empty" in again.stderr
+    forced = accelsim("run", "configs/int4_sp.yaml", "--model", "bert-base", "--out", str(out), "--force")
+    assert forced.returncode == 0, forced.stderr
+    csv_a = (out / "ops.csv").read_bytes()
+    accelsim("run", "configs/int4_sp.yaml", "--model", "bert-base", "--out", str(out), "--force")
+    assert (out / "ops.csv").read_bytes() == csv_a  # deterministic, byte for byte
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging leftovers
+
+
+def test_reproduce_json_and_out(tmp_path):
+    result = accelsim("reproduce", "--json", str(tmp_path / "r.json"), "--out", str(tmp_path / "rep"))
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert len(rows) == 18
+    assert {"key", "paper", "accelsim", "rel_error"} <= set(rows[0])
+    assert "sparse_over_dense_speedup.int8.bert-base" in {r["key"] for r in rows}
+    names = {p.name for p in (tmp_path / "rep").iterdir()}
+    assert {"reproduction.md", "figures.csv", "time_breakdown.png", "speedups.png", "memory_savings.png"} <= names
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["run", "configs/nope.yaml", "--model", "bert-base"], "no such file"),
+    (["run", "configs/int8.yaml", "--model", "bert-base", "--hardware", "rapid"], "unknown hardware preset"),
+    (["run", "configs/int8.yaml", "--model", "bert-base", "--out", "configs/int8.yaml"], "not a directory"),
+    (["run", "configs/int8.yaml", "--model", "bert-base", "--hardware", "tpu_v1_like", "--format", "json"], None),
+    (["run", "configs/fp16.yaml", "--model", "bert-base", "--hardware", "tpu_v1_like"], "cannot compute fp16"),
+    (["run", "configs/int8_sp.yaml", "--model", "bert-base", "--hardware", "tpu_v1_like"], "cannot skip 2:4"),
+    (["reproduce", "--json", "configs"], "is a directory"),
+])
+def test_run_bad_input(args, message):
+    result = accelsim(*args)
+    if message is None:
+        assert result.returncode == 0, result.stderr
+        return
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+
+
+def test_sparse_baseline_refused(tmp_path):
+    (tmp_path / "base.yaml").write_text("name: base\nhardware: rapid_like\nprecision: {default: int8}\n"
+                                        "sparsity: {weights: {pattern: '2:4'}}\n")
+    (tmp_path / "c.yaml").write_text("name: c\nhardware: rapid_like\nprecision: {default: int8}\nbaseline: base\n")
+    result = accelsim("run", str(tmp_path / "c.yaml"), "--model", "bert-base")
+    assert result.returncode == 2 and "itself sparse" in result.stderr
