@@ -293,10 +293,12 @@ def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens:
                 runs[baseline.name] = breakdown(baseline_results)
             if fp16_results is not None:
                 runs["fp16 dense"] = breakdown(fp16_results)
-            plot_time_breakdown(runs, staging / "time_breakdown", f"{trace.model} on {hardware.name}")
+            plot_time_breakdown({trace.model: runs}, staging / "time_breakdown",
+                                f"{trace.model} on {hardware.name}: time by category")
             groups = memory.as_dict()["groups"]
             plot_bars({g: {"MiB": v["mib"], "MiB with scales": v["mib_with_scales"]} for g, v in groups.items()},
-                      staging / "memory_by_group", "weight memory (MiB)", f"{trace.model} under {policy.name}")
+                      staging / "memory_by_group", "layer group", "weight memory (MiB)",
+                      f"{trace.model} under {policy.name}: parameter storage")
         click.echo(f"wrote ops.csv, summary.json, time_breakdown.png/svg, memory_by_group.png/svg to {out_dir}",
                    err=True)
 
@@ -333,7 +335,7 @@ def reproduce(out: str | None, json_path: str | None, force: bool) -> None:
     from simulator.hardware import load_hardware
     from simulator.output import write_bytes_atomic
     from simulator.paper import load_paper_targets, load_setup, setup_policies, setup_traces
-    from simulator.report import check_out_dir, staged_dir
+    from simulator.report import check_out_dir, reproduction_table, staged_dir, write_reproduction
     from simulator.reproduce import reproduce_figures
 
     out_dir = check_out_dir(out, force) if out else None
@@ -346,46 +348,14 @@ def reproduce(out: str | None, json_path: str | None, force: bool) -> None:
     reproduction = reproduce_figures(traces, hardware, setup_policies(setup))
     rows = [{"key": key, "paper": paper, "accelsim": reproduction.figures[key],
              "rel_error": reproduction.figures[key] / paper - 1} for key, paper in targets.items()]
-    table = _reproduction_table(rows, hardware.name, setup)
+    table = reproduction_table(rows, hardware.name, setup)
     click.echo(table)
     if json_path is not None:
         write_bytes_atomic(json_path, (json.dumps({"rows": rows}, indent=2) + "\n").encode())
     if out_dir is not None:
         with staged_dir(out_dir) as staging:
-            _write_reproduction(staging, rows, table, reproduction, hardware.name)
+            write_reproduction(staging, rows, table, reproduction, hardware.name)
         click.echo(f"wrote reproduction.md, CSVs and figures to {out_dir}", err=True)
-
-
-def _reproduction_table(rows: list[dict], hardware: str, setup) -> str:  # noqa: ANN001
-    models = ", ".join(f"{m} ({', '.join(f'{k}={v}' for k, v in knobs.model_dump(exclude_none=True).items())})"
-                       for m, knobs in setup.models.items())
-    lines = [f"Paper figures (seed 000, section 2.4) on {hardware}; backbones: {models}",
-             f"{'figure':<58} {'paper':>8} {'accelsim':>9} {'rel. error':>10}"]
-    lines += [f"{r['key']:<58} {r['paper']:>8.3f} {r['accelsim']:>9.3f} {100 * r['rel_error']:>9.2f}%" for r in rows]
-    return "\n".join(lines)
-
-
-def _write_reproduction(directory: Path, rows: list[dict], table: str, reproduction, hardware: str) -> None:  # noqa: ANN001
-    import pandas as pd
-
-    from simulator.report import breakdown, plot_bars, plot_time_breakdown
-
-    pd.DataFrame(rows).to_csv(directory / "figures.csv", index=False)
-    breakdowns = {f"{model} {config}": breakdown(results) for (model, config), results in reproduction.runs.items()}
-    records = [{"model": label.split(" ")[0], "config": label.split(" ")[1], **row}
-               for label, frame in breakdowns.items() for row in frame.to_dict(orient="records")]
-    pd.DataFrame(records).to_csv(directory / "time_breakdown.csv", index=False)
-    plot_time_breakdown(breakdowns, directory / "time_breakdown", f"time per model and config on {hardware}")
-    speedups = {r["key"].split(".", 1)[1]: {"paper": r["paper"], "accelsim": r["accelsim"]} for r in rows
-                if r["key"].startswith("sparse_over_dense_speedup")}
-    plot_bars(speedups, directory / "speedups", "sparse over dense speedup (x)", "2:4 sparse speedup")
-    savings = {r["key"].split(".", 1)[1]: {"paper": r["paper"], "accelsim": r["accelsim"]} for r in rows
-               if r["key"].startswith("memory_capacity_savings")}
-    plot_bars(savings, directory / "memory_savings", "memory saving (x)", "pruned-layer weight memory savings")
-    (directory / "reproduction.md").write_text(
-        "# Reproduction of the paper's hardware figures\n\n```\n" + table + "\n```\n\n"
-        "Files: figures.csv (paper vs accelsim), time_breakdown.csv/.png/.svg (cycles per category for "
-        "every model x config), speedups.png/.svg, memory_savings.png/.svg.\n")
 
 
 def _one_line(message: str) -> str:

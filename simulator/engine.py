@@ -37,7 +37,7 @@ ATTENTION_INPUT_ROLES = ("q", "k", "v", "qkv")
 RESULT_COLUMNS = (
     "name", "layer", "role", "group", "kind", "unit", "inserted", "category", "precision", "compute_precision",
     "macs_per_pe", "sparsity", "batch", "m", "k", "n", "elements", "macs", "folds", "compute_cycles",
-    "transfer_cycles", "stall_cycles", "total_cycles", "utilization", "weight_bits", "scale_bits", "bias_bits",
+    "dense_compute_cycles", "transfer_cycles", "stall_cycles", "total_cycles", "utilization", "weight_bits", "scale_bits", "bias_bits",
     "dram_bytes", "bound",
 )
 
@@ -75,6 +75,7 @@ class _Row:
     macs: int
     folds: int
     compute_cycles: int
+    dense_compute_cycles: int  # the same op without weight sparsity
     transfer_cycles: int
     stall_cycles: int
     utilization: float
@@ -177,12 +178,13 @@ class Simulator:
         pruned = self.policy.prunes(op)
         storage = op_storage(op, self.policy, self._nonzeros)
         compute, folds, macs = self._array_cycles(op, pack, pruned)
+        dense_compute = self._array_cycles(op, pack, False)[0] if pruned else compute
         dram = self._operand_traffic_bytes(op, requested, storage)
         transfer = _transfer_cycles(dram, self.hardware)
         slots = compute * self.hardware.pes * pack
         return _Row(op, "array", False, requested.name, chosen.name, pack, storage.sparse, 0, macs, folds,
-                    compute, transfer, _stall(transfer, compute, folds), macs / slots if slots else 0.0,
-                    storage, dram)
+                    compute, dense_compute, transfer, _stall(transfer, compute, folds),
+                    macs / slots if slots else 0.0, storage, dram)
 
     # --- SFU ops ----------------------------------------------------------------------------
     def _sfu_row(self, op: Op, inserted: bool, in_bits: int, out_bits: int, extra_dram: int = 0) -> _Row:
@@ -197,8 +199,8 @@ class Simulator:
         busy = op.elements * cost / (hw.sfu.lanes * compute) if compute else 0.0
         storage = None if inserted else op_storage(op, self.policy, self._nonzeros)
         precision = hw.sfu_precision.name
-        return _Row(op, "sfu", inserted, precision, precision, 0, "dense", op.elements, 0, 0, compute, transfer,
-                    stall, busy, storage, dram)
+        return _Row(op, "sfu", inserted, precision, precision, 0, "dense", op.elements, 0, 0, compute, compute,
+                    transfer, stall, busy, storage, dram)
 
     def _vector_row(self, op: Op) -> _Row:
         sfu_bits = self.hardware.sfu_precision.bits
@@ -264,6 +266,7 @@ def _frame(rows: list[_Row], hardware: Hardware, policy: Policy) -> Results:
             "macs_per_pe": row.macs_per_pe, "sparsity": row.sparsity,
             "batch": op.batch, "m": op.m, "k": op.k, "n": op.n, "elements": row.elements,
             "macs": row.macs, "folds": row.folds, "compute_cycles": compute,
+            "dense_compute_cycles": row.dense_compute_cycles,
             "transfer_cycles": transfer, "stall_cycles": row.stall_cycles,
             "total_cycles": compute + row.stall_cycles, "utilization": row.utilization,
             "weight_bits": storage.weight_bits if storage else 0,
@@ -307,5 +310,18 @@ def simulate(trace: Trace, hardware: Hardware, policy: Policy, *, timing: str = 
     simulator = Simulator(hardware, policy, timing=timing, mask_for=mask_for)
     frame = _frame(simulator.rows(trace), hardware, policy)
     frame.totals = summarize_results(frame, hardware)
-    frame.notes = list(simulator.notes)
+    frame.notes = list(simulator.notes) + _imbalance_notes(frame)
     return frame
+
+
+def _imbalance_notes(frame: Results) -> list[str]:
+    """Unstructured masks: compute against ideal density scaling (dense cycles x kept fraction)."""
+    masked = frame[frame["sparsity"] == "unstructured"]
+    if masked.empty:
+        return []
+    dense_macs = (masked["batch"] * masked["m"] * masked["k"] * masked["n"]).sum()
+    density = masked["macs"].sum() / dense_macs
+    ideal = masked["dense_compute_cycles"].sum() * density
+    actual = masked["compute_cycles"].sum()
+    return [f"unstructured masks (density {density:.3f}): {actual:,} compute cycles vs {ideal:,.0f} at ideal density "
+            f"scaling ({100 * (actual / ideal - 1):.1f}% lost to lanes waiting for the slowest)"]

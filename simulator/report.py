@@ -14,6 +14,8 @@ import pandas as pd
 
 from simulator.engine import Results
 from simulator.memory import Footprint
+from simulator.paper import ReproductionSetup
+from simulator.reproduce import Reproduction
 from workloads.errors import InputError
 
 CATEGORY_LABELS = {"linear": "linear layers (q, k, v, attn_out, ffn1, ffn2)", "other_gemm": "other GEMMs/convs",
@@ -147,36 +149,42 @@ def _pyplot():
     return plt
 
 
-def plot_time_breakdown(breakdowns: dict[str, pd.DataFrame], path_stem: Path, title: str) -> None:
-    """Stacked bars: one bar per run, segments = categories, height in cycles."""
+def plot_time_breakdown(panels: dict[str, dict[str, pd.DataFrame]], path_stem: Path, title: str) -> None:
+    """Stacked bars per panel (e.g. one panel per model): one bar per run, segments = categories."""
     plt = _pyplot()
-    labels = list(breakdowns)
     categories: list[str] = []
-    for frame in breakdowns.values():
-        categories += [c for c in frame["category"] if c not in categories]
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(labels) + 3), 4.8))
-    bottoms = [0.0] * len(labels)
+    for runs in panels.values():
+        for frame in runs.values():
+            categories += [c for c in frame["category"] if c not in categories]
+    bars = max(len(runs) for runs in panels.values())
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(6.0, 1.2 * bars * len(panels) + 3), 4.8), squeeze=False)
     cmap = plt.get_cmap("tab20")
-    for index, cat in enumerate(categories):
-        heights = []
-        for label in labels:
-            frame = breakdowns[label]
-            match = frame.loc[frame["category"] == cat, "cycles"]
-            heights.append(float(match.iloc[0]) / 1e6 if len(match) else 0.0)
-        ax.bar(labels, heights, bottom=bottoms, label=CATEGORY_LABELS.get(cat, cat.replace("sfu_", "SFU ")),
-               color=cmap(index % 20))
-        bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
-    ax.set_ylabel("time (million cycles)")
-    ax.set_title(title)
-    ax.tick_params(axis="x", rotation=30)
-    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
-    fig.tight_layout()
+    for ax, (panel, runs) in zip(axes[0], panels.items(), strict=True):
+        labels = list(runs)
+        bottoms = [0.0] * len(labels)
+        for index, cat in enumerate(categories):
+            heights = []
+            for label in labels:
+                frame = runs[label]
+                match = frame.loc[frame["category"] == cat, "cycles"]
+                heights.append(float(match.iloc[0]) / 1e6 if len(match) else 0.0)
+            ax.bar(labels, heights, bottom=bottoms, color=cmap(index % 20),
+                   label=CATEGORY_LABELS.get(cat, cat.replace("sfu_", "SFU ")))
+            bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
+        ax.set_title(panel)
+        ax.set_xlabel("configuration")
+        ax.set_ylabel("time (million cycles)")
+        ax.tick_params(axis="x", rotation=30)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=7, loc="center right")
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 0.8, 1))
     for suffix in (".png", ".svg"):
         fig.savefig(path_stem.with_suffix(suffix), dpi=120)
     plt.close(fig)
 
 
-def plot_bars(values: dict[str, dict[str, float]], path_stem: Path, ylabel: str, title: str) -> None:
+def plot_bars(values: dict[str, dict[str, float]], path_stem: Path, xlabel: str, ylabel: str, title: str) -> None:
     """Grouped bars: outer keys on the x axis, inner keys as series (e.g. paper vs accelsim)."""
     plt = _pyplot()
     labels = list(values)
@@ -187,6 +195,7 @@ def plot_bars(values: dict[str, dict[str, float]], path_stem: Path, ylabel: str,
         xs = [i + (index - (len(series) - 1) / 2) * width for i in range(len(labels))]
         ax.bar(xs, [values[label][name] for label in labels], width, label=name)
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend()
@@ -194,3 +203,40 @@ def plot_bars(values: dict[str, dict[str, float]], path_stem: Path, ylabel: str,
     for suffix in (".png", ".svg"):
         fig.savefig(path_stem.with_suffix(suffix), dpi=120)
     plt.close(fig)
+
+
+# --- the paper reproduction -----------------------------------------------------------------------
+
+def reproduction_table(rows: list[dict], hardware: str, setup: ReproductionSetup) -> str:
+    models = ", ".join(f"{m} ({', '.join(f'{k}={v}' for k, v in knobs.model_dump(exclude_none=True).items())})"
+                       for m, knobs in setup.models.items())
+    lines = [f"Paper figures (seed 000, section 2.4) on {hardware}; backbones: {models}",
+             f"{'figure':<58} {'paper':>8} {'accelsim':>9} {'rel. error':>10}"]
+    lines += [f"{r['key']:<58} {r['paper']:>8.3f} {r['accelsim']:>9.3f} {100 * r['rel_error']:>9.2f}%" for r in rows]
+    return "\n".join(lines)
+
+
+def write_reproduction(directory: Path, rows: list[dict], table: str, reproduction: Reproduction,
+                       hardware: str) -> None:
+    """reproduction.md, figures.csv, time_breakdown.csv and the plots, into ``directory``."""
+    pd.DataFrame(rows).to_csv(directory / "figures.csv", index=False)
+    panels: dict[str, dict[str, pd.DataFrame]] = {}
+    for (model, config), results in reproduction.runs.items():
+        panels.setdefault(model, {})[config] = breakdown(results)
+    records = [{"model": model, "config": config, **row} for model, runs in panels.items()
+               for config, frame in runs.items() for row in frame.to_dict(orient="records")]
+    pd.DataFrame(records).to_csv(directory / "time_breakdown.csv", index=False)
+    plot_time_breakdown(panels, directory / "time_breakdown", f"time by category on {hardware}")
+
+    def paper_vs_ours(section: str) -> dict[str, dict[str, float]]:
+        return {r["key"].split(".", 1)[1]: {"paper": r["paper"], "accelsim": r["accelsim"]} for r in rows
+                if r["key"].startswith(section)}
+
+    plot_bars(paper_vs_ours("sparse_over_dense_speedup"), directory / "speedups", "precision.model",
+              "sparse over dense speedup (x)", "2:4 sparse speedup: paper vs accelsim")
+    plot_bars(paper_vs_ours("memory_capacity_savings"), directory / "memory_savings", "comparison",
+              "memory saving (x, bits over bits)", "pruned-layer weight memory savings: paper vs accelsim")
+    (directory / "reproduction.md").write_text(
+        "# Reproduction of the paper's hardware figures\n\n```\n" + table + "\n```\n\n"
+        "Files: figures.csv (paper vs accelsim), time_breakdown.csv/.png/.svg (cycles per category for "
+        "every model x config), speedups.png/.svg, memory_savings.png/.svg.\n")
