@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,8 +47,10 @@ def main() -> None:
     args = parser.parse_args()
 
     print("1. accelsim --timing scalesim vs SCALE-Sim 3.0.0 (same GEMM, same compute cycles)")
+    print("   (accelsim s: one in-process call, as a sweep makes it; CLI s: a whole `accelsim gemm` process,\n"
+          "   Python start-up and imports included; SCALE-Sim s: a whole SCALE-Sim run)")
     print(f"   {'GEMM (M,K,N)':<18} {'array':>8} {'df':>3} {'cycles':>9} {'SCALE-Sim s':>12} {'accelsim s':>11} "
-          f"{'ratio':>10}")
+          f"{'ratio':>10} {'CLI s':>7} {'ratio':>7}")
     for (m, k, n), rows, cols, dataflow in PEER_CASES:
         ours = gemm_cycles(m, k, n, rows, cols, dataflow, timing="scalesim").compute_cycles
         shape = (m, k, n, rows, cols, dataflow)
@@ -60,8 +63,13 @@ def main() -> None:
             peer = run_scalesim(Path(workdir), rows, cols, dataflow, [(m, k, n, None)], sparse=False, timeout_s=3600)[0]
             peer_s = time.perf_counter() - start
         same = "same" if peer == ours else f"DIFFERENT ({peer})"
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "simulator.cli", "gemm", "--m", str(m), "--k", str(k), "--n", str(n),
+                        "--rows", str(rows), "--cols", str(cols), "--dataflow", dataflow, "--timing", "scalesim",
+                        "--json"], check=True, capture_output=True, cwd=ROOT)
+        cli_s = time.perf_counter() - start
         print(f"   {str((m, k, n)):<18} {rows}x{cols:<5} {dataflow:>3} {ours:>9} {peer_s:>12.1f} {ours_s:>11.2e} "
-              f"{peer_s / ours_s:>9.0f}x  cycles {same}")
+              f"{peer_s / ours_s:>9.0f}x {cli_s:>7.2f} {peer_s / cli_s:>6.0f}x  cycles {same}")
 
     print("\n2. whole BERT-base forward pass (every op, 12 layers, int4_sp on rapid_like)")
     trace = load_model("bert-base").trace()
