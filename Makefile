@@ -1,5 +1,5 @@
 # The two commands of the README: `make run` (the main job) and `make test` (lint + the test suite).
-# Both create .venv and install accelsim with its dev and hf extras on first use.
+# Both create .venv and install accelsim with its dev, hf and dask extras on first use.
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -12,7 +12,7 @@ SCALESIM_STAMP := $(SCALESIM_VENV)/.installed-stamp
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,hf]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,hf,dask]'
 	touch $(STAMP)
 
 $(SCALESIM_STAMP):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -356,6 +357,33 @@ def reproduce(out: str | None, json_path: str | None, force: bool) -> None:
         with staged_dir(out_dir) as staging:
             write_reproduction(staging, rows, table, reproduction, hardware.name)
         click.echo(f"wrote reproduction.md, CSVs and figures to {out_dir}", err=True)
+
+
+@cli.command()
+@click.argument("sweep_file", type=click.Path())
+@click.option("--out", type=click.Path(), required=True, help="Directory for results.csv/.parquet, plots, parts.")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True)
+@click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (with --executor dask).")
+@click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True,
+              help="Worker processes (local pool or Dask LocalCluster).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted sweep in --out without recomputing.")
+@click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
+def sweep(sweep_file: str, out: str, executor: str, scheduler: str | None, workers: int, resume: bool,
+          no_progress: bool) -> None:
+    """Run a design-space sweep (hardware axes x configs x models); resumable, never loses finished points."""
+    from simulator.sweep import load_sweep, make_executor, plot_sweep, prepare_out_dir, run_sweep
+
+    _, plan = load_sweep(sweep_file)
+    out_dir = Path(out)
+    prepare_out_dir(out_dir, plan, resume)
+    pool, close = make_executor(executor, workers, scheduler)
+    try:
+        table = run_sweep(plan, out_dir, pool, workers, progress=not no_progress)
+    finally:
+        close()
+    plot_sweep(table, plan, out_dir / "latency")
+    failed = int((table["error"] != "").sum())
+    click.echo(f"{len(table)} points ({failed} failed) -> {out_dir}/results.csv, results.parquet, latency.png/svg")
 
 
 def _one_line(message: str) -> str:

@@ -18,6 +18,7 @@ time exceeds its compute time.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from simulator.hardware import Hardware
 from simulator.memory import OpStorage, mask_nonzeros, op_storage
 from simulator.policy import Policy
 from simulator.precision import Precision
-from simulator.timing import ceil_div, gemm_cycles
+from simulator.timing import SparsityPattern, ceil_div, gemm_cycles
 from workloads.errors import InputError
 from workloads.ops import BMM_ROLES, LINEAR_ROLES, Op, Trace
 
@@ -37,8 +38,8 @@ ATTENTION_INPUT_ROLES = ("q", "k", "v", "qkv")
 RESULT_COLUMNS = (
     "name", "layer", "role", "group", "kind", "unit", "inserted", "category", "precision", "compute_precision",
     "macs_per_pe", "sparsity", "batch", "m", "k", "n", "elements", "macs", "folds", "compute_cycles",
-    "dense_compute_cycles", "transfer_cycles", "stall_cycles", "total_cycles", "utilization", "weight_bits", "scale_bits", "bias_bits",
-    "dram_bytes", "bound",
+    "dense_compute_cycles", "transfer_cycles", "stall_cycles", "total_cycles", "utilization", "weight_bits",
+    "scale_bits", "bias_bits", "dram_bytes", "bound",
 )
 
 
@@ -83,6 +84,15 @@ class _Row:
     dram_bytes: int
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _product_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, batch: int, pack: int,
+                    sparsity: SparsityPattern | None, timing: str) -> tuple[int, int, int]:
+    """(compute cycles, folds, MACs), memoised per process: repeated layers and design points that share
+    a product shape cost one evaluation."""
+    result = gemm_cycles(m, k, n, rows, cols, dataflow, batch=batch, pack=pack, sparsity=sparsity, timing=timing)
+    return result.compute_cycles, result.folds, result.macs
+
+
 def _transfer_cycles(dram_bytes: int, hardware: Hardware) -> int:
     return math.ceil(dram_bytes / hardware.memory.dram_bytes_per_cycle) if dram_bytes else 0
 
@@ -108,7 +118,6 @@ class Simulator:
         self.timing = timing
         self.mask_for = mask_for
         self.notes: list[str] = []
-        self._compute_cache: dict[tuple, tuple[int, int, int]] = {}
         self._nonzeros = mask_nonzeros(mask_for) if mask_for is not None else None
         pattern = policy.pattern
         weights = policy.config.sparsity.weights
@@ -142,12 +151,8 @@ class Simulator:
             return masked_cycles(self.mask_for(op), op.m, array.rows, array.cols, array.dataflow, pack=pack,
                                  timing=self.timing)
         sparsity = self.policy.pattern if pruned else None
-        key = (op.batch, op.m, op.k, op.n, pack, sparsity)
-        if key not in self._compute_cache:
-            result = gemm_cycles(op.m, op.k, op.n, array.rows, array.cols, array.dataflow, batch=op.batch,
-                                 pack=pack, sparsity=sparsity, timing=self.timing)
-            self._compute_cache[key] = (result.compute_cycles, result.folds, result.macs)
-        return self._compute_cache[key]
+        return _product_cycles(op.m, op.k, op.n, array.rows, array.cols, array.dataflow, op.batch, pack, sparsity,
+                               self.timing)
 
     def _operand_traffic_bytes(self, op: Op, precision: Precision, storage: OpStorage) -> int:
         """DRAM bytes of one matrix op: activation operands that spill, weights when streamed."""

@@ -21,6 +21,7 @@ A more specific setting wins: layers > groups > ops > default.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ def _check_precision(text: str) -> str:
         raise ValueError(str(exc)) from None
 
 
+@functools.lru_cache(maxsize=256)
 def parse_layer_range(text: str) -> tuple[int, int]:
     """'3' -> (3, 3); '0-7' -> (0, 7), inclusive."""
     match = _RANGE.fullmatch(str(text))
@@ -202,7 +204,7 @@ class Policy:
             return False
         return op.role in weights.roles or (op.role == "qkv" and {"q", "k", "v"} <= set(weights.roles))
 
-    @property
+    @functools.cached_property
     def pattern(self) -> SparsityPattern | None:
         weights = self.config.sparsity.weights
         return SparsityPattern.parse(weights.pattern) if weights is not None and weights.pattern else None

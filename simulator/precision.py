@@ -6,6 +6,7 @@ storage is exact at the format's width, whatever the hardware can compute.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -42,6 +43,7 @@ class Precision:
         return self.bits >= other.bits
 
 
+@functools.lru_cache(maxsize=256)
 def parse_precision(text: object) -> Precision:
     """``fp32``, ``fp16``, ``bf16``, ``intN`` with 2 <= N <= 16, or ``int32``; anything else is an input error."""
     name = str(text).strip().lower()

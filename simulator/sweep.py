@@ -1,0 +1,469 @@
+"""Design-space sweeps: hardware axes x run configs x models, on any concurrent.futures.Executor.
+
+```yaml
+name: pe_array
+hardware: rapid_like                     # base preset (name or path)
+axes:
+  product: {array.rows: [16, 32], array.cols: [64, 128]}   # every combination
+  zip: {memory.dram_bytes_per_cycle: [64, 128], sfu.lanes: [32, 64]}   # in lock-step
+configs: [int8, int8_sp]                 # names under configs/ or paths (relative to this file)
+models: [bert-base, {name: vit-base, image_size: 224}]
+include_frontend: false
+include_head: false
+timing: default
+```
+
+Design points are the product of the ``product`` axes times the ``zip`` tuples; every design point
+runs every config on every model. A point is identified by a stable id (a hash of its axis values,
+config and model), so a sweep resumes by skipping finished ids. The pure part (expanding points,
+evaluating a chunk) is separate from the edge (executors, part files, progress).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from simulator.config_io import read_yaml_mapping, validate
+from simulator.hardware import CONFIG_DIR, Hardware, load_hardware
+from simulator.policy import RunConfig, load_baseline, load_run_config
+from workloads.errors import InputError
+
+RESULT_COLUMNS = ("point_id", "point", "config", "model", "total_cycles", "latency_ms", "utilization",
+                  "speedup_vs_baseline", "weight_bits", "dram_bytes", "error")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelEntry(_Strict):
+    name: str
+    batch: int = Field(1, gt=0)
+    tokens: int | None = Field(None, gt=0)
+    image_size: int | None = Field(None, gt=0)
+    audio_samples: int | None = Field(None, gt=0)
+
+    @property
+    def label(self) -> str:
+        knobs = self.model_dump(exclude_none=True, exclude={"name"})
+        knobs = {k: v for k, v in knobs.items() if not (k == "batch" and v == 1)}
+        return self.name + "".join(f" {k}={v}" for k, v in knobs.items())
+
+
+class Axes(_Strict):
+    product: dict[str, list[Any]] = Field(default_factory=dict)
+    zip: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> Axes:
+        for kind, table in (("product", self.product), ("zip", self.zip)):
+            for path, values in table.items():
+                if not values:
+                    raise ValueError(f"{kind}.{path}: needs at least one value")
+        lengths = {len(values) for values in self.zip.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"zip axes must have equal lengths, got {sorted(lengths)}")
+        shared = set(self.product) & set(self.zip)
+        if shared:
+            raise ValueError(f"axis {sorted(shared)[0]!r} is in both product and zip")
+        return self
+
+    @property
+    def paths(self) -> list[str]:
+        return [*self.product, *self.zip]
+
+
+class SweepSpec(_Strict):
+    name: str
+    hardware: str
+    axes: Axes = Field(default_factory=Axes)
+    configs: list[str] = Field(min_length=1)
+    models: list[ModelEntry | str] = Field(min_length=1)
+    include_frontend: bool = False
+    include_head: bool = False
+    timing: Literal["default", "scalesim"] = "default"
+
+    @field_validator("models")
+    @classmethod
+    def _entries(cls, models: list[ModelEntry | str]) -> list[ModelEntry | str]:
+        return [ModelEntry(name=m) if isinstance(m, str) else m for m in models]
+
+
+def check_axis_path(path: str) -> None:
+    """An axis must name a hardware field (``array.rows``) or a key of a table (``macs_per_pe.int8``)."""
+    model: type[BaseModel] | None = Hardware
+    parts = path.split(".")
+    for depth, part in enumerate(parts):
+        if model is None:
+            raise InputError(f"axis {path!r}: {'.'.join(parts[:depth])} has no field {part!r}")
+        field = model.model_fields.get(part)
+        if field is None:
+            raise InputError(f"axis {path!r}: hardware has no field {'.'.join(parts[:depth + 1])!r}")
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        elif getattr(annotation, "__origin__", None) is dict:
+            if depth + 2 != len(parts):
+                raise InputError(f"axis {path!r}: {'.'.join(parts[:depth + 1])} needs exactly one key after it")
+            return
+        else:
+            model = None
+    if model is not None:
+        raise InputError(f"axis {path!r}: {path} is a group of fields, name one of them")
+
+
+def design_points(axes: Axes) -> list[dict[str, Any]]:
+    product = [dict(zip(axes.product, values, strict=True)) for values in itertools.product(*axes.product.values())]
+    zipped = [dict(zip(axes.zip, values, strict=True)) for values in zip(*axes.zip.values(), strict=True)] or [{}]
+    return [{**p, **z} for p in product for z in zipped]
+
+
+def point_id(axis_values: dict[str, Any], config: str, model: ModelEntry) -> str:
+    canonical = json.dumps({"axes": axis_values, "config": config, "model": model.model_dump()}, sort_keys=True)
+    return hashlib.sha1(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Point:
+    index: int
+    point_id: str
+    axes: dict[str, Any]
+    config: str  # resolved path of the run config
+    model: ModelEntry
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a worker needs, as plain picklable data (it may run on another machine)."""
+
+    spec: SweepSpec
+    base_hardware: dict
+    configs: dict[str, dict]  # config path -> {"config": RunConfig dump, "baseline": RunConfig dump | None}
+    points: tuple[Point, ...]
+
+
+def _resolve_config(name: str, base_dir: Path) -> Path:
+    candidates = [base_dir / name, base_dir / f"{name}.yaml", CONFIG_DIR / name, CONFIG_DIR / f"{name}.yaml"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    raise InputError(f"config {name!r} not found (looked next to the sweep file and in {CONFIG_DIR})")
+
+
+def load_sweep(path: str | Path) -> tuple[SweepSpec, Plan]:
+    path = Path(path)
+    spec = validate(SweepSpec, read_yaml_mapping(path), str(path))
+    for axis in spec.axes.paths:
+        check_axis_path(axis)
+    base = load_hardware(spec.hardware if not spec.hardware.endswith((".yaml", ".yml"))
+                         else str(_resolve_path(spec.hardware, path.parent)))
+    from workloads.models import load_model
+
+    for entry in spec.models:
+        load_model(entry.name)  # unknown names fail here, before any work
+    configs: dict[str, dict] = {}
+    names: list[str] = []
+    for name in spec.configs:
+        resolved = _resolve_config(name, path.parent)
+        if any(Path(seen).stem == resolved.stem for seen in names):
+            raise InputError(f"{path}: two configs are named {resolved.stem!r}; rename one")
+        policy = load_run_config(resolved)
+        baseline = load_baseline(policy)
+        configs[str(resolved)] = {"config": policy.config.model_dump(),
+                                  "baseline": baseline.config.model_dump() if baseline else None}
+        names.append(str(resolved))
+    points = []
+    for axis_values in design_points(spec.axes):
+        for config in names:
+            for model in spec.models:
+                label = Path(config).stem
+                points.append(Point(len(points), point_id(axis_values, label, model), axis_values, config, model))
+    return spec, Plan(spec, base.model_dump(), configs, tuple(points))
+
+
+def _resolve_path(name: str, base_dir: Path) -> Path:
+    candidate = Path(name)
+    return candidate if candidate.is_absolute() or candidate.exists() else base_dir / name
+
+
+# --- evaluation (pure; runs in workers) -----------------------------------------------------------
+
+def hardware_at(base: dict, axis_values: dict[str, Any]) -> Hardware:
+    data = json.loads(json.dumps(base))
+    for path, value in axis_values.items():
+        node = data
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    try:
+        return Hardware.model_validate(data)
+    except Exception as exc:  # noqa: BLE001 - an infeasible design point is recorded, not fatal
+        from simulator.config_io import validation_message
+
+        message = validation_message(exc) if hasattr(exc, "errors") else str(exc)
+        raise InputError(f"infeasible hardware: {message}") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _trace(entry: ModelEntry, include_frontend: bool, include_head: bool):  # noqa: ANN202
+    from simulator.paper import WorkloadKnobs, backbone_trace
+
+    knobs = WorkloadKnobs(**entry.model_dump(exclude={"name"}))
+    return backbone_trace(entry.name, knobs, include_frontend, include_head)
+
+
+@functools.lru_cache(maxsize=64)
+def _policy(config_json: str):  # noqa: ANN202
+    from simulator.policy import Policy
+
+    return Policy(RunConfig.model_validate_json(config_json))
+
+
+def evaluate_point(plan_spec: SweepSpec, base: dict, configs: dict[str, dict], point: Point) -> dict:
+    from simulator.engine import simulate
+
+    row = {"point_id": point.point_id, "point": point.index, **{f"axis:{k}": v for k, v in point.axes.items()},
+           "config": Path(point.config).stem, "model": point.model.label}
+    try:
+        hardware = hardware_at(base, point.axes)
+        trace = _trace(point.model, plan_spec.include_frontend, plan_spec.include_head)
+        entry = configs[point.config]
+        policy = _policy(json.dumps(entry["config"], sort_keys=True))
+        results = simulate(trace, hardware, policy, timing=plan_spec.timing)
+        speedup = math.nan
+        if entry["baseline"] is not None:
+            baseline_json = json.dumps(entry["baseline"], sort_keys=True)
+            baseline = _cached_totals(trace, hardware, baseline_json, plan_spec.timing)
+            speedup = baseline / results.totals["total_cycles"]
+        totals = results.totals
+        row.update(total_cycles=totals["total_cycles"], latency_ms=totals["latency_ms"],
+                   utilization=totals["utilization"], speedup_vs_baseline=speedup,
+                   weight_bits=totals["weight_bits"] + totals["scale_bits"] + totals["bias_bits"],
+                   dram_bytes=totals["dram_bytes"], error="")
+    except InputError as exc:
+        row.update(total_cycles=math.nan, latency_ms=math.nan, utilization=math.nan, speedup_vs_baseline=math.nan,
+                   weight_bits=math.nan, dram_bytes=math.nan, error=str(exc))
+    return row
+
+
+_BASELINE_CACHE: dict[tuple, int] = {}
+
+
+def _cached_totals(trace: Any, hardware: Hardware, baseline_json: str, timing: str) -> int:
+    from simulator.engine import simulate
+
+    key = (id(trace), hardware.model_dump_json(), baseline_json, timing)
+    if key not in _BASELINE_CACHE:
+        _BASELINE_CACHE[key] = simulate(trace, hardware, _policy(baseline_json), timing=timing).totals["total_cycles"]
+    return _BASELINE_CACHE[key]
+
+
+def evaluate_chunk(plan_spec: SweepSpec, base: dict, configs: dict[str, dict], points: list[Point]) -> list[dict]:
+    return [evaluate_point(plan_spec, base, configs, point) for point in points]
+
+
+# --- execution (the edge: executors, part files, progress) ----------------------------------------
+
+def plan_fingerprint(plan: Plan) -> str:
+    canonical = json.dumps({"spec": plan.spec.model_dump(), "hardware": plan.base_hardware,
+                            "configs": {Path(k).stem: v for k, v in plan.configs.items()},
+                            "points": [p.point_id for p in plan.points]}, sort_keys=True, default=str)
+    return hashlib.sha1(canonical.encode()).hexdigest()
+
+
+def _write_atomic(path: Path, writer: Callable[[Path], None]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def finished_rows(out_dir: Path) -> list[dict]:
+    rows: list[dict] = []
+    for part in sorted((out_dir / "parts").glob("part-*.json")):
+        rows.extend(json.loads(part.read_text()))
+    return rows
+
+
+def prepare_out_dir(out_dir: Path, plan: Plan, resume: bool) -> None:
+    fingerprint = plan_fingerprint(plan)
+    manifest = out_dir / "sweep.json"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir}: exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not resume:
+            raise InputError(f"--out {out_dir}: directory is not empty (use --resume to continue that sweep)")
+        if not manifest.exists() or json.loads(manifest.read_text()).get("fingerprint") != fingerprint:
+            raise InputError(f"--out {out_dir}: holds a different sweep (or none); cannot resume this one there")
+        for stale in (out_dir / "parts").glob(".*.tmp"):  # a write cut short by the kill: never a result
+            stale.unlink()
+        return
+    if not out_dir.parent.is_dir():
+        raise InputError(f"--out {out_dir}: parent directory {out_dir.parent} does not exist")
+    (out_dir / "parts").mkdir(parents=True, exist_ok=True)
+    _write_atomic(manifest, lambda tmp: tmp.write_text(json.dumps(
+        {"name": plan.spec.name, "fingerprint": fingerprint, "points": len(plan.points)}, indent=2) + "\n"))
+
+
+def chunk_points(points: list[Point], seconds_per_point: float, workers: int,
+                 target_s: float = 0.1) -> list[list[Point]]:
+    """Chunks that take >= target_s each (per-task overhead), but enough of them to feed every worker."""
+    if not points:
+        return []
+    size = max(1, math.ceil(target_s / max(seconds_per_point, 1e-6)))
+    size = min(size, max(1, math.ceil(len(points) / (2 * workers))))
+    return [points[i:i + size] for i in range(0, len(points), size)]
+
+
+class Progress:
+    def __init__(self, total: int, already: int, stream: Any = sys.stderr) -> None:
+        self.total, self.done, self.stream = total, already, stream
+        self.start, self.started_with, self.last = time.perf_counter(), already, 0.0
+        self.advance(0)  # show where a resumed sweep starts from
+
+    def advance(self, count: int, final: bool = False) -> None:
+        self.done += count
+        now = time.perf_counter()
+        if final or now - self.last >= 0.5 or self.done == self.total:
+            rate = (self.done - self.started_with) / max(now - self.start, 1e-9)
+            width = 30
+            filled = int(width * self.done / max(self.total, 1))
+            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} points, "
+                              f"{rate:.1f} points/s")
+            if self.done == self.total or final:
+                self.stream.write("\n")
+            self.stream.flush()
+            self.last = now
+
+
+def run_sweep(plan: Plan, out_dir: Path, executor: Executor | None, workers: int,
+              progress: bool = True) -> pd.DataFrame:
+    """Evaluate every unfinished point, writing each finished chunk atomically; return the full table."""
+    done_ids = {row["point_id"] for row in finished_rows(out_dir)}
+    todo = [p for p in plan.points if p.point_id not in done_ids]
+    bar = Progress(len(plan.points), len(plan.points) - len(todo)) if progress else None
+    if todo:
+        start = time.perf_counter()
+        first = evaluate_chunk(plan.spec, plan.base_hardware, plan.configs, todo[:1])  # also warms this process
+        _save_part(out_dir, todo[0].index, first)
+        if bar:
+            bar.advance(1)
+        chunks = chunk_points(todo[1:], time.perf_counter() - start, workers)
+        if executor is None:
+            for chunk in chunks:
+                _save_part(out_dir, chunk[0].index, evaluate_chunk(plan.spec, plan.base_hardware, plan.configs, chunk))
+                if bar:
+                    bar.advance(len(chunk))
+        else:
+            futures: dict[Future, list[Point]] = {
+                executor.submit(evaluate_chunk, plan.spec, plan.base_hardware, plan.configs, chunk): chunk
+                for chunk in chunks}
+            for future in as_completed(futures):
+                chunk = futures[future]
+                _save_part(out_dir, chunk[0].index, future.result())
+                if bar:
+                    bar.advance(len(chunk))
+    table = assemble(plan, finished_rows(out_dir))
+    _write_atomic(out_dir / "results.csv", lambda tmp: table.to_csv(tmp, index=False))
+    _write_atomic(out_dir / "results.parquet", lambda tmp: table.to_parquet(tmp, index=False))
+    return table
+
+
+def _save_part(out_dir: Path, first_index: int, rows: list[dict]) -> None:
+    payload = json.dumps(rows, default=_json_default)
+    _write_atomic(out_dir / "parts" / f"part-{first_index:08d}.json", lambda tmp: tmp.write_text(payload))
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def assemble(plan: Plan, rows: list[dict]) -> pd.DataFrame:
+    """One row per point, in plan order, whatever order chunks finished in (no duplicates)."""
+    by_id: dict[str, dict] = {}
+    for row in rows:
+        by_id.setdefault(row["point_id"], row)
+    axis_columns = [f"axis:{path}" for path in plan.spec.axes.paths]
+    ordered = [by_id[p.point_id] for p in plan.points if p.point_id in by_id]
+    columns = ["point_id", "point", *axis_columns, *RESULT_COLUMNS[2:]]
+    frame = pd.DataFrame.from_records(ordered, columns=columns)
+    return frame.rename(columns={c: c.removeprefix("axis:") for c in axis_columns})
+
+
+def make_executor(kind: str, workers: int, scheduler: str | None) -> tuple[Executor | None, Callable[[], None]]:
+    """(executor, close) for 'local' (process pool; None when one worker) or 'dask'."""
+    if kind == "local":
+        if scheduler:
+            raise InputError("--scheduler needs --executor dask")
+        if workers == 1:
+            return None, lambda: None
+        pool = ProcessPoolExecutor(max_workers=workers)
+        return pool, lambda: pool.shutdown(cancel_futures=True)
+    if kind != "dask":
+        raise InputError(f"unknown executor {kind!r}; choose local or dask")
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise InputError("--executor dask needs the dask extra: pip install -e '.[dask]'") from None
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except OSError as exc:
+            raise InputError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
+        return client.get_executor(), client.close
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    client = Client(cluster)
+
+    def close() -> None:
+        client.close()
+        cluster.close()
+
+    return client.get_executor(), close
+
+
+def plot_sweep(table: pd.DataFrame, plan: Plan, path_stem: Path) -> None:
+    """Latency per design point: one panel per model, one line per config, design points on x."""
+    from simulator.report import _pyplot
+
+    plt = _pyplot()
+    ok = table[table["error"] == ""].copy()
+    paths = plan.spec.axes.paths
+    ok["design"] = ok[paths].astype(str).agg(", ".join, axis=1) if paths else "base"
+    models = list(dict.fromkeys(ok["model"]))
+    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(4.5 * max(1, len(models)) + 1.5, 4.5), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=False):
+        for config, group in ok[ok["model"] == model].groupby("config", sort=False):
+            ax.plot(group["design"], group["latency_ms"], marker="o", label=config)
+        ax.set_title(model)
+        ax.set_xlabel(", ".join(paths) if paths else "design point")
+        ax.set_ylabel("latency (ms)")
+        ax.set_yscale("log")
+        ax.tick_params(axis="x", rotation=45)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"sweep {plan.spec.name}: latency per design point")
+    fig.tight_layout()
+    for suffix in (".png", ".svg"):
+        _write_atomic(path_stem.with_suffix(suffix), lambda tmp, suffix=suffix: fig.savefig(
+            tmp, dpi=120, format=suffix[1:]))
+    plt.close(fig)

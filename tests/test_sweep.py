@@ -1,0 +1,154 @@
+"""Sweeps: expansion and validation, local == Dask, kill and resume, failures recorded, bad files."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from simulator.sweep import SweepSpec, check_axis_path, design_points, load_sweep
+from workloads.errors import InputError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SMALL = """name: small
+hardware: rapid_like
+axes:
+  product: {array.rows: [4, 8, 16], array.cols: [64, 128]}
+  zip: {memory.dram_bytes_per_cycle: [64, 256], sfu.lanes: [32, 64]}
+configs: [int8, int8_sp]
+models: [bert-base, {name: vit-base, image_size: 224}]
+"""
+
+
+def accelsim(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "simulator.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT, **kwargs)
+
+
+def test_design_points_product_times_zip():
+    spec = SweepSpec.model_validate({"name": "s", "hardware": "h", "configs": ["int8"], "models": ["bert-base"],
+                                     "axes": {"product": {"a.x": [1, 2], "a.y": [3, 4, 5]},
+                                              "zip": {"b.u": [6, 7], "b.v": [8, 9]}}})
+    points = design_points(spec.axes)
+    assert len(points) == 2 * 3 * 2
+    assert points[0] == {"a.x": 1, "a.y": 3, "b.u": 6, "b.v": 8}
+    assert points[1] == {"a.x": 1, "a.y": 3, "b.u": 7, "b.v": 9}
+
+
+def test_axis_paths_checked():
+    check_axis_path("array.rows")
+    check_axis_path("macs_per_pe.int8")
+    check_axis_path("sfu.cycles_per_element.softmax")
+    for bad in ("array.depth", "arrays.rows", "array", "macs_per_pe", "array.rows.x"):
+        with pytest.raises(InputError):
+            check_axis_path(bad)
+
+
+def test_plan_ids_are_stable_and_unique(tmp_path):
+    (tmp_path / "s.yaml").write_text(SMALL)
+    _, plan = load_sweep(tmp_path / "s.yaml")
+    _, again = load_sweep(tmp_path / "s.yaml")
+    ids = [p.point_id for p in plan.points]
+    assert len(ids) == 6 * 2 * 2 * 2 == len(set(ids))
+    assert ids == [p.point_id for p in again.points]
+
+
+@pytest.mark.slow
+def test_local_and_dask_give_identical_tables(tmp_path):
+    (tmp_path / "s.yaml").write_text(SMALL)
+    local = accelsim("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "local"), "--workers", "2")
+    assert local.returncode == 0, local.stderr
+    dask = accelsim("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "dask"), "--executor", "dask",
+                    "--workers", "2", "--no-progress")
+    assert dask.returncode == 0, dask.stderr
+    assert (tmp_path / "local" / "results.csv").read_bytes() == (tmp_path / "dask" / "results.csv").read_bytes()
+    serial = accelsim("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "serial"), "--workers", "1")
+    assert serial.returncode == 0, serial.stderr
+    assert (tmp_path / "serial" / "results.csv").read_bytes() == (tmp_path / "local" / "results.csv").read_bytes()
+    assert {"latency.png", "latency.svg", "results.parquet"} <= {p.name for p in (tmp_path / "local").iterdir()}
+
+
+BIG = """name: big
+hardware: rapid_like
+axes:
+  product: {array.rows: [4, 8, 16, 32], array.cols: [32, 64, 128, 256], sfu.lanes: [32, 64, 128]}
+configs: [int8, int8_sp, int4, int4_sp]
+models: [bert-base]
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_kill_and_resume_loses_nothing(tmp_path, sig):
+    (tmp_path / "s.yaml").write_text(BIG)
+    reference = accelsim("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "ref"), "--workers", "1",
+                         "--no-progress")
+    assert reference.returncode == 0, reference.stderr
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "simulator.cli", "sweep", str(tmp_path / "s.yaml"), "--out",
+                                str(out), "--workers", "1", "--no-progress"], cwd=ROOT, start_new_session=True,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "parts").glob("part-*.json"))) < 3:
+        time.sleep(0.02)
+    os.killpg(process.pid, sig)
+    process.wait(timeout=60)
+    assert process.returncode != 0, "the sweep finished before it could be interrupted"
+    finished = list((out / "parts").glob("part-*.json"))
+    done_before = sum(len(json.loads(p.read_text())) for p in finished)
+    assert 0 < done_before < 192 and not (out / "results.csv").exists()
+    fresh = accelsim("sweep", str(tmp_path / "s.yaml"), "--out", str(out), "--workers", "1")
+    assert fresh.returncode == 2 and "--resume" in fresh.stderr
+    resumed = accelsim("sweep", str(tmp_path / "s.yaml"), "--out", str(out), "--workers", "2", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{done_before}/192 points" in resumed.stderr  # the progress bar starts from the finished ones
+    assert (out / "results.csv").read_bytes() == (tmp_path / "ref" / "results.csv").read_bytes()
+
+
+def test_infeasible_point_recorded_and_sweep_goes_on(tmp_path):
+    (tmp_path / "s.yaml").write_text("name: f\nhardware: rapid_like\naxes: {product: {array.rows: [0, 8]}}\n"
+                                     "configs: [int8]\nmodels: [bert-base]\n")
+    result = accelsim("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "o"), "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    assert "(1 failed)" in result.stdout
+    rows = (tmp_path / "o" / "results.csv").read_text().splitlines()
+    assert "infeasible hardware: array.rows" in rows[1] and rows[2].endswith(",")
+
+
+BAD_SWEEPS = [
+    ("name: b\nhardware: rapid_like\nconfigs: [int8]\nmodels: [bert-base]\ncolour: red\n", "colour: unknown key"),
+    ("name: b\nhardware: rapid_like\naxes: {product: {array.depth: [1]}}\nconfigs: [int8]\nmodels: [bert-base]\n",
+     "array.depth"),
+    ("name: b\nhardware: rapid_like\naxes: {zip: {array.rows: [1, 2], array.cols: [3]}}\nconfigs: [int8]\n"
+     "models: [bert-base]\n", "equal lengths"),
+    ("name: b\nhardware: rapid_like\nconfigs: [int9]\nmodels: [bert-base]\n", "config 'int9' not found"),
+    ("name: b\nhardware: rapid_like\nconfigs: [int8]\nmodels: [bert-bass]\n", "bert-bass"),
+    ("name: b\nhardware: rapid\nconfigs: [int8]\nmodels: [bert-base]\n", "unknown hardware preset"),
+    ("name: b\nhardware: rapid_like\nconfigs: []\nmodels: [bert-base]\n", "configs"),
+    ("name: b\nhardware: rapid_like\nconfigs: [int8\n", "malformed YAML"),
+    ("name: b\nname: c\nhardware: rapid_like\nconfigs: [int8]\nmodels: [bert-base]\n", "duplicate key"),
+]
+
+
+@pytest.mark.parametrize(("body", "message"), BAD_SWEEPS)
+def test_bad_sweep_files(tmp_path, body, message):
+    (tmp_path / "s.yaml").write_text(body)
+    result = accelsim("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "o"))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+
+
+def test_resume_into_another_sweep_refused(tmp_path):
+    (tmp_path / "a.yaml").write_text("name: a\nhardware: rapid_like\nconfigs: [int8]\nmodels: [bert-base]\n")
+    (tmp_path / "b.yaml").write_text("name: b\nhardware: rapid_like\nconfigs: [int4]\nmodels: [bert-base]\n")
+    assert accelsim("sweep", str(tmp_path / "a.yaml"), "--out", str(tmp_path / "o")).returncode == 0
+    other = accelsim("sweep", str(tmp_path / "b.yaml"), "--out", str(tmp_path / "o"), "--resume")
+    assert other.returncode == 2 and "different sweep" in other.stderr
+    no_dask = accelsim("sweep", str(tmp_path / "a.yaml"), "--out", str(tmp_path / "p"), "--scheduler", "x:1")
+    assert no_dask.returncode == 2 and "--executor dask" in no_dask.stderr
