@@ -9,11 +9,13 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from workloads.errors import InputError
 from workloads.ops import COLUMNS, Trace
+
+if TYPE_CHECKING:  # pandas costs ~0.4 s to import; commands that do not need it skip it
+    import pandas as pd
 
 TRACE_FORMATS = ("table", "csv", "json", "parquet")
 
@@ -43,6 +45,8 @@ def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:
 
 
 def trace_frame(trace: Trace) -> pd.DataFrame:
+    import pandas as pd
+
     frame = pd.DataFrame(trace.records(), columns=list(COLUMNS))
     frame["macs"] = [op.macs for op in trace]
     return frame
