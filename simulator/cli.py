@@ -12,13 +12,14 @@ import click
 from simulator.output import TRACE_FORMATS, trace_bytes, write_bytes_atomic
 from workloads.errors import InputError
 from workloads.models import Workload, load_model, zoo_names
+from workloads.ops import MAX_SIZE
 
 EXIT_USAGE = 2
 EXIT_INTERNAL = 1
 
 
 def _positive_int() -> click.IntRange:
-    return click.IntRange(min=1)
+    return click.IntRange(min=1, max=MAX_SIZE)
 
 
 def workload_options(func):  # noqa: ANN001, ANN201 - click decorator
@@ -115,6 +116,8 @@ def gemm_result(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, pre
     for name, value in (("m", m), ("k", k), ("n", n), ("rows", rows), ("cols", cols)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise InputError(f"{name} must be a positive integer, got {value!r}")
+        if value > MAX_SIZE:
+            raise InputError(f"{name} = {value} exceeds the largest accepted size {MAX_SIZE} (31 bits)")
     if dataflow not in DATAFLOWS:
         raise InputError(f"unknown dataflow {dataflow!r}; choose from {', '.join(DATAFLOWS)}")
     if precision not in GENERIC_MACS_PER_PE:

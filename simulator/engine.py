@@ -32,7 +32,7 @@ from simulator.policy import Policy
 from simulator.precision import Precision
 from simulator.timing import SparsityPattern, ceil_div, gemm_cycles
 from workloads.errors import InputError
-from workloads.ops import BMM_ROLES, LINEAR_ROLES, Op, Trace
+from workloads.ops import BMM_ROLES, INT64_MAX, LINEAR_ROLES, Op, Trace
 
 ATTENTION_INPUT_ROLES = ("q", "k", "v", "qkv")
 RESULT_COLUMNS = (
@@ -280,8 +280,12 @@ def _frame(rows: list[_Row], hardware: Hardware, policy: Policy) -> Results:
             "dram_bytes": row.dram_bytes,
             "bound": "memory" if transfer > compute else "compute",
         })
-    frame = Results(pd.DataFrame.from_records(records, columns=list(RESULT_COLUMNS)))
-    return frame
+    for record in records:  # results use 64-bit columns: refuse what would wrap around
+        for column, value in record.items():
+            if isinstance(value, int) and value > INT64_MAX:
+                raise InputError(f"op {record['name']}: {column} = {value} exceeds the 64-bit range; "
+                                 "reduce the workload or array size")
+    return Results(pd.DataFrame.from_records(records, columns=list(RESULT_COLUMNS)))
 
 
 def summarize_results(frame: pd.DataFrame, hardware: Hardware) -> dict:

@@ -7,6 +7,7 @@ along the reduction dimension K (a PE doing 2 INT4 MACs per cycle covers 2 eleme
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +17,7 @@ from simulator.config_io import read_yaml_mapping, validate
 from simulator.precision import Precision, fallback_precision, parse_precision
 from simulator.timing import SparsityPattern
 from workloads.errors import InputError
+from workloads.ops import INT64_MAX, MAX_SIZE
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 HARDWARE_DIR = CONFIG_DIR / "hardware"
@@ -30,10 +32,10 @@ class _Strict(BaseModel):
 
 
 class ArrayConfig(_Strict):
-    rows: int = Field(gt=0, description="PE rows")
-    cols: int = Field(gt=0, description="PE columns")
+    rows: int = Field(gt=0, le=MAX_SIZE, description="PE rows")
+    cols: int = Field(gt=0, le=MAX_SIZE, description="PE columns")
     dataflow: Literal["ws", "os", "is"]
-    clock_mhz: float = Field(gt=0)
+    clock_mhz: float = Field(gt=0, allow_inf_nan=False)
 
 
 class SparseSupport(_Strict):
@@ -55,15 +57,15 @@ class SparseSupport(_Strict):
 
 
 class MemoryConfig(_Strict):
-    ifmap_buffer_bytes: int = Field(gt=0, description="on-chip buffer for the streamed activation operand")
-    filter_buffer_bytes: int = Field(gt=0, description="on-chip buffer for weights (or the second operand)")
-    ofmap_buffer_bytes: int = Field(gt=0, description="on-chip buffer for outputs")
-    dram_bytes_per_cycle: float = Field(gt=0, description="DRAM bandwidth in bytes per array clock cycle")
+    ifmap_buffer_bytes: int = Field(gt=0, le=INT64_MAX, description="buffer for the streamed activation operand")
+    filter_buffer_bytes: int = Field(gt=0, le=INT64_MAX, description="buffer for weights (or the second operand)")
+    ofmap_buffer_bytes: int = Field(gt=0, le=INT64_MAX, description="buffer for outputs")
+    dram_bytes_per_cycle: float = Field(gt=0, allow_inf_nan=False, description="DRAM bytes per array clock cycle")
     weights_streamed: bool = Field(True, description="weights are fetched from DRAM for every op that uses them")
 
 
 class SfuConfig(_Strict):
-    lanes: int = Field(gt=0, description="elements processed in parallel by the vector unit")
+    lanes: int = Field(gt=0, le=MAX_SIZE, description="elements processed in parallel by the vector unit")
     precision: str = Field("fp16", description="number format of the SFU and of activations between ops")
     cycles_per_element: dict[str, float] = Field(
         description="cycles one lane spends per element, for every vector op the workloads use")
@@ -82,8 +84,8 @@ class SfuConfig(_Strict):
     @classmethod
     def _check_costs(cls, costs: dict[str, float]) -> dict[str, float]:
         for op, cost in costs.items():
-            if cost < 0:
-                raise ValueError(f"{op}: cycles per element must not be negative")
+            if not math.isfinite(cost) or cost < 0:
+                raise ValueError(f"{op}: cycles per element must be a finite number >= 0, got {cost}")
         missing = [op for op in INSERTED_SFU_OPS if op not in costs]
         if missing:
             raise ValueError(f"missing cost for {', '.join(missing)} (inserted by the simulator)")
@@ -112,8 +114,8 @@ class Hardware(_Strict):
                 name = parse_precision(text).name
             except InputError as exc:
                 raise ValueError(str(exc)) from None
-            if isinstance(macs, bool) or macs <= 0:
-                raise ValueError(f"{text}: MACs per PE per cycle must be a positive integer")
+            if isinstance(macs, bool) or not 0 < macs <= MAX_SIZE:
+                raise ValueError(f"{text}: MACs per PE per cycle must be a positive integer up to {MAX_SIZE}")
             normalised[name] = macs
         return normalised
 

@@ -12,7 +12,7 @@ from simulator.hardware import CONFIG_DIR
 from simulator.policy import Policy, load_run_config
 from workloads.errors import InputError
 from workloads.models import Workload, load_model
-from workloads.ops import Trace
+from workloads.ops import MAX_SIZE, Trace
 
 REPO_DIR = CONFIG_DIR.parent
 SETUP_PATH = CONFIG_DIR / "reproduce.yaml"
@@ -23,10 +23,10 @@ FIGURE_SECTIONS = ("memory_capacity_savings", "pruned_layer_share_of_execution_t
 
 class WorkloadKnobs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    batch: int = Field(1, gt=0)
-    tokens: int | None = Field(None, gt=0)
-    image_size: int | None = Field(None, gt=0)
-    audio_samples: int | None = Field(None, gt=0)
+    batch: int = Field(1, gt=0, le=MAX_SIZE)
+    tokens: int | None = Field(None, gt=0, le=MAX_SIZE)
+    image_size: int | None = Field(None, gt=0, le=MAX_SIZE)
+    audio_samples: int | None = Field(None, gt=0, le=MAX_SIZE)
 
 
 class ReproductionSetup(BaseModel):

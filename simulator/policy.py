@@ -228,19 +228,26 @@ def load_run_config(path: str | Path) -> Policy:
     return Policy(validate(RunConfig, read_yaml_mapping(path), str(path)), path)
 
 
+def resolve_run_config(name: str, base_dir: Path | None, what: str = "config") -> Path:
+    """A run config given as a path, or a name (with or without .yaml) next to ``base_dir`` or in configs/."""
+    from simulator.hardware import CONFIG_DIR
+
+    directories = [d for d in (base_dir, CONFIG_DIR) if d is not None]
+    candidates = [Path(name)] + [d / n for d in directories for n in (name, f"{name}.yaml")]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    where = " and ".join(str(d) for d in directories)
+    raise InputError(f"{what} {name!r} not found (looked in {where})")
+
+
 def load_baseline(policy: Policy) -> Policy | None:
-    """The config's dense baseline: a path, or a name resolved next to the config file."""
+    """The config's dense baseline: a path, or a name next to the config file or in configs/."""
     name = policy.config.baseline
     if name is None:
         return None
-    candidate = Path(name)
-    if not name.endswith((".yaml", ".yml")):
-        candidate = (policy.source.parent if policy.source else Path(".")) / f"{name}.yaml"
-    elif not candidate.is_absolute() and policy.source is not None and not candidate.exists():
-        candidate = policy.source.parent / name
-    if not candidate.exists():
-        raise InputError(f"{policy.name}: baseline {name!r} not found (looked for {candidate})")
-    baseline = load_run_config(candidate)
+    base_dir = policy.source.parent if policy.source else None
+    baseline = load_run_config(resolve_run_config(name, base_dir, f"{policy.name}: baseline"))
     if baseline.config.is_sparse:
         raise InputError(f"{policy.name}: baseline {name!r} is itself sparse; a baseline must be dense")
     return baseline

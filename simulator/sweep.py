@@ -39,8 +39,9 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from simulator.config_io import read_yaml_mapping, validate
-from simulator.hardware import CONFIG_DIR, Hardware, load_hardware
-from simulator.policy import RunConfig, load_baseline, load_run_config
+from simulator.hardware import Hardware, load_hardware
+from simulator.paper import WorkloadKnobs
+from simulator.policy import RunConfig, load_baseline, load_run_config, resolve_run_config
 from workloads.errors import InputError
 
 RESULT_COLUMNS = ("point_id", "point", "config", "model", "total_cycles", "latency_ms", "utilization",
@@ -51,12 +52,8 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ModelEntry(_Strict):
+class ModelEntry(WorkloadKnobs):
     name: str
-    batch: int = Field(1, gt=0)
-    tokens: int | None = Field(None, gt=0)
-    image_size: int | None = Field(None, gt=0)
-    audio_samples: int | None = Field(None, gt=0)
 
     @property
     def label(self) -> str:
@@ -157,14 +154,6 @@ class Plan:
     points: tuple[Point, ...]
 
 
-def _resolve_config(name: str, base_dir: Path) -> Path:
-    candidates = [base_dir / name, base_dir / f"{name}.yaml", CONFIG_DIR / name, CONFIG_DIR / f"{name}.yaml"]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate.resolve()
-    raise InputError(f"config {name!r} not found (looked next to the sweep file and in {CONFIG_DIR})")
-
-
 def load_sweep(path: str | Path) -> tuple[SweepSpec, Plan]:
     path = Path(path)
     spec = validate(SweepSpec, read_yaml_mapping(path), str(path))
@@ -179,7 +168,7 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, Plan]:
     configs: dict[str, dict] = {}
     names: list[str] = []
     for name in spec.configs:
-        resolved = _resolve_config(name, path.parent)
+        resolved = resolve_run_config(name, path.parent)
         if any(Path(seen).stem == resolved.stem for seen in names):
             raise InputError(f"{path}: two configs are named {resolved.stem!r}; rename one")
         policy = load_run_config(resolved)
@@ -222,10 +211,9 @@ def hardware_at(base: dict, axis_values: dict[str, Any]) -> Hardware:
 
 @functools.lru_cache(maxsize=64)
 def _trace(entry: ModelEntry, include_frontend: bool, include_head: bool):  # noqa: ANN202
-    from simulator.paper import WorkloadKnobs, backbone_trace
+    from simulator.paper import backbone_trace
 
-    knobs = WorkloadKnobs(**entry.model_dump(exclude={"name"}))
-    return backbone_trace(entry.name, knobs, include_frontend, include_head)
+    return backbone_trace(entry.name, entry, include_frontend, include_head)
 
 
 @functools.lru_cache(maxsize=64)

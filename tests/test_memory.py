@@ -1,10 +1,9 @@
 """Bit-exact storage: the paper's and GPUSQ's compression figures, and hand computations."""
 
 import json
-import subprocess
-import sys
 
 import pytest
+from cli_helpers import accelsim
 
 from simulator.memory import footprint, index_bits_per_value
 from simulator.policy import policy_from_dict
@@ -109,8 +108,6 @@ def test_nm_tail_when_m_does_not_divide_k():
     assert row.value_bits == kept * 8 and row.index_bits == kept * 3
 
 
-def accelsim(*args):
-    return subprocess.run([sys.executable, "-m", "simulator.cli", *args], capture_output=True, text=True)
 
 
 def test_memory_cli_json(tmp_path):
@@ -124,29 +121,3 @@ def test_memory_cli_json(tmp_path):
     assert set(data["groups"]) >= {"attention", "ffn", "embedding", "norm"}
     table = accelsim("memory", "configs/int8_sp.yaml", "--model", "bert-base")
     assert table.returncode == 0 and "pruned linear" in table.stdout and "6.400x" in table.stdout
-
-
-BAD_CONFIGS = [
-    ("precision: {default: int17}", "int17"),
-    ("precision: {default: int1}", "int1"),
-    ("precision: {default: int8}\nsparsity: {weights: {pattern: '3:2'}}", "N must not exceed M"),
-    ("precision: {default: int8, layers: {'0-12': int4}}", "outside"),
-    ("precision: {default: int8, groups: {mlp: int4}}", "unknown layer group"),
-    ("precision: {default: int8, ops: {qq: int4}}", "unknown op role"),
-    ("precision: {default: int8, layers: {'0-7': int2, '6-11': int4}}", "overlap"),
-    ("precision: {default: int8}\ncolour: red", "colour: unknown key"),
-    ("precision: {default: int8}\nprecision: {default: int4}", "duplicate key"),
-    ("precision: {default: int8}\nsparsity: {weights: {pattern: '2:4', roles: [bmm_qk]}}", "no weight matrix"),
-    ("precision: {default: int8, layers: {'7-3': int4}}", "ends before it starts"),
-    ("precision: [int8", "malformed YAML"),
-]
-
-
-@pytest.mark.parametrize(("body", "message"), BAD_CONFIGS)
-def test_bad_memory_configs_one_line_exit_2(tmp_path, body, message):
-    path = tmp_path / "bad.yaml"
-    path.write_text(f"name: bad\nhardware: rapid_like\n{body}\n")
-    result = accelsim("memory", str(path), "--model", "bert-base")
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr

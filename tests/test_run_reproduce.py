@@ -1,10 +1,9 @@
 """accelsim run / reproduce: the paper's figures within tolerance, smoke runs, outputs, bad input."""
 
 import json
-import subprocess
-import sys
 
 import pytest
+from cli_helpers import accelsim
 
 from simulator.hardware import load_hardware
 from simulator.paper import load_paper_targets, load_setup, setup_policies, setup_traces
@@ -46,8 +45,6 @@ def test_memory_figures_identical_across_models(reproduction):
         assert memory["pruned_linear"]["compression_vs_dense"] == reference["compression_vs_dense"]
 
 
-def accelsim(*args):
-    return subprocess.run([sys.executable, "-m", "simulator.cli", *args], capture_output=True, text=True)
 
 
 @pytest.mark.slow
@@ -90,25 +87,6 @@ def test_reproduce_json_and_out(tmp_path):
     assert "sparse_over_dense_speedup.int8.bert-base" in {r["key"] for r in rows}
     names = {p.name for p in (tmp_path / "rep").iterdir()}
     assert {"reproduction.md", "figures.csv", "time_breakdown.png", "speedups.png", "memory_savings.png"} <= names
-
-
-@pytest.mark.parametrize(("args", "message"), [
-    (["run", "configs/nope.yaml", "--model", "bert-base"], "no such file"),
-    (["run", "configs/int8.yaml", "--model", "bert-base", "--hardware", "rapid"], "unknown hardware preset"),
-    (["run", "configs/int8.yaml", "--model", "bert-base", "--out", "configs/int8.yaml"], "not a directory"),
-    (["run", "configs/int8.yaml", "--model", "bert-base", "--hardware", "tpu_v1_like", "--format", "json"], None),
-    (["run", "configs/fp16.yaml", "--model", "bert-base", "--hardware", "tpu_v1_like"], "cannot compute fp16"),
-    (["run", "configs/int8_sp.yaml", "--model", "bert-base", "--hardware", "tpu_v1_like"], "cannot skip 2:4"),
-    (["reproduce", "--json", "configs"], "is a directory"),
-])
-def test_run_bad_input(args, message):
-    result = accelsim(*args)
-    if message is None:
-        assert result.returncode == 0, result.stderr
-        return
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0]
 
 
 def test_sparse_baseline_refused(tmp_path):

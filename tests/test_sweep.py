@@ -6,14 +6,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+from cli_helpers import ROOT, accelsim
 
 from simulator.sweep import SweepSpec, check_axis_path, design_points, load_sweep
 from workloads.errors import InputError
-
-ROOT = Path(__file__).resolve().parent.parent
 
 SMALL = """name: small
 hardware: rapid_like
@@ -25,9 +23,6 @@ models: [bert-base, {name: vit-base, image_size: 224}]
 """
 
 
-def accelsim(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "simulator.cli", *args], capture_output=True, text=True,
-                          cwd=ROOT, **kwargs)
 
 
 def test_design_points_product_times_zip():
@@ -118,30 +113,6 @@ def test_infeasible_point_recorded_and_sweep_goes_on(tmp_path):
     assert "(1 failed)" in result.stdout
     rows = (tmp_path / "o" / "results.csv").read_text().splitlines()
     assert "infeasible hardware: array.rows" in rows[1] and rows[2].endswith(",")
-
-
-BAD_SWEEPS = [
-    ("name: b\nhardware: rapid_like\nconfigs: [int8]\nmodels: [bert-base]\ncolour: red\n", "colour: unknown key"),
-    ("name: b\nhardware: rapid_like\naxes: {product: {array.depth: [1]}}\nconfigs: [int8]\nmodels: [bert-base]\n",
-     "array.depth"),
-    ("name: b\nhardware: rapid_like\naxes: {zip: {array.rows: [1, 2], array.cols: [3]}}\nconfigs: [int8]\n"
-     "models: [bert-base]\n", "equal lengths"),
-    ("name: b\nhardware: rapid_like\nconfigs: [int9]\nmodels: [bert-base]\n", "config 'int9' not found"),
-    ("name: b\nhardware: rapid_like\nconfigs: [int8]\nmodels: [bert-bass]\n", "bert-bass"),
-    ("name: b\nhardware: rapid\nconfigs: [int8]\nmodels: [bert-base]\n", "unknown hardware preset"),
-    ("name: b\nhardware: rapid_like\nconfigs: []\nmodels: [bert-base]\n", "configs"),
-    ("name: b\nhardware: rapid_like\nconfigs: [int8\n", "malformed YAML"),
-    ("name: b\nname: c\nhardware: rapid_like\nconfigs: [int8]\nmodels: [bert-base]\n", "duplicate key"),
-]
-
-
-@pytest.mark.parametrize(("body", "message"), BAD_SWEEPS)
-def test_bad_sweep_files(tmp_path, body, message):
-    (tmp_path / "s.yaml").write_text(body)
-    result = accelsim("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "o"))
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0]
 
 
 def test_resume_into_another_sweep_refused(tmp_path):

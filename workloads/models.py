@@ -16,7 +16,7 @@ from typing import Any
 
 from workloads.blocks import AttentionShape, attention, feed_forward, residual
 from workloads.errors import InputError
-from workloads.ops import OpBuilder, Trace
+from workloads.ops import MAX_SIZE, OpBuilder, Trace
 
 PHASES = ("prefill", "decode")
 
@@ -40,6 +40,8 @@ class Workload:
 def _positive(name: str, value: int | None) -> None:
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
         raise InputError(f"{name} must be a positive integer, got {value!r}")
+    if value is not None and value > MAX_SIZE:
+        raise InputError(f"{name} = {value} exceeds the largest accepted size {MAX_SIZE} (31 bits)")
 
 
 class Family:
@@ -618,6 +620,8 @@ def load_model(name_or_path: str) -> ModelSpec:
             raise InputError(f"{path}: cannot read ({exc.__class__.__name__})") from None
         return ModelSpec(path.stem if path.name != "config.json" else path.parent.name or "model",
                          parse_config(text, str(path)))
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory without a config.json")
     if path.exists():
         raise InputError(f"{path}: not a config.json file")
     close = difflib.get_close_matches(name_or_path, names, n=3, cutoff=0.4)

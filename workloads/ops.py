@@ -11,6 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 
+# Largest size accepted for one dimension or knob (tokens, batch, m, k, n, rows, ...): 31 bits. Products of
+# sizes are computed exactly (Python integers) and must fit the 64-bit columns of results.
+MAX_SIZE = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
 MATRIX_KINDS = ("gemm", "bmm", "conv")
 VECTOR_KIND = "vector"
 KINDS = (*MATRIX_KINDS, VECTOR_KIND)

@@ -1,0 +1,20 @@
+"""Running the CLI as a user does (a subprocess from the repo root) and checking one-line errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def accelsim(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "simulator.cli", *args], capture_output=True, text=True,
+                          cwd=kwargs.pop("cwd", ROOT), **kwargs)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, needle: str, code: int = 2) -> None:
+    assert result.returncode == code, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert needle in lines[0], lines[0]
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,253 @@
+"""Bad input across every command: one line on stderr naming the field or file, exit 2, no traceback.
+
+Each case builds its own files in a temporary directory and says which text the error line must
+contain. Internal errors are checked separately: exit 1, one line, and a hint to rerun with --debug.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from cli_helpers import ROOT, accelsim, assert_one_line_error
+
+RAPID_LIKE = ROOT / "configs" / "hardware" / "rapid_like.yaml"
+
+
+def write(directory, name, text):
+    path = directory / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return str(path)
+
+
+def hardware_with(directory, old, new):
+    text = RAPID_LIKE.read_text()
+    assert old in text, old
+    return write(directory, "hw.yaml", text.replace(old, new, 1))
+
+
+def run_config(directory, body, name="c.yaml"):
+    return write(directory, name, f"name: c\nhardware: rapid_like\n{body}\n")
+
+
+def masked_config(directory, mask_name):
+    return run_config(directory, f"precision: {{default: int8}}\nsparsity: {{weights: {{mask: {mask_name}, "
+                                 "roles: [q]}}\nbaseline: int8")
+
+
+def bad_mask(directory, kind):
+    if kind == "shape":
+        np.save(directory / "m.npy", np.ones((3, 3)))
+        return "m.npy"
+    if kind == "dtype":
+        np.save(directory / "m.npy", np.array([["a"] * 768] * 768))
+        return "m.npy"
+    (directory / "m.npz").write_bytes(b"PK\x03\x04 truncated archive")
+    return "m.npz"
+
+
+BERT_KEYS = ('"vocab_size": 100, "hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 128, '
+             '"max_position_embeddings": 64, "type_vocab_size": 2')
+GEMM = ["gemm", "--m", "8", "--k", "8", "--n", "8", "--rows", "4", "--cols", "4"]
+RUN = ["run", "configs/int8.yaml", "--model", "bert-base"]
+SWEEP_HEAD = "name: s\nhardware: rapid_like\n"
+
+CASES = [
+    # models
+    ("models-extra-arg", lambda p: ["models", "bert-base"], "unexpected extra argument"),
+    ("unknown-command", lambda p: ["nosuchcommand"], "nosuchcommand"),
+    # extract
+    ("extract-unknown-model", lambda p: ["extract", "--model", "bert-bsae"], "did you mean bert-base"),
+    ("extract-malformed-json", lambda p: ["extract", "--model", write(p, "config.json", "{not json")],
+     "malformed JSON"),
+    ("extract-missing-key", lambda p: ["extract", "--model", write(p, "config.json", '{"model_type": "bert"}')],
+     "missing key"),
+    ("extract-unsupported-type", lambda p: ["extract", "--model", write(p, "config.json", '{"model_type": "llama"}')],
+     "unsupported model_type"),
+    ("extract-json-array", lambda p: ["extract", "--model", write(p, "config.json", "[1, 2]")], "JSON object"),
+    ("extract-heads-do-not-divide", lambda p: ["extract", "--model", write(
+        p, "config.json", '{"model_type": "bert", "num_attention_heads": 5, ' + BERT_KEYS + "}")], "does not divide"),
+    ("extract-zero-tokens", lambda p: ["extract", "--model", "bert-base", "--tokens", "0"], "--tokens"),
+    ("extract-negative-batch", lambda p: ["extract", "--model", "bert-base", "--batch", "-3"], "--batch"),
+    ("extract-32bit-overflow", lambda p: ["extract", "--model", "bert-base", "--tokens", "4294967296"], "--tokens"),
+    ("extract-non-integer", lambda p: ["extract", "--model", "bert-base", "--batch", "two"], "--batch"),
+    ("extract-bad-image", lambda p: ["extract", "--model", "vit-base", "--image-size", "100"], "not divisible"),
+    ("extract-short-audio", lambda p: ["extract", "--model", "wav2vec2-large", "--audio-samples", "100"],
+     "shorter than one frame"),
+    ("extract-wrong-head", lambda p: ["extract", "--model", "bert-base", "--head", "ctc"], "head"),
+    ("extract-bad-format", lambda p: ["extract", "--model", "bert-base", "--format", "xml"], "--format"),
+    ("extract-out-is-dir", lambda p: ["extract", "--model", "bert-base", "--out", str(p)], "directory"),
+    ("extract-out-missing-dir", lambda p: ["extract", "--model", "bert-base", "--out", str(p / "no" / "t.csv")],
+     "does not exist"),
+    ("extract-no-model", lambda p: ["extract"], "--model"),
+    ("extract-model-is-dir", lambda p: ["extract", "--model", str(p)], "is a directory"),
+    # gemm
+    ("gemm-zero", lambda p: ["gemm", "--m", "0", "--k", "8", "--n", "8", "--rows", "4", "--cols", "4"], "m must be"),
+    ("gemm-negative", lambda p: ["gemm", "--m", "8", "--k", "-8", "--n", "8", "--rows", "4", "--cols", "4"],
+     "k must be"),
+    ("gemm-32bit-overflow", lambda p: ["gemm", "--m", "8", "--k", "8", "--n", str(2**33), "--rows", "4", "--cols",
+                                       "4"], "n = 8589934592 exceeds"),
+    ("gemm-dataflow", lambda p: [*GEMM, "--dataflow", "rs"], "dataflow"),
+    ("gemm-precision", lambda p: [*GEMM, "--precision", "int3x"], "precision"),
+    ("gemm-n-over-m", lambda p: [*GEMM, "--sparsity", "3:2"], "N must not exceed M"),
+    ("gemm-timing", lambda p: [*GEMM, "--timing", "exact"], "timing"),
+    ("gemm-missing", lambda p: ["gemm", "--m", "8"], "missing option"),
+    ("gemm-cases-missing-file", lambda p: ["gemm", "--cases", str(p / "none.csv")], "none.csv"),
+    ("gemm-cases-columns", lambda p: ["gemm", "--cases", write(p, "c.csv", "m,k\n1,2\n")], "missing column"),
+    ("gemm-cases-type", lambda p: ["gemm", "--cases", write(p, "c.csv", "m,k,n,rows,cols,dataflow\n1,x,1,1,1,ws\n")],
+     "line 2"),
+    ("gemm-cases-binary", lambda p: ["gemm", "--cases", write(p, "c.csv", b"\xff\xfe\x00garbage")], "c.csv"),
+    # memory (run configs)
+    ("memory-int17", lambda p: ["memory", run_config(p, "precision: {default: int17}"), "--model", "bert-base"],
+     "precision.default"),
+    ("memory-int1", lambda p: ["memory", run_config(p, "precision: {default: int1}"), "--model", "bert-base"],
+     "int1"),
+    ("memory-n-over-m", lambda p: ["memory", run_config(p, "precision: {default: int8}\nsparsity: {weights: "
+                                                           "{pattern: '3:2'}}"), "--model", "bert-base"],
+     "sparsity.weights.pattern"),
+    ("memory-range-outside", lambda p: ["memory", run_config(p, "precision: {default: int8, layers: "
+                                                                "{'0-12': int4}}"), "--model", "bert-base"],
+     "outside bert-base"),
+    ("memory-unknown-group", lambda p: ["memory", run_config(p, "precision: {default: int8, groups: {mlp: int4}}"),
+                                        "--model", "bert-base"], "precision.groups"),
+    ("memory-unknown-role", lambda p: ["memory", run_config(p, "precision: {default: int8, ops: {qq: int4}}"),
+                                       "--model", "bert-base"], "precision.ops"),
+    ("memory-overlap", lambda p: ["memory", run_config(p, "precision: {default: int8, layers: {'0-7': int2, "
+                                                          "'6-11': int4}}"), "--model", "bert-base"], "overlap"),
+    ("memory-unknown-key", lambda p: ["memory", run_config(p, "precision: {default: int8}\ncolour: red"),
+                                      "--model", "bert-base"], "colour: unknown key"),
+    ("memory-duplicate-key", lambda p: ["memory", run_config(p, "precision: {default: int8}\nprecision: "
+                                                                "{default: int4}"), "--model", "bert-base"],
+     "duplicate key 'precision'"),
+    ("memory-wrong-type", lambda p: ["memory", run_config(p, "precision: {default: int8, scale_bits: lots}"),
+                                     "--model", "bert-base"], "precision.scale_bits"),
+    ("memory-bmm-prune", lambda p: ["memory", run_config(p, "precision: {default: int8}\nsparsity: {weights: "
+                                                            "{pattern: '2:4', roles: [bmm_qk]}}"),
+                                    "--model", "bert-base"], "no weight matrix"),
+    ("memory-malformed-yaml", lambda p: ["memory", run_config(p, "precision: [int8"), "--model", "bert-base"],
+     "malformed YAML"),
+    ("memory-missing-field", lambda p: ["memory", write(p, "c.yaml", "name: c\nhardware: rapid_like\n"),
+                                        "--model", "bert-base"], "precision: required field is missing"),
+    ("memory-not-a-mapping", lambda p: ["memory", write(p, "c.yaml", "- just\n- a list\n"), "--model", "bert-base"],
+     "YAML mapping"),
+    ("memory-binary-file", lambda p: ["memory", write(p, "c.yaml", b"\xff\xfe\x00\x81"), "--model", "bert-base"],
+     "c.yaml: cannot read"),
+    # run
+    ("run-missing-config", lambda p: ["run", "configs/nope.yaml", "--model", "bert-base"], "no such file"),
+    ("run-config-is-dir", lambda p: ["run", str(p), "--model", "bert-base"], "is a directory"),
+    ("run-unknown-preset", lambda p: [*RUN, "--hardware", "rapid"], "did you mean 'rapid_like'"),
+    ("run-out-is-file", lambda p: [*RUN, "--out", "configs/int8.yaml"], "not a directory"),
+    ("run-fp16-on-tpu", lambda p: ["run", "configs/fp16.yaml", "--model", "bert-base", "--hardware", "tpu_v1_like"],
+     "cannot compute fp16"),
+    ("run-no-skipping", lambda p: ["run", "configs/int8_sp.yaml", "--model", "bert-base", "--hardware",
+                                   "tpu_v1_like"], "cannot skip 2:4"),
+    ("run-sparse-baseline", lambda p: ["run", run_config(p, "precision: {default: int8}\nbaseline: "
+                                                            f"{ROOT / 'configs' / 'int8_sp.yaml'}"),
+                                       "--model", "bert-base"], "is itself sparse"),
+    ("run-hw-unknown-key", lambda p: [*RUN, "--hardware", hardware_with(p, "accumulator_bits: 32",
+                                                                        "accumulator_bits: 32\nturbo: true")],
+     "turbo: unknown key"),
+    ("run-hw-wrong-type", lambda p: [*RUN, "--hardware", hardware_with(p, "rows: 4,", "rows: four,")], "array.rows"),
+    ("run-hw-zero-rows", lambda p: [*RUN, "--hardware", hardware_with(p, "rows: 4,", "rows: 0,")], "array.rows"),
+    ("run-hw-huge-rows", lambda p: [*RUN, "--hardware", hardware_with(p, "rows: 4,", "rows: 8589934592,")],
+     "array.rows"),
+    ("run-hw-nan-cost", lambda p: [*RUN, "--hardware", hardware_with(p, "softmax: 0.773", "softmax: .nan")],
+     "sfu.cycles_per_element"),
+    ("run-hw-missing-sfu-op", lambda p: [*RUN, "--hardware", hardware_with(p, "    softmax: 0.773\n", "")],
+     "no cost for vector op 'softmax'"),
+    ("run-hw-bad-precision", lambda p: [*RUN, "--hardware", hardware_with(p, "int2: 32", "int17: 32")],
+     "macs_per_pe"),
+    ("run-hw-bad-dataflow", lambda p: [*RUN, "--hardware", hardware_with(p, "dataflow: ws", "dataflow: rs")],
+     "array.dataflow"),
+    ("run-mask-missing", lambda p: ["run", masked_config(p, "nothere.npz"), "--model", "bert-base"], "nothere.npz"),
+    ("run-mask-shape", lambda p: ["run", masked_config(p, bad_mask(p, "shape")), "--model", "bert-base"],
+     "shape (3, 3)"),
+    ("run-mask-dtype", lambda p: ["run", masked_config(p, bad_mask(p, "dtype")), "--model", "bert-base"], "dtype"),
+    ("run-mask-truncated", lambda p: ["run", masked_config(p, bad_mask(p, "truncated")), "--model", "bert-base"],
+     "m.npz: cannot read masks"),
+    ("run-mask-is-dir", lambda p: ["run", masked_config(p, str(p)), "--model", "bert-base"], "is a directory"),
+    ("run-unknown-model", lambda p: ["run", "configs/int8.yaml", "--model", "gpt5"], "gpt5"),
+    ("run-bad-format", lambda p: [*RUN, "--format", "yaml"], "--format"),
+    # reproduce
+    ("reproduce-json-is-dir", lambda p: ["reproduce", "--json", "configs"], "is a directory"),
+    ("reproduce-out-is-file", lambda p: ["reproduce", "--out", "configs/int8.yaml"], "not a directory"),
+    ("reproduce-json-missing-dir", lambda p: ["reproduce", "--json", str(p / "no" / "r.json")], "does not exist"),
+    # sweep
+    ("sweep-unknown-key", lambda p: ["sweep", write(p, "s.yaml", SWEEP_HEAD + "configs: [int8]\nmodels: [bert-base]"
+                                                                 "\ncolour: red\n"), "--out", str(p / "o")],
+     "colour: unknown key"),
+    ("sweep-no-such-field", lambda p: ["sweep", write(p, "s.yaml", SWEEP_HEAD + "axes: {product: {array.depth: [1]}}"
+                                                                   "\nconfigs: [int8]\nmodels: [bert-base]\n"),
+                                       "--out", str(p / "o")], "array.depth"),
+    ("sweep-zip-lengths", lambda p: ["sweep", write(p, "s.yaml", SWEEP_HEAD + "axes: {zip: {array.rows: [1, 2], "
+                                                                 "array.cols: [3]}}\nconfigs: [int8]\n"
+                                                                 "models: [bert-base]\n"), "--out", str(p / "o")],
+     "equal lengths"),
+    ("sweep-unknown-config", lambda p: ["sweep", write(p, "s.yaml", SWEEP_HEAD + "configs: [int9]\n"
+                                                                    "models: [bert-base]\n"), "--out", str(p / "o")],
+     "config 'int9' not found"),
+    ("sweep-unknown-model", lambda p: ["sweep", write(p, "s.yaml", SWEEP_HEAD + "configs: [int8]\n"
+                                                                   "models: [bert-bass]\n"), "--out", str(p / "o")],
+     "bert-bass"),
+    ("sweep-empty-configs", lambda p: ["sweep", write(p, "s.yaml", SWEEP_HEAD + "configs: []\nmodels: [bert-base]\n"),
+                                       "--out", str(p / "o")], "configs"),
+    ("sweep-malformed", lambda p: ["sweep", write(p, "s.yaml", SWEEP_HEAD + "configs: [int8\n"), "--out",
+                                   str(p / "o")], "malformed YAML"),
+    ("sweep-duplicate", lambda p: ["sweep", write(p, "s.yaml", SWEEP_HEAD + "name: t\nconfigs: [int8]\n"
+                                                               "models: [bert-base]\n"), "--out", str(p / "o")],
+     "duplicate key 'name'"),
+    ("sweep-zero-workers", lambda p: ["sweep", "configs/sweeps/pe_array.yaml", "--out", str(p / "o"), "--workers",
+                                      "0"], "--workers"),
+    ("sweep-missing-file", lambda p: ["sweep", str(p / "none.yaml"), "--out", str(p / "o")], "none.yaml"),
+    ("sweep-scheduler-local", lambda p: ["sweep", "configs/sweeps/pe_array.yaml", "--out", str(p / "o"),
+                                         "--scheduler", "tcp://127.0.0.1:1"], "--executor dask"),
+    ("sweep-model-knob-type", lambda p: ["sweep", write(p, "s.yaml", SWEEP_HEAD + "configs: [int8]\nmodels: "
+                                                                     "[{name: bert-base, tokens: many}]\n"),
+                                         "--out", str(p / "o")], "models.0"),
+]
+
+
+def test_suite_is_large_and_covers_every_command(tmp_path):
+    assert len(CASES) >= 40 and len({name for name, _, _ in CASES}) == len(CASES)
+    commands = {make(tmp_path)[0] for _, make, _ in CASES}
+    assert {"models", "extract", "gemm", "memory", "run", "reproduce", "sweep"} <= commands
+
+
+@pytest.mark.parametrize(("make_args", "needle"), [(make, needle) for _, make, needle in CASES],
+                         ids=[name for name, _, _ in CASES])
+def test_bad_input_one_line_exit_2(tmp_path, make_args, needle):
+    assert_one_line_error(accelsim(*make_args(tmp_path)), needle)
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    config = run_config(tmp_path, "precision: {default: int17}")
+    plain = accelsim("memory", config, "--model", "bert-base")
+    debug = accelsim("--debug", "memory", config, "--model", "bert-base")
+    assert plain.returncode == debug.returncode == 2
+    assert "Traceback" not in plain.stderr and "Traceback" in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1] == plain.stderr.strip()
+
+
+def test_internal_error_exit_1_with_hint(monkeypatch, capsys):
+    import simulator.cli as cli
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(cli, "load_model", explode)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["extract", "--model", "bert-base"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "internal error: RuntimeError: boom second line" in err[0] and "--debug" in err[0]
+    with pytest.raises(SystemExit):
+        cli.main(["--debug", "extract", "--model", "bert-base"])
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_json_outputs_of_commands_parse(tmp_path):
+    """Outputs that succeed are machine-readable (the complement of the error table)."""
+    memory = accelsim("memory", "configs/int8.yaml", "--model", "bert-base", "--json")
+    assert json.loads(memory.stdout)["total"]["params"] == 108_893_186
