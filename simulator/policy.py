@@ -59,6 +59,13 @@ def parse_layer_range(text: str) -> tuple[int, int]:
     return first, last
 
 
+def _precision_table(table: dict[str, str], known: tuple[str, ...], what: str) -> dict[str, str]:
+    for key in table:
+        if key not in known:
+            raise ValueError(f"unknown {what} {key!r}; known: {', '.join(known)}")
+    return {key: _check_precision(p) for key, p in table.items()}
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -79,18 +86,12 @@ class PrecisionConfig(_Strict):
     @field_validator("ops")
     @classmethod
     def _ops(cls, table: dict[str, str]) -> dict[str, str]:
-        for role in table:
-            if role not in ROLES:
-                raise ValueError(f"unknown op role {role!r}; roles: {', '.join(ROLES)}")
-        return {role: _check_precision(p) for role, p in table.items()}
+        return _precision_table(table, ROLES, "op role")
 
     @field_validator("groups")
     @classmethod
     def _groups(cls, table: dict[str, str]) -> dict[str, str]:
-        for group in table:
-            if group not in GROUPS:
-                raise ValueError(f"unknown layer group {group!r}; groups: {', '.join(GROUPS)}")
-        return {group: _check_precision(p) for group, p in table.items()}
+        return _precision_table(table, GROUPS, "layer group")
 
     @field_validator("layers")
     @classmethod
