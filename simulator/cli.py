@@ -213,7 +213,7 @@ def _trace_for(model: str, workload: Workload, include_frontend: bool, include_h
 
 def _masks(policy):  # noqa: ANN001, ANN202 - policy -> mask provider or None
     weights = policy.config.sparsity.weights
-    if weights is None or weights.pattern is not None:
+    if weights is None or not weights.uses_masks:
         return None
     from simulator.mask_io import MaskProvider
 

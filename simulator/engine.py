@@ -124,12 +124,12 @@ class Simulator:
         if pattern is not None and not hardware.sparse.can_skip(pattern):
             raise InputError(f"hardware {hardware.name} cannot skip {pattern} sparsity "
                              f"(sparse.patterns: {', '.join(hardware.sparse.patterns) or 'none'})")
-        if weights is not None and pattern is None:
-            if not hardware.sparse.unstructured:
-                raise InputError(f"hardware {hardware.name} has no unstructured zero-skipping "
-                                 "(sparse.unstructured: false)")
-            if mask_for is None:
-                raise InputError(f"{policy.name}: unstructured sparsity needs weight masks")
+        if weights is not None and pattern is None and not hardware.sparse.unstructured:
+            raise InputError(f"hardware {hardware.name} has no unstructured zero-skipping "
+                             "(sparse.unstructured: false)")
+        self.masked = weights is not None and weights.uses_masks
+        if self.masked and mask_for is None:
+            raise InputError(f"{policy.name}: this sparsity setting needs weight masks")
 
     # --- matrix ops -------------------------------------------------------------------------
     def _compute_precision(self, requested: Precision) -> tuple[Precision, int]:
@@ -143,7 +143,7 @@ class Simulator:
     def _array_cycles(self, op: Op, pack: int, pruned: bool) -> tuple[int, int, int]:
         """(compute cycles, folds, useful MACs) of a matrix op."""
         array = self.hardware.array
-        if pruned and self.policy.pattern is None:
+        if pruned and self.masked:
             from simulator.masks import masked_cycles
 
             if op.batch != 1:

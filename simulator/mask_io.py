@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from simulator.masks import magnitude_mask
+from simulator.masks import magnitude_mask, nm_mask
 from simulator.policy import WeightSparsityConfig
+from simulator.timing import SparsityPattern
 from workloads.errors import InputError
 from workloads.ops import Op
 
@@ -70,7 +71,11 @@ class MaskProvider:
             return self._cache[op.name]
         if self._arrays is None:
             seed = zlib.crc32(f"{self.config.seed}:{op.name}".encode())
-            mask = magnitude_mask(op.k, op.n, self.config.density, seed)
+            if self.config.pattern is not None:
+                pattern = SparsityPattern.parse(self.config.pattern)
+                mask = nm_mask(op.k, op.n, pattern.n, pattern.m, seed)
+            else:
+                mask = magnitude_mask(op.k, op.n, self.config.density, seed)
         else:
             array = self._lookup(op)
             if array.dtype.kind not in "biuf":

@@ -111,6 +111,8 @@ class WeightSparsityConfig(_Strict):
     mask: str | None = Field(None, description="unstructured: masks from .npy, .npz or .safetensors")
     mask_layout: str = Field("out_in", description="out_in (PyTorch Linear weight, N x K) or in_out (K x N)")
     seed: int = 0
+    through_masks: bool = Field(False, description="with pattern: time seeded N:M masks with the mask kernel "
+                                                   "instead of the closed form (a cross-check)")
     roles: list[str] = Field(default_factory=lambda: list(PRUNED_LINEAR_ROLES))
 
     @field_validator("pattern")
@@ -144,7 +146,13 @@ class WeightSparsityConfig(_Strict):
         given = [key for key in ("pattern", "density", "mask") if getattr(self, key) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of pattern, density or mask")
+        if self.through_masks and self.pattern is None:
+            raise ValueError("through_masks applies to a pattern (density and mask always use masks)")
         return self
+
+    @property
+    def uses_masks(self) -> bool:
+        return self.pattern is None or self.through_masks
 
 
 class SparsityConfig(_Strict):

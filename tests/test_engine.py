@@ -173,3 +173,12 @@ def test_same_inputs_same_cycles(rapid, bert):
     first = simulate(bert, rapid, policy)
     second = simulate(bert, rapid, policy)
     assert first.to_csv(index=False) == second.to_csv(index=False)
+
+
+def test_generated_nm_masks_through_the_kernel_equal_the_closed_form(rapid, bert):
+    closed = simulate(bert, rapid, load_run_config("configs/int4_sp.yaml"))
+    config = load_run_config("configs/int4_sp.yaml").config.model_dump()
+    config["sparsity"]["weights"]["through_masks"] = True
+    policy = policy_from_dict(config)
+    masked = simulate(bert, rapid, policy, mask_for=MaskProvider(policy.config.sparsity.weights))
+    assert masked.to_csv(index=False) == closed.to_csv(index=False)
