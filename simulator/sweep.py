@@ -416,7 +416,7 @@ def make_executor(kind: str, workers: int, scheduler: str | None) -> tuple[Execu
         raise InputError("--executor dask needs the dask extra: pip install -e '.[dask]'") from None
     if scheduler:
         try:
-            client = Client(scheduler, timeout="10s")
+            client = Client(scheduler, timeout="4s")
         except OSError as exc:
             raise InputError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
         return client.get_executor(), client.close

@@ -123,3 +123,20 @@ def test_resume_into_another_sweep_refused(tmp_path):
     assert other.returncode == 2 and "different sweep" in other.stderr
     no_dask = accelsim("sweep", str(tmp_path / "a.yaml"), "--out", str(tmp_path / "p"), "--scheduler", "x:1")
     assert no_dask.returncode == 2 and "--executor dask" in no_dask.stderr
+
+
+@pytest.mark.slow
+def test_existing_dask_scheduler(tmp_path):
+    from dask.distributed import LocalCluster
+
+    (tmp_path / "s.yaml").write_text("name: d\nhardware: rapid_like\naxes: {product: {array.rows: [4, 8]}}\n"
+                                     "configs: [int8, int8_sp]\nmodels: [bert-base]\n")
+    local = accelsim("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "local"), "--workers", "1")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        remote = accelsim("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "remote"), "--executor", "dask",
+                          "--scheduler", cluster.scheduler_address, "--no-progress")
+    assert local.returncode == 0 and remote.returncode == 0, remote.stderr
+    assert (tmp_path / "local" / "results.csv").read_bytes() == (tmp_path / "remote" / "results.csv").read_bytes()
+    unreachable = accelsim("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "x"), "--executor", "dask",
+                           "--scheduler", "tcp://127.0.0.1:9")
+    assert unreachable.returncode == 2 and "cannot connect" in unreachable.stderr
