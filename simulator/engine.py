@@ -18,6 +18,7 @@ time exceeds its compute time.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable
@@ -39,7 +40,7 @@ RESULT_COLUMNS = (
     "name", "layer", "role", "group", "kind", "unit", "inserted", "category", "precision", "compute_precision",
     "macs_per_pe", "sparsity", "batch", "m", "k", "n", "elements", "macs", "folds", "compute_cycles",
     "dense_compute_cycles", "transfer_cycles", "stall_cycles", "total_cycles", "utilization", "weight_bits",
-    "scale_bits", "bias_bits", "dram_bytes", "bound",
+    "scale_bits", "bias_bits", "dram_bytes", "bound", "fused_into",
 )
 
 
@@ -82,6 +83,7 @@ class _Row:
     utilization: float
     storage: OpStorage | None
     dram_bytes: int
+    fused_into: str = ""  # the SFU op whose pass also does this one's work
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -218,8 +220,8 @@ class Simulator:
             extra = _bits_to_bytes(bits)
         return self._sfu_row(op, False, sfu_bits, sfu_bits, extra)
 
-    def _inserted(self, op: Op, role: str, elements: int, in_bits: int, out_bits: int) -> _Row:
-        inserted = Op(f"{op.name}.{role}", op.layer, role, op.group, "vector", elements=elements)
+    def _inserted(self, op: Op, role: str, elements: int, in_bits: int, out_bits: int, suffix: str = "") -> _Row:
+        inserted = Op(f"{op.name}.{suffix or role}", op.layer, role, op.group, "vector", elements=elements)
         return self._sfu_row(inserted, True, in_bits, out_bits)
 
     # --- whole trace ------------------------------------------------------------------------
@@ -242,10 +244,13 @@ class Simulator:
                     if key in quantized_inputs:
                         elements = 0
                     quantized_inputs.add(key)
-                if not op.has_weight_operand:
-                    elements += op.batch * op.k * op.n  # both operands of a BMM are activations
-                if elements:
-                    rows.append(self._inserted(op, "quantize", elements, sfu.bits, requested.bits))
+                if op.has_weight_operand:
+                    if elements:
+                        rows.append(self._inserted(op, "quantize", elements, sfu.bits, requested.bits))
+                else:  # both operands of a BMM are activations
+                    rows.append(self._inserted(op, "quantize", elements, sfu.bits, requested.bits, "quantize_a"))
+                    rows.append(self._inserted(op, "quantize", op.batch * op.k * op.n, sfu.bits, requested.bits,
+                                               "quantize_b"))
             rows.append(self._matrix_row(op))
             out_elements = op.batch * op.m * op.n
             if converts:
@@ -253,7 +258,37 @@ class Simulator:
                 rows.append(self._inserted(op, "dequantize", out_elements, in_bits, sfu.bits))
             if op.bias_params:
                 rows.append(self._inserted(op, "bias", out_elements, sfu.bits, sfu.bits))
-        return rows
+        return _fuse(rows) if self.hardware.sfu.fusion else rows
+
+
+FUSION_ANCHORS = ("softmax", "layernorm", "groupnorm", "gelu", "relu", "tanh")
+FUSIBLE = ("quantize", "dequantize", "bias", "mul", "add")
+
+
+def _fuse(rows: list[_Row]) -> list[_Row]:
+    """Fold element-wise SFU work into the softmax/norm/activation pass next to it.
+
+    An SFU op of a fusible kind (conversions, bias, scaling, adds) that sits directly before or after an
+    anchor op on a tensor of the same element count, with only such ops in between, costs no time of
+    its own: the anchor's pass applies it on the fly (e.g. dequantize -> scale -> softmax -> quantize).
+    """
+    fused = list(rows)
+
+    def fusible(index: int, elements: int) -> bool:
+        row = fused[index]
+        return row.unit == "sfu" and row.op.role in FUSIBLE and row.elements == elements and not row.fused_into
+
+    for index, row in enumerate(rows):
+        if row.unit != "sfu" or row.op.role not in FUSION_ANCHORS:
+            continue
+        for step in (-1, 1):
+            other = index + step
+            while 0 <= other < len(fused) and fusible(other, row.elements):
+                fused[other] = dataclasses.replace(fused[other], compute_cycles=0, dense_compute_cycles=0,
+                                                   transfer_cycles=0, stall_cycles=0, dram_bytes=0,
+                                                   utilization=0.0, fused_into=row.op.name)
+                other += step
+    return fused
 
 
 def _frame(rows: list[_Row], hardware: Hardware, policy: Policy) -> Results:
@@ -279,6 +314,7 @@ def _frame(rows: list[_Row], hardware: Hardware, policy: Policy) -> Results:
             "bias_bits": storage.bias_bits if storage else 0,
             "dram_bytes": row.dram_bytes,
             "bound": "memory" if transfer > compute else "compute",
+            "fused_into": row.fused_into,
         })
     for record in records:  # results use 64-bit columns: refuse what would wrap around
         for column, value in record.items():

@@ -69,6 +69,9 @@ class SfuConfig(_Strict):
     precision: str = Field("fp16", description="number format of the SFU and of activations between ops")
     cycles_per_element: dict[str, float] = Field(
         description="cycles one lane spends per element, for every vector op the workloads use")
+    fusion: bool = Field(
+        False, description="element-wise ops (quantize, dequantize, bias, mul, add) next to a softmax, norm or "
+                           "activation on a same-size tensor run inside that op's pass, at no cost of their own")
     overlap_with_array: bool = Field(
         False, description="SFU work overlaps array work (ideal bound: total = max of the two), else serial")
 

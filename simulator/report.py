@@ -45,6 +45,7 @@ def run_summary(results: Results, footprint: Footprint, *, model: str, config: s
         "utilization": totals["utilization"], "macs": totals["macs"],
         "stall_cycles": totals["stall_cycles"], "dram_bytes": totals["dram_bytes"],
         "breakdown": breakdown(results).to_dict(orient="records"),
+        "fused_sfu_ops": int((results["fused_into"] != "").sum()),
         "baseline": baseline_name,
         "speedup_vs_baseline": baseline.totals["total_cycles"] / totals["total_cycles"] if baseline is not None
         else None,
@@ -71,8 +72,13 @@ def format_run(summary: dict) -> str:
         f"  {'time breakdown':<46} {'cycles':>14} {'% of time':>10}",
     ]
     for row in summary["breakdown"]:
+        if row["cycles"] == 0 and row["category"].startswith("sfu_"):
+            continue  # all of its work was fused into a neighbouring SFU pass
         label = CATEGORY_LABELS.get(row["category"], row["category"].replace("sfu_", "SFU: "))
         lines.append(f"  {label:<46} {row['cycles']:>14,} {row['percent_of_time']:>9.1f}%")
+    if summary["fused_sfu_ops"]:
+        lines.append(f"  ({summary['fused_sfu_ops']} element-wise SFU ops ran inside a neighbouring softmax, "
+                     "norm or activation pass)")
     memory = summary["memory"]
     lines += ["", f"  {'weight memory':<22} {'params':>13} {'MiB':>10} {'vs FP32':>9} {'vs FP16':>9} {'vs dense':>9}"]
     for label, entry in [("pruned linear weights", memory["pruned_linear"]), ("whole model", memory["total"])]:

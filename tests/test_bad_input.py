@@ -5,6 +5,7 @@ contain. Internal errors are checked separately: exit 1, one line, and a hint to
 """
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -22,10 +23,11 @@ def write(directory, name, text):
     return str(path)
 
 
-def hardware_with(directory, old, new):
-    text = RAPID_LIKE.read_text()
-    assert old in text, old
-    return write(directory, "hw.yaml", text.replace(old, new, 1))
+def hardware_with(directory, pattern, new):
+    """The rapid_like preset with the first match of the regex ``pattern`` replaced by ``new``."""
+    text, count = re.subn(pattern, new, RAPID_LIKE.read_text(), count=1)
+    assert count == 1, pattern
+    return write(directory, "hw.yaml", text)
 
 
 def run_config(directory, body, name="c.yaml"):
@@ -149,13 +151,13 @@ CASES = [
     ("run-hw-unknown-key", lambda p: [*RUN, "--hardware", hardware_with(p, "accumulator_bits: 32",
                                                                         "accumulator_bits: 32\nturbo: true")],
      "turbo: unknown key"),
-    ("run-hw-wrong-type", lambda p: [*RUN, "--hardware", hardware_with(p, "rows: 4,", "rows: four,")], "array.rows"),
-    ("run-hw-zero-rows", lambda p: [*RUN, "--hardware", hardware_with(p, "rows: 4,", "rows: 0,")], "array.rows"),
-    ("run-hw-huge-rows", lambda p: [*RUN, "--hardware", hardware_with(p, "rows: 4,", "rows: 8589934592,")],
+    ("run-hw-wrong-type", lambda p: [*RUN, "--hardware", hardware_with(p, r"rows: \d+,", "rows: four,")], "array.rows"),
+    ("run-hw-zero-rows", lambda p: [*RUN, "--hardware", hardware_with(p, r"rows: \d+,", "rows: 0,")], "array.rows"),
+    ("run-hw-huge-rows", lambda p: [*RUN, "--hardware", hardware_with(p, r"rows: \d+,", "rows: 8589934592,")],
      "array.rows"),
-    ("run-hw-nan-cost", lambda p: [*RUN, "--hardware", hardware_with(p, "softmax: 0.773", "softmax: .nan")],
+    ("run-hw-nan-cost", lambda p: [*RUN, "--hardware", hardware_with(p, r"softmax: [\d.]+", "softmax: .nan")],
      "sfu.cycles_per_element"),
-    ("run-hw-missing-sfu-op", lambda p: [*RUN, "--hardware", hardware_with(p, "    softmax: 0.773\n", "")],
+    ("run-hw-missing-sfu-op", lambda p: [*RUN, "--hardware", hardware_with(p, r"    softmax: [\d.]+\n", "")],
      "no cost for vector op 'softmax'"),
     ("run-hw-bad-precision", lambda p: [*RUN, "--hardware", hardware_with(p, "int2: 32", "int17: 32")],
      "macs_per_pe"),

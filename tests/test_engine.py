@@ -130,7 +130,7 @@ def test_unstructured_masks_generated_and_from_files(tmp_path, rapid):
     masks = MaskProvider(density.config.sparsity.weights)
     results = simulate(trace, rapid, density, mask_for=masks)
     q = results[results["role"] == "q"]
-    dense = gemm_cycles(384, 768, 768, 4, 128, "ws", pack=8).compute_cycles
+    dense = gemm_cycles(384, 768, 768, rapid.array.rows, rapid.array.cols, "ws", pack=8).compute_cycles
     # Load imbalance: lanes wait for the slowest, so 50% density is well short of a 2x gain.
     assert dense / 2 < q["compute_cycles"].iloc[0] < dense
     assert (q["macs"] == 384 * 768 * 768 // 2).all()
@@ -143,7 +143,8 @@ def test_unstructured_masks_generated_and_from_files(tmp_path, rapid):
               str(tmp_path / "m.safetensors"))
     one_layer = load_model("bert-base").trace().select(groups=["attention"])
     one_layer = type(one_layer)(one_layer.model, tuple(op for op in one_layer if op.layer == 0), one_layer.workload)
-    structured = gemm_cycles(384, 768, 768, 4, 128, "ws", pack=8, sparsity=SparsityPattern(2, 4)).compute_cycles
+    structured = gemm_cycles(384, 768, 768, rapid.array.rows, rapid.array.cols, "ws", pack=8,
+                             sparsity=SparsityPattern(2, 4)).compute_cycles
     for name in ("m.npz", "m.npy", "m.safetensors"):
         policy = policy_from_dict({"name": "f", "hardware": "rapid_like", "precision": {"default": "int8"},
                                    "sparsity": {"weights": {"mask": str(tmp_path / name), "roles": ["q"]}}})
@@ -182,3 +183,24 @@ def test_generated_nm_masks_through_the_kernel_equal_the_closed_form(rapid, bert
     policy = policy_from_dict(config)
     masked = simulate(bert, rapid, policy, mask_for=MaskProvider(policy.config.sparsity.weights))
     assert masked.to_csv(index=False) == closed.to_csv(index=False)
+
+
+def test_sfu_fusion_folds_neighbouring_elementwise_work(rapid, bert):
+    assert rapid.sfu.fusion
+    fused = simulate(bert, rapid, load_run_config("configs/int8.yaml"))
+    layer = fused[fused["layer"] == 0].set_index("name")
+    prefix = "encoder.layer.0."
+    for name in ("attention.qk.dequantize", "attention.score_scale", "attention.av.quantize_a"):
+        assert layer.loc[prefix + name, "fused_into"] == prefix + "attention.softmax"
+        assert layer.loc[prefix + name, "compute_cycles"] == 0
+    for name in ("ffn.ffn2.dequantize", "ffn.ffn2.bias", "ffn.residual_add"):
+        assert layer.loc[prefix + name, "fused_into"] == prefix + "ffn.layernorm"
+    # V's operand quantize has another size than the probabilities: not fused.
+    assert layer.loc[prefix + "attention.av.quantize_b", "fused_into"] == ""
+    assert layer.loc[prefix + "attention.av.quantize_b", "compute_cycles"] > 0
+    data = rapid.model_dump()
+    data["sfu"]["fusion"] = False
+    unfused = simulate(bert, Hardware.model_validate(data), load_run_config("configs/int8.yaml"))
+    assert (unfused["fused_into"] == "").all()
+    assert unfused.totals["sfu_cycles"] > fused.totals["sfu_cycles"]
+    assert unfused.totals["array_cycles"] == fused.totals["array_cycles"]
