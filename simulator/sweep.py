@@ -350,12 +350,16 @@ def run_sweep(plan: Plan, out_dir: Path, executor: Executor | None, workers: int
     todo = [p for p in plan.points if p.point_id not in done_ids]
     bar = Progress(len(plan.points), len(plan.points) - len(todo)) if progress else None
     if todo:
-        start = time.perf_counter()
-        first = evaluate_chunk(plan.spec, plan.base_hardware, plan.configs, todo[:1])  # also warms this process
-        _save_part(out_dir, todo[0].index, first)
-        if bar:
-            bar.advance(1)
-        chunks = chunk_points(todo[1:], time.perf_counter() - start, workers)
+        # Two points here: the first warms this process (traces, caches), the second times a warm point,
+        # which sizes the chunks.
+        seconds_per_point = 0.0
+        for point in todo[:2]:
+            start = time.perf_counter()
+            _save_part(out_dir, point.index, evaluate_chunk(plan.spec, plan.base_hardware, plan.configs, [point]))
+            seconds_per_point = time.perf_counter() - start
+            if bar:
+                bar.advance(1)
+        chunks = chunk_points(todo[2:], seconds_per_point, workers)
         if executor is None:
             for chunk in chunks:
                 _save_part(out_dir, chunk[0].index, evaluate_chunk(plan.spec, plan.base_hardware, plan.configs, chunk))

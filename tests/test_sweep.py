@@ -54,17 +54,21 @@ def test_plan_ids_are_stable_and_unique(tmp_path):
 
 
 @pytest.mark.slow
-def test_local_and_dask_give_identical_tables(tmp_path):
-    (tmp_path / "s.yaml").write_text(SMALL)
-    local = accelsim("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "local"), "--workers", "2")
+def test_shipped_sweep_local_and_dask_give_identical_tables(tmp_path):
+    shipped = "configs/sweeps/pe_array.yaml"
+    local = accelsim("sweep", shipped, "--out", str(tmp_path / "local"), "--workers", "2")
     assert local.returncode == 0, local.stderr
-    dask = accelsim("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "dask"), "--executor", "dask",
-                    "--workers", "2", "--no-progress")
+    assert "60 points (0 failed)" in local.stdout
+    dask = accelsim("sweep", shipped, "--out", str(tmp_path / "dask"), "--executor", "dask", "--workers", "2",
+                    "--no-progress")
     assert dask.returncode == 0, dask.stderr
     assert (tmp_path / "local" / "results.csv").read_bytes() == (tmp_path / "dask" / "results.csv").read_bytes()
+    (tmp_path / "s.yaml").write_text(SMALL)
     serial = accelsim("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "serial"), "--workers", "1")
+    pooled = accelsim("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "pooled"), "--workers", "2")
+    assert pooled.returncode == 0, pooled.stderr
     assert serial.returncode == 0, serial.stderr
-    assert (tmp_path / "serial" / "results.csv").read_bytes() == (tmp_path / "local" / "results.csv").read_bytes()
+    assert (tmp_path / "serial" / "results.csv").read_bytes() == (tmp_path / "pooled" / "results.csv").read_bytes()
     assert {"latency.png", "latency.svg", "results.parquet"} <= {p.name for p in (tmp_path / "local").iterdir()}
 
 
