@@ -203,14 +203,6 @@ def _read_cases(path: str) -> list[dict]:
     return rows
 
 
-def _trace_for(model: str, workload: Workload, include_frontend: bool, include_head: bool):  # noqa: ANN202
-    spec = load_model(model)
-    if not include_head:
-        workload = Workload(**{**workload.as_dict(), "head": "none"})
-    trace = spec.trace(workload)
-    return trace if include_frontend else trace.select(exclude=["frontend"])
-
-
 def _masks(policy):  # noqa: ANN001, ANN202 - policy -> mask provider or None
     weights = policy.config.sparsity.weights
     if weights is None or not weights.uses_masks:
@@ -238,8 +230,9 @@ def _dense_fp16(hardware, trace, timing: str):  # noqa: ANN001, ANN202
 @click.option("--hardware", "hardware_name", default=None, help="Preset name or YAML path (overrides the config's).")
 @click.option("--include-frontend/--exclude-frontend", default=False, show_default=True,
               help="Wav2vec2's convolutional feature encoder (the paper's figures exclude it).")
-@click.option("--include-head/--exclude-head", default=False, show_default=True,
-              help="The task head (the paper's figures cover the transformer backbone).")
+@click.option("--include-head/--exclude-head", default=None,
+              help="The task head (default: excluded, as the paper's figures cover the transformer backbone, "
+                   "unless --head is given).")
 @click.option("--timing", type=click.Choice(["default", "scalesim"]), default="default", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
               help="table: summary; csv: one row per op; json: summary object.")
@@ -247,13 +240,14 @@ def _dense_fp16(hardware, trace, timing: str):  # noqa: ANN001, ANN202
 @click.option("--force", is_flag=True, help="Replace a non-empty --out directory.")
 def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens: int | None, image_size: int | None,
         audio_samples: int | None, head: str | None, phase: str, hardware_name: str | None, include_frontend: bool,
-        include_head: bool, timing: str, fmt: str, out: str | None, force: bool) -> None:
+        include_head: bool | None, timing: str, fmt: str, out: str | None, force: bool) -> None:
     """Simulate MODEL under run CONFIG: cycles, latency, time breakdown, speedups, weight memory."""
     import json
 
     from simulator.engine import simulate
     from simulator.hardware import load_hardware
     from simulator.memory import footprint, mask_nonzeros
+    from simulator.paper import scoped_trace
     from simulator.policy import load_baseline, load_run_config
     from simulator.report import (
         breakdown,
@@ -271,17 +265,18 @@ def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens:
     baseline = load_baseline(policy)
     hardware = load_hardware(hardware_name or policy.config.hardware)
     workload = make_workload(batch, tokens, decoder_tokens, image_size, audio_samples, head, phase)
-    trace = _trace_for(model, workload, include_frontend, include_head)
+    if include_head is None:  # an explicit --head means the user wants it simulated
+        include_head = head is not None
+    trace = scoped_trace(model, workload, include_frontend, include_head)
     masks = _masks(policy)
     results = simulate(trace, hardware, policy, timing=timing, mask_for=masks)
     baseline_results = simulate(trace, hardware, baseline, timing=timing) if baseline else None
     fp16_results = _dense_fp16(hardware, trace, timing)
     memory = footprint(trace, policy, mask_nonzeros(masks) if masks else None)
-    scope = {"frontend": include_frontend, "head": include_head}
     summary = run_summary(results, memory, model=trace.model, config=policy.name, hardware=hardware.name,
                           baseline=baseline_results, baseline_name=baseline.name if baseline else None,
                           fp16=fp16_results,
-                          workload={**trace.workload, **{f"include_{k}": v for k, v in scope.items()}})
+                          workload=dict(trace.workload))
     if fmt == "table":
         click.echo(format_run(summary))
     elif fmt == "json":

@@ -42,12 +42,23 @@ def load_setup(path: Path = SETUP_PATH) -> ReproductionSetup:
     return validate(ReproductionSetup, read_yaml_mapping(path), str(path))
 
 
+def scoped_trace(model: str, workload: Workload, include_frontend: bool = False, include_head: bool = False) -> Trace:
+    """The model's trace without its frontend and/or task head (the paper's figures cover the backbone)."""
+    trace = load_model(model).trace(workload)
+    present = {op.group for op in trace}
+    excluded = [group for group, keep in (("frontend", include_frontend), ("head", include_head))
+                if not keep and group in present]
+    if not excluded:
+        return trace
+    selected = trace.select(exclude=excluded)
+    return Trace(trace.model, selected.ops, {**trace.workload, "excluded": "+".join(excluded)})
+
+
 def backbone_trace(model: str, knobs: WorkloadKnobs, include_frontend: bool = False,
                    include_head: bool = False) -> Trace:
     workload = Workload(batch=knobs.batch, tokens=knobs.tokens, image_size=knobs.image_size,
-                        audio_samples=knobs.audio_samples, head=None if include_head else "none")
-    trace = load_model(model).trace(workload)
-    return trace if include_frontend else trace.select(exclude=["frontend"])
+                        audio_samples=knobs.audio_samples)
+    return scoped_trace(model, workload, include_frontend, include_head)
 
 
 def setup_traces(setup: ReproductionSetup, overrides: dict[str, WorkloadKnobs] | None = None) -> dict[str, Trace]:

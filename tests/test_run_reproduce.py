@@ -95,3 +95,16 @@ def test_sparse_baseline_refused(tmp_path):
     (tmp_path / "c.yaml").write_text("name: c\nhardware: rapid_like\nprecision: {default: int8}\nbaseline: base\n")
     result = accelsim("run", str(tmp_path / "c.yaml"), "--model", "bert-base")
     assert result.returncode == 2 and "itself sparse" in result.stderr
+
+
+@pytest.mark.parametrize(("args", "excluded"), [
+    (["--model", "transformer-base"], "excluded=head"),  # FSMT has no head-less variant: the head is dropped
+    (["--model", "wav2vec2-large"], "excluded=frontend+head"),
+    (["--model", "bert-base", "--head", "pooler"], None),  # an explicit --head is simulated
+    (["--model", "gpt2", "--include-head"], None),
+])
+def test_run_scope_of_frontend_and_head(args, excluded):
+    result = accelsim("run", "configs/int4_sp.yaml", *args, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    workload = json.loads(result.stdout)["workload"]
+    assert workload.get("excluded") == (excluded.split("=")[1] if excluded else None)
