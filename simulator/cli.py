@@ -333,7 +333,7 @@ def reproduce(out: str | None, json_path: str | None, force: bool) -> None:
 
     from simulator.hardware import load_hardware
     from simulator.output import write_bytes_atomic
-    from simulator.paper import load_paper_targets, load_setup, setup_policies, setup_traces
+    from simulator.paper import load_paper_targets, load_setup, load_tolerances, setup_policies, setup_traces
     from simulator.report import check_out_dir, reproduction_table, staged_dir, write_reproduction
     from simulator.reproduce import reproduce_figures
 
@@ -345,8 +345,11 @@ def reproduce(out: str | None, json_path: str | None, force: bool) -> None:
     hardware = load_hardware(setup.hardware)
     traces = setup_traces(setup)
     reproduction = reproduce_figures(traces, hardware, setup_policies(setup))
+    tolerances = load_tolerances()
     rows = [{"key": key, "paper": paper, "accelsim": reproduction.figures[key],
-             "rel_error": reproduction.figures[key] / paper - 1} for key, paper in targets.items()]
+             "rel_error": reproduction.figures[key] / paper - 1,
+             "within_tolerance": tolerances[key.split(".")[0]].error(paper, reproduction.figures[key]) <= 1.0}
+            for key, paper in targets.items()]
     table = reproduction_table(rows, hardware.name, setup)
     click.echo(table)
     if json_path is not None:

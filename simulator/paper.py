@@ -4,6 +4,7 @@ figures (reference/paper_targets.yaml), which only ever fill the "paper" column 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,6 +18,7 @@ from workloads.ops import MAX_SIZE, Trace
 REPO_DIR = CONFIG_DIR.parent
 SETUP_PATH = CONFIG_DIR / "reproduce.yaml"
 TARGETS_PATH = REPO_DIR / "reference" / "paper_targets.yaml"
+TOLERANCES_PATH = REPO_DIR / "reference" / "tolerances.yaml"
 FIGURE_SECTIONS = ("memory_capacity_savings", "pruned_layer_share_of_execution_time", "sparse_over_dense_speedup",
                    "fp16_dense_over_dense_time_mean")
 
@@ -69,6 +71,23 @@ def setup_traces(setup: ReproductionSetup, overrides: dict[str, WorkloadKnobs] |
 
 def setup_policies(setup: ReproductionSetup, config_dir: Path = CONFIG_DIR) -> dict[str, Policy]:
     return {name: load_run_config(config_dir / f"{name}.yaml") for name in setup.configs}
+
+
+class Tolerance(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["abs", "rel"]
+    tolerance: float = Field(gt=0)
+
+    def error(self, paper: float, value: float) -> float:
+        """|error| in units of this tolerance (1.0 = at the limit)."""
+        error = value - paper if self.kind == "abs" else value / paper - 1
+        return abs(error) / self.tolerance
+
+
+def load_tolerances(path: Path = TOLERANCES_PATH) -> dict[str, Tolerance]:
+    """Tolerance per figure section of paper_targets.yaml."""
+    data = read_yaml_mapping(path)
+    return {section: validate(Tolerance, data.get(section, {}), f"{path}: {section}") for section in FIGURE_SECTIONS}
 
 
 def load_paper_targets(path: Path = TARGETS_PATH) -> dict[str, float]:

@@ -146,7 +146,7 @@ def write_json(path: Path, data: object) -> None:
 
 # --- plots ----------------------------------------------------------------------------------------
 
-def _pyplot():
+def pyplot():  # noqa: ANN201 - matplotlib.pyplot, with a file-only backend
     import matplotlib
 
     matplotlib.use("Agg")
@@ -157,7 +157,7 @@ def _pyplot():
 
 def plot_time_breakdown(panels: dict[str, dict[str, pd.DataFrame]], path_stem: Path, title: str) -> None:
     """Stacked bars per panel (e.g. one panel per model): one bar per run, segments = categories."""
-    plt = _pyplot()
+    plt = pyplot()
     categories: list[str] = []
     for runs in panels.values():
         for frame in runs.values():
@@ -192,7 +192,7 @@ def plot_time_breakdown(panels: dict[str, dict[str, pd.DataFrame]], path_stem: P
 
 def plot_bars(values: dict[str, dict[str, float]], path_stem: Path, xlabel: str, ylabel: str, title: str) -> None:
     """Grouped bars: outer keys on the x axis, inner keys as series (e.g. paper vs accelsim)."""
-    plt = _pyplot()
+    plt = pyplot()
     labels = list(values)
     series = list(next(iter(values.values())))
     width = 0.8 / len(series)
@@ -217,8 +217,9 @@ def reproduction_table(rows: list[dict], hardware: str, setup: ReproductionSetup
     models = ", ".join(f"{m} ({', '.join(f'{k}={v}' for k, v in knobs.model_dump(exclude_none=True).items())})"
                        for m, knobs in setup.models.items())
     lines = [f"Paper figures (seed 000, section 2.4) on {hardware}; backbones: {models}",
-             f"{'figure':<58} {'paper':>8} {'accelsim':>9} {'rel. error':>10}"]
-    lines += [f"{r['key']:<58} {r['paper']:>8.3f} {r['accelsim']:>9.3f} {100 * r['rel_error']:>9.2f}%" for r in rows]
+             f"{'figure':<58} {'paper':>8} {'accelsim':>9} {'rel. error':>10}  regression tolerance"]
+    lines += [f"{r['key']:<58} {r['paper']:>8.3f} {r['accelsim']:>9.3f} {100 * r['rel_error']:>9.2f}%  "
+              f"{'within' if r['within_tolerance'] else 'OUTSIDE'}" for r in rows]
     return "\n".join(lines)
 
 

@@ -26,7 +26,6 @@ import hashlib
 import itertools
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from simulator.config_io import read_yaml_mapping, validate
 from simulator.hardware import Hardware, load_hardware
+from simulator.output import atomic_path
 from simulator.paper import WorkloadKnobs
 from simulator.policy import RunConfig, load_baseline, load_run_config, resolve_run_config
 from workloads.errors import InputError
@@ -276,13 +276,8 @@ def plan_fingerprint(plan: Plan) -> str:
 
 
 def _write_atomic(path: Path, writer: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         writer(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def finished_rows(out_dir: Path) -> list[dict]:
@@ -436,9 +431,9 @@ def make_executor(kind: str, workers: int, scheduler: str | None) -> tuple[Execu
 
 def plot_sweep(table: pd.DataFrame, plan: Plan, path_stem: Path) -> None:
     """Latency per design point: one panel per model, one line per config, design points on x."""
-    from simulator.report import _pyplot
+    from simulator.report import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     ok = table[table["error"] == ""].copy()
     paths = plan.spec.axes.paths
     ok["design"] = ok[paths].astype(str).agg(", ".join, axis=1) if paths else "base"
