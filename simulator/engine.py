@@ -111,7 +111,7 @@ def _bits_to_bytes(bits: int) -> int:
 
 
 class Simulator:
-    """Simulates traces on one hardware under one policy; caches repeated op shapes."""
+    """Simulates traces on one hardware under one policy (product shapes are memoised per process)."""
 
     def __init__(self, hardware: Hardware, policy: Policy, *, timing: str = "default",
                  mask_for: Callable[[Op], np.ndarray] | None = None) -> None:
@@ -194,7 +194,8 @@ class Simulator:
                     macs / slots if slots else 0.0, storage, dram)
 
     # --- SFU ops ----------------------------------------------------------------------------
-    def _sfu_row(self, op: Op, inserted: bool, in_bits: int, out_bits: int, extra_dram: int = 0) -> _Row:
+    def _sfu_row(self, op: Op, storage: OpStorage | None, in_bits: int, out_bits: int, extra_dram: int = 0) -> _Row:
+        """An SFU op; ``storage`` is None for the ops the engine inserts (they own no parameters)."""
         hw = self.hardware
         cost = hw.sfu_cost(op.role)
         compute = math.ceil(op.elements * cost / hw.sfu.lanes) if op.elements else 0
@@ -204,25 +205,24 @@ class Simulator:
         transfer = _transfer_cycles(dram, hw)
         stall = max(0, transfer - compute)
         busy = op.elements * cost / (hw.sfu.lanes * compute) if compute else 0.0
-        storage = None if inserted else op_storage(op, self.policy, self._nonzeros)
         precision = hw.sfu_precision.name
-        return _Row(op, "sfu", inserted, precision, precision, 0, "dense", op.elements, 0, 0, compute, compute,
+        return _Row(op, "sfu", storage is None, precision, precision, 0, "dense", op.elements, 0, 0, compute, compute,
                     transfer, stall, busy, storage, dram)
 
     def _vector_row(self, op: Op) -> _Row:
         sfu_bits = self.hardware.sfu_precision.bits
+        storage = op_storage(op, self.policy, self._nonzeros)
         extra = 0
         if op.weight_params and self.hardware.memory.weights_streamed:
-            storage = op_storage(op, self.policy, self._nonzeros)
             bits = storage.weight_bits + storage.scale_bits + storage.bias_bits
             if op.role == "embedding":  # a lookup reads only the rows it gathers
                 bits = min(bits, op.elements * self.policy.precision(op).bits)
             extra = _bits_to_bytes(bits)
-        return self._sfu_row(op, False, sfu_bits, sfu_bits, extra)
+        return self._sfu_row(op, storage, sfu_bits, sfu_bits, extra)
 
     def _inserted(self, op: Op, role: str, elements: int, in_bits: int, out_bits: int, suffix: str = "") -> _Row:
         inserted = Op(f"{op.name}.{suffix or role}", op.layer, role, op.group, "vector", elements=elements)
-        return self._sfu_row(inserted, True, in_bits, out_bits)
+        return self._sfu_row(inserted, None, in_bits, out_bits)
 
     # --- whole trace ------------------------------------------------------------------------
     def rows(self, trace: Trace) -> list[_Row]:
