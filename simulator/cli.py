@@ -212,12 +212,14 @@ def _masks(policy):  # noqa: ANN001, ANN202 - policy -> mask provider or None
     return MaskProvider(weights, policy.source.parent if policy.source else None)
 
 
-def _dense_fp16(hardware, trace, timing: str):  # noqa: ANN001, ANN202
+def _dense_fp16(hardware, trace, timing: str, run_policy, run_results):  # noqa: ANN001, ANN202
     """Dense FP16 run for the 'vs FP16' speedup, or None when the hardware has no float path."""
     from simulator.engine import simulate
     from simulator.policy import policy_from_dict
 
     policy = policy_from_dict({"name": "fp16_dense", "hardware": hardware.name, "precision": {"default": "fp16"}})
+    if policy.config.same_simulation(run_policy.config):
+        return run_results
     try:
         return simulate(trace, hardware, policy, timing=timing)
     except InputError:
@@ -270,8 +272,11 @@ def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens:
     trace = scoped_trace(model, workload, include_frontend, include_head)
     masks = _masks(policy)
     results = simulate(trace, hardware, policy, timing=timing, mask_for=masks)
-    baseline_results = simulate(trace, hardware, baseline, timing=timing) if baseline else None
-    fp16_results = _dense_fp16(hardware, trace, timing)
+    baseline_results = None
+    if baseline is not None:  # a config that is its own baseline is not simulated twice
+        baseline_results = results if baseline.config.same_simulation(policy.config) else simulate(
+            trace, hardware, baseline, timing=timing)
+    fp16_results = _dense_fp16(hardware, trace, timing, policy, results)
     memory = footprint(trace, policy, mask_nonzeros(masks) if masks else None)
     summary = run_summary(results, memory, model=trace.model, config=policy.name, hardware=hardware.name,
                           baseline=baseline_results, baseline_name=baseline.name if baseline else None,

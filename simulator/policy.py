@@ -182,6 +182,11 @@ class RunConfig(_Strict):
     def is_sparse(self) -> bool:
         return self.sparsity.weights is not None
 
+    def same_simulation(self, other: RunConfig) -> bool:
+        """True when both configs give the same results on the same hardware (only names differ)."""
+        ignored = {"name", "description", "hardware", "baseline"}
+        return self.model_dump(exclude=ignored) == other.model_dump(exclude=ignored)
+
 
 @dataclass(frozen=True)
 class Policy:
