@@ -13,6 +13,12 @@ from workloads.errors import InputError
 Model = TypeVar("Model", bound=pydantic.BaseModel)
 
 
+class StrictModel(pydantic.BaseModel):
+    """Base of every config schema: unknown keys are errors, values are immutable."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that refuses a mapping with the same key twice (YAML's default is last-wins)."""
 

@@ -11,9 +11,9 @@ import math
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from simulator.config_io import read_yaml_mapping, validate
+from simulator.config_io import StrictModel, read_yaml_mapping, validate
 from simulator.precision import Precision, fallback_precision, parse_precision
 from simulator.timing import SparsityPattern
 from workloads.errors import InputError
@@ -27,18 +27,14 @@ HARDWARE_DIR = CONFIG_DIR / "hardware"
 INSERTED_SFU_OPS = ("quantize", "dequantize", "bias")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ArrayConfig(_Strict):
+class ArrayConfig(StrictModel):
     rows: int = Field(gt=0, le=MAX_SIZE, description="PE rows")
     cols: int = Field(gt=0, le=MAX_SIZE, description="PE columns")
     dataflow: Literal["ws", "os", "is"]
     clock_mhz: float = Field(gt=0, allow_inf_nan=False)
 
 
-class SparseSupport(_Strict):
+class SparseSupport(StrictModel):
     patterns: list[str] = Field(default_factory=list, description="N:M patterns the PEs can skip, e.g. ['2:4']")
     unstructured: bool = Field(False, description="PEs skip arbitrary zero weights (lanes wait for the slowest)")
 
@@ -56,7 +52,7 @@ class SparseSupport(_Strict):
         return any(SparsityPattern.parse(text) == pattern for text in self.patterns)
 
 
-class MemoryConfig(_Strict):
+class MemoryConfig(StrictModel):
     ifmap_buffer_bytes: int = Field(gt=0, le=INT64_MAX, description="buffer for the streamed activation operand")
     filter_buffer_bytes: int = Field(gt=0, le=INT64_MAX, description="buffer for weights (or the second operand)")
     ofmap_buffer_bytes: int = Field(gt=0, le=INT64_MAX, description="buffer for outputs")
@@ -64,7 +60,7 @@ class MemoryConfig(_Strict):
     weights_streamed: bool = Field(True, description="weights are fetched from DRAM for every op that uses them")
 
 
-class SfuConfig(_Strict):
+class SfuConfig(StrictModel):
     lanes: int = Field(gt=0, le=MAX_SIZE, description="elements processed in parallel by the vector unit")
     precision: str = Field("fp16", description="number format of the SFU and of activations between ops")
     cycles_per_element: dict[str, float] = Field(
@@ -95,7 +91,7 @@ class SfuConfig(_Strict):
         return costs
 
 
-class Hardware(_Strict):
+class Hardware(StrictModel):
     name: str
     description: str = ""
     array: ArrayConfig

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from simulator.config_io import read_yaml_mapping, validate
+from simulator.config_io import StrictModel, read_yaml_mapping, validate
 from simulator.hardware import CONFIG_DIR
 from simulator.policy import Policy, load_run_config
 from workloads.errors import InputError
@@ -23,16 +23,14 @@ FIGURE_SECTIONS = ("memory_capacity_savings", "pruned_layer_share_of_execution_t
                    "fp16_dense_over_dense_time_mean")
 
 
-class WorkloadKnobs(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class WorkloadKnobs(StrictModel):
     batch: int = Field(1, gt=0, le=MAX_SIZE)
     tokens: int | None = Field(None, gt=0, le=MAX_SIZE)
     image_size: int | None = Field(None, gt=0, le=MAX_SIZE)
     audio_samples: int | None = Field(None, gt=0, le=MAX_SIZE)
 
 
-class ReproductionSetup(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ReproductionSetup(StrictModel):
     hardware: str
     include_frontend: bool = False
     include_head: bool = False
@@ -73,8 +71,7 @@ def setup_policies(setup: ReproductionSetup, config_dir: Path = CONFIG_DIR) -> d
     return {name: load_run_config(config_dir / f"{name}.yaml") for name in setup.configs}
 
 
-class Tolerance(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Tolerance(StrictModel):
     kind: Literal["abs", "rel"]
     tolerance: float = Field(gt=0)
 

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from simulator.config_io import read_yaml_mapping, validate
+from simulator.config_io import StrictModel, read_yaml_mapping, validate
 from simulator.precision import Precision, parse_precision
 from simulator.timing import SparsityPattern
 from workloads.errors import InputError
@@ -66,11 +67,7 @@ def _precision_table(table: dict[str, str], known: tuple[str, ...], what: str) -
     return {key: _check_precision(p) for key, p in table.items()}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PrecisionConfig(_Strict):
+class PrecisionConfig(StrictModel):
     default: str
     ops: dict[str, str] = Field(default_factory=dict)
     groups: dict[str, str] = Field(default_factory=dict)
@@ -105,7 +102,7 @@ class PrecisionConfig(_Strict):
         return {key: _check_precision(p) for key, p in table.items()}
 
 
-class WeightSparsityConfig(_Strict):
+class WeightSparsityConfig(StrictModel):
     pattern: str | None = Field(None, description="structured N:M along K, e.g. '2:4'")
     density: float | None = Field(None, gt=0, le=1, description="unstructured: seeded magnitude pruning")
     mask: str | None = Field(None, description="unstructured: masks from .npy, .npz or .safetensors")
@@ -155,11 +152,11 @@ class WeightSparsityConfig(_Strict):
         return self.pattern is None or self.through_masks
 
 
-class SparsityConfig(_Strict):
+class SparsityConfig(StrictModel):
     weights: WeightSparsityConfig | None = None
 
 
-class OutlierConfig(_Strict):
+class OutlierConfig(StrictModel):
     dims: int = Field(gt=0, description="input dimensions (rows of K) of each weight matrix kept at high precision")
     precision: str = "fp16"
 
@@ -169,7 +166,7 @@ class OutlierConfig(_Strict):
         return _check_precision(text)
 
 
-class RunConfig(_Strict):
+class RunConfig(StrictModel):
     name: str
     description: str = ""
     hardware: str
@@ -182,10 +179,13 @@ class RunConfig(_Strict):
     def is_sparse(self) -> bool:
         return self.sparsity.weights is not None
 
+    def simulation_key(self) -> str:
+        """JSON of what changes results on a given hardware (names, hardware and baseline left out)."""
+        return json.dumps(self.model_dump(exclude={"name", "description", "hardware", "baseline"}), sort_keys=True)
+
     def same_simulation(self, other: RunConfig) -> bool:
         """True when both configs give the same results on the same hardware (only names differ)."""
-        ignored = {"name", "description", "hardware", "baseline"}
-        return self.model_dump(exclude=ignored) == other.model_dump(exclude=ignored)
+        return self.simulation_key() == other.simulation_key()
 
 
 @dataclass(frozen=True)

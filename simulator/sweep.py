@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from simulator.config_io import read_yaml_mapping, validate
+from simulator.config_io import StrictModel, read_yaml_mapping, validate
 from simulator.hardware import Hardware, load_hardware
 from simulator.output import atomic_path
 from simulator.paper import WorkloadKnobs
@@ -46,10 +46,6 @@ from workloads.errors import InputError
 
 RESULT_COLUMNS = ("point_id", "point", "config", "model", "total_cycles", "latency_ms", "utilization",
                   "speedup_vs_baseline", "weight_bits", "dram_bytes", "error")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ModelEntry(WorkloadKnobs):
@@ -62,7 +58,7 @@ class ModelEntry(WorkloadKnobs):
         return self.name + "".join(f" {k}={v}" for k, v in knobs.items())
 
 
-class Axes(_Strict):
+class Axes(StrictModel):
     product: dict[str, list[Any]] = Field(default_factory=dict)
     zip: dict[str, list[Any]] = Field(default_factory=dict)
 
@@ -85,7 +81,7 @@ class Axes(_Strict):
         return [*self.product, *self.zip]
 
 
-class SweepSpec(_Strict):
+class SweepSpec(StrictModel):
     name: str
     hardware: str
     axes: Axes = Field(default_factory=Axes)
@@ -220,26 +216,22 @@ def _trace(entry: ModelEntry, include_frontend: bool, include_head: bool):  # no
 def _policy(config_json: str):  # noqa: ANN202
     from simulator.policy import Policy
 
-    return Policy(RunConfig.model_validate_json(config_json))
+    config = json.loads(config_json)
+    return Policy(RunConfig.model_validate({"name": "sweep", "hardware": "sweep", **config}))
 
 
 def evaluate_point(plan_spec: SweepSpec, base: dict, configs: dict[str, dict], point: Point) -> dict:
-    from simulator.engine import simulate
-
     row = {"point_id": point.point_id, "point": point.index, **{f"axis:{k}": v for k, v in point.axes.items()},
            "config": Path(point.config).stem, "model": point.model.label}
     try:
-        hardware = hardware_at(base, point.axes)
-        trace = _trace(point.model, plan_spec.include_frontend, plan_spec.include_head)
+        hardware_json = hardware_at(base, point.axes).model_dump_json()
+        scope = (point.model, plan_spec.include_frontend, plan_spec.include_head)
         entry = configs[point.config]
-        policy = _policy(json.dumps(entry["config"], sort_keys=True))
-        results = simulate(trace, hardware, policy, timing=plan_spec.timing)
+        totals = _totals(*scope, hardware_json, _simulation_json(entry["config"]), plan_spec.timing)
         speedup = math.nan
         if entry["baseline"] is not None:
-            baseline_json = json.dumps(entry["baseline"], sort_keys=True)
-            baseline = _cached_totals(trace, hardware, baseline_json, plan_spec.timing)
-            speedup = baseline / results.totals["total_cycles"]
-        totals = results.totals
+            baseline = _totals(*scope, hardware_json, _simulation_json(entry["baseline"]), plan_spec.timing)
+            speedup = baseline["total_cycles"] / totals["total_cycles"]
         row.update(total_cycles=totals["total_cycles"], latency_ms=totals["latency_ms"],
                    utilization=totals["utilization"], speedup_vs_baseline=speedup,
                    weight_bits=totals["weight_bits"] + totals["scale_bits"] + totals["bias_bits"],
@@ -250,16 +242,20 @@ def evaluate_point(plan_spec: SweepSpec, base: dict, configs: dict[str, dict], p
     return row
 
 
-_BASELINE_CACHE: dict[tuple, int] = {}
+def _simulation_json(config: dict) -> str:
+    """A run config as a cache key: only what changes results (not its name or baseline)."""
+    return RunConfig.model_validate(config).simulation_key()
 
 
-def _cached_totals(trace: Any, hardware: Hardware, baseline_json: str, timing: str) -> int:
+@functools.lru_cache(maxsize=4096)
+def _totals(entry: ModelEntry, include_frontend: bool, include_head: bool, hardware_json: str, config_json: str,
+            timing: str) -> dict:
+    """Run totals, memoised per process: a config and another config's identical baseline on the same
+    design point are simulated once."""
     from simulator.engine import simulate
 
-    key = (id(trace), hardware.model_dump_json(), baseline_json, timing)
-    if key not in _BASELINE_CACHE:
-        _BASELINE_CACHE[key] = simulate(trace, hardware, _policy(baseline_json), timing=timing).totals["total_cycles"]
-    return _BASELINE_CACHE[key]
+    trace = _trace(entry, include_frontend, include_head)
+    return simulate(trace, Hardware.model_validate_json(hardware_json), _policy(config_json), timing=timing).totals
 
 
 def evaluate_chunk(plan_spec: SweepSpec, base: dict, configs: dict[str, dict], points: list[Point]) -> list[dict]:
