@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed-stamp
 # SCALE-Sim 3.0.0 breaks with numpy >= 2.4, so the peer cross-check runs it in a venv of its own.
 SCALESIM_VENV ?= .venv-scalesim
 SCALESIM_STAMP := $(SCALESIM_VENV)/.installed-stamp
+# ZigZag 3.9.1, the pipelined-timing peer, also in a venv of its own; it imports six without declaring it.
+ZIGZAG_VENV ?= .venv-zigzag
+ZIGZAG_STAMP := $(ZIGZAG_VENV)/.installed-stamp
 
 .PHONY: run test install clean
 
@@ -20,14 +23,19 @@ $(SCALESIM_STAMP):
 	$(SCALESIM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'scalesim==3.0.0' 'numpy<2.4'
 	touch $(SCALESIM_STAMP)
 
-install: $(STAMP) $(SCALESIM_STAMP)
+$(ZIGZAG_STAMP):
+	$(PYTHON) -m venv $(ZIGZAG_VENV)
+	$(ZIGZAG_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'zigzag-dse==3.9.1' 'six==1.17.0'
+	touch $(ZIGZAG_STAMP)
+
+install: $(STAMP) $(SCALESIM_STAMP) $(ZIGZAG_STAMP)
 
 run: $(STAMP)
 	$(BIN)/accelsim run configs/int4_sp.yaml --model bert-base
 
-test: $(STAMP) $(SCALESIM_STAMP)
+test: $(STAMP) $(SCALESIM_STAMP) $(ZIGZAG_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) $(SCALESIM_VENV)
+	rm -rf $(VENV) $(SCALESIM_VENV) $(ZIGZAG_VENV)

@@ -2,142 +2,274 @@
 
 It moves real values through PE registers one cycle at a time and returns both the product and the
 cycle count, so the closed forms in timing.py and the mask kernel in masks.py are checked against a
-machine that actually computes, not against a restatement of the same formula.
+machine that actually computes, not against a restatement of the same formula. Folds are decided
+by the machine's own controllers (a feeder and one loader or drain port per column), not by the
+formula.
 
-- ws: each fold preloads a weight tile (one row per cycle, R cycles), then activations enter row i
-  of the array skewed by i cycles, move one column right per cycle, and partial sums move one row
-  down per cycle; a fold ends when the last output leaves the bottom of the last column.
-  A PE holds ``pack`` consecutive weights along K and does ``pack`` MACs per cycle.
-  With ``mask``, each column lane holds only its non-zero weights (compacted) and their K indices;
-  the PE selects its activation by index, and the fold depth is the tile's widest lane.
+- ws: every PE has an active and a shadow weight register; the shadow registers of a column form a
+  shift chain fed by one port at the top, so a tile takes R cycles to shift in (the deepest row's
+  weights first; each register latches from the cycle the tile's front reaches it). Activations enter
+  row i of the array skewed by i cycles and move one column right per cycle; partial sums move one
+  row down per cycle and leave the bottom row into an accumulator (K folds add up there). Each
+  activation carries its fold: a PE swaps in its shadow tile when the first activation of the next
+  fold reaches it. A column's loader starts shifting the next tile in once the top PE of the
+  column has swapped (the chain then reaches each row after that row has swapped), and the feeder
+  starts a fold once the previous fold's stream has entered and column 0 holds the fold's tile.
+  A PE holds ``pack`` consecutive weights along K and does ``pack`` MACs per cycle. With ``mask``,
+  each column lane holds only its non-zero weights (compacted) and their K indices; the PE selects
+  its activation by index, and the tile's K depth is its widest lane.
 - os: A rows enter from the left and B columns from the top, both skewed; PE(i, j) accumulates
-  C[i, j]; a fold ends with the last MAC.
+  C[i, j]. After its last MAC of a fold the PE moves the sum into a shadow output register, and a
+  port at the bottom of each column drains one shadow register per cycle. The feeder starts a fold
+  once the previous stream has entered and column 0's port will be free for the fold's results, so
+  a short fold after a long one waits for the long one's drain. The compute count ends with the
+  last MAC: the last tile's drain is the accumulator write-back. With ``mask``, PE(i, j) steps
+  through column j's non-zero weights, selecting its activation by index, and a column tile streams
+  for its widest lane.
 - is: the input-stationary mapping is the ws mapping of the transposed product C^T = B^T A^T.
 
-``default`` timing exposes only the first preload (double buffering); ``scalesim`` pays every
-preload and reports the last cycle's index (count - 1), as SCALE-Sim does.
+``timing="scalesim"`` switches double buffering off: each fold starts once the previous one has
+left the array (ws/is load their tile only then), and the count is the last cycle's index, as
+SCALE-Sim reports it. Batched products (``a`` of shape B x M x K, ``b`` B x K x N) are more folds.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from simulator.timing import ceil_div
 
 
-def _ws_fold(a: np.ndarray, lanes: list[list[tuple[int, ...]]], weights: np.ndarray, rows: int, cols: int,
-             ) -> tuple[np.ndarray, int]:
-    """Stream all rows of ``a`` through one weight tile; ``lanes[j][i]`` = K indices held by PE(i, j)."""
-    m = a.shape[0]
-    out = np.zeros((m, cols), dtype=np.int64)
-    act = [[-1] * cols for _ in range(rows)]  # activation row index held by each PE (-1: empty)
-    psum = [[None] * cols for _ in range(rows)]  # (row index, value) flowing down
-    collected = 0
+@dataclass
+class _WsFold:
+    acts: np.ndarray  # T x K rows streamed through the tile
+    pe_weights: list[list[tuple[tuple[int, int], ...]]]  # [i][j] -> ((k index, weight), ...) held by PE(i, j)
+    batch: int
+    col0: int
+    width: int
+
+
+@dataclass
+class _Slot:
+    """One shadow register of a ws column chain: a weight group in transit or in place."""
+
+    fold: int
+    row: int  # the row it is destined for
+    weights: tuple[tuple[int, int], ...]
+    consumed: bool = False
+
+
+@dataclass
+class _Column:
+    chain: list[_Slot | None]
+    next_fold: int = 0  # next tile to shift in
+    shifting: int = -1  # fold being shifted in (-1: idle)
+    steps: int = 0  # shifts done for it
+    loaded: list[int] = field(default_factory=list)  # folds fully in place, in order
+
+
+def _ws_folds(a: np.ndarray, b: np.ndarray, rows: int, cols: int, pack: int, mask: np.ndarray | None,
+              ) -> list[_WsFold]:
+    """Weight tiles in execution order: batch, column tile, then K tile."""
+    folds = []
+    for batch in range(a.shape[0]):
+        k, n = b.shape[1:]
+        keep = np.ones((k, n), dtype=bool) if mask is None else mask.astype(bool)
+        for col0 in range(0, n, cols):
+            width = min(cols, n - col0)
+            kept = [[int(x) for x in np.flatnonzero(keep[:, col0 + j])] for j in range(width)]
+            depth = ceil_div(max((len(lane) for lane in kept), default=0), pack)
+            for row0 in range(0, depth, rows):
+                pe = [[() for _ in range(cols)] for _ in range(rows)]
+                for j in range(width):
+                    for i in range(rows):
+                        start = (row0 + i) * pack
+                        pe[i][j] = tuple((x, int(b[batch, x, col0 + j])) for x in kept[j][start:start + pack])
+                folds.append(_WsFold(a[batch], pe, batch, col0, width))
+    return folds
+
+
+def _ws_machine(folds: list[_WsFold], rows: int, cols: int, out: np.ndarray, double_buffered: bool) -> int:
+    """Run weight-stationary folds through the array, adding outputs into ``out``; returns cycles taken."""
+    count = len(folds)
+    starts: list[int] = []  # cycle at which each fold's first activation entered row 0
+    columns = [_Column(chain=[None] * rows) for _ in range(cols)]
+    active: list[list[_Slot | None]] = [[None] * cols for _ in range(rows)]
+    act: list[list[tuple[int, int] | None]] = [[None] * cols for _ in range(rows)]  # (fold, stream index)
+    psum: list[list[tuple[int, int, int] | None]] = [[None] * cols for _ in range(rows)]  # (fold, index, value)
+    pending = sum(fold.acts.shape[0] * cols for fold in folds)  # outputs still to leave the bottom row
+    left = [fold.acts.shape[0] * cols for fold in folds]  # per fold
     cycle = 0
-    while collected < m * cols:
-        new_act = [[-1] * cols for _ in range(rows)]
-        new_psum = [[None] * cols for _ in range(rows)]
+    while pending:
+        # Feeder: start the next fold once column 0 holds its tile and (double-buffered) the previous
+        # fold's stream has entered; without double buffering the tile is loaded only into an empty array.
+        nxt = len(starts)
+        stream_free = not double_buffered or not starts or cycle >= starts[-1] + folds[nxt - 1].acts.shape[0]
+        if nxt < count and nxt in columns[0].loaded and stream_free:
+            starts.append(cycle)
+        new_act: list[list[tuple[int, int] | None]] = [[None] * cols for _ in range(rows)]
+        new_psum: list[list[tuple[int, int, int] | None]] = [[None] * cols for _ in range(rows)]
         for i in range(rows):
             for j in range(cols):
                 if j == 0:
-                    index = cycle - i
-                    new_act[i][j] = index if 0 <= index < m else -1
+                    token = None
+                    for f in range(len(starts) - 1, -1, -1):  # at most one fold streams into a row
+                        index = cycle - i - starts[f]
+                        if index >= 0:
+                            token = (f, index) if index < folds[f].acts.shape[0] else None
+                            break
+                    new_act[i][j] = token
                 else:
                     new_act[i][j] = act[i][j - 1]
-                row = new_act[i][j]
-                if row < 0:
+                token = new_act[i][j]
+                if token is None:
                     continue
-                above = psum[i - 1][j] if i > 0 else (row, 0)
-                assert above is not None and above[0] == row, "partial sum out of step with its activation"
-                mac = sum(int(a[row, k]) * int(weights[k, j]) for k in lanes[j][i])
-                new_psum[i][j] = (row, above[1] + mac)
+                f, index = token
+                held = active[i][j]
+                if held is None or held.fold != f:  # first activation of a new fold: swap in the shadow
+                    slot = columns[j].chain[i]
+                    assert slot is not None and slot.fold == f and slot.row == i and f in columns[j].loaded, (
+                        f"PE({i},{j}) needs tile {f} at cycle {cycle} but it is not in place")
+                    slot.consumed = True
+                    active[i][j] = held = slot
+                above = psum[i - 1][j] if i > 0 else (f, index, 0)
+                assert above is not None and above[:2] == (f, index), "partial sum out of step with its activation"
+                mac = sum(int(folds[f].acts[index, x]) * w for x, w in held.weights)
+                new_psum[i][j] = (f, index, above[2] + mac)
+        # Loaders: each column shifts its next tile in, one row per cycle, behind the swap wavefront.
+        for j, column in enumerate(columns):
+            if column.shifting < 0 and column.next_fold < count:
+                previous = column.next_fold - 1
+                if previous < 0:
+                    ready = True
+                elif double_buffered:
+                    top = active[0][j]
+                    ready = top is not None and top.fold == previous  # the top PE has swapped
+                else:
+                    ready = left[previous] == 0  # no double buffering: load once the array is empty
+                if ready:
+                    column.shifting, column.steps = column.next_fold, 0
+            if column.shifting < 0:
+                continue
+            f = column.shifting
+            front = column.chain[column.steps]
+            assert front is None or front.consumed or front.fold == f, (
+                f"column {j} overwrites a tile not yet swapped in at cycle {cycle}")
+            row = rows - 1 - column.steps  # the deepest row's weights enter first
+            # the tile's front moves one register down per cycle; registers below it keep their tile
+            column.chain[:column.steps + 1] = [_Slot(f, row, folds[f].pe_weights[row][j])] + column.chain[
+                :column.steps]
+            column.steps += 1
+            if column.steps == rows:
+                column.loaded.append(f)
+                column.shifting, column.next_fold = -1, f + 1
         act, psum = new_act, new_psum
         for j in range(cols):
             if psum[rows - 1][j] is not None:
-                row, value = psum[rows - 1][j]
-                out[row, j] = value
-                collected += 1
+                f, index, value = psum[rows - 1][j]
+                fold = folds[f]
+                if j < fold.width:
+                    out[fold.batch, index, fold.col0 + j] += value
+                left[f] -= 1
+                pending -= 1
         cycle += 1
-    return out, cycle
+    return cycle
 
 
-def _ws(a: np.ndarray, b: np.ndarray, rows: int, cols: int, pack: int, mask: np.ndarray | None,
-        ) -> tuple[np.ndarray, int, int]:
-    """(product, streaming cycles summed over folds, folds) for weight-stationary."""
-    m, k = a.shape
-    n = b.shape[1]
+def _os_machine(a: np.ndarray, b: np.ndarray, rows: int, cols: int, pack: int, mask: np.ndarray | None,
+                out: np.ndarray, double_buffered: bool) -> int:
+    """Run output-stationary folds (batch, column tile, row tile); returns cycles to the last MAC.
+
+    With ``mask``, PE(i, j) steps through the non-zero weights of column j only, and the columns of
+    a tile stream together for its widest lane; an all-zero column tile is skipped.
+    """
+    batches, m, k = a.shape
+    n = b.shape[2]
     keep = np.ones((k, n), dtype=bool) if mask is None else mask.astype(bool)
-    result = np.zeros((m, n), dtype=np.int64)
-    streaming = folds = 0
-    for col0 in range(0, n, cols):
-        width = min(cols, n - col0)
-        kept = [[int(x) for x in np.flatnonzero(keep[:, col0 + j])] for j in range(width)]
-        depth = ceil_div(max((len(lane) for lane in kept), default=0), pack)
-        for row0 in range(0, depth, rows):
-            lanes = [[() for _ in range(rows)] for _ in range(cols)]
-            for j in range(width):
-                for i in range(rows):
-                    start = (row0 + i) * pack
-                    lanes[j][i] = tuple(kept[j][start:start + pack])
-            weights = np.zeros((k, cols), dtype=np.int64)
-            weights[:, :width] = b[:, col0:col0 + width] * keep[:, col0:col0 + width]
-            out, cycles = _ws_fold(a, lanes, weights, rows, cols)
-            result[:, col0:col0 + width] += out[:, :width]
-            streaming += cycles
-            folds += 1
-    return result, streaming, folds
-
-
-def _os(a: np.ndarray, b: np.ndarray, rows: int, cols: int, pack: int) -> tuple[np.ndarray, int, int]:
-    m, k = a.shape
-    n = b.shape[1]
-    depth = ceil_div(k, pack)
-    result = np.zeros((m, n), dtype=np.int64)
-    streaming = folds = 0
-    for row0 in range(0, m, rows):
+    lanes = [[int(x) for x in np.flatnonzero(keep[:, col])] for col in range(n)]
+    tiles = []  # (batch, row0, col0, depth) in execution order
+    for batch in range(batches):
         for col0 in range(0, n, cols):
-            acc = np.zeros((rows, cols), dtype=np.int64)
-            last = -1
-            cycle = 0
-            # PE(i, j) meets its step s (pack elements of K) at cycle s + i + j.
-            while cycle <= depth + rows + cols - 3:
-                for i in range(rows):
-                    for j in range(cols):
-                        step = cycle - i - j
-                        if 0 <= step < depth and row0 + i < m and col0 + j < n:
-                            ks = range(step * pack, min(k, (step + 1) * pack))
-                            acc[i, j] += sum(int(a[row0 + i, x]) * int(b[x, col0 + j]) for x in ks)
-                            last = cycle
-                        elif 0 <= step < depth:
-                            last = max(last, cycle)  # padding PEs of an edge tile still take the cycle
-                cycle += 1
-            h, w = min(rows, m - row0), min(cols, n - col0)
-            result[row0:row0 + h, col0:col0 + w] = acc[:h, :w]
-            streaming += last + 1
-            folds += 1
-    return result, streaming, folds
+            depth = ceil_div(max(len(lane) for lane in lanes[col0:col0 + cols]), pack)
+            tiles += [(batch, row0, col0, depth) for row0 in range(0, m, rows)] if depth else []
+    starts: list[int] = []
+    acc = [[0] * cols for _ in range(rows)]
+    shadow: list[list[tuple[int, int] | None]] = [[None] * cols for _ in range(rows)]  # (fold, value)
+    port_busy_until = [-1] * cols  # last cycle each column's drain port is reserved for
+    last_mac = -1
+    cycle = 0
+    while len(starts) < len(tiles) or any(cell is not None for line in shadow for cell in line) or (
+            starts and cycle <= starts[-1] + tiles[-1][3] + rows + cols):
+        nxt = len(starts)
+        if nxt < len(tiles):
+            depth = tiles[nxt][3]
+            if not starts:
+                can = True
+            elif double_buffered:
+                # inputs free, and column 0's port free when this fold's first result is ready
+                can = cycle >= starts[-1] + tiles[nxt - 1][3] and cycle + depth > port_busy_until[0]
+            else:
+                can = cycle >= starts[-1] + tiles[nxt - 1][3] + rows + cols - 2
+            if can:
+                starts.append(cycle)
+                for j in range(cols):  # the fold's R results leave column j in R consecutive cycles
+                    port_busy_until[j] = cycle + depth + j + rows - 1
+        for j in range(cols):  # each port drains the lowest register filled in an earlier cycle
+            for i in range(rows):
+                if shadow[i][j] is not None:
+                    f, value = shadow[i][j]
+                    batch, row0, col0, depth = tiles[f]
+                    if starts[f] + depth + i + j <= cycle:
+                        if row0 + i < m and col0 + j < n:
+                            out[batch, row0 + i, col0 + j] = value
+                        shadow[i][j] = None
+                        break
+        for f, start in enumerate(starts):
+            batch, row0, col0, depth = tiles[f]
+            for i in range(rows):
+                for j in range(cols):
+                    step = cycle - start - i - j
+                    if not 0 <= step < depth:
+                        continue
+                    last_mac = max(last_mac, cycle)  # padding PEs of an edge tile still take the cycle
+                    if row0 + i < m and col0 + j < n:
+                        ks = lanes[col0 + j][step * pack:(step + 1) * pack]
+                        acc[i][j] += sum(int(a[batch, row0 + i, x]) * int(b[batch, x, col0 + j]) for x in ks)
+                    if step == depth - 1:  # last MAC: the sum moves to the shadow register
+                        assert shadow[i][j] is None, f"PE({i},{j}) output register still full at cycle {cycle}"
+                        shadow[i][j] = (f, acc[i][j])
+                        acc[i][j] = 0
+        cycle += 1
+    return last_mac + 1
 
 
 def simulate_product(a: np.ndarray, b: np.ndarray, rows: int, cols: int, dataflow: str, *, pack: int = 1,
                      mask: np.ndarray | None = None, timing: str = "default") -> tuple[np.ndarray, int]:
-    """(A @ (B masked), compute cycles) by stepping the array cycle by cycle."""
-    if dataflow == "ws":
-        product, streaming, folds = _ws(a, b, rows, cols, pack, mask)
-        preload = rows
-    elif dataflow == "is":
-        if mask is not None:
-            raise ValueError("masks are modelled for ws and os in the reference")
-        product_t, streaming, folds = _ws(b.T.copy(), a.T.copy(), rows, cols, pack, None)
-        product, preload = product_t.T, rows
+    """(A @ (B masked), compute cycles) by stepping the array cycle by cycle.
+
+    ``a`` is M x K (or B x M x K for a batch of independent products), ``b`` K x N (or B x K x N).
+    """
+    batched = a.ndim == 3
+    a3, b3 = (a, b) if batched else (a[None], b[None])
+    double_buffered = timing != "scalesim"
+    if dataflow in ("ws", "is"):
+        if dataflow == "is":
+            if mask is not None:
+                raise ValueError("masks are modelled for ws and os in the reference")
+            a3, b3 = b3.transpose(0, 2, 1).copy(), a3.transpose(0, 2, 1).copy()
+        out = np.zeros((a3.shape[0], a3.shape[1], b3.shape[2]), dtype=np.int64)
+        folds = _ws_folds(a3, b3, rows, cols, pack, mask)
+        cycles = _ws_machine(folds, rows, cols, out, double_buffered) if folds else 0
+        if dataflow == "is":
+            out = out.transpose(0, 2, 1)
     elif dataflow == "os":
-        if mask is not None:
-            raise ValueError("masks are modelled for ws in the reference")
-        product, streaming, folds = _os(a, b, rows, cols, pack)
-        preload = 0
+        out = np.zeros((a3.shape[0], a3.shape[1], b3.shape[2]), dtype=np.int64)
+        cycles = _os_machine(a3, b3, rows, cols, pack, mask, out, double_buffered)
     else:
         raise ValueError(f"unknown dataflow {dataflow!r}")
-    if folds == 0:
-        return product, 0
-    if timing == "scalesim":
-        return product, streaming + folds * preload - 1
-    return product, streaming + preload
+    product = out if batched else out[0]
+    if cycles and timing == "scalesim":
+        return product, cycles - a3.shape[0]  # SCALE-Sim runs each product alone: its last cycle's index
+    return product, cycles

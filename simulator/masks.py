@@ -9,8 +9,9 @@ i.e. one output channel). Lanes that move in lock-step wait for the slowest one:
 - is: all N weight columns are streamed through one K mapping, so the depth is the maximum over
   every column.
 
-With an all-ones mask this gives the dense cycles; with an N:M mask (M dividing K) the structured
-cycles. All-zero tiles are skipped. ``masked_cycles`` is the Numba kernel,
+Folds are timed as in timing.py (pipelined by default, each alone under ``scalesim``). With an
+all-ones mask this gives the dense cycles; with an N:M mask (M dividing K) the structured cycles.
+All-zero tiles are skipped. ``masked_cycles`` is the Numba kernel,
 ``masked_cycles_reference`` the plain-Python version it is tested against.
 """
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from simulator.timing import DATAFLOWS, ceil_div
+from simulator.timing import DATAFLOWS, ceil_div, pipelined_cycles
 
 _DATAFLOW_CODES = {name: code for code, name in enumerate(DATAFLOWS)}  # ws=0, os=1, is=2
 
@@ -38,22 +39,33 @@ def _column_nonzeros(mask: np.ndarray) -> np.ndarray:
 @njit(cache=True)
 def _cycles_from_counts(counts: np.ndarray, m: int, rows: int, cols: int, dataflow: int, pack: int,
                         scalesim: bool) -> tuple[int, int, int]:
-    """(compute cycles, folds, useful MACs) from per-column non-zero counts."""
+    """(compute cycles, folds, useful MACs) from per-column non-zero counts.
+
+    Folds run in the order column tile, then K (ws) or M (os) tile. ``scalesim`` runs every fold alone
+    (SCALE-Sim's count, last cycle's index); the default pipelines them as timing.pipelined_cycles
+    does: each gap between fold starts is max(T, R) (os: T_f + max(0, R - T_(f+1))), then the last
+    fold streams and the array fills and drains once.
+    """
     n = counts.shape[0]
-    cycles = np.int64(0)
     folds = np.int64(0)
     macs = np.int64(0)
     for col in range(n):
         macs += counts[col] * np.int64(m)
     rows64, cols64, m64 = np.int64(rows), np.int64(cols), np.int64(m)
+    isolated = np.int64(0)  # scalesim: sum of whole folds
+    steady = np.int64(0)  # default: sum of max(T, R) over every fold but the last
+    last = np.int64(-1)  # default: the previous fold's streamed length (-1: none yet)
     if dataflow == 2:  # is: one K mapping for every streamed column
         widest = np.int64(0)
         for col in range(n):
             widest = max(widest, counts[col])
         depth = (widest + pack - 1) // pack
         folds = ((depth + rows64 - 1) // rows64) * ((m64 + cols64 - 1) // cols64)
-        per_fold = rows64 + cols64 + np.int64(n) - 2 + (rows64 if scalesim else 0)
-        cycles = folds * per_fold
+        stream = np.int64(n)
+        isolated = folds * (rows64 + cols64 + stream - 2 + rows64)
+        if folds > 0:
+            steady = (folds - 1) * max(stream, rows64)
+            last = stream
     else:
         row_tiles = (m64 + rows64 - 1) // rows64
         for start in range(0, n, cols):
@@ -64,19 +76,27 @@ def _cycles_from_counts(counts: np.ndarray, m: int, rows: int, cols: int, datafl
             if depth == 0:
                 continue
             if dataflow == 1:  # os: M on rows, the tile's lanes stream `depth`
-                folds += row_tiles
-                cycles += row_tiles * (rows64 + cols64 + depth - 2)
+                tile_folds = row_tiles
+                stream = depth
+                isolated += tile_folds * (rows64 + cols64 + stream - 2)
             else:  # ws: K folds of the tile, M streamed
                 tile_folds = (depth + rows64 - 1) // rows64
-                folds += tile_folds
-                cycles += tile_folds * (rows64 + cols64 + m64 - 2 + (rows64 if scalesim else 0))
+                stream = m64
+                isolated += tile_folds * (rows64 + cols64 + stream - 2 + rows64)
+            if last >= 0:  # the gap from the previous tile's last fold to this tile's first
+                if dataflow == 1:
+                    steady += last + max(np.int64(0), rows64 - stream)
+                else:
+                    steady += max(last, rows64)
+            steady += (tile_folds - 1) * max(stream, rows64)
+            last = stream
+            folds += tile_folds
     if folds == 0:
         return 0, 0, 0
     if scalesim:
-        return cycles - 1, folds, macs  # SCALE-Sim reports the last cycle's index
-    if dataflow != 1:
-        cycles += rows64  # default timing: only the first preload is exposed
-    return cycles, folds, macs
+        return isolated - 1, folds, macs  # SCALE-Sim reports the last cycle's index
+    first_load = np.int64(0) if dataflow == 1 else rows64
+    return first_load + steady + last + rows64 + cols64 - 2, folds, macs
 
 
 def _check(mask: np.ndarray, dataflow: str) -> np.ndarray:
@@ -99,37 +119,28 @@ def masked_cycles(mask: np.ndarray, m: int, rows: int, cols: int, dataflow: str,
 
 def masked_cycles_reference(mask: np.ndarray, m: int, rows: int, cols: int, dataflow: str, *, pack: int = 1,
                             timing: str = "default") -> tuple[int, int, int]:
-    """Plain-Python version of :func:`masked_cycles`, written tile by tile from the definition."""
+    """Plain-Python version of :func:`masked_cycles`: list every fold's streamed length, then time them."""
     mask = _check(mask, dataflow)
     k, n = mask.shape
     lanes = [sum(1 for row in range(k) if mask[row, col]) for col in range(n)]
     macs = m * sum(lanes)
-    scalesim = timing == "scalesim"
-    preload = rows if scalesim else 0
+    streams: list[int] = []  # streamed length of every fold, in execution order
     if dataflow == "is":
         depth = ceil_div(max(lanes, default=0), pack)
-        folds = ceil_div(depth, rows) * ceil_div(m, cols)
-        cycles = folds * (rows + cols + n - 2 + preload)
+        streams = [n] * (ceil_div(depth, rows) * ceil_div(m, cols))
     else:
-        folds = cycles = 0
         for start in range(0, n, cols):
             depth = ceil_div(max(lanes[start:start + cols]), pack)
-            if depth == 0:
-                continue
             if dataflow == "os":
-                tile_folds = ceil_div(m, rows)
-                cycles += tile_folds * (rows + cols + depth - 2)
+                streams += [depth] * (ceil_div(m, rows) if depth else 0)
             else:
-                tile_folds = ceil_div(depth, rows)
-                cycles += tile_folds * (rows + cols + m - 2 + preload)
-            folds += tile_folds
-    if folds == 0:
+                streams += [m] * ceil_div(depth, rows)
+    if not streams:
         return 0, 0, 0
-    if scalesim:
-        return cycles - 1, folds, macs
-    if dataflow != "os":
-        cycles += rows
-    return cycles, folds, macs
+    if timing == "scalesim":
+        preload = 0 if dataflow == "os" else rows
+        return sum(rows + cols + stream - 2 + preload for stream in streams) - 1, len(streams), macs
+    return pipelined_cycles(streams, rows, cols, dataflow), len(streams), macs
 
 
 def magnitude_mask(k: int, n: int, density: float, seed: int) -> np.ndarray:

@@ -2,16 +2,31 @@
 
 Mapping per dataflow (SCALE-Sim's conventions; C[MxN] = A[MxK] B[KxN]):
 
-    dataflow  rows mapped  cols mapped  streamed  folds                     cycles per fold
-    os        M            N            K         ceil(M/R) * ceil(N/C)     R + C + T - 2
-    ws        K            N            M         ceil(K/R) * ceil(N/C)     2R + C + T - 2
-    is        K            M            N         ceil(K/R) * ceil(M/C)     2R + C + T - 2
+    dataflow  rows mapped  cols mapped  streamed T  folds F
+    os        M            N            K           ceil(M/R) * ceil(N/C)
+    ws        K            N            M           ceil(K/R) * ceil(N/C)
+    is        K            M            N           ceil(K/R) * ceil(M/C)
 
-``scalesim`` timing is exactly SCALE-Sim 3.0.0's compute cycles: folds x cycles-per-fold - 1, where
-ws/is pay a full R-cycle weight (or input) preload in every fold. ``default`` timing models a
-double-buffered stationary operand: the preload of fold i+1 overlaps the streaming of fold i, so
-only the first fold pays it. SCALE-Sim also reports the index of the last busy cycle (the count
-minus one); ``default`` reports the count, so a T-MAC product on a 1x1 array takes T cycles.
+``scalesim`` timing is exactly SCALE-Sim 3.0.0's compute cycles: every fold runs alone,
+F x (T + R + C - 2 + preload) - 1, where ws/is pay a full R-cycle preload of the stationary operand
+in every fold and the result is the last busy cycle's index (a count minus one).
+
+``default`` timing pipelines the folds, as a weight-stationary array with double-buffered PE
+registers does (TPU v1, ISCA 2017: weights shift in behind the running tile, data and weights move
+as diagonal wavefronts). Fold i+1's first data enters right behind fold i's last, and each PE
+switches to its next stationary value as that first data reaches it, so the systolic fill and drain
+(R + C - 2) is paid once per product, and in steady state a fold costs max(T, L), where L = R is
+the time to shift one stationary tile into a column (ws/is) or to drain one finished output tile
+out of a column (os):
+
+    compute cycles = L0 + (F - 1) * max(T, L) + T + (R + C - 2)
+
+L0 = R for ws/is (the first tile must be loaded before any data enters) and 0 for os (an output
+tile needs no load; the last tile's drain is the accumulator write-back, which belongs to the
+data-movement model, as in SCALE-Sim and accelsim's earlier timing). The independent products of a
+batched op (attention heads) are more folds of the same pipeline. The result is a cycle count, so a
+T-MAC product on a 1x1 array takes T cycles in os and R + T = T + 1 in ws/is (the weight load).
+``simulator/cycle_reference.py`` checks the formula against a register-level machine.
 
 Precision and sparsity change the reduction depth K that the array has to cover, not the
 formula's structure: a PE packs ``pack`` MACs of a narrow precision along K, and an N:M zero-
@@ -106,16 +121,55 @@ def mapping(m: int, k: int, n: int, dataflow: str) -> tuple[int, int, int]:
     raise ValueError(f"unknown dataflow {dataflow!r}")
 
 
-def dense_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, timing: str = "default") -> int:
-    """Compute cycles of one dense product (``k`` already reduced by packing and sparsity)."""
+def stationary_load_cycles(rows: int) -> int:
+    """L: cycles to shift one stationary tile into a column (ws/is) or one output tile out of it (os)."""
+    return rows
+
+
+def pipelined_cycles(fold_streams: list[int] | tuple[int, ...], rows: int, cols: int, dataflow: str) -> int:
+    """Default-timing compute cycles of folds run back to back, given each fold's streamed length T.
+
+    ws/is: L0 + sum over every fold but the last of max(T_f, L) + T_last + (R + C - 2).
+    os: fold f+1 starts T_f after fold f, later if its results would reach a column's drain port
+    before fold f's R results have left: the gap is T_f + max(0, L - T_(f+1)), which is max(T, L)
+    when the folds are alike (they differ only under unstructured masks, tile by tile).
+    """
+    if not fold_streams:
+        return 0
+    load = stationary_load_cycles(rows)
+    if dataflow == "os":
+        pairs = zip(fold_streams[:-1], fold_streams[1:], strict=True)
+        gaps = sum(stream + max(0, load - after) for stream, after in pairs)
+        first_load = 0
+    else:
+        gaps = sum(max(stream, load) for stream in fold_streams[:-1])
+        first_load = load
+    return first_load + gaps + fold_streams[-1] + rows + cols - 2
+
+
+def uniform_pipelined_cycles(folds: int, streamed: int, rows: int, cols: int, dataflow: str) -> int:
+    """:func:`pipelined_cycles` of ``folds`` folds that all stream ``streamed`` rows, in closed form."""
+    if folds <= 0:
+        return 0
+    load = stationary_load_cycles(rows)
+    first_load = 0 if dataflow == "os" else load
+    return first_load + (folds - 1) * max(streamed, load) + streamed + rows + cols - 2
+
+
+def dense_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, timing: str = "default",
+                 batch: int = 1) -> int:
+    """Compute cycles of ``batch`` dense products (``k`` already reduced by packing and sparsity).
+
+    ``scalesim`` runs each product (and each of its folds) alone; ``default`` pipelines every fold of
+    every product.
+    """
     streamed = mapping(m, k, n, dataflow)[2]
     folds = fold_count(m, k, n, rows, cols, dataflow)
-    per_fold_streaming = rows + cols + streamed - 2
-    preload = 0 if dataflow == "os" else rows  # ws/is load the stationary operand first
     if timing == "scalesim":
-        return folds * (preload + per_fold_streaming) - 1
+        preload = 0 if dataflow == "os" else rows  # ws/is load the stationary operand first
+        return batch * (folds * (preload + rows + cols + streamed - 2) - 1)
     if timing == "default":
-        return preload + folds * per_fold_streaming
+        return uniform_pipelined_cycles(batch * folds, streamed, rows, cols, dataflow)
     raise ValueError(f"unknown timing {timing!r}")
 
 
@@ -126,9 +180,9 @@ def fold_count(m: int, k: int, n: int, rows: int, cols: int, dataflow: str) -> i
 
 def gemm_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, *, batch: int = 1, pack: int = 1,
                 sparsity: SparsityPattern | None = None, timing: str = "default") -> GemmCycles:
-    """Cycles of ``batch`` independent products, run one after another on the array."""
+    """Cycles of ``batch`` independent products of the same shape, run one after another on the array."""
     depth = effective_depth(k, pack, sparsity, timing, dataflow)
-    cycles = batch * dense_cycles(m, depth, n, rows, cols, dataflow, timing)
+    cycles = dense_cycles(m, depth, n, rows, cols, dataflow, timing, batch)
     kept = sparsity.kept(k) if sparsity is not None else k
     return GemmCycles(compute_cycles=cycles, folds=batch * fold_count(m, depth, n, rows, cols, dataflow),
                       reduction_depth=depth, macs=batch * m * kept * n)

@@ -20,37 +20,53 @@ from workloads.models import load_model
 small = st.integers(1, 7)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(m=small, k=st.integers(1, 12), n=small, rows=st.integers(1, 4), cols=st.integers(1, 4),
-       dataflow=st.sampled_from(["ws", "os", "is"]), pack=st.integers(1, 3),
+       dataflow=st.sampled_from(["ws", "os", "is"]), pack=st.integers(1, 3), batch=st.integers(1, 3),
        timing=st.sampled_from(["default", "scalesim"]), seed=st.integers(0, 10**6))
-def test_cycle_stepping_equals_closed_form(m, k, n, rows, cols, dataflow, pack, timing, seed):
+def test_cycle_stepping_equals_closed_form(m, k, n, rows, cols, dataflow, pack, batch, timing, seed):
+    """The machine decides when each fold starts; the closed form must agree (batches are more folds)."""
     rng = np.random.default_rng(seed)
-    a, b = rng.integers(-4, 5, (m, k)), rng.integers(-4, 5, (k, n))
+    a, b = rng.integers(-4, 5, (batch, m, k)), rng.integers(-4, 5, (batch, k, n))
     product, cycles = simulate_product(a, b, rows, cols, dataflow, pack=pack, timing=timing)
     assert np.array_equal(product, a @ b)
-    assert cycles == gemm_cycles(m, k, n, rows, cols, dataflow, pack=pack, timing=timing).compute_cycles
+    assert cycles == gemm_cycles(m, k, n, rows, cols, dataflow, batch=batch, pack=pack,
+                                 timing=timing).compute_cycles
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(m=small, k=st.integers(1, 12), n=small, rows=st.integers(1, 4), cols=st.integers(1, 4),
-       pack=st.integers(1, 2), density=st.floats(0.0, 1.0), timing=st.sampled_from(["default", "scalesim"]),
-       seed=st.integers(0, 10**6))
-def test_cycle_stepping_zero_skipping_equals_mask_kernel(m, k, n, rows, cols, pack, density, timing, seed):
+       dataflow=st.sampled_from(["ws", "os"]), pack=st.integers(1, 2), density=st.floats(0.0, 1.0),
+       timing=st.sampled_from(["default", "scalesim"]), seed=st.integers(0, 10**6))
+def test_cycle_stepping_zero_skipping_equals_mask_kernel(m, k, n, rows, cols, dataflow, pack, density, timing,
+                                                         seed):
     rng = np.random.default_rng(seed)
     a, b = rng.integers(-4, 5, (m, k)), rng.integers(-4, 5, (k, n))
     mask = magnitude_mask(k, n, density, seed)
-    product, cycles = simulate_product(a, b, rows, cols, "ws", pack=pack, mask=mask, timing=timing)
+    product, cycles = simulate_product(a, b, rows, cols, dataflow, pack=pack, mask=mask, timing=timing)
     assert np.array_equal(product, a @ (b * mask))
-    assert cycles == masked_cycles(mask, m, rows, cols, "ws", pack=pack, timing=timing)[0]
+    assert cycles == masked_cycles(mask, m, rows, cols, dataflow, pack=pack, timing=timing)[0]
+
+
+def test_cycle_stepping_os_short_fold_waits_for_the_drain():
+    """os, 4 x 1 array: a 5-deep column tile then a 1-deep one; the second fold's result would reach
+    the drain port while the first tile's 4 results are leaving, so it starts 5 + (4 - 1) cycles in."""
+    mask = np.zeros((5, 2), dtype=bool)
+    mask[:, 0] = True
+    mask[0, 1] = True
+    a, b = np.arange(1, 21).reshape(4, 5), np.arange(1, 11).reshape(5, 2)
+    product, cycles = simulate_product(a, b, 4, 1, "os", mask=mask)
+    assert np.array_equal(product, a @ (b * mask))
+    assert cycles == (5 + 3) + 1 + (4 + 1 - 2) == masked_cycles(mask, 4, 4, 1, "os")[0]
 
 
 def test_cycle_stepping_structured_nm_matches_closed_form():
     rng = np.random.default_rng(1)
     a, b = rng.integers(-4, 5, (6, 16)), rng.integers(-4, 5, (16, 5))
     mask = nm_mask(16, 5, 2, 4, seed=3)
-    _, cycles = simulate_product(a, b, 3, 2, "ws", mask=mask)
-    assert cycles == gemm_cycles(6, 16, 5, 3, 2, "ws", sparsity=SparsityPattern(2, 4)).compute_cycles
+    for dataflow in ("ws", "os"):
+        _, cycles = simulate_product(a, b, 3, 2, dataflow, mask=mask)
+        assert cycles == gemm_cycles(6, 16, 5, 3, 2, dataflow, sparsity=SparsityPattern(2, 4)).compute_cycles
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator.masks import magnitude_mask, masked_cycles, masked_cycles_reference, nm_mask
-from simulator.timing import DATAFLOWS, SparsityPattern, dense_cycles, gemm_cycles
+from simulator.timing import DATAFLOWS, SparsityPattern, dense_cycles, fold_count, gemm_cycles
 from workloads.errors import InputError
 
 # SCALE-Sim 3.0.0 compute cycles for BERT-base GEMMs (M, K, N), K = reduction.
@@ -25,12 +25,47 @@ def test_scalesim_published_counts(mkn, rows, cols, dataflow, cycles):
     assert gemm_cycles(*mkn, rows, cols, dataflow, timing="scalesim").compute_cycles == cycles
 
 
-def test_default_timing_hides_preload_after_first_fold():
-    scalesim = gemm_cycles(384, 768, 3072, 32, 32, "ws", timing="scalesim")
-    default = gemm_cycles(384, 768, 3072, 32, 32, "ws")
-    # Preloads of all folds but the first are hidden; default counts cycles (SCALE-Sim: last index).
-    assert scalesim.compute_cycles - default.compute_cycles == (scalesim.folds - 1) * 32 - 1
-    assert gemm_cycles(384, 768, 3072, 32, 32, "os").compute_cycles == 956159 + 1
+@pytest.mark.parametrize(("mkn", "rows", "cols", "dataflow", "cycles"), [
+    # L + (F - 1) x max(T, L) + T + (R + C - 2), worked by hand (issue 16's examples first)
+    ((384, 768, 768), 32, 32, "ws", 32 + 575 * 384 + 384 + 62),  # 221,278
+    ((1, 4096, 4096), 128, 128, "ws", 128 + 1023 * 128 + 1 + 254),  # 131,327: decode is load-bound
+    ((384, 768, 3072), 8, 64, "ws", 8 + (96 * 48 - 1) * 384 + 384 + 70),
+    ((384, 768, 3072), 32, 32, "os", 0 + (12 * 96 - 1) * 768 + 768 + 62),  # os: no tile to load first
+    ((4, 3, 5), 8, 2, "os", 0 + (3 - 1) * 8 + 3 + 8),  # os gap max(T, R) = R: the drain port
+    ((10, 64, 20), 16, 16, "is", 16 + (4 * 1 - 1) * 20 + 20 + 30),
+    ((60, 1, 1), 1, 1, "ws", 1 + 60),  # a T-MAC product on a 1x1 array: T + the weight load in ws/is
+    ((1, 60, 1), 1, 1, "os", 60),  # ... and T in os
+])
+def test_pipelined_folds_by_hand(mkn, rows, cols, dataflow, cycles):
+    assert gemm_cycles(*mkn, rows, cols, dataflow).compute_cycles == cycles
+
+
+def test_batched_products_are_more_folds_of_one_pipeline():
+    # 12 attention heads of (384 x 64) @ (64 x 384) on 32 x 32 ws: 12 x 2 x 12 folds, one fill/drain
+    assert gemm_cycles(384, 64, 384, 32, 32, "ws", batch=12).compute_cycles == 32 + (288 - 1) * 384 + 384 + 62
+    # SCALE-Sim runs each product alone
+    one = gemm_cycles(384, 64, 384, 32, 32, "ws", timing="scalesim").compute_cycles
+    assert gemm_cycles(384, 64, 384, 32, 32, "ws", batch=12, timing="scalesim").compute_cycles == 12 * one
+
+
+def _previous_default(m: int, depth: int, n: int, rows: int, cols: int, dataflow: str, batch: int) -> int:
+    """accelsim's timing before pipelined folds: the first preload, then every fold drains (R + C + T - 2)."""
+    streamed = {"os": depth, "ws": m, "is": n}[dataflow]
+    folds = batch * fold_count(m, depth, n, rows, cols, dataflow)
+    return (0 if dataflow == "os" else rows) + folds * (rows + cols + streamed - 2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(m=st.integers(1, 5000), k=st.integers(1, 5000), n=st.integers(1, 5000), rows=st.integers(1, 256),
+       cols=st.integers(1, 256), dataflow=st.sampled_from(DATAFLOWS), pack=st.sampled_from([1, 2, 4, 8]),
+       batch=st.integers(1, 16))
+def test_pipelined_folds_are_bounded(m, k, n, rows, cols, dataflow, pack, batch):
+    result = gemm_cycles(m, k, n, rows, cols, dataflow, pack=pack, batch=batch)
+    depth = result.reduction_depth
+    assert result.compute_cycles <= _previous_default(m, depth, n, rows, cols, dataflow, batch)
+    mac_bound = -(-batch * m * k * n // (rows * cols * pack))
+    assert result.compute_cycles >= max(mac_bound, result.folds * rows)
+    assert 0 < result.utilization(rows, cols, pack) <= 1
 
 
 def test_no_overflow_on_huge_products():
