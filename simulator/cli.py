@@ -12,7 +12,7 @@ import click
 from simulator.output import TRACE_FORMATS, trace_bytes, write_bytes_atomic
 from workloads.errors import InputError
 from workloads.models import Workload, load_model, zoo_names
-from workloads.ops import MAX_SIZE
+from workloads.ops import MAX_SIZE, PRUNED_LINEAR_ROLES
 
 EXIT_USAGE = 2
 EXIT_INTERNAL = 1
@@ -38,8 +38,9 @@ def workload_options(func):  # noqa: ANN001, ANN201 - click decorator
                      help="wav2vec2 input length in 16 kHz samples (default 224000 = 699 frames)."),
         click.option("--head", default=None,
                      help="Task head: qa, pooler, classifier, ctc, lm or none (model dependent)."),
-        click.option("--phase", type=click.Choice(["prefill", "decode"]), default="prefill", show_default=True,
-                     help="Decoder-only models: prefill of --tokens, or one decode step with a cache of --tokens."),
+        click.option("--phase", type=click.Choice(["prefill", "decode"]), default=None,
+                     help="Decoder-only models: prefill of --tokens (default), or one decode step with a cache of "
+                          "--tokens."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -47,12 +48,37 @@ def workload_options(func):  # noqa: ANN001, ANN201 - click decorator
 
 
 def make_workload(batch: int, tokens: int | None, decoder_tokens: int | None, image_size: int | None,
-                  audio_samples: int | None, head: str | None, phase: str) -> Workload:
+                  audio_samples: int | None, head: str | None, phase: str | None) -> Workload:
     return Workload(batch=batch, tokens=tokens, image_size=image_size, audio_samples=audio_samples,
                     head=head, phase=phase, decoder_tokens=decoder_tokens)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class StrictCommand(click.Command):
+    """A command that refuses an option given twice (click would silently keep the last value)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        _, _, order = self.make_parser(ctx).parse_args(args=list(args))
+        seen: set[str] = set()
+        for param in order:
+            if isinstance(param, click.Option) and not param.multiple and not param.count:
+                if param.name in seen:
+                    raise click.UsageError(f"{param.opts[0]} is given more than once", ctx)
+                seen.add(param.name)
+        return super().parse_args(ctx, args)
+
+
+class StrictGroup(click.Group):
+    command_class = StrictCommand
+
+
+def given(ctx: click.Context, name: str) -> bool:
+    """Whether the user set option ``name`` (on the command line or through the environment)."""
+    from click.core import ParameterSource
+
+    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+
+@click.group(cls=StrictGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
@@ -77,14 +103,22 @@ def models() -> None:
 
 @cli.command()
 @workload_options
-@click.option("--format", "fmt", type=click.Choice(TRACE_FORMATS), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(TRACE_FORMATS), default=None,
+              help="table (the default on stdout), csv, json or parquet; with --out, the file's extension "
+                   "(.txt, .csv, .json, .parquet) decides unless given, and must agree when given.")
 @click.option("--out", type=click.Path(), default=None, help="Write to FILE (atomically) instead of stdout.")
+@click.option("--force", is_flag=True, help="Replace an existing --out file.")
 @click.option("--trace", "use_tracer", is_flag=True,
               help="Trace the real transformers model on the meta device instead (needs the hf extra).")
 def extract(model: str, batch: int, tokens: int | None, decoder_tokens: int | None, image_size: int | None,
-            audio_samples: int | None, head: str | None, phase: str, fmt: str, out: str | None,
-            use_tracer: bool) -> None:
+            audio_samples: int | None, head: str | None, phase: str | None, fmt: str | None, out: str | None,
+            force: bool, use_tracer: bool) -> None:
     """Print or write the op trace of one forward pass."""
+    from simulator.output import check_out_file, format_for_path
+
+    if out is not None:
+        check_out_file(out, force)
+    fmt = format_for_path(out, fmt) if out is not None else fmt or "table"
     spec = load_model(model)
     workload = make_workload(batch, tokens, decoder_tokens, image_size, audio_samples, head, phase)
     if use_tracer:
@@ -158,7 +192,13 @@ def gemm(m: int | None, k: int | None, n: int | None, rows: int | None, cols: in
     """Cycles of one product C[MxN] = A[MxK] B[KxN] on a ROWS x COLS array (or of every case in a CSV)."""
     import json
 
+    ctx = click.get_current_context()
     if cases is not None:
+        per_case = [f"--{name}" for name in ("m", "k", "n", "rows", "cols", "dataflow", "precision", "sparsity",
+                                               "timing") if given(ctx, name)]
+        if per_case:
+            raise InputError(f"--cases takes every case's settings from its file; drop {', '.join(per_case)} "
+                             "(or add them as CSV columns)")
         for row in _read_cases(cases):
             click.echo(json.dumps(gemm_result(**row)))
         return
@@ -249,18 +289,10 @@ def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens:
     from simulator.engine import simulate
     from simulator.hardware import load_hardware
     from simulator.memory import footprint, mask_nonzeros
+    from simulator.output import check_out_dir, staged_dir
     from simulator.paper import scoped_trace
     from simulator.policy import load_baseline, load_run_config
-    from simulator.report import (
-        breakdown,
-        check_out_dir,
-        format_run,
-        plot_bars,
-        plot_time_breakdown,
-        run_summary,
-        staged_dir,
-        write_json,
-    )
+    from simulator.report import breakdown, format_run, plot_bars, plot_time_breakdown, run_summary, write_json
 
     out_dir = check_out_dir(out, force) if out else None
     policy = load_run_config(config)
@@ -271,6 +303,8 @@ def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens:
         include_head = head is not None
     trace = scoped_trace(model, workload, include_frontend, include_head)
     masks = _masks(policy)
+    if masks is not None:
+        masks.check_keys([op.name for op in trace if op.role in PRUNED_LINEAR_ROLES])
     results = simulate(trace, hardware, policy, timing=timing, mask_for=masks)
     baseline_results = None
     if baseline is not None:  # a config that is its own baseline is not simulated twice
@@ -309,10 +343,13 @@ def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens:
 
 @cli.command()
 @click.argument("config", type=click.Path())
-@workload_options
+@click.option("--model", "model", required=True, help="Zoo name (see `accelsim models`) or path to a config.json.")
+@click.option("--head", default=None,
+              help="Task head whose parameters are included: qa, pooler, classifier, ctc, lm or none "
+                   "(model dependent; default: the model's default head). Storage does not depend on the "
+                   "batch, sequence or image size, so those knobs do not apply here.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of the table.")
-def memory(config: str, model: str, batch: int, tokens: int | None, decoder_tokens: int | None,
-           image_size: int | None, audio_samples: int | None, head: str | None, phase: str, as_json: bool) -> None:
+def memory(config: str, model: str, head: str | None, as_json: bool) -> None:
     """Bit-exact parameter storage of MODEL under run CONFIG, by layer group and in total."""
     import json
 
@@ -321,9 +358,10 @@ def memory(config: str, model: str, batch: int, tokens: int | None, decoder_toke
     from simulator.report import format_memory
 
     policy = load_run_config(config)
-    workload = make_workload(batch, tokens, decoder_tokens, image_size, audio_samples, head, phase)
-    trace = load_model(model).trace(workload)
+    trace = load_model(model).trace(Workload(head=head))
     masks = _masks(policy)
+    if masks is not None:
+        masks.check_keys([op.name for op in trace if op.role in PRUNED_LINEAR_ROLES])
     result = footprint(trace, policy, mask_nonzeros(masks) if masks else None)
     click.echo(json.dumps(result.as_dict(), indent=2) if as_json else format_memory(result))
 
@@ -331,20 +369,20 @@ def memory(config: str, model: str, batch: int, tokens: int | None, decoder_toke
 @cli.command()
 @click.option("--out", type=click.Path(), default=None, help="Write reproduction.md, CSVs and figures to DIR.")
 @click.option("--json", "json_path", type=click.Path(), default=None, help="Write the rows as JSON to FILE.")
-@click.option("--force", is_flag=True, help="Replace a non-empty --out directory.")
+@click.option("--force", is_flag=True, help="Replace a non-empty --out directory or an existing --json file.")
 def reproduce(out: str | None, json_path: str | None, force: bool) -> None:
     """Regenerate the paper's hardware figures (seed 000, section 2.4) next to the published values."""
     import json
 
     from simulator.hardware import load_hardware
-    from simulator.output import write_bytes_atomic
+    from simulator.output import check_out_dir, check_out_file, staged_dir, write_bytes_atomic
     from simulator.paper import load_paper_targets, load_setup, load_tolerances, setup_policies, setup_traces
-    from simulator.report import check_out_dir, reproduction_table, staged_dir, write_reproduction
+    from simulator.report import reproduction_table, write_reproduction
     from simulator.reproduce import reproduce_figures
 
     out_dir = check_out_dir(out, force) if out else None
-    if json_path is not None and Path(json_path).is_dir():
-        raise InputError(f"--json {json_path}: is a directory, expected a file path")
+    if json_path is not None:
+        check_out_file(json_path, force, "--json")
     setup = load_setup()
     targets = load_paper_targets()
     hardware = load_hardware(setup.hardware)

@@ -13,6 +13,22 @@ from workloads.errors import InputError
 Model = TypeVar("Model", bound=pydantic.BaseModel)
 
 
+def unknown_name_message(name: str, known: tuple[str, ...] | list[str], what: str) -> str:
+    """``unknown op 'sofmax'; did you mean 'softmax'?`` (or the list of known names)."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(known)}"
+    return f"unknown {what} {name!r}; {hint}"
+
+
+def reject_unknown_keys(table: dict, known: tuple[str, ...] | list[str], what: str) -> None:
+    """Every mapping keyed by names rejects names it does not know (ValueError, for pydantic validators)."""
+    for key in table:
+        if key not in known:
+            raise ValueError(unknown_name_message(key, known, what))
+
+
 class StrictModel(pydantic.BaseModel):
     """Base of every config schema: unknown keys are errors, values are immutable."""
 

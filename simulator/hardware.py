@@ -13,18 +13,17 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from simulator.config_io import StrictModel, read_yaml_mapping, validate
+from simulator.config_io import StrictModel, read_yaml_mapping, reject_unknown_keys, validate
 from simulator.precision import Precision, fallback_precision, parse_precision
+from simulator.shipped import HARDWARE_DIR
 from simulator.timing import SparsityPattern
 from workloads.errors import InputError
-from workloads.ops import INT64_MAX, MAX_SIZE
-
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-HARDWARE_DIR = CONFIG_DIR / "hardware"
+from workloads.ops import INT64_MAX, MAX_SIZE, VECTOR_ROLES
 
 # Vector ops the SFU may be asked to run: every vector role a trace can contain, plus the ops the
 # simulator inserts (quantize/dequantize where precision changes, bias adds after matrix ops).
 INSERTED_SFU_OPS = ("quantize", "dequantize", "bias")
+SFU_OPS = (*VECTOR_ROLES, *INSERTED_SFU_OPS)
 
 
 class ArrayConfig(StrictModel):
@@ -85,6 +84,7 @@ class SfuConfig(StrictModel):
         for op, cost in costs.items():
             if not math.isfinite(cost) or cost < 0:
                 raise ValueError(f"{op}: cycles per element must be a finite number >= 0, got {cost}")
+        reject_unknown_keys(costs, SFU_OPS, "SFU op")
         missing = [op for op in INSERTED_SFU_OPS if op not in costs]
         if missing:
             raise ValueError(f"missing cost for {', '.join(missing)} (inserted by the simulator)")

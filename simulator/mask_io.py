@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from simulator.config_io import unknown_name_message
 from simulator.masks import magnitude_mask, nm_mask
 from simulator.policy import WeightSparsityConfig
 from simulator.timing import SparsityPattern
@@ -55,6 +56,16 @@ class MaskProvider:
                 path = base_dir / path
             self._arrays = _read_arrays(path)
             self._path = path
+
+    def check_keys(self, op_names: list[str]) -> None:
+        """Refuse a mask file key that matches none of ``op_names`` (a misspelt op would be ignored)."""
+        if self._arrays is None or "" in self._arrays:
+            return
+        for key in self._arrays:
+            bare = key.removesuffix(".weight")
+            if not any(bare == name or bare.endswith("." + name) for name in op_names):
+                raise InputError(f"{self._path}: {unknown_name_message(bare, op_names, 'pruned op')} "
+                                 "(mask keys name the model's pruned linear ops)")
 
     def _lookup(self, op: Op) -> np.ndarray:
         assert self._arrays is not None

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,30 +19,140 @@ if TYPE_CHECKING:  # pandas costs ~0.4 s to import; commands that do not need it
     import pandas as pd
 
 TRACE_FORMATS = ("table", "csv", "json", "parquet")
+FORMAT_BY_SUFFIX = {".txt": "table", ".csv": "csv", ".json": "json", ".parquet": "parquet"}
+
+
+def format_for_path(path: str | os.PathLike, fmt: str | None) -> str:
+    """The trace format a file gets: its extension's, which an explicit ``fmt`` must agree with."""
+    implied = FORMAT_BY_SUFFIX.get(Path(path).suffix.lower())
+    if fmt is None:
+        if implied is None:
+            known = ", ".join(FORMAT_BY_SUFFIX)
+            raise InputError(f"--out {path}: cannot tell the format from the extension ({known}); give --format")
+        return implied
+    if implied is not None and implied != fmt:
+        raise InputError(f"--format {fmt} does not match --out {path} (a {Path(path).suffix} file holds {implied})")
+    return fmt
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _created_parents(parent: Path) -> list[Path]:
+    """Create ``parent`` and its missing ancestors; return the ones created, deepest first."""
+    missing = []
+    for folder in (parent, *parent.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    for folder in reversed(missing):
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"{folder}: exists and is not a directory")
+        folder.mkdir(mode=0o777)  # the umask applies
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _clear_stale_staging(target: Path) -> None:
+    """Remove staging leftovers of an earlier writer of ``target`` that was killed mid-write.
+
+    Two processes writing the same target at once are not supported.
+    """
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+
+
+def check_target(target: str | os.PathLike, force: bool, option: str = "--out") -> Path:
+    """One overwrite policy for every command: an existing file or non-empty directory needs --force."""
+    path = Path(target)
+    if path.is_dir() and any(path.iterdir()) and not force:
+        raise InputError(f"{option} {path}: directory is not empty (use --force to replace it)")
+    if path.exists() and not path.is_dir() and not force:
+        raise InputError(f"{option} {path}: file exists (use --force to replace it)")
+    return path
+
+
+def check_out_dir(out: str | os.PathLike, force: bool) -> Path:
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"--out {path}: exists and is not a directory")
+    return check_target(path, force)
+
+
+def check_out_file(out: str | os.PathLike, force: bool, option: str = "--out") -> Path:
+    path = Path(out)
+    if path.is_dir():
+        raise InputError(f"{option} {path}: is a directory, expected a file path")
+    return check_target(path, force, option)
 
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``target``; it replaces ``target`` only if the block succeeds."""
+    """Yield a temporary path next to ``target``; it replaces ``target`` only if the block succeeds.
+
+    Missing parent directories are created (and removed again if the block fails); the file gets the
+    permissions the umask gives a new file.
+    """
     target = Path(target)
     if target.is_dir():
         raise InputError(f"{target}: is a directory, expected a file path")
     parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"{target}: directory {parent} does not exist")
+    created = _created_parents(parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
+        created = []
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _remove_empty(created)
 
 
 def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
+
+
+@contextlib.contextmanager
+def staged_dir(target: Path) -> Iterator[Path]:
+    """Write a directory's files into a sibling temp dir, then swap it in whole (or not at all).
+
+    Missing parents are created (and removed again on failure); stale staging directories of a killed
+    earlier writer are cleared first; the directory gets the permissions the umask gives a new one.
+    """
+    created = _created_parents(target.parent)
+    _clear_stale_staging(target)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield staging
+        os.chmod(staging, 0o777 & ~_umask())
+        if target.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+            os.replace(target, retired / "old")
+            os.replace(staging, target)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+        created = []
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+        _remove_empty(created)
 
 
 def trace_frame(trace: Trace) -> pd.DataFrame:

@@ -9,16 +9,15 @@ from typing import Literal
 from pydantic import Field
 
 from simulator.config_io import StrictModel, read_yaml_mapping, validate
-from simulator.hardware import CONFIG_DIR
 from simulator.policy import Policy, load_run_config
+from simulator.shipped import CONFIG_DIR, REFERENCE_DIR
 from workloads.errors import InputError
 from workloads.models import Workload, load_model
 from workloads.ops import MAX_SIZE, Trace
 
-REPO_DIR = CONFIG_DIR.parent
 SETUP_PATH = CONFIG_DIR / "reproduce.yaml"
-TARGETS_PATH = REPO_DIR / "reference" / "paper_targets.yaml"
-TOLERANCES_PATH = REPO_DIR / "reference" / "tolerances.yaml"
+TARGETS_PATH = REFERENCE_DIR / "paper_targets.yaml"
+TOLERANCES_PATH = REFERENCE_DIR / "tolerances.yaml"
 FIGURE_SECTIONS = ("memory_capacity_savings", "pruned_layer_share_of_execution_time", "sparse_over_dense_speedup",
                    "fp16_dense_over_dense_time_mean")
 

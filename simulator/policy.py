@@ -21,6 +21,7 @@ A more specific setting wins: layers > groups > ops > default.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import itertools
 import json
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from simulator.config_io import StrictModel, read_yaml_mapping, validate
+from simulator.config_io import StrictModel, read_yaml_mapping, reject_unknown_keys, validate
 from simulator.precision import Precision, parse_precision
 from simulator.timing import SparsityPattern
 from workloads.errors import InputError
@@ -61,9 +62,7 @@ def parse_layer_range(text: str) -> tuple[int, int]:
 
 
 def _precision_table(table: dict[str, str], known: tuple[str, ...], what: str) -> dict[str, str]:
-    for key in table:
-        if key not in known:
-            raise ValueError(f"unknown {what} {key!r}; known: {', '.join(known)}")
+    reject_unknown_keys(table, known, what)
     return {key: _check_precision(p) for key, p in table.items()}
 
 
@@ -237,14 +236,17 @@ class Policy:
         return self.config.name
 
 
-def load_run_config(path: str | Path) -> Policy:
-    path = Path(path)
+def load_run_config(name_or_path: str | Path) -> Policy:
+    """A run config: a YAML path, or the name of a shipped one (``int8``, ``int8.yaml``)."""
+    path = Path(name_or_path)
+    if not path.exists() and len(path.parts) == 1:  # a bare name: a shipped config
+        path = resolve_run_config(str(name_or_path), None, "run config")
     return Policy(validate(RunConfig, read_yaml_mapping(path), str(path)), path)
 
 
 def resolve_run_config(name: str, base_dir: Path | None, what: str = "config") -> Path:
     """A run config given as a path, or a name (with or without .yaml) next to ``base_dir`` or in configs/."""
-    from simulator.hardware import CONFIG_DIR
+    from simulator.shipped import CONFIG_DIR
 
     directories = [d for d in (base_dir, CONFIG_DIR) if d is not None]
     candidates = [Path(name)] + [d / n for d in directories for n in (name, f"{name}.yaml")]
@@ -252,7 +254,10 @@ def resolve_run_config(name: str, base_dir: Path | None, what: str = "config") -
         if candidate.is_file():
             return candidate.resolve()
     where = " and ".join(str(d) for d in directories)
-    raise InputError(f"{what} {name!r} not found (looked in {where})")
+    shipped = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p.stem != "reproduce")
+    close = difflib.get_close_matches(name.removesuffix(".yaml"), shipped, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; shipped: {', '.join(shipped)}"
+    raise InputError(f"{what} {name!r} not found (looked in {where}){hint}")
 
 
 def load_baseline(policy: Policy) -> Policy | None:

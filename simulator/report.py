@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +11,6 @@ from simulator.engine import Results
 from simulator.memory import Footprint
 from simulator.paper import ReproductionSetup
 from simulator.reproduce import Reproduction
-from workloads.errors import InputError
 
 CATEGORY_LABELS = {"linear": "linear layers (q, k, v, attn_out, ffn1, ffn2)", "other_gemm": "other GEMMs/convs",
                    "attention_bmm": "attention BMMs", "stalls": "memory stalls"}
@@ -107,37 +101,6 @@ def format_memory(footprint: Footprint) -> str:
     lines.append(line("pruned linear*", data["pruned_linear"]))
     lines.append("* weight matrices of q, k, v, attn_out, ffn1, ffn2 (biases excluded); ratios exclude scale factors")
     return "\n".join(lines)
-
-
-# --- output directories ---------------------------------------------------------------------------
-
-def check_out_dir(out: str | os.PathLike, force: bool) -> Path:
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise InputError(f"--out {path}: exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()) and not force:
-        raise InputError(f"--out {path}: directory is not empty (use --force to replace it)")
-    if not path.parent.is_dir():
-        raise InputError(f"--out {path}: parent directory {path.parent} does not exist")
-    return path
-
-
-@contextlib.contextmanager
-def staged_dir(target: Path) -> Iterator[Path]:
-    """Write a directory's files into a sibling temp dir, then swap it in whole (or not at all)."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        yield staging
-        if target.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-            os.replace(target, retired / "old")
-            os.replace(staging, target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_json(path: Path, data: object) -> None:

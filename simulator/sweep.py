@@ -37,11 +37,12 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from simulator.config_io import StrictModel, read_yaml_mapping, validate
-from simulator.hardware import Hardware, load_hardware
+from simulator.config_io import StrictModel, read_yaml_mapping, unknown_name_message, validate
+from simulator.hardware import SFU_OPS, Hardware, load_hardware
 from simulator.output import atomic_path
 from simulator.paper import WorkloadKnobs
 from simulator.policy import RunConfig, load_baseline, load_run_config, resolve_run_config
+from simulator.precision import parse_precision
 from workloads.errors import InputError
 
 RESULT_COLUMNS = ("point_id", "point", "config", "model", "total_cycles", "latency_ms", "utilization",
@@ -97,6 +98,18 @@ class SweepSpec(StrictModel):
         return [ModelEntry(name=m) if isinstance(m, str) else m for m in models]
 
 
+def _check_sfu_op(name: str) -> None:
+    if name not in SFU_OPS:
+        raise InputError(unknown_name_message(name, SFU_OPS, "SFU op"))
+
+
+# How a sweep axis's key inside each hardware table is checked (every table has an entry).
+TABLE_KEYS: dict[str, Callable[[str], object]] = {
+    "sfu.cycles_per_element": _check_sfu_op,
+    "macs_per_pe": parse_precision,  # any precision may be added to the table
+}
+
+
 def check_axis_path(path: str) -> None:
     """An axis must name a hardware field (``array.rows``) or a key of a table (``macs_per_pe.int8``)."""
     model: type[BaseModel] | None = Hardware
@@ -113,6 +126,10 @@ def check_axis_path(path: str) -> None:
         elif getattr(annotation, "__origin__", None) is dict:
             if depth + 2 != len(parts):
                 raise InputError(f"axis {path!r}: {'.'.join(parts[:depth + 1])} needs exactly one key after it")
+            try:
+                TABLE_KEYS[".".join(parts[:depth + 1])](parts[-1])
+            except InputError as exc:
+                raise InputError(f"axis {path!r}: {exc}") from None
             return
         else:
             model = None

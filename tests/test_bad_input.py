@@ -56,6 +56,30 @@ GEMM = ["gemm", "--m", "8", "--k", "8", "--n", "8", "--rows", "4", "--cols", "4"
 RUN = ["run", "configs/int8.yaml", "--model", "bert-base"]
 SWEEP_HEAD = "name: s\nhardware: rapid_like\n"
 
+def _cases(folder):
+    path = folder / "cases.csv"
+    path.write_text("m,k,n,rows,cols,dataflow\n4,4,4,2,2,ws\n")
+    return path
+
+
+def _touch(path):
+    path.write_text("already here")
+    return path
+
+
+def _misspelt_sfu(folder):
+    path = folder / "hw.yaml"
+    path.write_text((ROOT / "configs" / "hardware" / "rapid_like.yaml").read_text().replace("softmax:", "sofmax:"))
+    return path
+
+
+def _sweep_with_axis(folder, axis):
+    path = folder / "sweep.yaml"
+    path.write_text(f"name: s\nhardware: rapid_like\naxes:\n  product: {{{axis}: [1, 2]}}\n"
+                    "configs: [int8]\nmodels: [bert-base]\n")
+    return path
+
+
 CASES = [
     # models
     ("models-extra-arg", lambda p: ["models", "bert-base"], "unexpected extra argument"),
@@ -81,8 +105,38 @@ CASES = [
     ("extract-wrong-head", lambda p: ["extract", "--model", "bert-base", "--head", "ctc"], "head"),
     ("extract-bad-format", lambda p: ["extract", "--model", "bert-base", "--format", "xml"], "--format"),
     ("extract-out-is-dir", lambda p: ["extract", "--model", "bert-base", "--out", str(p)], "directory"),
-    ("extract-out-missing-dir", lambda p: ["extract", "--model", "bert-base", "--out", str(p / "no" / "t.csv")],
-     "does not exist"),
+    # knobs that do not apply to the model or the command are refused, naming the knob
+    ("extract-decode-on-encoder", lambda p: ["extract", "--model", "bert-base", "--phase", "decode"], "--phase"),
+    ("extract-prefill-on-enc-dec", lambda p: ["extract", "--model", "t5-3b", "--phase", "prefill"], "--phase"),
+    ("extract-decoder-tokens-on-encoder", lambda p: ["extract", "--model", "bert-base", "--decoder-tokens", "5"],
+     "--decoder-tokens"),
+    ("extract-image-size-on-text", lambda p: ["extract", "--model", "gpt2", "--image-size", "224"], "--image-size"),
+    ("extract-audio-on-vit", lambda p: ["extract", "--model", "vit-base", "--audio-samples", "8000"],
+     "--audio-samples"),
+    ("extract-tokens-on-vit", lambda p: ["extract", "--model", "vit-base", "--tokens", "5"], "--tokens"),
+    ("extract-repeated-model", lambda p: ["extract", "--model", "bert-base", "--model", "gpt2"], "--model"),
+    ("run-repeated-hardware", lambda p: ["run", "int8", "--model", "bert-base", "--hardware", "rapid_like",
+                                         "--hardware", "tpu_v1_like"], "--hardware"),
+    ("memory-tokens", lambda p: ["memory", "configs/int8.yaml", "--model", "bert-base", "--tokens", "5"],
+     "--tokens"),
+    ("memory-batch", lambda p: ["memory", "configs/int8.yaml", "--model", "bert-base", "--batch", "2"], "--batch"),
+    ("memory-phase", lambda p: ["memory", "configs/int8.yaml", "--model", "gpt2", "--phase", "decode"], "--phase"),
+    ("gemm-cases-and-sizes", lambda p: ["gemm", "--cases", str(_cases(p)), "--m", "5"], "--m"),
+    ("gemm-cases-and-dataflow", lambda p: ["gemm", "--cases", str(_cases(p)), "--dataflow", "os"], "--dataflow"),
+    ("extract-format-vs-extension", lambda p: ["extract", "--model", "bert-base", "--format", "csv", "--out",
+                                               str(p / "t.parquet")], "does not match"),
+    ("extract-unknown-extension", lambda p: ["extract", "--model", "bert-base", "--out", str(p / "t.xyz")],
+     "--format"),
+    ("extract-out-exists", lambda p: ["extract", "--model", "bert-base", "--out", str(_touch(p / "t.csv"))],
+     "--force"),
+    ("reproduce-json-exists", lambda p: ["reproduce", "--json", str(_touch(p / "r.json"))], "--force"),
+    ("run-unknown-config-name", lambda p: ["run", "int9", "--model", "bert-base"], "did you mean 'int8'"),
+    ("run-misspelt-sfu-op", lambda p: ["run", "int8", "--model", "bert-base", "--hardware", str(_misspelt_sfu(p))],
+     "did you mean 'softmax'"),
+    ("sweep-axis-misspelt-sfu-op", lambda p: ["sweep", str(_sweep_with_axis(p, "sfu.cycles_per_element.sofmax")),
+                                              "--out", str(p / "o")], "did you mean 'softmax'"),
+    ("sweep-axis-bad-precision", lambda p: ["sweep", str(_sweep_with_axis(p, "macs_per_pe.int99")),
+                                            "--out", str(p / "o")], "int99"),
     ("extract-no-model", lambda p: ["extract"], "--model"),
     ("extract-model-is-dir", lambda p: ["extract", "--model", str(p)], "is a directory"),
     # gemm
@@ -175,8 +229,6 @@ CASES = [
     # reproduce
     ("reproduce-json-is-dir", lambda p: ["reproduce", "--json", "configs"], "is a directory"),
     ("reproduce-out-is-file", lambda p: ["reproduce", "--out", "configs/int8.yaml"], "not a directory"),
-    ("reproduce-json-missing-dir", lambda p: ["reproduce", "--json", str(p / "no" / "r.json")], "does not exist"),
-    # sweep
     ("sweep-unknown-key", lambda p: ["sweep", write(p, "s.yaml", SWEEP_HEAD + "configs: [int8]\nmodels: [bert-base]"
                                                                  "\ncolour: red\n"), "--out", str(p / "o")],
      "colour: unknown key"),

@@ -1,10 +1,14 @@
 """The command line as a user drives it: outputs, and one-line errors with exit code 2."""
 
 import json
+import subprocess
+import sys
 
 import pandas as pd
-from cli_helpers import accelsim
+import pytest
+from cli_helpers import ROOT, accelsim
 
+from simulator.output import atomic_path, staged_dir
 from workloads.ops import COLUMNS
 
 
@@ -75,3 +79,34 @@ def test_gemm_cases_one_json_line_each(tmp_path):
     docs = [json.loads(line) for line in lines]
     assert [d["compute_cycles"] for d in docs[:3]] == [110303, 73583, 62171]
     assert docs[3]["reduction_depth"] == 768 // 2 // 2
+
+
+def test_outputs_create_parents_honour_the_umask_and_leave_nothing_on_failure(tmp_path):
+    """--out creates missing parents; files and directories get the umask's permissions; a failed write
+    removes the parents it created; an existing file needs --force."""
+    out_dir, out_file = tmp_path / "runs" / "tpu", tmp_path / "traces" / "deep" / "t.csv"
+    env_umask = "umask 027 && "
+    run = subprocess.run(["bash", "-c", env_umask + " ".join([sys.executable, "-m", "simulator.cli", "run", "int8",
+                                                              "--model", "vit-base", "--out", str(out_dir)])],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert oct(out_dir.stat().st_mode & 0o777) == oct(0o750)
+    assert oct((out_dir / "ops.csv").stat().st_mode & 0o777) == oct(0o640)
+    extract = subprocess.run(["bash", "-c", env_umask + " ".join([sys.executable, "-m", "simulator.cli", "extract",
+                                                                  "--model", "bert-base", "--out", str(out_file)])],
+                             cwd=ROOT, capture_output=True, text=True)
+    assert extract.returncode == 0, extract.stderr
+    assert oct(out_file.stat().st_mode & 0o777) == oct(0o640)
+    assert out_file.read_text().startswith("name,")  # format from the extension
+    again = accelsim("extract", "--model", "gpt2", "--out", str(out_file), "--force")
+    assert again.returncode == 0 and "lm_head" in out_file.read_text()
+    for writer, target in ((atomic_path, tmp_path / "a" / "b" / "t.csv"), (staged_dir, tmp_path / "c" / "d")):
+        with pytest.raises(RuntimeError), writer(target):
+            raise RuntimeError("the run failed half-way")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs", "traces"]  # no staging leftovers
+
+
+def test_shipped_config_names_work_where_paths_do():
+    by_name = accelsim("run", "int8", "--model", "bert-base", "--format", "json")
+    by_path = accelsim("run", "configs/int8.yaml", "--model", "bert-base", "--format", "json")
+    assert by_name.returncode == 0 and by_name.stdout == by_path.stdout

@@ -67,6 +67,15 @@ def test_closed_form_equals_traced(name, workload):
     assert vector_totals(closed) == vector_totals(traced)
 
 
+def test_transformer_base_shares_one_embedding_table():
+    """Vaswani et al.'s base model shares one 37000 x 512 table between the encoder input, the decoder
+    input and the pre-softmax projection: 63,082,496 parameters (the paper rounds its count to 65M)."""
+    spec = load_model("transformer-base")
+    assert spec.trace().params == 63_082_496
+    assert hf_num_parameters(spec, spec.resolve(Workload())) - spec.family.hf_non_trace_params(spec.config) == (
+        63_082_496)
+
+
 @pytest.mark.parametrize("name", zoo_names())
 def test_parameter_totals_equal_hf(name):
     spec = load_model(name)

@@ -139,8 +139,7 @@ def test_identical_results_across_processes():
 WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from simulator.output import atomic_path
-    from simulator.report import staged_dir
+    from simulator.output import atomic_path, staged_dir
     target = Path(sys.argv[1])
     if sys.argv[2] == "file":
         with atomic_path(target) as tmp:

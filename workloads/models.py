@@ -30,11 +30,19 @@ class Workload:
     image_size: int | None = None  # ViT, pixels per side
     audio_samples: int | None = None  # wav2vec2, 16 kHz samples
     head: str | None = None
-    phase: str = "prefill"  # decoder-only models: prefill of `tokens`, or one decode step after them
+    phase: str | None = None  # decoder-only models: prefill of `tokens` (default), or one decode step after them
     decoder_tokens: int | None = None  # encoder-decoder models; defaults to `tokens`
 
     def as_dict(self) -> dict[str, int | str]:
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+OPTIONAL_KNOBS = ("tokens", "image_size", "audio_samples", "decoder_tokens")
+
+
+def _flag(name: str) -> str:
+    """The command-line spelling of a Workload knob."""
+    return "--" + name.replace("_", "-")
 
 
 def _positive(name: str, value: int | None) -> None:
@@ -52,6 +60,8 @@ class Family:
     heads: tuple[str, ...] = ("none",)  # the first is the default
     hf_classes: Mapping[str, str] = {}
     default_tokens: int | None = 384  # text families; None where tokens derive from other knobs
+    knobs: tuple[str, ...] = ("tokens",)  # optional Workload knobs (besides batch and head) that apply
+    phases: tuple[str, ...] = ()  # generation phases, the first the default; () = one forward pass only
 
     def check(self, cfg: Mapping[str, Any], where: str) -> None:
         missing = [k for k in self.required if k not in cfg]
@@ -67,17 +77,26 @@ class Family:
                     raise InputError(f"{where}: key {key!r} must be positive, got {value!r}")
 
     def resolve(self, cfg: Mapping[str, Any], wl: Workload) -> Workload:
-        """Fill defaults and validate the workload against the config."""
-        for name in ("batch", "tokens", "image_size", "audio_samples", "decoder_tokens"):
-            _positive(name.replace("_", "-"), getattr(wl, name))
+        """Fill defaults and validate the workload against the config; refuse knobs that do not apply."""
+        for name in ("batch", *OPTIONAL_KNOBS):
+            _positive(_flag(name), getattr(wl, name))
+        model_type = cfg["model_type"]
+        takes = ", ".join(_flag(name) for name in ("batch", "head", *self.knobs, *(["phase"] if self.phases else [])))
+        for name in OPTIONAL_KNOBS:
+            if getattr(wl, name) is not None and name not in self.knobs:
+                raise InputError(f"{_flag(name)} does not apply to {model_type} models (they take {takes})")
         head = wl.head or self.heads[0]
         if head not in self.heads:
-            raise InputError(f"head {head!r} is not available for {cfg['model_type']}; "
+            raise InputError(f"head {head!r} is not available for {model_type}; "
                              f"choose from {', '.join(self.heads)}")
-        if wl.phase not in PHASES:
+        if wl.phase is not None and wl.phase not in PHASES:
             raise InputError(f"phase {wl.phase!r} is unknown; choose from {', '.join(PHASES)}")
+        if wl.phase is not None and wl.phase not in self.phases:
+            raise InputError(f"--phase {wl.phase} does not apply to {model_type} models: they run one forward "
+                             f"pass, without generation phases (they take {takes})")
+        phase = wl.phase or (self.phases[0] if self.phases else None)
         tokens = wl.tokens if wl.tokens is not None or self.default_tokens is None else self.default_tokens
-        return replace(wl, head=head, tokens=tokens)
+        return replace(wl, head=head, tokens=tokens, phase=phase)
 
     def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
         raise NotImplementedError
@@ -162,6 +181,7 @@ class ViTFamily(Family):
     heads = ("classifier", "pooler", "none")
     hf_classes = {"classifier": "ViTForImageClassification", "pooler": "ViTModel", "none": "ViTModel"}
     default_tokens = None
+    knobs = ("image_size",)  # tokens follow from it: (image / patch)^2 + 1
 
     def resolve(self, cfg: Mapping[str, Any], wl: Workload) -> Workload:
         wl = super().resolve(cfg, wl)
@@ -170,8 +190,6 @@ class ViTFamily(Family):
         if image % cfg["patch_size"]:
             raise InputError(f"image size {image} is not divisible by the patch size {cfg['patch_size']}")
         tokens = (image // cfg["patch_size"]) ** 2 + 1
-        if wl.tokens is not None and wl.tokens != tokens:
-            raise InputError("ViT takes --image-size, not --tokens (tokens = (image/patch)^2 + 1)")
         return replace(wl, image_size=image, tokens=tokens)
 
     def hf_class(self, cfg: Mapping[str, Any], head: str) -> str:
@@ -227,6 +245,7 @@ class Wav2Vec2Family(Family):
     heads = ("ctc", "none")
     hf_classes = {"ctc": "Wav2Vec2ForCTC", "none": "Wav2Vec2Model"}
     default_tokens = None
+    knobs = ("tokens", "audio_samples")  # tokens = frames
     # 14 s of 16 kHz audio: 699 frames, inside the paper's 600-800 frames per utterance (mean ~700).
     default_audio_samples = 224_000
 
@@ -340,6 +359,7 @@ class GPT2Family(Family):
     required = ("vocab_size", "n_embd", "n_layer", "n_head", "n_positions")
     heads = ("lm", "none")
     hf_classes = {"lm": "GPT2LMHeadModel", "none": "GPT2Model"}
+    phases = PHASES
 
     def resolve(self, cfg: Mapping[str, Any], wl: Workload) -> Workload:
         wl = super().resolve(cfg, wl)
@@ -404,6 +424,7 @@ class T5Family(Family):
                 "relative_attention_num_buckets")
     heads = ("lm", "none")
     hf_classes = {"lm": "T5ForConditionalGeneration", "none": "T5Model"}
+    knobs = ("tokens", "decoder_tokens")
 
     def check(self, cfg: Mapping[str, Any], where: str) -> None:
         super().check(cfg, where)
@@ -474,6 +495,7 @@ class FSMTFamily(Family):
                 "encoder_attention_heads", "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim")
     heads = ("lm",)  # HF's FSMT decoder always ends in its output projection
     hf_classes = {"lm": "FSMTForConditionalGeneration"}
+    knobs = ("tokens", "decoder_tokens")
 
     def resolve(self, cfg: Mapping[str, Any], wl: Workload) -> Workload:
         wl = super().resolve(cfg, wl)
@@ -501,6 +523,11 @@ class FSMTFamily(Family):
         act = cfg.get("activation_function", "relu")
         enc_rows, dec_rows = batch * src, batch * tgt
 
+        # With tie_word_embeddings, HF ties the encoder's and the decoder's token embeddings and the output
+        # projection into one table (Vaswani et al.'s shared source/target vocabulary): counted here once.
+        tied = cfg.get("tie_word_embeddings", False)
+        if tied and cfg["src_vocab_size"] != cfg["tgt_vocab_size"]:
+            raise InputError("tie_word_embeddings needs src_vocab_size == tgt_vocab_size")
         b.vector("encoder.embed_tokens", -1, "embedding", "embedding", enc_rows * d_model,
                  weight_params=cfg["src_vocab_size"] * d_model)
         if scale:
@@ -520,7 +547,7 @@ class FSMTFamily(Family):
 
         b.vector("decoder.embed_positions", -1, "embedding", "embedding", dec_rows * d_model)
         b.vector("decoder.embed_tokens", -1, "embedding", "embedding", dec_rows * d_model,
-                 weight_params=cfg["tgt_vocab_size"] * d_model)
+                 weight_params=0 if tied else cfg["tgt_vocab_size"] * d_model)
         if scale:
             b.vector("decoder.embed_scale", -1, "mul", "embedding", dec_rows * d_model)
         b.vector("decoder.add_position", -1, "add", "embedding", dec_rows * d_model)
@@ -541,7 +568,6 @@ class FSMTFamily(Family):
             residual(b, f"{p}.ffn", i, "ffn", dec_rows * d_model)
             b.layernorm(f"{p}.final_layer_norm", i, "norm", dec_rows, d_model)
         if wl.head == "lm":
-            tied = cfg.get("tie_word_embeddings", False)
             b.gemm("output_projection", -1, "head", "head", dec_rows, d_model, cfg["tgt_vocab_size"],
                    bias=False, owns_weight=not tied)
 
