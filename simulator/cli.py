@@ -169,7 +169,8 @@ def gemm_result(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, pre
         "stall_cycles": 0, "memory_model": "none (compute-only timing)",
         "total_cycles": result.compute_cycles, "folds": result.folds,
         "reduction_depth": result.reduction_depth, "macs": result.macs,
-        "utilization": round(result.utilization(rows, cols, pack), 6) if result.compute_cycles else 0.0,
+        "busy_cycles": result.busy_cycles,
+        "utilization": round(result.utilization(rows, cols, pack), 6),
     }
 
 
@@ -270,19 +271,21 @@ def _dense_fp16(hardware, trace, timing: str, run_policy, run_results):  # noqa:
 @click.argument("config", type=click.Path())
 @workload_options
 @click.option("--hardware", "hardware_name", default=None, help="Preset name or YAML path (overrides the config's).")
-@click.option("--include-frontend/--exclude-frontend", default=False, show_default=True,
-              help="Wav2vec2's convolutional feature encoder (the paper's figures exclude it).")
+@click.option("--include-frontend/--exclude-frontend", default=None,
+              help="Wav2vec2's convolutional feature encoder (default: included, the whole model; the paper's "
+                   "figures exclude it). Refused for a model without one.")
 @click.option("--include-head/--exclude-head", default=None,
-              help="The task head (default: excluded, as the paper's figures cover the transformer backbone, "
-                   "unless --head is given).")
+              help="The task head (default: included, the whole model; the paper's figures cover the backbone). "
+                   "Refused for a model without one.")
 @click.option("--timing", type=click.Choice(["default", "scalesim"]), default="default", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
               help="table: summary; csv: one row per op; json: summary object.")
 @click.option("--out", type=click.Path(), default=None, help="Write per-op CSV, summary JSON and plots to DIR.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out directory.")
 def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens: int | None, image_size: int | None,
-        audio_samples: int | None, head: str | None, phase: str, hardware_name: str | None, include_frontend: bool,
-        include_head: bool | None, timing: str, fmt: str, out: str | None, force: bool) -> None:
+        audio_samples: int | None, head: str | None, phase: str | None, hardware_name: str | None,
+        include_frontend: bool | None, include_head: bool | None, timing: str, fmt: str, out: str | None,
+        force: bool) -> None:
     """Simulate MODEL under run CONFIG: cycles, latency, time breakdown, speedups, weight memory."""
     import json
 
@@ -299,9 +302,12 @@ def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens:
     baseline = load_baseline(policy)
     hardware = load_hardware(hardware_name or policy.config.hardware)
     workload = make_workload(batch, tokens, decoder_tokens, image_size, audio_samples, head, phase)
-    if include_head is None:  # an explicit --head means the user wants it simulated
-        include_head = head is not None
-    trace = scoped_trace(model, workload, include_frontend, include_head)
+    present = {op.group for op in load_model(model).trace(workload)}
+    for flag, group, value in (("frontend", "frontend", include_frontend), ("head", "head", include_head)):
+        if value is not None and group not in present:
+            raise InputError(f"--{'include' if value else 'exclude'}-{flag}: {model} has no {group} "
+                             f"(with these settings)")
+    trace = scoped_trace(model, workload, include_frontend is not False, include_head is not False)
     masks = _masks(policy)
     if masks is not None:
         masks.check_keys([op.name for op in trace if op.role in PRUNED_LINEAR_ROLES])

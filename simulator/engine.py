@@ -45,13 +45,27 @@ RESULT_COLUMNS = (
 
 
 class Results(pd.DataFrame):
-    """One row per op (trace ops and inserted SFU ops), with ``totals`` and ``notes`` attached."""
+    """One row per op (trace ops and inserted SFU ops), with ``totals`` and ``notes`` attached.
 
-    _metadata = ["totals", "notes"]
+    ``totals`` are computed from the rows present, so a filtered frame (``res[res.group == "ffn"]``)
+    sums only its own rows (modify a frame's cells in place and its cached totals go stale: filter or
+    copy instead); ``notes`` describe the whole run.
+    """
+
+    _metadata = ["hardware", "notes"]
 
     @property
     def _constructor(self) -> type[Results]:
         return Results
+
+    @property
+    def totals(self) -> dict:
+        """Whole-frame totals, computed on first use from the rows present (not carried over by filtering)."""
+        cached = self.__dict__.get("_totals")
+        if cached is None:
+            cached = summarize_results(self, self.hardware)
+            object.__setattr__(self, "_totals", cached)  # a plain attribute: pandas does not propagate it
+        return cached
 
 
 def category(op_role: str, unit: str) -> str:
@@ -188,7 +202,8 @@ class Simulator:
         dense_compute = self._array_cycles(op, pack, False)[0] if pruned else compute
         dram = self._operand_traffic_bytes(op, requested, storage)
         transfer = _transfer_cycles(dram, self.hardware)
-        slots = compute * self.hardware.pes * pack
+        busy = compute + (op.batch if self.timing == "scalesim" and folds else 0)  # scalesim: last index
+        slots = busy * self.hardware.pes * pack
         return _Row(op, "array", False, requested.name, chosen.name, pack, storage.sparse, 0, macs, folds,
                     compute, dense_compute, transfer, _stall(transfer, compute, folds),
                     macs / slots if slots else 0.0, storage, dram)
@@ -354,7 +369,7 @@ def simulate(trace: Trace, hardware: Hardware, policy: Policy, *, timing: str = 
     """Per-op results of one forward pass; ``results.totals`` sums them, ``results.notes`` explains fallbacks."""
     simulator = Simulator(hardware, policy, timing=timing, mask_for=mask_for)
     frame = _frame(simulator.rows(trace), hardware, policy)
-    frame.totals = summarize_results(frame, hardware)
+    frame.hardware = hardware
     frame.notes = list(simulator.notes) + _imbalance_notes(frame)
     return frame
 
@@ -368,5 +383,8 @@ def _imbalance_notes(frame: Results) -> list[str]:
     density = masked["macs"].sum() / dense_macs
     ideal = masked["dense_compute_cycles"].sum() * density
     actual = masked["compute_cycles"].sum()
+    if ideal == 0:
+        return [f"unstructured masks (density {density:.3g}): no weight is kept, so the masked ops take "
+                f"{actual:,} compute cycles"]
     return [f"unstructured masks (density {density:.3f}): {actual:,} compute cycles vs {ideal:,.0f} at ideal density "
-            f"scaling ({100 * (actual / ideal - 1):.1f}% lost to lanes waiting for the slowest)"]
+            f"scaling ({100 * (actual / ideal - 1):.3g}% lost to lanes waiting for the slowest)"]

@@ -33,8 +33,10 @@ def run_summary(results: Results, footprint: Footprint, *, model: str, config: s
                 baseline: Results | None, baseline_name: str | None, fp16: Results | None,
                 workload: dict) -> dict:
     totals = results.totals
+    excluded = workload.get("excluded")
     summary = {
         "model": model, "config": config, "hardware": hardware, "workload": workload,
+        "scope": f"backbone without {excluded}" if excluded else "whole model",
         "total_cycles": totals["total_cycles"], "latency_ms": totals["latency_ms"],
         "utilization": totals["utilization"], "macs": totals["macs"],
         "stall_cycles": totals["stall_cycles"], "dram_bytes": totals["dram_bytes"],
@@ -50,6 +52,11 @@ def run_summary(results: Results, footprint: Footprint, *, model: str, config: s
     return summary
 
 
+def percent(fraction: float) -> str:
+    """A fraction as a percentage with three significant digits, so small ones do not print as 0.0%."""
+    return f"{100 * fraction:.3g}%"
+
+
 def _ratio(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}x"
 
@@ -57,9 +64,9 @@ def _ratio(value: float | None) -> str:
 def format_run(summary: dict) -> str:
     lines = [
         f"{summary['model']} under {summary['config']} on {summary['hardware']} "
-        f"({', '.join(f'{k}={v}' for k, v in summary['workload'].items())})",
-        f"  total: {summary['total_cycles']:,} cycles = {summary['latency_ms']:.3f} ms; "
-        f"array utilization {100 * summary['utilization']:.1f}%; DRAM {summary['dram_bytes'] / 2**20:.1f} MiB",
+        f"({', '.join(f'{k}={v}' for k, v in summary['workload'].items())}); scope: {summary['scope']}",
+        f"  total: {summary['total_cycles']:,} cycles = {summary['latency_ms']:.4g} ms; "
+        f"array utilization {percent(summary['utilization'])}; DRAM {summary['dram_bytes'] / 2**20:.4g} MiB",
         f"  speedup vs dense baseline ({summary['baseline'] or 'none'}): {_ratio(summary['speedup_vs_baseline'])}; "
         f"vs dense FP16: {_ratio(summary['speedup_vs_fp16_dense'])}",
         "",

@@ -8,8 +8,8 @@ axes:
   zip: {memory.dram_bytes_per_cycle: [64, 128], sfu.lanes: [32, 64]}   # in lock-step
 configs: [int8, int8_sp]                 # names under configs/ or paths (relative to this file)
 models: [bert-base, {name: vit-base, image_size: 224}]
-include_frontend: false
-include_head: false
+include_frontend: true                   # the default: the whole model, as everywhere
+include_head: true
 timing: default
 ```
 
@@ -88,8 +88,8 @@ class SweepSpec(StrictModel):
     axes: Axes = Field(default_factory=Axes)
     configs: list[str] = Field(min_length=1)
     models: list[ModelEntry | str] = Field(min_length=1)
-    include_frontend: bool = False
-    include_head: bool = False
+    include_frontend: bool = True  # one default everywhere: the whole model
+    include_head: bool = True
     timing: Literal["default", "scalesim"] = "default"
 
     @field_validator("models")

@@ -93,14 +93,15 @@ class SparsityPattern:
 
 @dataclass(frozen=True)
 class GemmCycles:
-    compute_cycles: int
+    compute_cycles: int  # as the timing reports it (scalesim: each product's last cycle index, summed)
     folds: int
     reduction_depth: int  # K after sparsity and precision packing
     macs: int  # useful multiply-accumulates (dense count times density for sparse weights)
+    busy_cycles: int  # a count of cycles: compute_cycles, plus one per product under scalesim
 
     def utilization(self, rows: int, cols: int, macs_per_pe: int = 1) -> float:
-        """Useful MACs over MAC slots offered during the compute cycles."""
-        return self.macs / (self.compute_cycles * rows * cols * macs_per_pe)
+        """Useful MACs over the MAC slots offered during the busy cycles (a count, never an index)."""
+        return self.macs / (self.busy_cycles * rows * cols * macs_per_pe) if self.busy_cycles else 0.0
 
 
 def effective_depth(k: int, pack: int = 1, sparsity: SparsityPattern | None = None, timing: str = "default",
@@ -184,5 +185,6 @@ def gemm_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, *, 
     depth = effective_depth(k, pack, sparsity, timing, dataflow)
     cycles = dense_cycles(m, depth, n, rows, cols, dataflow, timing, batch)
     kept = sparsity.kept(k) if sparsity is not None else k
+    busy = cycles + (batch if timing == "scalesim" else 0)  # SCALE-Sim: last index (0 for a 1-cycle product)
     return GemmCycles(compute_cycles=cycles, folds=batch * fold_count(m, depth, n, rows, cols, dataflow),
-                      reduction_depth=depth, macs=batch * m * kept * n)
+                      reduction_depth=depth, macs=batch * m * kept * n, busy_cycles=busy)

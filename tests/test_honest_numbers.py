@@ -1,0 +1,84 @@
+"""Numbers that are right outside the paper's path: utilization, printed percentages, totals that follow
+the rows, one scope default for the API and every command."""
+
+import json
+
+import numpy as np
+import pytest
+from cli_helpers import accelsim
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simulator.engine import simulate
+from simulator.hardware import Hardware, load_hardware
+from simulator.policy import load_run_config, policy_from_dict
+from simulator.report import percent
+from simulator.timing import DATAFLOWS, gemm_cycles
+from workloads.models import Workload, load_model
+
+
+@settings(max_examples=200, deadline=None)
+@given(m=st.integers(1, 40), k=st.integers(1, 40), n=st.integers(1, 40), rows=st.integers(1, 8),
+       cols=st.integers(1, 8), dataflow=st.sampled_from(DATAFLOWS), timing=st.sampled_from(["default", "scalesim"]),
+       batch=st.integers(1, 3))
+def test_utilization_is_a_fraction_of_a_cycle_count(m, k, n, rows, cols, dataflow, timing, batch):
+    result = gemm_cycles(m, k, n, rows, cols, dataflow, timing=timing, batch=batch)
+    assert 0 < result.utilization(rows, cols) <= 1
+    # scalesim reports each product's last cycle index; the count is one more per product
+    assert result.busy_cycles == result.compute_cycles + (batch if timing == "scalesim" else 0)
+
+
+def test_issue_example_utilization_of_one_mac_per_cycle():
+    out = json.loads(accelsim("gemm", "--m", "4", "--k", "5", "--n", "3", "--rows", "1", "--cols", "1",
+                              "--dataflow", "os", "--timing", "scalesim", "--json").stdout)
+    assert (out["compute_cycles"], out["busy_cycles"], out["utilization"]) == (59, 60, 1.0)
+
+
+@pytest.mark.parametrize(("fraction", "text"), [(0.624, "62.4%"), (0.000123, "0.0123%"), (1.0, "100%"),
+                                                (0.0, "0%")])
+def test_percentages_keep_their_digits(fraction, text):
+    assert percent(fraction) == text
+
+
+def test_huge_array_utilization_is_not_printed_as_zero():
+    data = load_hardware("tpu_v1_like").model_dump()
+    data["array"].update(rows=4096, cols=4096)
+    trace = load_model("bert-base").trace(Workload(tokens=16))
+    results = simulate(trace, Hardware.model_validate(data), load_run_config("int8"))
+    assert 0 < results.totals["utilization"] < 0.001
+    assert "0%" not in percent(results.totals["utilization"])
+
+
+def test_all_zero_masks_give_a_sentence_not_nan(tmp_path):
+    trace = load_model("bert-base").trace(Workload(tokens=8))
+    zero = {op.name: np.zeros((op.n, op.k), dtype=bool) for op in trace if op.role == "ffn1"}  # out x in
+    np.savez(tmp_path / "masks.npz", **zero)
+    policy = policy_from_dict({"name": "zero", "hardware": "rapid_like", "precision": {"default": "int8"},
+                               "sparsity": {"weights": {"mask": str(tmp_path / "masks.npz"), "roles": ["ffn1"]}}})
+    from simulator.mask_io import MaskProvider
+
+    results = simulate(trace, load_hardware("rapid_like"), policy,
+                       mask_for=MaskProvider(policy.config.sparsity.weights))
+    notes = " ".join(results.notes)
+    assert "nan" not in notes and "no weight is kept" in notes
+
+
+def test_filtered_results_total_their_own_rows():
+    results = simulate(load_model("bert-base").trace(), load_hardware("rapid_like"), load_run_config("int8"))
+    ffn = results[results.group == "ffn"]
+    assert ffn.totals["total_cycles"] == int(ffn["total_cycles"].sum()) < results.totals["total_cycles"]
+    assert ffn.totals["macs"] == int(ffn["macs"].sum())
+
+
+@pytest.mark.parametrize("model", ["bert-base", "wav2vec2-large"])
+def test_one_scope_default_for_api_run_and_memory(model):
+    """The Python API simulates the trace as built (frontend and default head included); `run` and
+    `memory` default to the same whole model and say so."""
+    api = simulate(load_model(model).trace(), load_hardware("rapid_like"), load_run_config("int8"))
+    run = json.loads(accelsim("run", "int8", "--model", model, "--format", "json").stdout)
+    memory = json.loads(accelsim("memory", "int8", "--model", model, "--json").stdout)
+    assert run["scope"] == "whole model" and "excluded" not in run["workload"]
+    assert run["total_cycles"] == api.totals["total_cycles"]
+    assert run["memory"]["total"] == memory["total"]
+    backbone = json.loads(accelsim("run", "int8", "--model", model, "--exclude-head", "--format", "json").stdout)
+    assert backbone["scope"].startswith("backbone without") and backbone["total_cycles"] < run["total_cycles"]
