@@ -382,7 +382,14 @@ def reproduce(out: str | None, json_path: str | None, force: bool) -> None:
 
     from simulator.hardware import load_hardware
     from simulator.output import check_out_dir, check_out_file, staged_dir, write_bytes_atomic
-    from simulator.paper import load_paper_targets, load_setup, load_tolerances, setup_policies, setup_traces
+    from simulator.paper import (
+        figure_rows,
+        load_paper_targets,
+        load_setup,
+        load_tolerances,
+        setup_policies,
+        setup_traces,
+    )
     from simulator.report import reproduction_table, write_reproduction
     from simulator.reproduce import reproduce_figures
 
@@ -394,11 +401,7 @@ def reproduce(out: str | None, json_path: str | None, force: bool) -> None:
     hardware = load_hardware(setup.hardware)
     traces = setup_traces(setup)
     reproduction = reproduce_figures(traces, hardware, setup_policies(setup))
-    tolerances = load_tolerances()
-    rows = [{"key": key, "paper": paper, "accelsim": reproduction.figures[key],
-             "rel_error": reproduction.figures[key] / paper - 1,
-             "within_tolerance": tolerances[key.split(".")[0]].error(paper, reproduction.figures[key]) <= 1.0}
-            for key, paper in targets.items()]
+    rows = figure_rows(targets, reproduction.figures, load_tolerances())
     table = reproduction_table(rows, hardware.name, setup)
     click.echo(table)
     if json_path is not None:

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from simulator.config_io import StrictModel, read_yaml_mapping, validate
+from simulator.config_io import StrictModel, read_yaml_mapping, reject_unknown_keys, validate
 from simulator.policy import Policy, load_run_config
 from simulator.shipped import CONFIG_DIR, REFERENCE_DIR
 from workloads.errors import InputError
@@ -73,6 +73,11 @@ def setup_policies(setup: ReproductionSetup, config_dir: Path = CONFIG_DIR) -> d
 class Tolerance(StrictModel):
     kind: Literal["abs", "rel"]
     tolerance: float = Field(gt=0)
+    role: Literal["fitted", "predicted", "identity"] = Field(
+        description="fitted by the calibration, predicted (never fitted), or identity (storage arithmetic)")
+
+    def describe(self) -> str:
+        return f"{self.tolerance:g}" if self.kind == "abs" else f"{100 * self.tolerance:g}%"
 
     def error(self, paper: float, value: float) -> float:
         """|error| in units of this tolerance (1.0 = at the limit)."""
@@ -83,6 +88,10 @@ class Tolerance(StrictModel):
 def load_tolerances(path: Path = TOLERANCES_PATH) -> dict[str, Tolerance]:
     """Tolerance per figure section of paper_targets.yaml."""
     data = read_yaml_mapping(path)
+    try:
+        reject_unknown_keys(data, FIGURE_SECTIONS, "figure section")
+    except ValueError as exc:
+        raise InputError(f"{path}: {exc}") from None
     return {section: validate(Tolerance, data.get(section, {}), f"{path}: {section}") for section in FIGURE_SECTIONS}
 
 
@@ -105,3 +114,16 @@ def load_paper_targets(path: Path = TARGETS_PATH) -> dict[str, float]:
             raise InputError(f"{path}: missing section {section!r}")
         walk(section, data[section])
     return targets
+
+
+def figure_rows(targets: dict[str, float], figures: dict[str, float], tolerances: dict[str, Tolerance]) -> list[dict]:
+    """One row per published figure: paper, accelsim, errors, the tolerance and the figure's role."""
+    rows = []
+    for key, paper in targets.items():
+        tolerance = tolerances[key.split(".")[0]]
+        value = figures[key]
+        error = tolerance.error(paper, value)
+        rows.append({"key": key, "role": tolerance.role, "paper": paper, "accelsim": value,
+                     "rel_error": value / paper - 1, "tolerance": tolerance.describe(),
+                     "tolerance_kind": tolerance.kind, "error_in_tolerances": error, "within_tolerance": error <= 1.0})
+    return rows

@@ -187,9 +187,14 @@ def reproduction_table(rows: list[dict], hardware: str, setup: ReproductionSetup
     models = ", ".join(f"{m} ({', '.join(f'{k}={v}' for k, v in knobs.model_dump(exclude_none=True).items())})"
                        for m, knobs in setup.models.items())
     lines = [f"Paper figures (seed 000, section 2.4) on {hardware}; backbones: {models}",
-             f"{'figure':<58} {'paper':>8} {'accelsim':>9} {'rel. error':>10}  regression tolerance"]
-    lines += [f"{r['key']:<58} {r['paper']:>8.3f} {r['accelsim']:>9.3f} {100 * r['rel_error']:>9.2f}%  "
-              f"{'within' if r['within_tolerance'] else 'OUTSIDE'}" for r in rows]
+             f"{'figure':<58} {'role':<9} {'paper':>8} {'accelsim':>9} {'rel. error':>10} {'tolerance':>10}  "
+             "error / tolerance"]
+    lines += [f"{r['key']:<58} {r['role']:<9} {r['paper']:>8.3f} {r['accelsim']:>9.3f} {100 * r['rel_error']:>9.2f}% "
+              f"{r['tolerance'] + (' abs' if r['tolerance_kind'] == 'abs' else ' rel'):>10}  "
+              f"{r['error_in_tolerances']:.2f} {'within' if r['within_tolerance'] else 'OUTSIDE'}" for r in rows]
+    counts = {role: sum(r["role"] == role for r in rows) for role in ("predicted", "fitted", "identity")}
+    lines.append(f"roles: {counts['predicted']} predicted (never fitted), {counts['fitted']} fitted by "
+                 f"calibration/fit_rapid_like.py, {counts['identity']} identities of storage arithmetic")
     return "\n".join(lines)
 
 

@@ -81,8 +81,17 @@ def test_reproduce_json_and_out(tmp_path):
     assert result.returncode == 0, result.stderr
     rows = json.loads((tmp_path / "r.json").read_text())["rows"]
     assert len(rows) == 18
-    assert {"key", "paper", "accelsim", "rel_error"} <= set(rows[0])
-    assert "sparse_over_dense_speedup.int8.bert-base" in {r["key"] for r in rows}
+    assert {"key", "paper", "accelsim", "rel_error", "role", "tolerance", "error_in_tolerances"} <= set(rows[0])
+    roles = {r["key"]: r["role"] for r in rows}
+    # only the 6 sparse speedups are predictions: the 6 shares and 2 FP16 ratios calibrate rapid_like,
+    # and the 4 memory savings follow from storage arithmetic
+    assert sorted(k for k, role in roles.items() if role == "predicted") == sorted(
+        k for k in roles if k.startswith("sparse_over_dense_speedup."))
+    assert sum(role == "fitted" for role in roles.values()) == 8
+    assert sum(role == "identity" for role in roles.values()) == 4
+    assert {r["tolerance"] for r in rows} == {"0.005", "0.01", "2%", "3%"}
+    report = (tmp_path / "rep" / "reproduction.md").read_text()
+    assert "predicted" in report and "fitted" in report and "identity" in report
     names = {p.name for p in (tmp_path / "rep").iterdir()}
     assert {"reproduction.md", "figures.csv", "time_breakdown.png", "speedups.png", "memory_savings.png"} <= names
 
@@ -96,16 +105,25 @@ def test_sparse_baseline_refused(tmp_path):
 
 
 @pytest.mark.parametrize(("args", "excluded"), [
-    (["--model", "transformer-base"], "excluded=head"),  # FSMT has no head-less variant: the head is dropped
-    (["--model", "wav2vec2-large"], "excluded=frontend+head"),
-    (["--model", "bert-base", "--head", "pooler"], None),  # an explicit --head is simulated
+    (["--model", "transformer-base", "--exclude-head"], "excluded=head"),  # FSMT has no head-less variant
+    (["--model", "wav2vec2-large", "--exclude-frontend", "--exclude-head"], "excluded=frontend+head"),
+    (["--model", "wav2vec2-large"], None),  # the default: the whole model
+    (["--model", "bert-base", "--head", "pooler"], None),
     (["--model", "gpt2", "--include-head"], None),
 ])
 def test_run_scope_of_frontend_and_head(args, excluded):
     result = accelsim("run", "configs/int4_sp.yaml", *args, "--format", "json")
     assert result.returncode == 0, result.stderr
-    workload = json.loads(result.stdout)["workload"]
-    assert workload.get("excluded") == (excluded.split("=")[1] if excluded else None)
+    summary = json.loads(result.stdout)
+    assert summary["workload"].get("excluded") == (excluded.split("=")[1] if excluded else None)
+    assert summary["scope"] == (f"backbone without {excluded.split('=')[1]}" if excluded else "whole model")
+
+
+@pytest.mark.parametrize("args", [["--model", "bert-base", "--include-frontend"],
+                                  ["--model", "bert-base", "--head", "none", "--exclude-head"]])
+def test_run_refuses_scoping_a_part_the_model_lacks(args):
+    result = accelsim("run", "int8", *args)
+    assert result.returncode == 2 and "has no" in result.stderr
 
 
 @pytest.mark.slow
