@@ -1,0 +1,40 @@
+"""accelsim's Python API.
+
+    from simulator import Workload, footprint, load_hardware, load_model, load_run_config, simulate
+
+    trace = load_model("bert-base").trace(Workload(batch=1, tokens=384))   # the whole model
+    results = simulate(trace, load_hardware("rapid_like"), load_run_config("int8_sp"))
+    results.totals["latency_ms"]                       # one row per op in `results`
+
+Names are imported on first use, so that ``import simulator`` (and the CLI's start-up) stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "load_model": "workloads.models",
+    "Workload": "workloads.models",
+    "load_hardware": "simulator.hardware",
+    "Hardware": "simulator.hardware",
+    "load_run_config": "simulator.policy",
+    "policy_from_dict": "simulator.policy",
+    "simulate": "simulator.engine",
+    "Results": "simulator.engine",
+    "footprint": "simulator.memory",
+    "gemm_cycles": "simulator.timing",
+    "InputError": "workloads.errors",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'simulator' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

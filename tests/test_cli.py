@@ -110,3 +110,19 @@ def test_shipped_config_names_work_where_paths_do():
     by_name = accelsim("run", "int8", "--model", "bert-base", "--format", "json")
     by_path = accelsim("run", "configs/int8.yaml", "--model", "bert-base", "--format", "json")
     assert by_name.returncode == 0 and by_name.stdout == by_path.stdout
+
+
+def test_readme_python_api_example_runs_as_written():
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Python API", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(block.splitlines()) <= 14
+    done = subprocess.run([sys.executable, "-c", block], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "ms, 2:4 speedup" in done.stdout and "MiB" in done.stdout
+
+
+def test_package_exports_the_public_api_lazily():
+    done = subprocess.run([sys.executable, "-c", "import sys, simulator; print('pandas' in sys.modules); "
+                           "print(simulator.simulate.__module__, sorted(simulator.__all__)[:3])"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.stdout.split("\n")[:2] == ["False", "simulator.engine ['Hardware', 'InputError', 'Results']"]
