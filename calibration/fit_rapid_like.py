@@ -57,7 +57,7 @@ TOLERANCES = load_tolerances()  # the regression tests' tolerances (reference/to
 # The figure sections this script fits; reference/tolerances.yaml must mark exactly these `fitted`, so
 # that reports label every other figure a prediction (or a storage identity) honestly.
 FITTED_SECTIONS = {"pruned_layer_share_of_execution_time", "fp16_dense_over_dense_time_mean"}
-if FITTED_SECTIONS != {section for section, tol in TOLERANCES.items() if tol.role == "fitted"}:
+if {section for section, tol in TOLERANCES.items() if tol.role == "fitted"} != FITTED_SECTIONS:
     raise SystemExit("reference/tolerances.yaml: the sections marked `fitted` are not the ones this script fits")
 
 

@@ -428,8 +428,12 @@ def sweep(sweep_file: str, out: str, executor: str, scheduler: str | None, worke
 
     _, plan = load_sweep(sweep_file)
     out_dir = Path(out)
-    prepare_out_dir(out_dir, plan, resume)
-    pool, close = make_executor(executor, workers, scheduler)
+    pool, close = make_executor(executor, workers, scheduler)  # before --out is touched: a failed start leaves none
+    try:
+        prepare_out_dir(out_dir, plan, resume)
+    except BaseException:
+        close()
+        raise
     try:
         table = run_sweep(plan, out_dir, pool, workers, progress=not no_progress)
     finally:

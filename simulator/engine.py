@@ -40,7 +40,7 @@ RESULT_COLUMNS = (
     "name", "layer", "role", "group", "kind", "unit", "inserted", "category", "precision", "compute_precision",
     "macs_per_pe", "sparsity", "batch", "m", "k", "n", "elements", "macs", "folds", "compute_cycles",
     "dense_compute_cycles", "transfer_cycles", "stall_cycles", "total_cycles", "utilization", "weight_bits",
-    "scale_bits", "bias_bits", "dram_bytes", "bound", "fused_into",
+    "index_bits", "scale_bits", "bias_bits", "dram_bytes", "bound", "fused_into",
 )
 
 
@@ -325,6 +325,7 @@ def _frame(rows: list[_Row], hardware: Hardware, policy: Policy) -> Results:
             "transfer_cycles": transfer, "stall_cycles": row.stall_cycles,
             "total_cycles": compute + row.stall_cycles, "utilization": row.utilization,
             "weight_bits": storage.weight_bits if storage else 0,
+            "index_bits": storage.index_bits if storage else 0,
             "scale_bits": storage.scale_bits if storage else 0,
             "bias_bits": storage.bias_bits if storage else 0,
             "dram_bytes": row.dram_bytes,
@@ -358,6 +359,7 @@ def summarize_results(frame: pd.DataFrame, hardware: Hardware) -> dict:
         "macs": int(frame["macs"].sum()),
         "utilization": useful / slots if slots else 0.0,
         "weight_bits": int(frame["weight_bits"].sum()),
+        "index_bits": int(frame["index_bits"].sum()),
         "scale_bits": int(frame["scale_bits"].sum()),
         "bias_bits": int(frame["bias_bits"].sum()),
         "dram_bytes": int(frame["dram_bytes"].sum()),

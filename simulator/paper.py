@@ -23,10 +23,18 @@ FIGURE_SECTIONS = ("memory_capacity_savings", "pruned_layer_share_of_execution_t
 
 
 class WorkloadKnobs(StrictModel):
+    """A model's workload knobs in a YAML file (the CLI's --batch, --tokens, ...); None: the default."""
+
     batch: int = Field(1, gt=0, le=MAX_SIZE)
     tokens: int | None = Field(None, gt=0, le=MAX_SIZE)
     image_size: int | None = Field(None, gt=0, le=MAX_SIZE)
     audio_samples: int | None = Field(None, gt=0, le=MAX_SIZE)
+    decoder_tokens: int | None = Field(None, gt=0, le=MAX_SIZE)
+    head: str | None = None
+    phase: Literal["prefill", "decode"] | None = None
+
+    def workload(self) -> Workload:
+        return Workload(**self.model_dump(include=set(WorkloadKnobs.model_fields)))
 
 
 class ReproductionSetup(StrictModel):
@@ -55,9 +63,7 @@ def scoped_trace(model: str, workload: Workload, include_frontend: bool = False,
 
 def backbone_trace(model: str, knobs: WorkloadKnobs, include_frontend: bool = False,
                    include_head: bool = False) -> Trace:
-    workload = Workload(batch=knobs.batch, tokens=knobs.tokens, image_size=knobs.image_size,
-                        audio_samples=knobs.audio_samples)
-    return scoped_trace(model, workload, include_frontend, include_head)
+    return scoped_trace(model, knobs.workload(), include_frontend, include_head)
 
 
 def setup_traces(setup: ReproductionSetup, overrides: dict[str, WorkloadKnobs] | None = None) -> dict[str, Trace]:

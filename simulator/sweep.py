@@ -45,18 +45,19 @@ from simulator.policy import RunConfig, load_baseline, load_run_config, resolve_
 from simulator.precision import parse_precision
 from workloads.errors import InputError
 
-RESULT_COLUMNS = ("point_id", "point", "config", "model", "total_cycles", "latency_ms", "utilization",
-                  "speedup_vs_baseline", "weight_bits", "dram_bytes", "error")
+# The model and each resolved workload knob get a column of their own (empty where a knob does not
+# apply); stored bits are split into weight values, metadata (N:M indices, bitmaps, outlier indices),
+# scale factors and biases, with their sum.
+MODEL_COLUMNS = ("model", "batch", "tokens", "image_size", "audio_samples", "decoder_tokens", "head", "phase")
+RESULT_COLUMNS = ("point_id", "point", "config", *MODEL_COLUMNS, "total_cycles", "latency_ms", "utilization",
+                  "speedup_vs_baseline", "stored_bits", "value_bits", "index_bits", "scale_bits", "bias_bits",
+                  "dram_bytes", "error")
+INTEGER_COLUMNS = ("batch", "tokens", "image_size", "audio_samples", "decoder_tokens", "total_cycles",
+                   "stored_bits", "value_bits", "index_bits", "scale_bits", "bias_bits", "dram_bytes")
 
 
 class ModelEntry(WorkloadKnobs):
     name: str
-
-    @property
-    def label(self) -> str:
-        knobs = self.model_dump(exclude_none=True, exclude={"name"})
-        knobs = {k: v for k, v in knobs.items() if not (k == "batch" and v == 1)}
-        return self.name + "".join(f" {k}={v}" for k, v in knobs.items())
 
 
 class Axes(StrictModel):
@@ -176,15 +177,22 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, Plan]:
                          else str(_resolve_path(spec.hardware, path.parent)))
     from workloads.models import load_model
 
-    for entry in spec.models:
-        load_model(entry.name)  # unknown names fail here, before any work
+    for entry in spec.models:  # unknown names and knobs that do not apply fail here, before any work
+        try:
+            load_model(entry.name).resolve(entry.workload())
+        except InputError as exc:
+            raise InputError(f"{path}: models: {entry.name}: {exc}") from None
     configs: dict[str, dict] = {}
     names: list[str] = []
     for name in spec.configs:
         resolved = resolve_run_config(name, path.parent)
+        policy = load_run_config(resolved)
         if any(Path(seen).stem == resolved.stem for seen in names):
             raise InputError(f"{path}: two configs are named {resolved.stem!r}; rename one")
-        policy = load_run_config(resolved)
+        clash = [seen for seen in names if configs[seen]["config"]["name"] == policy.name]
+        if clash:
+            raise InputError(f"{path}: {resolved} and {clash[0]} both say name: {policy.name}; the table could "
+                             "not tell them apart, rename one")
         baseline = load_baseline(policy)
         configs[str(resolved)] = {"config": policy.config.model_dump(),
                                   "baseline": baseline.config.model_dump() if baseline else None}
@@ -238,24 +246,26 @@ def _policy(config_json: str):  # noqa: ANN202
 
 
 def evaluate_point(plan_spec: SweepSpec, base: dict, configs: dict[str, dict], point: Point) -> dict:
+    entry = configs[point.config]
+    scope = (point.model, plan_spec.include_frontend, plan_spec.include_head)
+    workload = _trace(*scope).workload
     row = {"point_id": point.point_id, "point": point.index, **{f"axis:{k}": v for k, v in point.axes.items()},
-           "config": Path(point.config).stem, "model": point.model.label}
+           "config": entry["config"]["name"], "model": point.model.name,
+           **{knob: workload.get(knob) for knob in MODEL_COLUMNS[1:]}}
     try:
         hardware_json = hardware_at(base, point.axes).model_dump_json()
-        scope = (point.model, plan_spec.include_frontend, plan_spec.include_head)
-        entry = configs[point.config]
         totals = _totals(*scope, hardware_json, _simulation_json(entry["config"]), plan_spec.timing)
-        speedup = math.nan
+        speedup = None
         if entry["baseline"] is not None:
             baseline = _totals(*scope, hardware_json, _simulation_json(entry["baseline"]), plan_spec.timing)
             speedup = baseline["total_cycles"] / totals["total_cycles"]
+        bits = {"value_bits": totals["weight_bits"] - totals["index_bits"], "index_bits": totals["index_bits"],
+                "scale_bits": totals["scale_bits"], "bias_bits": totals["bias_bits"]}
         row.update(total_cycles=totals["total_cycles"], latency_ms=totals["latency_ms"],
                    utilization=totals["utilization"], speedup_vs_baseline=speedup,
-                   weight_bits=totals["weight_bits"] + totals["scale_bits"] + totals["bias_bits"],
-                   dram_bytes=totals["dram_bytes"], error="")
-    except InputError as exc:
-        row.update(total_cycles=math.nan, latency_ms=math.nan, utilization=math.nan, speedup_vs_baseline=math.nan,
-                   weight_bits=math.nan, dram_bytes=math.nan, error=str(exc))
+                   stored_bits=sum(bits.values()), **bits, dram_bytes=totals["dram_bytes"], error="")
+    except InputError as exc:  # an infeasible point: its numbers are missing (<NA>), its error says why
+        row.update(error=str(exc))
     return row
 
 
@@ -310,8 +320,9 @@ def prepare_out_dir(out_dir: Path, plan: Plan, resume: bool) -> None:
             raise InputError(f"--out {out_dir}: directory is not empty (use --resume to continue that sweep)")
         if not manifest.exists() or json.loads(manifest.read_text()).get("fingerprint") != fingerprint:
             raise InputError(f"--out {out_dir}: holds a different sweep (or none); cannot resume this one there")
-        for stale in (out_dir / "parts").glob(".*.tmp"):  # a write cut short by the kill: never a result
-            stale.unlink()
+        for folder in (out_dir, out_dir / "parts"):  # writes cut short by the kill: never a result
+            for stale in folder.glob(".*.tmp"):
+                stale.unlink()
         return
     if not out_dir.parent.is_dir():
         raise InputError(f"--out {out_dir}: parent directory {out_dir.parent} does not exist")
@@ -408,7 +419,20 @@ def assemble(plan: Plan, rows: list[dict]) -> pd.DataFrame:
     ordered = [by_id[p.point_id] for p in plan.points if p.point_id in by_id]
     columns = ["point_id", "point", *axis_columns, *RESULT_COLUMNS[2:]]
     frame = pd.DataFrame.from_records(ordered, columns=columns)
+    # nullable types: a failed point leaves <NA> (an empty CSV cell) and integers stay integers
+    frame = frame.astype({**{c: "Int64" for c in INTEGER_COLUMNS}, "latency_ms": "Float64", "utilization": "Float64",
+                          "speedup_vs_baseline": "Float64", "head": "string", "phase": "string"})
     return frame.rename(columns={c: c.removeprefix("axis:") for c in axis_columns})
+
+
+def _die_with_parent() -> None:
+    """Pool worker initializer: on Linux, ask the kernel to kill this worker when the sweep process dies
+    (even by SIGKILL), so no worker outlives it."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def make_executor(kind: str, workers: int, scheduler: str | None) -> tuple[Executor | None, Callable[[], None]]:
@@ -418,7 +442,7 @@ def make_executor(kind: str, workers: int, scheduler: str | None) -> tuple[Execu
             raise InputError("--scheduler needs --executor dask")
         if workers == 1:
             return None, lambda: None
-        pool = ProcessPoolExecutor(max_workers=workers)
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent)
         return pool, lambda: pool.shutdown(cancel_futures=True)
     if kind != "dask":
         raise InputError(f"unknown executor {kind!r}; choose local or dask")
@@ -442,6 +466,21 @@ def make_executor(kind: str, workers: int, scheduler: str | None) -> tuple[Execu
     return client.get_executor(), close
 
 
+LINE_STYLES = [{"marker": m, "linestyle": ls, "markersize": size, "markerfacecolor": face}
+               for m, ls, size, face in (("o", "-", 7, "none"), ("s", "--", 5, None), ("^", ":", 8, "none"),
+                                         ("x", "-.", 6, None), ("D", (0, (5, 1)), 4, None), ("v", "-", 6, "none"))]
+
+
+def panel_labels(table: pd.DataFrame) -> pd.Series:
+    """The model's name, plus the knobs that differ between entries of the same model."""
+    labels = table["model"].astype(str)
+    for model, rows in table.groupby("model", sort=False):
+        varying = [knob for knob in MODEL_COLUMNS[1:] if rows[knob].nunique(dropna=False) > 1]
+        for index, row in rows.iterrows():
+            labels[index] = model + "".join(f" {knob}={row[knob]}" for knob in varying)
+    return labels
+
+
 def plot_sweep(table: pd.DataFrame, plan: Plan, path_stem: Path) -> None:
     """Latency per design point: one panel per model, one line per config, design points on x."""
     from simulator.report import pyplot
@@ -450,11 +489,14 @@ def plot_sweep(table: pd.DataFrame, plan: Plan, path_stem: Path) -> None:
     ok = table[table["error"] == ""].copy()
     paths = plan.spec.axes.paths
     ok["design"] = ok[paths].astype(str).agg(", ".join, axis=1) if paths else "base"
-    models = list(dict.fromkeys(ok["model"]))
+    ok["panel"] = panel_labels(ok)
+    models = list(dict.fromkeys(ok["panel"]))
+    configs = list(dict.fromkeys(ok["config"]))
     fig, axes = plt.subplots(1, max(1, len(models)), figsize=(4.5 * max(1, len(models)) + 1.5, 4.5), squeeze=False)
     for ax, model in zip(axes[0], models, strict=False):
-        for config, group in ok[ok["model"] == model].groupby("config", sort=False):
-            ax.plot(group["design"], group["latency_ms"], marker="o", label=config)
+        for config, group in ok[ok["panel"] == model].groupby("config", sort=False):
+            style = LINE_STYLES[configs.index(config) % len(LINE_STYLES)]  # lines that coincide stay visible
+            ax.plot(group["design"], group["latency_ms"], label=config, **style)
         ax.set_title(model)
         ax.set_xlabel(", ".join(paths) if paths else "design point")
         ax.set_ylabel("latency (ms)")

@@ -144,3 +144,90 @@ def test_existing_dask_scheduler(tmp_path):
     unreachable = accelsim("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "x"), "--executor", "dask",
                            "--scheduler", "tcp://127.0.0.1:9")
     assert unreachable.returncode == 2 and "cannot connect" in unreachable.stderr
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                status = open(f"/proc/{entry}/status").read()
+            except OSError:
+                continue
+            if f"\nPPid:\t{pid}\n" in status:
+                found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/status").read().split("State:\t")[1][0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_sigkilled_sweep_leaves_no_worker_behind_and_resume_clears_staging(tmp_path):
+    (tmp_path / "s.yaml").write_text(BIG)
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "simulator.cli", "sweep", str(tmp_path / "s.yaml"), "--out",
+                                str(out), "--workers", "2", "--no-progress"], cwd=ROOT, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    workers: list[int] = []
+    while time.time() < deadline and (len(workers) < 2 or not list((out / "parts").glob("part-*.json"))):
+        workers = _children(process.pid)
+        time.sleep(0.05)
+    assert len(workers) >= 2, "the pool never started"
+    (out / ".results.csv.abc.tmp").write_text("a write cut short")  # as a kill mid-write leaves it
+    os.kill(process.pid, signal.SIGKILL)  # the parent only, not its process group
+    process.wait(timeout=30)
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.1)
+    assert not [pid for pid in workers if _alive(pid)], "pool workers outlived the sweep"
+    resumed = accelsim("sweep", str(tmp_path / "s.yaml"), "--out", str(out), "--workers", "1", "--resume",
+                       "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert not [p.name for p in out.rglob(".*.tmp")]
+
+
+def test_failed_start_leaves_nothing(tmp_path):
+    (tmp_path / "s.yaml").write_text("name: a\nhardware: rapid_like\nconfigs: [int8]\nmodels: [bert-base]\n")
+    for args in (["--scheduler", "x:1"], ["--executor", "dask", "--scheduler", "tcp://127.0.0.1:9"]):
+        result = accelsim("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "o"), *args)
+        assert result.returncode == 2 and not (tmp_path / "o").exists()
+    rerun = accelsim("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "o"), "--workers", "1")
+    assert rerun.returncode == 0, rerun.stderr
+
+
+def test_table_columns_are_typed_and_split(tmp_path):
+    """Knobs get columns of their own (entries take phase, head, decoder_tokens), stored bits come apart,
+    integers stay integers when a point fails, and two configs with one `name:` are refused."""
+    import pandas as pd
+
+    (tmp_path / "s.yaml").write_text(
+        "name: t\nhardware: rapid_like\naxes: {product: {array.rows: [0, 8]}}\nconfigs: [int8, int8_sp]\n"
+        "models: [{name: gpt2, tokens: 64, phase: decode, head: none}, {name: t5-3b, tokens: 16, "
+        "decoder_tokens: 4}, {name: bert-base, tokens: 32}]\n")
+    result = accelsim("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "o"), "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    table = pd.read_parquet(tmp_path / "o" / "results.parquet")
+    assert str(table["total_cycles"].dtype) == "Int64" and table["total_cycles"].isna().sum() == 6
+    gpt2 = table[(table.model == "gpt2") & (table["array.rows"] == 8)].iloc[0]
+    assert (gpt2["tokens"], gpt2["phase"], gpt2["head"]) == (64, "decode", "none")
+    t5 = table[(table.model == "t5-3b") & (table["array.rows"] == 8)].iloc[0]
+    assert (t5["tokens"], t5["decoder_tokens"]) == (16, 4) and pd.isna(t5["phase"])
+    ok = table[table["error"] == ""]
+    assert (ok["stored_bits"] == ok[["value_bits", "index_bits", "scale_bits", "bias_bits"]].sum(axis=1)).all()
+    assert (ok[ok.config == "int8_sp"]["index_bits"] > 0).all() and (ok[ok.config == "int8"]["index_bits"] == 0).all()
+    csv_line = (tmp_path / "o" / "results.csv").read_text().splitlines()[1]
+    assert ".0," not in csv_line.split(",infeasible")[0]  # a failed point does not turn integers into floats
+    (tmp_path / "twin.yaml").write_text((ROOT / "configs" / "int8.yaml").read_text())
+    (tmp_path / "d.yaml").write_text("name: d\nhardware: rapid_like\nconfigs: [int8, twin]\nmodels: [bert-base]\n")
+    twins = accelsim("sweep", str(tmp_path / "d.yaml"), "--out", str(tmp_path / "p"))
+    assert twins.returncode == 2 and "name: int8" in twins.stderr
+    bad_knob = tmp_path / "k.yaml"
+    bad_knob.write_text("name: k\nhardware: rapid_like\nconfigs: [int8]\nmodels: [{name: bert-base, phase: decode}]\n")
+    refused = accelsim("sweep", str(bad_knob), "--out", str(tmp_path / "q"))
+    assert refused.returncode == 2 and "--phase" in refused.stderr

@@ -98,3 +98,11 @@ def test_batch_scales_macs_linearly():
 def test_bad_workloads(name, workload, message):
     with pytest.raises(InputError, match=message):
         load_model(name).trace(workload)
+
+
+def test_a_resolved_workload_resolves_to_itself():
+    for name in zoo_names():
+        spec = load_model(name)
+        for head in spec.family.heads:
+            resolved = spec.resolve(Workload(head=head))
+            assert spec.resolve(resolved) == resolved, name

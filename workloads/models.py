@@ -181,7 +181,7 @@ class ViTFamily(Family):
     heads = ("classifier", "pooler", "none")
     hf_classes = {"classifier": "ViTForImageClassification", "pooler": "ViTModel", "none": "ViTModel"}
     default_tokens = None
-    knobs = ("image_size",)  # tokens follow from it: (image / patch)^2 + 1
+    knobs = ("image_size", "tokens")  # tokens follow from the image: accepted only if they agree
 
     def resolve(self, cfg: Mapping[str, Any], wl: Workload) -> Workload:
         wl = super().resolve(cfg, wl)
@@ -190,6 +190,9 @@ class ViTFamily(Family):
         if image % cfg["patch_size"]:
             raise InputError(f"image size {image} is not divisible by the patch size {cfg['patch_size']}")
         tokens = (image // cfg["patch_size"]) ** 2 + 1
+        if wl.tokens is not None and wl.tokens != tokens:  # a resolved workload re-resolves to itself
+            raise InputError(f"--tokens does not apply to vit models: they take --image-size, and {image}-pixel "
+                             f"images give (image/patch)^2 + 1 = {tokens} tokens")
         return replace(wl, image_size=image, tokens=tokens)
 
     def hf_class(self, cfg: Mapping[str, Any], head: str) -> str:
