@@ -295,7 +295,15 @@ def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens:
     from simulator.output import check_out_dir, staged_dir
     from simulator.paper import scoped_trace
     from simulator.policy import load_baseline, load_run_config
-    from simulator.report import breakdown, format_run, plot_bars, plot_time_breakdown, run_summary, write_json
+    from simulator.report import (
+        breakdown,
+        format_run,
+        plot_bars,
+        plot_time_breakdown,
+        run_summary,
+        storage_parts_mib,
+        write_json,
+    )
 
     out_dir = check_out_dir(out, force) if out else None
     policy = load_run_config(config)
@@ -339,10 +347,9 @@ def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens:
                 runs["fp16 dense"] = breakdown(fp16_results)
             plot_time_breakdown({trace.model: runs}, staging / "time_breakdown",
                                 f"{trace.model} on {hardware.name}: time by category")
-            groups = memory.as_dict()["groups"]
-            plot_bars({g: {"MiB": v["mib"], "MiB with scales": v["mib_with_scales"]} for g, v in groups.items()},
-                      staging / "memory_by_group", "layer group", "weight memory (MiB)",
-                      f"{trace.model} under {policy.name}: parameter storage")
+            plot_bars(storage_parts_mib(memory), staging / "memory_by_group", "layer group",
+                      "parameter storage (MiB)", f"{trace.model} under {policy.name}: what the parameters store",
+                      stacked=True)
         click.echo(f"wrote ops.csv, summary.json, time_breakdown.png/svg, memory_by_group.png/svg to {out_dir}",
                    err=True)
 

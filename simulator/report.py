@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from simulator.engine import Results
+from simulator.hardware import SFU_OPS
 from simulator.memory import Footprint
 from simulator.paper import ReproductionSetup
 from simulator.reproduce import Reproduction
@@ -125,60 +126,111 @@ def pyplot():  # noqa: ANN201 - matplotlib.pyplot, with a file-only backend
     return plt
 
 
+# One order and one colour per category in every plot: the array's work first, then the SFU op types,
+# stalls last (black and hatched, so that no SFU colour is mistaken for it).
+CATEGORY_ORDER = ("linear", "other_gemm", "attention_bmm", *(f"sfu_{op}" for op in SFU_OPS), "stalls")
+
+
+CATEGORY_COLOURS = {  # related work in related hues (array: blues; norms: purples; conversions: oranges)
+    "linear": "#1f77b4", "other_gemm": "#aec7e8", "attention_bmm": "#17becf",
+    "sfu_softmax": "#d62728", "sfu_layernorm": "#9467bd", "sfu_groupnorm": "#c5b0d5", "sfu_gelu": "#2ca02c",
+    "sfu_relu": "#98df8a", "sfu_tanh": "#bcbd22", "sfu_quantize": "#ff7f0e", "sfu_dequantize": "#ffbb78",
+    "sfu_bias": "#8c564b", "sfu_add": "#e377c2", "sfu_mul": "#f7b6d2", "sfu_embedding": "#7f7f7f",
+    "sfu_concat": "#c7c7c7", "sfu_mask_embed": "#dbdb8d",
+}
+
+
+def category_style(category: str) -> dict:
+    if category == "stalls":
+        return {"color": "black", "hatch": "///", "edgecolor": "white"}
+    return {"color": CATEGORY_COLOURS[category]}
+
+
+def legend_below(fig, axes, columns: int) -> None:  # noqa: ANN001 - matplotlib objects
+    """One legend for the figure, under the panels, where it covers no data."""
+    handles, names = {}, {}
+    for ax in axes:
+        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(name, handle)
+            names[name] = name
+    rows = -(-len(handles) // columns)
+    fig.legend(list(handles.values()), list(names), fontsize=8, loc="lower center", ncol=columns, frameon=False)
+    fig.tight_layout(rect=(0, min(0.45, (0.3 + 0.17 * rows) / fig.get_figheight()), 1, 1))
+
+
+def _save(fig, plt, path_stem: Path) -> None:  # noqa: ANN001 - matplotlib objects
+    for suffix in (".png", ".svg"):
+        fig.savefig(path_stem.with_suffix(suffix), dpi=120)
+    plt.close(fig)
+
+
 def plot_time_breakdown(panels: dict[str, dict[str, pd.DataFrame]], path_stem: Path, title: str) -> None:
     """Stacked bars per panel (e.g. one panel per model): one bar per run, segments = categories."""
     plt = pyplot()
-    categories: list[str] = []
-    for runs in panels.values():
-        for frame in runs.values():
-            categories += [c for c in frame["category"] if c not in categories]
+    present = {c for runs in panels.values() for frame in runs.values() for c in frame["category"]}
+    categories = [c for c in CATEGORY_ORDER if c in present]
     bars = max(len(runs) for runs in panels.values())
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(6.0, 1.2 * bars * len(panels) + 3), 4.8), squeeze=False)
-    cmap = plt.get_cmap("tab20")
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(7.0, 1.3 * bars * len(panels) + 2), 5.8), squeeze=False)
     for ax, (panel, runs) in zip(axes[0], panels.items(), strict=True):
         labels = list(runs)
         bottoms = [0.0] * len(labels)
-        for index, cat in enumerate(categories):
+        for cat in categories:
             heights = []
             for label in labels:
                 frame = runs[label]
                 match = frame.loc[frame["category"] == cat, "cycles"]
                 heights.append(float(match.iloc[0]) / 1e6 if len(match) else 0.0)
-            ax.bar(labels, heights, bottom=bottoms, color=cmap(index % 20),
-                   label=CATEGORY_LABELS.get(cat, cat.replace("sfu_", "SFU ")))
+            ax.bar(labels, heights, bottom=bottoms, label=CATEGORY_LABELS.get(cat, cat.replace("sfu_", "SFU ")),
+                   **category_style(cat))
             bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
         ax.set_title(panel)
         ax.set_xlabel("configuration")
         ax.set_ylabel("time (million cycles)")
         ax.tick_params(axis="x", rotation=30)
-    handles, names = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, names, fontsize=7, loc="center right")
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0, 0.8, 1))
-    for suffix in (".png", ".svg"):
-        fig.savefig(path_stem.with_suffix(suffix), dpi=120)
-    plt.close(fig)
+    legend_below(fig, axes[0], columns=max(3, min(8, int(fig.get_figwidth() / 2.6))))
+    _save(fig, plt, path_stem)
 
 
-def plot_bars(values: dict[str, dict[str, float]], path_stem: Path, xlabel: str, ylabel: str, title: str) -> None:
-    """Grouped bars: outer keys on the x axis, inner keys as series (e.g. paper vs accelsim)."""
+def storage_parts_mib(footprint: Footprint) -> dict[str, dict[str, float]]:
+    """MiB per layer group, split into weight values, metadata (indices, bitmaps), scales and biases."""
+    parts: dict[str, dict[str, float]] = {}
+    for row in footprint.ops:
+        if not row.params:
+            continue
+        group = parts.setdefault(row.group, {"weight values": 0.0, "metadata (indices)": 0.0,
+                                             "scale factors": 0.0, "biases": 0.0})
+        for name, bits in (("weight values", row.value_bits), ("metadata (indices)", row.index_bits),
+                           ("scale factors", row.scale_bits), ("biases", row.bias_bits)):
+            group[name] += bits / 8 / 2**20
+    return parts
+
+
+def plot_bars(values: dict[str, dict[str, float]], path_stem: Path, xlabel: str, ylabel: str, title: str,
+              stacked: bool = False) -> None:
+    """Bars: outer keys on the x axis, inner keys as series, side by side (e.g. paper vs accelsim) or
+    stacked (parts of a whole); the legend sits under the axes."""
     plt = pyplot()
     labels = list(values)
     series = list(next(iter(values.values())))
-    width = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels) + 2), 4.5))
+    width = 0.8 if stacked else 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels) + 2), 5.2))
+    hatches = ["", "//", "..", "xx", "\\\\", "oo"]
+    bottoms = [0.0] * len(labels)
     for index, name in enumerate(series):
-        xs = [i + (index - (len(series) - 1) / 2) * width for i in range(len(labels))]
-        ax.bar(xs, [values[label][name] for label in labels], width, label=name)
+        heights = [values[label][name] for label in labels]
+        xs = list(range(len(labels))) if stacked else [
+            i + (index - (len(series) - 1) / 2) * width for i in range(len(labels))]
+        ax.bar(xs, heights, width, bottom=bottoms if stacked else None, label=name,
+               hatch=hatches[index % len(hatches)], edgecolor="white")
+        if stacked:
+            bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    for suffix in (".png", ".svg"):
-        fig.savefig(path_stem.with_suffix(suffix), dpi=120)
-    plt.close(fig)
+    legend_below(fig, [ax], columns=min(4, len(series)))
+    _save(fig, plt, path_stem)
 
 
 # --- the paper reproduction -----------------------------------------------------------------------

@@ -483,7 +483,7 @@ def panel_labels(table: pd.DataFrame) -> pd.Series:
 
 def plot_sweep(table: pd.DataFrame, plan: Plan, path_stem: Path) -> None:
     """Latency per design point: one panel per model, one line per config, design points on x."""
-    from simulator.report import pyplot
+    from simulator.report import legend_below, pyplot
 
     plt = pyplot()
     ok = table[table["error"] == ""].copy()
@@ -502,9 +502,8 @@ def plot_sweep(table: pd.DataFrame, plan: Plan, path_stem: Path) -> None:
         ax.set_ylabel("latency (ms)")
         ax.set_yscale("log")
         ax.tick_params(axis="x", rotation=45)
-        ax.legend(fontsize=7)
     fig.suptitle(f"sweep {plan.spec.name}: latency per design point")
-    fig.tight_layout()
+    legend_below(fig, axes[0], columns=min(6, max(1, len(configs))))
     for suffix in (".png", ".svg"):
         _write_atomic(path_stem.with_suffix(suffix), lambda tmp, suffix=suffix: fig.savefig(
             tmp, dpi=120, format=suffix[1:]))

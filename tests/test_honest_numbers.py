@@ -82,3 +82,12 @@ def test_one_scope_default_for_api_run_and_memory(model):
     assert run["memory"]["total"] == memory["total"]
     backbone = json.loads(accelsim("run", "int8", "--model", model, "--exclude-head", "--format", "json").stdout)
     assert backbone["scope"].startswith("backbone without") and backbone["total_cycles"] < run["total_cycles"]
+
+
+def test_every_category_has_its_own_colour_and_place():
+    from simulator.hardware import SFU_OPS
+    from simulator.report import CATEGORY_COLOURS, CATEGORY_ORDER
+
+    assert set(CATEGORY_COLOURS) | {"stalls"} == set(CATEGORY_ORDER)
+    assert {f"sfu_{op}" for op in SFU_OPS} <= set(CATEGORY_COLOURS)
+    assert len(set(CATEGORY_COLOURS.values())) == len(CATEGORY_COLOURS)

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from cli_helpers import ROOT, accelsim
@@ -151,7 +152,7 @@ def _children(pid: int) -> list[int]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                status = open(f"/proc/{entry}/status").read()
+                status = Path(f"/proc/{entry}/status").read_text()
             except OSError:
                 continue
             if f"\nPPid:\t{pid}\n" in status:
@@ -161,7 +162,7 @@ def _children(pid: int) -> list[int]:
 
 def _alive(pid: int) -> bool:
     try:
-        state = open(f"/proc/{pid}/status").read().split("State:\t")[1][0]
+        state = Path(f"/proc/{pid}/status").read_text().split("State:\t")[1][0]
     except (OSError, IndexError):
         return False
     return state != "Z"
