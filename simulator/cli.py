@@ -282,10 +282,13 @@ def _dense_fp16(hardware, trace, timing: str, run_policy, run_results):  # noqa:
               help="table: summary; csv: one row per op; json: summary object.")
 @click.option("--out", type=click.Path(), default=None, help="Write per-op CSV, summary JSON and plots to DIR.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out directory.")
+@click.option("--trace", "use_tracer", is_flag=True,
+              help="Simulate the real transformers model traced on the meta device (hf extra) instead of the "
+                   "closed form: ops named after its modules, with the same roles, blocks and groups.")
 def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens: int | None, image_size: int | None,
         audio_samples: int | None, head: str | None, phase: str | None, hardware_name: str | None,
         include_frontend: bool | None, include_head: bool | None, timing: str, fmt: str, out: str | None,
-        force: bool) -> None:
+        force: bool, use_tracer: bool) -> None:
     """Simulate MODEL under run CONFIG: cycles, latency, time breakdown, speedups, weight memory."""
     import json
 
@@ -293,7 +296,7 @@ def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens:
     from simulator.hardware import load_hardware
     from simulator.memory import footprint, mask_nonzeros
     from simulator.output import check_out_dir, staged_dir
-    from simulator.paper import scoped_trace
+    from simulator.paper import model_trace, scope
     from simulator.policy import load_baseline, load_run_config
     from simulator.report import (
         breakdown,
@@ -310,12 +313,13 @@ def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens:
     baseline = load_baseline(policy)
     hardware = load_hardware(hardware_name or policy.config.hardware)
     workload = make_workload(batch, tokens, decoder_tokens, image_size, audio_samples, head, phase)
-    present = {op.group for op in load_model(model).trace(workload)}
+    whole = model_trace(model, workload, use_tracer)
+    present = {op.group for op in whole}
     for flag, group, value in (("frontend", "frontend", include_frontend), ("head", "head", include_head)):
         if value is not None and group not in present:
             raise InputError(f"--{'include' if value else 'exclude'}-{flag}: {model} has no {group} "
                              f"(with these settings)")
-    trace = scoped_trace(model, workload, include_frontend is not False, include_head is not False)
+    trace = scope(whole, include_frontend is not False, include_head is not False)
     masks = _masks(policy)
     if masks is not None:
         masks.check_keys([op.name for op in trace if op.role in PRUNED_LINEAR_ROLES])

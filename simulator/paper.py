@@ -49,9 +49,18 @@ def load_setup(path: Path = SETUP_PATH) -> ReproductionSetup:
     return validate(ReproductionSetup, read_yaml_mapping(path), str(path))
 
 
-def scoped_trace(model: str, workload: Workload, include_frontend: bool = False, include_head: bool = False) -> Trace:
-    """The model's trace without its frontend and/or task head (the paper's figures cover the backbone)."""
-    trace = load_model(model).trace(workload)
+def model_trace(model: str, workload: Workload, traced: bool = False) -> Trace:
+    """The closed-form trace, or (``traced``) the real transformers model traced on the meta device."""
+    spec = load_model(model)
+    if not traced:
+        return spec.trace(workload)
+    from workloads.hf_trace import trace_hf
+
+    return trace_hf(spec, spec.resolve(workload))
+
+
+def scope(trace: Trace, include_frontend: bool = True, include_head: bool = True) -> Trace:
+    """The trace without its frontend and/or task head (the paper's figures cover the backbone)."""
     present = {op.group for op in trace}
     excluded = [group for group, keep in (("frontend", include_frontend), ("head", include_head))
                 if not keep and group in present]
@@ -61,9 +70,14 @@ def scoped_trace(model: str, workload: Workload, include_frontend: bool = False,
     return Trace(trace.model, selected.ops, {**trace.workload, "excluded": "+".join(excluded)})
 
 
+def scoped_trace(model: str, workload: Workload, include_frontend: bool = False, include_head: bool = False,
+                 traced: bool = False) -> Trace:
+    return scope(model_trace(model, workload, traced), include_frontend, include_head)
+
+
 def backbone_trace(model: str, knobs: WorkloadKnobs, include_frontend: bool = False,
-                   include_head: bool = False) -> Trace:
-    return scoped_trace(model, knobs.workload(), include_frontend, include_head)
+                   include_head: bool = False, traced: bool = False) -> Trace:
+    return scoped_trace(model, knobs.workload(), include_frontend, include_head, traced)
 
 
 def setup_traces(setup: ReproductionSetup, overrides: dict[str, WorkloadKnobs] | None = None) -> dict[str, Trace]:

@@ -10,6 +10,7 @@ configs: [int8, int8_sp]                 # names under configs/ or paths (relati
 models: [bert-base, {name: vit-base, image_size: 224}]
 include_frontend: true                   # the default: the whole model, as everywhere
 include_head: true
+trace: false                             # true: the real transformers models, traced (hf extra)
 timing: default
 ```
 
@@ -91,6 +92,7 @@ class SweepSpec(StrictModel):
     models: list[ModelEntry | str] = Field(min_length=1)
     include_frontend: bool = True  # one default everywhere: the whole model
     include_head: bool = True
+    trace: bool = False  # simulate the transformers models traced on the meta device (hf extra)
     timing: Literal["default", "scalesim"] = "default"
 
     @field_validator("models")
@@ -231,10 +233,10 @@ def hardware_at(base: dict, axis_values: dict[str, Any]) -> Hardware:
 
 
 @functools.lru_cache(maxsize=64)
-def _trace(entry: ModelEntry, include_frontend: bool, include_head: bool):  # noqa: ANN202
+def _trace(entry: ModelEntry, include_frontend: bool, include_head: bool, traced: bool):  # noqa: ANN202
     from simulator.paper import backbone_trace
 
-    return backbone_trace(entry.name, entry, include_frontend, include_head)
+    return backbone_trace(entry.name, entry, include_frontend, include_head, traced)
 
 
 @functools.lru_cache(maxsize=64)
@@ -247,7 +249,7 @@ def _policy(config_json: str):  # noqa: ANN202
 
 def evaluate_point(plan_spec: SweepSpec, base: dict, configs: dict[str, dict], point: Point) -> dict:
     entry = configs[point.config]
-    scope = (point.model, plan_spec.include_frontend, plan_spec.include_head)
+    scope = (point.model, plan_spec.include_frontend, plan_spec.include_head, plan_spec.trace)
     workload = _trace(*scope).workload
     row = {"point_id": point.point_id, "point": point.index, **{f"axis:{k}": v for k, v in point.axes.items()},
            "config": entry["config"]["name"], "model": point.model.name,
@@ -275,13 +277,13 @@ def _simulation_json(config: dict) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _totals(entry: ModelEntry, include_frontend: bool, include_head: bool, hardware_json: str, config_json: str,
-            timing: str) -> dict:
+def _totals(entry: ModelEntry, include_frontend: bool, include_head: bool, traced: bool, hardware_json: str,
+            config_json: str, timing: str) -> dict:
     """Run totals, memoised per process: a config and another config's identical baseline on the same
     design point are simulated once."""
     from simulator.engine import simulate
 
-    trace = _trace(entry, include_frontend, include_head)
+    trace = _trace(entry, include_frontend, include_head, traced)
     return simulate(trace, Hardware.model_validate_json(hardware_json), _policy(config_json), timing=timing).totals
 
 

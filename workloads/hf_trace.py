@@ -4,8 +4,11 @@ The model is built from its config on the meta device (no weights, no hub access
 pass is recorded with a ``TorchDispatchMode``. Matrix ops are taken from ``aten.mm/addmm/bmm/
 baddbmm/convolution`` (``aten.linear``/``matmul`` decompose into these before dispatch). Norms and
 activations are recorded at module level, so that an RMSNorm or a tanh-GELU written as several
-element-wise aten ops still counts as one op. The traced ops carry generic names and roles: they are
-the reference that the closed-form traces in :mod:`workloads.models` are tested against.
+element-wise aten ops still counts as one op. Every op is named after the module that ran it, with
+its block index, role and group from the module path (:mod:`workloads.hf_naming`), and owns the
+parameters of that module (each tensor once, so tied weights count once and the total equals
+``num_parameters()``). Traced ops are the reference the closed-form traces are tested against, and
+``accelsim run --trace`` simulates them.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from workloads.errors import InputError
+from workloads.hf_naming import block_index, group_of, matrix_role
 from workloads.models import ModelSpec, Workload
-from workloads.ops import Op, Trace
+from workloads.ops import BMM_ROLES, Op, Trace
 
 try:
     import torch
@@ -49,16 +53,74 @@ _ELEMENTWISE_ROLES = {
 
 
 class _Recorder(TorchDispatchMode):
-    def __init__(self) -> None:
+    """Records matrix and element-wise ops, each named after the innermost module running it."""
+
+    def __init__(self, encoder_blocks: int) -> None:
         super().__init__()
         self.ops: list[Op] = []
         self.suppress_depth = 0
+        self.encoder_blocks = encoder_blocks
+        self.stack: list[tuple[str, Any]] = []  # (module path, module) of the modules running now
+        self.names: dict[str, int] = {}
+        self.bmms: dict[str, int] = {}  # attention module path -> BMMs recorded in its current call
+        self.claimed: set[int] = set()  # parameters already owned by an op (tied weights count once)
+
+    def _unique(self, name: str) -> str:
+        seen = self.names.get(name, 0)
+        self.names[name] = seen + 1
+        return name if seen == 0 else f"{name}#{seen + 1}"
+
+    def claim(self, module: Any) -> tuple[int, int]:
+        """(weight, bias) parameter counts of ``module`` not yet owned by another op."""
+        weight = bias = 0
+        for name, param in module.named_parameters(recurse=True):
+            if id(param) in self.claimed:
+                continue
+            self.claimed.add(id(param))
+            if name.endswith("bias"):
+                bias += param.numel()
+            else:
+                weight += param.numel()
+        return weight, bias
+
+    def add(self, name: str, role: str, path: str, kind: str, params: tuple[int, int] = (0, 0),
+            **sizes: int) -> None:
+        layer = block_index(path, self.encoder_blocks)
+        self.ops.append(Op(self._unique(name), layer, role, group_of(role, path, layer), kind,
+                           weight_params=params[0], bias_params=params[1], **sizes))
 
     def _matrix(self, kind: str, batch: int, m: int, k: int, n: int) -> None:
-        self.ops.append(Op(f"traced.{len(self.ops)}", -1, kind, "attention", kind, batch=batch, m=m, k=k, n=n))
+        path, module = self.stack[-1] if self.stack else ("model", None)
+        if kind == "bmm":
+            attention = next((p for p, mod in reversed(self.stack) if "Attention" in type(mod).__name__), path)
+            count = self.bmms.get(attention, 0)
+            self.bmms[attention] = count + 1
+            role = BMM_ROLES[count % 2]
+            self.add(f"{attention}.{role}", role, attention, "bmm", batch=batch, m=m, k=k, n=n)
+            return
+        role = matrix_role(path, kind)
+        params = self.claim(module) if module is not None else (0, 0)
+        self.add(path, role, path, kind, params, batch=batch, m=m, k=k, n=n)
 
-    def vector(self, role: str, elements: int) -> None:
-        self.ops.append(Op(f"traced.{len(self.ops)}", -1, role, "attention", "vector", elements=elements))
+    def vector(self, role: str, elements: int, module_level: bool = False) -> None:
+        path, module = self.stack[-1] if self.stack else ("model", None)
+        owns = module is not None and (module_level or role == "embedding")
+        params = self.claim(module) if owns else (0, 0)
+        self.add(path if module_level else f"{path}.{role}", role, path, "vector", params, elements=elements)
+
+    def leftover_parameters(self, model: Any) -> None:
+        """Parameters no op used directly (a class token, position tables added as tensors, training-only
+        vectors): stored, so owned by a zero-element op of their module, counted once."""
+        for path, module in model.named_modules():
+            own = [p for p in module.parameters(recurse=False) if id(p) not in self.claimed]
+            if not own:
+                continue
+            for param in own:
+                self.claimed.add(id(param))
+            role = "embedding" if any(w in path for w in ("embed", "wpe", "wte", "shared")) else "mask_embed"
+            layer = block_index(path, self.encoder_blocks)
+            self.ops.append(Op(self._unique(f"{path}.parameters"), layer, role, group_of(role, path, layer),
+                               "vector", elements=0, weight_params=sum(p.numel() for p in own)))
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         out = func(*args, **(kwargs or {}))
@@ -93,21 +155,27 @@ def _prod(values: Any) -> int:
 
 
 @contextlib.contextmanager
-def _module_level_ops(model: Any, recorder: _Recorder) -> Iterator[None]:
+def _module_hooks(model: Any, recorder: _Recorder) -> Iterator[None]:
+    """Keep the recorder's module stack, reset each attention call's BMM count, and record norms and
+    activations at module level (one op, whatever element-wise ops they are written with)."""
     handles = []
 
-    def pre_hook(module: Any, inputs: Any) -> None:
-        recorder.suppress_depth += 1
-
-    def post_hook(module: Any, inputs: Any, output: Any) -> None:
-        recorder.suppress_depth -= 1
-        if recorder.suppress_depth == 0:
-            recorder.vector(_MODULE_ROLES[type(module).__name__], output.numel())
-
-    for module in model.modules():
+    def pre_hook(path: str, module: Any) -> None:
+        recorder.stack.append((path, module))
+        recorder.bmms.pop(path, None)
         if type(module).__name__ in _MODULE_ROLES:
-            handles.append(module.register_forward_pre_hook(pre_hook))
-            handles.append(module.register_forward_hook(post_hook))
+            recorder.suppress_depth += 1
+
+    def post_hook(module: Any, output: Any) -> None:
+        if type(module).__name__ in _MODULE_ROLES:
+            recorder.suppress_depth -= 1
+            if recorder.suppress_depth == 0:
+                recorder.vector(_MODULE_ROLES[type(module).__name__], output.numel(), module_level=True)
+        recorder.stack.pop()
+
+    for path, module in model.named_modules():
+        handles.append(module.register_forward_pre_hook(lambda mod, inputs, path=path: pre_hook(path, mod)))
+        handles.append(module.register_forward_hook(lambda mod, inputs, output: post_hook(mod, output)))
     try:
         yield
     finally:
@@ -146,7 +214,14 @@ def trace_hf(spec: ModelSpec, workload: Workload) -> Trace:
     with torch.no_grad():
         if warmup is not None:
             inputs = warmup(model, inputs)
-        recorder = _Recorder()
-        with _module_level_ops(model, recorder), recorder:
+        recorder = _Recorder(_encoder_blocks(model))
+        with _module_hooks(model, recorder), recorder:
             model(**inputs)
+        recorder.leftover_parameters(model)
     return Trace(spec.name, tuple(recorder.ops), workload.as_dict())
+
+
+def _encoder_blocks(model: Any) -> int:
+    """Blocks of the encoder stack (decoder blocks are numbered after them); 0 without one."""
+    indices = {block_index(path, 0) for path, _ in model.named_modules() if "decoder" not in path.split(".")}
+    return max(indices, default=-1) + 1

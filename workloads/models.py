@@ -541,7 +541,7 @@ class FSMTFamily(Family):
         shape = AttentionShape(batch, src, src, d_model, heads, d_model // heads)
         for i in range(cfg["encoder_layers"]):
             p = f"encoder.layers.{i}"
-            attention(b, f"{p}.self_attn", i, shape, scale="query")
+            attention(b, f"{p}.self_attn", i, shape, scale="query", kv_first=True)
             residual(b, f"{p}.self_attn", i, "attention", enc_rows * d_model)
             b.layernorm(f"{p}.self_attn_layer_norm", i, "norm", enc_rows, d_model)
             feed_forward(b, f"{p}.ffn", i, enc_rows, d_model, cfg["encoder_ffn_dim"], act)
@@ -561,7 +561,7 @@ class FSMTFamily(Family):
         for j in range(cfg["decoder_layers"]):
             i, p = first + j, f"decoder.layers.{j}"
             # HF applies FSMT's causal mask with a masked fill, not an add.
-            attention(b, f"{p}.self_attn", i, self_shape, scale="query")
+            attention(b, f"{p}.self_attn", i, self_shape, scale="query", kv_first=True)
             residual(b, f"{p}.self_attn", i, "attention", dec_rows * d_model)
             b.layernorm(f"{p}.self_attn_layer_norm", i, "norm", dec_rows, d_model)
             attention(b, f"{p}.encoder_attn", i, cross_shape, scale="query", kv_first=True)
