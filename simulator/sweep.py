@@ -326,9 +326,9 @@ def prepare_out_dir(out_dir: Path, plan: Plan, resume: bool) -> None:
             for stale in folder.glob(".*.tmp"):
                 stale.unlink()
         return
-    if not out_dir.parent.is_dir():
-        raise InputError(f"--out {out_dir}: parent directory {out_dir.parent} does not exist")
-    (out_dir / "parts").mkdir(parents=True, exist_ok=True)
+    if out_dir.parent.exists() and not out_dir.parent.is_dir():
+        raise InputError(f"--out {out_dir}: {out_dir.parent} is not a directory")
+    (out_dir / "parts").mkdir(parents=True, exist_ok=True)  # missing parents too, as every --out does
     _write_atomic(manifest, lambda tmp: tmp.write_text(json.dumps(
         {"name": plan.spec.name, "fingerprint": fingerprint, "points": len(plan.points)}, indent=2) + "\n"))
 

@@ -1,6 +1,7 @@
 """The command line as a user drives it: outputs, and one-line errors with exit code 2."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -126,3 +127,26 @@ def test_package_exports_the_public_api_lazily():
                            "print(simulator.simulate.__module__, sorted(simulator.__all__)[:3])"],
                           cwd=ROOT, capture_output=True, text=True)
     assert done.stdout.split("\n")[:2] == ["False", "simulator.engine ['Hardware', 'InputError', 'Results']"]
+
+
+@pytest.mark.slow
+def test_readme_commands_run_as_written(tmp_path):
+    """Every `accelsim` line of the README's shell blocks, run from a user's folder that holds the shipped
+    configs/ (optional parts in [brackets] dropped; the one placeholder path and the remote scheduler skipped)."""
+    import re
+    import shlex
+
+    (tmp_path / "configs").symlink_to(ROOT / "configs")
+    (tmp_path / "cases.csv").write_text("m,k,n,rows,cols,dataflow\n384,768,3072,32,32,ws\n")
+    lines = [line for block in re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+             for line in block.splitlines() if line.startswith("accelsim ")]
+    ran = 0
+    for line in lines:
+        command = re.sub(r"\[.*?\]", "", line.split("#")[0]).strip()
+        if "path/to" in command:
+            continue
+        done = subprocess.run([sys.executable, "-m", "simulator.cli", *shlex.split(command)[1:]], cwd=tmp_path,
+                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert done.returncode == 0, (command, done.stderr)
+        ran += 1
+    assert ran >= 18
