@@ -134,3 +134,37 @@ def test_sweep_over_traced_models(tmp_path):
         assert result.returncode == 0, result.stderr
     closed, traced = ((tmp_path / d / "results.csv").read_text().splitlines()[1] for d in ("false", "true"))
     assert closed.split(",")[3:] == traced.split(",")[3:]  # same numbers; the point id differs with the plan
+
+
+OPT_TINY = {"model_type": "opt", "vocab_size": 1000, "hidden_size": 64, "num_hidden_layers": 2, "ffn_dim": 256,
+            "num_attention_heads": 4, "max_position_embeddings": 128, "word_embed_proj_dim": 64,
+            "do_layer_norm_before": True, "activation_function": "relu", "enable_bias": True}
+LLAMA_TINY = {"model_type": "llama", "vocab_size": 1000, "hidden_size": 64, "intermediate_size": 176,
+              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "max_position_embeddings": 128}
+
+
+def test_a_family_without_closed_form_is_traced_or_refused(tmp_path):
+    """Any model transformers builds on the meta device can be simulated with --trace, as long as its
+    element-wise work maps to vector-unit roles; otherwise it is refused, naming the ops."""
+    import json
+
+    from cli_helpers import accelsim
+
+    opt, llama = tmp_path / "opt.json", tmp_path / "llama.json"
+    opt.write_text(json.dumps(OPT_TINY))
+    llama.write_text(json.dumps(LLAMA_TINY))
+    closed = accelsim("run", "int8", "--model", str(opt), "--tokens", "8")
+    assert closed.returncode == 2 and "add --trace" in closed.stderr
+    spec = load_model(str(opt))
+    for head in ("none", "lm"):
+        workload = spec.resolve(Workload(tokens=8, head=head))
+        traced = trace_hf(spec, workload)
+        assert traced.params == hf_num_parameters(spec, workload)  # the tied LM head counted once
+        roles = [op.role for op in traced if op.is_matrix and op.layer == 1]
+        assert roles == ["q", "k", "v", "bmm_qk", "bmm_av", "attn_out", "ffn1", "ffn2"]
+    run = accelsim("run", "int8_sp", "--model", str(opt), "--tokens", "8", "--trace", "--format", "json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["speedup_vs_baseline"] > 1
+    refused = accelsim("run", "int8", "--model", str(llama), "--tokens", "8", "--trace")
+    assert refused.returncode == 2 and "aten.silu" in refused.stderr and len(refused.stderr.splitlines()) == 1

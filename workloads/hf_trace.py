@@ -52,11 +52,24 @@ _ELEMENTWISE_ROLES = {
 }
 
 
+# aten ops (by overload packet) that move, index, build or compare data: no vector-unit compute.
+_NOT_COMPUTE = {f"aten.{op}" for op in (
+    "view", "_unsafe_view", "_reshape_alias", "reshape", "transpose", "t", "permute", "expand", "slice", "select",
+    "unsqueeze", "squeeze", "unbind", "split", "split_with_sizes", "chunk", "narrow", "as_strided", "alias",
+    "clone", "copy_", "_to_copy", "contiguous", "detach", "lift_fresh", "cat", "stack", "repeat", "flip", "roll",
+    "arange", "zeros", "ones", "full", "empty", "new_zeros", "new_ones", "new_empty", "zeros_like", "ones_like",
+    "full_like", "empty_like", "scalar_tensor", "fill", "fill_", "zero_", "masked_fill", "masked_fill_", "where",
+    "index", "index_select", "gather", "triu", "tril", "native_dropout", "dropout")}
+
+
 class _Recorder(TorchDispatchMode):
     """Records matrix and element-wise ops, each named after the innermost module running it."""
 
-    def __init__(self, encoder_blocks: int) -> None:
+    def __init__(self, encoder_blocks: int, per_token: int) -> None:
         super().__init__()
+        # unmapped ops producing at most one value per token are per-token bookkeeping (positions from a
+        # mask's cumulative sum, ...), not vector work on activations
+        self.per_token = per_token
         self.ops: list[Op] = []
         self.suppress_depth = 0
         self.encoder_blocks = encoder_blocks
@@ -64,6 +77,7 @@ class _Recorder(TorchDispatchMode):
         self.names: dict[str, int] = {}
         self.bmms: dict[str, int] = {}  # attention module path -> BMMs recorded in its current call
         self.claimed: set[int] = set()  # parameters already owned by an op (tied weights count once)
+        self.unmapped: set[str] = set()  # element-wise compute with no SFU role (refused without a closed form)
 
     def _unique(self, name: str) -> str:
         seen = self.names.get(name, 0)
@@ -137,7 +151,11 @@ class _Recorder(TorchDispatchMode):
             out_positions = out.numel() // (out.shape[0] * out.shape[1])
             k = w.shape[1] * _prod(w.shape[2:])
             self._matrix("conv", groups, x.shape[0] * out_positions, k, w.shape[0] // groups)
-        elif self.suppress_depth == 0 and name in _ELEMENTWISE_ROLES:
+        elif (self.suppress_depth == 0 and name not in _ELEMENTWISE_ROLES
+              and str(func.overloadpacket) not in _NOT_COMPUTE
+              and isinstance(out, torch.Tensor) and out.is_floating_point() and out.numel() > self.per_token):
+            self.unmapped.add(name.removesuffix(".default").removesuffix(".Tensor"))
+        if self.suppress_depth == 0 and name in _ELEMENTWISE_ROLES:
             tensors = [a for a in args if isinstance(a, torch.Tensor)]
             # A linear layer on a non-contiguous input decomposes into mm + add of its 1-D bias:
             # that add belongs to the GEMM, not to the vector unit's work.
@@ -193,13 +211,21 @@ def build_hf_model(spec: ModelSpec, workload: Workload) -> Any:
     require_torch()
     import transformers
 
-    config = transformers.AutoConfig.for_model(**spec.config)
+    try:
+        config = transformers.AutoConfig.for_model(**spec.config)
+    except (ValueError, KeyError) as exc:
+        raise InputError(f"{spec.name}: transformers cannot build model_type {spec.config['model_type']!r} "
+                         f"({' '.join(str(exc).split())[:160]})") from None
     config._attn_implementation = "eager"  # SDPA would fuse both attention BMMs into one op
     cls_name = spec.hf_class(workload.head)
     cls = getattr(transformers, cls_name)
     with torch.device("meta"):
-        model = cls(config) if cls_name not in ("BertModel", "RobertaModel", "ViTModel") else cls(
-            config, add_pooling_layer=workload.head == "pooler")
+        if cls_name.startswith("Auto"):
+            model = cls.from_config(config)
+        elif cls_name in ("BertModel", "RobertaModel", "ViTModel"):
+            model = cls(config, add_pooling_layer=workload.head == "pooler")
+        else:
+            model = cls(config)
     return model.eval()
 
 
@@ -214,10 +240,16 @@ def trace_hf(spec: ModelSpec, workload: Workload) -> Trace:
     with torch.no_grad():
         if warmup is not None:
             inputs = warmup(model, inputs)
-        recorder = _Recorder(_encoder_blocks(model))
+        tokens = max(workload.tokens or 1, workload.decoder_tokens or 1)
+        recorder = _Recorder(_encoder_blocks(model), per_token=workload.batch * tokens)
         with _module_hooks(model, recorder), recorder:
             model(**inputs)
         recorder.leftover_parameters(model)
+    if recorder.unmapped and not spec.has_closed_form:
+        # A zoo family's closed form is tested to cover what its trace runs; elsewhere, element-wise
+        # work accelsim has no vector-unit role for would be left out of the time: refuse instead.
+        raise InputError(f"{spec.name}: the traced model runs element-wise ops accelsim has no vector-unit role "
+                         f"for yet ({', '.join(sorted(recorder.unmapped))}); it cannot be simulated faithfully")
     return Trace(spec.name, tuple(recorder.ops), workload.as_dict())
 
 
