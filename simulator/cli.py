@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from simulator.gemm_cases import GENERIC_MACS_PER_PE, gemm_result, read_cases
 from simulator.output import TRACE_FORMATS, trace_bytes, write_bytes_atomic
 from workloads.errors import InputError
 from workloads.models import Workload, load_model, zoo_names
@@ -137,43 +138,6 @@ def extract(model: str, batch: int, tokens: int | None, decoder_tokens: int | No
         click.echo(f"wrote {len(trace)} ops to {out}", err=True)
 
 
-# Until hardware presets exist (configs/hardware), `accelsim gemm` models a generic array whose PEs do
-# one MAC per cycle at 8 bits or wider and pack narrower integers along K (int4: 2, int2: 4).
-GENERIC_MACS_PER_PE = {"fp32": 1, "fp16": 1, "bf16": 1, "int8": 1, "int4": 2, "int2": 4}
-
-
-def gemm_result(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, precision: str,
-                sparsity: str | None, timing: str) -> dict:
-    """One product's timing as the JSON object `accelsim gemm` prints."""
-    from simulator.timing import DATAFLOWS, TIMINGS, SparsityPattern, gemm_cycles
-
-    for name, value in (("m", m), ("k", k), ("n", n), ("rows", rows), ("cols", cols)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise InputError(f"{name} must be a positive integer, got {value!r}")
-        if value > MAX_SIZE:
-            raise InputError(f"{name} = {value} exceeds the largest accepted size {MAX_SIZE} (31 bits)")
-    if dataflow not in DATAFLOWS:
-        raise InputError(f"unknown dataflow {dataflow!r}; choose from {', '.join(DATAFLOWS)}")
-    if precision not in GENERIC_MACS_PER_PE:
-        raise InputError(f"unknown precision {precision!r}; choose from {', '.join(GENERIC_MACS_PER_PE)}")
-    if timing not in TIMINGS:
-        raise InputError(f"unknown timing {timing!r}; choose from {', '.join(TIMINGS)}")
-    pattern = SparsityPattern.parse(sparsity) if sparsity else None
-    pack = GENERIC_MACS_PER_PE[precision]
-    result = gemm_cycles(m, k, n, rows, cols, dataflow, pack=pack, sparsity=pattern, timing=timing)
-    return {
-        "m": m, "k": k, "n": n, "rows": rows, "cols": cols, "dataflow": dataflow, "precision": precision,
-        "sparsity": str(pattern) if pattern else "dense", "timing": timing, "macs_per_pe_per_cycle": pack,
-        "compute_cycles": result.compute_cycles,
-        # No memory hierarchy is modelled by this command yet: the timing is compute only.
-        "stall_cycles": 0, "memory_model": "none (compute-only timing)",
-        "total_cycles": result.compute_cycles, "folds": result.folds,
-        "reduction_depth": result.reduction_depth, "macs": result.macs,
-        "busy_cycles": result.busy_cycles,
-        "utilization": round(result.utilization(rows, cols, pack), 6),
-    }
-
-
 @cli.command()
 @click.option("--m", type=int, default=None, help="Rows of A and C (elements).")
 @click.option("--k", type=int, default=None, help="Reduction depth (elements).")
@@ -200,7 +164,7 @@ def gemm(m: int | None, k: int | None, n: int | None, rows: int | None, cols: in
         if per_case:
             raise InputError(f"--cases takes every case's settings from its file; drop {', '.join(per_case)} "
                              "(or add them as CSV columns)")
-        for row in _read_cases(cases):
+        for row in read_cases(cases):
             click.echo(json.dumps(gemm_result(**row)))
         return
     missing = [f"--{name}" for name, v in (("m", m), ("k", k), ("n", n), ("rows", rows), ("cols", cols))
@@ -213,35 +177,6 @@ def gemm(m: int | None, k: int | None, n: int | None, rows: int | None, cols: in
     else:
         click.echo(f"compute_cycles={result['compute_cycles']} utilization={result['utilization']:.4f} "
                    f"folds={result['folds']} ({result['timing']} timing, {precision}, {result['sparsity']})")
-
-
-def _read_cases(path: str) -> list[dict]:
-    import csv
-
-    required = ("m", "k", "n", "rows", "cols", "dataflow")
-    try:
-        with open(path, newline="") as handle:
-            reader = csv.DictReader(handle)
-            header = reader.fieldnames or []
-            missing = [c for c in required if c not in header]
-            if missing:
-                raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
-            unknown = [c for c in header if c not in (*required, "precision", "sparsity", "timing")]
-            if unknown:
-                raise InputError(f"{path}: unknown column(s) {', '.join(unknown)}")
-            rows = []
-            for line, record in enumerate(reader, start=2):
-                try:
-                    sizes = {c: int(record[c]) for c in ("m", "k", "n", "rows", "cols")}
-                except (TypeError, ValueError):
-                    raise InputError(f"{path}: line {line}: m, k, n, rows, cols must be integers") from None
-                rows.append({**sizes, "dataflow": record["dataflow"],
-                             "precision": record.get("precision") or "int8",
-                             "sparsity": record.get("sparsity") or None,
-                             "timing": record.get("timing") or "default"})
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read ({exc.__class__.__name__})") from None
-    return rows
 
 
 def _masks(policy):  # noqa: ANN001, ANN202 - policy -> mask provider or None
@@ -435,7 +370,8 @@ def reproduce(out: str | None, json_path: str | None, force: bool) -> None:
 def sweep(sweep_file: str, out: str, executor: str, scheduler: str | None, workers: int, resume: bool,
           no_progress: bool) -> None:
     """Run a design-space sweep (hardware axes x configs x models); resumable, never loses finished points."""
-    from simulator.sweep import load_sweep, make_executor, plot_sweep, prepare_out_dir, run_sweep
+    from simulator.sweep import load_sweep
+    from simulator.sweep_run import make_executor, plot_sweep, prepare_out_dir, run_sweep
 
     _, plan = load_sweep(sweep_file)
     out_dir = Path(out)

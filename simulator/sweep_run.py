@@ -1,0 +1,243 @@
+"""Running a sweep (the edge): the --out directory, atomic part files, resume, executors, progress, plot.
+
+The plan and the evaluation of points are pure and live in :mod:`simulator.sweep`; this module writes
+files and owns processes. Every finished chunk of points is written atomically to ``parts/``, so a
+killed sweep resumes without recomputing or duplicating points.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from simulator.output import atomic_path
+from simulator.sweep import INTEGER_COLUMNS, MODEL_COLUMNS, RESULT_COLUMNS, Plan, Point, evaluate_chunk
+from workloads.errors import InputError
+
+
+def plan_fingerprint(plan: Plan) -> str:
+    canonical = json.dumps({"spec": plan.spec.model_dump(), "hardware": plan.base_hardware,
+                            "configs": {Path(k).stem: v for k, v in plan.configs.items()},
+                            "points": [p.point_id for p in plan.points]}, sort_keys=True, default=str)
+    return hashlib.sha1(canonical.encode()).hexdigest()
+
+
+def _write_atomic(path: Path, writer: Callable[[Path], None]) -> None:
+    with atomic_path(path) as tmp:
+        writer(tmp)
+
+
+def finished_rows(out_dir: Path) -> list[dict]:
+    rows: list[dict] = []
+    for part in sorted((out_dir / "parts").glob("part-*.json")):
+        rows.extend(json.loads(part.read_text()))
+    return rows
+
+
+def prepare_out_dir(out_dir: Path, plan: Plan, resume: bool) -> None:
+    fingerprint = plan_fingerprint(plan)
+    manifest = out_dir / "sweep.json"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir}: exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not resume:
+            raise InputError(f"--out {out_dir}: directory is not empty (use --resume to continue that sweep)")
+        if not manifest.exists() or json.loads(manifest.read_text()).get("fingerprint") != fingerprint:
+            raise InputError(f"--out {out_dir}: holds a different sweep (or none); cannot resume this one there")
+        for folder in (out_dir, out_dir / "parts"):  # writes cut short by the kill: never a result
+            for stale in folder.glob(".*.tmp"):
+                stale.unlink()
+        return
+    if out_dir.parent.exists() and not out_dir.parent.is_dir():
+        raise InputError(f"--out {out_dir}: {out_dir.parent} is not a directory")
+    (out_dir / "parts").mkdir(parents=True, exist_ok=True)  # missing parents too, as every --out does
+    _write_atomic(manifest, lambda tmp: tmp.write_text(json.dumps(
+        {"name": plan.spec.name, "fingerprint": fingerprint, "points": len(plan.points)}, indent=2) + "\n"))
+
+
+def chunk_points(points: list[Point], seconds_per_point: float, workers: int,
+                 target_s: float = 0.1) -> list[list[Point]]:
+    """Chunks that take >= target_s each (per-task overhead), but enough of them to feed every worker."""
+    if not points:
+        return []
+    size = max(1, math.ceil(target_s / max(seconds_per_point, 1e-6)))
+    size = min(size, max(1, math.ceil(len(points) / (2 * workers))))
+    return [points[i:i + size] for i in range(0, len(points), size)]
+
+
+class Progress:
+    def __init__(self, total: int, already: int, stream: Any = sys.stderr) -> None:
+        self.total, self.done, self.stream = total, already, stream
+        self.start, self.started_with, self.last = time.perf_counter(), already, 0.0
+        self.advance(0)  # show where a resumed sweep starts from
+
+    def advance(self, count: int, final: bool = False) -> None:
+        self.done += count
+        now = time.perf_counter()
+        if final or now - self.last >= 0.5 or self.done == self.total:
+            rate = (self.done - self.started_with) / max(now - self.start, 1e-9)
+            width = 30
+            filled = int(width * self.done / max(self.total, 1))
+            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} points, "
+                              f"{rate:.1f} points/s")
+            if self.done == self.total or final:
+                self.stream.write("\n")
+            self.stream.flush()
+            self.last = now
+
+
+def run_sweep(plan: Plan, out_dir: Path, executor: Executor | None, workers: int,
+              progress: bool = True) -> pd.DataFrame:
+    """Evaluate every unfinished point, writing each finished chunk atomically; return the full table."""
+    done_ids = {row["point_id"] for row in finished_rows(out_dir)}
+    todo = [p for p in plan.points if p.point_id not in done_ids]
+    bar = Progress(len(plan.points), len(plan.points) - len(todo)) if progress else None
+    if todo:
+        # Two points here: the first warms this process (traces, caches), the second times a warm point,
+        # which sizes the chunks.
+        seconds_per_point = 0.0
+        for point in todo[:2]:
+            start = time.perf_counter()
+            _save_part(out_dir, point.index, evaluate_chunk(plan.spec, plan.base_hardware, plan.configs, [point]))
+            seconds_per_point = time.perf_counter() - start
+            if bar:
+                bar.advance(1)
+        chunks = chunk_points(todo[2:], seconds_per_point, workers)
+        if executor is None:
+            for chunk in chunks:
+                _save_part(out_dir, chunk[0].index, evaluate_chunk(plan.spec, plan.base_hardware, plan.configs, chunk))
+                if bar:
+                    bar.advance(len(chunk))
+        else:
+            futures: dict[Future, list[Point]] = {
+                executor.submit(evaluate_chunk, plan.spec, plan.base_hardware, plan.configs, chunk): chunk
+                for chunk in chunks}
+            for future in as_completed(futures):
+                chunk = futures[future]
+                _save_part(out_dir, chunk[0].index, future.result())
+                if bar:
+                    bar.advance(len(chunk))
+    table = assemble(plan, finished_rows(out_dir))
+    _write_atomic(out_dir / "results.csv", lambda tmp: table.to_csv(tmp, index=False))
+    _write_atomic(out_dir / "results.parquet", lambda tmp: table.to_parquet(tmp, index=False))
+    return table
+
+
+def _save_part(out_dir: Path, first_index: int, rows: list[dict]) -> None:
+    payload = json.dumps(rows, default=_json_default)
+    _write_atomic(out_dir / "parts" / f"part-{first_index:08d}.json", lambda tmp: tmp.write_text(payload))
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def assemble(plan: Plan, rows: list[dict]) -> pd.DataFrame:
+    """One row per point, in plan order, whatever order chunks finished in (no duplicates)."""
+    by_id: dict[str, dict] = {}
+    for row in rows:
+        by_id.setdefault(row["point_id"], row)
+    axis_columns = [f"axis:{path}" for path in plan.spec.axes.paths]
+    ordered = [by_id[p.point_id] for p in plan.points if p.point_id in by_id]
+    columns = ["point_id", "point", *axis_columns, *RESULT_COLUMNS[2:]]
+    frame = pd.DataFrame.from_records(ordered, columns=columns)
+    # nullable types: a failed point leaves <NA> (an empty CSV cell) and integers stay integers
+    frame = frame.astype({**{c: "Int64" for c in INTEGER_COLUMNS}, "latency_ms": "Float64", "utilization": "Float64",
+                          "speedup_vs_baseline": "Float64", "head": "string", "phase": "string"})
+    return frame.rename(columns={c: c.removeprefix("axis:") for c in axis_columns})
+
+
+def _die_with_parent() -> None:
+    """Pool worker initializer: on Linux, ask the kernel to kill this worker when the sweep process dies
+    (even by SIGKILL), so no worker outlives it."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def make_executor(kind: str, workers: int, scheduler: str | None) -> tuple[Executor | None, Callable[[], None]]:
+    """(executor, close) for 'local' (process pool; None when one worker) or 'dask'."""
+    if kind == "local":
+        if scheduler:
+            raise InputError("--scheduler needs --executor dask")
+        if workers == 1:
+            return None, lambda: None
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent)
+        return pool, lambda: pool.shutdown(cancel_futures=True)
+    if kind != "dask":
+        raise InputError(f"unknown executor {kind!r}; choose local or dask")
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise InputError("--executor dask needs the dask extra: pip install -e '.[dask]'") from None
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="4s")
+        except OSError as exc:
+            raise InputError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
+        return client.get_executor(), client.close
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    client = Client(cluster)
+
+    def close() -> None:
+        client.close()
+        cluster.close()
+
+    return client.get_executor(), close
+
+
+LINE_STYLES = [{"marker": m, "linestyle": ls, "markersize": size, "markerfacecolor": face}
+               for m, ls, size, face in (("o", "-", 7, "none"), ("s", "--", 5, None), ("^", ":", 8, "none"),
+                                         ("x", "-.", 6, None), ("D", (0, (5, 1)), 4, None), ("v", "-", 6, "none"))]
+
+
+def panel_labels(table: pd.DataFrame) -> pd.Series:
+    """The model's name, plus the knobs that differ between entries of the same model."""
+    labels = table["model"].astype(str)
+    for model, rows in table.groupby("model", sort=False):
+        varying = [knob for knob in MODEL_COLUMNS[1:] if rows[knob].nunique(dropna=False) > 1]
+        for index, row in rows.iterrows():
+            labels[index] = model + "".join(f" {knob}={row[knob]}" for knob in varying)
+    return labels
+
+
+def plot_sweep(table: pd.DataFrame, plan: Plan, path_stem: Path) -> None:
+    """Latency per design point: one panel per model, one line per config, design points on x."""
+    from simulator.report import legend_below, pyplot
+
+    plt = pyplot()
+    ok = table[table["error"] == ""].copy()
+    paths = plan.spec.axes.paths
+    ok["design"] = ok[paths].astype(str).agg(", ".join, axis=1) if paths else "base"
+    ok["panel"] = panel_labels(ok)
+    models = list(dict.fromkeys(ok["panel"]))
+    configs = list(dict.fromkeys(ok["config"]))
+    fig, axes = plt.subplots(1, max(1, len(models)), figsize=(4.5 * max(1, len(models)) + 1.5, 4.5), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=False):
+        for config, group in ok[ok["panel"] == model].groupby("config", sort=False):
+            style = LINE_STYLES[configs.index(config) % len(LINE_STYLES)]  # lines that coincide stay visible
+            ax.plot(group["design"], group["latency_ms"], label=config, **style)
+        ax.set_title(model)
+        ax.set_xlabel(", ".join(paths) if paths else "design point")
+        ax.set_ylabel("latency (ms)")
+        ax.set_yscale("log")
+        ax.tick_params(axis="x", rotation=45)
+    fig.suptitle(f"sweep {plan.spec.name}: latency per design point")
+    legend_below(fig, axes[0], columns=min(6, max(1, len(configs))))
+    for suffix in (".png", ".svg"):
+        _write_atomic(path_stem.with_suffix(suffix), lambda tmp, suffix=suffix: fig.savefig(
+            tmp, dpi=120, format=suffix[1:]))
+    plt.close(fig)
