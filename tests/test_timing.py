@@ -6,7 +6,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator.masks import magnitude_mask, masked_cycles, masked_cycles_reference, nm_mask
-from simulator.timing import DATAFLOWS, SparsityPattern, dense_cycles, fold_count, gemm_cycles
+from simulator.timing import (
+    DATAFLOWS,
+    SparsityPattern,
+    dense_cycles,
+    effective_depth,
+    fold_count,
+    gemm_cycles,
+    pipelined_cycles,
+    uniform_pipelined_cycles,
+)
 from workloads.errors import InputError
 
 # SCALE-Sim 3.0.0 compute cycles for BERT-base GEMMs (M, K, N), K = reduction.
@@ -146,3 +155,28 @@ def test_unstructured_imbalance_costs_more_than_ideal_density():
     cycles = masked_cycles(mask, 384, 32, 32, "ws")[0]
     ideal = gemm_cycles(384, 384, 768, 32, 32, "ws").compute_cycles
     assert cycles > ideal
+
+
+@settings(max_examples=200, deadline=None)
+@given(folds=st.integers(0, 40), stream=st.integers(1, 300), rows=st.integers(1, 64), cols=st.integers(1, 64),
+       dataflow=st.sampled_from(DATAFLOWS))
+def test_fold_list_timing_equals_the_uniform_closed_form(folds, stream, rows, cols, dataflow):
+    assert pipelined_cycles([stream] * folds, rows, cols, dataflow) == uniform_pipelined_cycles(
+        folds, stream, rows, cols, dataflow)
+    if folds == 0:
+        assert pipelined_cycles([], rows, cols, dataflow) == 0 == uniform_pipelined_cycles(0, stream, rows, cols,
+                                                                                            dataflow)
+
+
+def test_os_fold_after_a_longer_one_waits_for_its_drain():
+    # 4 x 1 array: a 5-deep fold, then a 1-deep one whose result would reach the drain port while the
+    # first fold's 4 results leave: the gap is 5 + (4 - 1) = 8, then 1 + (4 + 1 - 2) to finish
+    assert pipelined_cycles([5, 1], 4, 1, "os") == 8 + 1 + 3
+    assert pipelined_cycles([1, 5], 4, 1, "os") == (1 + 0) + 5 + 3  # a long fold after a short one: no wait
+    assert pipelined_cycles([5, 1], 4, 1, "ws") == 4 + 5 + 1 + 3  # ws: the next tile's load bounds the gap
+
+
+def test_defaults_one_mac_per_pe_and_no_sparsity():
+    assert effective_depth(768) == 768
+    assert effective_depth(768, sparsity=SparsityPattern(2, 4)) == 384
+    assert gemm_cycles(1, 60, 1, 1, 1, "os").utilization(1, 1) == 1.0  # 60 MACs in 60 cycles
