@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
@@ -189,12 +191,17 @@ def make_executor(kind: str, workers: int, scheduler: str | None) -> tuple[Execu
         except OSError as exc:
             raise InputError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
         return client.get_executor(), client.close
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    # the workers' scratch space is the run's own, removed with the cluster (dask's default would leave
+    # a dask-scratch-space folder in the temp directory behind)
+    scratch = tempfile.mkdtemp(prefix="accelsim-dask-")
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                           local_directory=scratch)
     client = Client(cluster)
 
     def close() -> None:
         client.close()
         cluster.close()
+        shutil.rmtree(scratch, ignore_errors=True)
 
     return client.get_executor(), close
 

@@ -60,9 +60,12 @@ def test_shipped_sweep_local_and_dask_give_identical_tables(tmp_path):
     local = accelsim("sweep", shipped, "--out", str(tmp_path / "local"), "--workers", "2")
     assert local.returncode == 0, local.stderr
     assert "60 points (0 failed)" in local.stdout
+    scratch = tmp_path / "tmpdir"
+    scratch.mkdir()
     dask = accelsim("sweep", shipped, "--out", str(tmp_path / "dask"), "--executor", "dask", "--workers", "2",
-                    "--no-progress")
+                    "--no-progress", env={**os.environ, "TMPDIR": str(scratch)})
     assert dask.returncode == 0, dask.stderr
+    assert not list(scratch.iterdir())  # nothing outlives the run (dask's scratch space included)
     assert (tmp_path / "local" / "results.csv").read_bytes() == (tmp_path / "dask" / "results.csv").read_bytes()
     (tmp_path / "s.yaml").write_text(SMALL)
     serial = accelsim("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "serial"), "--workers", "1")
@@ -137,7 +140,8 @@ def test_existing_dask_scheduler(tmp_path):
     (tmp_path / "s.yaml").write_text("name: d\nhardware: rapid_like\naxes: {product: {array.rows: [4, 8]}}\n"
                                      "configs: [int8, int8_sp]\nmodels: [bert-base]\n")
     local = accelsim("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "local"), "--workers", "1")
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                      local_directory=str(tmp_path / "scratch")) as cluster:
         remote = accelsim("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "remote"), "--executor", "dask",
                           "--scheduler", cluster.scheduler_address, "--no-progress")
     assert local.returncode == 0 and remote.returncode == 0, remote.stderr

@@ -180,3 +180,13 @@ def test_defaults_one_mac_per_pe_and_no_sparsity():
     assert effective_depth(768) == 768
     assert effective_depth(768, sparsity=SparsityPattern(2, 4)) == 384
     assert gemm_cycles(1, 60, 1, 1, 1, "os").utilization(1, 1) == 1.0  # 60 MACs in 60 cycles
+
+
+def test_scalesim_sparse_depth_reaches_the_timing():
+    """SCALE-Sim pads a tail group in ws/is (N x ceil(K/M)) and streams ceil(K x N / M) in os; accelsim's
+    own timing keeps min(N, tail) of the tail. gemm_cycles must pass the timing and dataflow through."""
+    pattern = SparsityPattern(2, 4)
+    assert gemm_cycles(8, 13, 8, 4, 4, "ws", sparsity=pattern, timing="scalesim").reduction_depth == 8
+    assert gemm_cycles(8, 13, 8, 4, 4, "ws", sparsity=pattern).reduction_depth == 7
+    assert gemm_cycles(8, 14, 8, 4, 4, "os", sparsity=pattern, timing="scalesim").reduction_depth == 7
+    assert gemm_cycles(8, 14, 8, 4, 4, "os", sparsity=pattern).reduction_depth == 8
