@@ -1,0 +1,1 @@
+"""Model families: one module each, on top of :mod:`workloads.families.base`."""

@@ -1,0 +1,126 @@
+"""What every model family shares: the workload knobs, the Family interface and small helpers.
+
+A family turns a Hugging Face-style config and a workload into ops, in the order the Hugging Face eager
+implementation runs them (checked by the tracing tests). One module per family under this package;
+the registry that maps ``model_type`` to families is :mod:`workloads.models`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from workloads.errors import InputError
+from workloads.ops import MAX_SIZE, OpBuilder
+
+PHASES = ("prefill", "decode")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Workload knobs. ``None`` means the family's default (see ``Family.resolve``)."""
+
+    batch: int = 1
+    tokens: int | None = None  # text tokens; for wav2vec2 the frame count
+    image_size: int | None = None  # ViT, pixels per side
+    audio_samples: int | None = None  # wav2vec2, 16 kHz samples
+    head: str | None = None
+    phase: str | None = None  # decoder-only models: prefill of `tokens` (default), or one decode step after them
+    decoder_tokens: int | None = None  # encoder-decoder models; defaults to `tokens`
+
+    def as_dict(self) -> dict[str, int | str]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+OPTIONAL_KNOBS = ("tokens", "image_size", "audio_samples", "decoder_tokens")
+
+
+def flag(name: str) -> str:
+    """The command-line spelling of a Workload knob."""
+    return "--" + name.replace("_", "-")
+
+
+def positive(name: str, value: int | None) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+    if value is not None and value > MAX_SIZE:
+        raise InputError(f"{name} = {value} exceeds the largest accepted size {MAX_SIZE} (31 bits)")
+
+
+class Family:
+    """How one ``model_type`` turns a config and a workload into ops."""
+
+    model_types: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()
+    heads: tuple[str, ...] = ("none",)  # the first is the default
+    hf_classes: Mapping[str, str] = {}
+    default_tokens: int | None = 384  # text families; None where tokens derive from other knobs
+    knobs: tuple[str, ...] = ("tokens",)  # optional Workload knobs (besides batch and head) that apply
+    phases: tuple[str, ...] = ()  # generation phases, the first the default; () = one forward pass only
+
+    def check(self, cfg: Mapping[str, Any], where: str) -> None:
+        missing = [k for k in self.required if k not in cfg]
+        if missing:
+            raise InputError(f"{where}: missing key(s) {', '.join(missing)} for model_type {cfg['model_type']!r}")
+        for key in self.required:
+            value = cfg[key]
+            items = value if isinstance(value, list) else [value]
+            for item in items:
+                if isinstance(item, bool) or not isinstance(item, (int, str)):
+                    raise InputError(f"{where}: key {key!r} has an invalid value {value!r}")
+                if isinstance(item, int) and item <= 0:
+                    raise InputError(f"{where}: key {key!r} must be positive, got {value!r}")
+
+    def resolve(self, cfg: Mapping[str, Any], wl: Workload) -> Workload:
+        """Fill defaults and validate the workload against the config; refuse knobs that do not apply."""
+        for name in ("batch", *OPTIONAL_KNOBS):
+            positive(flag(name), getattr(wl, name))
+        model_type = cfg["model_type"]
+        takes = ", ".join(flag(name) for name in ("batch", "head", *self.knobs, *(["phase"] if self.phases else [])))
+        for name in OPTIONAL_KNOBS:
+            if getattr(wl, name) is not None and name not in self.knobs:
+                raise InputError(f"{flag(name)} does not apply to {model_type} models (they take {takes})")
+        head = wl.head or self.heads[0]
+        if head not in self.heads:
+            raise InputError(f"head {head!r} is not available for {model_type}; "
+                             f"choose from {', '.join(self.heads)}")
+        if wl.phase is not None and wl.phase not in PHASES:
+            raise InputError(f"phase {wl.phase!r} is unknown; choose from {', '.join(PHASES)}")
+        if wl.phase is not None and wl.phase not in self.phases:
+            raise InputError(f"--phase {wl.phase} does not apply to {model_type} models: they run one forward "
+                             f"pass, without generation phases (they take {takes})")
+        phase = wl.phase or (self.phases[0] if self.phases else None)
+        tokens = wl.tokens if wl.tokens is not None or self.default_tokens is None else self.default_tokens
+        return replace(wl, head=head, tokens=tokens, phase=phase)
+
+    def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
+        raise NotImplementedError
+
+    def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> tuple[dict, Callable | None]:
+        ids = torch.zeros(wl.batch, wl.tokens, dtype=torch.long, device="meta")
+        return {"input_ids": ids}, None
+
+    def hf_non_trace_params(self, cfg: Mapping[str, Any]) -> int:
+        """Parameters Hugging Face counts that are not learned (fixed tables computed at load time)."""
+        return 0
+
+
+def heads_divide(cfg: Mapping[str, Any], hidden_key: str, heads_key: str) -> int:
+    hidden, heads = cfg[hidden_key], cfg[heads_key]
+    if hidden % heads:
+        raise InputError(f"{heads_key}={heads} does not divide {hidden_key}={hidden}")
+    return hidden // heads
+
+
+def num_labels(cfg: Mapping[str, Any]) -> int:
+    if "id2label" in cfg:
+        return len(cfg["id2label"])
+    return int(cfg.get("num_labels", 2))
+
+
+def encoder_decoder_inputs(wl: Workload, torch: Any) -> dict:
+    def ids(length: int) -> Any:
+        return torch.zeros(wl.batch, length, dtype=torch.long, device="meta")
+
+    return {"input_ids": ids(wl.tokens), "decoder_input_ids": ids(wl.decoder_tokens)}

@@ -1,0 +1,103 @@
+"""FSMT encoder-decoder (the transformer-base model of Vaswani et al.)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from workloads.blocks import AttentionShape, attention, feed_forward, residual
+from workloads.errors import InputError
+from workloads.families.base import (
+    Family,
+    Workload,
+    encoder_decoder_inputs,
+    heads_divide,
+)
+from workloads.ops import OpBuilder
+
+
+class FSMTFamily(Family):
+    model_types = ("fsmt",)
+    required = ("src_vocab_size", "tgt_vocab_size", "d_model", "encoder_layers", "decoder_layers",
+                "encoder_attention_heads", "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim")
+    heads = ("lm",)  # HF's FSMT decoder always ends in its output projection
+    hf_classes = {"lm": "FSMTForConditionalGeneration"}
+    knobs = ("tokens", "decoder_tokens")
+
+    def resolve(self, cfg: Mapping[str, Any], wl: Workload) -> Workload:
+        wl = super().resolve(cfg, wl)
+        wl = replace(wl, decoder_tokens=wl.decoder_tokens or wl.tokens)
+        heads_divide(cfg, "d_model", "encoder_attention_heads")
+        heads_divide(cfg, "d_model", "decoder_attention_heads")
+        limit = cfg.get("max_position_embeddings", 1024)
+        if max(wl.tokens, wl.decoder_tokens) > limit:
+            raise InputError(f"sequence length exceeds the model's {limit} positions")
+        return wl
+
+    def hf_class(self, cfg: Mapping[str, Any], head: str) -> str:
+        return self.hf_classes[head]
+
+    def hf_non_trace_params(self, cfg: Mapping[str, Any]) -> int:
+        # HF stores the fixed sinusoidal tables (max_position_embeddings + padding_idx + 1 rows) as
+        # parameters of both stacks; they are computed, not learned, so traces do not count them.
+        rows = cfg.get("max_position_embeddings", 1024) + cfg.get("pad_token_id", 1) + 1
+        return 2 * rows * cfg["d_model"]
+
+    def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
+        d_model, batch = cfg["d_model"], wl.batch
+        src, tgt = wl.tokens, wl.decoder_tokens
+        scale = cfg.get("scale_embedding", True)
+        act = cfg.get("activation_function", "relu")
+        enc_rows, dec_rows = batch * src, batch * tgt
+
+        # With tie_word_embeddings, HF ties the encoder's and the decoder's token embeddings and the output
+        # projection into one table (Vaswani et al.'s shared source/target vocabulary): counted here once.
+        tied = cfg.get("tie_word_embeddings", False)
+        if tied and cfg["src_vocab_size"] != cfg["tgt_vocab_size"]:
+            raise InputError("tie_word_embeddings needs src_vocab_size == tgt_vocab_size")
+        b.vector("encoder.embed_tokens", -1, "embedding", "embedding", enc_rows * d_model,
+                 weight_params=cfg["src_vocab_size"] * d_model)
+        if scale:
+            b.vector("encoder.embed_scale", -1, "mul", "embedding", enc_rows * d_model)
+        b.vector("encoder.embed_positions", -1, "embedding", "embedding", enc_rows * d_model)
+        b.vector("encoder.add_position", -1, "add", "embedding", enc_rows * d_model)
+        heads = cfg["encoder_attention_heads"]
+        shape = AttentionShape(batch, src, src, d_model, heads, d_model // heads)
+        for i in range(cfg["encoder_layers"]):
+            p = f"encoder.layers.{i}"
+            attention(b, f"{p}.self_attn", i, shape, scale="query", kv_first=True)
+            residual(b, f"{p}.self_attn", i, "attention", enc_rows * d_model)
+            b.layernorm(f"{p}.self_attn_layer_norm", i, "norm", enc_rows, d_model)
+            feed_forward(b, f"{p}.ffn", i, enc_rows, d_model, cfg["encoder_ffn_dim"], act)
+            residual(b, f"{p}.ffn", i, "ffn", enc_rows * d_model)
+            b.layernorm(f"{p}.final_layer_norm", i, "norm", enc_rows, d_model)
+
+        b.vector("decoder.embed_positions", -1, "embedding", "embedding", dec_rows * d_model)
+        b.vector("decoder.embed_tokens", -1, "embedding", "embedding", dec_rows * d_model,
+                 weight_params=0 if tied else cfg["tgt_vocab_size"] * d_model)
+        if scale:
+            b.vector("decoder.embed_scale", -1, "mul", "embedding", dec_rows * d_model)
+        b.vector("decoder.add_position", -1, "add", "embedding", dec_rows * d_model)
+        heads = cfg["decoder_attention_heads"]
+        self_shape = AttentionShape(batch, tgt, tgt, d_model, heads, d_model // heads)
+        cross_shape = AttentionShape(batch, tgt, src, d_model, heads, d_model // heads)
+        first = cfg["encoder_layers"]
+        for j in range(cfg["decoder_layers"]):
+            i, p = first + j, f"decoder.layers.{j}"
+            # HF applies FSMT's causal mask with a masked fill, not an add.
+            attention(b, f"{p}.self_attn", i, self_shape, scale="query", kv_first=True)
+            residual(b, f"{p}.self_attn", i, "attention", dec_rows * d_model)
+            b.layernorm(f"{p}.self_attn_layer_norm", i, "norm", dec_rows, d_model)
+            attention(b, f"{p}.encoder_attn", i, cross_shape, scale="query", kv_first=True)
+            residual(b, f"{p}.encoder_attn", i, "attention", dec_rows * d_model)
+            b.layernorm(f"{p}.encoder_attn_layer_norm", i, "norm", dec_rows, d_model)
+            feed_forward(b, f"{p}.ffn", i, dec_rows, d_model, cfg["decoder_ffn_dim"], act)
+            residual(b, f"{p}.ffn", i, "ffn", dec_rows * d_model)
+            b.layernorm(f"{p}.final_layer_norm", i, "norm", dec_rows, d_model)
+        if wl.head == "lm":
+            b.gemm("output_projection", -1, "head", "head", dec_rows, d_model, cfg["tgt_vocab_size"],
+                   bias=False, owns_weight=not tied)
+
+    def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> tuple[dict, Callable | None]:
+        return encoder_decoder_inputs(wl, torch), None

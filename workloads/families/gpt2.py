@@ -1,0 +1,73 @@
+"""GPT-2 decoder: prefill, or one decode step with a KV cache."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from workloads.blocks import AttentionShape, attention, feed_forward, residual
+from workloads.errors import InputError
+from workloads.families.base import (
+    PHASES,
+    Family,
+    Workload,
+    heads_divide,
+)
+from workloads.ops import OpBuilder
+
+
+class GPT2Family(Family):
+    model_types = ("gpt2",)
+    required = ("vocab_size", "n_embd", "n_layer", "n_head", "n_positions")
+    heads = ("lm", "none")
+    hf_classes = {"lm": "GPT2LMHeadModel", "none": "GPT2Model"}
+    phases = PHASES
+
+    def resolve(self, cfg: Mapping[str, Any], wl: Workload) -> Workload:
+        wl = super().resolve(cfg, wl)
+        heads_divide(cfg, "n_embd", "n_head")
+        context = wl.tokens + (1 if wl.phase == "decode" else 0)
+        if context > cfg["n_positions"]:
+            raise InputError(f"a context of {context} tokens exceeds the model's {cfg['n_positions']} positions")
+        return wl
+
+    def hf_class(self, cfg: Mapping[str, Any], head: str) -> str:
+        return self.hf_classes[head]
+
+    def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
+        hidden, heads, batch = cfg["n_embd"], cfg["n_head"], wl.batch
+        inner = cfg.get("n_inner") or 4 * hidden
+        # Prefill: all `tokens` at once. Decode: one new token attending to a cache of `tokens`.
+        new, context = (wl.tokens, wl.tokens) if wl.phase == "prefill" else (1, wl.tokens + 1)
+        rows = batch * new
+        b.vector("wte", -1, "embedding", "embedding", rows * hidden, weight_params=cfg["vocab_size"] * hidden)
+        # Position ids are shared by the batch: one lookup per new position.
+        b.vector("wpe", -1, "embedding", "embedding", new * hidden, weight_params=cfg["n_positions"] * hidden)
+        b.vector("embeddings.add_position", -1, "add", "embedding", rows * hidden)
+        shape = AttentionShape(batch, new, context, hidden, heads, hidden // heads)
+        act = "gelu" if cfg.get("activation_function", "gelu_new").startswith("gelu") else "relu"
+        for i in range(cfg["n_layer"]):
+            p = f"h.{i}"
+            b.layernorm(f"{p}.ln_1", i, "norm", rows, hidden)
+            # The causal mask is added to the scores (a decode step's single query sees the whole cache).
+            attention(b, f"{p}.attn", i, shape, fused_qkv=True, score_adds=("causal_mask",))
+            residual(b, f"{p}.attn", i, "attention", rows * hidden)
+            b.layernorm(f"{p}.ln_2", i, "norm", rows, hidden)
+            feed_forward(b, f"{p}.mlp", i, rows, hidden, inner, act)
+            residual(b, f"{p}.mlp", i, "ffn", rows * hidden)
+        b.layernorm("ln_f", -1, "norm", rows, hidden)
+        if wl.head == "lm":
+            # Tied to wte: no parameters of its own.
+            b.gemm("lm_head", -1, "head", "head", rows, hidden, cfg["vocab_size"], bias=False, owns_weight=False)
+
+    def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> tuple[dict, Callable | None]:
+        prompt = torch.zeros(wl.batch, wl.tokens, dtype=torch.long, device="meta")
+        if wl.phase == "prefill":
+            return {"input_ids": prompt}, None
+
+        def prefill(model: Any, _inputs: dict) -> dict:
+            cache = model(input_ids=prompt, use_cache=True).past_key_values
+            step = torch.zeros(wl.batch, 1, dtype=torch.long, device="meta")
+            return {"input_ids": step, "past_key_values": cache, "use_cache": True}
+
+        return {}, prefill

@@ -1,0 +1,87 @@
+"""T5 encoder-decoder (relative position buckets, RMS-style layer norm)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from workloads.blocks import AttentionShape, attention, feed_forward, residual
+from workloads.errors import InputError
+from workloads.families.base import (
+    Family,
+    Workload,
+    encoder_decoder_inputs,
+)
+from workloads.ops import OpBuilder
+
+
+class T5Family(Family):
+    model_types = ("t5",)
+    required = ("vocab_size", "d_model", "d_kv", "d_ff", "num_heads", "num_layers",
+                "relative_attention_num_buckets")
+    heads = ("lm", "none")
+    hf_classes = {"lm": "T5ForConditionalGeneration", "none": "T5Model"}
+    knobs = ("tokens", "decoder_tokens")
+
+    def check(self, cfg: Mapping[str, Any], where: str) -> None:
+        super().check(cfg, where)
+        if cfg.get("feed_forward_proj", "relu") not in ("relu", "gelu"):
+            raise InputError(f"{where}: feed_forward_proj {cfg['feed_forward_proj']!r} is not supported "
+                             "(supported: relu, gelu)")
+
+    def resolve(self, cfg: Mapping[str, Any], wl: Workload) -> Workload:
+        wl = super().resolve(cfg, wl)
+        return replace(wl, decoder_tokens=wl.decoder_tokens or wl.tokens)
+
+    def hf_class(self, cfg: Mapping[str, Any], head: str) -> str:
+        return self.hf_classes[head]
+
+    def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
+        d_model, d_ff, heads, d_kv = cfg["d_model"], cfg["d_ff"], cfg["num_heads"], cfg["d_kv"]
+        buckets, vocab, batch = cfg["relative_attention_num_buckets"], cfg["vocab_size"], wl.batch
+        act = cfg.get("feed_forward_proj", "relu")
+        src, tgt = wl.tokens, wl.decoder_tokens
+        enc_layers = cfg["num_layers"]
+        dec_layers = cfg.get("num_decoder_layers") or enc_layers
+        tied = cfg.get("tie_word_embeddings", True)
+
+        def stack(name: str, first: int, layers: int, seq: int, cross: bool) -> None:
+            rows = batch * seq
+            b.vector(f"{name}.embed_tokens", -1, "embedding", "embedding", rows * d_model,
+                     weight_params=0 if cross else vocab * d_model)  # one table shared by both stacks
+            self_shape = AttentionShape(batch, seq, seq, d_model, heads, d_kv)
+            cross_shape = AttentionShape(batch, seq, src, d_model, heads, d_kv)
+            for j in range(layers):
+                i, p = first + j, f"{name}.block.{j}"
+                b.layernorm(f"{p}.self_attention.layernorm", i, "norm", rows, d_model, bias=False)
+                # Relative position bias: looked up in the first block of a stack, added in every block.
+                lookup = (lambda p=p, i=i, seq=seq: b.vector(
+                    f"{p}.relative_attention_bias", i, "embedding", "attention", seq * seq * heads,
+                    weight_params=buckets * heads)) if j == 0 else None
+                # The decoder adds its causal mask to the scores as a second term.
+                adds = ("position_bias", "causal_mask") if cross else ("position_bias",)
+                attention(b, f"{p}.self_attention", i, self_shape, bias=False, scale=None, score_adds=adds,
+                          after_projections=lookup)
+                residual(b, f"{p}.self_attention", i, "attention", rows * d_model)
+                if cross:
+                    b.layernorm(f"{p}.cross_attention.layernorm", i, "norm", rows, d_model, bias=False)
+                    # Cross-attention has no relative bias of its own; HF adds a zero bias all the same.
+                    attention(b, f"{p}.cross_attention", i, cross_shape, bias=False, scale=None,
+                              score_adds=("position_bias",))
+                    residual(b, f"{p}.cross_attention", i, "attention", rows * d_model)
+                b.layernorm(f"{p}.ffn.layernorm", i, "norm", rows, d_model, bias=False)
+                feed_forward(b, f"{p}.ffn", i, rows, d_model, d_ff, act, bias=False)
+                residual(b, f"{p}.ffn", i, "ffn", rows * d_model)
+            b.layernorm(f"{name}.final_layernorm", -1, "norm", rows, d_model, bias=False)
+
+        stack("encoder", 0, enc_layers, src, cross=False)
+        stack("decoder", enc_layers, dec_layers, tgt, cross=True)
+        if wl.head == "lm":
+            rows = batch * tgt
+            if tied:
+                b.vector("lm_head.scale", -1, "mul", "head", rows * d_model)
+            b.gemm("lm_head", -1, "head", "head", rows, d_model, vocab, bias=False, owns_weight=not tied)
+
+    def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> tuple[dict, Callable | None]:
+        return encoder_decoder_inputs(wl, torch), None

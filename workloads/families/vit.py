@@ -1,0 +1,77 @@
+"""Vision Transformer (``model_type`` vit)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from workloads.blocks import AttentionShape, attention, feed_forward, residual
+from workloads.errors import InputError
+from workloads.families.base import (
+    Family,
+    Workload,
+    heads_divide,
+    num_labels,
+)
+from workloads.ops import OpBuilder
+
+
+class ViTFamily(Family):
+    model_types = ("vit",)
+    required = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                "image_size", "patch_size")
+    heads = ("classifier", "pooler", "none")
+    hf_classes = {"classifier": "ViTForImageClassification", "pooler": "ViTModel", "none": "ViTModel"}
+    default_tokens = None
+    knobs = ("image_size", "tokens")  # tokens follow from the image: accepted only if they agree
+
+    def resolve(self, cfg: Mapping[str, Any], wl: Workload) -> Workload:
+        wl = super().resolve(cfg, wl)
+        heads_divide(cfg, "hidden_size", "num_attention_heads")
+        image = wl.image_size or cfg["image_size"]
+        if image % cfg["patch_size"]:
+            raise InputError(f"image size {image} is not divisible by the patch size {cfg['patch_size']}")
+        tokens = (image // cfg["patch_size"]) ** 2 + 1
+        if wl.tokens is not None and wl.tokens != tokens:  # a resolved workload re-resolves to itself
+            raise InputError(f"--tokens does not apply to vit models: they take --image-size, and {image}-pixel "
+                             f"images give (image/patch)^2 + 1 = {tokens} tokens")
+        return replace(wl, image_size=image, tokens=tokens)
+
+    def hf_class(self, cfg: Mapping[str, Any], head: str) -> str:
+        return self.hf_classes[head]
+
+    def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
+        hidden, inner, heads = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_attention_heads"]
+        patch, channels, batch, seq = cfg["patch_size"], cfg.get("num_channels", 3), wl.batch, wl.tokens
+        rows = batch * seq
+        patches = seq - 1
+        config_tokens = (cfg["image_size"] // patch) ** 2 + 1
+        b.gemm("embeddings.patch", -1, "patch_embed", "embedding", batch * patches, channels * patch * patch,
+               hidden, kind="conv")
+        b.vector("embeddings.cls_token", -1, "concat", "embedding", batch * hidden, weight_params=hidden)
+        b.vector("embeddings.add_position", -1, "add", "embedding", rows * hidden,
+                 weight_params=config_tokens * hidden)
+        shape = AttentionShape(batch, seq, seq, hidden, heads, hidden // heads)
+        qkv_bias = cfg.get("qkv_bias", True)
+        for i in range(cfg["num_hidden_layers"]):
+            p = f"encoder.layer.{i}"
+            b.layernorm(f"{p}.layernorm_before", i, "norm", rows, hidden)
+            attention(b, f"{p}.attention", i, shape, bias=qkv_bias)
+            residual(b, f"{p}.attention", i, "attention", rows * hidden)
+            b.layernorm(f"{p}.layernorm_after", i, "norm", rows, hidden)
+            feed_forward(b, f"{p}.ffn", i, rows, hidden, inner, cfg.get("hidden_act", "gelu"))
+            residual(b, f"{p}.ffn", i, "ffn", rows * hidden)
+        b.layernorm("layernorm", -1, "norm", rows, hidden)
+        if wl.head == "pooler":
+            b.gemm("pooler.dense", -1, "pooler", "head", batch, hidden, hidden)
+            b.vector("pooler.tanh", -1, "tanh", "head", batch * hidden)
+        elif wl.head == "classifier":
+            b.gemm("classifier", -1, "head", "head", batch, hidden, num_labels(cfg))
+
+    def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> tuple[dict, Callable | None]:
+        pixels = torch.zeros(wl.batch, cfg.get("num_channels", 3), wl.image_size, wl.image_size, device="meta")
+        inputs = {"pixel_values": pixels}
+        if wl.image_size != cfg["image_size"]:
+            inputs["interpolate_pos_encoding"] = True
+        return inputs, None
