@@ -182,6 +182,7 @@ def make_executor(kind: str, workers: int, scheduler: str | None) -> tuple[Execu
     if kind != "dask":
         raise InputError(f"unknown executor {kind!r}; choose local or dask")
     try:
+        import dask
         from dask.distributed import Client, LocalCluster
     except ImportError:
         raise InputError("--executor dask needs the dask extra: pip install -e '.[dask]'") from None
@@ -194,6 +195,7 @@ def make_executor(kind: str, workers: int, scheduler: str | None) -> tuple[Execu
     # the workers' scratch space is the run's own, removed with the cluster (dask's default would leave
     # a dask-scratch-space folder in the temp directory behind)
     scratch = tempfile.mkdtemp(prefix="accelsim-dask-")
+    dask.config.set({"temporary-directory": scratch})  # the scheduler's and the workers' scratch space
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                            local_directory=scratch)
     client = Client(cluster)

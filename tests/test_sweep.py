@@ -135,13 +135,16 @@ def test_resume_into_another_sweep_refused(tmp_path):
 
 @pytest.mark.slow
 def test_existing_dask_scheduler(tmp_path):
+    import dask
     from dask.distributed import LocalCluster
 
     (tmp_path / "s.yaml").write_text("name: d\nhardware: rapid_like\naxes: {product: {array.rows: [4, 8]}}\n"
                                      "configs: [int8, int8_sp]\nmodels: [bert-base]\n")
     local = accelsim("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "local"), "--workers", "1")
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
-                      local_directory=str(tmp_path / "scratch")) as cluster:
+    scratch = str(tmp_path / "scratch")  # the test's own cluster leaves no dask-scratch-space in /tmp either
+    with dask.config.set({"temporary-directory": scratch}), LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+            local_directory=scratch) as cluster:
         remote = accelsim("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "remote"), "--executor", "dask",
                           "--scheduler", cluster.scheduler_address, "--no-progress")
     assert local.returncode == 0 and remote.returncode == 0, remote.stderr
