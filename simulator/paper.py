@@ -70,14 +70,10 @@ def scope(trace: Trace, include_frontend: bool = True, include_head: bool = True
     return Trace(trace.model, selected.ops, {**trace.workload, "excluded": "+".join(excluded)})
 
 
-def scoped_trace(model: str, workload: Workload, include_frontend: bool = False, include_head: bool = False,
-                 traced: bool = False) -> Trace:
-    return scope(model_trace(model, workload, traced), include_frontend, include_head)
-
-
 def backbone_trace(model: str, knobs: WorkloadKnobs, include_frontend: bool = False,
                    include_head: bool = False, traced: bool = False) -> Trace:
-    return scoped_trace(model, knobs.workload(), include_frontend, include_head, traced)
+    """The trace for a YAML file's workload knobs; by default the backbone, as the paper's figures."""
+    return scope(model_trace(model, knobs.workload(), traced), include_frontend, include_head)
 
 
 def setup_traces(setup: ReproductionSetup, overrides: dict[str, WorkloadKnobs] | None = None) -> dict[str, Trace]:
