@@ -66,12 +66,8 @@ class FSMTFamily(Family):
         shape = AttentionShape(batch, src, src, d_model, heads, d_model // heads)
         for i in range(cfg["encoder_layers"]):
             p = f"encoder.layers.{i}"
-            attention(b, f"{p}.self_attn", i, shape, scale="query", kv_first=True)
-            residual(b, f"{p}.self_attn", i, "attention", enc_rows * d_model)
-            b.layernorm(f"{p}.self_attn_layer_norm", i, "norm", enc_rows, d_model)
-            feed_forward(b, f"{p}.ffn", i, enc_rows, d_model, cfg["encoder_ffn_dim"], act)
-            residual(b, f"{p}.ffn", i, "ffn", enc_rows * d_model)
-            b.layernorm(f"{p}.final_layer_norm", i, "norm", enc_rows, d_model)
+            _attention_sublayer(b, f"{p}.self_attn", i, shape, enc_rows, d_model)
+            _ffn_sublayer(b, p, i, enc_rows, d_model, cfg["encoder_ffn_dim"], act)
 
         b.vector("decoder.embed_positions", -1, "embedding", "embedding", dec_rows * d_model)
         b.vector("decoder.embed_tokens", -1, "embedding", "embedding", dec_rows * d_model,
@@ -86,18 +82,25 @@ class FSMTFamily(Family):
         for j in range(cfg["decoder_layers"]):
             i, p = first + j, f"decoder.layers.{j}"
             # HF applies FSMT's causal mask with a masked fill, not an add.
-            attention(b, f"{p}.self_attn", i, self_shape, scale="query", kv_first=True)
-            residual(b, f"{p}.self_attn", i, "attention", dec_rows * d_model)
-            b.layernorm(f"{p}.self_attn_layer_norm", i, "norm", dec_rows, d_model)
-            attention(b, f"{p}.encoder_attn", i, cross_shape, scale="query", kv_first=True)
-            residual(b, f"{p}.encoder_attn", i, "attention", dec_rows * d_model)
-            b.layernorm(f"{p}.encoder_attn_layer_norm", i, "norm", dec_rows, d_model)
-            feed_forward(b, f"{p}.ffn", i, dec_rows, d_model, cfg["decoder_ffn_dim"], act)
-            residual(b, f"{p}.ffn", i, "ffn", dec_rows * d_model)
-            b.layernorm(f"{p}.final_layer_norm", i, "norm", dec_rows, d_model)
+            _attention_sublayer(b, f"{p}.self_attn", i, self_shape, dec_rows, d_model)
+            _attention_sublayer(b, f"{p}.encoder_attn", i, cross_shape, dec_rows, d_model)
+            _ffn_sublayer(b, p, i, dec_rows, d_model, cfg["decoder_ffn_dim"], act)
         if wl.head == "lm":
             b.gemm("output_projection", -1, "head", "head", dec_rows, d_model, cfg["tgt_vocab_size"],
                    bias=False, owns_weight=not tied)
 
     def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> tuple[dict, Callable | None]:
         return encoder_decoder_inputs(wl, torch), None
+
+
+def _attention_sublayer(b: OpBuilder, name: str, layer: int, shape: AttentionShape, rows: int, d_model: int) -> None:
+    """Post-norm attention: FSMT projects k and v before q, scales q, adds the residual, then LayerNorm."""
+    attention(b, name, layer, shape, scale="query", kv_first=True)
+    residual(b, name, layer, "attention", rows * d_model)
+    b.layernorm(f"{name}_layer_norm", layer, "norm", rows, d_model)
+
+
+def _ffn_sublayer(b: OpBuilder, block: str, layer: int, rows: int, d_model: int, inner: int, act: str) -> None:
+    feed_forward(b, f"{block}.ffn", layer, rows, d_model, inner, act)
+    residual(b, f"{block}.ffn", layer, "ffn", rows * d_model)
+    b.layernorm(f"{block}.final_layer_norm", layer, "norm", rows, d_model)
