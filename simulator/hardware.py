@@ -57,6 +57,9 @@ class MemoryConfig(StrictModel):
     ofmap_buffer_bytes: int = Field(gt=0, le=INT64_MAX, description="buffer for outputs")
     dram_bytes_per_cycle: float = Field(gt=0, allow_inf_nan=False, description="DRAM bytes per array clock cycle")
     weights_streamed: bool = Field(True, description="weights are fetched from DRAM for every op that uses them")
+    dram_capacity_bytes: int | None = Field(
+        None, gt=0, le=INT64_MAX,
+        description="optional: DRAM size; a workload whose weights, state and peak activations exceed it is refused")
 
 
 class SfuConfig(StrictModel):

@@ -3,6 +3,7 @@ figures (reference/paper_targets.yaml), which only ever fill the "paper" column 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Literal
 
@@ -67,7 +68,7 @@ def scope(trace: Trace, include_frontend: bool = True, include_head: bool = True
     if not excluded:
         return trace
     selected = trace.select(exclude=excluded)
-    return Trace(trace.model, selected.ops, {**trace.workload, "excluded": "+".join(excluded)})
+    return dataclasses.replace(selected, workload={**trace.workload, "excluded": "+".join(excluded)})
 
 
 def backbone_trace(model: str, knobs: WorkloadKnobs, include_frontend: bool = False,

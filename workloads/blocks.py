@@ -30,47 +30,65 @@ class AttentionShape:
 
 def attention(b: OpBuilder, prefix: str, layer: int, shape: AttentionShape, *, bias: bool = True,
               fused_qkv: bool = False, kv_first: bool = False, scale: str | None = "scores",
-              score_adds: tuple[str, ...] = (), owns_kv: bool = True,
-              after_projections: Callable[[], None] | None = None) -> None:
+              score_adds: tuple[str, ...] = (), memory: str | None = None, position_bias: str | None = None,
+              cached: bool = False, after_projections: Callable[[], str] | None = None) -> str:
     """Projections, QK^T, optional scaling and additive mask/position bias, softmax, AV, output projection.
 
-    ``scale`` is where 1/sqrt(d) is applied: on the scores ("scores"), on the projected queries
-    ("query") or nowhere (None, as in T5). ``score_adds`` names the additive terms (causal mask,
-    position bias) added to the scores one after the other. ``kv_first`` computes the key/value projections (on the
-    memory in cross-attention) before the query projection.
+    The projections read the current activation; in cross-attention k and v read ``memory`` (the encoder
+    output). ``scale`` is where 1/sqrt(d) is applied: on the scores ("scores"), on the projected
+    queries ("query") or nowhere (None, as in T5). ``score_adds`` names the additive terms added to
+    the scores one after the other: "position_bias" adds the tensor ``position_bias`` (or the one
+    ``after_projections`` computes), other terms (a causal mask) are generated on the fly.
+    ``kv_first`` computes the key/value projections before the query projection. ``cached`` (a decode
+    step): the new keys and values are appended to this layer's KV cache and the BMMs read the whole
+    cache. Returns the output tensor.
     """
     s = shape
     q_rows, kv_rows = s.batch * s.q_len, s.batch * s.kv_len
+    x = b.current
+    source = memory or x
     if fused_qkv:
-        b.gemm(f"{prefix}.qkv", layer, "qkv", "attention", q_rows, s.hidden, 3 * s.inner, bias=bias)
+        if memory is not None:
+            raise ValueError("a fused q/k/v projection reads one input")
+        b.gemm(f"{prefix}.qkv", layer, "qkv", "attention", q_rows, s.hidden, 3 * s.inner, bias=bias,
+               parts=("q", "k", "v"))
+        q, k, v = (f"{prefix}.qkv.{part}" for part in "qkv")
     else:
+        new_rows = q_rows if cached else kv_rows  # a decode step projects only the new tokens
         if not kv_first:
-            b.gemm(f"{prefix}.q", layer, "q", "attention", q_rows, s.hidden, s.inner, bias=bias)
-        b.gemm(f"{prefix}.k", layer, "k", "attention", kv_rows, s.hidden, s.inner, bias=bias, owns_weight=owns_kv)
-        b.gemm(f"{prefix}.v", layer, "v", "attention", kv_rows, s.hidden, s.inner, bias=bias, owns_weight=owns_kv)
+            q = b.gemm(f"{prefix}.q", layer, "q", "attention", q_rows, s.hidden, s.inner, bias=bias, reads=x)
+        k = b.gemm(f"{prefix}.k", layer, "k", "attention", new_rows, s.hidden, s.inner, bias=bias, reads=source)
+        v = b.gemm(f"{prefix}.v", layer, "v", "attention", new_rows, s.hidden, s.inner, bias=bias, reads=source)
         if kv_first:
-            b.gemm(f"{prefix}.q", layer, "q", "attention", q_rows, s.hidden, s.inner, bias=bias)
+            q = b.gemm(f"{prefix}.q", layer, "q", "attention", q_rows, s.hidden, s.inner, bias=bias, reads=x)
+    if cached:
+        k = b.state(f"{prefix}.k_cache", kv_rows * s.inner, source=k)
+        v = b.state(f"{prefix}.v_cache", kv_rows * s.inner, source=v)
     if after_projections is not None:
-        after_projections()
+        position_bias = after_projections()
     if scale == "query":
-        b.vector(f"{prefix}.query_scale", layer, "mul", "attention", q_rows * s.inner)
+        q = b.vector(f"{prefix}.query_scale", layer, "mul", "attention", q_rows * s.inner, reads=(q,))
     score_elements = s.batch * s.heads * s.q_len * s.kv_len
-    b.bmm(f"{prefix}.qk", layer, "bmm_qk", "attention", s.batch * s.heads, s.q_len, s.head_dim, s.kv_len)
+    b.bmm(f"{prefix}.qk", layer, "bmm_qk", "attention", s.batch * s.heads, s.q_len, s.head_dim, s.kv_len,
+          reads=(q, k))
     if scale == "scores":
         b.vector(f"{prefix}.score_scale", layer, "mul", "attention", score_elements)
     for term in score_adds:  # additive mask / position bias terms, each one add over the scores
-        b.vector(f"{prefix}.{term}_add", layer, "add", "attention", score_elements)
+        extra = (position_bias,) if term == "position_bias" and position_bias else ()
+        b.vector(f"{prefix}.{term}_add", layer, "add", "attention", score_elements, reads=(b.current, *extra))
     b.vector(f"{prefix}.softmax", layer, "softmax", "attention", score_elements)
-    b.bmm(f"{prefix}.av", layer, "bmm_av", "attention", s.batch * s.heads, s.q_len, s.kv_len, s.head_dim)
-    b.gemm(f"{prefix}.out", layer, "attn_out", "attention", q_rows, s.inner, s.hidden, bias=bias)
+    b.bmm(f"{prefix}.av", layer, "bmm_av", "attention", s.batch * s.heads, s.q_len, s.kv_len, s.head_dim,
+          reads=(b.current, v))
+    return b.gemm(f"{prefix}.out", layer, "attn_out", "attention", q_rows, s.inner, s.hidden, bias=bias)
 
 
 def feed_forward(b: OpBuilder, prefix: str, layer: int, rows: int, hidden: int, inner: int, activation: str,
-                 *, bias: bool = True) -> None:
+                 *, bias: bool = True) -> str:
     b.gemm(f"{prefix}.ffn1", layer, "ffn1", "ffn", rows, hidden, inner, bias=bias)
     b.vector(f"{prefix}.{activation}", layer, activation, "ffn", rows * inner)
-    b.gemm(f"{prefix}.ffn2", layer, "ffn2", "ffn", rows, inner, hidden, bias=bias)
+    return b.gemm(f"{prefix}.ffn2", layer, "ffn2", "ffn", rows, inner, hidden, bias=bias)
 
 
-def residual(b: OpBuilder, prefix: str, layer: int, group: str, elements: int) -> None:
-    b.vector(f"{prefix}.residual_add", layer, "add", group, elements)
+def residual(b: OpBuilder, prefix: str, layer: int, group: str, elements: int, skip: str) -> str:
+    """The sublayer's output plus its input ``skip``."""
+    return b.add(f"{prefix}.residual_add", layer, group, elements, skip)

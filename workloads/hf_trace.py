@@ -9,18 +9,25 @@ its block index, role and group from the module path (:mod:`workloads.hf_naming`
 parameters of that module (each tensor once, so tied weights count once and the total equals
 ``num_parameters()``). Traced ops are the reference the closed-form traces are tested against, and
 ``accelsim run --trace`` simulates them.
+
+Tensors keep their identity: each recorded op writes a tensor named after it, and reads the tensors
+its arguments come from, followed through views, copies and splits (a split of an op's output makes
+that op write the parts); parameters are weight tensors (a tied one is one tensor) and the forward
+pass's arguments are inputs. A concatenation of a tensor from outside the pass (a KV cache from the
+previous step) with one the pass computed is state appended with the new part.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 from workloads.errors import InputError
 from workloads.hf_naming import block_index, group_of, matrix_role
 from workloads.models import ModelSpec, Workload
-from workloads.ops import BMM_ROLES, Op, Trace
+from workloads.ops import BMM_ROLES, Op, Tensor, Trace
 
 try:
     import torch
@@ -62,6 +69,10 @@ _NOT_COMPUTE = {f"aten.{op}" for op in (
     "index", "index_select", "gather", "triu", "tril", "native_dropout", "dropout")}
 
 
+_RECORDED = {"aten.mm.default", "aten.addmm.default", "aten.bmm.default", "aten.baddbmm.default",
+             "aten.convolution.default"}
+
+
 class _Recorder(TorchDispatchMode):
     """Records matrix and element-wise ops, each named after the innermost module running it."""
 
@@ -78,6 +89,75 @@ class _Recorder(TorchDispatchMode):
         self.bmms: dict[str, int] = {}  # attention module path -> BMMs recorded in its current call
         self.claimed: set[int] = set()  # parameters already owned by an op (tied weights count once)
         self.unmapped: set[str] = set()  # element-wise compute with no SFU role (refused without a closed form)
+        self.tensor_names: dict[int, str] = {}  # id(torch tensor) -> trace tensor it holds (or a view of)
+        self.held: list[Any] = []  # the tensors named above, kept alive so that their ids are not reused
+        self.tensors: dict[str, Tensor] = {}
+        self.writer: dict[str, int] = {}  # activation -> index of the op writing it
+        self.read: set[str] = set()
+
+    def declare(self, value: Any, tensor: Tensor) -> None:
+        self.tensors[tensor.name] = tensor
+        self.tensor_names[id(value)] = tensor.name
+        self.held.append(value)
+
+    def name_of(self, value: Any) -> str | None:
+        return self.tensor_names.get(id(value)) if isinstance(value, torch.Tensor) else None
+
+    def reads_of(self, values: Any) -> tuple[str, ...]:
+        names = (self.name_of(v) for v in values)
+        return tuple(dict.fromkeys(name for name in names if name is not None))
+
+    def follow(self, func: Any, args: tuple, out: Any) -> None:
+        """An op that is not recorded: its output holds (a view, copy or part of) its first named input."""
+        if func.overloadpacket is torch.ops.aten.cat and self._cat(list(args[0]), out):
+            return
+        sources = [a for a in _flat(args) if self.name_of(a) is not None]
+        if not sources:
+            return
+        names = [self.name_of(a) for a in sources]  # an activation rather than a weight it is joined with
+        name = next((n for n in names if self.tensors[n].kind != "weight"), names[0])
+        outputs = list(out) if isinstance(out, list | tuple) else [out]
+        outputs = [o for o in outputs if isinstance(o, torch.Tensor)]
+        splits = str(func.overloadpacket) in ("aten.split", "aten.split_with_sizes", "aten.chunk", "aten.unbind")
+        if splits and len(outputs) > 1 and self._split(name, outputs):
+            return
+        for value in outputs:
+            self.tensor_names[id(value)] = name
+            self.held.append(value)
+
+    def _split(self, name: str, parts: list[Any]) -> bool:
+        """An op's unread output split into parts: that op writes the parts (a fused q/k/v projection)."""
+        if name not in self.writer or name in self.read or self.ops[self.writer[name]].writes != (name,):
+            return False
+        index = self.writer[name]
+        names = tuple(f"{name}.{i}" for i in range(len(parts)))
+        for part, value in zip(names, parts, strict=True):
+            self.declare(value, Tensor(part, "activation", value.numel()))
+            self.writer[part] = index
+        del self.tensors[name], self.writer[name]
+        self.ops[index] = replace(self.ops[index], writes=names)
+        return True
+
+    def _cat(self, values: list[Any], out: Any) -> bool:
+        """Cache entries from before the pass concatenated with new ones: state appended with the new."""
+        named = [v for v in values if self.name_of(v) is not None]
+        before = [v for v in values if self.name_of(v) is None]
+        # An empty cache (the first step's) only passes the new entries through.
+        if (len(named) == 1 and len(before) == 1 and before[0].numel() > 0
+                and self.tensors[self.name_of(named[0])].kind == "activation"):
+            source = self.name_of(named[0])
+            state = f"{source}.cache"
+            self.declare(out, Tensor(state, "state", out.numel(), appended=named[0].numel(), source=source))
+            return True
+        return False
+
+    def parameters_and_inputs(self, model: Any, inputs: dict) -> None:
+        for path, param in model.named_parameters():  # tied parameters appear once, under their first name
+            self.declare(param, Tensor(path, "weight", param.numel()))
+        for key, value in inputs.items():
+            if isinstance(value, torch.Tensor):
+                bits = 32 if not value.is_floating_point() else 0
+                self.declare(value, Tensor(key, "input", value.numel(), bits=bits))
 
     def _unique(self, name: str) -> str:
         seen = self.names.get(name, 0)
@@ -98,29 +178,40 @@ class _Recorder(TorchDispatchMode):
         return weight, bias
 
     def add(self, name: str, role: str, path: str, kind: str, params: tuple[int, int] = (0, 0),
-            **sizes: int) -> None:
+            reads: tuple[str, ...] = (), out: Any = None, **sizes: int) -> None:
         layer = block_index(path, self.encoder_blocks)
-        self.ops.append(Op(self._unique(name), layer, role, group_of(role, path, layer), kind,
-                           weight_params=params[0], bias_params=params[1], **sizes))
+        op = Op(self._unique(name), layer, role, group_of(role, path, layer), kind,
+                weight_params=params[0], bias_params=params[1], reads=reads, writes=(), **sizes)
+        self.read.update(reads)
+        self.declare(out, Tensor(op.name, "activation", op.output_elements))
+        self.writer[op.name] = len(self.ops)
+        self.ops.append(replace(op, writes=(op.name,)))
 
-    def _matrix(self, kind: str, batch: int, m: int, k: int, n: int) -> None:
+    def _matrix(self, kind: str, operands: tuple, out: Any, batch: int, m: int, k: int, n: int) -> None:
         path, module = self.stack[-1] if self.stack else ("model", None)
+        reads = self.reads_of(operands)
         if kind == "bmm":
             attention = next((p for p, mod in reversed(self.stack) if "Attention" in type(mod).__name__), path)
             count = self.bmms.get(attention, 0)
             self.bmms[attention] = count + 1
             role = BMM_ROLES[count % 2]
-            self.add(f"{attention}.{role}", role, attention, "bmm", batch=batch, m=m, k=k, n=n)
+            self.add(f"{attention}.{role}", role, attention, "bmm", reads=reads, out=out, batch=batch, m=m, k=k, n=n)
             return
         role = matrix_role(path, kind)
         params = self.claim(module) if module is not None else (0, 0)
-        self.add(path, role, path, kind, params, batch=batch, m=m, k=k, n=n)
+        self.add(path, role, path, kind, params, reads=reads, out=out, batch=batch, m=m, k=k, n=n)
 
-    def vector(self, role: str, elements: int, module_level: bool = False) -> None:
+    def vector(self, role: str, elements: int, operands: tuple, out: Any, module_level: bool = False) -> None:
         path, module = self.stack[-1] if self.stack else ("model", None)
         owns = module is not None and (module_level or role == "embedding")
         params = self.claim(module) if owns else (0, 0)
-        self.add(path if module_level else f"{path}.{role}", role, path, "vector", params, elements=elements)
+        reads = self.reads_of(operands)
+        if module_level and module is not None:
+            reads += self.reads_of(module.parameters())
+        if role == "embedding":  # indices first, then the table, as the closed form names them
+            reads = tuple(sorted(reads, key=lambda name: self.tensors[name].kind == "weight"))
+        self.add(path if module_level else f"{path}.{role}", role, path, "vector", params, reads=reads, out=out,
+                 elements=elements)
 
     def leftover_parameters(self, model: Any) -> None:
         """Parameters no op used directly (a class token, position tables added as tensors, training-only
@@ -133,24 +224,27 @@ class _Recorder(TorchDispatchMode):
                 self.claimed.add(id(param))
             role = "embedding" if any(w in path for w in ("embed", "wpe", "wte", "shared")) else "mask_embed"
             layer = block_index(path, self.encoder_blocks)
-            self.ops.append(Op(self._unique(f"{path}.parameters"), layer, role, group_of(role, path, layer),
-                               "vector", elements=0, weight_params=sum(p.numel() for p in own)))
+            name = self._unique(f"{path}.parameters")
+            self.tensors[name] = Tensor(name, "activation", 0)
+            self.ops.append(Op(name, layer, role, group_of(role, path, layer), "vector", elements=0,
+                               weight_params=sum(p.numel() for p in own), reads=self.reads_of(own), writes=(name,)))
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         out = func(*args, **(kwargs or {}))
         name = str(func)
         if name in ("aten.mm.default", "aten.addmm.default"):  # addmm(bias, A, B) = A @ B + bias
             a, b = (args[0], args[1]) if name == "aten.mm.default" else (args[1], args[2])
-            self._matrix("gemm", 1, a.shape[0], a.shape[1], b.shape[1])
+            self._matrix("gemm", (a, b, *args[:1 if name != "aten.mm.default" else 0]), out,
+                         1, a.shape[0], a.shape[1], b.shape[1])
         elif name in ("aten.bmm.default", "aten.baddbmm.default"):
             a, b = (args[0], args[1]) if name == "aten.bmm.default" else (args[1], args[2])
-            self._matrix("bmm", a.shape[0], a.shape[1], a.shape[2], b.shape[2])
+            self._matrix("bmm", (a, b), out, a.shape[0], a.shape[1], a.shape[2], b.shape[2])
         elif name == "aten.convolution.default":
             x, w = args[0], args[1]
             groups = args[8]
             out_positions = out.numel() // (out.shape[0] * out.shape[1])
             k = w.shape[1] * _prod(w.shape[2:])
-            self._matrix("conv", groups, x.shape[0] * out_positions, k, w.shape[0] // groups)
+            self._matrix("conv", (x, w, args[2]), out, groups, x.shape[0] * out_positions, k, w.shape[0] // groups)
         elif (self.suppress_depth == 0 and name not in _ELEMENTWISE_ROLES
               and str(func.overloadpacket) not in _NOT_COMPUTE
               and isinstance(out, torch.Tensor) and out.is_floating_point() and out.numel() > self.per_token):
@@ -161,7 +255,10 @@ class _Recorder(TorchDispatchMode):
             # that add belongs to the GEMM, not to the vector unit's work.
             is_bias_add = name.startswith("aten.add") and any(t.dim() == 1 for t in tensors)
             if isinstance(out, torch.Tensor) and out.is_floating_point() and not is_bias_add:
-                self.vector(_ELEMENTWISE_ROLES[name], out.numel())
+                self.vector(_ELEMENTWISE_ROLES[name], out.numel(), tuple(args), out)
+                return out
+        if name not in _RECORDED:
+            self.follow(func, tuple(args), out)
         return out
 
 
@@ -184,16 +281,17 @@ def _module_hooks(model: Any, recorder: _Recorder) -> Iterator[None]:
         if type(module).__name__ in _MODULE_ROLES:
             recorder.suppress_depth += 1
 
-    def post_hook(module: Any, output: Any) -> None:
+    def post_hook(module: Any, inputs: tuple, output: Any) -> None:
         if type(module).__name__ in _MODULE_ROLES:
             recorder.suppress_depth -= 1
             if recorder.suppress_depth == 0:
-                recorder.vector(_MODULE_ROLES[type(module).__name__], output.numel(), module_level=True)
+                recorder.vector(_MODULE_ROLES[type(module).__name__], output.numel(), tuple(inputs), output,
+                                module_level=True)
         recorder.stack.pop()
 
     for path, module in model.named_modules():
         handles.append(module.register_forward_pre_hook(lambda mod, inputs, path=path: pre_hook(path, mod)))
-        handles.append(module.register_forward_hook(lambda mod, inputs, output: post_hook(mod, output)))
+        handles.append(module.register_forward_hook(lambda mod, inputs, output: post_hook(mod, inputs, output)))
     try:
         yield
     finally:
@@ -242,6 +340,7 @@ def trace_hf(spec: ModelSpec, workload: Workload) -> Trace:
             inputs = warmup(model, inputs)
         tokens = max(workload.tokens or 1, workload.decoder_tokens or 1)
         recorder = _Recorder(_encoder_blocks(model), per_token=workload.batch * tokens)
+        recorder.parameters_and_inputs(model, inputs)
         with _module_hooks(model, recorder), recorder:
             model(**inputs)
         recorder.leftover_parameters(model)
@@ -250,10 +349,21 @@ def trace_hf(spec: ModelSpec, workload: Workload) -> Trace:
         # work accelsim has no vector-unit role for would be left out of the time: refuse instead.
         raise InputError(f"{spec.name}: the traced model runs element-wise ops accelsim has no vector-unit role "
                          f"for yet ({', '.join(sorted(recorder.unmapped))}); it cannot be simulated faithfully")
-    return Trace(spec.name, tuple(recorder.ops), workload.as_dict())
+    used = {name for op in recorder.ops for name in (*op.reads, *op.writes)}
+    used |= {recorder.tensors[name].source for name in used if recorder.tensors[name].kind == "state"}
+    tensors = {name: tensor for name, tensor in recorder.tensors.items() if name in used}
+    return Trace(spec.name, tuple(recorder.ops), workload.as_dict(), tensors)
 
 
 def _encoder_blocks(model: Any) -> int:
     """Blocks of the encoder stack (decoder blocks are numbered after them); 0 without one."""
     indices = {block_index(path, 0) for path, _ in model.named_modules() if "decoder" not in path.split(".")}
     return max(indices, default=-1) + 1
+
+
+def _flat(args: tuple) -> list[Any]:
+    """Positional arguments with lists of tensors (cat, stack) opened up."""
+    flat: list[Any] = []
+    for arg in args:
+        flat.extend(arg if isinstance(arg, list | tuple) else [arg])
+    return flat

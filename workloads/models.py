@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,7 @@ class ModelSpec:
         wl = self.resolve(workload or Workload())
         b = OpBuilder()
         self.family.build(self.config, wl, b)
-        return Trace(self.name, tuple(b.ops), wl.as_dict())
+        return b.build_trace(self.name, wl.as_dict(), lambda batch: self.trace(replace(wl, batch=batch)))
 
     def hf_class(self, head: str) -> str:
         return self.family.hf_class(self.config, head)

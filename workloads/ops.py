@@ -4,12 +4,19 @@ A matrix op computes ``batch`` independent products C[m x n] = A[m x k] B[k x n]
 their im2col GEMM (grouped convolutions as batch = groups). A vector op touches ``elements``
 elements on the vector unit. Ops also carry the parameters they own, so that memory can be
 accounted from the trace alone and the trace's parameter total equals the model's.
+
+Tensors have identity: every op names the tensors it reads and writes (``reads``/``writes``), and the
+trace declares each one once (``Trace.tensors``): model inputs, activations (written by exactly one
+op, read by later ones), weights (a tied weight is one tensor read by several ops) and state that
+outlives the pass (a KV cache, read in full and appended to). A matrix op reads its A operand first,
+then its B operand (a BMM's second activation or state; a GEMM's weight), then its bias. A trace built
+without tensor names gets a plain chain (each op reads the previous op's output).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 
 # Largest size accepted for one dimension or knob (tokens, batch, m, k, n, rows, ...): 31 bits. Products of
 # sizes are computed exactly (Python integers) and must fit the 64-bit columns of results.
@@ -30,6 +37,29 @@ OTHER_MATRIX_ROLES = ("conv", "feature_proj", "pos_conv", "patch_embed", "pooler
 VECTOR_ROLES = ("embedding", "add", "mul", "concat", "mask_embed", "layernorm", "groupnorm", "softmax",
                 "gelu", "relu", "tanh")
 ROLES = (*LINEAR_ROLES, *BMM_ROLES, *OTHER_MATRIX_ROLES, *VECTOR_ROLES)
+TENSOR_KINDS = ("input", "activation", "weight", "state")
+
+
+@dataclass(frozen=True, slots=True)
+class Tensor:
+    """A tensor of the pass. ``elements`` of a state tensor count all of it (the whole cache after this
+    step); ``appended`` are the elements this pass adds to it, taken from the activation ``source``.
+    ``bits`` fixes the stored width of an input (token ids); 0 means "decided by the simulator"."""
+
+    name: str
+    kind: str
+    elements: int
+    bits: int = 0
+    appended: int = 0
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in TENSOR_KINDS:
+            raise ValueError(f"tensor {self.name}: unknown kind {self.kind!r}")
+        if self.elements < 0 or self.appended < 0 or self.bits < 0:
+            raise ValueError(f"tensor {self.name}: negative size")
+        if (self.kind == "state") != bool(self.source):
+            raise ValueError(f"tensor {self.name}: state (and only state) names the activation it appends")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +78,8 @@ class Op:
     elements: int = 0
     weight_params: int = 0
     bias_params: int = 0
+    reads: tuple[str, ...] = ()  # tensor names: activation/state operands first, then weights, then biases
+    writes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -77,17 +109,36 @@ class Op:
         """True when the B operand is a weight (linear layers, convolutions), not an activation."""
         return self.kind in ("gemm", "conv")
 
+    @property
+    def output_elements(self) -> int:
+        return self.batch * self.m * self.n if self.is_matrix else self.elements
+
 
 COLUMNS = tuple(f.name for f in fields(Op))
 
 
 @dataclass(frozen=True)
 class Trace:
-    """An ordered list of ops for one forward pass, with the workload that produced it."""
+    """An ordered list of ops for one forward pass, with the workload that produced it and its tensors.
+
+    Without ``tensors`` the ops are read as a chain (see the module docstring). Activations whose
+    producer is not in the trace (a scoped trace without its frontend) become inputs. ``rebatch(g)``,
+    when the trace's builder provides it, is the same trace for ``g`` samples instead of
+    ``workload["batch"]`` (the simulator may run a batch as groups of samples).
+    """
 
     model: str
     ops: tuple[Op, ...]
     workload: Mapping[str, int | str] = field(default_factory=dict)
+    tensors: Mapping[str, Tensor] = field(default_factory=dict)
+    rebatch: Callable[[int], Trace] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.tensors:
+            ops, tensors = _chain(self.ops)
+            object.__setattr__(self, "ops", ops)
+            object.__setattr__(self, "tensors", tensors)
+        _check_graph(self.ops, self.tensors)
 
     def __iter__(self) -> Iterator[Op]:
         return iter(self.ops)
@@ -110,33 +161,166 @@ class Trace:
     def select(self, groups: Iterable[str] | None = None, exclude: Iterable[str] = ()) -> Trace:
         keep = set(groups) if groups is not None else set(GROUPS)
         keep -= set(exclude)
-        return Trace(self.model, tuple(op for op in self.ops if op.group in keep), self.workload)
+        return self.subset(lambda op: op.group in keep)
+
+    def subset(self, keep: Callable[[Op], bool]) -> Trace:
+        """The ops ``keep`` accepts, in order; tensors whose producer is left out arrive as inputs."""
+        ops = tuple(op for op in self.ops if keep(op))
+        written = {name for op in ops for name in op.writes}
+        used = {name for op in ops for name in (*op.reads, *op.writes)}
+        tensors = {}
+        for name in sorted(used):
+            tensor = self.tensors[name]
+            if tensor.kind == "activation" and name not in written:
+                tensor = replace(tensor, kind="input")  # its producer was left out: it arrives from DRAM
+            tensors[name] = tensor
+        rebatch = self.rebatch
+        regrouped = None if rebatch is None else (lambda g: rebatch(g).subset(keep))
+        return Trace(self.model, ops, self.workload, tensors, regrouped)
 
     def records(self) -> list[dict[str, int | str]]:
-        return [asdict(op) for op in self.ops]
+        return [{**asdict(op), "reads": " ".join(op.reads), "writes": " ".join(op.writes)} for op in self.ops]
+
+    def readers(self) -> dict[str, list[int]]:
+        """Tensor name -> indices of the ops that read it, in order."""
+        readers: dict[str, list[int]] = {}
+        for index, op in enumerate(self.ops):
+            for name in dict.fromkeys(op.reads):
+                readers.setdefault(name, []).append(index)
+        return readers
+
+
+def _chain(ops: tuple[Op, ...]) -> tuple[tuple[Op, ...], dict[str, Tensor]]:
+    """Tensor names for ops given without them: each op reads the previous op's output (the first op a
+    model input) and its own weights, and writes one activation named after itself."""
+    tensors: dict[str, Tensor] = {}
+    named = []
+    previous = None
+    for op in ops:
+        if op.reads or op.writes:
+            raise ValueError(f"op {op.name}: a trace without tensors cannot have ops that name some")
+        if previous is None:
+            first_in = op.batch * op.m * op.k if op.is_matrix else op.elements
+            previous = "input"
+            tensors[previous] = Tensor(previous, "input", first_in)
+        reads = [previous]
+        if op.kind == "bmm":  # both operands of a BMM are activations: the chain gives it a second input
+            second = f"{op.name}.b_operand"
+            tensors[second] = Tensor(second, "input", op.batch * op.k * op.n)
+            reads.append(second)
+        for suffix, count in ((".weight", op.weight_params), (".bias", op.bias_params)):
+            if count:
+                tensors[op.name + suffix] = Tensor(op.name + suffix, "weight", count)
+                reads.append(op.name + suffix)
+        if op.name in tensors:
+            raise ValueError(f"op name {op.name!r} appears twice in the trace")
+        tensors[op.name] = Tensor(op.name, "activation", op.output_elements)
+        named.append(replace(op, reads=tuple(reads), writes=(op.name,)))
+        previous = op.name
+    return tuple(named), tensors
+
+
+def _check_graph(ops: tuple[Op, ...], tensors: Mapping[str, Tensor]) -> None:
+    """Every tensor named is declared; activations are written once, before they are read."""
+    written: set[str] = set()
+    for op in ops:
+        for name in (*op.reads, *op.writes):
+            if name not in tensors:
+                raise ValueError(f"op {op.name}: tensor {name!r} is not declared")
+        for name in op.reads:
+            if tensors[name].kind == "activation" and name not in written:
+                raise ValueError(f"op {op.name} reads {name!r} before any op writes it")
+        for name in op.writes:
+            if tensors[name].kind != "activation":
+                raise ValueError(f"op {op.name} writes {name!r}, a {tensors[name].kind} tensor")
+            if name in written:
+                raise ValueError(f"tensor {name!r} is written twice")
+            written.add(name)
+    for tensor in tensors.values():
+        if tensor.kind == "state" and tensor.source not in written:
+            raise ValueError(f"state {tensor.name!r} appends {tensor.source!r}, which no op writes")
 
 
 class OpBuilder:
-    """Accumulates ops in execution order with a shared name prefix and layer index."""
+    """Accumulates ops in execution order, naming the tensors they read and write.
+
+    Each op writes one activation named after itself and, unless told otherwise, reads the activation
+    written last (``current``); ops that own parameters read their own ``<name>.weight`` and
+    ``<name>.bias``, and an op that uses another op's weights (a tied head) names them with ``weight=``.
+    """
 
     def __init__(self) -> None:
         self.ops: list[Op] = []
+        self.tensors: dict[str, Tensor] = {}
+        self.current = ""
+
+    def input(self, name: str, elements: int, *, bits: int = 0) -> str:
+        """A model input (token ids, pixels, audio), arriving from DRAM."""
+        self.tensors[name] = Tensor(name, "input", elements, bits=bits)
+        self.current = name
+        return name
+
+    def constant(self, name: str, elements: int) -> str:
+        """A fixed table the model stores but does not learn (sinusoidal positions): a weight tensor no op owns."""
+        self.tensors[name] = Tensor(name, "weight", elements)
+        return name
+
+    def state(self, name: str, elements: int, source: str) -> str:
+        """State that outlives the pass (a KV cache of ``elements``), appended with the activation ``source``."""
+        self.tensors[name] = Tensor(name, "state", elements, appended=self.tensors[source].elements, source=source)
+        return name
+
+    def _add(self, op: Op, reads: tuple[str, ...] | None, weight: str | None, parts: tuple[str, ...] = ()) -> None:
+        """Append ``op``; with ``parts`` its output is that many equal tensors ``<name>.<part>`` (a fused
+        q/k/v projection writes q, k and v)."""
+        operands = list(reads if reads is not None else (self.current,))
+        if weight is not None:
+            operands.append(weight)
+        for suffix, count in ((".weight", op.weight_params), (".bias", op.bias_params)):
+            if count:
+                self.tensors[op.name + suffix] = Tensor(op.name + suffix, "weight", count)
+                operands.append(op.name + suffix)
+        outputs = tuple(f"{op.name}.{part}" for part in parts) or (op.name,)
+        for name in outputs:
+            if name in self.tensors:
+                raise ValueError(f"tensor name {name!r} is used twice")
+            self.tensors[name] = Tensor(name, "activation", op.output_elements // len(outputs))
+        self.ops.append(replace(op, reads=tuple(operands), writes=outputs))
+        self.current = outputs[-1]
 
     def gemm(self, name: str, layer: int, role: str, group: str, m: int, k: int, n: int, *,
-             bias: bool = True, batch: int = 1, owns_weight: bool = True, kind: str = "gemm") -> None:
-        """A linear layer or convolution: ``batch`` weight matrices of k x n, each with n biases."""
-        self.ops.append(Op(name, layer, role, group, kind, batch=batch, m=m, k=k, n=n,
-                           weight_params=batch * k * n if owns_weight else 0,
-                           bias_params=batch * n if bias else 0))
+             bias: bool = True, batch: int = 1, weight: str | None = None, kind: str = "gemm",
+             reads: str | None = None, parts: tuple[str, ...] = ()) -> str:
+        """A linear layer or convolution: ``batch`` weight matrices of k x n, each with n biases; its own
+        weights unless ``weight`` names another op's (tied: no parameters of its own)."""
+        op = Op(name, layer, role, group, kind, batch=batch, m=m, k=k, n=n,
+                weight_params=batch * k * n if weight is None else 0, bias_params=batch * n if bias else 0)
+        self._add(op, None if reads is None else (reads,), weight, parts)
+        return name
 
-    def bmm(self, name: str, layer: int, role: str, group: str, batch: int, m: int, k: int, n: int) -> None:
-        self.ops.append(Op(name, layer, role, group, "bmm", batch=batch, m=m, k=k, n=n))
+    def bmm(self, name: str, layer: int, role: str, group: str, batch: int, m: int, k: int, n: int, *,
+            reads: tuple[str, str]) -> str:
+        self._add(Op(name, layer, role, group, "bmm", batch=batch, m=m, k=k, n=n), reads, None)
+        return name
 
     def vector(self, name: str, layer: int, role: str, group: str, elements: int, *,
-               weight_params: int = 0, bias_params: int = 0) -> None:
-        self.ops.append(Op(name, layer, role, group, VECTOR_KIND, elements=elements,
-                           weight_params=weight_params, bias_params=bias_params))
+               weight_params: int = 0, bias_params: int = 0, reads: tuple[str, ...] | None = None,
+               weight: str | None = None) -> str:
+        op = Op(name, layer, role, group, VECTOR_KIND, elements=elements,
+                weight_params=weight_params, bias_params=bias_params)
+        self._add(op, reads, weight)
+        return name
 
-    def layernorm(self, name: str, layer: int, group: str, rows: int, width: int, *, bias: bool = True) -> None:
-        self.vector(name, layer, "layernorm", group, rows * width,
-                    weight_params=width, bias_params=width if bias else 0)
+    def layernorm(self, name: str, layer: int, group: str, rows: int, width: int, *, bias: bool = True) -> str:
+        return self.vector(name, layer, "layernorm", group, rows * width,
+                           weight_params=width, bias_params=width if bias else 0)
+
+    def add(self, name: str, layer: int, group: str, elements: int, other: str, *,
+            weight_params: int = 0) -> str:
+        """Element-wise sum of the current activation and ``other`` (a residual, a position embedding)."""
+        return self.vector(name, layer, "add", group, elements, weight_params=weight_params,
+                           reads=(self.current, other))
+
+    def build_trace(self, model: str, workload: Mapping[str, int | str],
+                    rebatch: Callable[[int], Trace] | None = None) -> Trace:
+        return Trace(model, tuple(self.ops), workload, dict(self.tensors), rebatch)

@@ -44,27 +44,29 @@ class BertFamily(Family):
         heads, seq, batch = cfg["num_attention_heads"], wl.tokens, wl.batch
         rows = batch * seq
         act = cfg.get("hidden_act", "gelu")
-        b.vector("embeddings.word", -1, "embedding", "embedding", rows * hidden,
-                 weight_params=cfg["vocab_size"] * hidden)
-        b.vector("embeddings.token_type", -1, "embedding", "embedding", rows * hidden,
-                 weight_params=cfg["type_vocab_size"] * hidden)
-        b.vector("embeddings.add_token_type", -1, "add", "embedding", rows * hidden)
+        ids = b.input("input_ids", rows, bits=32)
+        word = b.vector("embeddings.word", -1, "embedding", "embedding", rows * hidden,
+                        weight_params=cfg["vocab_size"] * hidden, reads=(ids,))
+        token_type = b.vector("embeddings.token_type", -1, "embedding", "embedding", rows * hidden,
+                              weight_params=cfg["type_vocab_size"] * hidden, reads=())
+        summed = b.vector("embeddings.add_token_type", -1, "add", "embedding", rows * hidden, reads=(word, token_type))
         # BERT looks positions up once per sequence position (broadcast over the batch); RoBERTa derives
         # them from each sequence's token ids.
         position_rows = rows if cfg["model_type"] == "roberta" else seq
         b.vector("embeddings.position", -1, "embedding", "embedding", position_rows * hidden,
-                 weight_params=cfg["max_position_embeddings"] * hidden)
-        b.vector("embeddings.add_position", -1, "add", "embedding", rows * hidden)
-        b.layernorm("embeddings.layernorm", -1, "norm", rows, hidden)
+                 weight_params=cfg["max_position_embeddings"] * hidden,
+                 reads=(ids,) if cfg["model_type"] == "roberta" else ())
+        b.add("embeddings.add_position", -1, "embedding", rows * hidden, summed)
+        x = b.layernorm("embeddings.layernorm", -1, "norm", rows, hidden)
         shape = AttentionShape(batch, seq, seq, hidden, heads, hidden // heads)
         for i in range(cfg["num_hidden_layers"]):
             p = f"encoder.layer.{i}"
             attention(b, f"{p}.attention", i, shape)
-            residual(b, f"{p}.attention", i, "attention", rows * hidden)
-            b.layernorm(f"{p}.attention.layernorm", i, "norm", rows, hidden)
+            residual(b, f"{p}.attention", i, "attention", rows * hidden, x)
+            h = b.layernorm(f"{p}.attention.layernorm", i, "norm", rows, hidden)
             feed_forward(b, f"{p}.ffn", i, rows, hidden, inner, act)
-            residual(b, f"{p}.ffn", i, "ffn", rows * hidden)
-            b.layernorm(f"{p}.ffn.layernorm", i, "norm", rows, hidden)
+            residual(b, f"{p}.ffn", i, "ffn", rows * hidden, h)
+            x = b.layernorm(f"{p}.ffn.layernorm", i, "norm", rows, hidden)
         if wl.head == "pooler":
             b.gemm("pooler.dense", -1, "pooler", "head", batch, hidden, hidden)
             b.vector("pooler.tanh", -1, "tanh", "head", batch * hidden)

@@ -56,51 +56,62 @@ class FSMTFamily(Family):
         tied = cfg.get("tie_word_embeddings", False)
         if tied and cfg["src_vocab_size"] != cfg["tgt_vocab_size"]:
             raise InputError("tie_word_embeddings needs src_vocab_size == tgt_vocab_size")
-        b.vector("encoder.embed_tokens", -1, "embedding", "embedding", enc_rows * d_model,
-                 weight_params=cfg["src_vocab_size"] * d_model)
+        ids = b.input("input_ids", enc_rows, bits=32)
+        decoder_ids = b.input("decoder_input_ids", dec_rows, bits=32)
+        tokens = b.vector("encoder.embed_tokens", -1, "embedding", "embedding", enc_rows * d_model,
+                          weight_params=cfg["src_vocab_size"] * d_model, reads=(ids,))
         if scale:
-            b.vector("encoder.embed_scale", -1, "mul", "embedding", enc_rows * d_model)
-        b.vector("encoder.embed_positions", -1, "embedding", "embedding", enc_rows * d_model)
-        b.vector("encoder.add_position", -1, "add", "embedding", enc_rows * d_model)
+            tokens = b.vector("encoder.embed_scale", -1, "mul", "embedding", enc_rows * d_model)
+        # Sinusoidal position tables: stored (computed at load time), not learned.
+        table_rows = cfg.get("max_position_embeddings", 1024) + cfg.get("pad_token_id", 1) + 1
+        b.vector("encoder.embed_positions", -1, "embedding", "embedding", enc_rows * d_model, reads=(ids,),
+                 weight=b.constant("encoder.embed_positions.weight", table_rows * d_model))
+        b.add("encoder.add_position", -1, "embedding", enc_rows * d_model, tokens)
         heads = cfg["encoder_attention_heads"]
         shape = AttentionShape(batch, src, src, d_model, heads, d_model // heads)
         for i in range(cfg["encoder_layers"]):
             p = f"encoder.layers.{i}"
             _attention_sublayer(b, f"{p}.self_attn", i, shape, enc_rows, d_model)
             _ffn_sublayer(b, p, i, enc_rows, d_model, cfg["encoder_ffn_dim"], act)
+        encoded = b.current
 
-        b.vector("decoder.embed_positions", -1, "embedding", "embedding", dec_rows * d_model)
-        b.vector("decoder.embed_tokens", -1, "embedding", "embedding", dec_rows * d_model,
-                 weight_params=0 if tied else cfg["tgt_vocab_size"] * d_model)
+        positions = b.vector("decoder.embed_positions", -1, "embedding", "embedding", dec_rows * d_model,
+                             reads=(decoder_ids,),
+                             weight=b.constant("decoder.embed_positions.weight", table_rows * d_model))
+        table = "encoder.embed_tokens.weight" if tied else None
+        b.vector("decoder.embed_tokens", -1, "embedding", "embedding", dec_rows * d_model, reads=(decoder_ids,),
+                 weight=table, weight_params=0 if tied else cfg["tgt_vocab_size"] * d_model)
         if scale:
             b.vector("decoder.embed_scale", -1, "mul", "embedding", dec_rows * d_model)
-        b.vector("decoder.add_position", -1, "add", "embedding", dec_rows * d_model)
+        b.add("decoder.add_position", -1, "embedding", dec_rows * d_model, positions)
         heads = cfg["decoder_attention_heads"]
         self_shape = AttentionShape(batch, tgt, tgt, d_model, heads, d_model // heads)
         cross_shape = AttentionShape(batch, tgt, src, d_model, heads, d_model // heads)
         first = cfg["encoder_layers"]
         for j in range(cfg["decoder_layers"]):
             i, p = first + j, f"decoder.layers.{j}"
-            # HF applies FSMT's causal mask with a masked fill, not an add.
             _attention_sublayer(b, f"{p}.self_attn", i, self_shape, dec_rows, d_model)
-            _attention_sublayer(b, f"{p}.encoder_attn", i, cross_shape, dec_rows, d_model)
+            _attention_sublayer(b, f"{p}.encoder_attn", i, cross_shape, dec_rows, d_model, memory=encoded)
             _ffn_sublayer(b, p, i, dec_rows, d_model, cfg["decoder_ffn_dim"], act)
         if wl.head == "lm":
             b.gemm("output_projection", -1, "head", "head", dec_rows, d_model, cfg["tgt_vocab_size"],
-                   bias=False, owns_weight=not tied)
+                   bias=False, weight=table)
 
     def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> tuple[dict, Callable | None]:
         return encoder_decoder_inputs(wl, torch), None
 
 
-def _attention_sublayer(b: OpBuilder, name: str, layer: int, shape: AttentionShape, rows: int, d_model: int) -> None:
+def _attention_sublayer(b: OpBuilder, name: str, layer: int, shape: AttentionShape, rows: int, d_model: int,
+                        memory: str | None = None) -> None:
     """Post-norm attention: FSMT projects k and v before q, scales q, adds the residual, then LayerNorm."""
-    attention(b, name, layer, shape, scale="query", kv_first=True)
-    residual(b, name, layer, "attention", rows * d_model)
+    x = b.current
+    attention(b, name, layer, shape, scale="query", kv_first=True, memory=memory)
+    residual(b, name, layer, "attention", rows * d_model, x)
     b.layernorm(f"{name}_layer_norm", layer, "norm", rows, d_model)
 
 
 def _ffn_sublayer(b: OpBuilder, block: str, layer: int, rows: int, d_model: int, inner: int, act: str) -> None:
+    x = b.current
     feed_forward(b, f"{block}.ffn", layer, rows, d_model, inner, act)
-    residual(b, f"{block}.ffn", layer, "ffn", rows * d_model)
+    residual(b, f"{block}.ffn", layer, "ffn", rows * d_model, x)
     b.layernorm(f"{block}.final_layer_norm", layer, "norm", rows, d_model)

@@ -40,25 +40,29 @@ class GPT2Family(Family):
         # Prefill: all `tokens` at once. Decode: one new token attending to a cache of `tokens`.
         new, context = (wl.tokens, wl.tokens) if wl.phase == "prefill" else (1, wl.tokens + 1)
         rows = batch * new
-        b.vector("wte", -1, "embedding", "embedding", rows * hidden, weight_params=cfg["vocab_size"] * hidden)
+        ids = b.input("input_ids", rows, bits=32)
+        tokens = b.vector("wte", -1, "embedding", "embedding", rows * hidden,
+                          weight_params=cfg["vocab_size"] * hidden, reads=(ids,))
         # Position ids are shared by the batch: one lookup per new position.
-        b.vector("wpe", -1, "embedding", "embedding", new * hidden, weight_params=cfg["n_positions"] * hidden)
-        b.vector("embeddings.add_position", -1, "add", "embedding", rows * hidden)
+        b.vector("wpe", -1, "embedding", "embedding", new * hidden, weight_params=cfg["n_positions"] * hidden,
+                 reads=())
+        x = b.add("embeddings.add_position", -1, "embedding", rows * hidden, tokens)
         shape = AttentionShape(batch, new, context, hidden, heads, hidden // heads)
         act = "gelu" if cfg.get("activation_function", "gelu_new").startswith("gelu") else "relu"
         for i in range(cfg["n_layer"]):
             p = f"h.{i}"
             b.layernorm(f"{p}.ln_1", i, "norm", rows, hidden)
             # The causal mask is added to the scores (a decode step's single query sees the whole cache).
-            attention(b, f"{p}.attn", i, shape, fused_qkv=True, score_adds=("causal_mask",))
-            residual(b, f"{p}.attn", i, "attention", rows * hidden)
+            attention(b, f"{p}.attn", i, shape, fused_qkv=True, score_adds=("causal_mask",),
+                      cached=wl.phase == "decode")
+            h = residual(b, f"{p}.attn", i, "attention", rows * hidden, x)
             b.layernorm(f"{p}.ln_2", i, "norm", rows, hidden)
             feed_forward(b, f"{p}.mlp", i, rows, hidden, inner, act)
-            residual(b, f"{p}.mlp", i, "ffn", rows * hidden)
+            x = residual(b, f"{p}.mlp", i, "ffn", rows * hidden, h)
         b.layernorm("ln_f", -1, "norm", rows, hidden)
         if wl.head == "lm":
-            # Tied to wte: no parameters of its own.
-            b.gemm("lm_head", -1, "head", "head", rows, hidden, cfg["vocab_size"], bias=False, owns_weight=False)
+            # Tied to wte: it reads the embedding table, and owns no parameters of its own.
+            b.gemm("lm_head", -1, "head", "head", rows, hidden, cfg["vocab_size"], bias=False, weight="wte.weight")
 
     def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> tuple[dict, Callable | None]:
         prompt = torch.zeros(wl.batch, wl.tokens, dtype=torch.long, device="meta")

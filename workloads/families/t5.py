@@ -46,42 +46,47 @@ class T5Family(Family):
         dec_layers = cfg.get("num_decoder_layers") or enc_layers
         tied = cfg.get("tie_word_embeddings", True)
 
-        def stack(name: str, first: int, layers: int, seq: int, cross: bool) -> None:
+        ids = b.input("input_ids", batch * src, bits=32)
+        decoder_ids = b.input("decoder_input_ids", batch * tgt, bits=32)
+
+        def stack(name: str, first: int, layers: int, seq: int, cross: str | None, ids: str) -> str:
+            """One stack; ``cross`` is the encoder output a decoder stack attends to."""
             rows = batch * seq
-            b.vector(f"{name}.embed_tokens", -1, "embedding", "embedding", rows * d_model,
-                     weight_params=0 if cross else vocab * d_model)  # one table shared by both stacks
+            b.vector(f"{name}.embed_tokens", -1, "embedding", "embedding", rows * d_model, reads=(ids,),
+                     **({"weight": "encoder.embed_tokens.weight"} if cross else {"weight_params": vocab * d_model}))
+            x = b.current
             self_shape = AttentionShape(batch, seq, seq, d_model, heads, d_kv)
             cross_shape = AttentionShape(batch, seq, src, d_model, heads, d_kv)
+            position_bias = None  # computed by the first block, reused by the others
             for j in range(layers):
                 i, p = first + j, f"{name}.block.{j}"
                 b.layernorm(f"{p}.self_attention.layernorm", i, "norm", rows, d_model, bias=False)
-                # Relative position bias: looked up in the first block of a stack, added in every block.
                 lookup = (lambda p=p, i=i, seq=seq: b.vector(
                     f"{p}.relative_attention_bias", i, "embedding", "attention", seq * seq * heads,
-                    weight_params=buckets * heads)) if j == 0 else None
-                # The decoder adds its causal mask to the scores as a second term.
+                    weight_params=buckets * heads, reads=())) if j == 0 else None
                 adds = ("position_bias", "causal_mask") if cross else ("position_bias",)
                 attention(b, f"{p}.self_attention", i, self_shape, bias=False, scale=None, score_adds=adds,
-                          after_projections=lookup)
-                residual(b, f"{p}.self_attention", i, "attention", rows * d_model)
+                          after_projections=lookup, position_bias=position_bias)
+                position_bias = position_bias or f"{p}.relative_attention_bias"
+                x = residual(b, f"{p}.self_attention", i, "attention", rows * d_model, x)
                 if cross:
                     b.layernorm(f"{p}.cross_attention.layernorm", i, "norm", rows, d_model, bias=False)
-                    # Cross-attention has no relative bias of its own; HF adds a zero bias all the same.
                     attention(b, f"{p}.cross_attention", i, cross_shape, bias=False, scale=None,
-                              score_adds=("position_bias",))
-                    residual(b, f"{p}.cross_attention", i, "attention", rows * d_model)
+                              score_adds=("position_bias",), memory=cross)
+                    x = residual(b, f"{p}.cross_attention", i, "attention", rows * d_model, x)
                 b.layernorm(f"{p}.ffn.layernorm", i, "norm", rows, d_model, bias=False)
                 feed_forward(b, f"{p}.ffn", i, rows, d_model, d_ff, act, bias=False)
-                residual(b, f"{p}.ffn", i, "ffn", rows * d_model)
-            b.layernorm(f"{name}.final_layernorm", -1, "norm", rows, d_model, bias=False)
+                x = residual(b, f"{p}.ffn", i, "ffn", rows * d_model, x)
+            return b.layernorm(f"{name}.final_layernorm", -1, "norm", rows, d_model, bias=False)
 
-        stack("encoder", 0, enc_layers, src, cross=False)
-        stack("decoder", enc_layers, dec_layers, tgt, cross=True)
+        encoded = stack("encoder", 0, enc_layers, src, None, ids)
+        stack("decoder", enc_layers, dec_layers, tgt, encoded, decoder_ids)
         if wl.head == "lm":
             rows = batch * tgt
             if tied:
                 b.vector("lm_head.scale", -1, "mul", "head", rows * d_model)
-            b.gemm("lm_head", -1, "head", "head", rows, d_model, vocab, bias=False, owns_weight=not tied)
+            b.gemm("lm_head", -1, "head", "head", rows, d_model, vocab, bias=False,
+                   weight="encoder.embed_tokens.weight" if tied else None)
 
     def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> tuple[dict, Callable | None]:
         return encoder_decoder_inputs(wl, torch), None

@@ -47,6 +47,7 @@ class ViTFamily(Family):
         rows = batch * seq
         patches = seq - 1
         config_tokens = (cfg["image_size"] // patch) ** 2 + 1
+        b.input("pixel_values", batch * channels * wl.image_size ** 2)
         b.gemm("embeddings.patch", -1, "patch_embed", "embedding", batch * patches, channels * patch * patch,
                hidden, kind="conv")
         b.vector("embeddings.cls_token", -1, "concat", "embedding", batch * hidden, weight_params=hidden)
@@ -54,14 +55,15 @@ class ViTFamily(Family):
                  weight_params=config_tokens * hidden)
         shape = AttentionShape(batch, seq, seq, hidden, heads, hidden // heads)
         qkv_bias = cfg.get("qkv_bias", True)
+        x = b.current
         for i in range(cfg["num_hidden_layers"]):
             p = f"encoder.layer.{i}"
             b.layernorm(f"{p}.layernorm_before", i, "norm", rows, hidden)
             attention(b, f"{p}.attention", i, shape, bias=qkv_bias)
-            residual(b, f"{p}.attention", i, "attention", rows * hidden)
+            h = residual(b, f"{p}.attention", i, "attention", rows * hidden, x)
             b.layernorm(f"{p}.layernorm_after", i, "norm", rows, hidden)
             feed_forward(b, f"{p}.ffn", i, rows, hidden, inner, cfg.get("hidden_act", "gelu"))
-            residual(b, f"{p}.ffn", i, "ffn", rows * hidden)
+            x = residual(b, f"{p}.ffn", i, "ffn", rows * hidden, h)
         b.layernorm("layernorm", -1, "norm", rows, hidden)
         if wl.head == "pooler":
             b.gemm("pooler.dense", -1, "pooler", "head", batch, hidden, hidden)

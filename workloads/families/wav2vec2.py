@@ -79,6 +79,7 @@ class Wav2Vec2Family(Family):
         layer_norm = cfg.get("feat_extract_norm", "group") == "layer"
         act = cfg.get("feat_extract_activation", "gelu")
         channels_in = 1
+        b.input("input_values", batch * wl.audio_samples)
         for i, length in enumerate(self.conv_lengths(cfg, wl.audio_samples)):
             out = cfg["conv_dim"][i]
             p = f"feature_encoder.conv.{i}"
@@ -93,10 +94,11 @@ class Wav2Vec2Family(Family):
             channels_in = out
         rows = batch * frames
         b.layernorm("feature_projection.layernorm", -1, "frontend", rows, channels_in)
-        b.gemm("feature_projection", -1, "feature_proj", "frontend", rows, channels_in, hidden)
+        projected = b.gemm("feature_projection", -1, "feature_proj", "frontend", rows, channels_in, hidden)
         if cfg.get("mask_time_prob", 0.05) > 0 or cfg.get("mask_feature_prob", 0.0) > 0:
             # A learned vector used only for training-time masking: stored, never computed with.
-            b.vector("masked_spec_embed", -1, "mask_embed", "frontend", 0, weight_params=hidden)
+            b.vector("masked_spec_embed", -1, "mask_embed", "frontend", 0, weight_params=hidden, reads=())
+            b.current = projected
         kernel, groups = cfg["num_conv_pos_embeddings"], cfg["num_conv_pos_embedding_groups"]
         if hidden % groups:
             raise InputError(f"num_conv_pos_embedding_groups={groups} does not divide hidden_size={hidden}")
@@ -106,11 +108,13 @@ class Wav2Vec2Family(Family):
                hidden // groups, batch=groups, kind="conv")
         # weight_norm(dim=2) stores a direction tensor (counted above) and one gain per kernel tap.
         b.ops[-1] = replace(b.ops[-1], weight_params=b.ops[-1].weight_params + kernel)
+        b.tensors["encoder.pos_conv.weight"] = replace(b.tensors["encoder.pos_conv.weight"],
+                                                       elements=b.ops[-1].weight_params)
         b.vector("encoder.pos_conv.gelu", -1, "gelu", "embedding", rows * hidden)
-        b.vector("encoder.add_position", -1, "add", "embedding", rows * hidden)
+        x = b.add("encoder.add_position", -1, "embedding", rows * hidden, projected)
         stable = cfg.get("do_stable_layer_norm", False)
         if not stable:
-            b.layernorm("encoder.layernorm", -1, "norm", rows, hidden)
+            x = b.layernorm("encoder.layernorm", -1, "norm", rows, hidden)
         shape = AttentionShape(batch, frames, frames, hidden, heads, hidden // heads)
         hidden_act = cfg.get("hidden_act", "gelu")
         for i in range(cfg["num_hidden_layers"]):
@@ -118,12 +122,13 @@ class Wav2Vec2Family(Family):
             if stable:
                 b.layernorm(f"{p}.layernorm", i, "norm", rows, hidden)
             attention(b, f"{p}.attention", i, shape)
-            residual(b, f"{p}.attention", i, "attention", rows * hidden)
-            b.layernorm(f"{p}.{'final_layernorm' if stable else 'layernorm'}", i, "norm", rows, hidden)
+            h = residual(b, f"{p}.attention", i, "attention", rows * hidden, x)
+            normed = b.layernorm(f"{p}.{'final_layernorm' if stable else 'layernorm'}", i, "norm", rows, hidden)
             feed_forward(b, f"{p}.ffn", i, rows, hidden, inner, hidden_act)
-            residual(b, f"{p}.ffn", i, "ffn", rows * hidden)
+            # Pre-norm (stable) blocks add the un-normalised stream, post-norm ones the normalised one.
+            x = residual(b, f"{p}.ffn", i, "ffn", rows * hidden, h if stable else normed)
             if not stable:
-                b.layernorm(f"{p}.final_layernorm", i, "norm", rows, hidden)
+                x = b.layernorm(f"{p}.final_layernorm", i, "norm", rows, hidden)
         if stable:
             b.layernorm("encoder.layernorm", -1, "norm", rows, hidden)
         if wl.head == "ctc":

@@ -1,0 +1,265 @@
+"""simulate(trace, hardware, policy) -> per-op cycles, data movement and stalls (pure, no I/O).
+
+The engine runs in passes, each in its own module, read in this order:
+
+1. ``lowering``: the trace's ops become steps; quantize/dequantize/bias steps are inserted where
+   precision changes and biases are added.
+2. ``fusion``: element-wise SFU steps next to a softmax/norm/activation run inside its pass
+   (``sfu.fusion``).
+3. ``residency``: where each tensor lives (streamed to the next step, on chip, or in DRAM).
+4. ``costs``: one cost record per step (array timing from timing.py and masks.py, SFU time, and the
+   action counts per level), built from the step and the placement.
+5. ``results``: the per-op frame and its totals.
+
+Each matrix op runs on the systolic array at the precision the policy gives it, or at the next wider
+one the array supports. Each vector op runs on the SFU: ceil(elements x cycles-per-element / lanes)
+cycles. An op is memory-bound when its transfer time exceeds its compute time.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from simulator.engine.costs import (
+    ACCESS_COLUMNS,
+    Cost,
+    matrix_traffic,
+    sfu_traffic,
+    stall_cycles,
+    stored_weight_bytes,
+    transfer_cycles,
+)
+from simulator.engine.fusion import fuse
+from simulator.engine.grouping import run_in_groups
+from simulator.engine.lowering import Lowered, Step, lower
+from simulator.engine.residency import Placement, place
+from simulator.engine.results import RESULT_COLUMNS, Results, category, frame, summarize_results
+from simulator.hardware import Hardware
+from simulator.memory import OpStorage, mask_nonzeros, op_storage
+from simulator.policy import Policy
+from simulator.precision import Precision
+from simulator.timing import SparsityPattern, ceil_div, gemm_cycles
+from workloads.errors import InputError
+from workloads.ops import Op, Trace
+
+__all__ = ["RESULT_COLUMNS", "Results", "Simulator", "category", "simulate", "summarize_results"]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _product_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, batch: int, pack: int,
+                    sparsity: SparsityPattern | None, timing: str) -> tuple[int, int, int]:
+    """(compute cycles, folds, MACs), memoised per process: repeated layers and design points that share
+    a product shape cost one evaluation."""
+    result = gemm_cycles(m, k, n, rows, cols, dataflow, batch=batch, pack=pack, sparsity=sparsity, timing=timing)
+    return result.compute_cycles, result.folds, result.macs
+
+
+class Simulator:
+    """Simulates traces on one hardware under one policy (product shapes are memoised per process)."""
+
+    def __init__(self, hardware: Hardware, policy: Policy, *, timing: str = "default",
+                 mask_for: Callable[[Op], np.ndarray] | None = None) -> None:
+        self.hardware = hardware
+        self.policy = policy
+        self.timing = timing
+        self.mask_for = mask_for
+        self.notes: list[str] = []
+        self._storages: dict[Op, OpStorage] = {}
+        self._nonzeros = mask_nonzeros(mask_for) if mask_for is not None else None
+        pattern = policy.pattern
+        weights = policy.config.sparsity.weights
+        if pattern is not None and not hardware.sparse.can_skip(pattern):
+            raise InputError(f"hardware {hardware.name} cannot skip {pattern} sparsity "
+                             f"(sparse.patterns: {', '.join(hardware.sparse.patterns) or 'none'})")
+        if weights is not None and pattern is None and not hardware.sparse.unstructured:
+            raise InputError(f"hardware {hardware.name} has no unstructured zero-skipping "
+                             "(sparse.unstructured: false)")
+        self.masked = weights is not None and weights.uses_masks
+        if self.masked and mask_for is None:
+            raise InputError(f"{policy.name}: this sparsity setting needs weight masks")
+
+    def _storage(self, op: Op) -> OpStorage:
+        """The op's stored parameters (memoised: sample groups and repeated passes reuse them)."""
+        storage = self._storages.get(op)
+        if storage is None:
+            storage = self._storages[op] = op_storage(op, self.policy, self._nonzeros)
+        return storage
+
+    def _compute_precision(self, requested: Precision) -> tuple[Precision, int]:
+        chosen = self.hardware.compute_precision(requested)
+        if chosen != requested:
+            note = f"{requested} runs at {chosen} on {self.hardware.name} (no {requested} MAC units)"
+            if note not in self.notes:
+                self.notes.append(note)
+        return chosen, self.hardware.macs_per_pe[chosen.name]
+
+    def _array_cycles(self, op: Op, pack: int, pruned: bool) -> tuple[int, int, int]:
+        """(compute cycles, folds, useful MACs) of a matrix op."""
+        array = self.hardware.array
+        if pruned and self.masked:
+            from simulator.masks import masked_cycles
+
+            if op.batch != 1:
+                raise InputError(f"{op.name}: unstructured masks of grouped ops (batch {op.batch}) are not supported")
+            return masked_cycles(self.mask_for(op), op.m, array.rows, array.cols, array.dataflow, pack=pack,
+                                 timing=self.timing)
+        sparsity = self.policy.pattern if pruned else None
+        return _product_cycles(op.m, op.k, op.n, array.rows, array.cols, array.dataflow, op.batch, pack, sparsity,
+                               self.timing)
+
+    def _weight_bytes(self, trace: Trace) -> dict[str, int]:
+        """Stored bytes of every weight tensor (values, indices, scales; biases apart), from the storage of
+        the op that owns it (the first reader that owns parameters): a tied weight is stored once, in its
+        owner's format, and every reader reads that. An op owning several tensors splits its storage
+        between them by element count."""
+        stored: dict[str, int] = {}
+        for op in trace:
+            owned = [name for name in op.reads if trace.tensors[name].kind == "weight" and name not in stored]
+            if not op.params or not owned:
+                continue
+            weights, biases = stored_weight_bytes(self._storage(op))
+            for kind_bytes, names in ((weights, [n for n in owned if not n.endswith("bias")]),
+                                      (biases, [n for n in owned if n.endswith("bias")])):
+                total = sum(trace.tensors[n].elements for n in names)
+                for name in names:
+                    stored[name] = ceil_div(kind_bytes * trace.tensors[name].elements, total) if total else 0
+        sfu_bits = self.hardware.sfu_precision.bits
+        for name, tensor in trace.tensors.items():  # read, never owned: stored at the SFU's width
+            if tensor.kind == "weight" and name not in stored:
+                stored[name] = ceil_div(tensor.elements * sfu_bits, 8)
+        return stored
+
+    def _matrix_cost(self, step: Step, lowered: Lowered, placement: Placement, weight_bytes: dict[str, int],
+                     ) -> tuple[Cost, Precision, int, str]:
+        op = step.op
+        chosen, pack = self._compute_precision(step.precision)
+        pruned = self.policy.prunes(op)
+        compute, folds, macs = self._array_cycles(op, pack, pruned)
+        dense_compute = self._array_cycles(op, pack, False)[0] if pruned else compute
+        weights = sum(weight_bytes.get(name, 0) for name in step.reads[1:]) if op.has_weight_operand else 0
+        counts = matrix_traffic(step, lowered.tensors, placement, self.hardware, weights, pack).values
+        counts.update(array_activation_hops=macs, array_psum_updates=macs)
+        transfer = transfer_cycles(counts["dram_read_bytes"] + counts["dram_write_bytes"], self.hardware)
+        busy = compute + (op.batch if self.timing == "scalesim" and folds else 0)  # scalesim: last index
+        slots = busy * self.hardware.pes * pack
+        cost = Cost(compute_cycles=compute, dense_compute_cycles=dense_compute, folds=folds, macs=macs,
+                    transfer_cycles=transfer, stall_cycles=stall_cycles(transfer, compute, folds),
+                    utilization=macs / slots if slots else 0.0, **counts)
+        sparsity = self._storage(op).sparse
+        return cost, chosen, pack, sparsity
+
+    def _sfu_cost(self, step: Step, lowered: Lowered, placement: Placement, weight_bytes: dict[str, int],
+                  fused: bool) -> Cost:
+        hw, op = self.hardware, step.op
+        reading = dict(weight_bytes)
+        if op.role == "embedding":  # a lookup reads only the rows it gathers
+            gathered = ceil_div(op.elements * self.policy.precision(op).bits, 8)
+            for name in step.reads:
+                if name in reading:
+                    reading[name] = min(reading[name], gathered)
+        counts = sfu_traffic(step, lowered.tensors, placement, reading).values
+        cost_per_element = hw.sfu_cost(op.role)
+        compute = math.ceil(op.elements * cost_per_element / hw.sfu.lanes) if op.elements and not fused else 0
+        transfer = transfer_cycles(counts["dram_read_bytes"] + counts["dram_write_bytes"], hw)
+        busy = op.elements * cost_per_element / (hw.sfu.lanes * compute) if compute else 0.0
+        return Cost(compute_cycles=compute, dense_compute_cycles=compute, transfer_cycles=transfer,
+                    stall_cycles=max(0, transfer - compute), utilization=busy, **counts)
+
+    def run(self, trace: Trace) -> Results:
+        """All samples of ``trace`` at once, or in groups when that is faster (see grouping)."""
+        records, group = run_in_groups(trace, self.run_pass, self.hardware)
+        results = frame(records)
+        results.hardware = self.hardware
+        results.notes = list(self.notes) + _imbalance_notes(results)
+        batch = int(trace.workload.get("batch", 1))
+        if group != batch:
+            results.notes.append(f"batch {batch} runs as {batch // group} groups of {group} samples: larger groups "
+                                 "spill activations to DRAM and would take longer")
+        return results
+
+    def run_pass(self, trace: Trace) -> tuple[list[dict], bool]:
+        """One pass over ``trace``: its per-op records, and whether any activation spilled to DRAM."""
+        self.policy.check_against(trace)
+        lowered = lower(trace, self.hardware, self.policy)
+        fused = fuse(lowered.steps) if self.hardware.sfu.fusion else {}
+        placement = place(lowered, self.hardware)
+        self._check_capacity(trace, lowered, placement)
+        weight_bytes = self._weight_bytes(trace)
+        records = []
+        sfu_name = self.hardware.sfu_precision.name
+        for index, step in enumerate(lowered.steps):
+            op = step.op
+            storage: OpStorage | None = None if step.inserted else self._storage(op)
+            if step.unit == "array":
+                cost, chosen, pack, sparsity = self._matrix_cost(step, lowered, placement, weight_bytes)
+                precision, compute_precision = step.precision.name, chosen.name
+            else:
+                cost = self._sfu_cost(step, lowered, placement, weight_bytes, index in fused)
+                pack, sparsity, precision, compute_precision = 0, "dense", sfu_name, sfu_name
+            records.append(_record(step, cost, storage, precision, compute_precision, pack, sparsity,
+                                   placement.home[step.writes[0]] if step.writes else "", fused.get(index, "")))
+        spilled = any(placement.home[name] == "dram" for name in placement.footprint_bytes)
+        return records, spilled
+
+    def _check_capacity(self, trace: Trace, lowered: Lowered, placement: Placement) -> None:
+        capacity = self.hardware.memory.dram_capacity_bytes
+        if capacity is None:
+            return
+        weights = sum(sum(stored_weight_bytes(self._storage(op))) for op in trace)
+        state = sum(ceil_div(t.elements * t.bits, 8) for t in lowered.tensors.values() if t.kind == "state")
+        need = weights + state + placement.peak_live_bytes
+        if need > capacity:
+            raise InputError(f"{trace.model}: weights, state and peak activations take {need:,} bytes, more than "
+                             f"hardware {self.hardware.name}'s DRAM of {capacity:,} bytes")
+
+
+def _record(step: Step, cost: Cost, storage: OpStorage | None, precision: str, compute_precision: str,
+            pack: int, sparsity: str, residency: str, fused_into: str) -> dict:
+    op = step.op
+    counts = {name: getattr(cost, name) for name in ACCESS_COLUMNS}
+    return {
+        "name": op.name, "layer": op.layer, "role": op.role, "group": op.group,
+        "kind": op.kind, "unit": step.unit, "inserted": step.inserted,
+        "category": category(op.role, step.unit),
+        "precision": precision, "compute_precision": compute_precision,
+        "macs_per_pe": pack, "sparsity": sparsity,
+        "batch": op.batch, "m": op.m, "k": op.k, "n": op.n, "elements": op.elements if step.unit == "sfu" else 0,
+        "macs": cost.macs, "folds": cost.folds, "compute_cycles": cost.compute_cycles,
+        "dense_compute_cycles": cost.dense_compute_cycles,
+        "transfer_cycles": cost.transfer_cycles, "stall_cycles": cost.stall_cycles,
+        "total_cycles": cost.compute_cycles + cost.stall_cycles, "utilization": cost.utilization,
+        "weight_bits": storage.weight_bits if storage else 0,
+        "index_bits": storage.index_bits if storage else 0,
+        "scale_bits": storage.scale_bits if storage else 0,
+        "bias_bits": storage.bias_bits if storage else 0,
+        "dram_bytes": cost.dram_bytes, **counts, "residency": residency,
+        "bound": "memory" if cost.transfer_cycles > cost.compute_cycles else "compute",
+        "fused_into": fused_into,
+    }
+
+
+def simulate(trace: Trace, hardware: Hardware, policy: Policy, *, timing: str = "default",
+             mask_for: Callable[[Op], np.ndarray] | None = None) -> Results:
+    """Per-op results of one forward pass; ``results.totals`` sums them, ``results.notes`` explains fallbacks."""
+    return Simulator(hardware, policy, timing=timing, mask_for=mask_for).run(trace)
+
+
+def _imbalance_notes(frame: Results) -> list[str]:
+    """Unstructured masks: compute against ideal density scaling (dense cycles x kept fraction)."""
+    masked = frame[frame["sparsity"] == "unstructured"]
+    if masked.empty:
+        return []
+    dense_macs = (masked["batch"] * masked["m"] * masked["k"] * masked["n"]).sum()
+    density = masked["macs"].sum() / dense_macs
+    ideal = masked["dense_compute_cycles"].sum() * density
+    actual = masked["compute_cycles"].sum()
+    if ideal == 0:
+        return [f"unstructured masks (density {density:.3g}): no weight is kept, so the masked ops take "
+                f"{actual:,} compute cycles"]
+    return [f"unstructured masks (density {density:.3f}): {actual:,} compute cycles vs {ideal:,.0f} at ideal density "
+            f"scaling ({100 * (actual / ideal - 1):.3g}% lost to lanes waiting for the slowest)"]
+

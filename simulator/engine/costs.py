@@ -1,0 +1,166 @@
+"""Unit costs: one cost record per step (cycles and action counts), from the step and the placement.
+
+Per-level action counts (bytes unless named otherwise):
+
+- DRAM: ``dram_read_bytes`` (spilled activations, inputs, state and weights read by the step, once per
+  sweep when an operand does not fit its buffer) and ``dram_write_bytes`` (spilled activations,
+  outputs and appended state the step produces).
+- Buffers: the activation (``ifmap``) buffer, the ``filter`` buffer and the ``ofmap`` (accumulator)
+  buffer, reads and writes. A matrix op reads its A operand from the ifmap buffer once per sweep of
+  the dataflow and its B operand (weights, or a BMM's second activation copied there) from the filter
+  buffer once per sweep; what comes from DRAM is first written to those buffers. Partial sums are
+  written to the ofmap buffer once per fold along K at accumulator width and read back for the next
+  fold, and once more to drain the finished output. SFU steps read and write the activation buffer.
+- Array: ``array_weight_loads`` (B elements entering PEs: once in ws, once per sweep when streamed in
+  os/is), ``array_activation_hops`` and ``array_psum_updates`` (one each per useful MAC).
+
+Transfer cycles are the DRAM bytes over the bandwidth; transfers are double-buffered: the first fold's
+share is exposed, and a transfer that outlasts the compute it overlaps stalls for the difference.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from simulator.engine.lowering import Step
+from simulator.engine.residency import CHIP, DRAM, Placement, tensor_bytes
+from simulator.hardware import Hardware
+from simulator.memory import OpStorage
+from simulator.timing import ceil_div
+from workloads.ops import Tensor
+
+ACCESS_COLUMNS = (
+    "dram_read_bytes", "dram_write_bytes", "ifmap_read_bytes", "ifmap_write_bytes", "filter_read_bytes",
+    "filter_write_bytes", "ofmap_read_bytes", "ofmap_write_bytes", "array_weight_loads",
+    "array_activation_hops", "array_psum_updates",
+)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What one step costs: cycles, and the actions an energy model multiplies."""
+
+    compute_cycles: int = 0
+    dense_compute_cycles: int = 0
+    folds: int = 0
+    macs: int = 0
+    transfer_cycles: int = 0
+    stall_cycles: int = 0
+    utilization: float = 0.0
+    dram_read_bytes: int = 0
+    dram_write_bytes: int = 0
+    ifmap_read_bytes: int = 0
+    ifmap_write_bytes: int = 0
+    filter_read_bytes: int = 0
+    filter_write_bytes: int = 0
+    ofmap_read_bytes: int = 0
+    ofmap_write_bytes: int = 0
+    array_weight_loads: int = 0
+    array_activation_hops: int = 0
+    array_psum_updates: int = 0
+
+    @property
+    def dram_bytes(self) -> int:
+        return self.dram_read_bytes + self.dram_write_bytes
+
+
+def transfer_cycles(dram_bytes: int, hardware: Hardware) -> int:
+    return math.ceil(dram_bytes / hardware.memory.dram_bytes_per_cycle) if dram_bytes else 0
+
+
+class Counts:
+    """Accumulates one step's traffic, level by level."""
+
+    def __init__(self) -> None:
+        self.values = dict.fromkeys(ACCESS_COLUMNS, 0)
+
+    def add(self, **amounts: int) -> None:
+        for key, amount in amounts.items():
+            self.values[key] += amount
+
+    def write_out(self, name: str, size: int, placement: Placement) -> None:
+        """A tensor the step produces: to the next step, to the activation buffer, and/or to DRAM."""
+        home = placement.home[name]
+        if home == CHIP:
+            self.add(ifmap_write_bytes=size)
+        if home == DRAM or name in placement.written:
+            self.add(dram_write_bytes=size)
+
+
+def sweeps(step: Step, hardware: Hardware, pack: int) -> tuple[int, int, int]:
+    """(A sweeps, B sweeps, folds along K) of a matrix op's dataflow."""
+    op, array = step.op, hardware.array
+    col_tiles = ceil_div(op.n, array.cols)
+    a_sweeps = {"ws": col_tiles, "os": col_tiles, "is": 1}[array.dataflow]
+    b_sweeps = {"ws": 1, "os": ceil_div(op.m, array.rows), "is": ceil_div(op.m, array.cols)}[array.dataflow]
+    k_folds = 1 if array.dataflow == "os" else ceil_div(ceil_div(op.k, pack), array.rows)
+    return a_sweeps, b_sweeps, k_folds
+
+
+def matrix_traffic(step: Step, tensors: dict[str, Tensor], placement: Placement, hardware: Hardware,
+                   weight_bytes: int, pack: int) -> Counts:
+    """Traffic of a matrix step whose weights (GEMM) take ``weight_bytes`` stored."""
+    op, mem = step.op, hardware.memory
+    counts = Counts()
+    a_sweeps, b_sweeps, k_folds = sweeps(step, hardware, pack)
+    products = op.batch if op.kind == "bmm" else 1  # BMM products run one at a time
+    a_name = step.reads[0]
+    a_bytes = tensor_bytes(op.batch * op.m * op.k, tensors[a_name].bits)
+    counts.add(ifmap_read_bytes=a_bytes * a_sweeps)
+    if placement.home[a_name] == DRAM:
+        fetched = a_bytes if ceil_div(a_bytes, products) <= mem.ifmap_buffer_bytes else a_bytes * a_sweeps
+        counts.add(dram_read_bytes=fetched, ifmap_write_bytes=fetched)
+    if op.kind == "bmm":
+        b_name = step.reads[1]
+        b_bytes = tensor_bytes(op.batch * op.k * op.n, tensors[b_name].bits)
+        fits = ceil_div(b_bytes, products) <= mem.filter_buffer_bytes
+        b_home = placement.home[b_name]
+    else:
+        b_bytes, fits = weight_bytes, weight_bytes <= mem.filter_buffer_bytes
+        b_home = DRAM if mem.weights_streamed else "preloaded"  # preloaded weights sit in the filter buffer
+    fetched = b_bytes if fits else b_bytes * b_sweeps
+    if b_home == DRAM:
+        counts.add(dram_read_bytes=fetched, filter_write_bytes=fetched)
+    elif b_home == CHIP:
+        counts.add(ifmap_read_bytes=fetched, filter_write_bytes=fetched)
+    counts.add(filter_read_bytes=b_bytes * b_sweeps)
+    out_elements = op.batch * op.m * op.n
+    psum_bytes = tensor_bytes(out_elements, hardware.accumulator_bits)
+    counts.add(ofmap_write_bytes=psum_bytes * k_folds, ofmap_read_bytes=psum_bytes * k_folds)
+    b_elements = op.batch * op.k * op.n
+    loads = b_elements if hardware.array.dataflow == "ws" else b_elements * b_sweeps
+    counts.add(array_weight_loads=loads)
+    for name in step.writes:
+        counts.write_out(name, tensor_bytes(tensors[name].elements, tensors[name].bits), placement)
+    return counts
+
+
+def sfu_traffic(step: Step, tensors: dict[str, Tensor], placement: Placement,
+                weight_bytes: dict[str, int]) -> Counts:
+    """Traffic of an SFU step; ``weight_bytes`` are the stored bytes of the weights it reads. A step over
+    no elements (parameters stored for training only) moves nothing."""
+    counts = Counts()
+    for name in dict.fromkeys(step.reads) if step.op.elements else ():
+        tensor = tensors[name]
+        size = weight_bytes[name] if tensor.kind == "weight" else tensor_bytes(tensor.elements, tensor.bits)
+        home = placement.home[name]
+        if home == DRAM:
+            counts.add(dram_read_bytes=size, ifmap_write_bytes=size, ifmap_read_bytes=size)
+        elif home == CHIP:
+            counts.add(ifmap_read_bytes=size)
+    for name in step.writes:
+        counts.write_out(name, tensor_bytes(tensors[name].elements, tensors[name].bits), placement)
+    return counts
+
+
+def stall_cycles(transfer: int, compute: int, chunks: int) -> int:
+    """Exposed first chunk plus whatever transfer the overlapping compute cannot hide."""
+    if transfer == 0:
+        return 0
+    return ceil_div(transfer, max(chunks, 1)) + max(0, transfer - compute)
+
+
+def stored_weight_bytes(storage: OpStorage) -> tuple[int, int]:
+    """(weights with their indices and scales, biases) of one op's stored parameters, in bytes."""
+    return ceil_div(storage.weight_bits + storage.scale_bits, 8), ceil_div(storage.bias_bits, 8)

@@ -1,0 +1,74 @@
+"""Sample groups: a batch runs as B/g consecutive passes of g samples when that is faster.
+
+A larger group reads each weight once for more samples and fills more of each fold; a smaller one
+keeps its activations on chip. The engine tries the divisors g of the batch from the largest down and
+keeps the fastest among those that move no more DRAM bytes per sample than one sample at a time
+(ties: fewer DRAM bytes); one sample at a time always qualifies. A group whose activations all stay
+on chip is at least as fast, and moves no more bytes, as any divisor of it (every op's
+max(compute, transfer) only grows when split, and weights are read once per pass), so the divisors of
+such a group are not tried. The groups that qualify for a batch of B also qualify for 2B, so latency
+at 2B is never more than twice that at B, and DRAM bytes at B never more than B times those at 1.
+
+Traces that cannot be rebuilt at another batch (``Trace.rebatch`` is None: traced or hand-built) run
+as one group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from simulator.engine.costs import ACCESS_COLUMNS
+from simulator.engine.results import record_totals
+from simulator.hardware import Hardware
+from workloads.ops import Trace
+
+# Columns that add up over passes (the others describe the op or are ratios).
+ADDITIVE_COLUMNS = ("macs", "folds", "compute_cycles", "dense_compute_cycles", "transfer_cycles", "stall_cycles",
+                    "total_cycles", "dram_bytes", *ACCESS_COLUMNS)
+SHAPE_COLUMNS = ("batch", "m", "k", "n", "elements")
+
+
+def divisors(n: int) -> list[int]:
+    """Divisors of ``n``, largest first."""
+    small = [d for d in range(1, int(n ** 0.5) + 1) if n % d == 0]
+    return sorted({*small, *(n // d for d in small)}, reverse=True)
+
+
+def run_in_groups(trace: Trace, run: Callable[[Trace], tuple[list[dict], bool]],
+                  hardware: Hardware) -> tuple[list[dict], int]:
+    """(per-op records of the whole batch, samples per group). ``run`` returns a pass's records and
+    whether any of its activations spilled to DRAM."""
+    whole, spilled = run(trace)
+    batch = int(trace.workload.get("batch", 1))
+    if not spilled or trace.rebatch is None or batch == 1:
+        return whole, batch
+    one_sample: list[int] = []  # DRAM bytes of one sample alone, computed when first needed
+
+    def qualifies(dram_bytes: int) -> bool:
+        if not one_sample:
+            one_sample.append(record_totals(run(trace.rebatch(1))[0], hardware)[1])
+        return dram_bytes <= batch * one_sample[0]
+
+    best, best_group, best_key = whole, 0, (0, 0)
+    settled: list[int] = []  # groups that kept everything on chip: their divisors cannot do better
+    for group in divisors(batch):
+        if any(done % group == 0 for done in settled):
+            continue
+        passes = batch // group
+        part, spilled = (whole, True) if group == batch else run(trace.rebatch(group))
+        cycles, dram_bytes = record_totals(part, hardware)
+        key = (cycles * passes, dram_bytes * passes)
+        if (not best_group or key < best_key) and (not spilled or group == 1 or qualifies(key[1])):
+            best, best_group, best_key = part, group, key
+        if not spilled:
+            settled.append(group)
+    if best_group == batch:
+        return whole, batch
+    passes = batch // best_group
+    merged = []
+    for full, chosen in zip(whole, best, strict=True):
+        record = dict(chosen)
+        record.update({column: chosen[column] * passes for column in ADDITIVE_COLUMNS})
+        record.update({column: full[column] for column in SHAPE_COLUMNS})
+        merged.append(record)
+    return merged, best_group

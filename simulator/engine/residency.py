@@ -1,0 +1,95 @@
+"""Residency: where each tensor lives during the pass, and which ones go through DRAM.
+
+The model, simple enough to check by hand:
+
+- Weights live in DRAM and are read by every step that uses them (``weights_streamed: false``: they
+  were preloaded on chip and move no DRAM bytes). Model inputs and state (a KV cache) live in DRAM.
+- An activation read only by the next step, an SFU step, is *streamed*: the reader consumes it tile
+  by tile as it is produced, so element-wise chains (dequantize -> bias -> gelu -> quantize) never
+  hold, spill or re-read their intermediate tensors.
+- Every other activation is *materialised* in the activation buffer (the ifmap buffer: ops read their
+  inputs there and their outputs drain to it) from the step that writes it to its last reader. Tensors
+  are placed in the order they are produced: one stays on chip if it fits next to the tensors already
+  placed there at every step of its life, else it is *spilled*: written to DRAM once, read from DRAM by
+  each reader (as often as that reader sweeps it, see costs).
+- A tensor whose producer and readers are all BMMs of P independent products (attention heads times
+  batch) or SFU steps is processed product by product, so only 1/P of it is live at a time: the scores
+  of one head stay on chip when one head's scores fit, whatever the number of heads.
+- Activations nobody reads (the pass's outputs) and the entries appended to state are also written to
+  DRAM once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulator.engine.lowering import Lowered
+from simulator.hardware import Hardware
+from simulator.timing import ceil_div
+
+STREAM, CHIP, DRAM = "stream", "chip", "dram"
+
+
+@dataclass(frozen=True)
+class Placement:
+    home: dict[str, str]  # tensor -> STREAM, CHIP or DRAM
+    written: frozenset[str]  # activations their producer also writes to DRAM (spilled, outputs, appended entries)
+    footprint_bytes: dict[str, int]  # materialised activations: bytes live at a time (a product's share)
+    peak_bytes: int  # most activation-buffer bytes in use at any step
+    peak_live_bytes: int  # most bytes of materialised activations alive at any step, on chip or spilled
+
+
+def tensor_bytes(elements: int, bits: int) -> int:
+    return ceil_div(elements * bits, 8)
+
+
+def place(lowered: Lowered, hardware: Hardware) -> Placement:
+    steps, tensors = lowered.steps, lowered.tensors
+    producer: dict[str, int] = {}
+    readers: dict[str, list[int]] = {}
+    for index, step in enumerate(steps):
+        for name in step.writes:
+            producer[name] = index
+        for name in dict.fromkeys(step.reads):
+            readers.setdefault(name, []).append(index)
+    home: dict[str, str] = {}
+    for name, tensor in tensors.items():
+        if tensor.kind in ("input", "state"):
+            home[name] = DRAM
+        elif tensor.kind == "weight":
+            home[name] = DRAM if hardware.memory.weights_streamed else CHIP
+    capacity = hardware.memory.ifmap_buffer_bytes
+    used = np.zeros(len(steps) + 1, dtype=np.int64)
+    live = np.zeros(len(steps) + 1, dtype=np.int64)
+    written: set[str] = set(lowered.appends.values())
+    footprints: dict[str, int] = {}
+    for index, step in enumerate(steps):
+        for name in step.writes:
+            users = readers.get(name, [])
+            if not users:
+                written.add(name)
+            if len(users) == 1 and users[0] == index + 1 and steps[index + 1].unit == "sfu":
+                home[name] = STREAM
+                continue
+            need = ceil_div(tensor_bytes(tensors[name].elements, tensors[name].bits),
+                            _products(steps, [index, *users]))
+            last = users[-1] if users else index
+            live[index:last + 1] += need
+            if int(used[index:last + 1].max()) + need <= capacity:
+                used[index:last + 1] += need
+                home[name] = CHIP
+            else:
+                home[name] = DRAM
+                written.add(name)
+            footprints[name] = need
+    return Placement(home, frozenset(written), footprints, int(used.max()), int(live.max()))
+
+
+def _products(steps: tuple, users: list[int]) -> int:
+    """P when every user is a BMM of P products or an SFU step (at least one BMM), else 1."""
+    counts = {steps[i].op.batch for i in users if steps[i].unit == "array"}
+    if len(counts) == 1 and all(steps[i].op.kind == "bmm" for i in users if steps[i].unit == "array"):
+        return counts.pop()
+    return 1

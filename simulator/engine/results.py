@@ -1,0 +1,105 @@
+"""The results frame: one row per step, whole-run totals and the report category of each op."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from simulator.engine.costs import ACCESS_COLUMNS
+from simulator.hardware import Hardware
+from workloads.errors import InputError
+from workloads.ops import BMM_ROLES, INT64_MAX, LINEAR_ROLES
+
+RESULT_COLUMNS = (
+    "name", "layer", "role", "group", "kind", "unit", "inserted", "category", "precision", "compute_precision",
+    "macs_per_pe", "sparsity", "batch", "m", "k", "n", "elements", "macs", "folds", "compute_cycles",
+    "dense_compute_cycles", "transfer_cycles", "stall_cycles", "total_cycles", "utilization", "weight_bits",
+    "index_bits", "scale_bits", "bias_bits", "dram_bytes", *ACCESS_COLUMNS, "residency", "bound", "fused_into",
+)
+TOTAL_COLUMNS = ("compute_cycles", "stall_cycles", "macs", "weight_bits", "index_bits", "scale_bits", "bias_bits",
+                 "dram_bytes", *ACCESS_COLUMNS)
+
+
+class Results(pd.DataFrame):
+    """One row per op (trace ops and inserted SFU ops), with ``totals`` and ``notes`` attached.
+
+    ``totals`` are computed from the rows present, so a filtered frame (``res[res.group == "ffn"]``)
+    sums only its own rows (modify a frame's cells in place and its cached totals go stale: filter or
+    copy instead); ``notes`` describe the whole run.
+    """
+
+    _metadata = ["hardware", "notes"]
+
+    @property
+    def _constructor(self) -> type[Results]:
+        return Results
+
+    @property
+    def totals(self) -> dict:
+        """Whole-frame totals, computed on first use from the rows present (not carried over by filtering)."""
+        cached = self.__dict__.get("_totals")
+        if cached is None:
+            cached = summarize_results(self, self.hardware)
+            object.__setattr__(self, "_totals", cached)  # a plain attribute: pandas does not propagate it
+        return cached
+
+
+def category(op_role: str, unit: str) -> str:
+    """Report category: the per-block linear layers (the prunable six), other GEMMs, attention BMMs, or
+    the SFU op type."""
+    if unit == "sfu":
+        return f"sfu_{op_role}"
+    if op_role in BMM_ROLES:
+        return "attention_bmm"
+    return "linear" if op_role in LINEAR_ROLES else "other_gemm"
+
+
+def frame(records: list[dict]) -> Results:
+    for record in records:  # results use 64-bit columns: refuse what would wrap around
+        for column, value in record.items():
+            if isinstance(value, int) and value > INT64_MAX:
+                raise InputError(f"op {record['name']}: {column} = {value} exceeds the 64-bit range; "
+                                 "reduce the workload or array size")
+    return Results(pd.DataFrame.from_records(records, columns=list(RESULT_COLUMNS)))
+
+
+def run_cycles(array_cycles: int, sfu_cycles: int, dram_bytes: int, hardware: Hardware) -> int:
+    """Cycles of a whole run from its units' busy cycles and its DRAM traffic."""
+    total = max(array_cycles, sfu_cycles) if hardware.sfu.overlap_with_array else array_cycles + sfu_cycles
+    dram_cycles = math.ceil(dram_bytes / hardware.memory.dram_bytes_per_cycle) if dram_bytes else 0
+    return max(total, dram_cycles)
+
+
+def record_totals(records: list[dict], hardware: Hardware) -> tuple[int, int]:
+    """(total cycles, DRAM bytes) of a run's records, as ``summarize_results`` counts them."""
+    busy = {"array": 0, "sfu": 0}
+    dram_bytes = 0
+    for record in records:
+        busy[record["unit"]] += record["total_cycles"]
+        dram_bytes += record["dram_bytes"]
+    return run_cycles(busy["array"], busy["sfu"], dram_bytes, hardware), dram_bytes
+
+
+def summarize_results(frame: pd.DataFrame, hardware: Hardware) -> dict:
+    """Whole-run totals. With SFU overlap the run takes the longer of the two units (ideal pipelining);
+    either way never less than the time DRAM needs for the run's traffic."""
+    array = frame[frame["unit"] == "array"]
+    sfu = frame[frame["unit"] == "sfu"]
+    array_cycles = int(array["total_cycles"].sum())
+    sfu_cycles = int(sfu["total_cycles"].sum())
+    dram_bytes = int(frame["dram_bytes"].sum())
+    dram_cycles = math.ceil(dram_bytes / hardware.memory.dram_bytes_per_cycle) if dram_bytes else 0
+    total = run_cycles(array_cycles, sfu_cycles, dram_bytes, hardware)
+    slots = total * hardware.pes
+    useful = float((array["macs"] / array["macs_per_pe"]).sum()) if len(array) else 0.0
+    sums = {column: int(frame[column].sum()) for column in TOTAL_COLUMNS}
+    return {
+        "total_cycles": total,
+        "latency_ms": total / (hardware.array.clock_mhz * 1e3),
+        "array_cycles": array_cycles,
+        "sfu_cycles": sfu_cycles,
+        "dram_cycles": dram_cycles,
+        **sums,
+        "utilization": useful / slots if slots else 0.0,
+    }

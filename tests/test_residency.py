@@ -1,0 +1,221 @@
+"""Data movement across ops: residency, per-level access counts, sample groups (hand-checked cases and
+invariants over the shipped models)."""
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simulator.engine import simulate
+from simulator.hardware import Hardware, load_hardware
+from simulator.memory import footprint
+from simulator.policy import load_run_config
+from simulator.timing import gemm_cycles
+from workloads.models import Workload, load_model, zoo_names
+from workloads.ops import OpBuilder
+
+FP16 = load_run_config("configs/fp16.yaml")
+INT8 = load_run_config("configs/int8.yaml")
+SHIPPED_CONFIGS = ("fp32", "fp16", "int8", "int4", "int8_sp", "int4_sp")
+RUNS_ON = {"rapid_like": SHIPPED_CONFIGS, "tpu_v1_like": ("int8", "int4")}  # the TPU has INT8 MACs, no sparsity
+
+
+def hardware(ifmap: int = 2**24, filter_: int = 2**24, ofmap: int = 2**24, bandwidth: float = 16.0,
+             **memory) -> Hardware:
+    data = load_hardware("rapid_like").model_dump()
+    data["memory"].update(ifmap_buffer_bytes=ifmap, filter_buffer_bytes=filter_, ofmap_buffer_bytes=ofmap,
+                          dram_bytes_per_cycle=bandwidth, **memory)
+    data["sfu"].update(fusion=False, overlap_with_array=False)
+    return Hardware.model_validate(data)
+
+
+def norm_gemm_gelu(rows: int = 64, width: int = 128, out: int = 256):
+    """x -> layernorm -> linear (no bias) -> gelu: a chain a reader can follow byte by byte."""
+    b = OpBuilder()
+    b.input("x", rows * width)
+    b.layernorm("norm", 0, "norm", rows, width)
+    b.gemm("proj", 0, "ffn1", "ffn", rows, width, out, bias=False)
+    b.vector("act", 0, "gelu", "ffn", rows * out)
+    return b.build_trace("chain", {"batch": 1})
+
+
+def by_name(results):
+    return results.set_index("name")
+
+
+def test_a_chain_that_fits_moves_only_its_input_weights_and_output():
+    rows, width, out = 64, 128, 256
+    res = by_name(simulate(norm_gemm_gelu(rows, width, out), hardware(), FP16))
+    x, gamma_beta, weights, y = rows * width * 2, 2 * width * 2, width * out * 2, rows * out * 2
+    assert res.loc["norm", "dram_read_bytes"] == x + gamma_beta and res.loc["norm", "dram_write_bytes"] == 0
+    assert res.loc["norm", "residency"] == "chip"
+    assert res.loc["norm", "ifmap_write_bytes"] == x + gamma_beta + x  # what it read from DRAM, then its output
+    assert res.loc["proj", "dram_read_bytes"] == weights  # A stays on chip
+    assert res.loc["proj", "residency"] == "stream"  # straight into the GELU
+    assert res.loc["act", "dram_write_bytes"] == y  # the pass's output leaves the chip
+    assert res["dram_bytes"].sum() == x + gamma_beta + weights + y
+
+
+def test_a_chain_that_spills_writes_once_and_reads_once_per_sweep():
+    rows, width, out = 64, 128, 256
+    hw = hardware(ifmap=rows * width * 2 - 1)  # the normalised tensor no longer fits
+    res = by_name(simulate(norm_gemm_gelu(rows, width, out), hw, FP16))
+    a = rows * width * 2
+    sweeps = math.ceil(out / hw.array.cols)  # ws streams A once per column tile, from DRAM when it does not fit
+    assert res.loc["norm", "residency"] == "dram" and res.loc["norm", "dram_write_bytes"] == a
+    assert res.loc["proj", "dram_read_bytes"] == a * sweeps + width * out * 2
+    compute = gemm_cycles(rows, width, out, hw.array.rows, hw.array.cols, "ws", pack=2)
+    transfer = math.ceil(res.loc["proj", "dram_bytes"] / hw.memory.dram_bytes_per_cycle)
+    assert res.loc["proj", "transfer_cycles"] == transfer
+    exposed = math.ceil(transfer / compute.folds)
+    assert res.loc["proj", "stall_cycles"] == exposed + max(0, transfer - compute.compute_cycles)
+
+
+def attention_core(batch_heads: int, q: int, d: int):
+    b = OpBuilder()
+    b.input("q", batch_heads * q * d)
+    b.input("k", batch_heads * q * d)
+    b.input("v", batch_heads * q * d)
+    b.bmm("qk", 0, "bmm_qk", "attention", batch_heads, q, d, q, reads=("q", "k"))
+    b.vector("softmax", 0, "softmax", "attention", batch_heads * q * q)
+    b.bmm("av", 0, "bmm_av", "attention", batch_heads, q, q, d, reads=("softmax", "v"))
+    return b.build_trace("attention", {"batch": 1})
+
+
+def test_a_batched_bmm_keeps_one_heads_scores_on_chip():
+    heads, q, d = 12, 128, 64
+    scores = heads * q * q * 2
+    hw = hardware(ifmap=scores // heads + 1024)  # one head's scores fit, all twelve do not
+    res = by_name(simulate(attention_core(heads, q, d), hw, FP16))
+    assert res.loc["softmax", "residency"] == "chip"
+    assert res.loc["softmax", "dram_write_bytes"] == 0 and res.loc["softmax", "dram_read_bytes"] == 0
+    assert res.loc["av", "dram_read_bytes"] == heads * q * d * 2  # only v, an input
+    # The same scores as one product do not fit: written once, read back by the AV product.
+    one = by_name(simulate(attention_core(1, heads * q, d), hardware(ifmap=scores // heads + 1024), FP16))
+    assert one.loc["softmax", "residency"] == "dram" and one.loc["softmax", "dram_write_bytes"] == (heads * q) ** 2 * 2
+
+
+def test_a_tied_head_reads_the_embedding_table():
+    trace = load_model("gpt2").trace(Workload(tokens=512, phase="decode", head="lm"))
+    res = by_name(simulate(trace, load_hardware("tpu_v1_like"), INT8))
+    wte = next(row for row in footprint(trace, INT8).ops if row.name == "wte")
+    stored = math.ceil((wte.weight_bits + wte.scale_bits) / 8)
+    assert res.loc["lm_head", "weight_bits"] == 0  # stored once, by wte
+    assert res.loc["lm_head", "dram_read_bytes"] >= stored and res.loc["lm_head", "transfer_cycles"] > 0
+
+
+@pytest.mark.parametrize("tokens", [64, 512])
+def test_decode_reads_the_kv_cache_once_at_its_stored_precision(tokens):
+    batch, hidden, layers = 2, 768, 12
+    trace = load_model("gpt2").trace(Workload(batch=batch, tokens=tokens, phase="decode", head="none"))
+    res = simulate(trace, load_hardware("rapid_like"), INT8)
+    context = tokens + 1
+    bmm = res[res.role.isin(["bmm_qk", "bmm_av"])]
+    cache_bytes = batch * context * hidden  # int8: one byte per element
+    filter_fits = cache_bytes // (batch * 12) <= load_hardware("rapid_like").memory.filter_buffer_bytes
+    assert filter_fits
+    assert (bmm["dram_read_bytes"] == cache_bytes).all()  # k for QK^T, v for AV: once each
+    # Only the new token's keys and values are quantized (appended), not the cache.
+    appended = res[res.name.str.endswith(".qk.quantize_b") | res.name.str.endswith(".av.quantize_b")]
+    assert len(appended) == 2 * layers and (appended["elements"] == batch * hidden).all()
+    assert (appended["dram_write_bytes"] == batch * hidden).all()
+
+
+def test_decode_quantize_work_does_not_grow_with_the_cache():
+    """What is quantized in a decode step is the new token's activations (and its attention scores,
+    one per cached token and head), never the cache itself."""
+    def quantized(tokens):
+        trace = load_model("gpt2").trace(Workload(tokens=tokens, phase="decode"))
+        res = simulate(trace, load_hardware("rapid_like"), INT8)
+        scores = res.name.str.endswith(".av.quantize_a")
+        return res[(res.role == "quantize") & ~scores]["elements"].sum(), res[scores]["elements"].sum()
+
+    (short, short_scores), (long, long_scores) = quantized(64), quantized(1000)
+    assert short == long
+    assert long_scores - short_scores == 12 * 12 * (1000 - 64)  # layers x heads x extra cached tokens
+
+
+def test_cross_attention_quantizes_the_encoder_output_separately():
+    """Decoder and encoder lengths equal: q reads the decoder stream, k and v the encoder output."""
+    trace = load_model("transformer-base").trace(Workload(tokens=16, decoder_tokens=16))
+    res = simulate(trace, load_hardware("rapid_like"), INT8)
+    cross = res[res.name.str.startswith("decoder.layers.0.encoder_attn.") & (res.role == "quantize")]
+    prefix = "decoder.layers.0.encoder_attn."
+    assert set(cross["name"]) == {prefix + name for name in (
+        "k.quantize", "q.quantize", "qk.quantize_a", "qk.quantize_b", "av.quantize_a", "av.quantize_b", "out.quantize")}
+
+
+@pytest.mark.parametrize("model", zoo_names())
+def test_every_stored_weight_bit_is_read_each_pass(model):
+    """Streamed weights: values, indices, scales and biases all come from DRAM at least once (lookup
+    tables, read only at the rows gathered, and training-only vectors excepted)."""
+    trace = load_model(model).trace()
+    for config in ("int8_sp", "int4"):
+        policy = load_run_config(config)
+        res = simulate(trace, load_hardware("rapid_like"), policy)
+        unused = {op.name for op in trace if not op.output_elements or op.role == "embedding"}
+        stored = sum(row.weight_bits + row.scale_bits + row.bias_bits
+                     for row in footprint(trace, policy).ops if row.name not in unused)
+        assert res["dram_read_bytes"].sum() >= stored / 8
+
+
+def test_the_accumulator_buffer_gives_back_what_it_takes():
+    """ofmap: every partial sum written is read back (for the next fold along K, or to drain)."""
+    for dataflow in ("ws", "os", "is"):
+        data = load_hardware("rapid_like").model_dump()
+        data["array"]["dataflow"] = dataflow
+        res = simulate(load_model("bert-base").trace(Workload(tokens=64)), Hardware.model_validate(data), INT8)
+        array = res[res.unit == "array"]
+        assert (array["ofmap_write_bytes"] == array["ofmap_read_bytes"]).all()
+        rows = data["array"]["rows"]
+        packed = (array["k"] + 7) // 8  # int8: 8 MACs per PE along K
+        k_folds = 1 if dataflow == "os" else (packed + rows - 1) // rows
+        assert (array["ofmap_write_bytes"] == array["batch"] * array["m"] * array["n"] * 4 * k_folds).all()
+        assert (array["array_psum_updates"] == array["macs"]).all()
+        assert (array["filter_read_bytes"] >= array["filter_write_bytes"] - 0).all()
+
+
+def test_whole_run_is_never_faster_than_its_dram_traffic():
+    trace = load_model("bert-base").trace(Workload(batch=4))
+    hw = hardware(ifmap=2**20, bandwidth=1.0)
+    totals = simulate(trace, hw, INT8).totals
+    assert totals["total_cycles"] >= totals["dram_bytes"] / hw.memory.dram_bytes_per_cycle
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["rapid_like", "tpu_v1_like"])
+def test_batching_never_hurts_shipped_models(preset):
+    hw = load_hardware(preset)
+    for model in zoo_names():
+        spec = load_model(model)
+        for config in RUNS_ON[preset]:
+            policy = load_run_config(config)
+            runs = {b: simulate(spec.trace(Workload(batch=b)), hw, policy).totals for b in (1, 2, 4)}
+            for b in (1, 2):
+                assert runs[2 * b]["total_cycles"] <= 2 * runs[b]["total_cycles"] * 1.01, (model, config, b)
+            for b in (2, 4):
+                assert runs[b]["dram_bytes"] <= b * runs[1]["dram_bytes"], (model, config, b)
+
+
+def random_model(widths: list[int], rows: int):
+    def trace(batch: int):
+        b = OpBuilder()
+        b.input("x", batch * rows * widths[0])
+        for i, (k, n) in enumerate(zip(widths, widths[1:], strict=False)):
+            b.gemm(f"l{i}", i, "ffn1", "ffn", batch * rows, k, n)
+            b.vector(f"a{i}", i, "gelu", "ffn", batch * rows * n)
+        return b.build_trace("random", {"batch": batch}, trace)
+
+    return trace
+
+
+@settings(max_examples=40, deadline=None)
+@given(widths=st.lists(st.integers(8, 300), min_size=2, max_size=4), rows=st.integers(1, 200),
+       buffer=st.integers(256, 2**18), batch=st.sampled_from([1, 2, 3, 4]))
+def test_batching_never_hurts_random_traces(widths, rows, buffer, batch):
+    model = random_model(widths, rows)
+    hw = hardware(ifmap=buffer, filter_=buffer, bandwidth=8.0)
+    one, b, twice = (simulate(model(n), hw, INT8).totals for n in (1, batch, 2 * batch))
+    assert twice["total_cycles"] <= 2 * b["total_cycles"]
+    assert b["dram_bytes"] <= batch * one["dram_bytes"]
