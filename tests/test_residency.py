@@ -3,11 +3,12 @@ invariants over the shipped models)."""
 
 import math
 
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.engine import simulate
+from simulator.engine import Simulator, simulate
 from simulator.hardware import Hardware, load_hardware
 from simulator.memory import footprint
 from simulator.policy import load_run_config
@@ -219,3 +220,18 @@ def test_batching_never_hurts_random_traces(widths, rows, buffer, batch):
     one, b, twice = (simulate(model(n), hw, INT8).totals for n in (1, batch, 2 * batch))
     assert twice["total_cycles"] <= 2 * b["total_cycles"]
     assert b["dram_bytes"] <= batch * one["dram_bytes"]
+
+
+@pytest.mark.parametrize("preset", ["rapid_like", "tpu_v1_like"])
+def test_repeated_blocks_cost_what_they_cost_when_evaluated_one_by_one(preset):
+    """The engine evaluates each distinct step once (repeated blocks share a record): the frame must be
+    identical to evaluating every step on its own."""
+    hw = load_hardware(preset)
+    for model in ("bert-base", "gpt2", "transformer-base", "wav2vec2-large", "vit-base"):
+        trace = load_model(model).trace(Workload(batch=2))
+        for config in RUNS_ON[preset]:
+            policy = load_run_config(config)
+            shared = Simulator(hw, policy).run(trace)
+            alone = Simulator(hw, policy)
+            alone._step_key = lambda *args: None  # noqa: ARG005 - every step evaluated on its own
+            pd.testing.assert_frame_equal(shared, alone.run(trace))

@@ -68,7 +68,8 @@ class Simulator:
         self.timing = timing
         self.mask_for = mask_for
         self.notes: list[str] = []
-        self._storages: dict[Op, OpStorage] = {}
+        self._storages: dict[tuple, OpStorage] = {}
+        self._step_records: dict[tuple, dict] = {}  # step key -> its record (see _step_key)
         self._nonzeros = mask_nonzeros(mask_for) if mask_for is not None else None
         pattern = policy.pattern
         weights = policy.config.sparsity.weights
@@ -83,10 +84,12 @@ class Simulator:
             raise InputError(f"{policy.name}: this sparsity setting needs weight masks")
 
     def _storage(self, op: Op) -> OpStorage:
-        """The op's stored parameters (memoised: sample groups and repeated passes reuse them)."""
-        storage = self._storages.get(op)
+        """The op's stored parameters, memoised on what they depend on (not on rows or elements, which
+        change with the batch): sample groups and repeated passes reuse them."""
+        key = (op.name, op.layer, op.role, op.group, op.kind, op.batch, op.k, op.n, op.weight_params, op.bias_params)
+        storage = self._storages.get(key)
         if storage is None:
-            storage = self._storages[op] = op_storage(op, self.policy, self._nonzeros)
+            storage = self._storages[key] = op_storage(op, self.policy, self._nonzeros)
         return storage
 
     def _compute_precision(self, requested: Precision) -> tuple[Precision, int]:
@@ -155,12 +158,10 @@ class Simulator:
     def _sfu_cost(self, step: Step, lowered: Lowered, placement: Placement, weight_bytes: dict[str, int],
                   fused: bool) -> Cost:
         hw, op = self.hardware, step.op
-        reading = dict(weight_bytes)
+        reading = weight_bytes
         if op.role == "embedding":  # a lookup reads only the rows it gathers
             gathered = ceil_div(op.elements * self.policy.precision(op).bits, 8)
-            for name in step.reads:
-                if name in reading:
-                    reading[name] = min(reading[name], gathered)
+            reading = {name: min(weight_bytes[name], gathered) for name in step.reads if name in weight_bytes}
         counts = sfu_traffic(step, lowered.tensors, placement, reading).values
         cost_per_element = hw.sfu_cost(op.role)
         compute = math.ceil(op.elements * cost_per_element / hw.sfu.lanes) if op.elements and not fused else 0
@@ -190,20 +191,51 @@ class Simulator:
         self._check_capacity(trace, lowered, placement)
         weight_bytes = self._weight_bytes(trace)
         records = []
-        sfu_name = self.hardware.sfu_precision.name
         for index, step in enumerate(lowered.steps):
-            op = step.op
-            storage: OpStorage | None = None if step.inserted else self._storage(op)
-            if step.unit == "array":
-                cost, chosen, pack, sparsity = self._matrix_cost(step, lowered, placement, weight_bytes)
-                precision, compute_precision = step.precision.name, chosen.name
-            else:
-                cost = self._sfu_cost(step, lowered, placement, weight_bytes, index in fused)
-                pack, sparsity, precision, compute_precision = 0, "dense", sfu_name, sfu_name
-            records.append(_record(step, cost, storage, precision, compute_precision, pack, sparsity,
-                                   placement.home[step.writes[0]] if step.writes else "", fused.get(index, "")))
+            fused_into = fused.get(index, "")
+            key = self._step_key(step, lowered, placement, weight_bytes, bool(fused_into))
+            record = self._step_records.get(key) if key is not None else None
+            if record is None:
+                record = self._step_record(step, lowered, placement, weight_bytes, bool(fused_into))
+                if key is not None:
+                    self._step_records[key] = record
+            records.append({**record, "name": step.op.name, "layer": step.op.layer, "fused_into": fused_into})
         spilled = any(placement.home[name] == "dram" for name in placement.footprint_bytes)
         return records, spilled
+
+    def _step_record(self, step: Step, lowered: Lowered, placement: Placement, weight_bytes: dict[str, int],
+                     fused: bool) -> dict:
+        op = step.op
+        storage: OpStorage | None = None if step.inserted else self._storage(op)
+        if step.unit == "array":
+            cost, chosen, pack, sparsity = self._matrix_cost(step, lowered, placement, weight_bytes)
+            precision, compute_precision = step.precision.name, chosen.name
+        else:
+            cost = self._sfu_cost(step, lowered, placement, weight_bytes, fused)
+            sfu_name = self.hardware.sfu_precision.name
+            pack, sparsity, precision, compute_precision = 0, "dense", sfu_name, sfu_name
+        residency = placement.home[step.writes[0]] if step.writes else ""
+        return _record(step, cost, storage, precision, compute_precision, pack, sparsity, residency, "")
+
+    def _step_key(self, step: Step, lowered: Lowered, placement: Placement, weight_bytes: dict[str, int],
+                  fused: bool) -> tuple | None:
+        """Everything a step's record depends on but its name and layer, so that the repeated blocks of a
+        model cost one evaluation; None for steps whose cost depends on the op itself (weight masks)."""
+        op = step.op
+        if self.masked and step.unit == "array" and self.policy.prunes(op):
+            return None
+        tensors, home, written = lowered.tensors, placement.home, placement.written
+        reads = tuple((tensors[name].kind, tensors[name].elements, tensors[name].bits, home[name],
+                       weight_bytes.get(name)) for name in step.reads)
+        writes = tuple((tensors[name].elements, tensors[name].bits, home[name], name in written)
+                       for name in step.writes)
+        stored = None
+        if not step.inserted:
+            storage = self._storage(op)
+            stored = (storage.value_bits, storage.index_bits, storage.scale_bits, storage.bias_bits, storage.sparse,
+                      self.policy.prunes(op), self.policy.precision(op) if op.role == "embedding" else None)
+        return (step.unit, step.inserted, step.precision, op.role, op.group, op.kind, op.batch, op.m, op.k, op.n,
+                op.elements, op.weight_params, op.bias_params, fused, reads, writes, stored)
 
     def _check_capacity(self, trace: Trace, lowered: Lowered, placement: Placement) -> None:
         capacity = self.hardware.memory.dram_capacity_bytes

@@ -6,7 +6,9 @@ keeps the fastest among those that move no more DRAM bytes per sample than one s
 (ties: fewer DRAM bytes); one sample at a time always qualifies. A group whose activations all stay
 on chip is at least as fast, and moves no more bytes, as any divisor of it (every op's
 max(compute, transfer) only grows when split, and weights are read once per pass), so the divisors of
-such a group are not tried. The groups that qualify for a batch of B also qualify for 2B, so latency
+such a group are not tried. One sample's bytes are computed only when needed: with streamed weights,
+one sample moves at least every matrix weight once, and a group within B times that qualifies
+without running it. The groups that qualify for a batch of B also qualify for 2B, so latency
 at 2B is never more than twice that at B, and DRAM bytes at B never more than B times those at 1.
 
 Traces that cannot be rebuilt at another batch (``Trace.rebatch`` is None: traced or hand-built) run
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from simulator.engine.costs import ACCESS_COLUMNS
 from simulator.engine.results import record_totals
 from simulator.hardware import Hardware
+from simulator.timing import ceil_div
 from workloads.ops import Trace
 
 # Columns that add up over passes (the others describe the op or are ratios).
@@ -34,6 +37,15 @@ def divisors(n: int) -> list[int]:
     return sorted({*small, *(n // d for d in small)}, reverse=True)
 
 
+def one_sample_floor(records: list[dict], hardware: Hardware) -> int:
+    """Bytes that any pass moves whatever its batch: with streamed weights, every matrix op reads its
+    stored weights (values, indices, scales) from DRAM at least once."""
+    if not hardware.memory.weights_streamed:
+        return 0
+    return sum(ceil_div(record["weight_bits"] + record["scale_bits"], 8) for record in records
+               if record["unit"] == "array")
+
+
 def run_in_groups(trace: Trace, run: Callable[[Trace], tuple[list[dict], bool]],
                   hardware: Hardware) -> tuple[list[dict], int]:
     """(per-op records of the whole batch, samples per group). ``run`` returns a pass's records and
@@ -43,13 +55,16 @@ def run_in_groups(trace: Trace, run: Callable[[Trace], tuple[list[dict], bool]],
     if not spilled or trace.rebatch is None or batch == 1:
         return whole, batch
     one_sample: list[int] = []  # DRAM bytes of one sample alone, computed when first needed
+    floor = one_sample_floor(whole, hardware)
 
     def qualifies(dram_bytes: int) -> bool:
+        if dram_bytes <= batch * floor:  # within B x a lower bound of one sample's bytes: no need to run it
+            return True
         if not one_sample:
             one_sample.append(record_totals(run(trace.rebatch(1))[0], hardware)[1])
         return dram_bytes <= batch * one_sample[0]
 
-    best, best_group, best_key = whole, 0, (0, 0)
+    tried: list[tuple[tuple[int, int], int, bool, list[dict]]] = []  # ((cycles, DRAM bytes), group, spilled, records)
     settled: list[int] = []  # groups that kept everything on chip: their divisors cannot do better
     for group in divisors(batch):
         if any(done % group == 0 for done in settled):
@@ -57,11 +72,13 @@ def run_in_groups(trace: Trace, run: Callable[[Trace], tuple[list[dict], bool]],
         passes = batch // group
         part, spilled = (whole, True) if group == batch else run(trace.rebatch(group))
         cycles, dram_bytes = record_totals(part, hardware)
-        key = (cycles * passes, dram_bytes * passes)
-        if (not best_group or key < best_key) and (not spilled or group == 1 or qualifies(key[1])):
-            best, best_group, best_key = part, group, key
+        tried.append(((cycles * passes, dram_bytes * passes), group, spilled, part))
         if not spilled:
             settled.append(group)
+    # The fastest group that qualifies, the larger on a tie (one always qualifies: a group that spilled
+    # nothing, or one sample).
+    best_group, best = next((group, part) for key, group, spilled, part in sorted(tried, key=lambda t: (t[0], -t[1]))
+                            if not spilled or group == 1 or qualifies(key[1]))
     if best_group == batch:
         return whole, batch
     passes = batch // best_group

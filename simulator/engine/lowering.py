@@ -52,7 +52,8 @@ def lower(trace: Trace, hardware: Hardware, policy: Policy) -> Lowered:
     tensors: dict[str, Tensor] = {}
     for name, tensor in trace.tensors.items():
         bits = tensor.bits or (sfu.bits if tensor.kind in ("input", "activation") else 0)
-        tensors[name] = replace(tensor, bits=bits)
+        tensors[name] = tensor if bits == tensor.bits else Tensor(name, tensor.kind, tensor.elements, bits,
+                                                                  tensor.appended, tensor.source)
     state_format: dict[str, Precision] = {}
     for op in trace:  # a state tensor is stored in the format of the (first) matrix op that reads it
         for name in op.reads[: 2 if op.kind == "bmm" else 1] if op.is_matrix else ():
