@@ -45,13 +45,17 @@ from simulator.reproduce import reproduce_figures  # noqa: E402
 # figures separate them: softmax grows with tokens squared, element-wise work with tokens, and
 # quantize/dequantize exist only at integer precisions (so the FP16 ratios pin them down). Pass counts
 # inside a parameter are assumptions: LayerNorm reads its row twice (statistics, then normalise) and
-# writes once (3 passes); GELU/tanh evaluate a polynomial (2); adds, multiplies, bias adds, embedding
-# gathers and copies are one pass. Roles outside the backbone (groupnorm, tanh, relu) share a cost.
+# writes once (3 passes); RMSNorm has no mean to subtract (2: sum of squares, then scale); GELU, tanh and
+# SiLU evaluate a polynomial or an exponential (2); RoPE is a multiply then a multiply-add (2), and its
+# cos/sin table one function evaluation per element (2); adds, multiplies, bias adds, embedding gathers
+# and copies are one pass. Roles outside the paper's backbones (groupnorm, tanh, relu, and the
+# Llama-style rmsnorm, silu, rope) share a cost and do not enter the fit.
 COST_GROUPS = {
     "softmax": {"softmax": 1},
     "conversion": {"quantize": 1, "dequantize": 1},
     "elementwise": {"add": 1, "mul": 1, "bias": 1, "concat": 1, "embedding": 1, "relu": 1,
-                    "layernorm": 3, "groupnorm": 3, "gelu": 2, "tanh": 2},
+                    "layernorm": 3, "groupnorm": 3, "rmsnorm": 2, "gelu": 2, "tanh": 2, "silu": 2, "rope": 2,
+                    "rope_table": 2},
 }
 TOLERANCES = load_tolerances()  # the regression tests' tolerances (reference/tolerances.yaml)
 # The figure sections this script fits; reference/tolerances.yaml must mark exactly these `fitted`, so

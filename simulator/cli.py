@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from simulator.cli_generate import generate as generate_command
 from simulator.cli_options import StrictGroup, given, make_workload, workload_options
 from simulator.gemm_cases import GENERIC_MACS_PER_PE, gemm_result, read_cases
 from simulator.output import TRACE_FORMATS, trace_bytes, write_bytes_atomic
@@ -363,6 +364,9 @@ def main(argv: list[str] | None = None) -> None:
                    "(rerun with --debug for the traceback)", err=True)
         sys.exit(EXIT_INTERNAL)
     sys.exit(0)
+
+
+cli.add_command(generate_command, "generate")
 
 
 if __name__ == "__main__":

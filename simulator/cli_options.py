@@ -8,7 +8,7 @@ from workloads.models import Workload
 from workloads.ops import MAX_SIZE
 
 
-def _positive_int() -> click.IntRange:
+def positive_int() -> click.IntRange:
     return click.IntRange(min=1, max=MAX_SIZE)
 
 
@@ -17,14 +17,14 @@ def workload_options(func):  # noqa: ANN001, ANN201 - click decorator
     options = [
         click.option("--model", "model", required=True,
                      help="Zoo name (see `accelsim models`) or path to a config.json."),
-        click.option("--batch", type=_positive_int(), default=1, show_default=True, help="Batch size."),
-        click.option("--tokens", type=_positive_int(), default=None,
+        click.option("--batch", type=positive_int(), default=1, show_default=True, help="Batch size."),
+        click.option("--tokens", type=positive_int(), default=None,
                      help="Sequence length in tokens (text; wav2vec2: frames). Default 384 for text models."),
-        click.option("--decoder-tokens", type=_positive_int(), default=None,
+        click.option("--decoder-tokens", type=positive_int(), default=None,
                      help="Decoder length of encoder-decoder models (default: --tokens)."),
-        click.option("--image-size", type=_positive_int(), default=None,
+        click.option("--image-size", type=positive_int(), default=None,
                      help="ViT image side in pixels (default: config's)."),
-        click.option("--audio-samples", type=_positive_int(), default=None,
+        click.option("--audio-samples", type=positive_int(), default=None,
                      help="wav2vec2 input length in 16 kHz samples (default 224000 = 699 frames)."),
         click.option("--head", default=None,
                      help="Task head: qa, pooler, classifier, ctc, lm or none (model dependent)."),

@@ -72,9 +72,11 @@ class PrecisionConfig(StrictModel):
     groups: dict[str, str] = Field(default_factory=dict)
     layers: dict[str, str] = Field(default_factory=dict)
     bias: str | None = None
+    kv_cache: str | None = Field(None, description="stored format of a decoder's KV cache (default: that of the "
+                                                   "attention BMMs reading it)")
     scale_bits: int = Field(16, ge=0, description="bits of one per-output-channel scale factor")
 
-    @field_validator("default", "bias")
+    @field_validator("default", "bias", "kv_cache")
     @classmethod
     def _one(cls, text: str | None) -> str | None:
         return None if text is None else _check_precision(text)
@@ -206,6 +208,11 @@ class Policy:
             return parse_precision(spec.ops[op.role])
         return parse_precision(spec.default)
 
+    def kv_cache_precision(self, bmm: Op) -> Precision:
+        """Stored format of the KV cache that the attention BMM ``bmm`` reads."""
+        kv_cache = self.config.precision.kv_cache
+        return parse_precision(kv_cache) if kv_cache is not None else self.precision(bmm)
+
     def bias_precision(self, op: Op) -> Precision:
         bias = self.config.precision.bias
         return parse_precision(bias) if bias is not None else self.precision(op)
@@ -224,6 +231,10 @@ class Policy:
 
     def check_against(self, trace: Trace) -> None:
         """Errors for settings that cannot apply to this model (a layer range beyond its blocks)."""
+        if self.config.precision.kv_cache is not None and not any(
+                tensor.kind == "state" for tensor in trace.tensors.values()):
+            raise InputError(f"{self.name}: precision.kv_cache does not apply to {trace.model}: this pass keeps no KV "
+                             "cache (decoder models' prefill and decode passes do)")
         blocks = max((op.layer for op in trace), default=-1) + 1
         for key in self.config.precision.layers:
             first, last = parse_layer_range(key)

@@ -136,7 +136,8 @@ CATEGORY_COLOURS = {  # related work in related hues (array: blues; norms: purpl
     "sfu_softmax": "#d62728", "sfu_layernorm": "#9467bd", "sfu_groupnorm": "#c5b0d5", "sfu_gelu": "#2ca02c",
     "sfu_relu": "#98df8a", "sfu_tanh": "#bcbd22", "sfu_quantize": "#ff7f0e", "sfu_dequantize": "#ffbb78",
     "sfu_bias": "#8c564b", "sfu_add": "#e377c2", "sfu_mul": "#f7b6d2", "sfu_embedding": "#7f7f7f",
-    "sfu_concat": "#c7c7c7", "sfu_mask_embed": "#dbdb8d",
+    "sfu_concat": "#c7c7c7", "sfu_mask_embed": "#dbdb8d", "sfu_rmsnorm": "#6a3d9a", "sfu_silu": "#006d2c",
+    "sfu_rope": "#fdd0a2", "sfu_rope_table": "#a6761d",
 }
 
 
@@ -158,7 +159,7 @@ def legend_below(fig, axes, columns: int) -> None:  # noqa: ANN001 - matplotlib 
     fig.tight_layout(rect=(0, min(0.45, (0.3 + 0.17 * rows) / fig.get_figheight()), 1, 1))
 
 
-def _save(fig, plt, path_stem: Path) -> None:  # noqa: ANN001 - matplotlib objects
+def save_figure(fig, plt, path_stem: Path) -> None:  # noqa: ANN001 - matplotlib objects
     for suffix in (".png", ".svg"):
         fig.savefig(path_stem.with_suffix(suffix), dpi=120)
     plt.close(fig)
@@ -189,7 +190,7 @@ def plot_time_breakdown(panels: dict[str, dict[str, pd.DataFrame]], path_stem: P
         ax.tick_params(axis="x", rotation=30)
     fig.suptitle(title)
     legend_below(fig, axes[0], columns=max(3, min(8, int(fig.get_figwidth() / 2.6))))
-    _save(fig, plt, path_stem)
+    save_figure(fig, plt, path_stem)
 
 
 def storage_parts_mib(footprint: Footprint) -> dict[str, dict[str, float]]:
@@ -230,7 +231,7 @@ def plot_bars(values: dict[str, dict[str, float]], path_stem: Path, xlabel: str,
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     legend_below(fig, [ax], columns=min(4, len(series)))
-    _save(fig, plt, path_stem)
+    save_figure(fig, plt, path_stem)
 
 
 # --- the paper reproduction -----------------------------------------------------------------------
@@ -274,3 +275,28 @@ def write_reproduction(directory: Path, rows: list[dict], table: str, reproducti
         "# Reproduction of the paper's hardware figures\n\n```\n" + table + "\n```\n\n"
         "Files: figures.csv (paper vs accelsim), time_breakdown.csv/.png/.svg (cycles per category for "
         "every model x config), speedups.png/.svg, memory_savings.png/.svg.\n")
+
+
+STEP_SERIES = (("linear_cycles", "linear"), ("attention_bmm_cycles", "attention_bmm"),
+               ("other_gemm_cycles", "other_gemm"), ("sfu_compute_cycles", "sfu"), ("stall_cycles", "stalls"))
+
+
+def plot_steps(steps: pd.DataFrame, clock_mhz: float, path_stem: Path, title: str) -> None:
+    """Decode-step latency against the tokens in the KV cache, stacked by category (compute of the
+    linear layers, attention BMMs, other GEMMs and the SFU, then stalls); the line is the step's time."""
+    plt = pyplot()
+    fig, axes = plt.subplots(figsize=(8, 4.5))
+    per_ms = clock_mhz * 1e3
+    colours = {"sfu": CATEGORY_COLOURS["sfu_softmax"], "stalls": "black"}
+    if len(steps):
+        axes.stackplot(steps["cache_tokens"], *(steps[column] / per_ms for column, _ in STEP_SERIES),
+                       labels=[name.replace("_", " ") for _, name in STEP_SERIES],
+                       colors=[colours.get(name) or CATEGORY_COLOURS[name] for _, name in STEP_SERIES], alpha=0.85)
+        axes.plot(steps["cache_tokens"], steps["latency_ms"], color="grey", linewidth=1, label="step latency")
+    axes.set_xlabel("tokens in the KV cache before the step")
+    axes.set_ylabel("ms per decode step")
+    axes.set_ylim(bottom=0)
+    axes.set_title(title, fontsize=10)
+    axes.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, plt, path_stem)

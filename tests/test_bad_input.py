@@ -23,6 +23,9 @@ def write(directory, name, text):
     return str(path)
 
 
+GENERATE = ["generate", "int8", "--model", "llama-2-7b", "--prompt", "512"]
+
+
 def hardware_with(directory, pattern, new):
     """The rapid_like preset with the first match of the regex ``pattern`` replaced by ``new``."""
     text, count = re.subn(pattern, new, RAPID_LIKE.read_text(), count=1)
@@ -90,7 +93,7 @@ CASES = [
      "malformed JSON"),
     ("extract-missing-key", lambda p: ["extract", "--model", write(p, "config.json", '{"model_type": "bert"}')],
      "missing key"),
-    ("extract-unsupported-type", lambda p: ["extract", "--model", write(p, "config.json", '{"model_type": "llama"}')],
+    ("extract-unsupported-type", lambda p: ["extract", "--model", write(p, "config.json", '{"model_type": "gemma"}')],
      "unsupported model_type"),
     ("extract-json-array", lambda p: ["extract", "--model", write(p, "config.json", "[1, 2]")], "JSON object"),
     ("extract-heads-do-not-divide", lambda p: ["extract", "--model", write(
@@ -166,6 +169,10 @@ CASES = [
     ("memory-range-outside", lambda p: ["memory", run_config(p, "precision: {default: int8, layers: "
                                                                 "{'0-12': int4}}"), "--model", "bert-base"],
      "outside bert-base"),
+    ("run-kv-cache-on-encoder", lambda p: ["run", run_config(p, "precision: {default: int8, kv_cache: int4}"),
+                                           "--model", "bert-base"], "kv_cache does not apply"),
+    ("run-kv-cache-bad-format", lambda p: ["run", run_config(p, "precision: {default: int8, kv_cache: int5x}"),
+                                           "--model", "gpt2"], "kv_cache"),
     ("memory-unknown-group", lambda p: ["memory", run_config(p, "precision: {default: int8, groups: {mlp: int4}}"),
                                         "--model", "bert-base"], "precision.groups"),
     ("memory-unknown-role", lambda p: ["memory", run_config(p, "precision: {default: int8, ops: {qq: int4}}"),
@@ -229,6 +236,16 @@ CASES = [
     ("run-hw-dram-too-small", lambda p: [*RUN, "--hardware", hardware_with(
         p, "weights_streamed: true", "weights_streamed: true\n  dram_capacity_bytes: 1000000")],
      "more than hardware rapid_like's DRAM of 1,000,000 bytes"),
+    ("generate-zero-tokens", lambda p: [*GENERATE, "--new-tokens", "0"], "--new-tokens must be at least 1"),
+    ("generate-zero-beams", lambda p: [*GENERATE, "--new-tokens", "4", "--beams", "0"], "--beams must be at least 1"),
+    ("generate-encoder-only", lambda p: ["generate", "int8", "--model", "bert-base", "--prompt", "8",
+                                         "--new-tokens", "4"], "bert-base has no decoder-only generation"),
+    ("generate-beyond-positions", lambda p: [*GENERATE, "--new-tokens", "3600"],
+     "a context of 4111 tokens exceeds the model's 4096 positions"),
+    ("generate-kv-cache-outgrows-dram", lambda p: [
+        "generate", "int8", "--model", "llama-3-8b", "--prompt", "512", "--new-tokens", "4000", "--hardware",
+        hardware_with(p, "weights_streamed: true", "weights_streamed: true\n  dram_capacity_bytes: 8300000000")],
+     "more than hardware rapid_like's DRAM of 8,300,000,000 bytes"),
     ("run-mask-missing", lambda p: ["run", masked_config(p, "nothere.npz"), "--model", "bert-base"], "nothere.npz"),
     ("run-mask-shape", lambda p: ["run", masked_config(p, bad_mask(p, "shape")), "--model", "bert-base"],
      "shape (3, 3)"),

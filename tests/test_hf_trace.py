@@ -3,10 +3,13 @@
 Matrix ops (GEMM / BMM / convolution) must match one for one, in order. Vector ops are compared as
 element totals per role: a traced model also runs element-wise index arithmetic (position buckets,
 mask construction) that the closed form does not model, so scalar multiplies (``mul``) are left out
-of the comparison and the roles below are compared.
+of the comparison and the roles below are compared. Grouped-query attention is compared after folding
+Hugging Face's copies of each key/value head (``repeat_kv``) into one product per key/value head with
+its group's queries stacked, as the closed form runs it.
 """
 
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -14,11 +17,22 @@ from workloads.hf_trace import hf_num_parameters, trace_hf
 from workloads.models import Workload, load_model, zoo_names
 
 pytestmark = pytest.mark.hf
-COMPARED_VECTOR_ROLES = ("softmax", "layernorm", "groupnorm", "gelu", "relu", "tanh", "add", "embedding")
+QWEN2 = str(Path(__file__).parent / "configs" / "qwen2-0.5b.json")
+OPT_POST_LN = str(Path(__file__).parent / "configs" / "opt-350m.json")
+COMPARED_VECTOR_ROLES = ("softmax", "layernorm", "rmsnorm", "groupnorm", "gelu", "relu", "tanh", "silu", "rope",
+                         "rope_table", "add", "embedding")
 
 
-def matrix_shapes(trace):
-    return [(op.kind, op.batch, op.m, op.k, op.n) for op in trace if op.is_matrix]
+def matrix_shapes(trace, kv_group=1):
+    """(kind, batch, m, k, n) per matrix op; ``kv_group`` query heads per key/value head folds a traced
+    model's per-query-head attention products into per-key/value-head ones."""
+    return [(op.kind, op.batch // kv_group, op.m * kv_group, op.k, op.n) if op.kind == "bmm" else
+            (op.kind, op.batch, op.m, op.k, op.n) for op in trace if op.is_matrix]
+
+
+def kv_group(spec):
+    cfg = spec.config
+    return cfg.get("num_attention_heads", 1) // (cfg.get("num_key_value_heads") or cfg.get("num_attention_heads", 1))
 
 
 def vector_totals(trace):
@@ -42,6 +56,16 @@ def small(name):
 
 CASES = [(name, small(name)) for name in zoo_names()] + [
     ("gpt2", Workload(batch=2, tokens=13, phase="decode")),
+    ("llama-2-7b", Workload(batch=2, tokens=13, phase="decode")),
+    ("llama-3-8b", Workload(batch=2, tokens=13, phase="decode")),
+    ("llama-3-8b", Workload(batch=1, tokens=9, head="none")),
+    ("llama-2-7b", Workload(batch=2, tokens=13, logits_to_keep=1)),  # generate()'s prefill: the last position
+    ("gpt2", Workload(batch=2, tokens=13, logits_to_keep=3)),
+    (QWEN2, Workload(batch=2, tokens=13)),  # q/k/v biases, an unbiased output projection, a tied head
+    (QWEN2, Workload(batch=2, tokens=13, phase="decode")),
+    ("opt-1.3b", Workload(batch=2, tokens=13, phase="decode")),
+    (OPT_POST_LN, Workload(batch=2, tokens=13)),  # post-LN, embeddings projected in and out
+    (OPT_POST_LN, Workload(batch=1, tokens=9, phase="decode")),
     ("gpt2", Workload(batch=1, tokens=9, head="none")),
     ("bert-base", Workload(batch=1, tokens=9, head="pooler")),
     ("bert-base", Workload(batch=1, tokens=9, head="none")),
@@ -58,16 +82,16 @@ CASES = [(name, small(name)) for name in zoo_names()] + [
 ]
 
 
-@pytest.mark.parametrize(("name", "workload"), CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])
+@pytest.mark.parametrize(("name", "workload"), CASES, ids=[f"{Path(n).stem}-{i}" for i, (n, _) in enumerate(CASES)])
 def test_closed_form_equals_traced(name, workload):
     spec = load_model(name)
     closed = spec.trace(workload)
     traced = trace_hf(spec, spec.resolve(workload))
-    assert matrix_shapes(closed) == matrix_shapes(traced)
+    assert matrix_shapes(closed) == matrix_shapes(traced, kv_group(spec))
     assert vector_totals(closed) == vector_totals(traced)
 
 
-@pytest.mark.parametrize(("name", "workload"), CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])
+@pytest.mark.parametrize(("name", "workload"), CASES, ids=[f"{Path(n).stem}-{i}" for i, (n, _) in enumerate(CASES)])
 def test_traced_ops_are_named_placed_and_owned_like_the_closed_form(name, workload):
     """Traced ops get module-path names, and the same roles, blocks and groups as the closed form for
     every matrix op (so policies and pruning apply alike); they own every parameter exactly once."""
@@ -99,7 +123,7 @@ def operand_graph(trace):
     return graph
 
 
-@pytest.mark.parametrize(("name", "workload"), CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])
+@pytest.mark.parametrize(("name", "workload"), CASES, ids=[f"{Path(n).stem}-{i}" for i, (n, _) in enumerate(CASES)])
 def test_closed_form_tensor_graph_equals_traced(name, workload):
     """Tensors with identity, checked against the real model: q, k and v read one tensor; cross-attention
     k and v read the encoder output (not the decoder's); BMMs read the projections (or, in a decode
@@ -168,11 +192,11 @@ def test_sweep_over_traced_models(tmp_path):
     assert closed.split(",")[3:] == traced.split(",")[3:]  # same numbers; the point id differs with the plan
 
 
-OPT_TINY = {"model_type": "opt", "vocab_size": 1000, "hidden_size": 64, "num_hidden_layers": 2, "ffn_dim": 256,
-            "num_attention_heads": 4, "max_position_embeddings": 128, "word_embed_proj_dim": 64,
-            "do_layer_norm_before": True, "activation_function": "relu", "enable_bias": True}
-LLAMA_TINY = {"model_type": "llama", "vocab_size": 1000, "hidden_size": 64, "intermediate_size": 176,
-              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+MISTRAL_TINY = {"model_type": "mistral", "vocab_size": 1000, "hidden_size": 64, "intermediate_size": 176,
+                "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                "max_position_embeddings": 128, "sliding_window": 64, "tie_word_embeddings": False}
+GEMMA_TINY = {"model_type": "gemma", "vocab_size": 1000, "hidden_size": 64, "intermediate_size": 176,
+              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
               "max_position_embeddings": 128}
 
 
@@ -183,20 +207,20 @@ def test_a_family_without_closed_form_is_traced_or_refused(tmp_path):
 
     from cli_helpers import accelsim
 
-    opt, llama = tmp_path / "opt.json", tmp_path / "llama.json"
-    opt.write_text(json.dumps(OPT_TINY))
-    llama.write_text(json.dumps(LLAMA_TINY))
-    closed = accelsim("run", "int8", "--model", str(opt), "--tokens", "8")
+    mistral, gemma = tmp_path / "mistral.json", tmp_path / "gemma.json"
+    mistral.write_text(json.dumps(MISTRAL_TINY))
+    gemma.write_text(json.dumps(GEMMA_TINY))
+    closed = accelsim("run", "int8", "--model", str(mistral), "--tokens", "8")
     assert closed.returncode == 2 and "add --trace" in closed.stderr
-    spec = load_model(str(opt))
+    spec = load_model(str(mistral))
     for head in ("none", "lm"):
         workload = spec.resolve(Workload(tokens=8, head=head))
         traced = trace_hf(spec, workload)
-        assert traced.params == hf_num_parameters(spec, workload)  # the tied LM head counted once
+        assert traced.params == hf_num_parameters(spec, workload)
         roles = [op.role for op in traced if op.is_matrix and op.layer == 1]
-        assert roles == ["q", "k", "v", "bmm_qk", "bmm_av", "attn_out", "ffn1", "ffn2"]
-    run = accelsim("run", "int8_sp", "--model", str(opt), "--tokens", "8", "--trace", "--format", "json")
+        assert roles == ["q", "k", "v", "bmm_qk", "bmm_av", "attn_out", "ffn1", "ffn1", "ffn2"]
+    run = accelsim("run", "int8_sp", "--model", str(mistral), "--tokens", "8", "--trace", "--format", "json")
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["speedup_vs_baseline"] > 1
-    refused = accelsim("run", "int8", "--model", str(llama), "--tokens", "8", "--trace")
-    assert refused.returncode == 2 and "aten.silu" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    refused = accelsim("run", "int8", "--model", str(gemma), "--tokens", "8", "--trace")
+    assert refused.returncode == 2 and "aten.pow" in refused.stderr and len(refused.stderr.splitlines()) == 1

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from simulator.engine import Simulator, simulate
 from simulator.hardware import Hardware, load_hardware
 from simulator.memory import footprint
-from simulator.policy import load_run_config
+from simulator.policy import Policy, load_run_config
 from simulator.timing import gemm_cycles
 from workloads.models import Workload, load_model, zoo_names
 from workloads.ops import OpBuilder
@@ -69,8 +69,68 @@ def test_a_chain_that_spills_writes_once_and_reads_once_per_sweep():
     compute = gemm_cycles(rows, width, out, hw.array.rows, hw.array.cols, "ws", pack=2)
     transfer = math.ceil(res.loc["proj", "dram_bytes"] / hw.memory.dram_bytes_per_cycle)
     assert res.loc["proj", "transfer_cycles"] == transfer
-    exposed = math.ceil(transfer / compute.folds)
+    exposed = math.ceil(min(transfer, compute.compute_cycles) / compute.folds)  # one fold does not overlap
     assert res.loc["proj", "stall_cycles"] == exposed + max(0, transfer - compute.compute_cycles)
+
+
+def skip_chain(rows: int = 64, width: int = 128):
+    """x -> norm -> linear -> gelu -> mix(gelu, norm) -> add(mix, gelu): the norm output lives from step
+    0 to 3, the gelu output from 2 to 4 (both materialised: two readers each)."""
+    b = OpBuilder()
+    b.input("x", rows * width)
+    skip = b.layernorm("norm", 0, "norm", rows, width)
+    b.gemm("proj", 0, "ffn1", "ffn", rows, width, width, bias=False)
+    act = b.vector("act", 0, "gelu", "ffn", rows * width)
+    b.vector("mix", 0, "mul", "ffn", rows * width, reads=(act, skip))
+    b.add("residual", 0, "ffn", rows * width, act)
+    return b.build_trace("skip", {"batch": 1})
+
+
+def test_a_long_lived_tensor_keeps_its_room_until_its_last_reader():
+    """The norm output is read by proj and, three steps later, by mix: while it lives, the gelu output
+    must fit beside it. With room for one tensor only, the later one spills."""
+    rows, width = 64, 128
+    size = rows * width * 2
+    roomy = by_name(simulate(skip_chain(rows, width), hardware(ifmap=2 * size), FP16))
+    assert (roomy.loc["norm", "residency"], roomy.loc["act", "residency"]) == ("chip", "chip")
+    tight = simulate(skip_chain(rows, width), hardware(ifmap=2 * size - 1), FP16)
+    rows_of = by_name(tight)
+    assert (rows_of.loc["norm", "residency"], rows_of.loc["act", "residency"]) == ("chip", "dram")
+    assert rows_of.loc["act", "dram_write_bytes"] == size and rows_of.loc["mix", "dram_read_bytes"] == size
+    assert rows_of.loc["residual", "dram_read_bytes"] == size
+
+
+def test_peak_live_bytes_counts_every_materialised_tensor_over_its_life():
+    from simulator.engine.lowering import lower
+    from simulator.engine.residency import place
+
+    rows, width = 64, 128
+    size = rows * width * 2
+    for ifmap in (2 * size, size):  # on chip or spilled, alive all the same
+        placement = place(lower(skip_chain(rows, width), hardware(ifmap=ifmap), FP16), hardware(ifmap=ifmap))
+        assert placement.peak_live_bytes == 2 * size  # norm and gelu outputs, at steps 2 and 3
+        assert placement.peak_bytes == (2 * size if ifmap == 2 * size else size)
+
+
+def test_preloaded_weights_move_no_dram_bytes():
+    rows, width, out = 64, 128, 256
+    streamed = simulate(norm_gemm_gelu(rows, width, out), hardware(), FP16)
+    preloaded = simulate(norm_gemm_gelu(rows, width, out), hardware(weights_streamed=False), FP16)
+    weights = width * out * 2 + 2 * width * 2  # the linear layer's and the norm's
+    assert streamed.totals["dram_bytes"] - preloaded.totals["dram_bytes"] == weights
+
+
+@pytest.mark.parametrize(("dataflow", "a_sweeps", "b_sweeps"), [("ws", 4, 1), ("os", 4, 16), ("is", 1, 2)])
+def test_each_dataflow_reads_its_operands_once_per_sweep(dataflow, a_sweeps, b_sweeps):
+    """On an 8 x 64 array, a 128 x 128 x 256 GEMM: ws streams A once per column tile (256/64) and holds
+    B; os re-streams A per column tile and B per row tile (128/8); is holds A and streams B once per
+    tile of M over the columns (128/64)."""
+    rows, width, out = 128, 128, 256
+    data = hardware().model_dump()
+    data["array"]["dataflow"] = dataflow
+    res = by_name(simulate(norm_gemm_gelu(rows, width, out), Hardware.model_validate(data), FP16))
+    assert res.loc["proj", "ifmap_read_bytes"] == rows * width * 2 * a_sweeps
+    assert res.loc["proj", "filter_read_bytes"] == width * out * 2 * b_sweeps
 
 
 def attention_core(batch_heads: int, q: int, d: int):
@@ -135,6 +195,45 @@ def test_decode_quantize_work_does_not_grow_with_the_cache():
     (short, short_scores), (long, long_scores) = quantized(64), quantized(1000)
     assert short == long
     assert long_scores - short_scores == 12 * 12 * (1000 - 64)  # layers x heads x extra cached tokens
+
+
+def kv_cache_bytes(spec, batch, tokens, bits):
+    """2 x layers x batch x tokens x kv_heads x head_dim x bits / 8 (the issue's closed form)."""
+    cfg = spec.config
+    heads, layers = cfg.get("num_attention_heads", cfg.get("n_head")), cfg.get("num_hidden_layers", cfg.get("n_layer"))
+    kv_heads, head_dim = cfg.get("num_key_value_heads", heads), (cfg.get("hidden_size") or cfg["n_embd"]) // heads
+    return 2 * layers * batch * tokens * kv_heads * head_dim * bits // 8
+
+
+@pytest.mark.parametrize("model", ["llama-3-8b", "opt-1.3b", "gpt2"])
+def test_prefill_writes_the_kv_cache_once_and_nothing_else(model):
+    """A prefill whose activations stay on chip writes to DRAM exactly its KV cache (int8: the copies
+    quantized for the attention BMMs, no extra conversion) and its output."""
+    spec = load_model(model)
+    batch, tokens = 2, 64
+    res = simulate(spec.trace(Workload(batch=batch, tokens=tokens, head="none")), load_hardware("rapid_like"), INT8)
+    hidden = spec.config.get("hidden_size") or spec.config["n_embd"]
+    output = batch * tokens * hidden * 2  # fp16
+    assert res.totals["dram_write_bytes"] == kv_cache_bytes(spec, batch, tokens, 8) + output
+    assert not res.name.str.endswith("_cache").any()  # the cache is the BMMs' int8 operand, stored as is
+
+
+def test_kv_cache_precision_sets_what_is_stored_and_read():
+    """precision.kv_cache: int4 under int8 attention halves the cache bytes a decode step reads and its
+    prefill writes; the appended entries get their own int4 conversion."""
+    spec = load_model("llama-3-8b")
+    hw = load_hardware("rapid_like")
+    config = INT8.config.model_copy(update={"precision": INT8.config.precision.model_copy(update={"kv_cache": "int4"})})
+    int4_cache = Policy(config)
+    step = spec.trace(Workload(batch=2, tokens=100, phase="decode", head="none"))
+    int8_run, int4_run = simulate(step, hw, INT8), simulate(step, hw, int4_cache)
+    saved = int8_run.totals["dram_read_bytes"] - int4_run.totals["dram_read_bytes"]
+    assert saved == kv_cache_bytes(spec, 2, 101, 8) - kv_cache_bytes(spec, 2, 101, 4)
+    kv_quantize = int4_run[int4_run.name.str.endswith("quantize_b")]
+    assert (kv_quantize["elements"] == 2 * 8 * 128).all() and len(kv_quantize) == 2 * 32
+    prefill = spec.trace(Workload(batch=2, tokens=64, head="none"))
+    written = simulate(prefill, hw, int4_cache)
+    assert written[written.name.str.endswith("_cache")]["dram_write_bytes"].sum() == kv_cache_bytes(spec, 2, 64, 4)
 
 
 def test_cross_attention_quantizes_the_encoder_output_separately():

@@ -64,6 +64,40 @@ def test_gpt2_decode_step_attends_to_cache():
     assert next(op for op in trace if op.role == "qkv").m == 1
 
 
+@pytest.mark.parametrize(("name", "kv_bytes_per_token"), [("llama-2-7b", 524_288), ("llama-3-8b", 131_072)])
+def test_llama_kv_cache_holds_two_tensors_per_layer_of_kv_heads(name, kv_bytes_per_token):
+    """KV-cache elements = 2 x layers x batch x tokens x kv_heads x head_dim (design notes: FP16 bytes per
+    token 524,288 for Llama-2-7B, 131,072 for Llama-3-8B); a decode step's cache holds tokens + 1."""
+    spec = load_model(name)
+    cfg = spec.config
+    kv, dim = cfg["num_key_value_heads"], cfg["hidden_size"] // cfg["num_attention_heads"]
+    for batch, tokens in ((1, 512), (3, 100)):
+        trace = spec.trace(Workload(batch=batch, tokens=tokens, phase="decode"))
+        state = [t for t in trace.tensors.values() if t.kind == "state"]
+        elements = sum(t.elements for t in state)
+        assert len(state) == 2 * cfg["num_hidden_layers"]
+        assert elements == 2 * cfg["num_hidden_layers"] * batch * (tokens + 1) * kv * dim
+        assert elements * 2 == batch * (tokens + 1) * kv_bytes_per_token
+        assert sum(t.appended for t in state) == elements // (tokens + 1)  # one new token per sequence
+
+
+@pytest.mark.parametrize("name", ["llama-2-7b", "llama-3-8b"])
+def test_llama_decode_macs_per_token(name):
+    """Design notes: MACs per decode token = (params - vocab x hidden - norm weights) + 2 x layers x heads x
+    keys x head_dim, whatever the key/value head count (grouped queries share keys, not MACs)."""
+    spec = load_model(name)
+    cfg = spec.config
+    hidden, layers, heads = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"]
+    keys = 300
+    trace = spec.trace(Workload(tokens=keys - 1, phase="decode"))
+    norms = (2 * layers + 1) * hidden
+    linear = trace.params - cfg["vocab_size"] * hidden - norms
+    assert trace.macs == linear + 2 * layers * heads * keys * (hidden // heads)
+    qk = next(op for op in trace if op.role == "bmm_qk")
+    group = heads // cfg["num_key_value_heads"]
+    assert (qk.batch, qk.m, qk.k, qk.n) == (heads // group, group, hidden // heads, keys)
+
+
 def test_t5_inner_dim_differs_from_model_width():
     trace = load_model("t5-3b").trace(Workload(tokens=10, decoder_tokens=4))
     q = next(op for op in trace if op.role == "q")
@@ -94,6 +128,8 @@ def test_batch_scales_macs_linearly():
     ("bert-base", Workload(batch=0), "positive"),
     ("bert-base", Workload(head="ctc"), "head"),
     ("gpt2", Workload(tokens=1024, phase="decode"), "positions"),
+    ("llama-2-7b", Workload(tokens=4096, phase="decode"), "positions"),
+    ("llama-2-7b", Workload(image_size=224), "does not apply"),
 ])
 def test_bad_workloads(name, workload, message):
     with pytest.raises(InputError, match=message):

@@ -22,16 +22,27 @@ class AttentionShape:
     hidden: int  # model width (input of the projections, output of attn_out)
     heads: int
     head_dim: int
+    kv_heads: int = 0  # grouped-query attention: key/value heads (0: one per query head)
 
     @property
     def inner(self) -> int:
         return self.heads * self.head_dim
 
+    @property
+    def kv_inner(self) -> int:
+        return (self.kv_heads or self.heads) * self.head_dim
+
+    @property
+    def group(self) -> int:
+        """Query heads per key/value head."""
+        return self.heads // (self.kv_heads or self.heads)
+
 
 def attention(b: OpBuilder, prefix: str, layer: int, shape: AttentionShape, *, bias: bool = True,
               fused_qkv: bool = False, kv_first: bool = False, scale: str | None = "scores",
               score_adds: tuple[str, ...] = (), memory: str | None = None, position_bias: str | None = None,
-              cached: bool = False, after_projections: Callable[[], str] | None = None) -> str:
+              cache: str = "", after_projections: Callable[[], str] | None = None,
+              rope: str | None = None, out_bias: bool | None = None) -> str:
     """Projections, QK^T, optional scaling and additive mask/position bias, softmax, AV, output projection.
 
     The projections read the current activation; in cross-attention k and v read ``memory`` (the encoder
@@ -39,12 +50,22 @@ def attention(b: OpBuilder, prefix: str, layer: int, shape: AttentionShape, *, b
     queries ("query") or nowhere (None, as in T5). ``score_adds`` names the additive terms added to
     the scores one after the other: "position_bias" adds the tensor ``position_bias`` (or the one
     ``after_projections`` computes), other terms (a causal mask) are generated on the fly.
-    ``kv_first`` computes the key/value projections before the query projection. ``cached`` (a decode
-    step): the new keys and values are appended to this layer's KV cache and the BMMs read the whole
-    cache. Returns the output tensor.
+    ``kv_first`` computes the key/value projections before the query projection. ``cache``: "fill" (a
+    prefill) writes the keys and values to this layer's KV cache (state the next steps read); "step" (a
+    decode step) appends the new token's keys and values to the cache and the BMMs read all of it.
+    ``rope`` names the rotary table (cos and sin per position) that rotates the new queries and keys
+    before the scores. ``out_bias`` (default: ``bias``) says whether the output projection has biases.
+    Returns the output tensor.
+
+    Grouped-query attention (``kv_heads`` < ``heads``) runs one product per key/value head, with the
+    queries of its group of heads stacked as rows: each key and value head is read once per group, as an
+    accelerator would (Hugging Face's eager code copies K/V to every query head, ``repeat_kv``).
     """
+    if cache not in ("", "fill", "step"):
+        raise ValueError(f"unknown cache mode {cache!r}")
     s = shape
     q_rows, kv_rows = s.batch * s.q_len, s.batch * s.kv_len
+    cached = cache == "step"
     x = b.current
     source = memory or x
     if fused_qkv:
@@ -57,29 +78,35 @@ def attention(b: OpBuilder, prefix: str, layer: int, shape: AttentionShape, *, b
         new_rows = q_rows if cached else kv_rows  # a decode step projects only the new tokens
         if not kv_first:
             q = b.gemm(f"{prefix}.q", layer, "q", "attention", q_rows, s.hidden, s.inner, bias=bias, reads=x)
-        k = b.gemm(f"{prefix}.k", layer, "k", "attention", new_rows, s.hidden, s.inner, bias=bias, reads=source)
-        v = b.gemm(f"{prefix}.v", layer, "v", "attention", new_rows, s.hidden, s.inner, bias=bias, reads=source)
+        k = b.gemm(f"{prefix}.k", layer, "k", "attention", new_rows, s.hidden, s.kv_inner, bias=bias, reads=source)
+        v = b.gemm(f"{prefix}.v", layer, "v", "attention", new_rows, s.hidden, s.kv_inner, bias=bias, reads=source)
         if kv_first:
             q = b.gemm(f"{prefix}.q", layer, "q", "attention", q_rows, s.hidden, s.inner, bias=bias, reads=x)
-    if cached:
-        k = b.state(f"{prefix}.k_cache", kv_rows * s.inner, source=k)
-        v = b.state(f"{prefix}.v_cache", kv_rows * s.inner, source=v)
+    if rope is not None:  # q then k, each x cos + rotate_half(x) x sin
+        q = b.vector(f"{prefix}.q_rope", layer, "rope", "attention", q_rows * s.inner, reads=(q, rope))
+        k = b.vector(f"{prefix}.k_rope", layer, "rope", "attention", (q_rows if cached else kv_rows) * s.kv_inner,
+                     reads=(k, rope))
+    if cache:
+        k_cache = b.state(f"{prefix}.k_cache", kv_rows * s.kv_inner, source=k)
+        v_cache = b.state(f"{prefix}.v_cache", kv_rows * s.kv_inner, source=v)
+        if cached:
+            k, v = k_cache, v_cache
     if after_projections is not None:
         position_bias = after_projections()
     if scale == "query":
         q = b.vector(f"{prefix}.query_scale", layer, "mul", "attention", q_rows * s.inner, reads=(q,))
     score_elements = s.batch * s.heads * s.q_len * s.kv_len
-    b.bmm(f"{prefix}.qk", layer, "bmm_qk", "attention", s.batch * s.heads, s.q_len, s.head_dim, s.kv_len,
-          reads=(q, k))
+    products, rows = s.batch * s.heads // s.group, s.group * s.q_len
+    b.bmm(f"{prefix}.qk", layer, "bmm_qk", "attention", products, rows, s.head_dim, s.kv_len, reads=(q, k))
     if scale == "scores":
         b.vector(f"{prefix}.score_scale", layer, "mul", "attention", score_elements)
     for term in score_adds:  # additive mask / position bias terms, each one add over the scores
         extra = (position_bias,) if term == "position_bias" and position_bias else ()
         b.vector(f"{prefix}.{term}_add", layer, "add", "attention", score_elements, reads=(b.current, *extra))
     b.vector(f"{prefix}.softmax", layer, "softmax", "attention", score_elements)
-    b.bmm(f"{prefix}.av", layer, "bmm_av", "attention", s.batch * s.heads, s.q_len, s.kv_len, s.head_dim,
-          reads=(b.current, v))
-    return b.gemm(f"{prefix}.out", layer, "attn_out", "attention", q_rows, s.inner, s.hidden, bias=bias)
+    b.bmm(f"{prefix}.av", layer, "bmm_av", "attention", products, rows, s.kv_len, s.head_dim, reads=(b.current, v))
+    return b.gemm(f"{prefix}.out", layer, "attn_out", "attention", q_rows, s.inner, s.hidden,
+                  bias=bias if out_bias is None else out_bias)
 
 
 def feed_forward(b: OpBuilder, prefix: str, layer: int, rows: int, hidden: int, inner: int, activation: str,

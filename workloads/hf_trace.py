@@ -40,6 +40,16 @@ except ImportError:  # pragma: no cover - exercised only without the hf extra
 _MODULE_ROLES = {
     "LayerNorm": "layernorm",
     "T5LayerNorm": "layernorm",
+    "LlamaRMSNorm": "rmsnorm",
+    "Qwen2RMSNorm": "rmsnorm",
+    "MistralRMSNorm": "rmsnorm",
+    "MixtralRMSNorm": "rmsnorm",
+    "LlamaRotaryEmbedding": "rope_table",
+    "Qwen2RotaryEmbedding": "rope_table",
+    "MistralRotaryEmbedding": "rope_table",
+    "MixtralRotaryEmbedding": "rope_table",
+    "SiLUActivation": "silu",
+    "SiLU": "silu",
     "GELUActivation": "gelu",
     "NewGELUActivation": "gelu",
     "GELU": "gelu",
@@ -50,6 +60,7 @@ _ELEMENTWISE_ROLES = {
     "aten._softmax.default": "softmax",
     "aten.gelu.default": "gelu",
     "aten.relu.default": "relu",
+    "aten.silu.default": "silu",
     "aten.tanh.default": "tanh",
     "aten.add.Tensor": "add",
     "aten.add_.Tensor": "add",
@@ -285,8 +296,11 @@ def _module_hooks(model: Any, recorder: _Recorder) -> Iterator[None]:
         if type(module).__name__ in _MODULE_ROLES:
             recorder.suppress_depth -= 1
             if recorder.suppress_depth == 0:
-                recorder.vector(_MODULE_ROLES[type(module).__name__], output.numel(), tuple(inputs), output,
-                                module_level=True)
+                parts = list(output) if isinstance(output, tuple) else [output]
+                recorder.vector(_MODULE_ROLES[type(module).__name__], sum(part.numel() for part in parts),
+                                tuple(inputs), parts[0], module_level=True)
+                for part in parts[1:]:  # (cos, sin): one table tensor
+                    recorder.follow(torch.ops.aten.alias.default, (parts[0],), part)
         recorder.stack.pop()
 
     for path, module in model.named_modules():
@@ -297,6 +311,35 @@ def _module_hooks(model: Any, recorder: _Recorder) -> Iterator[None]:
     finally:
         for h in handles:
             h.remove()
+
+
+@contextlib.contextmanager
+def _rotary_hook(model: Any, recorder: _Recorder) -> Iterator[None]:
+    """Record each ``apply_rotary_pos_emb`` call of the model's modeling module (a function, not a module)
+    as one ``rope`` op for the queries and one for the keys, whatever element-wise ops it is written with."""
+    import sys
+
+    modeling = sys.modules[type(model).__module__]
+    original = getattr(modeling, "apply_rotary_pos_emb", None)
+    if original is None:
+        yield
+        return
+
+    def rotate(q: Any, k: Any, cos: Any, sin: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        recorder.suppress_depth += 1
+        try:
+            q_out, k_out = original(q, k, cos, sin, *args, **kwargs)
+        finally:
+            recorder.suppress_depth -= 1
+        recorder.vector("rope", q_out.numel(), (q, cos), q_out)
+        recorder.vector("rope", k_out.numel(), (k, cos), k_out)
+        return q_out, k_out
+
+    modeling.apply_rotary_pos_emb = rotate
+    try:
+        yield
+    finally:
+        modeling.apply_rotary_pos_emb = original
 
 
 def require_torch() -> None:
@@ -341,7 +384,7 @@ def trace_hf(spec: ModelSpec, workload: Workload) -> Trace:
         tokens = max(workload.tokens or 1, workload.decoder_tokens or 1)
         recorder = _Recorder(_encoder_blocks(model), per_token=workload.batch * tokens)
         recorder.parameters_and_inputs(model, inputs)
-        with _module_hooks(model, recorder), recorder:
+        with _module_hooks(model, recorder), _rotary_hook(model, recorder), recorder:
             model(**inputs)
         recorder.leftover_parameters(model)
     if recorder.unmapped and not spec.has_closed_form:

@@ -1,7 +1,8 @@
 """The model registry: ``model_type`` -> family, model specs, the zoo, and loading a config.
 
-Supported ``model_type`` values with a closed form: bert, roberta, vit, wav2vec2, gpt2, t5, fsmt (one
-module each under :mod:`workloads.families`); any other type transformers knows can be traced.
+Supported ``model_type`` values with a closed form: bert, roberta, vit, wav2vec2, gpt2, t5, fsmt, llama,
+qwen2, opt (one module per family under :mod:`workloads.families`); any other type transformers knows
+can be traced.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from workloads.families.base import PHASES, Family, Workload
 from workloads.families.bert import BertFamily
 from workloads.families.fsmt import FSMTFamily
 from workloads.families.gpt2 import GPT2Family
+from workloads.families.llama import LlamaFamily
+from workloads.families.opt import OPTFamily
 from workloads.families.t5 import T5Family
 from workloads.families.traced_only import TracedOnlyFamily
 from workloads.families.vit import ViTFamily
@@ -28,7 +31,8 @@ from workloads.ops import OpBuilder, Trace
 __all__ = ["FAMILIES", "PHASES", "Family", "ModelSpec", "Workload", "load_model", "parse_config", "zoo_names"]
 
 FAMILIES: dict[str, Family] = {}
-for _family in (BertFamily(), ViTFamily(), Wav2Vec2Family(), GPT2Family(), T5Family(), FSMTFamily()):
+for _family in (BertFamily(), ViTFamily(), Wav2Vec2Family(), GPT2Family(), T5Family(), FSMTFamily(),
+                LlamaFamily(), OPTFamily()):
     for _model_type in _family.model_types:
         FAMILIES[_model_type] = _family
 TRACED_ONLY = TracedOnlyFamily(tuple(sorted(FAMILIES)))

@@ -34,8 +34,8 @@ BMM_ROLES = ("bmm_qk", "bmm_av")
 # The six per-block linear layers that the paper prunes 2:4 (GPT-2's fused qkv stands for q, k, v).
 PRUNED_LINEAR_ROLES = ("q", "k", "v", "attn_out", "ffn1", "ffn2")
 OTHER_MATRIX_ROLES = ("conv", "feature_proj", "pos_conv", "patch_embed", "pooler", "head")
-VECTOR_ROLES = ("embedding", "add", "mul", "concat", "mask_embed", "layernorm", "groupnorm", "softmax",
-                "gelu", "relu", "tanh")
+VECTOR_ROLES = ("embedding", "add", "mul", "concat", "mask_embed", "layernorm", "rmsnorm", "groupnorm", "softmax",
+                "gelu", "relu", "tanh", "silu", "rope", "rope_table")
 ROLES = (*LINEAR_ROLES, *BMM_ROLES, *OTHER_MATRIX_ROLES, *VECTOR_ROLES)
 TENSOR_KINDS = ("input", "activation", "weight", "state")
 

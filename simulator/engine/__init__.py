@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -46,7 +47,7 @@ from simulator.timing import SparsityPattern, ceil_div, gemm_cycles
 from workloads.errors import InputError
 from workloads.ops import Op, Trace
 
-__all__ = ["RESULT_COLUMNS", "Results", "Simulator", "category", "simulate", "summarize_results"]
+__all__ = ["RESULT_COLUMNS", "Prepared", "Results", "Simulator", "category", "simulate", "summarize_results"]
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -56,6 +57,22 @@ def _product_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str,
     a product shape cost one evaluation."""
     result = gemm_cycles(m, k, n, rows, cols, dataflow, batch=batch, pack=pack, sparsity=sparsity, timing=timing)
     return result.compute_cycles, result.folds, result.macs
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A pass ready to be costed: the trace lowered, fused and placed, and its weights' stored bytes."""
+
+    trace: Trace
+    lowered: Lowered
+    fused: dict[int, str]
+    placement: Placement
+    weight_bytes: dict[str, int]
+
+    @property
+    def spilled(self) -> bool:
+        """Whether any activation of the pass is spilled to DRAM."""
+        return any(self.placement.home[name] == "dram" for name in self.placement.footprint_bytes)
 
 
 class Simulator:
@@ -83,7 +100,7 @@ class Simulator:
         if self.masked and mask_for is None:
             raise InputError(f"{policy.name}: this sparsity setting needs weight masks")
 
-    def _storage(self, op: Op) -> OpStorage:
+    def storage(self, op: Op) -> OpStorage:
         """The op's stored parameters, memoised on what they depend on (not on rows or elements, which
         change with the batch): sample groups and repeated passes reuse them."""
         key = (op.name, op.layer, op.role, op.group, op.kind, op.batch, op.k, op.n, op.weight_params, op.bias_params)
@@ -124,7 +141,7 @@ class Simulator:
             owned = [name for name in op.reads if trace.tensors[name].kind == "weight" and name not in stored]
             if not op.params or not owned:
                 continue
-            weights, biases = stored_weight_bytes(self._storage(op))
+            weights, biases = stored_weight_bytes(self.storage(op))
             for kind_bytes, names in ((weights, [n for n in owned if not n.endswith("bias")]),
                                       (biases, [n for n in owned if n.endswith("bias")])):
                 total = sum(trace.tensors[n].elements for n in names)
@@ -152,7 +169,7 @@ class Simulator:
         cost = Cost(compute_cycles=compute, dense_compute_cycles=dense_compute, folds=folds, macs=macs,
                     transfer_cycles=transfer, stall_cycles=stall_cycles(transfer, compute, folds),
                     utilization=macs / slots if slots else 0.0, **counts)
-        sparsity = self._storage(op).sparse
+        sparsity = self.storage(op).sparse
         return cost, chosen, pack, sparsity
 
     def _sfu_cost(self, step: Step, lowered: Lowered, placement: Placement, weight_bytes: dict[str, int],
@@ -184,29 +201,41 @@ class Simulator:
 
     def run_pass(self, trace: Trace) -> tuple[list[dict], bool]:
         """One pass over ``trace``: its per-op records, and whether any activation spilled to DRAM."""
+        prepared = self.prepare(trace)
+        return self.records(prepared), prepared.spilled
+
+    def prepare(self, trace: Trace) -> Prepared:
+        """``trace`` lowered, fused and placed, checked against the policy and the DRAM capacity."""
         self.policy.check_against(trace)
         lowered = lower(trace, self.hardware, self.policy)
         fused = fuse(lowered.steps) if self.hardware.sfu.fusion else {}
         placement = place(lowered, self.hardware)
         self._check_capacity(trace, lowered, placement)
-        weight_bytes = self._weight_bytes(trace)
-        records = []
-        for index, step in enumerate(lowered.steps):
-            fused_into = fused.get(index, "")
-            key = self._step_key(step, lowered, placement, weight_bytes, bool(fused_into))
-            record = self._step_records.get(key) if key is not None else None
-            if record is None:
-                record = self._step_record(step, lowered, placement, weight_bytes, bool(fused_into))
-                if key is not None:
-                    self._step_records[key] = record
-            records.append({**record, "name": step.op.name, "layer": step.op.layer, "fused_into": fused_into})
-        spilled = any(placement.home[name] == "dram" for name in placement.footprint_bytes)
-        return records, spilled
+        return Prepared(trace, lowered, fused, placement, self._weight_bytes(trace))
+
+    def records(self, prepared: Prepared) -> list[dict]:
+        """Per-step records of a prepared pass (repeated blocks evaluated once)."""
+        return [self.step_record(prepared, index) for index in range(len(prepared.lowered.steps))]
+
+    def step_record(self, prepared: Prepared, index: int, step: Step | None = None,
+                    lowered: Lowered | None = None) -> dict:
+        """The record of step ``index`` of a prepared pass; ``step`` and ``lowered`` stand in for the
+        pass's own (the same step at other sizes, as generation re-costs it) when given."""
+        step = step or prepared.lowered.steps[index]
+        lowered = lowered or prepared.lowered
+        fused_into = prepared.fused.get(index, "")
+        key = self._step_key(step, lowered, prepared.placement, prepared.weight_bytes, bool(fused_into))
+        record = self._step_records.get(key) if key is not None else None
+        if record is None:
+            record = self._step_record(step, lowered, prepared.placement, prepared.weight_bytes, bool(fused_into))
+            if key is not None:
+                self._step_records[key] = record
+        return {**record, "name": step.op.name, "layer": step.op.layer, "fused_into": fused_into}
 
     def _step_record(self, step: Step, lowered: Lowered, placement: Placement, weight_bytes: dict[str, int],
                      fused: bool) -> dict:
         op = step.op
-        storage: OpStorage | None = None if step.inserted else self._storage(op)
+        storage: OpStorage | None = None if step.inserted else self.storage(op)
         if step.unit == "array":
             cost, chosen, pack, sparsity = self._matrix_cost(step, lowered, placement, weight_bytes)
             precision, compute_precision = step.precision.name, chosen.name
@@ -231,7 +260,7 @@ class Simulator:
                        for name in step.writes)
         stored = None
         if not step.inserted:
-            storage = self._storage(op)
+            storage = self.storage(op)
             stored = (storage.value_bits, storage.index_bits, storage.scale_bits, storage.bias_bits, storage.sparse,
                       self.policy.prunes(op), self.policy.precision(op) if op.role == "embedding" else None)
         return (step.unit, step.inserted, step.precision, op.role, op.group, op.kind, op.batch, op.m, op.k, op.n,
@@ -241,7 +270,7 @@ class Simulator:
         capacity = self.hardware.memory.dram_capacity_bytes
         if capacity is None:
             return
-        weights = sum(sum(stored_weight_bytes(self._storage(op))) for op in trace)
+        weights = sum(sum(stored_weight_bytes(self.storage(op))) for op in trace)
         state = sum(ceil_div(t.elements * t.bits, 8) for t in lowered.tensors.values() if t.kind == "state")
         need = weights + state + placement.peak_live_bytes
         if need > capacity:

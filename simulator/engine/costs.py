@@ -14,8 +14,9 @@ Per-level action counts (bytes unless named otherwise):
 - Array: ``array_weight_loads`` (B elements entering PEs: once in ws, once per sweep when streamed in
   os/is), ``array_activation_hops`` and ``array_psum_updates`` (one each per useful MAC).
 
-Transfer cycles are the DRAM bytes over the bandwidth; transfers are double-buffered: the first fold's
-share is exposed, and a transfer that outlasts the compute it overlaps stalls for the difference.
+Transfer cycles are the DRAM bytes over the bandwidth; transfers are double-buffered fold by fold: one
+fold's share does not overlap (the first load when compute-bound, the last compute when transfer-bound),
+and a transfer that outlasts the compute it overlaps stalls for the difference.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class Cost:
 
 
 def transfer_cycles(dram_bytes: int, hardware: Hardware) -> int:
-    return math.ceil(dram_bytes / hardware.memory.dram_bytes_per_cycle) if dram_bytes else 0
+    return math.ceil(dram_bytes / hardware.memory.dram_bytes_per_cycle)
 
 
 class Counts:
@@ -81,10 +82,9 @@ class Counts:
 
     def write_out(self, name: str, size: int, placement: Placement) -> None:
         """A tensor the step produces: to the next step, to the activation buffer, and/or to DRAM."""
-        home = placement.home[name]
-        if home == CHIP:
+        if placement.home[name] == CHIP:
             self.add(ifmap_write_bytes=size)
-        if home == DRAM or name in placement.written:
+        if name in placement.written:
             self.add(dram_write_bytes=size)
 
 
@@ -155,10 +155,13 @@ def sfu_traffic(step: Step, tensors: dict[str, Tensor], placement: Placement,
 
 
 def stall_cycles(transfer: int, compute: int, chunks: int) -> int:
-    """Exposed first chunk plus whatever transfer the overlapping compute cannot hide."""
+    """Double buffering over ``chunks`` folds, each loading 1/chunks of the transfer (t) and computing
+    1/chunks of the work (c): the op takes t + c + (chunks - 1) x max(t, c), so it stalls, beyond its
+    compute, for whatever transfer the compute cannot hide plus the one chunk that cannot overlap: the
+    first load when compute-bound, the last compute when transfer-bound."""
     if transfer == 0:
         return 0
-    return ceil_div(transfer, max(chunks, 1)) + max(0, transfer - compute)
+    return ceil_div(min(transfer, compute), max(chunks, 1)) + max(0, transfer - compute)
 
 
 def stored_weight_bytes(storage: OpStorage) -> tuple[int, int]:

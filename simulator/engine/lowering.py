@@ -54,11 +54,15 @@ def lower(trace: Trace, hardware: Hardware, policy: Policy) -> Lowered:
         bits = tensor.bits or (sfu.bits if tensor.kind in ("input", "activation") else 0)
         tensors[name] = tensor if bits == tensor.bits else Tensor(name, tensor.kind, tensor.elements, bits,
                                                                   tensor.appended, tensor.source)
+    # A KV cache is stored in ``precision.kv_cache``, else in the format of the first matrix op that reads
+    # it (a decode step) or reads the activation that fills it (a prefill).
+    filled_by = {tensor.source: name for name, tensor in tensors.items() if tensor.kind == "state"}
     state_format: dict[str, Precision] = {}
-    for op in trace:  # a state tensor is stored in the format of the (first) matrix op that reads it
+    for op in trace:
         for name in op.reads[: 2 if op.kind == "bmm" else 1] if op.is_matrix else ():
-            if tensors[name].kind == "state" and name not in state_format:
-                state_format[name] = policy.precision(op)
+            state = name if tensors[name].kind == "state" else filled_by.get(name)
+            if state is not None and state not in state_format:
+                state_format[state] = policy.kv_cache_precision(op)
     for name, tensor in tensors.items():
         if tensor.kind == "state":
             tensors[name] = replace(tensor, bits=state_format.get(name, sfu).bits)
@@ -75,6 +79,18 @@ def lower(trace: Trace, hardware: Hardware, policy: Policy) -> Lowered:
         inserted = Op(f"{op.name}.{suffix}", op.layer, role, op.group, "vector", elements=elements)
         steps.append(Step(inserted, "sfu", True, sfu, reads, writes))
 
+    stored: dict[tuple[str, Precision], str] = {}  # (activation, format) -> its converted copy
+
+    def store(op: Op, suffix: str, source: str, elements: int, fmt: Precision) -> str:
+        """The activation ``source`` (``elements`` of it) in the format ``fmt``: itself, the copy an earlier
+        step converted, or a new quantize step's output."""
+        if fmt == sfu:
+            return source
+        if (source, fmt) not in stored:
+            stored[(source, fmt)] = add_tensor(f"{op.name}.{suffix}", elements, fmt.bits)
+            sfu_step(op, "quantize", suffix, elements, (source,), (stored[(source, fmt)],))
+        return stored[(source, fmt)]
+
     for op in trace:
         if not op.is_matrix:
             steps.append(Step(op, "sfu", False, sfu, op.reads, op.writes))
@@ -87,22 +103,21 @@ def lower(trace: Trace, hardware: Hardware, policy: Policy) -> Lowered:
             name = reads[index]
             tensor = tensors[name]
             suffix = "quantize" if operands == 1 else ("quantize_a", "quantize_b")[index]
-            if tensor.kind == "state":
-                source = tensor.source
-                if converts:
-                    appended = add_tensor(f"{name}.appended", tensor.appended, requested.bits)
-                    sfu_step(op, "quantize", suffix, tensor.appended, (source,), (appended,))
-                    source = appended
-                appends[name] = source
+            if tensor.kind == "state":  # a decode step: only the new entries are converted and appended
+                appends[name] = store(op, suffix, tensor.source, tensor.appended, state_format[name])
                 continue
-            if not converts:
-                continue
-            elements = _operand_elements(op, index)
-            key = (name, requested, elements)
-            if key not in quantized:
-                quantized[key] = add_tensor(f"{op.name}.{suffix}", elements, requested.bits)
-                sfu_step(op, "quantize", suffix, elements, (name,), (quantized[key],))
-            reads[index] = quantized[key]
+            if converts:
+                elements = _operand_elements(op, index)
+                key = (name, requested, elements)
+                if key not in quantized:
+                    quantized[key] = add_tensor(f"{op.name}.{suffix}", elements, requested.bits)
+                    sfu_step(op, "quantize", suffix, elements, (name,), (quantized[key],))
+                    if elements == tensor.elements:
+                        stored[(name, requested)] = quantized[key]
+                reads[index] = quantized[key]
+            state = filled_by.get(name)
+            if state is not None and state not in appends:  # a prefill: the cache is written as it is filled
+                appends[state] = store(op, f"{suffix}_cache", name, tensors[name].elements, state_format[state])
         out_elements = op.batch * op.m * op.n
         epilogue = [role for role, needed in (("dequantize", converts), ("bias", bool(op.bias_params))) if needed]
         if not epilogue:

@@ -37,7 +37,7 @@ class Placement:
     home: dict[str, str]  # tensor -> STREAM, CHIP or DRAM
     written: frozenset[str]  # activations their producer also writes to DRAM (spilled, outputs, appended entries)
     footprint_bytes: dict[str, int]  # materialised activations: bytes live at a time (a product's share)
-    peak_bytes: int  # most activation-buffer bytes in use at any step
+    peak_bytes: int  # most activation-buffer bytes in use at any step (on-chip activations)
     peak_live_bytes: int  # most bytes of materialised activations alive at any step, on chip or spilled
 
 
@@ -47,11 +47,8 @@ def tensor_bytes(elements: int, bits: int) -> int:
 
 def place(lowered: Lowered, hardware: Hardware) -> Placement:
     steps, tensors = lowered.steps, lowered.tensors
-    producer: dict[str, int] = {}
     readers: dict[str, list[int]] = {}
     for index, step in enumerate(steps):
-        for name in step.writes:
-            producer[name] = index
         for name in dict.fromkeys(step.reads):
             readers.setdefault(name, []).append(index)
     home: dict[str, str] = {}
@@ -89,7 +86,8 @@ def place(lowered: Lowered, hardware: Hardware) -> Placement:
 
 def _products(steps: tuple, users: list[int]) -> int:
     """P when every user is a BMM of P products or an SFU step (at least one BMM), else 1."""
-    counts = {steps[i].op.batch for i in users if steps[i].unit == "array"}
-    if len(counts) == 1 and all(steps[i].op.kind == "bmm" for i in users if steps[i].unit == "array"):
-        return counts.pop()
+    matrix = {(steps[i].op.kind, steps[i].op.batch) for i in users if steps[i].unit == "array"}
+    if len(matrix) == 1:
+        kind, products = matrix.pop()
+        return products if kind == "bmm" else 1
     return 1

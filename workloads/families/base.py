@@ -28,6 +28,7 @@ class Workload:
     head: str | None = None
     phase: str | None = None  # decoder-only models: prefill of `tokens` (default), or one decode step after them
     decoder_tokens: int | None = None  # encoder-decoder models; defaults to `tokens`
+    logits_to_keep: int | None = None  # decoder LM heads: run the head on the last N positions only (generate())
 
     def as_dict(self) -> dict[str, int | str]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -91,6 +92,10 @@ class Family:
             raise InputError(f"--phase {wl.phase} does not apply to {model_type} models: they run one forward "
                              f"pass, without generation phases (they take {takes})")
         phase = wl.phase or (self.phases[0] if self.phases else None)
+        positive("logits_to_keep", wl.logits_to_keep)
+        if wl.logits_to_keep is not None and (not self.phases or head != "lm"):
+            raise InputError(f"logits_to_keep applies to decoder models with an LM head, not to {model_type} "
+                             f"with head {head!r}")
         tokens = wl.tokens if wl.tokens is not None or self.default_tokens is None else self.default_tokens
         return replace(wl, head=head, tokens=tokens, phase=phase)
 
@@ -124,3 +129,24 @@ def encoder_decoder_inputs(wl: Workload, torch: Any) -> dict:
         return torch.zeros(wl.batch, length, dtype=torch.long, device="meta")
 
     return {"input_ids": ids(wl.tokens), "decoder_input_ids": ids(wl.decoder_tokens)}
+
+
+def head_rows(wl: Workload, batch_rows: int, new: int) -> int:
+    """Rows an LM head computes: every new position, or the last ``logits_to_keep`` of each sequence."""
+    return batch_rows if wl.logits_to_keep is None else wl.batch * min(wl.logits_to_keep, new)
+
+
+def causal_lm_inputs(wl: Workload, torch: Any) -> tuple[dict, Callable | None]:
+    """A decoder-only model's inputs: the prompt (prefill), or one new token after a prefill of the prompt
+    has filled the KV cache (decode)."""
+    prompt = torch.zeros(wl.batch, wl.tokens, dtype=torch.long, device="meta")
+    if wl.phase == "prefill":
+        keep = {"logits_to_keep": wl.logits_to_keep} if wl.logits_to_keep else {}
+        return {"input_ids": prompt, **keep}, None
+
+    def prefill(model: Any, _inputs: dict) -> dict:
+        cache = model(input_ids=prompt, use_cache=True).past_key_values
+        step = torch.zeros(wl.batch, 1, dtype=torch.long, device="meta")
+        return {"input_ids": step, "past_key_values": cache, "use_cache": True}
+
+    return {}, prefill

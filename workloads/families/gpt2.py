@@ -7,12 +7,7 @@ from typing import Any
 
 from workloads.blocks import AttentionShape, attention, feed_forward, residual
 from workloads.errors import InputError
-from workloads.families.base import (
-    PHASES,
-    Family,
-    Workload,
-    heads_divide,
-)
+from workloads.families.base import PHASES, Family, Workload, causal_lm_inputs, head_rows, heads_divide
 from workloads.ops import OpBuilder
 
 
@@ -54,7 +49,7 @@ class GPT2Family(Family):
             b.layernorm(f"{p}.ln_1", i, "norm", rows, hidden)
             # The causal mask is added to the scores (a decode step's single query sees the whole cache).
             attention(b, f"{p}.attn", i, shape, fused_qkv=True, score_adds=("causal_mask",),
-                      cached=wl.phase == "decode")
+                      cache="step" if wl.phase == "decode" else "fill")
             h = residual(b, f"{p}.attn", i, "attention", rows * hidden, x)
             b.layernorm(f"{p}.ln_2", i, "norm", rows, hidden)
             feed_forward(b, f"{p}.mlp", i, rows, hidden, inner, act)
@@ -62,16 +57,8 @@ class GPT2Family(Family):
         b.layernorm("ln_f", -1, "norm", rows, hidden)
         if wl.head == "lm":
             # Tied to wte: it reads the embedding table, and owns no parameters of its own.
-            b.gemm("lm_head", -1, "head", "head", rows, hidden, cfg["vocab_size"], bias=False, weight="wte.weight")
+            b.gemm("lm_head", -1, "head", "head", head_rows(wl, rows, new), hidden, cfg["vocab_size"], bias=False,
+                   weight="wte.weight")
 
     def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> tuple[dict, Callable | None]:
-        prompt = torch.zeros(wl.batch, wl.tokens, dtype=torch.long, device="meta")
-        if wl.phase == "prefill":
-            return {"input_ids": prompt}, None
-
-        def prefill(model: Any, _inputs: dict) -> dict:
-            cache = model(input_ids=prompt, use_cache=True).past_key_values
-            step = torch.zeros(wl.batch, 1, dtype=torch.long, device="meta")
-            return {"input_ids": step, "past_key_values": cache, "use_cache": True}
-
-        return {}, prefill
+        return causal_lm_inputs(wl, torch)

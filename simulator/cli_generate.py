@@ -1,0 +1,95 @@
+"""``accelsim generate``: a prefill, then decode steps with a growing KV cache (see simulator.generation)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from simulator.cli_options import StrictCommand, positive_int
+from workloads.errors import InputError
+from workloads.models import Workload, load_model
+
+
+@click.command(cls=StrictCommand)
+@click.argument("config", type=click.Path())
+@click.option("--model", "model", required=True, help="Zoo name (see `accelsim models`) or path to a config.json.")
+@click.option("--prompt", type=positive_int(), required=True, help="Prompt length in tokens.")
+@click.option("--new-tokens", type=int, required=True, help="Tokens to generate (the first comes from the prefill).")
+@click.option("--batch", type=positive_int(), default=1, show_default=True, help="Prompts generated together.")
+@click.option("--beams", type=int, default=1, show_default=True,
+              help="Sequences decoded per prompt (beam search), each with its own KV cache.")
+@click.option("--head", default=None, help="lm (default) or none.")
+@click.option("--hardware", "hardware_name", default=None, help="Preset name or YAML path (overrides the config's).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--out", type=click.Path(), default=None,
+              help="Write steps.csv, prefill.csv, decode.csv, summary.json and a step-latency plot to DIR.")
+@click.option("--force", is_flag=True, help="Replace a non-empty --out directory.")
+def generate(config: str, model: str, prompt: int, new_tokens: int, batch: int, beams: int, head: str | None,
+             hardware_name: str | None, fmt: str, out: str | None, force: bool) -> None:
+    """Generate NEW_TOKENS after a prompt: TTFT, TPOT, end-to-end latency, tokens/s, per-step cycles."""
+    from simulator.engine import Simulator
+    from simulator.generation import generate as run_generation
+    from simulator.generation import generation_summary
+    from simulator.hardware import load_hardware
+    from simulator.output import check_out_dir, staged_dir
+    from simulator.policy import load_run_config
+    from simulator.report import breakdown, plot_steps, write_json
+
+    if new_tokens < 1:
+        raise InputError(f"--new-tokens must be at least 1, got {new_tokens}")
+    if beams < 1:
+        raise InputError(f"--beams must be at least 1, got {beams}")
+    out_dir = check_out_dir(out, force) if out else None
+    policy = load_run_config(config)
+    hardware = load_hardware(hardware_name or policy.config.hardware)
+    spec = load_model(model)
+    generation = run_generation(spec, Workload(batch=batch, tokens=prompt, head=head), new_tokens,
+                                Simulator(hardware, policy), beams=beams)
+    summary = {"model": spec.name, "config": policy.name, "hardware": hardware.name,
+               **generation_summary(generation, hardware)}
+    summary["prefill"] = breakdown(generation.prefill).to_dict(orient="records")
+    summary["decode"] = breakdown(generation.decode).to_dict(orient="records") if generation.decode is not None else []
+    summary["steps"] = generation.steps[["step", "cache_tokens", "total_cycles", "latency_ms"]].to_dict(
+        orient="records")
+    if fmt == "json":
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(format_generation(summary))
+    if out_dir is not None:
+        with staged_dir(out_dir) as staging:
+            generation.steps.to_csv(staging / "steps.csv", index=False)
+            generation.prefill.to_csv(staging / "prefill.csv", index=False)
+            if generation.decode is not None:
+                generation.decode.to_csv(staging / "decode.csv", index=False)
+            write_json(staging / "summary.json", summary)
+            plot_steps(generation.steps, hardware.array.clock_mhz, staging / "step_latency",
+                       f"{spec.name} under {policy.name} on {hardware.name}: decode steps")
+        click.echo(f"wrote steps.csv, prefill.csv, decode.csv, summary.json, step_latency.png/svg to {out_dir}",
+                   err=True)
+
+
+def format_generation(summary: dict) -> str:
+    def mib(value: int) -> str:
+        return f"{value / 2**20:,.1f} MiB"
+
+    tpot = "n/a (one token)" if summary["tpot_ms"] is None else f"{summary['tpot_ms']:.3f} ms"
+    capacity = summary["dram_capacity_bytes"]
+    lines = [
+        f"{summary['model']} under {summary['config']} on {summary['hardware']}: prompt {summary['prompt_tokens']}, "
+        f"{summary['new_tokens']} new tokens, batch {summary['batch']}, beams {summary['beams']}",
+        f"  time to first token  {summary['ttft_ms']:.3f} ms   (prefill: {summary['bound']['prefill']}-bound)",
+        f"  time per output token {tpot}"
+        + (f"   (decode: {summary['bound']['decode']}-bound)" if "decode" in summary["bound"] else ""),
+        f"  end to end           {summary['e2e_ms']:.3f} ms, {summary['tokens_per_s']:,.1f} tokens/s",
+        f"  weights {mib(summary['weight_bytes'])}, KV cache at the end {mib(summary['kv_cache_bytes'])}, "
+        f"peak activations {mib(summary['peak_activation_bytes'])}: DRAM footprint "
+        f"{mib(summary['dram_footprint_bytes'])}" + (f" of {mib(capacity)}" if capacity else ""),
+    ]
+    for phase in ("prefill", "decode"):
+        rows = summary[phase]
+        if rows:
+            lines.append(f"  {phase} time by category: " + ", ".join(
+                f"{row['category']} {row['percent_of_time']:.1f}%" for row in rows if row["cycles"]))
+    lines += [f"  note: {note}" for note in summary["notes"]]
+    return "\n".join(lines)

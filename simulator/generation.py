@@ -1,0 +1,327 @@
+"""Generation: a prefill, then decode steps over a growing KV cache (pure: no I/O).
+
+N new tokens for a batch of B prompts of P tokens:
+
+- the prefill runs the prompts, fills the KV cache and computes the first new token (the LM head on
+  the last position only, as ``generate()`` does): its time is the time to first token (TTFT);
+- decode steps s = 1 .. N - 1 each run one token per sequence against a cache of P + s - 1 tokens and
+  append to it: their mean is the time per output token (TPOT).
+
+Every decode step costs exactly what ``simulate`` gives that step alone, but steps share the work that
+does not depend on the cache length. The engine lowers and places the step at both ends of a range of
+cache lengths. Tensor sizes only grow with the cache and placement is first-fit in a fixed order, so
+when every tensor has the same home at both ends it has that home throughout: the steps whose sizes do
+not change then cost the same at every length, and only the growing ones (attention BMMs, score ops,
+cache reads) are re-costed per length, once per distinct step (the blocks repeat). Sizes are affine in
+the cache length (checked at three lengths). A range whose ends differ is split in two; lengths where
+element-wise fusion could change (two affine sizes meeting) are simulated whole, as are all steps when
+a decode step with more than one sample spills activations (the engine may then split the batch).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import pandas as pd
+
+from simulator.engine import Prepared, Results, Simulator
+from simulator.engine.costs import stored_weight_bytes
+from simulator.engine.grouping import ADDITIVE_COLUMNS
+from simulator.engine.lowering import Lowered, Step
+from simulator.engine.results import frame, run_cycles
+from simulator.hardware import Hardware
+from workloads.errors import InputError
+from workloads.models import ModelSpec, Workload
+from workloads.ops import Op, Tensor
+
+STEP_COLUMNS = ("step", "cache_tokens", "total_cycles", "latency_ms", "array_cycles", "sfu_cycles", "stall_cycles",
+                "dram_bytes", "linear_cycles", "attention_bmm_cycles", "other_gemm_cycles", "sfu_compute_cycles")
+FUSION_REACH = 8  # steps on either side of a growing step whose equal sizes could join it in one fused pass
+
+
+@dataclass(frozen=True)
+class Generation:
+    prefill: Results  # the prompt pass (with the first token's LM head)
+    decode: Results | None  # per op, summed over the decode steps (None when only one token is generated)
+    steps: pd.DataFrame  # one row per decode step (STEP_COLUMNS)
+    prompt_tokens: int
+    new_tokens: int
+    batch: int  # prompts
+    beams: int  # sequences decoded per prompt
+    weight_bytes: int  # stored weights (values, indices, scales, biases)
+    kv_cache_bytes: int  # the KV cache at the end, at its stored precision
+    peak_activation_bytes: int  # most activation bytes alive at once, in any step
+    notes: tuple[str, ...]
+
+
+def generate(spec: ModelSpec, workload: Workload, new_tokens: int, simulator: Simulator, beams: int = 1,
+             ) -> Generation:
+    """Simulate a prefill of ``workload.tokens`` for ``workload.batch`` prompts, then ``new_tokens - 1``
+    decode steps of ``beams`` sequences per prompt (each beam with its own copy of the cache, as
+    Hugging Face's beam search keeps them)."""
+    if new_tokens < 1:
+        raise InputError(f"--new-tokens must be at least 1, got {new_tokens}")
+    if beams < 1:
+        raise InputError(f"--beams must be at least 1, got {beams}")
+    if not spec.family.phases:
+        raise InputError(f"{spec.name} has no decoder-only generation: {spec.config['model_type']} models run one "
+                         "forward pass here (encoder-decoder generation is not modelled yet)")
+    head = spec.resolve(workload).head
+    prompt = spec.resolve(replace(workload, phase="prefill", logits_to_keep=1 if head == "lm" else None))
+    decoding = replace(prompt, batch=prompt.batch * beams, logits_to_keep=None)
+    lengths = range(prompt.tokens, prompt.tokens + new_tokens - 1)  # cache tokens before each decode step
+    if lengths:  # the last step attends to P + N - 1 tokens (the N-th token is never fed back)
+        spec.resolve(replace(decoding, phase="decode", tokens=lengths[-1]))
+    first_pass = simulator.prepare(spec.trace(prompt))
+    prefill = simulator.run(first_pass.trace)
+    notes = list(prefill.notes)
+    steps = pd.DataFrame(columns=list(STEP_COLUMNS))
+    decode, last_pass = None, first_pass
+    if lengths:
+        decoder = _Decoder(spec, decoding, simulator)
+        per_op, rows = decoder.run(lengths)
+        notes += [note for note in decoder.notes if note not in notes]
+        decode = frame(per_op)
+        decode.hardware = simulator.hardware
+        decode.notes = notes
+        steps = pd.DataFrame(rows, columns=list(STEP_COLUMNS))
+        last_pass = decoder.prepare(lengths[-1])
+    kv_cache = sum(math.ceil(t.elements * t.bits / 8) for t in last_pass.lowered.tensors.values() if t.kind == "state")
+    weights = sum(sum(stored_weight_bytes(simulator.storage(op))) for op in first_pass.trace)
+    peak = max(first_pass.placement.peak_live_bytes, last_pass.placement.peak_live_bytes)
+    return Generation(prefill, decode, steps, prompt.tokens, new_tokens, prompt.batch, beams, weights, kv_cache,
+                      peak, tuple(notes))
+
+
+class _Decoder:
+    """Decode steps at a range of cache lengths, sharing what does not grow with the cache."""
+
+    def __init__(self, spec: ModelSpec, prompt: Workload, simulator: Simulator) -> None:
+        self.spec, self.prompt, self.sim = spec, prompt, simulator
+        self.hardware = simulator.hardware
+        self.prepared: dict[int, Prepared] = {}
+        self.notes: list[str] = []
+        self.totals: list[dict] | None = None  # per-op sums over the steps
+        self.rows: list[dict] = []
+
+    def prepare(self, length: int) -> Prepared:
+        if length not in self.prepared:
+            trace = self.spec.trace(replace(self.prompt, phase="decode", tokens=length))
+            self.prepared[length] = self.sim.prepare(trace)
+        return self.prepared[length]
+
+    def run(self, lengths: range) -> tuple[list[dict], list[dict]]:
+        first, last = self.prepare(lengths[0]), self.prepare(lengths[-1])
+        if self.prompt.batch > 1 and (first.spilled or last.spilled):
+            self.notes.append("decode steps spill activations with several samples: each step simulated whole")
+            for length in lengths:
+                self.add_step(length, self.sim.run(self.prepare(length).trace).to_dict(orient="records"))
+        else:
+            self.span(lengths[0], lengths[-1])
+        self.rows.sort(key=lambda row: row["cache_tokens"])
+        for number, row in enumerate(self.rows, start=1):
+            row["step"] = number
+        return self.totals or [], self.rows
+
+    def span(self, low: int, high: int) -> None:
+        """Steps at cache lengths low..high (inclusive)."""
+        a, b = self.prepare(low), self.prepare(high)
+        if high - low <= 2:
+            for length in range(low, high + 1):
+                self.add_step(length, self.sim.records(self.prepare(length)))
+            return
+        same = (a.placement.home == b.placement.home and a.fused == b.fused
+                and [(s.op.name, s.unit) for s in a.lowered.steps] == [(s.op.name, s.unit) for s in b.lowered.steps])
+        growth = _growth(a, self.prepare(low + 1), b, high - low) if same else None
+        if growth is None:
+            middle = (low + high) // 2
+            self.span(low, middle)
+            self.span(middle + 1, high)
+            return
+        self.shared(low, high, a, growth)
+
+    def shared(self, low: int, high: int, a: Prepared, growth: dict[int, tuple]) -> None:
+        """Every length in low..high with a's homes: fixed steps once, growing steps per length."""
+        base = self.sim.records(a)
+        groups: dict[tuple, list[int]] = {}  # growing steps that are the same step in another block
+        for index in growth:
+            key = (base[index]["role"], base[index]["kind"], base[index]["unit"], growth[index],
+                   self.sim._step_key(a.lowered.steps[index], a.lowered, a.placement, a.weight_bytes,
+                                      index in a.fused))
+            groups.setdefault(key, []).append(index)
+        special = _fusion_changes(a, growth, low, high)
+        fixed = [record for index, record in enumerate(base) if index not in growth]
+        fixed_sums = _unit_sums(fixed)
+        tensors = dict(a.lowered.tensors)
+        lowered = Lowered((), tensors, a.lowered.appends)
+        group_sums: dict[tuple, dict[str, int]] = {key: dict.fromkeys(ADDITIVE_COLUMNS, 0) for key in groups}
+        for length in range(low, high + 1):
+            if length in special:
+                self.add_step(length, self.sim.records(self.prepare(length)))
+                continue
+            offset = length - low
+            step_records = []
+            for key, members in groups.items():
+                index = members[0]
+                step = _grown_step(a.lowered.steps[index], growth[index], offset, a.lowered.tensors, tensors)
+                record = self.sim.step_record(a, index, step, lowered)
+                step_records.append((record, len(members)))
+                sums = group_sums[key]
+                for column in ADDITIVE_COLUMNS:
+                    sums[column] += record[column]
+            self.rows.append(self.step_row(length, fixed_sums, step_records))
+        # Per-op sums: the fixed steps once per length, each growing step its group's sums.
+        count = high - low + 1 - len([length for length in special if low <= length <= high])
+        records = []
+        member_sums = {index: sums for key, sums in group_sums.items() for index in groups[key]}
+        for index, record in enumerate(base):  # shapes and ratios: the span's first step
+            merged = dict(record)
+            sums = member_sums.get(index)
+            for column in ADDITIVE_COLUMNS:
+                merged[column] = sums[column] if sums is not None else record[column] * count
+            records.append(merged)
+        self.accumulate(records)
+
+    def add_step(self, length: int, records: list[dict]) -> None:
+        self.rows.append(self.step_row(length, _unit_sums(records), []))
+        self.accumulate(records)
+
+    def accumulate(self, records: list[dict]) -> None:
+        if self.totals is None:
+            self.totals = [dict(record) for record in records]
+            return
+        if [r["name"] for r in records] != [r["name"] for r in self.totals]:
+            raise AssertionError("decode steps lowered to different steps")  # pragma: no cover - a bug
+        for total, record in zip(self.totals, records, strict=True):  # shapes and ratios: the first step
+            for column in ADDITIVE_COLUMNS:
+                total[column] += record[column]
+
+    def step_row(self, length: int, sums: dict[str, int], extra: list[tuple[dict, int]]) -> dict:
+        totals = dict(sums)
+        for record, count in extra:
+            for column, value in _unit_sums([record]).items():
+                totals[column] += value * count
+        cycles = run_cycles(totals["array"], totals["sfu"], totals["dram_bytes"], self.hardware)
+        return {"step": 0, "cache_tokens": length, "total_cycles": cycles,
+                "latency_ms": cycles / (self.hardware.array.clock_mhz * 1e3),
+                "array_cycles": totals["array"], "sfu_cycles": totals["sfu"], "stall_cycles": totals["stall_cycles"],
+                "dram_bytes": totals["dram_bytes"], "linear_cycles": totals["linear"],
+                "attention_bmm_cycles": totals["attention_bmm"], "other_gemm_cycles": totals["other_gemm"],
+                "sfu_compute_cycles": totals["sfu_compute"]}
+
+
+def _unit_sums(records: list[dict]) -> dict[str, int]:
+    """Busy cycles per unit, DRAM bytes, stalls and compute cycles per category of some records."""
+    sums = dict.fromkeys(("array", "sfu", "dram_bytes", "stall_cycles", "linear", "attention_bmm", "other_gemm",
+                          "sfu_compute"), 0)
+    for record in records:
+        sums[record["unit"]] += record["total_cycles"]
+        sums["dram_bytes"] += record["dram_bytes"]
+        sums["stall_cycles"] += record["stall_cycles"]
+        category = record["category"]
+        sums["sfu_compute" if category.startswith("sfu_") else category] += record["compute_cycles"]
+    return sums
+
+
+def _sizes(step: Step, tensors: dict[str, Tensor]) -> tuple[int, ...]:
+    """Every size of a step that can grow with the cache: its op's, and its tensors' elements."""
+    op = step.op
+    names = (*step.reads, *step.writes)
+    return (op.batch, op.m, op.k, op.n, op.elements, *(tensors[n].elements for n in names),
+            *(tensors[n].appended for n in names))
+
+
+def _growth(a: Prepared, a_next: Prepared, b: Prepared, span: int) -> dict[int, tuple] | None:
+    """Step index -> per-token growth of its sizes, for the steps whose sizes change with the cache; None
+    when the sizes are not affine in the cache length over the span (or the steps differ)."""
+    if len(a_next.lowered.steps) != len(a.lowered.steps):
+        return None
+    growth = {}
+    for index, (first, second, end) in enumerate(zip(a.lowered.steps, a_next.lowered.steps, b.lowered.steps,
+                                                     strict=True)):
+        start, after, final = (_sizes(s, p.lowered.tensors) for s, p in ((first, a), (second, a_next), (end, b)))
+        if start == final:
+            if after != start:
+                return None
+            continue
+        slope = tuple(y - x for x, y in zip(start, after, strict=True))
+        if tuple(x + d * span for x, d in zip(start, slope, strict=True)) != final:
+            return None
+        growth[index] = slope
+    return growth
+
+
+def _grown_step(step: Step, slope: tuple, offset: int, start: dict[str, Tensor], tensors: dict[str, Tensor],
+                ) -> Step:
+    """``step`` grown by ``offset`` cache tokens from its sizes at the start of the span (``start``); its
+    grown tensors are written to ``tensors``. (Built field by field: this runs once per step and length.)"""
+    op = step.op
+    names = (*step.reads, *step.writes)
+    for position, name in enumerate(names):
+        grows, appended_grows = slope[5 + position], slope[5 + len(names) + position]
+        if grows or appended_grows:
+            t = start[name]
+            tensors[name] = Tensor(name, t.kind, t.elements + grows * offset, t.bits,
+                                   t.appended + appended_grows * offset, t.source)
+    grown = Op(op.name, op.layer, op.role, op.group, op.kind, op.batch + slope[0] * offset, op.m + slope[1] * offset,
+               op.k + slope[2] * offset, op.n + slope[3] * offset, op.elements + slope[4] * offset,
+               op.weight_params, op.bias_params, op.reads, op.writes)
+    return Step(grown, step.unit, step.inserted, step.precision, step.reads, step.writes)
+
+
+def _fusion_changes(a: Prepared, growth: dict[int, tuple], low: int, high: int) -> set[int]:
+    """Cache lengths in low..high at which a growing SFU step's element count meets that of an SFU step
+    near it (fusion could join or part them there): those lengths are simulated whole."""
+    steps = a.lowered.steps
+    special: set[int] = set()
+    for index in growth:
+        if steps[index].unit != "sfu":
+            continue
+        here, slope_here = steps[index].op.elements, growth[index][4]
+        for other in range(max(0, index - FUSION_REACH), min(len(steps), index + FUSION_REACH + 1)):
+            if other == index or steps[other].unit != "sfu":
+                continue
+            there, slope_there = steps[other].op.elements, growth.get(other, (0,) * 5)[4]
+            if slope_here == slope_there:
+                continue  # equal everywhere or nowhere: the same as at ``low``
+            meet = (there - here) / (slope_here - slope_there)
+            if meet == int(meet) and 0 < meet <= high - low:
+                special.add(low + int(meet))
+    return special
+
+
+def generation_summary(generation: Generation, hardware: Hardware) -> dict:
+    """TTFT, TPOT, end-to-end latency, throughput, bytes and boundedness of a generation (milliseconds,
+    tokens per second, bytes). Tokens per second counts the B x N tokens returned (one sequence per
+    prompt, whatever the beams)."""
+    per_ms = hardware.array.clock_mhz * 1e3
+    ttft = generation.prefill.totals["total_cycles"]
+    steps = generation.steps
+    decode = int(steps["total_cycles"].sum()) if len(steps) else 0
+    e2e_ms = (ttft + decode) / per_ms
+    capacity = hardware.memory.dram_capacity_bytes
+    footprint = generation.weight_bytes + generation.kv_cache_bytes + generation.peak_activation_bytes
+    phases = {"prefill": generation.prefill, "decode": generation.decode}
+    return {
+        "ttft_ms": ttft / per_ms,
+        "tpot_ms": decode / per_ms / len(steps) if len(steps) else None,
+        "e2e_ms": e2e_ms,
+        "tokens_per_s": generation.batch * generation.new_tokens / (e2e_ms / 1e3),
+        "prompt_tokens": generation.prompt_tokens, "new_tokens": generation.new_tokens,
+        "batch": generation.batch, "beams": generation.beams,
+        "weight_bytes": generation.weight_bytes, "kv_cache_bytes": generation.kv_cache_bytes,
+        "peak_activation_bytes": generation.peak_activation_bytes,
+        "dram_footprint_bytes": footprint, "dram_capacity_bytes": capacity,
+        "bound": {phase: bound(results, hardware) for phase, results in phases.items() if results is not None},
+        "notes": list(generation.notes),
+    }
+
+
+def bound(results: Results, hardware: Hardware) -> str:
+    """"memory" when moving the phase's DRAM bytes takes longer than its compute, else "compute"."""
+    totals = results.totals
+    array = int(results[results["unit"] == "array"]["compute_cycles"].sum())
+    sfu = int(results[results["unit"] == "sfu"]["compute_cycles"].sum())
+    compute = run_cycles(array, sfu, 0, hardware)
+    return "memory" if totals["dram_cycles"] > compute else "compute"
