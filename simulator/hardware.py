@@ -31,6 +31,7 @@ class ArrayConfig(StrictModel):
     cols: int = Field(gt=0, le=MAX_SIZE, description="PE columns")
     dataflow: Literal["ws", "os", "is"]
     clock_mhz: float = Field(gt=0, allow_inf_nan=False)
+    count: int = Field(1, gt=0, le=4096, description="arrays per core, each rows x cols (TPU v5e: 4 MXUs)")
 
 
 class SparseSupport(StrictModel):
@@ -104,6 +105,8 @@ class Hardware(StrictModel):
     sparse: SparseSupport = Field(default_factory=SparseSupport)
     memory: MemoryConfig
     sfu: SfuConfig
+    cores: int = Field(1, gt=0, le=4096, description="cores, each with array.count arrays and its own vector unit; "
+                                                    "buffers and DRAM bandwidth are the chip's, shared")
 
     @field_validator("macs_per_pe")
     @classmethod
@@ -122,8 +125,19 @@ class Hardware(StrictModel):
         return normalised
 
     @property
+    def arrays(self) -> int:
+        """Systolic arrays on the chip."""
+        return self.cores * self.array.count
+
+    @property
     def pes(self) -> int:
-        return self.array.rows * self.array.cols
+        """PEs on the chip (all arrays)."""
+        return self.array.rows * self.array.cols * self.arrays
+
+    @property
+    def sfu_lanes(self) -> int:
+        """Vector-unit lanes on the chip (one vector unit per core)."""
+        return self.sfu.lanes * self.cores
 
     @property
     def supported_precisions(self) -> list[Precision]:

@@ -8,6 +8,8 @@ axes:
   zip: {memory.dram_bytes_per_cycle: [64, 128], sfu.lanes: [32, 64]}   # in lock-step
 configs: [int8, int8_sp]                 # names under configs/ or paths (relative to this file)
 models: [bert-base, {name: vit-base, image_size: 224}]
+# generation: {name: llama-2-7b, tokens: 512, new_tokens: 128} (prompt, then new tokens), and workload
+# axes next to hardware ones: product: {model.batch: [1, 8, 32], model.new_tokens: [64, 256]}
 include_frontend: true                   # the default: the whole model, as everywhere
 include_head: true
 trace: false                             # true: the real transformers models, traced (hf extra)
@@ -15,10 +17,13 @@ timing: default
 ```
 
 Design points are the product of the ``product`` axes times the ``zip`` tuples; every design point
-runs every config on every model. A point is identified by a stable id (a hash of its axis values,
-config and model), so a sweep resumes by skipping finished ids. This module is the pure part
-(expanding points, evaluating a chunk); :mod:`simulator.sweep_run` is the edge (executors, part
-files, progress, the plot).
+runs every config on every model. An axis ``model.<knob>`` (batch, tokens, decoder_tokens, image_size,
+audio_samples, new_tokens) sets that knob of every model entry at the point. A model entry with
+``new_tokens`` is a generation (its ``tokens`` the prompt): its row gives the end-to-end time as
+``total_cycles``/``latency_ms`` and adds ``ttft_ms``, ``tpot_ms`` and ``tokens_per_s``. A point is
+identified by a stable id (a hash of its axis values, config and model), so a sweep resumes by
+skipping finished ids. This module is the pure part (expanding points, evaluating a chunk);
+:mod:`simulator.sweep_run` is the edge (executors, part files, progress, the plot).
 """
 
 from __future__ import annotations
@@ -40,20 +45,31 @@ from simulator.paper import WorkloadKnobs
 from simulator.policy import RunConfig, load_baseline, load_run_config, resolve_run_config
 from simulator.precision import parse_precision
 from workloads.errors import InputError
+from workloads.models import Workload
+from workloads.ops import MAX_SIZE
 
 # The model and each resolved workload knob get a column of their own (empty where a knob does not
 # apply); stored bits are split into weight values, metadata (N:M indices, bitmaps, outlier indices),
 # scale factors and biases, with their sum.
-MODEL_COLUMNS = ("model", "batch", "tokens", "image_size", "audio_samples", "decoder_tokens", "head", "phase")
-RESULT_COLUMNS = ("point_id", "point", "config", *MODEL_COLUMNS, "total_cycles", "latency_ms", "utilization",
-                  "speedup_vs_baseline", "stored_bits", "value_bits", "index_bits", "scale_bits", "bias_bits",
-                  "dram_bytes", "error")
-INTEGER_COLUMNS = ("batch", "tokens", "image_size", "audio_samples", "decoder_tokens", "total_cycles",
+MODEL_COLUMNS = ("model", "batch", "tokens", "image_size", "audio_samples", "decoder_tokens", "head", "phase",
+                 "new_tokens")
+GENERATION_COLUMNS = ("ttft_ms", "tpot_ms", "tokens_per_s")
+RESULT_COLUMNS = ("point_id", "point", "config", *MODEL_COLUMNS, "total_cycles", "latency_ms", *GENERATION_COLUMNS,
+                  "utilization", "speedup_vs_baseline", "stored_bits", "value_bits", "index_bits", "scale_bits",
+                  "bias_bits", "dram_bytes", "error")
+INTEGER_COLUMNS = ("batch", "tokens", "image_size", "audio_samples", "decoder_tokens", "new_tokens", "total_cycles",
                    "stored_bits", "value_bits", "index_bits", "scale_bits", "bias_bits", "dram_bytes")
+WORKLOAD_AXES = ("batch", "tokens", "decoder_tokens", "image_size", "audio_samples", "new_tokens")
 
 
 class ModelEntry(WorkloadKnobs):
     name: str
+    new_tokens: int | None = Field(None, gt=0, le=MAX_SIZE, description="a generation: new tokens after the prompt")
+
+    def at(self, axis_values: dict[str, Any]) -> ModelEntry:
+        """This entry with the ``model.<knob>`` axes of a design point applied."""
+        knobs = {path.removeprefix("model."): value for path, value in axis_values.items() if path.startswith("model.")}
+        return ModelEntry.model_validate({**self.model_dump(), **knobs}) if knobs else self
 
 
 class Axes(StrictModel):
@@ -109,7 +125,12 @@ TABLE_KEYS: dict[str, Callable[[str], object]] = {
 
 
 def check_axis_path(path: str) -> None:
-    """An axis must name a hardware field (``array.rows``) or a key of a table (``macs_per_pe.int8``)."""
+    """An axis must name a hardware field (``array.rows``), a key of a table (``macs_per_pe.int8``) or a
+    workload knob of the models (``model.batch``)."""
+    if path.startswith("model."):
+        if path.removeprefix("model.") not in WORKLOAD_AXES:
+            raise InputError(unknown_name_message(path.removeprefix("model."), WORKLOAD_AXES, f"axis {path!r}: knob"))
+        return
     model: type[BaseModel] | None = Hardware
     parts = path.split(".")
     for depth, part in enumerate(parts):
@@ -174,9 +195,11 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, Plan]:
                          else str(_resolve_path(spec.hardware, path.parent)))
     from workloads.models import load_model
 
-    for entry in spec.models:  # unknown names and knobs that do not apply fail here, before any work
+    points_axes = design_points(spec.axes)
+    entries = {entry.at(axes) for axes in points_axes for entry in spec.models}
+    for entry in sorted(entries, key=lambda e: e.model_dump_json()):  # what does not apply fails before any work
         try:
-            load_model(entry.name).resolve(entry.workload())
+            check_entry(load_model(entry.name), entry, spec.include_head, spec.trace)
         except InputError as exc:
             raise InputError(f"{path}: models: {entry.name}: {exc}") from None
     configs: dict[str, dict] = {}
@@ -195,12 +218,31 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, Plan]:
                                   "baseline": baseline.config.model_dump() if baseline else None}
         names.append(str(resolved))
     points = []
-    for axis_values in design_points(spec.axes):
+    for axis_values in points_axes:
         for config in names:
             for model in spec.models:
                 label = Path(config).stem
-                points.append(Point(len(points), point_id(axis_values, label, model), axis_values, config, model))
+                points.append(Point(len(points), point_id(axis_values, label, model), axis_values, config,
+                                    model.at(axis_values)))
     return spec, Plan(spec, base.model_dump(), configs, tuple(points))
+
+
+def check_entry(spec: Any, entry: ModelEntry, include_head: bool, traced: bool) -> None:
+    """A model entry's knobs apply to its model (a generation needs a decoder, its head, the closed form)."""
+    spec.resolve(entry.workload())
+    if entry.new_tokens is not None:
+        if traced:
+            raise InputError("new_tokens: a generation runs the closed form (trace: false)")
+        if not spec.family.phases:
+            raise InputError(f"new_tokens: {spec.name} has no decoder-only generation")
+        if entry.phase is not None:
+            raise InputError("phase does not apply to a generation entry (it runs a prefill, then decode steps)")
+        if not include_head:
+            raise InputError("a generation needs the LM head (include_head: true)")
+        if entry.new_tokens > 1:  # the last decode step fits the model's positions
+            prompt = spec.resolve(entry.workload()).tokens
+            spec.resolve(Workload(batch=entry.batch, tokens=prompt + entry.new_tokens - 2, phase="decode",
+                                  head=entry.head))
 
 
 def _resolve_path(name: str, base_dir: Path) -> Path:
@@ -213,6 +255,8 @@ def _resolve_path(name: str, base_dir: Path) -> Path:
 def hardware_at(base: dict, axis_values: dict[str, Any]) -> Hardware:
     data = json.loads(json.dumps(base))
     for path, value in axis_values.items():
+        if path.startswith("model."):
+            continue
         node = data
         *parents, leaf = path.split(".")
         for part in parents:
@@ -248,7 +292,9 @@ def evaluate_point(plan_spec: SweepSpec, base: dict, configs: dict[str, dict], p
     workload = _trace(*scope).workload
     row = {"point_id": point.point_id, "point": point.index, **{f"axis:{k}": v for k, v in point.axes.items()},
            "config": entry["config"]["name"], "model": point.model.name,
-           **{knob: workload.get(knob) for knob in MODEL_COLUMNS[1:]}}
+           **{knob: workload.get(knob) for knob in MODEL_COLUMNS[1:-1]}, "new_tokens": point.model.new_tokens}
+    if point.model.new_tokens is not None:
+        row["phase"] = "generate"  # a prefill of `tokens`, then decode steps
     try:
         hardware_json = hardware_at(base, point.axes).model_dump_json()
         totals = _totals(*scope, hardware_json, _simulation_json(entry["config"]), plan_spec.timing)
@@ -259,6 +305,7 @@ def evaluate_point(plan_spec: SweepSpec, base: dict, configs: dict[str, dict], p
         bits = {"value_bits": totals["weight_bits"] - totals["index_bits"], "index_bits": totals["index_bits"],
                 "scale_bits": totals["scale_bits"], "bias_bits": totals["bias_bits"]}
         row.update(total_cycles=totals["total_cycles"], latency_ms=totals["latency_ms"],
+                   **{column: totals.get(column) for column in GENERATION_COLUMNS},
                    utilization=totals["utilization"], speedup_vs_baseline=speedup,
                    stored_bits=sum(bits.values()), **bits, dram_bytes=totals["dram_bytes"], error="")
     except InputError as exc:  # an infeasible point: its numbers are missing (<NA>), its error says why
@@ -275,11 +322,25 @@ def _simulation_json(config: dict) -> str:
 def _totals(entry: ModelEntry, include_frontend: bool, include_head: bool, traced: bool, hardware_json: str,
             config_json: str, timing: str) -> dict:
     """Run totals, memoised per process: a config and another config's identical baseline on the same
-    design point are simulated once."""
-    from simulator.engine import simulate
+    design point are simulated once. A generation's are its end-to-end totals (prefill plus decode)."""
+    from simulator.engine import Simulator, simulate
 
-    trace = _trace(entry, include_frontend, include_head, traced)
-    return simulate(trace, Hardware.model_validate_json(hardware_json), _policy(config_json), timing=timing).totals
+    hardware = Hardware.model_validate_json(hardware_json)
+    if entry.new_tokens is None:
+        trace = _trace(entry, include_frontend, include_head, traced)
+        return simulate(trace, hardware, _policy(config_json), timing=timing).totals
+    from simulator.generation import generate, generation_summary
+    from workloads.models import load_model
+
+    generation = generate(load_model(entry.name), entry.workload(), entry.new_tokens,
+                          Simulator(hardware, _policy(config_json), timing=timing))
+    summary = generation_summary(generation, hardware)
+    prefill = generation.prefill.totals
+    decode_cycles = int(generation.steps["total_cycles"].sum()) if len(generation.steps) else 0
+    decode_bytes = generation.decode.totals["dram_bytes"] if generation.decode is not None else 0
+    return {**prefill, "total_cycles": prefill["total_cycles"] + decode_cycles, "latency_ms": summary["e2e_ms"],
+            "dram_bytes": prefill["dram_bytes"] + decode_bytes, "utilization": None,
+            **{column: summary[column] for column in GENERATION_COLUMNS}}
 
 
 def evaluate_chunk(plan_spec: SweepSpec, base: dict, configs: dict[str, dict], points: list[Point]) -> list[dict]:

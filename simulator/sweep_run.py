@@ -155,8 +155,9 @@ def assemble(plan: Plan, rows: list[dict]) -> pd.DataFrame:
     columns = ["point_id", "point", *axis_columns, *RESULT_COLUMNS[2:]]
     frame = pd.DataFrame.from_records(ordered, columns=columns)
     # nullable types: a failed point leaves <NA> (an empty CSV cell) and integers stay integers
-    frame = frame.astype({**{c: "Int64" for c in INTEGER_COLUMNS}, "latency_ms": "Float64", "utilization": "Float64",
-                          "speedup_vs_baseline": "Float64", "head": "string", "phase": "string"})
+    floats = ("latency_ms", "ttft_ms", "tpot_ms", "tokens_per_s", "utilization", "speedup_vs_baseline")
+    frame = frame.astype({**{c: "Int64" for c in INTEGER_COLUMNS}, **{c: "Float64" for c in floats},
+                          "head": "string", "phase": "string"})
     return frame.rename(columns={c: c.removeprefix("axis:") for c in axis_columns})
 
 
@@ -213,11 +214,12 @@ LINE_STYLES = [{"marker": m, "linestyle": ls, "markersize": size, "markerfacecol
                                          ("x", "-.", 6, None), ("D", (0, (5, 1)), 4, None), ("v", "-", 6, "none"))]
 
 
-def panel_labels(table: pd.DataFrame) -> pd.Series:
-    """The model's name, plus the knobs that differ between entries of the same model."""
+def panel_labels(table: pd.DataFrame, swept: tuple[str, ...] = ()) -> pd.Series:
+    """The model's name, plus the knobs that differ between entries of the same model (not the ``swept``
+    ones: those are design-point axes, on the x axis)."""
     labels = table["model"].astype(str)
     for model, rows in table.groupby("model", sort=False):
-        varying = [knob for knob in MODEL_COLUMNS[1:] if rows[knob].nunique(dropna=False) > 1]
+        varying = [knob for knob in MODEL_COLUMNS[1:] if knob not in swept and rows[knob].nunique(dropna=False) > 1]
         for index, row in rows.iterrows():
             labels[index] = model + "".join(f" {knob}={row[knob]}" for knob in varying)
     return labels
@@ -231,7 +233,8 @@ def plot_sweep(table: pd.DataFrame, plan: Plan, path_stem: Path) -> None:
     ok = table[table["error"] == ""].copy()
     paths = plan.spec.axes.paths
     ok["design"] = ok[paths].astype(str).agg(", ".join, axis=1) if paths else "base"
-    ok["panel"] = panel_labels(ok)
+    ok["panel"] = panel_labels(ok, tuple(p.removeprefix("model.") for p in plan.spec.axes.paths
+                                         if p.startswith("model.")))
     models = list(dict.fromkeys(ok["panel"]))
     configs = list(dict.fromkeys(ok["config"]))
     fig, axes = plt.subplots(1, max(1, len(models)), figsize=(4.5 * max(1, len(models)) + 1.5, 4.5), squeeze=False)

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 from cli_helpers import ROOT, accelsim
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from simulator.engine import simulate
@@ -34,6 +34,7 @@ def patterns(draw):
 @settings(max_examples=300, deadline=None)
 @given(m=st.integers(1, 300), k=st.integers(1, 300), n=st.integers(1, 300), rows=st.integers(1, 64),
        cols=st.integers(1, 64), dataflow=dataflows, timing=timings, pack=st.integers(1, 16), pattern=patterns())
+@example(m=1, k=2, n=1, rows=1, cols=1, dataflow="os", timing="scalesim", pack=1, pattern=SparsityPattern(2, 4))
 def test_gemm_invariants(m, k, n, rows, cols, dataflow, timing, pack, pattern):
     dense = gemm_cycles(m, k, n, rows, cols, dataflow, pack=pack, timing=timing)
     sparse = gemm_cycles(m, k, n, rows, cols, dataflow, pack=pack, sparsity=pattern, timing=timing)
@@ -46,8 +47,13 @@ def test_gemm_invariants(m, k, n, rows, cols, dataflow, timing, pack, pattern):
         # Structured N:M is dense timing at the kept depth K', for every dataflow.
         assert sparse.compute_cycles == gemm_cycles(m, pattern.kept(k), n, rows, cols, dataflow,
                                                     pack=pack).compute_cycles
-    for result in (dense, sparse):
+    for result, kept in ((dense, k), (sparse, pattern.kept(k))):
         cycles = result.compute_cycles + counted
+        if result.reduction_depth * pack < kept:
+            # SCALE-Sim's os sparse mode streams ceil(K N / M) weights, fewer than a partial group's
+            # non-zeros (K = 2 at 2:4: 1 streamed, 2 kept); `--timing scalesim` reproduces that count.
+            assert timing == "scalesim" and dataflow == "os" and result is sparse
+            continue
         assert cycles * rows * cols * pack >= result.macs  # no more MACs than slots
         assert 0 < result.macs / (cycles * rows * cols * pack) <= 1
 

@@ -40,9 +40,46 @@ def test_axis_paths_checked():
     check_axis_path("array.rows")
     check_axis_path("macs_per_pe.int8")
     check_axis_path("sfu.cycles_per_element.softmax")
-    for bad in ("array.depth", "arrays.rows", "array", "macs_per_pe", "array.rows.x"):
+    check_axis_path("model.new_tokens")
+    check_axis_path("cores")
+    for bad in ("array.depth", "arrays.rows", "array", "macs_per_pe", "array.rows.x", "model.phase", "model.bacth"):
         with pytest.raises(InputError):
             check_axis_path(bad)
+
+
+def test_a_generation_sweep_matches_generate_at_every_point(tmp_path):
+    """Workload axes (batch, new tokens) next to a hardware axis; a generation entry's row is what
+    `accelsim generate` reports for that point."""
+    import pandas as pd
+
+    from simulator.engine import Simulator
+    from simulator.generation import generate, generation_summary
+    from simulator.hardware import Hardware, load_hardware
+    from simulator.policy import load_run_config
+    from workloads.models import Workload, load_model
+
+    (tmp_path / "g.yaml").write_text(
+        "name: g\nhardware: rapid_like\naxes: {product: {model.batch: [1, 4], model.new_tokens: [2, 9], "
+        "cores: [1, 2]}}\nconfigs: [int8]\nmodels: [{name: llama-3-8b, tokens: 16, new_tokens: 5}]\n")
+    result = accelsim("sweep", str(tmp_path / "g.yaml"), "--out", str(tmp_path / "o"), "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    table = pd.read_parquet(tmp_path / "o" / "results.parquet")
+    assert len(table) == 8 and (table["error"] == "").all() and (table["phase"] == "generate").all()
+    for _, row in table.iterrows():
+        data = load_hardware("rapid_like").model_dump()
+        data["cores"] = int(row["cores"])
+        hardware = Hardware.model_validate(data)
+        generation = generate(load_model("llama-3-8b"), Workload(batch=int(row["model.batch"]), tokens=16),
+                              int(row["model.new_tokens"]), Simulator(hardware, load_run_config("int8")))
+        summary = generation_summary(generation, hardware)
+        assert (row["batch"], row["new_tokens"]) == (row["model.batch"], row["model.new_tokens"])
+        for column in ("ttft_ms", "tpot_ms", "tokens_per_s"):
+            assert row[column] == pytest.approx(summary[column]), column
+        assert row["latency_ms"] == pytest.approx(summary["e2e_ms"])
+    refused = tmp_path / "r.yaml"
+    refused.write_text("name: r\nhardware: rapid_like\nconfigs: [int8]\nmodels: [{name: bert-base, new_tokens: 4}]\n")
+    done = accelsim("sweep", str(refused), "--out", str(tmp_path / "r"))
+    assert done.returncode == 2 and "no decoder-only generation" in done.stderr
 
 
 def test_plan_ids_are_stable_and_unique(tmp_path):

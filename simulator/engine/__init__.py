@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simulator.array_split import Split, best_split
 from simulator.engine.costs import (
     ACCESS_COLUMNS,
     Cost,
@@ -83,6 +84,8 @@ class Simulator:
         self.hardware = hardware
         self.policy = policy
         self.timing = timing
+        if timing == "scalesim" and hardware.arrays > 1:
+            raise InputError(f"--timing scalesim models one array; hardware {hardware.name} has {hardware.arrays}")
         self.mask_for = mask_for
         self.notes: list[str] = []
         self._storages: dict[tuple, OpStorage] = {}
@@ -117,19 +120,31 @@ class Simulator:
                 self.notes.append(note)
         return chosen, self.hardware.macs_per_pe[chosen.name]
 
-    def _array_cycles(self, op: Op, pack: int, pruned: bool) -> tuple[int, int, int]:
-        """(compute cycles, folds, useful MACs) of a matrix op."""
+    def _array_cycles(self, op: Op, pack: int, pruned: bool) -> tuple[int, int, int, Split]:
+        """(compute cycles, folds, useful MACs, split over the arrays) of a matrix op."""
         array = self.hardware.array
         if pruned and self.masked:
             from simulator.masks import masked_cycles
 
             if op.batch != 1:
                 raise InputError(f"{op.name}: unstructured masks of grouped ops (batch {op.batch}) are not supported")
-            return masked_cycles(self.mask_for(op), op.m, array.rows, array.cols, array.dataflow, pack=pack,
-                                 timing=self.timing)
+            if self.hardware.arrays > 1:
+                raise InputError(f"hardware {self.hardware.name}: unstructured masks on several arrays are not "
+                                 "modelled yet (use a one-array preset)")
+            return (*masked_cycles(self.mask_for(op), op.m, array.rows, array.cols, array.dataflow, pack=pack,
+                                   timing=self.timing), Split("none", 1, 1, op.m, op.n))
         sparsity = self.policy.pattern if pruned else None
-        return _product_cycles(op.m, op.k, op.n, array.rows, array.cols, array.dataflow, op.batch, pack, sparsity,
-                               self.timing)
+
+        def on_one_array(split: Split) -> tuple[int, int, int]:
+            return _product_cycles(split.m, op.k, split.n, array.rows, array.cols, array.dataflow, split.batch,
+                                   pack, sparsity, self.timing)
+
+        split = best_split(op, self.hardware.arrays, lambda candidate: on_one_array(candidate)[0])
+        cycles, folds, macs = on_one_array(split)
+        if split.kind != "none":  # useful MACs of the whole op
+            macs = _product_cycles(op.m, op.k, op.n, array.rows, array.cols, array.dataflow, op.batch, pack,
+                                   sparsity, self.timing)[2]
+        return cycles, folds, macs, split
 
     def _weight_bytes(self, trace: Trace) -> dict[str, int]:
         """Stored bytes of every weight tensor (values, indices, scales; biases apart), from the storage of
@@ -154,14 +169,14 @@ class Simulator:
         return stored
 
     def _matrix_cost(self, step: Step, lowered: Lowered, placement: Placement, weight_bytes: dict[str, int],
-                     ) -> tuple[Cost, Precision, int, str]:
+                     ) -> tuple[Cost, Precision, int, str, str]:
         op = step.op
         chosen, pack = self._compute_precision(step.precision)
         pruned = self.policy.prunes(op)
-        compute, folds, macs = self._array_cycles(op, pack, pruned)
+        compute, folds, macs, split = self._array_cycles(op, pack, pruned)
         dense_compute = self._array_cycles(op, pack, False)[0] if pruned else compute
         weights = sum(weight_bytes.get(name, 0) for name in step.reads[1:]) if op.has_weight_operand else 0
-        counts = matrix_traffic(step, lowered.tensors, placement, self.hardware, weights, pack).values
+        counts = matrix_traffic(step, lowered.tensors, placement, self.hardware, weights, pack, split).values
         counts.update(array_activation_hops=macs, array_psum_updates=macs)
         transfer = transfer_cycles(counts["dram_read_bytes"] + counts["dram_write_bytes"], self.hardware)
         busy = compute + (op.batch if self.timing == "scalesim" and folds else 0)  # scalesim: last index
@@ -170,7 +185,7 @@ class Simulator:
                     transfer_cycles=transfer, stall_cycles=stall_cycles(transfer, compute, folds),
                     utilization=macs / slots if slots else 0.0, **counts)
         sparsity = self.storage(op).sparse
-        return cost, chosen, pack, sparsity
+        return cost, chosen, pack, sparsity, split.label
 
     def _sfu_cost(self, step: Step, lowered: Lowered, placement: Placement, weight_bytes: dict[str, int],
                   fused: bool) -> Cost:
@@ -181,9 +196,9 @@ class Simulator:
             reading = {name: min(weight_bytes[name], gathered) for name in step.reads if name in weight_bytes}
         counts = sfu_traffic(step, lowered.tensors, placement, reading).values
         cost_per_element = hw.sfu_cost(op.role)
-        compute = math.ceil(op.elements * cost_per_element / hw.sfu.lanes) if op.elements and not fused else 0
+        compute = math.ceil(op.elements * cost_per_element / hw.sfu_lanes) if op.elements and not fused else 0
         transfer = transfer_cycles(counts["dram_read_bytes"] + counts["dram_write_bytes"], hw)
-        busy = op.elements * cost_per_element / (hw.sfu.lanes * compute) if compute else 0.0
+        busy = op.elements * cost_per_element / (hw.sfu_lanes * compute) if compute else 0.0
         return Cost(compute_cycles=compute, dense_compute_cycles=compute, transfer_cycles=transfer,
                     stall_cycles=max(0, transfer - compute), utilization=busy, **counts)
 
@@ -237,14 +252,14 @@ class Simulator:
         op = step.op
         storage: OpStorage | None = None if step.inserted else self.storage(op)
         if step.unit == "array":
-            cost, chosen, pack, sparsity = self._matrix_cost(step, lowered, placement, weight_bytes)
+            cost, chosen, pack, sparsity, split = self._matrix_cost(step, lowered, placement, weight_bytes)
             precision, compute_precision = step.precision.name, chosen.name
         else:
             cost = self._sfu_cost(step, lowered, placement, weight_bytes, fused)
             sfu_name = self.hardware.sfu_precision.name
-            pack, sparsity, precision, compute_precision = 0, "dense", sfu_name, sfu_name
+            pack, sparsity, precision, compute_precision, split = 0, "dense", sfu_name, sfu_name, ""
         residency = placement.home[step.writes[0]] if step.writes else ""
-        return _record(step, cost, storage, precision, compute_precision, pack, sparsity, residency, "")
+        return _record(step, cost, storage, precision, compute_precision, pack, sparsity, residency, "", split)
 
     def _step_key(self, step: Step, lowered: Lowered, placement: Placement, weight_bytes: dict[str, int],
                   fused: bool) -> tuple | None:
@@ -279,7 +294,7 @@ class Simulator:
 
 
 def _record(step: Step, cost: Cost, storage: OpStorage | None, precision: str, compute_precision: str,
-            pack: int, sparsity: str, residency: str, fused_into: str) -> dict:
+            pack: int, sparsity: str, residency: str, fused_into: str, array_split: str) -> dict:
     op = step.op
     counts = {name: getattr(cost, name) for name in ACCESS_COLUMNS}
     return {
@@ -289,7 +304,7 @@ def _record(step: Step, cost: Cost, storage: OpStorage | None, precision: str, c
         "precision": precision, "compute_precision": compute_precision,
         "macs_per_pe": pack, "sparsity": sparsity,
         "batch": op.batch, "m": op.m, "k": op.k, "n": op.n, "elements": op.elements if step.unit == "sfu" else 0,
-        "macs": cost.macs, "folds": cost.folds, "compute_cycles": cost.compute_cycles,
+        "macs": cost.macs, "folds": cost.folds, "array_split": array_split, "compute_cycles": cost.compute_cycles,
         "dense_compute_cycles": cost.dense_compute_cycles,
         "transfer_cycles": cost.transfer_cycles, "stall_cycles": cost.stall_cycles,
         "total_cycles": cost.compute_cycles + cost.stall_cycles, "utilization": cost.utilization,

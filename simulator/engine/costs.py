@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from simulator.array_split import Split
 from simulator.engine.lowering import Step
 from simulator.engine.residency import CHIP, DRAM, Placement, tensor_bytes
 from simulator.hardware import Hardware
@@ -88,28 +89,33 @@ class Counts:
             self.add(dram_write_bytes=size)
 
 
-def sweeps(step: Step, hardware: Hardware, pack: int) -> tuple[int, int, int]:
-    """(A sweeps, B sweeps, folds along K) of a matrix op's dataflow."""
-    op, array = step.op, hardware.array
-    col_tiles = ceil_div(op.n, array.cols)
+def sweeps(m: int, k: int, n: int, hardware: Hardware, pack: int) -> tuple[int, int, int]:
+    """(A sweeps, B sweeps, folds along K) of one array computing (m x k) @ (k x n) in its dataflow."""
+    array = hardware.array
+    col_tiles = ceil_div(n, array.cols)
     a_sweeps = {"ws": col_tiles, "os": col_tiles, "is": 1}[array.dataflow]
-    b_sweeps = {"ws": 1, "os": ceil_div(op.m, array.rows), "is": ceil_div(op.m, array.cols)}[array.dataflow]
-    k_folds = 1 if array.dataflow == "os" else ceil_div(ceil_div(op.k, pack), array.rows)
+    b_sweeps = {"ws": 1, "os": ceil_div(m, array.rows), "is": ceil_div(m, array.cols)}[array.dataflow]
+    k_folds = 1 if array.dataflow == "os" else ceil_div(ceil_div(k, pack), array.rows)
     return a_sweeps, b_sweeps, k_folds
 
 
 def matrix_traffic(step: Step, tensors: dict[str, Tensor], placement: Placement, hardware: Hardware,
-                   weight_bytes: int, pack: int) -> Counts:
-    """Traffic of a matrix step whose weights (GEMM) take ``weight_bytes`` stored."""
+                   weight_bytes: int, pack: int, split: Split) -> Counts:
+    """Traffic of a matrix step whose weights (GEMM) take ``weight_bytes`` stored, run as ``split`` over
+    the chip's arrays: each array sweeps its share; the operand a split does not partition (A when
+    splitting n, B when splitting m) is read by every array in use."""
     op, mem = step.op, hardware.memory
     counts = Counts()
-    a_sweeps, b_sweeps, k_folds = sweeps(step, hardware, pack)
+    a_sweeps, b_sweeps, k_folds = sweeps(split.m, op.k, split.n, hardware, pack)
+    a_copies = split.arrays if split.kind == "n" else 1
+    b_copies = split.arrays if split.kind == "m" else 1
     products = op.batch if op.kind == "bmm" else 1  # BMM products run one at a time
     a_name = step.reads[0]
     a_bytes = tensor_bytes(op.batch * op.m * op.k, tensors[a_name].bits)
-    counts.add(ifmap_read_bytes=a_bytes * a_sweeps)
+    counts.add(ifmap_read_bytes=a_bytes * a_sweeps * a_copies)
     if placement.home[a_name] == DRAM:
-        fetched = a_bytes if ceil_div(a_bytes, products) <= mem.ifmap_buffer_bytes else a_bytes * a_sweeps
+        fits = ceil_div(a_bytes, products) <= mem.ifmap_buffer_bytes
+        fetched = a_bytes if fits else a_bytes * a_sweeps * a_copies
         counts.add(dram_read_bytes=fetched, ifmap_write_bytes=fetched)
     if op.kind == "bmm":
         b_name = step.reads[1]
@@ -119,18 +125,18 @@ def matrix_traffic(step: Step, tensors: dict[str, Tensor], placement: Placement,
     else:
         b_bytes, fits = weight_bytes, weight_bytes <= mem.filter_buffer_bytes
         b_home = DRAM if mem.weights_streamed else "preloaded"  # preloaded weights sit in the filter buffer
-    fetched = b_bytes if fits else b_bytes * b_sweeps
+    fetched = b_bytes if fits else b_bytes * b_sweeps * b_copies
     if b_home == DRAM:
         counts.add(dram_read_bytes=fetched, filter_write_bytes=fetched)
     elif b_home == CHIP:
         counts.add(ifmap_read_bytes=fetched, filter_write_bytes=fetched)
-    counts.add(filter_read_bytes=b_bytes * b_sweeps)
+    counts.add(filter_read_bytes=b_bytes * b_sweeps * b_copies)
     out_elements = op.batch * op.m * op.n
     psum_bytes = tensor_bytes(out_elements, hardware.accumulator_bits)
     counts.add(ofmap_write_bytes=psum_bytes * k_folds, ofmap_read_bytes=psum_bytes * k_folds)
     b_elements = op.batch * op.k * op.n
     loads = b_elements if hardware.array.dataflow == "ws" else b_elements * b_sweeps
-    counts.add(array_weight_loads=loads)
+    counts.add(array_weight_loads=loads * b_copies)
     for name in step.writes:
         counts.write_out(name, tensor_bytes(tensors[name].elements, tensors[name].bits), placement)
     return counts

@@ -1,0 +1,151 @@
+"""Chips with several arrays (cores x arrays per core): the split rule, shared bandwidth, one vector
+unit per core, and the public-number presets."""
+
+import math
+
+import pytest
+
+from simulator.array_split import Split, best_split, candidates
+from simulator.engine import Simulator, simulate
+from simulator.hardware import Hardware, load_hardware
+from simulator.policy import load_run_config
+from simulator.timing import gemm_cycles
+from workloads.errors import InputError
+from workloads.models import Workload, load_model
+from workloads.ops import Op, OpBuilder
+
+INT8 = load_run_config("configs/int8.yaml")
+
+
+def chip(cores: int = 1, count: int = 1, **changes) -> Hardware:
+    data = load_hardware("rapid_like").model_dump()
+    data["cores"] = cores
+    data["array"]["count"] = count
+    data["sfu"]["fusion"] = False
+    for key, value in changes.items():
+        section, field = key.split("__")
+        data[section][field] = value
+    return Hardware.model_validate(data)
+
+
+def one_op(m: int, k: int, n: int, batch: int = 1, kind: str = "gemm"):
+    b = OpBuilder()
+    b.input("x", batch * m * k)
+    if kind == "gemm":
+        b.gemm("op", 0, "ffn1", "ffn", m, k, n, bias=False)
+    else:
+        b.input("y", batch * k * n)
+        b.bmm("op", 0, "bmm_qk", "attention", batch, m, k, n, reads=("x", "y"))
+    return b.build_trace("one", {"batch": 1})
+
+
+def array_row(results):
+    return results[results.unit == "array"].iloc[0]
+
+
+def test_the_split_is_the_partition_whose_busiest_array_finishes_first():
+    hw = chip()
+    a = hw.array
+
+    def cycles(split: Split) -> int:
+        return gemm_cycles(split.m, 768, split.n, a.rows, a.cols, a.dataflow, batch=split.batch, pack=8).compute_cycles
+
+    decode = Op("q", 0, "q", "attention", "gemm", batch=1, m=1, k=768, n=3072)
+    assert [s.kind for s in candidates(decode, 4)] == ["n"]  # one row: only the columns can be dealt out
+    assert best_split(decode, 4, cycles) == Split("n", 4, 1, 1, 768)
+    heads = Op("qk", 0, "bmm_qk", "attention", "bmm", batch=12, m=384, k=64, n=384)
+    options = candidates(heads, 4)
+    assert [s.kind for s in options] == ["products", "n", "m"]
+    chosen = best_split(heads, 4, cycles)
+    assert cycles(chosen) == min(cycles(s) for s in options)
+    assert Split("n", 3, 1, 8, 3).label == "n/3" and Split("none", 1, 1, 8, 8).label == ""
+    assert candidates(Op("t", 0, "q", "attention", "gemm", batch=1, m=1, k=8, n=1), 4) == [Split("none", 1, 1, 1, 1)]
+
+
+def test_a_wide_gemm_on_four_arrays_takes_one_quarter_of_its_columns():
+    m, k, n = 384, 768, 3072
+    hw = chip(cores=4)
+    row = array_row(simulate(one_op(m, k, n), hw, INT8))
+    a = hw.array
+    quarter = gemm_cycles(m, k, n // 4, a.rows, a.cols, a.dataflow, pack=8).compute_cycles
+    products_or_rows = gemm_cycles(-(-m // 4), k, n, a.rows, a.cols, a.dataflow, pack=8).compute_cycles
+    assert row["compute_cycles"] == min(quarter, products_or_rows)
+    assert row["macs"] == m * k * n  # every MAC counted once
+    assert row["utilization"] == pytest.approx(m * k * n / (row["compute_cycles"] * hw.pes * 8))
+    assert hw.pes == 4 * a.rows * a.cols
+
+
+def test_arrays_per_core_and_cores_split_alike_but_cores_bring_vector_units():
+    trace = load_model("bert-base").trace(Workload(tokens=128))
+    by_cores = simulate(trace, chip(cores=4), INT8)
+    by_arrays = simulate(trace, chip(count=4), INT8)
+    one = simulate(trace, chip(), INT8)
+    arrays = by_cores.unit == "array"
+    assert (by_cores[arrays]["compute_cycles"] == by_arrays[arrays]["compute_cycles"]).all()
+    sfu = by_cores[~arrays]
+    lanes, costs = load_hardware("rapid_like").sfu.lanes, load_hardware("rapid_like").sfu.cycles_per_element
+    expected = [math.ceil(e * costs[r] / (4 * lanes)) if e else 0 for e, r in zip(sfu["elements"], sfu["role"],
+                                                                                   strict=True)]
+    assert list(sfu["compute_cycles"]) == expected
+    assert (by_arrays[~arrays]["compute_cycles"] == one[~arrays]["compute_cycles"]).all()  # one vector unit
+    assert by_cores.totals["total_cycles"] < by_arrays.totals["total_cycles"] < one.totals["total_cycles"]
+
+
+def test_dram_bandwidth_is_shared_transfers_do_not_change_with_the_arrays():
+    trace = load_model("gpt2").trace(Workload(tokens=256, phase="decode"))
+    one, four = simulate(trace, chip(), INT8), simulate(trace, chip(cores=4), INT8)
+    for column in ("dram_read_bytes", "dram_write_bytes", "transfer_cycles"):
+        assert (one[column] == four[column]).all(), column
+    assert four.totals["total_cycles"] >= four.totals["dram_cycles"]
+
+
+def test_the_operand_a_split_does_not_partition_is_read_by_every_array():
+    m, k, n = 64, 512, 2048
+    hw = chip(cores=4)
+    row = array_row(simulate(one_op(m, k, n), hw, INT8))
+    assert row["array_split"] in ("n/4", "m/4")
+    a_bytes, b_bytes = m * k, k * n + n * 2  # int8, and a 16-bit scale per output channel
+    col_tiles = {"n/4": -(-(n // 4) // hw.array.cols), "m/4": -(-n // hw.array.cols)}[row["array_split"]]
+    if row["array_split"] == "n/4":  # ws: each array streams all of A once per column tile of its quarter
+        assert row["ifmap_read_bytes"] == 4 * a_bytes * col_tiles
+        assert row["filter_read_bytes"] == b_bytes
+    else:
+        assert row["ifmap_read_bytes"] == a_bytes * col_tiles
+        assert row["filter_read_bytes"] == 4 * b_bytes
+    assert row["ofmap_write_bytes"] == row["ofmap_read_bytes"]
+
+
+def test_settings_that_model_one_array_are_refused_on_several(tmp_path):
+    with pytest.raises(InputError, match="one array"):
+        Simulator(chip(cores=2), INT8, timing="scalesim")
+    config = tmp_path / "masked.yaml"
+    config.write_text("name: masked\nhardware: rapid_like\nprecision: {default: int8}\n"
+                      "sparsity: {weights: {density: 0.5, seed: 0, roles: [q]}}\n")
+    from simulator.cli import _masks
+
+    policy = load_run_config(config)
+    with pytest.raises(InputError, match="several arrays"):
+        simulate(load_model("bert-base").trace(Workload(tokens=16)), chip(cores=2), policy, mask_for=_masks(policy))
+
+
+@pytest.mark.parametrize(("preset", "bf16_tflops", "int8_tops", "gbytes_per_s", "arrays"), [
+    ("tpu_v5e_like", 197, 393, 819, 4),
+])
+def test_public_preset_peaks_match_the_published_figures(preset, bf16_tflops, int8_tops, gbytes_per_s, arrays):
+    hw = load_hardware(preset)
+    clock = hw.array.clock_mhz * 1e6
+    assert hw.arrays == arrays
+    assert 2 * hw.pes * hw.macs_per_pe["bf16"] * clock / 1e12 == pytest.approx(bf16_tflops, rel=0.002)
+    assert 2 * hw.pes * hw.macs_per_pe["int8"] * clock / 1e12 == pytest.approx(int8_tops, rel=0.01)
+    assert hw.memory.dram_bytes_per_cycle * clock / 1e9 == pytest.approx(gbytes_per_s, rel=0.001)
+
+
+def test_the_four_core_rapid_chip_is_four_calibrated_cores():
+    core, four = load_hardware("rapid_like"), load_hardware("rapid_like_4core")
+    assert four.cores == 4 and four.array == core.array and four.macs_per_pe == core.macs_per_pe
+    assert four.sfu == core.sfu
+    int4_tops = 2 * four.pes * four.macs_per_pe["int4"] * four.array.clock_mhz * 1e6 / 1e12
+    assert int4_tops == pytest.approx(102.4, rel=0.03)  # two operations per MAC
+    trace = load_model("bert-base").trace()
+    one, chip4 = simulate(trace, core, INT8), simulate(trace, four, INT8)
+    assert 3 < one.totals["total_cycles"] / chip4.totals["total_cycles"] <= 4
