@@ -2,6 +2,7 @@
 closed forms of a decode step that compute cannot hide."""
 
 import itertools
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -14,6 +15,7 @@ from simulator.policy import load_run_config
 from workloads.models import Workload, load_model
 
 INT8 = load_run_config("configs/int8.yaml")
+MISTRAL_W8 = str(Path(__file__).parent / "configs" / "mistral-window-8.json")
 FP16 = load_run_config("configs/fp16.yaml")
 
 
@@ -41,6 +43,7 @@ def step_by_step(spec, workload, lengths, hardware, policy):
     ("gpt2", load_hardware("rapid_like"), INT8, 1, 50, 30),  # scores meet q's size at 63 cached tokens
     ("gpt2", with_memory("rapid_like", ifmap_buffer_bytes=1700), FP16, 1, 5, 120),  # scores spill from ~60
     ("opt-1.3b", load_hardware("tpu_v1_like"), INT8, 2, 20, 5),
+    (MISTRAL_W8, load_hardware("rapid_like"), INT8, 2, 5, 10),  # the steps reach the 8-key window
 ])
 def test_a_generation_is_its_decode_steps_simulated_one_by_one(model, hardware, policy, batch, prompt, new):
     spec = load_model(model)
@@ -78,6 +81,16 @@ def test_kv_cache_at_the_end_holds_every_token_but_the_last():
     assert generation.kv_cache_bytes == 2 * 32 * 3 * 119 * 8 * 128 * 1
     fp16 = generate(spec, Workload(batch=1, tokens=100), 1, Simulator(load_hardware("rapid_like"), FP16))
     assert fp16.kv_cache_bytes == 100 * 131_072 and len(fp16.steps) == 0  # the prefill's cache, FP16
+
+
+def test_a_sliding_window_caps_the_cache_and_the_step_time():
+    """Mistral keeps the last W keys: steps past the window cost the same, and so does the cache."""
+    spec = load_model(MISTRAL_W8)
+    generation = generate(spec, Workload(batch=2, tokens=5), 12, Simulator(load_hardware("rapid_like"), INT8))
+    cycles = list(generation.steps["total_cycles"])
+    within, beyond = cycles[:2], cycles[2:]  # caches of 5 and 6 tokens, then 7+ (8 keys with the new one)
+    assert within[0] < within[1] < beyond[0] and len(set(beyond)) == 1
+    assert generation.kv_cache_bytes == 2 * 2 * 2 * 8 * 2 * 16  # layers x K/V x batch x 8 keys x heads x dim
 
 
 def bandwidth_bound_hardware() -> Hardware:

@@ -19,6 +19,7 @@ from workloads.models import Workload, load_model, zoo_names
 pytestmark = pytest.mark.hf
 QWEN2 = str(Path(__file__).parent / "configs" / "qwen2-0.5b.json")
 OPT_POST_LN = str(Path(__file__).parent / "configs" / "opt-350m.json")
+MISTRAL_W8 = str(Path(__file__).parent / "configs" / "mistral-window-8.json")
 COMPARED_VECTOR_ROLES = ("softmax", "layernorm", "rmsnorm", "groupnorm", "gelu", "relu", "tanh", "silu", "rope",
                          "rope_table", "add", "embedding")
 
@@ -66,6 +67,9 @@ CASES = [(name, small(name)) for name in zoo_names()] + [
     ("opt-1.3b", Workload(batch=2, tokens=13, phase="decode")),
     (OPT_POST_LN, Workload(batch=2, tokens=13)),  # post-LN, embeddings projected in and out
     (OPT_POST_LN, Workload(batch=1, tokens=9, phase="decode")),
+    (MISTRAL_W8, Workload(batch=2, tokens=12)),  # a prefill longer than the window: every score, masked
+    (MISTRAL_W8, Workload(batch=2, tokens=12, phase="decode")),  # the step attends to the last 8 keys
+    (MISTRAL_W8, Workload(batch=1, tokens=5, phase="decode")),  # within the window
     ("gpt2", Workload(batch=1, tokens=9, head="none")),
     ("bert-base", Workload(batch=1, tokens=9, head="pooler")),
     ("bert-base", Workload(batch=1, tokens=9, head="none")),
@@ -192,9 +196,8 @@ def test_sweep_over_traced_models(tmp_path):
     assert closed.split(",")[3:] == traced.split(",")[3:]  # same numbers; the point id differs with the plan
 
 
-MISTRAL_TINY = {"model_type": "mistral", "vocab_size": 1000, "hidden_size": 64, "intermediate_size": 176,
-                "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-                "max_position_embeddings": 128, "sliding_window": 64, "tie_word_embeddings": False}
+BIGCODE_TINY = {"model_type": "gpt_bigcode", "vocab_size": 1000, "n_embd": 64, "n_layer": 2, "n_head": 4,
+                "n_positions": 128, "multi_query": True, "bos_token_id": 0, "eos_token_id": 0}
 GEMMA_TINY = {"model_type": "gemma", "vocab_size": 1000, "hidden_size": 64, "intermediate_size": 176,
               "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
               "max_position_embeddings": 128}
@@ -207,19 +210,19 @@ def test_a_family_without_closed_form_is_traced_or_refused(tmp_path):
 
     from cli_helpers import accelsim
 
-    mistral, gemma = tmp_path / "mistral.json", tmp_path / "gemma.json"
-    mistral.write_text(json.dumps(MISTRAL_TINY))
+    bigcode, gemma = tmp_path / "bigcode.json", tmp_path / "gemma.json"
+    bigcode.write_text(json.dumps(BIGCODE_TINY))
     gemma.write_text(json.dumps(GEMMA_TINY))
-    closed = accelsim("run", "int8", "--model", str(mistral), "--tokens", "8")
+    closed = accelsim("run", "int8", "--model", str(bigcode), "--tokens", "8")
     assert closed.returncode == 2 and "add --trace" in closed.stderr
-    spec = load_model(str(mistral))
+    spec = load_model(str(bigcode))
     for head in ("none", "lm"):
         workload = spec.resolve(Workload(tokens=8, head=head))
         traced = trace_hf(spec, workload)
         assert traced.params == hf_num_parameters(spec, workload)
         roles = [op.role for op in traced if op.is_matrix and op.layer == 1]
-        assert roles == ["q", "k", "v", "bmm_qk", "bmm_av", "attn_out", "ffn1", "ffn1", "ffn2"]
-    run = accelsim("run", "int8_sp", "--model", str(mistral), "--tokens", "8", "--trace", "--format", "json")
+        assert roles == ["qkv", "bmm_qk", "bmm_av", "attn_out", "ffn1", "ffn2"]  # StarCoder: one shared K/V head
+    run = accelsim("run", "int8_sp", "--model", str(bigcode), "--tokens", "8", "--trace", "--format", "json")
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["speedup_vs_baseline"] > 1
     refused = accelsim("run", "int8", "--model", str(gemma), "--tokens", "8", "--trace")

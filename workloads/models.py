@@ -1,7 +1,7 @@
 """The model registry: ``model_type`` -> family, model specs, the zoo, and loading a config.
 
 Supported ``model_type`` values with a closed form: bert, roberta, vit, wav2vec2, gpt2, t5, fsmt, llama,
-qwen2, opt (one module per family under :mod:`workloads.families`); any other type transformers knows
+qwen2, mistral, opt (one module per family under :mod:`workloads.families`); any other type transformers knows
 can be traced.
 """
 

@@ -99,6 +99,10 @@ class Family:
         tokens = wl.tokens if wl.tokens is not None or self.default_tokens is None else self.default_tokens
         return replace(wl, head=head, tokens=tokens, phase=phase)
 
+    def hf_class(self, cfg: Mapping[str, Any], head: str) -> str:
+        """The transformers class that runs this family with ``head``."""
+        return self.hf_classes[head]
+
     def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
         raise NotImplementedError
 
@@ -129,6 +133,13 @@ def encoder_decoder_inputs(wl: Workload, torch: Any) -> dict:
         return torch.zeros(wl.batch, length, dtype=torch.long, device="meta")
 
     return {"input_ids": ids(wl.tokens), "decoder_input_ids": ids(wl.decoder_tokens)}
+
+
+def check_context(wl: Workload, positions: int, key: str) -> None:
+    """A decoder's context (the tokens, plus the new one in a decode step) within its positions."""
+    context = wl.tokens + (1 if wl.phase == "decode" else 0)
+    if context > positions:
+        raise InputError(f"a context of {context} tokens exceeds the model's {positions} positions ({key})")
 
 
 def head_rows(wl: Workload, batch_rows: int, new: int) -> int:

@@ -35,9 +35,6 @@ class FSMTFamily(Family):
             raise InputError(f"sequence length exceeds the model's {limit} positions")
         return wl
 
-    def hf_class(self, cfg: Mapping[str, Any], head: str) -> str:
-        return self.hf_classes[head]
-
     def hf_non_trace_params(self, cfg: Mapping[str, Any]) -> int:
         # HF stores the fixed sinusoidal tables (max_position_embeddings + padding_idx + 1 rows) as
         # parameters of both stacks; they are computed, not learned, so traces do not count them.

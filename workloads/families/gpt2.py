@@ -6,8 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from workloads.blocks import AttentionShape, attention, feed_forward, residual
-from workloads.errors import InputError
-from workloads.families.base import PHASES, Family, Workload, causal_lm_inputs, head_rows, heads_divide
+from workloads.families.base import PHASES, Family, Workload, causal_lm_inputs, check_context, head_rows, heads_divide
 from workloads.ops import OpBuilder
 
 
@@ -21,13 +20,8 @@ class GPT2Family(Family):
     def resolve(self, cfg: Mapping[str, Any], wl: Workload) -> Workload:
         wl = super().resolve(cfg, wl)
         heads_divide(cfg, "n_embd", "n_head")
-        context = wl.tokens + (1 if wl.phase == "decode" else 0)
-        if context > cfg["n_positions"]:
-            raise InputError(f"a context of {context} tokens exceeds the model's {cfg['n_positions']} positions")
+        check_context(wl, cfg["n_positions"], "n_positions")
         return wl
-
-    def hf_class(self, cfg: Mapping[str, Any], head: str) -> str:
-        return self.hf_classes[head]
 
     def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
         hidden, heads, batch = cfg["n_embd"], cfg["n_head"], wl.batch

@@ -1,4 +1,5 @@
-"""Llama-style decoders (Llama 2 and 3, Qwen2): RMSNorm, rotary positions, SwiGLU, grouped-query attention.
+"""Llama-style decoders (Llama 2 and 3, Qwen2, Mistral): RMSNorm, rotary positions, SwiGLU, grouped-query
+attention.
 
 One block: RMSNorm, q/k/v projections (biased in Qwen2), RoPE on q and k, attention (scores scaled,
 causal mask added, softmax), output projection, residual; RMSNorm, SwiGLU (gate and up projections,
@@ -7,8 +8,11 @@ computed once per pass, per position (shared by the batch). The LM head is untie
 the token embedding (``tie_word_embeddings``, as in small Qwen2 models).
 
 Phases: a prefill of ``tokens``, or one decode step with a KV cache of ``tokens`` (the new token's keys
-and values appended). ``rope_scaling`` is accepted; the context limit is ``max_position_embeddings``
-(Llama 3.1-style configs already state their extended length there).
+and values appended). Mistral's sliding window W: a decode step attends to at most W keys (its cache
+keeps the last W - 1 tokens, as Hugging Face's does); a prefill computes every score and masks those
+outside the window, as Hugging Face's eager attention does (a banded kernel would skip them).
+``rope_scaling`` is accepted; the context limit is ``max_position_embeddings`` (Llama 3.1-style configs
+already state their extended length there).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 
 from workloads.blocks import AttentionShape, attention, residual
 from workloads.errors import InputError
-from workloads.families.base import PHASES, Family, Workload, causal_lm_inputs, head_rows
+from workloads.families.base import PHASES, Family, Workload, causal_lm_inputs, check_context, head_rows
 from workloads.ops import OpBuilder
 
 
@@ -39,6 +43,14 @@ def kv_heads(cfg: Mapping[str, Any]) -> int:
     return kv
 
 
+def sliding_window(cfg: Mapping[str, Any]) -> int | None:
+    """Mistral's attention window in keys (None: full attention)."""
+    window = cfg.get("sliding_window") if cfg["model_type"] == "mistral" else None
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window <= 0):
+        raise InputError(f"sliding_window must be a positive integer, got {window!r}")
+    return window
+
+
 def rmsnorm(b: OpBuilder, name: str, layer: int, rows: int, width: int) -> str:
     return b.vector(name, layer, "rmsnorm", "norm", rows * width, weight_params=width)
 
@@ -54,7 +66,7 @@ def swiglu(b: OpBuilder, prefix: str, layer: int, rows: int, hidden: int, inner:
 
 
 class LlamaFamily(Family):
-    model_types = ("llama", "qwen2")
+    model_types = ("llama", "qwen2", "mistral")
     required = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                 "max_position_embeddings")
     heads = ("lm", "none")
@@ -68,20 +80,17 @@ class LlamaFamily(Family):
             raise InputError(f"{cfg['model_type']}: sliding-window attention (use_sliding_window) is not modelled "
                              "for this family yet")
         head_dim(cfg), kv_heads(cfg)
-        context = wl.tokens + (1 if wl.phase == "decode" else 0)
-        if context > cfg["max_position_embeddings"]:
-            raise InputError(f"a context of {context} tokens exceeds the model's {cfg['max_position_embeddings']} "
-                             "positions (max_position_embeddings)")
+        check_context(wl, cfg["max_position_embeddings"], "max_position_embeddings")
         return wl
-
-    def hf_class(self, cfg: Mapping[str, Any], head: str) -> str:
-        return self.hf_classes[head]
 
     def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
         hidden, heads, batch = cfg["hidden_size"], cfg["num_attention_heads"], wl.batch
         dim = head_dim(cfg)
         # Prefill: all `tokens` at once. Decode: one new token attending to a cache of `tokens`.
         new, context = (wl.tokens, wl.tokens) if wl.phase == "prefill" else (1, wl.tokens + 1)
+        window = sliding_window(cfg)
+        if wl.phase == "decode" and window is not None:
+            context = min(context, window)
         rows = batch * new
         qwen2 = cfg["model_type"] == "qwen2"  # biased q/k/v projections, unbiased output projection
         bias = qwen2 or bool(cfg.get("attention_bias", False))

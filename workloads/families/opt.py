@@ -14,8 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from workloads.blocks import AttentionShape, attention, feed_forward, residual
-from workloads.errors import InputError
-from workloads.families.base import PHASES, Family, Workload, causal_lm_inputs, head_rows, heads_divide
+from workloads.families.base import PHASES, Family, Workload, causal_lm_inputs, check_context, head_rows, heads_divide
 from workloads.ops import OpBuilder
 
 POSITION_OFFSET = 2  # OPT's learned position table has two extra rows (fairseq's padding convention)
@@ -33,14 +32,8 @@ class OPTFamily(Family):
     def resolve(self, cfg: Mapping[str, Any], wl: Workload) -> Workload:
         wl = super().resolve(cfg, wl)
         heads_divide(cfg, "hidden_size", "num_attention_heads")
-        context = wl.tokens + (1 if wl.phase == "decode" else 0)
-        if context > cfg["max_position_embeddings"]:
-            raise InputError(f"a context of {context} tokens exceeds the model's {cfg['max_position_embeddings']} "
-                             "positions (max_position_embeddings)")
+        check_context(wl, cfg["max_position_embeddings"], "max_position_embeddings")
         return wl
-
-    def hf_class(self, cfg: Mapping[str, Any], head: str) -> str:
-        return self.hf_classes[head]
 
     def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
         hidden, heads, batch = cfg["hidden_size"], cfg["num_attention_heads"], wl.batch

@@ -34,9 +34,6 @@ class T5Family(Family):
         wl = super().resolve(cfg, wl)
         return replace(wl, decoder_tokens=wl.decoder_tokens or wl.tokens)
 
-    def hf_class(self, cfg: Mapping[str, Any], head: str) -> str:
-        return self.hf_classes[head]
-
     def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
         d_model, d_ff, heads, d_kv = cfg["d_model"], cfg["d_ff"], cfg["num_heads"], cfg["d_kv"]
         buckets, vocab, batch = cfg["relative_attention_num_buckets"], cfg["vocab_size"], wl.batch

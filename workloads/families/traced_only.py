@@ -23,9 +23,6 @@ class TracedOnlyFamily(Family):
         self.supported = supported  # the model types that have a closed form, for the message
     hf_classes = {"none": "AutoModel", "lm": "AutoModelForCausalLM"}
 
-    def hf_class(self, cfg: Mapping[str, Any], head: str) -> str:
-        return self.hf_classes[head]
-
     def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
         raise InputError(f"unsupported model_type {cfg['model_type']!r} for the closed form (supported: "
                          f"{', '.join(self.supported)}); add --trace to simulate the real transformers model "

@@ -38,9 +38,6 @@ class ViTFamily(Family):
                              f"images give (image/patch)^2 + 1 = {tokens} tokens")
         return replace(wl, image_size=image, tokens=tokens)
 
-    def hf_class(self, cfg: Mapping[str, Any], head: str) -> str:
-        return self.hf_classes[head]
-
     def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
         hidden, inner, heads = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_attention_heads"]
         patch, channels, batch, seq = cfg["patch_size"], cfg.get("num_channels", 3), wl.batch, wl.tokens

@@ -69,9 +69,6 @@ class Wav2Vec2Family(Family):
             raise InputError(f"audio of {samples} samples is shorter than one frame ({field} samples)")
         return replace(wl, audio_samples=samples, tokens=self.conv_lengths(cfg, samples)[-1])
 
-    def hf_class(self, cfg: Mapping[str, Any], head: str) -> str:
-        return self.hf_classes[head]
-
     def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
         hidden, inner, heads = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_attention_heads"]
         batch, frames = wl.batch, wl.tokens
