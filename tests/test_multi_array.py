@@ -62,6 +62,28 @@ def test_the_split_is_the_partition_whose_busiest_array_finishes_first():
     assert candidates(Op("t", 0, "q", "attention", "gemm", batch=1, m=1, k=8, n=1), 4) == [Split("none", 1, 1, 1, 1)]
 
 
+def test_every_partition_deals_out_its_dimension():
+    def op(batch, m, n):
+        return Op("o", 0, "ffn1", "ffn", "bmm" if batch > 1 else "gemm", batch=batch, m=m, k=8, n=n)
+
+    assert candidates(op(2, 1, 1), 2) == [Split("products", 2, 1, 1, 1)]
+    assert candidates(op(1, 1, 2), 2) == [Split("n", 2, 1, 1, 1)]
+    assert candidates(op(1, 7, 1), 2) == [Split("m", 2, 1, 4, 1)]
+    assert candidates(op(5, 9, 10), 4) == [Split("products", 3, 2, 9, 10), Split("n", 4, 5, 9, 3),
+                                          Split("m", 3, 5, 3, 10)]  # 10 columns: 3 per array on 4 arrays
+    assert candidates(op(3, 9, 10), 1) == [Split("none", 1, 3, 9, 10)]
+
+
+def test_one_array_reports_no_split_and_two_halve_a_tall_narrow_gemm():
+    m, k, n = 4096, 64, 8  # fewer columns than the array has: dealing out rows is what helps
+    one = array_row(simulate(one_op(m, k, n), chip(), INT8))
+    two = array_row(simulate(one_op(m, k, n), chip(cores=2), INT8))
+    assert one["array_split"] == "" and two["array_split"] == "m/2"
+    a = chip().array
+    assert two["compute_cycles"] == gemm_cycles(m // 2, k, n, a.rows, a.cols, a.dataflow, pack=8).compute_cycles
+    assert (simulate(load_model("gpt2").trace(), chip(), INT8)["array_split"] == "").all()
+
+
 def test_a_wide_gemm_on_four_arrays_takes_one_quarter_of_its_columns():
     m, k, n = 384, 768, 3072
     hw = chip(cores=4)
