@@ -122,6 +122,14 @@ def test_readme_python_api_example_runs_as_written():
     assert "ms, 2:4 speedup" in done.stdout and "MiB" in done.stdout
 
 
+def test_readme_generation_example_runs_as_written():
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Python API", 1)[1].split("```python\n")[2].split("```", 1)[0]
+    done = subprocess.run([sys.executable, "-c", block], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "tokens/s; 63 decode steps" in done.stdout
+
+
 def test_package_exports_the_public_api_lazily():
     done = subprocess.run([sys.executable, "-c", "import sys, simulator; print('pandas' in sys.modules); "
                            "print(simulator.simulate.__module__, sorted(simulator.__all__)[:3])"],
