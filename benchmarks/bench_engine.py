@@ -94,10 +94,11 @@ def main() -> None:
           f"(target < 50 ms) over {len(trace)} trace ops")
     big = load_model("bert-base").trace(Workload(batch=64))
     tpu, int8 = load_hardware("tpu_v1_like"), load_run_config(ROOT / "configs" / "int8.yaml")
-    warm = [best_of(lambda: simulate(big, tpu, int8), 1) for _ in range(5)]
+    warm = [best_of(lambda: simulate(big, tpu, int8), 1) for _ in range(9)]
     notes = simulate(big, tpu, int8).notes
-    print(f"   batch 64, int8 on tpu_v1_like: median {1e3 * statistics.median(warm):.1f} ms (target < 100 ms); "
-          f"{notes[-1] if notes else 'one group'}")
+    # Run to run, this 2-core VM's speed drifts by up to ~1.7x: the best run is printed too.
+    print(f"   batch 64, int8 on tpu_v1_like: median {1e3 * statistics.median(warm):.1f} ms, best "
+          f"{1e3 * min(warm):.1f} ms over 9 runs (target < 100 ms); {notes[-1] if notes else 'one group'}")
 
     print("\n3. generation: a prefill, then decode steps over a growing KV cache (int8 on tpu_v1_like)")
     for model, prompt, new, target in (("llama-2-7b", 512, 128, 1.0), ("llama-2-7b", 512, 3585, 3.0),
