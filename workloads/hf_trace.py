@@ -19,12 +19,11 @@ previous step) with one the pass computed is state appended with the new part.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 from workloads.errors import InputError
+from workloads.hf_hooks import module_hooks, rotary_hook
 from workloads.hf_naming import block_index, group_of, matrix_role
 from workloads.models import ModelSpec, Workload
 from workloads.ops import BMM_ROLES, Op, Tensor, Trace
@@ -36,26 +35,6 @@ except ImportError:  # pragma: no cover - exercised only without the hf extra
     torch = None
     TorchDispatchMode = object
 
-# Module classes recorded as one vector op (their inner element-wise ops are not recorded).
-_MODULE_ROLES = {
-    "LayerNorm": "layernorm",
-    "T5LayerNorm": "layernorm",
-    "LlamaRMSNorm": "rmsnorm",
-    "Qwen2RMSNorm": "rmsnorm",
-    "MistralRMSNorm": "rmsnorm",
-    "MixtralRMSNorm": "rmsnorm",
-    "LlamaRotaryEmbedding": "rope_table",
-    "Qwen2RotaryEmbedding": "rope_table",
-    "MistralRotaryEmbedding": "rope_table",
-    "MixtralRotaryEmbedding": "rope_table",
-    "SiLUActivation": "silu",
-    "SiLU": "silu",
-    "GELUActivation": "gelu",
-    "NewGELUActivation": "gelu",
-    "GELU": "gelu",
-    "ReLU": "relu",
-    "Tanh": "tanh",
-}
 _ELEMENTWISE_ROLES = {
     "aten._softmax.default": "softmax",
     "aten.gelu.default": "gelu",
@@ -110,6 +89,13 @@ class _Recorder(TorchDispatchMode):
         self.tensors[tensor.name] = tensor
         self.tensor_names[id(value)] = tensor.name
         self.held.append(value)
+
+    def alias(self, value: Any, of: Any) -> None:
+        """``value`` holds the same trace tensor as ``of`` (the sin table next to the cos one)."""
+        name = self.name_of(of)
+        if name is not None:
+            self.tensor_names[id(value)] = name
+            self.held.append(value)
 
     def name_of(self, value: Any) -> str | None:
         return self.tensor_names.get(id(value)) if isinstance(value, torch.Tensor) else None
@@ -280,68 +266,6 @@ def _prod(values: Any) -> int:
     return result
 
 
-@contextlib.contextmanager
-def _module_hooks(model: Any, recorder: _Recorder) -> Iterator[None]:
-    """Keep the recorder's module stack, reset each attention call's BMM count, and record norms and
-    activations at module level (one op, whatever element-wise ops they are written with)."""
-    handles = []
-
-    def pre_hook(path: str, module: Any) -> None:
-        recorder.stack.append((path, module))
-        recorder.bmms.pop(path, None)
-        if type(module).__name__ in _MODULE_ROLES:
-            recorder.suppress_depth += 1
-
-    def post_hook(module: Any, inputs: tuple, output: Any) -> None:
-        if type(module).__name__ in _MODULE_ROLES:
-            recorder.suppress_depth -= 1
-            if recorder.suppress_depth == 0:
-                parts = list(output) if isinstance(output, tuple) else [output]
-                recorder.vector(_MODULE_ROLES[type(module).__name__], sum(part.numel() for part in parts),
-                                tuple(inputs), parts[0], module_level=True)
-                for part in parts[1:]:  # (cos, sin): one table tensor
-                    recorder.follow(torch.ops.aten.alias.default, (parts[0],), part)
-        recorder.stack.pop()
-
-    for path, module in model.named_modules():
-        handles.append(module.register_forward_pre_hook(lambda mod, inputs, path=path: pre_hook(path, mod)))
-        handles.append(module.register_forward_hook(lambda mod, inputs, output: post_hook(mod, inputs, output)))
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-@contextlib.contextmanager
-def _rotary_hook(model: Any, recorder: _Recorder) -> Iterator[None]:
-    """Record each ``apply_rotary_pos_emb`` call of the model's modeling module (a function, not a module)
-    as one ``rope`` op for the queries and one for the keys, whatever element-wise ops it is written with."""
-    import sys
-
-    modeling = sys.modules[type(model).__module__]
-    original = getattr(modeling, "apply_rotary_pos_emb", None)
-    if original is None:
-        yield
-        return
-
-    def rotate(q: Any, k: Any, cos: Any, sin: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
-        recorder.suppress_depth += 1
-        try:
-            q_out, k_out = original(q, k, cos, sin, *args, **kwargs)
-        finally:
-            recorder.suppress_depth -= 1
-        recorder.vector("rope", q_out.numel(), (q, cos), q_out)
-        recorder.vector("rope", k_out.numel(), (k, cos), k_out)
-        return q_out, k_out
-
-    modeling.apply_rotary_pos_emb = rotate
-    try:
-        yield
-    finally:
-        modeling.apply_rotary_pos_emb = original
-
-
 def require_torch() -> None:
     if torch is None:
         raise InputError("tracing needs the hf extra: pip install 'accelsim[hf]' (torch==2.13.0, transformers)")
@@ -384,7 +308,7 @@ def trace_hf(spec: ModelSpec, workload: Workload) -> Trace:
         tokens = max(workload.tokens or 1, workload.decoder_tokens or 1)
         recorder = _Recorder(_encoder_blocks(model), per_token=workload.batch * tokens)
         recorder.parameters_and_inputs(model, inputs)
-        with _module_hooks(model, recorder), _rotary_hook(model, recorder), recorder:
+        with module_hooks(model, recorder), rotary_hook(model, recorder), recorder:
             model(**inputs)
         recorder.leftover_parameters(model)
     if recorder.unmapped and not spec.has_closed_form:
