@@ -9,9 +9,11 @@ products of (m x k) @ (k x n) runs on all of them at once, partitioned one of th
 - ``m``: each array computes ceil(m / A) rows of every product: the first operand is partitioned and
   the weights go to every array.
 
-The op takes as long as its busiest array, and the engine picks the partition that finishes first
-(ties: products, then n, then m: partitions that share no operand come first). DRAM bandwidth is the
-chip's, shared: an op's transfers do not change with the number of arrays, only its compute does.
+The op takes as long as its busiest array, plus the stall of its DRAM transfers, and the engine picks
+the partition that finishes first (ties: products, then n, then m: partitions that share no operand
+come first). DRAM bandwidth is the chip's, shared. The operand a partition does not split goes to every
+array in use: from its buffer, or from DRAM again when it does not fit there (weights of a split along
+m), which is what makes a partition cost traffic as well as cycles.
 """
 
 from __future__ import annotations

@@ -120,8 +120,11 @@ class Simulator:
                 self.notes.append(note)
         return chosen, self.hardware.macs_per_pe[chosen.name]
 
-    def _array_cycles(self, op: Op, pack: int, pruned: bool) -> tuple[int, int, int, Split]:
-        """(compute cycles, folds, useful MACs, split over the arrays) of a matrix op."""
+    def _array_cycles(self, op: Op, pack: int, pruned: bool, transfer: Callable[[Split], int] | None = None,
+                      ) -> tuple[int, int, int, Split]:
+        """(compute cycles, folds, useful MACs, split over the arrays) of a matrix op. The split is the one
+        that finishes first: its busiest array's cycles plus the stall of its ``transfer`` cycles (a split
+        along m reads the weights into every array)."""
         array = self.hardware.array
         if pruned and self.masked:
             from simulator.masks import masked_cycles
@@ -139,7 +142,11 @@ class Simulator:
             return _product_cycles(split.m, op.k, split.n, array.rows, array.cols, array.dataflow, split.batch,
                                    pack, sparsity, self.timing)
 
-        split = best_split(op, self.hardware.arrays, lambda candidate: on_one_array(candidate)[0])
+        def finish(split: Split) -> int:
+            compute, folds, _ = on_one_array(split)
+            return compute + (stall_cycles(transfer(split), compute, folds) if transfer is not None else 0)
+
+        split = best_split(op, self.hardware.arrays, finish)
         cycles, folds, macs = on_one_array(split)
         if split.kind != "none":  # useful MACs of the whole op
             macs = _product_cycles(op.m, op.k, op.n, array.rows, array.cols, array.dataflow, op.batch, pack,
@@ -173,10 +180,18 @@ class Simulator:
         op = step.op
         chosen, pack = self._compute_precision(step.precision)
         pruned = self.policy.prunes(op)
-        compute, folds, macs, split = self._array_cycles(op, pack, pruned)
-        dense_compute = self._array_cycles(op, pack, False)[0] if pruned else compute
         weights = sum(weight_bytes.get(name, 0) for name in step.reads[1:]) if op.has_weight_operand else 0
-        counts = matrix_traffic(step, lowered.tensors, placement, self.hardware, weights, pack, split).values
+
+        def traffic(split: Split) -> dict[str, int]:
+            return matrix_traffic(step, lowered.tensors, placement, self.hardware, weights, pack, split).values
+
+        def transfer_of(split: Split) -> int:
+            counts = traffic(split)
+            return transfer_cycles(counts["dram_read_bytes"] + counts["dram_write_bytes"], self.hardware)
+
+        compute, folds, macs, split = self._array_cycles(op, pack, pruned, transfer_of)
+        dense_compute = self._array_cycles(op, pack, False, transfer_of)[0] if pruned else compute
+        counts = traffic(split)
         counts.update(array_activation_hops=macs, array_psum_updates=macs)
         transfer = transfer_cycles(counts["dram_read_bytes"] + counts["dram_write_bytes"], self.hardware)
         busy = compute + (op.batch if self.timing == "scalesim" and folds else 0)  # scalesim: last index
