@@ -55,7 +55,7 @@ COST_GROUPS = {
     "conversion": {"quantize": 1, "dequantize": 1},
     "elementwise": {"add": 1, "mul": 1, "bias": 1, "concat": 1, "embedding": 1, "relu": 1,
                     "layernorm": 3, "groupnorm": 3, "rmsnorm": 2, "gelu": 2, "tanh": 2, "silu": 2, "rope": 2,
-                    "rope_table": 2},
+                    "rope_table": 2, "topk": 1},
 }
 TOLERANCES = load_tolerances()  # the regression tests' tolerances (reference/tolerances.yaml)
 # The figure sections this script fits; reference/tolerances.yaml must mark exactly these `fitted`, so

@@ -54,8 +54,8 @@ def models() -> None:
 @click.option("--trace", "use_tracer", is_flag=True,
               help="Trace the real transformers model on the meta device instead (needs the hf extra).")
 def extract(model: str, batch: int, tokens: int | None, decoder_tokens: int | None, image_size: int | None,
-            audio_samples: int | None, head: str | None, phase: str | None, fmt: str | None, out: str | None,
-            force: bool, use_tracer: bool) -> None:
+            audio_samples: int | None, head: str | None, phase: str | None, expert_imbalance: float | None,
+            fmt: str | None, out: str | None, force: bool, use_tracer: bool) -> None:
     """Print or write the op trace of one forward pass."""
     from simulator.output import check_out_file, format_for_path
 
@@ -63,7 +63,7 @@ def extract(model: str, batch: int, tokens: int | None, decoder_tokens: int | No
         check_out_file(out, force)
     fmt = format_for_path(out, fmt) if out is not None else fmt or "table"
     spec = load_model(model)
-    workload = make_workload(batch, tokens, decoder_tokens, image_size, audio_samples, head, phase)
+    workload = make_workload(batch, tokens, decoder_tokens, image_size, audio_samples, head, phase, expert_imbalance)
     if use_tracer:
         from workloads.hf_trace import trace_hf
 
@@ -163,7 +163,8 @@ def _dense_fp16(hardware, trace, timing: str, run_policy, run_results):  # noqa:
               help="Simulate the real transformers model traced on the meta device (hf extra) instead of the "
                    "closed form: ops named after its modules, with the same roles, blocks and groups.")
 def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens: int | None, image_size: int | None,
-        audio_samples: int | None, head: str | None, phase: str | None, hardware_name: str | None,
+        audio_samples: int | None, head: str | None, phase: str | None, expert_imbalance: float | None,
+        hardware_name: str | None,
         include_frontend: bool | None, include_head: bool | None, timing: str, fmt: str, out: str | None,
         force: bool, use_tracer: bool) -> None:
     """Simulate MODEL under run CONFIG: cycles, latency, time breakdown, speedups, weight memory."""
@@ -189,7 +190,7 @@ def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens:
     policy = load_run_config(config)
     baseline = load_baseline(policy)
     hardware = load_hardware(hardware_name or policy.config.hardware)
-    workload = make_workload(batch, tokens, decoder_tokens, image_size, audio_samples, head, phase)
+    workload = make_workload(batch, tokens, decoder_tokens, image_size, audio_samples, head, phase, expert_imbalance)
     whole = model_trace(model, workload, use_tracer)
     present = {op.group for op in whole}
     for flag, group, value in (("frontend", "frontend", include_frontend), ("head", "head", include_head)):

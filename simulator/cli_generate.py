@@ -6,7 +6,7 @@ import json
 
 import click
 
-from simulator.cli_options import StrictCommand, positive_int
+from simulator.cli_options import StrictCommand, expert_imbalance_option, positive_int
 from workloads.errors import InputError
 from workloads.models import Workload, load_model
 
@@ -20,13 +20,14 @@ from workloads.models import Workload, load_model
 @click.option("--beams", type=int, default=1, show_default=True,
               help="Sequences decoded per prompt (beam search), each with its own KV cache.")
 @click.option("--head", default=None, help="lm (default) or none.")
+@expert_imbalance_option()
 @click.option("--hardware", "hardware_name", default=None, help="Preset name or YAML path (overrides the config's).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--out", type=click.Path(), default=None,
               help="Write steps.csv, prefill.csv, decode.csv, summary.json and a step-latency plot to DIR.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out directory.")
 def generate(config: str, model: str, prompt: int, new_tokens: int, batch: int, beams: int, head: str | None,
-             hardware_name: str | None, fmt: str, out: str | None, force: bool) -> None:
+             expert_imbalance: float | None, hardware_name: str | None, fmt: str, out: str | None, force: bool) -> None:
     """Generate NEW_TOKENS after a prompt: TTFT, TPOT, end-to-end latency, tokens/s, per-step cycles."""
     from simulator.engine import Simulator
     from simulator.generation import generate as run_generation
@@ -44,8 +45,8 @@ def generate(config: str, model: str, prompt: int, new_tokens: int, batch: int, 
     policy = load_run_config(config)
     hardware = load_hardware(hardware_name or policy.config.hardware)
     spec = load_model(model)
-    generation = run_generation(spec, Workload(batch=batch, tokens=prompt, head=head), new_tokens,
-                                Simulator(hardware, policy), beams=beams)
+    prompt_workload = Workload(batch=batch, tokens=prompt, head=head, expert_imbalance=expert_imbalance)
+    generation = run_generation(spec, prompt_workload, new_tokens, Simulator(hardware, policy), beams=beams)
     summary = {"model": spec.name, "config": policy.name, "hardware": hardware.name,
                **generation_summary(generation, hardware)}
     summary["prefill"] = breakdown(generation.prefill).to_dict(orient="records")

@@ -29,18 +29,26 @@ def workload_options(func):  # noqa: ANN001, ANN201 - click decorator
         click.option("--head", default=None,
                      help="Task head: qa, pooler, classifier, ctc, lm or none (model dependent)."),
         click.option("--phase", type=click.Choice(["prefill", "decode"]), default=None,
-                     help="Decoder-only models: prefill of --tokens (default), or one decode step with a cache of "
-                          "--tokens."),
+                     help="Models with a decoder: prefill of --tokens (default), or one decode step with a cache "
+                          "of --tokens (encoder-decoders: of --decoder-tokens, after a source of --tokens)."),
+        expert_imbalance_option(),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
+def expert_imbalance_option():  # noqa: ANN201 - click decorator
+    return click.option("--expert-imbalance", type=float, default=None,
+                        help="Mixture-of-experts models: the busiest expert's tokens over the mean (1 = even, "
+                             "the default).")
+
+
 def make_workload(batch: int, tokens: int | None, decoder_tokens: int | None, image_size: int | None,
-                  audio_samples: int | None, head: str | None, phase: str | None) -> Workload:
+                  audio_samples: int | None, head: str | None, phase: str | None,
+                  expert_imbalance: float | None) -> Workload:
     return Workload(batch=batch, tokens=tokens, image_size=image_size, audio_samples=audio_samples,
-                    head=head, phase=phase, decoder_tokens=decoder_tokens)
+                    head=head, phase=phase, decoder_tokens=decoder_tokens, expert_imbalance=expert_imbalance)
 
 
 class StrictCommand(click.Command):

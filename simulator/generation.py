@@ -7,6 +7,11 @@ N new tokens for a batch of B prompts of P tokens:
 - decode steps s = 1 .. N - 1 each run one token per sequence against a cache of P + s - 1 tokens and
   append to it: their mean is the time per output token (TPOT).
 
+An encoder-decoder model's prefill runs the encoder over the prompt and the decoder over its start
+token, filling the decoder's self-attention cache and every block's cross-attention cache (the encoder
+output's keys and values); its decode step s runs the decoder alone against a self-attention cache of
+s tokens and the cross-attention cache of P.
+
 Every decode step costs exactly what ``simulate`` gives that step alone, but steps share the work that
 does not depend on the cache length. The engine lowers and places the step at both ends of a range of
 cache lengths. Tensor sizes only grow with the cache and placement is first-fit in a fixed order, so
@@ -65,14 +70,16 @@ def generate(spec: ModelSpec, workload: Workload, new_tokens: int, simulator: Si
     if beams < 1:
         raise InputError(f"--beams must be at least 1, got {beams}")
     if not spec.family.phases:
-        raise InputError(f"{spec.name} has no decoder-only generation: {spec.config['model_type']} models run one "
-                         "forward pass here (encoder-decoder generation is not modelled yet)")
+        raise InputError(f"{spec.name} has no decoder: {spec.config['model_type']} models run one forward pass")
     head = spec.resolve(workload).head
-    prompt = spec.resolve(replace(workload, phase="prefill", logits_to_keep=1 if head == "lm" else None))
+    knob = spec.family.cache_knob  # tokens (decoder-only) or decoder_tokens (encoder-decoder)
+    start = {"decoder_tokens": 1} if knob == "decoder_tokens" else {}  # the decoder's start token
+    prompt = spec.resolve(replace(workload, phase="prefill", logits_to_keep=1 if head == "lm" else None, **start))
     decoding = replace(prompt, batch=prompt.batch * beams, logits_to_keep=None)
-    lengths = range(prompt.tokens, prompt.tokens + new_tokens - 1)  # cache tokens before each decode step
+    first = getattr(prompt, knob)
+    lengths = range(first, first + new_tokens - 1)  # self-attention cache tokens before each decode step
     if lengths:  # the last step attends to P + N - 1 tokens (the N-th token is never fed back)
-        spec.resolve(replace(decoding, phase="decode", tokens=lengths[-1]))
+        spec.resolve(replace(decoding, phase="decode", **{knob: lengths[-1]}))
     first_pass = simulator.prepare(spec.trace(prompt))
     prefill = simulator.run(first_pass.trace)
     notes = list(prefill.notes)
@@ -107,7 +114,7 @@ class _Decoder:
 
     def prepare(self, length: int) -> Prepared:
         if length not in self.prepared:
-            trace = self.spec.trace(replace(self.prompt, phase="decode", tokens=length))
+            trace = self.spec.trace(replace(self.prompt, phase="decode", **{self.spec.family.cache_knob: length}))
             self.prepared[length] = self.sim.prepare(trace)
         return self.prepared[length]
 

@@ -33,6 +33,7 @@ class WorkloadKnobs(StrictModel):
     decoder_tokens: int | None = Field(None, gt=0, le=MAX_SIZE)
     head: str | None = None
     phase: Literal["prefill", "decode"] | None = None
+    expert_imbalance: float | None = Field(None, ge=1, allow_inf_nan=False)
 
     def workload(self) -> Workload:
         return Workload(**self.model_dump(include=set(WorkloadKnobs.model_fields)))

@@ -18,7 +18,7 @@ timing: default
 
 Design points are the product of the ``product`` axes times the ``zip`` tuples; every design point
 runs every config on every model. An axis ``model.<knob>`` (batch, tokens, decoder_tokens, image_size,
-audio_samples, new_tokens) sets that knob of every model entry at the point. A model entry with
+audio_samples, expert_imbalance, new_tokens) sets that knob of every model entry at the point. A model entry with
 ``new_tokens`` is a generation (its ``tokens`` the prompt): its row gives the end-to-end time as
 ``total_cycles``/``latency_ms`` and adds ``ttft_ms``, ``tpot_ms`` and ``tokens_per_s``. A point is
 identified by a stable id (a hash of its axis values, config and model), so a sweep resumes by
@@ -33,7 +33,7 @@ import hashlib
 import itertools
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,21 +45,20 @@ from simulator.paper import WorkloadKnobs
 from simulator.policy import RunConfig, load_baseline, load_run_config, resolve_run_config
 from simulator.precision import parse_precision
 from workloads.errors import InputError
-from workloads.models import Workload
 from workloads.ops import MAX_SIZE
 
 # The model and each resolved workload knob get a column of their own (empty where a knob does not
 # apply); stored bits are split into weight values, metadata (N:M indices, bitmaps, outlier indices),
 # scale factors and biases, with their sum.
-MODEL_COLUMNS = ("model", "batch", "tokens", "image_size", "audio_samples", "decoder_tokens", "head", "phase",
-                 "new_tokens")
+MODEL_COLUMNS = ("model", "batch", "tokens", "image_size", "audio_samples", "decoder_tokens", "expert_imbalance",
+                 "head", "phase", "new_tokens")
 GENERATION_COLUMNS = ("ttft_ms", "tpot_ms", "tokens_per_s")
 RESULT_COLUMNS = ("point_id", "point", "config", *MODEL_COLUMNS, "total_cycles", "latency_ms", *GENERATION_COLUMNS,
                   "utilization", "speedup_vs_baseline", "stored_bits", "value_bits", "index_bits", "scale_bits",
                   "bias_bits", "dram_bytes", "error")
 INTEGER_COLUMNS = ("batch", "tokens", "image_size", "audio_samples", "decoder_tokens", "new_tokens", "total_cycles",
                    "stored_bits", "value_bits", "index_bits", "scale_bits", "bias_bits", "dram_bytes")
-WORKLOAD_AXES = ("batch", "tokens", "decoder_tokens", "image_size", "audio_samples", "new_tokens")
+WORKLOAD_AXES = ("batch", "tokens", "decoder_tokens", "image_size", "audio_samples", "expert_imbalance", "new_tokens")
 
 
 class ModelEntry(WorkloadKnobs):
@@ -234,15 +233,16 @@ def check_entry(spec: Any, entry: ModelEntry, include_head: bool, traced: bool) 
         if traced:
             raise InputError("new_tokens: a generation runs the closed form (trace: false)")
         if not spec.family.phases:
-            raise InputError(f"new_tokens: {spec.name} has no decoder-only generation")
+            raise InputError(f"new_tokens: {spec.name} has no decoder")
         if entry.phase is not None:
             raise InputError("phase does not apply to a generation entry (it runs a prefill, then decode steps)")
         if not include_head:
             raise InputError("a generation needs the LM head (include_head: true)")
         if entry.new_tokens > 1:  # the last decode step fits the model's positions
-            prompt = spec.resolve(entry.workload()).tokens
-            spec.resolve(Workload(batch=entry.batch, tokens=prompt + entry.new_tokens - 2, phase="decode",
-                                  head=entry.head))
+            prompt = spec.resolve(entry.workload())
+            knob = spec.family.cache_knob
+            first = prompt.tokens if knob == "tokens" else 1  # an encoder-decoder's decoder starts from one token
+            spec.resolve(replace(prompt, phase="decode", **{knob: first + entry.new_tokens - 2}))
 
 
 def _resolve_path(name: str, base_dir: Path) -> Path:

@@ -110,7 +110,7 @@ CASES = [
     ("extract-out-is-dir", lambda p: ["extract", "--model", "bert-base", "--out", str(p)], "directory"),
     # knobs that do not apply to the model or the command are refused, naming the knob
     ("extract-decode-on-encoder", lambda p: ["extract", "--model", "bert-base", "--phase", "decode"], "--phase"),
-    ("extract-prefill-on-enc-dec", lambda p: ["extract", "--model", "t5-3b", "--phase", "prefill"], "--phase"),
+    ("extract-prefill-on-vit", lambda p: ["extract", "--model", "vit-base", "--phase", "prefill"], "--phase"),
     ("extract-decoder-tokens-on-encoder", lambda p: ["extract", "--model", "bert-base", "--decoder-tokens", "5"],
      "--decoder-tokens"),
     ("extract-image-size-on-text", lambda p: ["extract", "--model", "gpt2", "--image-size", "224"], "--image-size"),
@@ -239,7 +239,7 @@ CASES = [
     ("generate-zero-tokens", lambda p: [*GENERATE, "--new-tokens", "0"], "--new-tokens must be at least 1"),
     ("generate-zero-beams", lambda p: [*GENERATE, "--new-tokens", "4", "--beams", "0"], "--beams must be at least 1"),
     ("generate-encoder-only", lambda p: ["generate", "int8", "--model", "bert-base", "--prompt", "8",
-                                         "--new-tokens", "4"], "bert-base has no decoder-only generation"),
+                                         "--new-tokens", "4"], "bert-base has no decoder"),
     ("generate-beyond-positions", lambda p: [*GENERATE, "--new-tokens", "3600"],
      "a context of 4111 tokens exceeds the model's 4096 positions"),
     ("generate-kv-cache-outgrows-dram", lambda p: [

@@ -2,6 +2,7 @@
 closed forms of a decode step that compute cannot hide."""
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -28,9 +29,10 @@ def with_memory(preset: str, **memory) -> Hardware:
 def step_by_step(spec, workload, lengths, hardware, policy):
     """Each decode step simulated alone: per-step totals and per-op sums of the additive columns."""
     totals, per_op = [], None
+    knob = spec.family.cache_knob
     for length in lengths:
-        res = simulate(spec.trace(Workload(batch=workload.batch, tokens=length, phase="decode", head=workload.head)),
-                       hardware, policy)
+        step = replace(workload, phase="decode", **{knob: length})
+        res = simulate(spec.trace(step), hardware, policy)
         totals.append(res.totals["total_cycles"])
         counts = res[list(ADDITIVE_COLUMNS)].reset_index(drop=True)
         per_op = counts if per_op is None else per_op + counts
@@ -44,12 +46,15 @@ def step_by_step(spec, workload, lengths, hardware, policy):
     ("gpt2", with_memory("rapid_like", ifmap_buffer_bytes=1700), FP16, 1, 5, 120),  # scores spill from ~60
     ("opt-1.3b", load_hardware("tpu_v1_like"), INT8, 2, 20, 5),
     (MISTRAL_W8, load_hardware("rapid_like"), INT8, 2, 5, 10),  # the steps reach the 8-key window
+    ("transformer-base", load_hardware("rapid_like"), INT8, 2, 12, 10),  # encoder once, then the decoder alone
+    ("t5-3b", load_hardware("rapid_like"), FP16, 1, 16, 5),
 ])
 def test_a_generation_is_its_decode_steps_simulated_one_by_one(model, hardware, policy, batch, prompt, new):
     spec = load_model(model)
     workload = Workload(batch=batch, tokens=prompt, head="none" if model == "gpt2" else None)
     generation = generate(spec, workload, new, Simulator(hardware, policy))
-    lengths = range(prompt, prompt + new - 1)
+    first = prompt if spec.family.cache_knob == "tokens" else 1  # an encoder-decoder starts from one token
+    lengths = range(first, first + new - 1)
     totals, per_op = step_by_step(spec, workload, lengths, hardware, policy)
     assert list(generation.steps["total_cycles"]) == totals
     assert list(generation.steps["cache_tokens"]) == list(lengths)
@@ -81,6 +86,26 @@ def test_kv_cache_at_the_end_holds_every_token_but_the_last():
     assert generation.kv_cache_bytes == 2 * 32 * 3 * 119 * 8 * 128 * 1
     fp16 = generate(spec, Workload(batch=1, tokens=100), 1, Simulator(load_hardware("rapid_like"), FP16))
     assert fp16.kv_cache_bytes == 100 * 131_072 and len(fp16.steps) == 0  # the prefill's cache, FP16
+
+
+def test_an_encoder_decoder_runs_its_encoder_once_and_reads_the_cross_attention_cache():
+    """transformer-base: the prefill is the encoder over the prompt and the decoder over one start token;
+    a step projects no encoder keys or values and reads the cross-attention cache (P tokens) whole, so
+    the cache at the end holds N decoder tokens and P encoder tokens, K and V, in every decoder block."""
+    spec = load_model("transformer-base")
+    hardware = load_hardware("rapid_like")
+    generation = generate(spec, Workload(batch=2, tokens=30), 8, Simulator(hardware, INT8))
+    prefill = generation.prefill
+    assert (prefill[prefill.role == "head"]["m"] == 2).all()  # the start token of each sequence
+    assert prefill[prefill.layer.between(0, 5)]["name"].str.startswith("encoder.").all()
+    decode = generation.decode
+    assert not decode["name"].str.startswith("encoder.").any()
+    assert not decode["name"].str.contains(r"encoder_attn\.[kv]$").any()  # cached, not projected
+    cross = decode[decode["name"].str.endswith("encoder_attn.qk")]
+    assert (cross["n"] == 30).all() and (cross["k"] == 64).all()  # P keys, 8 heads x 64
+    assert generation.kv_cache_bytes == 2 * 6 * 2 * (8 + 30) * 512  # K/V x blocks x batch x tokens x width, int8
+    summary = generation_summary(generation, hardware)
+    assert summary["ttft_ms"] > summary["tpot_ms"] > 0
 
 
 def test_a_sliding_window_caps_the_cache_and_the_step_time():

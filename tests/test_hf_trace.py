@@ -55,7 +55,8 @@ def small(name):
     return Workload(batch=2, tokens=13)
 
 
-CASES = [(name, small(name)) for name in zoo_names()] + [
+MOE = ("mixtral-8x7b",)  # routing is data-dependent: compared in test_moe_trace.py
+CASES = [(name, small(name)) for name in zoo_names() if name not in MOE] + [
     ("gpt2", Workload(batch=2, tokens=13, phase="decode")),
     ("llama-2-7b", Workload(batch=2, tokens=13, phase="decode")),
     ("llama-3-8b", Workload(batch=2, tokens=13, phase="decode")),
@@ -79,6 +80,10 @@ CASES = [(name, small(name)) for name in zoo_names()] + [
     ("wav2vec2-large", Workload(batch=1, tokens=20, head="none")),
     ("t5-3b", Workload(batch=1, tokens=5, decoder_tokens=9, head="none")),
     ("transformer-base", Workload(batch=1, tokens=6)),
+    # encoder-decoder decode steps: the decoder alone, self-attention cache appended, cross-attention cache read
+    ("t5-3b", Workload(batch=2, tokens=11, decoder_tokens=7, phase="decode")),
+    ("t5-3b", Workload(batch=1, tokens=5, decoder_tokens=9, head="none", phase="decode")),
+    ("transformer-base", Workload(batch=2, tokens=11, decoder_tokens=7, phase="decode")),
     # The paper's workloads at full size (meta tensors make this cheap).
     ("bert-base", Workload()),
     ("vit-base", Workload()),
@@ -179,9 +184,13 @@ def test_simulating_the_traced_model_agrees_with_the_closed_form(name, workload)
     assert array(traced) == array(closed)
     assert traced.totals["total_cycles"] == pytest.approx(closed.totals["total_cycles"], rel=1e-4)
     # Same tensors, so the same data movement: to the byte, but for ViT's class token (770 bytes), which
-    # HF joins with a concatenation (not a vector-unit op) and the closed form with a ``concat`` op.
+    # HF joins with a concatenation (not a vector-unit op) and the closed form with a ``concat`` op, and
+    # for the caches a prefill fills, which HF stores without an op (int8: a byte per element written).
     cls_token = 770 if name.startswith("vit") else 0
-    assert closed.totals["dram_bytes"] - traced.totals["dram_bytes"] == cls_token
+    states = model_trace(name, workload).tensors.values()
+    filled = 0 if workload.phase == "decode" else sum(t.appended for t in states if t.kind == "state")
+    assert filled > 0 or name not in ("t5-3b", "transformer-base")
+    assert closed.totals["dram_bytes"] - traced.totals["dram_bytes"] == cls_token + filled
 
 
 def test_sweep_over_traced_models(tmp_path):

@@ -79,7 +79,38 @@ def test_a_generation_sweep_matches_generate_at_every_point(tmp_path):
     refused = tmp_path / "r.yaml"
     refused.write_text("name: r\nhardware: rapid_like\nconfigs: [int8]\nmodels: [{name: bert-base, new_tokens: 4}]\n")
     done = accelsim("sweep", str(refused), "--out", str(tmp_path / "r"))
-    assert done.returncode == 2 and "no decoder-only generation" in done.stderr
+    assert done.returncode == 2 and "bert-base has no decoder" in done.stderr
+
+
+def test_mixture_and_encoder_decoder_entries(tmp_path):
+    """Mixtral entries with their expert imbalance (a column of its own) and an encoder-decoder
+    generation; each row is what simulating that workload alone gives."""
+    import pandas as pd
+
+    from simulator.engine import simulate
+    from simulator.hardware import load_hardware
+    from simulator.policy import load_run_config
+    from workloads.models import Workload, load_model
+
+    tiny = ROOT / "tests" / "configs" / "mixtral-window-8.json"
+    (tmp_path / "m.yaml").write_text(
+        "name: m\nhardware: rapid_like_4core\nconfigs: [int8]\n"
+        f"models: [{{name: {tiny}, tokens: 16, batch: 4}}, {{name: {tiny}, tokens: 16, batch: 4, "
+        "expert_imbalance: 2.0}, {name: transformer-base, tokens: 12, new_tokens: 4}]\n")
+    result = accelsim("sweep", str(tmp_path / "m.yaml"), "--out", str(tmp_path / "o"), "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    table = pd.read_parquet(tmp_path / "o" / "results.parquet")
+    assert (table["error"] == "").all(), table["error"].tolist()
+    mixtral = table[table.model == str(tiny)]
+    assert mixtral["expert_imbalance"].fillna(1.0).tolist() == [1.0, 2.0]
+    for _, row in mixtral.iterrows():
+        workload = Workload(batch=4, tokens=16, expert_imbalance=None if pd.isna(row["expert_imbalance"])
+                            else row["expert_imbalance"])
+        results = simulate(load_model(str(tiny)).trace(workload), load_hardware("rapid_like_4core"),
+                           load_run_config("int8"))
+        assert row["total_cycles"] == results.totals["total_cycles"]
+    (generation,) = table[table.model == "transformer-base"].itertuples()
+    assert generation.phase == "generate" and generation.tpot_ms > 0
 
 
 def test_plan_ids_are_stable_and_unique(tmp_path):
@@ -262,7 +293,7 @@ def test_table_columns_are_typed_and_split(tmp_path):
     gpt2 = table[(table.model == "gpt2") & (table["array.rows"] == 8)].iloc[0]
     assert (gpt2["tokens"], gpt2["phase"], gpt2["head"]) == (64, "decode", "none")
     t5 = table[(table.model == "t5-3b") & (table["array.rows"] == 8)].iloc[0]
-    assert (t5["tokens"], t5["decoder_tokens"]) == (16, 4) and pd.isna(t5["phase"])
+    assert (t5["tokens"], t5["decoder_tokens"], t5["phase"]) == (16, 4, "prefill")
     ok = table[table["error"] == ""]
     assert (ok["stored_bits"] == ok[["value_bits", "index_bits", "scale_bits", "bias_bits"]].sum(axis=1)).all()
     assert (ok[ok.config == "int8_sp"]["index_bits"] > 0).all() and (ok[ok.config == "int8"]["index_bits"] == 0).all()

@@ -52,7 +52,9 @@ def attention(b: OpBuilder, prefix: str, layer: int, shape: AttentionShape, *, b
     ``after_projections`` computes), other terms (a causal mask) are generated on the fly.
     ``kv_first`` computes the key/value projections before the query projection. ``cache``: "fill" (a
     prefill) writes the keys and values to this layer's KV cache (state the next steps read); "step" (a
-    decode step) appends the new token's keys and values to the cache and the BMMs read all of it.
+    decode step) appends the new token's keys and values to the cache and the BMMs read all of it; in
+    cross-attention (``memory``) "fill" caches the projected encoder keys and values and "step" reads
+    that cache without projecting anything but the queries.
     ``rope`` names the rotary table (cos and sin per position) that rotates the new queries and keys
     before the scores. ``out_bias`` (default: ``bias``) says whether the output projection has biases.
     Returns the output tensor.
@@ -74,6 +76,10 @@ def attention(b: OpBuilder, prefix: str, layer: int, shape: AttentionShape, *, b
         b.gemm(f"{prefix}.qkv", layer, "qkv", "attention", q_rows, s.hidden, 3 * s.inner, bias=bias,
                parts=("q", "k", "v"))
         q, k, v = (f"{prefix}.qkv.{part}" for part in "qkv")
+    elif cached and memory is not None:  # cross-attention in a decode step: k and v were cached by the first
+        q = b.gemm(f"{prefix}.q", layer, "q", "attention", q_rows, s.hidden, s.inner, bias=bias, reads=x)
+        k = b.state(f"{prefix}.k_cache", kv_rows * s.kv_inner)
+        v = b.state(f"{prefix}.v_cache", kv_rows * s.kv_inner)
     else:
         new_rows = q_rows if cached else kv_rows  # a decode step projects only the new tokens
         if not kv_first:
@@ -86,7 +92,7 @@ def attention(b: OpBuilder, prefix: str, layer: int, shape: AttentionShape, *, b
         q = b.vector(f"{prefix}.q_rope", layer, "rope", "attention", q_rows * s.inner, reads=(q, rope))
         k = b.vector(f"{prefix}.k_rope", layer, "rope", "attention", (q_rows if cached else kv_rows) * s.kv_inner,
                      reads=(k, rope))
-    if cache:
+    if cache and not (cached and memory is not None):
         k_cache = b.state(f"{prefix}.k_cache", kv_rows * s.kv_inner, source=k)
         v_cache = b.state(f"{prefix}.v_cache", kv_rows * s.kv_inner, source=v)
         if cached:

@@ -59,6 +59,8 @@ def matrix_role(path: str, kind: str) -> str:
         return "pooler"
     if "feature_projection" in path:
         return "feature_proj"
+    if leaf in ("gate", "router") and _inside(parent, (*_FFN_WORDS, "moe")):  # a mixture of experts' router
+        return "router"
     if leaf == "c_proj":  # GPT-2 uses one name for the attention output and the second FFN layer
         return "attn_out" if _inside(parent, _ATTENTION_WORDS) else "ffn2"
     if leaf == "dense":  # BERT-style: attention.output.dense, intermediate.dense, output.dense

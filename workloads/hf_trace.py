@@ -14,7 +14,9 @@ Tensors keep their identity: each recorded op writes a tensor named after it, an
 its arguments come from, followed through views, copies and splits (a split of an op's output makes
 that op write the parts); parameters are weight tensors (a tied one is one tensor) and the forward
 pass's arguments are inputs. A concatenation of a tensor from outside the pass (a KV cache from the
-previous step) with one the pass computed is state appended with the new part.
+previous step) with one the pass computed is state appended with the new part; a tensor from outside
+the pass that an attention product reads as it is (a cached cross-attention key or value) is state
+the pass only reads.
 """
 
 from __future__ import annotations
@@ -186,9 +188,15 @@ class _Recorder(TorchDispatchMode):
 
     def _matrix(self, kind: str, operands: tuple, out: Any, batch: int, m: int, k: int, n: int) -> None:
         path, module = self.stack[-1] if self.stack else ("model", None)
-        reads = self.reads_of(operands)
         if kind == "bmm":
             attention = next((p for p, mod in reversed(self.stack) if "Attention" in type(mod).__name__), path)
+            cached = "k_cache" if self.bmms.get(attention, 0) % 2 == 0 else "v_cache"
+            for value in operands[:2]:
+                if isinstance(value, torch.Tensor) and self.name_of(value) is None:
+                    # from before the pass and read as it is: a cache an earlier pass filled (cross-attention)
+                    self.declare(value, Tensor(self._unique(f"{attention}.{cached}"), "state", value.numel()))
+        reads = self.reads_of(operands)
+        if kind == "bmm":
             count = self.bmms.get(attention, 0)
             self.bmms[attention] = count + 1
             role = BMM_ROLES[count % 2]
@@ -282,6 +290,10 @@ def build_hf_model(spec: ModelSpec, workload: Workload) -> Any:
         raise InputError(f"{spec.name}: transformers cannot build model_type {spec.config['model_type']!r} "
                          f"({' '.join(str(exc).split())[:160]})") from None
     config._attn_implementation = "eager"  # SDPA would fuse both attention BMMs into one op
+    if "num_local_experts" in spec.config:
+        # The default expert loop indexes the tokens each expert got (data-dependent shapes, which meta
+        # tensors cannot run); this runs every token-expert pair as one batched product instead.
+        config._experts_implementation = "batched_mm"
     cls_name = spec.hf_class(workload.head)
     cls = getattr(transformers, cls_name)
     with torch.device("meta"):
@@ -298,8 +310,15 @@ def hf_num_parameters(spec: ModelSpec, workload: Workload) -> int:
     return int(build_hf_model(spec, workload).num_parameters())
 
 
-def trace_hf(spec: ModelSpec, workload: Workload) -> Trace:
-    """Run one forward pass of the real model on meta tensors and record the executed ops."""
+def trace_hf(spec: ModelSpec, workload: Workload, *, experts_as_pairs: bool = False) -> Trace:
+    """Run one forward pass of the real model on meta tensors and record the executed ops.
+
+    A mixture of experts runs every token-expert pair as one batched product (routing depends on the
+    data, which meta tensors do not have): a trace for comparing totals (``experts_as_pairs``), not for
+    simulation."""
+    if "num_local_experts" in spec.config and not experts_as_pairs:
+        raise InputError(f"{spec.name}: expert routing depends on the data, so the traced model runs every "
+                         "token-expert pair as one batched product; simulate the closed form (without --trace)")
     model = build_hf_model(spec, workload)
     inputs, warmup = spec.hf_inputs(workload, torch)
     with torch.no_grad():
@@ -317,7 +336,7 @@ def trace_hf(spec: ModelSpec, workload: Workload) -> Trace:
         raise InputError(f"{spec.name}: the traced model runs element-wise ops accelsim has no vector-unit role "
                          f"for yet ({', '.join(sorted(recorder.unmapped))}); it cannot be simulated faithfully")
     used = {name for op in recorder.ops for name in (*op.reads, *op.writes)}
-    used |= {recorder.tensors[name].source for name in used if recorder.tensors[name].kind == "state"}
+    used |= {recorder.tensors[name].source for name in used if recorder.tensors[name].source}
     tensors = {name: tensor for name, tensor in recorder.tensors.items() if name in used}
     return Trace(spec.name, tuple(recorder.ops), workload.as_dict(), tensors)
 

@@ -1,7 +1,7 @@
 """The model registry: ``model_type`` -> family, model specs, the zoo, and loading a config.
 
 Supported ``model_type`` values with a closed form: bert, roberta, vit, wav2vec2, gpt2, t5, fsmt, llama,
-qwen2, mistral, opt (one module per family under :mod:`workloads.families`); any other type transformers knows
+qwen2, mistral, mixtral, opt (one module per family under :mod:`workloads.families`); any other type transformers knows
 can be traced.
 """
 
@@ -21,6 +21,7 @@ from workloads.families.bert import BertFamily
 from workloads.families.fsmt import FSMTFamily
 from workloads.families.gpt2 import GPT2Family
 from workloads.families.llama import LlamaFamily
+from workloads.families.mixtral import MixtralFamily
 from workloads.families.opt import OPTFamily
 from workloads.families.t5 import T5Family
 from workloads.families.traced_only import TracedOnlyFamily
@@ -32,7 +33,7 @@ __all__ = ["FAMILIES", "PHASES", "Family", "ModelSpec", "Workload", "load_model"
 
 FAMILIES: dict[str, Family] = {}
 for _family in (BertFamily(), ViTFamily(), Wav2Vec2Family(), GPT2Family(), T5Family(), FSMTFamily(),
-                LlamaFamily(), OPTFamily()):
+                LlamaFamily(), MixtralFamily(), OPTFamily()):
     for _model_type in _family.model_types:
         FAMILIES[_model_type] = _family
 TRACED_ONLY = TracedOnlyFamily(tuple(sorted(FAMILIES)))

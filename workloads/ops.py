@@ -3,14 +3,16 @@
 A matrix op computes ``batch`` independent products C[m x n] = A[m x k] B[k x n]; convolutions are
 their im2col GEMM (grouped convolutions as batch = groups). A vector op touches ``elements``
 elements on the vector unit. Ops also carry the parameters they own, so that memory can be
-accounted from the trace alone and the trace's parameter total equals the model's.
+accounted from the trace alone and the trace's parameter total equals the model's; a GEMM of no rows
+(``Op.held``) owns weights that the pass stores but does not read.
 
 Tensors have identity: every op names the tensors it reads and writes (``reads``/``writes``), and the
 trace declares each one once (``Trace.tensors``): model inputs, activations (written by exactly one
 op, read by later ones), weights (a tied weight is one tensor read by several ops) and state that
-outlives the pass (a KV cache, read in full and appended to). A matrix op reads its A operand first,
-then its B operand (a BMM's second activation or state; a GEMM's weight), then its bias. A trace built
-without tensor names gets a plain chain (each op reads the previous op's output).
+outlives the pass (a KV cache, read in full and appended to, or only read: a cross-attention cache).
+A matrix op reads its A operand first, then its B operand (a BMM's second activation or state; a
+GEMM's weight), then its bias. A trace built without tensor names gets a plain chain (each op reads
+the previous op's output).
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ LINEAR_ROLES = ("q", "k", "v", "qkv", "attn_out", "ffn1", "ffn2")
 BMM_ROLES = ("bmm_qk", "bmm_av")
 # The six per-block linear layers that the paper prunes 2:4 (GPT-2's fused qkv stands for q, k, v).
 PRUNED_LINEAR_ROLES = ("q", "k", "v", "attn_out", "ffn1", "ffn2")
-OTHER_MATRIX_ROLES = ("conv", "feature_proj", "pos_conv", "patch_embed", "pooler", "head")
+OTHER_MATRIX_ROLES = ("conv", "feature_proj", "pos_conv", "patch_embed", "pooler", "router", "head")
 VECTOR_ROLES = ("embedding", "add", "mul", "concat", "mask_embed", "layernorm", "rmsnorm", "groupnorm", "softmax",
-                "gelu", "relu", "tanh", "silu", "rope", "rope_table")
+                "gelu", "relu", "tanh", "silu", "rope", "rope_table", "topk")
 ROLES = (*LINEAR_ROLES, *BMM_ROLES, *OTHER_MATRIX_ROLES, *VECTOR_ROLES)
 TENSOR_KINDS = ("input", "activation", "weight", "state")
 
@@ -43,7 +45,8 @@ TENSOR_KINDS = ("input", "activation", "weight", "state")
 @dataclass(frozen=True, slots=True)
 class Tensor:
     """A tensor of the pass. ``elements`` of a state tensor count all of it (the whole cache after this
-    step); ``appended`` are the elements this pass adds to it, taken from the activation ``source``.
+    step); ``appended`` are the elements this pass adds to it, taken from the activation ``source`` (none
+    for state an earlier pass filled and this one only reads: a cross-attention cache).
     ``bits`` fixes the stored width of an input (token ids); 0 means "decided by the simulator"."""
 
     name: str
@@ -58,8 +61,10 @@ class Tensor:
             raise ValueError(f"tensor {self.name}: unknown kind {self.kind!r}")
         if self.elements < 0 or self.appended < 0 or self.bits < 0:
             raise ValueError(f"tensor {self.name}: negative size")
-        if (self.kind == "state") != bool(self.source):
-            raise ValueError(f"tensor {self.name}: state (and only state) names the activation it appends")
+        if self.source and self.kind != "state":
+            raise ValueError(f"tensor {self.name}: only state names an activation it appends")
+        if bool(self.appended) != bool(self.source):
+            raise ValueError(f"tensor {self.name}: state appends (``appended``) the activation it names (``source``)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +92,8 @@ class Op:
         if self.group not in GROUPS:
             raise ValueError(f"op {self.name}: unknown group {self.group!r}")
         if self.kind in MATRIX_KINDS:
-            if min(self.batch, self.m, self.k, self.n) <= 0:
+            held = self.kind == "gemm" and self.m == 0 and self.weight_params > 0
+            if min(self.batch, self.k, self.n) <= 0 or (self.m <= 0 and not held):
                 raise ValueError(f"op {self.name}: matrix sizes must be positive")
         elif self.elements < 0:
             raise ValueError(f"op {self.name}: negative element count")
@@ -99,6 +105,12 @@ class Op:
     @property
     def macs(self) -> int:
         return self.batch * self.m * self.k * self.n if self.is_matrix else 0
+
+    @property
+    def held(self) -> bool:
+        """A GEMM of no rows: weights the model stores that no work of this pass reads (the experts no token
+        was routed to). It counts in the parameters and the stored bytes, and the simulator runs nothing."""
+        return self.kind == "gemm" and self.m == 0
 
     @property
     def params(self) -> int:
@@ -153,6 +165,12 @@ class Trace:
     @property
     def flops(self) -> int:
         return 2 * self.macs
+
+    @property
+    def held(self) -> bool:
+        """A GEMM of no rows: weights the model stores that no work of this pass reads (the experts no token
+        was routed to). It counts in the parameters and the stored bytes, and the simulator runs nothing."""
+        return self.kind == "gemm" and self.m == 0
 
     @property
     def params(self) -> int:
@@ -237,7 +255,7 @@ def _check_graph(ops: tuple[Op, ...], tensors: Mapping[str, Tensor]) -> None:
                 raise ValueError(f"tensor {name!r} is written twice")
             written.add(name)
     for tensor in tensors.values():
-        if tensor.kind == "state" and tensor.source not in written:
+        if tensor.kind == "state" and tensor.source and tensor.source not in written:
             raise ValueError(f"state {tensor.name!r} appends {tensor.source!r}, which no op writes")
 
 
@@ -265,9 +283,11 @@ class OpBuilder:
         self.tensors[name] = Tensor(name, "weight", elements)
         return name
 
-    def state(self, name: str, elements: int, source: str) -> str:
-        """State that outlives the pass (a KV cache of ``elements``), appended with the activation ``source``."""
-        self.tensors[name] = Tensor(name, "state", elements, appended=self.tensors[source].elements, source=source)
+    def state(self, name: str, elements: int, source: str = "") -> str:
+        """State that outlives the pass (a KV cache of ``elements``), appended with the activation ``source``
+        (none: state this pass only reads)."""
+        appended = self.tensors[source].elements if source else 0
+        self.tensors[name] = Tensor(name, "state", elements, appended=appended, source=source)
         return name
 
     def _add(self, op: Op, reads: tuple[str, ...] | None, weight: str | None, parts: tuple[str, ...] = ()) -> None:
@@ -297,6 +317,14 @@ class OpBuilder:
                 weight_params=batch * k * n if weight is None else 0, bias_params=batch * n if bias else 0)
         self._add(op, None if reads is None else (reads,), weight, parts)
         return name
+
+    def held(self, name: str, layer: int, role: str, group: str, batch: int, k: int, n: int) -> None:
+        """``batch`` weight matrices of k x n that the model stores but this pass does not read (see
+        ``Op.held``); the current activation is unchanged."""
+        weight = f"{name}.weight"
+        self.tensors[weight] = Tensor(weight, "weight", batch * k * n)
+        self.ops.append(Op(name, layer, role, group, "gemm", batch=batch, m=0, k=k, n=n, weight_params=batch * k * n,
+                           reads=(weight,)))
 
     def bmm(self, name: str, layer: int, role: str, group: str, batch: int, m: int, k: int, n: int, *,
             reads: tuple[str, str]) -> str:

@@ -56,7 +56,7 @@ def lower(trace: Trace, hardware: Hardware, policy: Policy) -> Lowered:
                                                                   tensor.appended, tensor.source)
     # A KV cache is stored in ``precision.kv_cache``, else in the format of the first matrix op that reads
     # it (a decode step) or reads the activation that fills it (a prefill).
-    filled_by = {tensor.source: name for name, tensor in tensors.items() if tensor.kind == "state"}
+    filled_by = {tensor.source: name for name, tensor in tensors.items() if tensor.kind == "state" and tensor.source}
     state_format: dict[str, Precision] = {}
     for op in trace:
         for name in op.reads[: 2 if op.kind == "bmm" else 1] if op.is_matrix else ():
@@ -92,6 +92,8 @@ def lower(trace: Trace, hardware: Hardware, policy: Policy) -> Lowered:
         return stored[(source, fmt)]
 
     for op in trace:
+        if op.held:  # stored weights no work of this pass reads: no step
+            continue
         if not op.is_matrix:
             steps.append(Step(op, "sfu", False, sfu, op.reads, op.writes))
             continue
@@ -104,7 +106,8 @@ def lower(trace: Trace, hardware: Hardware, policy: Policy) -> Lowered:
             tensor = tensors[name]
             suffix = "quantize" if operands == 1 else ("quantize_a", "quantize_b")[index]
             if tensor.kind == "state":  # a decode step: only the new entries are converted and appended
-                appends[name] = store(op, suffix, tensor.source, tensor.appended, state_format[name])
+                if tensor.source:
+                    appends[name] = store(op, suffix, tensor.source, tensor.appended, state_format[name])
                 continue
             if converts:
                 elements = _operand_elements(op, index)

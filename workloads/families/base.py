@@ -26,15 +26,17 @@ class Workload:
     image_size: int | None = None  # ViT, pixels per side
     audio_samples: int | None = None  # wav2vec2, 16 kHz samples
     head: str | None = None
-    phase: str | None = None  # decoder-only models: prefill of `tokens` (default), or one decode step after them
+    phase: str | None = None  # models with a decoder: a prefill (default), or one decode step after it
     decoder_tokens: int | None = None  # encoder-decoder models; defaults to `tokens`
     logits_to_keep: int | None = None  # decoder LM heads: run the head on the last N positions only (generate())
+    expert_imbalance: float | None = None  # mixture of experts: busiest expert's load / mean load (1: even)
 
     def as_dict(self) -> dict[str, int | str]:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-OPTIONAL_KNOBS = ("tokens", "image_size", "audio_samples", "decoder_tokens")
+OPTIONAL_KNOBS = ("tokens", "image_size", "audio_samples", "decoder_tokens")  # positive integers
+FAMILY_KNOBS = (*OPTIONAL_KNOBS, "expert_imbalance")  # the knobs a family may or may not take
 
 
 def flag(name: str) -> str:
@@ -59,6 +61,7 @@ class Family:
     default_tokens: int | None = 384  # text families; None where tokens derive from other knobs
     knobs: tuple[str, ...] = ("tokens",)  # optional Workload knobs (besides batch and head) that apply
     phases: tuple[str, ...] = ()  # generation phases, the first the default; () = one forward pass only
+    cache_knob = "tokens"  # the knob a decode step's self-attention cache length is (decoder_tokens: enc-dec)
 
     def check(self, cfg: Mapping[str, Any], where: str) -> None:
         missing = [k for k in self.required if k not in cfg]
@@ -79,7 +82,7 @@ class Family:
             positive(flag(name), getattr(wl, name))
         model_type = cfg["model_type"]
         takes = ", ".join(flag(name) for name in ("batch", "head", *self.knobs, *(["phase"] if self.phases else [])))
-        for name in OPTIONAL_KNOBS:
+        for name in FAMILY_KNOBS:
             if getattr(wl, name) is not None and name not in self.knobs:
                 raise InputError(f"{flag(name)} does not apply to {model_type} models (they take {takes})")
         head = wl.head or self.heads[0]
@@ -128,11 +131,22 @@ def num_labels(cfg: Mapping[str, Any]) -> int:
     return int(cfg.get("num_labels", 2))
 
 
-def encoder_decoder_inputs(wl: Workload, torch: Any) -> dict:
+def encoder_decoder_inputs(wl: Workload, torch: Any) -> tuple[dict, Callable | None]:
+    """An encoder-decoder model's inputs: the source and the decoder tokens (prefill), or one new decoder
+    token after a prefill of both has filled the self- and cross-attention caches (decode)."""
     def ids(length: int) -> Any:
         return torch.zeros(wl.batch, length, dtype=torch.long, device="meta")
 
-    return {"input_ids": ids(wl.tokens), "decoder_input_ids": ids(wl.decoder_tokens)}
+    first = {"input_ids": ids(wl.tokens), "decoder_input_ids": ids(wl.decoder_tokens)}
+    if wl.phase != "decode":
+        return first, None
+
+    def prefill(model: Any, _inputs: dict) -> dict:
+        out = model(**first, use_cache=True)
+        return {"encoder_outputs": (out.encoder_last_hidden_state,), "decoder_input_ids": ids(1),
+                "past_key_values": out.past_key_values, "use_cache": True}
+
+    return {}, prefill
 
 
 def check_context(wl: Workload, positions: int, key: str) -> None:

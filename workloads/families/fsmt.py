@@ -1,4 +1,8 @@
-"""FSMT encoder-decoder (the transformer-base model of Vaswani et al.)."""
+"""FSMT encoder-decoder (the transformer-base model of Vaswani et al.).
+
+Phases as T5's (:mod:`.t5`): a prefill runs both stacks and fills the decoder's self- and
+cross-attention caches; a decode step runs the decoder on one new token against them.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,7 @@ from typing import Any
 
 from workloads.blocks import AttentionShape, attention, feed_forward, residual
 from workloads.errors import InputError
-from workloads.families.base import (
-    Family,
-    Workload,
-    encoder_decoder_inputs,
-    heads_divide,
-)
+from workloads.families.base import PHASES, Family, Workload, encoder_decoder_inputs, head_rows, heads_divide
 from workloads.ops import OpBuilder
 
 
@@ -24,6 +23,8 @@ class FSMTFamily(Family):
     heads = ("lm",)  # HF's FSMT decoder always ends in its output projection
     hf_classes = {"lm": "FSMTForConditionalGeneration"}
     knobs = ("tokens", "decoder_tokens")
+    phases = PHASES
+    cache_knob = "decoder_tokens"
 
     def resolve(self, cfg: Mapping[str, Any], wl: Workload) -> Workload:
         wl = super().resolve(cfg, wl)
@@ -31,8 +32,10 @@ class FSMTFamily(Family):
         heads_divide(cfg, "d_model", "encoder_attention_heads")
         heads_divide(cfg, "d_model", "decoder_attention_heads")
         limit = cfg.get("max_position_embeddings", 1024)
-        if max(wl.tokens, wl.decoder_tokens) > limit:
-            raise InputError(f"sequence length exceeds the model's {limit} positions")
+        decoder = wl.decoder_tokens + (1 if wl.phase == "decode" else 0)
+        if max(wl.tokens, decoder) > limit:
+            raise InputError(f"a sequence of {max(wl.tokens, decoder)} tokens exceeds the model's {limit} positions "
+                             "(max_position_embeddings)")
         return wl
 
     def hf_non_trace_params(self, cfg: Mapping[str, Any]) -> int:
@@ -43,24 +46,57 @@ class FSMTFamily(Family):
 
     def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
         d_model, batch = cfg["d_model"], wl.batch
-        src, tgt = wl.tokens, wl.decoder_tokens
+        decode = wl.phase == "decode"
+        src = wl.tokens
+        tgt, context = (1, wl.decoder_tokens + 1) if decode else (wl.decoder_tokens, wl.decoder_tokens)
+        cache = "step" if decode else "fill"
         scale = cfg.get("scale_embedding", True)
         act = cfg.get("activation_function", "relu")
-        enc_rows, dec_rows = batch * src, batch * tgt
+        dec_rows = batch * tgt
 
         # With tie_word_embeddings, HF ties the encoder's and the decoder's token embeddings and the output
         # projection into one table (Vaswani et al.'s shared source/target vocabulary): counted here once.
         tied = cfg.get("tie_word_embeddings", False)
         if tied and cfg["src_vocab_size"] != cfg["tgt_vocab_size"]:
             raise InputError("tie_word_embeddings needs src_vocab_size == tgt_vocab_size")
-        ids = b.input("input_ids", enc_rows, bits=32)
         decoder_ids = b.input("decoder_input_ids", dec_rows, bits=32)
+        table_rows = cfg.get("max_position_embeddings", 1024) + cfg.get("pad_token_id", 1) + 1
+        encoded = None if decode else self._encoder(cfg, wl, b, table_rows)
+        positions = b.vector("decoder.embed_positions", -1, "embedding", "embedding", dec_rows * d_model,
+                             reads=(decoder_ids,),
+                             weight=b.constant("decoder.embed_positions.weight", table_rows * d_model))
+        # the shared table is owned by the encoder's lookup, which a decode step does not run
+        table = "encoder.embed_tokens.weight" if tied and not decode else None
+        b.vector("decoder.embed_tokens", -1, "embedding", "embedding", dec_rows * d_model, reads=(decoder_ids,),
+                 weight=table, weight_params=0 if table else cfg["tgt_vocab_size"] * d_model)
+        table = "encoder.embed_tokens.weight" if table else ("decoder.embed_tokens.weight" if tied else None)
+        if scale:
+            b.vector("decoder.embed_scale", -1, "mul", "embedding", dec_rows * d_model)
+        b.add("decoder.add_position", -1, "embedding", dec_rows * d_model, positions)
+        heads = cfg["decoder_attention_heads"]
+        self_shape = AttentionShape(batch, tgt, context, d_model, heads, d_model // heads)
+        cross_shape = AttentionShape(batch, tgt, src, d_model, heads, d_model // heads)
+        first = cfg["encoder_layers"]
+        for j in range(cfg["decoder_layers"]):
+            i, p = first + j, f"decoder.layers.{j}"
+            _attention_sublayer(b, f"{p}.self_attn", i, self_shape, dec_rows, d_model, cache=cache)
+            _attention_sublayer(b, f"{p}.encoder_attn", i, cross_shape, dec_rows, d_model,
+                                memory=encoded or "encoder_output", cache=cache)
+            _ffn_sublayer(b, p, i, dec_rows, d_model, cfg["decoder_ffn_dim"], act)
+        if wl.head == "lm":
+            b.gemm("output_projection", -1, "head", "head", head_rows(wl, dec_rows, tgt), d_model,
+                   cfg["tgt_vocab_size"], bias=False, weight=table)
+
+    def _encoder(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder, table_rows: int) -> str:
+        d_model, batch, src = cfg["d_model"], wl.batch, wl.tokens
+        enc_rows = batch * src
+        act, scale = cfg.get("activation_function", "relu"), cfg.get("scale_embedding", True)
+        ids = b.input("input_ids", enc_rows, bits=32)
         tokens = b.vector("encoder.embed_tokens", -1, "embedding", "embedding", enc_rows * d_model,
                           weight_params=cfg["src_vocab_size"] * d_model, reads=(ids,))
         if scale:
             tokens = b.vector("encoder.embed_scale", -1, "mul", "embedding", enc_rows * d_model)
         # Sinusoidal position tables: stored (computed at load time), not learned.
-        table_rows = cfg.get("max_position_embeddings", 1024) + cfg.get("pad_token_id", 1) + 1
         b.vector("encoder.embed_positions", -1, "embedding", "embedding", enc_rows * d_model, reads=(ids,),
                  weight=b.constant("encoder.embed_positions.weight", table_rows * d_model))
         b.add("encoder.add_position", -1, "embedding", enc_rows * d_model, tokens)
@@ -70,39 +106,17 @@ class FSMTFamily(Family):
             p = f"encoder.layers.{i}"
             _attention_sublayer(b, f"{p}.self_attn", i, shape, enc_rows, d_model)
             _ffn_sublayer(b, p, i, enc_rows, d_model, cfg["encoder_ffn_dim"], act)
-        encoded = b.current
-
-        positions = b.vector("decoder.embed_positions", -1, "embedding", "embedding", dec_rows * d_model,
-                             reads=(decoder_ids,),
-                             weight=b.constant("decoder.embed_positions.weight", table_rows * d_model))
-        table = "encoder.embed_tokens.weight" if tied else None
-        b.vector("decoder.embed_tokens", -1, "embedding", "embedding", dec_rows * d_model, reads=(decoder_ids,),
-                 weight=table, weight_params=0 if tied else cfg["tgt_vocab_size"] * d_model)
-        if scale:
-            b.vector("decoder.embed_scale", -1, "mul", "embedding", dec_rows * d_model)
-        b.add("decoder.add_position", -1, "embedding", dec_rows * d_model, positions)
-        heads = cfg["decoder_attention_heads"]
-        self_shape = AttentionShape(batch, tgt, tgt, d_model, heads, d_model // heads)
-        cross_shape = AttentionShape(batch, tgt, src, d_model, heads, d_model // heads)
-        first = cfg["encoder_layers"]
-        for j in range(cfg["decoder_layers"]):
-            i, p = first + j, f"decoder.layers.{j}"
-            _attention_sublayer(b, f"{p}.self_attn", i, self_shape, dec_rows, d_model)
-            _attention_sublayer(b, f"{p}.encoder_attn", i, cross_shape, dec_rows, d_model, memory=encoded)
-            _ffn_sublayer(b, p, i, dec_rows, d_model, cfg["decoder_ffn_dim"], act)
-        if wl.head == "lm":
-            b.gemm("output_projection", -1, "head", "head", dec_rows, d_model, cfg["tgt_vocab_size"],
-                   bias=False, weight=table)
+        return b.current
 
     def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> tuple[dict, Callable | None]:
-        return encoder_decoder_inputs(wl, torch), None
+        return encoder_decoder_inputs(wl, torch)
 
 
 def _attention_sublayer(b: OpBuilder, name: str, layer: int, shape: AttentionShape, rows: int, d_model: int,
-                        memory: str | None = None) -> None:
+                        memory: str | None = None, cache: str = "") -> None:
     """Post-norm attention: FSMT projects k and v before q, scales q, adds the residual, then LayerNorm."""
     x = b.current
-    attention(b, name, layer, shape, scale="query", kv_first=True, memory=memory)
+    attention(b, name, layer, shape, scale="query", kv_first=True, memory=memory, cache=cache)
     residual(b, name, layer, "attention", rows * d_model, x)
     b.layernorm(f"{name}_layer_norm", layer, "norm", rows, d_model)
 

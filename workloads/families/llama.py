@@ -1,5 +1,5 @@
-"""Llama-style decoders (Llama 2 and 3, Qwen2, Mistral): RMSNorm, rotary positions, SwiGLU, grouped-query
-attention.
+"""Llama-style decoders (Llama 2 and 3, Qwen2, Mistral; Mixtral in :mod:`.mixtral`): RMSNorm, rotary
+positions, SwiGLU, grouped-query attention.
 
 One block: RMSNorm, q/k/v projections (biased in Qwen2), RoPE on q and k, attention (scores scaled,
 causal mask added, softmax), output projection, residual; RMSNorm, SwiGLU (gate and up projections,
@@ -45,7 +45,7 @@ def kv_heads(cfg: Mapping[str, Any]) -> int:
 
 def sliding_window(cfg: Mapping[str, Any]) -> int | None:
     """Mistral's attention window in keys (None: full attention)."""
-    window = cfg.get("sliding_window") if cfg["model_type"] == "mistral" else None
+    window = cfg.get("sliding_window") if cfg["model_type"] in ("mistral", "mixtral") else None
     if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window <= 0):
         raise InputError(f"sliding_window must be a positive integer, got {window!r}")
     return window
@@ -94,7 +94,6 @@ class LlamaFamily(Family):
         rows = batch * new
         qwen2 = cfg["model_type"] == "qwen2"  # biased q/k/v projections, unbiased output projection
         bias = qwen2 or bool(cfg.get("attention_bias", False))
-        mlp_bias = bool(cfg.get("mlp_bias", False))
         ids = b.input("input_ids", rows, bits=32)
         x = b.vector("embed_tokens", -1, "embedding", "embedding", rows * hidden,
                      weight_params=cfg["vocab_size"] * hidden, reads=(ids,))
@@ -109,13 +108,18 @@ class LlamaFamily(Family):
                       score_adds=("causal_mask",), cache="step" if wl.phase == "decode" else "fill", rope=table)
             h = residual(b, f"{p}.self_attn", i, "attention", rows * hidden, x)
             rmsnorm(b, f"{p}.post_attention_layernorm", i, rows, hidden)
-            swiglu(b, f"{p}.mlp", i, rows, hidden, cfg["intermediate_size"], mlp_bias)
+            self.feed_forward(b, cfg, wl, f"{p}.mlp", i, rows)
             x = residual(b, f"{p}.mlp", i, "ffn", rows * hidden, h)
         rmsnorm(b, "norm", -1, rows, hidden)
         if wl.head == "lm":
             tied = cfg.get("tie_word_embeddings", False)
             b.gemm("lm_head", -1, "head", "head", head_rows(wl, rows, new), hidden, cfg["vocab_size"], bias=False,
                    weight="embed_tokens.weight" if tied else None)
+
+    def feed_forward(self, b: OpBuilder, cfg: Mapping[str, Any], wl: Workload, prefix: str, layer: int,
+                     rows: int) -> None:
+        """The block's feed-forward sublayer on ``rows`` tokens (after its norm, before its residual)."""
+        swiglu(b, prefix, layer, rows, cfg["hidden_size"], cfg["intermediate_size"], bool(cfg.get("mlp_bias", False)))
 
     def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> tuple[dict, Callable | None]:
         return causal_lm_inputs(wl, torch)

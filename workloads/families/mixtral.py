@@ -1,0 +1,104 @@
+"""Mixtral: a Mistral-style decoder whose feed-forward sublayer is a mixture of experts.
+
+Each block's feed-forward is a router and E SwiGLU experts. The router is a GEMM to E logits per token,
+a softmax, a top-k selection (k passes over the E scores) and a renormalisation of the k kept scores.
+Each token then runs through its k experts: the expert's fused gate/up projection, SiLU of the gate
+times the up projection, the down projection, and a multiply by the token's routing weight; the k
+weighted outputs of a token are summed. Hugging Face stores an expert's gate and up projections as one
+matrix (``gate_up_proj``) and so does this trace.
+
+Routing depends on the data; the trace uses the expected routing of independent, uniformly routed
+tokens:
+
+- **Experts touched.** R routed tokens (batch x new tokens) reach E (1 - (1 - k/E)^R) distinct experts
+  on average: k for one decode token, E for a long prompt. A whole number of experts runs in each layer:
+  layer l runs round((l + 1) D) - round(l D) of them, so that the model as a whole runs the expected
+  count D per layer (to within one expert over all layers). Only those experts' weights are read; the
+  others are stored (``Op.held``) but cost no traffic and no time.
+- **Tokens per expert.** The R k token-expert pairs spread evenly over the touched experts, unless
+  ``expert_imbalance`` f > 1: the busiest expert then takes f times the mean load (at most every token,
+  and leaving one token to each other touched expert), and the rest spread evenly over the others.
+  f runs from 1 (even) to E / k (the busiest expert takes every token when all are touched).
+
+Each expert reads the whole routed activation (the rows it gathers are not modelled apart).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from workloads.errors import InputError
+from workloads.families.base import Workload
+from workloads.families.llama import LlamaFamily
+from workloads.ops import OpBuilder
+
+
+def expected_experts(routed: int, experts: int, top_k: int) -> float:
+    """Expected distinct experts that ``routed`` tokens reach, each picking ``top_k`` of ``experts``."""
+    return experts * (1.0 - (1.0 - top_k / experts) ** routed)
+
+
+def experts_touched(layer: int, expected: float) -> int:
+    """Whole experts layer ``layer`` runs, so that layers 0..L-1 together run round(L x expected)."""
+    return math.floor((layer + 1) * expected + 0.5) - math.floor(layer * expected + 0.5)
+
+
+def expert_loads(routed: int, top_k: int, touched: int, imbalance: float = 1.0) -> list[int]:
+    """Tokens each of the ``touched`` experts computes (busiest first); they sum to routed x top_k."""
+    pairs = routed * top_k
+    mean = pairs / touched
+    busiest = max(math.ceil(mean), math.floor(imbalance * mean + 0.5))
+    busiest = min(busiest, routed, pairs - (touched - 1))
+    rest, others = pairs - busiest, touched - 1
+    return [busiest, *(rest // others + (1 if index < rest % others else 0) for index in range(others))]
+
+
+def imbalance_of(cfg: Mapping[str, Any], wl: Workload) -> float:
+    value = 1.0 if wl.expert_imbalance is None else wl.expert_imbalance
+    most = cfg["num_local_experts"] / cfg["num_experts_per_tok"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 1.0 <= value <= most:
+        raise InputError(f"--expert-imbalance must be a number from 1 (even) to num_local_experts / "
+                         f"num_experts_per_tok = {most:g}, got {value!r}")
+    return float(value)
+
+
+class MixtralFamily(LlamaFamily):
+    model_types = ("mixtral",)
+    required = (*LlamaFamily.required, "num_local_experts", "num_experts_per_tok")
+    knobs = ("tokens", "expert_imbalance")
+
+    def resolve(self, cfg: Mapping[str, Any], wl: Workload) -> Workload:
+        experts, top_k = cfg["num_local_experts"], cfg["num_experts_per_tok"]
+        if top_k > experts:
+            raise InputError(f"num_experts_per_tok={top_k} exceeds num_local_experts={experts}")
+        wl = super().resolve(cfg, wl)
+        imbalance_of(cfg, wl)
+        return wl
+
+    def feed_forward(self, b: OpBuilder, cfg: Mapping[str, Any], wl: Workload, prefix: str, layer: int,
+                     rows: int) -> None:
+        hidden, inner = cfg["hidden_size"], cfg["intermediate_size"]
+        experts, top_k = cfg["num_local_experts"], cfg["num_experts_per_tok"]
+        x = b.current
+        router = b.gemm(f"{prefix}.gate", layer, "router", "ffn", rows, hidden, experts, bias=False, reads=x)
+        b.vector(f"{prefix}.gate.softmax", layer, "softmax", "ffn", rows * experts, reads=(router,))
+        b.vector(f"{prefix}.gate.topk", layer, "topk", "ffn", rows * experts * top_k)
+        # the k kept scores summed and divided by their sum
+        weights = b.vector(f"{prefix}.gate.normalize", layer, "mul", "ffn", 2 * rows * top_k)
+        touched = experts_touched(layer, expected_experts(rows, experts, top_k))
+        routed = []
+        for e, load in enumerate(expert_loads(rows, top_k, touched, imbalance_of(cfg, wl))):
+            p = f"{prefix}.experts.{e}"
+            b.gemm(f"{p}.gate_up_proj", layer, "ffn1", "ffn", load, hidden, 2 * inner, bias=False, reads=x,
+                   parts=("gate", "up"))
+            act = b.vector(f"{p}.silu", layer, "silu", "ffn", load * inner, reads=(f"{p}.gate_up_proj.gate",))
+            b.vector(f"{p}.gate_mul", layer, "mul", "ffn", load * inner, reads=(act, f"{p}.gate_up_proj.up"))
+            down = b.gemm(f"{p}.down_proj", layer, "ffn2", "ffn", load, inner, hidden, bias=False)
+            routed.append(b.vector(f"{p}.route", layer, "mul", "ffn", load * hidden, reads=(down, weights)))
+        b.vector(f"{prefix}.experts.combine", layer, "add", "ffn", rows * top_k * hidden, reads=tuple(routed))
+        if touched < experts:
+            b.held(f"{prefix}.experts.held.gate_up_proj", layer, "ffn1", "ffn", experts - touched, hidden, 2 * inner)
+            b.held(f"{prefix}.experts.held.down_proj", layer, "ffn2", "ffn", experts - touched, inner, hidden)
