@@ -20,7 +20,7 @@ from simulator.hardware import load_hardware
 from simulator.policy import load_run_config
 from workloads.errors import InputError
 from workloads.families.mixtral import expected_experts, expert_loads, experts_touched
-from workloads.models import Workload, load_model
+from workloads.models import ModelSpec, Workload, load_model
 from workloads.ops import Op
 
 TINY = str(Path(__file__).parent / "configs" / "mixtral-window-8.json")  # 4 experts, top-2, window 8
@@ -168,3 +168,26 @@ def test_closed_form_equals_traced_outside_and_in_total_inside_the_experts(name,
     assert vector_totals(closed_outside) == vector_totals(traced_outside)
     assert closed_moe == traced_moe
     assert closed.params == traced.params == hf_num_parameters(spec, resolved)
+
+
+def test_router_and_combine_work_per_block():
+    """Per block, for R routed tokens: softmax over R x E logits, top-k as k passes over them, the k kept
+    scores summed and divided (2 R k), and the combine reading R x k outputs of H; by default the tokens
+    spread evenly (imbalance 1)."""
+    spec = load_model(TINY)  # E = 4, k = 2, H = 64
+    trace = spec.trace(Workload(batch=3, tokens=7))
+    routed = 21
+    elements = {op.name.split(".mlp.")[1]: op.elements for op in trace if op.layer == 2 and not op.is_matrix
+                and ".mlp.gate." in op.name or op.name.endswith("experts.combine") and op.layer == 2}
+    assert elements == {"gate.softmax": routed * 4, "gate.topk": routed * 4 * 2, "gate.normalize": 2 * routed * 2,
+                        "experts.combine": routed * 2 * 64}
+    assert trace.ops == spec.trace(Workload(batch=3, tokens=7, expert_imbalance=1.0)).ops
+    assert [op.m for op in trace if op.layer == 0 and op.name.endswith("gate_up_proj")] == [11, 11, 10, 10]
+
+
+def test_top_k_may_be_every_expert_but_not_more():
+    cfg = dict(load_model(TINY).config)
+    every = ModelSpec("every", {**cfg, "num_experts_per_tok": 4})
+    assert not [op for op in every.trace(Workload(batch=1, tokens=3, phase="decode")) if op.held]
+    with pytest.raises(InputError, match="num_experts_per_tok=5 exceeds num_local_experts=4"):
+        ModelSpec("more", {**cfg, "num_experts_per_tok": 5}).trace(Workload(tokens=3))
