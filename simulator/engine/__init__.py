@@ -182,8 +182,13 @@ class Simulator:
         pruned = self.policy.prunes(op)
         weights = sum(weight_bytes.get(name, 0) for name in step.reads[1:]) if op.has_weight_operand else 0
 
+        traffics: dict[Split, dict[str, int]] = {}  # per candidate: timing, the dense pass and the record share it
+
         def traffic(split: Split) -> dict[str, int]:
-            return matrix_traffic(step, lowered.tensors, placement, self.hardware, weights, pack, split).values
+            if split not in traffics:
+                traffics[split] = matrix_traffic(step, lowered.tensors, placement, self.hardware, weights, pack,
+                                                 split).values
+            return traffics[split]
 
         def transfer_of(split: Split) -> int:
             counts = traffic(split)
@@ -191,7 +196,7 @@ class Simulator:
 
         compute, folds, macs, split = self._array_cycles(op, pack, pruned, transfer_of)
         dense_compute = self._array_cycles(op, pack, False, transfer_of)[0] if pruned else compute
-        counts = traffic(split)
+        counts = dict(traffic(split))
         counts.update(array_activation_hops=macs, array_psum_updates=macs)
         transfer = transfer_cycles(counts["dram_read_bytes"] + counts["dram_write_bytes"], self.hardware)
         busy = compute + (op.batch if self.timing == "scalesim" and folds else 0)  # scalesim: last index
