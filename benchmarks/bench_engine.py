@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from simulator.engine import Simulator, simulate  # noqa: E402
 from simulator.generation import generate  # noqa: E402
-from simulator.hardware import load_hardware  # noqa: E402
+from simulator.hardware import Hardware, load_hardware  # noqa: E402
 from simulator.masks import magnitude_mask, masked_cycles  # noqa: E402
 from simulator.policy import load_run_config  # noqa: E402
 from simulator.scalesim_peer import run_scalesim  # noqa: E402
@@ -118,6 +118,28 @@ def main() -> None:
     elapsed = best_of(lambda: [masked_cycles(mask, op.m, 4, 128, "ws", pack=8) for mask, op in pairs], 3)
     print(f"   {weights / 1e6:.1f}M weights in {elapsed:.3f} s (target < 2 s): "
           f"{weights / elapsed / 1e6:.0f}M weights/s")
+
+    print("\n5. what energy adds: the same runs with and without the preset's energy section, interleaved")
+    plain = Hardware.model_validate({**hardware.model_dump(), "energy": None})
+    with_energy, without = [], []
+    for _ in range(10):
+        with_energy.append(best_of(lambda: simulate(trace, hardware, policy).totals, 1))
+        without.append(best_of(lambda: simulate(trace, plain, policy).totals, 1))
+    ratio = statistics.median(with_energy) / statistics.median(without)
+    print(f"   BERT-base run: {1e3 * statistics.median(with_energy):.1f} ms with energy, "
+          f"{1e3 * statistics.median(without):.1f} ms without: x{ratio:.3f} (target <= 1.20)")
+    rows = [8, 12, 16, 20, 24, 28, 32, 40]  # new design points: the per-action costs are built for each
+    points = {True: 0.0, False: 0.0}
+    for energy in (True, False, True, False):
+        for size in rows:
+            data = hardware.model_dump()
+            data["array"].update(rows=size, cols=size + energy)  # distinct hardware: nothing memoised
+            if not energy:
+                data["energy"] = None
+            point = Hardware.model_validate(data)
+            points[energy] += best_of(lambda point=point: simulate(trace, point, policy).totals, 1)
+    print(f"   sweep points (BERT-base, {len(rows)} new arrays, twice): {points[True] / points[False]:.3f}x "
+          "with energy (target <= 1.20)")
 
 
 if __name__ == "__main__":

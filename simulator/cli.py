@@ -130,7 +130,7 @@ def _masks(policy):  # noqa: ANN001, ANN202 - policy -> mask provider or None
     return MaskProvider(weights, policy.source.parent if policy.source else None)
 
 
-def _dense_fp16(hardware, trace, timing: str, run_policy, run_results):  # noqa: ANN001, ANN202
+def _dense_fp16(hardware, trace, timing: str, run_policy, run_results, accounting: str = "default"):  # noqa: ANN001, ANN202
     """Dense FP16 run for the 'vs FP16' speedup, or None when the hardware has no float path."""
     from simulator.engine import simulate
     from simulator.policy import policy_from_dict
@@ -139,7 +139,7 @@ def _dense_fp16(hardware, trace, timing: str, run_policy, run_results):  # noqa:
     if policy.config.same_simulation(run_policy.config):
         return run_results
     try:
-        return simulate(trace, hardware, policy, timing=timing)
+        return simulate(trace, hardware, policy, timing=timing, accounting=accounting)
     except InputError:
         return None
 
@@ -155,6 +155,8 @@ def _dense_fp16(hardware, trace, timing: str, run_policy, run_results):  # noqa:
               help="The task head (default: included, the whole model; the paper's figures cover the backbone). "
                    "Refused for a model without one.")
 @click.option("--timing", type=click.Choice(["default", "scalesim"]), default="default", show_default=True)
+@click.option("--accounting", type=click.Choice(["default", "zigzag"]), default="default", show_default=True,
+              help="Energy accounting: zigzag counts accesses as ZigZag 3.9.1 does (README: Energy and area).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
               help="table: summary; csv: one row per op; json: summary object.")
 @click.option("--out", type=click.Path(), default=None, help="Write per-op CSV, summary JSON and plots to DIR.")
@@ -165,7 +167,8 @@ def _dense_fp16(hardware, trace, timing: str, run_policy, run_results):  # noqa:
 def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens: int | None, image_size: int | None,
         audio_samples: int | None, head: str | None, phase: str | None, expert_imbalance: float | None,
         hardware_name: str | None,
-        include_frontend: bool | None, include_head: bool | None, timing: str, fmt: str, out: str | None,
+        include_frontend: bool | None, include_head: bool | None, timing: str, accounting: str, fmt: str,
+        out: str | None,
         force: bool, use_tracer: bool) -> None:
     """Simulate MODEL under run CONFIG: cycles, latency, time breakdown, speedups, weight memory."""
     import json
@@ -201,12 +204,14 @@ def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens:
     masks = _masks(policy)
     if masks is not None:
         masks.check_keys([op.name for op in trace if op.role in PRUNED_LINEAR_ROLES])
-    results = simulate(trace, hardware, policy, timing=timing, mask_for=masks)
+    if accounting != "default" and hardware.energy is None:
+        raise InputError(f"--accounting {accounting}: hardware {hardware.name} has no energy section")
+    results = simulate(trace, hardware, policy, timing=timing, mask_for=masks, accounting=accounting)
     baseline_results = None
     if baseline is not None:  # a config that is its own baseline is not simulated twice
         baseline_results = results if baseline.config.same_simulation(policy.config) else simulate(
-            trace, hardware, baseline, timing=timing)
-    fp16_results = _dense_fp16(hardware, trace, timing, policy, results)
+            trace, hardware, baseline, timing=timing, accounting=accounting)
+    fp16_results = _dense_fp16(hardware, trace, timing, policy, results, accounting)
     memory = footprint(trace, policy, mask_nonzeros(masks) if masks else None)
     summary = run_summary(results, memory, model=trace.model, config=policy.name, hardware=hardware.name,
                           baseline=baseline_results, baseline_name=baseline.name if baseline else None,
@@ -232,8 +237,37 @@ def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens:
             plot_bars(storage_parts_mib(memory), staging / "memory_by_group", "layer group",
                       "parameter storage (MiB)", f"{trace.model} under {policy.name}: what the parameters store",
                       stacked=True)
-        click.echo(f"wrote ops.csv, summary.json, time_breakdown.png/svg, memory_by_group.png/svg to {out_dir}",
-                   err=True)
+            written = "ops.csv, summary.json, time_breakdown.png/svg, memory_by_group.png/svg"
+            if summary["energy"] is not None:
+                from simulator.energy_report import plot_energy
+
+                runs_energy = {policy.name: summary["energy"]["by_component"]}
+                for name, other in (("baseline " + (baseline.name if baseline else ""), baseline_results),
+                                    ("fp16 dense", fp16_results)):
+                    if other is not None and other is not results:
+                        runs_energy[name] = other.totals["energy"]["by_component"]
+                plot_energy(runs_energy, staging / "energy_breakdown",
+                            f"{trace.model} on {hardware.name}: energy by component")
+                written += ", energy_breakdown.png/svg"
+        click.echo(f"wrote {written} to {out_dir}", err=True)
+
+
+@cli.command()
+@click.argument("hardware_name", metavar="HARDWARE")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of the table.")
+def area(hardware_name: str, as_json: bool) -> None:
+    """Area (mm2) and static power (mW) of HARDWARE (a preset name or YAML path) by component."""
+    import json
+
+    from simulator.energy_report import area_summary, format_area
+    from simulator.hardware import load_hardware
+
+    hardware = load_hardware(hardware_name)
+    summary = area_summary(hardware)
+    if summary is None:
+        raise InputError(f"hardware {hardware.name} has no energy section: area is not modelled")
+    click.echo(json.dumps({"hardware": hardware.name, **summary}, indent=2) if as_json
+               else format_area(hardware, summary))
 
 
 @cli.command()
@@ -314,7 +348,7 @@ def sweep(sweep_file: str, out: str, executor: str, scheduler: str | None, worke
           no_progress: bool) -> None:
     """Run a design-space sweep (hardware axes x configs x models); resumable, never loses finished points."""
     from simulator.sweep import load_sweep
-    from simulator.sweep_run import make_executor, plot_sweep, prepare_out_dir, run_sweep
+    from simulator.sweep_run import make_executor, plot_pareto, plot_sweep, prepare_out_dir, run_sweep
 
     _, plan = load_sweep(sweep_file)
     out_dir = Path(out)
@@ -329,8 +363,10 @@ def sweep(sweep_file: str, out: str, executor: str, scheduler: str | None, worke
     finally:
         close()
     plot_sweep(table, plan, out_dir / "latency")
+    pareto = ", pareto.png/svg" if plot_pareto(table, plan, out_dir / "pareto") else ""
     failed = int((table["error"] != "").sum())
-    click.echo(f"{len(table)} points ({failed} failed) -> {out_dir}/results.csv, results.parquet, latency.png/svg")
+    click.echo(f"{len(table)} points ({failed} failed) -> {out_dir}/results.csv, results.parquet, "
+               f"latency.png/svg{pareto}")
 
 
 def _one_line(message: str) -> str:

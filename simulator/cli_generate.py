@@ -87,6 +87,13 @@ def format_generation(summary: dict) -> str:
         f"peak activations {mib(summary['peak_activation_bytes'])}: DRAM footprint "
         f"{mib(summary['dram_footprint_bytes'])}" + (f" of {mib(capacity)}" if capacity else ""),
     ]
+    energy = summary["energy"]
+    if energy is not None:
+        from simulator.energy_report import joules
+
+        lines.append(f"  energy               {joules(energy['total_pj'])}, {joules(energy['per_token_pj'])} per token "
+                     f"(prefill {joules(energy['prefill_dynamic_pj'])}, decode {joules(energy['decode_dynamic_pj'])}, "
+                     f"leakage {joules(energy['by_component']['leakage'])})")
     for phase in ("prefill", "decode"):
         rows = summary[phase]
         if rows:

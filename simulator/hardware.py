@@ -37,6 +37,9 @@ class ArrayConfig(StrictModel):
 class SparseSupport(StrictModel):
     patterns: list[str] = Field(default_factory=list, description="N:M patterns the PEs can skip, e.g. ['2:4']")
     unstructured: bool = Field(False, description="PEs skip arbitrary zero weights (lanes wait for the slowest)")
+    mode: Literal["skip", "gate"] = Field(
+        "skip", description="skip: zero MACs are not issued (cycles drop); gate: they take their slot clock-gated "
+                            "(cycles unchanged, each costs the gated MAC energy)")
 
     @field_validator("patterns")
     @classmethod
@@ -95,6 +98,28 @@ class SfuConfig(StrictModel):
         return costs
 
 
+class EnergyConfig(StrictModel):
+    """Which tables price this hardware's actions, and the technology they are carried to."""
+
+    table: str = Field(description="action table under configs/energy/ (or a path), e.g. horowitz_45nm")
+    node_nm: float = Field(gt=0, allow_inf_nan=False, description="technology node of this hardware, nm")
+    vdd_v: float = Field(gt=0, allow_inf_nan=False, description="supply voltage, V")
+    dram: str = Field(description="DRAM technology: lpddr4, ddr3, gddr5 or hbm2")
+    sram_cell: Literal["itrs-hp", "itrs-lstp"] = Field(description="SRAM cell type of the buffers (CACTI's names)")
+    sram_port_bits: int = Field(gt=0, le=MAX_SIZE, description="port width of each buffer, bits per access")
+    sram_bank_bytes: int | None = Field(
+        None, gt=0, le=INT64_MAX, description="optional: each buffer is built of banks of this size (an access "
+                                             "reaches one bank; all banks leak); none: one bank per buffer")
+
+    @field_validator("dram")
+    @classmethod
+    def _check_dram(cls, name: str) -> str:
+        from simulator.energy_tables import DRAM_TECHNOLOGIES
+
+        reject_unknown_keys({name: None}, DRAM_TECHNOLOGIES, "DRAM technology")
+        return name
+
+
 class Hardware(StrictModel):
     name: str
     description: str = ""
@@ -107,6 +132,7 @@ class Hardware(StrictModel):
     sfu: SfuConfig
     cores: int = Field(1, gt=0, le=4096, description="cores, each with array.count arrays and its own vector unit; "
                                                     "buffers and DRAM bandwidth are the chip's, shared")
+    energy: EnergyConfig | None = Field(None, description="optional: energy and area tables (none: not modelled)")
 
     @field_validator("macs_per_pe")
     @classmethod

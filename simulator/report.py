@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from simulator.energy_report import area_summary, energy_lines
 from simulator.engine import Results
 from simulator.hardware import SFU_OPS
 from simulator.memory import Footprint
@@ -48,6 +49,8 @@ def run_summary(results: Results, footprint: Footprint, *, model: str, config: s
         else None,
         "speedup_vs_fp16_dense": fp16.totals["total_cycles"] / totals["total_cycles"] if fp16 is not None else None,
         "memory": footprint.as_dict(),
+        "energy": totals["energy"],
+        "area": area_summary(results.hardware),
         "notes": list(results.notes),
     }
     return summary
@@ -89,6 +92,7 @@ def format_run(summary: dict) -> str:
                      f"{entry['compression_vs_dense']:>8.3f}x")
     lines.append(f"  scale factors: {memory['total']['scale_bits'] / 8 / 2**20:.3f} MiB more "
                  f"({memory['total']['compression_vs_fp32_with_scales']:.3f}x vs FP32 with them)")
+    lines += ["", *energy_lines(summary["energy"], summary["area"])]
     lines += [f"  note: {note}" for note in summary["notes"]]
     return "\n".join(lines)
 

@@ -53,9 +53,12 @@ from workloads.ops import MAX_SIZE
 MODEL_COLUMNS = ("model", "batch", "tokens", "image_size", "audio_samples", "decoder_tokens", "expert_imbalance",
                  "head", "phase", "new_tokens")
 GENERATION_COLUMNS = ("ttft_ms", "tpot_ms", "tokens_per_s")
+# Energy and area (empty when the hardware has no energy section): the run's total energy, per generated
+# token for a generation, TOPS/W (2 ops per useful MAC), and the chip's area.
+ENERGY_COLUMNS = ("energy_uj", "energy_per_token_uj", "tops_per_w", "area_mm2")
 RESULT_COLUMNS = ("point_id", "point", "config", *MODEL_COLUMNS, "total_cycles", "latency_ms", *GENERATION_COLUMNS,
                   "utilization", "speedup_vs_baseline", "stored_bits", "value_bits", "index_bits", "scale_bits",
-                  "bias_bits", "dram_bytes", "error")
+                  "bias_bits", "dram_bytes", *ENERGY_COLUMNS, "error")
 INTEGER_COLUMNS = ("batch", "tokens", "image_size", "audio_samples", "decoder_tokens", "new_tokens", "total_cycles",
                    "stored_bits", "value_bits", "index_bits", "scale_bits", "bias_bits", "dram_bytes")
 WORKLOAD_AXES = ("batch", "tokens", "decoder_tokens", "image_size", "audio_samples", "expert_imbalance", "new_tokens")
@@ -307,10 +310,28 @@ def evaluate_point(plan_spec: SweepSpec, base: dict, configs: dict[str, dict], p
         row.update(total_cycles=totals["total_cycles"], latency_ms=totals["latency_ms"],
                    **{column: totals.get(column) for column in GENERATION_COLUMNS},
                    utilization=totals["utilization"], speedup_vs_baseline=speedup,
-                   stored_bits=sum(bits.values()), **bits, dram_bytes=totals["dram_bytes"], error="")
+                   stored_bits=sum(bits.values()), **bits, dram_bytes=totals["dram_bytes"],
+                   **_energy_columns(totals, hardware_json), error="")
     except InputError as exc:  # an infeasible point: its numbers are missing (<NA>), its error says why
         row.update(error=str(exc))
     return row
+
+
+@functools.lru_cache(maxsize=256)
+def _area_mm2(hardware_json: str) -> float | None:
+    from simulator.energy_report import area_summary
+
+    area = area_summary(Hardware.model_validate_json(hardware_json))
+    return area["total_mm2"] if area else None
+
+
+def _energy_columns(totals: dict, hardware_json: str) -> dict:
+    energy = totals.get("energy")
+    if energy is None:
+        return dict.fromkeys(ENERGY_COLUMNS)
+    per_token = energy.get("per_token_pj")
+    return {"energy_uj": energy["total_pj"] / 1e6, "energy_per_token_uj": per_token / 1e6 if per_token else None,
+            "tops_per_w": energy["tops_per_w"], "area_mm2": _area_mm2(hardware_json)}
 
 
 def _simulation_json(config: dict) -> str:
@@ -338,9 +359,13 @@ def _totals(entry: ModelEntry, include_frontend: bool, include_head: bool, trace
     prefill = generation.prefill.totals
     decode_cycles = int(generation.steps["total_cycles"].sum()) if len(generation.steps) else 0
     decode_bytes = generation.decode.totals["dram_bytes"] if generation.decode is not None else 0
+    energy = summary["energy"]
+    if energy is not None:
+        macs = prefill["macs"] + (generation.decode.totals["macs"] if generation.decode is not None else 0)
+        energy = {**energy, "tops_per_w": 2 * macs / energy["total_pj"] if energy["total_pj"] else 0.0}
     return {**prefill, "total_cycles": prefill["total_cycles"] + decode_cycles, "latency_ms": summary["e2e_ms"],
             "dram_bytes": prefill["dram_bytes"] + decode_bytes, "utilization": None,
-            **{column: summary[column] for column in GENERATION_COLUMNS}}
+            **{column: summary[column] for column in GENERATION_COLUMNS}, "energy": energy}
 
 
 def evaluate_chunk(plan_spec: SweepSpec, base: dict, configs: dict[str, dict], points: list[Point]) -> list[dict]:

@@ -155,7 +155,8 @@ def assemble(plan: Plan, rows: list[dict]) -> pd.DataFrame:
     columns = ["point_id", "point", *axis_columns, *RESULT_COLUMNS[2:]]
     frame = pd.DataFrame.from_records(ordered, columns=columns)
     # nullable types: a failed point leaves <NA> (an empty CSV cell) and integers stay integers
-    floats = ("latency_ms", "ttft_ms", "tpot_ms", "tokens_per_s", "utilization", "speedup_vs_baseline")
+    floats = ("latency_ms", "ttft_ms", "tpot_ms", "tokens_per_s", "utilization", "speedup_vs_baseline",
+              "energy_uj", "energy_per_token_uj", "tops_per_w", "area_mm2")
     frame = frame.astype({**{c: "Int64" for c in INTEGER_COLUMNS}, **{c: "Float64" for c in floats},
                           "head": "string", "phase": "string"})
     return frame.rename(columns={c: c.removeprefix("axis:") for c in axis_columns})
@@ -253,3 +254,51 @@ def plot_sweep(table: pd.DataFrame, plan: Plan, path_stem: Path) -> None:
         _write_atomic(path_stem.with_suffix(suffix), lambda tmp, suffix=suffix: fig.savefig(
             tmp, dpi=120, format=suffix[1:]))
     plt.close(fig)
+
+
+def pareto_mask(table: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
+    """True for rows no other row beats: as good in every column and better in one (lower is better)."""
+    values = table[list(columns)].to_numpy(dtype=float)
+    keep = []
+    for row in values:
+        dominated = ((values <= row).all(axis=1) & (values < row).any(axis=1)).any()
+        keep.append(not dominated)
+    return pd.Series(keep, index=table.index)
+
+
+def plot_pareto(table: pd.DataFrame, plan: Plan, path_stem: Path) -> bool:
+    """Latency against energy per design point, coloured by area; the latency-energy-area Pareto front
+    ringed. False (and no plot) when no point has energy."""
+    from simulator.report import legend_below, pyplot
+
+    energy = "energy_per_token_uj" if table["energy_per_token_uj"].notna().any() else "energy_uj"
+    ok = table[(table["error"] == "") & table[energy].notna() & table["area_mm2"].notna()].copy()
+    if ok.empty:
+        return False
+    ok["front"] = pareto_mask(ok, ("latency_ms", energy, "area_mm2"))
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 5.2))
+    configs = list(dict.fromkeys(ok["config"]))
+    markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
+    low, high = float(ok["area_mm2"].min()), float(ok["area_mm2"].max())
+    points = None
+    for index, (config, group) in enumerate(ok.groupby("config", sort=False)):
+        points = ax.scatter(group["latency_ms"], group[energy], c=group["area_mm2"], cmap="viridis", vmin=low,
+                            vmax=high if high > low else low + 1, marker=markers[configs.index(config) % len(markers)],
+                            label=config, edgecolors="none", s=36)
+        front = group[group["front"]]
+        ax.scatter(front["latency_ms"], front[energy], facecolors="none", edgecolors="red", s=110, linewidths=1.2,
+                   label="Pareto front (latency, energy, area)" if index == 0 else None)
+    if points is not None:
+        fig.colorbar(points, ax=ax, label="area (mm2)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("energy per token (uJ)" if energy == "energy_per_token_uj" else "energy (uJ)")
+    fig.suptitle(f"sweep {plan.spec.name}: latency, energy and area")
+    legend_below(fig, [ax], columns=min(4, len(configs) + 1))
+    for suffix in (".png", ".svg"):
+        _write_atomic(path_stem.with_suffix(suffix), lambda tmp, suffix=suffix: fig.savefig(
+            tmp, dpi=120, format=suffix[1:]))
+    plt.close(fig)
+    return True

@@ -37,6 +37,16 @@ def run_config(directory, body, name="c.yaml"):
     return write(directory, name, f"name: c\nhardware: rapid_like\n{body}\n")
 
 
+def _energy_table(directory, *replacements):
+    """rapid_like priced by a copy of the 45 nm table with regex replacements applied (pattern, new, ...)."""
+    text = (ROOT / "configs" / "energy" / "horowitz_45nm.yaml").read_text()
+    for pattern, new in zip(replacements[::2], replacements[1::2], strict=True):
+        text, count = re.subn(pattern, new, text)
+        assert count >= 1, pattern
+    table = write(directory, "table.yaml", text)
+    return hardware_with(directory, r"table: horowitz_45nm", f"table: {table}")
+
+
 def masked_config(directory, mask_name):
     return run_config(directory, f"precision: {{default: int8}}\nsparsity: {{weights: {{mask: {mask_name}, "
                                  "roles: [q]}}\nbaseline: int8")
@@ -141,6 +151,15 @@ CASES = [
     ("sweep-axis-bad-precision", lambda p: ["sweep", str(_sweep_with_axis(p, "macs_per_pe.int99")),
                                             "--out", str(p / "o")], "int99"),
     ("extract-no-model", lambda p: ["extract"], "--model"),
+    # energy and area: tables, the hardware's energy section, the accounting switch
+    ("energy-negative-value", lambda p: ["run", "int8", "--model", "bert-base", "--hardware", _energy_table(
+        p, r"int8_add: +\{value: 0.03", "int8_add: {value: -0.03")], "finite number >= 0"),
+    ("energy-missing-action", lambda p: ["run", "fp16", "--model", "bert-base", "--hardware", _energy_table(
+        p, r"\n  fp16_mult:[^\n]*", "")], "no entry 'fp16_mult'"),
+    ("energy-node-without-rule", lambda p: ["area", _energy_table(
+        p, r"scaling: stillmaker_baas\n", "", r"node_nm: 40", "node_nm: 45")], "names no scaling rule"),
+    ("area-without-energy", lambda p: ["area", hardware_with(p, r"\nenergy:[^\n]*(\n  [^\n]*)+", "")],
+     "no energy section"),
     ("extract-model-is-dir", lambda p: ["extract", "--model", str(p)], "is a directory"),
     # gemm
     ("gemm-zero", lambda p: ["gemm", "--m", "0", "--k", "8", "--n", "8", "--rows", "4", "--cols", "4"], "m must be"),

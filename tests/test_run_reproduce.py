@@ -65,7 +65,8 @@ def test_run_out_dir_and_refusals(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "speedup vs dense baseline (int4): 1.2" in result.stdout
     assert {p.name for p in out.iterdir()} == {"ops.csv", "summary.json", "time_breakdown.png", "time_breakdown.svg",
-                                               "memory_by_group.png", "memory_by_group.svg"}
+                                               "memory_by_group.png", "memory_by_group.svg",
+                                               "energy_breakdown.png", "energy_breakdown.svg"}
     again = accelsim("run", "configs/int4_sp.yaml", "--model", "bert-base", "--out", str(out))
     assert again.returncode == 2 and "not empty" in again.stderr
     forced = accelsim("run", "configs/int4_sp.yaml", "--model", "bert-base", "--out", str(out), "--force")

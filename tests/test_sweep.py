@@ -52,6 +52,7 @@ def test_a_generation_sweep_matches_generate_at_every_point(tmp_path):
     `accelsim generate` reports for that point."""
     import pandas as pd
 
+    from simulator.energy_report import area_summary
     from simulator.engine import Simulator
     from simulator.generation import generate, generation_summary
     from simulator.hardware import Hardware, load_hardware
@@ -76,6 +77,10 @@ def test_a_generation_sweep_matches_generate_at_every_point(tmp_path):
         for column in ("ttft_ms", "tpot_ms", "tokens_per_s"):
             assert row[column] == pytest.approx(summary[column]), column
         assert row["latency_ms"] == pytest.approx(summary["e2e_ms"])
+        assert row["energy_per_token_uj"] == pytest.approx(summary["energy"]["per_token_pj"] / 1e6)
+        assert row["energy_uj"] == pytest.approx(summary["energy"]["total_pj"] / 1e6)
+        assert row["area_mm2"] == pytest.approx(area_summary(hardware)["total_mm2"])
+    assert (tmp_path / "o" / "pareto.png").stat().st_size > 0  # latency-energy-area front
     refused = tmp_path / "r.yaml"
     refused.write_text("name: r\nhardware: rapid_like\nconfigs: [int8]\nmodels: [{name: bert-base, new_tokens: 4}]\n")
     done = accelsim("sweep", str(refused), "--out", str(tmp_path / "r"))
@@ -295,6 +300,7 @@ def test_table_columns_are_typed_and_split(tmp_path):
     t5 = table[(table.model == "t5-3b") & (table["array.rows"] == 8)].iloc[0]
     assert (t5["tokens"], t5["decoder_tokens"], t5["phase"]) == (16, 4, "prefill")
     ok = table[table["error"] == ""]
+    assert str(table["energy_uj"].dtype) == "Float64" and ok["energy_uj"].gt(0).all() and ok["area_mm2"].gt(0).all()
     assert (ok["stored_bits"] == ok[["value_bits", "index_bits", "scale_bits", "bias_bits"]].sum(axis=1)).all()
     assert (ok[ok.config == "int8_sp"]["index_bits"] > 0).all() and (ok[ok.config == "int8"]["index_bits"] == 0).all()
     csv_line = (tmp_path / "o" / "results.csv").read_text().splitlines()[1]
@@ -307,3 +313,12 @@ def test_table_columns_are_typed_and_split(tmp_path):
     bad_knob.write_text("name: k\nhardware: rapid_like\nconfigs: [int8]\nmodels: [{name: bert-base, phase: decode}]\n")
     refused = accelsim("sweep", str(bad_knob), "--out", str(tmp_path / "q"))
     assert refused.returncode == 2 and "--phase" in refused.stderr
+
+
+def test_pareto_front_keeps_exactly_the_undominated_points():
+    import pandas as pd
+
+    from simulator.sweep_run import pareto_mask
+
+    table = pd.DataFrame({"latency": [1, 2, 2, 3, 1], "energy": [3, 2, 3, 1, 3]})  # the last ties the first
+    assert list(pareto_mask(table, ("latency", "energy"))) == [True, True, False, True, True]

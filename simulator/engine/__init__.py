@@ -25,7 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simulator.action_costs import ActionCosts, action_costs
 from simulator.array_split import Split, best_split
+from simulator.energy import ACCOUNTINGS, NOT_MODELLED, step_energy
 from simulator.engine.costs import (
     ACCESS_COLUMNS,
     Cost,
@@ -80,12 +82,16 @@ class Simulator:
     """Simulates traces on one hardware under one policy (product shapes are memoised per process)."""
 
     def __init__(self, hardware: Hardware, policy: Policy, *, timing: str = "default",
-                 mask_for: Callable[[Op], np.ndarray] | None = None) -> None:
+                 mask_for: Callable[[Op], np.ndarray] | None = None, accounting: str = "default") -> None:
         self.hardware = hardware
         self.policy = policy
         self.timing = timing
         if timing == "scalesim" and hardware.arrays > 1:
             raise InputError(f"--timing scalesim models one array; hardware {hardware.name} has {hardware.arrays}")
+        if accounting not in ACCOUNTINGS:
+            raise InputError(f"unknown accounting {accounting!r}; choose from {', '.join(ACCOUNTINGS)}")
+        self.accounting = accounting
+        self.costs: ActionCosts | None = action_costs(hardware) if hardware.energy is not None else None
         self.mask_for = mask_for
         self.notes: list[str] = []
         self._storages: dict[tuple, OpStorage] = {}
@@ -187,17 +193,21 @@ class Simulator:
         def traffic(split: Split) -> dict[str, int]:
             if split not in traffics:
                 traffics[split] = matrix_traffic(step, lowered.tensors, placement, self.hardware, weights, pack,
-                                                 split).values
+                                                 split, drain_read=self.accounting == "zigzag").values
             return traffics[split]
 
         def transfer_of(split: Split) -> int:
             counts = traffic(split)
             return transfer_cycles(counts["dram_read_bytes"] + counts["dram_write_bytes"], self.hardware)
 
-        compute, folds, macs, split = self._array_cycles(op, pack, pruned, transfer_of)
-        dense_compute = self._array_cycles(op, pack, False, transfer_of)[0] if pruned else compute
+        gated = pruned and self.hardware.sparse.mode == "gate"  # zeros take their slot: dense timing
+        compute, folds, macs, split = self._array_cycles(op, pack, pruned and not gated, transfer_of)
+        dense_compute = self._array_cycles(op, pack, False, transfer_of)[0] if pruned and not gated else compute
         counts = dict(traffic(split))
-        counts.update(array_activation_hops=macs, array_psum_updates=macs)
+        # Every issued MAC moves an activation; a PE reduces its packed products into one partial sum a cycle.
+        counts.update(array_activation_hops=macs, array_psum_updates=ceil_div(macs, pack))
+        if gated:
+            macs = self._array_cycles(op, pack, True, transfer_of)[2]  # useful MACs: the kept ones
         transfer = transfer_cycles(counts["dram_read_bytes"] + counts["dram_write_bytes"], self.hardware)
         busy = compute + (op.batch if self.timing == "scalesim" and folds else 0)  # scalesim: last index
         slots = busy * self.hardware.pes * pack
@@ -279,7 +289,10 @@ class Simulator:
             sfu_name = self.hardware.sfu_precision.name
             pack, sparsity, precision, compute_precision, split = 0, "dense", sfu_name, sfu_name, ""
         residency = placement.home[step.writes[0]] if step.writes else ""
-        return _record(step, cost, storage, precision, compute_precision, pack, sparsity, residency, "", split)
+        record = _record(step, cost, storage, precision, compute_precision, pack, sparsity, residency, "", split)
+        record.update(step_energy(record, self.hardware, self.costs, self.accounting) if self.costs is not None
+                      else NOT_MODELLED)
+        return record
 
     def _step_key(self, step: Step, lowered: Lowered, placement: Placement, weight_bytes: dict[str, int],
                   fused: bool) -> tuple | None:
@@ -339,9 +352,9 @@ def _record(step: Step, cost: Cost, storage: OpStorage | None, precision: str, c
 
 
 def simulate(trace: Trace, hardware: Hardware, policy: Policy, *, timing: str = "default",
-             mask_for: Callable[[Op], np.ndarray] | None = None) -> Results:
+             mask_for: Callable[[Op], np.ndarray] | None = None, accounting: str = "default") -> Results:
     """Per-op results of one forward pass; ``results.totals`` sums them, ``results.notes`` explains fallbacks."""
-    return Simulator(hardware, policy, timing=timing, mask_for=mask_for).run(trace)
+    return Simulator(hardware, policy, timing=timing, mask_for=mask_for, accounting=accounting).run(trace)
 
 
 def _imbalance_notes(frame: Results) -> list[str]:

@@ -12,7 +12,8 @@ Per-level action counts (bytes unless named otherwise):
   written to the ofmap buffer once per fold along K at accumulator width and read back for the next
   fold, and once more to drain the finished output. SFU steps read and write the activation buffer.
 - Array: ``array_weight_loads`` (B elements entering PEs: once in ws, once per sweep when streamed in
-  os/is), ``array_activation_hops`` and ``array_psum_updates`` (one each per useful MAC).
+  os/is), ``array_activation_hops`` (one per MAC the PEs issue) and ``array_psum_updates`` (one per
+  MAC / MACs per PE: a PE reduces its packed products into one partial sum per cycle).
 
 Transfer cycles are the DRAM bytes over the bandwidth; transfers are double-buffered fold by fold: one
 fold's share does not overlap (the first load when compute-bound, the last compute when transfer-bound),
@@ -100,10 +101,12 @@ def sweeps(m: int, k: int, n: int, hardware: Hardware, pack: int) -> tuple[int, 
 
 
 def matrix_traffic(step: Step, tensors: dict[str, Tensor], placement: Placement, hardware: Hardware,
-                   weight_bytes: int, pack: int, split: Split) -> Counts:
+                   weight_bytes: int, pack: int, split: Split, drain_read: bool = False) -> Counts:
     """Traffic of a matrix step whose weights (GEMM) take ``weight_bytes`` stored, run as ``split`` over
     the chip's arrays: each array sweeps its share; the operand a split does not partition (A when
-    splitting n, B when splitting m) is read by every array in use."""
+    splitting n, B when splitting m) is read by every array in use. ``drain_read`` (ZigZag's accounting)
+    also reads each finished output from the ofmap buffer at its own width, and sends an output bound
+    for DRAM there directly instead of through the activation buffer."""
     op, mem = step.op, hardware.memory
     counts = Counts()
     a_sweeps, b_sweeps, k_folds = sweeps(split.m, op.k, split.n, hardware, pack)
@@ -138,7 +141,13 @@ def matrix_traffic(step: Step, tensors: dict[str, Tensor], placement: Placement,
     loads = b_elements if hardware.array.dataflow == "ws" else b_elements * b_sweeps
     counts.add(array_weight_loads=loads * b_copies)
     for name in step.writes:
-        counts.write_out(name, tensor_bytes(tensors[name].elements, tensors[name].bits), placement)
+        size = tensor_bytes(tensors[name].elements, tensors[name].bits)
+        if drain_read and name in placement.written:  # ZigZag: it leaves through the ofmap buffer, to DRAM
+            counts.add(ofmap_read_bytes=size, dram_write_bytes=size)
+        else:
+            counts.write_out(name, size, placement)
+            if drain_read:
+                counts.add(ofmap_read_bytes=size)
     return counts
 
 

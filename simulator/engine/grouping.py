@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from simulator.energy import ENERGY_COLUMNS
 from simulator.engine.costs import ACCESS_COLUMNS
 from simulator.engine.results import record_totals
 from simulator.hardware import Hardware
@@ -27,7 +28,7 @@ from workloads.ops import Trace
 
 # Columns that add up over passes (the others describe the op or are ratios).
 ADDITIVE_COLUMNS = ("macs", "folds", "compute_cycles", "dense_compute_cycles", "transfer_cycles", "stall_cycles",
-                    "total_cycles", "dram_bytes", *ACCESS_COLUMNS)
+                    "total_cycles", "dram_bytes", *ACCESS_COLUMNS, *ENERGY_COLUMNS)
 SHAPE_COLUMNS = ("batch", "m", "k", "n", "elements")
 
 

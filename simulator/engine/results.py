@@ -6,6 +6,8 @@ import math
 
 import pandas as pd
 
+from simulator.action_costs import action_costs
+from simulator.energy import ENERGY_COLUMNS, energy_summary
 from simulator.engine.costs import ACCESS_COLUMNS
 from simulator.hardware import Hardware
 from workloads.errors import InputError
@@ -16,6 +18,7 @@ RESULT_COLUMNS = (
     "macs_per_pe", "sparsity", "batch", "m", "k", "n", "elements", "macs", "folds", "array_split", "compute_cycles",
     "dense_compute_cycles", "transfer_cycles", "stall_cycles", "total_cycles", "utilization", "weight_bits",
     "index_bits", "scale_bits", "bias_bits", "dram_bytes", *ACCESS_COLUMNS, "residency", "bound", "fused_into",
+    *ENERGY_COLUMNS,
 )
 TOTAL_COLUMNS = ("compute_cycles", "stall_cycles", "macs", "weight_bits", "index_bits", "scale_bits", "bias_bits",
                  "dram_bytes", *ACCESS_COLUMNS)
@@ -94,12 +97,18 @@ def summarize_results(frame: pd.DataFrame, hardware: Hardware) -> dict:
     slots = total * hardware.pes
     useful = float((array["macs"] / array["macs_per_pe"]).sum()) if len(array) else 0.0
     sums = {column: int(frame[column].sum()) for column in TOTAL_COLUMNS}
+    latency_ms = total / (hardware.array.clock_mhz * 1e3)
+    energy = None
+    if hardware.energy is not None and len(frame) and not frame["energy_pj"].isna().any():
+        energy = energy_summary({column: float(frame[column].sum()) for column in ENERGY_COLUMNS},
+                                sums["macs"], latency_ms, action_costs(hardware))
     return {
         "total_cycles": total,
-        "latency_ms": total / (hardware.array.clock_mhz * 1e3),
+        "latency_ms": latency_ms,
         "array_cycles": array_cycles,
         "sfu_cycles": sfu_cycles,
         "dram_cycles": dram_cycles,
         **sums,
         "utilization": useful / slots if slots else 0.0,
+        "energy": energy,
     }
