@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed-stamp
 # SCALE-Sim 3.0.0 breaks with numpy >= 2.4, so the peer cross-check runs it in a venv of its own.
 SCALESIM_VENV ?= .venv-scalesim
 SCALESIM_STAMP := $(SCALESIM_VENV)/.installed-stamp
-# ZigZag 3.9.1, the pipelined-timing peer, also in a venv of its own; it imports six without declaring it.
+# ZigZag 3.9.1, the timing and energy peer, also in a venv of its own; it imports six without declaring it.
+# Its wheel ships the CACTI 7 binary behind configs/energy/sram_cacti7_45nm.yaml (calibration/cacti_sram_table.py).
 ZIGZAG_VENV ?= .venv-zigzag
 ZIGZAG_STAMP := $(ZIGZAG_VENV)/.installed-stamp
 

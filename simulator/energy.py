@@ -41,7 +41,7 @@ def _weight_bits_per_load(record: dict, compute_bits: int) -> float:
     compression shows; scales apply to finished outputs, outside the PEs), the compute width for a BMM's
     second operand."""
     weights = record["batch"] * record["k"] * record["n"]
-    stored = record["weight_bits"] + record["index_bits"]
+    stored = record["weight_bits"]  # values and their metadata (indices, bitmaps), not scales
     return stored / weights if record["kind"] != "bmm" and stored and weights else compute_bits
 
 

@@ -311,3 +311,122 @@ def test_unknown_accounting_is_refused(capsys):
     with pytest.raises(SystemExit) as done:
         main(["run", "int8", "--model", "bert-base", "--accounting", "timeloop"])
     assert done.value.code == 2 and "--accounting" in capsys.readouterr().err
+
+
+# --- area and static power in closed form ---------------------------------------------------------
+
+def _pe_area_um2(formats: dict[str, int], to_node_45: float, to_node_40: float) -> float:
+    """rapid_like's PE from the table's entries by hand: for each format, lanes x (multiplier + 32-bit
+    accumulate) plus packed weight and activation registers and one 32-bit partial sum; the largest.
+    The multiplier and register entries are 45 nm values, the adder a 40 nm one."""
+    per_bit_squared = 6350 * to_node_45 / 1024
+    adder_per_bit = 278 * to_node_40 / 32
+    register_bit = 5.98 * to_node_45
+    best = 0.0
+    for name, lanes in formats.items():
+        if name.startswith("int"):
+            bits = int(name[3:])
+            lane = bits * bits * per_bit_squared + 32 * adder_per_bit
+        else:
+            bits, exponent, significand = {"fp16": (16, 5, 11), "fp32": (32, 8, 24)}[name]
+            lane = significand**2 * per_bit_squared + exponent * adder_per_bit + (8 + 24) * adder_per_bit  # fp32 acc
+        best = max(best, lanes * lane + (2 * lanes * bits + 32) * register_bit)
+    return best
+
+
+def test_area_and_static_power_in_closed_form():
+    hw = at_45nm()
+    costs = action_costs(hw)
+    to_45 = RULE.area_scale(40, 45)  # the adder's area and leakage are 40 nm entries
+    adder_per_bit = 278 * to_45 / 32
+    pe = _pe_area_um2(hw.macs_per_pe, 1.0, to_45)
+    assert costs.pe_area_um2 == pytest.approx(pe)
+    assert costs.area_mm2["pes"] == pytest.approx(512 * pe / 1e6)
+    lane = 11 * 11 * 6350 / 1024 + 5 * adder_per_bit + (5 + 11) * adder_per_bit  # an fp16 multiply and add
+    assert costs.area_mm2["vector_unit"] == pytest.approx(64 * lane / 1e6)
+    leak_per_um2 = 0.0023 * RULE.energy_scale(40, 0.9, 45, 0.9) / (278 * to_45)
+    assert costs.static_mw["pes"] == pytest.approx(512 * pe * leak_per_um2)
+    bank = SRAM.lookup(524288, 512, "itrs-lstp")  # 8 MiB buffers of 16 banks of 512 KiB
+    vdd = RULE.energy_scale(45, 1.1, 45, 0.9)  # CACTI's lstp cells run at 1.1 V
+    assert costs.area_mm2["ifmap_buffer"] == pytest.approx(16 * bank.area_mm2)
+    assert costs.static_mw["ifmap_buffer"] == pytest.approx(16 * bank.leakage_mw * vdd)
+    assert costs.buffer_read_pj_per_byte["ifmap"] == pytest.approx(bank.read_pj * vdd / 64)
+    assert costs.buffer_write_pj_per_byte["ifmap"] == pytest.approx(bank.write_pj * vdd / 64)
+    at_7 = action_costs(load_hardware("rapid_like"))  # 7 nm: every area by its own node's factor
+    to_7 = RULE.area_scale(45, 7)
+    assert at_7.pe_area_um2 == pytest.approx(_pe_area_um2(hw.macs_per_pe, to_7, RULE.area_scale(40, 7)))
+    assert at_7.area_mm2["ifmap_buffer"] == pytest.approx(16 * bank.area_mm2 * to_7)
+
+
+def test_every_row_of_a_sparse_chain_in_closed_form():
+    """norm -> 2:4 INT8 GEMM -> GELU, then a BMM: buffers of every row, the compressed weights' register
+    bits and index reads, gated zeros, the vector unit and the run's summary."""
+    m, k, n = 64, 256, 128
+    b = OpBuilder()
+    b.input("x", m * k)
+    b.layernorm("norm", 0, "norm", m, k)
+    b.gemm("proj", 0, "ffn1", "ffn", m, k, n, bias=False)
+    b.vector("act", 0, "gelu", "ffn", m * n)
+    trace = b.build_trace("chain", {"batch": 1})
+    for mode in ("skip", "gate"):
+        hw = at_45nm(sparse={"mode": mode})
+        costs = action_costs(hw)
+        res = simulate(trace, hw, INT8_SP)
+        for _, r in res.iterrows():
+            for buffer in ("ifmap", "filter", "ofmap"):
+                assert r[f"{buffer}_pj"] == pytest.approx(
+                    r[f"{buffer}_read_bytes"] * costs.buffer_read_pj_per_byte[buffer]
+                    + r[f"{buffer}_write_bytes"] * costs.buffer_write_pj_per_byte[buffer])
+            if r["unit"] == "sfu":
+                per_element = hw.sfu.cycles_per_element[r["role"]]
+                assert r["vector_pj"] == pytest.approx(r["elements"] * per_element * (0.4 + 1.1))  # fp16 add + mult
+        g = row(res)
+        kept, dense = g["macs"], m * k * n
+        assert kept == dense // 2 and g["index_bits"] == k * n // 2 * 2  # two 2-bit indices per group of 4
+        assert g["weight_bits"] == k * n // 2 * 8 + g["index_bits"]  # stored values plus their indices
+        issued = dense if mode == "gate" else kept
+        selection = g["index_bits"] * m * 0.009
+        assert g["mac_pj"] == pytest.approx(kept * 0.3 + (issued - kept) * 0.3 * 0.018 / 0.561 + selection)
+        bits_per_load = g["weight_bits"] / (k * n)  # 5 bits: compression reaches the PEs
+        assert bits_per_load == 5
+        assert g["register_pj"] == pytest.approx(
+            (g["array_weight_loads"] * bits_per_load + issued * 8 + math.ceil(issued / 8) * 32) * 0.009)
+        energy = res.totals["energy"]
+        assert energy["total_uj"] == pytest.approx(energy["total_pj"] / 1e6)
+        assert energy["edp_pj_s"] == pytest.approx(energy["total_pj"] * res.totals["latency_ms"] / 1e3)
+        assert energy["static_mw"] == pytest.approx(sum(costs.static_mw.values()))
+
+
+def test_a_bmm_loads_its_second_operand_at_the_compute_width():
+    b = OpBuilder()
+    b.input("q", 4 * 32 * 16)
+    b.input("kt", 4 * 16 * 32)
+    b.bmm("scores", 0, "bmm_qk", "attention", 4, 32, 16, 32, reads=("q", "kt"))
+    hw = at_45nm()
+    r = row(simulate(b.build_trace("bmm", {"batch": 1}), hw, INT8), "scores")
+    issued = 4 * 32 * 16 * 32
+    assert r["register_pj"] == pytest.approx(
+        (r["array_weight_loads"] * 8 + issued * 8 + math.ceil(issued / 8) * 32) * 0.009)
+
+
+def test_integer_adds_interpolate_between_the_tables_widths_and_multiplies_follow_the_width_fit():
+    from simulator.action_costs import _int_add_pj
+
+    scaled = _Scaled(at_45nm(), TABLE, RULE)
+    expected = {8: 0.03, 12: 0.04, 16: 0.05, 24: 0.075, 32: 0.1, 48: 0.15, 4: 0.015}
+    assert {bits: _int_add_pj(scaled, bits) for bits in expected} == pytest.approx(expected)
+    q = math.log(3.1 / 0.2) / math.log(4)  # the exponent through (8, 0.2) and (32, 3.1)
+    assert _int_mult_pj(scaled, 4, 4) == pytest.approx(0.2 * (16 / 64) ** (q / 2))
+    assert _int_mult_pj(scaled, 4, 8) == pytest.approx(0.2 * (32 / 64) ** (q / 2))
+    costs = action_costs(at_45nm())
+    assert costs.mac_pj["int4"] == pytest.approx(0.2 * (16 / 64) ** (q / 2) + 0.1)
+
+
+def test_a_float_accumulator_is_fp32_or_fp16_and_nothing_else():
+    from workloads.errors import InputError
+
+    half = action_costs(at_45nm(accumulator_bits=16))
+    assert half.mac_pj["fp16"] == pytest.approx(1.1 + 0.4)
+    assert half.mac_pj["int8"] == pytest.approx(0.2 + 0.05)  # a 16-bit integer accumulate
+    with pytest.raises(InputError, match="float accumulator of 24 bits"):
+        action_costs(at_45nm(accumulator_bits=24))
