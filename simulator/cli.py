@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from simulator.cli_area import area as area_command
 from simulator.cli_generate import generate as generate_command
 from simulator.cli_options import StrictGroup, given, make_workload, workload_options
 from simulator.gemm_cases import GENERIC_MACS_PER_PE, gemm_result, read_cases
@@ -253,24 +254,6 @@ def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens:
 
 
 @cli.command()
-@click.argument("hardware_name", metavar="HARDWARE")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of the table.")
-def area(hardware_name: str, as_json: bool) -> None:
-    """Area (mm2) and static power (mW) of HARDWARE (a preset name or YAML path) by component."""
-    import json
-
-    from simulator.energy_report import area_summary, format_area
-    from simulator.hardware import load_hardware
-
-    hardware = load_hardware(hardware_name)
-    summary = area_summary(hardware)
-    if summary is None:
-        raise InputError(f"hardware {hardware.name} has no energy section: area is not modelled")
-    click.echo(json.dumps({"hardware": hardware.name, **summary}, indent=2) if as_json
-               else format_area(hardware, summary))
-
-
-@cli.command()
 @click.argument("config", type=click.Path())
 @click.option("--model", "model", required=True, help="Zoo name (see `accelsim models`) or path to a config.json.")
 @click.option("--head", default=None,
@@ -404,6 +387,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 cli.add_command(generate_command, "generate")
+cli.add_command(area_command, "area")
 
 
 if __name__ == "__main__":

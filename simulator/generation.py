@@ -327,22 +327,21 @@ def generation_summary(generation: Generation, hardware: Hardware) -> dict:
 
 
 def generation_energy(generation: Generation, hardware: Hardware, e2e_ms: float) -> dict | None:
-    """Energy of the whole generation (pJ): both phases' dynamic energy by component, leakage over the
-    end-to-end latency, and per generated token (B x N of them); None when the hardware has none."""
+    """The energy block of the whole generation (see energy.energy_summary: both phases' dynamic energy by
+    component, leakage over the end-to-end latency), per generated token (B x N of them) and by phase;
+    None when the hardware has none."""
     if hardware.energy is None:
         return None
     from simulator.action_costs import action_costs
-    from simulator.energy import COMPONENT_OF_COLUMN, leakage_pj
+    from simulator.energy import ENERGY_COLUMNS, energy_summary
 
     phases = [results for results in (generation.prefill, generation.decode) if results is not None]
-    by_component = {component: float(sum(results[column].sum() for results in phases))
-                    for column, component in COMPONENT_OF_COLUMN.items()}
-    by_component["leakage"] = leakage_pj(action_costs(hardware), e2e_ms)
-    total = sum(by_component.values())
-    return {"total_pj": total, "per_token_pj": total / (generation.batch * generation.new_tokens),
+    sums = {column: float(sum(results[column].sum() for results in phases)) for column in ENERGY_COLUMNS}
+    macs = sum(int(results["macs"].sum()) for results in phases)
+    energy = energy_summary(sums, macs, e2e_ms, action_costs(hardware))
+    return {**energy, "per_token_pj": energy["total_pj"] / (generation.batch * generation.new_tokens),
             "prefill_dynamic_pj": float(generation.prefill["energy_pj"].sum()),
-            "decode_dynamic_pj": float(generation.decode["energy_pj"].sum()) if generation.decode is not None else 0.0,
-            "by_component": by_component}
+            "decode_dynamic_pj": sums["energy_pj"] - float(generation.prefill["energy_pj"].sum())}
 
 
 def bound(results: Results, hardware: Hardware) -> str:

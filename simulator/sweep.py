@@ -359,13 +359,9 @@ def _totals(entry: ModelEntry, include_frontend: bool, include_head: bool, trace
     prefill = generation.prefill.totals
     decode_cycles = int(generation.steps["total_cycles"].sum()) if len(generation.steps) else 0
     decode_bytes = generation.decode.totals["dram_bytes"] if generation.decode is not None else 0
-    energy = summary["energy"]
-    if energy is not None:
-        macs = prefill["macs"] + (generation.decode.totals["macs"] if generation.decode is not None else 0)
-        energy = {**energy, "tops_per_w": 2 * macs / energy["total_pj"] if energy["total_pj"] else 0.0}
     return {**prefill, "total_cycles": prefill["total_cycles"] + decode_cycles, "latency_ms": summary["e2e_ms"],
             "dram_bytes": prefill["dram_bytes"] + decode_bytes, "utilization": None,
-            **{column: summary[column] for column in GENERATION_COLUMNS}, "energy": energy}
+            **{column: summary[column] for column in GENERATION_COLUMNS}, "energy": summary["energy"]}
 
 
 def evaluate_chunk(plan_spec: SweepSpec, base: dict, configs: dict[str, dict], points: list[Point]) -> list[dict]:
