@@ -26,6 +26,15 @@ TABLE = load_action_table("horowitz_45nm")
 SRAM = load_sram_table("sram_cacti7_45nm")
 
 
+@pytest.fixture(autouse=True)
+def fresh_costs():
+    """Per-action costs are memoised per hardware; each test computes its own, so that mutation testing
+    (which runs only the tests that reach a function) sees every test that depends on a formula."""
+    from simulator.action_costs import _cached
+
+    _cached.cache_clear()
+
+
 def at_45nm(name: str = "rapid_like", **sections) -> Hardware:
     """A preset moved to the tables' own node and voltage (no scaling), with sections updated."""
     data = load_hardware(name).model_dump()
