@@ -319,7 +319,7 @@ def random_model(widths: list[int], rows: int):
     return trace
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(widths=st.lists(st.integers(8, 300), min_size=2, max_size=4), rows=st.integers(1, 200),
        buffer=st.integers(256, 2**18), batch=st.sampled_from([1, 2, 3, 4]))
 def test_batching_never_hurts_random_traces(widths, rows, buffer, batch):

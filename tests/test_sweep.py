@@ -158,13 +158,21 @@ models: [bert-base]
 """
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
-def test_kill_and_resume_loses_nothing(tmp_path, sig):
-    (tmp_path / "s.yaml").write_text(BIG)
-    reference = accelsim("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "ref"), "--workers", "1",
+@pytest.fixture(scope="module")
+def big_reference(tmp_path_factory) -> Path:
+    """The BIG sweep run uninterrupted once, for every interruption test to compare against."""
+    directory = tmp_path_factory.mktemp("big")
+    (directory / "s.yaml").write_text(BIG)
+    reference = accelsim("sweep", str(directory / "s.yaml"), "--out", str(directory / "ref"), "--workers", "1",
                          "--no-progress")
     assert reference.returncode == 0, reference.stderr
+    return directory / "ref" / "results.csv"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_kill_and_resume_loses_nothing(tmp_path, sig, big_reference):
+    (tmp_path / "s.yaml").write_text(BIG)
     out = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-m", "simulator.cli", "sweep", str(tmp_path / "s.yaml"), "--out",
                                 str(out), "--workers", "1", "--no-progress"], cwd=ROOT, start_new_session=True,
@@ -183,7 +191,7 @@ def test_kill_and_resume_loses_nothing(tmp_path, sig):
     resumed = accelsim("sweep", str(tmp_path / "s.yaml"), "--out", str(out), "--workers", "2", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert f"{done_before}/192 points" in resumed.stderr  # the progress bar starts from the finished ones
-    assert (out / "results.csv").read_bytes() == (tmp_path / "ref" / "results.csv").read_bytes()
+    assert (out / "results.csv").read_bytes() == big_reference.read_bytes()
 
 
 def test_infeasible_point_recorded_and_sweep_goes_on(tmp_path):
