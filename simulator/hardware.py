@@ -37,6 +37,9 @@ class ArrayConfig(StrictModel):
 class SparseSupport(StrictModel):
     patterns: list[str] = Field(default_factory=list, description="N:M patterns the PEs can skip, e.g. ['2:4']")
     unstructured: bool = Field(False, description="PEs skip arbitrary zero weights (lanes wait for the slowest)")
+    decompressor: bool = Field(
+        False, description="weights stored compressed (N:M or bitmap) are expanded on their way into the array: "
+                           "sparsity the PEs cannot skip still streams compressed bytes from DRAM")
     mode: Literal["skip", "gate"] = Field(
         "skip", description="skip: zero MACs are not issued (cycles drop); gate: they take their slot clock-gated "
                             "(cycles unchanged, each costs the gated MAC energy)")

@@ -223,8 +223,6 @@ CASES = [
     ("run-out-is-file", lambda p: [*RUN, "--out", "configs/int8.yaml"], "not a directory"),
     ("run-fp16-on-tpu", lambda p: ["run", "configs/fp16.yaml", "--model", "bert-base", "--hardware", "tpu_v1_like"],
      "cannot compute fp16"),
-    ("run-no-skipping", lambda p: ["run", "configs/int8_sp.yaml", "--model", "bert-base", "--hardware",
-                                   "tpu_v1_like"], "cannot skip 2:4"),
     ("run-sparse-baseline", lambda p: ["run", run_config(p, "precision: {default: int8}\nbaseline: "
                                                             f"{ROOT / 'configs' / 'int8_sp.yaml'}"),
                                        "--model", "bert-base"], "is itself sparse"),

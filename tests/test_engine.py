@@ -125,8 +125,28 @@ def test_precision_fallback_is_reported(bert):
     assert set(results.loc[results["unit"] == "array", "compute_precision"]) == {"int8"}
     with pytest.raises(InputError, match="cannot compute fp16"):
         simulate(bert, tpu, load_run_config("configs/fp16.yaml"))
-    with pytest.raises(InputError, match="cannot skip 2:4"):
-        simulate(bert, tpu, load_run_config("configs/int8_sp.yaml"))
+
+
+
+@pytest.mark.parametrize("decompressor", [False, True])
+def test_sparsity_the_pes_cannot_skip_computes_dense(bert, decompressor):
+    """2:4 INT8 on the TPU v1-like array (no zero-skipping): the array does every MAC; the weights stream
+    dense, or compressed when the hardware declares a decompressor (fewer DRAM bytes, same compute)."""
+    data = load_hardware("tpu_v1_like").model_dump()
+    data["sparse"]["decompressor"] = decompressor
+    tpu = Hardware.model_validate(data)
+    dense = simulate(bert, tpu, load_run_config("configs/int8.yaml"))
+    sparse = simulate(bert, tpu, load_run_config("configs/int8_sp.yaml"))
+    assert any("cannot skip 2:4 sparsity" in note and "computes dense" in note for note in sparse.notes)
+    assert (sparse["compute_cycles"] == dense["compute_cycles"]).all() and (sparse["macs"] == dense["macs"]).all()
+    linear = sparse["category"] == "linear"
+    if decompressor:
+        assert (sparse.loc[linear, "dram_bytes"] < dense.loc[linear, "dram_bytes"]).all()
+        assert (sparse.loc[linear, "index_bits"] > 0).all()
+        assert sparse.totals["energy"]["by_component"]["dram"] < dense.totals["energy"]["by_component"]["dram"]
+    else:
+        assert sparse["dram_bytes"].equals(dense["dram_bytes"]) and (sparse["index_bits"] == 0).all()
+        assert sparse.totals["total_cycles"] == dense.totals["total_cycles"]
 
 
 def test_quantize_inserted_only_where_precision_changes(rapid, bert):

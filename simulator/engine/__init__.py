@@ -44,7 +44,7 @@ from simulator.engine.residency import Placement, place
 from simulator.engine.results import RESULT_COLUMNS, Results, category, frame, summarize_results
 from simulator.hardware import Hardware
 from simulator.memory import OpStorage, mask_nonzeros, op_storage
-from simulator.policy import Policy
+from simulator.policy import Policy, SparsityConfig
 from simulator.precision import Precision
 from simulator.timing import SparsityPattern, ceil_div, gemm_cycles
 from workloads.errors import InputError
@@ -99,14 +99,23 @@ class Simulator:
         self._nonzeros = mask_nonzeros(mask_for) if mask_for is not None else None
         pattern = policy.pattern
         weights = policy.config.sparsity.weights
-        if pattern is not None and not hardware.sparse.can_skip(pattern):
-            raise InputError(f"hardware {hardware.name} cannot skip {pattern} sparsity "
-                             f"(sparse.patterns: {', '.join(hardware.sparse.patterns) or 'none'})")
-        if weights is not None and pattern is None and not hardware.sparse.unstructured:
-            raise InputError(f"hardware {hardware.name} has no unstructured zero-skipping "
-                             "(sparse.unstructured: false)")
-        self.masked = weights is not None and weights.uses_masks
-        if self.masked and mask_for is None:
+        # Sparsity the PEs cannot skip runs dense; its weights stream compressed only through a decompressor.
+        self.skips = weights is None or (hardware.sparse.can_skip(pattern) if pattern is not None
+                                         else hardware.sparse.unstructured)
+        self.storage_policy = policy
+        if not self.skips:
+            kind = str(pattern) if pattern is not None else "unstructured"
+            if hardware.sparse.decompressor:
+                streamed = "its weights stream compressed through the decompressor"
+            else:
+                streamed = "with no decompressor, its weights are kept and streamed dense"
+                self.storage_policy = Policy(policy.config.model_copy(update={"sparsity": SparsityConfig()}),
+                                             policy.source)
+            self.notes.append(f"hardware {hardware.name} cannot skip {kind} sparsity (sparse.patterns: "
+                              f"{', '.join(hardware.sparse.patterns) or 'none'}; unstructured: "
+                              f"{str(hardware.sparse.unstructured).lower()}): it computes dense, and {streamed}")
+        self.masked = weights is not None and weights.uses_masks and self.skips
+        if weights is not None and weights.uses_masks and mask_for is None:
             raise InputError(f"{policy.name}: this sparsity setting needs weight masks")
 
     def storage(self, op: Op) -> OpStorage:
@@ -115,7 +124,7 @@ class Simulator:
         key = (op.name, op.layer, op.role, op.group, op.kind, op.batch, op.k, op.n, op.weight_params, op.bias_params)
         storage = self._storages.get(key)
         if storage is None:
-            storage = self._storages[key] = op_storage(op, self.policy, self._nonzeros)
+            storage = self._storages[key] = op_storage(op, self.storage_policy, self._nonzeros)
         return storage
 
     def _compute_precision(self, requested: Precision) -> tuple[Precision, int]:
@@ -185,7 +194,7 @@ class Simulator:
                      ) -> tuple[Cost, Precision, int, str, str]:
         op = step.op
         chosen, pack = self._compute_precision(step.precision)
-        pruned = self.policy.prunes(op)
+        pruned = self.skips and self.policy.prunes(op)
         weights = sum(weight_bytes.get(name, 0) for name in step.reads[1:]) if op.has_weight_operand else 0
 
         traffics: dict[Split, dict[str, int]] = {}  # per candidate: timing, the dense pass and the record share it
