@@ -55,10 +55,10 @@ MODEL_COLUMNS = ("model", "batch", "tokens", "image_size", "audio_samples", "dec
 GENERATION_COLUMNS = ("ttft_ms", "tpot_ms", "tokens_per_s")
 # Energy and area (empty when the hardware has no energy section): the run's total energy, per generated
 # token for a generation, TOPS/W (2 ops per useful MAC), and the chip's area.
-ENERGY_COLUMNS = ("energy_uj", "energy_per_token_uj", "tops_per_w", "area_mm2")
+SWEEP_ENERGY_COLUMNS = ("energy_uj", "energy_per_token_uj", "tops_per_w", "area_mm2")
 RESULT_COLUMNS = ("point_id", "point", "config", *MODEL_COLUMNS, "total_cycles", "latency_ms", *GENERATION_COLUMNS,
                   "utilization", "speedup_vs_baseline", "stored_bits", "value_bits", "index_bits", "scale_bits",
-                  "bias_bits", "dram_bytes", *ENERGY_COLUMNS, "error")
+                  "bias_bits", "dram_bytes", *SWEEP_ENERGY_COLUMNS, "error")
 INTEGER_COLUMNS = ("batch", "tokens", "image_size", "audio_samples", "decoder_tokens", "new_tokens", "total_cycles",
                    "stored_bits", "value_bits", "index_bits", "scale_bits", "bias_bits", "dram_bytes")
 WORKLOAD_AXES = ("batch", "tokens", "decoder_tokens", "image_size", "audio_samples", "expert_imbalance", "new_tokens")
@@ -328,7 +328,7 @@ def _area_mm2(hardware_json: str) -> float | None:
 def _energy_columns(totals: dict, hardware_json: str) -> dict:
     energy = totals.get("energy")
     if energy is None:
-        return dict.fromkeys(ENERGY_COLUMNS)
+        return dict.fromkeys(SWEEP_ENERGY_COLUMNS)
     per_token = energy.get("per_token_pj")
     return {"energy_uj": energy["total_pj"] / 1e6, "energy_per_token_uj": per_token / 1e6 if per_token else None,
             "tops_per_w": energy["tops_per_w"], "area_mm2": _area_mm2(hardware_json)}

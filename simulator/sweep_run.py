@@ -22,7 +22,15 @@ from typing import Any
 import pandas as pd
 
 from simulator.output import atomic_path
-from simulator.sweep import INTEGER_COLUMNS, MODEL_COLUMNS, RESULT_COLUMNS, Plan, Point, evaluate_chunk
+from simulator.sweep import (
+    INTEGER_COLUMNS,
+    MODEL_COLUMNS,
+    RESULT_COLUMNS,
+    SWEEP_ENERGY_COLUMNS,
+    Plan,
+    Point,
+    evaluate_chunk,
+)
 from workloads.errors import InputError
 
 
@@ -156,7 +164,7 @@ def assemble(plan: Plan, rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(ordered, columns=columns)
     # nullable types: a failed point leaves <NA> (an empty CSV cell) and integers stay integers
     floats = ("latency_ms", "ttft_ms", "tpot_ms", "tokens_per_s", "utilization", "speedup_vs_baseline",
-              "energy_uj", "energy_per_token_uj", "tops_per_w", "area_mm2")
+              *SWEEP_ENERGY_COLUMNS)
     frame = frame.astype({**{c: "Int64" for c in INTEGER_COLUMNS}, **{c: "Float64" for c in floats},
                           "head": "string", "phase": "string"})
     return frame.rename(columns={c: c.removeprefix("axis:") for c in axis_columns})
