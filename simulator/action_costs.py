@@ -43,7 +43,7 @@ from simulator.energy_tables import (
     load_sram_table,
 )
 from simulator.hardware import Hardware
-from simulator.precision import FLOAT_FORMATS, Precision, parse_precision
+from simulator.precision import Precision, parse_precision
 from workloads.errors import InputError
 
 BUFFERS = ("ifmap", "filter", "ofmap")
@@ -140,7 +140,7 @@ def _mult_area_um2(scaled: _Scaled, precision: Precision) -> float:
     why = f"{precision} multiplier area"
     per_bit_squared = scaled.value("int32_mult_area", why) / 1024
     if precision.is_float:
-        exponent, significand = FLOAT_FORMATS[precision.name]
+        exponent, significand = precision.float_fields
         return significand**2 * per_bit_squared + exponent * scaled.value("int32_add_area", why) / 32
     return precision.bits**2 * per_bit_squared
 
@@ -148,7 +148,7 @@ def _mult_area_um2(scaled: _Scaled, precision: Precision) -> float:
 def _add_area_um2(scaled: _Scaled, precision: Precision) -> float:
     per_bit = scaled.value("int32_add_area", f"{precision} adder area") / 32
     if precision.is_float:
-        exponent, significand = FLOAT_FORMATS[precision.name]
+        exponent, significand = precision.float_fields
         return (exponent + significand) * per_bit
     return precision.bits * per_bit
 

@@ -213,7 +213,7 @@ def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens:
         baseline_results = results if baseline.config.same_simulation(policy.config) else simulate(
             trace, hardware, baseline, timing=timing, accounting=accounting)
     fp16_results = _dense_fp16(hardware, trace, timing, policy, results, accounting)
-    memory = footprint(trace, policy, mask_nonzeros(masks) if masks else None)
+    memory = footprint(trace, policy.on(hardware), mask_nonzeros(masks) if masks else None)
     summary = run_summary(results, memory, model=trace.model, config=policy.name, hardware=hardware.name,
                           baseline=baseline_results, baseline_name=baseline.name if baseline else None,
                           fp16=fp16_results,
@@ -265,6 +265,7 @@ def memory(config: str, model: str, head: str | None, as_json: bool) -> None:
     """Bit-exact parameter storage of MODEL under run CONFIG, by layer group and in total."""
     import json
 
+    from simulator.hardware import load_hardware
     from simulator.memory import footprint, mask_nonzeros
     from simulator.policy import load_run_config
     from simulator.report import format_memory
@@ -274,6 +275,7 @@ def memory(config: str, model: str, head: str | None, as_json: bool) -> None:
     masks = _masks(policy)
     if masks is not None:
         masks.check_keys([op.name for op in trace if op.role in PRUNED_LINEAR_ROLES])
+    policy = policy.on(load_hardware(policy.config.hardware))  # "native" formats are the hardware's
     result = footprint(trace, policy, mask_nonzeros(masks) if masks else None)
     click.echo(json.dumps(result.as_dict(), indent=2) if as_json else format_memory(result))
 

@@ -42,7 +42,8 @@ def _weight_bits_per_load(record: dict, compute_bits: int) -> float:
     second operand."""
     weights = record["batch"] * record["k"] * record["n"]
     stored = record["weight_bits"]  # values and their metadata (indices, bitmaps), not scales
-    return stored / weights if record["kind"] != "bmm" and stored and weights else compute_bits
+    streamed_stored = record["kind"] != "bmm" and not record["dequantized"]
+    return stored / weights if streamed_stored and stored and weights else compute_bits
 
 
 def step_energy(record: dict, hardware: Hardware, costs: ActionCosts, accounting: str = "default") -> dict[str, float]:

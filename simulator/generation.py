@@ -25,7 +25,6 @@ a decode step with more than one sample spills activations (the engine may then 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import pandas as pd
@@ -94,7 +93,7 @@ def generate(spec: ModelSpec, workload: Workload, new_tokens: int, simulator: Si
         decode.notes = notes
         steps = pd.DataFrame(rows, columns=list(STEP_COLUMNS))
         last_pass = decoder.prepare(lengths[-1])
-    kv_cache = sum(math.ceil(t.elements * t.bits / 8) for t in last_pass.lowered.tensors.values() if t.kind == "state")
+    kv_cache = sum(t.stored_bytes for t in last_pass.lowered.tensors.values() if t.kind == "state")
     weights = sum(sum(stored_weight_bytes(simulator.storage(op))) for op in first_pass.trace)
     peak = max(first_pass.placement.peak_live_bytes, last_pass.placement.peak_live_bytes)
     return Generation(prefill, decode, steps, prompt.tokens, new_tokens, prompt.batch, beams, weights, kv_cache,
@@ -270,11 +269,11 @@ def _grown_step(step: Step, slope: tuple, offset: int, start: dict[str, Tensor],
         if grows or appended_grows:
             t = start[name]
             tensors[name] = Tensor(name, t.kind, t.elements + grows * offset, t.bits,
-                                   t.appended + appended_grows * offset, t.source)
+                                   t.appended + appended_grows * offset, t.source, t.scale_group, t.scale_bits)
     grown = Op(op.name, op.layer, op.role, op.group, op.kind, op.batch + slope[0] * offset, op.m + slope[1] * offset,
                op.k + slope[2] * offset, op.n + slope[3] * offset, op.elements + slope[4] * offset,
                op.weight_params, op.bias_params, op.reads, op.writes)
-    return Step(grown, step.unit, step.inserted, step.precision, step.reads, step.writes)
+    return replace(step, op=grown)
 
 
 def _fusion_changes(a: Prepared, growth: dict[int, tuple], low: int, high: int) -> set[int]:

@@ -14,16 +14,17 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from simulator.config_io import StrictModel, read_yaml_mapping, reject_unknown_keys, validate
-from simulator.precision import Precision, fallback_precision, parse_precision
+from simulator.precision import Precision, compute_format, parse_precision
 from simulator.shipped import HARDWARE_DIR
 from simulator.timing import SparsityPattern
 from workloads.errors import InputError
 from workloads.ops import INT64_MAX, MAX_SIZE, VECTOR_ROLES
 
 # Vector ops the SFU may be asked to run: every vector role a trace can contain, plus the ops the
-# simulator inserts (quantize/dequantize where precision changes, bias adds after matrix ops).
+# simulator inserts (quantize/dequantize where precision changes, bias adds after matrix ops; absmax
+# finds the per-token scales of dynamically quantized activations, needed only by configs that ask).
 INSERTED_SFU_OPS = ("quantize", "dequantize", "bias")
-SFU_OPS = (*VECTOR_ROLES, *INSERTED_SFU_OPS)
+SFU_OPS = (*VECTOR_ROLES, *INSERTED_SFU_OPS, "absmax")
 
 
 class ArrayConfig(StrictModel):
@@ -55,7 +56,17 @@ class SparseSupport(StrictModel):
         return patterns
 
     def can_skip(self, pattern: SparsityPattern) -> bool:
-        return any(SparsityPattern.parse(text) == pattern for text in self.patterns)
+        return self.skip_pattern(pattern) is not None
+
+    def skip_pattern(self, pattern: SparsityPattern) -> SparsityPattern | None:
+        """The pattern the PEs run ``pattern`` at: itself if listed, else the sparsest listed N':M' whose
+        groups ``pattern`` never overfills (M a multiple of M', N <= N': 1:4, 2:8 and 1:8 run as 2:4);
+        None if there is none."""
+        listed = [SparsityPattern.parse(text) for text in self.patterns]
+        if pattern in listed:
+            return pattern
+        fits = [p for p in listed if pattern.m % p.m == 0 and pattern.n <= p.n]
+        return min(fits, key=lambda p: (p.density, p.m)) if fits else None
 
 
 class MemoryConfig(StrictModel):
@@ -130,6 +141,9 @@ class Hardware(StrictModel):
     macs_per_pe: dict[str, int] = Field(
         description="MACs per PE per cycle for each precision the array computes in, e.g. {fp16: 1, int8: 4}")
     accumulator_bits: int = Field(32, gt=0, description="width of partial sums")
+    dequantize_in_pe: list[str] = Field(
+        default_factory=list, description="stored formats whose group or block scales the PEs apply as they "
+                                          "compute (no dequantization step on the vector unit), e.g. [int4]")
     sparse: SparseSupport = Field(default_factory=SparseSupport)
     memory: MemoryConfig
     sfu: SfuConfig
@@ -153,6 +167,14 @@ class Hardware(StrictModel):
             normalised[name] = macs
         return normalised
 
+    @field_validator("dequantize_in_pe")
+    @classmethod
+    def _check_dequantize(cls, names: list[str]) -> list[str]:
+        try:
+            return [parse_precision(text).name for text in names]
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+
     @property
     def arrays(self) -> int:
         """Systolic arrays on the chip."""
@@ -172,12 +194,15 @@ class Hardware(StrictModel):
     def supported_precisions(self) -> list[Precision]:
         return [parse_precision(name) for name in self.macs_per_pe]
 
-    def compute_precision(self, requested: Precision) -> Precision:
-        """The precision the array actually computes ``requested`` in (the next wider one it has)."""
-        chosen = fallback_precision(requested, self.supported_precisions)
+    def compute_precision(self, requested: Precision, activations: Precision | None = None) -> Precision:
+        """The format the array computes a product of ``requested`` (weights) and ``activations`` (default:
+        the same) in: the narrowest one it has that holds both."""
+        activations = activations or requested
+        chosen = compute_format(requested, activations, self.supported_precisions)
         if chosen is None:
-            raise InputError(f"hardware {self.name}: cannot compute {requested} "
-                             f"(supports {', '.join(self.macs_per_pe)}, none of which holds {requested} exactly)")
+            operands = str(requested) if activations == requested else f"{requested} x {activations}"
+            raise InputError(f"hardware {self.name}: cannot compute {operands} "
+                             f"(supports {', '.join(self.macs_per_pe)}, none of which holds {operands} exactly)")
         return chosen
 
     def sfu_cost(self, op: str) -> float:

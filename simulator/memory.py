@@ -9,8 +9,13 @@ Per parameter tensor:
 - unstructured sparse weights: the non-zero values at b bits plus a 1-bit-per-weight bitmap;
 - outlier-aware storage: ``dims`` input dimensions of each weight matrix kept dense at the outlier
   precision, plus ceil(log2 K) bits naming each of them; the other K - dims rows as above;
-- integer weights carry one scale factor per output channel (``scale_bits`` each; one per tensor for
-  vector-op parameters such as embedding tables), reported separately from the values;
+- scales (see precision_config), reported apart from the values: integer and FP8 weights carry one
+  scale (plus a zero point, if any) per tensor, per output channel, or per group of G input channels
+  along K (ceil(K'/G) groups per output channel, K' the rows not kept as outliers: a tail group where
+  G does not divide K'); parameters of vector ops (embedding tables, norm gains) count their groups over
+  all their elements, and one scale per tensor when per channel. MX and NVFP4 weights carry their block
+  scales the same way (block = group), plus NVFP4's one FP32 scale per tensor; fp16/bf16/fp32 none.
+  E.g. INT4 with G = 128, FP16 scales and 4-bit zero points: 4 + 20/128 = 4.15625 bits per weight;
 - biases at their own precision (their layer's unless the policy says otherwise).
 
 Compression ratios compare against the same parameters stored dense at FP32, at FP16, and dense at
@@ -22,8 +27,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
-from simulator.policy import Policy
-from simulator.precision import parse_precision
+from simulator.policy import Policy, takes_scales
+from simulator.precision import Precision, parse_precision
+from simulator.timing import ceil_div
 from workloads.ops import GROUPS, LINEAR_ROLES, Op, Trace
 
 MIB_BITS = 8 * 1024 * 1024
@@ -65,7 +71,7 @@ class OpStorage:
 
 def op_storage(op: Op, policy: Policy, nonzeros: Callable[[Op], int] | None = None) -> OpStorage:
     """Storage of ``op``'s parameters; ``nonzeros(op)`` counts kept weights of an unstructured mask."""
-    precision = policy.precision(op)
+    precision = policy.weight_precision(op)
     bias_precision = policy.bias_precision(op)
     value_bits = index_bits = scale_bits = 0
     sparse = "dense"
@@ -95,21 +101,43 @@ def op_storage(op: Op, policy: Policy, nonzeros: Callable[[Op], int] | None = No
                     sparse = "unstructured"
             else:
                 value_bits += matrices * rest * width * precision.bits
-            channels = matrices * width
+            scale_bits = weight_scale_bits(precision, policy, matrices * width, rest)
             # Parameters beyond the matrices themselves (e.g. the weight-norm gains of wav2vec2's
             # positional convolution) are stored dense.
             value_bits += (op.weight_params - matrices * depth * width) * precision.bits
         else:
             value_bits = op.weight_params * precision.bits
-            channels = 1
-        if not precision.is_float:
-            scale_bits = channels * config.precision.scale_bits
+            scale_bits = weight_scale_bits(precision, policy, 0, op.weight_params)
     return OpStorage(
         name=op.name, layer=op.layer, role=op.role, group=op.group, weight_params=op.weight_params,
         bias_params=op.bias_params, weight_precision=precision.name, bias_precision=bias_precision.name,
         value_bits=value_bits, index_bits=index_bits, scale_bits=scale_bits,
         bias_bits=op.bias_params * bias_precision.bits, dense_weight_bits=op.weight_params * precision.bits,
         sparse=sparse)
+
+
+def _scale_layout(precision: Precision, policy: Policy) -> tuple[str, int, int]:
+    """(per, group size, bits of one scale with its zero point) of ``precision`` weights; per "none"
+    for formats that take no scales."""
+    block = precision.block
+    if block is not None:
+        return "group", block.block, block.scale_bits
+    if not takes_scales(precision):
+        return "none", 0, 0
+    scales = policy.config.precision.effective_weight_scales
+    return scales.per, scales.group_size or 0, scales.scale_bits + scales.zero_point_bits
+
+
+def weight_scale_bits(precision: Precision, policy: Policy, channels: int, depth: int) -> int:
+    """Scale (and zero-point) bits of ``channels`` output channels of ``depth`` input rows each, or, with
+    ``channels`` 0, of a vector op's ``depth`` parameters (one tensor)."""
+    per, group, bits = _scale_layout(precision, policy)
+    if per == "none":
+        return 0
+    tensor_bits = precision.block.tensor_scale_bits if precision.block is not None else 0
+    if per == "group":
+        return max(channels, 1) * ceil_div(depth, group) * bits + tensor_bits
+    return (channels if per == "channel" and channels else 1) * bits
 
 
 @dataclass(frozen=True)
@@ -132,6 +160,7 @@ class StorageSummary:
     def as_dict(self) -> dict[str, float | int]:
         return {
             "params": self.params,
+            "bits_per_param": self.bits_with_scales / self.params if self.params else float("nan"),
             "bits": self.bits,
             "scale_bits": self.scale_bits,
             "bits_with_scales": self.bits_with_scales,

@@ -3,12 +3,12 @@
 ```yaml
 name: int4_sp
 hardware: rapid_like            # preset under configs/hardware/ or a path
-precision:
+precision:                      # formats per side and their scales: see precision_config.py
   default: int4                 # weights and input activations of every op not matched below
-  ops: {bmm_av: int8}           # per op role
+  ops: {bmm_av: int8}           # per op role (a format, or {weights: .., activations: ..})
   groups: {}                    # per layer group
   layers: {"0-7": int2}         # per block index range (inclusive)
-  bias: int32                   # biases (default: their layer's precision)
+  bias: int32                   # biases (default: their layer's weight format)
   scale_bits: 16                # one scale factor per output channel of integer weights
 sparsity:
   weights: {pattern: "2:4", roles: [q, k, v, attn_out, ffn1, ffn2]}
@@ -23,84 +23,24 @@ from __future__ import annotations
 
 import difflib
 import functools
-import itertools
 import json
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator, model_validator
 
-from simulator.config_io import StrictModel, read_yaml_mapping, reject_unknown_keys, validate
+from simulator.config_io import StrictModel, read_yaml_mapping, validate
 from simulator.precision import Precision, parse_precision
+from simulator.precision_config import NATIVE, PrecisionConfig, check_format, parse_layer_range, resolve_side
 from simulator.timing import SparsityPattern
 from workloads.errors import InputError
-from workloads.ops import GROUPS, LINEAR_ROLES, OTHER_MATRIX_ROLES, PRUNED_LINEAR_ROLES, ROLES, Op, Trace
 
-_RANGE = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?")
+if TYPE_CHECKING:
+    from simulator.hardware import Hardware
+from workloads.ops import LINEAR_ROLES, OTHER_MATRIX_ROLES, PRUNED_LINEAR_ROLES, Op, Trace
+
 WEIGHT_MATRIX_ROLES = (*LINEAR_ROLES, *OTHER_MATRIX_ROLES)
-
-
-def _check_precision(text: str) -> str:
-    try:
-        return parse_precision(text).name
-    except InputError as exc:
-        raise ValueError(str(exc)) from None
-
-
-@functools.lru_cache(maxsize=256)
-def parse_layer_range(text: str) -> tuple[int, int]:
-    """'3' -> (3, 3); '0-7' -> (0, 7), inclusive."""
-    match = _RANGE.fullmatch(str(text))
-    if not match:
-        raise ValueError(f"layer range {text!r} is not of the form A-B or A")
-    first = int(match.group(1))
-    last = int(match.group(2)) if match.group(2) is not None else first
-    if last < first:
-        raise ValueError(f"layer range {text!r} ends before it starts")
-    return first, last
-
-
-def _precision_table(table: dict[str, str], known: tuple[str, ...], what: str) -> dict[str, str]:
-    reject_unknown_keys(table, known, what)
-    return {key: _check_precision(p) for key, p in table.items()}
-
-
-class PrecisionConfig(StrictModel):
-    default: str
-    ops: dict[str, str] = Field(default_factory=dict)
-    groups: dict[str, str] = Field(default_factory=dict)
-    layers: dict[str, str] = Field(default_factory=dict)
-    bias: str | None = None
-    kv_cache: str | None = Field(None, description="stored format of a decoder's KV cache (default: that of the "
-                                                   "attention BMMs reading it)")
-    scale_bits: int = Field(16, ge=0, description="bits of one per-output-channel scale factor")
-
-    @field_validator("default", "bias", "kv_cache")
-    @classmethod
-    def _one(cls, text: str | None) -> str | None:
-        return None if text is None else _check_precision(text)
-
-    @field_validator("ops")
-    @classmethod
-    def _ops(cls, table: dict[str, str]) -> dict[str, str]:
-        return _precision_table(table, ROLES, "op role")
-
-    @field_validator("groups")
-    @classmethod
-    def _groups(cls, table: dict[str, str]) -> dict[str, str]:
-        return _precision_table(table, GROUPS, "layer group")
-
-    @field_validator("layers")
-    @classmethod
-    def _layers(cls, table: dict[str, str]) -> dict[str, str]:
-        spans = sorted((parse_layer_range(key), key, _check_precision(p)) for key, p in table.items())
-        pairs = itertools.combinations(spans, 2)
-        for (first_span, first_key, first_p), (second_span, second_key, second_p) in pairs:
-            if second_span[0] <= first_span[1] and first_p != second_p:
-                raise ValueError(f"layer ranges {first_key!r} and {second_key!r} overlap with different "
-                                 f"precisions ({first_p}, {second_p})")
-        return {key: _check_precision(p) for key, p in table.items()}
 
 
 class WeightSparsityConfig(StrictModel):
@@ -164,7 +104,7 @@ class OutlierConfig(StrictModel):
     @field_validator("precision")
     @classmethod
     def _p(cls, text: str) -> str:
-        return _check_precision(text)
+        return check_format(text)
 
 
 class RunConfig(StrictModel):
@@ -196,26 +136,43 @@ class Policy:
     config: RunConfig
     source: Path | None = None
 
-    def precision(self, op: Op) -> Precision:
-        spec = self.config.precision
-        for key, name in spec.layers.items():
-            first, last = parse_layer_range(key)
-            if op.layer >= 0 and first <= op.layer <= last:
-                return parse_precision(name)
-        if op.group in spec.groups:
-            return parse_precision(spec.groups[op.group])
-        if op.role in spec.ops:
-            return parse_precision(spec.ops[op.role])
-        return parse_precision(spec.default)
+    native: Precision | None = None  # the hardware's activation format, once known (see ``on``)
+    _resolved: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def on(self, hardware: Hardware) -> Policy:
+        """This policy on ``hardware``: "native" formats resolve to its vector unit's format."""
+        return replace(self, native=hardware.sfu_precision, _resolved={})
+
+    def _format(self, name: str) -> Precision:
+        if name != NATIVE:
+            return parse_precision(name)
+        if self.native is None:
+            raise InputError(f"{self.name}: a 'native' format needs the hardware it runs on")
+        return self.native
+
+    def _side(self, side: str, op: Op) -> str:
+        key = (side, op.layer, op.group, op.role)
+        name = self._resolved.get(key)
+        if name is None:
+            name = self._resolved[key] = resolve_side(self.config.precision, side, op.layer, op.group, op.role)
+        return name
+
+    def weight_precision(self, op: Op) -> Precision:
+        """Stored format of the op's weights."""
+        return self._format(self._side("weights", op))
+
+    def activation_precision(self, op: Op) -> Precision:
+        """Format of the op's activation operands ("native": the chip's, in which they travel between ops)."""
+        return self._format(self._side("activations", op))
 
     def kv_cache_precision(self, bmm: Op) -> Precision:
         """Stored format of the KV cache that the attention BMM ``bmm`` reads."""
         kv_cache = self.config.precision.kv_cache
-        return parse_precision(kv_cache) if kv_cache is not None else self.precision(bmm)
+        return parse_precision(kv_cache) if kv_cache is not None else self.activation_precision(bmm)
 
     def bias_precision(self, op: Op) -> Precision:
         bias = self.config.precision.bias
-        return parse_precision(bias) if bias is not None else self.precision(op)
+        return parse_precision(bias) if bias is not None else self.weight_precision(op)
 
     def prunes(self, op: Op) -> bool:
         """True when this op's weight matrix is sparse under the policy."""
@@ -235,6 +192,15 @@ class Policy:
                 tensor.kind == "state" for tensor in trace.tensors.values()):
             raise InputError(f"{self.name}: precision.kv_cache does not apply to {trace.model}: this pass keeps no KV "
                              "cache (decoder models' prefill and decode passes do)")
+        outliers = self.config.outliers
+        for op in trace if outliers is not None else ():
+            if op.is_matrix and op.has_weight_operand and op.weight_params and outliers.dims >= op.k:
+                raise InputError(f"{self.name}: outliers.dims {outliers.dims} must be below the {op.k} input "
+                                 f"dimensions of {op.name}")
+        if self.config.precision.weight_scales is not None and not any(
+                op.weight_params and takes_scales(self.weight_precision(op)) for op in trace):
+            raise InputError(f"{self.name}: precision.weight_scales does not apply: no weights of {trace.model} are "
+                             "in an integer or FP8 format")
         blocks = max((op.layer for op in trace), default=-1) + 1
         for key in self.config.precision.layers:
             first, last = parse_layer_range(key)
@@ -285,3 +251,9 @@ def load_baseline(policy: Policy) -> Policy | None:
 
 def policy_from_dict(data: dict, source: str = "config") -> Policy:
     return Policy(validate(RunConfig, data, source))
+
+
+def takes_scales(precision: Precision) -> bool:
+    """Whether weights in ``precision`` take precision.weight_scales (integers and FP8; MX and NVFP4 carry
+    their own block scales, 16- and 32-bit floats none)."""
+    return precision.block is None and not (precision.is_float and precision.bits >= 16)

@@ -1,7 +1,16 @@
-"""Number formats: storage width in bits and what a narrower format can fall back to (pure).
+"""Number formats: element width, block scaling, and which format holds which (pure).
 
-Floats: fp32, fp16, bf16. Integers: int2 .. int16 (``int4``, ``int8`` and any width in between) and int32;
-storage is exact at the format's width, whatever the hardware can compute.
+- Floats: fp32, fp16, bf16, fp8_e4m3, fp8_e5m2 (one value per element, no shared scale).
+- Integers: int2 .. int16 and int32 (biases and accumulators).
+- Block formats (OCP Microscaling Formats v1.0 and NVIDIA's NVFP4): a block of elements along K shares
+  one scale. MX: 32 elements and one 8-bit power-of-two scale (E8M0): mxfp8 (E4M3 elements; mxfp8_e5m2),
+  mxfp6 (E2M3; mxfp6_e3m2), mxfp4 (E2M1), mxint8 (8-bit integers). NVFP4: 16 E2M1 elements and one
+  FP8 E4M3 scale per block, plus one FP32 scale per tensor.
+
+``bits`` is the element width; a block format's scales are storage overhead (see ``block_scale``), so a
+format's bits per element stored are bits + scale_bits / block (MXFP4: 4 + 8/32 = 4.25).
+Whether one format holds another compares elements: a block's shared scale is applied by whatever
+dequantizes it (a PE that computes the format natively, or a dequantization step).
 """
 
 from __future__ import annotations
@@ -13,56 +22,100 @@ from dataclasses import dataclass
 from workloads.errors import InputError
 
 # name -> (exponent bits, significand bits including the implicit one)
-FLOAT_FORMATS = {"fp32": (8, 24), "fp16": (5, 11), "bf16": (8, 8)}
+FLOAT_FORMATS = {"fp32": (8, 24), "fp16": (5, 11), "bf16": (8, 8), "fp8_e4m3": (4, 4), "fp8_e5m2": (5, 3)}
 INT_WIDTHS = (*range(2, 17), 32)  # int32 for biases and accumulators
 _INT_NAME = re.compile(r"int(\d+)")
 
 
+@dataclass(frozen=True)
+class BlockFormat:
+    element: str  # a float element layout ("e2m1": exponent and mantissa bits) or "intN"
+    bits: int  # element bits
+    block: int  # elements sharing one scale (along K)
+    scale_bits: int  # bits of that shared scale
+    tensor_scale_bits: int = 0  # one more scale per tensor (NVFP4)
+
+
+BLOCK_FORMATS = {
+    "mxfp8": BlockFormat("e4m3", 8, 32, 8),
+    "mxfp8_e5m2": BlockFormat("e5m2", 8, 32, 8),
+    "mxfp6": BlockFormat("e2m3", 6, 32, 8),
+    "mxfp6_e3m2": BlockFormat("e3m2", 6, 32, 8),
+    "mxfp4": BlockFormat("e2m1", 4, 32, 8),
+    "mxint8": BlockFormat("int8", 8, 32, 8),
+    "nvfp4": BlockFormat("e2m1", 4, 16, 8, tensor_scale_bits=32),
+}
+_ELEMENT = re.compile(r"e(\d)m(\d)")
+
+
+def known_formats() -> str:
+    """The names parse_precision accepts, for error messages."""
+    return f"{', '.join(FLOAT_FORMATS)}, intN (N in 2..16, or 32), {', '.join(BLOCK_FORMATS)}"
+
+
 @dataclass(frozen=True, order=True)
 class Precision:
-    bits: int
+    bits: int  # element bits (a block format's shared scales are not included)
     name: str
 
     @property
+    def block(self) -> BlockFormat | None:
+        """The block-scaling layout of an MX or NVFP4 format, None for any other."""
+        return BLOCK_FORMATS.get(self.name)
+
+    @property
+    def float_fields(self) -> tuple[int, int] | None:
+        """(exponent bits, significand bits with the implicit one) of a float element, None for integers."""
+        if self.name in FLOAT_FORMATS:
+            return FLOAT_FORMATS[self.name]
+        block = self.block
+        match = _ELEMENT.fullmatch(block.element) if block is not None else None
+        return (int(match.group(1)), int(match.group(2)) + 1) if match else None
+
+    @property
     def is_float(self) -> bool:
-        return self.name in FLOAT_FORMATS
+        return self.float_fields is not None
 
     def __str__(self) -> str:
         return self.name
 
     def represents(self, other: Precision) -> bool:
-        """True when every value of ``other`` is exactly representable in this format."""
-        if other.is_float:
-            if not self.is_float:
-                return False
-            exp, sig = FLOAT_FORMATS[self.name]
-            other_exp, other_sig = FLOAT_FORMATS[other.name]
-            return exp >= other_exp and sig >= other_sig
-        if self.is_float:
-            return FLOAT_FORMATS[self.name][1] >= other.bits  # integers up to the significand width
+        """True when every element of ``other`` is exactly representable in this format's elements."""
+        mine, theirs = self.float_fields, other.float_fields
+        if theirs is not None:
+            return mine is not None and mine[0] >= theirs[0] and mine[1] >= theirs[1]
+        if mine is not None:
+            return mine[1] >= other.bits  # integers up to the significand width
         return self.bits >= other.bits
 
 
 @functools.lru_cache(maxsize=256)
 def parse_precision(text: object) -> Precision:
-    """``fp32``, ``fp16``, ``bf16``, ``intN`` with 2 <= N <= 16, or ``int32``; anything else is an input error."""
+    """A format name (see ``known_formats``); anything else is an input error that lists the known ones."""
     name = str(text).strip().lower()
     if name in FLOAT_FORMATS:
-        return Precision(int(name[2:]), name)
+        return Precision(int(name[2:].split("_")[0]), name)
+    if name in BLOCK_FORMATS:
+        return Precision(BLOCK_FORMATS[name].bits, name)
     match = _INT_NAME.fullmatch(name)
     if match and int(match.group(1)) in INT_WIDTHS:
         return Precision(int(match.group(1)), name)
-    raise InputError(f"unknown precision {text!r}; use fp32, fp16, bf16, intN with N in 2..16, or int32")
+    raise InputError(f"unknown format {text!r}; known: {known_formats()}")
 
 
 def fallback_precision(requested: Precision, supported: list[Precision]) -> Precision | None:
-    """The narrowest supported format that holds every value of ``requested`` (itself if supported).
+    """The narrowest supported format that holds every value of ``requested`` (itself if supported)."""
+    return compute_format(requested, requested, supported)
 
-    Integers prefer a wider integer unit, then a float whose significand is wide enough.
-    """
-    if requested in supported:
-        return requested
-    candidates = [p for p in supported if p.represents(requested)]
+
+def compute_format(weights: Precision, activations: Precision, supported: list[Precision]) -> Precision | None:
+    """The format a product of ``weights`` and ``activations`` runs in: the narrowest supported one that
+    holds both operands (W4A16 -> fp16, W4A8 -> int8), None when no supported format holds both.
+    A unit of the operands' own kind comes first (integers prefer a wider integer unit to a float one)."""
+    if weights == activations and weights in supported:
+        return weights
+    candidates = [p for p in supported if p.represents(weights) and p.represents(activations)]
     if not candidates:
         return None
-    return min(candidates, key=lambda p: (p.is_float != requested.is_float, p.bits, p.name))
+    integer_operands = not (weights.is_float or activations.is_float)
+    return min(candidates, key=lambda p: (p.is_float == integer_operands, p.bits, p.block is not None, p.name))

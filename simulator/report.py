@@ -100,18 +100,20 @@ def format_run(summary: dict) -> str:
 def format_memory(footprint: Footprint) -> str:
     data = footprint.as_dict()
     header = (f"{'group':<16} {'params':>13} {'bits':>14} {'MiB':>9} {'scale MiB':>10} "
-              f"{'vs FP32':>9} {'vs FP16':>9} {'vs dense':>9}")
+              f"{'bits/param':>10} {'vs FP32':>9} {'vs FP16':>9} {'vs dense':>9}")
     lines = [f"{footprint.model} under {footprint.config}: parameter storage", header]
 
     def line(label: str, entry: dict) -> str:
         return (f"{label:<16} {entry['params']:>13,} {entry['bits']:>14,} {entry['mib']:>9.2f} "
-                f"{entry['scale_bits'] / 8 / 2**20:>10.3f} {entry['compression_vs_fp32']:>8.3f}x "
+                f"{entry['scale_bits'] / 8 / 2**20:>10.3f} {entry['bits_per_param']:>10.5f} "
+                f"{entry['compression_vs_fp32']:>8.3f}x "
                 f"{entry['compression_vs_fp16']:>8.3f}x {entry['compression_vs_dense']:>8.3f}x")
 
     lines += [line(group, entry) for group, entry in data["groups"].items()]
     lines.append(line("total", data["total"]))
     lines.append(line("pruned linear*", data["pruned_linear"]))
-    lines.append("* weight matrices of q, k, v, attn_out, ffn1, ffn2 (biases excluded); ratios exclude scale factors")
+    lines.append("* weight matrices of q, k, v, attn_out, ffn1, ffn2 (biases excluded); bits/param includes "
+                 "scale factors, ratios exclude them")
     return "\n".join(lines)
 
 
@@ -141,7 +143,7 @@ CATEGORY_COLOURS = {  # related work in related hues (array: blues; norms: purpl
     "sfu_relu": "#98df8a", "sfu_tanh": "#bcbd22", "sfu_quantize": "#ff7f0e", "sfu_dequantize": "#ffbb78",
     "sfu_bias": "#8c564b", "sfu_add": "#e377c2", "sfu_mul": "#f7b6d2", "sfu_embedding": "#7f7f7f",
     "sfu_concat": "#c7c7c7", "sfu_mask_embed": "#dbdb8d", "sfu_rmsnorm": "#6a3d9a", "sfu_silu": "#006d2c",
-    "sfu_rope": "#fdd0a2", "sfu_rope_table": "#a6761d", "sfu_topk": "#e6ab02",
+    "sfu_rope": "#fdd0a2", "sfu_rope_table": "#a6761d", "sfu_topk": "#e6ab02", "sfu_absmax": "#a63603",
 }
 
 

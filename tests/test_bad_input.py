@@ -218,6 +218,25 @@ CASES = [
      "c.yaml: cannot read"),
     # run
     ("run-missing-config", lambda p: ["run", "configs/nope.yaml", "--model", "bert-base"], "no such file"),
+    # compression formats (issue 14)
+    ("memory-unknown-format", lambda p: ["memory", run_config(p, "precision: {default: int3x}"), "--model",
+                                         "bert-base"], "known: fp32, fp16, bf16, fp8_e4m3"),
+    ("memory-group-size-zero", lambda p: ["memory", run_config(p, "precision: {weights: int4, activations: native, "
+                                          "weight_scales: {per: group, group_size: 0}}"), "--model", "bert-base"],
+     "group_size must be between 1 and"),
+    ("memory-group-size-too-large", lambda p: ["memory", run_config(
+        p, "precision: {weights: int4, activations: native, weight_scales: {per: group, group_size: 4294967296}}"),
+        "--model", "bert-base"], "31-bit"),
+    ("memory-zero-point-on-float", lambda p: ["memory", run_config(
+        p, "precision: {default: fp8_e5m2, weight_scales: {zero_point_bits: 8}}"), "--model", "bert-base"],
+     "fp8_e5m2 weights are floats"),
+    ("memory-mx-block-size", lambda p: ["memory", run_config(
+        p, "precision: {default: mxfp6, weight_scales: {per: group, group_size: 16}}"), "--model", "bert-base"],
+     "mxfp6 blocks are 32 elements"),
+    ("run-kv-on-encoder", lambda p: ["run", "configs/w4a16_g128_kv8.yaml", "--model", "bert-base"],
+     "precision.kv_cache does not apply to bert-base"),
+    ("run-outliers-beyond-k", lambda p: ["run", run_config(p, "precision: {default: int8}\noutliers: {dims: 5000}"),
+                                         "--model", "bert-base"], "outliers.dims 5000 must be below"),
     ("run-config-is-dir", lambda p: ["run", str(p), "--model", "bert-base"], "is a directory"),
     ("run-unknown-preset", lambda p: [*RUN, "--hardware", "rapid"], "did you mean 'rapid_like'"),
     ("run-out-is-file", lambda p: [*RUN, "--out", "configs/int8.yaml"], "not a directory"),

@@ -12,6 +12,7 @@ from simulator.engine import Simulator, simulate
 from simulator.hardware import Hardware, load_hardware
 from simulator.memory import footprint
 from simulator.policy import Policy, load_run_config
+from simulator.precision_config import KvScales
 from simulator.timing import gemm_cycles
 from workloads.models import Workload, load_model, zoo_names
 from workloads.ops import OpBuilder
@@ -219,11 +220,12 @@ def test_prefill_writes_the_kv_cache_once_and_nothing_else(model):
 
 
 def test_kv_cache_precision_sets_what_is_stored_and_read():
-    """precision.kv_cache: int4 under int8 attention halves the cache bytes a decode step reads and its
-    prefill writes; the appended entries get their own int4 conversion."""
+    """precision.kv_cache: int4 (one scale per tensor) under int8 attention halves the cache bytes a decode
+    step reads and its prefill writes; the appended entries get their own int4 conversion."""
     spec = load_model("llama-3-8b")
     hw = load_hardware("rapid_like")
-    config = INT8.config.model_copy(update={"precision": INT8.config.precision.model_copy(update={"kv_cache": "int4"})})
+    precision = INT8.config.precision.model_copy(update={"kv_cache": "int4", "kv_scales": KvScales(per="tensor")})
+    config = INT8.config.model_copy(update={"precision": precision})
     int4_cache = Policy(config)
     step = spec.trace(Workload(batch=2, tokens=100, phase="decode", head="none"))
     int8_run, int4_run = simulate(step, hw, INT8), simulate(step, hw, int4_cache)

@@ -47,7 +47,9 @@ class Tensor:
     """A tensor of the pass. ``elements`` of a state tensor count all of it (the whole cache after this
     step); ``appended`` are the elements this pass adds to it, taken from the activation ``source`` (none
     for state an earlier pass filled and this one only reads: a cross-attention cache).
-    ``bits`` fixes the stored width of an input (token ids); 0 means "decided by the simulator"."""
+    ``bits`` fixes the stored width of an input (token ids); 0 means "decided by the simulator".
+    A quantized tensor may also store one ``scale_bits`` scale per ``scale_group`` elements (per token,
+    per head)."""
 
     name: str
     kind: str
@@ -55,11 +57,24 @@ class Tensor:
     bits: int = 0
     appended: int = 0
     source: str = ""
+    scale_group: int = 0
+    scale_bits: int = 0
+
+    def bytes_of(self, elements: int) -> int:
+        """Stored bytes of ``elements`` of this tensor (whole scale groups), scales included."""
+        bits = elements * self.bits
+        if self.scale_group:
+            bits += -(-elements // self.scale_group) * self.scale_bits
+        return -(-bits // 8)
+
+    @property
+    def stored_bytes(self) -> int:
+        return self.bytes_of(self.elements)
 
     def __post_init__(self) -> None:
         if self.kind not in TENSOR_KINDS:
             raise ValueError(f"tensor {self.name}: unknown kind {self.kind!r}")
-        if self.elements < 0 or self.appended < 0 or self.bits < 0:
+        if min(self.elements, self.appended, self.bits, self.scale_group, self.scale_bits) < 0:
             raise ValueError(f"tensor {self.name}: negative size")
         if self.source and self.kind != "state":
             raise ValueError(f"tensor {self.name}: only state names an activation it appends")

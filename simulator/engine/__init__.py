@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -40,7 +40,7 @@ from simulator.engine.costs import (
 from simulator.engine.fusion import fuse
 from simulator.engine.grouping import run_in_groups
 from simulator.engine.lowering import Lowered, Step, lower
-from simulator.engine.residency import Placement, place
+from simulator.engine.residency import STREAM, Placement, place
 from simulator.engine.results import RESULT_COLUMNS, Results, category, frame, summarize_results
 from simulator.hardware import Hardware
 from simulator.memory import OpStorage, mask_nonzeros, op_storage
@@ -84,6 +84,7 @@ class Simulator:
     def __init__(self, hardware: Hardware, policy: Policy, *, timing: str = "default",
                  mask_for: Callable[[Op], np.ndarray] | None = None, accounting: str = "default") -> None:
         self.hardware = hardware
+        policy = policy.on(hardware)
         self.policy = policy
         self.timing = timing
         if timing == "scalesim" and hardware.arrays > 1:
@@ -100,8 +101,12 @@ class Simulator:
         pattern = policy.pattern
         weights = policy.config.sparsity.weights
         # Sparsity the PEs cannot skip runs dense; its weights stream compressed only through a decompressor.
-        self.skips = weights is None or (hardware.sparse.can_skip(pattern) if pattern is not None
+        self.timing_pattern = hardware.sparse.skip_pattern(pattern) if pattern is not None else None
+        self.skips = weights is None or (self.timing_pattern is not None if pattern is not None
                                          else hardware.sparse.unstructured)
+        if self.timing_pattern is not None and self.timing_pattern != pattern:
+            self.notes.append(f"hardware {hardware.name} skips {self.timing_pattern}, not {pattern}: the {pattern} "
+                              f"weights run at the {self.timing_pattern} rate (MACs counted as issued)")
         self.storage_policy = policy
         if not self.skips:
             kind = str(pattern) if pattern is not None else "unstructured"
@@ -109,12 +114,14 @@ class Simulator:
                 streamed = "its weights stream compressed through the decompressor"
             else:
                 streamed = "with no decompressor, its weights are kept and streamed dense"
-                self.storage_policy = Policy(policy.config.model_copy(update={"sparsity": SparsityConfig()}),
-                                             policy.source)
+                self.storage_policy = replace(policy, config=policy.config.model_copy(
+                    update={"sparsity": SparsityConfig()}), _resolved={})
             self.notes.append(f"hardware {hardware.name} cannot skip {kind} sparsity (sparse.patterns: "
                               f"{', '.join(hardware.sparse.patterns) or 'none'}; unstructured: "
                               f"{str(hardware.sparse.unstructured).lower()}): it computes dense, and {streamed}")
         self.masked = weights is not None and weights.uses_masks and self.skips
+        if self.masked and policy.config.outliers is not None:
+            raise InputError(f"{policy.name}: outliers with weight masks are not modelled (masks cover all of K)")
         if weights is not None and weights.uses_masks and mask_for is None:
             raise InputError(f"{policy.name}: this sparsity setting needs weight masks")
 
@@ -126,14 +133,6 @@ class Simulator:
         if storage is None:
             storage = self._storages[key] = op_storage(op, self.storage_policy, self._nonzeros)
         return storage
-
-    def _compute_precision(self, requested: Precision) -> tuple[Precision, int]:
-        chosen = self.hardware.compute_precision(requested)
-        if chosen != requested:
-            note = f"{requested} runs at {chosen} on {self.hardware.name} (no {requested} MAC units)"
-            if note not in self.notes:
-                self.notes.append(note)
-        return chosen, self.hardware.macs_per_pe[chosen.name]
 
     def _array_cycles(self, op: Op, pack: int, pruned: bool, transfer: Callable[[Split], int] | None = None,
                       ) -> tuple[int, int, int, Split]:
@@ -151,7 +150,7 @@ class Simulator:
                                  "modelled yet (use a one-array preset)")
             return (*masked_cycles(self.mask_for(op), op.m, array.rows, array.cols, array.dataflow, pack=pack,
                                    timing=self.timing), Split("none", 1, 1, op.m, op.n))
-        sparsity = self.policy.pattern if pruned else None
+        sparsity = self.timing_pattern if pruned else None
 
         def on_one_array(split: Split) -> tuple[int, int, int]:
             return _product_cycles(split.m, op.k, split.n, array.rows, array.cols, array.dataflow, split.batch,
@@ -193,7 +192,8 @@ class Simulator:
     def _matrix_cost(self, step: Step, lowered: Lowered, placement: Placement, weight_bytes: dict[str, int],
                      ) -> tuple[Cost, Precision, int, str, str]:
         op = step.op
-        chosen, pack = self._compute_precision(step.precision)
+        chosen = step.precision
+        pack = self.hardware.macs_per_pe[chosen.name]
         pruned = self.skips and self.policy.prunes(op)
         weights = sum(weight_bytes.get(name, 0) for name in step.reads[1:]) if op.has_weight_operand else 0
 
@@ -223,7 +223,7 @@ class Simulator:
         cost = Cost(compute_cycles=compute, dense_compute_cycles=dense_compute, folds=folds, macs=macs,
                     transfer_cycles=transfer, stall_cycles=stall_cycles(transfer, compute, folds),
                     utilization=macs / slots if slots else 0.0, **counts)
-        sparsity = self.storage(op).sparse
+        sparsity = self.storage(step.owner).sparse
         return cost, chosen, pack, sparsity, split.label
 
     def _sfu_cost(self, step: Step, lowered: Lowered, placement: Placement, weight_bytes: dict[str, int],
@@ -231,7 +231,7 @@ class Simulator:
         hw, op = self.hardware, step.op
         reading = weight_bytes
         if op.role == "embedding":  # a lookup reads only the rows it gathers
-            gathered = ceil_div(op.elements * self.policy.precision(op).bits, 8)
+            gathered = ceil_div(op.elements * self.policy.weight_precision(op).bits, 8)
             reading = {name: min(weight_bytes[name], gathered) for name in step.reads if name in weight_bytes}
         counts = sfu_traffic(step, lowered.tensors, placement, reading).values
         cost_per_element = hw.sfu_cost(op.role)
@@ -262,6 +262,7 @@ class Simulator:
         """``trace`` lowered, fused and placed, checked against the policy and the DRAM capacity."""
         self.policy.check_against(trace)
         lowered = lower(trace, self.hardware, self.policy)
+        self.notes.extend(note for note in lowered.notes if note not in self.notes)
         fused = fuse(lowered.steps) if self.hardware.sfu.fusion else {}
         placement = place(lowered, self.hardware)
         self._check_capacity(trace, lowered, placement)
@@ -288,17 +289,19 @@ class Simulator:
 
     def _step_record(self, step: Step, lowered: Lowered, placement: Placement, weight_bytes: dict[str, int],
                      fused: bool) -> dict:
-        op = step.op
-        storage: OpStorage | None = None if step.inserted else self.storage(op)
+        storage: OpStorage | None = None if step.inserted else self.storage(step.owner)
         if step.unit == "array":
             cost, chosen, pack, sparsity, split = self._matrix_cost(step, lowered, placement, weight_bytes)
-            precision, compute_precision = step.precision.name, chosen.name
+            precision, compute_precision = step.operands or step.precision.name, chosen.name
         else:
             cost = self._sfu_cost(step, lowered, placement, weight_bytes, fused)
             sfu_name = self.hardware.sfu_precision.name
             pack, sparsity, precision, compute_precision, split = 0, "dense", sfu_name, sfu_name, ""
         residency = placement.home[step.writes[0]] if step.writes else ""
         record = _record(step, cost, storage, precision, compute_precision, pack, sparsity, residency, "", split)
+        # The B operand reaches the array dequantized (weights with scales along K, a scaled KV cache).
+        record["dequantized"] = (step.unit == "array" and len(step.reads) > 1
+                                 and placement.home.get(step.reads[1]) == STREAM)
         record.update(step_energy(record, self.hardware, self.costs, self.accounting) if self.costs is not None
                       else NOT_MODELLED)
         return record
@@ -311,15 +314,17 @@ class Simulator:
         if self.masked and step.unit == "array" and self.policy.prunes(op):
             return None
         tensors, home, written = lowered.tensors, placement.home, placement.written
-        reads = tuple((tensors[name].kind, tensors[name].elements, tensors[name].bits, home[name],
+        reads = tuple((tensors[name].kind, tensors[name].elements, tensors[name].bits, tensors[name].scale_group,
+                       tensors[name].scale_bits, home[name],
                        weight_bytes.get(name)) for name in step.reads)
-        writes = tuple((tensors[name].elements, tensors[name].bits, home[name], name in written)
+        writes = tuple((tensors[name].elements, tensors[name].bits, tensors[name].scale_group, tensors[name].scale_bits,
+                        home[name], name in written)
                        for name in step.writes)
         stored = None
         if not step.inserted:
-            storage = self.storage(op)
+            storage = self.storage(step.owner)
             stored = (storage.value_bits, storage.index_bits, storage.scale_bits, storage.bias_bits, storage.sparse,
-                      self.policy.prunes(op), self.policy.precision(op) if op.role == "embedding" else None)
+                      self.policy.prunes(op), self.policy.weight_precision(op) if op.role == "embedding" else None)
         return (step.unit, step.inserted, step.precision, op.role, op.group, op.kind, op.batch, op.m, op.k, op.n,
                 op.elements, op.weight_params, op.bias_params, fused, reads, writes, stored)
 
@@ -328,7 +333,7 @@ class Simulator:
         if capacity is None:
             return
         weights = sum(sum(stored_weight_bytes(self.storage(op))) for op in trace)
-        state = sum(ceil_div(t.elements * t.bits, 8) for t in lowered.tensors.values() if t.kind == "state")
+        state = sum(t.stored_bytes for t in lowered.tensors.values() if t.kind == "state")
         need = weights + state + placement.peak_live_bytes
         if need > capacity:
             raise InputError(f"{trace.model}: weights, state and peak activations take {need:,} bytes, more than "

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from simulator.array_split import Split
 from simulator.engine.lowering import Step
-from simulator.engine.residency import CHIP, DRAM, Placement, tensor_bytes
+from simulator.engine.residency import CHIP, DRAM, STREAM, Placement, tensor_bytes
 from simulator.hardware import Hardware
 from simulator.memory import OpStorage
 from simulator.timing import ceil_div
@@ -114,15 +114,15 @@ def matrix_traffic(step: Step, tensors: dict[str, Tensor], placement: Placement,
     b_copies = split.arrays if split.kind == "m" else 1
     products = op.batch if op.kind == "bmm" else 1  # BMM products run one at a time
     a_name = step.reads[0]
-    a_bytes = tensor_bytes(op.batch * op.m * op.k, tensors[a_name].bits)
+    a_bytes = tensors[a_name].bytes_of(op.batch * op.m * op.k)
     counts.add(ifmap_read_bytes=a_bytes * a_sweeps * a_copies)
     if placement.home[a_name] == DRAM:
         fits = ceil_div(a_bytes, products) <= mem.ifmap_buffer_bytes
         fetched = a_bytes if fits else a_bytes * a_sweeps * a_copies
         counts.add(dram_read_bytes=fetched, ifmap_write_bytes=fetched)
-    if op.kind == "bmm":
-        b_name = step.reads[1]
-        b_bytes = tensor_bytes(op.batch * op.k * op.n, tensors[b_name].bits)
+    b_name = step.reads[1] if len(step.reads) > 1 else ""  # none: outlier rows, read with their matrix
+    if op.kind == "bmm" or placement.home.get(b_name) == STREAM:  # an activation, or dequantized on its way
+        b_bytes = tensors[b_name].bytes_of(op.batch * op.k * op.n)
         fits = ceil_div(b_bytes, products) <= mem.filter_buffer_bytes
         b_home = placement.home[b_name]
     else:
@@ -133,6 +133,8 @@ def matrix_traffic(step: Step, tensors: dict[str, Tensor], placement: Placement,
         counts.add(dram_read_bytes=fetched, filter_write_bytes=fetched)
     elif b_home == CHIP:
         counts.add(ifmap_read_bytes=fetched, filter_write_bytes=fetched)
+    elif b_home == STREAM:  # the vector unit writes it there (each sweep that does not fit dequantizes again)
+        counts.add(filter_write_bytes=fetched)
     counts.add(filter_read_bytes=b_bytes * b_sweeps * b_copies)
     out_elements = op.batch * op.m * op.n
     psum_bytes = tensor_bytes(out_elements, hardware.accumulator_bits)
@@ -141,7 +143,7 @@ def matrix_traffic(step: Step, tensors: dict[str, Tensor], placement: Placement,
     loads = b_elements if hardware.array.dataflow == "ws" else b_elements * b_sweeps
     counts.add(array_weight_loads=loads * b_copies)
     for name in step.writes:
-        size = tensor_bytes(tensors[name].elements, tensors[name].bits)
+        size = tensors[name].stored_bytes
         if drain_read and name in placement.written:  # ZigZag: it leaves through the ofmap buffer, to DRAM
             counts.add(ofmap_read_bytes=size, dram_write_bytes=size)
         else:
@@ -158,14 +160,14 @@ def sfu_traffic(step: Step, tensors: dict[str, Tensor], placement: Placement,
     counts = Counts()
     for name in dict.fromkeys(step.reads) if step.op.elements else ():
         tensor = tensors[name]
-        size = weight_bytes[name] if tensor.kind == "weight" else tensor_bytes(tensor.elements, tensor.bits)
+        size = weight_bytes[name] if tensor.kind == "weight" else tensor.stored_bytes
         home = placement.home[name]
         if home == DRAM:
             counts.add(dram_read_bytes=size, ifmap_write_bytes=size, ifmap_read_bytes=size)
         elif home == CHIP:
             counts.add(ifmap_read_bytes=size)
     for name in step.writes:
-        counts.write_out(name, tensor_bytes(tensors[name].elements, tensors[name].bits), placement)
+        counts.write_out(name, tensors[name].stored_bytes, placement)
     return counts
 
 

@@ -6,7 +6,8 @@ The model, simple enough to check by hand:
   were preloaded on chip and move no DRAM bytes). Model inputs and state (a KV cache) live in DRAM.
 - An activation read only by the next step, an SFU step, is *streamed*: the reader consumes it tile
   by tile as it is produced, so element-wise chains (dequantize -> bias -> gelu -> quantize) never
-  hold, spill or re-read their intermediate tensors.
+  hold, spill or re-read their intermediate tensors. So is an operand the vector unit dequantizes for
+  the array (group-quantized weights, a quantized KV cache): tile by tile into the filter buffer.
 - Every other activation is *materialised* in the activation buffer (the ifmap buffer: ops read their
   inputs there and their outputs drain to it) from the step that writes it to its last reader. Tensors
   are placed in the order they are produced: one stays on chip if it fits next to the tensors already
@@ -67,10 +68,11 @@ def place(lowered: Lowered, hardware: Hardware) -> Placement:
             users = readers.get(name, [])
             if not users:
                 written.add(name)
-            if len(users) == 1 and users[0] == index + 1 and steps[index + 1].unit == "sfu":
+            if name in lowered.filter_streams or (len(users) == 1 and users[0] == index + 1
+                                                  and steps[index + 1].unit == "sfu"):
                 home[name] = STREAM
                 continue
-            need = ceil_div(tensor_bytes(tensors[name].elements, tensors[name].bits),
+            need = ceil_div(tensors[name].stored_bytes,
                             _products(steps, [index, *users]))
             last = users[-1] if users else index
             live[index:last + 1] += need

@@ -15,10 +15,10 @@ from workloads.ops import BMM_ROLES, INT64_MAX, LINEAR_ROLES
 
 RESULT_COLUMNS = (
     "name", "layer", "role", "group", "kind", "unit", "inserted", "category", "precision", "compute_precision",
-    "macs_per_pe", "sparsity", "batch", "m", "k", "n", "elements", "macs", "folds", "array_split", "compute_cycles",
-    "dense_compute_cycles", "transfer_cycles", "stall_cycles", "total_cycles", "utilization", "weight_bits",
-    "index_bits", "scale_bits", "bias_bits", "dram_bytes", *ACCESS_COLUMNS, "residency", "bound", "fused_into",
-    *ENERGY_COLUMNS,
+    "macs_per_pe", "sparsity", "dequantized", "batch", "m", "k", "n", "elements", "macs", "folds", "array_split",
+    "compute_cycles", "dense_compute_cycles", "transfer_cycles", "stall_cycles", "total_cycles", "utilization",
+    "weight_bits", "index_bits", "scale_bits", "bias_bits", "dram_bytes", *ACCESS_COLUMNS, "residency", "bound",
+    "fused_into", *ENERGY_COLUMNS,
 )
 TOTAL_COLUMNS = ("compute_cycles", "stall_cycles", "macs", "weight_bits", "index_bits", "scale_bits", "bias_bits",
                  "dram_bytes", *ACCESS_COLUMNS)

@@ -1,0 +1,261 @@
+"""Compression formats: separate weight/activation/KV formats, group and block scales, the compute-format
+rule, dequantization, per-token scales and outliers (closed forms and invariants)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from simulator.engine import Simulator, simulate
+from simulator.hardware import load_hardware
+from simulator.memory import footprint, op_storage
+from simulator.policy import load_run_config, policy_from_dict
+from simulator.precision import compute_format, parse_precision
+from workloads.errors import InputError
+from workloads.families.base import Workload
+from workloads.models import load_model
+from workloads.ops import Op
+
+RAPID = load_hardware("rapid_like")
+
+
+def policy(precision: dict, **extra):
+    return policy_from_dict({"name": "t", "hardware": "rapid_like", "precision": precision, **extra}).on(RAPID)
+
+
+def gemm(k: int, n: int, batch: int = 1) -> Op:
+    return Op("g", 0, "ffn1", "ffn", "gemm", batch=batch, m=4, k=k, n=n, weight_params=batch * k * n)
+
+
+# ---- storage: closed forms ----
+
+@pytest.mark.parametrize(("precision", "k", "n", "expected_scale_bits"), [
+    # int4, groups of 128, FP16 scale + 4-bit zero point: ceil(K/128) groups per output channel
+    ({"weights": "int4", "activations": "native",
+      "weight_scales": {"per": "group", "group_size": 128, "zero_point_bits": 4}}, 4096, 64, 64 * 32 * 20),
+    ({"weights": "int4", "activations": "native",  # a tail group: 300 = 2 x 128 + 44
+      "weight_scales": {"per": "group", "group_size": 128, "zero_point_bits": 4}}, 300, 64, 64 * 3 * 20),
+    ({"default": "int8", "weight_scales": {"per": "channel", "scale_bits": 16}}, 300, 64, 64 * 16),
+    ({"default": "int8", "weight_scales": {"per": "tensor", "scale_bits": 32}}, 300, 64, 32),
+    ({"default": "fp8_e4m3", "weight_scales": {"per": "tensor", "scale_bits": 32}}, 300, 64, 32),
+    ({"default": "mxfp4"}, 300, 64, 64 * 10 * 8),  # ceil(300 / 32) = 10 blocks of 8-bit scales
+    ({"default": "mxint8"}, 4096, 64, 64 * 128 * 8),
+    ({"default": "nvfp4"}, 300, 64, 64 * 19 * 8 + 32),  # ceil(300 / 16) = 19 E4M3 scales, one FP32 tensor scale
+    ({"default": "fp16"}, 300, 64, 0),
+])
+def test_weight_storage_closed_forms(precision, k, n, expected_scale_bits):
+    rules = policy(precision)
+    row = op_storage(gemm(k, n), rules)
+    fmt = rules.weight_precision(gemm(k, n))
+    assert row.value_bits == k * n * fmt.bits
+    assert row.scale_bits == expected_scale_bits
+
+
+def test_bits_per_weight_of_the_shipped_formats():
+    """4.15625 (W4A16 g128), 4.25 (MXFP4), 8.25 (MXFP8, MXINT8), 6.25 (MXFP6), 4.5 + 32 per tensor (NVFP4)."""
+    op = gemm(4096, 4096)
+    per_weight = {}
+    for name in ("w4a16_g128", "mxfp4", "nvfp4"):
+        row = op_storage(op, load_run_config(name).on(RAPID))
+        per_weight[name] = (row.value_bits + row.scale_bits) / op.weight_params
+    assert per_weight["w4a16_g128"] == 4.15625
+    assert per_weight["mxfp4"] == 4.25
+    assert per_weight["nvfp4"] == 4.5 + 32 / op.weight_params
+    for name, bits in (("mxfp8", 8.25), ("mxint8", 8.25), ("mxfp6", 6.25)):
+        row = op_storage(op, policy({"default": name}))
+        assert (row.value_bits + row.scale_bits) / op.weight_params == bits
+
+
+def test_llama_w4a16_g128_footprint_is_exact():
+    """Every linear layer of the 32 blocks at 4.15625 bits; embeddings, norms and the LM head at 16."""
+    trace = load_model("llama-2-7b").trace(Workload(head="lm"))
+    result = footprint(trace, load_run_config("w4a16_g128").on(RAPID))
+    linear = result.pruned_linear
+    assert linear.params == 32 * (4 * 4096 * 4096 + 3 * 4096 * 11008)
+    assert linear.bits_with_scales == linear.params * 4.15625
+    rest = result.total.params - linear.params
+    assert result.total.bits_with_scales == linear.bits_with_scales + 16 * rest
+
+
+def test_outlier_rows_are_left_out_of_the_groups():
+    rules = policy({"weights": "int4", "activations": "native",
+                    "weight_scales": {"per": "group", "group_size": 128, "zero_point_bits": 4}},
+                   outliers={"dims": 44, "precision": "fp16"})
+    row = op_storage(gemm(300, 64), rules)  # 256 rows left: two whole groups
+    assert row.scale_bits == 64 * 2 * 20
+    assert row.value_bits == 64 * (256 * 4 + 44 * 16)
+
+
+# ---- the compute-format rule ----
+
+RAPID_FORMATS = ["fp32", "fp16", "int8", "int4", "int2"]
+TPU_V5E_FORMATS = ["bf16", "int8"]
+
+
+@pytest.mark.parametrize(("weights", "activations", "supported", "expected"), [
+    ("int4", "fp16", RAPID_FORMATS, "fp16"),      # W4A16
+    ("int4", "int8", RAPID_FORMATS, "int8"),      # W4A8
+    ("int8", "int8", RAPID_FORMATS, "int8"),      # W8A8
+    ("int4", "int4", RAPID_FORMATS, "int4"),
+    ("int2", "int4", RAPID_FORMATS, "int4"),
+    ("int4", "bf16", TPU_V5E_FORMATS, "bf16"),    # W4A16 on a bf16 chip
+    ("int4", "int4", TPU_V5E_FORMATS, "int8"),    # no int4 units: the next integer unit
+    ("fp8_e4m3", "fp8_e4m3", RAPID_FORMATS, "fp16"),
+    ("fp8_e5m2", "fp8_e4m3", TPU_V5E_FORMATS, "bf16"),
+    ("int8", "fp8_e4m3", RAPID_FORMATS, "fp16"),  # neither holds the other
+    ("mxfp4", "fp16", RAPID_FORMATS, "fp16"),
+    ("mxint8", "int8", RAPID_FORMATS, "int8"),
+    ("mxfp4", "mxfp4", ["mxfp4", "fp16"], "mxfp4"),  # an array with MX units
+    ("int8", "int8", ["fp16", "int16"], "int16"),  # integers prefer an integer unit
+    ("int16", "int8", ["fp16", "int8"], None),     # fp16 holds no int16
+    ("fp16", "bf16", TPU_V5E_FORMATS, None),       # bf16 holds no fp16
+])
+def test_compute_format_rule(weights, activations, supported, expected):
+    chosen = compute_format(parse_precision(weights), parse_precision(activations),
+                            [parse_precision(name) for name in supported])
+    assert (chosen.name if chosen else None) == expected
+
+
+# ---- timing and traffic ----
+
+def _bandwidth_bound(**changes):
+    """rapid_like with a narrow DRAM, so that a batch-1 decode step waits for its weights."""
+    data = RAPID.model_dump()
+    data["memory"]["dram_bytes_per_cycle"] = 4.0
+    data["energy"] = None
+    data.update(changes)
+    return type(RAPID).model_validate(data)
+
+
+def test_w4a16_decode_moves_its_share_of_the_fp16_weight_bytes():
+    """Decode at batch 1 on a bandwidth-bound chip whose PEs apply int4 group scales: every linear layer
+    reads 4.15625/16 of its FP16 weight bytes, and its time follows the bytes."""
+    hardware = _bandwidth_bound(dequantize_in_pe=["int4"])
+    trace = load_model("llama-2-7b").trace(Workload(tokens=64, phase="decode", head="none"))
+    fp16 = simulate(trace, hardware, policy({"default": "fp16"}))
+    w4 = simulate(trace, hardware, load_run_config("w4a16_g128"))
+    linear16, linear4 = fp16[fp16.category == "linear"], w4[w4.category == "linear"]
+    assert list(linear16.name) == list(linear4.name) and len(linear4) == 32 * 7
+    weight_bytes16 = (linear16.k * linear16.n * 2).sum()
+    assert (linear16.dram_read_bytes - linear16.filter_write_bytes).abs().sum() == 0  # only weights come in
+    assert linear16.dram_read_bytes.sum() == weight_bytes16
+    assert linear4.dram_read_bytes.sum() == weight_bytes16 * 4.15625 / 16
+    assert (linear4.bound == "memory").all() and (linear16.bound == "memory").all()
+    ratio = linear4.total_cycles.sum() / linear16.total_cycles.sum()
+    assert ratio == pytest.approx(4.15625 / 16, rel=0.02)
+    assert not w4.name.str.endswith(".dequantize_w").any()  # the PEs apply the group scales
+
+
+def test_vector_unit_dequantizes_group_scaled_weights_into_the_filter_buffer():
+    """Without in-PE dequantization, each linear layer gets a dequantize step over its K x N weights that
+    reads the stored bytes; the product reads the FP16 weights from the filter buffer, not DRAM."""
+    trace = load_model("bert-base").trace(Workload(tokens=128))
+    res = simulate(trace, RAPID, load_run_config("w4a16_g128"))
+    linear = res[res.category == "linear"]
+    dequant = res[res.name.str.endswith(".dequantize_w")]
+    assert len(dequant) == len(linear) and list(dequant.elements) == list(linear.k * linear.n)
+    stored = [math.ceil((k * n * 4 + n * math.ceil(k / 128) * 20) / 8) for k, n in zip(linear.k, linear.n, strict=True)]
+    assert list(dequant.dram_read_bytes) == stored
+    assert linear.dequantized.all() and (linear.filter_write_bytes == linear.k * linear.n * 2).all()
+    assert (linear.compute_precision == "fp16").all() and (linear.precision == "int4/fp16").all()
+    ratio = RAPID.sfu.cycles_per_element["dequantize"] / RAPID.sfu.lanes
+    assert list(dequant.compute_cycles) == [math.ceil(e * ratio) for e in dequant.elements]
+
+
+def test_per_token_activation_scales_cost_an_absmax_pass_and_their_bytes():
+    trace = load_model("bert-base").trace(Workload(tokens=128))
+    res = simulate(trace, RAPID, load_run_config("w8a8"))
+    absmax = res[res.role == "absmax"]
+    quantize = res[(res.role == "quantize") & res.name.str.contains("quantize")]
+    assert len(absmax) > 0 and set(absmax.name.str.replace("_absmax", "")) <= set(quantize.name)
+    assert (absmax.compute_cycles > 0).all()
+    static = simulate(trace, RAPID, policy({"default": "int8", "groups": {"embedding": "native", "norm": "native"}}))
+    assert res.totals["compute_cycles"] > static.totals["compute_cycles"]
+
+
+def test_outliers_cost_a_product_of_their_own():
+    """Cycles rise with the outlier dimensions; the useful MACs stay those of the whole matrices."""
+    trace = load_model("bert-base").trace(Workload(tokens=128))
+    runs = [simulate(trace, RAPID, policy({"default": "int8"}, outliers={"dims": d, "precision": "fp16"}))
+            for d in (8, 64, 256)]
+    plain = simulate(trace, RAPID, policy({"default": "int8"}))
+    cycles = [r.totals["compute_cycles"] for r in runs]
+    assert plain.totals["compute_cycles"] < cycles[0] < cycles[1] < cycles[2]
+    assert all(r.totals["macs"] == plain.totals["macs"] for r in runs)
+    res = runs[1]
+    is_outlier = res.name.str.endswith(".outliers")
+    outlier, main = res[is_outlier], res[~is_outlier & (res.unit == "array") & (res.kind != "bmm")]
+    assert (outlier.k == 64).all() and (outlier.compute_precision == "fp16").all()
+    assert list(outlier.name) == [f"{name}.outliers" for name in main.name]
+    assert (main.k + 64).isin([768, 3072]).all() and (main.compute_precision == "int8").all()
+
+
+def test_kv_cache_bytes_with_per_head_scales():
+    """2 x layers x batch x tokens x kv_heads x (head_dim x bits + scale bits) / 8."""
+    spec = load_model("llama-3-8b")
+    cfg = spec.config
+    layers, kv_heads, head_dim = cfg["num_hidden_layers"], cfg["num_key_value_heads"], 128
+    step = spec.trace(Workload(batch=2, tokens=100, phase="decode", head="none"))
+    for name, bits in (("w4a16_g128_kv8", 8), ("w4a16_g128_kv4", 4)):
+        prepared = Simulator(RAPID, load_run_config(name)).prepare(step)
+        state = sum(t.stored_bytes for t in prepared.lowered.tensors.values() if t.kind == "state")
+        assert state == 2 * layers * 2 * 101 * kv_heads * (head_dim * bits + 16) // 8
+        res = simulate(step, RAPID, load_run_config(name))
+        dequant = res[res.name.str.endswith(".dequantize_b")]
+        assert len(dequant) == 2 * layers  # keys and values of every layer, before their products
+
+
+# ---- bad input ----
+
+@pytest.mark.parametrize(("precision", "message"), [
+    ({"default": "int3x"}, "known: fp32, fp16, bf16, fp8_e4m3"),
+    ({"weights": "int4", "activations": "native", "weight_scales": {"per": "group", "group_size": 0}},
+     "group_size must be between 1 and 2147483647"),
+    ({"weights": "int4", "activations": "native", "weight_scales": {"per": "group", "group_size": 2**31}},
+     "31-bit"),
+    ({"default": "fp8_e4m3", "weight_scales": {"zero_point_bits": 4}}, "take no zero point"),
+    ({"default": "mxfp4", "weight_scales": {"per": "group", "group_size": 64}}, "mxfp4 blocks are 32"),
+    ({"default": "int8", "kv_scales": {"per": "head"}}, "give kv_cache too"),
+    ({"default": "int8", "kv_cache": "fp8_e4m3", "kv_scales": {"zero_point_bits": 4}}, "takes no zero point"),
+    ({"weights": "int4"}, "give default, or both weights and activations"),
+    ({"default": "int8", "ops": {"bmm_qk": {"weights": "int4"}}}, "has no weights"),
+])
+def test_bad_precision_settings_are_refused(precision, message):
+    with pytest.raises(InputError, match=message.replace("(", r"\(")):
+        policy_from_dict({"name": "t", "hardware": "rapid_like", "precision": precision})
+
+
+def test_settings_that_do_not_apply_are_refused():
+    bert = load_model("bert-base").trace(Workload(tokens=16))
+    with pytest.raises(InputError, match="precision.kv_cache does not apply"):
+        simulate(bert, RAPID, load_run_config("w4a16_g128_kv8"))
+    with pytest.raises(InputError, match="outliers.dims 768 must be below"):
+        simulate(bert, RAPID, policy({"default": "int8"}, outliers={"dims": 768}))
+    with pytest.raises(InputError, match="weight_scales does not apply"):
+        simulate(bert, RAPID, policy({"default": "fp16", "weight_scales": {"per": "tensor"}}))
+    with pytest.raises(InputError, match="per token does not apply"):
+        simulate(bert, RAPID, policy({"default": "fp16", "activation_scales": {"per": "token"}}))
+
+
+# ---- sparsity patterns the PEs run at another pattern's rate ----
+
+@pytest.mark.parametrize(("pattern", "runs_as"), [("1:4", "2:4"), ("2:8", "2:4"), ("1:8", "2:4"), ("2:4", "2:4"),
+                                                  ("4:8", None), ("3:4", None), ("1:6", None)])
+def test_patterns_at_most_as_dense_as_a_skipped_one_run_at_its_rate(pattern, runs_as):
+    from simulator.timing import SparsityPattern
+
+    chosen = RAPID.sparse.skip_pattern(SparsityPattern.parse(pattern))
+    assert (str(chosen) if chosen else None) == runs_as
+
+
+def test_a_2_8_config_on_a_2_4_pe_takes_the_2_4_cycles_and_keeps_its_own_storage():
+    trace = load_model("bert-base").trace(Workload(tokens=128))
+    runs = {}
+    for pattern in ("2:4", "2:8"):
+        rules = policy({"default": "int8"}, sparsity={"weights": {"pattern": pattern}})
+        runs[pattern] = simulate(trace, RAPID, rules)
+    linear = {p: r[r.category == "linear"] for p, r in runs.items()}
+    assert list(linear["2:8"].compute_cycles) == list(linear["2:4"].compute_cycles)
+    assert (linear["2:8"].weight_bits < linear["2:4"].weight_bits).all()  # 2 x (8 + 3) / 8 < 2 x (8 + 2) / 4
+    assert any("skips 2:4, not 2:8" in note for note in runs["2:8"].notes)
