@@ -103,11 +103,6 @@ def parse_precision(text: object) -> Precision:
     raise InputError(f"unknown format {text!r}; known: {known_formats()}")
 
 
-def fallback_precision(requested: Precision, supported: list[Precision]) -> Precision | None:
-    """The narrowest supported format that holds every value of ``requested`` (itself if supported)."""
-    return compute_format(requested, requested, supported)
-
-
 def compute_format(weights: Precision, activations: Precision, supported: list[Precision]) -> Precision | None:
     """The format a product of ``weights`` and ``activations`` runs in: the narrowest supported one that
     holds both operands (W4A16 -> fp16, W4A8 -> int8), None when no supported format holds both.
