@@ -55,9 +55,6 @@ class SparseSupport(StrictModel):
                 raise ValueError(str(exc)) from None
         return patterns
 
-    def can_skip(self, pattern: SparsityPattern) -> bool:
-        return self.skip_pattern(pattern) is not None
-
     def skip_pattern(self, pattern: SparsityPattern) -> SparsityPattern | None:
         """The pattern the PEs run ``pattern`` at: itself if listed, else the sparsest listed N':M' whose
         groups ``pattern`` never overfills (M a multiple of M', N <= N': 1:4, 2:8 and 1:8 run as 2:4);

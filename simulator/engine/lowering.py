@@ -138,7 +138,7 @@ def lower(trace: Trace, hardware: Hardware, policy: Policy) -> Lowered:
             return source
         key = (source, fmt, elements)
         if key not in converted:
-            scaled = per_token and rows is not None and fmt.block is None and _takes_scales(fmt)
+            scaled = per_token and rows is not None and takes_scales(fmt)
             group, scale_bits = (rows[1], spec.activation_scales.scale_bits) if scaled else (0, 0)
             if fmt.block is not None:  # MX/NVFP4: the block scales travel with the elements
                 group, scale_bits = fmt.block.block, fmt.block.scale_bits
