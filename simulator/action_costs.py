@@ -9,6 +9,9 @@ The rules (each number comes from a table entry; see configs/energy/horowitz_45n
 - Floating formats: the table's ``<format>_mult``; the accumulate is the add of the float format of
   the accumulator's width (fp32 for 32 bits, fp16 for 16). A MAC is a multiply plus an accumulate;
   packed narrow MACs are charged per MAC.
+- Block formats computed natively (MX, NVFP4): their element's MAC (``fp4_e2m1_mult``, ...; mxint8 as
+  int8) plus, per block of MACs along K, the scaling of the block's partial sum: an exponent add
+  (int8_add) for MX's power-of-two scales, an fp8_e4m3_mult for NVFP4's.
 - A gated (or idle, clock-gated) MAC slot costs mac_gated / mac_reference of a MAC.
 - Registers: register_bit per bit written (and read once downstream).
 - SRAM buffers: the SRAM table's read/write energy per access of the hardware's port width, at the
@@ -129,11 +132,17 @@ def _float_accumulator(hardware: Hardware) -> str:
 def mac_pj(scaled: _Scaled, precision: Precision) -> float:
     """One multiply-accumulate computing in ``precision`` with the hardware's accumulator."""
     hardware = scaled.hardware
+    why = f"{precision} MACs"
     if precision.is_float:
-        why = f"{precision} MACs"
         accumulator = _float_accumulator(hardware)
-        return scaled.value(f"{precision}_mult", why) + scaled.value(f"{accumulator}_add", why)
-    return _int_mult_pj(scaled, precision.bits, precision.bits) + _int_add_pj(scaled, hardware.accumulator_bits)
+        mac = scaled.value(f"{precision.element_name}_mult", why) + scaled.value(f"{accumulator}_add", why)
+    else:
+        mac = _int_mult_pj(scaled, precision.bits, precision.bits) + _int_add_pj(scaled, hardware.accumulator_bits)
+    block = precision.block
+    if block is None:
+        return mac
+    scaling = scaled.value("int8_add" if block.scale == "e8m0" else f"fp8_{block.scale}_mult", why)
+    return mac + scaling / block.block
 
 
 def _mult_area_um2(scaled: _Scaled, precision: Precision) -> float:

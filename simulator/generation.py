@@ -231,11 +231,12 @@ def _unit_sums(records: list[dict]) -> dict[str, int]:
 
 
 def _sizes(step: Step, tensors: dict[str, Tensor]) -> tuple[int, ...]:
-    """Every size of a step that can grow with the cache: its op's, and its tensors' elements."""
+    """Every size of a step that can grow with the cache: its op's, and its tensors' elements, appended
+    elements and pruned row lengths."""
     op = step.op
     names = (*step.reads, *step.writes)
     return (op.batch, op.m, op.k, op.n, op.elements, *(tensors[n].elements for n in names),
-            *(tensors[n].appended for n in names))
+            *(tensors[n].appended for n in names), *(tensors[n].nm_row for n in names))
 
 
 def _growth(a: Prepared, a_next: Prepared, b: Prepared, span: int) -> dict[int, tuple] | None:
@@ -265,11 +266,12 @@ def _grown_step(step: Step, slope: tuple, offset: int, start: dict[str, Tensor],
     op = step.op
     names = (*step.reads, *step.writes)
     for position, name in enumerate(names):
-        grows, appended_grows = slope[5 + position], slope[5 + len(names) + position]
-        if grows or appended_grows:
+        grows, appended_grows, row_grows = (slope[5 + part * len(names) + position] for part in range(3))
+        if grows or appended_grows or row_grows:
             t = start[name]
             tensors[name] = Tensor(name, t.kind, t.elements + grows * offset, t.bits,
-                                   t.appended + appended_grows * offset, t.source, t.scale_group, t.scale_bits)
+                                   t.appended + appended_grows * offset, t.source, t.scale_group, t.scale_bits,
+                                   t.nm_kept, t.nm_group, t.nm_row + row_grows * offset)
     grown = Op(op.name, op.layer, op.role, op.group, op.kind, op.batch + slope[0] * offset, op.m + slope[1] * offset,
                op.k + slope[2] * offset, op.n + slope[3] * offset, op.elements + slope[4] * offset,
                op.weight_params, op.bias_params, op.reads, op.writes)

@@ -22,9 +22,10 @@ from workloads.ops import INT64_MAX, MAX_SIZE, VECTOR_ROLES
 
 # Vector ops the SFU may be asked to run: every vector role a trace can contain, plus the ops the
 # simulator inserts (quantize/dequantize where precision changes, bias adds after matrix ops; absmax
-# finds the per-token scales of dynamically quantized activations, needed only by configs that ask).
+# finds the per-token scales of dynamically quantized activations and nm_select the N largest of every
+# M values of a pruned attention operand, needed only by configs that ask).
 INSERTED_SFU_OPS = ("quantize", "dequantize", "bias")
-SFU_OPS = (*VECTOR_ROLES, *INSERTED_SFU_OPS, "absmax")
+SFU_OPS = (*VECTOR_ROLES, *INSERTED_SFU_OPS, "absmax", "nm_select")
 
 
 class ArrayConfig(StrictModel):

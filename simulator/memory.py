@@ -30,14 +30,9 @@ from dataclasses import asdict, dataclass
 from simulator.policy import Policy, takes_scales
 from simulator.precision import Precision, parse_precision
 from simulator.timing import ceil_div
-from workloads.ops import GROUPS, LINEAR_ROLES, Op, Trace
+from workloads.ops import GROUPS, LINEAR_ROLES, Op, Trace, index_bits_per_value
 
 MIB_BITS = 8 * 1024 * 1024
-
-
-def index_bits_per_value(group: int) -> int:
-    """Bits that locate one kept value inside an N:M group of ``group`` weights: ceil(log2 M)."""
-    return (group - 1).bit_length()
 
 
 @dataclass(frozen=True)

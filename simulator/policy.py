@@ -12,6 +12,7 @@ precision:                      # formats per side and their scales: see precisi
   scale_bits: 16                # one scale factor per output channel of integer weights
 sparsity:
   weights: {pattern: "2:4", roles: [q, k, v, attn_out, ffn1, ffn2]}
+  attention: {probabilities: "2:8", keys: "2:4"}   # N:M selected at run time on the attention operands
 outliers: {dims: 8, precision: fp16}
 baseline: int4                  # dense config speedups are measured against (file next to this one)
 ```
@@ -56,12 +57,7 @@ class WeightSparsityConfig(StrictModel):
     @field_validator("pattern")
     @classmethod
     def _pattern(cls, text: str | None) -> str | None:
-        if text is None:
-            return None
-        try:
-            return str(SparsityPattern.parse(text))
-        except InputError as exc:
-            raise ValueError(str(exc)) from None
+        return _check_pattern(text)
 
     @field_validator("roles")
     @classmethod
@@ -93,8 +89,47 @@ class WeightSparsityConfig(StrictModel):
         return self.pattern is None or self.through_masks
 
 
+def _check_pattern(text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        return str(SparsityPattern.parse(text))
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class AttentionSparsityConfig(StrictModel):
+    """N:M patterns on the attention products' operands, chosen at run time by the vector unit (seed 002's
+    GEMM-MHA): the N largest of every M consecutive values along the product's reduction dimension."""
+
+    probabilities: str | None = Field(None, description="softmax output, along each row's keys (softmax x V)")
+    keys: str | None = Field(None, description="each key vector, along head_dim (Q x K^T); a KV cache keeps "
+                                               "them compressed")
+
+    @field_validator("probabilities", "keys")
+    @classmethod
+    def _patterns(cls, text: str | None) -> str | None:
+        return _check_pattern(text)
+
+    @model_validator(mode="after")
+    def _any(self) -> AttentionSparsityConfig:
+        if self.probabilities is None and self.keys is None:
+            raise ValueError("give probabilities, keys or both")
+        return self
+
+    def pattern(self, role: str) -> SparsityPattern | None:
+        """The pattern on the pruned operand of the attention product ``role`` (bmm_qk or bmm_av), if any."""
+        text = {"bmm_qk": self.keys, "bmm_av": self.probabilities}.get(role)
+        return SparsityPattern.parse(text) if text is not None else None
+
+
+# The operand of each attention product that a pattern prunes (0: A, 1: B), along the product's K.
+PRUNED_OPERAND = {"bmm_qk": 1, "bmm_av": 0}
+
+
 class SparsityConfig(StrictModel):
     weights: WeightSparsityConfig | None = None
+    attention: AttentionSparsityConfig | None = None
 
 
 class OutlierConfig(StrictModel):
@@ -118,7 +153,7 @@ class RunConfig(StrictModel):
 
     @property
     def is_sparse(self) -> bool:
-        return self.sparsity.weights is not None
+        return self.sparsity.weights is not None or self.sparsity.attention is not None
 
     def simulation_key(self) -> str:
         """JSON of what changes results on a given hardware (names, hardware and baseline left out)."""
@@ -186,8 +221,18 @@ class Policy:
         weights = self.config.sparsity.weights
         return SparsityPattern.parse(weights.pattern) if weights is not None and weights.pattern else None
 
+    def attention_pattern(self, bmm: Op) -> SparsityPattern | None:
+        """The N:M pattern on the pruned operand of the attention product ``bmm``, if any."""
+        attention = self.config.sparsity.attention
+        return attention.pattern(bmm.role) if attention is not None and bmm.kind == "bmm" else None
+
     def check_against(self, trace: Trace) -> None:
         """Errors for settings that cannot apply to this model (a layer range beyond its blocks)."""
+        attention = self.config.sparsity.attention
+        for role, given in (("bmm_qk", "keys"), ("bmm_av", "probabilities")) if attention is not None else ():
+            if getattr(attention, given) is not None and not any(op.role == role for op in trace):
+                raise InputError(f"{self.name}: sparsity.attention.{given} does not apply to {trace.model}: it has no "
+                                 f"attention product ({role})")
         if self.config.precision.kv_cache is not None and not any(
                 tensor.kind == "state" for tensor in trace.tensors.values()):
             raise InputError(f"{self.name}: precision.kv_cache does not apply to {trace.model}: this pass keeps no KV "

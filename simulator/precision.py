@@ -7,7 +7,7 @@
   mxfp6 (E2M3; mxfp6_e3m2), mxfp4 (E2M1), mxint8 (8-bit integers). NVFP4: 16 E2M1 elements and one
   FP8 E4M3 scale per block, plus one FP32 scale per tensor.
 
-``bits`` is the element width; a block format's scales are storage overhead (see ``block_scale``), so a
+``bits`` is the element width; a block format's scales are storage overhead (``BlockFormat``), so a
 format's bits per element stored are bits + scale_bits / block (MXFP4: 4 + 8/32 = 4.25).
 Whether one format holds another compares elements: a block's shared scale is applied by whatever
 dequantizes it (a PE that computes the format natively, or a dequantization step).
@@ -34,6 +34,7 @@ class BlockFormat:
     block: int  # elements sharing one scale (along K)
     scale_bits: int  # bits of that shared scale
     tensor_scale_bits: int = 0  # one more scale per tensor (NVFP4)
+    scale: str = "e8m0"  # the shared scale's format: a power of two (MX), or an FP8 E4M3 value (NVFP4)
 
 
 BLOCK_FORMATS = {
@@ -43,7 +44,7 @@ BLOCK_FORMATS = {
     "mxfp6_e3m2": BlockFormat("e3m2", 6, 32, 8),
     "mxfp4": BlockFormat("e2m1", 4, 32, 8),
     "mxint8": BlockFormat("int8", 8, 32, 8),
-    "nvfp4": BlockFormat("e2m1", 4, 16, 8, tensor_scale_bits=32),
+    "nvfp4": BlockFormat("e2m1", 4, 16, 8, tensor_scale_bits=32, scale="e4m3"),
 }
 _ELEMENT = re.compile(r"e(\d)m(\d)")
 
@@ -76,6 +77,15 @@ class Precision:
     def is_float(self) -> bool:
         return self.float_fields is not None
 
+    @property
+    def element_name(self) -> str:
+        """The format of one element without block scales: the name itself, or a block format's element
+        ("fp4_e2m1" for mxfp4 and nvfp4, "fp8_e4m3" for mxfp8, "int8" for mxint8)."""
+        block = self.block
+        if block is None:
+            return self.name
+        return block.element if block.element.startswith("int") else f"fp{block.bits}_{block.element}"
+
     def __str__(self) -> str:
         return self.name
 
@@ -106,11 +116,15 @@ def parse_precision(text: object) -> Precision:
 def compute_format(weights: Precision, activations: Precision, supported: list[Precision]) -> Precision | None:
     """The format a product of ``weights`` and ``activations`` runs in: the narrowest supported one that
     holds both operands (W4A16 -> fp16, W4A8 -> int8), None when no supported format holds both.
-    A unit of the operands' own kind comes first (integers prefer a wider integer unit to a float one)."""
+    A unit of the operands' own kind comes first (integers prefer a wider integer unit to a float one);
+    between equally narrow ones, block-scaled operands prefer a block-format unit, which applies their
+    scales itself, and others a plain one."""
     if weights == activations and weights in supported:
         return weights
     candidates = [p for p in supported if p.represents(weights) and p.represents(activations)]
     if not candidates:
         return None
     integer_operands = not (weights.is_float or activations.is_float)
-    return min(candidates, key=lambda p: (p.is_float == integer_operands, p.bits, p.block is not None, p.name))
+    block_operands = weights.block is not None or activations.block is not None
+    return min(candidates, key=lambda p: (p.is_float == integer_operands, p.bits,
+                                          (p.block is not None) != block_operands, p.name))

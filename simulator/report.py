@@ -144,6 +144,7 @@ CATEGORY_COLOURS = {  # related work in related hues (array: blues; norms: purpl
     "sfu_bias": "#8c564b", "sfu_add": "#e377c2", "sfu_mul": "#f7b6d2", "sfu_embedding": "#7f7f7f",
     "sfu_concat": "#c7c7c7", "sfu_mask_embed": "#dbdb8d", "sfu_rmsnorm": "#6a3d9a", "sfu_silu": "#006d2c",
     "sfu_rope": "#fdd0a2", "sfu_rope_table": "#a6761d", "sfu_topk": "#e6ab02", "sfu_absmax": "#a63603",
+    "sfu_nm_select": "#7a0177",
 }
 
 

@@ -39,6 +39,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from workloads.ops import nm_kept
+
 DATAFLOWS = ("ws", "os", "is")
 TIMINGS = ("default", "scalesim")
 
@@ -87,8 +89,7 @@ class SparsityPattern:
             if dataflow == "os":
                 return ceil_div(depth * self.n, self.m)
             return self.n * ceil_div(depth, self.m)
-        full, tail = divmod(depth, self.m)
-        return self.n * full + min(self.n, tail)
+        return nm_kept(depth, self.n, self.m)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,12 @@ def run_config(directory, body, name="c.yaml"):
     return write(directory, name, f"name: c\nhardware: rapid_like\n{body}\n")
 
 
+def sparsity_case(command: str, sparsity: str):
+    """Arguments running ``command`` on bert-base under an INT8 config with this ``sparsity`` section."""
+    return lambda p: [command, run_config(p, f"precision: {{default: int8}}\nsparsity: {sparsity}"), "--model",
+                      "bert-base"]
+
+
 def _energy_table(directory, *replacements):
     """rapid_like priced by a copy of the 45 nm table with regex replacements applied (pattern, new, ...)."""
     text = (ROOT / "configs" / "energy" / "horowitz_45nm.yaml").read_text()
@@ -182,9 +188,7 @@ CASES = [
      "precision.default"),
     ("memory-int1", lambda p: ["memory", run_config(p, "precision: {default: int1}"), "--model", "bert-base"],
      "int1"),
-    ("memory-n-over-m", lambda p: ["memory", run_config(p, "precision: {default: int8}\nsparsity: {weights: "
-                                                           "{pattern: '3:2'}}"), "--model", "bert-base"],
-     "sparsity.weights.pattern"),
+    ("memory-n-over-m", sparsity_case("memory", "{weights: {pattern: '3:2'}}"), "sparsity.weights.pattern"),
     ("memory-range-outside", lambda p: ["memory", run_config(p, "precision: {default: int8, layers: "
                                                                 "{'0-12': int4}}"), "--model", "bert-base"],
      "outside bert-base"),
@@ -205,9 +209,11 @@ CASES = [
      "duplicate key 'precision'"),
     ("memory-wrong-type", lambda p: ["memory", run_config(p, "precision: {default: int8, scale_bits: lots}"),
                                      "--model", "bert-base"], "precision.scale_bits"),
-    ("memory-bmm-prune", lambda p: ["memory", run_config(p, "precision: {default: int8}\nsparsity: {weights: "
-                                                            "{pattern: '2:4', roles: [bmm_qk]}}"),
-                                    "--model", "bert-base"], "no weight matrix"),
+    ("memory-bmm-prune", sparsity_case("memory", "{weights: {pattern: '2:4', roles: [bmm_qk]}}"), "no weight matrix"),
+    ("run-attention-n-over-m", sparsity_case("run", "{attention: {probabilities: '3:2'}}"),
+     "sparsity.attention.probabilities"),
+    ("run-attention-nothing", sparsity_case("run", "{attention: {}}"), "give probabilities, keys or both"),
+    ("run-attention-unknown-operand", sparsity_case("run", "{attention: {queries: '2:4'}}"), "queries: unknown key"),
     ("memory-malformed-yaml", lambda p: ["memory", run_config(p, "precision: [int8"), "--model", "bert-base"],
      "malformed YAML"),
     ("memory-missing-field", lambda p: ["memory", write(p, "c.yaml", "name: c\nhardware: rapid_like\n"),

@@ -439,3 +439,34 @@ def test_a_float_accumulator_is_fp32_or_fp16_and_nothing_else():
     assert half.mac_pj["int8"] == pytest.approx(0.2 + 0.05)  # a 16-bit integer accumulate
     with pytest.raises(InputError, match="float accumulator of 24 bits"):
         action_costs(at_45nm(accumulator_bits=24))
+
+
+def test_fp8_and_block_formats_computed_natively_are_priced_from_their_element_multiply():
+    """FP8 elements: the table's derived multiply (fp16's x s^2/121) plus the fp32 accumulate; MX adds
+    one exponent add (int8_add) per block of 32 MACs, NVFP4 one E4M3 multiply per block of 16."""
+    formats = {"fp16": 2, "fp8_e4m3": 4, "fp8_e5m2": 4, "mxfp8": 4, "mxfp6": 4, "mxfp4": 8, "nvfp4": 8, "mxint8": 4,
+               "int8": 8}
+    costs = action_costs(at_45nm(macs_per_pe=formats))
+    mac = costs.mac_pj
+    assert mac["fp8_e4m3"] == pytest.approx(1.1 * 16 / 121 + 0.9)
+    assert mac["fp8_e5m2"] == pytest.approx(1.1 * 9 / 121 + 0.9)
+    assert mac["mxfp8"] == pytest.approx(1.1 * 16 / 121 + 0.9 + 0.03 / 32)
+    assert mac["mxfp6"] == pytest.approx(1.1 * 16 / 121 + 0.9 + 0.03 / 32)  # e2m3: 4 significand bits
+    assert mac["mxfp4"] == pytest.approx(1.1 * 4 / 121 + 0.9 + 0.03 / 32)
+    assert mac["nvfp4"] == pytest.approx(1.1 * 4 / 121 + 0.9 + 1.1 * 16 / 121 / 16)
+    assert mac["mxint8"] == pytest.approx(0.2 + 0.1 + 0.03 / 32)
+    assert mac["mxfp4"] < mac["fp8_e5m2"] < mac["fp8_e4m3"] < mac["fp16"]
+    for name, entry in TABLE.entries.items():
+        if name.startswith(("fp8_", "fp6_", "fp4_")):  # every derived entry is fp16_mult x (s x s)/121
+            significand = {"e4m3": 4, "e5m2": 3, "e2m3": 4, "e3m2": 3, "e2m1": 2}[name.split("_")[1]]
+            assert entry.value == pytest.approx(1.1 * significand**2 / 121, abs=1e-6), name
+
+
+def test_fp8_runs_priced_on_an_array_with_fp8_units():
+    hardware = at_45nm(macs_per_pe={"fp16": 2, "fp8_e4m3": 4, "int8": 8})
+    fp8 = load_run_config("configs/fp8.yaml")
+    trace = one_gemm(64, 256, 128)
+    fp8_row, fp16_row = (row(simulate(trace, hardware, policy)) for policy in (fp8, FP16))
+    assert fp8_row["compute_precision"] == "fp8_e4m3"
+    assert fp8_row["mac_pj"] == pytest.approx(64 * 256 * 128 * (1.1 * 16 / 121 + 0.9))
+    assert fp8_row["mac_pj"] < fp16_row["mac_pj"]

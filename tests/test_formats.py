@@ -107,6 +107,9 @@ TPU_V5E_FORMATS = ["bf16", "int8"]
     ("mxfp4", "fp16", RAPID_FORMATS, "fp16"),
     ("mxint8", "int8", RAPID_FORMATS, "int8"),
     ("mxfp4", "mxfp4", ["mxfp4", "fp16"], "mxfp4"),  # an array with MX units
+    ("mxfp4", "mxfp8", ["fp8_e4m3", "mxfp8", "fp16"], "mxfp8"),  # block operands: the unit that applies scales
+    ("fp8_e4m3", "fp8_e4m3", ["mxfp8", "fp8_e4m3"], "fp8_e4m3"),
+    ("int4", "fp8_e4m3", ["mxfp8", "fp8_e4m3"], "fp8_e4m3"),  # plain operands: the plain unit
     ("int8", "int8", ["fp16", "int16"], "int16"),  # integers prefer an integer unit
     ("int16", "int8", ["fp16", "int8"], None),     # fp16 holds no int16
     ("fp16", "bf16", TPU_V5E_FORMATS, None),       # bf16 holds no fp16
@@ -161,6 +164,34 @@ def test_vector_unit_dequantizes_group_scaled_weights_into_the_filter_buffer():
     assert (linear.compute_precision == "fp16").all() and (linear.precision == "int4/fp16").all()
     ratio = RAPID.sfu.cycles_per_element["dequantize"] / RAPID.sfu.lanes
     assert list(dequant.compute_cycles) == [math.ceil(e * ratio) for e in dequant.elements]
+
+
+def test_pruned_group_scaled_weights_are_dequantized_kept_values_only():
+    """2:4 + int4 g128 on rapid_like (which skips 2:4): the vector unit scales the K/2 x N kept weights,
+    and the filter buffer receives them compressed (fp16 values with their 2-bit positions)."""
+    trace = load_model("bert-base").trace(Workload(tokens=128))
+    res = simulate(trace, RAPID, load_run_config("w4a16_g128_sp"))
+    linear = res[res.category == "linear"]
+    dequant = res[res.name.str.endswith(".dequantize_w")]
+    assert list(dequant.elements) == list(linear.k * linear.n // 2)
+    assert list(linear.filter_write_bytes) == list(linear.k // 2 * linear.n * (16 + 2) // 8)
+    assert (linear.sparsity == "2:4").all()
+
+
+def test_mx_units_apply_the_block_scales_that_other_arrays_dequantize():
+    """MXFP4 weights x MXFP8 activations: on an array with MXFP8 units the product runs in mxfp8 and reads
+    the stored weights (the shared E8M0 scales carry over); on rapid_like the vector unit dequantizes."""
+    trace = load_model("bert-base").trace(Workload(tokens=128))
+    data = RAPID.model_dump()
+    data["macs_per_pe"].update(mxfp8=8)
+    with_mx = simulate(trace, type(RAPID).model_validate(data), load_run_config("mxfp4"))
+    without = simulate(trace, RAPID, load_run_config("mxfp4"))
+    linear = with_mx[with_mx.category == "linear"]
+    assert (linear.compute_precision == "mxfp8").all() and not linear.dequantized.any()
+    assert not with_mx.name.str.endswith(".dequantize_w").any()
+    assert without.name.str.endswith(".dequantize_w").sum() == len(linear)
+    # The weights arrive as stored: 4.25 bits each, the block scales included.
+    assert list(linear.filter_write_bytes) == [k * n * 17 // 32 for k, n in zip(linear.k, linear.n, strict=True)]
 
 
 def test_per_token_activation_scales_cost_an_absmax_pass_and_their_bytes():

@@ -12,12 +12,15 @@ from simulator.engine import Simulator, simulate
 from simulator.engine.grouping import ADDITIVE_COLUMNS
 from simulator.generation import generate, generation_summary
 from simulator.hardware import Hardware, load_hardware
-from simulator.policy import load_run_config
+from simulator.policy import load_run_config, policy_from_dict
 from workloads.models import Workload, load_model
 
 INT8 = load_run_config("configs/int8.yaml")
 MISTRAL_W8 = str(Path(__file__).parent / "configs" / "mistral-window-8.json")
 FP16 = load_run_config("configs/fp16.yaml")
+PRUNED_ATTENTION = policy_from_dict({  # pruned rows grow with the cache: tails of 1..3 keys along them
+    "name": "kv8_nm", "hardware": "rapid_like", "precision": {"default": "int8", "kv_cache": "int8"},
+    "sparsity": {"attention": {"probabilities": "2:4", "keys": "1:8"}}})
 
 
 def with_memory(preset: str, **memory) -> Hardware:
@@ -48,6 +51,7 @@ def step_by_step(spec, workload, lengths, hardware, policy):
     (MISTRAL_W8, load_hardware("rapid_like"), INT8, 2, 5, 10),  # the steps reach the 8-key window
     ("transformer-base", load_hardware("rapid_like"), INT8, 2, 12, 10),  # encoder once, then the decoder alone
     ("t5-3b", load_hardware("rapid_like"), FP16, 1, 16, 5),
+    ("llama-2-7b", load_hardware("rapid_like"), PRUNED_ATTENTION, 2, 5, 9),
 ])
 def test_a_generation_is_its_decode_steps_simulated_one_by_one(model, hardware, policy, batch, prompt, new):
     spec = load_model(model)

@@ -42,6 +42,18 @@ ROLES = (*LINEAR_ROLES, *BMM_ROLES, *OTHER_MATRIX_ROLES, *VECTOR_ROLES)
 TENSOR_KINDS = ("input", "activation", "weight", "state")
 
 
+def nm_kept(depth: int, n: int, m: int) -> int:
+    """Values left of ``depth`` along an N:M-pruned row: N of every whole group of M, min(N, r) of a
+    trailing group of r."""
+    full, tail = divmod(depth, m)
+    return n * full + min(n, tail)
+
+
+def index_bits_per_value(group: int) -> int:
+    """Bits that locate one kept value inside an N:M group of ``group`` values: ceil(log2 M)."""
+    return (group - 1).bit_length()
+
+
 @dataclass(frozen=True, slots=True)
 class Tensor:
     """A tensor of the pass. ``elements`` of a state tensor count all of it (the whole cache after this
@@ -49,7 +61,8 @@ class Tensor:
     for state an earlier pass filled and this one only reads: a cross-attention cache).
     ``bits`` fixes the stored width of an input (token ids); 0 means "decided by the simulator".
     A quantized tensor may also store one ``scale_bits`` scale per ``scale_group`` elements (per token,
-    per head)."""
+    per head). A pruned one (attention N:M) keeps ``nm_kept`` of every ``nm_group`` elements along each
+    row of ``nm_row``, each kept value with its position; ``elements`` still counts the dense tensor."""
 
     name: str
     kind: str
@@ -59,10 +72,23 @@ class Tensor:
     source: str = ""
     scale_group: int = 0
     scale_bits: int = 0
+    nm_kept: int = 0
+    nm_group: int = 0
+    nm_row: int = 0
+
+    def values_of(self, elements: int) -> int:
+        """Values stored of ``elements`` (dense count) of this tensor: the kept ones, when pruned."""
+        if not self.nm_group:
+            return elements
+        rows, rest = divmod(elements, self.nm_row)
+        return rows * nm_kept(self.nm_row, self.nm_kept, self.nm_group) + nm_kept(rest, self.nm_kept, self.nm_group)
 
     def bytes_of(self, elements: int) -> int:
-        """Stored bytes of ``elements`` of this tensor (whole scale groups), scales included."""
+        """Stored bytes of ``elements`` (dense count) of this tensor: its values (the kept ones and their
+        positions, when pruned), plus the scales of whole scale groups."""
         bits = elements * self.bits
+        if self.nm_group:
+            bits = self.values_of(elements) * (self.bits + index_bits_per_value(self.nm_group))
         if self.scale_group:
             bits += -(-elements // self.scale_group) * self.scale_bits
         return -(-bits // 8)
@@ -71,11 +97,18 @@ class Tensor:
     def stored_bytes(self) -> int:
         return self.bytes_of(self.elements)
 
+    @property
+    def layout(self) -> tuple[int, ...]:
+        """Its size and how it is stored (everything its bytes depend on)."""
+        return (self.elements, self.bits, self.scale_group, self.scale_bits, self.nm_kept, self.nm_group, self.nm_row)
+
     def __post_init__(self) -> None:
         if self.kind not in TENSOR_KINDS:
             raise ValueError(f"tensor {self.name}: unknown kind {self.kind!r}")
-        if min(self.elements, self.appended, self.bits, self.scale_group, self.scale_bits) < 0:
+        if min(self.elements, self.appended, self.bits, self.scale_group, self.scale_bits, self.nm_kept) < 0:
             raise ValueError(f"tensor {self.name}: negative size")
+        if (self.nm_kept or self.nm_group or self.nm_row) and not 0 < self.nm_kept <= self.nm_group <= self.nm_row:
+            raise ValueError(f"tensor {self.name}: N:M fields need 0 < N <= M <= row length")
         if self.source and self.kind != "state":
             raise ValueError(f"tensor {self.name}: only state names an activation it appends")
         if bool(self.appended) != bool(self.source):

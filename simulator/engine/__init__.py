@@ -134,13 +134,14 @@ class Simulator:
             storage = self._storages[key] = op_storage(op, self.storage_policy, self._nonzeros)
         return storage
 
-    def _array_cycles(self, op: Op, pack: int, pruned: bool, transfer: Callable[[Split], int] | None = None,
-                      ) -> tuple[int, int, int, Split]:
-        """(compute cycles, folds, useful MACs, split over the arrays) of a matrix op. The split is the one
-        that finishes first: its busiest array's cycles plus the stall of its ``transfer`` cycles (a split
-        along m reads the weights into every array)."""
+    def _array_cycles(self, op: Op, pack: int, sparsity: SparsityPattern | None, masked: bool = False,
+                      transfer: Callable[[Split], int] | None = None) -> tuple[int, int, int, Split]:
+        """(compute cycles, folds, useful MACs, split over the arrays) of a matrix op whose PEs skip
+        ``sparsity`` (or its weight ``masked``). The split is the one that finishes first: its busiest
+        array's cycles plus the stall of its ``transfer`` cycles (a split along m reads the weights into
+        every array)."""
         array = self.hardware.array
-        if pruned and self.masked:
+        if masked:
             from simulator.masks import masked_cycles
 
             if op.batch != 1:
@@ -150,7 +151,6 @@ class Simulator:
                                  "modelled yet (use a one-array preset)")
             return (*masked_cycles(self.mask_for(op), op.m, array.rows, array.cols, array.dataflow, pack=pack,
                                    timing=self.timing), Split("none", 1, 1, op.m, op.n))
-        sparsity = self.timing_pattern if pruned else None
 
         def on_one_array(split: Split) -> tuple[int, int, int]:
             return _product_cycles(split.m, op.k, split.n, array.rows, array.cols, array.dataflow, split.batch,
@@ -194,7 +194,10 @@ class Simulator:
         op = step.op
         chosen = step.precision
         pack = self.hardware.macs_per_pe[chosen.name]
-        pruned = self.skips and self.policy.prunes(op)
+        pruned_weights = self.skips and self.policy.prunes(op)
+        pruned = pruned_weights or step.runs_at is not None
+        pattern = step.runs_at or (self.timing_pattern if pruned_weights else None)
+        masked = pruned_weights and self.masked
         weights = sum(weight_bytes.get(name, 0) for name in step.reads[1:]) if op.has_weight_operand else 0
 
         traffics: dict[Split, dict[str, int]] = {}  # per candidate: timing, the dense pass and the record share it
@@ -210,20 +213,21 @@ class Simulator:
             return transfer_cycles(counts["dram_read_bytes"] + counts["dram_write_bytes"], self.hardware)
 
         gated = pruned and self.hardware.sparse.mode == "gate"  # zeros take their slot: dense timing
-        compute, folds, macs, split = self._array_cycles(op, pack, pruned and not gated, transfer_of)
-        dense_compute = self._array_cycles(op, pack, False, transfer_of)[0] if pruned and not gated else compute
+        skipping = (None, False) if gated else (pattern, masked)
+        compute, folds, macs, split = self._array_cycles(op, pack, *skipping, transfer_of)
+        dense_compute = self._array_cycles(op, pack, None, False, transfer_of)[0] if pruned and not gated else compute
         counts = dict(traffic(split))
         # Every issued MAC moves an activation; a PE reduces its packed products into one partial sum a cycle.
         counts.update(array_activation_hops=macs, array_psum_updates=ceil_div(macs, pack))
         if gated:
-            macs = self._array_cycles(op, pack, True, transfer_of)[2]  # useful MACs: the kept ones
+            macs = self._array_cycles(op, pack, pattern, masked, transfer_of)[2]  # useful MACs: the kept ones
         transfer = transfer_cycles(counts["dram_read_bytes"] + counts["dram_write_bytes"], self.hardware)
         busy = compute + (op.batch if self.timing == "scalesim" and folds else 0)  # scalesim: last index
         slots = busy * self.hardware.pes * pack
         cost = Cost(compute_cycles=compute, dense_compute_cycles=dense_compute, folds=folds, macs=macs,
                     transfer_cycles=transfer, stall_cycles=stall_cycles(transfer, compute, folds),
                     utilization=macs / slots if slots else 0.0, **counts)
-        sparsity = self.storage(step.owner).sparse
+        sparsity = str(step.pattern) if step.pattern is not None else self.storage(step.owner).sparse
         return cost, chosen, pack, sparsity, split.label
 
     def _sfu_cost(self, step: Step, lowered: Lowered, placement: Placement, weight_bytes: dict[str, int],
@@ -314,19 +318,16 @@ class Simulator:
         if self.masked and step.unit == "array" and self.policy.prunes(op):
             return None
         tensors, home, written = lowered.tensors, placement.home, placement.written
-        reads = tuple((tensors[name].kind, tensors[name].elements, tensors[name].bits, tensors[name].scale_group,
-                       tensors[name].scale_bits, home[name],
-                       weight_bytes.get(name)) for name in step.reads)
-        writes = tuple((tensors[name].elements, tensors[name].bits, tensors[name].scale_group, tensors[name].scale_bits,
-                        home[name], name in written)
-                       for name in step.writes)
+        reads = tuple((tensors[name].kind, tensors[name].layout, home[name], weight_bytes.get(name))
+                      for name in step.reads)
+        writes = tuple((tensors[name].layout, home[name], name in written) for name in step.writes)
         stored = None
         if not step.inserted:
             storage = self.storage(step.owner)
             stored = (storage.value_bits, storage.index_bits, storage.scale_bits, storage.bias_bits, storage.sparse,
                       self.policy.prunes(op), self.policy.weight_precision(op) if op.role == "embedding" else None)
-        return (step.unit, step.inserted, step.precision, op.role, op.group, op.kind, op.batch, op.m, op.k, op.n,
-                op.elements, op.weight_params, op.bias_params, fused, reads, writes, stored)
+        return (step.unit, step.inserted, step.precision, step.pattern, step.runs_at, op.role, op.group, op.kind,
+                op.batch, op.m, op.k, op.n, op.elements, op.weight_params, op.bias_params, fused, reads, writes, stored)
 
     def _check_capacity(self, trace: Trace, lowered: Lowered, placement: Placement) -> None:
         capacity = self.hardware.memory.dram_capacity_bytes

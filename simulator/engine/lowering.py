@@ -9,6 +9,11 @@ input share one quantize; cross-attention's k and v read another tensor, so they
 State read by a matrix op (a KV cache) is stored in that op's format: the op reads it whole, and only
 the entries this pass appends are quantized (``quantize_b``), from the activation that holds them.
 
+Attention N:M sparsity (``sparsity.attention``) inserts an ``nm_select`` step that keeps the N largest
+of every M values of the pruned operand along the product's K (probabilities for softmax x V, keys
+for Q x K^T) and writes them compressed; the product then runs at the rate of the pattern the PEs
+skip. Pruned keys are kept compressed in a KV cache, so a decode step selects only its new keys.
+
 Each step names the tensors it reads and writes; the steps' tensors, with their stored widths in bits,
 are the lowered tensor table that residency and costs work from.
 """
@@ -18,8 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from simulator.hardware import Hardware
-from simulator.policy import Policy, takes_scales
+from simulator.policy import PRUNED_OPERAND, Policy, takes_scales
 from simulator.precision import Precision, compute_format, parse_precision
+from simulator.timing import SparsityPattern
 from workloads.errors import InputError
 from workloads.ops import Op, Tensor, Trace
 
@@ -40,6 +46,8 @@ class Step:
     writes: tuple[str, ...]
     operands: str = ""  # array: the operands' formats, "int4/fp16" (weights/activations) when they differ
     stored_as: Op | None = None  # the trace op whose parameters this step reads, when ``op`` computes part of it
+    pattern: SparsityPattern | None = None  # attention N:M on the product's pruned operand
+    runs_at: SparsityPattern | None = None  # the pattern the PEs skip it at (``pattern`` or one it fits)
 
     @property
     def owner(self) -> Op:
@@ -52,7 +60,7 @@ class Lowered:
     steps: tuple[Step, ...]
     tensors: dict[str, Tensor]  # every tensor a step names, with ``bits`` filled in
     appends: dict[str, str]  # state tensor -> the activation holding its appended entries (written to DRAM)
-    notes: tuple[str, ...] = ()  # products an array computes wider than their operands need
+    notes: tuple[str, ...] = ()  # products an array computes wider than their operands need, sparsity fallbacks
     filter_streams: frozenset[str] = frozenset()  # dequantized B operands, streamed into the filter buffer
 
 
@@ -91,6 +99,28 @@ def lower(trace: Trace, hardware: Hardware, policy: Policy) -> Lowered:
     spec = policy.config.precision
     in_pe = {parse_precision(name) for name in hardware.dequantize_in_pe}
     tensors: dict[str, Tensor] = {}
+    notes: dict[str, None] = {}
+
+    def attention_sparsity(op: Op) -> tuple[SparsityPattern, SparsityPattern] | None:
+        """(pattern, the pattern the PEs run it at) of an attention product with a pruned operand; None
+        when it has none or the PEs skip no pattern it fits (it then computes dense, unpruned)."""
+        pattern = policy.attention_pattern(op)
+        if pattern is None:
+            return None
+        runs_at = hardware.sparse.skip_pattern(pattern)
+        if runs_at is None:
+            notes[f"hardware {hardware.name} cannot skip {pattern} attention sparsity (sparse.patterns: "
+                  f"{', '.join(hardware.sparse.patterns) or 'none'}): the attention products compute dense, "
+                  "with nothing selected"] = None
+            return None
+        if runs_at != pattern:
+            notes[f"hardware {hardware.name} skips {runs_at}, not {pattern}: the {pattern} attention operands run "
+                  f"at the {runs_at} rate (MACs counted as issued)"] = None
+        return pattern, runs_at
+
+    def pruned(tensor: Tensor, pattern: SparsityPattern, row: int) -> Tensor:
+        return replace(tensor, nm_kept=pattern.n, nm_group=pattern.m, nm_row=row)
+
     for name, tensor in trace.tensors.items():
         bits = tensor.bits or (sfu.bits if tensor.kind in ("input", "activation") else 0)
         tensors[name] = tensor if bits == tensor.bits else replace(tensor, bits=bits)
@@ -100,7 +130,7 @@ def lower(trace: Trace, hardware: Hardware, policy: Policy) -> Lowered:
     state_format: dict[str, Precision] = {}
     sequences = int(trace.workload.get("batch", 1))
     for op in trace:
-        for name in op.reads[: 2 if op.kind == "bmm" else 1] if op.is_matrix else ():
+        for index, name in enumerate(op.reads[: 2 if op.kind == "bmm" else 1] if op.is_matrix else ()):
             state = name if tensors[name].kind == "state" else filled_by.get(name)
             if state is None or state in state_format:
                 continue
@@ -109,12 +139,14 @@ def lower(trace: Trace, hardware: Hardware, policy: Policy) -> Lowered:
             group = _kv_scale_group(tensors[state], op, scales.per, sequences) if scales else 0
             tensors[state] = replace(tensors[state], bits=kv.bits, scale_group=group,
                                      scale_bits=scales.scale_bits + scales.zero_point_bits if group else 0)
+            sparse = attention_sparsity(op) if PRUNED_OPERAND.get(op.role) == index else None
+            if sparse is not None:  # pruned keys: the cache keeps them compressed
+                tensors[state] = pruned(tensors[state], sparse[0], op.k)
     for name, tensor in tensors.items():
         if tensor.kind == "state" and name not in state_format:
             tensors[name] = replace(tensor, bits=sfu.bits)
     per_token = spec.activation_scales.per == "token"
     steps: list[Step] = []
-    notes: dict[str, None] = {}
     converted: dict[tuple[str, Precision, int], str] = {}  # (activation, format, elements) -> its copy
     appends: dict[str, str] = {}
     filter_streams: set[str] = set()
@@ -151,13 +183,32 @@ def lower(trace: Trace, hardware: Hardware, policy: Policy) -> Lowered:
             sfu_step(op, "quantize", suffix, elements, reads, (converted[key],))
         return converted[key]
 
-    def dequantize(op: Op, suffix: str, source: str, elements: int, fmt: Precision) -> str:
+    def dequantize(op: Op, suffix: str, source: str, elements: int, fmt: Precision,
+                   kept: SparsityPattern | None = None) -> str:
         """A stored operand (weights, a quantized cache) dequantized into ``fmt`` by the vector unit, tile by
-        tile on its way into the filter buffer."""
+        tile on its way into the filter buffer. A pruned one (a ``kept`` pattern along K, or a pruned
+        cache) stays compressed: only its kept values are scaled, for PEs that skip the rest."""
+        stored = tensors[source]
+        if kept is None and stored.nm_group:
+            kept = SparsityPattern(stored.nm_kept, stored.nm_group)
         out = add_tensor(f"{op.name}.{suffix}", elements, fmt.bits)
-        sfu_step(op, "dequantize", suffix, elements, (source,), (out,))
+        if kept is not None:
+            tensors[out] = pruned(tensors[out], kept, op.k)
+        sfu_step(op, "dequantize", suffix, tensors[out].values_of(elements), (source,), (out,))
         filter_streams.add(out)
         return out
+
+    selected: dict[str, str] = {}  # activation -> its pruned copy
+
+    def select(op: Op, suffix: str, source: str, pattern: SparsityPattern) -> str:
+        """The N:M-pruned copy of the activation ``source`` along rows of ``op.k`` (the product's K): the
+        vector unit keeps the N largest of every M values and writes them compressed, with positions."""
+        if source not in selected:
+            tensor = tensors[source]
+            out = selected[source] = f"{op.name}.{suffix}"
+            tensors[out] = pruned(replace(tensor, name=out, kind="activation"), pattern, op.k)
+            sfu_step(op, "nm_select", suffix, tensor.elements, (source,), (out,))
+        return selected[source]
 
     outliers = policy.config.outliers
     outlier_format = parse_precision(outliers.precision) if outliers is not None else sfu
@@ -181,6 +232,8 @@ def lower(trace: Trace, hardware: Hardware, policy: Policy) -> Lowered:
             continue
         activations = policy.activation_precision(op)
         weights = policy.weight_precision(op) if op.has_weight_operand else None
+        sparse = attention_sparsity(op) if op.kind == "bmm" else None
+        pruned_index = PRUNED_OPERAND[op.role] if sparse is not None else -1
         operands = 2 if op.kind == "bmm" else 1
         reads = list(op.reads)
         stored_as, outlier_rows = None, outliers.dims if outliers is not None and weights is not None else 0
@@ -210,20 +263,29 @@ def lower(trace: Trace, hardware: Hardware, policy: Policy) -> Lowered:
                     appends[name] = convert(op, suffix, tensor.source, tensor.appended, state_format[name],
                                             (tensor.appended // tensor.scale_group, tensor.scale_group)
                                             if tensor.scale_group else None)
+                    if index == pruned_index:
+                        appends[name] = select(op, f"{suffix}_select", appends[name], sparse[0])
                 if tensor.scale_group and formats[index] not in in_pe:  # scales along the product: applied first
                     reads[index] = dequantize(op, "dequantize_b", name, _operand_elements(op, index), compute)
                 continue
             elements = _operand_elements(op, index)
             reads[index] = convert(op, suffix, name, elements, formats[index], rows)
+            if index == pruned_index:
+                reads[index] = select(op, suffix.replace("quantize", "select"), reads[index], sparse[0])
             state = filled_by.get(name)
             if state is not None and state not in appends:  # a prefill: the cache is written as it is filled
                 cache = tensors[state]
                 appends[state] = convert(op, f"{suffix}_cache", name, tensors[name].elements, state_format[state],
                                          (tensors[name].elements // cache.scale_group, cache.scale_group)
                                          if cache.scale_group else None)
-        scaled_weights = weights is not None and _scales_along_k(weights, spec) and weights != compute
+                if index == pruned_index:
+                    appends[state] = select(op, f"{suffix}_cache_select", appends[state], sparse[0])
+        scaled_weights = (weights is not None and _scales_along_k(weights, spec) and weights != compute
+                          and not _same_blocks(weights, compute))
         if scaled_weights and weights not in in_pe:  # group/block scales vary along K: applied per weight
-            reads[operands] = dequantize(op, "dequantize_w", reads[operands], op.batch * op.k * op.n, compute)
+            pattern = policy.pattern if policy.prunes(op) else None  # N:M weights the PEs skip stay compressed
+            kept = pattern if pattern is not None and hardware.sparse.skip_pattern(pattern) is not None else None
+            reads[operands] = dequantize(op, "dequantize_w", reads[operands], op.batch * op.k * op.n, compute, kept)
         out_elements = op.batch * op.m * op.n
         # The output leaves the array in the SFU's format, or is dequantized (scaled) into it.
         converts = compute != sfu or activations != sfu or (weights is not None and not scaled_weights
@@ -231,15 +293,17 @@ def lower(trace: Trace, hardware: Hardware, policy: Policy) -> Lowered:
         epilogue = [role for role, needed in (("dequantize", converts), ("add", bool(outlier_rows)),
                                               ("bias", bool(op.bias_params))) if needed]
         described_step = str(compute) if second == formats[0] == compute else described.replace(" x ", "/")
+        pattern, runs_at = sparse if sparse is not None else (None, None)
         if not epilogue:
-            steps.append(Step(op, "array", False, compute, tuple(reads), op.writes, described_step, stored_as))
+            steps.append(Step(op, "array", False, compute, tuple(reads), op.writes, described_step, stored_as,
+                              pattern, runs_at))
             continue
         weight_reads = tuple(name for name in reads[operands:] if not name.endswith(".bias"))
         biases = tuple(name for name in reads[operands:] if name.endswith(".bias"))
         out_bits = hardware.accumulator_bits if converts and not compute.is_float else compute.bits
         current = add_tensor(f"{op.name}.result", out_elements, out_bits)
         steps.append(Step(op, "array", False, compute, (*reads[:operands], *weight_reads), (current,),
-                          described_step, stored_as))
+                          described_step, stored_as, pattern, runs_at))
         extras = {"bias": biases}
         if outlier_rows:
             extras["add"] = (outlier_product(op, outlier_rows, op.reads[0], out_elements),)
@@ -265,3 +329,10 @@ def _scales_along_k(weights: Precision, spec) -> bool:
     if weights.block is not None:
         return True
     return _takes_scales(weights) and spec.effective_weight_scales.per == "group"
+
+
+def _same_blocks(stored: Precision, compute: Precision) -> bool:
+    """Whether a unit computing in the block format ``compute`` applies ``stored``'s block scales itself
+    (the same block size and scale format: MXFP4 weights on MXFP8 units widen only their elements)."""
+    mine, theirs = compute.block, stored.block
+    return mine is not None and theirs is not None and (mine.block, mine.scale) == (theirs.block, theirs.scale)
