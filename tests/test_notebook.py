@@ -1,4 +1,4 @@
-"""The PE-array notebook runs headless, start to finish (its last cell checks its own narrative)."""
+"""The notebooks run headless, start to finish (each one's last cell checks its own narrative)."""
 
 from pathlib import Path
 
@@ -6,14 +6,16 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "explore_pe_array.ipynb"
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 @pytest.mark.slow
-def test_explore_pe_array_notebook_executes():
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
+@pytest.mark.parametrize("name", ["explore_pe_array", "which_format_wins"])
+def test_notebook_executes_and_its_claims_hold(name):
+    path = NOTEBOOKS / f"{name}.ipynb"
+    notebook = nbformat.read(path, as_version=4)
     NotebookClient(notebook, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)
