@@ -111,24 +111,25 @@ def op_storage(op: Op, policy: Policy, nonzeros: Callable[[Op], int] | None = No
         sparse=sparse)
 
 
-def _scale_layout(precision: Precision, policy: Policy) -> tuple[str, int, int]:
-    """(per, group size, bits of one scale with its zero point) of ``precision`` weights; per "none"
-    for formats that take no scales."""
+def _scale_layout(precision: Precision, policy: Policy) -> tuple[str, int | None, int] | None:
+    """(per, group size, bits of one scale with its zero point) of ``precision`` weights; None for
+    formats that take no scales."""
     block = precision.block
     if block is not None:
         return "group", block.block, block.scale_bits
     if not takes_scales(precision):
-        return "none", 0, 0
+        return None
     scales = policy.config.precision.effective_weight_scales
-    return scales.per, scales.group_size or 0, scales.scale_bits + scales.zero_point_bits
+    return scales.per, scales.group_size, scales.scale_bits + scales.zero_point_bits
 
 
 def weight_scale_bits(precision: Precision, policy: Policy, channels: int, depth: int) -> int:
     """Scale (and zero-point) bits of ``channels`` output channels of ``depth`` input rows each, or, with
     ``channels`` 0, of a vector op's ``depth`` parameters (one tensor)."""
-    per, group, bits = _scale_layout(precision, policy)
-    if per == "none":
+    layout = _scale_layout(precision, policy)
+    if layout is None:
         return 0
+    per, group, bits = layout
     tensor_bits = precision.block.tensor_scale_bits if precision.block is not None else 0
     if per == "group":
         return max(channels, 1) * ceil_div(depth, group) * bits + tensor_bits

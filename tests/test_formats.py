@@ -4,6 +4,7 @@ rule, dequantization, per-token scales and outliers (closed forms and invariants
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -110,6 +111,8 @@ TPU_V5E_FORMATS = ["bf16", "int8"]
     ("mxfp4", "mxfp8", ["fp8_e4m3", "mxfp8", "fp16"], "mxfp8"),  # block operands: the unit that applies scales
     ("fp8_e4m3", "fp8_e4m3", ["mxfp8", "fp8_e4m3"], "fp8_e4m3"),
     ("int4", "fp8_e4m3", ["mxfp8", "fp8_e4m3"], "fp8_e4m3"),  # plain operands: the plain unit
+    ("mxfp4", "fp8_e4m3", ["fp8_e4m3", "mxfp8"], "mxfp8"),  # one block operand is enough
+    ("bf16", "bf16", ["fp16", "int8"], None),      # fp16 has the significand but not the exponent range
     ("int8", "int8", ["fp16", "int16"], "int16"),  # integers prefer an integer unit
     ("int16", "int8", ["fp16", "int8"], None),     # fp16 holds no int16
     ("fp16", "bf16", TPU_V5E_FORMATS, None),       # bf16 holds no fp16
@@ -237,10 +240,60 @@ def test_kv_cache_bytes_with_per_head_scales():
         assert len(dequant) == 2 * layers  # keys and values of every layer, before their products
 
 
+def test_a_float_kv_cache_takes_no_scales():
+    spec = load_model("llama-2-7b")
+    step = spec.trace(Workload(tokens=100, phase="decode", head="none"))
+    prepared = Simulator(RAPID, policy({"default": "fp16", "kv_cache": "fp8_e4m3"})).prepare(step)
+    state = sum(t.stored_bytes for t in prepared.lowered.tensors.values() if t.kind == "state")
+    assert state == 2 * 32 * 101 * 4096  # one byte per element, nothing more
+
+
+def test_single_block_ranges_and_per_side_settings_resolve():
+    trace = load_model("bert-base").trace(Workload(tokens=128))
+    pol = policy({"default": "int8", "ops": {"bmm_av": "int4", "q": {"weights": "int4", "activations": "int8"}},
+                  "layers": {"3": "int2", "5-5": {"weights": "int4", "activations": "native"}}})
+    by_name = {op.name: op for op in trace}
+    q3, q4, q5 = (by_name[f"encoder.layer.{i}.attention.q"] for i in (3, 4, 5))
+    av = by_name["encoder.layer.4.attention.av"]
+    assert (pol.weight_precision(q3).name, pol.activation_precision(q3).name) == ("int2", "int2")
+    assert (pol.weight_precision(q4).name, pol.activation_precision(q4).name) == ("int4", "int8")
+    assert (pol.weight_precision(q5).name, pol.activation_precision(q5).name) == ("int4", "fp16")
+    assert pol.activation_precision(av).name == "int4"  # a plain format at an op level is both sides'
+
+
+def test_unstructured_and_outlier_storage_closed_forms():
+    """Outliers: dims rows at their precision, each named by a ceil(log2 K)-bit index; the other rows
+    kept where the mask says (nonzeros values) with a K' x N bitmap."""
+    op = gemm(256, 64)
+    pol = policy({"default": "int8", "weight_scales": {"per": "channel", "scale_bits": 16}},
+                 sparsity={"weights": {"density": 0.25, "roles": ["ffn1"]}}, outliers={"dims": 8, "precision": "fp16"})
+    storage = op_storage(op, pol, lambda _: 1000)
+    assert storage.value_bits == 8 * 64 * 16 + 1000 * 8
+    assert storage.index_bits == 8 * 8 + (256 - 8) * 64
+    assert storage.scale_bits == 64 * 16 and storage.sparse == "unstructured"
+    with pytest.raises(ValueError, match="unstructured sparsity needs the mask's non-zero count"):
+        op_storage(op, pol)
+    dense = op_storage(op, policy({"default": "int8"}, outliers={"dims": 8, "precision": "fp16"}))
+    assert dense.value_bits == 8 * 64 * 16 + 248 * 64 * 8 and dense.index_bits == 8 * 8 and dense.sparse == "dense"
+    assert (dense.layer, dense.group, dense.weight_precision, dense.bias_precision) == (0, "ffn", "int8", "int8")
+
+
+@pytest.mark.parametrize(("scales", "expected"), [
+    ({"per": "group", "group_size": 128, "scale_bits": 16, "zero_point_bits": 4}, 8 * 20),  # ceil(1000/128) = 8
+    ({"per": "channel", "scale_bits": 16}, 16),  # a vector op's parameters: one tensor, one scale
+    ({"per": "tensor", "scale_bits": 32}, 32),
+])
+def test_parameters_outside_matrices_take_one_tensors_scales(scales, expected):
+    gains = Op("gains", 0, "layernorm", "norm", "vector", elements=10, weight_params=1000)
+    storage = op_storage(gains, policy({"default": "int8", "weight_scales": scales}))
+    assert storage.value_bits == 8000 and storage.scale_bits == expected
+
+
 # ---- bad input ----
 
 @pytest.mark.parametrize(("precision", "message"), [
-    ({"default": "int3x"}, "known: fp32, fp16, bf16, fp8_e4m3"),
+    ({"default": "int3x"}, "known: fp32, fp16, bf16, fp8_e4m3, fp8_e5m2, intN (N in 2..16, or 32), mxfp8, "
+                           "mxfp8_e5m2, mxfp6"),
     ({"weights": "int4", "activations": "native", "weight_scales": {"per": "group", "group_size": 0}},
      "group_size must be between 1 and 2147483647"),
     ({"weights": "int4", "activations": "native", "weight_scales": {"per": "group", "group_size": 2**31}},
@@ -251,9 +304,15 @@ def test_kv_cache_bytes_with_per_head_scales():
     ({"default": "int8", "kv_cache": "fp8_e4m3", "kv_scales": {"zero_point_bits": 4}}, "takes no zero point"),
     ({"weights": "int4"}, "give default, or both weights and activations"),
     ({"default": "int8", "ops": {"bmm_qk": {"weights": "int4"}}}, "has no weights"),
+    ({"default": "int8", "ops": {"q": "int5x"}}, "precision.ops: unknown format 'int5x'"),
+    ({"default": "int8", "kv_cache": "native"}, "unknown format 'native'"),  # the cache names a format
+    ({"default": "int8", "layers": {"4-2": "int4"}}, "layer range '4-2' ends before it starts"),
+    ({"default": "int8", "layers": {"a-b": "int4"}}, "layer range 'a-b' is not of the form A-B or A"),
+    ({"default": "int8", "layers": {"0-3": {"weights": "int4", "activations": "int8"}, "2-5": "int2"}},
+     "overlap with different precisions (weights int4/activations int8, int2)"),
 ])
 def test_bad_precision_settings_are_refused(precision, message):
-    with pytest.raises(InputError, match=message.replace("(", r"\(")):
+    with pytest.raises(InputError, match=re.escape(message)):
         policy_from_dict({"name": "t", "hardware": "rapid_like", "precision": precision})
 
 
