@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -267,7 +268,7 @@ def test_unstructured_and_outlier_storage_closed_forms():
     op = gemm(256, 64)
     pol = policy({"default": "int8", "weight_scales": {"per": "channel", "scale_bits": 16}},
                  sparsity={"weights": {"density": 0.25, "roles": ["ffn1"]}}, outliers={"dims": 8, "precision": "fp16"})
-    storage = op_storage(op, pol, lambda _: 1000)
+    storage = op_storage(op, pol, lambda asked: 1000 if asked is op else 0)
     assert storage.value_bits == 8 * 64 * 16 + 1000 * 8
     assert storage.index_bits == 8 * 8 + (256 - 8) * 64
     assert storage.scale_bits == 64 * 16 and storage.sparse == "unstructured"
@@ -276,6 +277,28 @@ def test_unstructured_and_outlier_storage_closed_forms():
     dense = op_storage(op, policy({"default": "int8"}, outliers={"dims": 8, "precision": "fp16"}))
     assert dense.value_bits == 8 * 64 * 16 + 248 * 64 * 8 and dense.index_bits == 8 * 8 and dense.sparse == "dense"
     assert (dense.layer, dense.group, dense.weight_precision, dense.bias_precision) == (0, "ffn", "int8", "int8")
+
+
+def test_a_footprint_counts_mask_nonzeros_per_matrix_and_biases_as_dense():
+    """Masked weights: the mask's non-zeros, once per matrix of a grouped op; biases add to the stored
+    and the dense reference bits alike; no stored bits gives a NaN ratio, not a division error."""
+    import numpy as np
+
+    from simulator.memory import mask_nonzeros, summarize
+    from workloads.ops import Trace
+
+    op = replace(gemm(8, 4, batch=2), bias_params=4)
+    mask = np.zeros((4, 8))
+    mask[:, :3] = 1  # 12 kept of 32 per matrix
+    pol = policy({"default": "int8", "bias": "int32"}, sparsity={"weights": {"mask": "m.npz", "roles": ["ffn1"]}})
+    result = footprint(Trace("toy", (op,)), pol, mask_nonzeros(lambda asked: mask if asked.name == op.name else None))
+    row = result.ops[0]
+    assert (result.model, result.config) == ("toy", "t")
+    assert row.value_bits == 2 * 12 * 8 and row.index_bits == 2 * 8 * 4 and row.bias_bits == 4 * 32
+    total = summarize([row])
+    assert total.dense_bits == 2 * 32 * 8 + 4 * 32 and total.bits == row.weight_bits + 4 * 32
+    assert summarize([row], include_bias=False).dense_bits == 2 * 32 * 8
+    assert math.isnan(summarize([]).ratio(100))
 
 
 @pytest.mark.parametrize(("scales", "expected"), [
