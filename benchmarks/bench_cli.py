@@ -25,7 +25,7 @@ COMMANDS = {
 
 def wall(args: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "simulator.cli", *args], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "simulator.cli.main", *args], cwd=ROOT, check=True, capture_output=True)
     return time.perf_counter() - start
 
 

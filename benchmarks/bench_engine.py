@@ -22,13 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from simulator.analysis.generation import generate  # noqa: E402
 from simulator.engine import Simulator, simulate  # noqa: E402
-from simulator.generation import generate  # noqa: E402
-from simulator.hardware import Hardware, load_hardware  # noqa: E402
-from simulator.masks import magnitude_mask, masked_cycles  # noqa: E402
-from simulator.policy import load_run_config  # noqa: E402
-from simulator.scalesim_peer import run_scalesim  # noqa: E402
-from simulator.timing import gemm_cycles  # noqa: E402
+from simulator.engine.masks import magnitude_mask, masked_cycles  # noqa: E402
+from simulator.engine.timing import gemm_cycles  # noqa: E402
+from simulator.spec.hardware import Hardware, load_hardware  # noqa: E402
+from simulator.spec.run_config import load_run_config  # noqa: E402
+from verification.scalesim_peer import run_scalesim  # noqa: E402
 from workloads.models import Workload, load_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def main() -> None:
             peer_s = time.perf_counter() - start
         same = "same" if peer == ours else f"DIFFERENT ({peer})"
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "simulator.cli", "gemm", "--m", str(m), "--k", str(k), "--n", str(n),
+        subprocess.run([sys.executable, "-m", "simulator.cli.main", "gemm", "--m", str(m), "--k", str(k), "--n", str(n),
                         "--rows", str(rows), "--cols", str(cols), "--dataflow", dataflow, "--timing", "scalesim",
                         "--json"], check=True, capture_output=True, cwd=ROOT)
         cli_s = time.perf_counter() - start

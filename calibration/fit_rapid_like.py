@@ -29,9 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from simulator.engine import simulate  # noqa: E402
-from simulator.hardware import Hardware, load_hardware  # noqa: E402
-from simulator.paper import (  # noqa: E402
+from simulator.analysis.paper import (  # noqa: E402
     WorkloadKnobs,
     load_paper_targets,
     load_setup,
@@ -39,7 +37,9 @@ from simulator.paper import (  # noqa: E402
     setup_policies,
     setup_traces,
 )
-from simulator.reproduce import reproduce_figures  # noqa: E402
+from simulator.analysis.reproduce import reproduce_figures  # noqa: E402
+from simulator.engine import simulate  # noqa: E402
+from simulator.spec.hardware import Hardware, load_hardware  # noqa: E402
 
 # Fitted SFU parameters: each sets the cost of its roles times a fixed pass count. The per-sequence
 # figures separate them: softmax grows with tokens squared, element-wise work with tokens, and

@@ -8,9 +8,9 @@ import math
 import pytest
 
 from simulator.engine import Simulator, simulate
-from simulator.hardware import load_hardware
-from simulator.policy import policy_from_dict
-from simulator.timing import SparsityPattern, gemm_cycles
+from simulator.engine.timing import SparsityPattern, gemm_cycles
+from simulator.spec.hardware import load_hardware
+from simulator.spec.run_config import policy_from_dict
 from workloads.errors import InputError
 from workloads.models import Workload, load_model
 from workloads.ops import Op, Tensor, Trace
@@ -136,7 +136,7 @@ def test_a_pruned_tensor_stores_its_kept_values_with_positions():
 
 def test_the_shipped_gpusq_like_config_says_what_rapid_like_makes_of_it():
     """Its header: on rapid_like's 64-lane vector unit the selection costs more than 2:4-rate BMMs save."""
-    from simulator.policy import load_run_config
+    from simulator.spec.run_config import load_run_config
 
     trace = load_model("bert-base").trace(Workload())  # `accelsim run`'s: 384 tokens, QA head
     with_attention = simulate(trace, RAPID, load_run_config("int8_sp_attn"))

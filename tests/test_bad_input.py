@@ -356,7 +356,7 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 def test_internal_error_exit_1_with_hint(monkeypatch, capsys):
-    import simulator.cli as cli
+    import simulator.cli.main as cli
 
     def explode(*args, **kwargs):
         raise RuntimeError("boom\nsecond line")

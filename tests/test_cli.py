@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from cli_helpers import ROOT, accelsim
 
-from simulator.cli import main
-from simulator.output import atomic_path, staged_dir
+from simulator.cli.main import main
+from simulator.report.files import atomic_path, staged_dir
 from workloads.ops import COLUMNS
 
 
@@ -87,13 +87,13 @@ def test_outputs_create_parents_honour_the_umask_and_leave_nothing_on_failure(tm
     removes the parents it created; an existing file needs --force."""
     out_dir, out_file = tmp_path / "runs" / "tpu", tmp_path / "traces" / "deep" / "t.csv"
     env_umask = "umask 027 && "
-    run = subprocess.run(["bash", "-c", env_umask + " ".join([sys.executable, "-m", "simulator.cli", "run", "int8",
+    run = subprocess.run(["bash", "-c", env_umask + " ".join([sys.executable, "-m", "simulator.cli.main", "run", "int8",
                                                               "--model", "vit-base", "--out", str(out_dir)])],
                          cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert oct(out_dir.stat().st_mode & 0o777) == oct(0o750)
     assert oct((out_dir / "ops.csv").stat().st_mode & 0o777) == oct(0o640)
-    extract = subprocess.run(["bash", "-c", env_umask + " ".join([sys.executable, "-m", "simulator.cli", "extract",
+    extract = subprocess.run(["bash", "-c", env_umask + " ".join([sys.executable, "-m", "simulator.cli.main", "extract",
                                                                   "--model", "bert-base", "--out", str(out_file)])],
                              cwd=ROOT, capture_output=True, text=True)
     assert extract.returncode == 0, extract.stderr
@@ -134,7 +134,7 @@ def test_package_exports_the_public_api_lazily():
     done = subprocess.run([sys.executable, "-c", "import sys, simulator; print('pandas' in sys.modules); "
                            "print(simulator.simulate.__module__, sorted(simulator.__all__)[:3])"],
                           cwd=ROOT, capture_output=True, text=True)
-    assert done.stdout.split("\n")[:2] == ["False", "simulator.engine ['Hardware', 'InputError', 'Results']"]
+    assert done.stdout.split("\n")[:2] == ["False", "simulator.engine.simulator ['Hardware', 'InputError', 'Results']"]
 
 
 @pytest.mark.slow

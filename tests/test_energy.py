@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.action_costs import _int_mult_pj, _Scaled, action_costs
-from simulator.energy import ENERGY_COLUMNS, leakage_pj, static_mw
-from simulator.energy_tables import load_action_table, load_scaling_rule, load_sram_table
+from simulator.energy.accounting import ENERGY_COLUMNS, leakage_pj, static_mw
+from simulator.energy.action_costs import _int_mult_pj, _Scaled, action_costs
+from simulator.energy.tables import load_action_table, load_scaling_rule, load_sram_table
 from simulator.engine import simulate
-from simulator.hardware import Hardware, load_hardware, preset_names
-from simulator.policy import load_run_config
+from simulator.spec.hardware import Hardware, load_hardware, preset_names
+from simulator.spec.run_config import load_run_config
 from workloads.ops import OpBuilder
 
 INT8 = load_run_config("configs/int8.yaml")
@@ -30,7 +30,7 @@ SRAM = load_sram_table("sram_cacti7_45nm")
 def fresh_costs():
     """Per-action costs are memoised per hardware; each test computes its own, so that mutation testing
     (which runs only the tests that reach a function) sees every test that depends on a formula."""
-    from simulator.action_costs import _cached
+    from simulator.energy.action_costs import _cached
 
     _cached.cache_clear()
 
@@ -234,7 +234,7 @@ def test_leakage_is_static_power_times_latency_so_slow_designs_pay():
 # --- reports ------------------------------------------------------------------------------------------
 
 def cli(argv: list[str], capsys) -> str:
-    from simulator.cli import main
+    from simulator.cli.main import main
 
     with pytest.raises(SystemExit) as done:
         main(argv)
@@ -302,7 +302,7 @@ def test_energy_sections_that_cannot_be_priced_are_refused_in_one_line(tmp_path,
     """More bad input (test_bad_input.py runs four of these cases as subprocesses)."""
     import re
 
-    from simulator.cli import main
+    from simulator.cli.main import main
 
     text = (Path(__file__).resolve().parents[1] / "configs" / "hardware" / "rapid_like.yaml").read_text()
     text, count = re.subn(change[0], change[1], text, count=1)
@@ -315,7 +315,7 @@ def test_energy_sections_that_cannot_be_priced_are_refused_in_one_line(tmp_path,
 
 
 def test_unknown_accounting_is_refused(capsys):
-    from simulator.cli import main
+    from simulator.cli.main import main
 
     with pytest.raises(SystemExit) as done:
         main(["run", "int8", "--model", "bert-base", "--accounting", "timeloop"])
@@ -419,7 +419,7 @@ def test_a_bmm_loads_its_second_operand_at_the_compute_width():
 
 
 def test_integer_adds_interpolate_between_the_tables_widths_and_multiplies_follow_the_width_fit():
-    from simulator.action_costs import _int_add_pj
+    from simulator.energy.action_costs import _int_add_pj
 
     scaled = _Scaled(at_45nm(), TABLE, RULE)
     expected = {8: 0.03, 12: 0.04, 16: 0.05, 24: 0.075, 32: 0.1, 48: 0.15, 4: 0.015}

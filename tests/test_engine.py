@@ -6,13 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.cycle_reference import simulate_product
 from simulator.engine import simulate
-from simulator.hardware import Hardware, load_hardware
-from simulator.mask_io import MaskProvider
-from simulator.masks import magnitude_mask, masked_cycles, nm_mask
-from simulator.policy import load_run_config, policy_from_dict
-from simulator.timing import SparsityPattern, gemm_cycles
+from simulator.engine.masks import magnitude_mask, masked_cycles, nm_mask
+from simulator.engine.timing import SparsityPattern, gemm_cycles
+from simulator.spec.hardware import Hardware, load_hardware
+from simulator.spec.mask_files import MaskProvider
+from simulator.spec.run_config import load_run_config, policy_from_dict
+from verification.cycle_reference import simulate_product
 from workloads.errors import InputError
 from workloads.models import load_model
 

@@ -10,10 +10,10 @@ from dataclasses import replace
 import pytest
 
 from simulator.engine import Simulator, simulate
-from simulator.hardware import load_hardware
-from simulator.memory import footprint, op_storage
-from simulator.policy import load_run_config, policy_from_dict
-from simulator.precision import compute_format, parse_precision
+from simulator.formats.precision import compute_format, parse_precision
+from simulator.formats.storage import footprint, op_storage
+from simulator.spec.hardware import load_hardware
+from simulator.spec.run_config import load_run_config, policy_from_dict
 from workloads.errors import InputError
 from workloads.families.base import Workload
 from workloads.models import load_model
@@ -284,7 +284,7 @@ def test_a_footprint_counts_mask_nonzeros_per_matrix_and_biases_as_dense():
     and the dense reference bits alike; no stored bits gives a NaN ratio, not a division error."""
     import numpy as np
 
-    from simulator.memory import mask_nonzeros, summarize
+    from simulator.formats.storage import mask_nonzeros, summarize
     from workloads.ops import Trace
 
     op = replace(gemm(8, 4, batch=2), bias_params=4)
@@ -356,7 +356,7 @@ def test_settings_that_do_not_apply_are_refused():
 @pytest.mark.parametrize(("pattern", "runs_as"), [("1:4", "2:4"), ("2:8", "2:4"), ("1:8", "2:4"), ("2:4", "2:4"),
                                                   ("4:8", None), ("3:4", None), ("1:6", None)])
 def test_patterns_at_most_as_dense_as_a_skipped_one_run_at_its_rate(pattern, runs_as):
-    from simulator.timing import SparsityPattern
+    from simulator.engine.timing import SparsityPattern
 
     chosen = RAPID.sparse.skip_pattern(SparsityPattern.parse(pattern))
     assert (str(chosen) if chosen else None) == runs_as

@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from simulator.analysis.generation import generate, generation_summary
 from simulator.engine import Simulator, simulate
 from simulator.engine.grouping import ADDITIVE_COLUMNS
-from simulator.generation import generate, generation_summary
-from simulator.hardware import Hardware, load_hardware
-from simulator.policy import load_run_config, policy_from_dict
+from simulator.spec.hardware import Hardware, load_hardware
+from simulator.spec.run_config import load_run_config, policy_from_dict
 from workloads.models import Workload, load_model
 
 INT8 = load_run_config("configs/int8.yaml")

@@ -168,10 +168,10 @@ def test_parameter_totals_equal_hf(name):
 def test_simulating_the_traced_model_agrees_with_the_closed_form(name, workload):
     """`run --trace`: the array does the same work (exactly; 2:4 pruning finds the same six roles), and
     the whole run agrees to 0.01% (the closed form leaves out a few scalar multiplies HF runs)."""
+    from simulator.analysis.paper import model_trace
     from simulator.engine import simulate
-    from simulator.hardware import load_hardware
-    from simulator.paper import model_trace
-    from simulator.policy import load_run_config
+    from simulator.spec.hardware import load_hardware
+    from simulator.spec.run_config import load_run_config
 
     hardware, policy = load_hardware("rapid_like"), load_run_config("int8_sp")
     closed = simulate(model_trace(name, workload), hardware, policy)

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator.engine import simulate
-from simulator.hardware import Hardware, load_hardware
-from simulator.policy import load_run_config, policy_from_dict
-from simulator.report import percent
-from simulator.timing import DATAFLOWS, gemm_cycles
+from simulator.engine.timing import DATAFLOWS, gemm_cycles
+from simulator.report.summary import percent
+from simulator.spec.hardware import Hardware, load_hardware
+from simulator.spec.run_config import load_run_config, policy_from_dict
 from workloads.models import Workload, load_model
 
 
@@ -55,7 +55,7 @@ def test_all_zero_masks_give_a_sentence_not_nan(tmp_path):
     np.savez(tmp_path / "masks.npz", **zero)
     policy = policy_from_dict({"name": "zero", "hardware": "rapid_like", "precision": {"default": "int8"},
                                "sparsity": {"weights": {"mask": str(tmp_path / "masks.npz"), "roles": ["ffn1"]}}})
-    from simulator.mask_io import MaskProvider
+    from simulator.spec.mask_files import MaskProvider
 
     results = simulate(trace, load_hardware("rapid_like"), policy,
                        mask_for=MaskProvider(policy.config.sparsity.weights))
@@ -85,8 +85,8 @@ def test_one_scope_default_for_api_run_and_memory(model):
 
 
 def test_every_category_has_its_own_colour_and_place():
-    from simulator.hardware import SFU_OPS
-    from simulator.report import CATEGORY_COLOURS, CATEGORY_ORDER
+    from simulator.report.summary import CATEGORY_COLOURS, CATEGORY_ORDER
+    from simulator.spec.hardware import SFU_OPS
 
     assert set(CATEGORY_COLOURS) | {"stalls"} == set(CATEGORY_ORDER)
     assert {f"sfu_{op}" for op in SFU_OPS} <= set(CATEGORY_COLOURS)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.shipped import data_root
+from simulator.spec.shipped import data_root
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -41,10 +41,10 @@ def test_wheel_install_finds_shipped_data(tmp_path):
                    capture_output=True)
     dependencies = next(p for p in sys.path if p.endswith("site-packages"))
     probe = textwrap.dedent("""
-        import simulator, simulator.shipped as shipped
-        from simulator.hardware import load_hardware
-        from simulator.paper import load_paper_targets, load_setup
-        from simulator.policy import load_run_config, resolve_run_config
+        import simulator, simulator.spec.shipped as shipped
+        from simulator.spec.hardware import load_hardware
+        from simulator.analysis.paper import load_paper_targets, load_setup
+        from simulator.spec.run_config import load_run_config, resolve_run_config
         assert "site-packages" in simulator.__file__, simulator.__file__
         assert "share/accelsim" in str(shipped.DATA_ROOT), shipped.DATA_ROOT
         print(load_hardware("rapid_like").name, load_run_config(resolve_run_config("int8", None)).name,

@@ -5,8 +5,8 @@ import json
 import pytest
 from cli_helpers import accelsim
 
-from simulator.memory import footprint, index_bits_per_value
-from simulator.policy import policy_from_dict
+from simulator.formats.storage import footprint, index_bits_per_value
+from simulator.spec.run_config import policy_from_dict
 from workloads.models import load_model
 
 PAPER_MODELS = ("bert-base", "wav2vec2-large", "vit-base")

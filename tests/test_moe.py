@@ -16,8 +16,8 @@ import pytest
 from cli_helpers import accelsim, assert_one_line_error
 
 from simulator.engine import Simulator
-from simulator.hardware import load_hardware
-from simulator.policy import load_run_config
+from simulator.spec.hardware import load_hardware
+from simulator.spec.run_config import load_run_config
 from workloads.errors import InputError
 from workloads.families.mixtral import expected_experts, expert_loads, experts_touched
 from workloads.models import ModelSpec, Workload, load_model

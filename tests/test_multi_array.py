@@ -5,11 +5,11 @@ import math
 
 import pytest
 
-from simulator.array_split import Split, best_split, candidates
 from simulator.engine import Simulator, simulate
-from simulator.hardware import Hardware, load_hardware
-from simulator.policy import load_run_config
-from simulator.timing import gemm_cycles
+from simulator.engine.array_split import Split, best_split, candidates
+from simulator.engine.timing import gemm_cycles
+from simulator.spec.hardware import Hardware, load_hardware
+from simulator.spec.run_config import load_run_config
 from workloads.errors import InputError
 from workloads.models import Workload, load_model
 from workloads.ops import Op, OpBuilder
@@ -143,7 +143,7 @@ def test_settings_that_model_one_array_are_refused_on_several(tmp_path):
     config = tmp_path / "masked.yaml"
     config.write_text("name: masked\nhardware: rapid_like\nprecision: {default: int8}\n"
                       "sparsity: {weights: {density: 0.5, seed: 0, roles: [q]}}\n")
-    from simulator.cli import _masks
+    from simulator.cli.main import _masks
 
     policy = load_run_config(config)
     with pytest.raises(InputError, match="several arrays"):

@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from simulator.engine import simulate
-from simulator.hardware import Hardware, load_hardware
-from simulator.masks import masked_cycles, nm_mask
-from simulator.memory import footprint
-from simulator.policy import policy_from_dict
-from simulator.timing import SparsityPattern, gemm_cycles
+from simulator.engine.masks import masked_cycles, nm_mask
+from simulator.engine.timing import SparsityPattern, gemm_cycles
+from simulator.formats.storage import footprint
+from simulator.spec.hardware import Hardware, load_hardware
+from simulator.spec.run_config import policy_from_dict
 from workloads.models import Workload, load_model
 
 dataflows = st.sampled_from(["ws", "os", "is"])
@@ -145,7 +145,7 @@ def test_identical_results_across_processes():
 WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from simulator.output import atomic_path, staged_dir
+    from simulator.report.files import atomic_path, staged_dir
     target = Path(sys.argv[1])
     if sys.argv[2] == "file":
         with atomic_path(target) as tmp:
@@ -185,7 +185,7 @@ def test_sigkill_during_real_commands(tmp_path):
             ["extract", "--model", "t5-3b", "--format", "csv", "--out", str(out_file)],
         ]
         for args in commands:
-            process = subprocess.Popen([sys.executable, "-m", "simulator.cli", *args], cwd=ROOT,
+            process = subprocess.Popen([sys.executable, "-m", "simulator.cli.main", *args], cwd=ROOT,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(delay)
             process.send_signal(signal.SIGKILL)

@@ -9,11 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator.engine import Simulator, simulate
-from simulator.hardware import Hardware, load_hardware
-from simulator.memory import footprint
-from simulator.policy import Policy, load_run_config
-from simulator.precision_config import KvScales
-from simulator.timing import gemm_cycles
+from simulator.engine.timing import gemm_cycles
+from simulator.formats.storage import footprint
+from simulator.spec.hardware import Hardware, load_hardware
+from simulator.spec.precision_config import KvScales
+from simulator.spec.run_config import Policy, load_run_config
 from workloads.models import Workload, load_model, zoo_names
 from workloads.ops import OpBuilder
 

@@ -5,9 +5,9 @@ import json
 import pytest
 from cli_helpers import accelsim
 
-from simulator.hardware import load_hardware
-from simulator.paper import load_paper_targets, load_setup, load_tolerances, setup_policies, setup_traces
-from simulator.reproduce import reproduce_figures
+from simulator.analysis.paper import load_paper_targets, load_setup, load_tolerances, setup_policies, setup_traces
+from simulator.analysis.reproduce import reproduce_figures
+from simulator.spec.hardware import load_hardware
 
 TOLERANCES = load_tolerances()  # reference/tolerances.yaml: 0.005 / 0.01 absolute, 2% / 3% relative
 

@@ -6,8 +6,8 @@ SCALE-Sim needs numpy < 2.4, so it lives in its own virtual environment (`make t
 
 import pytest
 
-from simulator.scalesim_peer import run_scalesim
-from simulator.timing import SparsityPattern, gemm_cycles
+from simulator.engine.timing import SparsityPattern, gemm_cycles
+from verification.scalesim_peer import run_scalesim
 
 pytestmark = pytest.mark.slow
 SHAPES = [(20, 13, 9), (7, 5, 30), (33, 40, 17), (64, 64, 64), (1, 100, 3)]  # (M, K, N)

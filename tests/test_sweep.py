@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import ROOT, accelsim
 
-from simulator.sweep import SweepSpec, check_axis_path, design_points, load_sweep
+from simulator.analysis.sweep import SweepSpec, check_axis_path, design_points, load_sweep
 from workloads.errors import InputError
 
 SMALL = """name: small
@@ -52,11 +52,11 @@ def test_a_generation_sweep_matches_generate_at_every_point(tmp_path):
     `accelsim generate` reports for that point."""
     import pandas as pd
 
-    from simulator.energy_report import area_summary
+    from simulator.analysis.generation import generate, generation_summary
     from simulator.engine import Simulator
-    from simulator.generation import generate, generation_summary
-    from simulator.hardware import Hardware, load_hardware
-    from simulator.policy import load_run_config
+    from simulator.report.energy import area_summary
+    from simulator.spec.hardware import Hardware, load_hardware
+    from simulator.spec.run_config import load_run_config
     from workloads.models import Workload, load_model
 
     (tmp_path / "g.yaml").write_text(
@@ -93,8 +93,8 @@ def test_mixture_and_encoder_decoder_entries(tmp_path):
     import pandas as pd
 
     from simulator.engine import simulate
-    from simulator.hardware import load_hardware
-    from simulator.policy import load_run_config
+    from simulator.spec.hardware import load_hardware
+    from simulator.spec.run_config import load_run_config
     from workloads.models import Workload, load_model
 
     tiny = ROOT / "tests" / "configs" / "mixtral-window-8.json"
@@ -174,7 +174,7 @@ def big_reference(tmp_path_factory) -> Path:
 def test_kill_and_resume_loses_nothing(tmp_path, sig, big_reference):
     (tmp_path / "s.yaml").write_text(BIG)
     out = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "simulator.cli", "sweep", str(tmp_path / "s.yaml"), "--out",
+    process = subprocess.Popen([sys.executable, "-m", "simulator.cli.main", "sweep", str(tmp_path / "s.yaml"), "--out",
                                 str(out), "--workers", "1", "--no-progress"], cwd=ROOT, start_new_session=True,
                                stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -260,7 +260,7 @@ def _alive(pid: int) -> bool:
 def test_sigkilled_sweep_leaves_no_worker_behind_and_resume_clears_staging(tmp_path):
     (tmp_path / "s.yaml").write_text(BIG)
     out = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "simulator.cli", "sweep", str(tmp_path / "s.yaml"), "--out",
+    process = subprocess.Popen([sys.executable, "-m", "simulator.cli.main", "sweep", str(tmp_path / "s.yaml"), "--out",
                                 str(out), "--workers", "2", "--no-progress"], cwd=ROOT, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     workers: list[int] = []
@@ -326,7 +326,7 @@ def test_table_columns_are_typed_and_split(tmp_path):
 def test_pareto_front_keeps_exactly_the_undominated_points():
     import pandas as pd
 
-    from simulator.sweep_run import pareto_mask
+    from simulator.cli.sweep_run import pareto_mask
 
     table = pd.DataFrame({"latency": [1, 2, 2, 3, 1], "energy": [3, 2, 3, 1, 3]})  # the last ties the first
     assert list(pareto_mask(table, ("latency", "energy"))) == [True, True, False, True, True]

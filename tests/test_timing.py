@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.masks import magnitude_mask, masked_cycles, masked_cycles_reference, nm_mask
-from simulator.timing import (
+from simulator.engine.masks import magnitude_mask, masked_cycles, masked_cycles_reference, nm_mask
+from simulator.engine.timing import (
     DATAFLOWS,
     SparsityPattern,
     dense_cycles,

@@ -10,8 +10,8 @@ cycle-stepping reference instead (tests/test_engine.py). A missing ZigZag fails 
 
 import pytest
 
-from simulator.timing import gemm_cycles
-from simulator.zigzag_peer import run_zigzag_ws
+from simulator.engine.timing import gemm_cycles
+from verification.zigzag_peer import run_zigzag_ws
 
 pytestmark = pytest.mark.slow
 
@@ -47,11 +47,11 @@ def test_zigzag_ideal_ignores_the_tile_load_where_m_is_below_r(zigzag, case):
 
 # --- energy: access counts per level and energies, with accelsim's per-action costs --------------
 
-from simulator.action_costs import action_costs  # noqa: E402
+from simulator.energy.action_costs import action_costs  # noqa: E402
 from simulator.engine import simulate  # noqa: E402
-from simulator.hardware import Hardware, load_hardware  # noqa: E402
-from simulator.policy import load_run_config  # noqa: E402
-from simulator.zigzag_peer import run_zigzag_energy  # noqa: E402
+from simulator.spec.hardware import Hardware, load_hardware  # noqa: E402
+from simulator.spec.run_config import load_run_config  # noqa: E402
+from verification.zigzag_peer import run_zigzag_energy  # noqa: E402
 from workloads.ops import OpBuilder  # noqa: E402
 
 FP16 = load_run_config("configs/fp16.yaml")

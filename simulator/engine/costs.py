@@ -25,12 +25,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from simulator.array_split import Split
+from simulator.engine.array_split import Split
 from simulator.engine.lowering import Step
 from simulator.engine.residency import CHIP, DRAM, STREAM, Placement, tensor_bytes
-from simulator.hardware import Hardware
-from simulator.memory import OpStorage
-from simulator.timing import ceil_div
+from simulator.engine.timing import ceil_div
+from simulator.formats.storage import OpStorage
+from simulator.spec.hardware import Hardware
 from workloads.ops import Tensor
 
 ACCESS_COLUMNS = (

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from simulator.energy import ENERGY_COLUMNS
+from simulator.energy.accounting import ENERGY_COLUMNS
 from simulator.engine.costs import ACCESS_COLUMNS
 from simulator.engine.results import record_totals
-from simulator.hardware import Hardware
-from simulator.timing import ceil_div
+from simulator.engine.timing import ceil_div
+from simulator.spec.hardware import Hardware
 from workloads.ops import Trace
 
 # Columns that add up over passes (the others describe the op or are ratios).

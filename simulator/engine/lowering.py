@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from simulator.hardware import Hardware
-from simulator.policy import PRUNED_OPERAND, Policy, takes_scales
-from simulator.precision import Precision, compute_format, parse_precision
-from simulator.timing import SparsityPattern
+from simulator.engine.timing import SparsityPattern
+from simulator.formats.precision import Precision, compute_format, parse_precision
+from simulator.spec.hardware import Hardware
+from simulator.spec.run_config import PRUNED_OPERAND, Policy, takes_scales
 from workloads.errors import InputError
 from workloads.ops import Op, Tensor, Trace
 

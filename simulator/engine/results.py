@@ -6,10 +6,10 @@ import math
 
 import pandas as pd
 
-from simulator.action_costs import action_costs
-from simulator.energy import ENERGY_COLUMNS, energy_summary
+from simulator.energy.accounting import ENERGY_COLUMNS, energy_summary
+from simulator.energy.action_costs import action_costs
 from simulator.engine.costs import ACCESS_COLUMNS
-from simulator.hardware import Hardware
+from simulator.spec.hardware import Hardware
 from workloads.errors import InputError
 from workloads.ops import BMM_ROLES, INT64_MAX, LINEAR_ROLES
 

@@ -1,10 +1,10 @@
-"""``accelsim area``: area and static power of a hardware by component (see simulator.action_costs)."""
+"""``accelsim area``: area and static power of a hardware by component (see simulator.energy.action_costs)."""
 
 from __future__ import annotations
 
 import click
 
-from simulator.cli_options import StrictCommand
+from simulator.cli.options import StrictCommand
 from workloads.errors import InputError
 
 
@@ -15,8 +15,8 @@ def area(hardware_name: str, as_json: bool) -> None:
     """Area (mm2) and static power (mW) of HARDWARE (a preset name or YAML path) by component."""
     import json
 
-    from simulator.energy_report import area_summary, format_area
-    from simulator.hardware import load_hardware
+    from simulator.report.energy import area_summary, format_area
+    from simulator.spec.hardware import load_hardware
 
     hardware = load_hardware(hardware_name)
     summary = area_summary(hardware)

@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from simulator.engine import Results, simulate
-from simulator.hardware import Hardware
-from simulator.memory import footprint
-from simulator.policy import Policy
+from simulator.formats.storage import footprint
+from simulator.spec.hardware import Hardware
+from simulator.spec.run_config import Policy
 from workloads.ops import Trace
 
 TIMED_CONFIGS = ("fp16", "int8", "int8_sp", "int4", "int4_sp")

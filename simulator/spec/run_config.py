@@ -31,14 +31,14 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator, model_validator
 
-from simulator.config_io import StrictModel, read_yaml_mapping, validate
-from simulator.precision import Precision, parse_precision
-from simulator.precision_config import NATIVE, PrecisionConfig, check_format, parse_layer_range, resolve_side
-from simulator.timing import SparsityPattern
+from simulator.engine.timing import SparsityPattern
+from simulator.formats.precision import Precision, parse_precision
+from simulator.spec.config_io import StrictModel, read_yaml_mapping, validate
+from simulator.spec.precision_config import NATIVE, PrecisionConfig, check_format, parse_layer_range, resolve_side
 from workloads.errors import InputError
 
 if TYPE_CHECKING:
-    from simulator.hardware import Hardware
+    from simulator.spec.hardware import Hardware
 from workloads.ops import LINEAR_ROLES, OTHER_MATRIX_ROLES, PRUNED_LINEAR_ROLES, Op, Trace
 
 WEIGHT_MATRIX_ROLES = (*LINEAR_ROLES, *OTHER_MATRIX_ROLES)
@@ -268,7 +268,7 @@ def load_run_config(name_or_path: str | Path) -> Policy:
 
 def resolve_run_config(name: str, base_dir: Path | None, what: str = "config") -> Path:
     """A run config given as a path, or a name (with or without .yaml) next to ``base_dir`` or in configs/."""
-    from simulator.shipped import CONFIG_DIR
+    from simulator.spec.shipped import CONFIG_DIR
 
     directories = [d for d in (base_dir, CONFIG_DIR) if d is not None]
     candidates = [Path(name)] + [d / n for d in directories for n in (name, f"{name}.yaml")]

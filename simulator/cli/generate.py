@@ -1,4 +1,4 @@
-"""``accelsim generate``: a prefill, then decode steps with a growing KV cache (see simulator.generation)."""
+"""``accelsim generate``: a prefill, then decode steps with a growing KV cache (see simulator.analysis.generation)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import click
 
-from simulator.cli_options import StrictCommand, expert_imbalance_option, positive_int
+from simulator.cli.options import StrictCommand, expert_imbalance_option, positive_int
 from workloads.errors import InputError
 from workloads.models import Workload, load_model
 
@@ -29,13 +29,13 @@ from workloads.models import Workload, load_model
 def generate(config: str, model: str, prompt: int, new_tokens: int, batch: int, beams: int, head: str | None,
              expert_imbalance: float | None, hardware_name: str | None, fmt: str, out: str | None, force: bool) -> None:
     """Generate NEW_TOKENS after a prompt: TTFT, TPOT, end-to-end latency, tokens/s, per-step cycles."""
+    from simulator.analysis.generation import generate as run_generation
+    from simulator.analysis.generation import generation_summary
     from simulator.engine import Simulator
-    from simulator.generation import generate as run_generation
-    from simulator.generation import generation_summary
-    from simulator.hardware import load_hardware
-    from simulator.output import check_out_dir, staged_dir
-    from simulator.policy import load_run_config
-    from simulator.report import breakdown, plot_steps, write_json
+    from simulator.report.files import check_out_dir, staged_dir
+    from simulator.report.summary import breakdown, plot_steps, write_json
+    from simulator.spec.hardware import load_hardware
+    from simulator.spec.run_config import load_run_config
 
     if new_tokens < 1:
         raise InputError(f"--new-tokens must be at least 1, got {new_tokens}")
@@ -89,7 +89,7 @@ def format_generation(summary: dict) -> str:
     ]
     energy = summary["energy"]
     if energy is not None:
-        from simulator.energy_report import joules
+        from simulator.report.energy import joules
 
         lines.append(f"  energy               {joules(energy['total_pj'])}, {joules(energy['per_token_pj'])} per token "
                      f"(prefill {joules(energy['prefill_dynamic_pj'])}, decode {joules(energy['decode_dynamic_pj'])}, "

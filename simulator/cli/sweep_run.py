@@ -1,6 +1,6 @@
 """Running a sweep (the edge): the --out directory, atomic part files, resume, executors, progress, plot.
 
-The plan and the evaluation of points are pure and live in :mod:`simulator.sweep`; this module writes
+The plan and the evaluation of points are pure and live in :mod:`simulator.analysis.sweep`; this module writes
 files and owns processes. Every finished chunk of points is written atomically to ``parts/``, so a
 killed sweep resumes without recomputing or duplicating points.
 """
@@ -21,8 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from simulator.output import atomic_path
-from simulator.sweep import (
+from simulator.analysis.sweep import (
     INTEGER_COLUMNS,
     MODEL_COLUMNS,
     RESULT_COLUMNS,
@@ -31,6 +30,7 @@ from simulator.sweep import (
     Point,
     evaluate_chunk,
 )
+from simulator.report.files import atomic_path
 from workloads.errors import InputError
 
 
@@ -236,7 +236,7 @@ def panel_labels(table: pd.DataFrame, swept: tuple[str, ...] = ()) -> pd.Series:
 
 def plot_sweep(table: pd.DataFrame, plan: Plan, path_stem: Path) -> None:
     """Latency per design point: one panel per model, one line per config, design points on x."""
-    from simulator.report import legend_below, pyplot
+    from simulator.report.summary import legend_below, pyplot
 
     plt = pyplot()
     ok = table[table["error"] == ""].copy()
@@ -277,7 +277,7 @@ def pareto_mask(table: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
 def plot_pareto(table: pd.DataFrame, plan: Plan, path_stem: Path) -> bool:
     """Latency against energy per design point, coloured by area; the latency-energy-area Pareto front
     ringed. False (and no plot) when no point has energy."""
-    from simulator.report import legend_below, pyplot
+    from simulator.report.summary import legend_below, pyplot
 
     energy = "energy_per_token_uj" if table["energy_per_token_uj"].notna().any() else "energy_uj"
     ok = table[(table["error"] == "") & table[energy].notna() & table["area_mm2"].notna()].copy()

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from simulator.config_io import unknown_name_message
-from simulator.masks import magnitude_mask, nm_mask
-from simulator.policy import WeightSparsityConfig
-from simulator.timing import SparsityPattern
+from simulator.engine.masks import magnitude_mask, nm_mask
+from simulator.engine.timing import SparsityPattern
+from simulator.spec.config_io import unknown_name_message
+from simulator.spec.run_config import WeightSparsityConfig
 from workloads.errors import InputError
 from workloads.ops import Op
 

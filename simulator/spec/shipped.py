@@ -10,16 +10,16 @@ from __future__ import annotations
 import sysconfig
 from pathlib import Path
 
-SOURCE_ROOT = Path(__file__).resolve().parents[1]
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _installed_roots() -> list[Path]:
     """Where an install may have put share/accelsim: the interpreter's data prefix, and the prefix of the
-    site-packages this module was installed into (<prefix>/lib/pythonX.Y/site-packages/simulator)."""
+    site-packages this module was installed into (<prefix>/lib/pythonX.Y/site-packages/simulator/spec)."""
     module = Path(__file__).resolve()
     roots = [Path(sysconfig.get_path("data"))]
-    if len(module.parents) > 4 and module.parents[1].name == "site-packages":
-        roots.append(module.parents[4])
+    if len(module.parents) > 5 and module.parents[2].name == "site-packages":
+        roots.append(module.parents[5])
     return [root / "share" / "accelsim" for root in roots]
 
 

@@ -26,7 +26,7 @@ tile needs no load; the last tile's drain is the accumulator write-back, which b
 data-movement model, as in SCALE-Sim and accelsim's earlier timing). The independent products of a
 batched op (attention heads) are more folds of the same pipeline. The result is a cycle count, so a
 T-MAC product on a 1x1 array takes T cycles in os and R + T = T + 1 in ws/is (the weight load).
-``simulator/cycle_reference.py`` checks the formula against a register-level machine.
+``verification/cycle_reference.py`` checks the formula against a register-level machine.
 
 Precision and sparsity change the reduction depth K that the array has to cover, not the
 formula's structure: a PE packs ``pack`` MACs of a narrow precision along K, and an N:M zero-

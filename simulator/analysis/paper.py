@@ -9,9 +9,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from simulator.config_io import StrictModel, read_yaml_mapping, reject_unknown_keys, validate
-from simulator.policy import Policy, load_run_config
-from simulator.shipped import CONFIG_DIR, REFERENCE_DIR
+from simulator.spec.config_io import StrictModel, read_yaml_mapping, reject_unknown_keys, validate
+from simulator.spec.run_config import Policy, load_run_config
+from simulator.spec.shipped import CONFIG_DIR, REFERENCE_DIR
 from workloads.errors import InputError
 from workloads.models import Workload, load_model
 from workloads.ops import MAX_SIZE, Trace

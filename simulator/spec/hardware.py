@@ -13,10 +13,10 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from simulator.config_io import StrictModel, read_yaml_mapping, reject_unknown_keys, validate
-from simulator.precision import Precision, compute_format, parse_precision
-from simulator.shipped import HARDWARE_DIR
-from simulator.timing import SparsityPattern
+from simulator.engine.timing import SparsityPattern
+from simulator.formats.precision import Precision, compute_format, parse_precision
+from simulator.spec.config_io import StrictModel, read_yaml_mapping, reject_unknown_keys, validate
+from simulator.spec.shipped import HARDWARE_DIR
 from workloads.errors import InputError
 from workloads.ops import INT64_MAX, MAX_SIZE, VECTOR_ROLES
 
@@ -126,7 +126,7 @@ class EnergyConfig(StrictModel):
     @field_validator("dram")
     @classmethod
     def _check_dram(cls, name: str) -> str:
-        from simulator.energy_tables import DRAM_TECHNOLOGIES
+        from simulator.energy.tables import DRAM_TECHNOLOGIES
 
         reject_unknown_keys({name: None}, DRAM_TECHNOLOGIES, "DRAM technology")
         return name

@@ -31,8 +31,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from simulator.config_io import StrictModel, reject_unknown_keys
-from simulator.precision import Precision, parse_precision
+from simulator.formats.precision import Precision, parse_precision
+from simulator.spec.config_io import StrictModel, reject_unknown_keys
 from workloads.errors import InputError
 from workloads.ops import BMM_ROLES, GROUPS, ROLES, VECTOR_ROLES
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import click
 
-from simulator.cli_area import area as area_command
-from simulator.cli_generate import generate as generate_command
-from simulator.cli_options import StrictGroup, given, make_workload, workload_options
-from simulator.gemm_cases import GENERIC_MACS_PER_PE, gemm_result, read_cases
-from simulator.output import TRACE_FORMATS, trace_bytes, write_bytes_atomic
+from simulator.cli.area import area as area_command
+from simulator.cli.gemm_cases import GENERIC_MACS_PER_PE, gemm_result, read_cases
+from simulator.cli.generate import generate as generate_command
+from simulator.cli.options import StrictGroup, given, make_workload, workload_options
+from simulator.report.files import TRACE_FORMATS, trace_bytes, write_bytes_atomic
 from workloads.errors import InputError
 from workloads.models import Workload, load_model, zoo_names
 from workloads.ops import PRUNED_LINEAR_ROLES
@@ -58,7 +58,7 @@ def extract(model: str, batch: int, tokens: int | None, decoder_tokens: int | No
             audio_samples: int | None, head: str | None, phase: str | None, expert_imbalance: float | None,
             fmt: str | None, out: str | None, force: bool, use_tracer: bool) -> None:
     """Print or write the op trace of one forward pass."""
-    from simulator.output import check_out_file, format_for_path
+    from simulator.report.files import check_out_file, format_for_path
 
     if out is not None:
         check_out_file(out, force)
@@ -126,7 +126,7 @@ def _masks(policy):  # noqa: ANN001, ANN202 - policy -> mask provider or None
     weights = policy.config.sparsity.weights
     if weights is None or not weights.uses_masks:
         return None
-    from simulator.mask_io import MaskProvider
+    from simulator.spec.mask_files import MaskProvider
 
     return MaskProvider(weights, policy.source.parent if policy.source else None)
 
@@ -134,7 +134,7 @@ def _masks(policy):  # noqa: ANN001, ANN202 - policy -> mask provider or None
 def _dense_fp16(hardware, trace, timing: str, run_policy, run_results, accounting: str = "default"):  # noqa: ANN001, ANN202
     """Dense FP16 run for the 'vs FP16' speedup, or None when the hardware has no float path."""
     from simulator.engine import simulate
-    from simulator.policy import policy_from_dict
+    from simulator.spec.run_config import policy_from_dict
 
     policy = policy_from_dict({"name": "fp16_dense", "hardware": hardware.name, "precision": {"default": "fp16"}})
     if policy.config.same_simulation(run_policy.config):
@@ -174,13 +174,11 @@ def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens:
     """Simulate MODEL under run CONFIG: cycles, latency, time breakdown, speedups, weight memory."""
     import json
 
+    from simulator.analysis.paper import model_trace, scope
     from simulator.engine import simulate
-    from simulator.hardware import load_hardware
-    from simulator.memory import footprint, mask_nonzeros
-    from simulator.output import check_out_dir, staged_dir
-    from simulator.paper import model_trace, scope
-    from simulator.policy import load_baseline, load_run_config
-    from simulator.report import (
+    from simulator.formats.storage import footprint, mask_nonzeros
+    from simulator.report.files import check_out_dir, staged_dir
+    from simulator.report.summary import (
         breakdown,
         format_run,
         plot_bars,
@@ -189,6 +187,8 @@ def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens:
         storage_parts_mib,
         write_json,
     )
+    from simulator.spec.hardware import load_hardware
+    from simulator.spec.run_config import load_baseline, load_run_config
 
     out_dir = check_out_dir(out, force) if out else None
     policy = load_run_config(config)
@@ -240,7 +240,7 @@ def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens:
                       stacked=True)
             written = "ops.csv, summary.json, time_breakdown.png/svg, memory_by_group.png/svg"
             if summary["energy"] is not None:
-                from simulator.energy_report import plot_energy
+                from simulator.report.energy import plot_energy
 
                 runs_energy = {policy.name: summary["energy"]["by_component"]}
                 for name, other in (("baseline " + (baseline.name if baseline else ""), baseline_results),
@@ -265,10 +265,10 @@ def memory(config: str, model: str, head: str | None, as_json: bool) -> None:
     """Bit-exact parameter storage of MODEL under run CONFIG, by layer group and in total."""
     import json
 
-    from simulator.hardware import load_hardware
-    from simulator.memory import footprint, mask_nonzeros
-    from simulator.policy import load_run_config
-    from simulator.report import format_memory
+    from simulator.formats.storage import footprint, mask_nonzeros
+    from simulator.report.summary import format_memory
+    from simulator.spec.hardware import load_hardware
+    from simulator.spec.run_config import load_run_config
 
     policy = load_run_config(config)
     trace = load_model(model).trace(Workload(head=head))
@@ -288,9 +288,7 @@ def reproduce(out: str | None, json_path: str | None, force: bool) -> None:
     """Regenerate the paper's hardware figures (seed 000, section 2.4) next to the published values."""
     import json
 
-    from simulator.hardware import load_hardware
-    from simulator.output import check_out_dir, check_out_file, staged_dir, write_bytes_atomic
-    from simulator.paper import (
+    from simulator.analysis.paper import (
         figure_rows,
         load_paper_targets,
         load_setup,
@@ -298,8 +296,10 @@ def reproduce(out: str | None, json_path: str | None, force: bool) -> None:
         setup_policies,
         setup_traces,
     )
-    from simulator.report import reproduction_table, write_reproduction
-    from simulator.reproduce import reproduce_figures
+    from simulator.analysis.reproduce import reproduce_figures
+    from simulator.report.files import check_out_dir, check_out_file, staged_dir, write_bytes_atomic
+    from simulator.report.summary import reproduction_table, write_reproduction
+    from simulator.spec.hardware import load_hardware
 
     out_dir = check_out_dir(out, force) if out else None
     if json_path is not None:
@@ -332,8 +332,8 @@ def reproduce(out: str | None, json_path: str | None, force: bool) -> None:
 def sweep(sweep_file: str, out: str, executor: str, scheduler: str | None, workers: int, resume: bool,
           no_progress: bool) -> None:
     """Run a design-space sweep (hardware axes x configs x models); resumable, never loses finished points."""
-    from simulator.sweep import load_sweep
-    from simulator.sweep_run import make_executor, plot_pareto, plot_sweep, prepare_out_dir, run_sweep
+    from simulator.analysis.sweep import load_sweep
+    from simulator.cli.sweep_run import make_executor, plot_pareto, plot_sweep, prepare_out_dir, run_sweep
 
     _, plan = load_sweep(sweep_file)
     out_dir = Path(out)

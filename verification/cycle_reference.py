@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from simulator.timing import ceil_div
+from simulator.engine.timing import ceil_div
 
 
 @dataclass

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from simulator.timing import DATAFLOWS, ceil_div, pipelined_cycles
+from simulator.engine.timing import DATAFLOWS, ceil_div, pipelined_cycles
 
 _DATAFLOW_CODES = {name: code for code, name in enumerate(DATAFLOWS)}  # ws=0, os=1, is=2
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from simulator.energy_report import area_summary, energy_lines
+from simulator.analysis.paper import ReproductionSetup
+from simulator.analysis.reproduce import Reproduction
 from simulator.engine import Results
-from simulator.hardware import SFU_OPS
-from simulator.memory import Footprint
-from simulator.paper import ReproductionSetup
-from simulator.reproduce import Reproduction
+from simulator.formats.storage import Footprint
+from simulator.report.energy import area_summary, energy_lines
+from simulator.spec.hardware import SFU_OPS
 
 CATEGORY_LABELS = {"linear": "linear layers (q, k, v, attn_out, ffn1, ffn2)", "other_gemm": "other GEMMs/convs",
                    "attention_bmm": "attention BMMs", "stalls": "memory stalls"}

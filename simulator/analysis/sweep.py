@@ -23,7 +23,7 @@ audio_samples, expert_imbalance, new_tokens) sets that knob of every model entry
 ``total_cycles``/``latency_ms`` and adds ``ttft_ms``, ``tpot_ms`` and ``tokens_per_s``. A point is
 identified by a stable id (a hash of its axis values, config and model), so a sweep resumes by
 skipping finished ids. This module is the pure part (expanding points, evaluating a chunk);
-:mod:`simulator.sweep_run` is the edge (executors, part files, progress, the plot).
+:mod:`simulator.cli.sweep_run` is the edge (executors, part files, progress, the plot).
 """
 
 from __future__ import annotations
@@ -39,11 +39,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from simulator.config_io import StrictModel, read_yaml_mapping, unknown_name_message, validate
-from simulator.hardware import SFU_OPS, Hardware, load_hardware
-from simulator.paper import WorkloadKnobs
-from simulator.policy import RunConfig, load_baseline, load_run_config, resolve_run_config
-from simulator.precision import parse_precision
+from simulator.analysis.paper import WorkloadKnobs
+from simulator.formats.precision import parse_precision
+from simulator.spec.config_io import StrictModel, read_yaml_mapping, unknown_name_message, validate
+from simulator.spec.hardware import SFU_OPS, Hardware, load_hardware
+from simulator.spec.run_config import RunConfig, load_baseline, load_run_config, resolve_run_config
 from workloads.errors import InputError
 from workloads.ops import MAX_SIZE
 
@@ -268,7 +268,7 @@ def hardware_at(base: dict, axis_values: dict[str, Any]) -> Hardware:
     try:
         return Hardware.model_validate(data)
     except Exception as exc:  # noqa: BLE001 - an infeasible design point is recorded, not fatal
-        from simulator.config_io import validation_message
+        from simulator.spec.config_io import validation_message
 
         message = validation_message(exc) if hasattr(exc, "errors") else str(exc)
         raise InputError(f"infeasible hardware: {message}") from None
@@ -276,14 +276,14 @@ def hardware_at(base: dict, axis_values: dict[str, Any]) -> Hardware:
 
 @functools.lru_cache(maxsize=64)
 def _trace(entry: ModelEntry, include_frontend: bool, include_head: bool, traced: bool):  # noqa: ANN202
-    from simulator.paper import backbone_trace
+    from simulator.analysis.paper import backbone_trace
 
     return backbone_trace(entry.name, entry, include_frontend, include_head, traced)
 
 
 @functools.lru_cache(maxsize=64)
 def _policy(config_json: str):  # noqa: ANN202
-    from simulator.policy import Policy
+    from simulator.spec.run_config import Policy
 
     config = json.loads(config_json)
     return Policy(RunConfig.model_validate({"name": "sweep", "hardware": "sweep", **config}))
@@ -319,7 +319,7 @@ def evaluate_point(plan_spec: SweepSpec, base: dict, configs: dict[str, dict], p
 
 @functools.lru_cache(maxsize=256)
 def _area_mm2(hardware_json: str) -> float | None:
-    from simulator.energy_report import area_summary
+    from simulator.report.energy import area_summary
 
     area = area_summary(Hardware.model_validate_json(hardware_json))
     return area["total_mm2"] if area else None
@@ -350,7 +350,7 @@ def _totals(entry: ModelEntry, include_frontend: bool, include_head: bool, trace
     if entry.new_tokens is None:
         trace = _trace(entry, include_frontend, include_head, traced)
         return simulate(trace, hardware, _policy(config_json), timing=timing).totals
-    from simulator.generation import generate, generation_summary
+    from simulator.analysis.generation import generate, generation_summary
     from workloads.models import load_model
 
     generation = generate(load_model(entry.name), entry.workload(), entry.new_tokens,

@@ -34,7 +34,7 @@ from simulator.engine.costs import stored_weight_bytes
 from simulator.engine.grouping import ADDITIVE_COLUMNS
 from simulator.engine.lowering import Lowered, Step
 from simulator.engine.results import frame, run_cycles
-from simulator.hardware import Hardware
+from simulator.spec.hardware import Hardware
 from workloads.errors import InputError
 from workloads.models import ModelSpec, Workload
 from workloads.ops import Op, Tensor
@@ -333,8 +333,8 @@ def generation_energy(generation: Generation, hardware: Hardware, e2e_ms: float)
     None when the hardware has none."""
     if hardware.energy is None:
         return None
-    from simulator.action_costs import action_costs
-    from simulator.energy import ENERGY_COLUMNS, energy_summary
+    from simulator.energy.accounting import ENERGY_COLUMNS, energy_summary
+    from simulator.energy.action_costs import action_costs
 
     phases = [results for results in (generation.prefill, generation.decode) if results is not None]
     sums = {column: float(sum(results[column].sum() for results in phases)) for column in ENERGY_COLUMNS}

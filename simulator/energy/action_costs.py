@@ -37,7 +37,7 @@ import functools
 import math
 from dataclasses import dataclass
 
-from simulator.energy_tables import (
+from simulator.energy.tables import (
     ActionTable,
     ScalingRule,
     SramTable,
@@ -45,8 +45,8 @@ from simulator.energy_tables import (
     load_scaling_rule,
     load_sram_table,
 )
-from simulator.hardware import Hardware
-from simulator.precision import Precision, parse_precision
+from simulator.formats.precision import Precision, parse_precision
+from simulator.spec.hardware import Hardware
 from workloads.errors import InputError
 
 BUFFERS = ("ifmap", "filter", "ofmap")

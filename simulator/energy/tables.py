@@ -22,8 +22,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from simulator.config_io import StrictModel, read_yaml_mapping, reject_unknown_keys, validate
-from simulator.shipped import CONFIG_DIR
+from simulator.spec.config_io import StrictModel, read_yaml_mapping, reject_unknown_keys, validate
+from simulator.spec.shipped import CONFIG_DIR
 from workloads.errors import InputError
 
 ENERGY_DIR = CONFIG_DIR / "energy"

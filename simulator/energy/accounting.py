@@ -23,9 +23,9 @@ buffer once more at its own width, and idle MAC slots cost nothing.
 
 from __future__ import annotations
 
-from simulator.action_costs import ActionCosts
-from simulator.hardware import Hardware
-from simulator.precision import parse_precision
+from simulator.energy.action_costs import ActionCosts
+from simulator.formats.precision import parse_precision
+from simulator.spec.hardware import Hardware
 
 ACCOUNTINGS = ("default", "zigzag")
 ENERGY_COLUMNS = ("mac_pj", "idle_pj", "register_pj", "ifmap_pj", "filter_pj", "ofmap_pj", "dram_pj", "vector_pj",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from simulator.action_costs import action_costs
-from simulator.hardware import Hardware
+from simulator.energy.action_costs import action_costs
+from simulator.spec.hardware import Hardware
 
 COMPONENT_LABELS = {
     "macs": "MACs (incl. gated zeros, index reads)", "idle_pe_slots": "idle PE slots (clock-gated)",
@@ -62,7 +62,7 @@ def energy_lines(energy: dict | None, area: dict | None) -> list[str]:
 
 def plot_energy(by_component: dict[str, dict[str, float]], path_stem: Path, title: str) -> None:
     """Stacked bars of energy (uJ) by component, one bar per run."""
-    from simulator.report import plot_bars
+    from simulator.report.summary import plot_bars
 
     values = {run: {COMPONENT_LABELS.get(name, name): pj / 1e6 for name, pj in parts.items()}
               for run, parts in by_component.items()}

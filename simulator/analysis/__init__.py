@@ -1,0 +1,1 @@
+"""What is computed from runs: generation, sweeps and the paper reproduction."""

@@ -1,0 +1,389 @@
+"""simulate(trace, hardware, policy) -> per-op cycles, data movement and stalls (pure, no I/O).
+
+The engine runs in passes, each in its own module, read in this order:
+
+1. ``lowering``: the trace's ops become steps; quantize/dequantize/bias steps are inserted where
+   precision changes and biases are added.
+2. ``fusion``: element-wise SFU steps next to a softmax/norm/activation run inside its pass
+   (``sfu.fusion``).
+3. ``residency``: where each tensor lives (streamed to the next step, on chip, or in DRAM).
+4. ``costs``: one cost record per step (array timing from timing.py and masks.py, SFU time, and the
+   action counts per level), built from the step and the placement.
+5. ``results``: the per-op frame and its totals.
+
+Each matrix op runs on the systolic array at the precision the policy gives it, or at the next wider
+one the array supports. Each vector op runs on the SFU: ceil(elements x cycles-per-element / lanes)
+cycles. An op is memory-bound when its transfer time exceeds its compute time.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from simulator.energy.accounting import ACCOUNTINGS, NOT_MODELLED, step_energy
+from simulator.energy.action_costs import ActionCosts, action_costs
+from simulator.engine.array_split import Split, best_split
+from simulator.engine.costs import (
+    ACCESS_COLUMNS,
+    Cost,
+    matrix_traffic,
+    sfu_traffic,
+    stall_cycles,
+    stored_weight_bytes,
+    transfer_cycles,
+)
+from simulator.engine.fusion import fuse
+from simulator.engine.grouping import run_in_groups
+from simulator.engine.lowering import Lowered, Step, lower
+from simulator.engine.residency import STREAM, Placement, place
+from simulator.engine.results import RESULT_COLUMNS, Results, category, frame, summarize_results
+from simulator.engine.timing import SparsityPattern, ceil_div, gemm_cycles
+from simulator.formats.precision import Precision
+from simulator.formats.storage import OpStorage, mask_nonzeros, op_storage
+from simulator.spec.hardware import Hardware
+from simulator.spec.run_config import Policy, SparsityConfig
+from workloads.errors import InputError
+from workloads.ops import Op, Trace
+
+__all__ = ["RESULT_COLUMNS", "Prepared", "Results", "Simulator", "category", "simulate", "summarize_results"]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _product_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, batch: int, pack: int,
+                    sparsity: SparsityPattern | None, timing: str) -> tuple[int, int, int]:
+    """(compute cycles, folds, MACs), memoised per process: repeated layers and design points that share
+    a product shape cost one evaluation."""
+    result = gemm_cycles(m, k, n, rows, cols, dataflow, batch=batch, pack=pack, sparsity=sparsity, timing=timing)
+    return result.compute_cycles, result.folds, result.macs
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A pass ready to be costed: the trace lowered, fused and placed, and its weights' stored bytes."""
+
+    trace: Trace
+    lowered: Lowered
+    fused: dict[int, str]
+    placement: Placement
+    weight_bytes: dict[str, int]
+
+    @property
+    def spilled(self) -> bool:
+        """Whether any activation of the pass is spilled to DRAM."""
+        return any(self.placement.home[name] == "dram" for name in self.placement.footprint_bytes)
+
+
+class Simulator:
+    """Simulates traces on one hardware under one policy (product shapes are memoised per process)."""
+
+    def __init__(self, hardware: Hardware, policy: Policy, *, timing: str = "default",
+                 mask_for: Callable[[Op], np.ndarray] | None = None, accounting: str = "default") -> None:
+        self.hardware = hardware
+        policy = policy.on(hardware)
+        self.policy = policy
+        self.timing = timing
+        if timing == "scalesim" and hardware.arrays > 1:
+            raise InputError(f"--timing scalesim models one array; hardware {hardware.name} has {hardware.arrays}")
+        if accounting not in ACCOUNTINGS:
+            raise InputError(f"unknown accounting {accounting!r}; choose from {', '.join(ACCOUNTINGS)}")
+        self.accounting = accounting
+        self.costs: ActionCosts | None = action_costs(hardware) if hardware.energy is not None else None
+        self.mask_for = mask_for
+        self.notes: list[str] = []
+        self._storages: dict[tuple, OpStorage] = {}
+        self._step_records: dict[tuple, dict] = {}  # step key -> its record (see _step_key)
+        self._nonzeros = mask_nonzeros(mask_for) if mask_for is not None else None
+        pattern = policy.pattern
+        weights = policy.config.sparsity.weights
+        # Sparsity the PEs cannot skip runs dense; its weights stream compressed only through a decompressor.
+        self.timing_pattern = hardware.sparse.skip_pattern(pattern) if pattern is not None else None
+        self.skips = weights is None or (self.timing_pattern is not None if pattern is not None
+                                         else hardware.sparse.unstructured)
+        if self.timing_pattern is not None and self.timing_pattern != pattern:
+            self.notes.append(f"hardware {hardware.name} skips {self.timing_pattern}, not {pattern}: the {pattern} "
+                              f"weights run at the {self.timing_pattern} rate (MACs counted as issued)")
+        self.storage_policy = policy
+        if not self.skips:
+            kind = str(pattern) if pattern is not None else "unstructured"
+            if hardware.sparse.decompressor:
+                streamed = "its weights stream compressed through the decompressor"
+            else:
+                streamed = "with no decompressor, its weights are kept and streamed dense"
+                self.storage_policy = replace(policy, config=policy.config.model_copy(
+                    update={"sparsity": SparsityConfig()}), _resolved={})
+            self.notes.append(f"hardware {hardware.name} cannot skip {kind} sparsity (sparse.patterns: "
+                              f"{', '.join(hardware.sparse.patterns) or 'none'}; unstructured: "
+                              f"{str(hardware.sparse.unstructured).lower()}): it computes dense, and {streamed}")
+        self.masked = weights is not None and weights.uses_masks and self.skips
+        if self.masked and policy.config.outliers is not None:
+            raise InputError(f"{policy.name}: outliers with weight masks are not modelled (masks cover all of K)")
+        if weights is not None and weights.uses_masks and mask_for is None:
+            raise InputError(f"{policy.name}: this sparsity setting needs weight masks")
+
+    def storage(self, op: Op) -> OpStorage:
+        """The op's stored parameters, memoised on what they depend on (not on rows or elements, which
+        change with the batch): sample groups and repeated passes reuse them."""
+        key = (op.name, op.layer, op.role, op.group, op.kind, op.batch, op.k, op.n, op.weight_params, op.bias_params)
+        storage = self._storages.get(key)
+        if storage is None:
+            storage = self._storages[key] = op_storage(op, self.storage_policy, self._nonzeros)
+        return storage
+
+    def _array_cycles(self, op: Op, pack: int, sparsity: SparsityPattern | None, masked: bool = False,
+                      transfer: Callable[[Split], int] | None = None) -> tuple[int, int, int, Split]:
+        """(compute cycles, folds, useful MACs, split over the arrays) of a matrix op whose PEs skip
+        ``sparsity`` (or its weight ``masked``). The split is the one that finishes first: its busiest
+        array's cycles plus the stall of its ``transfer`` cycles (a split along m reads the weights into
+        every array)."""
+        array = self.hardware.array
+        if masked:
+            from simulator.engine.masks import masked_cycles
+
+            if op.batch != 1:
+                raise InputError(f"{op.name}: unstructured masks of grouped ops (batch {op.batch}) are not supported")
+            if self.hardware.arrays > 1:
+                raise InputError(f"hardware {self.hardware.name}: unstructured masks on several arrays are not "
+                                 "modelled yet (use a one-array preset)")
+            return (*masked_cycles(self.mask_for(op), op.m, array.rows, array.cols, array.dataflow, pack=pack,
+                                   timing=self.timing), Split("none", 1, 1, op.m, op.n))
+
+        def on_one_array(split: Split) -> tuple[int, int, int]:
+            return _product_cycles(split.m, op.k, split.n, array.rows, array.cols, array.dataflow, split.batch,
+                                   pack, sparsity, self.timing)
+
+        def finish(split: Split) -> int:
+            compute, folds, _ = on_one_array(split)
+            return compute + (stall_cycles(transfer(split), compute, folds) if transfer is not None else 0)
+
+        split = best_split(op, self.hardware.arrays, finish)
+        cycles, folds, macs = on_one_array(split)
+        if split.kind != "none":  # useful MACs of the whole op
+            macs = _product_cycles(op.m, op.k, op.n, array.rows, array.cols, array.dataflow, op.batch, pack,
+                                   sparsity, self.timing)[2]
+        return cycles, folds, macs, split
+
+    def _weight_bytes(self, trace: Trace) -> dict[str, int]:
+        """Stored bytes of every weight tensor (values, indices, scales; biases apart), from the storage of
+        the op that owns it (the first reader that owns parameters): a tied weight is stored once, in its
+        owner's format, and every reader reads that. An op owning several tensors splits its storage
+        between them by element count."""
+        stored: dict[str, int] = {}
+        for op in trace:
+            owned = [name for name in op.reads if trace.tensors[name].kind == "weight" and name not in stored]
+            if not op.params or not owned:
+                continue
+            weights, biases = stored_weight_bytes(self.storage(op))
+            for kind_bytes, names in ((weights, [n for n in owned if not n.endswith("bias")]),
+                                      (biases, [n for n in owned if n.endswith("bias")])):
+                total = sum(trace.tensors[n].elements for n in names)
+                for name in names:
+                    stored[name] = ceil_div(kind_bytes * trace.tensors[name].elements, total) if total else 0
+        sfu_bits = self.hardware.sfu_precision.bits
+        for name, tensor in trace.tensors.items():  # read, never owned: stored at the SFU's width
+            if tensor.kind == "weight" and name not in stored:
+                stored[name] = ceil_div(tensor.elements * sfu_bits, 8)
+        return stored
+
+    def _matrix_cost(self, step: Step, lowered: Lowered, placement: Placement, weight_bytes: dict[str, int],
+                     ) -> tuple[Cost, Precision, int, str, str]:
+        op = step.op
+        chosen = step.precision
+        pack = self.hardware.macs_per_pe[chosen.name]
+        pruned_weights = self.skips and self.policy.prunes(op)
+        pruned = pruned_weights or step.runs_at is not None
+        pattern = step.runs_at or (self.timing_pattern if pruned_weights else None)
+        masked = pruned_weights and self.masked
+        weights = sum(weight_bytes.get(name, 0) for name in step.reads[1:]) if op.has_weight_operand else 0
+
+        traffics: dict[Split, dict[str, int]] = {}  # per candidate: timing, the dense pass and the record share it
+
+        def traffic(split: Split) -> dict[str, int]:
+            if split not in traffics:
+                traffics[split] = matrix_traffic(step, lowered.tensors, placement, self.hardware, weights, pack,
+                                                 split, drain_read=self.accounting == "zigzag").values
+            return traffics[split]
+
+        def transfer_of(split: Split) -> int:
+            counts = traffic(split)
+            return transfer_cycles(counts["dram_read_bytes"] + counts["dram_write_bytes"], self.hardware)
+
+        gated = pruned and self.hardware.sparse.mode == "gate"  # zeros take their slot: dense timing
+        skipping = (None, False) if gated else (pattern, masked)
+        compute, folds, macs, split = self._array_cycles(op, pack, *skipping, transfer_of)
+        dense_compute = self._array_cycles(op, pack, None, False, transfer_of)[0] if pruned and not gated else compute
+        counts = dict(traffic(split))
+        # Every issued MAC moves an activation; a PE reduces its packed products into one partial sum a cycle.
+        counts.update(array_activation_hops=macs, array_psum_updates=ceil_div(macs, pack))
+        if gated:
+            macs = self._array_cycles(op, pack, pattern, masked, transfer_of)[2]  # useful MACs: the kept ones
+        transfer = transfer_cycles(counts["dram_read_bytes"] + counts["dram_write_bytes"], self.hardware)
+        busy = compute + (op.batch if self.timing == "scalesim" and folds else 0)  # scalesim: last index
+        slots = busy * self.hardware.pes * pack
+        cost = Cost(compute_cycles=compute, dense_compute_cycles=dense_compute, folds=folds, macs=macs,
+                    transfer_cycles=transfer, stall_cycles=stall_cycles(transfer, compute, folds),
+                    utilization=macs / slots if slots else 0.0, **counts)
+        sparsity = str(step.pattern) if step.pattern is not None else self.storage(step.owner).sparse
+        return cost, chosen, pack, sparsity, split.label
+
+    def _sfu_cost(self, step: Step, lowered: Lowered, placement: Placement, weight_bytes: dict[str, int],
+                  fused: bool) -> Cost:
+        hw, op = self.hardware, step.op
+        reading = weight_bytes
+        if op.role == "embedding":  # a lookup reads only the rows it gathers
+            gathered = ceil_div(op.elements * self.policy.weight_precision(op).bits, 8)
+            reading = {name: min(weight_bytes[name], gathered) for name in step.reads if name in weight_bytes}
+        counts = sfu_traffic(step, lowered.tensors, placement, reading).values
+        cost_per_element = hw.sfu_cost(op.role)
+        compute = math.ceil(op.elements * cost_per_element / hw.sfu_lanes) if op.elements and not fused else 0
+        transfer = transfer_cycles(counts["dram_read_bytes"] + counts["dram_write_bytes"], hw)
+        busy = op.elements * cost_per_element / (hw.sfu_lanes * compute) if compute else 0.0
+        return Cost(compute_cycles=compute, dense_compute_cycles=compute, transfer_cycles=transfer,
+                    stall_cycles=max(0, transfer - compute), utilization=busy, **counts)
+
+    def run(self, trace: Trace) -> Results:
+        """All samples of ``trace`` at once, or in groups when that is faster (see grouping)."""
+        records, group = run_in_groups(trace, self.run_pass, self.hardware)
+        results = frame(records)
+        results.hardware = self.hardware
+        results.notes = list(self.notes) + _imbalance_notes(results)
+        batch = int(trace.workload.get("batch", 1))
+        if group != batch:
+            results.notes.append(f"batch {batch} runs as {batch // group} groups of {group} samples: larger groups "
+                                 "spill activations to DRAM and would take longer")
+        return results
+
+    def run_pass(self, trace: Trace) -> tuple[list[dict], bool]:
+        """One pass over ``trace``: its per-op records, and whether any activation spilled to DRAM."""
+        prepared = self.prepare(trace)
+        return self.records(prepared), prepared.spilled
+
+    def prepare(self, trace: Trace) -> Prepared:
+        """``trace`` lowered, fused and placed, checked against the policy and the DRAM capacity."""
+        self.policy.check_against(trace)
+        lowered = lower(trace, self.hardware, self.policy)
+        self.notes.extend(note for note in lowered.notes if note not in self.notes)
+        fused = fuse(lowered.steps) if self.hardware.sfu.fusion else {}
+        placement = place(lowered, self.hardware)
+        self._check_capacity(trace, lowered, placement)
+        return Prepared(trace, lowered, fused, placement, self._weight_bytes(trace))
+
+    def records(self, prepared: Prepared) -> list[dict]:
+        """Per-step records of a prepared pass (repeated blocks evaluated once)."""
+        return [self.step_record(prepared, index) for index in range(len(prepared.lowered.steps))]
+
+    def step_record(self, prepared: Prepared, index: int, step: Step | None = None,
+                    lowered: Lowered | None = None) -> dict:
+        """The record of step ``index`` of a prepared pass; ``step`` and ``lowered`` stand in for the
+        pass's own (the same step at other sizes, as generation re-costs it) when given."""
+        step = step or prepared.lowered.steps[index]
+        lowered = lowered or prepared.lowered
+        fused_into = prepared.fused.get(index, "")
+        key = self._step_key(step, lowered, prepared.placement, prepared.weight_bytes, bool(fused_into))
+        record = self._step_records.get(key) if key is not None else None
+        if record is None:
+            record = self._step_record(step, lowered, prepared.placement, prepared.weight_bytes, bool(fused_into))
+            if key is not None:
+                self._step_records[key] = record
+        return {**record, "name": step.op.name, "layer": step.op.layer, "fused_into": fused_into}
+
+    def _step_record(self, step: Step, lowered: Lowered, placement: Placement, weight_bytes: dict[str, int],
+                     fused: bool) -> dict:
+        storage: OpStorage | None = None if step.inserted else self.storage(step.owner)
+        if step.unit == "array":
+            cost, chosen, pack, sparsity, split = self._matrix_cost(step, lowered, placement, weight_bytes)
+            precision, compute_precision = step.operands or step.precision.name, chosen.name
+        else:
+            cost = self._sfu_cost(step, lowered, placement, weight_bytes, fused)
+            sfu_name = self.hardware.sfu_precision.name
+            pack, sparsity, precision, compute_precision, split = 0, "dense", sfu_name, sfu_name, ""
+        residency = placement.home[step.writes[0]] if step.writes else ""
+        record = _record(step, cost, storage, precision, compute_precision, pack, sparsity, residency, "", split)
+        # The B operand reaches the array dequantized (weights with scales along K, a scaled KV cache).
+        record["dequantized"] = (step.unit == "array" and len(step.reads) > 1
+                                 and placement.home.get(step.reads[1]) == STREAM)
+        record.update(step_energy(record, self.hardware, self.costs, self.accounting) if self.costs is not None
+                      else NOT_MODELLED)
+        return record
+
+    def _step_key(self, step: Step, lowered: Lowered, placement: Placement, weight_bytes: dict[str, int],
+                  fused: bool) -> tuple | None:
+        """Everything a step's record depends on but its name and layer, so that the repeated blocks of a
+        model cost one evaluation; None for steps whose cost depends on the op itself (weight masks)."""
+        op = step.op
+        if self.masked and step.unit == "array" and self.policy.prunes(op):
+            return None
+        tensors, home, written = lowered.tensors, placement.home, placement.written
+        reads = tuple((tensors[name].kind, tensors[name].layout, home[name], weight_bytes.get(name))
+                      for name in step.reads)
+        writes = tuple((tensors[name].layout, home[name], name in written) for name in step.writes)
+        stored = None
+        if not step.inserted:
+            storage = self.storage(step.owner)
+            stored = (storage.value_bits, storage.index_bits, storage.scale_bits, storage.bias_bits, storage.sparse,
+                      self.policy.prunes(op), self.policy.weight_precision(op) if op.role == "embedding" else None)
+        return (step.unit, step.inserted, step.precision, step.pattern, step.runs_at, op.role, op.group, op.kind,
+                op.batch, op.m, op.k, op.n, op.elements, op.weight_params, op.bias_params, fused, reads, writes, stored)
+
+    def _check_capacity(self, trace: Trace, lowered: Lowered, placement: Placement) -> None:
+        capacity = self.hardware.memory.dram_capacity_bytes
+        if capacity is None:
+            return
+        weights = sum(sum(stored_weight_bytes(self.storage(op))) for op in trace)
+        state = sum(t.stored_bytes for t in lowered.tensors.values() if t.kind == "state")
+        need = weights + state + placement.peak_live_bytes
+        if need > capacity:
+            raise InputError(f"{trace.model}: weights, state and peak activations take {need:,} bytes, more than "
+                             f"hardware {self.hardware.name}'s DRAM of {capacity:,} bytes")
+
+
+def _record(step: Step, cost: Cost, storage: OpStorage | None, precision: str, compute_precision: str,
+            pack: int, sparsity: str, residency: str, fused_into: str, array_split: str) -> dict:
+    op = step.op
+    counts = {name: getattr(cost, name) for name in ACCESS_COLUMNS}
+    return {
+        "name": op.name, "layer": op.layer, "role": op.role, "group": op.group,
+        "kind": op.kind, "unit": step.unit, "inserted": step.inserted,
+        "category": category(op.role, step.unit),
+        "precision": precision, "compute_precision": compute_precision,
+        "macs_per_pe": pack, "sparsity": sparsity,
+        "batch": op.batch, "m": op.m, "k": op.k, "n": op.n, "elements": op.elements if step.unit == "sfu" else 0,
+        "macs": cost.macs, "folds": cost.folds, "array_split": array_split, "compute_cycles": cost.compute_cycles,
+        "dense_compute_cycles": cost.dense_compute_cycles,
+        "transfer_cycles": cost.transfer_cycles, "stall_cycles": cost.stall_cycles,
+        "total_cycles": cost.compute_cycles + cost.stall_cycles, "utilization": cost.utilization,
+        "weight_bits": storage.weight_bits if storage else 0,
+        "index_bits": storage.index_bits if storage else 0,
+        "scale_bits": storage.scale_bits if storage else 0,
+        "bias_bits": storage.bias_bits if storage else 0,
+        "dram_bytes": cost.dram_bytes, **counts, "residency": residency,
+        "bound": "memory" if cost.transfer_cycles > cost.compute_cycles else "compute",
+        "fused_into": fused_into,
+    }
+
+
+def simulate(trace: Trace, hardware: Hardware, policy: Policy, *, timing: str = "default",
+             mask_for: Callable[[Op], np.ndarray] | None = None, accounting: str = "default") -> Results:
+    """Per-op results of one forward pass; ``results.totals`` sums them, ``results.notes`` explains fallbacks."""
+    return Simulator(hardware, policy, timing=timing, mask_for=mask_for, accounting=accounting).run(trace)
+
+
+def _imbalance_notes(frame: Results) -> list[str]:
+    """Unstructured masks: compute against ideal density scaling (dense cycles x kept fraction)."""
+    masked = frame[frame["sparsity"] == "unstructured"]
+    if masked.empty:
+        return []
+    dense_macs = (masked["batch"] * masked["m"] * masked["k"] * masked["n"]).sum()
+    density = masked["macs"].sum() / dense_macs
+    ideal = masked["dense_compute_cycles"].sum() * density
+    actual = masked["compute_cycles"].sum()
+    if ideal == 0:
+        return [f"unstructured masks (density {density:.3g}): no weight is kept, so the masked ops take "
+                f"{actual:,} compute cycles"]
+    return [f"unstructured masks (density {density:.3f}): {actual:,} compute cycles vs {ideal:,.0f} at ideal density "
+            f"scaling ({100 * (actual / ideal - 1):.3g}% lost to lanes waiting for the slowest)"]
+

@@ -1,0 +1,1 @@
+"""Number formats, sparsity patterns and the bit-exact storage of parameters."""

@@ -1,0 +1,1 @@
+"""Reports at the edge: summaries, text tables, plots and atomic files."""

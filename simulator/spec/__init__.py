@@ -1,0 +1,1 @@
+"""Inputs: the schemas of hardware presets, run configs and sweeps, and loading the shipped files."""

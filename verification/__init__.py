@@ -1,0 +1,1 @@
+"""Independent oracles and peer drivers the tests compare accelsim with (not installed)."""
