@@ -8,7 +8,8 @@ import math
 import pytest
 
 from simulator.engine import Simulator, simulate
-from simulator.engine.timing import SparsityPattern, gemm_cycles
+from simulator.engine.timing import gemm_cycles
+from simulator.formats.sparsity import SparsityPattern
 from simulator.spec.hardware import load_hardware
 from simulator.spec.run_config import policy_from_dict
 from workloads.errors import InputError

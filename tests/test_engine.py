@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from simulator.engine import simulate
 from simulator.engine.masks import magnitude_mask, masked_cycles, nm_mask
-from simulator.engine.timing import SparsityPattern, gemm_cycles
+from simulator.engine.timing import gemm_cycles
+from simulator.formats.sparsity import SparsityPattern
 from simulator.spec.hardware import Hardware, load_hardware
 from simulator.spec.mask_files import MaskProvider
 from simulator.spec.run_config import load_run_config, policy_from_dict

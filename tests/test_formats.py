@@ -356,7 +356,7 @@ def test_settings_that_do_not_apply_are_refused():
 @pytest.mark.parametrize(("pattern", "runs_as"), [("1:4", "2:4"), ("2:8", "2:4"), ("1:8", "2:4"), ("2:4", "2:4"),
                                                   ("4:8", None), ("3:4", None), ("1:6", None)])
 def test_patterns_at_most_as_dense_as_a_skipped_one_run_at_its_rate(pattern, runs_as):
-    from simulator.engine.timing import SparsityPattern
+    from simulator.formats.sparsity import SparsityPattern
 
     chosen = RAPID.sparse.skip_pattern(SparsityPattern.parse(pattern))
     assert (str(chosen) if chosen else None) == runs_as

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from simulator.engine import simulate
 from simulator.engine.masks import masked_cycles, nm_mask
-from simulator.engine.timing import SparsityPattern, gemm_cycles
+from simulator.engine.timing import gemm_cycles
+from simulator.formats.sparsity import SparsityPattern
 from simulator.formats.storage import footprint
 from simulator.spec.hardware import Hardware, load_hardware
 from simulator.spec.run_config import policy_from_dict

@@ -6,7 +6,8 @@ SCALE-Sim needs numpy < 2.4, so it lives in its own virtual environment (`make t
 
 import pytest
 
-from simulator.engine.timing import SparsityPattern, gemm_cycles
+from simulator.engine.timing import gemm_cycles
+from simulator.formats.sparsity import SparsityPattern
 from verification.scalesim_peer import run_scalesim
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 from simulator.engine.masks import magnitude_mask, masked_cycles, masked_cycles_reference, nm_mask
 from simulator.engine.timing import (
     DATAFLOWS,
-    SparsityPattern,
     dense_cycles,
     effective_depth,
     fold_count,
@@ -16,6 +15,7 @@ from simulator.engine.timing import (
     pipelined_cycles,
     uniform_pipelined_cycles,
 )
+from simulator.formats.sparsity import SparsityPattern
 from workloads.errors import InputError
 
 # SCALE-Sim 3.0.0 compute cycles for BERT-base GEMMs (M, K, N), K = reduction.

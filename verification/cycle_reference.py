@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from simulator.engine.timing import ceil_div
+from simulator.units import ceil_div
 
 
 @dataclass

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from simulator.engine.array_split import Split
 from simulator.engine.lowering import Step
 from simulator.engine.residency import CHIP, DRAM, STREAM, Placement, tensor_bytes
-from simulator.engine.timing import ceil_div
 from simulator.formats.storage import OpStorage
 from simulator.spec.hardware import Hardware
+from simulator.units import ceil_div
 from workloads.ops import Tensor
 
 ACCESS_COLUMNS = (

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from simulator.energy.accounting import ENERGY_COLUMNS
 from simulator.engine.costs import ACCESS_COLUMNS
 from simulator.engine.results import record_totals
-from simulator.engine.timing import ceil_div
 from simulator.spec.hardware import Hardware
+from simulator.units import ceil_div
 from workloads.ops import Trace
 
 # Columns that add up over passes (the others describe the op or are ratios).

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from simulator.engine.timing import SparsityPattern
 from simulator.formats.precision import Precision, compute_format, parse_precision
+from simulator.formats.sparsity import SparsityPattern
 from simulator.spec.hardware import Hardware
 from simulator.spec.run_config import PRUNED_OPERAND, Policy, takes_scales
 from workloads.errors import InputError

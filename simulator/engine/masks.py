@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from simulator.engine.timing import DATAFLOWS, ceil_div, pipelined_cycles
+from simulator.engine.timing import DATAFLOWS, pipelined_cycles
+from simulator.units import ceil_div
 
 _DATAFLOW_CODES = {name: code for code, name in enumerate(DATAFLOWS)}  # ws=0, os=1, is=2
 

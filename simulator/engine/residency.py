@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from simulator.engine.lowering import Lowered
-from simulator.engine.timing import ceil_div
 from simulator.spec.hardware import Hardware
+from simulator.units import ceil_div
 
 STREAM, CHIP, DRAM = "stream", "chip", "dram"
 

@@ -42,11 +42,13 @@ from simulator.engine.grouping import run_in_groups
 from simulator.engine.lowering import Lowered, Step, lower
 from simulator.engine.residency import STREAM, Placement, place
 from simulator.engine.results import RESULT_COLUMNS, Results, category, frame, summarize_results
-from simulator.engine.timing import SparsityPattern, ceil_div, gemm_cycles
+from simulator.engine.timing import gemm_cycles
 from simulator.formats.precision import Precision
+from simulator.formats.sparsity import SparsityPattern
 from simulator.formats.storage import OpStorage, mask_nonzeros, op_storage
 from simulator.spec.hardware import Hardware
 from simulator.spec.run_config import Policy, SparsityConfig
+from simulator.units import ceil_div
 from workloads.errors import InputError
 from workloads.ops import Op, Trace
 

@@ -27,9 +27,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
-from simulator.engine.timing import ceil_div
 from simulator.formats.precision import Precision, parse_precision
 from simulator.spec.run_config import Policy, takes_scales
+from simulator.units import ceil_div
 from workloads.ops import GROUPS, LINEAR_ROLES, Op, Trace, index_bits_per_value
 
 MIB_BITS = 8 * 1024 * 1024

@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from simulator.engine.timing import SparsityPattern
 from simulator.formats.precision import Precision, compute_format, parse_precision
+from simulator.formats.sparsity import SparsityPattern
 from simulator.spec.config_io import StrictModel, read_yaml_mapping, reject_unknown_keys, validate
 from simulator.spec.shipped import HARDWARE_DIR
 from workloads.errors import InputError

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from simulator.engine.masks import magnitude_mask, nm_mask
-from simulator.engine.timing import SparsityPattern
+from simulator.formats.sparsity import SparsityPattern
 from simulator.spec.config_io import unknown_name_message
 from simulator.spec.run_config import WeightSparsityConfig
 from workloads.errors import InputError

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator, model_validator
 
-from simulator.engine.timing import SparsityPattern
 from simulator.formats.precision import Precision, parse_precision
+from simulator.formats.sparsity import SparsityPattern
 from simulator.spec.config_io import StrictModel, read_yaml_mapping, validate
 from simulator.spec.precision_config import NATIVE, PrecisionConfig, check_format, parse_layer_range, resolve_side
 from workloads.errors import InputError
