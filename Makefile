@@ -1,4 +1,4 @@
-# The two commands of the README: `make run` (the main job) and `make test` (lint + the test suite).
+# The two commands of the README: `make run` (the main job) and `make test` (lint, types, the test suite).
 # Both create .venv and install accelsim with its dev, hf and dask extras on first use.
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -36,7 +36,8 @@ run: $(STAMP)
 
 test: $(STAMP) $(SCALESIM_STAMP) $(ZIGZAG_STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -n auto
 
 clean:
 	rm -rf $(VENV) $(SCALESIM_VENV) $(ZIGZAG_VENV)

@@ -22,14 +22,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from simulator.analysis.generation import generate  # noqa: E402
-from simulator.engine import Simulator, simulate  # noqa: E402
-from simulator.engine.masks import magnitude_mask, masked_cycles  # noqa: E402
-from simulator.engine.timing import gemm_cycles  # noqa: E402
-from simulator.spec.hardware import Hardware, load_hardware  # noqa: E402
-from simulator.spec.run_config import load_run_config  # noqa: E402
-from verification.scalesim_peer import run_scalesim  # noqa: E402
-from workloads.models import Workload, load_model  # noqa: E402
+from simulator.analysis.generation import generate
+from simulator.engine import Simulator, simulate
+from simulator.engine.masks import magnitude_mask, masked_cycles
+from simulator.engine.timing import gemm_cycles
+from simulator.spec.hardware import Hardware, load_hardware
+from simulator.spec.run_config import load_run_config
+from verification.scalesim_peer import run_scalesim
+from workloads.models import Workload, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 # BERT-base FFN1 (M, K, N) on the arrays SCALE-Sim's published counts use.

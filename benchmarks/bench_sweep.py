@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from simulator.analysis.sweep import load_sweep  # noqa: E402
-from simulator.cli.sweep_run import make_executor, prepare_out_dir, run_sweep  # noqa: E402
+from simulator.analysis.sweep import load_sweep
+from simulator.cli.sweep_run import make_executor, prepare_out_dir, run_sweep
 
 SWEEP = """name: bench_1000
 hardware: rapid_like

@@ -11,8 +11,7 @@ Names are imported on first use, so that ``import simulator`` (and the CLI's sta
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from simulator.lazy import lazy_exports
 
 _EXPORTS = {
     "load_model": "workloads.models",
@@ -26,18 +25,12 @@ _EXPORTS = {
     "generate": "simulator.analysis.generation",
     "generation_summary": "simulator.analysis.generation",
     "Results": "simulator.engine",
-    "footprint": "simulator.formats.storage",
+    "footprint": "simulator.plan.binding",
+    "bind": "simulator.plan.binding",
+    "Plan": "simulator.plan.binding",
     "gemm_cycles": "simulator.engine.timing",
     "InputError": "workloads.errors",
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'simulator' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, list(globals()))

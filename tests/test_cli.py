@@ -134,7 +134,7 @@ def test_package_exports_the_public_api_lazily():
     done = subprocess.run([sys.executable, "-c", "import sys, simulator; print('pandas' in sys.modules); "
                            "print(simulator.simulate.__module__, sorted(simulator.__all__)[:3])"],
                           cwd=ROOT, capture_output=True, text=True)
-    assert done.stdout.split("\n")[:2] == ["False", "simulator.engine.simulator ['Hardware', 'InputError', 'Results']"]
+    assert done.stdout.split("\n")[:2] == ["False", "simulator.engine.simulator ['Hardware', 'InputError', 'Plan']"]
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import pytest
 
 from simulator.engine import Simulator, simulate
 from simulator.formats.precision import compute_format, parse_precision
-from simulator.formats.storage import footprint, op_storage
+from simulator.formats.storage import op_storage, parameter_storage
 from simulator.spec.hardware import load_hardware
 from simulator.spec.run_config import load_run_config, policy_from_dict
 from workloads.errors import InputError
@@ -72,7 +72,7 @@ def test_bits_per_weight_of_the_shipped_formats():
 def test_llama_w4a16_g128_footprint_is_exact():
     """Every linear layer of the 32 blocks at 4.15625 bits; embeddings, norms and the LM head at 16."""
     trace = load_model("llama-2-7b").trace(Workload(head="lm"))
-    result = footprint(trace, load_run_config("w4a16_g128").on(RAPID))
+    result = parameter_storage(trace, load_run_config("w4a16_g128").on(RAPID))
     linear = result.pruned_linear
     assert linear.params == 32 * (4 * 4096 * 4096 + 3 * 4096 * 11008)
     assert linear.bits_with_scales == linear.params * 4.15625
@@ -291,7 +291,8 @@ def test_a_footprint_counts_mask_nonzeros_per_matrix_and_biases_as_dense():
     mask = np.zeros((4, 8))
     mask[:, :3] = 1  # 12 kept of 32 per matrix
     pol = policy({"default": "int8", "bias": "int32"}, sparsity={"weights": {"mask": "m.npz", "roles": ["ffn1"]}})
-    result = footprint(Trace("toy", (op,)), pol, mask_nonzeros(lambda asked: mask if asked.name == op.name else None))
+    nonzeros = mask_nonzeros(lambda asked: mask if asked.name == op.name else None)
+    result = parameter_storage(Trace("toy", (op,)), pol, nonzeros)
     row = result.ops[0]
     assert (result.model, result.config) == ("toy", "t")
     assert row.value_bits == 2 * 12 * 8 and row.index_bits == 2 * 8 * 4 and row.bias_bits == 4 * 32

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "golden"))
-from cases import CASES, HERE, run_case  # noqa: E402
+from cases import CASES, HERE, run_case
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator.engine import simulate
-from simulator.engine.timing import DATAFLOWS, gemm_cycles
+from simulator.engine.mapping import DATAFLOWS
+from simulator.engine.timing import gemm_cycles
 from simulator.report.summary import percent
 from simulator.spec.hardware import Hardware, load_hardware
 from simulator.spec.run_config import load_run_config, policy_from_dict

@@ -5,7 +5,7 @@ import json
 import pytest
 from cli_helpers import accelsim
 
-from simulator.formats.storage import footprint, index_bits_per_value
+from simulator.formats.storage import index_bits_per_value, parameter_storage
 from simulator.spec.run_config import policy_from_dict
 from workloads.models import load_model
 
@@ -23,17 +23,17 @@ def policy(default, pattern=None, **precision):
 @pytest.mark.parametrize("model", PAPER_MODELS)
 def test_paper_memory_savings_exact(model):
     trace = load_model(model).trace()
-    int8_sp = footprint(trace, policy("int8", "2:4")).pruned_linear
-    int4_sp = footprint(trace, policy("int4", "2:4")).pruned_linear
-    dense_int8 = footprint(trace, policy("int8")).pruned_linear
-    dense_int4 = footprint(trace, policy("int4")).pruned_linear
+    int8_sp = parameter_storage(trace, policy("int8", "2:4")).pruned_linear
+    int4_sp = parameter_storage(trace, policy("int4", "2:4")).pruned_linear
+    dense_int8 = parameter_storage(trace, policy("int8")).pruned_linear
+    dense_int4 = parameter_storage(trace, policy("int4")).pruned_linear
     # Closed forms: 2:4 keeps 2 values + 2-bit indices per 4 weights -> (b + 2) / 2 bits per weight.
     assert dense_int8.bits / int8_sp.bits == pytest.approx(1.6, abs=1e-12)
     assert dense_int4.bits / int4_sp.bits == pytest.approx(4 / 3, abs=1e-12)
     assert int8_sp.ratio(32 * int8_sp.params) == pytest.approx(6.4, abs=1e-12)
     assert int4_sp.ratio(32 * int4_sp.params) == pytest.approx(32 / 3, abs=1e-12)
     # The same four figures through the dict the CLI prints.
-    assert footprint(trace, policy("int8", "2:4")).as_dict()["pruned_linear"]["compression_vs_dense"] == 1.6
+    assert parameter_storage(trace, policy("int8", "2:4")).as_dict()["pruned_linear"]["compression_vs_dense"] == 1.6
     # Scale factors (16 bits per output channel) are extra, and reported apart.
     channels = sum(op.n * op.batch for op in trace if op.role in SIX)
     assert int8_sp.scale_bits == 16 * channels
@@ -42,16 +42,16 @@ def test_paper_memory_savings_exact(model):
 
 def test_gpusq_storage_fractions_of_fp16():
     trace = load_model("bert-base").trace()
-    fp16_dense = footprint(trace, policy("fp16")).pruned_linear.bits
-    assert footprint(trace, policy("fp16", "2:4")).pruned_linear.bits / fp16_dense == 0.5625
-    assert footprint(trace, policy("int8", "2:4")).pruned_linear.bits / fp16_dense == 0.3125
+    fp16_dense = parameter_storage(trace, policy("fp16")).pruned_linear.bits
+    assert parameter_storage(trace, policy("fp16", "2:4")).pruned_linear.bits / fp16_dense == 0.5625
+    assert parameter_storage(trace, policy("int8", "2:4")).pruned_linear.bits / fp16_dense == 0.3125
 
 
 @pytest.mark.parametrize(("model", "hf_params"), [("bert-base", 108_893_186), ("vit-base", None),
                                                   ("wav2vec2-large", None)])
 def test_whole_model_params_equal_trace_and_hf(model, hf_params):
     trace = load_model(model).trace()
-    total = footprint(trace, policy("int4", "2:4")).total
+    total = parameter_storage(trace, policy("int4", "2:4")).total
     assert total.params == trace.params  # test_hf_trace checks trace.params == HF num_parameters()
     if hf_params:
         assert total.params == hf_params
@@ -69,7 +69,7 @@ def test_mixed_precision_layers_hand_computed():
     per_block = block_weights + block_biases + block_norms
     outside = trace.params - 24 * per_block
     expected = 8 * per_block * 2 + 16 * per_block * 4 + outside * 16
-    assert footprint(trace, mixed).total.bits == expected
+    assert parameter_storage(trace, mixed).total.bits == expected
 
 
 def test_per_group_config_hand_computed():
@@ -80,7 +80,7 @@ def test_per_group_config_hand_computed():
     hidden, ffn = 768, 3072
     ffn_params = 12 * (2 * hidden * ffn + ffn + hidden)
     expected_bits = ffn_params * 8 + (trace.params - ffn_params) * 32
-    result = footprint(trace, ffn_int8).total
+    result = parameter_storage(trace, ffn_int8).total
     assert result.bits == expected_bits
     assert result.scale_bits == 12 * (ffn + hidden) * 16  # one scale per output channel of ffn1, ffn2
 
@@ -91,7 +91,7 @@ def test_bias_precision_and_outliers_hand_computed():
                                "precision": {"default": "int4", "bias": "int32", "scale_bits": 0},
                                "sparsity": {"weights": {"pattern": "2:4", "roles": ["ffn1"]}},
                                "outliers": {"dims": 8, "precision": "fp16"}})
-    row = next(r for r in footprint(trace, config).ops if r.name == "encoder.layer.0.ffn.ffn1")
+    row = next(r for r in parameter_storage(trace, config).ops if r.name == "encoder.layer.0.ffn.ffn1")
     k, n = 768, 3072
     kept = (k - 8) // 4 * 2 * n
     assert row.value_bits == 8 * n * 16 + kept * 4
@@ -102,7 +102,7 @@ def test_bias_precision_and_outliers_hand_computed():
 
 def test_nm_tail_when_m_does_not_divide_k():
     trace = load_model("bert-base").trace()
-    row = next(r for r in footprint(trace, policy("int8", "3:7")).ops if r.role == "q")
+    row = next(r for r in parameter_storage(trace, policy("int8", "3:7")).ops if r.role == "q")
     full, tail = divmod(768, 7)
     kept = (3 * full + min(3, tail)) * 768
     assert row.value_bits == kept * 8 and row.index_bits == kept * 3

@@ -17,7 +17,7 @@ from simulator.engine import simulate
 from simulator.engine.masks import masked_cycles, nm_mask
 from simulator.engine.timing import gemm_cycles
 from simulator.formats.sparsity import SparsityPattern
-from simulator.formats.storage import footprint
+from simulator.formats.storage import parameter_storage
 from simulator.spec.hardware import Hardware, load_hardware
 from simulator.spec.run_config import policy_from_dict
 from workloads.models import Workload, load_model
@@ -105,7 +105,7 @@ def test_simulate_invariants(rows, cols, dataflow, bandwidth, buffer_log2, lanes
     assert 0 < base.totals["utilization"] <= 1 and useful <= base.totals["total_cycles"] * rows * cols
     if "sp" not in policy:
         assert base.totals["macs"] == trace.macs  # MACs conserved from trace to results
-    assert footprint(trace, rules).total.params == trace.params  # parameters conserved
+    assert parameter_storage(trace, rules).total.params == trace.params  # parameters conserved
     assert (base["total_cycles"] >= base["compute_cycles"]).all() and (base["compute_cycles"] >= 0).all()
 
 
@@ -118,7 +118,7 @@ def test_memory_monotone_in_width_and_density(model, group, seed):
         data = {"name": "p", "hardware": "rapid_like", "precision": {"default": precision}}
         if pattern:
             data["sparsity"] = {"weights": {"pattern": pattern}}
-        return footprint(trace, policy_from_dict(data)).total.bits
+        return parameter_storage(trace, policy_from_dict(data)).total.bits
 
     widths = [bits(f"int{w}") for w in range(2, 17)]
     assert widths == sorted(widths) and len(set(widths)) == len(widths)
@@ -128,7 +128,7 @@ def test_memory_monotone_in_width_and_density(model, group, seed):
     rng = np.random.default_rng(seed)
     low, high = sorted(rng.uniform(0.05, 1.0, 2))
     op = next(o for o in trace if o.role == "ffn1")
-    unstructured = [footprint(trace, policy_from_dict({"name": "u", "hardware": "rapid_like",
+    unstructured = [parameter_storage(trace, policy_from_dict({"name": "u", "hardware": "rapid_like",
                                                         "precision": {"default": "int8"},
                                                         "sparsity": {"weights": {"density": d, "roles": ["ffn1"]}}}),
                               nonzeros=lambda o, d=d: round(d * o.k * o.n)).total.bits for d in (low, high)]

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from simulator.engine import Simulator, simulate
 from simulator.engine.timing import gemm_cycles
-from simulator.formats.storage import footprint
+from simulator.formats.storage import parameter_storage
 from simulator.spec.hardware import Hardware, load_hardware
 from simulator.spec.precision_config import KvScales
 from simulator.spec.run_config import Policy, load_run_config
@@ -104,11 +104,13 @@ def test_a_long_lived_tensor_keeps_its_room_until_its_last_reader():
 def test_peak_live_bytes_counts_every_materialised_tensor_over_its_life():
     from simulator.engine.lowering import lower
     from simulator.engine.residency import place
+    from simulator.plan.binding import bind
 
     rows, width = 64, 128
     size = rows * width * 2
     for ifmap in (2 * size, size):  # on chip or spilled, alive all the same
-        placement = place(lower(skip_chain(rows, width), hardware(ifmap=ifmap), FP16), hardware(ifmap=ifmap))
+        chip = hardware(ifmap=ifmap)
+        placement = place(lower(skip_chain(rows, width), bind(FP16, chip)), chip)
         assert placement.peak_live_bytes == 2 * size  # norm and gelu outputs, at steps 2 and 3
         assert placement.peak_bytes == (2 * size if ifmap == 2 * size else size)
 
@@ -161,7 +163,7 @@ def test_a_batched_bmm_keeps_one_heads_scores_on_chip():
 def test_a_tied_head_reads_the_embedding_table():
     trace = load_model("gpt2").trace(Workload(tokens=512, phase="decode", head="lm"))
     res = by_name(simulate(trace, load_hardware("tpu_v1_like"), INT8))
-    wte = next(row for row in footprint(trace, INT8).ops if row.name == "wte")
+    wte = next(row for row in parameter_storage(trace, INT8).ops if row.name == "wte")
     stored = math.ceil((wte.weight_bits + wte.scale_bits) / 8)
     assert res.loc["lm_head", "weight_bits"] == 0  # stored once, by wte
     assert res.loc["lm_head", "dram_read_bytes"] >= stored and res.loc["lm_head", "transfer_cycles"] > 0
@@ -258,7 +260,7 @@ def test_every_stored_weight_bit_is_read_each_pass(model):
         res = simulate(trace, load_hardware("rapid_like"), policy)
         unused = {op.name for op in trace if not op.output_elements or op.role == "embedding"}
         stored = sum(row.weight_bits + row.scale_bits + row.bias_bits
-                     for row in footprint(trace, policy).ops if row.name not in unused)
+                     for row in parameter_storage(trace, policy).ops if row.name not in unused)
         assert res["dram_read_bytes"].sum() >= stored / 8
 
 
@@ -343,5 +345,5 @@ def test_repeated_blocks_cost_what_they_cost_when_evaluated_one_by_one(preset):
             policy = load_run_config(config)
             shared = Simulator(hw, policy).run(trace)
             alone = Simulator(hw, policy)
-            alone._step_key = lambda *args: None  # noqa: ARG005 - every step evaluated on its own
+            alone._step_key = lambda *args: None
             pd.testing.assert_frame_equal(shared, alone.run(trace))

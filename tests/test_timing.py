@@ -5,12 +5,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from simulator.engine.mapping import DATAFLOWS, effective_depth, fold_count
 from simulator.engine.masks import magnitude_mask, masked_cycles, masked_cycles_reference, nm_mask
 from simulator.engine.timing import (
-    DATAFLOWS,
     dense_cycles,
-    effective_depth,
-    fold_count,
     gemm_cycles,
     pipelined_cycles,
     uniform_pipelined_cycles,

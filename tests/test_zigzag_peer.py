@@ -10,8 +10,13 @@ cycle-stepping reference instead (tests/test_engine.py). A missing ZigZag fails 
 
 import pytest
 
+from simulator.energy.action_costs import action_costs
+from simulator.engine import simulate
 from simulator.engine.timing import gemm_cycles
-from verification.zigzag_peer import run_zigzag_ws
+from simulator.spec.hardware import Hardware, load_hardware
+from simulator.spec.run_config import load_run_config
+from verification.zigzag_peer import run_zigzag_energy, run_zigzag_ws
+from workloads.ops import OpBuilder
 
 pytestmark = pytest.mark.slow
 
@@ -46,13 +51,6 @@ def test_zigzag_ideal_ignores_the_tile_load_where_m_is_below_r(zigzag, case):
 
 
 # --- energy: access counts per level and energies, with accelsim's per-action costs --------------
-
-from simulator.energy.action_costs import action_costs  # noqa: E402
-from simulator.engine import simulate  # noqa: E402
-from simulator.spec.hardware import Hardware, load_hardware  # noqa: E402
-from simulator.spec.run_config import load_run_config  # noqa: E402
-from verification.zigzag_peer import run_zigzag_energy  # noqa: E402
-from workloads.ops import OpBuilder  # noqa: E402
 
 FP16 = load_run_config("configs/fp16.yaml")
 # (M, K, N, rows, cols) with K and N multiples of the array: ZigZag charges the registers of a partly

@@ -91,7 +91,7 @@ def _ws_folds(a: np.ndarray, b: np.ndarray, rows: int, cols: int, pack: int, mas
     return folds
 
 
-def _ws_machine(folds: list[_WsFold], rows: int, cols: int, out: np.ndarray, double_buffered: bool) -> int:
+def _ws_machine(folds: list[_WsFold], rows: int, cols: int, out: np.ndarray, double_buffered: bool) -> int:  # noqa: C901 - to split (issue 25)
     """Run weight-stationary folds through the array, adding outputs into ``out``; returns cycles taken."""
     count = len(folds)
     starts: list[int] = []  # cycle at which each fold's first activation entered row 0
@@ -178,7 +178,7 @@ def _ws_machine(folds: list[_WsFold], rows: int, cols: int, out: np.ndarray, dou
     return cycle
 
 
-def _os_machine(a: np.ndarray, b: np.ndarray, rows: int, cols: int, pack: int, mask: np.ndarray | None,
+def _os_machine(a: np.ndarray, b: np.ndarray, rows: int, cols: int, pack: int, mask: np.ndarray | None,  # noqa: C901 - to split (issue 25)
                 out: np.ndarray, double_buffered: bool) -> int:
     """Run output-stationary folds (batch, column tile, row tile); returns cycles to the last MAC.
 

@@ -57,7 +57,7 @@ def hardware(rows: int, cols: int, weight_bits: int = 8, psum_bits: int = 16) ->
 
 
 def _evaluate(workdir: Path, m: int, k: int, n: int, rows: int, cols: int, accelerator: dict,
-              bits: dict[str, int], opt: str):  # noqa: ANN202 - ZigZag's cost-model evaluation
+              bits: dict[str, int], opt: str):
     """ZigZag's cost-model evaluation of one GEMM on ``accelerator`` with the ws mapping fixed: D1 (rows)
     unrolls the reduction, D2 (cols) the outputs, M innermost, then K folds, then N folds."""
     import yaml

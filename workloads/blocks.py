@@ -38,7 +38,7 @@ class AttentionShape:
         return self.heads // (self.kv_heads or self.heads)
 
 
-def attention(b: OpBuilder, prefix: str, layer: int, shape: AttentionShape, *, bias: bool = True,
+def attention(b: OpBuilder, prefix: str, layer: int, shape: AttentionShape, *, bias: bool = True,  # noqa: C901 - to split (issue 25)
               fused_qkv: bool = False, kv_first: bool = False, scale: str | None = "scores",
               score_adds: tuple[str, ...] = (), memory: str | None = None, position_bias: str | None = None,
               cache: str = "", after_projections: Callable[[], str] | None = None,

@@ -215,12 +215,6 @@ class Trace:
         return 2 * self.macs
 
     @property
-    def held(self) -> bool:
-        """A GEMM of no rows: weights the model stores that no work of this pass reads (the experts no token
-        was routed to). It counts in the parameters and the stored bytes, and the simulator runs nothing."""
-        return self.kind == "gemm" and self.m == 0
-
-    @property
     def params(self) -> int:
         return sum(op.params for op in self.ops)
 
@@ -286,7 +280,7 @@ def _chain(ops: tuple[Op, ...]) -> tuple[tuple[Op, ...], dict[str, Tensor]]:
     return tuple(named), tensors
 
 
-def _check_graph(ops: tuple[Op, ...], tensors: Mapping[str, Tensor]) -> None:
+def _check_graph(ops: tuple[Op, ...], tensors: Mapping[str, Tensor]) -> None:  # noqa: C901 - to split (issue 25)
     """Every tensor named is declared; activations are written once, before they are read."""
     written: set[str] = set()
     for op in ops:

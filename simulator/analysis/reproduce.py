@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from simulator.engine import Results, simulate
-from simulator.formats.storage import footprint
+from simulator.plan.binding import bind
 from simulator.spec.hardware import Hardware
 from simulator.spec.run_config import Policy
 from workloads.ops import Trace
@@ -51,7 +51,7 @@ def reproduce_figures(traces: dict[str, Trace], hardware: Hardware, policies: di
     """
     runs = {(model, name): simulate(trace, hardware, policies[name])
             for model, trace in traces.items() for name in TIMED_CONFIGS}
-    memory = {(model, name): footprint(trace, policies[name]).as_dict()
+    memory = {(model, name): bind(policies[name], hardware).footprint(trace).as_dict()
               for model, trace in traces.items() for name in ("int8_sp", "int4_sp")}
     figures: dict[str, float] = {}
     first = memory_model or next(iter(traces))

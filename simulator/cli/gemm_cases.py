@@ -16,7 +16,8 @@ GENERIC_MACS_PER_PE = {"fp32": 1, "fp16": 1, "bf16": 1, "int8": 1, "int4": 2, "i
 def gemm_result(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, precision: str,
                 sparsity: str | None, timing: str) -> dict:
     """One product's timing as the JSON object `accelsim gemm` prints."""
-    from simulator.engine.timing import DATAFLOWS, TIMINGS, gemm_cycles
+    from simulator.engine.mapping import DATAFLOWS
+    from simulator.engine.timing import TIMINGS, gemm_cycles
     from simulator.formats.sparsity import SparsityPattern
 
     for name, value in (("m", m), ("k", k), ("n", n), ("rows", rows), ("cols", cols)):

@@ -122,7 +122,7 @@ def gemm(m: int | None, k: int | None, n: int | None, rows: int | None, cols: in
                    f"folds={result['folds']} ({result['timing']} timing, {precision}, {result['sparsity']})")
 
 
-def _masks(policy):  # noqa: ANN001, ANN202 - policy -> mask provider or None
+def _masks(policy):
     weights = policy.config.sparsity.weights
     if weights is None or not weights.uses_masks:
         return None
@@ -131,7 +131,7 @@ def _masks(policy):  # noqa: ANN001, ANN202 - policy -> mask provider or None
     return MaskProvider(weights, policy.source.parent if policy.source else None)
 
 
-def _dense_fp16(hardware, trace, timing: str, run_policy, run_results, accounting: str = "default"):  # noqa: ANN001, ANN202
+def _dense_fp16(hardware, trace, timing: str, run_policy, run_results, accounting: str = "default"):
     """Dense FP16 run for the 'vs FP16' speedup, or None when the hardware has no float path."""
     from simulator.engine import simulate
     from simulator.spec.run_config import policy_from_dict
@@ -165,7 +165,7 @@ def _dense_fp16(hardware, trace, timing: str, run_policy, run_results, accountin
 @click.option("--trace", "use_tracer", is_flag=True,
               help="Simulate the real transformers model traced on the meta device (hf extra) instead of the "
                    "closed form: ops named after its modules, with the same roles, blocks and groups.")
-def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens: int | None, image_size: int | None,
+def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens: int | None, image_size: int | None,  # noqa: C901 - to split (issue 25)
         audio_samples: int | None, head: str | None, phase: str | None, expert_imbalance: float | None,
         hardware_name: str | None,
         include_frontend: bool | None, include_head: bool | None, timing: str, accounting: str, fmt: str,
@@ -176,7 +176,8 @@ def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens:
 
     from simulator.analysis.paper import model_trace, scope
     from simulator.engine import simulate
-    from simulator.formats.storage import footprint, mask_nonzeros
+    from simulator.formats.storage import mask_nonzeros
+    from simulator.plan.binding import bind
     from simulator.report.files import check_out_dir, staged_dir
     from simulator.report.summary import (
         breakdown,
@@ -213,8 +214,9 @@ def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens:
         baseline_results = results if baseline.config.same_simulation(policy.config) else simulate(
             trace, hardware, baseline, timing=timing, accounting=accounting)
     fp16_results = _dense_fp16(hardware, trace, timing, policy, results, accounting)
-    memory = footprint(trace, policy.on(hardware), mask_nonzeros(masks) if masks else None)
-    summary = run_summary(results, memory, model=trace.model, config=policy.name, hardware=hardware.name,
+    plan = bind(policy, hardware)  # the decisions the simulation made: what it stores is what it streams
+    memory = plan.footprint(trace, mask_nonzeros(masks) if masks else None)
+    summary = run_summary(results, memory, plan, model=trace.model, config=policy.name, hardware=hardware.name,
                           baseline=baseline_results, baseline_name=baseline.name if baseline else None,
                           fp16=fp16_results,
                           workload=dict(trace.workload))
@@ -265,7 +267,8 @@ def memory(config: str, model: str, head: str | None, as_json: bool) -> None:
     """Bit-exact parameter storage of MODEL under run CONFIG, by layer group and in total."""
     import json
 
-    from simulator.formats.storage import footprint, mask_nonzeros
+    from simulator.formats.storage import mask_nonzeros
+    from simulator.plan.binding import bind
     from simulator.report.summary import format_memory
     from simulator.spec.hardware import load_hardware
     from simulator.spec.run_config import load_run_config
@@ -275,8 +278,8 @@ def memory(config: str, model: str, head: str | None, as_json: bool) -> None:
     masks = _masks(policy)
     if masks is not None:
         masks.check_keys([op.name for op in trace if op.role in PRUNED_LINEAR_ROLES])
-    policy = policy.on(load_hardware(policy.config.hardware))  # "native" formats are the hardware's
-    result = footprint(trace, policy, mask_nonzeros(masks) if masks else None)
+    plan = bind(policy, load_hardware(policy.config.hardware))  # as the config's hardware stores them
+    result = plan.footprint(trace, mask_nonzeros(masks) if masks else None)
     click.echo(json.dumps(result.as_dict(), indent=2) if as_json else format_memory(result))
 
 
@@ -379,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_USAGE)
     except BrokenPipeError:
         sys.exit(0)
-    except Exception as exc:  # noqa: BLE001 - the one place that reports unexpected failures
+    except Exception as exc:
         if debug:
             traceback.print_exc()
         click.echo(f"accelsim: internal error: {exc.__class__.__name__}: {_one_line(str(exc))} "

@@ -12,7 +12,7 @@ def positive_int() -> click.IntRange:
     return click.IntRange(min=1, max=MAX_SIZE)
 
 
-def workload_options(func):  # noqa: ANN001, ANN201 - click decorator
+def workload_options(func):
     """The workload knobs shared by every command that builds a trace."""
     options = [
         click.option("--model", "model", required=True,
@@ -38,7 +38,7 @@ def workload_options(func):  # noqa: ANN001, ANN201 - click decorator
     return func
 
 
-def expert_imbalance_option():  # noqa: ANN201 - click decorator
+def expert_imbalance_option():
     return click.option("--expert-imbalance", type=float, default=None,
                         help="Mixture-of-experts models: the busiest expert's tokens over the mean (1 = even, "
                              "the default).")

@@ -148,16 +148,18 @@ def mac_pj(scaled: _Scaled, precision: Precision) -> float:
 def _mult_area_um2(scaled: _Scaled, precision: Precision) -> float:
     why = f"{precision} multiplier area"
     per_bit_squared = scaled.value("int32_mult_area", why) / 1024
-    if precision.is_float:
-        exponent, significand = precision.float_fields
+    fields = precision.float_fields
+    if fields is not None:
+        exponent, significand = fields
         return significand**2 * per_bit_squared + exponent * scaled.value("int32_add_area", why) / 32
     return precision.bits**2 * per_bit_squared
 
 
 def _add_area_um2(scaled: _Scaled, precision: Precision) -> float:
     per_bit = scaled.value("int32_add_area", f"{precision} adder area") / 32
-    if precision.is_float:
-        exponent, significand = precision.float_fields
+    fields = precision.float_fields
+    if fields is not None:
+        exponent, significand = fields
         return (exponent + significand) * per_bit
     return precision.bits * per_bit
 

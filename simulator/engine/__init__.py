@@ -8,8 +8,7 @@ use, so that the leaf modules (``timing``) import without the whole engine.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from simulator.lazy import lazy_exports
 
 _EXPORTS = {
     "RESULT_COLUMNS": "simulator.engine.results",
@@ -22,8 +21,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'simulator.engine' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, list(globals()))

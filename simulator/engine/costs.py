@@ -27,7 +27,9 @@ from dataclasses import dataclass
 
 from simulator.engine.array_split import Split
 from simulator.engine.lowering import Step
+from simulator.engine.mapping import Mapping
 from simulator.engine.residency import CHIP, DRAM, STREAM, Placement, tensor_bytes
+from simulator.formats.sparsity import SparsityPattern
 from simulator.formats.storage import OpStorage
 from simulator.spec.hardware import Hardware
 from simulator.units import ceil_div
@@ -90,26 +92,21 @@ class Counts:
             self.add(dram_write_bytes=size)
 
 
-def sweeps(m: int, k: int, n: int, hardware: Hardware, pack: int) -> tuple[int, int, int]:
-    """(A sweeps, B sweeps, folds along K) of one array computing (m x k) @ (k x n) in its dataflow."""
-    array = hardware.array
-    col_tiles = ceil_div(n, array.cols)
-    a_sweeps = {"ws": col_tiles, "os": col_tiles, "is": 1}[array.dataflow]
-    b_sweeps = {"ws": 1, "os": ceil_div(m, array.rows), "is": ceil_div(m, array.cols)}[array.dataflow]
-    k_folds = 1 if array.dataflow == "os" else ceil_div(ceil_div(k, pack), array.rows)
-    return a_sweeps, b_sweeps, k_folds
-
-
 def matrix_traffic(step: Step, tensors: dict[str, Tensor], placement: Placement, hardware: Hardware,
-                   weight_bytes: int, pack: int, split: Split, drain_read: bool = False) -> Counts:
+                   weight_bytes: int, pack: int, split: Split, drain_read: bool = False,
+                   sparsity: SparsityPattern | None = None, timing: str = "default") -> Counts:
     """Traffic of a matrix step whose weights (GEMM) take ``weight_bytes`` stored, run as ``split`` over
-    the chip's arrays: each array sweeps its share; the operand a split does not partition (A when
-    splitting n, B when splitting m) is read by every array in use. ``drain_read`` (ZigZag's accounting)
-    also reads each finished output from the ofmap buffer at its own width, and sends an output bound
-    for DRAM there directly instead of through the activation buffer."""
+    the chip's arrays, its PEs skipping ``sparsity`` (the mapping its timing uses, so partial sums are
+    written once per fold of the kept depth): each array sweeps its share; the operand a split does not
+    partition (A when splitting n, B when splitting m) is read by every array in use. ``drain_read``
+    (ZigZag's accounting) also reads each finished output from the ofmap buffer at its own width, and
+    sends an output bound for DRAM there directly instead of through the activation buffer."""
     op, mem = step.op, hardware.memory
     counts = Counts()
-    a_sweeps, b_sweeps, k_folds = sweeps(split.m, op.k, split.n, hardware, pack)
+    array = hardware.array
+    placed = Mapping.of(split.m, op.k, split.n, array.rows, array.cols, array.dataflow, pack=pack, sparsity=sparsity,
+                        timing=timing)
+    a_sweeps, b_sweeps, k_folds = placed.a_sweeps, placed.b_sweeps, placed.k_folds
     a_copies = split.arrays if split.kind == "n" else 1
     b_copies = split.arrays if split.kind == "m" else 1
     products = op.batch if op.kind == "bmm" else 1  # BMM products run one at a time

@@ -53,7 +53,8 @@ def run_in_groups(trace: Trace, run: Callable[[Trace], tuple[list[dict], bool]],
     whether any of its activations spilled to DRAM."""
     whole, spilled = run(trace)
     batch = int(trace.workload.get("batch", 1))
-    if not spilled or trace.rebatch is None or batch == 1:
+    rebatch = trace.rebatch
+    if not spilled or rebatch is None or batch == 1:
         return whole, batch
     one_sample: list[int] = []  # DRAM bytes of one sample alone, computed when first needed
     floor = one_sample_floor(whole, hardware)
@@ -62,7 +63,7 @@ def run_in_groups(trace: Trace, run: Callable[[Trace], tuple[list[dict], bool]],
         if dram_bytes <= batch * floor:  # within B x a lower bound of one sample's bytes: no need to run it
             return True
         if not one_sample:
-            one_sample.append(record_totals(run(trace.rebatch(1))[0], hardware)[1])
+            one_sample.append(record_totals(run(rebatch(1))[0], hardware)[1])
         return dram_bytes <= batch * one_sample[0]
 
     tried: list[tuple[tuple[int, int], int, bool, list[dict]]] = []  # ((cycles, DRAM bytes), group, spilled, records)
@@ -71,7 +72,7 @@ def run_in_groups(trace: Trace, run: Callable[[Trace], tuple[list[dict], bool]],
         if any(done % group == 0 for done in settled):
             continue
         passes = batch // group
-        part, spilled = (whole, True) if group == batch else run(trace.rebatch(group))
+        part, spilled = (whole, True) if group == batch else run(rebatch(group))
         cycles, dram_bytes = record_totals(part, hardware)
         tried.append(((cycles * passes, dram_bytes * passes), group, spilled, part))
         if not spilled:

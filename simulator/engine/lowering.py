@@ -24,8 +24,8 @@ from dataclasses import dataclass, replace
 
 from simulator.formats.precision import Precision, compute_format, parse_precision
 from simulator.formats.sparsity import SparsityPattern
-from simulator.spec.hardware import Hardware
-from simulator.spec.run_config import PRUNED_OPERAND, Policy, takes_scales
+from simulator.plan.binding import Plan
+from simulator.spec.run_config import PRUNED_OPERAND, takes_scales
 from workloads.errors import InputError
 from workloads.ops import Op, Tensor, Trace
 
@@ -94,7 +94,9 @@ def _kv_scale_group(state: Tensor, reader: Op, per: str, sequences: int) -> int:
     return group
 
 
-def lower(trace: Trace, hardware: Hardware, policy: Policy) -> Lowered:
+def lower(trace: Trace, plan: Plan) -> Lowered:  # noqa: C901 - to split (issue 25)
+    """The steps of ``trace`` under ``plan`` (a run config bound to a hardware)."""
+    hardware, policy = plan.hardware, plan.policy
     sfu = hardware.sfu_precision
     spec = policy.config.precision
     in_pe = {parse_precision(name) for name in hardware.dequantize_in_pe}
@@ -102,21 +104,10 @@ def lower(trace: Trace, hardware: Hardware, policy: Policy) -> Lowered:
     notes: dict[str, None] = {}
 
     def attention_sparsity(op: Op) -> tuple[SparsityPattern, SparsityPattern] | None:
-        """(pattern, the pattern the PEs run it at) of an attention product with a pruned operand; None
-        when it has none or the PEs skip no pattern it fits (it then computes dense, unpruned)."""
-        pattern = policy.attention_pattern(op)
-        if pattern is None:
-            return None
-        runs_at = hardware.sparse.skip_pattern(pattern)
-        if runs_at is None:
-            notes[f"hardware {hardware.name} cannot skip {pattern} attention sparsity (sparse.patterns: "
-                  f"{', '.join(hardware.sparse.patterns) or 'none'}): the attention products compute dense, "
-                  "with nothing selected"] = None
-            return None
-        if runs_at != pattern:
-            notes[f"hardware {hardware.name} skips {runs_at}, not {pattern}: the {pattern} attention operands run "
-                  f"at the {runs_at} rate (MACs counted as issued)"] = None
-        return pattern, runs_at
+        pattern, runs_at, note = plan.attention_sparsity(op)
+        if note is not None:
+            notes[note] = None
+        return (pattern, runs_at) if pattern is not None and runs_at is not None else None
 
     def pruned(tensor: Tensor, pattern: SparsityPattern, row: int) -> Tensor:
         return replace(tensor, nm_kept=pattern.n, nm_group=pattern.m, nm_row=row)
@@ -138,7 +129,7 @@ def lower(trace: Trace, hardware: Hardware, policy: Policy) -> Lowered:
             scales = spec.effective_kv_scales(kv) if spec.kv_cache is not None else None
             group = _kv_scale_group(tensors[state], op, scales.per, sequences) if scales else 0
             tensors[state] = replace(tensors[state], bits=kv.bits, scale_group=group,
-                                     scale_bits=scales.scale_bits + scales.zero_point_bits if group else 0)
+                                     scale_bits=scales.scale_bits + scales.zero_point_bits if scales and group else 0)
             sparse = attention_sparsity(op) if PRUNED_OPERAND.get(op.role) == index else None
             if sparse is not None:  # pruned keys: the cache keeps them compressed
                 tensors[state] = pruned(tensors[state], sparse[0], op.k)
@@ -170,14 +161,14 @@ def lower(trace: Trace, hardware: Hardware, policy: Policy) -> Lowered:
             return source
         key = (source, fmt, elements)
         if key not in converted:
-            scaled = per_token and rows is not None and takes_scales(fmt)
-            group, scale_bits = (rows[1], spec.activation_scales.scale_bits) if scaled else (0, 0)
+            token_rows = rows if per_token and takes_scales(fmt) else None  # (tokens, elements per token)
+            group, scale_bits = (token_rows[1], spec.activation_scales.scale_bits) if token_rows else (0, 0)
             if fmt.block is not None:  # MX/NVFP4: the block scales travel with the elements
                 group, scale_bits = fmt.block.block, fmt.block.scale_bits
             converted[key] = add_tensor(f"{op.name}.{suffix}", elements, fmt.bits, group, scale_bits)
             reads: tuple[str, ...] = (source,)
-            if scaled:
-                scales = add_tensor(f"{op.name}.{suffix}_scales", rows[0], scale_bits)
+            if token_rows:
+                scales = add_tensor(f"{op.name}.{suffix}_scales", token_rows[0], scale_bits)
                 sfu_step(op, "absmax", f"{suffix}_absmax", elements, (source,), (scales,))
                 reads = (source, scales)
             sfu_step(op, "quantize", suffix, elements, reads, (converted[key],))
@@ -234,6 +225,7 @@ def lower(trace: Trace, hardware: Hardware, policy: Policy) -> Lowered:
         weights = policy.weight_precision(op) if op.has_weight_operand else None
         sparse = attention_sparsity(op) if op.kind == "bmm" else None
         pruned_index = PRUNED_OPERAND[op.role] if sparse is not None else -1
+        pruned_pattern = sparse[0] if sparse is not None else None
         operands = 2 if op.kind == "bmm" else 1
         reads = list(op.reads)
         stored_as, outlier_rows = None, outliers.dims if outliers is not None and weights is not None else 0
@@ -263,28 +255,27 @@ def lower(trace: Trace, hardware: Hardware, policy: Policy) -> Lowered:
                     appends[name] = convert(op, suffix, tensor.source, tensor.appended, state_format[name],
                                             (tensor.appended // tensor.scale_group, tensor.scale_group)
                                             if tensor.scale_group else None)
-                    if index == pruned_index:
-                        appends[name] = select(op, f"{suffix}_select", appends[name], sparse[0])
+                    if index == pruned_index and pruned_pattern is not None:
+                        appends[name] = select(op, f"{suffix}_select", appends[name], pruned_pattern)
                 if tensor.scale_group and formats[index] not in in_pe:  # scales along the product: applied first
                     reads[index] = dequantize(op, "dequantize_b", name, _operand_elements(op, index), compute)
                 continue
             elements = _operand_elements(op, index)
             reads[index] = convert(op, suffix, name, elements, formats[index], rows)
-            if index == pruned_index:
-                reads[index] = select(op, suffix.replace("quantize", "select"), reads[index], sparse[0])
+            if index == pruned_index and pruned_pattern is not None:
+                reads[index] = select(op, suffix.replace("quantize", "select"), reads[index], pruned_pattern)
             state = filled_by.get(name)
             if state is not None and state not in appends:  # a prefill: the cache is written as it is filled
                 cache = tensors[state]
                 appends[state] = convert(op, f"{suffix}_cache", name, tensors[name].elements, state_format[state],
                                          (tensors[name].elements // cache.scale_group, cache.scale_group)
                                          if cache.scale_group else None)
-                if index == pruned_index:
-                    appends[state] = select(op, f"{suffix}_cache_select", appends[state], sparse[0])
+                if index == pruned_index and pruned_pattern is not None:
+                    appends[state] = select(op, f"{suffix}_cache_select", appends[state], pruned_pattern)
         scaled_weights = (weights is not None and _scales_along_k(weights, spec) and weights != compute
                           and not _same_blocks(weights, compute))
         if scaled_weights and weights not in in_pe:  # group/block scales vary along K: applied per weight
-            pattern = policy.pattern if policy.prunes(op) else None  # N:M weights the PEs skip stay compressed
-            kept = pattern if pattern is not None and hardware.sparse.skip_pattern(pattern) is not None else None
+            kept = plan.compressed_pattern(op)  # N:M weights the PEs skip stay compressed
             reads[operands] = dequantize(op, "dequantize_w", reads[operands], op.batch * op.k * op.n, compute, kept)
         out_elements = op.batch * op.m * op.n
         # The output leaves the array in the SFU's format, or is dequantized (scaled) into it.

@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from simulator.engine.timing import DATAFLOWS, pipelined_cycles
+from simulator.engine.mapping import DATAFLOWS
+from simulator.engine.timing import pipelined_cycles
 from simulator.units import ceil_div
 
 _DATAFLOW_CODES = {name: code for code, name in enumerate(DATAFLOWS)}  # ws=0, os=1, is=2
@@ -38,8 +39,8 @@ def _column_nonzeros(mask: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
-def _cycles_from_counts(counts: np.ndarray, m: int, rows: int, cols: int, dataflow: int, pack: int,
-                        scalesim: bool) -> tuple[int, int, int]:
+def _cycles_from_counts(counts: np.ndarray, m: int, rows: int, cols: int, dataflow: int, pack: int,  # noqa: C901 - to split (issue 25)
+                        scalesim: bool) -> tuple[np.int64, np.int64, np.int64]:
     """(compute cycles, folds, useful MACs) from per-column non-zero counts.
 
     Folds run in the order column tile, then K (ws) or M (os) tile. ``scalesim`` runs every fold alone
@@ -93,7 +94,7 @@ def _cycles_from_counts(counts: np.ndarray, m: int, rows: int, cols: int, datafl
             last = stream
             folds += tile_folds
     if folds == 0:
-        return 0, 0, 0
+        return np.int64(0), np.int64(0), np.int64(0)
     if scalesim:
         return isolated - 1, folds, macs  # SCALE-Sim reports the last cycle's index
     first_load = np.int64(0) if dataflow == 1 else rows64

@@ -46,7 +46,7 @@ def tensor_bytes(elements: int, bits: int) -> int:
     return ceil_div(elements * bits, 8)
 
 
-def place(lowered: Lowered, hardware: Hardware) -> Placement:
+def place(lowered: Lowered, hardware: Hardware) -> Placement:  # noqa: C901 - to split (issue 25)
     steps, tensors = lowered.steps, lowered.tensors
     readers: dict[str, list[int]] = {}
     for index, step in enumerate(steps):

@@ -33,6 +33,8 @@ class Results(pd.DataFrame):
     """
 
     _metadata = ["hardware", "notes"]
+    hardware: Hardware | None
+    notes: list[str]
 
     @property
     def _constructor(self) -> type[Results]:
@@ -43,6 +45,8 @@ class Results(pd.DataFrame):
         """Whole-frame totals, computed on first use from the rows present (not carried over by filtering)."""
         cached = self.__dict__.get("_totals")
         if cached is None:
+            if self.hardware is None:
+                raise InputError("these results carry no hardware: totals need the chip they ran on")
             cached = summarize_results(self, self.hardware)
             object.__setattr__(self, "_totals", cached)  # a plain attribute: pandas does not propagate it
         return cached

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -46,8 +46,9 @@ from simulator.engine.timing import gemm_cycles
 from simulator.formats.precision import Precision
 from simulator.formats.sparsity import SparsityPattern
 from simulator.formats.storage import OpStorage, mask_nonzeros, op_storage
+from simulator.plan.binding import bind
 from simulator.spec.hardware import Hardware
-from simulator.spec.run_config import Policy, SparsityConfig
+from simulator.spec.run_config import Policy
 from simulator.units import ceil_div
 from workloads.errors import InputError
 from workloads.ops import Op, Trace
@@ -85,9 +86,9 @@ class Simulator:
 
     def __init__(self, hardware: Hardware, policy: Policy, *, timing: str = "default",
                  mask_for: Callable[[Op], np.ndarray] | None = None, accounting: str = "default") -> None:
+        self.plan = plan = bind(policy, hardware)
         self.hardware = hardware
-        policy = policy.on(hardware)
-        self.policy = policy
+        self.policy = policy = plan.policy
         self.timing = timing
         if timing == "scalesim" and hardware.arrays > 1:
             raise InputError(f"--timing scalesim models one array; hardware {hardware.name} has {hardware.arrays}")
@@ -96,32 +97,12 @@ class Simulator:
         self.accounting = accounting
         self.costs: ActionCosts | None = action_costs(hardware) if hardware.energy is not None else None
         self.mask_for = mask_for
-        self.notes: list[str] = []
+        self.notes: list[str] = list(plan.notes)
         self._storages: dict[tuple, OpStorage] = {}
         self._step_records: dict[tuple, dict] = {}  # step key -> its record (see _step_key)
         self._nonzeros = mask_nonzeros(mask_for) if mask_for is not None else None
-        pattern = policy.pattern
         weights = policy.config.sparsity.weights
-        # Sparsity the PEs cannot skip runs dense; its weights stream compressed only through a decompressor.
-        self.timing_pattern = hardware.sparse.skip_pattern(pattern) if pattern is not None else None
-        self.skips = weights is None or (self.timing_pattern is not None if pattern is not None
-                                         else hardware.sparse.unstructured)
-        if self.timing_pattern is not None and self.timing_pattern != pattern:
-            self.notes.append(f"hardware {hardware.name} skips {self.timing_pattern}, not {pattern}: the {pattern} "
-                              f"weights run at the {self.timing_pattern} rate (MACs counted as issued)")
-        self.storage_policy = policy
-        if not self.skips:
-            kind = str(pattern) if pattern is not None else "unstructured"
-            if hardware.sparse.decompressor:
-                streamed = "its weights stream compressed through the decompressor"
-            else:
-                streamed = "with no decompressor, its weights are kept and streamed dense"
-                self.storage_policy = replace(policy, config=policy.config.model_copy(
-                    update={"sparsity": SparsityConfig()}), _resolved={})
-            self.notes.append(f"hardware {hardware.name} cannot skip {kind} sparsity (sparse.patterns: "
-                              f"{', '.join(hardware.sparse.patterns) or 'none'}; unstructured: "
-                              f"{str(hardware.sparse.unstructured).lower()}): it computes dense, and {streamed}")
-        self.masked = weights is not None and weights.uses_masks and self.skips
+        self.masked = plan.masked
         if self.masked and policy.config.outliers is not None:
             raise InputError(f"{policy.name}: outliers with weight masks are not modelled (masks cover all of K)")
         if weights is not None and weights.uses_masks and mask_for is None:
@@ -133,7 +114,7 @@ class Simulator:
         key = (op.name, op.layer, op.role, op.group, op.kind, op.batch, op.k, op.n, op.weight_params, op.bias_params)
         storage = self._storages.get(key)
         if storage is None:
-            storage = self._storages[key] = op_storage(op, self.storage_policy, self._nonzeros)
+            storage = self._storages[key] = op_storage(op, self.plan.storage, self._nonzeros)
         return storage
 
     def _array_cycles(self, op: Op, pack: int, sparsity: SparsityPattern | None, masked: bool = False,
@@ -146,6 +127,7 @@ class Simulator:
         if masked:
             from simulator.engine.masks import masked_cycles
 
+            assert self.mask_for is not None  # masked only with masks (checked in __init__)
             if op.batch != 1:
                 raise InputError(f"{op.name}: unstructured masks of grouped ops (batch {op.batch}) are not supported")
             if self.hardware.arrays > 1:
@@ -196,26 +178,27 @@ class Simulator:
         op = step.op
         chosen = step.precision
         pack = self.hardware.macs_per_pe[chosen.name]
-        pruned_weights = self.skips and self.policy.prunes(op)
+        pruned_weights = self.plan.skips and self.policy.prunes(op)
         pruned = pruned_weights or step.runs_at is not None
-        pattern = step.runs_at or (self.timing_pattern if pruned_weights else None)
+        pattern = step.runs_at or (self.plan.skip_pattern if pruned_weights else None)
         masked = pruned_weights and self.masked
         weights = sum(weight_bytes.get(name, 0) for name in step.reads[1:]) if op.has_weight_operand else 0
 
+        gated = pruned and self.hardware.sparse.mode == "gate"  # zeros take their slot: dense timing
+        skipping = (None, False) if gated else (pattern, masked)
         traffics: dict[Split, dict[str, int]] = {}  # per candidate: timing, the dense pass and the record share it
 
         def traffic(split: Split) -> dict[str, int]:
-            if split not in traffics:
+            if split not in traffics:  # partial sums follow the mapping the timing uses (its kept depth)
                 traffics[split] = matrix_traffic(step, lowered.tensors, placement, self.hardware, weights, pack,
-                                                 split, drain_read=self.accounting == "zigzag").values
+                                                 split, drain_read=self.accounting == "zigzag",
+                                                 sparsity=skipping[0], timing=self.timing).values
             return traffics[split]
 
         def transfer_of(split: Split) -> int:
             counts = traffic(split)
             return transfer_cycles(counts["dram_read_bytes"] + counts["dram_write_bytes"], self.hardware)
 
-        gated = pruned and self.hardware.sparse.mode == "gate"  # zeros take their slot: dense timing
-        skipping = (None, False) if gated else (pattern, masked)
         compute, folds, macs, split = self._array_cycles(op, pack, *skipping, transfer_of)
         dense_compute = self._array_cycles(op, pack, None, False, transfer_of)[0] if pruned and not gated else compute
         counts = dict(traffic(split))
@@ -267,7 +250,7 @@ class Simulator:
     def prepare(self, trace: Trace) -> Prepared:
         """``trace`` lowered, fused and placed, checked against the policy and the DRAM capacity."""
         self.policy.check_against(trace)
-        lowered = lower(trace, self.hardware, self.policy)
+        lowered = lower(trace, self.plan)
         self.notes.extend(note for note in lowered.notes if note not in self.notes)
         fused = fuse(lowered.steps) if self.hardware.sfu.fusion else {}
         placement = place(lowered, self.hardware)

@@ -1,11 +1,7 @@
 """Compute cycles of one matrix product on an R x C systolic array (pure, no I/O).
 
-Mapping per dataflow (SCALE-Sim's conventions; C[MxN] = A[MxK] B[KxN]):
-
-    dataflow  rows mapped  cols mapped  streamed T  folds F
-    os        M            N            K           ceil(M/R) * ceil(N/C)
-    ws        K            N            M           ceil(K/R) * ceil(N/C)
-    is        K            M            N           ceil(K/R) * ceil(M/C)
+The product is placed by ``mapping.Mapping`` (SCALE-Sim's conventions): F folds, each streaming T
+rows of the moving operand, F = ceil(rows mapped / R) x ceil(cols mapped / C).
 
 ``scalesim`` timing is exactly SCALE-Sim 3.0.0's compute cycles: every fold runs alone,
 F x (T + R + C - 2 + preload) - 1, where ws/is pay a full R-cycle preload of the stationary operand
@@ -39,10 +35,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from simulator.engine.mapping import Mapping
 from simulator.formats.sparsity import SparsityPattern
-from simulator.units import ceil_div
 
-DATAFLOWS = ("ws", "os", "is")
 TIMINGS = ("default", "scalesim")
 
 
@@ -57,24 +52,6 @@ class GemmCycles:
     def utilization(self, rows: int, cols: int, macs_per_pe: int = 1) -> float:
         """Useful MACs over the MAC slots offered during the busy cycles (a count, never an index)."""
         return self.macs / (self.busy_cycles * rows * cols * macs_per_pe) if self.busy_cycles else 0.0
-
-
-def effective_depth(k: int, pack: int = 1, sparsity: SparsityPattern | None = None, timing: str = "default",
-                    dataflow: str = "ws") -> int:
-    """Reduction depth the array covers: non-zeros (if sparse) packed ``pack`` MACs per PE."""
-    kept = sparsity.kept(k, timing, dataflow) if sparsity is not None else k
-    return ceil_div(kept, pack)
-
-
-def mapping(m: int, k: int, n: int, dataflow: str) -> tuple[int, int, int]:
-    """(rows mapped, cols mapped, streamed) for a dataflow."""
-    if dataflow == "os":
-        return m, n, k
-    if dataflow == "ws":
-        return k, n, m
-    if dataflow == "is":
-        return k, m, n
-    raise ValueError(f"unknown dataflow {dataflow!r}")
 
 
 def stationary_load_cycles(rows: int) -> int:
@@ -119,8 +96,8 @@ def dense_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, ti
     ``scalesim`` runs each product (and each of its folds) alone; ``default`` pipelines every fold of
     every product.
     """
-    streamed = mapping(m, k, n, dataflow)[2]
-    folds = fold_count(m, k, n, rows, cols, dataflow)
+    placed = Mapping(m, k, n, rows, cols, dataflow)
+    streamed, folds = placed.streamed, placed.folds
     if timing == "scalesim":
         preload = 0 if dataflow == "os" else rows  # ws/is load the stationary operand first
         return batch * (folds * (preload + rows + cols + streamed - 2) - 1)
@@ -129,17 +106,13 @@ def dense_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, ti
     raise ValueError(f"unknown timing {timing!r}")
 
 
-def fold_count(m: int, k: int, n: int, rows: int, cols: int, dataflow: str) -> int:
-    mapped_rows, mapped_cols, _ = mapping(m, k, n, dataflow)
-    return ceil_div(mapped_rows, rows) * ceil_div(mapped_cols, cols)
-
-
 def gemm_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, *, batch: int = 1, pack: int = 1,
                 sparsity: SparsityPattern | None = None, timing: str = "default") -> GemmCycles:
     """Cycles of ``batch`` independent products of the same shape, run one after another on the array."""
-    depth = effective_depth(k, pack, sparsity, timing, dataflow)
+    placed = Mapping.of(m, k, n, rows, cols, dataflow, pack=pack, sparsity=sparsity, timing=timing)
+    depth = placed.depth
     cycles = dense_cycles(m, depth, n, rows, cols, dataflow, timing, batch)
     kept = sparsity.kept(k) if sparsity is not None else k
     busy = cycles + (batch if timing == "scalesim" else 0)  # SCALE-Sim: last index (0 for a 1-cycle product)
-    return GemmCycles(compute_cycles=cycles, folds=batch * fold_count(m, depth, n, rows, cols, dataflow),
+    return GemmCycles(compute_cycles=cycles, folds=batch * placed.folds,
                       reduction_depth=depth, macs=batch * m * kept * n, busy_cycles=busy)

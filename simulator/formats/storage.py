@@ -26,11 +26,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from simulator.formats.precision import Precision, parse_precision
 from simulator.spec.run_config import Policy, takes_scales
 from simulator.units import ceil_div
 from workloads.ops import GROUPS, LINEAR_ROLES, Op, Trace, index_bits_per_value
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MIB_BITS = 8 * 1024 * 1024
 
@@ -75,9 +79,10 @@ def op_storage(op: Op, policy: Policy, nonzeros: Callable[[Op], int] | None = No
         is_matrix = op.is_matrix and op.has_weight_operand
         if is_matrix:
             matrices, depth, width = op.batch, op.k, op.n
-            outlier_dims = min(config.outliers.dims, depth) if config.outliers else 0
-            if outlier_dims:
-                outlier_bits = parse_precision(config.outliers.precision).bits
+            outliers = config.outliers
+            outlier_dims = min(outliers.dims, depth) if outliers is not None else 0
+            if outliers is not None and outlier_dims:
+                outlier_bits = parse_precision(outliers.precision).bits
                 value_bits += matrices * outlier_dims * width * outlier_bits
                 index_bits += matrices * outlier_dims * index_bits_per_value(depth)
             rest = depth - outlier_dims
@@ -132,6 +137,7 @@ def weight_scale_bits(precision: Precision, policy: Policy, channels: int, depth
     per, group, bits = layout
     tensor_bits = precision.block.tensor_scale_bits if precision.block is not None else 0
     if per == "group":
+        assert group is not None  # a group layout names its size
         return max(channels, 1) * ceil_div(depth, group) * bits + tensor_bits
     return (channels if per == "channel" and channels else 1) * bits
 
@@ -204,6 +210,12 @@ class Footprint:
         present = [g for g in GROUPS if any(row.group == g and row.params for row in self.ops)]
         return {g: summarize(row for row in self.ops if row.group == g) for g in present}
 
+    def __str__(self) -> str:
+        total = self.total
+        return (f"{self.model} under {self.config}: {total.params:,} parameters in {total.bits_with_scales:,} bits "
+                f"({total.bits_with_scales / MIB_BITS:.2f} MiB with scales, "
+                f"{total.bits_with_scales / total.params if total.params else float('nan'):.4g} bits each)")
+
     def as_dict(self) -> dict:
         return {
             "model": self.model,
@@ -217,13 +229,13 @@ class Footprint:
         return [{**asdict(row), "weight_bits": row.weight_bits} for row in self.ops if row.params]
 
 
-def mask_nonzeros(mask_for: Callable[[Op], object]) -> Callable[[Op], int]:
+def mask_nonzeros(mask_for: Callable[[Op], np.ndarray]) -> Callable[[Op], int]:
     """Kept-weight counter for op_storage from a mask provider (op -> K x N mask)."""
     import numpy as np
 
     return lambda op: int(np.count_nonzero(mask_for(op))) * op.batch
 
 
-def footprint(trace: Trace, policy: Policy, nonzeros: Callable[[Op], int] | None = None) -> Footprint:
+def parameter_storage(trace: Trace, policy: Policy, nonzeros: Callable[[Op], int] | None = None) -> Footprint:
     policy.check_against(trace)
     return Footprint(trace.model, policy.name, tuple(op_storage(op, policy, nonzeros) for op in trace))

@@ -11,6 +11,7 @@ from simulator.analysis.paper import ReproductionSetup
 from simulator.analysis.reproduce import Reproduction
 from simulator.engine import Results
 from simulator.formats.storage import Footprint
+from simulator.plan.binding import Plan
 from simulator.report.energy import area_summary, energy_lines
 from simulator.spec.hardware import SFU_OPS
 
@@ -31,7 +32,7 @@ def breakdown(results: Results) -> pd.DataFrame:
                          "percent_of_time": [100.0 * c / total if total else 0.0 for c in cycles]})
 
 
-def run_summary(results: Results, footprint: Footprint, *, model: str, config: str, hardware: str,
+def run_summary(results: Results, footprint: Footprint, plan: Plan, *, model: str, config: str, hardware: str,
                 baseline: Results | None, baseline_name: str | None, fp16: Results | None,
                 workload: dict) -> dict:
     totals = results.totals
@@ -48,7 +49,8 @@ def run_summary(results: Results, footprint: Footprint, *, model: str, config: s
         "speedup_vs_baseline": baseline.totals["total_cycles"] / totals["total_cycles"] if baseline is not None
         else None,
         "speedup_vs_fp16_dense": fp16.totals["total_cycles"] / totals["total_cycles"] if fp16 is not None else None,
-        "memory": footprint.as_dict(),
+        "memory": {"weights_kept_compressed": plan.weights_compressed if plan.policy.config.sparsity.weights
+                   else None, **footprint.as_dict()},
         "energy": totals["energy"],
         "area": area_summary(results.hardware),
         "notes": list(results.notes),
@@ -90,6 +92,9 @@ def format_run(summary: dict) -> str:
         lines.append(f"  {label:<22} {entry['params']:>13,} {entry['mib']:>10.2f} "
                      f"{entry['compression_vs_fp32']:>8.3f}x {entry['compression_vs_fp16']:>8.3f}x "
                      f"{entry['compression_vs_dense']:>8.3f}x")
+    if memory["weights_kept_compressed"] is False:
+        lines.append(f"  pruned weights kept dense: {summary['hardware']} computes them dense and has no "
+                     "decompressor, so they are stored and streamed dense")
     lines.append(f"  scale factors: {memory['total']['scale_bits'] / 8 / 2**20:.3f} MiB more "
                  f"({memory['total']['compression_vs_fp32_with_scales']:.3f}x vs FP32 with them)")
     lines += ["", *energy_lines(summary["energy"], summary["area"])]
@@ -123,7 +128,7 @@ def write_json(path: Path, data: object) -> None:
 
 # --- plots ----------------------------------------------------------------------------------------
 
-def pyplot():  # noqa: ANN201 - matplotlib.pyplot, with a file-only backend
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,7 +159,7 @@ def category_style(category: str) -> dict:
     return {"color": CATEGORY_COLOURS[category]}
 
 
-def legend_below(fig, axes, columns: int) -> None:  # noqa: ANN001 - matplotlib objects
+def legend_below(fig, axes, columns: int) -> None:
     """One legend for the figure, under the panels, where it covers no data."""
     handles, names = {}, {}
     for ax in axes:
@@ -166,7 +171,7 @@ def legend_below(fig, axes, columns: int) -> None:  # noqa: ANN001 - matplotlib 
     fig.tight_layout(rect=(0, min(0.45, (0.3 + 0.17 * rows) / fig.get_figheight()), 1, 1))
 
 
-def save_figure(fig, plt, path_stem: Path) -> None:  # noqa: ANN001 - matplotlib objects
+def save_figure(fig, plt, path_stem: Path) -> None:
     for suffix in (".png", ".svg"):
         fig.savefig(path_stem.with_suffix(suffix), dpi=120)
     plt.close(fig)

@@ -64,7 +64,7 @@ def read_yaml_mapping(path: Path) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read ({exc.__class__.__name__})") from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:

@@ -38,7 +38,7 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
             from safetensors.numpy import load_file
 
             return dict(load_file(str(path)))
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file, reported in one line
+    except Exception as exc:
         raise InputError(f"{path}: cannot read masks ({exc.__class__.__name__}: {exc})") from None
     raise InputError(f"{path}: mask files must be .npy, .npz or .safetensors")
 
@@ -86,7 +86,9 @@ class MaskProvider:
                 pattern = SparsityPattern.parse(self.config.pattern)
                 mask = nm_mask(op.k, op.n, pattern.n, pattern.m, seed)
             else:
-                mask = magnitude_mask(op.k, op.n, self.config.density, seed)
+                density = self.config.density
+                assert density is not None  # exactly one of pattern, density, mask (validated)
+                mask = magnitude_mask(op.k, op.n, density, seed)
         else:
             array = self._lookup(op)
             if array.dtype.kind not in "biuf":

@@ -179,7 +179,7 @@ class PrecisionConfig(StrictModel):
         return {key: _check_setting(value) for key, value in table.items()}
 
     @model_validator(mode="after")
-    def _consistent(self) -> PrecisionConfig:
+    def _consistent(self) -> PrecisionConfig:  # noqa: C901 - to split (issue 25)
         if self.default is None and (self.weights is None or self.activations is None):
             raise ValueError("give default, or both weights and activations")
         if self.weight_scales is not None and "scale_bits" in self.model_fields_set:
@@ -240,4 +240,6 @@ def resolve_side(spec: PrecisionConfig, side: str, layer: int, group: str, role:
         if key in table and getattr(_sides(table[key]), side) is not None:
             return getattr(_sides(table[key]), side)
     chosen = getattr(spec, side)
-    return chosen if chosen is not None else spec.default
+    name = chosen if chosen is not None else spec.default
+    assert isinstance(name, str), "validated: a default, or both sides, are given"
+    return name

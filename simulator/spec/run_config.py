@@ -238,8 +238,9 @@ class Policy:
             raise InputError(f"{self.name}: precision.kv_cache does not apply to {trace.model}: this pass keeps no KV "
                              "cache (decoder models' prefill and decode passes do)")
         outliers = self.config.outliers
-        for op in trace if outliers is not None else ():
-            if op.is_matrix and op.has_weight_operand and op.weight_params and outliers.dims >= op.k:
+        for op in trace.ops if outliers is not None else ():
+            if (outliers is not None and op.is_matrix and op.has_weight_operand and op.weight_params
+                    and outliers.dims >= op.k):
                 raise InputError(f"{self.name}: outliers.dims {outliers.dims} must be below the {op.k} input "
                                  f"dimensions of {op.name}")
         if self.config.precision.weight_scales is not None and not any(

@@ -35,7 +35,7 @@ class OPTFamily(Family):
         check_context(wl, cfg["max_position_embeddings"], "max_position_embeddings")
         return wl
 
-    def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
+    def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:  # noqa: C901 - to split (issue 25)
         hidden, heads, batch = cfg["hidden_size"], cfg["num_attention_heads"], wl.batch
         words = cfg.get("word_embed_proj_dim") or hidden
         pre_norm = cfg.get("do_layer_norm_before", True)

@@ -1,0 +1,37 @@
+"""Shared fixtures: the CLI run in-process, and presets with some fields changed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from simulator.spec.hardware import Hardware, load_hardware
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., str]:
+    """Runs ``accelsim ARGS`` in this process (the CLI's own entry point, exit code and all) and returns
+    its stdout; a non-zero exit fails the test with its stderr."""
+    from simulator.cli.main import main
+
+    def run(*argv: str) -> str:
+        with pytest.raises(SystemExit) as done:
+            main(list(argv))
+        captured = capsys.readouterr()
+        assert done.value.code == 0, captured.err
+        return captured.out
+
+    return run
+
+
+def preset_with(name: str, **sections: dict[str, Any]) -> Hardware:
+    """Preset ``name`` with fields of its sections replaced (``sparse={"patterns": []}``), validated anew."""
+    data = load_hardware(name).model_dump()
+    for section, fields in sections.items():
+        if isinstance(data.get(section), dict):
+            data[section] = {**data[section], **fields}
+        else:
+            data[section] = fields
+    return Hardware.model_validate(data)
