@@ -89,3 +89,98 @@ def test_footprint_of_a_plan_refuses_a_second_hardware():
     plan = bind(load_run_config("int8"), load_hardware("rapid_like"))
     with pytest.raises(InputError, match="already bound"):
         footprint(load_model("bert-base").trace(Workload()), plan, hardware=load_hardware("tpu_v1_like"))
+
+
+def sparse_policy(weights: dict | None = None, attention: dict | None = None):
+    from simulator.spec.run_config import policy_from_dict
+
+    sparsity = {key: value for key, value in (("weights", weights), ("attention", attention)) if value}
+    return policy_from_dict({"name": "p", "hardware": "rapid_like", "precision": {"default": "int8"},
+                             "sparsity": sparsity})
+
+
+def test_a_dense_config_binds_without_a_decision_to_report():
+    plan = bind(load_run_config("int8"), load_hardware("tpu_v1_like"))
+    assert plan.skips and plan.skip_pattern is None and plan.notes == ()
+    assert plan.storage is plan.policy and not plan.weights_compressed and not plan.masked
+
+
+def test_a_pattern_runs_at_the_pattern_the_pes_skip_and_says_so():
+    plan = bind(sparse_policy({"pattern": "1:4", "roles": ["ffn1"]}), load_hardware("rapid_like"))
+    assert plan.skips and str(plan.skip_pattern) == "2:4" and plan.weights_compressed
+    assert plan.notes == ("hardware rapid_like skips 2:4, not 1:4: the 1:4 weights run at the 2:4 rate "
+                          "(MACs counted as issued)",)
+    same = bind(sparse_policy({"pattern": "2:4", "roles": ["ffn1"]}), load_hardware("rapid_like"))
+    assert same.notes == () and str(same.skip_pattern) == "2:4"
+
+
+@pytest.mark.parametrize(("hardware", "skips"), [("rapid_like", True), ("tpu_v1_like", False)])
+def test_unstructured_weights_are_skipped_where_the_chip_skips_zeros(hardware, skips):
+    plan = bind(sparse_policy({"density": 0.5, "roles": ["ffn1"]}), load_hardware(hardware))
+    assert plan.skip_pattern is None and plan.skips is skips and plan.masked is skips
+    assert plan.weights_compressed is skips  # no decompressor on either preset
+    assert bool(plan.notes) is not skips
+
+
+def test_compressed_pattern_names_the_kept_pattern_of_skipped_pruned_weights_only():
+    trace = load_model("bert-base").trace(Workload(tokens=8))
+    ffn1 = next(op for op in trace if op.role == "ffn1")
+    unpruned = next(op for op in trace if op.role != "ffn1" and op.has_weight_operand and op.weight_params)
+    policy = sparse_policy({"pattern": "1:4", "roles": ["ffn1"]})
+    skipping = bind(policy, load_hardware("rapid_like"))
+    assert str(skipping.compressed_pattern(ffn1)) == "1:4"  # the weights keep their own pattern
+    assert skipping.compressed_pattern(unpruned) is None  # not pruned
+    assert bind(policy, load_hardware("tpu_v1_like")).compressed_pattern(ffn1) is None  # computed dense
+
+
+def test_attention_sparsity_gives_the_pattern_its_rate_and_a_note():
+    trace = load_model("bert-base").trace(Workload(tokens=8))
+    bmm_av = next(op for op in trace if op.role == "bmm_av")
+    bmm_qk = next(op for op in trace if op.role == "bmm_qk")
+    policy = sparse_policy(attention={"probabilities": "2:8"})
+    pattern, runs_at, note = bind(policy, load_hardware("rapid_like")).attention_sparsity(bmm_av)
+    assert (str(pattern), str(runs_at)) == ("2:8", "2:4")
+    assert note == ("hardware rapid_like skips 2:4, not 2:8: the 2:8 attention operands run at the 2:4 rate "
+                    "(MACs counted as issued)")
+    assert bind(policy, load_hardware("rapid_like")).attention_sparsity(bmm_qk) == (None, None, None)
+    exact = bind(sparse_policy(attention={"probabilities": "2:4"}), load_hardware("rapid_like"))
+    assert tuple(map(str, exact.attention_sparsity(bmm_av))) == ("2:4", "2:4", "None")
+    dense = bind(policy, load_hardware("tpu_v1_like")).attention_sparsity(bmm_av)
+    assert dense[:2] == (None, None) and dense[2] is not None and "cannot skip 2:8" in dense[2]
+
+
+def test_footprint_counts_mask_nonzeros_through_the_plan():
+    import numpy as np
+
+    trace = load_model("bert-base").trace(Workload(tokens=8))
+    plan = bind(sparse_policy({"density": 0.5, "roles": ["ffn1"]}), load_hardware("rapid_like"))
+    half = plan.footprint(trace, lambda op: op.k * op.n // 2 * op.batch)
+    quarter = plan.footprint(trace, lambda op: op.k * op.n // 4 * op.batch)
+    assert half.pruned_linear.bits > quarter.pruned_linear.bits
+    assert footprint(trace, plan, lambda op: int(np.int64(op.k * op.n // 4))).pruned_linear.bits == \
+        quarter.pruned_linear.bits
+
+
+def test_what_a_chip_that_cannot_skip_does_with_the_weights_is_said_in_one_note():
+    policy = load_run_config("int8_sp")
+    dense = bind(policy, load_hardware("tpu_v1_like"))
+    assert dense.notes == ("hardware tpu_v1_like cannot skip 2:4 sparsity (sparse.patterns: none; unstructured: "
+                           "false): it computes dense, and with no decompressor, its weights are kept and streamed "
+                           "dense",)
+    decompressed = bind(policy, preset_with("tpu_v1_like", sparse={"decompressor": True}))
+    assert decompressed.notes == ("hardware tpu_v1_like cannot skip 2:4 sparsity (sparse.patterns: none; "
+                                  "unstructured: false): it computes dense, and its weights stream compressed "
+                                  "through the decompressor",)
+    masks = bind(sparse_policy({"density": 0.5, "roles": ["ffn1"]}), load_hardware("tpu_v1_like"))
+    assert masks.notes[0].startswith("hardware tpu_v1_like cannot skip unstructured sparsity")
+
+
+def test_footprint_of_a_run_config_passes_the_mask_counts_on():
+    trace = load_model("bert-base").trace(Workload(tokens=8))
+    policy = sparse_policy({"density": 0.5, "roles": ["ffn1"]})
+    chip = load_hardware("rapid_like")
+    quarter = footprint(trace, policy, lambda op: op.k * op.n // 4 * op.batch, hardware=chip)
+    assert quarter.pruned_linear.bits == bind(policy, chip).footprint(
+        trace, lambda op: op.k * op.n // 4 * op.batch).pruned_linear.bits
+    assert quarter.pruned_linear.bits < footprint(trace, policy, lambda op: op.k * op.n * op.batch,
+                                                  hardware=chip).pruned_linear.bits
