@@ -26,9 +26,10 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., str]:
     return run
 
 
-def preset_with(name: str, **sections: dict[str, Any]) -> Hardware:
-    """Preset ``name`` with fields of its sections replaced (``sparse={"patterns": []}``), validated anew."""
-    data = load_hardware(name).model_dump()
+def preset_with(base: str | Hardware, **sections: Any) -> Hardware:
+    """A preset (by name, or a hardware) with fields of its sections replaced (``sparse={"patterns": []}``)
+    or whole top-level fields set (``macs_per_pe={"fp16": 1}``), validated anew."""
+    data = (load_hardware(base) if isinstance(base, str) else base).model_dump()
     for section, fields in sections.items():
         if isinstance(data.get(section), dict):
             data[section] = {**data[section], **fields}

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import pytest
+from conftest import preset_with
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -37,14 +38,7 @@ def fresh_costs():
 
 def at_45nm(name: str = "rapid_like", **sections) -> Hardware:
     """A preset moved to the tables' own node and voltage (no scaling), with sections updated."""
-    data = load_hardware(name).model_dump()
-    data["energy"].update(node_nm=45, vdd_v=0.9)
-    for section, values in sections.items():
-        if isinstance(data.get(section), dict):
-            data[section].update(values)
-        else:
-            data[section] = values
-    return Hardware.model_validate(data)
+    return preset_with(preset_with(name, energy={"node_nm": 45, "vdd_v": 0.9}), **sections)
 
 
 def one_gemm(m: int, k: int, n: int):

@@ -3,6 +3,7 @@
 
 import numpy as np
 import pytest
+from conftest import preset_with
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -101,9 +102,7 @@ def test_sparse_halves_linear_compute_and_keeps_the_rest(rapid, bert):
 
 
 def with_memory(hardware: Hardware, **changes) -> Hardware:
-    data = hardware.model_dump()
-    data["memory"].update(changes)
-    return Hardware.model_validate(data)
+    return preset_with(hardware, memory=changes)
 
 
 def test_bandwidth_and_buffers_are_monotone(rapid, bert):
@@ -133,9 +132,7 @@ def test_precision_fallback_is_reported(bert):
 def test_sparsity_the_pes_cannot_skip_computes_dense(bert, decompressor):
     """2:4 INT8 on the TPU v1-like array (no zero-skipping): the array does every MAC; the weights stream
     dense, or compressed when the hardware declares a decompressor (fewer DRAM bytes, same compute)."""
-    data = load_hardware("tpu_v1_like").model_dump()
-    data["sparse"]["decompressor"] = decompressor
-    tpu = Hardware.model_validate(data)
+    tpu = preset_with("tpu_v1_like", sparse={"decompressor": decompressor})
     dense = simulate(bert, tpu, load_run_config("configs/int8.yaml"))
     sparse = simulate(bert, tpu, load_run_config("configs/int8_sp.yaml"))
     assert any("cannot skip 2:4 sparsity" in note and "computes dense" in note for note in sparse.notes)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import preset_with
 
 from simulator.analysis.generation import generate, generation_summary
 from simulator.engine import Simulator, simulate
@@ -24,9 +25,7 @@ PRUNED_ATTENTION = policy_from_dict({  # pruned rows grow with the cache: tails 
 
 
 def with_memory(preset: str, **memory) -> Hardware:
-    data = load_hardware(preset).model_dump()
-    data["memory"].update(memory)
-    return Hardware.model_validate(data)
+    return preset_with(preset, memory=memory)
 
 
 def step_by_step(spec, workload, lengths, hardware, policy):

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 from cli_helpers import accelsim
+from conftest import preset_with
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,7 +14,7 @@ from simulator.engine import simulate
 from simulator.engine.mapping import DATAFLOWS
 from simulator.engine.timing import gemm_cycles
 from simulator.report.summary import percent
-from simulator.spec.hardware import Hardware, load_hardware
+from simulator.spec.hardware import load_hardware
 from simulator.spec.run_config import load_run_config, policy_from_dict
 from workloads.models import Workload, load_model
 
@@ -42,10 +43,9 @@ def test_percentages_keep_their_digits(fraction, text):
 
 
 def test_huge_array_utilization_is_not_printed_as_zero():
-    data = load_hardware("tpu_v1_like").model_dump()
-    data["array"].update(rows=4096, cols=4096)
     trace = load_model("bert-base").trace(Workload(tokens=16))
-    results = simulate(trace, Hardware.model_validate(data), load_run_config("int8"))
+    huge = preset_with("tpu_v1_like", array={"rows": 4096, "cols": 4096})
+    results = simulate(trace, huge, load_run_config("int8"))
     assert 0 < results.totals["utilization"] < 0.001
     assert "0%" not in percent(results.totals["utilization"])
 

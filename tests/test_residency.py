@@ -5,6 +5,7 @@ import math
 
 import pandas as pd
 import pytest
+from conftest import preset_with
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,11 +26,9 @@ RUNS_ON = {"rapid_like": ("fp32", "int8_sp", "int4"),  # the widest, a sparse an
 
 def hardware(ifmap: int = 2**24, filter_: int = 2**24, ofmap: int = 2**24, bandwidth: float = 16.0,
              **memory) -> Hardware:
-    data = load_hardware("rapid_like").model_dump()
-    data["memory"].update(ifmap_buffer_bytes=ifmap, filter_buffer_bytes=filter_, ofmap_buffer_bytes=ofmap,
-                          dram_bytes_per_cycle=bandwidth, **memory)
-    data["sfu"].update(fusion=False, overlap_with_array=False)
-    return Hardware.model_validate(data)
+    return preset_with("rapid_like", memory={"ifmap_buffer_bytes": ifmap, "filter_buffer_bytes": filter_,
+                                             "ofmap_buffer_bytes": ofmap, "dram_bytes_per_cycle": bandwidth, **memory},
+                       sfu={"fusion": False, "overlap_with_array": False})
 
 
 def norm_gemm_gelu(rows: int = 64, width: int = 128, out: int = 256):

@@ -9,11 +9,12 @@ cycle-stepping reference instead (tests/test_engine.py). A missing ZigZag fails 
 """
 
 import pytest
+from conftest import preset_with
 
 from simulator.energy.action_costs import action_costs
 from simulator.engine import simulate
 from simulator.engine.timing import gemm_cycles
-from simulator.spec.hardware import Hardware, load_hardware
+from simulator.spec.hardware import Hardware
 from simulator.spec.run_config import load_run_config
 from verification.zigzag_peer import run_zigzag_energy, run_zigzag_ws
 from workloads.ops import OpBuilder
@@ -60,13 +61,10 @@ ENERGY_CASES = [(384, 768, 768, 32, 32), (256, 1024, 512, 16, 64), (100, 256, 25
 
 def energy_hardware(rows: int, cols: int) -> Hardware:
     """One FP16 ws array at the tables' own node (45 nm, 0.9 V), buffers large enough for every case."""
-    data = load_hardware("rapid_like").model_dump()
-    data["array"].update(rows=rows, cols=cols)
-    data["macs_per_pe"] = {"fp16": 1}
-    data["sparse"] = {"patterns": [], "unstructured": False}
-    data["memory"].update(ifmap_buffer_bytes=2**24, filter_buffer_bytes=2**24, ofmap_buffer_bytes=2**24)
-    data["energy"].update(node_nm=45, vdd_v=0.9)
-    return Hardware.model_validate(data)
+    return preset_with("rapid_like", array={"rows": rows, "cols": cols}, macs_per_pe={"fp16": 1},
+                       sparse={"patterns": [], "unstructured": False},
+                       memory={"ifmap_buffer_bytes": 2**24, "filter_buffer_bytes": 2**24, "ofmap_buffer_bytes": 2**24},
+                       energy={"node_nm": 45, "vdd_v": 0.9})
 
 
 def zigzag_costs(hardware: Hardware) -> dict:
