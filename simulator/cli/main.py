@@ -175,9 +175,8 @@ def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens:
     import json
 
     from simulator.analysis.paper import model_trace, scope
-    from simulator.engine import simulate
+    from simulator.engine import Simulator, simulate
     from simulator.formats.storage import mask_nonzeros
-    from simulator.plan.binding import bind
     from simulator.report.files import check_out_dir, staged_dir
     from simulator.report.summary import (
         breakdown,
@@ -208,13 +207,14 @@ def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens:
         masks.check_keys([op.name for op in trace if op.role in PRUNED_LINEAR_ROLES])
     if accounting != "default" and hardware.energy is None:
         raise InputError(f"--accounting {accounting}: hardware {hardware.name} has no energy section")
-    results = simulate(trace, hardware, policy, timing=timing, mask_for=masks, accounting=accounting)
+    simulator = Simulator(hardware, policy, timing=timing, mask_for=masks, accounting=accounting)
+    results = simulator.run(trace)
     baseline_results = None
     if baseline is not None:  # a config that is its own baseline is not simulated twice
         baseline_results = results if baseline.config.same_simulation(policy.config) else simulate(
             trace, hardware, baseline, timing=timing, accounting=accounting)
     fp16_results = _dense_fp16(hardware, trace, timing, policy, results, accounting)
-    plan = bind(policy, hardware)  # the decisions the simulation made: what it stores is what it streams
+    plan = simulator.plan  # the decisions the simulation made: what it stores is what it streams
     memory = plan.footprint(trace, mask_nonzeros(masks) if masks else None)
     summary = run_summary(results, memory, plan, model=trace.model, config=policy.name, hardware=hardware.name,
                           baseline=baseline_results, baseline_name=baseline.name if baseline else None,

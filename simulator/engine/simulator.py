@@ -41,7 +41,7 @@ from simulator.engine.fusion import fuse
 from simulator.engine.grouping import run_in_groups
 from simulator.engine.lowering import Lowered, Step, lower
 from simulator.engine.residency import STREAM, Placement, place
-from simulator.engine.results import RESULT_COLUMNS, Results, category, frame, summarize_results
+from simulator.engine.results import Results, category, frame
 from simulator.engine.timing import gemm_cycles
 from simulator.formats.precision import Precision
 from simulator.formats.sparsity import SparsityPattern
@@ -53,7 +53,7 @@ from simulator.units import ceil_div
 from workloads.errors import InputError
 from workloads.ops import Op, Trace
 
-__all__ = ["RESULT_COLUMNS", "Prepared", "Results", "Simulator", "category", "simulate", "summarize_results"]
+__all__ = ["Prepared", "Simulator", "simulate"]
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -102,8 +102,7 @@ class Simulator:
         self._step_records: dict[tuple, dict] = {}  # step key -> its record (see _step_key)
         self._nonzeros = mask_nonzeros(mask_for) if mask_for is not None else None
         weights = policy.config.sparsity.weights
-        self.masked = plan.masked
-        if self.masked and policy.config.outliers is not None:
+        if plan.masked and policy.config.outliers is not None:
             raise InputError(f"{policy.name}: outliers with weight masks are not modelled (masks cover all of K)")
         if weights is not None and weights.uses_masks and mask_for is None:
             raise InputError(f"{policy.name}: this sparsity setting needs weight masks")
@@ -181,7 +180,7 @@ class Simulator:
         pruned_weights = self.plan.skips and self.policy.prunes(op)
         pruned = pruned_weights or step.runs_at is not None
         pattern = step.runs_at or (self.plan.skip_pattern if pruned_weights else None)
-        masked = pruned_weights and self.masked
+        masked = pruned_weights and self.plan.masked
         weights = sum(weight_bytes.get(name, 0) for name in step.reads[1:]) if op.has_weight_operand else 0
 
         gated = pruned and self.hardware.sparse.mode == "gate"  # zeros take their slot: dense timing
@@ -300,7 +299,7 @@ class Simulator:
         """Everything a step's record depends on but its name and layer, so that the repeated blocks of a
         model cost one evaluation; None for steps whose cost depends on the op itself (weight masks)."""
         op = step.op
-        if self.masked and step.unit == "array" and self.policy.prunes(op):
+        if self.plan.masked and step.unit == "array" and self.policy.prunes(op):
             return None
         tensors, home, written = lowered.tensors, placement.home, placement.written
         reads = tuple((tensors[name].kind, tensors[name].layout, home[name], weight_bytes.get(name))
