@@ -29,19 +29,17 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
+from simulator.analysis.step_growth import StepSizes, fusion_changes, grown_step, growth
 from simulator.engine import Prepared, Results, Simulator
 from simulator.engine.costs import stored_weight_bytes
 from simulator.engine.grouping import ADDITIVE_COLUMNS
-from simulator.engine.lowering import Lowered, Step
 from simulator.engine.results import frame, run_cycles
 from simulator.spec.hardware import Hardware
 from workloads.errors import InputError
 from workloads.models import ModelSpec, Workload
-from workloads.ops import Op, Tensor
 
 STEP_COLUMNS = ("step", "cache_tokens", "total_cycles", "latency_ms", "array_cycles", "sfu_cycles", "stall_cycles",
                 "dram_bytes", "linear_cycles", "attention_bmm_cycles", "other_gemm_cycles", "sfu_compute_cycles")
-FUSION_REACH = 8  # steps on either side of a growing step whose equal sizes could join it in one fused pass
 
 
 @dataclass(frozen=True)
@@ -139,28 +137,26 @@ class _Decoder:
             return
         same = (a.placement.home == b.placement.home and a.fused == b.fused
                 and [(s.op.name, s.unit) for s in a.lowered.steps] == [(s.op.name, s.unit) for s in b.lowered.steps])
-        growth = _growth(a, self.prepare(low + 1), b, high - low) if same else None
-        if growth is None:
+        grows = growth(a, self.prepare(low + 1), b, high - low) if same else None
+        if grows is None:
             middle = (low + high) // 2
             self.span(low, middle)
             self.span(middle + 1, high)
             return
-        self.shared(low, high, a, growth)
+        self.shared(low, high, a, grows)
 
-    def shared(self, low: int, high: int, a: Prepared, growth: dict[int, tuple]) -> None:
+    def shared(self, low: int, high: int, a: Prepared, grows: dict[int, StepSizes]) -> None:
         """Every length in low..high with a's homes: fixed steps once, growing steps per length."""
         base = self.sim.records(a)
         groups: dict[tuple, list[int]] = {}  # growing steps that are the same step in another block
-        for index in growth:
-            key = (base[index]["role"], base[index]["kind"], base[index]["unit"], growth[index],
-                   self.sim._step_key(a.lowered.steps[index], a.lowered, a.placement, a.weight_bytes,
-                                      index in a.fused))
+        for index in grows:
+            key = (base[index]["role"], base[index]["kind"], base[index]["unit"], grows[index],
+                   self.sim.step_key(a, index))
             groups.setdefault(key, []).append(index)
-        special = _fusion_changes(a, growth, low, high)
-        fixed = [record for index, record in enumerate(base) if index not in growth]
+        special = fusion_changes(a, grows, low, high)
+        fixed = [record for index, record in enumerate(base) if index not in grows]
         fixed_sums = _unit_sums(fixed)
         tensors = dict(a.lowered.tensors)
-        lowered = Lowered((), tensors, a.lowered.appends)
         group_sums: dict[tuple, dict[str, int]] = {key: dict.fromkeys(ADDITIVE_COLUMNS, 0) for key in groups}
         for length in range(low, high + 1):
             if length in special:
@@ -170,8 +166,8 @@ class _Decoder:
             step_records = []
             for key, members in groups.items():
                 index = members[0]
-                step = _grown_step(a.lowered.steps[index], growth[index], offset, a.lowered.tensors, tensors)
-                record = self.sim.step_record(a, index, step, lowered)
+                step = grown_step(a.lowered.steps[index], grows[index], offset, a.lowered.tensors, tensors)
+                record = self.sim.step_record(a, index, step, tensors)
                 step_records.append((record, len(members)))
                 sums = group_sums[key]
                 for column in ADDITIVE_COLUMNS:
@@ -228,75 +224,6 @@ def _unit_sums(records: list[dict]) -> dict[str, int]:
         category = record["category"]
         sums["sfu_compute" if category.startswith("sfu_") else category] += record["compute_cycles"]
     return sums
-
-
-def _sizes(step: Step, tensors: dict[str, Tensor]) -> tuple[int, ...]:
-    """Every size of a step that can grow with the cache: its op's, and its tensors' elements, appended
-    elements and pruned row lengths."""
-    op = step.op
-    names = (*step.reads, *step.writes)
-    return (op.batch, op.m, op.k, op.n, op.elements, *(tensors[n].elements for n in names),
-            *(tensors[n].appended for n in names), *(tensors[n].nm_row for n in names))
-
-
-def _growth(a: Prepared, a_next: Prepared, b: Prepared, span: int) -> dict[int, tuple] | None:
-    """Step index -> per-token growth of its sizes, for the steps whose sizes change with the cache; None
-    when the sizes are not affine in the cache length over the span (or the steps differ)."""
-    if len(a_next.lowered.steps) != len(a.lowered.steps):
-        return None
-    growth = {}
-    for index, (first, second, end) in enumerate(zip(a.lowered.steps, a_next.lowered.steps, b.lowered.steps,
-                                                     strict=True)):
-        start, after, final = (_sizes(s, p.lowered.tensors) for s, p in ((first, a), (second, a_next), (end, b)))
-        if start == final:
-            if after != start:
-                return None
-            continue
-        slope = tuple(y - x for x, y in zip(start, after, strict=True))
-        if tuple(x + d * span for x, d in zip(start, slope, strict=True)) != final:
-            return None
-        growth[index] = slope
-    return growth
-
-
-def _grown_step(step: Step, slope: tuple, offset: int, start: dict[str, Tensor], tensors: dict[str, Tensor],
-                ) -> Step:
-    """``step`` grown by ``offset`` cache tokens from its sizes at the start of the span (``start``); its
-    grown tensors are written to ``tensors``. (Built field by field: this runs once per step and length.)"""
-    op = step.op
-    names = (*step.reads, *step.writes)
-    for position, name in enumerate(names):
-        grows, appended_grows, row_grows = (slope[5 + part * len(names) + position] for part in range(3))
-        if grows or appended_grows or row_grows:
-            t = start[name]
-            tensors[name] = Tensor(name, t.kind, t.elements + grows * offset, t.bits,
-                                   t.appended + appended_grows * offset, t.source, t.scale_group, t.scale_bits,
-                                   t.nm_kept, t.nm_group, t.nm_row + row_grows * offset)
-    grown = Op(op.name, op.layer, op.role, op.group, op.kind, op.batch + slope[0] * offset, op.m + slope[1] * offset,
-               op.k + slope[2] * offset, op.n + slope[3] * offset, op.elements + slope[4] * offset,
-               op.weight_params, op.bias_params, op.reads, op.writes)
-    return replace(step, op=grown)
-
-
-def _fusion_changes(a: Prepared, growth: dict[int, tuple], low: int, high: int) -> set[int]:
-    """Cache lengths in low..high at which a growing SFU step's element count meets that of an SFU step
-    near it (fusion could join or part them there): those lengths are simulated whole."""
-    steps = a.lowered.steps
-    special: set[int] = set()
-    for index in growth:
-        if steps[index].unit != "sfu":
-            continue
-        here, slope_here = steps[index].op.elements, growth[index][4]
-        for other in range(max(0, index - FUSION_REACH), min(len(steps), index + FUSION_REACH + 1)):
-            if other == index or steps[other].unit != "sfu":
-                continue
-            there, slope_there = steps[other].op.elements, growth.get(other, (0,) * 5)[4]
-            if slope_here == slope_there:
-                continue  # equal everywhere or nowhere: the same as at ``low``
-            meet = (there - here) / (slope_here - slope_there)
-            if meet == int(meet) and 0 < meet <= high - low:
-                special.add(low + int(meet))
-    return special
 
 
 def generation_summary(generation: Generation, hardware: Hardware) -> dict:

@@ -42,6 +42,7 @@ from simulator.engine.grouping import run_in_groups
 from simulator.engine.lowering import Lowered, Step, lower
 from simulator.engine.residency import STREAM, Placement, place
 from simulator.engine.results import Results, category, frame
+from simulator.engine.step_key import StepKey, step_key
 from simulator.engine.timing import gemm_cycles
 from simulator.formats.precision import Precision
 from simulator.formats.sparsity import SparsityPattern
@@ -51,7 +52,7 @@ from simulator.spec.hardware import Hardware
 from simulator.spec.run_config import Policy
 from simulator.units import ceil_div
 from workloads.errors import InputError
-from workloads.ops import Op, Trace
+from workloads.ops import Op, Tensor, Trace
 
 __all__ = ["Prepared", "Simulator", "simulate"]
 
@@ -99,7 +100,7 @@ class Simulator:
         self.mask_for = mask_for
         self.notes: list[str] = list(plan.notes)
         self._storages: dict[tuple, OpStorage] = {}
-        self._step_records: dict[tuple, dict] = {}  # step key -> its record (see _step_key)
+        self._step_records: dict[StepKey, dict] = {}  # step key -> its record (see step_key.py)
         self._nonzeros = mask_nonzeros(mask_for) if mask_for is not None else None
         weights = policy.config.sparsity.weights
         if plan.masked and policy.config.outliers is not None:
@@ -172,7 +173,7 @@ class Simulator:
                 stored[name] = ceil_div(tensor.elements * sfu_bits, 8)
         return stored
 
-    def _matrix_cost(self, step: Step, lowered: Lowered, placement: Placement, weight_bytes: dict[str, int],
+    def _matrix_cost(self, step: Step, tensors: dict[str, Tensor], placement: Placement, weight_bytes: dict[str, int],
                      ) -> tuple[Cost, Precision, int, str, str]:
         op = step.op
         chosen = step.precision
@@ -189,7 +190,7 @@ class Simulator:
 
         def traffic(split: Split) -> dict[str, int]:
             if split not in traffics:  # partial sums follow the mapping the timing uses (its kept depth)
-                traffics[split] = matrix_traffic(step, lowered.tensors, placement, self.hardware, weights, pack,
+                traffics[split] = matrix_traffic(step, tensors, placement, self.hardware, weights, pack,
                                                  split, drain_read=self.accounting == "zigzag",
                                                  sparsity=skipping[0], timing=self.timing).values
             return traffics[split]
@@ -214,14 +215,14 @@ class Simulator:
         sparsity = str(step.pattern) if step.pattern is not None else self.storage(step.owner).sparse
         return cost, chosen, pack, sparsity, split.label
 
-    def _sfu_cost(self, step: Step, lowered: Lowered, placement: Placement, weight_bytes: dict[str, int],
+    def _sfu_cost(self, step: Step, tensors: dict[str, Tensor], placement: Placement, weight_bytes: dict[str, int],
                   fused: bool) -> Cost:
         hw, op = self.hardware, step.op
         reading = weight_bytes
         if op.role == "embedding":  # a lookup reads only the rows it gathers
             gathered = ceil_div(op.elements * self.policy.weight_precision(op).bits, 8)
             reading = {name: min(weight_bytes[name], gathered) for name in step.reads if name in weight_bytes}
-        counts = sfu_traffic(step, lowered.tensors, placement, reading).values
+        counts = sfu_traffic(step, tensors, placement, reading).values
         cost_per_element = hw.sfu_cost(op.role)
         compute = math.ceil(op.elements * cost_per_element / hw.sfu_lanes) if op.elements and not fused else 0
         transfer = transfer_cycles(counts["dram_read_bytes"] + counts["dram_write_bytes"], hw)
@@ -260,29 +261,39 @@ class Simulator:
         """Per-step records of a prepared pass (repeated blocks evaluated once)."""
         return [self.step_record(prepared, index) for index in range(len(prepared.lowered.steps))]
 
-    def step_record(self, prepared: Prepared, index: int, step: Step | None = None,
-                    lowered: Lowered | None = None) -> dict:
-        """The record of step ``index`` of a prepared pass; ``step`` and ``lowered`` stand in for the
-        pass's own (the same step at other sizes, as generation re-costs it) when given."""
+    def step_key(self, prepared: Prepared, index: int, step: Step | None = None,
+                 tensors: dict[str, Tensor] | None = None) -> StepKey | None:
+        """The memo key of step ``index`` of a prepared pass (see step_key.py); ``step`` and ``tensors``
+        stand in for the pass's own when given, as in :meth:`step_record`."""
         step = step or prepared.lowered.steps[index]
-        lowered = lowered or prepared.lowered
+        storage = None if step.inserted else self.storage(step.owner)
+        return step_key(step, tensors or prepared.lowered.tensors, prepared.placement, prepared.weight_bytes,
+                        index in prepared.fused, storage, self.plan)
+
+    def step_record(self, prepared: Prepared, index: int, step: Step | None = None,
+                    tensors: dict[str, Tensor] | None = None) -> dict:
+        """The record of step ``index`` of a prepared pass. ``step`` and ``tensors`` stand in for the pass's
+        own when given: the same step at other sizes, its grown tensors among the pass's (generation
+        re-costs decode steps this way, with the pass's placement)."""
+        step = step or prepared.lowered.steps[index]
+        tensors = tensors or prepared.lowered.tensors
         fused_into = prepared.fused.get(index, "")
-        key = self._step_key(step, lowered, prepared.placement, prepared.weight_bytes, bool(fused_into))
+        key = self.step_key(prepared, index, step, tensors)
         record = self._step_records.get(key) if key is not None else None
         if record is None:
-            record = self._step_record(step, lowered, prepared.placement, prepared.weight_bytes, bool(fused_into))
+            record = self._step_record(step, tensors, prepared.placement, prepared.weight_bytes, bool(fused_into))
             if key is not None:
                 self._step_records[key] = record
         return {**record, "name": step.op.name, "layer": step.op.layer, "fused_into": fused_into}
 
-    def _step_record(self, step: Step, lowered: Lowered, placement: Placement, weight_bytes: dict[str, int],
-                     fused: bool) -> dict:
+    def _step_record(self, step: Step, tensors: dict[str, Tensor], placement: Placement,
+                     weight_bytes: dict[str, int], fused: bool) -> dict:
         storage: OpStorage | None = None if step.inserted else self.storage(step.owner)
         if step.unit == "array":
-            cost, chosen, pack, sparsity, split = self._matrix_cost(step, lowered, placement, weight_bytes)
+            cost, chosen, pack, sparsity, split = self._matrix_cost(step, tensors, placement, weight_bytes)
             precision, compute_precision = step.operands or step.precision.name, chosen.name
         else:
-            cost = self._sfu_cost(step, lowered, placement, weight_bytes, fused)
+            cost = self._sfu_cost(step, tensors, placement, weight_bytes, fused)
             sfu_name = self.hardware.sfu_precision.name
             pack, sparsity, precision, compute_precision, split = 0, "dense", sfu_name, sfu_name, ""
         residency = placement.home[step.writes[0]] if step.writes else ""
@@ -293,25 +304,6 @@ class Simulator:
         record.update(step_energy(record, self.hardware, self.costs, self.accounting) if self.costs is not None
                       else NOT_MODELLED)
         return record
-
-    def _step_key(self, step: Step, lowered: Lowered, placement: Placement, weight_bytes: dict[str, int],
-                  fused: bool) -> tuple | None:
-        """Everything a step's record depends on but its name and layer, so that the repeated blocks of a
-        model cost one evaluation; None for steps whose cost depends on the op itself (weight masks)."""
-        op = step.op
-        if self.plan.masked and step.unit == "array" and self.policy.prunes(op):
-            return None
-        tensors, home, written = lowered.tensors, placement.home, placement.written
-        reads = tuple((tensors[name].kind, tensors[name].layout, home[name], weight_bytes.get(name))
-                      for name in step.reads)
-        writes = tuple((tensors[name].layout, home[name], name in written) for name in step.writes)
-        stored = None
-        if not step.inserted:
-            storage = self.storage(step.owner)
-            stored = (storage.value_bits, storage.index_bits, storage.scale_bits, storage.bias_bits, storage.sparse,
-                      self.policy.prunes(op), self.policy.weight_precision(op) if op.role == "embedding" else None)
-        return (step.unit, step.inserted, step.precision, step.pattern, step.runs_at, op.role, op.group, op.kind,
-                op.batch, op.m, op.k, op.n, op.elements, op.weight_params, op.bias_params, fused, reads, writes, stored)
 
     def _check_capacity(self, trace: Trace, lowered: Lowered, placement: Placement) -> None:
         capacity = self.hardware.memory.dram_capacity_bytes
