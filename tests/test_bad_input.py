@@ -356,12 +356,13 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 def test_internal_error_exit_1_with_hint(monkeypatch, capsys):
+    import simulator.cli.extract
     import simulator.cli.main as cli
 
     def explode(*args, **kwargs):
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(cli, "load_model", explode)
+    monkeypatch.setattr(simulator.cli.extract, "load_model", explode)
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["extract", "--model", "bert-base"])
     assert exit_info.value.code == 1

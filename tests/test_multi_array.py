@@ -143,11 +143,12 @@ def test_settings_that_model_one_array_are_refused_on_several(tmp_path):
     config = tmp_path / "masked.yaml"
     config.write_text("name: masked\nhardware: rapid_like\nprecision: {default: int8}\n"
                       "sparsity: {weights: {density: 0.5, seed: 0, roles: [q]}}\n")
-    from simulator.cli.main import _masks
+    from simulator.cli.options import mask_provider
 
     policy = load_run_config(config)
     with pytest.raises(InputError, match="several arrays"):
-        simulate(load_model("bert-base").trace(Workload(tokens=16)), chip(cores=2), policy, mask_for=_masks(policy))
+        simulate(load_model("bert-base").trace(Workload(tokens=16)), chip(cores=2), policy,
+                 mask_for=mask_provider(policy))
 
 
 @pytest.mark.parametrize(("preset", "bf16_tflops", "int8_tops", "gbytes_per_s", "arrays"), [

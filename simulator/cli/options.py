@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from workloads.models import Workload
 from workloads.ops import MAX_SIZE
+
+if TYPE_CHECKING:
+    from simulator.spec.mask_files import MaskProvider
+    from simulator.spec.run_config import Policy
 
 
 def positive_int() -> click.IntRange:
@@ -74,3 +80,13 @@ def given(ctx: click.Context, name: str) -> bool:
     from click.core import ParameterSource
 
     return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+
+def mask_provider(policy: Policy) -> MaskProvider | None:
+    """The weight masks a run config's sparsity needs (unstructured, or N:M timed through masks), or None."""
+    weights = policy.config.sparsity.weights
+    if weights is None or not weights.uses_masks:
+        return None
+    from simulator.spec.mask_files import MaskProvider
+
+    return MaskProvider(weights, policy.source.parent if policy.source else None)

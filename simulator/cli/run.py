@@ -1,0 +1,117 @@
+"""``accelsim run``: one model under one run config, with its comparisons, weight memory and energy."""
+
+from __future__ import annotations
+
+import click
+
+from simulator.cli.options import StrictCommand, make_workload, mask_provider, workload_options
+from workloads.errors import InputError
+from workloads.ops import PRUNED_LINEAR_ROLES
+
+
+@click.command(cls=StrictCommand)
+@click.argument("config", type=click.Path())
+@workload_options
+@click.option("--hardware", "hardware_name", default=None, help="Preset name or YAML path (overrides the config's).")
+@click.option("--include-frontend/--exclude-frontend", default=None,
+              help="Wav2vec2's convolutional feature encoder (default: included, the whole model; the paper's "
+                   "figures exclude it). Refused for a model without one.")
+@click.option("--include-head/--exclude-head", default=None,
+              help="The task head (default: included, the whole model; the paper's figures cover the backbone). "
+                   "Refused for a model without one.")
+@click.option("--timing", type=click.Choice(["default", "scalesim"]), default="default", show_default=True)
+@click.option("--accounting", type=click.Choice(["default", "zigzag"]), default="default", show_default=True,
+              help="Energy accounting: zigzag counts accesses as ZigZag 3.9.1 does (README: Energy and area).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
+              help="table: summary; csv: one row per op; json: summary object.")
+@click.option("--out", type=click.Path(), default=None, help="Write per-op CSV, summary JSON and plots to DIR.")
+@click.option("--force", is_flag=True, help="Replace a non-empty --out directory.")
+@click.option("--trace", "use_tracer", is_flag=True,
+              help="Simulate the real transformers model traced on the meta device (hf extra) instead of the "
+                   "closed form: ops named after its modules, with the same roles, blocks and groups.")
+def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens: int | None, image_size: int | None,  # noqa: C901 - to split (issue 25)
+        audio_samples: int | None, head: str | None, phase: str | None, expert_imbalance: float | None,
+        hardware_name: str | None,
+        include_frontend: bool | None, include_head: bool | None, timing: str, accounting: str, fmt: str,
+        out: str | None,
+        force: bool, use_tracer: bool) -> None:
+    """Simulate MODEL under run CONFIG: cycles, latency, time breakdown, speedups, weight memory."""
+    import json
+
+    from simulator.analysis.comparison import compare
+    from simulator.analysis.paper import model_trace, scope
+    from simulator.engine import Simulator
+    from simulator.formats.storage import mask_nonzeros
+    from simulator.report.files import check_out_dir, staged_dir
+    from simulator.report.summary import (
+        breakdown,
+        format_run,
+        plot_bars,
+        plot_time_breakdown,
+        run_summary,
+        storage_parts_mib,
+        write_json,
+    )
+    from simulator.spec.hardware import load_hardware
+    from simulator.spec.run_config import load_baseline, load_run_config
+
+    out_dir = check_out_dir(out, force) if out else None
+    policy = load_run_config(config)
+    baseline = load_baseline(policy)
+    hardware = load_hardware(hardware_name or policy.config.hardware)
+    workload = make_workload(batch, tokens, decoder_tokens, image_size, audio_samples, head, phase, expert_imbalance)
+    whole = model_trace(model, workload, use_tracer)
+    present = {op.group for op in whole}
+    for flag, group, value in (("frontend", "frontend", include_frontend), ("head", "head", include_head)):
+        if value is not None and group not in present:
+            raise InputError(f"--{'include' if value else 'exclude'}-{flag}: {model} has no {group} "
+                             f"(with these settings)")
+    trace = scope(whole, include_frontend is not False, include_head is not False)
+    masks = mask_provider(policy)
+    if masks is not None:
+        masks.check_keys([op.name for op in trace if op.role in PRUNED_LINEAR_ROLES])
+    if accounting != "default" and hardware.energy is None:
+        raise InputError(f"--accounting {accounting}: hardware {hardware.name} has no energy section")
+    simulator = Simulator(hardware, policy, timing=timing, mask_for=masks, accounting=accounting)
+    comparison = compare(trace, simulator, baseline)
+    results, baseline_results, fp16_results = (comparison.results, comparison.baseline_results,
+                                               comparison.fp16_results)
+    plan = simulator.plan  # the decisions the simulation made: what it stores is what it streams
+    memory = plan.footprint(trace, mask_nonzeros(masks) if masks else None)
+    summary = run_summary(results, memory, plan, model=trace.model, config=policy.name, hardware=hardware.name,
+                          baseline=baseline_results, baseline_name=baseline.name if baseline else None,
+                          fp16=fp16_results,
+                          workload=dict(trace.workload))
+    if fmt == "table":
+        click.echo(format_run(summary))
+    elif fmt == "json":
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(results.to_csv(index=False), nl=False)
+    if out_dir is not None:
+        with staged_dir(out_dir) as staging:
+            results.to_csv(staging / "ops.csv", index=False)
+            write_json(staging / "summary.json", summary)
+            runs = {policy.name: breakdown(results)}
+            if baseline_results is not None and baseline.name != policy.name:
+                runs[baseline.name] = breakdown(baseline_results)
+            if fp16_results is not None:
+                runs["fp16 dense"] = breakdown(fp16_results)
+            plot_time_breakdown({trace.model: runs}, staging / "time_breakdown",
+                                f"{trace.model} on {hardware.name}: time by category")
+            plot_bars(storage_parts_mib(memory), staging / "memory_by_group", "layer group",
+                      "parameter storage (MiB)", f"{trace.model} under {policy.name}: what the parameters store",
+                      stacked=True)
+            written = "ops.csv, summary.json, time_breakdown.png/svg, memory_by_group.png/svg"
+            if summary["energy"] is not None:
+                from simulator.report.energy import plot_energy
+
+                runs_energy = {policy.name: summary["energy"]["by_component"]}
+                for name, other in (("baseline " + (baseline.name if baseline else ""), baseline_results),
+                                    ("fp16 dense", fp16_results)):
+                    if other is not None and other is not results:
+                        runs_energy[name] = other.totals["energy"]["by_component"]
+                plot_energy(runs_energy, staging / "energy_breakdown",
+                            f"{trace.model} on {hardware.name}: energy by component")
+                written += ", energy_breakdown.png/svg"
+        click.echo(f"wrote {written} to {out_dir}", err=True)

@@ -1,0 +1,44 @@
+"""``accelsim sweep``: a design-space sweep (see sweep_run for the --out directory and executors)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from simulator.cli.options import StrictCommand
+
+
+@click.command(cls=StrictCommand)
+@click.argument("sweep_file", type=click.Path())
+@click.option("--out", type=click.Path(), required=True, help="Directory for results.csv/.parquet, plots, parts.")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True)
+@click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (with --executor dask).")
+@click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True,
+              help="Worker processes (local pool or Dask LocalCluster).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted sweep in --out without recomputing.")
+@click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
+def sweep(sweep_file: str, out: str, executor: str, scheduler: str | None, workers: int, resume: bool,
+          no_progress: bool) -> None:
+    """Run a design-space sweep (hardware axes x configs x models); resumable, never loses finished points."""
+    from simulator.analysis.sweep import load_sweep
+    from simulator.cli.sweep_run import make_executor, plot_pareto, plot_sweep, prepare_out_dir, run_sweep
+
+    _, plan = load_sweep(sweep_file)
+    out_dir = Path(out)
+    pool, close = make_executor(executor, workers, scheduler)  # before --out is touched: a failed start leaves none
+    try:
+        prepare_out_dir(out_dir, plan, resume)
+    except BaseException:
+        close()
+        raise
+    try:
+        table = run_sweep(plan, out_dir, pool, workers, progress=not no_progress)
+    finally:
+        close()
+    plot_sweep(table, plan, out_dir / "latency")
+    pareto = ", pareto.png/svg" if plot_pareto(table, plan, out_dir / "pareto") else ""
+    failed = int((table["error"] != "").sum())
+    click.echo(f"{len(table)} points ({failed} failed) -> {out_dir}/results.csv, results.parquet, "
+               f"latency.png/svg{pareto}")
