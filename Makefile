@@ -1,5 +1,5 @@
 # The two commands of the README: `make run` (the main job) and `make test` (lint, types, the test suite).
-# Both create .venv and install accelsim with its dev, hf and dask extras on first use.
+# Both create .venv and install accelsim with its dev, hf, dask and docs extras on first use.
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -16,7 +16,7 @@ ZIGZAG_STAMP := $(ZIGZAG_VENV)/.installed-stamp
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,hf,dask]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,hf,dask,docs]'
 	touch $(STAMP)
 
 $(SCALESIM_STAMP):
@@ -37,6 +37,7 @@ run: $(STAMP)
 test: $(STAMP) $(SCALESIM_STAMP) $(ZIGZAG_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	rm -rf .site && NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir .site && rm -rf .site
 	$(BIN)/python -m pytest -q -n auto
 
 clean:

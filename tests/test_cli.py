@@ -139,15 +139,17 @@ def test_package_exports_the_public_api_lazily():
 
 @pytest.mark.slow
 def test_readme_commands_run_as_written(tmp_path, monkeypatch, capsys):
-    """Every `accelsim` line of the README's shell blocks, run from a user's folder that holds the shipped
-    configs/ (optional parts in [brackets] dropped; the one placeholder path and the remote scheduler skipped)."""
+    """Every `accelsim` line of the README's and the docs' shell blocks (each once), run from a user's folder
+    that holds the shipped configs/ (optional parts in [brackets] dropped; the one placeholder path and the
+    remote scheduler skipped)."""
     import re
     import shlex
 
     (tmp_path / "configs").symlink_to(ROOT / "configs")
     (tmp_path / "cases.csv").write_text("m,k,n,rows,cols,dataflow\n384,768,3072,32,32,ws\n")
-    lines = [line for block in re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-             for line in block.splitlines() if line.startswith("accelsim ")]
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    blocks = [block for page in pages for block in re.findall(r"```sh\n(.*?)```", page.read_text(), re.S)]
+    lines = list(dict.fromkeys(line for block in blocks for line in block.splitlines() if line.startswith("accelsim ")))
     ran = 0
     monkeypatch.chdir(tmp_path)
     for line in lines:  # in this process (the entry point itself, as a subprocess is tested elsewhere): faster

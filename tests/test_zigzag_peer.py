@@ -55,7 +55,7 @@ def test_zigzag_ideal_ignores_the_tile_load_where_m_is_below_r(zigzag, case):
 
 FP16 = load_run_config("configs/fp16.yaml")
 # (M, K, N, rows, cols) with K and N multiples of the array: ZigZag charges the registers of a partly
-# filled fold by its own rule (README), so ragged edges are compared by the cycle tests above only.
+# filled fold by its own rule (docs/energy.md), so ragged edges are compared by the cycle tests above only.
 ENERGY_CASES = [(384, 768, 768, 32, 32), (256, 1024, 512, 16, 64), (100, 256, 256, 8, 8), (64, 512, 1024, 128, 128)]
 
 

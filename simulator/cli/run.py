@@ -21,7 +21,7 @@ from workloads.ops import PRUNED_LINEAR_ROLES
                    "Refused for a model without one.")
 @click.option("--timing", type=click.Choice(["default", "scalesim"]), default="default", show_default=True)
 @click.option("--accounting", type=click.Choice(["default", "zigzag"]), default="default", show_default=True,
-              help="Energy accounting: zigzag counts accesses as ZigZag 3.9.1 does (README: Energy and area).")
+              help="Energy accounting: zigzag counts accesses as ZigZag 3.9.1 does (docs/energy.md).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
               help="table: summary; csv: one row per op; json: summary object.")
 @click.option("--out", type=click.Path(), default=None, help="Write per-op CSV, summary JSON and plots to DIR.")

@@ -16,7 +16,7 @@ Dynamic energy per step, in pJ (one column each in ops.csv):
 
 Static energy: the chip's leakage (PEs, vector unit, buffers) times the run's latency.
 
-Accounting ``zigzag`` counts what ZigZag 3.9.1 counts where it differs (README): a partial sum is read
+Accounting ``zigzag`` counts what ZigZag 3.9.1 counts where it differs (docs/energy.md): a partial sum is read
 twice per MAC (by its MAC and out to the next level), the finished output is read from the ofmap
 buffer once more at its own width, and idle MAC slots cost nothing.
 """
