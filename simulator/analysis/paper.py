@@ -12,31 +12,16 @@ from pydantic import Field
 from simulator.spec.config_io import StrictModel, read_yaml_mapping, reject_unknown_keys, validate
 from simulator.spec.run_config import Policy, load_run_config
 from simulator.spec.shipped import CONFIG_DIR, REFERENCE_DIR
+from simulator.spec.workload_knobs import WorkloadKnobs
 from workloads.errors import InputError
 from workloads.models import Workload, load_model
-from workloads.ops import MAX_SIZE, Trace
+from workloads.ops import Trace
 
 SETUP_PATH = CONFIG_DIR / "reproduce.yaml"
 TARGETS_PATH = REFERENCE_DIR / "paper_targets.yaml"
 TOLERANCES_PATH = REFERENCE_DIR / "tolerances.yaml"
 FIGURE_SECTIONS = ("memory_capacity_savings", "pruned_layer_share_of_execution_time", "sparse_over_dense_speedup",
                    "fp16_dense_over_dense_time_mean")
-
-
-class WorkloadKnobs(StrictModel):
-    """A model's workload knobs in a YAML file (the CLI's --batch, --tokens, ...); None: the default."""
-
-    batch: int = Field(1, gt=0, le=MAX_SIZE)
-    tokens: int | None = Field(None, gt=0, le=MAX_SIZE)
-    image_size: int | None = Field(None, gt=0, le=MAX_SIZE)
-    audio_samples: int | None = Field(None, gt=0, le=MAX_SIZE)
-    decoder_tokens: int | None = Field(None, gt=0, le=MAX_SIZE)
-    head: str | None = None
-    phase: Literal["prefill", "decode"] | None = None
-    expert_imbalance: float | None = Field(None, ge=1, allow_inf_nan=False)
-
-    def workload(self) -> Workload:
-        return Workload(**self.model_dump(include=set(WorkloadKnobs.model_fields)))
 
 
 class ReproductionSetup(StrictModel):

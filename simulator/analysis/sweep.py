@@ -17,8 +17,8 @@ timing: default
 ```
 
 Design points are the product of the ``product`` axes times the ``zip`` tuples; every design point
-runs every config on every model. An axis ``model.<knob>`` (batch, tokens, decoder_tokens, image_size,
-audio_samples, expert_imbalance, new_tokens) sets that knob of every model entry at the point. A model entry with
+runs every config on every model. An axis ``model.<knob>`` (a knob of workloads/knobs.py that a sweep may
+vary, or new_tokens) sets that knob of every model entry at the point. A model entry with
 ``new_tokens`` is a generation (its ``tokens`` the prompt): its row gives the end-to-end time as
 ``total_cycles``/``latency_ms`` and adds ``ttft_ms``, ``tpot_ms`` and ``tokens_per_s``. A point is
 identified by a stable id (a hash of its axis values, config and model), so a sweep resumes by
@@ -39,19 +39,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from simulator.analysis.paper import WorkloadKnobs
 from simulator.formats.precision import parse_precision
 from simulator.spec.config_io import StrictModel, read_yaml_mapping, unknown_name_message, validate
 from simulator.spec.hardware import SFU_OPS, Hardware, load_hardware
 from simulator.spec.run_config import RunConfig, load_baseline, load_run_config, resolve_run_config
+from simulator.spec.workload_knobs import WorkloadKnobs
 from workloads.errors import InputError
+from workloads.knobs import KNOB_NAMES, KNOBS
 from workloads.ops import MAX_SIZE
 
 # The model and each resolved workload knob get a column of their own (empty where a knob does not
 # apply); stored bits are split into weight values, metadata (N:M indices, bitmaps, outlier indices),
 # scale factors and biases, with their sum.
-MODEL_COLUMNS = ("model", "batch", "tokens", "image_size", "audio_samples", "decoder_tokens", "expert_imbalance",
-                 "head", "phase", "new_tokens")
+MODEL_COLUMNS = ("model", *KNOB_NAMES, "new_tokens")
 GENERATION_COLUMNS = ("ttft_ms", "tpot_ms", "tokens_per_s")
 # Energy and area (empty when the hardware has no energy section): the run's total energy, per generated
 # token for a generation, TOPS/W (2 ops per useful MAC), and the chip's area.
@@ -59,9 +59,9 @@ SWEEP_ENERGY_COLUMNS = ("energy_uj", "energy_per_token_uj", "tops_per_w", "area_
 RESULT_COLUMNS = ("point_id", "point", "config", *MODEL_COLUMNS, "total_cycles", "latency_ms", *GENERATION_COLUMNS,
                   "utilization", "speedup_vs_baseline", "stored_bits", "value_bits", "index_bits", "scale_bits",
                   "bias_bits", "dram_bytes", *SWEEP_ENERGY_COLUMNS, "error")
-INTEGER_COLUMNS = ("batch", "tokens", "image_size", "audio_samples", "decoder_tokens", "new_tokens", "total_cycles",
+INTEGER_COLUMNS = (*(knob.name for knob in KNOBS if knob.kind is int), "new_tokens", "total_cycles",
                    "stored_bits", "value_bits", "index_bits", "scale_bits", "bias_bits", "dram_bytes")
-WORKLOAD_AXES = ("batch", "tokens", "decoder_tokens", "image_size", "audio_samples", "expert_imbalance", "new_tokens")
+WORKLOAD_AXES = (*(knob.name for knob in KNOBS if knob.axis), "new_tokens")
 
 
 class ModelEntry(WorkloadKnobs):

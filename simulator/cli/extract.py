@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from simulator.cli.options import StrictCommand, make_workload, workload_options
@@ -19,9 +21,7 @@ from workloads.models import load_model
 @click.option("--force", is_flag=True, help="Replace an existing --out file.")
 @click.option("--trace", "use_tracer", is_flag=True,
               help="Trace the real transformers model on the meta device instead (needs the hf extra).")
-def extract(model: str, batch: int, tokens: int | None, decoder_tokens: int | None, image_size: int | None,
-            audio_samples: int | None, head: str | None, phase: str | None, expert_imbalance: float | None,
-            fmt: str | None, out: str | None, force: bool, use_tracer: bool) -> None:
+def extract(model: str, fmt: str | None, out: str | None, force: bool, use_tracer: bool, **knobs: Any) -> None:
     """Print or write the op trace of one forward pass."""
     from simulator.report.files import check_out_file, format_for_path
 
@@ -29,7 +29,7 @@ def extract(model: str, batch: int, tokens: int | None, decoder_tokens: int | No
         check_out_file(out, force)
     fmt = format_for_path(out, fmt) if out is not None else fmt or "table"
     spec = load_model(model)
-    workload = make_workload(batch, tokens, decoder_tokens, image_size, audio_samples, head, phase, expert_imbalance)
+    workload = make_workload(knobs)
     if use_tracer:
         from workloads.hf_trace import trace_hf
 

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from simulator.cli.options import StrictCommand, expert_imbalance_option, positive_int
+from simulator.cli.options import StrictCommand, knob_option, positive_int
 from workloads.errors import InputError
 from workloads.models import Workload, load_model
 
@@ -20,7 +20,7 @@ from workloads.models import Workload, load_model
 @click.option("--beams", type=int, default=1, show_default=True,
               help="Sequences decoded per prompt (beam search), each with its own KV cache.")
 @click.option("--head", default=None, help="lm (default) or none.")
-@expert_imbalance_option()
+@knob_option("expert_imbalance")
 @click.option("--hardware", "hardware_name", default=None, help="Preset name or YAML path (overrides the config's).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--out", type=click.Path(), default=None,

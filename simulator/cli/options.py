@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from workloads.knobs import BY_NAME, KNOB_NAMES, KNOBS
 from workloads.models import Workload
 from workloads.ops import MAX_SIZE
 
@@ -18,43 +20,28 @@ def positive_int() -> click.IntRange:
     return click.IntRange(min=1, max=MAX_SIZE)
 
 
-def workload_options(func):
-    """The workload knobs shared by every command that builds a trace."""
-    options = [
-        click.option("--model", "model", required=True,
-                     help="Zoo name (see `accelsim models`) or path to a config.json."),
-        click.option("--batch", type=positive_int(), default=1, show_default=True, help="Batch size."),
-        click.option("--tokens", type=positive_int(), default=None,
-                     help="Sequence length in tokens (text; wav2vec2: frames). Default 384 for text models."),
-        click.option("--decoder-tokens", type=positive_int(), default=None,
-                     help="Decoder length of encoder-decoder models (default: --tokens)."),
-        click.option("--image-size", type=positive_int(), default=None,
-                     help="ViT image side in pixels (default: config's)."),
-        click.option("--audio-samples", type=positive_int(), default=None,
-                     help="wav2vec2 input length in 16 kHz samples (default 224000 = 699 frames)."),
-        click.option("--head", default=None,
-                     help="Task head: qa, pooler, classifier, ctc, lm or none (model dependent)."),
-        click.option("--phase", type=click.Choice(["prefill", "decode"]), default=None,
-                     help="Models with a decoder: prefill of --tokens (default), or one decode step with a cache "
-                          "of --tokens (encoder-decoders: of --decoder-tokens, after a source of --tokens)."),
-        expert_imbalance_option(),
-    ]
+def workload_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The model and the workload knobs (workloads/knobs.py), shared by every command that builds a trace."""
+    options = [click.option("--model", "model", required=True,
+                            help="Zoo name (see `accelsim models`) or path to a config.json."),
+               *(knob_option(knob.name) for knob in KNOBS)]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def expert_imbalance_option():
-    return click.option("--expert-imbalance", type=float, default=None,
-                        help="Mixture-of-experts models: the busiest expert's tokens over the mean (1 = even, "
-                             "the default).")
+def knob_option(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The command-line option of the workload knob ``name``."""
+    knob = BY_NAME[name]
+    kind: Any = (click.Choice(knob.choices) if knob.choices else positive_int() if knob.kind is int
+                 else knob.kind)
+    return click.option(knob.flag, knob.name, type=kind, default=knob.default, show_default=knob.default is not None,
+                        help=knob.help)
 
 
-def make_workload(batch: int, tokens: int | None, decoder_tokens: int | None, image_size: int | None,
-                  audio_samples: int | None, head: str | None, phase: str | None,
-                  expert_imbalance: float | None) -> Workload:
-    return Workload(batch=batch, tokens=tokens, image_size=image_size, audio_samples=audio_samples,
-                    head=head, phase=phase, decoder_tokens=decoder_tokens, expert_imbalance=expert_imbalance)
+def make_workload(knobs: dict[str, Any]) -> Workload:
+    """The workload of a command's knob options (every option named in workloads/knobs.py)."""
+    return Workload(**{name: knobs[name] for name in KNOB_NAMES})
 
 
 class StrictCommand(click.Command):

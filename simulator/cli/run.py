@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from simulator.cli.options import StrictCommand, make_workload, mask_provider, workload_options
@@ -29,12 +31,9 @@ from workloads.ops import PRUNED_LINEAR_ROLES
 @click.option("--trace", "use_tracer", is_flag=True,
               help="Simulate the real transformers model traced on the meta device (hf extra) instead of the "
                    "closed form: ops named after its modules, with the same roles, blocks and groups.")
-def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens: int | None, image_size: int | None,  # noqa: C901 - to split (issue 25)
-        audio_samples: int | None, head: str | None, phase: str | None, expert_imbalance: float | None,
-        hardware_name: str | None,
-        include_frontend: bool | None, include_head: bool | None, timing: str, accounting: str, fmt: str,
-        out: str | None,
-        force: bool, use_tracer: bool) -> None:
+def run(config: str, model: str, hardware_name: str | None, include_frontend: bool | None,  # noqa: C901 - to split (issue 25)
+        include_head: bool | None, timing: str, accounting: str, fmt: str, out: str | None, force: bool,
+        use_tracer: bool, **knobs: Any) -> None:
     """Simulate MODEL under run CONFIG: cycles, latency, time breakdown, speedups, weight memory."""
     import json
 
@@ -59,7 +58,7 @@ def run(config: str, model: str, batch: int, tokens: int | None, decoder_tokens:
     policy = load_run_config(config)
     baseline = load_baseline(policy)
     hardware = load_hardware(hardware_name or policy.config.hardware)
-    workload = make_workload(batch, tokens, decoder_tokens, image_size, audio_samples, head, phase, expert_imbalance)
+    workload = make_workload(knobs)
     whole = model_trace(model, workload, use_tracer)
     present = {op.group for op in whole}
     for flag, group, value in (("frontend", "frontend", include_frontend), ("head", "head", include_head)):

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from workloads.errors import InputError
+from workloads.knobs import FAMILY_KNOBS, OPTIONAL_SIZES
 from workloads.ops import MAX_SIZE, OpBuilder
 
 PHASES = ("prefill", "decode")
@@ -35,8 +36,7 @@ class Workload:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-OPTIONAL_KNOBS = ("tokens", "image_size", "audio_samples", "decoder_tokens")  # positive integers
-FAMILY_KNOBS = (*OPTIONAL_KNOBS, "expert_imbalance")  # the knobs a family may or may not take
+OPTIONAL_KNOBS = OPTIONAL_SIZES
 
 
 def flag(name: str) -> str:
