@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from cli_helpers import ROOT
 
 from simulator.spec.hardware import Hardware, load_hardware
 
@@ -22,6 +24,24 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., str]:
         captured = capsys.readouterr()
         assert done.value.code == 0, captured.err
         return captured.out
+
+    return run
+
+
+@pytest.fixture
+def accelsim_here(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                  ) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Runs ``accelsim ARGS`` in this process from the repository root, as cli_helpers.accelsim runs it in a
+    subprocess: the same entry point, exit code, stdout and stderr, without a new interpreter's start-up."""
+    from simulator.cli.main import main
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        monkeypatch.chdir(ROOT)
+        with pytest.raises(SystemExit) as done:
+            main(list(argv))
+        captured = capsys.readouterr()
+        code = done.value.code if isinstance(done.value.code, int) else 1
+        return subprocess.CompletedProcess(list(argv), code, captured.out, captured.err)
 
     return run
 

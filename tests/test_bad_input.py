@@ -342,7 +342,19 @@ def test_suite_is_large_and_covers_every_command(tmp_path):
 
 @pytest.mark.parametrize(("make_args", "needle"), [(make, needle) for _, make, needle in CASES],
                          ids=[name for name, _, _ in CASES])
-def test_bad_input_one_line_exit_2(tmp_path, make_args, needle):
+def test_bad_input_one_line_exit_2(tmp_path, make_args, needle, accelsim_here):
+    """In this process (the CLI's own entry point): what is tested is the message, not the interpreter."""
+    assert_one_line_error(accelsim_here(*make_args(tmp_path)), needle)
+
+
+# A handful through a real subprocess, one per kind of failure: usage, a file, a schema, a model, a sweep.
+SUBPROCESS = ["gemm-missing", "run-missing-config", "memory-int17", "extract-unknown-model",
+              "sweep-model-knob-type"]
+
+
+@pytest.mark.parametrize("name", SUBPROCESS)
+def test_bad_input_through_the_installed_entry_point(tmp_path, name):
+    make_args, needle = next((make, needle) for case, make, needle in CASES if case == name)
     assert_one_line_error(accelsim(*make_args(tmp_path)), needle)
 
 
