@@ -47,7 +47,7 @@ def _inside(path: str, words: tuple[str, ...]) -> bool:
     return any(word in part for part in _words(path) for word in words)
 
 
-def matrix_role(path: str, kind: str) -> str:  # noqa: C901 - to split (issue 25)
+def matrix_role(path: str, kind: str) -> str:
     """The role of a GEMM or convolution that ran inside the module at ``path``."""
     parts = path.split(".")
     leaf, parent = parts[-1], parts[-2] if len(parts) > 1 else ""
@@ -61,35 +61,44 @@ def matrix_role(path: str, kind: str) -> str:  # noqa: C901 - to split (issue 25
         return "feature_proj"
     if leaf in ("gate", "router") and _inside(parent, (*_FFN_WORDS, "moe")):  # a mixture of experts' router
         return "router"
-    if leaf == "c_proj":  # GPT-2 uses one name for the attention output and the second FFN layer
-        return "attn_out" if _inside(parent, _ATTENTION_WORDS) else "ffn2"
-    if leaf == "dense":  # BERT-style: attention.output.dense, intermediate.dense, output.dense
-        if parent == "intermediate":
-            return "ffn1"
-        if parent == "output":
-            return "attn_out" if _inside(".".join(parts[:-2]), _ATTENTION_WORDS) else "ffn2"
-    role = _ROLE_OF_LEAF.get(leaf)
+    role = _shared_name_role(parts, leaf, parent) or _ROLE_OF_LEAF.get(leaf)
     if role in ("q", "k", "v", "attn_out") and not _inside(".".join(parts[:-1]), _ATTENTION_WORDS):
         role = None  # a bare `q` or `o` outside attention is not an attention projection
     return role or "feature_proj"
 
 
-def group_of(role: str, path: str, layer: int) -> str:  # noqa: C901 - to split (issue 25)
+def _shared_name_role(parts: list[str], leaf: str, parent: str) -> str | None:
+    """Roles of leaf names that several roles share, told apart by where they sit."""
+    if leaf == "c_proj":  # GPT-2 uses one name for the attention output and the second FFN layer
+        return "attn_out" if _inside(parent, _ATTENTION_WORDS) else "ffn2"
+    if leaf == "dense" and parent == "intermediate":  # BERT-style: intermediate.dense
+        return "ffn1"
+    if leaf == "dense" and parent == "output":  # attention.output.dense, or (FFN) output.dense
+        return "attn_out" if _inside(".".join(parts[:-2]), _ATTENTION_WORDS) else "ffn2"
+    return None
+
+
+# Roles that decide their op's group whatever the module path says.
+_GROUP_OF_ROLE = {**dict.fromkeys(("q", "k", "v", "qkv", "attn_out", "bmm_qk", "bmm_av", "softmax"), "attention"),
+                  "ffn1": "ffn", "ffn2": "ffn", "head": "head", "pooler": "head", "patch_embed": "embedding",
+                  "pos_conv": "embedding"}
+
+
+def group_of(role: str, path: str, layer: int) -> str:
     """The layer group of an op: from its role where that decides it, else from the module path."""
-    if role in ("q", "k", "v", "qkv", "attn_out", "bmm_qk", "bmm_av", "softmax"):
-        return "attention"
-    if role in ("ffn1", "ffn2"):
-        return "ffn"
-    if role in ("head", "pooler"):
-        return "head"
-    if role in ("patch_embed", "pos_conv"):
-        return "embedding"
+    if role in _GROUP_OF_ROLE:
+        return _GROUP_OF_ROLE[role]
     if _inside(path, _FRONTEND_WORDS) or role == "conv":
         return "frontend"
     if role in ("layernorm", "groupnorm"):
         return "norm"
     if role == "embedding" or _inside(path, ("embed",)):
         return "embedding"
+    return _group_of_path(path, layer)
+
+
+def _group_of_path(path: str, layer: int) -> str:
+    """The group of an op whose role does not decide it, from the words of its module path."""
     if _inside(path, _HEAD_WORDS):
         return "head"
     if _inside(path, _ATTENTION_WORDS):

@@ -280,25 +280,30 @@ def _chain(ops: tuple[Op, ...]) -> tuple[tuple[Op, ...], dict[str, Tensor]]:
     return tuple(named), tensors
 
 
-def _check_graph(ops: tuple[Op, ...], tensors: Mapping[str, Tensor]) -> None:  # noqa: C901 - to split (issue 25)
+def _check_graph(ops: tuple[Op, ...], tensors: Mapping[str, Tensor]) -> None:
     """Every tensor named is declared; activations are written once, before they are read."""
     written: set[str] = set()
     for op in ops:
-        for name in (*op.reads, *op.writes):
-            if name not in tensors:
-                raise ValueError(f"op {op.name}: tensor {name!r} is not declared")
-        for name in op.reads:
-            if tensors[name].kind == "activation" and name not in written:
-                raise ValueError(f"op {op.name} reads {name!r} before any op writes it")
-        for name in op.writes:
-            if tensors[name].kind != "activation":
-                raise ValueError(f"op {op.name} writes {name!r}, a {tensors[name].kind} tensor")
-            if name in written:
-                raise ValueError(f"tensor {name!r} is written twice")
-            written.add(name)
+        _check_op_tensors(op, tensors, written)
     for tensor in tensors.values():
         if tensor.kind == "state" and tensor.source and tensor.source not in written:
             raise ValueError(f"state {tensor.name!r} appends {tensor.source!r}, which no op writes")
+
+
+def _check_op_tensors(op: Op, tensors: Mapping[str, Tensor], written: set[str]) -> None:
+    """One op's reads and writes against the tensors declared and those written so far (updated)."""
+    for name in (*op.reads, *op.writes):
+        if name not in tensors:
+            raise ValueError(f"op {op.name}: tensor {name!r} is not declared")
+    for name in op.reads:
+        if tensors[name].kind == "activation" and name not in written:
+            raise ValueError(f"op {op.name} reads {name!r} before any op writes it")
+    for name in op.writes:
+        if tensors[name].kind != "activation":
+            raise ValueError(f"op {op.name} writes {name!r}, a {tensors[name].kind} tensor")
+        if name in written:
+            raise ValueError(f"tensor {name!r} is written twice")
+        written.add(name)
 
 
 class OpBuilder:

@@ -126,7 +126,7 @@ TABLE_KEYS: dict[str, Callable[[str], object]] = {
 }
 
 
-def check_axis_path(path: str) -> None:  # noqa: C901 - to split (issue 25)
+def check_axis_path(path: str) -> None:
     """An axis must name a hardware field (``array.rows``), a key of a table (``macs_per_pe.int8``) or a
     workload knob of the models (``model.batch``)."""
     if path.startswith("model."):
@@ -142,20 +142,22 @@ def check_axis_path(path: str) -> None:  # noqa: C901 - to split (issue 25)
         if field is None:
             raise InputError(f"axis {path!r}: hardware has no field {'.'.join(parts[:depth + 1])!r}")
         annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
-        elif getattr(annotation, "__origin__", None) is dict:
-            if depth + 2 != len(parts):
-                raise InputError(f"axis {path!r}: {'.'.join(parts[:depth + 1])} needs exactly one key after it")
-            try:
-                TABLE_KEYS[".".join(parts[:depth + 1])](parts[-1])
-            except InputError as exc:
-                raise InputError(f"axis {path!r}: {exc}") from None
+        if getattr(annotation, "__origin__", None) is dict:
+            _check_table_key(path, parts, depth)
             return
-        else:
-            model = None
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
     if model is not None:
         raise InputError(f"axis {path!r}: {path} is a group of fields, name one of them")
+
+
+def _check_table_key(path: str, parts: list[str], depth: int) -> None:
+    """An axis into a table (``macs_per_pe.int8``): exactly one key after the table, one the table takes."""
+    if depth + 2 != len(parts):
+        raise InputError(f"axis {path!r}: {'.'.join(parts[:depth + 1])} needs exactly one key after it")
+    try:
+        TABLE_KEYS[".".join(parts[:depth + 1])](parts[-1])
+    except InputError as exc:
+        raise InputError(f"axis {path!r}: {exc}") from None
 
 
 def design_points(axes: Axes) -> list[dict[str, Any]]:

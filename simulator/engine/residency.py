@@ -46,18 +46,30 @@ def tensor_bytes(elements: int, bits: int) -> int:
     return ceil_div(elements * bits, 8)
 
 
-def place(lowered: Lowered, hardware: Hardware) -> Placement:  # noqa: C901 - to split (issue 25)
-    steps, tensors = lowered.steps, lowered.tensors
+def _readers(steps: tuple) -> dict[str, list[int]]:
+    """Tensor name -> the indices of the steps that read it, in order."""
     readers: dict[str, list[int]] = {}
     for index, step in enumerate(steps):
         for name in dict.fromkeys(step.reads):
             readers.setdefault(name, []).append(index)
+    return readers
+
+
+def _fixed_homes(tensors: dict, hardware: Hardware) -> dict[str, str]:
+    """Where the tensors no step produces live: inputs and state in DRAM, weights in DRAM or preloaded."""
     home: dict[str, str] = {}
     for name, tensor in tensors.items():
         if tensor.kind in ("input", "state"):
             home[name] = DRAM
         elif tensor.kind == "weight":
             home[name] = DRAM if hardware.memory.weights_streamed else CHIP
+    return home
+
+
+def place(lowered: Lowered, hardware: Hardware) -> Placement:
+    steps, tensors = lowered.steps, lowered.tensors
+    readers = _readers(steps)
+    home = _fixed_homes(tensors, hardware)
     capacity = hardware.memory.ifmap_buffer_bytes
     used = np.zeros(len(steps) + 1, dtype=np.int64)
     live = np.zeros(len(steps) + 1, dtype=np.int64)

@@ -179,11 +179,16 @@ class PrecisionConfig(StrictModel):
         return {key: _check_setting(value) for key, value in table.items()}
 
     @model_validator(mode="after")
-    def _consistent(self) -> PrecisionConfig:  # noqa: C901 - to split (issue 25)
+    def _consistent(self) -> PrecisionConfig:
         if self.default is None and (self.weights is None or self.activations is None):
             raise ValueError("give default, or both weights and activations")
         if self.weight_scales is not None and "scale_bits" in self.model_fields_set:
             raise ValueError("give scale_bits inside weight_scales, not both")
+        self._check_weight_scales()
+        self._check_kv_scales()
+        return self
+
+    def _check_weight_scales(self) -> None:
         weight_formats = {parse_precision(name) for name in self.named_formats("weights")}
         scales = self.weight_scales
         if scales is not None and scales.zero_point_bits:
@@ -196,14 +201,16 @@ class PrecisionConfig(StrictModel):
                 if fmt.block is not None and fmt.block.block != scales.group_size:
                     raise ValueError(f"weight_scales.group_size {scales.group_size}: {fmt} blocks are "
                                      f"{fmt.block.block} elements by its specification")
-        if self.kv_scales is not None:
-            if self.kv_cache is None:
-                raise ValueError("kv_scales applies to a quantized cache: give kv_cache too")
-            kv = parse_precision(self.kv_cache)
-            if self.kv_scales.zero_point_bits and kv.is_float:
-                raise ValueError(f"kv_scales.zero_point_bits: the {kv} cache is a float format, which takes no "
-                                 "zero point")
-        return self
+
+    def _check_kv_scales(self) -> None:
+        if self.kv_scales is None:
+            return
+        if self.kv_cache is None:
+            raise ValueError("kv_scales applies to a quantized cache: give kv_cache too")
+        kv = parse_precision(self.kv_cache)
+        if self.kv_scales.zero_point_bits and kv.is_float:
+            raise ValueError(f"kv_scales.zero_point_bits: the {kv} cache is a float format, which takes no "
+                             "zero point")
 
     def named_formats(self, side: str) -> set[str]:
         """Every format the config names for ``side`` ("weights" or "activations"), "native" excluded."""
