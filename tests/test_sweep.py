@@ -338,3 +338,16 @@ def test_pareto_front_keeps_exactly_the_undominated_points():
 
     table = pd.DataFrame({"latency": [1, 2, 2, 3, 1], "energy": [3, 2, 3, 1, 3]})  # the last ties the first
     assert list(pareto_mask(table, ("latency", "energy"))) == [True, True, False, True, True]
+
+
+def test_progress_writes_to_the_stderr_of_the_moment(monkeypatch):
+    """The bar writes to sys.stderr as it is when the sweep runs, not as it was when the module was
+    imported (a replaced stream, since closed, failed in-process runs: 'I/O operation on closed file')."""
+    import io
+
+    from simulator.cli.sweep_run import Progress
+
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    Progress(3, 0).advance(3)
+    assert "3/3 points" in stream.getvalue()

@@ -85,8 +85,9 @@ def chunk_points(points: list[Point], seconds_per_point: float, workers: int,
 
 
 class Progress:
-    def __init__(self, total: int, already: int, stream: Any = sys.stderr) -> None:
-        self.total, self.done, self.stream = total, already, stream
+    def __init__(self, total: int, already: int, stream: Any = None) -> None:
+        # sys.stderr read now, not when the module was imported (it may have been replaced since)
+        self.total, self.done, self.stream = total, already, stream if stream is not None else sys.stderr
         self.start, self.started_with, self.last = time.perf_counter(), already, 0.0
         self.advance(0)  # show where a resumed sweep starts from
 
