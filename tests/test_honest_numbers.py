@@ -87,7 +87,7 @@ def test_one_scope_default_for_api_run_and_memory(model):
 
 def test_every_category_has_its_own_colour_and_place():
     from simulator.report.summary import CATEGORY_COLOURS, CATEGORY_ORDER
-    from simulator.spec.hardware import SFU_OPS
+    from workloads.vocabulary import SFU_OPS
 
     assert set(CATEGORY_COLOURS) | {"stalls"} == set(CATEGORY_ORDER)
     assert {f"sfu_{op}" for op in SFU_OPS} <= set(CATEGORY_COLOURS)

@@ -4,7 +4,7 @@ import pytest
 
 from workloads.errors import InputError
 from workloads.models import Workload, load_model, zoo_names
-from workloads.ops import GROUPS
+from workloads.vocabulary import GROUPS
 
 
 def matrix_ops(trace, kind):

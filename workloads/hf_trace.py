@@ -28,7 +28,8 @@ from workloads.errors import InputError
 from workloads.hf_hooks import module_hooks, rotary_hook
 from workloads.hf_naming import block_index, group_of, matrix_role
 from workloads.models import ModelSpec, Workload
-from workloads.ops import BMM_ROLES, Op, Tensor, Trace
+from workloads.ops import Op, Tensor, Trace
+from workloads.vocabulary import BMM_ROLES
 
 try:
     import torch

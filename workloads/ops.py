@@ -20,26 +20,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from workloads.vocabulary import GROUPS, KINDS, MATRIX_KINDS, TENSOR_KINDS, VECTOR_KIND
+
 # Largest size accepted for one dimension or knob (tokens, batch, m, k, n, rows, ...): 31 bits. Products of
 # sizes are computed exactly (Python integers) and must fit the 64-bit columns of results.
 MAX_SIZE = 2**31 - 1
 INT64_MAX = 2**63 - 1
 
-MATRIX_KINDS = ("gemm", "bmm", "conv")
-VECTOR_KIND = "vector"
-KINDS = (*MATRIX_KINDS, VECTOR_KIND)
-GROUPS = ("attention", "ffn", "embedding", "frontend", "norm", "head")
-
-# Roles of the per-block linear layers (q/k/v may be fused into one "qkv" GEMM, as in GPT-2).
-LINEAR_ROLES = ("q", "k", "v", "qkv", "attn_out", "ffn1", "ffn2")
-BMM_ROLES = ("bmm_qk", "bmm_av")
-# The six per-block linear layers that the paper prunes 2:4 (GPT-2's fused qkv stands for q, k, v).
-PRUNED_LINEAR_ROLES = ("q", "k", "v", "attn_out", "ffn1", "ffn2")
-OTHER_MATRIX_ROLES = ("conv", "feature_proj", "pos_conv", "patch_embed", "pooler", "router", "head")
-VECTOR_ROLES = ("embedding", "add", "mul", "concat", "mask_embed", "layernorm", "rmsnorm", "groupnorm", "softmax",
-                "gelu", "relu", "tanh", "silu", "rope", "rope_table", "topk")
-ROLES = (*LINEAR_ROLES, *BMM_ROLES, *OTHER_MATRIX_ROLES, *VECTOR_ROLES)
-TENSOR_KINDS = ("input", "activation", "weight", "state")
 
 
 def nm_kept(depth: int, n: int, m: int) -> int:

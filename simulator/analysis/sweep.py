@@ -41,12 +41,13 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from simulator.formats.precision import parse_precision
 from simulator.spec.config_io import StrictModel, read_yaml_mapping, unknown_name_message, validate
-from simulator.spec.hardware import SFU_OPS, Hardware, load_hardware
+from simulator.spec.hardware import Hardware, load_hardware
 from simulator.spec.run_config import RunConfig, load_baseline, load_run_config, resolve_run_config
 from simulator.spec.workload_knobs import WorkloadKnobs
 from workloads.errors import InputError
 from workloads.knobs import KNOB_NAMES, KNOBS
 from workloads.ops import MAX_SIZE
+from workloads.vocabulary import SFU_OPS
 
 # The model and each resolved workload knob get a column of their own (empty where a knob does not
 # apply); stored bits are split into weight values, metadata (N:M indices, bitmaps, outlier indices),

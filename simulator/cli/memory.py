@@ -6,7 +6,7 @@ import click
 
 from simulator.cli.options import StrictCommand, mask_provider
 from workloads.models import Workload, load_model
-from workloads.ops import PRUNED_LINEAR_ROLES
+from workloads.vocabulary import PRUNED_LINEAR_ROLES
 
 
 @click.command(cls=StrictCommand)

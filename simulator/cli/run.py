@@ -8,7 +8,7 @@ import click
 
 from simulator.cli.options import StrictCommand, make_workload, mask_provider, workload_options
 from workloads.errors import InputError
-from workloads.ops import PRUNED_LINEAR_ROLES
+from workloads.vocabulary import PRUNED_LINEAR_ROLES
 
 
 @click.command(cls=StrictCommand)

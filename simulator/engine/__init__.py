@@ -13,7 +13,7 @@ from simulator.lazy import lazy_exports
 _EXPORTS = {
     "RESULT_COLUMNS": "simulator.engine.results",
     "Results": "simulator.engine.results",
-    "category": "simulator.engine.results",
+    "category": "workloads.vocabulary",
     "summarize_results": "simulator.engine.results",
     "Prepared": "simulator.engine.simulator",
     "Simulator": "simulator.engine.simulator",

@@ -11,9 +11,7 @@ Its data still moves: what it reads from or writes to DRAM is counted (residency
 from __future__ import annotations
 
 from simulator.engine.lowering import Step
-
-FUSION_ANCHORS = ("softmax", "layernorm", "rmsnorm", "groupnorm", "gelu", "relu", "tanh", "silu")
-FUSIBLE = ("quantize", "dequantize", "bias", "mul", "add")
+from workloads.vocabulary import FUSIBLE, FUSION_ANCHORS
 
 
 def fuse(steps: tuple[Step, ...]) -> dict[int, str]:

@@ -11,7 +11,7 @@ from simulator.energy.action_costs import action_costs
 from simulator.engine.costs import ACCESS_COLUMNS
 from simulator.spec.hardware import Hardware
 from workloads.errors import InputError
-from workloads.ops import BMM_ROLES, INT64_MAX, LINEAR_ROLES
+from workloads.ops import INT64_MAX
 
 RESULT_COLUMNS = (
     "name", "layer", "role", "group", "kind", "unit", "inserted", "category", "precision", "compute_precision",
@@ -50,16 +50,6 @@ class Results(pd.DataFrame):
             cached = summarize_results(self, self.hardware)
             object.__setattr__(self, "_totals", cached)  # a plain attribute: pandas does not propagate it
         return cached
-
-
-def category(op_role: str, unit: str) -> str:
-    """Report category: the per-block linear layers (the prunable six), other GEMMs, attention BMMs, or
-    the SFU op type."""
-    if unit == "sfu":
-        return f"sfu_{op_role}"
-    if op_role in BMM_ROLES:
-        return "attention_bmm"
-    return "linear" if op_role in LINEAR_ROLES else "other_gemm"
 
 
 def frame(records: list[dict]) -> Results:

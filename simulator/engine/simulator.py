@@ -41,7 +41,7 @@ from simulator.engine.fusion import fuse
 from simulator.engine.grouping import run_in_groups
 from simulator.engine.lowering import Lowered, Step, lower
 from simulator.engine.residency import STREAM, Placement, place
-from simulator.engine.results import Results, category, frame
+from simulator.engine.results import Results, frame
 from simulator.engine.step_key import StepKey, step_key
 from simulator.engine.timing import gemm_cycles
 from simulator.formats.precision import Precision
@@ -53,6 +53,7 @@ from simulator.spec.run_config import Policy
 from simulator.units import ceil_div
 from workloads.errors import InputError
 from workloads.ops import Op, Tensor, Trace
+from workloads.vocabulary import category
 
 __all__ = ["Prepared", "Simulator", "simulate"]
 

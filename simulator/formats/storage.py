@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING
 from simulator.formats.precision import Precision, parse_precision
 from simulator.spec.run_config import Policy, takes_scales
 from simulator.units import ceil_div
-from workloads.ops import GROUPS, LINEAR_ROLES, Op, Trace, index_bits_per_value
+from workloads.ops import Op, Trace, index_bits_per_value
+from workloads.vocabulary import GROUPS, LINEAR_ROLES
 
 if TYPE_CHECKING:
     import numpy as np

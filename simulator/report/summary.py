@@ -13,7 +13,7 @@ from simulator.engine import Results
 from simulator.formats.storage import Footprint
 from simulator.plan.binding import Plan
 from simulator.report.energy import area_summary, energy_lines
-from simulator.spec.hardware import SFU_OPS
+from workloads.vocabulary import SFU_OPS
 
 CATEGORY_LABELS = {"linear": "linear layers (q, k, v, attn_out, ffn1, ffn2)", "other_gemm": "other GEMMs/convs",
                    "attention_bmm": "attention BMMs", "stalls": "memory stalls"}

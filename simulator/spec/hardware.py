@@ -18,14 +18,8 @@ from simulator.formats.sparsity import SparsityPattern
 from simulator.spec.config_io import StrictModel, read_yaml_mapping, reject_unknown_keys, validate
 from simulator.spec.shipped import HARDWARE_DIR
 from workloads.errors import InputError
-from workloads.ops import INT64_MAX, MAX_SIZE, VECTOR_ROLES
-
-# Vector ops the SFU may be asked to run: every vector role a trace can contain, plus the ops the
-# simulator inserts (quantize/dequantize where precision changes, bias adds after matrix ops; absmax
-# finds the per-token scales of dynamically quantized activations and nm_select the N largest of every
-# M values of a pruned attention operand, needed only by configs that ask).
-INSERTED_SFU_OPS = ("quantize", "dequantize", "bias")
-SFU_OPS = (*VECTOR_ROLES, *INSERTED_SFU_OPS, "absmax", "nm_select")
+from workloads.ops import INT64_MAX, MAX_SIZE
+from workloads.vocabulary import INSERTED_SFU_OPS, SFU_OPS
 
 
 class ArrayConfig(StrictModel):

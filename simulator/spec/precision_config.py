@@ -34,12 +34,11 @@ from pydantic import Field, field_validator, model_validator
 from simulator.formats.precision import Precision, parse_precision
 from simulator.spec.config_io import StrictModel, reject_unknown_keys
 from workloads.errors import InputError
-from workloads.ops import BMM_ROLES, GROUPS, ROLES, VECTOR_ROLES
+from workloads.vocabulary import GROUPS, NO_WEIGHT_MATRIX_ROLES, ROLES
 
 NATIVE = "native"
 MAX_GROUP = 2**31 - 1  # a group size is a 31-bit count, like every size in a trace
 _RANGE = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?")
-_NO_WEIGHT_MATRIX = (*BMM_ROLES, *(r for r in VECTOR_ROLES if r != "embedding"))
 
 
 def check_format(text: str, allow_native: bool = False) -> str:
@@ -158,7 +157,7 @@ class PrecisionConfig(StrictModel):
     def _ops(cls, table: dict[str, Setting]) -> dict[str, Setting]:
         reject_unknown_keys(table, ROLES, "op role")
         for role, value in table.items():
-            if isinstance(value, Sides) and value.weights is not None and role in _NO_WEIGHT_MATRIX:
+            if isinstance(value, Sides) and value.weights is not None and role in NO_WEIGHT_MATRIX_ROLES:
                 raise ValueError(f"ops.{role}: has no weights to give a format")
         return {role: _check_setting(value) for role, value in table.items()}
 

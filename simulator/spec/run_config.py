@@ -39,9 +39,8 @@ from workloads.errors import InputError
 
 if TYPE_CHECKING:
     from simulator.spec.hardware import Hardware
-from workloads.ops import LINEAR_ROLES, OTHER_MATRIX_ROLES, PRUNED_LINEAR_ROLES, Op, Trace
-
-WEIGHT_MATRIX_ROLES = (*LINEAR_ROLES, *OTHER_MATRIX_ROLES)
+from workloads.ops import Op, Trace
+from workloads.vocabulary import PRUNED_LINEAR_ROLES, WEIGHT_MATRIX_ROLES
 
 
 class WeightSparsityConfig(StrictModel):
