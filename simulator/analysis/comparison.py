@@ -24,6 +24,11 @@ class Comparison:
     baseline_results: Results | None
     fp16_results: Results | None  # None when the chip has no FP16 path
 
+    @property
+    def results_name(self) -> str:
+        """The run config's name."""
+        return self.plan.policy.name
+
 
 def compare(trace: Trace, simulator: Simulator, baseline: Policy | None) -> Comparison:
     """Run ``trace`` on ``simulator``, then its dense ``baseline`` and dense FP16 on the same chip with the

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from simulator.cli.options import StrictCommand, make_workload, mask_provider, workload_options
 from workloads.errors import InputError
 from workloads.vocabulary import PRUNED_LINEAR_ROLES
+
+if TYPE_CHECKING:
+    from simulator.analysis.comparison import Comparison
+    from simulator.formats.storage import Footprint
+    from workloads.models import Workload
+    from workloads.ops import Trace
 
 
 @click.command(cls=StrictCommand)
@@ -31,26 +38,17 @@ from workloads.vocabulary import PRUNED_LINEAR_ROLES
 @click.option("--trace", "use_tracer", is_flag=True,
               help="Simulate the real transformers model traced on the meta device (hf extra) instead of the "
                    "closed form: ops named after its modules, with the same roles, blocks and groups.")
-def run(config: str, model: str, hardware_name: str | None, include_frontend: bool | None,  # noqa: C901 - to split (issue 25)
+def run(config: str, model: str, hardware_name: str | None, include_frontend: bool | None,
         include_head: bool | None, timing: str, accounting: str, fmt: str, out: str | None, force: bool,
         use_tracer: bool, **knobs: Any) -> None:
     """Simulate MODEL under run CONFIG: cycles, latency, time breakdown, speedups, weight memory."""
     import json
 
     from simulator.analysis.comparison import compare
-    from simulator.analysis.paper import model_trace, scope
     from simulator.engine import Simulator
     from simulator.formats.storage import mask_nonzeros
-    from simulator.report.files import check_out_dir, staged_dir
-    from simulator.report.summary import (
-        breakdown,
-        format_run,
-        plot_bars,
-        plot_time_breakdown,
-        run_summary,
-        storage_parts_mib,
-        write_json,
-    )
+    from simulator.report.files import check_out_dir
+    from simulator.report.summary import format_run, run_summary
     from simulator.spec.hardware import load_hardware
     from simulator.spec.run_config import load_baseline, load_run_config
 
@@ -58,14 +56,7 @@ def run(config: str, model: str, hardware_name: str | None, include_frontend: bo
     policy = load_run_config(config)
     baseline = load_baseline(policy)
     hardware = load_hardware(hardware_name or policy.config.hardware)
-    workload = make_workload(knobs)
-    whole = model_trace(model, workload, use_tracer)
-    present = {op.group for op in whole}
-    for flag, group, value in (("frontend", "frontend", include_frontend), ("head", "head", include_head)):
-        if value is not None and group not in present:
-            raise InputError(f"--{'include' if value else 'exclude'}-{flag}: {model} has no {group} "
-                             f"(with these settings)")
-    trace = scope(whole, include_frontend is not False, include_head is not False)
+    trace = _scoped_trace(model, make_workload(knobs), use_tracer, include_frontend, include_head)
     masks = mask_provider(policy)
     if masks is not None:
         masks.check_keys([op.name for op in trace if op.role in PRUNED_LINEAR_ROLES])
@@ -73,44 +64,65 @@ def run(config: str, model: str, hardware_name: str | None, include_frontend: bo
         raise InputError(f"--accounting {accounting}: hardware {hardware.name} has no energy section")
     simulator = Simulator(hardware, policy, timing=timing, mask_for=masks, accounting=accounting)
     comparison = compare(trace, simulator, baseline)
-    results, baseline_results, fp16_results = (comparison.results, comparison.baseline_results,
-                                               comparison.fp16_results)
-    plan = simulator.plan  # the decisions the simulation made: what it stores is what it streams
-    memory = plan.footprint(trace, mask_nonzeros(masks) if masks else None)
-    summary = run_summary(results, memory, plan, model=trace.model, config=policy.name, hardware=hardware.name,
-                          baseline=baseline_results, baseline_name=baseline.name if baseline else None,
-                          fp16=fp16_results,
+    # the plan the simulation ran under: what it stores is what it streams
+    memory = comparison.plan.footprint(trace, mask_nonzeros(masks) if masks else None)
+    summary = run_summary(comparison.results, memory, comparison.plan, model=trace.model, config=policy.name,
+                          hardware=hardware.name, baseline=comparison.baseline_results,
+                          baseline_name=baseline.name if baseline else None, fp16=comparison.fp16_results,
                           workload=dict(trace.workload))
     if fmt == "table":
         click.echo(format_run(summary))
     elif fmt == "json":
         click.echo(json.dumps(summary, indent=2))
     else:
-        click.echo(results.to_csv(index=False), nl=False)
+        click.echo(comparison.results.to_csv(index=False), nl=False)
     if out_dir is not None:
-        with staged_dir(out_dir) as staging:
-            results.to_csv(staging / "ops.csv", index=False)
-            write_json(staging / "summary.json", summary)
-            runs = {policy.name: breakdown(results)}
-            if baseline_results is not None and baseline.name != policy.name:
-                runs[baseline.name] = breakdown(baseline_results)
-            if fp16_results is not None:
-                runs["fp16 dense"] = breakdown(fp16_results)
-            plot_time_breakdown({trace.model: runs}, staging / "time_breakdown",
-                                f"{trace.model} on {hardware.name}: time by category")
-            plot_bars(storage_parts_mib(memory), staging / "memory_by_group", "layer group",
-                      "parameter storage (MiB)", f"{trace.model} under {policy.name}: what the parameters store",
-                      stacked=True)
-            written = "ops.csv, summary.json, time_breakdown.png/svg, memory_by_group.png/svg"
-            if summary["energy"] is not None:
-                from simulator.report.energy import plot_energy
-
-                runs_energy = {policy.name: summary["energy"]["by_component"]}
-                for name, other in (("baseline " + (baseline.name if baseline else ""), baseline_results),
-                                    ("fp16 dense", fp16_results)):
-                    if other is not None and other is not results:
-                        runs_energy[name] = other.totals["energy"]["by_component"]
-                plot_energy(runs_energy, staging / "energy_breakdown",
-                            f"{trace.model} on {hardware.name}: energy by component")
-                written += ", energy_breakdown.png/svg"
+        written = _write_outputs(out_dir, comparison, summary, memory, trace.model, hardware.name)
         click.echo(f"wrote {written} to {out_dir}", err=True)
+
+
+def _scoped_trace(model: str, workload: Workload, use_tracer: bool, include_frontend: bool | None,
+                  include_head: bool | None) -> Trace:
+    """The model's trace, with the frontend and head kept or dropped as asked (refused where absent)."""
+    from simulator.analysis.paper import model_trace, scope
+
+    whole = model_trace(model, workload, use_tracer)
+    present = {op.group for op in whole}
+    for flag, group, value in (("frontend", "frontend", include_frontend), ("head", "head", include_head)):
+        if value is not None and group not in present:
+            raise InputError(f"--{'include' if value else 'exclude'}-{flag}: {model} has no {group} "
+                             f"(with these settings)")
+    return scope(whole, include_frontend is not False, include_head is not False)
+
+
+def _write_outputs(out_dir: Path, comparison: Comparison, summary: dict, memory: Footprint, model: str,
+                   hardware: str) -> str:
+    """ops.csv, summary.json and the plots, staged and swapped in whole; the names written."""
+    from simulator.report.files import staged_dir
+    from simulator.report.summary import breakdown, plot_bars, plot_time_breakdown, storage_parts_mib, write_json
+
+    name = comparison.results_name
+    results, baseline, baseline_results = comparison.results, comparison.baseline, comparison.baseline_results
+    with staged_dir(out_dir) as staging:
+        results.to_csv(staging / "ops.csv", index=False)
+        write_json(staging / "summary.json", summary)
+        runs = {name: breakdown(results)}
+        if baseline is not None and baseline_results is not None and baseline.name != name:
+            runs[baseline.name] = breakdown(baseline_results)
+        if comparison.fp16_results is not None:
+            runs["fp16 dense"] = breakdown(comparison.fp16_results)
+        plot_time_breakdown({model: runs}, staging / "time_breakdown", f"{model} on {hardware}: time by category")
+        plot_bars(storage_parts_mib(memory), staging / "memory_by_group", "layer group",
+                  "parameter storage (MiB)", f"{model} under {name}: what the parameters store", stacked=True)
+        written = "ops.csv, summary.json, time_breakdown.png/svg, memory_by_group.png/svg"
+        if summary["energy"] is not None:
+            from simulator.report.energy import plot_energy
+
+            runs_energy = {name: summary["energy"]["by_component"]}
+            for label, other in (("baseline " + (baseline.name if baseline else ""), baseline_results),
+                                 ("fp16 dense", comparison.fp16_results)):
+                if other is not None and other is not results:
+                    runs_energy[label] = other.totals["energy"]["by_component"]
+            plot_energy(runs_energy, staging / "energy_breakdown", f"{model} on {hardware}: energy by component")
+            written += ", energy_breakdown.png/svg"
+    return written
