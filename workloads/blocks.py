@@ -38,7 +38,7 @@ class AttentionShape:
         return self.heads // (self.kv_heads or self.heads)
 
 
-def attention(b: OpBuilder, prefix: str, layer: int, shape: AttentionShape, *, bias: bool = True,  # noqa: C901 - to split (issue 25)
+def attention(b: OpBuilder, prefix: str, layer: int, shape: AttentionShape, *, bias: bool = True,
               fused_qkv: bool = False, kv_first: bool = False, scale: str | None = "scores",
               score_adds: tuple[str, ...] = (), memory: str | None = None, position_bias: str | None = None,
               cache: str = "", after_projections: Callable[[], str] | None = None,
@@ -68,26 +68,8 @@ def attention(b: OpBuilder, prefix: str, layer: int, shape: AttentionShape, *, b
     s = shape
     q_rows, kv_rows = s.batch * s.q_len, s.batch * s.kv_len
     cached = cache == "step"
-    x = b.current
-    source = memory or x
-    if fused_qkv:
-        if memory is not None:
-            raise ValueError("a fused q/k/v projection reads one input")
-        b.gemm(f"{prefix}.qkv", layer, "qkv", "attention", q_rows, s.hidden, 3 * s.inner, bias=bias,
-               parts=("q", "k", "v"))
-        q, k, v = (f"{prefix}.qkv.{part}" for part in "qkv")
-    elif cached and memory is not None:  # cross-attention in a decode step: k and v were cached by the first
-        q = b.gemm(f"{prefix}.q", layer, "q", "attention", q_rows, s.hidden, s.inner, bias=bias, reads=x)
-        k = b.state(f"{prefix}.k_cache", kv_rows * s.kv_inner)
-        v = b.state(f"{prefix}.v_cache", kv_rows * s.kv_inner)
-    else:
-        new_rows = q_rows if cached else kv_rows  # a decode step projects only the new tokens
-        if not kv_first:
-            q = b.gemm(f"{prefix}.q", layer, "q", "attention", q_rows, s.hidden, s.inner, bias=bias, reads=x)
-        k = b.gemm(f"{prefix}.k", layer, "k", "attention", new_rows, s.hidden, s.kv_inner, bias=bias, reads=source)
-        v = b.gemm(f"{prefix}.v", layer, "v", "attention", new_rows, s.hidden, s.kv_inner, bias=bias, reads=source)
-        if kv_first:
-            q = b.gemm(f"{prefix}.q", layer, "q", "attention", q_rows, s.hidden, s.inner, bias=bias, reads=x)
+    q, k, v = _projections(b, prefix, layer, s, bias=bias, fused_qkv=fused_qkv, kv_first=kv_first, memory=memory,
+                           cached=cached)
     if rope is not None:  # q then k, each x cos + rotate_half(x) x sin
         q = b.vector(f"{prefix}.q_rope", layer, "rope", "attention", q_rows * s.inner, reads=(q, rope))
         k = b.vector(f"{prefix}.k_rope", layer, "rope", "attention", (q_rows if cached else kv_rows) * s.kv_inner,
@@ -101,6 +83,41 @@ def attention(b: OpBuilder, prefix: str, layer: int, shape: AttentionShape, *, b
         position_bias = after_projections()
     if scale == "query":
         q = b.vector(f"{prefix}.query_scale", layer, "mul", "attention", q_rows * s.inner, reads=(q,))
+    _scores_and_values(b, prefix, layer, s, q, k, v, scale=scale, score_adds=score_adds, position_bias=position_bias)
+    return b.gemm(f"{prefix}.out", layer, "attn_out", "attention", q_rows, s.inner, s.hidden,
+                  bias=bias if out_bias is None else out_bias)
+
+
+def _projections(b: OpBuilder, prefix: str, layer: int, s: AttentionShape, *, bias: bool, fused_qkv: bool,
+                 kv_first: bool, memory: str | None, cached: bool) -> tuple[str, str, str]:
+    """The q, k and v tensors: one fused GEMM, three (k and v from ``memory`` in cross-attention), or, in a
+    cross-attention decode step, q alone against the cached k and v."""
+    q_rows, kv_rows = s.batch * s.q_len, s.batch * s.kv_len
+    x = b.current
+    source = memory or x
+    if fused_qkv:
+        if memory is not None:
+            raise ValueError("a fused q/k/v projection reads one input")
+        b.gemm(f"{prefix}.qkv", layer, "qkv", "attention", q_rows, s.hidden, 3 * s.inner, bias=bias,
+               parts=("q", "k", "v"))
+        q, k, v = (f"{prefix}.qkv.{part}" for part in "qkv")
+        return q, k, v
+    if cached and memory is not None:  # cross-attention in a decode step: k and v were cached by the first
+        q = b.gemm(f"{prefix}.q", layer, "q", "attention", q_rows, s.hidden, s.inner, bias=bias, reads=x)
+        return q, b.state(f"{prefix}.k_cache", kv_rows * s.kv_inner), b.state(f"{prefix}.v_cache", kv_rows * s.kv_inner)
+    new_rows = q_rows if cached else kv_rows  # a decode step projects only the new tokens
+    if not kv_first:
+        q = b.gemm(f"{prefix}.q", layer, "q", "attention", q_rows, s.hidden, s.inner, bias=bias, reads=x)
+    k = b.gemm(f"{prefix}.k", layer, "k", "attention", new_rows, s.hidden, s.kv_inner, bias=bias, reads=source)
+    v = b.gemm(f"{prefix}.v", layer, "v", "attention", new_rows, s.hidden, s.kv_inner, bias=bias, reads=source)
+    if kv_first:
+        q = b.gemm(f"{prefix}.q", layer, "q", "attention", q_rows, s.hidden, s.inner, bias=bias, reads=x)
+    return q, k, v
+
+
+def _scores_and_values(b: OpBuilder, prefix: str, layer: int, s: AttentionShape, q: str, k: str, v: str, *,
+                       scale: str | None, score_adds: tuple[str, ...], position_bias: str | None) -> None:
+    """QK^T, its scaling and additive terms, softmax and AV (grouped-query heads stacked as rows)."""
     score_elements = s.batch * s.heads * s.q_len * s.kv_len
     products, rows = s.batch * s.heads // s.group, s.group * s.q_len
     b.bmm(f"{prefix}.qk", layer, "bmm_qk", "attention", products, rows, s.head_dim, s.kv_len, reads=(q, k))
@@ -111,8 +128,6 @@ def attention(b: OpBuilder, prefix: str, layer: int, shape: AttentionShape, *, b
         b.vector(f"{prefix}.{term}_add", layer, "add", "attention", score_elements, reads=(b.current, *extra))
     b.vector(f"{prefix}.softmax", layer, "softmax", "attention", score_elements)
     b.bmm(f"{prefix}.av", layer, "bmm_av", "attention", products, rows, s.kv_len, s.head_dim, reads=(b.current, v))
-    return b.gemm(f"{prefix}.out", layer, "attn_out", "attention", q_rows, s.inner, s.hidden,
-                  bias=bias if out_bias is None else out_bias)
 
 
 def feed_forward(b: OpBuilder, prefix: str, layer: int, rows: int, hidden: int, inner: int, activation: str,
