@@ -35,14 +35,10 @@ class OPTFamily(Family):
         check_context(wl, cfg["max_position_embeddings"], "max_position_embeddings")
         return wl
 
-    def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:  # noqa: C901 - to split (issue 25)
-        hidden, heads, batch = cfg["hidden_size"], cfg["num_attention_heads"], wl.batch
-        words = cfg.get("word_embed_proj_dim") or hidden
-        pre_norm = cfg.get("do_layer_norm_before", True)
-        affine = cfg.get("layer_norm_elementwise_affine", True)
-        bias = cfg.get("enable_bias", True)
-        new, context = (wl.tokens, wl.tokens) if wl.phase == "prefill" else (1, wl.tokens + 1)
-        rows = batch * new
+    @staticmethod
+    def embeddings(cfg: Mapping[str, Any], b: OpBuilder, rows: int, words: int) -> str:
+        """Token embeddings (projected in when narrower than the model) plus learned positions."""
+        hidden = cfg["hidden_size"]
         ids = b.input("input_ids", rows, bits=32)
         tokens = b.vector("embed_tokens", -1, "embedding", "embedding", rows * words,
                           weight_params=cfg["vocab_size"] * words, reads=(ids,))
@@ -52,7 +48,17 @@ class OPTFamily(Family):
             tokens = b.gemm("project_in", -1, "feature_proj", "embedding", rows, words, hidden, bias=False,
                             reads=tokens)
         b.current = tokens
-        x = b.add("embeddings.add_positions", -1, "embedding", rows * hidden, positions)
+        return b.add("embeddings.add_positions", -1, "embedding", rows * hidden, positions)
+
+    def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
+        hidden, heads, batch = cfg["hidden_size"], cfg["num_attention_heads"], wl.batch
+        words = cfg.get("word_embed_proj_dim") or hidden
+        pre_norm = cfg.get("do_layer_norm_before", True)
+        affine = cfg.get("layer_norm_elementwise_affine", True)
+        bias = cfg.get("enable_bias", True)
+        new, context = (wl.tokens, wl.tokens) if wl.phase == "prefill" else (1, wl.tokens + 1)
+        rows = batch * new
+        x = self.embeddings(cfg, b, rows, words)
         shape = AttentionShape(batch, new, context, hidden, heads, hidden // heads)
         act = "relu" if cfg.get("activation_function", "relu") == "relu" else "gelu"
 

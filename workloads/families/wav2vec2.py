@@ -69,13 +69,12 @@ class Wav2Vec2Family(Family):
             raise InputError(f"audio of {samples} samples is shorter than one frame ({field} samples)")
         return replace(wl, audio_samples=samples, tokens=self.conv_lengths(cfg, samples)[-1])
 
-    def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:  # noqa: C901 - to split (issue 25)
-        hidden, inner, heads = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_attention_heads"]
-        batch, frames = wl.batch, wl.tokens
+    def feature_encoder(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> int:
+        """The convolutional feature encoder over the raw audio; returns its output channels."""
         conv_bias = cfg.get("conv_bias", False)
         layer_norm = cfg.get("feat_extract_norm", "group") == "layer"
         act = cfg.get("feat_extract_activation", "gelu")
-        channels_in = 1
+        channels_in, batch = 1, wl.batch
         b.input("input_values", batch * wl.audio_samples)
         for i, length in enumerate(self.conv_lengths(cfg, wl.audio_samples)):
             out = cfg["conv_dim"][i]
@@ -89,6 +88,12 @@ class Wav2Vec2Family(Family):
                          weight_params=out, bias_params=out)
             b.vector(f"{p}.{act}", -1, act, "frontend", batch * length * out)
             channels_in = out
+        return channels_in
+
+    def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
+        hidden, inner, heads = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_attention_heads"]
+        batch, frames = wl.batch, wl.tokens
+        channels_in = self.feature_encoder(cfg, wl, b)
         rows = batch * frames
         b.layernorm("feature_projection.layernorm", -1, "frontend", rows, channels_in)
         projected = b.gemm("feature_projection", -1, "feature_proj", "frontend", rows, channels_in, hidden)
