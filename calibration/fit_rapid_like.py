@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from simulator.analysis.paper import (
-    WorkloadKnobs,
+    ReproductionSetup,
     load_paper_targets,
     load_setup,
     load_tolerances,
@@ -40,6 +40,8 @@ from simulator.analysis.paper import (
 from simulator.analysis.reproduce import reproduce_figures
 from simulator.engine import simulate
 from simulator.spec.hardware import Hardware, load_hardware
+from simulator.spec.run_config import Policy
+from simulator.spec.workload_knobs import WorkloadKnobs
 
 # Fitted SFU parameters: each sets the cost of its roles times a fixed pass count. The per-sequence
 # figures separate them: softmax grows with tokens squared, element-wise work with tokens, and
@@ -124,17 +126,11 @@ def score(figures: dict[str, float], targets: dict[str, float]) -> tuple[float, 
     return max(errors), sum(e * e for e in errors) / len(errors)
 
 
-def main() -> None:  # noqa: C901 - to split (issue 25)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a small grid (for a smoke run)")
-    args = parser.parse_args()
-    setup = load_setup()
-    targets = load_paper_targets()
-    policies = setup_policies(setup)
-    base = load_hardware(setup.hardware)
+def grid(setup: ReproductionSetup, targets: dict[str, float], policies: dict[str, Policy], base: Hardware,
+         shapes: list[tuple[int, int]], frame_counts: list[int]) -> list[tuple]:
+    """Every (array shape, wav2vec2 frames) whose least-squares SFU costs are positive, scored:
+    (score, rows, cols, frames, costs, figures), in grid order."""
     lanes = base.sfu.lanes
-    shapes = [(8, 64), (8, 128)] if args.quick else [(r, c) for r in (4, 8, 16) for c in (64, 128, 256, 512)]
-    frame_counts = [750] if args.quick else list(range(600, 801, 25))
     models = list(setup.models)
     unit = {group: 1.0 for group in COST_GROUPS}
     candidates = []
@@ -151,28 +147,30 @@ def main() -> None:  # noqa: C901 - to split (issue 25)
             hardware = with_changes(base, rows, cols, rounded)
             figures = reproduce_figures(traces, hardware, policies).figures
             candidates.append((score(figures, targets), rows, cols, frames, rounded, figures))
-    if not candidates:
-        sys.exit("no candidate gave positive SFU costs")
-    candidates.sort(key=lambda c: c[0])
-    worst, rows, cols, frames, costs, figures = candidates[0]
+    return candidates
+
+
+def refine(best: tuple, setup: ReproductionSetup, targets: dict[str, float], policies: dict[str, Policy],
+           base: Hardware) -> tuple:
+    """The best candidate's costs refined by coordinate search (steps of 10% halved down to 0.5%)."""
+    worst, rows, cols, frames, costs, figures = best
     traces = setup_traces(setup, {"wav2vec2-large": WorkloadKnobs(tokens=frames)})
-
-    def evaluate(trial: dict[str, float]) -> tuple[float, dict[str, float]]:
-        found = reproduce_figures(traces, with_changes(base, rows, cols, trial), policies).figures
-        return score(found, targets), found
-
     step = 0.1
     while step > 0.004:
         improved = False
         for group in costs:
             for factor in (1 + step, 1 - step):
                 trial = {**costs, group: float(f"{costs[group] * factor:.3g}")}
-                trial_score, trial_figures = evaluate(trial)
+                found = reproduce_figures(traces, with_changes(base, rows, cols, trial), policies).figures
+                trial_score = score(found, targets)
                 if trial_score < worst:
-                    worst, costs, figures, improved = trial_score, trial, trial_figures, True
+                    worst, costs, figures, improved = trial_score, trial, found, True
         if not improved:
             step /= 2
-    candidates[0] = (worst, rows, cols, frames, costs, figures)
+    return worst, rows, cols, frames, costs, figures
+
+
+def report(candidates: list[tuple], targets: dict[str, float]) -> None:
     print("(worst, mean square) error / tolerance, rows x cols, wav2vec2 frames, SFU cycles per element per lane")
     for worst, rows, cols, frames, costs, _ in candidates[:10]:
         print(f"({worst[0]:.3f}, {worst[1]:.3f})  {rows:3d} x {cols:<4d} {frames:4d}  {costs}")
@@ -185,6 +183,24 @@ def main() -> None:  # noqa: C901 - to split (issue 25)
     print("\nsfu.cycles_per_element:")
     for group, value in costs.items():
         print(f"  {group:<13} {value}  x passes {COST_GROUPS[group]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a small grid (for a smoke run)")
+    args = parser.parse_args()
+    setup = load_setup()
+    targets = load_paper_targets()
+    policies = setup_policies(setup)
+    base = load_hardware(setup.hardware)
+    shapes = [(8, 64), (8, 128)] if args.quick else [(r, c) for r in (4, 8, 16) for c in (64, 128, 256, 512)]
+    frame_counts = [750] if args.quick else list(range(600, 801, 25))
+    candidates = grid(setup, targets, policies, base, shapes, frame_counts)
+    if not candidates:
+        sys.exit("no candidate gave positive SFU costs")
+    candidates.sort(key=lambda c: c[0])
+    candidates[0] = refine(candidates[0], setup, targets, policies, base)
+    report(candidates, targets)
 
 
 if __name__ == "__main__":
