@@ -94,220 +94,302 @@ def _kv_scale_group(state: Tensor, reader: Op, per: str, sequences: int) -> int:
     return group
 
 
-def lower(trace: Trace, plan: Plan) -> Lowered:  # noqa: C901 - to split (issue 25)
-    """The steps of ``trace`` under ``plan`` (a run config bound to a hardware)."""
-    hardware, policy = plan.hardware, plan.policy
-    sfu = hardware.sfu_precision
-    spec = policy.config.precision
-    in_pe = {parse_precision(name) for name in hardware.dequantize_in_pe}
-    tensors: dict[str, Tensor] = {}
-    notes: dict[str, None] = {}
+def lower(trace: Trace, plan: Plan) -> Lowered:
+    """The steps of ``trace`` under ``plan`` (a run config bound to a hardware), in passes over one
+    context: the tensors' stored formats (KV caches included), then each op in turn (its compute format,
+    its operands' conversions, cache appends and N:M selection, its weights' dequantization, the matrix
+    step and its epilogue), then the checks that need the whole pass."""
+    context = _Lowering(trace, plan)
+    context.store_tensors()
+    for op in trace:
+        if op.held:  # stored weights no work of this pass reads: no step
+            continue
+        if op.is_matrix:
+            context.matrix_op(op)
+        else:
+            context.steps.append(Step(op, "sfu", False, context.sfu, op.reads, op.writes))
+    context.check_per_token()
+    return Lowered(tuple(context.steps), context.tensors, context.appends, tuple(context.notes),
+                   frozenset(context.filter_streams))
 
-    def attention_sparsity(op: Op) -> tuple[SparsityPattern, SparsityPattern] | None:
-        pattern, runs_at, note = plan.attention_sparsity(op)
+
+def _pruned(tensor: Tensor, pattern: SparsityPattern, row: int) -> Tensor:
+    return replace(tensor, nm_kept=pattern.n, nm_group=pattern.m, nm_row=row)
+
+
+@dataclass
+class _Formats:
+    """What one matrix op computes in, and how its operands and output get there."""
+
+    operands: list[Precision]  # A (and B of a BMM) as the op reads them
+    weights: Precision | None
+    second: Precision  # B's stored format (the weights', or a BMM's second operand's before any widening)
+    compute: Precision
+    described: str  # "int4 x fp16": the stored formats, for notes and the step's ``operands``
+
+
+class _Lowering:
+    """The context the passes share: the tensor table, the steps so far, and what was converted once."""
+
+    def __init__(self, trace: Trace, plan: Plan) -> None:
+        self.trace, self.plan = trace, plan
+        self.hardware, self.policy = plan.hardware, plan.policy
+        self.sfu = self.hardware.sfu_precision
+        self.spec = self.policy.config.precision
+        self.in_pe = {parse_precision(name) for name in self.hardware.dequantize_in_pe}
+        self.tensors: dict[str, Tensor] = {}
+        self.notes: dict[str, None] = {}
+        self.steps: list[Step] = []
+        self.converted: dict[tuple[str, Precision, int], str] = {}  # (activation, format, elements) -> its copy
+        self.appends: dict[str, str] = {}
+        self.filter_streams: set[str] = set()
+        self.selected: dict[str, str] = {}  # activation -> its pruned copy
+        self.state_format: dict[str, Precision] = {}
+        self.filled_by: dict[str, str] = {}
+        self.per_token = self.spec.activation_scales.per == "token"
+        outliers = self.policy.config.outliers
+        self.outlier_dims = outliers.dims if outliers is not None else 0
+        self.outlier_format = parse_precision(outliers.precision) if outliers is not None else self.sfu
+
+    # --- pass 1: stored formats ---------------------------------------------------------------------
+
+    def attention_sparsity(self, op: Op) -> tuple[SparsityPattern, SparsityPattern] | None:
+        pattern, runs_at, note = self.plan.attention_sparsity(op)
         if note is not None:
-            notes[note] = None
+            self.notes[note] = None
         return (pattern, runs_at) if pattern is not None and runs_at is not None else None
 
-    def pruned(tensor: Tensor, pattern: SparsityPattern, row: int) -> Tensor:
-        return replace(tensor, nm_kept=pattern.n, nm_group=pattern.m, nm_row=row)
+    def store_tensors(self) -> None:
+        """Activations and inputs in the SFU's format; a KV cache in ``precision.kv_cache``, else in the
+        activation format of the first matrix op that reads it (a decode step) or reads the activation
+        that fills it (a prefill)."""
+        tensors, sfu = self.tensors, self.sfu
+        for name, tensor in self.trace.tensors.items():
+            bits = tensor.bits or (sfu.bits if tensor.kind in ("input", "activation") else 0)
+            tensors[name] = tensor if bits == tensor.bits else replace(tensor, bits=bits)
+        self.filled_by = {t.source: name for name, t in tensors.items() if t.kind == "state" and t.source}
+        sequences = int(self.trace.workload.get("batch", 1))
+        for op in self.trace:
+            for index, name in enumerate(op.reads[: 2 if op.kind == "bmm" else 1] if op.is_matrix else ()):
+                state = name if tensors[name].kind == "state" else self.filled_by.get(name)
+                if state is not None and state not in self.state_format:
+                    self.store_cache(state, op, index, sequences)
+        for name, tensor in tensors.items():
+            if tensor.kind == "state" and name not in self.state_format:
+                tensors[name] = replace(tensor, bits=sfu.bits)
 
-    for name, tensor in trace.tensors.items():
-        bits = tensor.bits or (sfu.bits if tensor.kind in ("input", "activation") else 0)
-        tensors[name] = tensor if bits == tensor.bits else replace(tensor, bits=bits)
-    # A KV cache is stored in ``precision.kv_cache``, else in the activation format of the first matrix op
-    # that reads it (a decode step) or reads the activation that fills it (a prefill).
-    filled_by = {tensor.source: name for name, tensor in tensors.items() if tensor.kind == "state" and tensor.source}
-    state_format: dict[str, Precision] = {}
-    sequences = int(trace.workload.get("batch", 1))
-    for op in trace:
-        for index, name in enumerate(op.reads[: 2 if op.kind == "bmm" else 1] if op.is_matrix else ()):
-            state = name if tensors[name].kind == "state" else filled_by.get(name)
-            if state is None or state in state_format:
-                continue
-            kv = state_format[state] = policy.kv_cache_precision(op)
-            scales = spec.effective_kv_scales(kv) if spec.kv_cache is not None else None
-            group = _kv_scale_group(tensors[state], op, scales.per, sequences) if scales else 0
-            tensors[state] = replace(tensors[state], bits=kv.bits, scale_group=group,
-                                     scale_bits=scales.scale_bits + scales.zero_point_bits if scales and group else 0)
-            sparse = attention_sparsity(op) if PRUNED_OPERAND.get(op.role) == index else None
-            if sparse is not None:  # pruned keys: the cache keeps them compressed
-                tensors[state] = pruned(tensors[state], sparse[0], op.k)
-    for name, tensor in tensors.items():
-        if tensor.kind == "state" and name not in state_format:
-            tensors[name] = replace(tensor, bits=sfu.bits)
-    per_token = spec.activation_scales.per == "token"
-    steps: list[Step] = []
-    converted: dict[tuple[str, Precision, int], str] = {}  # (activation, format, elements) -> its copy
-    appends: dict[str, str] = {}
-    filter_streams: set[str] = set()
+    def store_cache(self, state: str, op: Op, index: int, sequences: int) -> None:
+        """The KV cache ``state``, first read by operand ``index`` of ``op``: its format, its scales and,
+        for pruned keys, the pattern it keeps them compressed in."""
+        spec = self.spec
+        kv = self.state_format[state] = self.policy.kv_cache_precision(op)
+        scales = spec.effective_kv_scales(kv) if spec.kv_cache is not None else None
+        group = _kv_scale_group(self.tensors[state], op, scales.per, sequences) if scales else 0
+        self.tensors[state] = replace(self.tensors[state], bits=kv.bits, scale_group=group,
+                                      scale_bits=scales.scale_bits + scales.zero_point_bits if scales and group else 0)
+        sparse = self.attention_sparsity(op) if PRUNED_OPERAND.get(op.role) == index else None
+        if sparse is not None:  # pruned keys: the cache keeps them compressed
+            self.tensors[state] = _pruned(self.tensors[state], sparse[0], op.k)
 
-    def add_tensor(name: str, elements: int, bits: int, scale_group: int = 0, scale_bits: int = 0) -> str:
-        tensors[name] = Tensor(name, "activation", elements, bits=bits, scale_group=scale_group,
-                               scale_bits=scale_bits)
+    # --- building blocks: tensors and inserted steps ------------------------------------------------
+
+    def add_tensor(self, name: str, elements: int, bits: int, scale_group: int = 0, scale_bits: int = 0) -> str:
+        self.tensors[name] = Tensor(name, "activation", elements, bits=bits, scale_group=scale_group,
+                                    scale_bits=scale_bits)
         return name
 
-    def sfu_step(op: Op, role: str, suffix: str, elements: int, reads: tuple[str, ...], writes: tuple[str, ...],
-                 ) -> None:
+    def sfu_step(self, op: Op, role: str, suffix: str, elements: int, reads: tuple[str, ...],
+                 writes: tuple[str, ...]) -> None:
         inserted = Op(f"{op.name}.{suffix}", op.layer, role, op.group, "vector", elements=elements)
-        steps.append(Step(inserted, "sfu", True, sfu, reads, writes))
+        self.steps.append(Step(inserted, "sfu", True, self.sfu, reads, writes))
 
-    def convert(op: Op, suffix: str, source: str, elements: int, fmt: Precision, rows: tuple[int, int] | None,
-                ) -> str:
+    def convert(self, op: Op, suffix: str, source: str, elements: int, fmt: Precision,
+                rows: tuple[int, int] | None) -> str:
         """``elements`` of the activation ``source`` in ``fmt``: itself, the copy an earlier step made, or a
         new quantize step's output (after an absmax step finding per-token scales, when ``rows`` gives the
         tokens and the config asks for them)."""
-        if fmt == sfu:
+        if fmt == self.sfu:
             return source
         key = (source, fmt, elements)
-        if key not in converted:
-            token_rows = rows if per_token and takes_scales(fmt) else None  # (tokens, elements per token)
-            group, scale_bits = (token_rows[1], spec.activation_scales.scale_bits) if token_rows else (0, 0)
+        if key not in self.converted:
+            token_rows = rows if self.per_token and takes_scales(fmt) else None  # (tokens, elements per token)
+            group, scale_bits = (token_rows[1], self.spec.activation_scales.scale_bits) if token_rows else (0, 0)
             if fmt.block is not None:  # MX/NVFP4: the block scales travel with the elements
                 group, scale_bits = fmt.block.block, fmt.block.scale_bits
-            converted[key] = add_tensor(f"{op.name}.{suffix}", elements, fmt.bits, group, scale_bits)
+            self.converted[key] = self.add_tensor(f"{op.name}.{suffix}", elements, fmt.bits, group, scale_bits)
             reads: tuple[str, ...] = (source,)
             if token_rows:
-                scales = add_tensor(f"{op.name}.{suffix}_scales", token_rows[0], scale_bits)
-                sfu_step(op, "absmax", f"{suffix}_absmax", elements, (source,), (scales,))
+                scales = self.add_tensor(f"{op.name}.{suffix}_scales", token_rows[0], scale_bits)
+                self.sfu_step(op, "absmax", f"{suffix}_absmax", elements, (source,), (scales,))
                 reads = (source, scales)
-            sfu_step(op, "quantize", suffix, elements, reads, (converted[key],))
-        return converted[key]
+            self.sfu_step(op, "quantize", suffix, elements, reads, (self.converted[key],))
+        return self.converted[key]
 
-    def dequantize(op: Op, suffix: str, source: str, elements: int, fmt: Precision,
+    def dequantize(self, op: Op, suffix: str, source: str, elements: int, fmt: Precision,
                    kept: SparsityPattern | None = None) -> str:
         """A stored operand (weights, a quantized cache) dequantized into ``fmt`` by the vector unit, tile by
         tile on its way into the filter buffer. A pruned one (a ``kept`` pattern along K, or a pruned
         cache) stays compressed: only its kept values are scaled, for PEs that skip the rest."""
-        stored = tensors[source]
+        stored = self.tensors[source]
         if kept is None and stored.nm_group:
             kept = SparsityPattern(stored.nm_kept, stored.nm_group)
-        out = add_tensor(f"{op.name}.{suffix}", elements, fmt.bits)
+        out = self.add_tensor(f"{op.name}.{suffix}", elements, fmt.bits)
         if kept is not None:
-            tensors[out] = pruned(tensors[out], kept, op.k)
-        sfu_step(op, "dequantize", suffix, tensors[out].values_of(elements), (source,), (out,))
-        filter_streams.add(out)
+            self.tensors[out] = _pruned(self.tensors[out], kept, op.k)
+        self.sfu_step(op, "dequantize", suffix, self.tensors[out].values_of(elements), (source,), (out,))
+        self.filter_streams.add(out)
         return out
 
-    selected: dict[str, str] = {}  # activation -> its pruned copy
-
-    def select(op: Op, suffix: str, source: str, pattern: SparsityPattern) -> str:
+    def select(self, op: Op, suffix: str, source: str, pattern: SparsityPattern) -> str:
         """The N:M-pruned copy of the activation ``source`` along rows of ``op.k`` (the product's K): the
         vector unit keeps the N largest of every M values and writes them compressed, with positions."""
-        if source not in selected:
-            tensor = tensors[source]
-            out = selected[source] = f"{op.name}.{suffix}"
-            tensors[out] = pruned(replace(tensor, name=out, kind="activation"), pattern, op.k)
-            sfu_step(op, "nm_select", suffix, tensor.elements, (source,), (out,))
-        return selected[source]
+        if source not in self.selected:
+            tensor = self.tensors[source]
+            out = self.selected[source] = f"{op.name}.{suffix}"
+            self.tensors[out] = _pruned(replace(tensor, name=out, kind="activation"), pattern, op.k)
+            self.sfu_step(op, "nm_select", suffix, tensor.elements, (source,), (out,))
+        return self.selected[source]
 
-    outliers = policy.config.outliers
-    outlier_format = parse_precision(outliers.precision) if outliers is not None else sfu
-
-    def outlier_product(op: Op, rows: int, source: str, out_elements: int) -> str:
+    def outlier_product(self, op: Op, rows: int, source: str, out_elements: int) -> str:
         """The ``rows`` outlier input dimensions of a weight matrix times the activation's matching columns,
         at the outlier precision, as a step of its own; its output, which the main product's adds."""
         product = Op(f"{op.name}.outliers", op.layer, op.role, op.group, op.kind, batch=op.batch, m=op.m, k=rows,
                      n=op.n)
-        fmt = hardware.compute_precision(outlier_format)
-        operand = convert(product, "quantize", source, op.batch * op.m * rows, outlier_format, None)
-        result = add_tensor(f"{product.name}.result", out_elements, fmt.bits)
-        steps.append(Step(product, "array", True, fmt, (operand,), (result,), str(outlier_format)))
+        fmt = self.hardware.compute_precision(self.outlier_format)
+        operand = self.convert(product, "quantize", source, op.batch * op.m * rows, self.outlier_format, None)
+        result = self.add_tensor(f"{product.name}.result", out_elements, fmt.bits)
+        self.steps.append(Step(product, "array", True, fmt, (operand,), (result,), str(self.outlier_format)))
         return result
 
-    for op in trace:
-        if op.held:  # stored weights no work of this pass reads: no step
-            continue
-        if not op.is_matrix:
-            steps.append(Step(op, "sfu", False, sfu, op.reads, op.writes))
-            continue
-        activations = policy.activation_precision(op)
-        weights = policy.weight_precision(op) if op.has_weight_operand else None
-        sparse = attention_sparsity(op) if op.kind == "bmm" else None
-        pruned_index = PRUNED_OPERAND[op.role] if sparse is not None else -1
-        pruned_pattern = sparse[0] if sparse is not None else None
-        operands = 2 if op.kind == "bmm" else 1
-        reads = list(op.reads)
-        stored_as, outlier_rows = None, outliers.dims if outliers is not None and weights is not None else 0
+    # --- pass 2: each matrix op -----------------------------------------------------------------------
+
+    def matrix_op(self, op: Op) -> None:
+        """One matrix op: its formats, its operands' conversions, its weights' dequantization, the array
+        step, and the epilogue that brings its output back to the SFU's format."""
+        sparse = self.attention_sparsity(op) if op.kind == "bmm" else None
+        formats = self.formats(op)
+        outlier_rows = self.outlier_dims if formats.weights is not None else 0
+        stored_as = None
         if outlier_rows:  # the outlier rows of K are a product of their own, at their precision
             stored_as, op = op, replace(op, k=op.k - outlier_rows)
-        formats = [activations] * operands
-        if operands == 2 and tensors[reads[1]].kind == "state":
-            formats[1] = state_format[reads[1]]
-        second = weights if weights is not None else formats[1]
-        compute = hardware.compute_precision(second, formats[0])
-        ideal = compute_format(second, formats[0], [*_ANY_ARRAY, second, formats[0]])
-        described = str(second) if second == formats[0] else f"{second} x {formats[0]}"
+        reads = self.operand_reads(op, formats, sparse)
+        operands = len(formats.operands)
+        weights, compute = formats.weights, formats.compute
+        scaled_weights = (weights is not None and _scales_along_k(weights, self.spec) and weights != compute
+                          and not _same_blocks(weights, compute))
+        if scaled_weights and weights not in self.in_pe:  # group/block scales vary along K: applied per weight
+            kept = self.plan.compressed_pattern(op)  # N:M weights the PEs skip stay compressed
+            reads[operands] = self.dequantize(op, "dequantize_w", reads[operands], op.batch * op.k * op.n, compute,
+                                              kept)
+        # The output leaves the array in the SFU's format, or is dequantized (scaled) into it.
+        converts = (compute != self.sfu or formats.operands[0] != self.sfu
+                    or (weights is not None and not scaled_weights and _takes_scales(weights)))
+        same = formats.second == formats.operands[0] == compute
+        described_step = str(compute) if same else formats.described.replace(" x ", "/")
+        pattern, runs_at = sparse if sparse is not None else (None, None)
+        step = Step(op, "array", False, compute, tuple(reads), op.writes, described_step, stored_as, pattern,
+                    runs_at)
+        self.epilogue(step, operands, converts, outlier_rows)
+
+    def formats(self, op: Op) -> _Formats:
+        """The formats ``op``'s operands are read in and the array computes in (noting a wider unit)."""
+        activations = self.policy.activation_precision(op)
+        weights = self.policy.weight_precision(op) if op.has_weight_operand else None
+        operands = [activations] * (2 if op.kind == "bmm" else 1)
+        if len(operands) == 2 and self.tensors[op.reads[1]].kind == "state":
+            operands[1] = self.state_format[op.reads[1]]
+        second = weights if weights is not None else operands[1]
+        compute = self.hardware.compute_precision(second, operands[0])
+        ideal = compute_format(second, operands[0], [*_ANY_ARRAY, second, operands[0]])
+        described = str(second) if second == operands[0] else f"{second} x {operands[0]}"
         if compute != ideal:
-            notes[f"{described} runs at {compute} on {hardware.name} (no {ideal} MAC units)"] = None
+            self.notes[f"{described} runs at {compute} on {self.hardware.name} (no {ideal} MAC units)"] = None
         if activations.block is not None and compute != activations:  # no unit applies their block scales
-            notes[f"{activations} activations stay in {compute} on {hardware.name} (it has no {activations} "
-                  "units to apply their block scales)"] = None
-            activations = compute
-            formats = [compute if fmt.block is not None else fmt for fmt in formats]
+            self.notes[f"{activations} activations stay in {compute} on {self.hardware.name} (it has no "
+                       f"{activations} units to apply their block scales)"] = None
+            operands = [compute if fmt.block is not None else fmt for fmt in operands]
+        return _Formats(operands, weights, second, compute, described)
+
+    def operand_reads(self, op: Op, formats: _Formats, sparse: tuple[SparsityPattern, SparsityPattern] | None,
+                      ) -> list[str]:
+        """What the array step reads: each activation operand converted (and N:M-selected), a decode
+        step's cache with its new entries appended, a prefill's cache written as it is filled."""
+        reads = list(op.reads)
+        pruned_index = PRUNED_OPERAND[op.role] if sparse is not None else -1
+        pattern = sparse[0] if sparse is not None else None
+        operands = len(formats.operands)
         for index in range(operands):
             name = reads[index]
-            tensor = tensors[name]
+            tensor = self.tensors[name]
             suffix = "quantize" if operands == 1 else ("quantize_a", "quantize_b")[index]
-            rows = _operand_rows(op, index)
+            selected = pattern if index == pruned_index else None
             if tensor.kind == "state":  # a decode step: only the new entries are converted and appended
-                if tensor.source:
-                    appends[name] = convert(op, suffix, tensor.source, tensor.appended, state_format[name],
-                                            (tensor.appended // tensor.scale_group, tensor.scale_group)
-                                            if tensor.scale_group else None)
-                    if index == pruned_index and pruned_pattern is not None:
-                        appends[name] = select(op, f"{suffix}_select", appends[name], pruned_pattern)
-                if tensor.scale_group and formats[index] not in in_pe:  # scales along the product: applied first
-                    reads[index] = dequantize(op, "dequantize_b", name, _operand_elements(op, index), compute)
+                self.append_to_cache(op, name, suffix, selected)
+                if tensor.scale_group and formats.operands[index] not in self.in_pe:  # scales along the product
+                    reads[index] = self.dequantize(op, "dequantize_b", name, _operand_elements(op, index),
+                                                   formats.compute)
                 continue
-            elements = _operand_elements(op, index)
-            reads[index] = convert(op, suffix, name, elements, formats[index], rows)
-            if index == pruned_index and pruned_pattern is not None:
-                reads[index] = select(op, suffix.replace("quantize", "select"), reads[index], pruned_pattern)
-            state = filled_by.get(name)
-            if state is not None and state not in appends:  # a prefill: the cache is written as it is filled
-                cache = tensors[state]
-                appends[state] = convert(op, f"{suffix}_cache", name, tensors[name].elements, state_format[state],
-                                         (tensors[name].elements // cache.scale_group, cache.scale_group)
-                                         if cache.scale_group else None)
-                if index == pruned_index and pruned_pattern is not None:
-                    appends[state] = select(op, f"{suffix}_cache_select", appends[state], pruned_pattern)
-        scaled_weights = (weights is not None and _scales_along_k(weights, spec) and weights != compute
-                          and not _same_blocks(weights, compute))
-        if scaled_weights and weights not in in_pe:  # group/block scales vary along K: applied per weight
-            kept = plan.compressed_pattern(op)  # N:M weights the PEs skip stay compressed
-            reads[operands] = dequantize(op, "dequantize_w", reads[operands], op.batch * op.k * op.n, compute, kept)
-        out_elements = op.batch * op.m * op.n
-        # The output leaves the array in the SFU's format, or is dequantized (scaled) into it.
-        converts = compute != sfu or activations != sfu or (weights is not None and not scaled_weights
-                                                             and _takes_scales(weights))
+            reads[index] = self.convert(op, suffix, name, _operand_elements(op, index), formats.operands[index],
+                                        _operand_rows(op, index))
+            if selected is not None:
+                reads[index] = self.select(op, suffix.replace("quantize", "select"), reads[index], selected)
+            self.fill_cache(op, name, suffix, selected)
+        return reads
+
+    def append_to_cache(self, op: Op, state: str, suffix: str, selected: SparsityPattern | None) -> None:
+        """A decode step's new cache entries, converted from the activation that holds them (and selected)."""
+        tensor = self.tensors[state]
+        if not tensor.source:
+            return
+        rows = (tensor.appended // tensor.scale_group, tensor.scale_group) if tensor.scale_group else None
+        self.appends[state] = self.convert(op, suffix, tensor.source, tensor.appended, self.state_format[state], rows)
+        if selected is not None:
+            self.appends[state] = self.select(op, f"{suffix}_select", self.appends[state], selected)
+
+    def fill_cache(self, op: Op, name: str, suffix: str, selected: SparsityPattern | None) -> None:
+        """A prefill writes the cache that ``name`` fills as it is filled, in the cache's format."""
+        state = self.filled_by.get(name)
+        if state is None or state in self.appends:
+            return
+        cache = self.tensors[state]
+        elements = self.tensors[name].elements
+        rows = (elements // cache.scale_group, cache.scale_group) if cache.scale_group else None
+        self.appends[state] = self.convert(op, f"{suffix}_cache", name, elements, self.state_format[state], rows)
+        if selected is not None:
+            self.appends[state] = self.select(op, f"{suffix}_cache_select", self.appends[state], selected)
+
+    def epilogue(self, step: Step, operands: int, converts: bool, outlier_rows: int) -> None:
+        """The array step, and after it what its output needs: a dequantize into the SFU's format, the
+        outlier product's add, the bias add (each an SFU step; the last writes the op's output)."""
+        op, compute, reads = step.op, step.precision, step.reads
         epilogue = [role for role, needed in (("dequantize", converts), ("add", bool(outlier_rows)),
                                               ("bias", bool(op.bias_params))) if needed]
-        described_step = str(compute) if second == formats[0] == compute else described.replace(" x ", "/")
-        pattern, runs_at = sparse if sparse is not None else (None, None)
         if not epilogue:
-            steps.append(Step(op, "array", False, compute, tuple(reads), op.writes, described_step, stored_as,
-                              pattern, runs_at))
-            continue
+            self.steps.append(step)
+            return
+        out_elements = op.batch * op.m * op.n
         weight_reads = tuple(name for name in reads[operands:] if not name.endswith(".bias"))
         biases = tuple(name for name in reads[operands:] if name.endswith(".bias"))
-        out_bits = hardware.accumulator_bits if converts and not compute.is_float else compute.bits
-        current = add_tensor(f"{op.name}.result", out_elements, out_bits)
-        steps.append(Step(op, "array", False, compute, (*reads[:operands], *weight_reads), (current,),
-                          described_step, stored_as, pattern, runs_at))
+        out_bits = self.hardware.accumulator_bits if converts and not compute.is_float else compute.bits
+        current = self.add_tensor(f"{op.name}.result", out_elements, out_bits)
+        self.steps.append(replace(step, reads=(*reads[:operands], *weight_reads), writes=(current,)))
         extras = {"bias": biases}
         if outlier_rows:
-            extras["add"] = (outlier_product(op, outlier_rows, op.reads[0], out_elements),)
+            extras["add"] = (self.outlier_product(op, outlier_rows, op.reads[0], out_elements),)
         for position, role in enumerate(epilogue):
             last = position == len(epilogue) - 1
-            writes = op.writes if last else (add_tensor(f"{op.name}.{role}ed", out_elements, sfu.bits),)
-            sfu_step(op, role, "outliers_add" if role == "add" else role, out_elements,
-                     (current, *extras.get(role, ())), writes)
+            writes = op.writes if last else (self.add_tensor(f"{op.name}.{role}ed", out_elements, self.sfu.bits),)
+            self.sfu_step(op, role, "outliers_add" if role == "add" else role, out_elements,
+                          (current, *extras.get(role, ())), writes)
             current = writes[0]
-    if per_token and not any(step.op.role == "absmax" for step in steps):
-        raise InputError(f"{policy.name}: precision.activation_scales per token does not apply: no activation of "
-                         f"{trace.model} is quantized to an integer or FP8 format on {hardware.name}")
-    return Lowered(tuple(steps), tensors, appends, tuple(notes), frozenset(filter_streams))
+
+    # --- pass 3: checks over the whole pass -------------------------------------------------------------
+
+    def check_per_token(self) -> None:
+        if self.per_token and not any(step.op.role == "absmax" for step in self.steps):
+            raise InputError(f"{self.policy.name}: precision.activation_scales per token does not apply: no "
+                             f"activation of {self.trace.model} is quantized to an integer or FP8 format on "
+                             f"{self.hardware.name}")
 
 
 def _takes_scales(fmt: Precision) -> bool:
