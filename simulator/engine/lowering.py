@@ -23,9 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from simulator.formats.precision import Precision, compute_format, parse_precision
+from simulator.formats.scales import carries_scales, same_blocks, takes_scales
 from simulator.formats.sparsity import SparsityPattern
 from simulator.plan.binding import Plan
-from simulator.spec.run_config import PRUNED_OPERAND, takes_scales
+from simulator.spec.run_config import PRUNED_OPERAND
 from workloads.errors import InputError
 from workloads.ops import Op, Tensor, Trace
 
@@ -276,14 +277,14 @@ class _Lowering:
         operands = len(formats.operands)
         weights, compute = formats.weights, formats.compute
         scaled_weights = (weights is not None and _scales_along_k(weights, self.spec) and weights != compute
-                          and not _same_blocks(weights, compute))
+                          and not same_blocks(weights, compute))
         if scaled_weights and weights not in self.in_pe:  # group/block scales vary along K: applied per weight
             kept = self.plan.compressed_pattern(op)  # N:M weights the PEs skip stay compressed
             reads[operands] = self.dequantize(op, "dequantize_w", reads[operands], op.batch * op.k * op.n, compute,
                                               kept)
         # The output leaves the array in the SFU's format, or is dequantized (scaled) into it.
         converts = (compute != self.sfu or formats.operands[0] != self.sfu
-                    or (weights is not None and not scaled_weights and _takes_scales(weights)))
+                    or (weights is not None and not scaled_weights and carries_scales(weights)))
         same = formats.second == formats.operands[0] == compute
         described_step = str(compute) if same else formats.described.replace(" x ", "/")
         pattern, runs_at = sparse if sparse is not None else (None, None)
@@ -392,20 +393,8 @@ class _Lowering:
                              f"{self.hardware.name}")
 
 
-def _takes_scales(fmt: Precision) -> bool:
-    """Whether values in ``fmt`` carry scales of any kind (block formats their own)."""
-    return fmt.block is not None or takes_scales(fmt)
-
-
 def _scales_along_k(weights: Precision, spec) -> bool:
     """Whether ``weights`` carry scales that change along K (groups, MX/NVFP4 blocks)."""
     if weights.block is not None:
         return True
-    return _takes_scales(weights) and spec.effective_weight_scales.per == "group"
-
-
-def _same_blocks(stored: Precision, compute: Precision) -> bool:
-    """Whether a unit computing in the block format ``compute`` applies ``stored``'s block scales itself
-    (the same block size and scale format: MXFP4 weights on MXFP8 units widen only their elements)."""
-    mine, theirs = compute.block, stored.block
-    return mine is not None and theirs is not None and (mine.block, mine.scale) == (theirs.block, theirs.scale)
+    return carries_scales(weights) and spec.effective_weight_scales.per == "group"

@@ -29,7 +29,8 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from simulator.formats.precision import Precision, parse_precision
-from simulator.spec.run_config import Policy, takes_scales
+from simulator.formats.scales import takes_scales
+from simulator.spec.run_config import Policy
 from simulator.units import ceil_div
 from workloads.ops import Op, Trace, index_bits_per_value
 from workloads.vocabulary import GROUPS, LINEAR_ROLES

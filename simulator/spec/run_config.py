@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field, field_validator, model_validator
 
 from simulator.formats.precision import Precision, parse_precision
+from simulator.formats.scales import takes_scales
 from simulator.formats.sparsity import SparsityPattern
 from simulator.spec.config_io import StrictModel, read_yaml_mapping, validate
 from simulator.spec.precision_config import NATIVE, PrecisionConfig, check_format, parse_layer_range, resolve_side
@@ -296,9 +297,3 @@ def load_baseline(policy: Policy) -> Policy | None:
 
 def policy_from_dict(data: dict, source: str = "config") -> Policy:
     return Policy(validate(RunConfig, data, source))
-
-
-def takes_scales(precision: Precision) -> bool:
-    """Whether weights in ``precision`` take precision.weight_scales (integers and FP8; MX and NVFP4 carry
-    their own block scales, 16- and 32-bit floats none)."""
-    return precision.block is None and not (precision.is_float and precision.bits >= 16)
