@@ -39,60 +39,75 @@ def _column_nonzeros(mask: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
-def _cycles_from_counts(counts: np.ndarray, m: int, rows: int, cols: int, dataflow: int, pack: int,  # noqa: C901 - to split (issue 25)
+def _widest(counts: np.ndarray, start: int, stop: int) -> np.int64:
+    """The most non-zeros of any column in counts[start:stop] (0 for none)."""
+    widest = np.int64(0)
+    for col in range(start, stop):
+        widest = max(widest, counts[col])
+    return widest
+
+
+@njit(cache=True)
+def _is_folds(counts: np.ndarray, m64: np.int64, rows64: np.int64, cols64: np.int64, pack: int,
+              ) -> tuple[np.int64, np.int64, np.int64, np.int64]:
+    """is: one K mapping for every streamed column. (folds, isolated, steady, last) as in
+    _cycles_from_counts."""
+    depth = (_widest(counts, 0, counts.shape[0]) + pack - 1) // pack
+    folds = ((depth + rows64 - 1) // rows64) * ((m64 + cols64 - 1) // cols64)
+    stream = np.int64(counts.shape[0])
+    isolated = folds * (rows64 + cols64 + stream - 2 + rows64)
+    if folds == 0:
+        return folds, isolated, np.int64(0), np.int64(-1)
+    return folds, isolated, (folds - 1) * max(stream, rows64), stream
+
+
+@njit(cache=True)
+def _tiled_folds(counts: np.ndarray, m64: np.int64, rows64: np.int64, cols: int, dataflow: int, pack: int,
+                 ) -> tuple[np.int64, np.int64, np.int64, np.int64]:
+    """ws (K folds of each column tile, M streamed) or os (M on rows, each tile's lanes stream their
+    depth): (folds, isolated, steady, last) as in _cycles_from_counts."""
+    n = counts.shape[0]
+    cols64 = np.int64(cols)
+    folds = isolated = steady = np.int64(0)
+    last = np.int64(-1)
+    row_tiles = (m64 + rows64 - 1) // rows64
+    for start in range(0, n, cols):
+        depth = (_widest(counts, start, min(start + cols, n)) + pack - 1) // pack
+        if depth == 0:
+            continue
+        if dataflow == 1:  # os
+            tile_folds, stream = row_tiles, depth
+            isolated += tile_folds * (rows64 + cols64 + stream - 2)
+        else:  # ws
+            tile_folds, stream = (depth + rows64 - 1) // rows64, m64
+            isolated += tile_folds * (rows64 + cols64 + stream - 2 + rows64)
+        if last >= 0:  # the gap from the previous tile's last fold to this tile's first
+            steady += last + max(np.int64(0), rows64 - stream) if dataflow == 1 else max(last, rows64)
+        steady += (tile_folds - 1) * max(stream, rows64)
+        last = stream
+        folds += tile_folds
+    return folds, isolated, steady, last
+
+
+@njit(cache=True)
+def _cycles_from_counts(counts: np.ndarray, m: int, rows: int, cols: int, dataflow: int, pack: int,
                         scalesim: bool) -> tuple[np.int64, np.int64, np.int64]:
     """(compute cycles, folds, useful MACs) from per-column non-zero counts.
 
     Folds run in the order column tile, then K (ws) or M (os) tile. ``scalesim`` runs every fold alone
-    (SCALE-Sim's count, last cycle's index); the default pipelines them as timing.pipelined_cycles
-    does: each gap between fold starts is max(T, R) (os: T_f + max(0, R - T_(f+1))), then the last
-    fold streams and the array fills and drains once.
+    (SCALE-Sim's count, last cycle's index: the sum of whole folds, ``isolated``); the default pipelines
+    them as timing.pipelined_cycles does: each gap between fold starts is max(T, R) (os: T_f + max(0,
+    R - T_(f+1))), summed in ``steady`` over every fold but the last, then the last fold streams
+    (``last``) and the array fills and drains once.
     """
-    n = counts.shape[0]
-    folds = np.int64(0)
     macs = np.int64(0)
-    for col in range(n):
+    for col in range(counts.shape[0]):
         macs += counts[col] * np.int64(m)
     rows64, cols64, m64 = np.int64(rows), np.int64(cols), np.int64(m)
-    isolated = np.int64(0)  # scalesim: sum of whole folds
-    steady = np.int64(0)  # default: sum of max(T, R) over every fold but the last
-    last = np.int64(-1)  # default: the previous fold's streamed length (-1: none yet)
-    if dataflow == 2:  # is: one K mapping for every streamed column
-        widest = np.int64(0)
-        for col in range(n):
-            widest = max(widest, counts[col])
-        depth = (widest + pack - 1) // pack
-        folds = ((depth + rows64 - 1) // rows64) * ((m64 + cols64 - 1) // cols64)
-        stream = np.int64(n)
-        isolated = folds * (rows64 + cols64 + stream - 2 + rows64)
-        if folds > 0:
-            steady = (folds - 1) * max(stream, rows64)
-            last = stream
+    if dataflow == 2:
+        folds, isolated, steady, last = _is_folds(counts, m64, rows64, cols64, pack)
     else:
-        row_tiles = (m64 + rows64 - 1) // rows64
-        for start in range(0, n, cols):
-            widest = np.int64(0)
-            for col in range(start, min(start + cols, n)):
-                widest = max(widest, counts[col])
-            depth = (widest + pack - 1) // pack
-            if depth == 0:
-                continue
-            if dataflow == 1:  # os: M on rows, the tile's lanes stream `depth`
-                tile_folds = row_tiles
-                stream = depth
-                isolated += tile_folds * (rows64 + cols64 + stream - 2)
-            else:  # ws: K folds of the tile, M streamed
-                tile_folds = (depth + rows64 - 1) // rows64
-                stream = m64
-                isolated += tile_folds * (rows64 + cols64 + stream - 2 + rows64)
-            if last >= 0:  # the gap from the previous tile's last fold to this tile's first
-                if dataflow == 1:
-                    steady += last + max(np.int64(0), rows64 - stream)
-                else:
-                    steady += max(last, rows64)
-            steady += (tile_folds - 1) * max(stream, rows64)
-            last = stream
-            folds += tile_folds
+        folds, isolated, steady, last = _tiled_folds(counts, m64, rows64, cols, dataflow, pack)
     if folds == 0:
         return np.int64(0), np.int64(0), np.int64(0)
     if scalesim:
