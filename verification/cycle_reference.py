@@ -91,7 +91,7 @@ def _ws_folds(a: np.ndarray, b: np.ndarray, rows: int, cols: int, pack: int, mas
     return folds
 
 
-def _ws_machine(folds: list[_WsFold], rows: int, cols: int, out: np.ndarray, double_buffered: bool) -> int:  # noqa: C901 - to split (issue 25)
+def _ws_machine(folds: list[_WsFold], rows: int, cols: int, out: np.ndarray, double_buffered: bool) -> int:
     """Run weight-stationary folds through the array, adding outputs into ``out``; returns cycles taken."""
     count = len(folds)
     starts: list[int] = []  # cycle at which each fold's first activation entered row 0
@@ -109,91 +109,152 @@ def _ws_machine(folds: list[_WsFold], rows: int, cols: int, out: np.ndarray, dou
         stream_free = not double_buffered or not starts or cycle >= starts[-1] + folds[nxt - 1].acts.shape[0]
         if nxt < count and nxt in columns[0].loaded and stream_free:
             starts.append(cycle)
-        new_act: list[list[tuple[int, int] | None]] = [[None] * cols for _ in range(rows)]
-        new_psum: list[list[tuple[int, int, int] | None]] = [[None] * cols for _ in range(rows)]
-        for i in range(rows):
-            for j in range(cols):
-                if j == 0:
-                    token = None
-                    for f in range(len(starts) - 1, -1, -1):  # at most one fold streams into a row
-                        index = cycle - i - starts[f]
-                        if index >= 0:
-                            token = (f, index) if index < folds[f].acts.shape[0] else None
-                            break
-                    new_act[i][j] = token
-                else:
-                    new_act[i][j] = act[i][j - 1]
-                token = new_act[i][j]
-                if token is None:
-                    continue
-                f, index = token
-                held = active[i][j]
-                if held is None or held.fold != f:  # first activation of a new fold: swap in the shadow
-                    slot = columns[j].chain[i]
-                    assert slot is not None and slot.fold == f and slot.row == i and f in columns[j].loaded, (
-                        f"PE({i},{j}) needs tile {f} at cycle {cycle} but it is not in place")
-                    slot.consumed = True
-                    active[i][j] = held = slot
-                above = psum[i - 1][j] if i > 0 else (f, index, 0)
-                assert above is not None and above[:2] == (f, index), "partial sum out of step with its activation"
-                mac = sum(int(folds[f].acts[index, x]) * w for x, w in held.weights)
-                new_psum[i][j] = (f, index, above[2] + mac)
-        # Loaders: each column shifts its next tile in, one row per cycle, behind the swap wavefront.
+        new_act, new_psum = _ws_pe_step(folds, starts, columns, active, act, psum, cycle)
         for j, column in enumerate(columns):
-            if column.shifting < 0 and column.next_fold < count:
-                previous = column.next_fold - 1
-                if previous < 0:
-                    ready = True
-                elif double_buffered:
-                    top = active[0][j]
-                    ready = top is not None and top.fold == previous  # the top PE has swapped
-                else:
-                    ready = left[previous] == 0  # no double buffering: load once the array is empty
-                if ready:
-                    column.shifting, column.steps = column.next_fold, 0
-            if column.shifting < 0:
-                continue
-            f = column.shifting
-            front = column.chain[column.steps]
-            assert front is None or front.consumed or front.fold == f, (
-                f"column {j} overwrites a tile not yet swapped in at cycle {cycle}")
-            row = rows - 1 - column.steps  # the deepest row's weights enter first
-            # the tile's front moves one register down per cycle; registers below it keep their tile
-            column.chain[:column.steps + 1] = [_Slot(f, row, folds[f].pe_weights[row][j])] + column.chain[
-                :column.steps]
-            column.steps += 1
-            if column.steps == rows:
-                column.loaded.append(f)
-                column.shifting, column.next_fold = -1, f + 1
+            _ws_load_step(column, j, folds, active, left, rows, double_buffered, cycle)
         act, psum = new_act, new_psum
-        for j in range(cols):
-            if psum[rows - 1][j] is not None:
-                f, index, value = psum[rows - 1][j]
-                fold = folds[f]
-                if j < fold.width:
-                    out[fold.batch, index, fold.col0 + j] += value
-                left[f] -= 1
-                pending -= 1
+        pending -= _ws_drain(psum[rows - 1], folds, out, left)
         cycle += 1
     return cycle
 
 
-def _os_machine(a: np.ndarray, b: np.ndarray, rows: int, cols: int, pack: int, mask: np.ndarray | None,  # noqa: C901 - to split (issue 25)
+def _ws_feed(folds: list[_WsFold], starts: list[int], cycle: int, row: int) -> tuple[int, int] | None:
+    """The (fold, stream index) entering ``row`` at column 0 this cycle: at most one fold streams into a row."""
+    for f in range(len(starts) - 1, -1, -1):
+        index = cycle - row - starts[f]
+        if index >= 0:
+            return (f, index) if index < folds[f].acts.shape[0] else None
+    return None
+
+
+def _ws_pe_step(folds: list[_WsFold], starts: list[int], columns: list[_Column], active: list[list[_Slot | None]],
+                act: list[list[tuple[int, int] | None]], psum: list[list[tuple[int, int, int] | None]], cycle: int,
+                ) -> tuple[list[list[tuple[int, int] | None]], list[list[tuple[int, int, int] | None]]]:
+    """One cycle of every PE: activations move right, partial sums down, each PE swapping in its shadow
+    tile at a new fold's first activation. Returns the registers' next values."""
+    rows, cols = len(act), len(act[0])
+    new_act: list[list[tuple[int, int] | None]] = [[None] * cols for _ in range(rows)]
+    new_psum: list[list[tuple[int, int, int] | None]] = [[None] * cols for _ in range(rows)]
+    for i in range(rows):
+        for j in range(cols):
+            token = new_act[i][j] = _ws_feed(folds, starts, cycle, i) if j == 0 else act[i][j - 1]
+            if token is None:
+                continue
+            f, index = token
+            held = active[i][j]
+            if held is None or held.fold != f:  # first activation of a new fold: swap in the shadow
+                slot = columns[j].chain[i]
+                assert slot is not None and slot.fold == f and slot.row == i and f in columns[j].loaded, (
+                    f"PE({i},{j}) needs tile {f} at cycle {cycle} but it is not in place")
+                slot.consumed = True
+                active[i][j] = held = slot
+            above = psum[i - 1][j] if i > 0 else (f, index, 0)
+            assert above is not None and above[:2] == (f, index), "partial sum out of step with its activation"
+            mac = sum(int(folds[f].acts[index, x]) * w for x, w in held.weights)
+            new_psum[i][j] = (f, index, above[2] + mac)
+    return new_act, new_psum
+
+
+def _ws_load_step(column: _Column, j: int, folds: list[_WsFold], active: list[list[_Slot | None]], left: list[int],
+                  rows: int, double_buffered: bool, cycle: int) -> None:
+    """Column ``j``'s loader: it shifts its next tile in, one row per cycle, behind the swap wavefront."""
+    if column.shifting < 0 and column.next_fold < len(folds):
+        previous = column.next_fold - 1
+        if previous < 0:
+            ready = True
+        elif double_buffered:
+            top = active[0][j]
+            ready = top is not None and top.fold == previous  # the top PE has swapped
+        else:
+            ready = left[previous] == 0  # no double buffering: load once the array is empty
+        if ready:
+            column.shifting, column.steps = column.next_fold, 0
+    if column.shifting < 0:
+        return
+    f = column.shifting
+    front = column.chain[column.steps]
+    assert front is None or front.consumed or front.fold == f, (
+        f"column {j} overwrites a tile not yet swapped in at cycle {cycle}")
+    row = rows - 1 - column.steps  # the deepest row's weights enter first
+    # the tile's front moves one register down per cycle; registers below it keep their tile
+    column.chain[:column.steps + 1] = [_Slot(f, row, folds[f].pe_weights[row][j])] + column.chain[:column.steps]
+    column.steps += 1
+    if column.steps == rows:
+        column.loaded.append(f)
+        column.shifting, column.next_fold = -1, f + 1
+
+
+def _ws_drain(bottom: list[tuple[int, int, int] | None], folds: list[_WsFold], out: np.ndarray, left: list[int],
+              ) -> int:
+    """The finished sums leaving the bottom row this cycle, added into ``out``; how many left."""
+    drained = 0
+    for j, cell in enumerate(bottom):
+        if cell is not None:
+            f, index, value = cell
+            fold = folds[f]
+            if j < fold.width:
+                out[fold.batch, index, fold.col0 + j] += value
+            left[f] -= 1
+            drained += 1
+    return drained
+
+
+def _os_lanes_and_tiles(a: np.ndarray, b: np.ndarray, rows: int, cols: int, pack: int, mask: np.ndarray | None,
+                        ) -> tuple[list[list[int]], list[tuple[int, int, int, int]]]:
+    """Each column's kept K indices, and the output tiles (batch, row0, col0, depth) in execution order
+    (an all-zero column tile is skipped)."""
+    batches, m, k = a.shape
+    n = b.shape[2]
+    keep = np.ones((k, n), dtype=bool) if mask is None else mask.astype(bool)
+    lanes = [[int(x) for x in np.flatnonzero(keep[:, col])] for col in range(n)]
+    tiles = []
+    for batch in range(batches):
+        for col0 in range(0, n, cols):
+            depth = ceil_div(max(len(lane) for lane in lanes[col0:col0 + cols]), pack)
+            tiles += [(batch, row0, col0, depth) for row0 in range(0, m, rows)] if depth else []
+    return lanes, tiles
+
+
+def _os_can_start(tiles: list[tuple[int, int, int, int]], starts: list[int], port_busy_until: list[int], rows: int,
+                  cols: int, double_buffered: bool, cycle: int) -> bool:
+    """Whether the next tile may start now."""
+    nxt = len(starts)
+    if nxt >= len(tiles):
+        return False
+    if not starts:
+        return True
+    if double_buffered:  # inputs free, and column 0's port free when this fold's first result is ready
+        return cycle >= starts[-1] + tiles[nxt - 1][3] and cycle + tiles[nxt][3] > port_busy_until[0]
+    return cycle >= starts[-1] + tiles[nxt - 1][3] + rows + cols - 2
+
+
+def _os_drain(shadow: list[list[tuple[int, int] | None]], tiles: list[tuple[int, int, int, int]], starts: list[int],
+              out: np.ndarray, cycle: int) -> None:
+    """Each column's port drains the lowest output register filled in an earlier cycle."""
+    rows, cols = len(shadow), len(shadow[0])
+    m, n = out.shape[1], out.shape[2]
+    for j in range(cols):
+        for i in range(rows):
+            cell = shadow[i][j]
+            if cell is not None:
+                f, value = cell
+                batch, row0, col0, depth = tiles[f]
+                if starts[f] + depth + i + j <= cycle:
+                    if row0 + i < m and col0 + j < n:
+                        out[batch, row0 + i, col0 + j] = value
+                    shadow[i][j] = None
+                    break
+
+
+def _os_machine(a: np.ndarray, b: np.ndarray, rows: int, cols: int, pack: int, mask: np.ndarray | None,
                 out: np.ndarray, double_buffered: bool) -> int:
     """Run output-stationary folds (batch, column tile, row tile); returns cycles to the last MAC.
 
     With ``mask``, PE(i, j) steps through the non-zero weights of column j only, and the columns of
     a tile stream together for its widest lane; an all-zero column tile is skipped.
     """
-    batches, m, k = a.shape
-    n = b.shape[2]
-    keep = np.ones((k, n), dtype=bool) if mask is None else mask.astype(bool)
-    lanes = [[int(x) for x in np.flatnonzero(keep[:, col])] for col in range(n)]
-    tiles = []  # (batch, row0, col0, depth) in execution order
-    for batch in range(batches):
-        for col0 in range(0, n, cols):
-            depth = ceil_div(max(len(lane) for lane in lanes[col0:col0 + cols]), pack)
-            tiles += [(batch, row0, col0, depth) for row0 in range(0, m, rows)] if depth else []
+    m, n = a.shape[1], b.shape[2]
+    lanes, tiles = _os_lanes_and_tiles(a, b, rows, cols, pack, mask)
     starts: list[int] = []
     acc = [[0] * cols for _ in range(rows)]
     shadow: list[list[tuple[int, int] | None]] = [[None] * cols for _ in range(rows)]  # (fold, value)
@@ -202,30 +263,12 @@ def _os_machine(a: np.ndarray, b: np.ndarray, rows: int, cols: int, pack: int, m
     cycle = 0
     while len(starts) < len(tiles) or any(cell is not None for line in shadow for cell in line) or (
             starts and cycle <= starts[-1] + tiles[-1][3] + rows + cols):
-        nxt = len(starts)
-        if nxt < len(tiles):
-            depth = tiles[nxt][3]
-            if not starts:
-                can = True
-            elif double_buffered:
-                # inputs free, and column 0's port free when this fold's first result is ready
-                can = cycle >= starts[-1] + tiles[nxt - 1][3] and cycle + depth > port_busy_until[0]
-            else:
-                can = cycle >= starts[-1] + tiles[nxt - 1][3] + rows + cols - 2
-            if can:
-                starts.append(cycle)
-                for j in range(cols):  # the fold's R results leave column j in R consecutive cycles
-                    port_busy_until[j] = cycle + depth + j + rows - 1
-        for j in range(cols):  # each port drains the lowest register filled in an earlier cycle
-            for i in range(rows):
-                if shadow[i][j] is not None:
-                    f, value = shadow[i][j]
-                    batch, row0, col0, depth = tiles[f]
-                    if starts[f] + depth + i + j <= cycle:
-                        if row0 + i < m and col0 + j < n:
-                            out[batch, row0 + i, col0 + j] = value
-                        shadow[i][j] = None
-                        break
+        if _os_can_start(tiles, starts, port_busy_until, rows, cols, double_buffered, cycle):
+            depth = tiles[len(starts)][3]
+            starts.append(cycle)
+            for j in range(cols):  # the fold's R results leave column j in R consecutive cycles
+                port_busy_until[j] = cycle + depth + j + rows - 1
+        _os_drain(shadow, tiles, starts, out, cycle)
         for f, start in enumerate(starts):
             batch, row0, col0, depth = tiles[f]
             for i in range(rows):
