@@ -26,6 +26,7 @@ a decode step with more than one sample spills activations (the engine may then 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import pandas as pd
 
@@ -70,13 +71,13 @@ def generate(spec: ModelSpec, workload: Workload, new_tokens: int, simulator: Si
         raise InputError(f"{spec.name} has no decoder: {spec.config['model_type']} models run one forward pass")
     head = spec.resolve(workload).head
     knob = spec.family.cache_knob  # tokens (decoder-only) or decoder_tokens (encoder-decoder)
-    start = {"decoder_tokens": 1} if knob == "decoder_tokens" else {}  # the decoder's start token
+    start: dict[str, Any] = {"decoder_tokens": 1} if knob == "decoder_tokens" else {}  # the start token
     prompt = spec.resolve(replace(workload, phase="prefill", logits_to_keep=1 if head == "lm" else None, **start))
     decoding = replace(prompt, batch=prompt.batch * beams, logits_to_keep=None)
     first = getattr(prompt, knob)
     lengths = range(first, first + new_tokens - 1)  # self-attention cache tokens before each decode step
     if lengths:  # the last step attends to P + N - 1 tokens (the N-th token is never fed back)
-        spec.resolve(replace(decoding, phase="decode", **{knob: lengths[-1]}))
+        spec.resolve(decode_step(decoding, knob, lengths[-1]))
     first_pass = simulator.prepare(spec.trace(prompt))
     prefill = simulator.run(first_pass.trace)
     notes = list(prefill.notes)
@@ -94,8 +95,15 @@ def generate(spec: ModelSpec, workload: Workload, new_tokens: int, simulator: Si
     kv_cache = sum(t.stored_bytes for t in last_pass.lowered.tensors.values() if t.kind == "state")
     weights = sum(sum(stored_weight_bytes(simulator.storage(op))) for op in first_pass.trace)
     peak = max(first_pass.placement.peak_live_bytes, last_pass.placement.peak_live_bytes)
+    assert prompt.tokens is not None  # resolved: every family gives its prompt a length
     return Generation(prefill, decode, steps, prompt.tokens, new_tokens, prompt.batch, beams, weights, kv_cache,
                       peak, tuple(notes))
+
+
+def decode_step(workload: Workload, knob: str, length: int) -> Workload:
+    """``workload`` as one decode step with a cache of ``length`` tokens in ``knob`` (tokens or decoder_tokens)."""
+    changes: dict[str, Any] = {knob: length}
+    return replace(workload, phase="decode", **changes)
 
 
 class _Decoder:
@@ -111,7 +119,7 @@ class _Decoder:
 
     def prepare(self, length: int) -> Prepared:
         if length not in self.prepared:
-            trace = self.spec.trace(replace(self.prompt, phase="decode", **{self.spec.family.cache_knob: length}))
+            trace = self.spec.trace(decode_step(self.prompt, self.spec.family.cache_knob, length))
             self.prepared[length] = self.sim.prepare(trace)
         return self.prepared[length]
 
@@ -179,9 +187,9 @@ class _Decoder:
         member_sums = {index: sums for key, sums in group_sums.items() for index in groups[key]}
         for index, record in enumerate(base):  # shapes and ratios: the span's first step
             merged = dict(record)
-            sums = member_sums.get(index)
+            member = member_sums.get(index)
             for column in ADDITIVE_COLUMNS:
-                merged[column] = sums[column] if sums is not None else record[column] * count
+                merged[column] = member[column] if member is not None else record[column] * count
             records.append(merged)
         self.accumulate(records)
 

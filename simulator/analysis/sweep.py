@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from simulator.formats.precision import parse_precision
 from simulator.spec.config_io import StrictModel, read_yaml_mapping, unknown_name_message, validate
@@ -103,16 +103,16 @@ class SweepSpec(StrictModel):
     hardware: str
     axes: Axes = Field(default_factory=Axes)
     configs: list[str] = Field(min_length=1)
-    models: list[ModelEntry | str] = Field(min_length=1)
+    models: list[ModelEntry] = Field(min_length=1)  # a bare name is an entry with the defaults
     include_frontend: bool = True  # one default everywhere: the whole model
     include_head: bool = True
     trace: bool = False  # simulate the transformers models traced on the meta device (hf extra)
     timing: Literal["default", "scalesim"] = "default"
 
-    @field_validator("models")
+    @field_validator("models", mode="before")
     @classmethod
-    def _entries(cls, models: list[ModelEntry | str]) -> list[ModelEntry | str]:
-        return [ModelEntry(name=m) if isinstance(m, str) else m for m in models]
+    def _entries(cls, models: Any) -> Any:
+        return [{"name": m} if isinstance(m, str) else m for m in models] if isinstance(models, list) else models
 
 
 def _check_sfu_op(name: str) -> None:
@@ -222,7 +222,7 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, Plan]:
         configs[str(resolved)] = {"config": policy.config.model_dump(),
                                   "baseline": baseline.config.model_dump() if baseline else None}
         names.append(str(resolved))
-    points = []
+    points: list[Point] = []
     for axis_values in points_axes:
         for config in names:
             for model in spec.models:
@@ -240,7 +240,7 @@ def check_entry(spec: Any, entry: ModelEntry, include_head: bool, traced: bool) 
             raise InputError("new_tokens: a generation runs the closed form (trace: false)")
         if not spec.family.phases:
             raise InputError(f"new_tokens: {spec.name} has no decoder")
-        if entry.phase is not None:
+        if entry.workload().phase is not None:
             raise InputError("phase does not apply to a generation entry (it runs a prefill, then decode steps)")
         if not include_head:
             raise InputError("a generation needs the LM head (include_head: true)")
@@ -273,7 +273,7 @@ def hardware_at(base: dict, axis_values: dict[str, Any]) -> Hardware:
     except Exception as exc:
         from simulator.spec.config_io import validation_message
 
-        message = validation_message(exc) if hasattr(exc, "errors") else str(exc)
+        message = validation_message(exc) if isinstance(exc, ValidationError) else str(exc)
         raise InputError(f"infeasible hardware: {message}") from None
 
 

@@ -40,7 +40,7 @@ def gemm(m: int | None, k: int | None, n: int | None, rows: int | None, cols: in
         return
     missing = [f"--{name}" for name, v in (("m", m), ("k", k), ("n", n), ("rows", rows), ("cols", cols))
                if v is None]
-    if missing:
+    if missing or m is None or k is None or n is None or rows is None or cols is None:
         raise InputError(f"missing option(s) {', '.join(missing)} (or give --cases FILE.csv)")
     result = gemm_result(m, k, n, rows, cols, dataflow, precision, sparsity, timing)
     if as_json:

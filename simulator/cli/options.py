@@ -22,7 +22,7 @@ def positive_int() -> click.IntRange:
 
 def workload_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The model and the workload knobs (workloads/knobs.py), shared by every command that builds a trace."""
-    options = [click.option("--model", "model", required=True,
+    options: list[Callable[[Any], Any]] = [click.option("--model", "model", required=True,
                             help="Zoo name (see `accelsim models`) or path to a config.json."),
                *(knob_option(knob.name) for knob in KNOBS)]
     for option in reversed(options):

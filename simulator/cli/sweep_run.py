@@ -7,6 +7,7 @@ killed sweep resumes without recomputing or duplicating points.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -41,7 +42,11 @@ def plan_fingerprint(plan: Plan) -> str:
     return hashlib.sha1(canonical.encode()).hexdigest()
 
 
-def _write_atomic(path: Path, writer: Callable[[Path], None]) -> None:
+def _save_figure(fig: Any, fmt: str, path: Path) -> None:
+    fig.savefig(path, dpi=120, format=fmt)
+
+
+def _write_atomic(path: Path, writer: Callable[[Path], object]) -> None:
     with atomic_path(path) as tmp:
         writer(tmp)
 
@@ -227,12 +232,12 @@ LINE_STYLES = [{"marker": m, "linestyle": ls, "markersize": size, "markerfacecol
 def panel_labels(table: pd.DataFrame, swept: tuple[str, ...] = ()) -> pd.Series:
     """The model's name, plus the knobs that differ between entries of the same model (not the ``swept``
     ones: those are design-point axes, on the x axis)."""
-    labels = table["model"].astype(str)
+    labels = dict(zip(table.index, table["model"].astype(str), strict=True))
     for model, rows in table.groupby("model", sort=False):
         varying = [knob for knob in MODEL_COLUMNS[1:] if knob not in swept and rows[knob].nunique(dropna=False) > 1]
         for index, row in rows.iterrows():
-            labels[index] = model + "".join(f" {knob}={row[knob]}" for knob in varying)
-    return labels
+            labels[index] = str(model) + "".join(f" {knob}={row[knob]}" for knob in varying)
+    return pd.Series(labels, dtype=str, name="model").reindex(table.index)
 
 
 def plot_sweep(table: pd.DataFrame, plan: Plan, path_stem: Path) -> None:
@@ -260,8 +265,7 @@ def plot_sweep(table: pd.DataFrame, plan: Plan, path_stem: Path) -> None:
     fig.suptitle(f"sweep {plan.spec.name}: latency per design point")
     legend_below(fig, axes[0], columns=min(6, max(1, len(configs))))
     for suffix in (".png", ".svg"):
-        _write_atomic(path_stem.with_suffix(suffix), lambda tmp, suffix=suffix: fig.savefig(
-            tmp, dpi=120, format=suffix[1:]))
+        _write_atomic(path_stem.with_suffix(suffix), functools.partial(_save_figure, fig, suffix[1:]))
     plt.close(fig)
 
 
@@ -307,7 +311,6 @@ def plot_pareto(table: pd.DataFrame, plan: Plan, path_stem: Path) -> bool:
     fig.suptitle(f"sweep {plan.spec.name}: latency, energy and area")
     legend_below(fig, [ax], columns=min(4, len(configs) + 1))
     for suffix in (".png", ".svg"):
-        _write_atomic(path_stem.with_suffix(suffix), lambda tmp, suffix=suffix: fig.savefig(
-            tmp, dpi=120, format=suffix[1:]))
+        _write_atomic(path_stem.with_suffix(suffix), functools.partial(_save_figure, fig, suffix[1:]))
     plt.close(fig)
     return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -161,7 +162,8 @@ def category_style(category: str) -> dict:
 
 def legend_below(fig, axes, columns: int) -> None:
     """One legend for the figure, under the panels, where it covers no data."""
-    handles, names = {}, {}
+    handles: dict[str, Any] = {}
+    names: dict[str, Any] = {}
     for ax in axes:
         for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(name, handle)
