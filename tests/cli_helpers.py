@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+TESTS = ROOT / "tests"  # the suite's own data: configs/, golden/
 
 
 def accelsim(*args: str, **kwargs) -> subprocess.CompletedProcess:

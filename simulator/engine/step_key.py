@@ -1,7 +1,7 @@
 """The memo key of a step's cost: everything its record depends on but its name and layer.
 
 The repeated blocks of a model lower to steps that differ only in names, so the engine costs each
-distinct step once. A key that forgot a field would hand one step another's cost; tests/test_step_key.py
+distinct step once. A key that forgot a field would hand one step another's cost; tests/engine/test_step_key.py
 changes every field of a step, its op and its tensors, and requires the key to change or the cost to
 stay the same.
 """

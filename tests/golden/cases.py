@@ -1,4 +1,4 @@
-"""The golden set: CLI runs whose CSV and JSON outputs are pinned byte for byte (tests/test_golden.py).
+"""The golden set: CLI runs whose CSV and JSON outputs are pinned byte for byte (tests/cli/test_golden.py).
 
 They guard refactors: a change that moves code must leave every file here identical; a change that
 means to alter a number regenerates them (``python tests/golden/cases.py``) and says in its commit

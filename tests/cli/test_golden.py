@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import TESTS
 
-sys.path.insert(0, str(Path(__file__).parent / "golden"))
+sys.path.insert(0, str(TESTS / "golden"))
 from cases import CASES, HERE, run_case
 
 

@@ -1,12 +1,12 @@
 """The notebooks run headless, start to finish (each one's last cell checks its own narrative)."""
 
-from pathlib import Path
 
 import nbformat
 import pytest
+from cli_helpers import ROOT
 from nbclient import NotebookClient
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = ROOT / "notebooks"
 
 
 @pytest.mark.slow

@@ -12,14 +12,15 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from cli_helpers import TESTS
 
 from workloads.hf_trace import hf_num_parameters, trace_hf
 from workloads.models import Workload, load_model, zoo_names
 
 pytestmark = pytest.mark.hf
-QWEN2 = str(Path(__file__).parent / "configs" / "qwen2-0.5b.json")
-OPT_POST_LN = str(Path(__file__).parent / "configs" / "opt-350m.json")
-MISTRAL_W8 = str(Path(__file__).parent / "configs" / "mistral-window-8.json")
+QWEN2 = str(TESTS / "configs" / "qwen2-0.5b.json")
+OPT_POST_LN = str(TESTS / "configs" / "opt-350m.json")
+MISTRAL_W8 = str(TESTS / "configs" / "mistral-window-8.json")
 COMPARED_VECTOR_ROLES = ("softmax", "layernorm", "rmsnorm", "groupnorm", "gelu", "relu", "tanh", "silu", "rope",
                          "rope_table", "add", "embedding")
 

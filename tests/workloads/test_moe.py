@@ -10,10 +10,9 @@ router softmax, SiLU and multiplies.
 
 import math
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
-from cli_helpers import accelsim, assert_one_line_error
+from cli_helpers import ROOT, TESTS, accelsim, assert_one_line_error
 
 from simulator.engine import Simulator
 from simulator.spec.hardware import load_hardware
@@ -23,8 +22,8 @@ from workloads.families.mixtral import expected_experts, expert_loads, experts_t
 from workloads.models import ModelSpec, Workload, load_model
 from workloads.ops import Op
 
-TINY = str(Path(__file__).parent / "configs" / "mixtral-window-8.json")  # 4 experts, top-2, window 8
-CONFIGS = Path(__file__).parent.parent / "configs"
+TINY = str(TESTS / "configs" / "mixtral-window-8.json")  # 4 experts, top-2, window 8
+CONFIGS = ROOT / "configs"
 
 
 def expert_params(spec):

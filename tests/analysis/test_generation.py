@@ -3,10 +3,10 @@ closed forms of a decode step that compute cannot hide."""
 
 import itertools
 from dataclasses import replace
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_helpers import TESTS
 from conftest import preset_with
 
 from simulator.analysis.generation import generate, generation_summary
@@ -17,7 +17,7 @@ from simulator.spec.run_config import load_run_config, policy_from_dict
 from workloads.models import Workload, load_model
 
 INT8 = load_run_config("configs/int8.yaml")
-MISTRAL_W8 = str(Path(__file__).parent / "configs" / "mistral-window-8.json")
+MISTRAL_W8 = str(TESTS / "configs" / "mistral-window-8.json")
 FP16 = load_run_config("configs/fp16.yaml")
 PRUNED_ATTENTION = policy_from_dict({  # pruned rows grow with the cache: tails of 1..3 keys along them
     "name": "kv8_nm", "hardware": "rapid_like", "precision": {"default": "int8", "kv_cache": "int8"},

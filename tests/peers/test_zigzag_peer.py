@@ -5,7 +5,7 @@ N folds for the ws mapping D1 <- K, D2 <- N with M innermost) plus one systolic 
 layer. accelsim's default timing is L + (F - 1) x max(M, L) + M + (R + C - 2) with L = R: minus the
 first tile's load, the two agree exactly wherever M >= R. Where M < R, ZigZag's ideal cycles ignore
 that a weight tile takes R cycles to shift in; accelsim's bound there is checked against the
-cycle-stepping reference instead (tests/test_engine.py). A missing ZigZag fails the test.
+cycle-stepping reference instead (tests/engine/test_engine.py). A missing ZigZag fails the test.
 """
 
 import pytest
