@@ -23,10 +23,18 @@ def sweep(sweep_file: str, out: str, executor: str, scheduler: str | None, worke
           no_progress: bool) -> None:
     """Run a design-space sweep (hardware axes x configs x models); resumable, never loses finished points."""
     from simulator.analysis.sweep import load_sweep
-    from simulator.cli.sweep_run import make_executor, plot_pareto, plot_sweep, prepare_out_dir, run_sweep
+    from simulator.cli.sweep_run import (
+        discard_unfinished,
+        make_executor,
+        plot_pareto,
+        plot_sweep,
+        prepare_out_dir,
+        run_sweep,
+    )
 
     _, plan = load_sweep(sweep_file)
     out_dir = Path(out)
+    existed = out_dir.exists()
     pool, close = make_executor(executor, workers, scheduler)  # before --out is touched: a failed start leaves none
     try:
         prepare_out_dir(out_dir, plan, resume)
@@ -35,6 +43,10 @@ def sweep(sweep_file: str, out: str, executor: str, scheduler: str | None, worke
         raise
     try:
         table = run_sweep(plan, out_dir, pool, workers, progress=not no_progress)
+    except BaseException:
+        if not resume:  # finished points stay for --resume; a start that finished none leaves nothing
+            discard_unfinished(out_dir, existed)
+        raise
     finally:
         close()
     plot_sweep(table, plan, out_dir / "latency")

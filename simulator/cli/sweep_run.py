@@ -79,6 +79,18 @@ def prepare_out_dir(out_dir: Path, plan: Plan, resume: bool) -> None:
         {"name": plan.spec.name, "fingerprint": fingerprint, "points": len(plan.points)}, indent=2) + "\n"))
 
 
+def discard_unfinished(out_dir: Path, existed: bool) -> None:
+    """After a failed sweep: remove what prepare_out_dir wrote if no point finished (so a rerun starts
+    afresh); keep a directory holding finished points, which --resume continues."""
+    if finished_rows(out_dir):
+        return
+    if not existed:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return
+    (out_dir / "sweep.json").unlink(missing_ok=True)
+    shutil.rmtree(out_dir / "parts", ignore_errors=True)
+
+
 def chunk_points(points: list[Point], seconds_per_point: float, workers: int,
                  target_s: float = 0.1) -> list[list[Point]]:
     """Chunks that take >= target_s each (per-task overhead), but enough of them to feed every worker."""

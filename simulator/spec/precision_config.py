@@ -136,8 +136,8 @@ class PrecisionConfig(StrictModel):
     bias: str | None = None
     kv_cache: str | None = Field(None, description="stored format of a decoder's KV cache (default: that of the "
                                                    "attention BMMs reading it)")
-    scale_bits: int = Field(16, ge=0, le=64, description="bits of one per-output-channel weight scale "
-                                                          "(weight_scales.scale_bits when that is given)")
+    scale_bits: int | None = Field(None, ge=0, le=64, description="bits of one per-output-channel weight "
+                                   "scale (default 16; kept from earlier configs: give weight_scales instead)")
     weight_scales: WeightScales | None = None
     activation_scales: ActivationScales = Field(default_factory=ActivationScales)
     kv_scales: KvScales | None = None
@@ -181,7 +181,7 @@ class PrecisionConfig(StrictModel):
     def _consistent(self) -> PrecisionConfig:
         if self.default is None and (self.weights is None or self.activations is None):
             raise ValueError("give default, or both weights and activations")
-        if self.weight_scales is not None and "scale_bits" in self.model_fields_set:
+        if self.weight_scales is not None and self.scale_bits is not None:
             raise ValueError("give scale_bits inside weight_scales, not both")
         self._check_weight_scales()
         self._check_kv_scales()
@@ -220,7 +220,9 @@ class PrecisionConfig(StrictModel):
 
     @property
     def effective_weight_scales(self) -> WeightScales:
-        return self.weight_scales or WeightScales(scale_bits=self.scale_bits)
+        if self.weight_scales is not None:
+            return self.weight_scales
+        return WeightScales() if self.scale_bits is None else WeightScales(scale_bits=self.scale_bits)
 
     def effective_kv_scales(self, kv: Precision) -> KvScales | None:
         """Scales of a ``kv`` cache: the configured ones, per head (16 bits) for integers, none for floats."""

@@ -351,3 +351,34 @@ def test_progress_writes_to_the_stderr_of_the_moment(monkeypatch):
     monkeypatch.setattr(sys, "stderr", stream)
     Progress(3, 0).advance(3)
     assert "3/3 points" in stream.getvalue()
+
+
+def test_configs_with_weight_scales_sweep(tmp_path, run_cli):
+    """Issue 30.1: every config that sets weight_scales crashed a sweep (a dumped config did not re-validate)."""
+    (tmp_path / "s.yaml").write_text("name: scales\nhardware: tpu_v5e_like\naxes: {product: {model.batch: [1]}}\n"
+                                     "configs: [w4a16_g128, w8a8]\nmodels: [{name: gpt2, tokens: 16}]\n")
+    run_cli("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "o"), "--workers", "1", "--no-progress")
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "o" / "results.csv")
+    assert list(table["config"]) == ["w4a16_g128", "w8a8"] and (table["error"].isna()).all()
+
+
+def test_a_failed_start_leaves_no_out_dir_but_finished_points_stay(tmp_path):
+    from simulator.cli.sweep_run import discard_unfinished
+
+    fresh = tmp_path / "fresh"
+    (fresh / "parts").mkdir(parents=True)
+    (fresh / "sweep.json").write_text("{}")
+    discard_unfinished(fresh, existed=False)
+    assert not fresh.exists()
+    given = tmp_path / "given"
+    (given / "parts").mkdir(parents=True)
+    (given / "sweep.json").write_text("{}")
+    discard_unfinished(given, existed=True)
+    assert given.is_dir() and not any(given.iterdir())  # the user's empty directory, as it was
+    kept = tmp_path / "kept"
+    (kept / "parts").mkdir(parents=True)
+    (kept / "parts" / "part-00000000.json").write_text('[{"point_id": "a"}]')
+    discard_unfinished(kept, existed=False)
+    assert (kept / "parts" / "part-00000000.json").exists()
