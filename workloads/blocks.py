@@ -23,6 +23,7 @@ class AttentionShape:
     heads: int
     head_dim: int
     kv_heads: int = 0  # grouped-query attention: key/value heads (0: one per query head)
+    cache_len: int | None = None  # tokens the KV cache keeps after the pass (None: kv_len; less with a window)
 
     @property
     def inner(self) -> int:
@@ -75,8 +76,9 @@ def attention(b: OpBuilder, prefix: str, layer: int, shape: AttentionShape, *, b
         k = b.vector(f"{prefix}.k_rope", layer, "rope", "attention", (q_rows if cached else kv_rows) * s.kv_inner,
                      reads=(k, rope))
     if cache and not (cached and memory is not None):
-        k_cache = b.state(f"{prefix}.k_cache", kv_rows * s.kv_inner, source=k)
-        v_cache = b.state(f"{prefix}.v_cache", kv_rows * s.kv_inner, source=v)
+        kept_rows = kv_rows if s.cache_len is None else s.batch * s.cache_len
+        k_cache = b.state(f"{prefix}.k_cache", kept_rows * s.kv_inner, source=k)
+        v_cache = b.state(f"{prefix}.v_cache", kept_rows * s.kv_inner, source=v)
         if cached:
             k, v = k_cache, v_cache
     if after_projections is not None:

@@ -43,13 +43,14 @@ def index_bits_per_value(group: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Tensor:
-    """A tensor of the pass. ``elements`` of a state tensor count all of it (the whole cache after this
-    step); ``appended`` are the elements this pass adds to it, taken from the activation ``source`` (none
-    for state an earlier pass filled and this one only reads: a cross-attention cache).
-    ``bits`` fixes the stored width of an input (token ids); 0 means "decided by the simulator".
-    A quantized tensor may also store one ``scale_bits`` scale per ``scale_group`` elements (per token,
-    per head). A pruned one (attention N:M) keeps ``nm_kept`` of every ``nm_group`` elements along each
-    row of ``nm_row``, each kept value with its position; ``elements`` still counts the dense tensor."""
+    """A tensor of the pass. ``elements`` of a state tensor count all of it (the whole cache after this step);
+    ``appended`` are the elements this pass adds to it, taken from the activation ``source`` (none for state an
+    earlier pass filled and this one only reads: a cross-attention cache). ``bits`` fixes the stored width of an
+    input (token ids); 0 means "decided by the simulator". A quantized tensor may also store one ``scale_bits``
+    scale per ``scale_group`` elements (per token; a block format's block scales) and, a KV cache, a coarser
+    level on top: one ``coarse_scale_bits`` scale per ``coarse_scale_group`` elements (per token and head, or
+    per token). A pruned one (attention N:M) keeps ``nm_kept`` of every ``nm_group`` elements along each row of
+    ``nm_row``, each kept value with its position; ``elements`` still counts the dense tensor."""
 
     name: str
     kind: str
@@ -62,6 +63,8 @@ class Tensor:
     nm_kept: int = 0
     nm_group: int = 0
     nm_row: int = 0
+    coarse_scale_group: int = 0
+    coarse_scale_bits: int = 0
 
     def values_of(self, elements: int) -> int:
         """Values stored of ``elements`` (dense count) of this tensor: the kept ones, when pruned."""
@@ -78,6 +81,8 @@ class Tensor:
             bits = self.values_of(elements) * (self.bits + index_bits_per_value(self.nm_group))
         if self.scale_group:
             bits += -(-elements // self.scale_group) * self.scale_bits
+        if self.coarse_scale_group:
+            bits += -(-elements // self.coarse_scale_group) * self.coarse_scale_bits
         return -(-bits // 8)
 
     @property
@@ -87,12 +92,14 @@ class Tensor:
     @property
     def layout(self) -> tuple[int, ...]:
         """Its size and how it is stored (everything its bytes depend on)."""
-        return (self.elements, self.bits, self.scale_group, self.scale_bits, self.nm_kept, self.nm_group, self.nm_row)
+        return (self.elements, self.bits, self.scale_group, self.scale_bits, self.nm_kept, self.nm_group, self.nm_row,
+                self.coarse_scale_group, self.coarse_scale_bits)
 
     def __post_init__(self) -> None:
         if self.kind not in TENSOR_KINDS:
             raise ValueError(f"tensor {self.name}: unknown kind {self.kind!r}")
-        if min(self.elements, self.appended, self.bits, self.scale_group, self.scale_bits, self.nm_kept) < 0:
+        if min(self.elements, self.appended, self.bits, self.scale_group, self.scale_bits, self.nm_kept,
+               self.coarse_scale_group, self.coarse_scale_bits) < 0:
             raise ValueError(f"tensor {self.name}: negative size")
         if (self.nm_kept or self.nm_group or self.nm_row) and not 0 < self.nm_kept <= self.nm_group <= self.nm_row:
             raise ValueError(f"tensor {self.name}: N:M fields need 0 < N <= M <= row length")

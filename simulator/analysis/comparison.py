@@ -1,4 +1,5 @@
-"""A run next to what it is compared with: its config's dense baseline and dense FP16 on the same chip."""
+"""A run next to what it is compared with: its config's dense baseline, dense FP16 and the chip's own dense
+format (its vector unit's: fp16 or bf16) on the same chip."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class Comparison:
     baseline: Policy | None
     baseline_results: Results | None
     fp16_results: Results | None  # None when the chip has no FP16 path
+    native_results: Results | None  # dense in the chip's vector-unit format (the fp16 run's when that is fp16)
 
     @property
     def results_name(self) -> str:
@@ -31,16 +33,22 @@ class Comparison:
 
 
 def compare(trace: Trace, simulator: Simulator, baseline: Policy | None) -> Comparison:
-    """Run ``trace`` on ``simulator``, then its dense ``baseline`` and dense FP16 on the same chip with the
-    same timing and accounting; a comparison config that simulates the same as the run is not run again."""
+    """Run ``trace`` on ``simulator``, then its dense ``baseline``, dense FP16 and dense native on the same chip
+    with the same timing and accounting; a comparison config that simulates the same as the run (or as
+    another comparison) is not run again."""
     results = simulator.run(trace)
     hardware, policy = simulator.hardware, simulator.policy
 
+    done: list[tuple[Policy, Results]] = [(policy, results)]
+
     def same_or_run(other: Policy, mask_for: Callable[[Op], np.ndarray] | None = None) -> Results:
-        if other.config.same_simulation(policy.config):
-            return results
-        return Simulator(hardware, other, timing=simulator.timing, mask_for=mask_for,
-                         accounting=simulator.accounting).run(trace)
+        for ran, its_results in done:
+            if other.config.same_simulation(ran.config):
+                return its_results
+        other_results = Simulator(hardware, other, timing=simulator.timing, mask_for=mask_for,
+                                  accounting=simulator.accounting).run(trace)
+        done.append((other, other_results))
+        return other_results
 
     baseline_results = same_or_run(baseline) if baseline is not None else None
     fp16 = policy_from_dict({"name": "fp16_dense", "hardware": hardware.name, "precision": {"default": "fp16"}})
@@ -48,4 +56,12 @@ def compare(trace: Trace, simulator: Simulator, baseline: Policy | None) -> Comp
         fp16_results: Results | None = same_or_run(fp16)
     except InputError:  # no float path on this chip
         fp16_results = None
-    return Comparison(results, simulator.plan, baseline, baseline_results, fp16_results)
+    native_results: Results | None = fp16_results
+    if hardware.sfu_precision.name != "fp16":
+        native = policy_from_dict({"name": "native_dense", "hardware": hardware.name,
+                                   "precision": {"default": "native"}})
+        try:
+            native_results = same_or_run(native)
+        except InputError:  # the array does not compute the vector unit's format
+            native_results = None
+    return Comparison(results, simulator.plan, baseline, baseline_results, fp16_results, native_results)

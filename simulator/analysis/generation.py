@@ -32,15 +32,18 @@ import pandas as pd
 
 from simulator.analysis.step_growth import StepSizes, fusion_changes, grown_step, growth
 from simulator.engine import Prepared, Results, Simulator
-from simulator.engine.costs import stored_weight_bytes
+from simulator.engine.capacity import check_fits
 from simulator.engine.grouping import ADDITIVE_COLUMNS
 from simulator.engine.results import frame, run_cycles
 from simulator.spec.hardware import Hardware
 from workloads.errors import InputError
 from workloads.models import ModelSpec, Workload
 
+# energy_pj: the step's dynamic energy plus the chip's leakage over its latency (empty without an energy
+# section), so the steps' and the prefill's add up to the generation's total.
 STEP_COLUMNS = ("step", "cache_tokens", "total_cycles", "latency_ms", "array_cycles", "sfu_cycles", "stall_cycles",
-                "dram_bytes", "linear_cycles", "attention_bmm_cycles", "other_gemm_cycles", "sfu_compute_cycles")
+                "dram_bytes", "linear_cycles", "attention_bmm_cycles", "other_gemm_cycles", "sfu_compute_cycles",
+                "energy_pj")
 
 
 @dataclass(frozen=True)
@@ -78,11 +81,11 @@ def generate(spec: ModelSpec, workload: Workload, new_tokens: int, simulator: Si
     lengths = range(first, first + new_tokens - 1)  # self-attention cache tokens before each decode step
     if lengths:  # the last step attends to P + N - 1 tokens (the N-th token is never fed back)
         spec.resolve(decode_step(decoding, knob, lengths[-1]))
-    first_pass = simulator.prepare(spec.trace(prompt))
-    prefill = simulator.run(first_pass.trace)
+    prefill = simulator.run(spec.trace(prompt))
+    assert prefill.footprint is not None  # a run's own
     notes = list(prefill.notes)
     steps = pd.DataFrame(columns=list(STEP_COLUMNS))
-    decode, last_pass = None, first_pass
+    decode, held = None, prefill.footprint
     if lengths:
         decoder = _Decoder(spec, decoding, simulator)
         per_op, rows = decoder.run(lengths)
@@ -91,10 +94,11 @@ def generate(spec: ModelSpec, workload: Workload, new_tokens: int, simulator: Si
         decode.hardware = simulator.hardware
         decode.notes = notes
         steps = pd.DataFrame(rows, columns=list(STEP_COLUMNS))
-        last_pass = decoder.prepare(lengths[-1])
-    kv_cache = sum(t.stored_bytes for t in last_pass.lowered.tensors.values() if t.kind == "state")
-    weights = sum(sum(stored_weight_bytes(simulator.storage(op))) for op in first_pass.trace)
-    peak = max(first_pass.placement.peak_live_bytes, last_pass.placement.peak_live_bytes)
+        # The most the run holds: the cache at its longest, the activations of the prefill's groups or a step's
+        last = decoder.prepare(lengths[-1]).footprint
+        held = replace(last, peak_activation_bytes=max(held.peak_activation_bytes, last.peak_activation_bytes))
+    check_fits(held, simulator.hardware, spec.name)
+    kv_cache, weights, peak = held.state_bytes, held.weight_bytes, held.peak_activation_bytes
     assert prompt.tokens is not None  # resolved: every family gives its prompt a length
     return Generation(prefill, decode, steps, prompt.tokens, new_tokens, prompt.batch, beams, weights, kv_cache,
                       peak, tuple(notes))
@@ -112,6 +116,7 @@ class _Decoder:
     def __init__(self, spec: ModelSpec, prompt: Workload, simulator: Simulator) -> None:
         self.spec, self.prompt, self.sim = spec, prompt, simulator
         self.hardware = simulator.hardware
+        self.static_mw = _static_mw(simulator.hardware)
         self.prepared: dict[int, Prepared] = {}
         self.notes: list[str] = []
         self.totals: list[dict] | None = None  # per-op sums over the steps
@@ -207,25 +212,38 @@ class _Decoder:
             for column in ADDITIVE_COLUMNS:
                 total[column] += record[column]
 
-    def step_row(self, length: int, sums: dict[str, int], extra: list[tuple[dict, int]]) -> dict:
+    def step_row(self, length: int, sums: dict[str, float], extra: list[tuple[dict, int]]) -> dict:
         totals = dict(sums)
         for record, count in extra:
             for column, value in _unit_sums([record]).items():
                 totals[column] += value * count
-        cycles = run_cycles(totals["array"], totals["sfu"], totals["dram_bytes"], self.hardware)
-        return {"step": 0, "cache_tokens": length, "total_cycles": cycles,
-                "latency_ms": cycles / (self.hardware.array.clock_mhz * 1e3),
+        cycles = run_cycles(int(totals["array"]), int(totals["sfu"]), int(totals["dram_bytes"]), self.hardware)
+        latency_ms = cycles / (self.hardware.array.clock_mhz * 1e3)
+        return {"step": 0, "cache_tokens": length, "total_cycles": cycles, "latency_ms": latency_ms,
                 "array_cycles": totals["array"], "sfu_cycles": totals["sfu"], "stall_cycles": totals["stall_cycles"],
                 "dram_bytes": totals["dram_bytes"], "linear_cycles": totals["linear"],
                 "attention_bmm_cycles": totals["attention_bmm"], "other_gemm_cycles": totals["other_gemm"],
-                "sfu_compute_cycles": totals["sfu_compute"]}
+                "sfu_compute_cycles": totals["sfu_compute"],
+                "energy_pj": totals["energy_pj"] + self.static_mw * latency_ms * 1e6}  # mW x ms = 1e6 pJ
 
 
-def _unit_sums(records: list[dict]) -> dict[str, int]:
-    """Busy cycles per unit, DRAM bytes, stalls and compute cycles per category of some records."""
-    sums = dict.fromkeys(("array", "sfu", "dram_bytes", "stall_cycles", "linear", "attention_bmm", "other_gemm",
-                          "sfu_compute"), 0)
+def _static_mw(hardware: Hardware) -> float:
+    """The chip's leakage (mW); NaN without an energy section (energy is then not modelled)."""
+    if hardware.energy is None:
+        return float("nan")
+    from simulator.energy.accounting import static_mw
+    from simulator.energy.action_costs import action_costs
+
+    return static_mw(action_costs(hardware))
+
+
+def _unit_sums(records: list[dict]) -> dict[str, float]:
+    """Busy cycles per unit, DRAM bytes, stalls, compute cycles per category and dynamic energy (pJ) of
+    some records."""
+    sums: dict[str, float] = dict.fromkeys(("array", "sfu", "dram_bytes", "stall_cycles", "linear", "attention_bmm",
+                                            "other_gemm", "sfu_compute", "energy_pj"), 0)
     for record in records:
+        sums["energy_pj"] += record["energy_pj"]
         sums[record["unit"]] += record["total_cycles"]
         sums["dram_bytes"] += record["dram_bytes"]
         sums["stall_cycles"] += record["stall_cycles"]
@@ -246,11 +264,14 @@ def generation_summary(generation: Generation, hardware: Hardware) -> dict:
     capacity = hardware.memory.dram_capacity_bytes
     footprint = generation.weight_bytes + generation.kv_cache_bytes + generation.peak_activation_bytes
     phases = {"prefill": generation.prefill, "decode": generation.decode}
+    arrays = [r[r["unit"] == "array"] for r in phases.values() if r is not None]
+    useful = sum(float((a["macs"] / a["macs_per_pe"]).sum()) for a in arrays)  # PE-cycles of useful MACs
     return {
         "ttft_ms": ttft / per_ms,
         "tpot_ms": decode / per_ms / len(steps) if len(steps) else None,
         "e2e_ms": e2e_ms,
         "tokens_per_s": generation.batch * generation.new_tokens / (e2e_ms / 1e3),
+        "utilization": useful / ((ttft + decode) * hardware.pes),  # as a run's: over every PE of the chip
         "prompt_tokens": generation.prompt_tokens, "new_tokens": generation.new_tokens,
         "batch": generation.batch, "beams": generation.beams,
         "weight_bytes": generation.weight_bytes, "kv_cache_bytes": generation.kv_cache_bytes,
@@ -268,13 +289,14 @@ def generation_energy(generation: Generation, hardware: Hardware, e2e_ms: float)
     None when the hardware has none."""
     if hardware.energy is None:
         return None
-    from simulator.energy.accounting import ENERGY_COLUMNS, energy_summary
+    from simulator.energy.accounting import ENERGY_COLUMNS, dense_macs, energy_summary
     from simulator.energy.action_costs import action_costs
 
     phases = [results for results in (generation.prefill, generation.decode) if results is not None]
     sums = {column: float(sum(results[column].sum() for results in phases)) for column in ENERGY_COLUMNS}
     macs = sum(int(results["macs"].sum()) for results in phases)
-    energy = energy_summary(sums, macs, e2e_ms, action_costs(hardware))
+    dense = sum(dense_macs(results.to_dict(orient="records")) for results in phases)
+    energy = energy_summary(sums, macs, e2e_ms, action_costs(hardware), dense)
     return {**energy, "per_token_pj": energy["total_pj"] / (generation.batch * generation.new_tokens),
             "prefill_dynamic_pj": float(generation.prefill["energy_pj"].sum()),
             "decode_dynamic_pj": sums["energy_pj"] - float(generation.prefill["energy_pj"].sum())}

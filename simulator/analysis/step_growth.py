@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 from simulator.engine import Prepared
-from simulator.engine.lowering import Step
+from simulator.engine.steps import Step
 from workloads.ops import Op, Tensor
 
 FUSION_REACH = 8  # steps on either side of a growing step whose equal sizes could join it in one fused pass
@@ -91,7 +91,8 @@ def grown_step(step: Step, slope: StepSizes, offset: int, start: dict[str, Tenso
             t = start[name]
             tensors[name] = Tensor(name, t.kind, t.elements + grows.elements * offset, t.bits,
                                    t.appended + grows.appended * offset, t.source, t.scale_group, t.scale_bits,
-                                   t.nm_kept, t.nm_group, t.nm_row + grows.nm_row * offset)
+                                   t.nm_kept, t.nm_group, t.nm_row + grows.nm_row * offset, t.coarse_scale_group,
+                                   t.coarse_scale_bits)
     grown = Op(op.name, op.layer, op.role, op.group, op.kind, op.batch + slope.batch * offset,
                op.m + slope.m * offset, op.k + slope.k * offset, op.n + slope.n * offset,
                op.elements + slope.elements * offset, op.weight_params, op.bias_params, op.reads, op.writes)

@@ -55,8 +55,9 @@ from workloads.vocabulary import SFU_OPS
 MODEL_COLUMNS = ("model", *KNOB_NAMES, "new_tokens")
 GENERATION_COLUMNS = ("ttft_ms", "tpot_ms", "tokens_per_s")
 # Energy and area (empty when the hardware has no energy section): the run's total energy, per generated
-# token for a generation, TOPS/W (2 ops per useful MAC), and the chip's area.
-SWEEP_ENERGY_COLUMNS = ("energy_uj", "energy_per_token_uj", "tops_per_w", "area_mm2")
+# token for a generation or a decode step (empty for a prefill), TOPS/W (2 ops per useful MAC), effective
+# TOPS/W (2 ops per MAC of the dense products), and the chip's area.
+SWEEP_ENERGY_COLUMNS = ("energy_uj", "energy_per_token_uj", "tops_per_w", "effective_tops_per_w", "area_mm2")
 RESULT_COLUMNS = ("point_id", "point", "config", *MODEL_COLUMNS, "total_cycles", "latency_ms", *GENERATION_COLUMNS,
                   "utilization", "speedup_vs_baseline", "stored_bits", "value_bits", "index_bits", "scale_bits",
                   "bias_bits", "dram_bytes", *SWEEP_ENERGY_COLUMNS, "error")
@@ -242,6 +243,9 @@ def check_entry(spec: Any, entry: ModelEntry, include_head: bool, traced: bool) 
             raise InputError(f"new_tokens: {spec.name} has no decoder")
         if entry.workload().phase is not None:
             raise InputError("phase does not apply to a generation entry (it runs a prefill, then decode steps)")
+        if entry.workload().decoder_tokens is not None:  # as `accelsim generate`, which has no such option
+            raise InputError("decoder_tokens does not apply to a generation entry (the decoder starts from its "
+                             "start token and runs new_tokens steps)")
         if not include_head:
             raise InputError("a generation needs the LM head (include_head: true)")
         if entry.new_tokens > 1:  # the last decode step fits the model's positions
@@ -314,7 +318,7 @@ def evaluate_point(plan_spec: SweepSpec, base: dict, configs: dict[str, dict], p
                    **{column: totals.get(column) for column in GENERATION_COLUMNS},
                    utilization=totals["utilization"], speedup_vs_baseline=speedup,
                    stored_bits=sum(bits.values()), **bits, dram_bytes=totals["dram_bytes"],
-                   **_energy_columns(totals, hardware_json), error="")
+                   **_energy_columns(totals, hardware_json, _tokens_generated(point.model, workload)), error="")
     except InputError as exc:  # an infeasible point: its numbers are missing (<NA>), its error says why
         row.update(error=str(exc))
     return row
@@ -328,13 +332,22 @@ def _area_mm2(hardware_json: str) -> float | None:
     return area["total_mm2"] if area else None
 
 
-def _energy_columns(totals: dict, hardware_json: str) -> dict:
+def _tokens_generated(entry: ModelEntry, workload: dict) -> int | None:
+    """Tokens a point generates: B x N for a generation, one per sequence for a decode step, none for a
+    prefill (or a model that generates nothing)."""
+    if entry.new_tokens is not None:
+        return int(workload["batch"]) * entry.new_tokens
+    return int(workload["batch"]) if workload.get("phase") == "decode" else None
+
+
+def _energy_columns(totals: dict, hardware_json: str, tokens: int | None) -> dict:
     energy = totals.get("energy")
     if energy is None:
         return dict.fromkeys(SWEEP_ENERGY_COLUMNS)
-    per_token = energy.get("per_token_pj")
-    return {"energy_uj": energy["total_pj"] / 1e6, "energy_per_token_uj": per_token / 1e6 if per_token else None,
-            "tops_per_w": energy["tops_per_w"], "area_mm2": _area_mm2(hardware_json)}
+    return {"energy_uj": energy["total_pj"] / 1e6,
+            "energy_per_token_uj": energy["total_pj"] / tokens / 1e6 if tokens else None,
+            "tops_per_w": energy["tops_per_w"], "effective_tops_per_w": energy["effective_tops_per_w"],
+            "area_mm2": _area_mm2(hardware_json)}
 
 
 def _simulation_json(config: dict) -> str:
@@ -363,7 +376,7 @@ def _totals(entry: ModelEntry, include_frontend: bool, include_head: bool, trace
     decode_cycles = int(generation.steps["total_cycles"].sum()) if len(generation.steps) else 0
     decode_bytes = generation.decode.totals["dram_bytes"] if generation.decode is not None else 0
     return {**prefill, "total_cycles": prefill["total_cycles"] + decode_cycles, "latency_ms": summary["e2e_ms"],
-            "dram_bytes": prefill["dram_bytes"] + decode_bytes, "utilization": None,
+            "dram_bytes": prefill["dram_bytes"] + decode_bytes, "utilization": summary["utilization"],
             **{column: summary[column] for column in GENERATION_COLUMNS}, "energy": summary["energy"]}
 
 

@@ -24,7 +24,8 @@ from workloads.models import Workload, load_model
 @click.option("--hardware", "hardware_name", default=None, help="Preset name or YAML path (overrides the config's).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--out", type=click.Path(), default=None,
-              help="Write steps.csv, prefill.csv, decode.csv, summary.json and a step-latency plot to DIR.")
+              help="Write steps.csv, prefill.csv, summary.json and, when decode steps run, decode.csv and a "
+                   "step-latency plot to DIR.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out directory.")
 def generate(config: str, model: str, prompt: int, new_tokens: int, batch: int, beams: int, head: str | None,
              expert_imbalance: float | None, hardware_name: str | None, fmt: str, out: str | None, force: bool) -> None:
@@ -58,16 +59,20 @@ def generate(config: str, model: str, prompt: int, new_tokens: int, batch: int, 
     else:
         click.echo(format_generation(summary))
     if out_dir is not None:
+        written = ["steps.csv", "prefill.csv"]
         with staged_dir(out_dir) as staging:
             generation.steps.to_csv(staging / "steps.csv", index=False)
             generation.prefill.to_csv(staging / "prefill.csv", index=False)
-            if generation.decode is not None:
+            if generation.decode is not None:  # one new token: the prefill made it, no decode step ran
                 generation.decode.to_csv(staging / "decode.csv", index=False)
+                written.append("decode.csv")
             write_json(staging / "summary.json", summary)
-            plot_steps(generation.steps, hardware.array.clock_mhz, staging / "step_latency",
-                       f"{spec.name} under {policy.name} on {hardware.name}: decode steps")
-        click.echo(f"wrote steps.csv, prefill.csv, decode.csv, summary.json, step_latency.png/svg to {out_dir}",
-                   err=True)
+            written.append("summary.json")
+            if len(generation.steps):
+                plot_steps(generation.steps, hardware.array.clock_mhz, staging / "step_latency",
+                           f"{spec.name} under {policy.name} on {hardware.name}: decode steps")
+                written.append("step_latency.png/svg")
+        click.echo(f"wrote {', '.join(written)} to {out_dir}", err=True)
 
 
 def format_generation(summary: dict) -> str:
@@ -82,7 +87,8 @@ def format_generation(summary: dict) -> str:
         f"  time to first token  {summary['ttft_ms']:.3f} ms   (prefill: {summary['bound']['prefill']}-bound)",
         f"  time per output token {tpot}"
         + (f"   (decode: {summary['bound']['decode']}-bound)" if "decode" in summary["bound"] else ""),
-        f"  end to end           {summary['e2e_ms']:.3f} ms, {summary['tokens_per_s']:,.1f} tokens/s",
+        f"  end to end           {summary['e2e_ms']:.3f} ms, {summary['tokens_per_s']:,.1f} tokens/s, "
+        f"array utilization {100 * summary['utilization']:.3g}%",
         f"  weights {mib(summary['weight_bytes'])}, KV cache at the end {mib(summary['kv_cache_bytes'])}, "
         f"peak activations {mib(summary['peak_activation_bytes'])}: DRAM footprint "
         f"{mib(summary['dram_footprint_bytes'])}" + (f" of {mib(capacity)}" if capacity else ""),

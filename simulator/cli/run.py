@@ -13,6 +13,7 @@ from workloads.vocabulary import PRUNED_LINEAR_ROLES
 
 if TYPE_CHECKING:
     from simulator.analysis.comparison import Comparison
+    from simulator.engine import Results
     from simulator.formats.storage import Footprint
     from workloads.models import Workload
     from workloads.ops import Trace
@@ -69,7 +70,7 @@ def run(config: str, model: str, hardware_name: str | None, include_frontend: bo
     summary = run_summary(comparison.results, memory, comparison.plan, model=trace.model, config=policy.name,
                           hardware=hardware.name, baseline=comparison.baseline_results,
                           baseline_name=baseline.name if baseline else None, fp16=comparison.fp16_results,
-                          workload=dict(trace.workload))
+                          native=comparison.native_results, workload=dict(trace.workload))
     if fmt == "table":
         click.echo(format_run(summary))
     elif fmt == "json":
@@ -109,8 +110,8 @@ def _write_outputs(out_dir: Path, comparison: Comparison, summary: dict, memory:
         runs = {name: breakdown(results)}
         if baseline is not None and baseline_results is not None and baseline.name != name:
             runs[baseline.name] = breakdown(baseline_results)
-        if comparison.fp16_results is not None:
-            runs["fp16 dense"] = breakdown(comparison.fp16_results)
+        for label, other in _comparison_runs(comparison):
+            runs[label] = breakdown(other)
         plot_time_breakdown({model: runs}, staging / "time_breakdown", f"{model} on {hardware}: time by category")
         plot_bars(storage_parts_mib(memory), staging / "memory_by_group", "layer group",
                   "parameter storage (MiB)", f"{model} under {name}: what the parameters store", stacked=True)
@@ -119,10 +120,23 @@ def _write_outputs(out_dir: Path, comparison: Comparison, summary: dict, memory:
             from simulator.report.energy import plot_energy
 
             runs_energy = {name: summary["energy"]["by_component"]}
-            for label, other in (("baseline " + (baseline.name if baseline else ""), baseline_results),
-                                 ("fp16 dense", comparison.fp16_results)):
-                if other is not None and other is not results:
+            if baseline is not None and baseline_results is not None and baseline_results is not results:
+                runs_energy[f"baseline {baseline.name}"] = baseline_results.totals["energy"]["by_component"]
+            for label, other in _comparison_runs(comparison):
+                if other is not results:
                     runs_energy[label] = other.totals["energy"]["by_component"]
             plot_energy(runs_energy, staging / "energy_breakdown", f"{model} on {hardware}: energy by component")
             written += ", energy_breakdown.png/svg"
     return written
+
+
+def _comparison_runs(comparison: Comparison) -> list[tuple[str, Results]]:
+    """The dense FP16 run and, where the chip's own format is another, the dense native one, labelled."""
+    runs: list[tuple[str, Results]] = []
+    if comparison.fp16_results is not None:
+        runs.append(("fp16 dense", comparison.fp16_results))
+    native = comparison.native_results
+    if native is not None and native is not comparison.fp16_results:
+        name = native.hardware.sfu_precision.name if native.hardware is not None else "native"
+        runs.append((f"{name} dense (native)", native))
+    return runs

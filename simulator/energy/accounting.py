@@ -4,7 +4,8 @@ Dynamic energy per step, in pJ (one column each in ops.csv):
 
 - ``mac_pj``: kept MACs at the compute format's MAC energy; under ``sparse.mode: gate`` every zero MAC
   the array still steps through costs the gated fraction of a MAC; compressed weights add their index
-  reads (index bits x rows streamed past them).
+  reads (index bits x rows streamed past them); the hardware's optional capabilities add their uses
+  (skip selections, in-PE dequantizations, decompressed weights: see energy/capabilities.py).
 - ``idle_pj``: the op's idle MAC slots (compute cycles x PEs x MACs per PE, less the MACs issued:
   under-filled folds, fill and drain, arrays the split leaves unused), clock-gated at the same fraction.
 - ``register_pj``: PE registers, per bit written: each weight load (stored bits per weight: values
@@ -22,6 +23,8 @@ buffer once more at its own width, and idle MAC slots cost nothing.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from simulator.energy.action_costs import ActionCosts
 from simulator.formats.precision import parse_precision
@@ -62,7 +65,11 @@ def step_energy(record: dict, hardware: Hardware, costs: ActionCosts, accounting
         issued = record["batch"] * record["m"] * record["k"] * record["n"] if hardware.sparse.mode == "gate" else kept
         slots = record["compute_cycles"] * hardware.pes * record["macs_per_pe"]
         selection = record["index_bits"] * record["m"] * costs.register_bit_pj
-        mac = kept * per_mac + (issued - kept) * gated + selection
+        extras = costs.capabilities
+        capabilities = (record["skip_selects"] * extras.skip_select_pj[compute.name]
+                        + record["pe_dequantized_loads"] * extras.dequantize_pj
+                        + record["decompressed_weights"] * extras.decompress_pj[compute.name])
+        mac = kept * per_mac + (issued - kept) * gated + selection + capabilities
         idle = 0.0 if accounting == "zigzag" else max(0, slots - issued) * gated
         psum_reads = 2 if accounting == "zigzag" else 1
         bits = (record["array_weight_loads"] * _weight_bits_per_load(record, compute.bits)
@@ -85,9 +92,17 @@ def leakage_pj(costs: ActionCosts, latency_ms: float) -> float:
     return static_mw(costs) * latency_ms * 1e6
 
 
-def energy_summary(sums: dict[str, float], macs: int, latency_ms: float, costs: ActionCosts) -> dict:
+def dense_macs(records: Iterable[dict]) -> int:
+    """MACs of the products as written, zeros and all: batch x m x k x n of every array step."""
+    return sum(r["batch"] * r["m"] * r["k"] * r["n"] for r in records if r["unit"] == "array")
+
+
+def energy_summary(sums: dict[str, float], macs: int, latency_ms: float, costs: ActionCosts,
+                   dense_equivalent_macs: int) -> dict:
     """The run's energy block from its per-column sums: total and by component (pJ), leakage, TOPS/W
-    (2 ops per useful MAC over the total energy) and the energy-delay product (pJ x s)."""
+    (2 ops per useful MAC over the total energy), effective TOPS/W (2 ops per MAC of the products as
+    written, skipped zeros included: what a dense chip would have to do for the same result) and the
+    energy-delay product (pJ x s)."""
     by_component = {component: float(sums[column]) for column, component in COMPONENT_OF_COLUMN.items()}
     by_component["leakage"] = leakage_pj(costs, latency_ms)
     total = sum(by_component.values())
@@ -98,5 +113,6 @@ def energy_summary(sums: dict[str, float], macs: int, latency_ms: float, costs: 
         "by_component": by_component,
         "static_mw": static_mw(costs),
         "tops_per_w": 2 * macs / total if total else 0.0,
+        "effective_tops_per_w": 2 * dense_equivalent_macs / total if total else 0.0,
         "edp_pj_s": total * latency_ms / 1e3,
     }

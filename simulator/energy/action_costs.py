@@ -27,6 +27,8 @@ The rules (each number comes from a table entry; see configs/energy/horowitz_45n
   format, ``macs_per_pe`` multiply-accumulate lanes, and registers for that format's packed weight and
   activation words plus one partial sum (PE area = the largest over its formats: narrower formats reuse
   the datapath). The vector unit has one multiply and one add per lane at its format.
+- Optional capabilities (N:M and unstructured zero-skipping, in-PE dequantization, the decompressor)
+  add PE area, a decompressor component and energy per use: see :mod:`simulator.energy.capabilities`.
 - Static power: logic leaks int32_add_leakage per int32_add_area (the same density for every PE and
   lane); buffers leak what the SRAM table gives at their capacity and cell type.
 """
@@ -34,23 +36,29 @@ The rules (each number comes from a table entry; see configs/energy/horowitz_45n
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 
+from simulator.energy.capabilities import CapabilityCosts, capability_costs
+from simulator.energy.primitives import (
+    Scaled,
+    accumulator_format,
+    add_area_um2,
+    int_add_pj,
+    int_mult_pj,
+    mac_pj,
+    mult_area_um2,
+)
 from simulator.energy.tables import (
-    ActionTable,
-    ScalingRule,
     SramTable,
     load_action_table,
     load_scaling_rule,
     load_sram_table,
 )
-from simulator.formats.precision import Precision, parse_precision
 from simulator.spec.hardware import Hardware
 from workloads.errors import InputError
 
 BUFFERS = ("ifmap", "filter", "ofmap")
-COMPONENTS = ("pes", "vector_unit", *(f"{name}_buffer" for name in BUFFERS))
+COMPONENTS = ("pes", "vector_unit", *(f"{name}_buffer" for name in BUFFERS), "decompressor")
 
 
 @dataclass(frozen=True)
@@ -67,124 +75,24 @@ class ActionCosts:
     static_mw: dict[str, float]
     area_mm2: dict[str, float]
     pe_area_um2: float
+    capabilities: CapabilityCosts  # skipping, in-PE dequantization, the decompressor
 
 
-class _Scaled:
-    """The action table's entries carried to the hardware's node and voltage."""
-
-    def __init__(self, hardware: Hardware, table: ActionTable, rule: ScalingRule | None) -> None:
-        energy = hardware.energy
-        assert energy is not None
-        self.hardware, self.table, self.rule = hardware, table, rule
-        self.node, self.vdd = energy.node_nm, energy.vdd_v
-        if rule is None and (self.node != table.node_nm or self.vdd != table.vdd_v):
-            raise InputError(f"energy table {table.name} is at {table.node_nm:g} nm, {table.vdd_v:g} V; hardware "
-                             f"{hardware.name} is at {self.node:g} nm, {self.vdd:g} V and the table names no "
-                             "scaling rule")
-
-    def energy_scale(self, node_nm: float, vdd_v: float) -> float:
-        if self.rule is None or (node_nm == self.node and vdd_v == self.vdd):
-            return 1.0
-        return self.rule.energy_scale(node_nm, vdd_v, self.node, self.vdd)
-
-    def area_scale(self, node_nm: float) -> float:
-        return 1.0 if self.rule is None or node_nm == self.node else self.rule.area_scale(node_nm, self.node)
-
-    def value(self, name: str, needed_for: str) -> float:
-        entry = self.table.entries.get(name)
-        if entry is None:
-            raise InputError(f"energy table {self.table.name} has no entry {name!r}, needed for {needed_for} "
-                             f"on hardware {self.hardware.name}")
-        if entry.node_nm is None:  # off-chip
-            return entry.value
-        if entry.unit == "um2":
-            return entry.value * self.area_scale(entry.node_nm)
-        return entry.value * self.energy_scale(entry.node_nm, self.table.vdd_v)  # pJ and mW alike
-
-
-def _int_mult_pj(scaled: _Scaled, width_a: int, width_b: int) -> float:
-    int8 = scaled.value("int8_mult", f"int{width_a} MACs")
-    int32 = scaled.value("int32_mult", f"int{width_a} MACs")
-    exponent = math.log(int32 / int8) / math.log(4) if int8 > 0 and int32 > 0 else 2.0
-    return int8 * (width_a * width_b / 64) ** (exponent / 2)
-
-
-def _int_add_pj(scaled: _Scaled, bits: int) -> float:
-    points = [(width, scaled.value(f"int{width}_add", f"{bits}-bit accumulation")) for width in (8, 16, 32)]
-    if bits <= points[0][0]:
-        return points[0][1] * bits / points[0][0]
-    if bits >= points[-1][0]:
-        return points[-1][1] * bits / points[-1][0]
-    for (low, low_pj), (high, high_pj) in zip(points, points[1:], strict=False):
-        if low <= bits <= high:
-            return low_pj + (bits - low) / (high - low) * (high_pj - low_pj)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _float_accumulator(hardware: Hardware) -> str:
-    bits = hardware.accumulator_bits
-    if bits not in (16, 32):
-        raise InputError(f"hardware {hardware.name}: a float accumulator of {bits} bits has no energy entry "
-                         "(fp32 for 32 bits, fp16 for 16)")
-    return f"fp{bits}"
-
-
-def mac_pj(scaled: _Scaled, precision: Precision) -> float:
-    """One multiply-accumulate computing in ``precision`` with the hardware's accumulator."""
-    hardware = scaled.hardware
-    why = f"{precision} MACs"
-    if precision.is_float:
-        accumulator = _float_accumulator(hardware)
-        mac = scaled.value(f"{precision.element_name}_mult", why) + scaled.value(f"{accumulator}_add", why)
-    else:
-        mac = _int_mult_pj(scaled, precision.bits, precision.bits) + _int_add_pj(scaled, hardware.accumulator_bits)
-    block = precision.block
-    if block is None:
-        return mac
-    scaling = scaled.value("int8_add" if block.scale == "e8m0" else f"fp8_{block.scale}_mult", why)
-    return mac + scaling / block.block
-
-
-def _mult_area_um2(scaled: _Scaled, precision: Precision) -> float:
-    why = f"{precision} multiplier area"
-    per_bit_squared = scaled.value("int32_mult_area", why) / 1024
-    fields = precision.float_fields
-    if fields is not None:
-        exponent, significand = fields
-        return significand**2 * per_bit_squared + exponent * scaled.value("int32_add_area", why) / 32
-    return precision.bits**2 * per_bit_squared
-
-
-def _add_area_um2(scaled: _Scaled, precision: Precision) -> float:
-    per_bit = scaled.value("int32_add_area", f"{precision} adder area") / 32
-    fields = precision.float_fields
-    if fields is not None:
-        exponent, significand = fields
-        return (exponent + significand) * per_bit
-    return precision.bits * per_bit
-
-
-def _accumulator(hardware: Hardware, precision: Precision) -> Precision:
-    if precision.is_float:
-        return parse_precision(_float_accumulator(hardware))
-    return Precision(hardware.accumulator_bits, f"int{hardware.accumulator_bits}")
-
-
-def pe_area_um2(scaled: _Scaled) -> float:
+def pe_area_um2(scaled: Scaled) -> float:
     """The PE sized for its most demanding format: MAC lanes plus weight, activation and psum registers."""
     hardware = scaled.hardware
     register = scaled.value("register_bit_area", "PE registers")
     best = 0.0
     for precision in hardware.supported_precisions:
         lanes = hardware.macs_per_pe[precision.name]
-        datapath = lanes * (_mult_area_um2(scaled, precision)
-                            + _add_area_um2(scaled, _accumulator(hardware, precision)))
+        datapath = lanes * (mult_area_um2(scaled, precision)
+                            + add_area_um2(scaled, accumulator_format(hardware, precision)))
         registers = (2 * lanes * precision.bits + hardware.accumulator_bits) * register
         best = max(best, datapath + registers)
     return best
 
 
-def _sram(scaled: _Scaled, sram: SramTable, capacity_bytes: int) -> tuple[float, float, float, float]:
+def _sram(scaled: Scaled, sram: SramTable, capacity_bytes: int) -> tuple[float, float, float, float]:
     """(read pJ per byte, write pJ per byte, leakage mW, area mm2) of one buffer at the hardware's node."""
     energy = scaled.hardware.energy
     assert energy is not None
@@ -210,7 +118,7 @@ def _sram(scaled: _Scaled, sram: SramTable, capacity_bytes: int) -> tuple[float,
             banks * point.area_mm2 * scaled.area_scale(sram.node_nm))
 
 
-def _logic_leakage_mw_per_um2(scaled: _Scaled) -> float:
+def _logic_leakage_mw_per_um2(scaled: Scaled) -> float:
     return scaled.value("int32_add_leakage", "static power") / scaled.value("int32_add_area", "static power")
 
 
@@ -220,7 +128,7 @@ def _build(hardware: Hardware) -> ActionCosts:
         raise InputError(f"hardware {hardware.name} has no energy section: energy and area are not modelled")
     table = load_action_table(energy.table)
     rule = load_scaling_rule(table.scaling) if table.scaling else None
-    scaled = _Scaled(hardware, table, rule)
+    scaled = Scaled(hardware, table, rule)
     sram = load_sram_table(table.sram)
     precisions = {*hardware.supported_precisions, hardware.sfu_precision}
     macs = {precision.name: mac_pj(scaled, precision) for precision in precisions}
@@ -234,14 +142,18 @@ def _build(hardware: Hardware) -> ActionCosts:
         static[f"{name}_buffer"], area[f"{name}_buffer"] = leak, mm2
     sfu = hardware.sfu_precision
     lane_pj = scaled.value(f"{sfu}_add", "the vector unit") + scaled.value(f"{sfu}_mult", "the vector unit") \
-        if sfu.is_float else _int_mult_pj(scaled, sfu.bits, sfu.bits) + _int_add_pj(scaled, sfu.bits)
-    pe_um2 = pe_area_um2(scaled)
-    lane_um2 = _mult_area_um2(scaled, sfu) + _add_area_um2(scaled, sfu)
+        if sfu.is_float else int_mult_pj(scaled, sfu.bits, sfu.bits) + int_add_pj(scaled, sfu.bits)
+    extras = capability_costs(scaled, hardware)
+    pe_um2 = pe_area_um2(scaled) + extras.pe_um2
+    lane_um2 = mult_area_um2(scaled, sfu) + add_area_um2(scaled, sfu)
     leak_per_um2 = _logic_leakage_mw_per_um2(scaled)
     area["pes"] = hardware.pes * pe_um2 / 1e6
     area["vector_unit"] = hardware.sfu_lanes * lane_um2 / 1e6
     static["pes"] = hardware.pes * pe_um2 * leak_per_um2
     static["vector_unit"] = hardware.sfu_lanes * lane_um2 * leak_per_um2
+    if extras.decompressor_mm2:
+        area["decompressor"] = extras.decompressor_mm2
+        static["decompressor"] = extras.decompressor_mm2 * 1e6 * leak_per_um2
     order = {name: index for index, name in enumerate(COMPONENTS)}
     return ActionCosts(
         mac_pj=macs, gated_fraction=gated, register_bit_pj=scaled.value("register_bit", "PE registers"),
@@ -250,7 +162,7 @@ def _build(hardware: Hardware) -> ActionCosts:
         vector_lane_pj=lane_pj,
         static_mw=dict(sorted(static.items(), key=lambda item: order[item[0]])),
         area_mm2=dict(sorted(area.items(), key=lambda item: order[item[0]])),
-        pe_area_um2=pe_um2)
+        pe_area_um2=pe_um2, capabilities=extras)
 
 
 @functools.lru_cache(maxsize=64)

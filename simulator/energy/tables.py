@@ -35,7 +35,7 @@ ENTRY_UNITS = {
     "int8_add": "pJ", "int16_add": "pJ", "int32_add": "pJ", "int8_mult": "pJ", "int32_mult": "pJ",
     "fp16_add": "pJ", "fp16_mult": "pJ", "fp32_add": "pJ", "fp32_mult": "pJ", "bf16_add": "pJ", "bf16_mult": "pJ",
     "fp8_e4m3_mult": "pJ", "fp8_e5m2_mult": "pJ", "fp6_e2m3_mult": "pJ", "fp6_e3m2_mult": "pJ", "fp4_e2m1_mult": "pJ",
-    "register_bit": "pJ", "mac_reference": "pJ", "mac_gated": "pJ",
+    "register_bit": "pJ", "mac_reference": "pJ", "mac_gated": "pJ", "mux2_bit": "pJ", "mux2_bit_area": "um2",
     "int32_mult_area": "um2", "int32_add_area": "um2", "register_bit_area": "um2", "int32_add_leakage": "mW",
     **{f"dram_{name}": "pJ/bit" for name in DRAM_TECHNOLOGIES},
 }

@@ -13,7 +13,10 @@ Per-level action counts (bytes unless named otherwise):
   fold, and once more to drain the finished output. SFU steps read and write the activation buffer.
 - Array: ``array_weight_loads`` (B elements entering PEs: once in ws, once per sweep when streamed in
   os/is), ``array_activation_hops`` (one per MAC the PEs issue) and ``array_psum_updates`` (one per
-  MAC / MACs per PE: a PE reduces its packed products into one partial sum per cycle).
+  MAC / MACs per PE: a PE reduces its packed products into one partial sum per cycle); the uses of the
+  hardware's optional capabilities: ``skip_selects`` (MACs issued on a product the PEs skip),
+  ``pe_dequantized_loads`` (weight loads the PEs dequantize) and ``decompressed_weights`` (weight loads
+  the decompressor expands).
 
 Transfer cycles are the DRAM bytes over the bandwidth; transfers are double-buffered fold by fold: one
 fold's share does not overlap (the first load when compute-bound, the last compute when transfer-bound),
@@ -26,9 +29,9 @@ import math
 from dataclasses import dataclass
 
 from simulator.engine.array_split import Split
-from simulator.engine.lowering import Step
 from simulator.engine.mapping import Mapping
 from simulator.engine.residency import CHIP, DRAM, STREAM, Placement, tensor_bytes
+from simulator.engine.steps import Step
 from simulator.formats.sparsity import SparsityPattern
 from simulator.formats.storage import OpStorage
 from simulator.spec.hardware import Hardware
@@ -38,7 +41,7 @@ from workloads.ops import Tensor
 ACCESS_COLUMNS = (
     "dram_read_bytes", "dram_write_bytes", "ifmap_read_bytes", "ifmap_write_bytes", "filter_read_bytes",
     "filter_write_bytes", "ofmap_read_bytes", "ofmap_write_bytes", "array_weight_loads",
-    "array_activation_hops", "array_psum_updates",
+    "array_activation_hops", "array_psum_updates", "skip_selects", "pe_dequantized_loads", "decompressed_weights",
 )
 
 
@@ -64,6 +67,9 @@ class Cost:
     array_weight_loads: int = 0
     array_activation_hops: int = 0
     array_psum_updates: int = 0
+    skip_selects: int = 0  # MACs issued through the PEs' skip multiplexers
+    pe_dequantized_loads: int = 0  # weights the PEs dequantize as they load them
+    decompressed_weights: int = 0  # weight elements the decompressor expands on their way into the array
 
     @property
     def dram_bytes(self) -> int:
@@ -98,7 +104,10 @@ def matrix_traffic(step: Step, tensors: dict[str, Tensor], placement: Placement,
     """Traffic of a matrix step whose weights (GEMM) take ``weight_bytes`` stored, run as ``split`` over
     the chip's arrays, its PEs skipping ``sparsity`` (the mapping its timing uses, so partial sums are
     written once per fold of the kept depth): each array sweeps its share; the operand a split does not
-    partition (A when splitting n, B when splitting m) is read by every array in use. ``drain_read``
+    partition (A when splitting n, B when splitting m) is read from its buffer by every array in use.
+    The arrays share the chip's buffers and sweep their shares in step, so a tile of that operand
+    fetched into a buffer feeds every array at once: what comes from DRAM (or is copied from the
+    activation buffer) is one array's sweeps, not one per array. ``drain_read``
     (ZigZag's accounting) also reads each finished output from the ofmap buffer at its own width, and
     sends an output bound for DRAM there directly instead of through the activation buffer."""
     op, mem = step.op, hardware.memory
@@ -115,7 +124,7 @@ def matrix_traffic(step: Step, tensors: dict[str, Tensor], placement: Placement,
     counts.add(ifmap_read_bytes=a_bytes * a_sweeps * a_copies)
     if placement.home[a_name] == DRAM:
         fits = ceil_div(a_bytes, products) <= mem.ifmap_buffer_bytes
-        fetched = a_bytes if fits else a_bytes * a_sweeps * a_copies
+        fetched = a_bytes if fits else a_bytes * a_sweeps
         counts.add(dram_read_bytes=fetched, ifmap_write_bytes=fetched)
     b_name = step.reads[1] if len(step.reads) > 1 else ""  # none: outlier rows, read with their matrix
     if op.kind == "bmm" or placement.home.get(b_name) == STREAM:  # an activation, or dequantized on its way
@@ -125,7 +134,7 @@ def matrix_traffic(step: Step, tensors: dict[str, Tensor], placement: Placement,
     else:
         b_bytes, fits = weight_bytes, weight_bytes <= mem.filter_buffer_bytes
         b_home = DRAM if mem.weights_streamed else "preloaded"  # preloaded weights sit in the filter buffer
-    fetched = b_bytes if fits else b_bytes * b_sweeps * b_copies
+    fetched = b_bytes if fits else b_bytes * b_sweeps
     if b_home == DRAM:
         counts.add(dram_read_bytes=fetched, filter_write_bytes=fetched)
     elif b_home == CHIP:

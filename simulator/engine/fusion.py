@@ -10,7 +10,7 @@ Its data still moves: what it reads from or writes to DRAM is counted (residency
 
 from __future__ import annotations
 
-from simulator.engine.lowering import Step
+from simulator.engine.steps import Step
 from workloads.vocabulary import FUSIBLE, FUSION_ANCHORS
 
 

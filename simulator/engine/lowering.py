@@ -7,7 +7,9 @@ tensor is quantized once per format whatever the number of its readers (q, k and
 input share one quantize; cross-attention's k and v read another tensor, so they get their own).
 
 State read by a matrix op (a KV cache) is stored in that op's format: the op reads it whole, and only
-the entries this pass appends are quantized (``quantize_b``), from the activation that holds them.
+the entries this pass appends are quantized (``quantize_b``), from the activation that holds them. A
+cache's per-head or per-token scales scale the scores (Q K^T's epilogue) or fold into the
+probabilities (before P V); block-format caches are dequantized where no unit applies their blocks.
 
 Attention N:M sparsity (``sparsity.attention``) inserts an ``nm_select`` step that keeps the N largest
 of every M values of the pruned operand along the product's K (probabilities for softmax x V, keys
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from simulator.engine.operands import kv_scale_group, operand_elements, operand_rows, pruned
+from simulator.engine.steps import Lowered, Step
 from simulator.formats.precision import Precision, compute_format, parse_precision
 from simulator.formats.scales import carries_scales, same_blocks, takes_scales
 from simulator.formats.sparsity import SparsityPattern
@@ -33,66 +37,6 @@ from workloads.ops import Op, Tensor, Trace
 # The formats an ideal array would have, to say which product a preset computes wider than it needs.
 _ANY_ARRAY = [parse_precision(name) for name in ("fp32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2", "int16", "int8",
                                                  "int4", "int2")]
-
-
-@dataclass(frozen=True)
-class Step:
-    """One unit of work: a trace op on the array or the SFU, or an SFU op the simulator inserted."""
-
-    op: Op
-    unit: str  # "array" or "sfu"
-    inserted: bool
-    precision: Precision  # the array's compute format, or the SFU's
-    reads: tuple[str, ...]
-    writes: tuple[str, ...]
-    operands: str = ""  # array: the operands' formats, "int4/fp16" (weights/activations) when they differ
-    stored_as: Op | None = None  # the trace op whose parameters this step reads, when ``op`` computes part of it
-    pattern: SparsityPattern | None = None  # attention N:M on the product's pruned operand
-    runs_at: SparsityPattern | None = None  # the pattern the PEs skip it at (``pattern`` or one it fits)
-
-    @property
-    def owner(self) -> Op:
-        """The trace op whose stored parameters this step reads."""
-        return self.stored_as or self.op
-
-
-@dataclass(frozen=True)
-class Lowered:
-    steps: tuple[Step, ...]
-    tensors: dict[str, Tensor]  # every tensor a step names, with ``bits`` filled in
-    appends: dict[str, str]  # state tensor -> the activation holding its appended entries (written to DRAM)
-    notes: tuple[str, ...] = ()  # products an array computes wider than their operands need, sparsity fallbacks
-    filter_streams: frozenset[str] = frozenset()  # dequantized B operands, streamed into the filter buffer
-
-
-def _operand_elements(op: Op, index: int) -> int:
-    """Elements of a matrix op's A (index 0) or B (index 1) operand, as the op reads them."""
-    return op.batch * op.m * op.k if index == 0 else op.batch * op.k * op.n
-
-
-def _operand_rows(op: Op, index: int) -> tuple[int, int]:
-    """(tokens, elements per token) of a matrix op's A or B operand: A is m tokens of k; B of a BMM is
-    n tokens of k (keys, K^T) or k tokens of n (values, probabilities x V)."""
-    if index == 0:
-        return op.batch * op.m, op.k
-    return (op.batch * op.n, op.k) if op.role == "bmm_qk" else (op.batch * op.k, op.n)
-
-
-def _kv_scale_group(state: Tensor, reader: Op, per: str, sequences: int) -> int:
-    """Elements per scale of a KV cache read by the attention BMM ``reader``: a head's vector of one
-    token (per head), all heads of one token (per token), 0 (one scale per tensor)."""
-    if per == "tensor":
-        return 0
-    if reader.kind != "bmm":
-        raise InputError(f"{state.name}: per-{per} cache scales need the attention product that reads it; "
-                         f"its first reader is {reader.name}")
-    head_dim, tokens = (reader.k, reader.n) if reader.role == "bmm_qk" else (reader.n, reader.k)
-    if per == "head":
-        return head_dim
-    group, rest = divmod(state.elements, sequences * tokens)
-    if rest or not group:
-        raise ValueError(f"{state.name}: {state.elements} elements are not {sequences} x {tokens} tokens")
-    return group
 
 
 def lower(trace: Trace, plan: Plan) -> Lowered:
@@ -112,10 +56,6 @@ def lower(trace: Trace, plan: Plan) -> Lowered:
     context.check_per_token()
     return Lowered(tuple(context.steps), context.tensors, context.appends, tuple(context.notes),
                    frozenset(context.filter_streams))
-
-
-def _pruned(tensor: Tensor, pattern: SparsityPattern, row: int) -> Tensor:
-    return replace(tensor, nm_kept=pattern.n, nm_group=pattern.m, nm_row=row)
 
 
 @dataclass
@@ -145,6 +85,8 @@ class _Lowering:
         self.appends: dict[str, str] = {}
         self.filter_streams: set[str] = set()
         self.selected: dict[str, str] = {}  # activation -> its pruned copy
+        self.scaled_scores: set[str] = set()  # Q K^T products whose scores the cache's scales multiply
+        self.pe_dequantized: set[str] = set()  # products whose B operand the PEs dequantize (dequantize_in_pe)
         self.state_format: dict[str, Precision] = {}
         self.filled_by: dict[str, str] = {}
         self.per_token = self.spec.activation_scales.per == "token"
@@ -180,17 +122,21 @@ class _Lowering:
                 tensors[name] = replace(tensor, bits=sfu.bits)
 
     def store_cache(self, state: str, op: Op, index: int, sequences: int) -> None:
-        """The KV cache ``state``, first read by operand ``index`` of ``op``: its format, its scales and,
-        for pruned keys, the pattern it keeps them compressed in."""
+        """The KV cache ``state``, first read by operand ``index`` of ``op``: its format with a block
+        format's own scales, the per-head or per-token scales on top and, for pruned keys, the pattern it
+        keeps them compressed in."""
         spec = self.spec
         kv = self.state_format[state] = self.policy.kv_cache_precision(op)
         scales = spec.effective_kv_scales(kv) if spec.kv_cache is not None else None
-        group = _kv_scale_group(self.tensors[state], op, scales.per, sequences) if scales else 0
-        self.tensors[state] = replace(self.tensors[state], bits=kv.bits, scale_group=group,
-                                      scale_bits=scales.scale_bits + scales.zero_point_bits if scales and group else 0)
+        coarse = kv_scale_group(self.tensors[state], op, scales.per, sequences) if scales else 0
+        block = kv.block
+        self.tensors[state] = replace(
+            self.tensors[state], bits=kv.bits, scale_group=block.block if block else 0,
+            scale_bits=block.scale_bits if block else 0, coarse_scale_group=coarse,
+            coarse_scale_bits=scales.scale_bits + scales.zero_point_bits if scales and coarse else 0)
         sparse = self.attention_sparsity(op) if PRUNED_OPERAND.get(op.role) == index else None
         if sparse is not None:  # pruned keys: the cache keeps them compressed
-            self.tensors[state] = _pruned(self.tensors[state], sparse[0], op.k)
+            self.tensors[state] = pruned(self.tensors[state], sparse[0], op.k)
 
     # --- building blocks: tensors and inserted steps ------------------------------------------------
 
@@ -236,7 +182,7 @@ class _Lowering:
             kept = SparsityPattern(stored.nm_kept, stored.nm_group)
         out = self.add_tensor(f"{op.name}.{suffix}", elements, fmt.bits)
         if kept is not None:
-            self.tensors[out] = _pruned(self.tensors[out], kept, op.k)
+            self.tensors[out] = pruned(self.tensors[out], kept, op.k)
         self.sfu_step(op, "dequantize", suffix, self.tensors[out].values_of(elements), (source,), (out,))
         self.filter_streams.add(out)
         return out
@@ -247,7 +193,7 @@ class _Lowering:
         if source not in self.selected:
             tensor = self.tensors[source]
             out = self.selected[source] = f"{op.name}.{suffix}"
-            self.tensors[out] = _pruned(replace(tensor, name=out, kind="activation"), pattern, op.k)
+            self.tensors[out] = pruned(replace(tensor, name=out, kind="activation"), pattern, op.k)
             self.sfu_step(op, "nm_select", suffix, tensor.elements, (source,), (out,))
         return self.selected[source]
 
@@ -278,18 +224,20 @@ class _Lowering:
         weights, compute = formats.weights, formats.compute
         scaled_weights = (weights is not None and _scales_along_k(weights, self.spec) and weights != compute
                           and not same_blocks(weights, compute))
+        if scaled_weights and weights in self.in_pe:
+            self.pe_dequantized.add(op.name)
         if scaled_weights and weights not in self.in_pe:  # group/block scales vary along K: applied per weight
             kept = self.plan.compressed_pattern(op)  # N:M weights the PEs skip stay compressed
             reads[operands] = self.dequantize(op, "dequantize_w", reads[operands], op.batch * op.k * op.n, compute,
                                               kept)
         # The output leaves the array in the SFU's format, or is dequantized (scaled) into it.
-        converts = (compute != self.sfu or formats.operands[0] != self.sfu
+        converts = (compute != self.sfu or formats.operands[0] != self.sfu or op.name in self.scaled_scores
                     or (weights is not None and not scaled_weights and carries_scales(weights)))
         same = formats.second == formats.operands[0] == compute
         described_step = str(compute) if same else formats.described.replace(" x ", "/")
         pattern, runs_at = sparse if sparse is not None else (None, None)
         step = Step(op, "array", False, compute, tuple(reads), op.writes, described_step, stored_as, pattern,
-                    runs_at)
+                    runs_at, op.name in self.pe_dequantized)
         self.epilogue(step, operands, converts, outlier_rows)
 
     def formats(self, op: Op) -> _Formats:
@@ -326,23 +274,46 @@ class _Lowering:
             selected = pattern if index == pruned_index else None
             if tensor.kind == "state":  # a decode step: only the new entries are converted and appended
                 self.append_to_cache(op, name, suffix, selected)
-                if tensor.scale_group and formats.operands[index] not in self.in_pe:  # scales along the product
-                    reads[index] = self.dequantize(op, "dequantize_b", name, _operand_elements(op, index),
-                                                   formats.compute)
+                reads[index] = self.read_cache(op, index, reads, formats)
                 continue
-            reads[index] = self.convert(op, suffix, name, _operand_elements(op, index), formats.operands[index],
-                                        _operand_rows(op, index))
+            reads[index] = self.convert(op, suffix, name, operand_elements(op, index), formats.operands[index],
+                                        operand_rows(op, index))
             if selected is not None:
                 reads[index] = self.select(op, suffix.replace("quantize", "select"), reads[index], selected)
             self.fill_cache(op, name, suffix, selected)
         return reads
+
+    def read_cache(self, op: Op, index: int, reads: list[str], formats: _Formats) -> str:
+        """The quantized cache ``reads[index]`` as the array reads it. Block scales (MX, NVFP4) change along
+        the product: the vector unit dequantizes the cache unless the array's units apply them. Per-head and
+        per-token scales are constant along a head's vector: in Q K^T, whose reduction that vector is, each
+        scales one score (in the product's epilogue); in P V, which reduces over tokens, they fold into the
+        probabilities (one multiply each, before the product)."""
+        name, stored, compute = reads[index], formats.operands[index], formats.compute
+        cache = self.tensors[name]
+        if stored in self.in_pe:
+            if cache.scale_group or cache.coarse_scale_group:
+                self.pe_dequantized.add(op.name)
+            return name
+        if cache.scale_group and not same_blocks(stored, compute):
+            return self.dequantize(op, "dequantize_b", name, operand_elements(op, index), compute)
+        if cache.coarse_scale_group and op.role == "bmm_qk":
+            self.scaled_scores.add(op.name)
+        elif cache.coarse_scale_group:
+            probabilities = self.tensors[reads[0]]
+            folded = f"{op.name}.kv_scaled"
+            self.tensors[folded] = replace(probabilities, name=folded, kind="activation")
+            self.sfu_step(op, "mul", "kv_scales", operand_elements(op, 0), (reads[0],), (folded,))
+            reads[0] = folded
+        return name
 
     def append_to_cache(self, op: Op, state: str, suffix: str, selected: SparsityPattern | None) -> None:
         """A decode step's new cache entries, converted from the activation that holds them (and selected)."""
         tensor = self.tensors[state]
         if not tensor.source:
             return
-        rows = (tensor.appended // tensor.scale_group, tensor.scale_group) if tensor.scale_group else None
+        group = tensor.coarse_scale_group
+        rows = (tensor.appended // group, group) if group else None
         self.appends[state] = self.convert(op, suffix, tensor.source, tensor.appended, self.state_format[state], rows)
         if selected is not None:
             self.appends[state] = self.select(op, f"{suffix}_select", self.appends[state], selected)
@@ -353,8 +324,9 @@ class _Lowering:
         if state is None or state in self.appends:
             return
         cache = self.tensors[state]
-        elements = self.tensors[name].elements
-        rows = (elements // cache.scale_group, cache.scale_group) if cache.scale_group else None
+        elements = min(self.tensors[name].elements, cache.elements)  # a windowed cache keeps the last tokens
+        group = cache.coarse_scale_group
+        rows = (elements // group, group) if group else None
         self.appends[state] = self.convert(op, f"{suffix}_cache", name, elements, self.state_format[state], rows)
         if selected is not None:
             self.appends[state] = self.select(op, f"{suffix}_cache_select", self.appends[state], selected)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.engine.lowering import Lowered
+from simulator.engine.steps import Lowered
 from simulator.spec.hardware import Hardware
 from simulator.units import ceil_div
 

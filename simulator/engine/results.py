@@ -8,6 +8,7 @@ import pandas as pd
 
 from simulator.energy.accounting import ENERGY_COLUMNS, energy_summary
 from simulator.energy.action_costs import action_costs
+from simulator.engine.capacity import Footprint
 from simulator.engine.costs import ACCESS_COLUMNS
 from simulator.spec.hardware import Hardware
 from workloads.errors import InputError
@@ -32,9 +33,10 @@ class Results(pd.DataFrame):
     copy instead); ``notes`` describe the whole run.
     """
 
-    _metadata = ["hardware", "notes"]
+    _metadata = ["hardware", "notes", "footprint"]
     hardware: Hardware | None
     notes: list[str]
+    footprint: Footprint | None = None  # what the run held in DRAM at once (set by Simulator.run)
 
     @property
     def _constructor(self) -> type[Results]:
@@ -94,8 +96,9 @@ def summarize_results(frame: pd.DataFrame, hardware: Hardware) -> dict:
     latency_ms = total / (hardware.array.clock_mhz * 1e3)
     energy = None
     if hardware.energy is not None and len(frame) and not frame["energy_pj"].isna().any():
+        dense = int((array["batch"] * array["m"] * array["k"] * array["n"]).sum())
         energy = energy_summary({column: float(frame[column].sum()) for column in ENERGY_COLUMNS},
-                                sums["macs"], latency_ms, action_costs(hardware))
+                                sums["macs"], latency_ms, action_costs(hardware), dense)
     return {
         "total_cycles": total,
         "latency_ms": latency_ms,

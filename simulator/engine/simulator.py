@@ -28,6 +28,7 @@ import numpy as np
 from simulator.energy.accounting import ACCOUNTINGS, NOT_MODELLED, step_energy
 from simulator.energy.action_costs import ActionCosts, action_costs
 from simulator.engine.array_split import Split, best_split
+from simulator.engine.capacity import Footprint
 from simulator.engine.costs import (
     ACCESS_COLUMNS,
     Cost,
@@ -38,11 +39,12 @@ from simulator.engine.costs import (
     transfer_cycles,
 )
 from simulator.engine.fusion import fuse
-from simulator.engine.grouping import run_in_groups
-from simulator.engine.lowering import Lowered, Step, lower
+from simulator.engine.grouping import PassOutcome, run_in_groups
+from simulator.engine.lowering import lower
 from simulator.engine.residency import STREAM, Placement, place
 from simulator.engine.results import Results, frame
 from simulator.engine.step_key import StepKey, step_key
+from simulator.engine.steps import Lowered, Step
 from simulator.engine.timing import gemm_cycles
 from simulator.formats.precision import Precision
 from simulator.formats.sparsity import SparsityPattern
@@ -76,6 +78,7 @@ class Prepared:
     fused: dict[int, str]
     placement: Placement
     weight_bytes: dict[str, int]
+    footprint: Footprint
 
     @property
     def spilled(self) -> bool:
@@ -205,6 +208,12 @@ class Simulator:
         counts = dict(traffic(split))
         # Every issued MAC moves an activation; a PE reduces its packed products into one partial sum a cycle.
         counts.update(array_activation_hops=macs, array_psum_updates=ceil_div(macs, pack))
+        # The optional capabilities each use: skip multiplexers, in-PE dequantizers, the decompressor.
+        skipped = not gated and (skipping[0] is not None or skipping[1])
+        expanded = not self.plan.skips and self.plan.weights_compressed and self.policy.prunes(op)
+        counts.update(skip_selects=macs if skipped else 0,
+                      pe_dequantized_loads=counts["array_weight_loads"] if step.dequantized_in_pe else 0,
+                      decompressed_weights=counts["array_weight_loads"] if expanded else 0)
         if gated:
             macs = self._array_cycles(op, pack, pattern, masked, transfer_of)[2]  # useful MACs: the kept ones
         transfer = transfer_cycles(counts["dram_read_bytes"] + counts["dram_write_bytes"], self.hardware)
@@ -233,9 +242,10 @@ class Simulator:
 
     def run(self, trace: Trace) -> Results:
         """All samples of ``trace`` at once, or in groups when that is faster (see grouping)."""
-        records, group = run_in_groups(trace, self.run_pass, self.hardware)
+        records, group, footprint = run_in_groups(trace, self.run_pass, self.hardware)
         results = frame(records)
         results.hardware = self.hardware
+        results.footprint = footprint
         results.notes = list(self.notes) + _imbalance_notes(results)
         batch = int(trace.workload.get("batch", 1))
         if group != batch:
@@ -243,20 +253,23 @@ class Simulator:
                                  "spill activations to DRAM and would take longer")
         return results
 
-    def run_pass(self, trace: Trace) -> tuple[list[dict], bool]:
-        """One pass over ``trace``: its per-op records, and whether any activation spilled to DRAM."""
+    def run_pass(self, trace: Trace) -> PassOutcome:
+        """One pass over ``trace``: its per-op records, whether any activation spilled to DRAM, and what it
+        holds in DRAM (the capacity check needs the grouping, so run_in_groups makes it)."""
         prepared = self.prepare(trace)
-        return self.records(prepared), prepared.spilled
+        return PassOutcome(self.records(prepared), prepared.spilled, prepared.footprint)
 
     def prepare(self, trace: Trace) -> Prepared:
-        """``trace`` lowered, fused and placed, checked against the policy and the DRAM capacity."""
+        """``trace`` lowered, fused and placed, checked against the policy, with its DRAM footprint."""
         self.policy.check_against(trace)
         lowered = lower(trace, self.plan)
         self.notes.extend(note for note in lowered.notes if note not in self.notes)
         fused = fuse(lowered.steps) if self.hardware.sfu.fusion else {}
         placement = place(lowered, self.hardware)
-        self._check_capacity(trace, lowered, placement)
-        return Prepared(trace, lowered, fused, placement, self._weight_bytes(trace))
+        weight_bytes = sum(sum(stored_weight_bytes(self.storage(op))) for op in trace)
+        state_bytes = sum(t.stored_bytes for t in lowered.tensors.values() if t.kind == "state")
+        footprint = Footprint(weight_bytes, state_bytes, placement.peak_live_bytes)
+        return Prepared(trace, lowered, fused, placement, self._weight_bytes(trace), footprint)
 
     def records(self, prepared: Prepared) -> list[dict]:
         """Per-step records of a prepared pass (repeated blocks evaluated once)."""
@@ -305,17 +318,6 @@ class Simulator:
         record.update(step_energy(record, self.hardware, self.costs, self.accounting) if self.costs is not None
                       else NOT_MODELLED)
         return record
-
-    def _check_capacity(self, trace: Trace, lowered: Lowered, placement: Placement) -> None:
-        capacity = self.hardware.memory.dram_capacity_bytes
-        if capacity is None:
-            return
-        weights = sum(sum(stored_weight_bytes(self.storage(op))) for op in trace)
-        state = sum(t.stored_bytes for t in lowered.tensors.values() if t.kind == "state")
-        need = weights + state + placement.peak_live_bytes
-        if need > capacity:
-            raise InputError(f"{trace.model}: weights, state and peak activations take {need:,} bytes, more than "
-                             f"hardware {self.hardware.name}'s DRAM of {capacity:,} bytes")
 
 
 def _record(step: Step, cost: Cost, storage: OpStorage | None, precision: str, compute_precision: str,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from simulator.engine.lowering import Step
 from simulator.engine.residency import Placement
+from simulator.engine.steps import Step
 from simulator.formats.precision import Precision
 from simulator.formats.sparsity import SparsityPattern
 from simulator.formats.storage import OpStorage
@@ -55,6 +55,7 @@ class StepKey:
     operands: str
     pattern: SparsityPattern | None
     runs_at: SparsityPattern | None
+    dequantized_in_pe: bool
     role: str
     group: str
     kind: str
@@ -87,6 +88,6 @@ def step_key(step: Step, tensors: dict[str, Tensor], placement: Placement, weigh
         stored = StorageKey(storage.value_bits, storage.index_bits, storage.scale_bits, storage.bias_bits,
                             storage.sparse, policy.prunes(op),
                             policy.weight_precision(op) if op.role == "embedding" else None)
-    return StepKey(step.unit, step.inserted, step.precision, step.operands, step.pattern, step.runs_at, op.role,
-                   op.group, op.kind, op.batch, op.m, op.k, op.n, op.elements, op.weight_params, op.bias_params,
-                   fused, reads, writes, stored)
+    return StepKey(step.unit, step.inserted, step.precision, step.operands, step.pattern, step.runs_at,
+                   step.dequantized_in_pe, op.role, op.group, op.kind, op.batch, op.m, op.k, op.n, op.elements,
+                   op.weight_params, op.bias_params, fused, reads, writes, stored)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 from simulator.formats.sparsity import SparsityPattern
 from simulator.formats.storage import Footprint, parameter_storage
-from simulator.spec.hardware import Hardware
+from simulator.spec.hardware import Hardware, SparseSupport
 from simulator.spec.run_config import Policy, SparsityConfig
 from workloads.errors import InputError
 from workloads.ops import Op, Trace
@@ -58,12 +58,11 @@ class Plan:
         sparse, name = self.hardware.sparse, self.hardware.name
         runs_at = sparse.skip_pattern(pattern)
         if runs_at is None:
-            return None, None, (f"hardware {name} cannot skip {pattern} attention sparsity (sparse.patterns: "
-                                f"{', '.join(sparse.patterns) or 'none'}): the attention products compute dense, "
-                                "with nothing selected")
+            return None, None, (f"hardware {name} cannot {_verb(sparse)} {pattern} attention sparsity "
+                                f"(sparse.patterns: {', '.join(sparse.patterns) or 'none'}): the attention products "
+                                "compute dense, with nothing selected")
         if runs_at != pattern:
-            return pattern, runs_at, (f"hardware {name} skips {runs_at}, not {pattern}: the {pattern} attention "
-                                      f"operands run at the {runs_at} rate (MACs counted as issued)")
+            return pattern, runs_at, _fallback_note(name, sparse, pattern, runs_at, "attention operands")
         return pattern, runs_at, None
 
     @property
@@ -88,8 +87,8 @@ def bind(policy: Policy, hardware: Hardware) -> Plan:
     else:
         skips = sparse.unstructured
     if skip_pattern is not None and skip_pattern != pattern:
-        notes.append(f"hardware {hardware.name} skips {skip_pattern}, not {pattern}: the {pattern} weights run at "
-                     f"the {skip_pattern} rate (MACs counted as issued)")
+        assert pattern is not None
+        notes.append(_fallback_note(hardware.name, sparse, pattern, skip_pattern, "weights"))
     storage = policy
     if not skips:
         kind = str(pattern) if pattern is not None else "unstructured"
@@ -99,7 +98,7 @@ def bind(policy: Policy, hardware: Hardware) -> Plan:
             streamed = "with no decompressor, its weights are kept and streamed dense"
             storage = replace(policy, config=policy.config.model_copy(update={"sparsity": SparsityConfig()}),
                               _resolved={})
-        notes.append(f"hardware {hardware.name} cannot skip {kind} sparsity (sparse.patterns: "
+        notes.append(f"hardware {hardware.name} cannot {_verb(sparse)} {kind} sparsity (sparse.patterns: "
                      f"{', '.join(sparse.patterns) or 'none'}; unstructured: {str(sparse.unstructured).lower()}): "
                      f"it computes dense, and {streamed}")
     return Plan(policy, hardware, skip_pattern, skips, storage, tuple(notes))
@@ -118,3 +117,18 @@ def footprint(trace: Trace, config: Policy | Plan, nonzeros: Callable[[Op], int]
 
         hardware = load_hardware(config.config.hardware)
     return bind(config, hardware).footprint(trace, nonzeros)
+
+
+def _verb(sparse: SparseSupport) -> str:
+    """What the PEs do with the zeros of a pattern they handle: skip them, or gate them in their slots."""
+    return "skip" if sparse.mode == "skip" else "gate"
+
+
+def _fallback_note(name: str, sparse: SparseSupport, pattern: SparsityPattern, handled: SparsityPattern,
+                   what: str) -> str:
+    """The note for ``pattern`` handled as the listed ``handled`` one it fits."""
+    if sparse.mode == "skip":
+        return (f"hardware {name} skips {handled}, not {pattern}: the {pattern} {what} run at the {handled} rate "
+                "(MACs counted as issued)")
+    return (f"hardware {name} gates {handled}, not {pattern}: the {pattern} {what} take every MAC slot, the zeros "
+            "clock-gated (cycles as dense)")

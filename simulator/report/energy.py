@@ -8,11 +8,11 @@ from simulator.energy.action_costs import action_costs
 from simulator.spec.hardware import Hardware
 
 COMPONENT_LABELS = {
-    "macs": "MACs (incl. gated zeros, index reads)", "idle_pe_slots": "idle PE slots (clock-gated)",
+    "macs": "MACs (incl. gated zeros, indices, skip/dequant logic)", "idle_pe_slots": "idle PE slots (clock-gated)",
     "registers": "PE registers", "ifmap_buffer": "ifmap buffer",
     "filter_buffer": "filter buffer", "ofmap_buffer": "ofmap (accumulator) buffer", "dram": "DRAM",
     "vector_unit": "vector unit", "leakage": "leakage (static)",
-    "pes": "PEs", "total": "total",
+    "pes": "PEs", "decompressor": "weight decompressor", "total": "total",
 }
 
 
@@ -52,7 +52,8 @@ def energy_lines(energy: dict | None, area: dict | None) -> list[str]:
     if energy is None:
         return ["  energy: not modelled (the hardware has no energy section)"]
     total = energy["total_pj"]
-    lines = [f"  energy: {joules(total)} ({energy['tops_per_w']:.3g} TOPS/W, energy-delay "
+    lines = [f"  energy: {joules(total)} ({energy['tops_per_w']:.3g} TOPS/W, effective (dense-equivalent) "
+             f"{energy['effective_tops_per_w']:.3g} TOPS/W, energy-delay "
              f"{energy['edp_pj_s']:.4g} pJ*s)" + (f"; area {area['total_mm2']:.4g} mm2" if area else ""),
              f"  {'energy by component':<46} {'uJ':>14} {'% of energy':>12}"]
     for name, pj in energy["by_component"].items():

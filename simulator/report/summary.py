@@ -35,7 +35,7 @@ def breakdown(results: Results) -> pd.DataFrame:
 
 def run_summary(results: Results, footprint: Footprint, plan: Plan, *, model: str, config: str, hardware: str,
                 baseline: Results | None, baseline_name: str | None, fp16: Results | None,
-                workload: dict) -> dict:
+                native: Results | None, workload: dict) -> dict:
     totals = results.totals
     excluded = workload.get("excluded")
     summary = {
@@ -50,6 +50,9 @@ def run_summary(results: Results, footprint: Footprint, plan: Plan, *, model: st
         "speedup_vs_baseline": baseline.totals["total_cycles"] / totals["total_cycles"] if baseline is not None
         else None,
         "speedup_vs_fp16_dense": fp16.totals["total_cycles"] / totals["total_cycles"] if fp16 is not None else None,
+        "native": results.hardware.sfu_precision.name if results.hardware is not None else None,
+        "speedup_vs_native_dense": native.totals["total_cycles"] / totals["total_cycles"] if native is not None
+        else None,
         "memory": {"weights_kept_compressed": plan.weights_compressed if plan.policy.config.sparsity.weights
                    else None, **footprint.as_dict()},
         "energy": totals["energy"],
@@ -75,7 +78,8 @@ def format_run(summary: dict) -> str:
         f"  total: {summary['total_cycles']:,} cycles = {summary['latency_ms']:.4g} ms; "
         f"array utilization {percent(summary['utilization'])}; DRAM {summary['dram_bytes'] / 2**20:.4g} MiB",
         f"  speedup vs dense baseline ({summary['baseline'] or 'none'}): {_ratio(summary['speedup_vs_baseline'])}; "
-        f"vs dense FP16: {_ratio(summary['speedup_vs_fp16_dense'])}",
+        f"vs dense FP16: {_ratio(summary['speedup_vs_fp16_dense'])}; "
+        f"vs dense native ({summary['native']}): {_ratio(summary['speedup_vs_native_dense'])}",
         "",
         f"  {'time breakdown':<46} {'cycles':>14} {'% of time':>10}",
     ]
@@ -299,7 +303,7 @@ def plot_steps(steps: pd.DataFrame, clock_mhz: float, path_stem: Path, title: st
     """Decode-step latency against the tokens in the KV cache, stacked by category (compute of the
     linear layers, attention BMMs, other GEMMs and the SFU, then stalls); the line is the step's time."""
     plt = pyplot()
-    fig, axes = plt.subplots(figsize=(8, 4.5))
+    fig, axes = plt.subplots(figsize=(9.5, 4.5))
     per_ms = clock_mhz * 1e3
     colours = {"sfu": CATEGORY_COLOURS["sfu_softmax"], "stalls": "black"}
     if len(steps):
@@ -311,6 +315,7 @@ def plot_steps(steps: pd.DataFrame, clock_mhz: float, path_stem: Path, title: st
     axes.set_ylabel("ms per decode step")
     axes.set_ylim(bottom=0)
     axes.set_title(title, fontsize=10)
-    axes.legend(loc="lower right", fontsize=8)
+    # beside the axes, not over the stacked areas (they fill the plot from the bottom up)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     save_figure(fig, plt, path_stem)

@@ -45,9 +45,11 @@ class SparseSupport(StrictModel):
     def _parse_patterns(cls, patterns: list[str]) -> list[str]:
         for text in patterns:
             try:
-                SparsityPattern.parse(text)
+                pattern = SparsityPattern.parse(text)
             except InputError as exc:
                 raise ValueError(str(exc)) from None
+            if pattern.n == pattern.m:
+                raise ValueError(f"pattern {text!r} skips nothing (N = M)")
         return patterns
 
     def skip_pattern(self, pattern: SparsityPattern) -> SparsityPattern | None:

@@ -225,10 +225,11 @@ class PrecisionConfig(StrictModel):
         return WeightScales() if self.scale_bits is None else WeightScales(scale_bits=self.scale_bits)
 
     def effective_kv_scales(self, kv: Precision) -> KvScales | None:
-        """Scales of a ``kv`` cache: the configured ones, per head (16 bits) for integers, none for floats."""
+        """Scales of a ``kv`` cache besides a block format's own: the configured ones, else per head (16 bits)
+        for integers and none for floats and block formats."""
         if self.kv_scales is not None:
             return self.kv_scales
-        return None if kv.is_float else KvScales()
+        return None if kv.is_float or kv.block is not None else KvScales()
 
 
 def _describe(sides: Sides) -> str:

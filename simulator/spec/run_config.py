@@ -93,9 +93,12 @@ def _check_pattern(text: str | None) -> str | None:
     if text is None:
         return None
     try:
-        return str(SparsityPattern.parse(text))
+        pattern = SparsityPattern.parse(text)
     except InputError as exc:
         raise ValueError(str(exc)) from None
+    if pattern.n == pattern.m:
+        raise ValueError(f"sparsity pattern {text!r} prunes nothing (N = M); leave it out for dense")
+    return str(pattern)
 
 
 class AttentionSparsityConfig(StrictModel):

@@ -112,13 +112,24 @@ def test_an_encoder_decoder_runs_its_encoder_once_and_reads_the_cross_attention_
 
 
 def test_a_sliding_window_caps_the_cache_and_the_step_time():
-    """Mistral keeps the last W keys: steps past the window cost the same, and so does the cache."""
+    """Mistral keeps the last W - 1 tokens (W keys with the new one): steps past the window cost the same,
+    and the cache stops growing."""
     spec = load_model(MISTRAL_W8)
     generation = generate(spec, Workload(batch=2, tokens=5), 12, Simulator(load_hardware("rapid_like"), INT8))
     cycles = list(generation.steps["total_cycles"])
-    within, beyond = cycles[:2], cycles[2:]  # caches of 5 and 6 tokens, then 7+ (8 keys with the new one)
+    within, beyond = cycles[:2], cycles[2:]  # caches of 5 and 6 tokens, then 7 (8 keys with the new one)
     assert within[0] < within[1] < beyond[0] and len(set(beyond)) == 1
-    assert generation.kv_cache_bytes == 2 * 2 * 2 * 8 * 2 * 16  # layers x K/V x batch x 8 keys x heads x dim
+    assert generation.kv_cache_bytes == 2 * 2 * 2 * 7 * 2 * 16  # layers x K/V x batch x 7 tokens x heads x dim
+
+
+@pytest.mark.parametrize("new_tokens", [1, 2, 5])
+def test_a_windowed_cache_holds_w_minus_one_tokens_from_the_prefill_on(new_tokens):
+    """Issue 30.7: a prompt longer than the window left its whole cache after one new token and W after two."""
+    spec = load_model(MISTRAL_W8)
+    generation = generate(spec, Workload(batch=2, tokens=12), new_tokens, Simulator(load_hardware("rapid_like"), INT8))
+    assert generation.kv_cache_bytes == 2 * 2 * 2 * 7 * 2 * 16
+    written = generation.prefill[generation.prefill.name.str.endswith("_cache")]
+    assert written.dram_write_bytes.sum() == 2 * 2 * 2 * 7 * 2 * 16  # the prefill writes only what is kept
 
 
 def bandwidth_bound_hardware() -> Hardware:
@@ -178,3 +189,16 @@ def test_beams_decode_one_sequence_each_from_one_prefill():
     assert beams.prefill.totals["total_cycles"] == single.prefill.totals["total_cycles"]
     assert list(beams.steps["total_cycles"]) == list(wide.steps["total_cycles"])
     assert beams.kv_cache_bytes == wide.kv_cache_bytes
+
+
+def test_the_steps_energy_and_the_prefills_add_up_to_the_generations():
+    """Issue 30.9: steps.csv carries each step's energy (dynamic plus leakage over its latency)."""
+    hardware = load_hardware("tpu_v5e_like")
+    generation = generate(load_model("gpt2"), Workload(batch=2, tokens=64), 20,
+                          Simulator(hardware, load_run_config("w8a8")))
+    summary = generation_summary(generation, hardware)
+    steps = generation.steps
+    assert len(steps) == 19 and (steps["energy_pj"] > 0).all()
+    total = steps["energy_pj"].sum() + generation.prefill.totals["energy"]["total_pj"]
+    assert total == pytest.approx(summary["energy"]["total_pj"], rel=1e-12)
+    assert 0 < summary["utilization"] < generation.prefill.totals["utilization"]  # decode fills the array less

@@ -92,3 +92,36 @@ def test_every_category_has_its_own_colour_and_place():
     assert set(CATEGORY_COLOURS) | {"stalls"} == set(CATEGORY_ORDER)
     assert {f"sfu_{op}" for op in SFU_OPS} <= set(CATEGORY_COLOURS)
     assert len(set(CATEGORY_COLOURS.values())) == len(CATEGORY_COLOURS)
+
+
+FORMATS = ("w4a16_g128", "w4a16_g128_kv4", "w4a16_g128_kv8", "w8a8", "w4a8_g128", "fp8", "mxfp4", "nvfp4")
+
+
+@pytest.mark.parametrize("name", FORMATS)
+def test_every_format_config_is_compared_with_the_chips_own_dense_format(name):
+    """Issue 30.9: the format configs had no baseline (speedup n/a)."""
+    assert load_run_config(name).config.baseline == "native"
+
+
+def test_run_compares_with_the_native_format_where_the_chip_has_no_fp16(accelsim_here):
+    done = accelsim_here("run", "w8a8", "--model", "bert-base", "--hardware", "tpu_v5e_like", "--format", "json")
+    summary = json.loads(done.stdout)
+    trace = load_model("bert-base").trace(Workload())
+    tpu = load_hardware("tpu_v5e_like")
+    native = simulate(trace, tpu, load_run_config("native")).totals["total_cycles"]
+    assert summary["speedup_vs_fp16_dense"] is None and summary["native"] == "bf16"
+    assert summary["speedup_vs_native_dense"] == pytest.approx(native / summary["total_cycles"])
+    assert summary["speedup_vs_baseline"] == summary["speedup_vs_native_dense"]
+
+
+def test_effective_tops_per_w_counts_the_dense_products():
+    """Issue 30.9: TOPS/W counts useful MACs, so sparsity scored lower; the effective figure counts the MACs
+    of the products as written (2:4 on six linear layers: their MACs halve, the others stay)."""
+    trace = load_model("bert-base").trace(Workload(tokens=128))
+    rapid = load_hardware("rapid_like")
+    dense, sparse = (simulate(trace, rapid, load_run_config(n)) for n in ("int8", "int8_sp"))
+    assert dense.totals["energy"]["effective_tops_per_w"] == pytest.approx(dense.totals["energy"]["tops_per_w"])
+    energy = sparse.totals["energy"]
+    assert energy["effective_tops_per_w"] == pytest.approx(
+        energy["tops_per_w"] * dense.totals["macs"] / sparse.totals["macs"])
+    assert energy["effective_tops_per_w"] > dense.totals["energy"]["effective_tops_per_w"]

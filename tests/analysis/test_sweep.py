@@ -74,6 +74,7 @@ def test_a_generation_sweep_matches_generate_at_every_point(tmp_path):
                               int(row["model.new_tokens"]), Simulator(hardware, load_run_config("int8")))
         summary = generation_summary(generation, hardware)
         assert (row["batch"], row["new_tokens"]) == (row["model.batch"], row["model.new_tokens"])
+        assert row["utilization"] == pytest.approx(summary["utilization"])  # issue 30.9: was empty
         for column in ("ttft_ms", "tpot_ms", "tokens_per_s"):
             assert row[column] == pytest.approx(summary[column]), column
         assert row["latency_ms"] == pytest.approx(summary["e2e_ms"])
@@ -382,3 +383,38 @@ def test_a_failed_start_leaves_no_out_dir_but_finished_points_stay(tmp_path):
     (kept / "parts" / "part-00000000.json").write_text('[{"point_id": "a"}]')
     discard_unfinished(kept, existed=False)
     assert (kept / "parts" / "part-00000000.json").exists()
+
+
+@pytest.mark.parametrize(("entry", "refusal"), [
+    ({"name": "t5-3b", "new_tokens": 5, "decoder_tokens": 50}, "decoder_tokens does not apply to a generation"),
+    ({"name": "gpt2", "new_tokens": 5, "phase": "decode"}, "phase does not apply to a generation"),
+])
+def test_knobs_a_generation_would_ignore_are_refused(entry, refusal):
+    """Issue 30.6: decoder_tokens was echoed in the rows of an encoder-decoder generation and changed nothing."""
+    from simulator.analysis.sweep import ModelEntry, check_entry
+    from workloads.models import load_model
+
+    with pytest.raises(InputError, match=refusal):
+        check_entry(load_model(entry["name"]), ModelEntry.model_validate(entry), True, False)
+
+
+def test_decode_rows_report_energy_per_token_and_formats_their_speedup(tmp_path, run_cli):
+    """Issue 30.9: a decode step generates one token per sequence; a format config's speedup is over the
+    chip's own dense format (its baseline: native)."""
+    import pandas as pd
+
+    from simulator.engine import simulate
+    from simulator.spec.hardware import load_hardware
+    from simulator.spec.run_config import load_run_config
+    from workloads.models import Workload, load_model
+
+    (tmp_path / "d.yaml").write_text("name: d\nhardware: tpu_v5e_like\nconfigs: [w8a8]\n"
+                                     "models: [{name: gpt2, tokens: 64, batch: 4, phase: decode}]\n")
+    run_cli("sweep", str(tmp_path / "d.yaml"), "--out", str(tmp_path / "o"), "--workers", "1", "--no-progress")
+    row = pd.read_csv(tmp_path / "o" / "results.csv").iloc[0]
+    assert row["energy_per_token_uj"] == pytest.approx(row["energy_uj"] / 4)
+    step = load_model("gpt2").trace(Workload(tokens=64, batch=4, phase="decode"))
+    tpu = load_hardware("tpu_v5e_like")
+    native = simulate(step, tpu, load_run_config("native")).totals["total_cycles"]
+    assert row["speedup_vs_baseline"] == pytest.approx(native / row["total_cycles"])
+    assert row["effective_tops_per_w"] == pytest.approx(row["tops_per_w"])  # dense: every MAC is useful

@@ -284,6 +284,11 @@ CASES = [
                                          "--new-tokens", "4"], "bert-base has no decoder"),
     ("generate-beyond-positions", lambda p: [*GENERATE, "--new-tokens", "3600"],
      "a context of 4111 tokens exceeds the model's 4096 positions"),
+    ("generate-encoder-decoder-beyond-positions", lambda p: ["generate", "int8", "--model", "t5-3b", "--prompt",
+                                                             "20", "--new-tokens", "3000000"],
+     "a decoder context of 3000000 tokens exceeds the model's 512 positions (n_positions)"),
+    ("generate-knob-of-another-family", lambda p: [*GENERATE, "--new-tokens", "2", "--expert-imbalance", "2"],
+     "--expert-imbalance does not apply to llama models (their workload knobs: batch, head, tokens, phase)"),
     ("generate-kv-cache-outgrows-dram", lambda p: [
         "generate", "int8", "--model", "llama-3-8b", "--prompt", "512", "--new-tokens", "4000", "--hardware",
         hardware_with(p, "weights_streamed: true", "weights_streamed: true\n  dram_capacity_bytes: 8300000000")],

@@ -162,3 +162,12 @@ def test_readme_commands_run_as_written(tmp_path, monkeypatch, capsys):
         capsys.readouterr()
         ran += 1
     assert ran >= 18
+
+
+def test_generate_one_token_writes_only_what_it_made(tmp_path, accelsim_here):
+    """Issue 30.10: one new token (the prefill's) said it wrote decode.csv and saved an empty plot."""
+    done = accelsim_here("generate", "int8", "--model", "gpt2", "--prompt", "16", "--new-tokens", "1",
+                         "--out", str(tmp_path / "g"))
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["prefill.csv", "steps.csv", "summary.json"]
+    assert "wrote steps.csv, prefill.csv, summary.json to" in done.stderr and "Warning" not in done.stderr

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from simulator import Simulator, load_hardware, load_model, load_run_config
-from simulator.engine.lowering import Step
+from simulator.engine.steps import Step
 from simulator.formats.precision import parse_precision
 from simulator.formats.sparsity import SparsityPattern
 from workloads.models import Workload

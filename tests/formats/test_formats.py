@@ -237,8 +237,54 @@ def test_kv_cache_bytes_with_per_head_scales():
         state = sum(t.stored_bytes for t in prepared.lowered.tensors.values() if t.kind == "state")
         assert state == 2 * layers * 2 * 101 * kv_heads * (head_dim * bits + 16) // 8
         res = simulate(step, RAPID, load_run_config(name))
-        dequant = res[res.name.str.endswith(".dequantize_b")]
-        assert len(dequant) == 2 * layers  # keys and values of every layer, before their products
+        assert not res.name.str.endswith(".dequantize_b").any()  # the cache itself is never rescaled
+
+
+def test_per_head_kv_scales_cost_one_multiply_per_score_and_per_probability():
+    """Issue 30.2: a scale per (token, head) is constant along head_dim. Q K^T (reduces over head_dim): one
+    multiply per score, in its output's dequantize; P V (reduces over tokens): one per probability."""
+    spec = load_model("llama-2-7b")
+    step = spec.trace(Workload(batch=8, tokens=2048, phase="decode", head="none"))
+    tpu = load_hardware("tpu_v5e_like")
+    res = simulate(step, tpu, load_run_config("w4a16_g128_kv8"))
+    scores = 8 * 32 * 1 * 2049  # batch x heads x one query x cached tokens, per layer
+    for suffix in (".qk.dequantize", ".av.kv_scales"):
+        rows = res[res.name.str.endswith(suffix)]
+        assert len(rows) == 32 and (rows.elements == scores).all(), suffix
+    cache_elements = 2 * 32 * 8 * 2049 * 4096
+    attention = res.name.str.contains(r"\.(?:qk|av)\.")
+    sfu_elements = res[(res.unit == "sfu") & attention].elements.sum()
+    assert sfu_elements < cache_elements / 32  # not a pass over the cache (head_dim = 128 times more)
+    plain = simulate(step, tpu, load_run_config("w4a16_g128"))  # a 16-bit cache: twice the cache bytes
+    assert res.totals["dram_bytes"] < plain.totals["dram_bytes"]
+    assert res.totals["total_cycles"] < plain.totals["total_cycles"]
+
+
+@pytest.mark.parametrize(("kv", "extra", "bits_per_element"), [
+    ("nvfp4", {}, 4.5), ("mxfp4", {}, 4.25), ("mxfp8", {}, 8.25),
+    ("mxfp4", {"kv_scales": {"per": "head", "scale_bits": 16}}, 4.25 + 16 / 128)])
+def test_block_format_kv_caches_keep_their_block_scales(kv, extra, bits_per_element):
+    """Issue 30.3: a block-format cache stores its block scales (plus any kv_scales on top); on a chip
+    without such units it is dequantized before each attention product, so formats differ in cycles."""
+    spec = load_model("llama-2-7b")
+    step = spec.trace(Workload(batch=2, tokens=100, phase="decode", head="none"))
+    pol = policy({"default": "fp16", "kv_cache": kv, **extra})
+    prepared = Simulator(RAPID, pol).prepare(step)
+    state = sum(t.stored_bytes for t in prepared.lowered.tensors.values() if t.kind == "state")
+    assert state == 2 * 32 * 2 * 101 * 4096 * bits_per_element / 8
+    res = simulate(step, RAPID, pol)
+    dequant = res[res.name.str.endswith(".dequantize_b")]
+    assert len(dequant) == 2 * 32 and (dequant.elements == 2 * 32 * 101 * 128).all()
+
+
+def test_block_format_kv_caches_differ_in_cycles():
+    """A memory-bound decode step reads 4.25, 4.5 and 8.25 bits per cached element."""
+    spec = load_model("llama-2-7b")
+    step = spec.trace(Workload(batch=4, tokens=2000, phase="decode", head="none"))
+    tpu = load_hardware("tpu_v5e_like")
+    cycles = [simulate(step, tpu, policy({"default": "native", "kv_cache": kv})).totals["total_cycles"]
+              for kv in ("mxfp4", "nvfp4", "mxfp8")]
+    assert cycles[0] < cycles[1] < cycles[2]
 
 
 def test_a_float_kv_cache_takes_no_scales():
@@ -373,3 +419,22 @@ def test_a_2_8_config_on_a_2_4_pe_takes_the_2_4_cycles_and_keeps_its_own_storage
     assert list(linear["2:8"].compute_cycles) == list(linear["2:4"].compute_cycles)
     assert (linear["2:8"].weight_bits < linear["2:4"].weight_bits).all()  # 2 x (8 + 3) / 8 < 2 x (8 + 2) / 4
     assert any("skips 2:4, not 2:8" in note for note in runs["2:8"].notes)
+
+
+@pytest.mark.parametrize("sparsity", [{"attention": {"keys": "4:4"}}, {"weights": {"pattern": "2:2"}}])
+def test_a_pattern_that_prunes_nothing_is_refused(sparsity):
+    """Issue 30.10: keys 4:4 was accepted with the note 'cannot skip 4:4'."""
+    with pytest.raises(InputError, match="prunes nothing"):
+        policy_from_dict({"name": "x", "hardware": "rapid_like", "precision": {"default": "int8"},
+                          "sparsity": sparsity})
+
+
+def test_gating_hardware_is_not_said_to_skip():
+    """Issue 30.10: with sparse.mode: gate the fallback note said the hardware 'skips'."""
+    from simulator.plan.binding import bind
+
+    gate = load_hardware("rapid_like").model_copy(update={"sparse": RAPID.sparse.model_copy(
+        update={"mode": "gate"})})
+    plan = bind(policy({"default": "int8"}, sparsity={"weights": {"pattern": "1:4"}}), gate)
+    assert plan.notes and all("skip" not in note for note in plan.notes)
+    assert any("gates 2:4, not 1:4" in note for note in plan.notes)

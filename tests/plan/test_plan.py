@@ -11,7 +11,7 @@ from simulator import Simulator, footprint, load_hardware, load_model, load_run_
 from simulator.plan.binding import bind
 from workloads.models import Workload
 
-SHIPPED = ["fp16", "fp32", "fp8", "int4", "int4_sp", "int8", "int8_sp", "int8_sp_attn", "mxfp4", "nvfp4",
+SHIPPED = ["fp16", "fp32", "fp8", "int4", "int4_sp", "int8", "int8_sp", "int8_sp_attn", "mxfp4", "native", "nvfp4",
            "w4a16_g128", "w4a16_g128_kv4", "w4a16_g128_kv8", "w4a16_g128_sp", "w4a8_g128", "w8a8"]
 
 

@@ -37,3 +37,14 @@ def test_legacy_scale_bits_still_applies_and_still_conflicts() -> None:
     with pytest.raises(ValueError, match="not both"):
         RunConfig.model_validate({**base, "precision": {"default": "int8", "scale_bits": 16,
                                                         "weight_scales": {"per": "channel"}}})
+
+
+def test_sweep_model_entries_round_trip():
+    """A sweep re-validates its model entries at every design point (ModelEntry.at)."""
+    from simulator.analysis.sweep import ModelEntry
+
+    for data in ({"name": "gpt2"}, {"name": "gpt2", "tokens": 16, "new_tokens": 4},
+                 {"name": "mixtral-8x7b", "expert_imbalance": 2.0, "phase": "decode"}):
+        entry = ModelEntry.model_validate(data)
+        assert ModelEntry.model_validate(entry.model_dump()) == entry
+        assert entry.at({"model.batch": 2}).at({}) == entry.at({"model.batch": 2})

@@ -81,10 +81,11 @@ class Family:
         for name in ("batch", *OPTIONAL_KNOBS):
             positive(flag(name), getattr(wl, name))
         model_type = cfg["model_type"]
-        takes = ", ".join(flag(name) for name in ("batch", "head", *self.knobs, *(["phase"] if self.phases else [])))
+        # the model's knobs by name, not as one command's options (`generate` spells tokens --prompt)
+        takes = ", ".join(("batch", "head", *self.knobs, *(["phase"] if self.phases else [])))
         for name in FAMILY_KNOBS:
             if getattr(wl, name) is not None and name not in self.knobs:
-                raise InputError(f"{flag(name)} does not apply to {model_type} models (they take {takes})")
+                raise InputError(f"{flag(name)} does not apply to {model_type} models (their workload knobs: {takes})")
         head = wl.head or self.heads[0]
         if head not in self.heads:
             raise InputError(f"head {head!r} is not available for {model_type}; "
@@ -93,7 +94,7 @@ class Family:
             raise InputError(f"phase {wl.phase!r} is unknown; choose from {', '.join(PHASES)}")
         if wl.phase is not None and wl.phase not in self.phases:
             raise InputError(f"--phase {wl.phase} does not apply to {model_type} models: they run one forward "
-                             f"pass, without generation phases (they take {takes})")
+                             f"pass, without generation phases (their workload knobs: {takes})")
         phase = wl.phase or (self.phases[0] if self.phases else None)
         positive("logits_to_keep", wl.logits_to_keep)
         if wl.logits_to_keep is not None and (not self.phases or head != "lm"):

@@ -8,11 +8,11 @@ computed once per pass, per position (shared by the batch). The LM head is untie
 the token embedding (``tie_word_embeddings``, as in small Qwen2 models).
 
 Phases: a prefill of ``tokens``, or one decode step with a KV cache of ``tokens`` (the new token's keys
-and values appended). Mistral's sliding window W: a decode step attends to at most W keys (its cache
-keeps the last W - 1 tokens, as Hugging Face's does); a prefill computes every score and masks those
-outside the window, as Hugging Face's eager attention does (a banded kernel would skip them).
-``rope_scaling`` is accepted; the context limit is ``max_position_embeddings`` (Llama 3.1-style configs
-already state their extended length there).
+and values appended). Mistral's sliding window W: the cache keeps the last W - 1 tokens (as Hugging Face
+keeps them), from the prefill on, and a decode step attends to those and its own (at most W); a prefill
+computes every score and masks those outside the window, as Hugging Face's eager attention does (a
+banded kernel would skip them). ``rope_scaling`` is accepted; the context limit is
+``max_position_embeddings`` (Llama 3.1-style configs already state their extended length there).
 """
 
 from __future__ import annotations
@@ -89,6 +89,7 @@ class LlamaFamily(Family):
         # Prefill: all `tokens` at once. Decode: one new token attending to a cache of `tokens`.
         new, context = (wl.tokens, wl.tokens) if wl.phase == "prefill" else (1, wl.tokens + 1)
         window = sliding_window(cfg)
+        kept = None if window is None else min(wl.tokens + (wl.phase == "decode"), window - 1)
         if wl.phase == "decode" and window is not None:
             context = min(context, window)
         rows = batch * new
@@ -99,7 +100,7 @@ class LlamaFamily(Family):
                      weight_params=cfg["vocab_size"] * hidden, reads=(ids,))
         # cos and sin of every new position (position x inverse frequency), shared by the batch.
         table = b.vector("rotary_emb", -1, "rope_table", "embedding", 2 * new * dim, reads=())
-        shape = AttentionShape(batch, new, context, hidden, heads, dim, kv_heads(cfg))
+        shape = AttentionShape(batch, new, context, hidden, heads, dim, kv_heads(cfg), cache_len=kept)
         for i in range(cfg["num_hidden_layers"]):
             p = f"layers.{i}"
             b.current = x

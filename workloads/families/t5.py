@@ -4,6 +4,10 @@ Phases: a prefill runs the encoder over ``tokens`` and the decoder over ``decode
 decoder's self-attention cache and each block's cross-attention cache (the encoder output's keys and
 values); a decode step runs the decoder alone on one new token, against a self-attention cache of
 ``decoder_tokens`` and the cross-attention cache of ``tokens``.
+
+Relative position buckets set no hard limit on lengths; the config's ``n_positions`` (the length the
+model was trained at, 512 for the original checkpoints) bounds both stacks where it is given, so a
+generation cannot run without end.
 """
 
 from __future__ import annotations
@@ -36,7 +40,15 @@ class T5Family(Family):
 
     def resolve(self, cfg: Mapping[str, Any], wl: Workload) -> Workload:
         wl = super().resolve(cfg, wl)
-        return replace(wl, decoder_tokens=wl.decoder_tokens or wl.tokens)
+        wl = replace(wl, decoder_tokens=wl.decoder_tokens or wl.tokens)
+        positions = cfg.get("n_positions")
+        if positions is not None:
+            decoder = wl.decoder_tokens + (1 if wl.phase == "decode" else 0)
+            for what, length in (("encoder input", wl.tokens), ("decoder context", decoder)):
+                if length > positions:
+                    raise InputError(f"a {what} of {length} tokens exceeds the model's {positions} positions "
+                                     "(n_positions)")
+        return wl
 
     def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
         d_model, d_ff, heads, d_kv = cfg["d_model"], cfg["d_ff"], cfg["num_heads"], cfg["d_kv"]

@@ -1,0 +1,41 @@
+"""The steps lowering hands to the rest of the engine: what runs on which unit, reading and writing which
+tensors, and the lowered tensor table (typed records between the stages)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simulator.formats.precision import Precision
+from simulator.formats.sparsity import SparsityPattern
+from workloads.ops import Op, Tensor
+
+
+@dataclass(frozen=True)
+class Step:
+    """One unit of work: a trace op on the array or the SFU, or an SFU op the simulator inserted."""
+
+    op: Op
+    unit: str  # "array" or "sfu"
+    inserted: bool
+    precision: Precision  # the array's compute format, or the SFU's
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    operands: str = ""  # array: the operands' formats, "int4/fp16" (weights/activations) when they differ
+    stored_as: Op | None = None  # the trace op whose parameters this step reads, when ``op`` computes part of it
+    pattern: SparsityPattern | None = None  # attention N:M on the product's pruned operand
+    runs_at: SparsityPattern | None = None  # the pattern the PEs skip it at (``pattern`` or one it fits)
+    dequantized_in_pe: bool = False  # the PEs apply its B operand's scales as they load it (dequantize_in_pe)
+
+    @property
+    def owner(self) -> Op:
+        """The trace op whose stored parameters this step reads."""
+        return self.stored_as or self.op
+
+
+@dataclass(frozen=True)
+class Lowered:
+    steps: tuple[Step, ...]
+    tensors: dict[str, Tensor]  # every tensor a step names, with ``bits`` filled in
+    appends: dict[str, str]  # state tensor -> the activation holding its appended entries (written to DRAM)
+    notes: tuple[str, ...] = ()  # products an array computes wider than their operands need, sparsity fallbacks
+    filter_streams: frozenset[str] = frozenset()  # dequantized B operands, streamed into the filter buffer
