@@ -40,6 +40,7 @@ def compare(trace: Trace, simulator: Simulator, baseline: Policy | None) -> Comp
     hardware, policy = simulator.hardware, simulator.policy
 
     done: list[tuple[Policy, Results]] = [(policy, results)]
+    failed: list[Policy] = []
 
     def same_or_run(other: Policy, mask_for: Callable[[Op], np.ndarray] | None = None) -> Results:
         for ran, its_results in done:
@@ -50,18 +51,27 @@ def compare(trace: Trace, simulator: Simulator, baseline: Policy | None) -> Comp
         done.append((other, other_results))
         return other_results
 
-    baseline_results = same_or_run(baseline) if baseline is not None else None
+    def compared(other: Policy, what: str) -> Results | None:
+        """``other``'s results, or None with a note when it cannot run here (it does not fit the chip's
+        DRAM, or the array lacks its format): a comparison never stops the run it is compared with."""
+        if any(other.config.same_simulation(tried.config) for tried in failed):
+            return None  # the same simulation already could not run, and its note says why
+        try:
+            return same_or_run(other)
+        except InputError as exc:
+            failed.append(other)
+            results.notes.append(f"no comparison with {what}: {exc}")
+            return None
+
+    baseline_results = compared(baseline, f"the baseline {baseline.name}") if baseline is not None else None
     fp16 = policy_from_dict({"name": "fp16_dense", "hardware": hardware.name, "precision": {"default": "fp16"}})
     try:
         fp16_results: Results | None = same_or_run(fp16)
-    except InputError:  # no float path on this chip
+    except InputError:  # no float path on this chip, or it does not fit: "n/a"
         fp16_results = None
     native_results: Results | None = fp16_results
     if hardware.sfu_precision.name != "fp16":
         native = policy_from_dict({"name": "native_dense", "hardware": hardware.name,
                                    "precision": {"default": "native"}})
-        try:
-            native_results = same_or_run(native)
-        except InputError:  # the array does not compute the vector unit's format
-            native_results = None
+        native_results = compared(native, f"dense {hardware.sfu_precision} (the chip's native format)")
     return Comparison(results, simulator.plan, baseline, baseline_results, fp16_results, native_results)

@@ -125,3 +125,15 @@ def test_effective_tops_per_w_counts_the_dense_products():
     assert energy["effective_tops_per_w"] == pytest.approx(
         energy["tops_per_w"] * dense.totals["macs"] / sparse.totals["macs"])
     assert energy["effective_tops_per_w"] > dense.totals["energy"]["effective_tops_per_w"]
+
+
+def test_a_comparison_that_does_not_fit_never_stops_the_run(accelsim_here):
+    """The issue's KV8 example: its bf16 baseline needs more DRAM than the chip has; the run still runs,
+    faster than the 16-bit cache (30.2), with the comparison n/a and a note saying why."""
+    args = ["--model", "llama-2-7b", "--phase", "decode", "--tokens", "2048", "--batch", "8",
+            "--hardware", "tpu_v5e_like", "--format", "json"]
+    kv8 = json.loads(accelsim_here("run", "w4a16_g128_kv8", *args).stdout)
+    plain = json.loads(accelsim_here("run", "w4a16_g128", *args).stdout)
+    assert kv8["speedup_vs_baseline"] is None and kv8["speedup_vs_native_dense"] is None
+    assert sum("no comparison with the baseline native" in note for note in kv8["notes"]) == 1
+    assert kv8["dram_bytes"] < plain["dram_bytes"] and kv8["latency_ms"] < plain["latency_ms"]

@@ -86,3 +86,57 @@ def test_skipped_products_count_a_selection_per_issued_mac():
     pruned = arrays[arrays.sparsity == "2:4"]
     assert len(pruned) == 6 * 12 and (pruned.skip_selects == pruned.macs).all()
     assert (arrays[arrays.sparsity != "2:4"].skip_selects == 0).all()
+
+
+def test_gating_pes_have_a_zero_detector_per_lane_and_select_nothing():
+    plain = action_costs(bare())
+    gate = action_costs(bare(sparse={"patterns": ["2:4"], "unstructured": True, "mode": "gate"}))
+    assert gate.pe_area_um2 - plain.pe_area_um2 == pytest.approx(max(2 * 8, 16) * MUX_AREA)
+    assert gate.capabilities.skip_select_pj == {"bf16": 0.0, "int8": 0.0}
+
+
+def test_unstructured_selection_energy_is_its_window():
+    both = action_costs(bare(sparse={"unstructured": True}))
+    w = UNSTRUCTURED_WINDOW
+    assert both.capabilities.skip_select_pj == pytest.approx({"bf16": (w - 1) * 16 * MUX, "int8": (w - 1) * 8 * MUX})
+
+
+def test_in_pe_dequantization_area_in_closed_form():
+    """tpu_v5e_like computes dequantized weights in bf16 (1 lane): a bf16 multiplier (8-bit significand
+    product, 8-bit exponent adder), an adder as wide as the widest listed format, a 16-bit scale register."""
+    from simulator.energy.tables import load_scaling_rule
+
+    to_45 = load_scaling_rule("stillmaker_baas").area_scale(40, 45)  # the adder entry is a 40 nm one
+    adder_bit = 278 * to_45 / 32
+    plain = action_costs(bare())
+    for listed, widest in ((["int4"], 4), (["int4", "int8"], 8)):
+        dequant = action_costs(bare(dequantize_in_pe=listed))
+        multiplier = 8 * 8 * 6350 / 1024 + 8 * adder_bit
+        assert dequant.pe_area_um2 - plain.pe_area_um2 == pytest.approx(
+            multiplier + widest * adder_bit + 16 * REGISTER_AREA)
+        assert dequant.capabilities.dequantize_pj == pytest.approx(0.581818 + 0.03 * widest / 8)
+
+
+def test_the_decompressor_expands_each_weight_at_its_patterns_width():
+    with_one = action_costs(bare(sparse={"decompressor": True, "patterns": ["2:8"]}))
+    assert with_one.capabilities.decompress_pj == pytest.approx({"bf16": 7 * 16 * MUX, "int8": 7 * 8 * MUX})
+    assert with_one.area_mm2["decompressor"] == pytest.approx(4 * 128 * 16 * 7 * MUX_AREA / 1e6)
+    assert action_costs(bare()).capabilities.decompress_pj == {"bf16": 0.0, "int8": 0.0}
+
+
+def test_a_chip_with_wider_pes_pays_per_lane():
+    """rapid_like dequantizes into fp16 on 2 lanes; its widest weight word is 64 bits (int8 x 8 lanes)."""
+    from simulator.energy.tables import load_scaling_rule
+
+    to_45 = load_scaling_rule("stillmaker_baas").area_scale(40, 45)
+    adder_bit = 278 * to_45 / 32
+
+    def rapid(**sections):
+        return preset_with(preset_with("rapid_like", energy={"node_nm": 45, "vdd_v": 0.9}), **sections)
+
+    plain, dequant = action_costs(rapid()), action_costs(rapid(dequantize_in_pe=["int4"]))
+    fp16_multiplier = 11 * 11 * 6350 / 1024 + 5 * adder_bit
+    assert dequant.pe_area_um2 - plain.pe_area_um2 == pytest.approx(
+        2 * (fp16_multiplier + 4 * adder_bit) + 16 * REGISTER_AREA)
+    decompressing = action_costs(rapid(sparse={"patterns": ["2:4"], "decompressor": True}))
+    assert decompressing.area_mm2["decompressor"] == pytest.approx(64 * 64 * 3 * MUX_AREA / 1e6)  # 64 columns

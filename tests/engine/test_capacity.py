@@ -57,3 +57,9 @@ def test_no_group_fits_is_refused_with_one_samples_footprint():
     trace = spec.trace(Workload(batch=16, tokens=4000))
     with pytest.raises(InputError, match=r"take [\d,]+ bytes \([\d,]+ \+ [\d,]+ \+ [\d,]+\)"):
         simulate(trace, TPU, load_run_config("int8"))
+
+
+def test_a_footprint_that_fills_the_dram_exactly_fits():
+    exact = Footprint(CAPACITY - 10, 6, 4)
+    assert exact.fits(TPU) and not Footprint(CAPACITY - 10, 6, 5).fits(TPU)
+    assert exact.for_passes(3) == Footprint(CAPACITY - 10, 18, 4)
