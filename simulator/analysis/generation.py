@@ -33,7 +33,7 @@ import pandas as pd
 from simulator.analysis.step_growth import StepSizes, fusion_changes, grown_step, growth
 from simulator.engine import Prepared, Results, Simulator
 from simulator.engine.capacity import check_fits
-from simulator.engine.grouping import ADDITIVE_COLUMNS
+from simulator.engine.records import ADDITIVE_COLUMNS, StepRecord
 from simulator.engine.results import frame, run_cycles
 from simulator.spec.hardware import Hardware
 from workloads.errors import InputError
@@ -119,7 +119,7 @@ class _Decoder:
         self.static_mw = _static_mw(simulator.hardware)
         self.prepared: dict[int, Prepared] = {}
         self.notes: list[str] = []
-        self.totals: list[dict] | None = None  # per-op sums over the steps
+        self.totals: list[StepRecord] | None = None  # per-op sums over the steps
         self.rows: list[dict] = []
 
     def prepare(self, length: int) -> Prepared:
@@ -128,12 +128,12 @@ class _Decoder:
             self.prepared[length] = self.sim.prepare(trace)
         return self.prepared[length]
 
-    def run(self, lengths: range) -> tuple[list[dict], list[dict]]:
+    def run(self, lengths: range) -> tuple[list[StepRecord], list[dict]]:
         first, last = self.prepare(lengths[0]), self.prepare(lengths[-1])
         if self.prompt.batch > 1 and (first.spilled or last.spilled):
             self.notes.append("decode steps spill activations with several samples: each step simulated whole")
             for length in lengths:
-                self.add_step(length, self.sim.run(self.prepare(length).trace).to_dict(orient="records"))
+                self.add_step(length, self.sim.run_records(self.prepare(length).trace)[0])
         else:
             self.span(lengths[0], lengths[-1])
         self.rows.sort(key=lambda row: row["cache_tokens"])
@@ -163,14 +163,14 @@ class _Decoder:
         base = self.sim.records(a)
         groups: dict[tuple, list[int]] = {}  # growing steps that are the same step in another block
         for index in grows:
-            key = (base[index]["role"], base[index]["kind"], base[index]["unit"], grows[index],
-                   self.sim.step_key(a, index))
+            key = (base[index].role, base[index].kind, base[index].unit, grows[index], self.sim.step_key(a, index))
             groups.setdefault(key, []).append(index)
         special = fusion_changes(a, grows, low, high)
         fixed = [record for index, record in enumerate(base) if index not in grows]
         fixed_sums = _unit_sums(fixed)
         tensors = dict(a.lowered.tensors)
-        group_sums: dict[tuple, dict[str, int]] = {key: dict.fromkeys(ADDITIVE_COLUMNS, 0) for key in groups}
+        group_sums = {key: replace(base[members[0]], **dict.fromkeys(ADDITIVE_COLUMNS, 0))
+                      for key, members in groups.items()}
         for length in range(low, high + 1):
             if length in special:
                 self.add_step(length, self.sim.records(self.prepare(length)))
@@ -182,37 +182,31 @@ class _Decoder:
                 step = grown_step(a.lowered.steps[index], grows[index], offset, a.lowered.tensors, tensors)
                 record = self.sim.step_record(a, index, step, tensors)
                 step_records.append((record, len(members)))
-                sums = group_sums[key]
-                for column in ADDITIVE_COLUMNS:
-                    sums[column] += record[column]
+                group_sums[key].add(record)
             self.rows.append(self.step_row(length, fixed_sums, step_records))
         # Per-op sums: the fixed steps once per length, each growing step its group's sums.
         count = high - low + 1 - len([length for length in special if low <= length <= high])
         records = []
         member_sums = {index: sums for key, sums in group_sums.items() for index in groups[key]}
         for index, record in enumerate(base):  # shapes and ratios: the span's first step
-            merged = dict(record)
             member = member_sums.get(index)
-            for column in ADDITIVE_COLUMNS:
-                merged[column] = member[column] if member is not None else record[column] * count
-            records.append(merged)
+            records.append(record.scaled(count, record) if member is None else record.with_sums(member))
         self.accumulate(records)
 
-    def add_step(self, length: int, records: list[dict]) -> None:
+    def add_step(self, length: int, records: list[StepRecord]) -> None:
         self.rows.append(self.step_row(length, _unit_sums(records), []))
         self.accumulate(records)
 
-    def accumulate(self, records: list[dict]) -> None:
+    def accumulate(self, records: list[StepRecord]) -> None:
         if self.totals is None:
-            self.totals = [dict(record) for record in records]
+            self.totals = [record.scaled(1, record) for record in records]  # copies, summed into
             return
-        if [r["name"] for r in records] != [r["name"] for r in self.totals]:
+        if [r.name for r in records] != [r.name for r in self.totals]:
             raise AssertionError("decode steps lowered to different steps")  # pragma: no cover - a bug
         for total, record in zip(self.totals, records, strict=True):  # shapes and ratios: the first step
-            for column in ADDITIVE_COLUMNS:
-                total[column] += record[column]
+            total.add(record)
 
-    def step_row(self, length: int, sums: dict[str, float], extra: list[tuple[dict, int]]) -> dict:
+    def step_row(self, length: int, sums: dict[str, float], extra: list[tuple[StepRecord, int]]) -> dict:
         totals = dict(sums)
         for record, count in extra:
             for column, value in _unit_sums([record]).items():
@@ -237,18 +231,18 @@ def _static_mw(hardware: Hardware) -> float:
     return static_mw(action_costs(hardware))
 
 
-def _unit_sums(records: list[dict]) -> dict[str, float]:
+def _unit_sums(records: list[StepRecord]) -> dict[str, float]:
     """Busy cycles per unit, DRAM bytes, stalls, compute cycles per category and dynamic energy (pJ) of
     some records."""
     sums: dict[str, float] = dict.fromkeys(("array", "sfu", "dram_bytes", "stall_cycles", "linear", "attention_bmm",
                                             "other_gemm", "sfu_compute", "energy_pj"), 0)
     for record in records:
-        sums["energy_pj"] += record["energy_pj"]
-        sums[record["unit"]] += record["total_cycles"]
-        sums["dram_bytes"] += record["dram_bytes"]
-        sums["stall_cycles"] += record["stall_cycles"]
-        category = record["category"]
-        sums["sfu_compute" if category.startswith("sfu_") else category] += record["compute_cycles"]
+        sums["energy_pj"] += record.energy_pj
+        sums[record.unit] += record.total_cycles
+        sums["dram_bytes"] += record.dram_bytes
+        sums["stall_cycles"] += record.stall_cycles
+        category = record.category
+        sums["sfu_compute" if category.startswith("sfu_") else category] += record.compute_cycles
     return sums
 
 
@@ -289,13 +283,15 @@ def generation_energy(generation: Generation, hardware: Hardware, e2e_ms: float)
     None when the hardware has none."""
     if hardware.energy is None:
         return None
-    from simulator.energy.accounting import ENERGY_COLUMNS, dense_macs, energy_summary
+    from simulator.energy.accounting import energy_summary
     from simulator.energy.action_costs import action_costs
+    from simulator.engine.records import ENERGY_COLUMNS
+    from simulator.engine.results import dense_macs
 
     phases = [results for results in (generation.prefill, generation.decode) if results is not None]
     sums = {column: float(sum(results[column].sum() for results in phases)) for column in ENERGY_COLUMNS}
     macs = sum(int(results["macs"].sum()) for results in phases)
-    dense = sum(dense_macs(results.to_dict(orient="records")) for results in phases)
+    dense = sum(dense_macs(results) for results in phases)
     energy = energy_summary(sums, macs, e2e_ms, action_costs(hardware), dense)
     return {**energy, "per_token_pj": energy["total_pj"] / (generation.batch * generation.new_tokens),
             "prefill_dynamic_pj": float(generation.prefill["energy_pj"].sum()),

@@ -24,60 +24,57 @@ buffer once more at its own width, and idle MAC slots cost nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from simulator.energy.action_costs import ActionCosts
+from simulator.engine.records import StepRecord
 from simulator.formats.precision import parse_precision
 from simulator.spec.hardware import Hardware
 
 ACCOUNTINGS = ("default", "zigzag")
-ENERGY_COLUMNS = ("mac_pj", "idle_pj", "register_pj", "ifmap_pj", "filter_pj", "ofmap_pj", "dram_pj", "vector_pj",
-                  "energy_pj")
 COMPONENT_OF_COLUMN = {"mac_pj": "macs", "idle_pj": "idle_pe_slots", "register_pj": "registers",
                        "ifmap_pj": "ifmap_buffer", "filter_pj": "filter_buffer", "ofmap_pj": "ofmap_buffer",
                        "dram_pj": "dram", "vector_pj": "vector_unit"}
-NOT_MODELLED = dict.fromkeys(ENERGY_COLUMNS, float("nan"))
 
 
-def _weight_bits_per_load(record: dict, compute_bits: int) -> float:
+def _weight_bits_per_load(record: StepRecord, compute_bits: int) -> float:
     """Bits a weight load brings into a PE: the stored bits per weight of a GEMM (values and indices, so
     compression shows; scales apply to finished outputs, outside the PEs), the compute width for a BMM's
     second operand."""
-    weights = record["batch"] * record["k"] * record["n"]
-    stored = record["weight_bits"]  # values and their metadata (indices, bitmaps), not scales
-    streamed_stored = record["kind"] != "bmm" and not record["dequantized"]
+    weights = record.batch * record.k * record.n
+    stored = record.weight_bits  # values and their metadata (indices, bitmaps), not scales
+    streamed_stored = record.kind != "bmm" and not record.dequantized
     return stored / weights if streamed_stored and stored and weights else compute_bits
 
 
-def step_energy(record: dict, hardware: Hardware, costs: ActionCosts, accounting: str = "default") -> dict[str, float]:
+def step_energy(record: StepRecord, hardware: Hardware, costs: ActionCosts, accounting: str = "default",
+                ) -> dict[str, float]:
     """The energy columns of one step's record (see the module docstring)."""
     reads, writes = costs.buffer_read_pj_per_byte, costs.buffer_write_pj_per_byte
-    ifmap = record["ifmap_read_bytes"] * reads["ifmap"] + record["ifmap_write_bytes"] * writes["ifmap"]
-    filter_ = record["filter_read_bytes"] * reads["filter"] + record["filter_write_bytes"] * writes["filter"]
-    ofmap = record["ofmap_read_bytes"] * reads["ofmap"] + record["ofmap_write_bytes"] * writes["ofmap"]
-    dram = record["dram_bytes"] * costs.dram_pj_per_byte
+    ifmap = record.ifmap_read_bytes * reads["ifmap"] + record.ifmap_write_bytes * writes["ifmap"]
+    filter_ = record.filter_read_bytes * reads["filter"] + record.filter_write_bytes * writes["filter"]
+    ofmap = record.ofmap_read_bytes * reads["ofmap"] + record.ofmap_write_bytes * writes["ofmap"]
+    dram = record.dram_bytes * costs.dram_pj_per_byte
     mac = idle = register = vector = 0.0
-    if record["unit"] == "array":
-        compute = parse_precision(record["compute_precision"])
+    if record.unit == "array":
+        compute = parse_precision(record.compute_precision)
         per_mac = costs.mac_pj[compute.name]
         gated = costs.gated_fraction * per_mac
-        kept = record["macs"]
-        issued = record["batch"] * record["m"] * record["k"] * record["n"] if hardware.sparse.mode == "gate" else kept
-        slots = record["compute_cycles"] * hardware.pes * record["macs_per_pe"]
-        selection = record["index_bits"] * record["m"] * costs.register_bit_pj
+        kept = record.macs
+        issued = record.batch * record.m * record.k * record.n if hardware.sparse.mode == "gate" else kept
+        slots = record.compute_cycles * hardware.pes * record.macs_per_pe
+        selection = record.index_bits * record.m * costs.register_bit_pj
         extras = costs.capabilities
-        capabilities = (record["skip_selects"] * extras.skip_select_pj[compute.name]
-                        + record["pe_dequantized_loads"] * extras.dequantize_pj
-                        + record["decompressed_weights"] * extras.decompress_pj[compute.name])
+        capabilities = (record.skip_selects * extras.skip_select_pj[compute.name]
+                        + record.pe_dequantized_loads * extras.dequantize_pj
+                        + record.decompressed_weights * extras.decompress_pj[compute.name])
         mac = kept * per_mac + (issued - kept) * gated + selection + capabilities
         idle = 0.0 if accounting == "zigzag" else max(0, slots - issued) * gated
         psum_reads = 2 if accounting == "zigzag" else 1
-        bits = (record["array_weight_loads"] * _weight_bits_per_load(record, compute.bits)
-                + record["array_activation_hops"] * compute.bits
-                + record["array_psum_updates"] * hardware.accumulator_bits * psum_reads)
+        bits = (record.array_weight_loads * _weight_bits_per_load(record, compute.bits)
+                + record.array_activation_hops * compute.bits
+                + record.array_psum_updates * hardware.accumulator_bits * psum_reads)
         register = bits * costs.register_bit_pj
     else:
-        vector = record["elements"] * hardware.sfu.cycles_per_element.get(record["role"], 0.0) * costs.vector_lane_pj
+        vector = record.elements * hardware.sfu.cycles_per_element.get(record.role, 0.0) * costs.vector_lane_pj
     return {"mac_pj": mac, "idle_pj": idle, "register_pj": register, "ifmap_pj": ifmap, "filter_pj": filter_,
             "ofmap_pj": ofmap, "dram_pj": dram, "vector_pj": vector,
             "energy_pj": mac + idle + register + ifmap + filter_ + ofmap + dram + vector}
@@ -90,11 +87,6 @@ def static_mw(costs: ActionCosts) -> float:
 def leakage_pj(costs: ActionCosts, latency_ms: float) -> float:
     """Leakage over ``latency_ms``: mW x ms = uJ = 1e6 pJ."""
     return static_mw(costs) * latency_ms * 1e6
-
-
-def dense_macs(records: Iterable[dict]) -> int:
-    """MACs of the products as written, zeros and all: batch x m x k x n of every array step."""
-    return sum(r["batch"] * r["m"] * r["k"] * r["n"] for r in records if r["unit"] == "array")
 
 
 def energy_summary(sums: dict[str, float], macs: int, latency_ms: float, costs: ActionCosts,

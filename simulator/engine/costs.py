@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from simulator.engine.array_split import Split
 from simulator.engine.mapping import Mapping
+from simulator.engine.records import ACCESS_COLUMNS
 from simulator.engine.residency import CHIP, DRAM, STREAM, Placement, tensor_bytes
 from simulator.engine.steps import Step
 from simulator.formats.sparsity import SparsityPattern
@@ -37,12 +38,6 @@ from simulator.formats.storage import OpStorage
 from simulator.spec.hardware import Hardware
 from simulator.units import ceil_div
 from workloads.ops import Tensor
-
-ACCESS_COLUMNS = (
-    "dram_read_bytes", "dram_write_bytes", "ifmap_read_bytes", "ifmap_write_bytes", "filter_read_bytes",
-    "filter_write_bytes", "ofmap_read_bytes", "ofmap_write_bytes", "array_weight_loads",
-    "array_activation_hops", "array_psum_updates", "skip_selects", "pe_dequantized_loads", "decompressed_weights",
-)
 
 
 @dataclass(frozen=True)

@@ -22,18 +22,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from simulator.energy.accounting import ENERGY_COLUMNS
 from simulator.engine.capacity import Footprint, check_fits
-from simulator.engine.costs import ACCESS_COLUMNS
+from simulator.engine.records import StepRecord
 from simulator.engine.results import record_totals
 from simulator.spec.hardware import Hardware
 from simulator.units import ceil_div
 from workloads.ops import Trace
-
-# Columns that add up over passes (the others describe the op or are ratios).
-ADDITIVE_COLUMNS = ("macs", "folds", "compute_cycles", "dense_compute_cycles", "transfer_cycles", "stall_cycles",
-                    "total_cycles", "dram_bytes", *ACCESS_COLUMNS, *ENERGY_COLUMNS)
-SHAPE_COLUMNS = ("batch", "m", "k", "n", "elements")
 
 
 def divisors(n: int) -> list[int]:
@@ -42,25 +36,24 @@ def divisors(n: int) -> list[int]:
     return sorted({*small, *(n // d for d in small)}, reverse=True)
 
 
-def one_sample_floor(records: list[dict], hardware: Hardware) -> int:
+def one_sample_floor(records: list[StepRecord], hardware: Hardware) -> int:
     """Bytes that any pass moves whatever its batch: with streamed weights, every matrix op reads its
     stored weights (values, indices, scales) from DRAM at least once."""
     if not hardware.memory.weights_streamed:
         return 0
-    return sum(ceil_div(record["weight_bits"] + record["scale_bits"], 8) for record in records
-               if record["unit"] == "array")
+    return sum(ceil_div(record.weight_bits + record.scale_bits, 8) for record in records if record.unit == "array")
 
 
 class PassOutcome(NamedTuple):
     """One pass's per-op records, whether any of its activations spilled to DRAM, and its footprint."""
 
-    records: list[dict]
+    records: list[StepRecord]
     spilled: bool
     footprint: Footprint
 
 
 def run_in_groups(trace: Trace, run: Callable[[Trace], PassOutcome],
-                  hardware: Hardware) -> tuple[list[dict], int, Footprint]:
+                  hardware: Hardware) -> tuple[list[StepRecord], int, Footprint]:
     """(per-op records of the whole batch, samples per group, the footprint of the run as grouped)."""
     whole = run(trace)
     batch = int(trace.workload.get("batch", 1))
@@ -88,12 +81,7 @@ def run_in_groups(trace: Trace, run: Callable[[Trace], PassOutcome],
     footprint = best.footprint.for_passes(passes)
     if best_group == batch:
         return whole.records, batch, footprint
-    merged = []
-    for full, chosen in zip(whole.records, best.records, strict=True):
-        record = dict(chosen)
-        record.update({column: chosen[column] * passes for column in ADDITIVE_COLUMNS})
-        record.update({column: full[column] for column in SHAPE_COLUMNS})
-        merged.append(record)
+    merged = [chosen.scaled(passes, full) for full, chosen in zip(whole.records, best.records, strict=True)]
     return merged, best_group, footprint
 
 

@@ -6,21 +6,14 @@ import math
 
 import pandas as pd
 
-from simulator.energy.accounting import ENERGY_COLUMNS, energy_summary
+from simulator.energy.accounting import energy_summary
 from simulator.energy.action_costs import action_costs
 from simulator.engine.capacity import Footprint
-from simulator.engine.costs import ACCESS_COLUMNS
+from simulator.engine.records import ACCESS_COLUMNS, ENERGY_COLUMNS, RESULT_COLUMNS, StepRecord
 from simulator.spec.hardware import Hardware
 from workloads.errors import InputError
 from workloads.ops import INT64_MAX
 
-RESULT_COLUMNS = (
-    "name", "layer", "role", "group", "kind", "unit", "inserted", "category", "precision", "compute_precision",
-    "macs_per_pe", "sparsity", "dequantized", "batch", "m", "k", "n", "elements", "macs", "folds", "array_split",
-    "compute_cycles", "dense_compute_cycles", "transfer_cycles", "stall_cycles", "total_cycles", "utilization",
-    "weight_bits", "index_bits", "scale_bits", "bias_bits", "dram_bytes", *ACCESS_COLUMNS, "residency", "bound",
-    "fused_into", *ENERGY_COLUMNS,
-)
 TOTAL_COLUMNS = ("compute_cycles", "stall_cycles", "macs", "weight_bits", "index_bits", "scale_bits", "bias_bits",
                  "dram_bytes", *ACCESS_COLUMNS)
 
@@ -54,13 +47,15 @@ class Results(pd.DataFrame):
         return cached
 
 
-def frame(records: list[dict]) -> Results:
-    for record in records:  # results use 64-bit columns: refuse what would wrap around
-        for column, value in record.items():
+def frame(records: list[StepRecord]) -> Results:
+    """The results frame of some step records, one row each."""
+    rows = [record.row() for record in records]
+    for row in rows:  # results use 64-bit columns: refuse what would wrap around
+        for column, value in zip(RESULT_COLUMNS, row, strict=True):
             if isinstance(value, int) and value > INT64_MAX:
-                raise InputError(f"op {record['name']}: {column} = {value} exceeds the 64-bit range; "
+                raise InputError(f"op {row[0]}: {column} = {value} exceeds the 64-bit range; "
                                  "reduce the workload or array size")
-    return Results(pd.DataFrame.from_records(records, columns=list(RESULT_COLUMNS)))
+    return Results(pd.DataFrame.from_records(rows, columns=list(RESULT_COLUMNS)))
 
 
 def run_cycles(array_cycles: int, sfu_cycles: int, dram_bytes: int, hardware: Hardware) -> int:
@@ -70,14 +65,20 @@ def run_cycles(array_cycles: int, sfu_cycles: int, dram_bytes: int, hardware: Ha
     return max(total, dram_cycles)
 
 
-def record_totals(records: list[dict], hardware: Hardware) -> tuple[int, int]:
+def record_totals(records: list[StepRecord], hardware: Hardware) -> tuple[int, int]:
     """(total cycles, DRAM bytes) of a run's records, as ``summarize_results`` counts them."""
     busy = {"array": 0, "sfu": 0}
     dram_bytes = 0
     for record in records:
-        busy[record["unit"]] += record["total_cycles"]
-        dram_bytes += record["dram_bytes"]
+        busy[record.unit] += record.total_cycles
+        dram_bytes += record.dram_bytes
     return run_cycles(busy["array"], busy["sfu"], dram_bytes, hardware), dram_bytes
+
+
+def dense_macs(frame: pd.DataFrame) -> int:
+    """MACs of the products as written, zeros and all: batch x m x k x n of every array step."""
+    array = frame[frame["unit"] == "array"]
+    return int((array["batch"] * array["m"] * array["k"] * array["n"]).sum())
 
 
 def summarize_results(frame: pd.DataFrame, hardware: Hardware) -> dict:
@@ -96,9 +97,8 @@ def summarize_results(frame: pd.DataFrame, hardware: Hardware) -> dict:
     latency_ms = total / (hardware.array.clock_mhz * 1e3)
     energy = None
     if hardware.energy is not None and len(frame) and not frame["energy_pj"].isna().any():
-        dense = int((array["batch"] * array["m"] * array["k"] * array["n"]).sum())
         energy = energy_summary({column: float(frame[column].sum()) for column in ENERGY_COLUMNS},
-                                sums["macs"], latency_ms, action_costs(hardware), dense)
+                                sums["macs"], latency_ms, action_costs(hardware), dense_macs(frame))
     return {
         "total_cycles": total,
         "latency_ms": latency_ms,

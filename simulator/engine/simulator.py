@@ -25,12 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.energy.accounting import ACCOUNTINGS, NOT_MODELLED, step_energy
+from simulator.energy.accounting import ACCOUNTINGS, step_energy
 from simulator.energy.action_costs import ActionCosts, action_costs
 from simulator.engine.array_split import Split, best_split
 from simulator.engine.capacity import Footprint
 from simulator.engine.costs import (
-    ACCESS_COLUMNS,
     Cost,
     matrix_traffic,
     sfu_traffic,
@@ -41,6 +40,7 @@ from simulator.engine.costs import (
 from simulator.engine.fusion import fuse
 from simulator.engine.grouping import PassOutcome, run_in_groups
 from simulator.engine.lowering import lower
+from simulator.engine.records import ACCESS_COLUMNS, StepRecord
 from simulator.engine.residency import STREAM, Placement, place
 from simulator.engine.results import Results, frame
 from simulator.engine.step_key import StepKey, step_key
@@ -104,7 +104,7 @@ class Simulator:
         self.mask_for = mask_for
         self.notes: list[str] = list(plan.notes)
         self._storages: dict[tuple, OpStorage] = {}
-        self._step_records: dict[StepKey, dict] = {}  # step key -> its record (see step_key.py)
+        self._step_records: dict[StepKey, StepRecord] = {}  # step key -> its record (see step_key.py)
         self._nonzeros = mask_nonzeros(mask_for) if mask_for is not None else None
         weights = policy.config.sparsity.weights
         if plan.masked and policy.config.outliers is not None:
@@ -242,7 +242,7 @@ class Simulator:
 
     def run(self, trace: Trace) -> Results:
         """All samples of ``trace`` at once, or in groups when that is faster (see grouping)."""
-        records, group, footprint = run_in_groups(trace, self.run_pass, self.hardware)
+        records, group, footprint = self.run_records(trace)
         results = frame(records)
         results.hardware = self.hardware
         results.footprint = footprint
@@ -252,6 +252,11 @@ class Simulator:
             results.notes.append(f"batch {batch} runs as {batch // group} groups of {group} samples: larger groups "
                                  "spill activations to DRAM and would take longer")
         return results
+
+    def run_records(self, trace: Trace) -> tuple[list[StepRecord], int, Footprint]:
+        """The step records of ``trace`` (all samples, run as the grouping chooses), samples per group, and
+        what the run holds in DRAM."""
+        return run_in_groups(trace, self.run_pass, self.hardware)
 
     def run_pass(self, trace: Trace) -> PassOutcome:
         """One pass over ``trace``: its per-op records, whether any activation spilled to DRAM, and what it
@@ -271,7 +276,7 @@ class Simulator:
         footprint = Footprint(weight_bytes, state_bytes, placement.peak_live_bytes)
         return Prepared(trace, lowered, fused, placement, self._weight_bytes(trace), footprint)
 
-    def records(self, prepared: Prepared) -> list[dict]:
+    def records(self, prepared: Prepared) -> list[StepRecord]:
         """Per-step records of a prepared pass (repeated blocks evaluated once)."""
         return [self.step_record(prepared, index) for index in range(len(prepared.lowered.steps))]
 
@@ -285,7 +290,7 @@ class Simulator:
                         index in prepared.fused, storage, self.plan)
 
     def step_record(self, prepared: Prepared, index: int, step: Step | None = None,
-                    tensors: dict[str, Tensor] | None = None) -> dict:
+                    tensors: dict[str, Tensor] | None = None) -> StepRecord:
         """The record of step ``index`` of a prepared pass. ``step`` and ``tensors`` stand in for the pass's
         own when given: the same step at other sizes, its grown tensors among the pass's (generation
         re-costs decode steps this way, with the pass's placement)."""
@@ -298,10 +303,10 @@ class Simulator:
             record = self._step_record(step, tensors, prepared.placement, prepared.weight_bytes, bool(fused_into))
             if key is not None:
                 self._step_records[key] = record
-        return {**record, "name": step.op.name, "layer": step.op.layer, "fused_into": fused_into}
+        return record.renamed(step.op.name, step.op.layer, fused_into)
 
     def _step_record(self, step: Step, tensors: dict[str, Tensor], placement: Placement,
-                     weight_bytes: dict[str, int], fused: bool) -> dict:
+                     weight_bytes: dict[str, int], fused: bool) -> StepRecord:
         storage: OpStorage | None = None if step.inserted else self.storage(step.owner)
         if step.unit == "array":
             cost, chosen, pack, sparsity, split = self._matrix_cost(step, tensors, placement, weight_bytes)
@@ -311,38 +316,32 @@ class Simulator:
             sfu_name = self.hardware.sfu_precision.name
             pack, sparsity, precision, compute_precision, split = 0, "dense", sfu_name, sfu_name, ""
         residency = placement.home[step.writes[0]] if step.writes else ""
-        record = _record(step, cost, storage, precision, compute_precision, pack, sparsity, residency, "", split)
         # The B operand reaches the array dequantized (weights with scales along K, a scaled KV cache).
-        record["dequantized"] = (step.unit == "array" and len(step.reads) > 1
-                                 and placement.home.get(step.reads[1]) == STREAM)
-        record.update(step_energy(record, self.hardware, self.costs, self.accounting) if self.costs is not None
-                      else NOT_MODELLED)
+        dequantized = (step.unit == "array" and len(step.reads) > 1 and placement.home.get(step.reads[1]) == STREAM)
+        record = _record(step, cost, storage, precision, compute_precision, pack, sparsity, residency, split,
+                         dequantized)
+        if self.costs is not None:
+            for column, value in step_energy(record, self.hardware, self.costs, self.accounting).items():
+                setattr(record, column, value)
         return record
 
 
 def _record(step: Step, cost: Cost, storage: OpStorage | None, precision: str, compute_precision: str,
-            pack: int, sparsity: str, residency: str, fused_into: str, array_split: str) -> dict:
+            pack: int, sparsity: str, residency: str, array_split: str, dequantized: bool) -> StepRecord:
     op = step.op
     counts = {name: getattr(cost, name) for name in ACCESS_COLUMNS}
-    return {
-        "name": op.name, "layer": op.layer, "role": op.role, "group": op.group,
-        "kind": op.kind, "unit": step.unit, "inserted": step.inserted,
-        "category": category(op.role, step.unit),
-        "precision": precision, "compute_precision": compute_precision,
-        "macs_per_pe": pack, "sparsity": sparsity,
-        "batch": op.batch, "m": op.m, "k": op.k, "n": op.n, "elements": op.elements if step.unit == "sfu" else 0,
-        "macs": cost.macs, "folds": cost.folds, "array_split": array_split, "compute_cycles": cost.compute_cycles,
-        "dense_compute_cycles": cost.dense_compute_cycles,
-        "transfer_cycles": cost.transfer_cycles, "stall_cycles": cost.stall_cycles,
-        "total_cycles": cost.compute_cycles + cost.stall_cycles, "utilization": cost.utilization,
-        "weight_bits": storage.weight_bits if storage else 0,
-        "index_bits": storage.index_bits if storage else 0,
-        "scale_bits": storage.scale_bits if storage else 0,
-        "bias_bits": storage.bias_bits if storage else 0,
-        "dram_bytes": cost.dram_bytes, **counts, "residency": residency,
-        "bound": "memory" if cost.transfer_cycles > cost.compute_cycles else "compute",
-        "fused_into": fused_into,
-    }
+    return StepRecord(
+        name=op.name, layer=op.layer, role=op.role, group=op.group, kind=op.kind, unit=step.unit,
+        inserted=step.inserted, category=category(op.role, step.unit), precision=precision,
+        compute_precision=compute_precision, macs_per_pe=pack, sparsity=sparsity, dequantized=dequantized,
+        batch=op.batch, m=op.m, k=op.k, n=op.n, elements=op.elements if step.unit == "sfu" else 0,
+        macs=cost.macs, folds=cost.folds, array_split=array_split, compute_cycles=cost.compute_cycles,
+        dense_compute_cycles=cost.dense_compute_cycles, transfer_cycles=cost.transfer_cycles,
+        stall_cycles=cost.stall_cycles, total_cycles=cost.compute_cycles + cost.stall_cycles,
+        utilization=cost.utilization, weight_bits=storage.weight_bits if storage else 0,
+        index_bits=storage.index_bits if storage else 0, scale_bits=storage.scale_bits if storage else 0,
+        bias_bits=storage.bias_bits if storage else 0, dram_bytes=cost.dram_bytes, **counts, residency=residency,
+        bound="memory" if cost.transfer_cycles > cost.compute_cycles else "compute", fused_into="")
 
 
 def simulate(trace: Trace, hardware: Hardware, policy: Policy, *, timing: str = "default",

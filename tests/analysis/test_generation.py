@@ -11,7 +11,7 @@ from conftest import preset_with
 
 from simulator.analysis.generation import generate, generation_summary
 from simulator.engine import Simulator, simulate
-from simulator.engine.grouping import ADDITIVE_COLUMNS
+from simulator.engine.records import ADDITIVE_COLUMNS
 from simulator.spec.hardware import Hardware, load_hardware
 from simulator.spec.run_config import load_run_config, policy_from_dict
 from workloads.models import Workload, load_model

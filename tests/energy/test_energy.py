@@ -10,11 +10,12 @@ from conftest import preset_with
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.energy.accounting import ENERGY_COLUMNS, leakage_pj, static_mw
+from simulator.energy.accounting import leakage_pj, static_mw
 from simulator.energy.action_costs import action_costs
 from simulator.energy.primitives import Scaled, int_mult_pj
 from simulator.energy.tables import load_action_table, load_scaling_rule, load_sram_table
 from simulator.engine import simulate
+from simulator.engine.records import ENERGY_COLUMNS
 from simulator.spec.hardware import Hardware, load_hardware, preset_names
 from simulator.spec.run_config import load_run_config
 from workloads.ops import OpBuilder

@@ -46,8 +46,9 @@ def changed(value: Any, name: str) -> list[Any]:
     return []
 
 
-def record_without_naming(record: dict) -> dict:
-    return {key: value for key, value in record.items() if key not in NAMING | {"fused_into"}}
+def record_without_naming(record) -> dict:
+    return {field.name: getattr(record, field.name) for field in fields(record)
+            if field.name not in NAMING | {"fused_into"}}
 
 
 def variants_of(step: Step, tensors: dict[str, Tensor]) -> list[tuple[str, Step, dict[str, Tensor]]]:
