@@ -48,7 +48,7 @@ def module_hooks(model: Any, recorder: Any) -> Iterator[None]:
         if type(module).__name__ in MODULE_ROLES:
             recorder.suppress_depth += 1
 
-    def post_hook(module: Any, inputs: tuple, output: Any) -> None:
+    def post_hook(module: Any, inputs: tuple[Any, ...], output: Any) -> None:
         if type(module).__name__ in MODULE_ROLES:
             recorder.suppress_depth -= 1
             if recorder.suppress_depth == 0:
@@ -89,8 +89,8 @@ def rotary_hook(model: Any, recorder: Any) -> Iterator[None]:
         recorder.vector("rope", k_out.numel(), (k, cos), k_out)
         return q_out, k_out
 
-    modeling.apply_rotary_pos_emb = rotate
+    setattr(modeling, "apply_rotary_pos_emb", rotate)  # noqa: B010 - a module attribute mypy cannot see
     try:
         yield
     finally:
-        modeling.apply_rotary_pos_emb = original
+        setattr(modeling, "apply_rotary_pos_emb", original)  # noqa: B010

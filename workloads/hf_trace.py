@@ -35,8 +35,8 @@ try:
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 except ImportError:  # pragma: no cover - exercised only without the hf extra
-    torch = None
-    TorchDispatchMode = object
+    torch = None  # type: ignore[assignment]  # require_torch() refuses every use with a one-line hint
+    TorchDispatchMode = object  # type: ignore[assignment,misc]
 
 _ELEMENTWISE_ROLES = {
     "aten._softmax.default": "softmax",
@@ -70,7 +70,7 @@ class _Recorder(TorchDispatchMode):
     """Records matrix and element-wise ops, each named after the innermost module running it."""
 
     def __init__(self, encoder_blocks: int, per_token: int) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # torch's dispatch mode has no annotations
         # unmapped ops producing at most one value per token are per-token bookkeeping (positions from a
         # mask's cumulative sum, ...), not vector work on activations
         self.per_token = per_token
@@ -107,14 +107,14 @@ class _Recorder(TorchDispatchMode):
         names = (self.name_of(v) for v in values)
         return tuple(dict.fromkeys(name for name in names if name is not None))
 
-    def follow(self, func: Any, args: tuple, out: Any) -> None:
+    def follow(self, func: Any, args: tuple[Any, ...], out: Any) -> None:
         """An op that is not recorded: its output holds (a view, copy or part of) its first named input."""
         if func.overloadpacket is torch.ops.aten.cat and self._cat(list(args[0]), out):
             return
-        sources = [a for a in _flat(args) if self.name_of(a) is not None]
-        if not sources:
+        names = [n for a in _flat(args) if (n := self.name_of(a)) is not None]
+        if not names:
             return
-        names = [self.name_of(a) for a in sources]  # an activation rather than a weight it is joined with
+        # an activation rather than a weight it is joined with
         name = next((n for n in names if self.tensors[n].kind != "weight"), names[0])
         outputs = list(out) if isinstance(out, list | tuple) else [out]
         outputs = [o for o in outputs if isinstance(o, torch.Tensor)]
@@ -143,15 +143,15 @@ class _Recorder(TorchDispatchMode):
         named = [v for v in values if self.name_of(v) is not None]
         before = [v for v in values if self.name_of(v) is None]
         # An empty cache (the first step's) only passes the new entries through.
-        if (len(named) == 1 and len(before) == 1 and before[0].numel() > 0
-                and self.tensors[self.name_of(named[0])].kind == "activation"):
-            source = self.name_of(named[0])
+        source = self.name_of(named[0]) if len(named) == 1 else None
+        if (source is not None and len(before) == 1 and before[0].numel() > 0
+                and self.tensors[source].kind == "activation"):
             state = f"{source}.cache"
             self.declare(out, Tensor(state, "state", out.numel(), appended=named[0].numel(), source=source))
             return True
         return False
 
-    def parameters_and_inputs(self, model: Any, inputs: dict) -> None:
+    def parameters_and_inputs(self, model: Any, inputs: dict[str, Any]) -> None:
         for path, param in model.named_parameters():  # tied parameters appear once, under their first name
             self.declare(param, Tensor(path, "weight", param.numel()))
         for key, value in inputs.items():
@@ -187,7 +187,7 @@ class _Recorder(TorchDispatchMode):
         self.writer[op.name] = len(self.ops)
         self.ops.append(replace(op, writes=(op.name,)))
 
-    def _matrix(self, kind: str, operands: tuple, out: Any, batch: int, m: int, k: int, n: int) -> None:
+    def _matrix(self, kind: str, operands: tuple[Any, ...], out: Any, batch: int, m: int, k: int, n: int) -> None:
         path, module = self.stack[-1] if self.stack else ("model", None)
         if kind == "bmm":
             attention = next((p for p, mod in reversed(self.stack) if "Attention" in type(mod).__name__), path)
@@ -207,7 +207,7 @@ class _Recorder(TorchDispatchMode):
         params = self.claim(module) if module is not None else (0, 0)
         self.add(path, role, path, kind, params, reads=reads, out=out, batch=batch, m=m, k=k, n=n)
 
-    def vector(self, role: str, elements: int, operands: tuple, out: Any, module_level: bool = False) -> None:
+    def vector(self, role: str, elements: int, operands: tuple[Any, ...], out: Any, module_level: bool = False) -> None:
         path, module = self.stack[-1] if self.stack else ("model", None)
         owns = module is not None and (module_level or role == "embedding")
         params = self.claim(module) if owns else (0, 0)
@@ -235,7 +235,8 @@ class _Recorder(TorchDispatchMode):
             self.ops.append(Op(name, layer, role, group_of(role, path, layer), "vector", elements=0,
                                weight_params=sum(p.numel() for p in own), reads=self.reads_of(own), writes=(name,)))
 
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
         out = func(*args, **(kwargs or {}))
         name = str(func)
         if name in ("aten.mm.default", "aten.addmm.default"):  # addmm(bias, A, B) = A @ B + bias
@@ -295,7 +296,9 @@ def build_hf_model(spec: ModelSpec, workload: Workload) -> Any:
         # The default expert loop indexes the tokens each expert got (data-dependent shapes, which meta
         # tensors cannot run); this runs every token-expert pair as one batched product instead.
         config._experts_implementation = "batched_mm"
-    cls_name = spec.hf_class(workload.head)
+    head = spec.resolve(workload).head
+    assert head is not None  # resolved: every family names its default head
+    cls_name = spec.hf_class(head)
     cls = getattr(transformers, cls_name)
     with torch.device("meta"):
         if cls_name.startswith("Auto"):
@@ -348,7 +351,7 @@ def _encoder_blocks(model: Any) -> int:
     return max(indices, default=-1) + 1
 
 
-def _flat(args: tuple) -> list[Any]:
+def _flat(args: tuple[Any, ...]) -> list[Any]:
     """Positional arguments with lists of tensors (cat, stack) opened up."""
     flat: list[Any] = []
     for arg in args:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from workloads.errors import InputError
-from workloads.families.base import PHASES, Family, Workload
+from workloads.families.base import PHASES, Family, HfInputs, Workload
 from workloads.families.bert import BertFamily
 from workloads.families.fsmt import FSMTFamily
 from workloads.families.gpt2 import GPT2Family
@@ -67,7 +67,7 @@ class ModelSpec:
     def hf_class(self, head: str) -> str:
         return self.family.hf_class(self.config, head)
 
-    def hf_inputs(self, workload: Workload, torch: Any) -> tuple[dict, Callable | None]:
+    def hf_inputs(self, workload: Workload, torch: Any) -> HfInputs:
         return self.family.hf_inputs(self.config, workload, torch)
 
 

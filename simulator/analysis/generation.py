@@ -120,7 +120,7 @@ class _Decoder:
         self.prepared: dict[int, Prepared] = {}
         self.notes: list[str] = []
         self.totals: list[StepRecord] | None = None  # per-op sums over the steps
-        self.rows: list[dict] = []
+        self.rows: list[dict[str, Any]] = []
 
     def prepare(self, length: int) -> Prepared:
         if length not in self.prepared:
@@ -128,7 +128,7 @@ class _Decoder:
             self.prepared[length] = self.sim.prepare(trace)
         return self.prepared[length]
 
-    def run(self, lengths: range) -> tuple[list[StepRecord], list[dict]]:
+    def run(self, lengths: range) -> tuple[list[StepRecord], list[dict[str, Any]]]:
         first, last = self.prepare(lengths[0]), self.prepare(lengths[-1])
         if self.prompt.batch > 1 and (first.spilled or last.spilled):
             self.notes.append("decode steps spill activations with several samples: each step simulated whole")
@@ -161,7 +161,7 @@ class _Decoder:
     def shared(self, low: int, high: int, a: Prepared, grows: dict[int, StepSizes]) -> None:
         """Every length in low..high with a's homes: fixed steps once, growing steps per length."""
         base = self.sim.records(a)
-        groups: dict[tuple, list[int]] = {}  # growing steps that are the same step in another block
+        groups: dict[tuple[Any, ...], list[int]] = {}  # growing steps that are the same step in another block
         for index in grows:
             key = (base[index].role, base[index].kind, base[index].unit, grows[index], self.sim.step_key(a, index))
             groups.setdefault(key, []).append(index)
@@ -206,7 +206,7 @@ class _Decoder:
         for total, record in zip(self.totals, records, strict=True):  # shapes and ratios: the first step
             total.add(record)
 
-    def step_row(self, length: int, sums: dict[str, float], extra: list[tuple[StepRecord, int]]) -> dict:
+    def step_row(self, length: int, sums: dict[str, float], extra: list[tuple[StepRecord, int]]) -> dict[str, Any]:
         totals = dict(sums)
         for record, count in extra:
             for column, value in _unit_sums([record]).items():
@@ -246,7 +246,7 @@ def _unit_sums(records: list[StepRecord]) -> dict[str, float]:
     return sums
 
 
-def generation_summary(generation: Generation, hardware: Hardware) -> dict:
+def generation_summary(generation: Generation, hardware: Hardware) -> dict[str, Any]:
     """TTFT, TPOT, end-to-end latency, throughput, bytes and boundedness of a generation (milliseconds,
     tokens per second, bytes). Tokens per second counts the B x N tokens returned (one sequence per
     prompt, whatever the beams)."""
@@ -277,7 +277,7 @@ def generation_summary(generation: Generation, hardware: Hardware) -> dict:
     }
 
 
-def generation_energy(generation: Generation, hardware: Hardware, e2e_ms: float) -> dict | None:
+def generation_energy(generation: Generation, hardware: Hardware, e2e_ms: float) -> dict[str, Any] | None:
     """The energy block of the whole generation (see energy.energy_summary: both phases' dynamic energy by
     component, leakage over the end-to-end latency), per generated token (B x N of them) and by phase;
     None when the hardware has none."""

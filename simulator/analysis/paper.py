@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -119,7 +119,8 @@ def load_paper_targets(path: Path = TARGETS_PATH) -> dict[str, float]:
     return targets
 
 
-def figure_rows(targets: dict[str, float], figures: dict[str, float], tolerances: dict[str, Tolerance]) -> list[dict]:
+def figure_rows(targets: dict[str, float], figures: dict[str, float], tolerances: dict[str, Tolerance],
+                ) -> list[dict[str, Any]]:
     """One row per published figure: paper, accelsim, errors, the tolerance and the figure's role."""
     rows = []
     for key, paper in targets.items():

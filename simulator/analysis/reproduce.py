@@ -14,6 +14,7 @@ Figure keys are dotted paths into paper_targets.yaml:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from simulator.engine import Results, simulate
 from simulator.plan.binding import bind
@@ -34,12 +35,12 @@ MEMORY_FIGURES = {  # figure -> (config, ratio of its pruned-linear storage)
 class Reproduction:
     figures: dict[str, float]
     runs: dict[tuple[str, str], Results]  # (model, config) -> per-op results
-    memory: dict[tuple[str, str], dict]  # (model, config) -> footprint summary
+    memory: dict[tuple[str, str], dict[str, Any]]  # (model, config) -> footprint summary
 
 
 def linear_share(results: Results) -> float:
     linear = results.loc[results["category"] == "linear", "total_cycles"].sum()
-    return float(linear) / results.totals["total_cycles"]
+    return float(linear) / float(results.totals["total_cycles"])
 
 
 def reproduce_figures(traces: dict[str, Trace], hardware: Hardware, policies: dict[str, Policy],

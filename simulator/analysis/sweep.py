@@ -32,7 +32,7 @@ import functools
 import hashlib
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -42,11 +42,11 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from simulator.formats.precision import parse_precision
 from simulator.spec.config_io import StrictModel, read_yaml_mapping, unknown_name_message, validate
 from simulator.spec.hardware import Hardware, load_hardware
-from simulator.spec.run_config import RunConfig, load_baseline, load_run_config, resolve_run_config
+from simulator.spec.run_config import Policy, RunConfig, load_baseline, load_run_config, resolve_run_config
 from simulator.spec.workload_knobs import WorkloadKnobs
 from workloads.errors import InputError
 from workloads.knobs import KNOB_NAMES, KNOBS
-from workloads.ops import MAX_SIZE
+from workloads.ops import MAX_SIZE, Trace
 from workloads.vocabulary import SFU_OPS
 
 # The model and each resolved workload knob get a column of their own (empty where a knob does not
@@ -187,8 +187,8 @@ class Plan:
     """Everything a worker needs, as plain picklable data (it may run on another machine)."""
 
     spec: SweepSpec
-    base_hardware: dict
-    configs: dict[str, dict]  # config path -> {"config": RunConfig dump, "baseline": RunConfig dump | None}
+    base_hardware: dict[str, Any]
+    configs: dict[str, dict[str, Any]]  # config path -> {"config": RunConfig dump, "baseline": RunConfig dump | None}
     points: tuple[Point, ...]
 
 
@@ -208,7 +208,7 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, Plan]:
             check_entry(load_model(entry.name), entry, spec.include_head, spec.trace)
         except InputError as exc:
             raise InputError(f"{path}: models: {entry.name}: {exc}") from None
-    configs: dict[str, dict] = {}
+    configs: dict[str, dict[str, Any]] = {}
     names: list[str] = []
     for name in spec.configs:
         resolved = resolve_run_config(name, path.parent)
@@ -262,7 +262,7 @@ def _resolve_path(name: str, base_dir: Path) -> Path:
 
 # --- evaluation (pure; runs in workers) -----------------------------------------------------------
 
-def hardware_at(base: dict, axis_values: dict[str, Any]) -> Hardware:
+def hardware_at(base: dict[str, Any], axis_values: dict[str, Any]) -> Hardware:
     data = json.loads(json.dumps(base))
     for path, value in axis_values.items():
         if path.startswith("model."):
@@ -282,21 +282,20 @@ def hardware_at(base: dict, axis_values: dict[str, Any]) -> Hardware:
 
 
 @functools.lru_cache(maxsize=64)
-def _trace(entry: ModelEntry, include_frontend: bool, include_head: bool, traced: bool):
+def _trace(entry: ModelEntry, include_frontend: bool, include_head: bool, traced: bool) -> Trace:
     from simulator.analysis.paper import backbone_trace
 
     return backbone_trace(entry.name, entry, include_frontend, include_head, traced)
 
 
 @functools.lru_cache(maxsize=64)
-def _policy(config_json: str):
-    from simulator.spec.run_config import Policy
-
+def _policy(config_json: str) -> Policy:
     config = json.loads(config_json)
     return Policy(RunConfig.model_validate({"name": "sweep", "hardware": "sweep", **config}))
 
 
-def evaluate_point(plan_spec: SweepSpec, base: dict, configs: dict[str, dict], point: Point) -> dict:
+def evaluate_point(plan_spec: SweepSpec, base: dict[str, Any], configs: dict[str, dict[str, Any]], point: Point,
+                   ) -> dict[str, Any]:
     entry = configs[point.config]
     scope = (point.model, plan_spec.include_frontend, plan_spec.include_head, plan_spec.trace)
     workload = _trace(*scope).workload
@@ -332,7 +331,7 @@ def _area_mm2(hardware_json: str) -> float | None:
     return area["total_mm2"] if area else None
 
 
-def _tokens_generated(entry: ModelEntry, workload: dict) -> int | None:
+def _tokens_generated(entry: ModelEntry, workload: Mapping[str, int | str]) -> int | None:
     """Tokens a point generates: B x N for a generation, one per sequence for a decode step, none for a
     prefill (or a model that generates nothing)."""
     if entry.new_tokens is not None:
@@ -340,7 +339,7 @@ def _tokens_generated(entry: ModelEntry, workload: dict) -> int | None:
     return int(workload["batch"]) if workload.get("phase") == "decode" else None
 
 
-def _energy_columns(totals: dict, hardware_json: str, tokens: int | None) -> dict:
+def _energy_columns(totals: dict[str, Any], hardware_json: str, tokens: int | None) -> dict[str, Any]:
     energy = totals.get("energy")
     if energy is None:
         return dict.fromkeys(SWEEP_ENERGY_COLUMNS)
@@ -350,14 +349,14 @@ def _energy_columns(totals: dict, hardware_json: str, tokens: int | None) -> dic
             "area_mm2": _area_mm2(hardware_json)}
 
 
-def _simulation_json(config: dict) -> str:
+def _simulation_json(config: dict[str, Any]) -> str:
     """A run config as a cache key: only what changes results (not its name or baseline)."""
     return RunConfig.model_validate(config).simulation_key()
 
 
 @functools.lru_cache(maxsize=4096)
 def _totals(entry: ModelEntry, include_frontend: bool, include_head: bool, traced: bool, hardware_json: str,
-            config_json: str, timing: str) -> dict:
+            config_json: str, timing: str) -> dict[str, Any]:
     """Run totals, memoised per process: a config and another config's identical baseline on the same
     design point are simulated once. A generation's are its end-to-end totals (prefill plus decode)."""
     from simulator.engine import Simulator, simulate
@@ -365,7 +364,8 @@ def _totals(entry: ModelEntry, include_frontend: bool, include_head: bool, trace
     hardware = Hardware.model_validate_json(hardware_json)
     if entry.new_tokens is None:
         trace = _trace(entry, include_frontend, include_head, traced)
-        return simulate(trace, hardware, _policy(config_json), timing=timing).totals
+        totals: dict[str, Any] = simulate(trace, hardware, _policy(config_json), timing=timing).totals
+        return totals
     from simulator.analysis.generation import generate, generation_summary
     from workloads.models import load_model
 
@@ -380,5 +380,6 @@ def _totals(entry: ModelEntry, include_frontend: bool, include_head: bool, trace
             **{column: summary[column] for column in GENERATION_COLUMNS}, "energy": summary["energy"]}
 
 
-def evaluate_chunk(plan_spec: SweepSpec, base: dict, configs: dict[str, dict], points: list[Point]) -> list[dict]:
+def evaluate_chunk(plan_spec: SweepSpec, base: dict[str, Any], configs: dict[str, dict[str, Any]], points: list[Point],
+                   ) -> list[dict[str, Any]]:
     return [evaluate_point(plan_spec, base, configs, point) for point in points]

@@ -7,6 +7,8 @@ cycle at 8 bits or wider and pack narrower integers along K (int4: 2, int2: 4). 
 
 from __future__ import annotations
 
+from typing import Any
+
 from workloads.errors import InputError
 from workloads.ops import MAX_SIZE
 
@@ -14,7 +16,7 @@ GENERIC_MACS_PER_PE = {"fp32": 1, "fp16": 1, "bf16": 1, "int8": 1, "int4": 2, "i
 
 
 def gemm_result(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, precision: str,
-                sparsity: str | None, timing: str) -> dict:
+                sparsity: str | None, timing: str) -> dict[str, Any]:
     """One product's timing as the JSON object `accelsim gemm` prints."""
     from simulator.engine.mapping import DATAFLOWS
     from simulator.engine.timing import TIMINGS, gemm_cycles
@@ -47,7 +49,7 @@ def gemm_result(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, pre
     }
 
 
-def read_cases(path: str) -> list[dict]:
+def read_cases(path: str) -> list[dict[str, Any]]:
     import csv
 
     required = ("m", "k", "n", "rows", "cols", "dataflow")

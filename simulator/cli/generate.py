@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -75,7 +76,7 @@ def generate(config: str, model: str, prompt: int, new_tokens: int, batch: int, 
         click.echo(f"wrote {', '.join(written)} to {out_dir}", err=True)
 
 
-def format_generation(summary: dict) -> str:
+def format_generation(summary: dict[str, Any]) -> str:
     def mib(value: int) -> str:
         return f"{value / 2**20:,.1f} MiB"
 

@@ -96,7 +96,7 @@ def _scoped_trace(model: str, workload: Workload, use_tracer: bool, include_fron
     return scope(whole, include_frontend is not False, include_head is not False)
 
 
-def _write_outputs(out_dir: Path, comparison: Comparison, summary: dict, memory: Footprint, model: str,
+def _write_outputs(out_dir: Path, comparison: Comparison, summary: dict[str, Any], memory: Footprint, model: str,
                    hardware: str) -> str:
     """ops.csv, summary.json and the plots, staged and swapped in whole; the names written."""
     from simulator.report.files import staged_dir

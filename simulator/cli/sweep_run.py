@@ -51,8 +51,8 @@ def _write_atomic(path: Path, writer: Callable[[Path], object]) -> None:
         writer(tmp)
 
 
-def finished_rows(out_dir: Path) -> list[dict]:
-    rows: list[dict] = []
+def finished_rows(out_dir: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
     for part in sorted((out_dir / "parts").glob("part-*.json")):
         rows.extend(json.loads(part.read_text()))
     return rows
@@ -146,7 +146,7 @@ def run_sweep(plan: Plan, out_dir: Path, executor: Executor | None, workers: int
                 if bar:
                     bar.advance(len(chunk))
         else:
-            futures: dict[Future, list[Point]] = {
+            futures: dict[Future[Any], list[Point]] = {
                 executor.submit(evaluate_chunk, plan.spec, plan.base_hardware, plan.configs, chunk): chunk
                 for chunk in chunks}
             for future in as_completed(futures):
@@ -160,7 +160,7 @@ def run_sweep(plan: Plan, out_dir: Path, executor: Executor | None, workers: int
     return table
 
 
-def _save_part(out_dir: Path, first_index: int, rows: list[dict]) -> None:
+def _save_part(out_dir: Path, first_index: int, rows: list[dict[str, Any]]) -> None:
     payload = json.dumps(rows, default=_json_default)
     _write_atomic(out_dir / "parts" / f"part-{first_index:08d}.json", lambda tmp: tmp.write_text(payload))
 
@@ -171,9 +171,9 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
-def assemble(plan: Plan, rows: list[dict]) -> pd.DataFrame:
+def assemble(plan: Plan, rows: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per point, in plan order, whatever order chunks finished in (no duplicates)."""
-    by_id: dict[str, dict] = {}
+    by_id: dict[str, dict[str, Any]] = {}
     for row in rows:
         by_id.setdefault(row["point_id"], row)
     axis_columns = [f"axis:{path}" for path in plan.spec.axes.paths]

@@ -24,6 +24,8 @@ buffer once more at its own width, and idle MAC slots cost nothing.
 
 from __future__ import annotations
 
+from typing import Any
+
 from simulator.energy.action_costs import ActionCosts
 from simulator.engine.records import StepRecord
 from simulator.formats.precision import parse_precision
@@ -90,7 +92,7 @@ def leakage_pj(costs: ActionCosts, latency_ms: float) -> float:
 
 
 def energy_summary(sums: dict[str, float], macs: int, latency_ms: float, costs: ActionCosts,
-                   dense_equivalent_macs: int) -> dict:
+                   dense_equivalent_macs: int) -> dict[str, Any]:
     """The run's energy block from its per-column sums: total and by component (pJ), leakage, TOPS/W
     (2 ops per useful MAC over the total energy), effective TOPS/W (2 ops per MAC of the products as
     written, skipped zeros included: what a dense chip would have to do for the same result) and the

@@ -49,7 +49,7 @@ def int_mult_pj(scaled: Scaled, width_a: int, width_b: int) -> float:
     int8 = scaled.value("int8_mult", f"int{width_a} MACs")
     int32 = scaled.value("int32_mult", f"int{width_a} MACs")
     exponent = math.log(int32 / int8) / math.log(4) if int8 > 0 and int32 > 0 else 2.0
-    return int8 * (width_a * width_b / 64) ** (exponent / 2)
+    return float(int8 * (width_a * width_b / 64) ** (exponent / 2))
 
 
 def int_add_pj(scaled: Scaled, bits: int) -> float:

@@ -191,7 +191,7 @@ class SramTable(StrictModel):
         share = math.log(capacity_bytes / low.capacity_bytes) / math.log(high.capacity_bytes / low.capacity_bytes)
 
         def between(column: str) -> float:
-            a, b = getattr(low, column), getattr(high, column)
+            a, b = float(getattr(low, column)), float(getattr(high, column))
             if a <= 0 or b <= 0:
                 return a + share * (b - a)
             return math.exp(math.log(a) + share * (math.log(b) - math.log(a)))

@@ -30,6 +30,7 @@ from simulator.formats.precision import Precision, compute_format, parse_precisi
 from simulator.formats.scales import carries_scales, same_blocks, takes_scales
 from simulator.formats.sparsity import SparsityPattern
 from simulator.plan.binding import Plan
+from simulator.spec.precision_config import PrecisionConfig
 from simulator.spec.run_config import PRUNED_OPERAND
 from workloads.errors import InputError
 from workloads.ops import Op, Tensor, Trace
@@ -365,7 +366,7 @@ class _Lowering:
                              f"{self.hardware.name}")
 
 
-def _scales_along_k(weights: Precision, spec) -> bool:
+def _scales_along_k(weights: Precision, spec: PrecisionConfig) -> bool:
     """Whether ``weights`` carry scales that change along K (groups, MX/NVFP4 blocks)."""
     if weights.block is not None:
         return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from operator import attrgetter
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -72,7 +73,7 @@ class StepRecord:
     vector_pj: float = float("nan")
     energy_pj: float = float("nan")
 
-    def row(self) -> tuple:
+    def row(self) -> tuple[Any, ...]:
         """The field values in column order (a results row)."""
         return _ROW(self)
 

@@ -23,6 +23,7 @@ The model, simple enough to check by hand:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ def tensor_bytes(elements: int, bits: int) -> int:
     return ceil_div(elements * bits, 8)
 
 
-def _readers(steps: tuple) -> dict[str, list[int]]:
+def _readers(steps: tuple[Any, ...]) -> dict[str, list[int]]:
     """Tensor name -> the indices of the steps that read it, in order."""
     readers: dict[str, list[int]] = {}
     for index, step in enumerate(steps):
@@ -55,7 +56,7 @@ def _readers(steps: tuple) -> dict[str, list[int]]:
     return readers
 
 
-def _fixed_homes(tensors: dict, hardware: Hardware) -> dict[str, str]:
+def _fixed_homes(tensors: dict[str, Any], hardware: Hardware) -> dict[str, str]:
     """Where the tensors no step produces live: inputs and state in DRAM, weights in DRAM or preloaded."""
     home: dict[str, str] = {}
     for name, tensor in tensors.items():
@@ -98,7 +99,7 @@ def place(lowered: Lowered, hardware: Hardware) -> Placement:
     return Placement(home, frozenset(written), footprints, int(used.max()), int(live.max()))
 
 
-def _products(steps: tuple, users: list[int]) -> int:
+def _products(steps: tuple[Any, ...], users: list[int]) -> int:
     """P when every user is a BMM of P products or an SFU step (at least one BMM), else 1."""
     matrix = {(steps[i].op.kind, steps[i].op.batch) for i in users if steps[i].unit == "array"}
     if len(matrix) == 1:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 import pandas as pd
 
@@ -36,7 +39,7 @@ class Results(pd.DataFrame):
         return Results
 
     @property
-    def totals(self) -> dict:
+    def totals(self) -> Totals:
         """Whole-frame totals, computed on first use from the rows present (not carried over by filtering)."""
         cached = self.__dict__.get("_totals")
         if cached is None:
@@ -81,7 +84,47 @@ def dense_macs(frame: pd.DataFrame) -> int:
     return int((array["batch"] * array["m"] * array["k"] * array["n"]).sum())
 
 
-def summarize_results(frame: pd.DataFrame, hardware: Hardware) -> dict:
+@dataclass(frozen=True)
+class Totals(Mapping[str, Any]):
+    """Whole-run totals (cycles, ms, bytes, bits, counts; ``energy`` is energy_summary's block, None where
+    the hardware has no energy section). Fields read as attributes; ``totals["total_cycles"]`` also works,
+    as the results' totals always have."""
+
+    total_cycles: int
+    latency_ms: float
+    array_cycles: int
+    sfu_cycles: int
+    dram_cycles: int
+    compute_cycles: int
+    stall_cycles: int
+    macs: int
+    weight_bits: int
+    index_bits: int
+    scale_bits: int
+    bias_bits: int
+    dram_bytes: int
+    counts: dict[str, int]  # ACCESS_COLUMNS: the per-level action counts (also readable by name)
+    utilization: float
+    energy: dict[str, Any] | None
+
+    def __getitem__(self, key: str) -> Any:
+        if key in ACCESS_COLUMNS:
+            return self.counts[key]
+        if key not in _TOTAL_KEYS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter((*_TOTAL_KEYS, *ACCESS_COLUMNS))
+
+    def __len__(self) -> int:
+        return len(_TOTAL_KEYS) + len(ACCESS_COLUMNS)
+
+
+_TOTAL_KEYS = tuple(field.name for field in fields(Totals) if field.name != "counts")
+
+
+def summarize_results(frame: pd.DataFrame, hardware: Hardware) -> Totals:
     """Whole-run totals. With SFU overlap the run takes the longer of the two units (ideal pipelining);
     either way never less than the time DRAM needs for the run's traffic."""
     array = frame[frame["unit"] == "array"]
@@ -99,13 +142,10 @@ def summarize_results(frame: pd.DataFrame, hardware: Hardware) -> dict:
     if hardware.energy is not None and len(frame) and not frame["energy_pj"].isna().any():
         energy = energy_summary({column: float(frame[column].sum()) for column in ENERGY_COLUMNS},
                                 sums["macs"], latency_ms, action_costs(hardware), dense_macs(frame))
-    return {
-        "total_cycles": total,
-        "latency_ms": latency_ms,
-        "array_cycles": array_cycles,
-        "sfu_cycles": sfu_cycles,
-        "dram_cycles": dram_cycles,
-        **sums,
-        "utilization": useful / slots if slots else 0.0,
-        "energy": energy,
-    }
+    return Totals(
+        total_cycles=total, latency_ms=latency_ms, array_cycles=array_cycles, sfu_cycles=sfu_cycles,
+        dram_cycles=dram_cycles, compute_cycles=sums["compute_cycles"], stall_cycles=sums["stall_cycles"],
+        macs=sums["macs"], weight_bits=sums["weight_bits"], index_bits=sums["index_bits"],
+        scale_bits=sums["scale_bits"], bias_bits=sums["bias_bits"], dram_bytes=sums["dram_bytes"],
+        counts={column: sums[column] for column in ACCESS_COLUMNS}, utilization=useful / slots if slots else 0.0,
+        energy=energy)

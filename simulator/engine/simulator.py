@@ -22,6 +22,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -103,7 +104,7 @@ class Simulator:
         self.costs: ActionCosts | None = action_costs(hardware) if hardware.energy is not None else None
         self.mask_for = mask_for
         self.notes: list[str] = list(plan.notes)
-        self._storages: dict[tuple, OpStorage] = {}
+        self._storages: dict[tuple[Any, ...], OpStorage] = {}
         self._step_records: dict[StepKey, StepRecord] = {}  # step key -> its record (see step_key.py)
         self._nonzeros = mask_nonzeros(mask_for) if mask_for is not None else None
         weights = policy.config.sparsity.weights

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from simulator.formats.precision import Precision, parse_precision
 from simulator.formats.scales import takes_scales
@@ -218,7 +218,7 @@ class Footprint:
                 f"({total.bits_with_scales / MIB_BITS:.2f} MiB with scales, "
                 f"{total.bits_with_scales / total.params if total.params else float('nan'):.4g} bits each)")
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
             "config": self.config,
@@ -227,7 +227,7 @@ class Footprint:
             "groups": {g: s.as_dict() for g, s in self.groups().items()},
         }
 
-    def records(self) -> list[dict]:
+    def records(self) -> list[dict[str, Any]]:
         return [{**asdict(row), "weight_bits": row.weight_bits} for row in self.ops if row.params]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from simulator.energy.action_costs import action_costs
 from simulator.spec.hardware import Hardware
@@ -24,7 +25,7 @@ def joules(pj: float) -> str:
     return f"{pj:.4g} pJ"
 
 
-def area_summary(hardware: Hardware) -> dict | None:
+def area_summary(hardware: Hardware) -> dict[str, Any] | None:
     """mm2 by component and in total (None when the hardware has no energy section)."""
     if hardware.energy is None:
         return None
@@ -34,7 +35,7 @@ def area_summary(hardware: Hardware) -> dict | None:
             "pe_um2": costs.pe_area_um2, "node_nm": hardware.energy.node_nm, "static_mw": costs.static_mw}
 
 
-def format_area(hardware: Hardware, area: dict) -> str:
+def format_area(hardware: Hardware, area: dict[str, Any]) -> str:
     energy = hardware.energy
     assert energy is not None
     lines = [f"{hardware.name}: area at {energy.node_nm:g} nm, {energy.vdd_v:g} V (tables: {energy.table}; "
@@ -47,7 +48,7 @@ def format_area(hardware: Hardware, area: dict) -> str:
     return "\n".join(lines)
 
 
-def energy_lines(energy: dict | None, area: dict | None) -> list[str]:
+def energy_lines(energy: dict[str, Any] | None, area: dict[str, Any] | None) -> list[str]:
     """The run table's energy block."""
     if energy is None:
         return ["  energy: not modelled (the hardware has no energy section)"]

@@ -22,7 +22,7 @@ TRACE_FORMATS = ("table", "csv", "json", "parquet")
 FORMAT_BY_SUFFIX = {".txt": "table", ".csv": "csv", ".json": "json", ".parquet": "parquet"}
 
 
-def format_for_path(path: str | os.PathLike, fmt: str | None) -> str:
+def format_for_path(path: str | os.PathLike[str], fmt: str | None) -> str:
     """The trace format a file gets: its extension's, which an explicit ``fmt`` must agree with."""
     implied = FORMAT_BY_SUFFIX.get(Path(path).suffix.lower())
     if fmt is None:
@@ -74,7 +74,7 @@ def _clear_stale_staging(target: Path) -> None:
                 stale.unlink()
 
 
-def check_target(target: str | os.PathLike, force: bool, option: str = "--out") -> Path:
+def check_target(target: str | os.PathLike[str], force: bool, option: str = "--out") -> Path:
     """One overwrite policy for every command: an existing file or non-empty directory needs --force."""
     path = Path(target)
     if path.is_dir() and any(path.iterdir()) and not force:
@@ -84,14 +84,14 @@ def check_target(target: str | os.PathLike, force: bool, option: str = "--out") 
     return path
 
 
-def check_out_dir(out: str | os.PathLike, force: bool) -> Path:
+def check_out_dir(out: str | os.PathLike[str], force: bool) -> Path:
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise InputError(f"--out {path}: exists and is not a directory")
     return check_target(path, force)
 
 
-def check_out_file(out: str | os.PathLike, force: bool, option: str = "--out") -> Path:
+def check_out_file(out: str | os.PathLike[str], force: bool, option: str = "--out") -> Path:
     path = Path(out)
     if path.is_dir():
         raise InputError(f"{option} {path}: is a directory, expected a file path")
@@ -99,7 +99,7 @@ def check_out_file(out: str | os.PathLike, force: bool, option: str = "--out") -
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; it replaces ``target`` only if the block succeeds.
 
     Missing parent directories are created (and removed again if the block fails); the file gets the
@@ -123,7 +123,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         _remove_empty(created)
 
 
-def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:
+def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> None:
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
 

@@ -35,7 +35,7 @@ def breakdown(results: Results) -> pd.DataFrame:
 
 def run_summary(results: Results, footprint: Footprint, plan: Plan, *, model: str, config: str, hardware: str,
                 baseline: Results | None, baseline_name: str | None, fp16: Results | None,
-                native: Results | None, workload: dict) -> dict:
+                native: Results | None, workload: dict[str, Any]) -> dict[str, Any]:
     totals = results.totals
     excluded = workload.get("excluded")
     summary = {
@@ -71,7 +71,7 @@ def _ratio(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}x"
 
 
-def format_run(summary: dict) -> str:
+def format_run(summary: dict[str, Any]) -> str:
     lines = [
         f"{summary['model']} under {summary['config']} on {summary['hardware']} "
         f"({', '.join(f'{k}={v}' for k, v in summary['workload'].items())}); scope: {summary['scope']}",
@@ -113,7 +113,7 @@ def format_memory(footprint: Footprint) -> str:
               f"{'bits/param':>10} {'vs FP32':>9} {'vs FP16':>9} {'vs dense':>9}")
     lines = [f"{footprint.model} under {footprint.config}: parameter storage", header]
 
-    def line(label: str, entry: dict) -> str:
+    def line(label: str, entry: dict[str, Any]) -> str:
         return (f"{label:<16} {entry['params']:>13,} {entry['bits']:>14,} {entry['mib']:>9.2f} "
                 f"{entry['scale_bits'] / 8 / 2**20:>10.3f} {entry['bits_per_param']:>10.5f} "
                 f"{entry['compression_vs_fp32']:>8.3f}x "
@@ -133,7 +133,7 @@ def write_json(path: Path, data: object) -> None:
 
 # --- plots ----------------------------------------------------------------------------------------
 
-def pyplot():
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,13 +158,13 @@ CATEGORY_COLOURS = {  # related work in related hues (array: blues; norms: purpl
 }
 
 
-def category_style(category: str) -> dict:
+def category_style(category: str) -> dict[str, Any]:
     if category == "stalls":
         return {"color": "black", "hatch": "///", "edgecolor": "white"}
     return {"color": CATEGORY_COLOURS[category]}
 
 
-def legend_below(fig, axes, columns: int) -> None:
+def legend_below(fig: Any, axes: Any, columns: int) -> None:
     """One legend for the figure, under the panels, where it covers no data."""
     handles: dict[str, Any] = {}
     names: dict[str, Any] = {}
@@ -177,7 +177,7 @@ def legend_below(fig, axes, columns: int) -> None:
     fig.tight_layout(rect=(0, min(0.45, (0.3 + 0.17 * rows) / fig.get_figheight()), 1, 1))
 
 
-def save_figure(fig, plt, path_stem: Path) -> None:
+def save_figure(fig: Any, plt: Any, path_stem: Path) -> None:
     for suffix in (".png", ".svg"):
         fig.savefig(path_stem.with_suffix(suffix), dpi=120)
     plt.close(fig)
@@ -254,7 +254,7 @@ def plot_bars(values: dict[str, dict[str, float]], path_stem: Path, xlabel: str,
 
 # --- the paper reproduction -----------------------------------------------------------------------
 
-def reproduction_table(rows: list[dict], hardware: str, setup: ReproductionSetup) -> str:
+def reproduction_table(rows: list[dict[str, Any]], hardware: str, setup: ReproductionSetup) -> str:
     models = ", ".join(f"{m} ({', '.join(f'{k}={v}' for k, v in knobs.model_dump(exclude_none=True).items())})"
                        for m, knobs in setup.models.items())
     lines = [f"Paper figures (seed 000, section 2.4) on {hardware}; backbones: {models}",
@@ -269,7 +269,7 @@ def reproduction_table(rows: list[dict], hardware: str, setup: ReproductionSetup
     return "\n".join(lines)
 
 
-def write_reproduction(directory: Path, rows: list[dict], table: str, reproduction: Reproduction,
+def write_reproduction(directory: Path, rows: list[dict[str, Any]], table: str, reproduction: Reproduction,
                        hardware: str) -> None:
     """reproduction.md, figures.csv, time_breakdown.csv and the plots, into ``directory``."""
     pd.DataFrame(rows).to_csv(directory / "figures.csv", index=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pydantic
 import yaml
@@ -22,7 +22,7 @@ def unknown_name_message(name: str, known: tuple[str, ...] | list[str], what: st
     return f"unknown {what} {name!r}; {hint}"
 
 
-def reject_unknown_keys(table: dict, known: tuple[str, ...] | list[str], what: str) -> None:
+def reject_unknown_keys(table: dict[str, Any], known: tuple[str, ...] | list[str], what: str) -> None:
     """Every mapping keyed by names rejects names it does not know (ValueError, for pydantic validators)."""
     for key in table:
         if key not in known:
@@ -39,21 +39,21 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that refuses a mapping with the same key twice (YAML's default is last-wins)."""
 
 
-def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: set = set()
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[str, Any]:
+    seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             line = key_node.start_mark.line + 1
             raise InputError(f"line {line}: duplicate key {key!r}")
         seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
+    return {str(key): value for key, value in loader.construct_mapping(node, deep=deep).items()}
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
 
 
-def read_yaml_mapping(path: Path) -> dict:
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
     """The top-level mapping of a YAML file, or an InputError naming the file."""
     if path.is_dir():
         raise InputError(f"{path}: is a directory, expected a YAML file")
@@ -90,7 +90,7 @@ def validation_message(error: pydantic.ValidationError) -> str:
     return f"{where}: {message}"
 
 
-def validate(model: type[Model], data: dict, source: str) -> Model:
+def validate(model: type[Model], data: dict[str, Any], source: str) -> Model:
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:

@@ -243,12 +243,14 @@ def resolve_side(spec: PrecisionConfig, side: str, layer: int, group: str, role:
     """The format name (or "native") one side of an op gets: layers > groups > ops > side > default."""
     for key, value in spec.layers.items():
         first, last = parse_layer_range(key)
-        if layer >= 0 and first <= layer <= last and getattr(_sides(value), side) is not None:
-            return getattr(_sides(value), side)
+        chosen_here: str | None = getattr(_sides(value), side)
+        if layer >= 0 and first <= layer <= last and chosen_here is not None:
+            return chosen_here
     for table, key in ((spec.groups, group), (spec.ops, role)):
-        if key in table and getattr(_sides(table[key]), side) is not None:
-            return getattr(_sides(table[key]), side)
-    chosen = getattr(spec, side)
+        in_table: str | None = getattr(_sides(table[key]), side) if key in table else None
+        if in_table is not None:
+            return in_table
+    chosen: str | None = getattr(spec, side)
     name = chosen if chosen is not None else spec.default
     assert isinstance(name, str), "validated: a default, or both sides, are given"
     return name

@@ -27,7 +27,7 @@ import functools
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator, model_validator
 
@@ -175,7 +175,8 @@ class Policy:
     source: Path | None = None
 
     native: Precision | None = None  # the hardware's activation format, once known (see ``on``)
-    _resolved: dict = field(default_factory=dict, compare=False, repr=False)
+    # (side, layer, group, role) -> the format name that side gets (memoised resolve_side)
+    _resolved: dict[tuple[str, int, str, str], str] = field(default_factory=dict, compare=False, repr=False)
 
     def on(self, hardware: Hardware) -> Policy:
         """This policy on ``hardware``: "native" formats resolve to its vector unit's format."""
@@ -298,5 +299,5 @@ def load_baseline(policy: Policy) -> Policy | None:
     return baseline
 
 
-def policy_from_dict(data: dict, source: str = "config") -> Policy:
+def policy_from_dict(data: dict[str, Any], source: str = "config") -> Policy:
     return Policy(validate(RunConfig, data, source))

@@ -18,6 +18,10 @@ from workloads.ops import MAX_SIZE, OpBuilder
 PHASES = ("prefill", "decode")
 
 
+# What a family hands transformers: the forward call's keyword inputs, and a callable that runs it (or None).
+HfInputs = tuple[dict[str, Any], Callable[..., Any] | None]
+
+
 @dataclass(frozen=True)
 class Workload:
     """Workload knobs. ``None`` means the family's default (see ``Family.resolve``)."""
@@ -31,6 +35,13 @@ class Workload:
     decoder_tokens: int | None = None  # encoder-decoder models; defaults to `tokens`
     logits_to_keep: int | None = None  # decoder LM heads: run the head on the last N positions only (generate())
     expert_imbalance: float | None = None  # mixture of experts: busiest expert's load / mean load (1: even)
+
+    def size(self, knob: str) -> int:
+        """A size knob as a family's build reads it, filled by ``Family.resolve`` (an error before)."""
+        value = getattr(self, knob)
+        if not isinstance(value, int):
+            raise AssertionError(f"{knob} is read before the family resolved it")
+        return value
 
     def as_dict(self) -> dict[str, int | str]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -110,8 +121,8 @@ class Family:
     def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
         raise NotImplementedError
 
-    def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> tuple[dict, Callable | None]:
-        ids = torch.zeros(wl.batch, wl.tokens, dtype=torch.long, device="meta")
+    def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> HfInputs:
+        ids = torch.zeros(wl.batch, wl.size("tokens"), dtype=torch.long, device="meta")
         return {"input_ids": ids}, None
 
     def hf_non_trace_params(self, cfg: Mapping[str, Any]) -> int:
@@ -123,7 +134,7 @@ def heads_divide(cfg: Mapping[str, Any], hidden_key: str, heads_key: str) -> int
     hidden, heads = cfg[hidden_key], cfg[heads_key]
     if hidden % heads:
         raise InputError(f"{heads_key}={heads} does not divide {hidden_key}={hidden}")
-    return hidden // heads
+    return int(hidden // heads)
 
 
 def num_labels(cfg: Mapping[str, Any]) -> int:
@@ -132,17 +143,17 @@ def num_labels(cfg: Mapping[str, Any]) -> int:
     return int(cfg.get("num_labels", 2))
 
 
-def encoder_decoder_inputs(wl: Workload, torch: Any) -> tuple[dict, Callable | None]:
+def encoder_decoder_inputs(wl: Workload, torch: Any) -> HfInputs:
     """An encoder-decoder model's inputs: the source and the decoder tokens (prefill), or one new decoder
     token after a prefill of both has filled the self- and cross-attention caches (decode)."""
     def ids(length: int) -> Any:
         return torch.zeros(wl.batch, length, dtype=torch.long, device="meta")
 
-    first = {"input_ids": ids(wl.tokens), "decoder_input_ids": ids(wl.decoder_tokens)}
+    first = {"input_ids": ids(wl.size("tokens")), "decoder_input_ids": ids(wl.size("decoder_tokens"))}
     if wl.phase != "decode":
         return first, None
 
-    def prefill(model: Any, _inputs: dict) -> dict:
+    def prefill(model: Any, _inputs: dict[str, Any]) -> dict[str, Any]:
         out = model(**first, use_cache=True)
         return {"encoder_outputs": (out.encoder_last_hidden_state,), "decoder_input_ids": ids(1),
                 "past_key_values": out.past_key_values, "use_cache": True}
@@ -152,7 +163,7 @@ def encoder_decoder_inputs(wl: Workload, torch: Any) -> tuple[dict, Callable | N
 
 def check_context(wl: Workload, positions: int, key: str) -> None:
     """A decoder's context (the tokens, plus the new one in a decode step) within its positions."""
-    context = wl.tokens + (1 if wl.phase == "decode" else 0)
+    context = wl.size("tokens") + (1 if wl.phase == "decode" else 0)
     if context > positions:
         raise InputError(f"a context of {context} tokens exceeds the model's {positions} positions ({key})")
 
@@ -162,15 +173,15 @@ def head_rows(wl: Workload, batch_rows: int, new: int) -> int:
     return batch_rows if wl.logits_to_keep is None else wl.batch * min(wl.logits_to_keep, new)
 
 
-def causal_lm_inputs(wl: Workload, torch: Any) -> tuple[dict, Callable | None]:
+def causal_lm_inputs(wl: Workload, torch: Any) -> HfInputs:
     """A decoder-only model's inputs: the prompt (prefill), or one new token after a prefill of the prompt
     has filled the KV cache (decode)."""
-    prompt = torch.zeros(wl.batch, wl.tokens, dtype=torch.long, device="meta")
+    prompt = torch.zeros(wl.batch, wl.size("tokens"), dtype=torch.long, device="meta")
     if wl.phase == "prefill":
         keep = {"logits_to_keep": wl.logits_to_keep} if wl.logits_to_keep else {}
         return {"input_ids": prompt, **keep}, None
 
-    def prefill(model: Any, _inputs: dict) -> dict:
+    def prefill(model: Any, _inputs: dict[str, Any]) -> dict[str, Any]:
         cache = model(input_ids=prompt, use_cache=True).past_key_values
         step = torch.zeros(wl.batch, 1, dtype=torch.long, device="meta")
         return {"input_ids": step, "past_key_values": cache, "use_cache": True}

@@ -25,13 +25,13 @@ class BertFamily(Family):
     def _position_limit(cfg: Mapping[str, Any]) -> int:
         # RoBERTa numbers positions from padding_idx + 1.
         if cfg["model_type"] == "roberta":
-            return cfg["max_position_embeddings"] - cfg.get("pad_token_id", 1) - 1
-        return cfg["max_position_embeddings"]
+            return int(cfg["max_position_embeddings"]) - int(cfg.get("pad_token_id", 1)) - 1
+        return int(cfg["max_position_embeddings"])
 
     def resolve(self, cfg: Mapping[str, Any], wl: Workload) -> Workload:
         wl = super().resolve(cfg, wl)
         heads_divide(cfg, "hidden_size", "num_attention_heads")
-        if wl.tokens > self._position_limit(cfg):
+        if wl.size("tokens") > self._position_limit(cfg):
             raise InputError(f"tokens={wl.tokens} exceeds the model's {self._position_limit(cfg)} positions")
         return wl
 
@@ -41,7 +41,7 @@ class BertFamily(Family):
 
     def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
         hidden, inner = cfg["hidden_size"], cfg["intermediate_size"]
-        heads, seq, batch = cfg["num_attention_heads"], wl.tokens, wl.batch
+        heads, seq, batch = cfg["num_attention_heads"], wl.size("tokens"), wl.batch
         rows = batch * seq
         act = cfg.get("hidden_act", "gelu")
         ids = b.input("input_ids", rows, bits=32)

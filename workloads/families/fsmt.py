@@ -6,13 +6,13 @@ cross-attention caches; a decode step runs the decoder on one new token against 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 from workloads.blocks import AttentionShape, attention, feed_forward, residual
 from workloads.errors import InputError
-from workloads.families.base import PHASES, Family, Workload, encoder_decoder_inputs, head_rows, heads_divide
+from workloads.families.base import PHASES, Family, HfInputs, Workload, encoder_decoder_inputs, head_rows, heads_divide
 from workloads.ops import OpBuilder
 
 
@@ -32,23 +32,25 @@ class FSMTFamily(Family):
         heads_divide(cfg, "d_model", "encoder_attention_heads")
         heads_divide(cfg, "d_model", "decoder_attention_heads")
         limit = cfg.get("max_position_embeddings", 1024)
-        decoder = wl.decoder_tokens + (1 if wl.phase == "decode" else 0)
-        if max(wl.tokens, decoder) > limit:
-            raise InputError(f"a sequence of {max(wl.tokens, decoder)} tokens exceeds the model's {limit} positions "
+        decoder = wl.size("decoder_tokens") + (1 if wl.phase == "decode" else 0)
+        longest = max(wl.size("tokens"), decoder)
+        if longest > limit:
+            raise InputError(f"a sequence of {longest} tokens exceeds the model's {limit} positions "
                              "(max_position_embeddings)")
         return wl
 
     def hf_non_trace_params(self, cfg: Mapping[str, Any]) -> int:
         # HF stores the fixed sinusoidal tables (max_position_embeddings + padding_idx + 1 rows) as
         # parameters of both stacks; they are computed, not learned, so traces do not count them.
-        rows = cfg.get("max_position_embeddings", 1024) + cfg.get("pad_token_id", 1) + 1
-        return 2 * rows * cfg["d_model"]
+        rows = int(cfg.get("max_position_embeddings", 1024)) + int(cfg.get("pad_token_id", 1)) + 1
+        return 2 * rows * int(cfg["d_model"])
 
     def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
         d_model, batch = cfg["d_model"], wl.batch
         decode = wl.phase == "decode"
-        src = wl.tokens
-        tgt, context = (1, wl.decoder_tokens + 1) if decode else (wl.decoder_tokens, wl.decoder_tokens)
+        src = wl.size("tokens")
+        decoder_tokens = wl.size("decoder_tokens")
+        tgt, context = (1, decoder_tokens + 1) if decode else (decoder_tokens, decoder_tokens)
         cache = "step" if decode else "fill"
         scale = cfg.get("scale_embedding", True)
         act = cfg.get("activation_function", "relu")
@@ -88,7 +90,7 @@ class FSMTFamily(Family):
                    cfg["tgt_vocab_size"], bias=False, weight=table)
 
     def _encoder(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder, table_rows: int) -> str:
-        d_model, batch, src = cfg["d_model"], wl.batch, wl.tokens
+        d_model, batch, src = cfg["d_model"], wl.batch, wl.size("tokens")
         enc_rows = batch * src
         act, scale = cfg.get("activation_function", "relu"), cfg.get("scale_embedding", True)
         ids = b.input("input_ids", enc_rows, bits=32)
@@ -108,7 +110,7 @@ class FSMTFamily(Family):
             _ffn_sublayer(b, p, i, enc_rows, d_model, cfg["encoder_ffn_dim"], act)
         return b.current
 
-    def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> tuple[dict, Callable | None]:
+    def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> HfInputs:
         return encoder_decoder_inputs(wl, torch)
 
 

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from workloads.blocks import AttentionShape, attention, feed_forward, residual
-from workloads.families.base import PHASES, Family, Workload, causal_lm_inputs, check_context, head_rows, heads_divide
+from workloads.families.base import (
+    PHASES,
+    Family,
+    HfInputs,
+    Workload,
+    causal_lm_inputs,
+    check_context,
+    head_rows,
+    heads_divide,
+)
 from workloads.ops import OpBuilder
 
 
@@ -27,7 +36,7 @@ class GPT2Family(Family):
         hidden, heads, batch = cfg["n_embd"], cfg["n_head"], wl.batch
         inner = cfg.get("n_inner") or 4 * hidden
         # Prefill: all `tokens` at once. Decode: one new token attending to a cache of `tokens`.
-        new, context = (wl.tokens, wl.tokens) if wl.phase == "prefill" else (1, wl.tokens + 1)
+        new, context = (wl.size("tokens"), wl.size("tokens")) if wl.phase == "prefill" else (1, wl.size("tokens") + 1)
         rows = batch * new
         ids = b.input("input_ids", rows, bits=32)
         tokens = b.vector("wte", -1, "embedding", "embedding", rows * hidden,
@@ -54,5 +63,5 @@ class GPT2Family(Family):
             b.gemm("lm_head", -1, "head", "head", head_rows(wl, rows, new), hidden, cfg["vocab_size"], bias=False,
                    weight="wte.weight")
 
-    def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> tuple[dict, Callable | None]:
+    def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> HfInputs:
         return causal_lm_inputs(wl, torch)

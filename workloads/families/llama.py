@@ -17,12 +17,12 @@ banded kernel would skip them). ``rope_scaling`` is accepted; the context limit 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from workloads.blocks import AttentionShape, attention, residual
 from workloads.errors import InputError
-from workloads.families.base import PHASES, Family, Workload, causal_lm_inputs, check_context, head_rows
+from workloads.families.base import PHASES, Family, HfInputs, Workload, causal_lm_inputs, check_context, head_rows
 from workloads.ops import OpBuilder
 
 
@@ -33,14 +33,14 @@ def head_dim(cfg: Mapping[str, Any]) -> int:
     hidden, heads = cfg["hidden_size"], cfg["num_attention_heads"]
     if hidden % heads:
         raise InputError(f"num_attention_heads={heads} does not divide hidden_size={hidden}")
-    return hidden // heads
+    return int(hidden // heads)
 
 
 def kv_heads(cfg: Mapping[str, Any]) -> int:
     heads, kv = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
     if heads % kv:
         raise InputError(f"num_key_value_heads={kv} does not divide num_attention_heads={heads}")
-    return kv
+    return int(kv)
 
 
 def sliding_window(cfg: Mapping[str, Any]) -> int | None:
@@ -66,9 +66,9 @@ def swiglu(b: OpBuilder, prefix: str, layer: int, rows: int, hidden: int, inner:
 
 
 class LlamaFamily(Family):
-    model_types = ("llama", "qwen2", "mistral")
-    required = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                "max_position_embeddings")
+    model_types: tuple[str, ...] = ("llama", "qwen2", "mistral")
+    required: tuple[str, ...] = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                 "num_attention_heads", "max_position_embeddings")
     heads = ("lm", "none")
     hf_classes = {"lm": "AutoModelForCausalLM", "none": "AutoModel"}
     phases = PHASES
@@ -87,9 +87,9 @@ class LlamaFamily(Family):
         hidden, heads, batch = cfg["hidden_size"], cfg["num_attention_heads"], wl.batch
         dim = head_dim(cfg)
         # Prefill: all `tokens` at once. Decode: one new token attending to a cache of `tokens`.
-        new, context = (wl.tokens, wl.tokens) if wl.phase == "prefill" else (1, wl.tokens + 1)
+        new, context = (wl.size("tokens"), wl.size("tokens")) if wl.phase == "prefill" else (1, wl.size("tokens") + 1)
         window = sliding_window(cfg)
-        kept = None if window is None else min(wl.tokens + (wl.phase == "decode"), window - 1)
+        kept = None if window is None else min(wl.size("tokens") + (wl.phase == "decode"), window - 1)
         if wl.phase == "decode" and window is not None:
             context = min(context, window)
         rows = batch * new
@@ -122,5 +122,5 @@ class LlamaFamily(Family):
         """The block's feed-forward sublayer on ``rows`` tokens (after its norm, before its residual)."""
         swiglu(b, prefix, layer, rows, cfg["hidden_size"], cfg["intermediate_size"], bool(cfg.get("mlp_bias", False)))
 
-    def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> tuple[dict, Callable | None]:
+    def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> HfInputs:
         return causal_lm_inputs(wl, torch)

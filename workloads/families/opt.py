@@ -10,11 +10,20 @@ that multiply is left out. Phases: a prefill of ``tokens``, or one decode step w
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from workloads.blocks import AttentionShape, attention, feed_forward, residual
-from workloads.families.base import PHASES, Family, Workload, causal_lm_inputs, check_context, head_rows, heads_divide
+from workloads.families.base import (
+    PHASES,
+    Family,
+    HfInputs,
+    Workload,
+    causal_lm_inputs,
+    check_context,
+    head_rows,
+    heads_divide,
+)
 from workloads.ops import OpBuilder
 
 POSITION_OFFSET = 2  # OPT's learned position table has two extra rows (fairseq's padding convention)
@@ -56,7 +65,7 @@ class OPTFamily(Family):
         pre_norm = cfg.get("do_layer_norm_before", True)
         affine = cfg.get("layer_norm_elementwise_affine", True)
         bias = cfg.get("enable_bias", True)
-        new, context = (wl.tokens, wl.tokens) if wl.phase == "prefill" else (1, wl.tokens + 1)
+        new, context = (wl.size("tokens"), wl.size("tokens")) if wl.phase == "prefill" else (1, wl.size("tokens") + 1)
         rows = batch * new
         x = self.embeddings(cfg, b, rows, words)
         shape = AttentionShape(batch, new, context, hidden, heads, hidden // heads)
@@ -90,5 +99,5 @@ class OPTFamily(Family):
             b.gemm("lm_head", -1, "head", "head", head_rows(wl, rows, new), words, cfg["vocab_size"], bias=False,
                    weight="embed_tokens.weight")
 
-    def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> tuple[dict, Callable | None]:
+    def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> HfInputs:
         return causal_lm_inputs(wl, torch)

@@ -12,13 +12,13 @@ generation cannot run without end.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 from workloads.blocks import AttentionShape, attention, feed_forward, residual
 from workloads.errors import InputError
-from workloads.families.base import PHASES, Family, Workload, encoder_decoder_inputs, head_rows
+from workloads.families.base import PHASES, Family, HfInputs, Workload, encoder_decoder_inputs, head_rows
 from workloads.ops import OpBuilder
 
 
@@ -43,8 +43,8 @@ class T5Family(Family):
         wl = replace(wl, decoder_tokens=wl.decoder_tokens or wl.tokens)
         positions = cfg.get("n_positions")
         if positions is not None:
-            decoder = wl.decoder_tokens + (1 if wl.phase == "decode" else 0)
-            for what, length in (("encoder input", wl.tokens), ("decoder context", decoder)):
+            decoder = wl.size("decoder_tokens") + (1 if wl.phase == "decode" else 0)
+            for what, length in (("encoder input", wl.size("tokens")), ("decoder context", decoder)):
                 if length > positions:
                     raise InputError(f"a {what} of {length} tokens exceeds the model's {positions} positions "
                                      "(n_positions)")
@@ -55,8 +55,9 @@ class T5Family(Family):
         buckets, vocab, batch = cfg["relative_attention_num_buckets"], cfg["vocab_size"], wl.batch
         act = cfg.get("feed_forward_proj", "relu")
         decode = wl.phase == "decode"
-        src = wl.tokens
-        tgt, context = (1, wl.decoder_tokens + 1) if decode else (wl.decoder_tokens, wl.decoder_tokens)
+        src = wl.size("tokens")
+        decoder_tokens = wl.size("decoder_tokens")
+        tgt, context = (1, decoder_tokens + 1) if decode else (decoder_tokens, decoder_tokens)
         cache = "step" if decode else "fill"
         enc_layers = cfg["num_layers"]
         dec_layers = cfg.get("num_decoder_layers") or enc_layers
@@ -99,7 +100,7 @@ class T5Family(Family):
                 x = residual(b, f"{p}.ffn", i, "ffn", rows * d_model, x)
             return b.layernorm(f"{name}.final_layernorm", -1, "norm", rows, d_model, bias=False)
 
-        encoded = None if decode else stack("encoder", 0, enc_layers, src, None, ids)
+        encoded = None if ids is None else stack("encoder", 0, enc_layers, src, None, ids)  # none in a decode step
         stack("decoder", enc_layers, dec_layers, tgt, encoded, decoder_ids)
         if wl.head == "lm":
             rows = head_rows(wl, batch * tgt, tgt)
@@ -108,5 +109,5 @@ class T5Family(Family):
             table = "decoder.embed_tokens.weight" if decode else "encoder.embed_tokens.weight"
             b.gemm("lm_head", -1, "head", "head", rows, d_model, vocab, bias=False, weight=table if tied else None)
 
-    def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> tuple[dict, Callable | None]:
+    def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> HfInputs:
         return encoder_decoder_inputs(wl, torch)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from workloads.errors import InputError
 from workloads.families.base import (
     Family,
+    HfInputs,
     Workload,
 )
 from workloads.ops import OpBuilder
@@ -28,5 +29,5 @@ class TracedOnlyFamily(Family):
                          f"{', '.join(self.supported)}); add --trace to simulate the real transformers model "
                          "(hf extra)")
 
-    def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> tuple[dict, Callable | None]:
-        return {"input_ids": torch.zeros(wl.batch, wl.tokens, dtype=torch.long, device="meta")}, None
+    def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> HfInputs:
+        return {"input_ids": torch.zeros(wl.batch, wl.size("tokens"), dtype=torch.long, device="meta")}, None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -10,6 +10,7 @@ from workloads.blocks import AttentionShape, attention, feed_forward, residual
 from workloads.errors import InputError
 from workloads.families.base import (
     Family,
+    HfInputs,
     Workload,
     heads_divide,
     num_labels,
@@ -40,11 +41,11 @@ class ViTFamily(Family):
 
     def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
         hidden, inner, heads = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_attention_heads"]
-        patch, channels, batch, seq = cfg["patch_size"], cfg.get("num_channels", 3), wl.batch, wl.tokens
+        patch, channels, batch, seq = cfg["patch_size"], cfg.get("num_channels", 3), wl.batch, wl.size("tokens")
         rows = batch * seq
         patches = seq - 1
         config_tokens = (cfg["image_size"] // patch) ** 2 + 1
-        b.input("pixel_values", batch * channels * wl.image_size ** 2)
+        b.input("pixel_values", batch * channels * wl.size("image_size") ** 2)
         b.gemm("embeddings.patch", -1, "patch_embed", "embedding", batch * patches, channels * patch * patch,
                hidden, kind="conv")
         b.vector("embeddings.cls_token", -1, "concat", "embedding", batch * hidden, weight_params=hidden)
@@ -68,9 +69,10 @@ class ViTFamily(Family):
         elif wl.head == "classifier":
             b.gemm("classifier", -1, "head", "head", batch, hidden, num_labels(cfg))
 
-    def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> tuple[dict, Callable | None]:
-        pixels = torch.zeros(wl.batch, cfg.get("num_channels", 3), wl.image_size, wl.image_size, device="meta")
+    def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> HfInputs:
+        side = wl.size("image_size")
+        pixels = torch.zeros(wl.batch, cfg.get("num_channels", 3), side, side, device="meta")
         inputs = {"pixel_values": pixels}
-        if wl.image_size != cfg["image_size"]:
+        if wl.size("image_size") != cfg["image_size"]:
             inputs["interpolate_pos_encoding"] = True
         return inputs, None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -10,6 +10,7 @@ from workloads.blocks import AttentionShape, attention, feed_forward, residual
 from workloads.errors import InputError
 from workloads.families.base import (
     Family,
+    HfInputs,
     Workload,
     heads_divide,
 )
@@ -75,8 +76,8 @@ class Wav2Vec2Family(Family):
         layer_norm = cfg.get("feat_extract_norm", "group") == "layer"
         act = cfg.get("feat_extract_activation", "gelu")
         channels_in, batch = 1, wl.batch
-        b.input("input_values", batch * wl.audio_samples)
-        for i, length in enumerate(self.conv_lengths(cfg, wl.audio_samples)):
+        b.input("input_values", batch * wl.size("audio_samples"))
+        for i, length in enumerate(self.conv_lengths(cfg, wl.size("audio_samples"))):
             out = cfg["conv_dim"][i]
             p = f"feature_encoder.conv.{i}"
             b.gemm(p, -1, "conv", "frontend", batch * length, channels_in * cfg["conv_kernel"][i], out,
@@ -92,7 +93,7 @@ class Wav2Vec2Family(Family):
 
     def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
         hidden, inner, heads = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_attention_heads"]
-        batch, frames = wl.batch, wl.tokens
+        batch, frames = wl.batch, wl.size("tokens")
         channels_in = self.feature_encoder(cfg, wl, b)
         rows = batch * frames
         b.layernorm("feature_projection.layernorm", -1, "frontend", rows, channels_in)
@@ -136,5 +137,5 @@ class Wav2Vec2Family(Family):
         if wl.head == "ctc":
             b.gemm("lm_head", -1, "head", "head", rows, hidden, cfg["vocab_size"])
 
-    def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> tuple[dict, Callable | None]:
-        return {"input_values": torch.zeros(wl.batch, wl.audio_samples, device="meta")}, None
+    def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> HfInputs:
+        return {"input_values": torch.zeros(wl.batch, wl.size("audio_samples"), device="meta")}, None
