@@ -142,3 +142,13 @@ def test_a_resolved_workload_resolves_to_itself():
         for head in spec.family.heads:
             resolved = spec.resolve(Workload(head=head))
             assert spec.resolve(resolved) == resolved, name
+
+
+def test_llama_3_1_takes_its_long_context_and_refuses_beyond_it():
+    """Llama-3.1-8B: Llama-3-8B's shapes (the same parameter count) with 131,072 positions."""
+    spec = load_model("llama-3.1-8b")
+    assert spec.trace().params == load_model("llama-3-8b").trace().params == 8_030_261_248
+    assert spec.resolve(Workload(tokens=131_072)).tokens == 131_072
+    assert spec.resolve(Workload(tokens=131_071, phase="decode")).tokens == 131_071
+    with pytest.raises(InputError, match="131073 tokens exceeds the model's 131072 positions"):
+        spec.resolve(Workload(tokens=131_072, phase="decode"))
