@@ -33,7 +33,7 @@ import pandas as pd
 from simulator.analysis.step_growth import StepSizes, fusion_changes, grown_step, growth
 from simulator.engine import Prepared, Results, Simulator
 from simulator.engine.capacity import check_fits
-from simulator.engine.records import ADDITIVE_COLUMNS, StepRecord
+from simulator.engine.records import StepRecord
 from simulator.engine.results import frame, run_cycles
 from simulator.spec.hardware import Hardware
 from workloads.errors import InputError
@@ -169,8 +169,7 @@ class _Decoder:
         fixed = [record for index, record in enumerate(base) if index not in grows]
         fixed_sums = _unit_sums(fixed)
         tensors = dict(a.lowered.tensors)
-        group_sums = {key: replace(base[members[0]], **dict.fromkeys(ADDITIVE_COLUMNS, 0))
-                      for key, members in groups.items()}
+        group_sums = {key: base[members[0]].zeroed() for key, members in groups.items()}
         for length in range(low, high + 1):
             if length in special:
                 self.add_step(length, self.sim.records(self.prepare(length)))
@@ -199,7 +198,7 @@ class _Decoder:
 
     def accumulate(self, records: list[StepRecord]) -> None:
         if self.totals is None:
-            self.totals = [record.scaled(1, record) for record in records]  # copies, summed into
+            self.totals = [record.copy() for record in records]  # summed into
             return
         if [r.name for r in records] != [r.name for r in self.totals]:
             raise AssertionError("decode steps lowered to different steps")  # pragma: no cover - a bug

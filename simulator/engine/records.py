@@ -77,6 +77,13 @@ class StepRecord:
         """The field values in column order (a results row)."""
         return _ROW(self)
 
+    def copy(self) -> StepRecord:
+        return StepRecord(*_ROW(self))
+
+    def zeroed(self) -> StepRecord:
+        """This record's description with every additive field 0: a sum to add records into."""
+        return self.scaled(0, self)
+
     def renamed(self, name: str, layer: int, fused_into: str) -> StepRecord:
         """A copy for another step with the same cost (built positionally: this runs once per step)."""
         values = list(_ROW(self))
