@@ -39,12 +39,13 @@ def compare(trace: Trace, simulator: Simulator, baseline: Policy | None) -> Comp
     results = simulator.run(trace)
     hardware, policy = simulator.hardware, simulator.policy
 
+    native = hardware.sfu_precision.name  # a "native" format is this one here
     done: list[tuple[Policy, Results]] = [(policy, results)]
     failed: list[Policy] = []
 
     def same_or_run(other: Policy, mask_for: Callable[[Op], np.ndarray] | None = None) -> Results:
         for ran, its_results in done:
-            if other.config.same_simulation(ran.config):
+            if other.config.same_simulation(ran.config, native):
                 return its_results
         other_results = Simulator(hardware, other, timing=simulator.timing, mask_for=mask_for,
                                   accounting=simulator.accounting).run(trace)
@@ -54,7 +55,7 @@ def compare(trace: Trace, simulator: Simulator, baseline: Policy | None) -> Comp
     def compared(other: Policy, what: str) -> Results | None:
         """``other``'s results, or None with a note when it cannot run here (it does not fit the chip's
         DRAM, or the array lacks its format): a comparison never stops the run it is compared with."""
-        if any(other.config.same_simulation(tried.config) for tried in failed):
+        if any(other.config.same_simulation(tried.config, native) for tried in failed):
             return None  # the same simulation already could not run, and its note says why
         try:
             return same_or_run(other)
@@ -69,9 +70,10 @@ def compare(trace: Trace, simulator: Simulator, baseline: Policy | None) -> Comp
         fp16_results: Results | None = same_or_run(fp16)
     except InputError:  # no float path on this chip, or it does not fit: "n/a"
         fp16_results = None
-    native_results: Results | None = fp16_results
-    if hardware.sfu_precision.name != "fp16":
-        native = policy_from_dict({"name": "native_dense", "hardware": hardware.name,
-                                   "precision": {"default": "native"}})
-        native_results = compared(native, f"dense {hardware.sfu_precision} (the chip's native format)")
+    dense_native = policy_from_dict({"name": "native_dense", "hardware": hardware.name,
+                                     "precision": {"default": "native"}})
+    if dense_native.config.same_simulation(fp16.config, native):  # an fp16 chip: that comparison, n/a or not
+        native_results: Results | None = fp16_results
+    else:
+        native_results = compared(dense_native, f"dense {native} (the chip's native format)")
     return Comparison(results, simulator.plan, baseline, baseline_results, fp16_results, native_results)

@@ -158,13 +158,17 @@ class RunConfig(StrictModel):
     def is_sparse(self) -> bool:
         return self.sparsity.weights is not None or self.sparsity.attention is not None
 
-    def simulation_key(self) -> str:
-        """JSON of what changes results on a given hardware (names, hardware and baseline left out)."""
-        return json.dumps(self.model_dump(exclude={"name", "description", "hardware", "baseline"}), sort_keys=True)
+    def simulation_key(self, native: str | None = None) -> str:
+        """JSON of what changes results on a given hardware (names, hardware and baseline left out); with
+        ``native``, the hardware's vector-unit format, "native" formats read as that format (the only
+        string value "native" can be in a config is a format)."""
+        key = json.dumps(self.model_dump(exclude={"name", "description", "hardware", "baseline"}), sort_keys=True)
+        return key if native is None else key.replace(f'"{NATIVE}"', json.dumps(native))
 
-    def same_simulation(self, other: RunConfig) -> bool:
-        """True when both configs give the same results on the same hardware (only names differ)."""
-        return self.simulation_key() == other.simulation_key()
+    def same_simulation(self, other: RunConfig, native: str | None = None) -> bool:
+        """True when both configs give the same results on the same hardware (only names differ), on a
+        hardware whose vector-unit format is ``native`` when given."""
+        return self.simulation_key(native) == other.simulation_key(native)
 
 
 @dataclass(frozen=True)
