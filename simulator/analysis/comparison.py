@@ -3,16 +3,13 @@ format (its vector unit's: fp16 or bf16) on the same chip."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-
-import numpy as np
 
 from simulator.engine import Results, Simulator
 from simulator.plan.binding import Plan
 from simulator.spec.run_config import Policy, policy_from_dict
 from workloads.errors import InputError
-from workloads.ops import Op, Trace
+from workloads.ops import Trace
 
 
 @dataclass(frozen=True)
@@ -43,12 +40,13 @@ def compare(trace: Trace, simulator: Simulator, baseline: Policy | None) -> Comp
     done: list[tuple[Policy, Results]] = [(policy, results)]
     failed: list[Policy] = []
 
-    def same_or_run(other: Policy, mask_for: Callable[[Op], np.ndarray] | None = None) -> Results:
+    def same_or_run(other: Policy) -> Results:
+        """``other``'s results: those of a run already made that simulates the same here, or a new dense run
+        (comparisons are dense: no weight masks)."""
         for ran, its_results in done:
             if other.config.same_simulation(ran.config, native):
                 return its_results
-        other_results = Simulator(hardware, other, timing=simulator.timing, mask_for=mask_for,
-                                  accounting=simulator.accounting).run(trace)
+        other_results = Simulator(hardware, other, timing=simulator.timing, accounting=simulator.accounting).run(trace)
         done.append((other, other_results))
         return other_results
 
