@@ -30,6 +30,16 @@ class SparsityPattern:
             raise InputError(f"sparsity pattern {text!r}: N must not exceed M")
         return cls(n, m)
 
+    @classmethod
+    def parse_pruning(cls, text: str) -> SparsityPattern:
+        """A pattern that prunes something (N < M), as configs and hardware name them; N = M is refused."""
+        from workloads.errors import InputError
+
+        pattern = cls.parse(text)
+        if pattern.n == pattern.m:
+            raise InputError(f"sparsity pattern {text!r} prunes nothing (N = M); leave it out for dense")
+        return pattern
+
     def __str__(self) -> str:
         return f"{self.n}:{self.m}"
 

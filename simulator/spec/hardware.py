@@ -45,11 +45,9 @@ class SparseSupport(StrictModel):
     def _parse_patterns(cls, patterns: list[str]) -> list[str]:
         for text in patterns:
             try:
-                pattern = SparsityPattern.parse(text)
+                SparsityPattern.parse_pruning(text)
             except InputError as exc:
                 raise ValueError(str(exc)) from None
-            if pattern.n == pattern.m:
-                raise ValueError(f"pattern {text!r} skips nothing (N = M)")
         return patterns
 
     def skip_pattern(self, pattern: SparsityPattern) -> SparsityPattern | None:

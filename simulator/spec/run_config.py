@@ -93,12 +93,9 @@ def _check_pattern(text: str | None) -> str | None:
     if text is None:
         return None
     try:
-        pattern = SparsityPattern.parse(text)
+        return str(SparsityPattern.parse_pruning(text))
     except InputError as exc:
         raise ValueError(str(exc)) from None
-    if pattern.n == pattern.m:
-        raise ValueError(f"sparsity pattern {text!r} prunes nothing (N = M); leave it out for dense")
-    return str(pattern)
 
 
 class AttentionSparsityConfig(StrictModel):

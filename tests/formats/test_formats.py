@@ -438,3 +438,10 @@ def test_gating_hardware_is_not_said_to_skip():
     plan = bind(policy({"default": "int8"}, sparsity={"weights": {"pattern": "1:4"}}), gate)
     assert plan.notes and all("skip" not in note for note in plan.notes)
     assert any("gates 2:4, not 1:4" in note for note in plan.notes)
+
+
+def test_hardware_listing_a_pattern_that_prunes_nothing_is_refused():
+    from conftest import preset_with
+
+    with pytest.raises(ValueError, match="prunes nothing"):
+        preset_with("rapid_like", sparse={"patterns": ["4:4"]})
