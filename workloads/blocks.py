@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from workloads.ops import OpBuilder
+from workloads.ops import AttentionGeometry, OpBuilder
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class AttentionShape:
     head_dim: int
     kv_heads: int = 0  # grouped-query attention: key/value heads (0: one per query head)
     cache_len: int | None = None  # tokens the KV cache keeps after the pass (None: kv_len; less with a window)
+    window: int = 0  # a sliding window: keys a query attends to at most, itself included (0: none)
 
     @property
     def inner(self) -> int:
@@ -85,7 +86,12 @@ def attention(b: OpBuilder, prefix: str, layer: int, shape: AttentionShape, *, b
         position_bias = after_projections()
     if scale == "query":
         q = b.vector(f"{prefix}.query_scale", layer, "mul", "attention", q_rows * s.inner, reads=(q,))
-    _scores_and_values(b, prefix, layer, s, q, k, v, scale=scale, score_adds=score_adds, position_bias=position_bias)
+    # Decoder stacks attend causally to themselves and fully to an encoder's output (``memory``).
+    decoder = bool(cache) or memory is not None
+    geometry = AttentionGeometry(s.batch * s.heads // s.group, s.group, s.q_len, s.head_dim,
+                                 causal=decoder and memory is None, window=s.window, decoder=decoder)
+    _scores_and_values(b, prefix, layer, s, q, k, v, scale=scale, score_adds=score_adds, position_bias=position_bias,
+                       geometry=geometry)
     return b.gemm(f"{prefix}.out", layer, "attn_out", "attention", q_rows, s.inner, s.hidden,
                   bias=bias if out_bias is None else out_bias)
 
@@ -118,18 +124,23 @@ def _projections(b: OpBuilder, prefix: str, layer: int, s: AttentionShape, *, bi
 
 
 def _scores_and_values(b: OpBuilder, prefix: str, layer: int, s: AttentionShape, q: str, k: str, v: str, *,
-                       scale: str | None, score_adds: tuple[str, ...], position_bias: str | None) -> None:
-    """QK^T, its scaling and additive terms, softmax and AV (grouped-query heads stacked as rows)."""
+                       scale: str | None, score_adds: tuple[str, ...], position_bias: str | None,
+                       geometry: AttentionGeometry) -> None:
+    """QK^T, its scaling and additive terms, softmax and AV (grouped-query heads stacked as rows); each
+    op carries the attention's ``geometry``."""
     score_elements = s.batch * s.heads * s.q_len * s.kv_len
     products, rows = s.batch * s.heads // s.group, s.group * s.q_len
-    b.bmm(f"{prefix}.qk", layer, "bmm_qk", "attention", products, rows, s.head_dim, s.kv_len, reads=(q, k))
+    b.bmm(f"{prefix}.qk", layer, "bmm_qk", "attention", products, rows, s.head_dim, s.kv_len, reads=(q, k),
+          attention=geometry)
     if scale == "scores":
-        b.vector(f"{prefix}.score_scale", layer, "mul", "attention", score_elements)
+        b.vector(f"{prefix}.score_scale", layer, "mul", "attention", score_elements, attention=geometry)
     for term in score_adds:  # additive mask / position bias terms, each one add over the scores
         extra = (position_bias,) if term == "position_bias" and position_bias else ()
-        b.vector(f"{prefix}.{term}_add", layer, "add", "attention", score_elements, reads=(b.current, *extra))
-    b.vector(f"{prefix}.softmax", layer, "softmax", "attention", score_elements)
-    b.bmm(f"{prefix}.av", layer, "bmm_av", "attention", products, rows, s.kv_len, s.head_dim, reads=(b.current, v))
+        b.vector(f"{prefix}.{term}_add", layer, "add", "attention", score_elements, reads=(b.current, *extra),
+                 attention=geometry)
+    b.vector(f"{prefix}.softmax", layer, "softmax", "attention", score_elements, attention=geometry)
+    b.bmm(f"{prefix}.av", layer, "bmm_av", "attention", products, rows, s.kv_len, s.head_dim, reads=(b.current, v),
+          attention=geometry)
 
 
 def feed_forward(b: OpBuilder, prefix: str, layer: int, rows: int, hidden: int, inner: int, activation: str,

@@ -28,7 +28,7 @@ from workloads.errors import InputError
 from workloads.hf_hooks import module_hooks, rotary_hook
 from workloads.hf_naming import block_index, group_of, matrix_role
 from workloads.models import ModelSpec, Workload
-from workloads.ops import Op, Tensor, Trace
+from workloads.ops import AttentionGeometry, Op, Tensor, Trace
 from workloads.vocabulary import BMM_ROLES
 
 try:
@@ -181,7 +181,8 @@ class _Recorder(TorchDispatchMode):
             reads: tuple[str, ...] = (), out: Any = None, **sizes: int) -> None:
         layer = block_index(path, self.encoder_blocks)
         op = Op(self._unique(name), layer, role, group_of(role, path, layer), kind,
-                weight_params=params[0], bias_params=params[1], reads=reads, writes=(), **sizes)
+                batch=sizes.get("batch", 0), m=sizes.get("m", 0), k=sizes.get("k", 0), n=sizes.get("n", 0),
+                elements=sizes.get("elements", 0), weight_params=params[0], bias_params=params[1], reads=reads)
         self.read.update(reads)
         self.declare(out, Tensor(op.name, "activation", op.output_elements))
         self.writer[op.name] = len(self.ops)
@@ -342,7 +343,36 @@ def trace_hf(spec: ModelSpec, workload: Workload, *, experts_as_pairs: bool = Fa
     used = {name for op in recorder.ops for name in (*op.reads, *op.writes)}
     used |= {recorder.tensors[name].source for name in used if recorder.tensors[name].source}
     tensors = {name: tensor for name, tensor in recorder.tensors.items() if name in used}
-    return Trace(spec.name, tuple(recorder.ops), workload.as_dict(), tensors)
+    ops = tuple(recorder.ops)
+    if spec.has_closed_form:
+        ops = with_attention_geometry(ops, spec.trace(workload))
+    return Trace(spec.name, ops, workload.as_dict(), tensors)
+
+
+def with_attention_geometry(ops: tuple[Op, ...], closed: Trace) -> tuple[Op, ...]:
+    """The traced ops with the attention geometry of the closed form's attentions, in order: the traced
+    products keep their own layout (Hugging Face repeats grouped keys and values per query head), the mask
+    and the stack are the closed form's. The score-sized vector ops between a Q K^T and its P V take it too.
+    A traced model whose attentions do not line up with the closed form's keeps none (it runs materialized)."""
+    facts = [op.attention for op in closed if op.role == "bmm_qk" and op.attention is not None]
+    if sum(op.role == "bmm_qk" for op in ops) != len(facts):
+        return ops
+    remaining = iter(facts)
+    current: AttentionGeometry | None = None
+    scores = 0
+    marked = []
+    for op in ops:
+        if op.role == "bmm_qk":
+            fact = next(remaining)
+            current = AttentionGeometry(op.batch, op.m // fact.queries, fact.queries, op.k, fact.causal, fact.window,
+                                        fact.decoder) if op.m % fact.queries == 0 else None
+            scores = op.output_elements
+        if current is not None and (op.kind == "bmm" or (op.kind == "vector" and op.elements == scores)):
+            op = replace(op, attention=current)
+        if op.role == "bmm_av":
+            current = None
+        marked.append(op)
+    return tuple(marked)
 
 
 def _encoder_blocks(model: Any) -> int:

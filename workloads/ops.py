@@ -17,6 +17,7 @@ the previous op's output).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 
@@ -109,6 +110,52 @@ class Tensor:
             raise ValueError(f"tensor {self.name}: state appends (``appended``) the activation it names (``source``)")
 
 
+@dataclass(frozen=True)
+class AttentionGeometry:
+    """What an attention's ops do not say by their sizes: how their products are laid out and masked.
+
+    An attention of ``products`` (samples x key/value heads) products, each the ``group`` query heads of one
+    key/value head stacked as rows over ``queries`` query positions, with ``head_dim``-wide heads. Its keys
+    are the products' other dimension (``n`` of Q K^T, ``k`` of P V, the score ops' elements over
+    products x group x queries). With ``causal``, query i (0-based among the queries) sees the keys up to
+    position keys - queries + i; a ``window`` of W keys keeps, of those, the last W (0: no window).
+    ``decoder`` says the attention belongs to a decoder stack (its kernel default is the fused one)."""
+
+    products: int
+    group: int
+    queries: int
+    head_dim: int
+    causal: bool
+    window: int = 0
+    decoder: bool = False
+
+    def __hash__(self) -> int:  # the simulator's memo keys hash it once per step: keep the hash
+        return self._hash
+
+    @functools.cached_property
+    def _hash(self) -> int:
+        return hash((self.products, self.group, self.queries, self.head_dim, self.causal, self.window, self.decoder))
+
+    def __post_init__(self) -> None:
+        if min(self.products, self.group, self.queries, self.head_dim) <= 0 or self.window < 0:
+            raise ValueError(f"attention geometry sizes must be positive: {self}")
+        if self.window and not self.causal:
+            raise ValueError("a sliding window is a causal mask's band")
+
+    def keys_of(self, op: Op) -> int:
+        """Keys each query of ``op`` (Q K^T, P V or a score-sized vector op of this attention) spans."""
+        if op.role == "bmm_qk":
+            return op.n
+        if op.role == "bmm_av":
+            return op.k
+        return op.elements // (self.products * self.group * self.queries)
+
+    def __str__(self) -> str:
+        mask = "causal" if self.causal else "full"
+        window = f" window {self.window}" if self.window else ""
+        return f"{self.products}x{self.group}x{self.queries}x{self.head_dim} {mask}{window}"
+
+
 @dataclass(frozen=True, slots=True)
 class Op:
     """One operation of a forward pass. Sizes are element counts; parameters are counts of values."""
@@ -127,6 +174,7 @@ class Op:
     bias_params: int = 0
     reads: tuple[str, ...] = ()  # tensor names: activation/state operands first, then weights, then biases
     writes: tuple[str, ...] = ()
+    attention: AttentionGeometry | None = None  # the ops of an attention's scores: Q K^T, score ops, P V
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -222,6 +270,8 @@ class Trace:
         ops = tuple(op for op in self.ops if keep(op))
         written = {name for op in ops for name in op.writes}
         used = {name for op in ops for name in (*op.reads, *op.writes)}
+        # state a kept op fills (a prefill's KV cache) stays, though no op of the pass reads it
+        used |= {name for name, tensor in self.tensors.items() if tensor.kind == "state" and tensor.source in written}
         tensors = {}
         for name in sorted(used):
             tensor = self.tensors[name]
@@ -233,7 +283,8 @@ class Trace:
         return Trace(self.model, ops, self.workload, tensors, regrouped)
 
     def records(self) -> list[dict[str, int | str]]:
-        return [{**asdict(op), "reads": " ".join(op.reads), "writes": " ".join(op.writes)} for op in self.ops]
+        return [{**asdict(op), "reads": " ".join(op.reads), "writes": " ".join(op.writes),
+                 "attention": str(op.attention or "")} for op in self.ops]
 
     def readers(self) -> dict[str, list[int]]:
         """Tensor name -> indices of the ops that read it, in order."""
@@ -368,15 +419,15 @@ class OpBuilder:
                            reads=(weight,)))
 
     def bmm(self, name: str, layer: int, role: str, group: str, batch: int, m: int, k: int, n: int, *,
-            reads: tuple[str, str]) -> str:
-        self._add(Op(name, layer, role, group, "bmm", batch=batch, m=m, k=k, n=n), reads, None)
+            reads: tuple[str, str], attention: AttentionGeometry | None = None) -> str:
+        self._add(Op(name, layer, role, group, "bmm", batch=batch, m=m, k=k, n=n, attention=attention), reads, None)
         return name
 
     def vector(self, name: str, layer: int, role: str, group: str, elements: int, *,
                weight_params: int = 0, bias_params: int = 0, reads: tuple[str, ...] | None = None,
-               weight: str | None = None) -> str:
+               weight: str | None = None, attention: AttentionGeometry | None = None) -> str:
         op = Op(name, layer, role, group, VECTOR_KIND, elements=elements,
-                weight_params=weight_params, bias_params=bias_params)
+                weight_params=weight_params, bias_params=bias_params, attention=attention)
         self._add(op, reads, weight)
         return name
 

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.hf
 QWEN2 = str(TESTS / "configs" / "qwen2-0.5b.json")
 OPT_POST_LN = str(TESTS / "configs" / "opt-350m.json")
 MISTRAL_W8 = str(TESTS / "configs" / "mistral-window-8.json")
+QWEN2_W8 = str(TESTS / "configs" / "qwen2-window-8.json")
 COMPARED_VECTOR_ROLES = ("softmax", "layernorm", "rmsnorm", "groupnorm", "gelu", "relu", "tanh", "silu", "rope",
                          "rope_table", "add", "embedding")
 
@@ -72,6 +73,8 @@ CASES = [(name, small(name)) for name in zoo_names() if name not in MOE] + [
     (MISTRAL_W8, Workload(batch=2, tokens=12)),  # a prefill longer than the window: every score, masked
     (MISTRAL_W8, Workload(batch=2, tokens=12, phase="decode")),  # the step attends to the last 8 keys
     (MISTRAL_W8, Workload(batch=1, tokens=5, phase="decode")),  # within the window
+    (QWEN2_W8, Workload(batch=2, tokens=12)),  # block 0 full attention, block 1 through the window
+    (QWEN2_W8, Workload(batch=2, tokens=12, phase="decode")),
     ("gpt2", Workload(batch=1, tokens=9, head="none")),
     ("bert-base", Workload(batch=1, tokens=9, head="pooler")),
     ("bert-base", Workload(batch=1, tokens=9, head="none")),

@@ -9,10 +9,12 @@ the token embedding (``tie_word_embeddings``, as in small Qwen2 models).
 
 Phases: a prefill of ``tokens``, or one decode step with a KV cache of ``tokens`` (the new token's keys
 and values appended). Mistral's sliding window W: the cache keeps the last W - 1 tokens (as Hugging Face
-keeps them), from the prefill on, and a decode step attends to those and its own (at most W); a prefill
-computes every score and masks those outside the window, as Hugging Face's eager attention does (a
-banded kernel would skip them). ``rope_scaling`` is accepted; the context limit is
-``max_position_embeddings`` (Llama 3.1-style configs already state their extended length there).
+keeps them), from the prefill on, and a decode step attends to those and its own (at most W); so do
+Qwen2's windowed blocks (``use_sliding_window``: from ``max_window_layers`` on, or as ``layer_types``
+says). Every op of a block's attention carries its window (the fused kernel computes only the blocks
+that meet the band; the materialized one, as Hugging Face's eager code, every score). ``rope_scaling``
+is accepted; the context limit is ``max_position_embeddings`` (Llama 3.1-style configs already state
+their extended length there).
 """
 
 from __future__ import annotations
@@ -43,10 +45,33 @@ def kv_heads(cfg: Mapping[str, Any]) -> int:
     return int(kv)
 
 
-def sliding_window(cfg: Mapping[str, Any]) -> int | None:
-    """Mistral's attention window in keys (None: full attention)."""
-    window = cfg.get("sliding_window") if cfg["model_type"] in ("mistral", "mixtral") else None
-    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window <= 0):
+def layer_windows(cfg: Mapping[str, Any]) -> tuple[int | None, ...]:
+    """Each block's attention window in keys (None: full attention). Mistral and Mixtral: ``sliding_window``
+    in every block. Qwen2 with ``use_sliding_window``: as Hugging Face's config decides, ``layer_types``
+    when given, else the blocks from ``max_window_layers`` on."""
+    layers = int(cfg["num_hidden_layers"])
+    if cfg["model_type"] in ("mistral", "mixtral"):
+        return (_window(cfg),) * layers
+    if cfg["model_type"] != "qwen2" or not cfg.get("use_sliding_window"):
+        return (None,) * layers
+    window = _window(cfg)
+    types = cfg.get("layer_types")
+    if types is None:
+        first = cfg.get("max_window_layers", 28)  # Hugging Face's Qwen2Config default
+        if isinstance(first, bool) or not isinstance(first, int) or first < 0:
+            raise InputError(f"max_window_layers must be a non-negative integer, got {first!r}")
+        return tuple(window if i >= first else None for i in range(layers))
+    kinds = ("full_attention", "sliding_attention")
+    if not isinstance(types, list) or len(types) != layers or any(kind not in kinds for kind in types):
+        raise InputError(f"layer_types must list {layers} of {' or '.join(kinds)}, got {types!r}")
+    return tuple(window if kind == "sliding_attention" else None for kind in types)
+
+
+def _window(cfg: Mapping[str, Any]) -> int | None:
+    window = cfg.get("sliding_window")
+    if window is None:
+        return None
+    if isinstance(window, bool) or not isinstance(window, int) or window <= 0:
         raise InputError(f"sliding_window must be a positive integer, got {window!r}")
     return window
 
@@ -76,22 +101,15 @@ class LlamaFamily(Family):
 
     def resolve(self, cfg: Mapping[str, Any], wl: Workload) -> Workload:
         wl = super().resolve(cfg, wl)
-        if cfg.get("use_sliding_window"):
-            raise InputError(f"{cfg['model_type']}: sliding-window attention (use_sliding_window) is not modelled "
-                             "for this family yet")
-        head_dim(cfg), kv_heads(cfg)
+        head_dim(cfg), kv_heads(cfg), layer_windows(cfg)
         check_context(wl, cfg["max_position_embeddings"], "max_position_embeddings")
         return wl
 
     def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
-        hidden, heads, batch = cfg["hidden_size"], cfg["num_attention_heads"], wl.batch
+        hidden, batch = cfg["hidden_size"], wl.batch
         dim = head_dim(cfg)
         # Prefill: all `tokens` at once. Decode: one new token attending to a cache of `tokens`.
-        new, context = (wl.size("tokens"), wl.size("tokens")) if wl.phase == "prefill" else (1, wl.size("tokens") + 1)
-        window = sliding_window(cfg)
-        kept = None if window is None else min(wl.size("tokens") + (wl.phase == "decode"), window - 1)
-        if wl.phase == "decode" and window is not None:
-            context = min(context, window)
+        new = wl.size("tokens") if wl.phase == "prefill" else 1
         rows = batch * new
         qwen2 = cfg["model_type"] == "qwen2"  # biased q/k/v projections, unbiased output projection
         bias = qwen2 or bool(cfg.get("attention_bias", False))
@@ -100,8 +118,8 @@ class LlamaFamily(Family):
                      weight_params=cfg["vocab_size"] * hidden, reads=(ids,))
         # cos and sin of every new position (position x inverse frequency), shared by the batch.
         table = b.vector("rotary_emb", -1, "rope_table", "embedding", 2 * new * dim, reads=())
-        shape = AttentionShape(batch, new, context, hidden, heads, dim, kv_heads(cfg), cache_len=kept)
-        for i in range(cfg["num_hidden_layers"]):
+        for i, window in enumerate(layer_windows(cfg)):
+            shape = self.attention_shape(cfg, wl, window)
             p = f"layers.{i}"
             b.current = x
             rmsnorm(b, f"{p}.input_layernorm", i, rows, hidden)
@@ -116,6 +134,18 @@ class LlamaFamily(Family):
             tied = cfg.get("tie_word_embeddings", False)
             b.gemm("lm_head", -1, "head", "head", head_rows(wl, rows, new), hidden, cfg["vocab_size"], bias=False,
                    weight="embed_tokens.weight" if tied else None)
+
+    @staticmethod
+    def attention_shape(cfg: Mapping[str, Any], wl: Workload, window: int | None) -> AttentionShape:
+        """A block's attention: a prefill's queries against themselves, or a decode step's one query against
+        the cache and itself; a window keeps W - 1 cached tokens and attends to at most W keys."""
+        tokens, decode = wl.size("tokens"), wl.phase == "decode"
+        new, context = (1, tokens + 1) if decode else (tokens, tokens)
+        kept = None if window is None else min(tokens + decode, window - 1)
+        if decode and window is not None:
+            context = min(context, window)
+        return AttentionShape(wl.batch, new, context, cfg["hidden_size"], cfg["num_attention_heads"], head_dim(cfg),
+                              kv_heads(cfg), cache_len=kept, window=window or 0)
 
     def feed_forward(self, b: OpBuilder, cfg: Mapping[str, Any], wl: Workload, prefix: str, layer: int,
                      rows: int) -> None:
