@@ -31,8 +31,8 @@ class Comparison:
 
 def compare(trace: Trace, simulator: Simulator, baseline: Policy | None) -> Comparison:
     """Run ``trace`` on ``simulator``, then its dense ``baseline``, dense FP16 and dense native on the same chip
-    with the same timing and accounting; a comparison config that simulates the same as the run (or as
-    another comparison) is not run again."""
+    with the same timing, accounting and attention kernel; a comparison config that simulates the same as
+    the run (or as another comparison) is not run again."""
     results = simulator.run(trace)
     hardware, policy = simulator.hardware, simulator.policy
 
@@ -43,6 +43,7 @@ def compare(trace: Trace, simulator: Simulator, baseline: Policy | None) -> Comp
     def same_or_run(other: Policy) -> Results:
         """``other``'s results: those of a run already made that simulates the same here, or a new dense run
         (comparisons are dense: no weight masks)."""
+        other = other.running_attention_as(policy)
         for ran, its_results in done:
             if other.config.same_simulation(ran.config, native):
                 return its_results
@@ -53,6 +54,7 @@ def compare(trace: Trace, simulator: Simulator, baseline: Policy | None) -> Comp
     def compared(other: Policy, what: str) -> Results | None:
         """``other``'s results, or None with a note when it cannot run here (it does not fit the chip's
         DRAM, or the array lacks its format): a comparison never stops the run it is compared with."""
+        other = other.running_attention_as(policy)
         if any(other.config.same_simulation(tried.config, native) for tried in failed):
             return None  # the same simulation already could not run, and its note says why
         try:
@@ -70,7 +72,8 @@ def compare(trace: Trace, simulator: Simulator, baseline: Policy | None) -> Comp
         fp16_results = None
     dense_native = policy_from_dict({"name": "native_dense", "hardware": hardware.name,
                                      "precision": {"default": "native"}})
-    if dense_native.config.same_simulation(fp16.config, native):  # an fp16 chip: that comparison, n/a or not
+    if dense_native.running_attention_as(policy).config.same_simulation(
+            fp16.running_attention_as(policy).config, native):  # an fp16 chip: that comparison, n/a or not
         native_results: Results | None = fp16_results
     else:
         native_results = compared(dense_native, f"dense {native} (the chip's native format)")

@@ -95,7 +95,8 @@ def grown_step(step: Step, slope: StepSizes, offset: int, start: dict[str, Tenso
                                    t.coarse_scale_bits)
     grown = Op(op.name, op.layer, op.role, op.group, op.kind, op.batch + slope.batch * offset,
                op.m + slope.m * offset, op.k + slope.k * offset, op.n + slope.n * offset,
-               op.elements + slope.elements * offset, op.weight_params, op.bias_params, op.reads, op.writes)
+               op.elements + slope.elements * offset, op.weight_params, op.bias_params, op.reads, op.writes,
+               op.attention)
     return replace(step, op=grown)
 
 

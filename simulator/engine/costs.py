@@ -95,7 +95,8 @@ class Counts:
 
 def matrix_traffic(step: Step, tensors: dict[str, Tensor], placement: Placement, hardware: Hardware,
                    weight_bytes: int, pack: int, split: Split, drain_read: bool = False,
-                   sparsity: SparsityPattern | None = None, timing: str = "default") -> Counts:
+                   sparsity: SparsityPattern | None = None, timing: str = "default",
+                   b_fetched: int | None = None) -> Counts:
     """Traffic of a matrix step whose weights (GEMM) take ``weight_bytes`` stored, run as ``split`` over
     the chip's arrays, its PEs skipping ``sparsity`` (the mapping its timing uses, so partial sums are
     written once per fold of the kept depth): each array sweeps its share; the operand a split does not
@@ -104,7 +105,9 @@ def matrix_traffic(step: Step, tensors: dict[str, Tensor], placement: Placement,
     fetched into a buffer feeds every array at once: what comes from DRAM (or is copied from the
     activation buffer) is one array's sweeps, not one per array. ``drain_read``
     (ZigZag's accounting) also reads each finished output from the ofmap buffer at its own width, and
-    sends an output bound for DRAM there directly instead of through the activation buffer."""
+    sends an output bound for DRAM there directly instead of through the activation buffer. ``b_fetched``
+    overrides the bytes of B brought from its home (a fused attention's keys and values, fetched once for
+    all its query blocks)."""
     op, mem = step.op, hardware.memory
     counts = Counts()
     array = hardware.array
@@ -129,7 +132,7 @@ def matrix_traffic(step: Step, tensors: dict[str, Tensor], placement: Placement,
     else:
         b_bytes, fits = weight_bytes, weight_bytes <= mem.filter_buffer_bytes
         b_home = DRAM if mem.weights_streamed else "preloaded"  # preloaded weights sit in the filter buffer
-    fetched = b_bytes if fits else b_bytes * b_sweeps
+    fetched = b_fetched if b_fetched is not None else b_bytes if fits else b_bytes * b_sweeps
     if b_home == DRAM:
         counts.add(dram_read_bytes=fetched, filter_write_bytes=fetched)
     elif b_home == CHIP:

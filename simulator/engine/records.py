@@ -63,6 +63,11 @@ class StepRecord:
     residency: str
     bound: str
     fused_into: str
+    kernel: str  # attention ops: "fused" or "materialized"; "" elsewhere
+    block_q: int  # a fused kernel's query positions per block (0 elsewhere)
+    block_k: int  # its keys per block
+    key_chunks: int  # the key chunks a decode step splits its keys into (1: not split)
+    closed_form_dram_bytes: int  # on a fused kernel's P V row: the kernel's DRAM bytes by its closed form
     mac_pj: float = float("nan")
     idle_pj: float = float("nan")
     register_pj: float = float("nan")
@@ -118,7 +123,7 @@ ENERGY_COLUMNS = RESULT_COLUMNS[RESULT_COLUMNS.index("mac_pj"):]
 ACCESS_COLUMNS = RESULT_COLUMNS[RESULT_COLUMNS.index("dram_read_bytes"):RESULT_COLUMNS.index("residency")]
 # Fields that add up over passes (the others describe the step or are ratios), and the sizes of one.
 ADDITIVE_COLUMNS = ("macs", "folds", "compute_cycles", "dense_compute_cycles", "transfer_cycles", "stall_cycles",
-                    "total_cycles", "dram_bytes", *ACCESS_COLUMNS, *ENERGY_COLUMNS)
+                    "total_cycles", "dram_bytes", *ACCESS_COLUMNS, "closed_form_dram_bytes", *ENERGY_COLUMNS)
 SHAPE_COLUMNS = ("batch", "m", "k", "n", "elements")
 _ROW = attrgetter(*RESULT_COLUMNS)
 _NAME, _LAYER, _FUSED_INTO = (RESULT_COLUMNS.index(name) for name in ("name", "layer", "fused_into"))

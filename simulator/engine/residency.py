@@ -16,6 +16,8 @@ The model, simple enough to check by hand:
 - A tensor whose producer and readers are all BMMs of P independent products (attention heads times
   batch) or SFU steps is processed product by product, so only 1/P of it is live at a time: the scores
   of one head stay on chip when one head's scores fit, whatever the number of heads.
+- The scores and probabilities of a fused attention kernel stay on chip, one block at a time, in the
+  kernel's working set (its blocks are chosen to fit the buffers) rather than among the activations.
 - Activations nobody reads (the pass's outputs) and the entries appended to state are also written to
   DRAM once.
 """
@@ -84,6 +86,9 @@ def place(lowered: Lowered, hardware: Hardware) -> Placement:
             if name in lowered.filter_streams or (len(users) == 1 and users[0] == index + 1
                                                   and steps[index + 1].unit == "sfu"):
                 home[name] = STREAM
+                continue
+            if name in lowered.kernel_local:  # held by the kernel's working set (checked when its blocks are chosen)
+                home[name] = CHIP
                 continue
             need = ceil_div(tensors[name].stored_bytes,
                             _products(steps, [index, *users]))

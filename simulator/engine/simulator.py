@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ import numpy as np
 from simulator.energy.accounting import ACCOUNTINGS, step_energy
 from simulator.energy.action_costs import ActionCosts, action_costs
 from simulator.engine.array_split import Split, best_split
+from simulator.engine.attention import KernelWork, Machine
 from simulator.engine.capacity import Footprint
 from simulator.engine.costs import (
     Cost,
@@ -40,6 +41,15 @@ from simulator.engine.costs import (
 )
 from simulator.engine.fusion import fuse
 from simulator.engine.grouping import PassOutcome, run_in_groups
+from simulator.engine.kernel_costs import (
+    KernelColumns,
+    Works,
+    columns,
+    rescaled_elements,
+    row_products,
+    sfu_elements,
+    sized_tensors,
+)
 from simulator.engine.lowering import lower
 from simulator.engine.records import ACCESS_COLUMNS, StepRecord
 from simulator.engine.residency import STREAM, Placement, place
@@ -102,6 +112,8 @@ class Simulator:
             raise InputError(f"unknown accounting {accounting!r}; choose from {', '.join(ACCOUNTINGS)}")
         self.accounting = accounting
         self.costs: ActionCosts | None = action_costs(hardware) if hardware.energy is not None else None
+        self.machine = Machine.of(hardware)
+        self.works = Works(self.machine)
         self.mask_for = mask_for
         self.notes: list[str] = list(plan.notes)
         self._storages: dict[tuple[Any, ...], OpStorage] = {}
@@ -179,7 +191,7 @@ class Simulator:
         return stored
 
     def _matrix_cost(self, step: Step, tensors: dict[str, Tensor], placement: Placement, weight_bytes: dict[str, int],
-                     ) -> tuple[Cost, Precision, int, str, str]:
+                     b_fetched: int | None = None) -> tuple[Cost, Precision, int, str, str]:
         op = step.op
         chosen = step.precision
         pack = self.hardware.macs_per_pe[chosen.name]
@@ -197,7 +209,7 @@ class Simulator:
             if split not in traffics:  # partial sums follow the mapping the timing uses (its kept depth)
                 traffics[split] = matrix_traffic(step, tensors, placement, self.hardware, weights, pack,
                                                  split, drain_read=self.accounting == "zigzag",
-                                                 sparsity=skipping[0], timing=self.timing).values
+                                                 sparsity=skipping[0], timing=self.timing, b_fetched=b_fetched).values
             return traffics[split]
 
         def transfer_of(split: Split) -> int:
@@ -226,18 +238,35 @@ class Simulator:
         sparsity = str(step.pattern) if step.pattern is not None else self.storage(step.owner).sparse
         return cost, chosen, pack, sparsity, split.label
 
+    def _fused_matrix_cost(self, step: Step, tensors: dict[str, Tensor], placement: Placement,
+                           weight_bytes: dict[str, int], work: KernelWork) -> tuple[Cost, Precision, int, str, str]:
+        """Q K^T or P V of a fused attention kernel: the products of its block rows (kernel_costs.py), each
+        costed as the array runs it, summed."""
+        costs, busy = [], 0
+        for row_step, sized, fetched in row_products(step, tensors, work, self.machine):
+            cost, chosen, pack, sparsity, split = self._matrix_cost(row_step, sized, placement, weight_bytes, fetched)
+            costs.append(cost)
+            busy += cost.compute_cycles + (row_step.op.batch if self.timing == "scalesim" and cost.folds else 0)
+        # the format, packing and sparsity are the step's; the split reported is the last row's (the longest)
+        whole = costs[0] if len(costs) == 1 else _summed(costs, self.hardware.pes * pack * busy, self.hardware)
+        return whole, chosen, pack, sparsity, split
+
     def _sfu_cost(self, step: Step, tensors: dict[str, Tensor], placement: Placement, weight_bytes: dict[str, int],
-                  fused: bool) -> Cost:
+                  fused: bool, work: KernelWork | None = None) -> Cost:
         hw, op = self.hardware, step.op
+        elements = sfu_elements(step, work)
+        if elements != op.elements:  # a fused kernel's score op: its tensors are the computed scores
+            tensors = sized_tensors(step, tensors, elements)
+            op = replace(op, elements=elements)
         reading = weight_bytes
         if op.role == "embedding":  # a lookup reads only the rows it gathers
             gathered = ceil_div(op.elements * self.policy.weight_precision(op).bits, 8)
             reading = {name: min(weight_bytes[name], gathered) for name in step.reads if name in weight_bytes}
         counts = sfu_traffic(step, tensors, placement, reading).values
-        cost_per_element = hw.sfu_cost(op.role)
-        compute = math.ceil(op.elements * cost_per_element / hw.sfu_lanes) if op.elements and not fused else 0
+        lane_cycles = op.elements * hw.sfu_cost(op.role) + rescaled_elements(step, work) * hw.sfu_cost("mul")
+        compute = math.ceil(lane_cycles / hw.sfu_lanes) if op.elements and not fused else 0
         transfer = transfer_cycles(counts["dram_read_bytes"] + counts["dram_write_bytes"], hw)
-        busy = op.elements * cost_per_element / (hw.sfu_lanes * compute) if compute else 0.0
+        busy = lane_cycles / (hw.sfu_lanes * compute) if compute else 0.0
         return Cost(compute_cycles=compute, dense_compute_cycles=compute, transfer_cycles=transfer,
                     stall_cycles=max(0, transfer - compute), utilization=busy, **counts)
 
@@ -309,18 +338,21 @@ class Simulator:
     def _step_record(self, step: Step, tensors: dict[str, Tensor], placement: Placement,
                      weight_bytes: dict[str, int], fused: bool) -> StepRecord:
         storage: OpStorage | None = None if step.inserted else self.storage(step.owner)
+        work = self.works.of(step)
         if step.unit == "array":
-            cost, chosen, pack, sparsity, split = self._matrix_cost(step, tensors, placement, weight_bytes)
+            cost, chosen, pack, sparsity, split = (
+                self._fused_matrix_cost(step, tensors, placement, weight_bytes, work) if work is not None
+                else self._matrix_cost(step, tensors, placement, weight_bytes))
             precision, compute_precision = step.operands or step.precision.name, chosen.name
         else:
-            cost = self._sfu_cost(step, tensors, placement, weight_bytes, fused)
+            cost = self._sfu_cost(step, tensors, placement, weight_bytes, fused, work)
             sfu_name = self.hardware.sfu_precision.name
             pack, sparsity, precision, compute_precision, split = 0, "dense", sfu_name, sfu_name, ""
         residency = placement.home[step.writes[0]] if step.writes else ""
         # The B operand reaches the array dequantized (weights with scales along K, a scaled KV cache).
         dequantized = (step.unit == "array" and len(step.reads) > 1 and placement.home.get(step.reads[1]) == STREAM)
         record = _record(step, cost, storage, precision, compute_precision, pack, sparsity, residency, split,
-                         dequantized)
+                         dequantized, columns(step, work, tensors, placement, self.machine))
         if self.costs is not None:
             for column, value in step_energy(record, self.hardware, self.costs, self.accounting).items():
                 setattr(record, column, value)
@@ -328,21 +360,36 @@ class Simulator:
 
 
 def _record(step: Step, cost: Cost, storage: OpStorage | None, precision: str, compute_precision: str,
-            pack: int, sparsity: str, residency: str, array_split: str, dequantized: bool) -> StepRecord:
+            pack: int, sparsity: str, residency: str, array_split: str, dequantized: bool,
+            kernel: KernelColumns) -> StepRecord:
     op = step.op
     counts = {name: getattr(cost, name) for name in ACCESS_COLUMNS}
     return StepRecord(
         name=op.name, layer=op.layer, role=op.role, group=op.group, kind=op.kind, unit=step.unit,
         inserted=step.inserted, category=category(op.role, step.unit), precision=precision,
         compute_precision=compute_precision, macs_per_pe=pack, sparsity=sparsity, dequantized=dequantized,
-        batch=op.batch, m=op.m, k=op.k, n=op.n, elements=op.elements if step.unit == "sfu" else 0,
+        batch=op.batch, m=op.m, k=op.k, n=op.n, elements=kernel.elements if step.unit == "sfu" else 0,
         macs=cost.macs, folds=cost.folds, array_split=array_split, compute_cycles=cost.compute_cycles,
         dense_compute_cycles=cost.dense_compute_cycles, transfer_cycles=cost.transfer_cycles,
         stall_cycles=cost.stall_cycles, total_cycles=cost.compute_cycles + cost.stall_cycles,
         utilization=cost.utilization, weight_bits=storage.weight_bits if storage else 0,
         index_bits=storage.index_bits if storage else 0, scale_bits=storage.scale_bits if storage else 0,
         bias_bits=storage.bias_bits if storage else 0, dram_bytes=cost.dram_bytes, **counts, residency=residency,
-        bound="memory" if cost.transfer_cycles > cost.compute_cycles else "compute", fused_into="")
+        bound="memory" if cost.transfer_cycles > cost.compute_cycles else "compute", fused_into="",
+        kernel=kernel.kernel, block_q=kernel.block_q, block_k=kernel.block_k, key_chunks=kernel.key_chunks,
+        closed_form_dram_bytes=kernel.closed_form_dram_bytes)
+
+
+def _summed(costs: list[Cost], slots: int, hardware: Hardware) -> Cost:
+    """Costs of products run one after another as one step, which offers ``slots`` MAC slots: counts and
+    cycles add up; the transfer, its stall (double-buffered over all their folds) and the utilisation are
+    those of the whole."""
+    sums = {name: sum(getattr(cost, name) for cost in costs)
+            for name in ("compute_cycles", "dense_compute_cycles", "folds", "macs", *ACCESS_COLUMNS)}
+    transfer = transfer_cycles(sums["dram_read_bytes"] + sums["dram_write_bytes"], hardware)
+    return Cost(**sums, transfer_cycles=transfer, stall_cycles=stall_cycles(transfer, sums["compute_cycles"],
+                                                                            sums["folds"]),
+                utilization=sums["macs"] / slots if slots else 0.0)
 
 
 def simulate(trace: Trace, hardware: Hardware, policy: Policy, *, timing: str = "default",

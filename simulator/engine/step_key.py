@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from simulator.engine.attention import KernelPart
 from simulator.engine.residency import Placement
 from simulator.engine.steps import Step
 from simulator.formats.precision import Precision
 from simulator.formats.sparsity import SparsityPattern
 from simulator.formats.storage import OpStorage
 from simulator.plan.binding import Plan
-from workloads.ops import Tensor
+from workloads.ops import AttentionGeometry, Tensor
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class StepKey:
     pattern: SparsityPattern | None
     runs_at: SparsityPattern | None
     dequantized_in_pe: bool
+    kernel: KernelPart | None
+    attention: AttentionGeometry | None
     role: str
     group: str
     kind: str
@@ -89,5 +92,6 @@ def step_key(step: Step, tensors: dict[str, Tensor], placement: Placement, weigh
                             storage.sparse, policy.prunes(op),
                             policy.weight_precision(op) if op.role == "embedding" else None)
     return StepKey(step.unit, step.inserted, step.precision, step.operands, step.pattern, step.runs_at,
-                   step.dequantized_in_pe, op.role, op.group, op.kind, op.batch, op.m, op.k, op.n, op.elements,
+                   step.dequantized_in_pe, step.kernel, op.attention, op.role, op.group, op.kind, op.batch, op.m,
+                   op.k, op.n, op.elements,
                    op.weight_params, op.bias_params, fused, reads, writes, stored)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from simulator.engine.attention import KernelPart
 from simulator.formats.precision import Precision
 from simulator.formats.sparsity import SparsityPattern
 from workloads.ops import Op, Tensor
@@ -25,6 +26,7 @@ class Step:
     pattern: SparsityPattern | None = None  # attention N:M on the product's pruned operand
     runs_at: SparsityPattern | None = None  # the pattern the PEs skip it at (``pattern`` or one it fits)
     dequantized_in_pe: bool = False  # the PEs apply its B operand's scales as they load it (dequantize_in_pe)
+    kernel: KernelPart | None = None  # its part of a fused attention kernel
 
     @property
     def owner(self) -> Op:
@@ -39,3 +41,4 @@ class Lowered:
     appends: dict[str, str]  # state tensor -> the activation holding its appended entries (written to DRAM)
     notes: tuple[str, ...] = ()  # products an array computes wider than their operands need, sparsity fallbacks
     filter_streams: frozenset[str] = frozenset()  # dequantized B operands, streamed into the filter buffer
+    kernel_local: frozenset[str] = frozenset()  # a fused kernel's scores and probabilities: never leave the chip

@@ -55,11 +55,31 @@ def run_summary(results: Results, footprint: Footprint, plan: Plan, *, model: st
         else None,
         "memory": {"weights_kept_compressed": plan.weights_compressed if plan.policy.config.sparsity.weights
                    else None, **footprint.as_dict()},
+        "attention": attention_summary(results),
         "energy": totals["energy"],
         "area": area_summary(results.hardware),
         "notes": list(results.notes),
     }
     return summary
+
+
+def attention_summary(results: Results) -> dict[str, Any] | None:
+    """How the run's attention ran: each kernel with its blocks and the products it ran for, the attention
+    products' MACs, and a fused kernel's DRAM bytes next to its closed form (None without attention)."""
+    attention = results[results["kernel"] != ""]
+    if attention.empty:
+        return None
+    products = attention[attention["unit"] == "array"]
+    kernels = (products.groupby(["kernel", "block_q", "block_k", "key_chunks"], sort=True).size()
+               .reset_index(name="products"))
+    fused = attention[attention["kernel"] == "fused"]
+    return {
+        "kernels": [{key: (int(value) if key != "kernel" else value) for key, value in row.items()}
+                    for row in kernels.to_dict(orient="records")],
+        "macs": int(products["macs"].sum()),
+        "fused_dram_bytes": int(fused["dram_bytes"].sum()),
+        "fused_closed_form_dram_bytes": int(fused["closed_form_dram_bytes"].sum()),
+    }
 
 
 def percent(fraction: float) -> str:

@@ -27,7 +27,7 @@ import functools
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -37,10 +37,10 @@ from simulator.formats.sparsity import SparsityPattern
 from simulator.spec.config_io import StrictModel, read_yaml_mapping, validate
 from simulator.spec.precision_config import NATIVE, PrecisionConfig, check_format, parse_layer_range, resolve_side
 from workloads.errors import InputError
+from workloads.ops import MAX_SIZE, Op, Trace
 
 if TYPE_CHECKING:
     from simulator.spec.hardware import Hardware
-from workloads.ops import Op, Trace
 from workloads.vocabulary import PRUNED_LINEAR_ROLES, WEIGHT_MATRIX_ROLES
 
 
@@ -132,6 +132,24 @@ class SparsityConfig(StrictModel):
     attention: AttentionSparsityConfig | None = None
 
 
+class AttentionKernelConfig(StrictModel):
+    """How attention runs (docs/engine.md, "Attention kernels"): ``materialized`` writes each head's score
+    matrix out, soft-maxes it and reads it back; ``fused`` tiles queries and keys, keeps scores on chip with
+    an online softmax and skips the blocks a causal mask or a window removes. Without ``kernel``, decoder
+    attention runs fused and encoder attention materialized. ``block_q`` (query positions) and ``block_k``
+    (keys) pin the fused kernel's blocks; without them the simulator picks the fastest that fit."""
+
+    kernel: Literal["fused", "materialized"] | None = None
+    block_q: int | None = Field(None, gt=0, le=MAX_SIZE, description="query positions per block (fused)")
+    block_k: int | None = Field(None, gt=0, le=MAX_SIZE, description="keys per block (fused)")
+
+    @model_validator(mode="after")
+    def _blocks_need_fused(self) -> AttentionKernelConfig:
+        if self.kernel == "materialized" and (self.block_q is not None or self.block_k is not None):
+            raise ValueError("block_q and block_k apply to the fused kernel, not to materialized")
+        return self
+
+
 class OutlierConfig(StrictModel):
     dims: int = Field(gt=0, description="input dimensions (rows of K) of each weight matrix kept at high precision")
     precision: str = "fp16"
@@ -149,6 +167,7 @@ class RunConfig(StrictModel):
     precision: PrecisionConfig
     sparsity: SparsityConfig = Field(default_factory=SparsityConfig)
     outliers: OutlierConfig | None = None
+    attention: AttentionKernelConfig = Field(default_factory=AttentionKernelConfig)
     baseline: str | None = Field(None, description="dense run config that speedups are measured against")
 
     @property
@@ -231,8 +250,27 @@ class Policy:
         attention = self.config.sparsity.attention
         return attention.pattern(bmm.role) if attention is not None and bmm.kind == "bmm" else None
 
+    def running_attention_as(self, other: Policy) -> Policy:
+        """This policy with ``other``'s attention kernel settings (a comparison compares formats, not
+        kernels)."""
+        if self.config.attention == other.config.attention:
+            return self
+        return replace(self, config=self.config.model_copy(update={"attention": other.config.attention}),
+                       _resolved={})
+
+    def attention_kernel(self, op: Op) -> str:
+        """The kernel the attention op ``op`` runs in: the config's, else fused in decoders and
+        materialized in encoders (an op without attention geometry, from a traced model, runs
+        materialized: ``check_against`` refuses ``fused`` for it)."""
+        geometry = op.attention
+        if geometry is None:
+            return "materialized"
+        given = self.config.attention.kernel
+        return given if given is not None else ("fused" if geometry.decoder else "materialized")
+
     def check_against(self, trace: Trace) -> None:
         """Errors for settings that cannot apply to this model (a layer range beyond its blocks)."""
+        self._check_attention(trace)
         attention = self.config.sparsity.attention
         for role, given in (("bmm_qk", "keys"), ("bmm_av", "probabilities")) if attention is not None else ():
             if getattr(attention, given) is not None and not any(op.role == role for op in trace):
@@ -258,6 +296,16 @@ class Policy:
             if last >= blocks:
                 raise InputError(f"{self.name}: precision.layers: range {key!r} is outside {trace.model} "
                                  f"(blocks 0-{blocks - 1})")
+
+    def _check_attention(self, trace: Trace) -> None:
+        kernel = self.config.attention
+        if kernel.kernel == "fused" and not any(op.attention for op in trace):
+            raise InputError(f"{self.name}: attention.kernel fused does not apply to {trace.model}: it has no "
+                             "attention whose queries, keys and mask the simulator knows (a traced model's "
+                             "attention runs materialized)")
+        if (kernel.block_q or kernel.block_k) and not any(self.attention_kernel(op) == "fused" for op in trace):
+            raise InputError(f"{self.name}: attention.block_q/block_k apply to the fused kernel, and no attention of "
+                             f"{trace.model} runs fused (encoders run materialized unless attention.kernel is fused)")
 
     @property
     def name(self) -> str:

@@ -152,3 +152,13 @@ def test_llama_3_1_takes_its_long_context_and_refuses_beyond_it():
     assert spec.resolve(Workload(tokens=131_071, phase="decode")).tokens == 131_071
     with pytest.raises(InputError, match="131073 tokens exceeds the model's 131072 positions"):
         spec.resolve(Workload(tokens=131_072, phase="decode"))
+
+
+def test_a_scoped_prefill_keeps_the_cache_it_fills():
+    """Leaving the head out of a decoder's prefill keeps the KV cache its attention fills (a prefill's cache
+    is read by no op of the pass, yet written by it)."""
+    trace = load_model("llama-3-8b").trace(Workload(tokens=16))
+    scoped = trace.select(exclude=["head"])
+    caches = {name for name, tensor in trace.tensors.items() if tensor.kind == "state"}
+    assert len(caches) == 64
+    assert caches == {name for name, tensor in scoped.tensors.items() if tensor.kind == "state"}
