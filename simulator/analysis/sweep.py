@@ -42,7 +42,14 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from simulator.formats.precision import parse_precision
 from simulator.spec.config_io import StrictModel, read_yaml_mapping, unknown_name_message, validate
 from simulator.spec.hardware import Hardware, load_hardware
-from simulator.spec.run_config import Policy, RunConfig, load_baseline, load_run_config, resolve_run_config
+from simulator.spec.run_config import (
+    AttentionKernelConfig,
+    Policy,
+    RunConfig,
+    load_baseline,
+    load_run_config,
+    resolve_run_config,
+)
 from simulator.spec.workload_knobs import WorkloadKnobs
 from workloads.errors import InputError
 from workloads.knobs import KNOB_NAMES, KNOBS
@@ -128,9 +135,17 @@ TABLE_KEYS: dict[str, Callable[[str], object]] = {
 }
 
 
+ATTENTION_AXES = tuple(f"attention.{name}" for name in AttentionKernelConfig.model_fields)
+
+
 def check_axis_path(path: str) -> None:
-    """An axis must name a hardware field (``array.rows``), a key of a table (``macs_per_pe.int8``) or a
-    workload knob of the models (``model.batch``)."""
+    """An axis must name a hardware field (``array.rows``), a key of a table (``macs_per_pe.int8``), a
+    workload knob of the models (``model.batch``) or an attention kernel setting of every config
+    (``attention.kernel``)."""
+    if path.startswith("attention."):
+        if path not in ATTENTION_AXES:
+            raise InputError(unknown_name_message(path, ATTENTION_AXES, "axis"))
+        return
     if path.startswith("model."):
         if path.removeprefix("model.") not in WORKLOAD_AXES:
             raise InputError(unknown_name_message(path.removeprefix("model."), WORKLOAD_AXES, f"axis {path!r}: knob"))
@@ -223,6 +238,7 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, Plan]:
         configs[str(resolved)] = {"config": policy.config.model_dump(),
                                   "baseline": baseline.config.model_dump() if baseline else None}
         names.append(str(resolved))
+    _check_attention_axes(path, points_axes, [configs[name]["config"] for name in names])
     points: list[Point] = []
     for axis_values in points_axes:
         for config in names:
@@ -231,6 +247,13 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, Plan]:
                 points.append(Point(len(points), point_id(axis_values, label, model), axis_values, config,
                                     model.at(axis_values)))
     return spec, Plan(spec, base.model_dump(), configs, tuple(points))
+
+
+def _check_attention_axes(path: Path, points_axes: list[dict[str, Any]], configs: list[dict[str, Any]]) -> None:
+    """The attention axes' values, as every config takes them, before any work."""
+    for axis_values in points_axes:
+        for config in configs:
+            validate(RunConfig, config_at(config, axis_values), f"{path}: {config['name']}")
 
 
 def check_entry(spec: Any, entry: ModelEntry, include_head: bool, traced: bool) -> None:
@@ -265,7 +288,7 @@ def _resolve_path(name: str, base_dir: Path) -> Path:
 def hardware_at(base: dict[str, Any], axis_values: dict[str, Any]) -> Hardware:
     data = json.loads(json.dumps(base))
     for path, value in axis_values.items():
-        if path.startswith("model."):
+        if path.startswith(("model.", "attention.")):
             continue
         node = data
         *parents, leaf = path.split(".")
@@ -306,10 +329,12 @@ def evaluate_point(plan_spec: SweepSpec, base: dict[str, Any], configs: dict[str
         row["phase"] = "generate"  # a prefill of `tokens`, then decode steps
     try:
         hardware_json = hardware_at(base, point.axes).model_dump_json()
-        totals = _totals(*scope, hardware_json, _simulation_json(entry["config"]), plan_spec.timing)
+        config = config_at(entry["config"], point.axes)
+        totals = _totals(*scope, hardware_json, _simulation_json(config), plan_spec.timing)
         speedup = None
         if entry["baseline"] is not None:
-            baseline = _totals(*scope, hardware_json, _simulation_json(entry["baseline"]), plan_spec.timing)
+            baseline_config = config_at(entry["baseline"], point.axes, config)
+            baseline = _totals(*scope, hardware_json, _simulation_json(baseline_config), plan_spec.timing)
             speedup = baseline["total_cycles"] / totals["total_cycles"]
         bits = {"value_bits": totals["weight_bits"] - totals["index_bits"], "index_bits": totals["index_bits"],
                 "scale_bits": totals["scale_bits"], "bias_bits": totals["bias_bits"]}
@@ -347,6 +372,16 @@ def _energy_columns(totals: dict[str, Any], hardware_json: str, tokens: int | No
             "energy_per_token_uj": energy["total_pj"] / tokens / 1e6 if tokens else None,
             "tops_per_w": energy["tops_per_w"], "effective_tops_per_w": energy["effective_tops_per_w"],
             "area_mm2": _area_mm2(hardware_json)}
+
+
+def config_at(config: dict[str, Any], axis_values: dict[str, Any], attention_of: dict[str, Any] | None = None,
+              ) -> dict[str, Any]:
+    """A run config dump at a design point: its ``attention`` (or that of ``attention_of``, the config a
+    baseline is compared with: comparisons compare formats, not kernels) with the point's attention axes."""
+    attention = dict((attention_of or config).get("attention") or {})
+    attention.update({path.removeprefix("attention."): value for path, value in axis_values.items()
+                      if path.startswith("attention.")})
+    return {**config, "attention": attention}
 
 
 def _simulation_json(config: dict[str, Any]) -> str:

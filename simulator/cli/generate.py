@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from simulator.cli.options import StrictCommand, knob_option, positive_int
+from simulator.cli.options import StrictCommand, chosen_format, format_options, knob_option, positive_int
 from workloads.errors import InputError
 from workloads.models import Workload, load_model
 
@@ -23,13 +23,14 @@ from workloads.models import Workload, load_model
 @click.option("--head", default=None, help="lm (default) or none.")
 @knob_option("expert_imbalance")
 @click.option("--hardware", "hardware_name", default=None, help="Preset name or YAML path (overrides the config's).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@format_options(("table", "json"))
 @click.option("--out", type=click.Path(), default=None,
               help="Write steps.csv, prefill.csv, summary.json and, when decode steps run, decode.csv and a "
                    "step-latency plot to DIR.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out directory.")
 def generate(config: str, model: str, prompt: int, new_tokens: int, batch: int, beams: int, head: str | None,
-             expert_imbalance: float | None, hardware_name: str | None, fmt: str, out: str | None, force: bool) -> None:
+             expert_imbalance: float | None, hardware_name: str | None, fmt: str | None, as_json: bool, out: str | None,
+             force: bool) -> None:
     """Generate NEW_TOKENS after a prompt: TTFT, TPOT, end-to-end latency, tokens/s, per-step cycles."""
     from simulator.analysis.generation import generate as run_generation
     from simulator.analysis.generation import generation_summary
@@ -39,6 +40,7 @@ def generate(config: str, model: str, prompt: int, new_tokens: int, batch: int, 
     from simulator.spec.hardware import load_hardware
     from simulator.spec.run_config import load_run_config
 
+    fmt = chosen_format(fmt, as_json)
     if new_tokens < 1:
         raise InputError(f"--new-tokens must be at least 1, got {new_tokens}")
     if beams < 1:

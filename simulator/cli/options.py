@@ -44,6 +44,23 @@ def make_workload(knobs: dict[str, Any]) -> Workload:
     return Workload(**{name: knobs[name] for name in KNOB_NAMES})
 
 
+def format_options(choices: tuple[str, ...], help_text: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--format`` (default table) and ``--json``, the same as ``--format json``; the command reads the
+    chosen format with :func:`chosen_format`."""
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        func = click.option("--json", "as_json", is_flag=True, help="The same as --format json.")(func)
+        return click.option("--format", "fmt", type=click.Choice(choices), default=None,
+                            help=f"{help_text} [default: table]".strip())(func)
+    return decorate
+
+
+def chosen_format(fmt: str | None, as_json: bool) -> str:
+    """The output format of ``--format``/``--json`` (refusing the two when they disagree)."""
+    if as_json and fmt not in (None, "json"):
+        raise click.UsageError(f"--json contradicts --format {fmt}")
+    return "json" if as_json else fmt or "table"
+
+
 class StrictCommand(click.Command):
     """A command that refuses an option given twice (click would silently keep the last value)."""
 

@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from simulator.cli.options import StrictCommand, make_workload, mask_provider, workload_options
+from simulator.cli.options import (
+    StrictCommand,
+    chosen_format,
+    format_options,
+    make_workload,
+    mask_provider,
+    workload_options,
+)
 from workloads.errors import InputError
 from workloads.vocabulary import PRUNED_LINEAR_ROLES
 
@@ -32,16 +39,15 @@ if TYPE_CHECKING:
 @click.option("--timing", type=click.Choice(["default", "scalesim"]), default="default", show_default=True)
 @click.option("--accounting", type=click.Choice(["default", "zigzag"]), default="default", show_default=True,
               help="Energy accounting: zigzag counts accesses as ZigZag 3.9.1 does (docs/energy.md).")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
-              help="table: summary; csv: one row per op; json: summary object.")
+@format_options(("table", "csv", "json"), "table: summary; csv: one row per op; json: summary object.")
 @click.option("--out", type=click.Path(), default=None, help="Write per-op CSV, summary JSON and plots to DIR.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out directory.")
 @click.option("--trace", "use_tracer", is_flag=True,
               help="Simulate the real transformers model traced on the meta device (hf extra) instead of the "
                    "closed form: ops named after its modules, with the same roles, blocks and groups.")
 def run(config: str, model: str, hardware_name: str | None, include_frontend: bool | None,
-        include_head: bool | None, timing: str, accounting: str, fmt: str, out: str | None, force: bool,
-        use_tracer: bool, **knobs: Any) -> None:
+        include_head: bool | None, timing: str, accounting: str, fmt: str | None, as_json: bool, out: str | None,
+        force: bool, use_tracer: bool, **knobs: Any) -> None:
     """Simulate MODEL under run CONFIG: cycles, latency, time breakdown, speedups, weight memory."""
     import json
 
@@ -53,6 +59,7 @@ def run(config: str, model: str, hardware_name: str | None, include_frontend: bo
     from simulator.spec.hardware import load_hardware
     from simulator.spec.run_config import load_baseline, load_run_config
 
+    fmt = chosen_format(fmt, as_json)
     out_dir = check_out_dir(out, force) if out else None
     policy = load_run_config(config)
     baseline = load_baseline(policy)

@@ -183,8 +183,11 @@ def assemble(plan: Plan, rows: list[dict[str, Any]]) -> pd.DataFrame:
     # nullable types: a failed point leaves <NA> (an empty CSV cell) and integers stay integers
     floats = ("latency_ms", "ttft_ms", "tpot_ms", "tokens_per_s", "utilization", "speedup_vs_baseline",
               *SWEEP_ENERGY_COLUMNS)
-    frame = frame.astype({**{c: "Int64" for c in INTEGER_COLUMNS}, **{c: "Float64" for c in floats},
-                          "head": "string", "phase": "string"})
+    # an axis of integers with a null among them (an attention block size left to the search) stays integer
+    integer_axes = [c for c in axis_columns if frame[c].isna().any()
+                    and all(isinstance(v, int) and not isinstance(v, bool) for v in frame[c].dropna())]
+    frame = frame.astype({**{c: "Int64" for c in (*INTEGER_COLUMNS, *integer_axes)},
+                          **{c: "Float64" for c in floats}, "head": "string", "phase": "string"})
     return frame.rename(columns={c: c.removeprefix("axis:") for c in axis_columns})
 
 
@@ -259,7 +262,7 @@ def plot_sweep(table: pd.DataFrame, plan: Plan, path_stem: Path) -> None:
     plt = pyplot()
     ok = table[table["error"] == ""].copy()
     paths = plan.spec.axes.paths
-    ok["design"] = ok[paths].astype(str).agg(", ".join, axis=1) if paths else "base"
+    ok["design"] = ok[paths].apply(lambda values: ", ".join(map(str, values)), axis=1) if paths else "base"
     ok["panel"] = panel_labels(ok, tuple(p.removeprefix("model.") for p in plan.spec.axes.paths
                                          if p.startswith("model.")))
     models = list(dict.fromkeys(ok["panel"]))

@@ -418,3 +418,38 @@ def test_decode_rows_report_energy_per_token_and_formats_their_speedup(tmp_path,
     native = simulate(step, tpu, load_run_config("native")).totals["total_cycles"]
     assert row["speedup_vs_baseline"] == pytest.approx(native / row["total_cycles"])
     assert row["effective_tops_per_w"] == pytest.approx(row["tops_per_w"])  # dense: every MAC is useful
+
+
+def test_an_attention_kernel_axis_sets_every_configs_kernel_and_its_baselines(tmp_path, run_cli):
+    """`attention.kernel` and `attention.block_q` axes: each row is the run of its config with that kernel;
+    the speedup is against the baseline run with the same kernel (comparisons compare formats)."""
+    import pandas as pd
+
+    from simulator.engine import simulate
+    from simulator.spec.hardware import load_hardware
+    from simulator.spec.run_config import load_run_config, policy_from_dict
+    from workloads.models import Workload, load_model
+
+    (tmp_path / "s.yaml").write_text(
+        "name: kernels\nhardware: tpu_v5e_like\naxes: {zip: {attention.kernel: [fused, materialized, fused], "
+        "attention.block_q: [null, null, 128]}}\nconfigs: [w8a8]\nmodels: [{name: gpt2, tokens: 512}]\n")
+    run_cli("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "o"), "--workers", "1", "--no-progress")
+    table = pd.read_csv(tmp_path / "o" / "results.csv")
+    assert table["error"].isna().all() and list(table["attention.block_q"].isna()) == [True, True, False]
+    trace = load_model("gpt2").trace(Workload(tokens=512))
+    hardware = load_hardware("tpu_v5e_like")
+    w8a8 = load_run_config("w8a8").config.model_dump()
+    native = load_run_config("native").config.model_dump()  # w8a8's baseline
+    for _, row in table.iterrows():
+        attention = {"kernel": row["attention.kernel"]}
+        if not pd.isna(row["attention.block_q"]):
+            attention["block_q"] = int(row["attention.block_q"])
+        runs = [simulate(trace, hardware, policy_from_dict({**config, "attention": attention}))
+                for config in (w8a8, native)]
+        assert row["total_cycles"] == runs[0].totals["total_cycles"]
+        assert row["speedup_vs_baseline"] == pytest.approx(runs[1].totals["total_cycles"] / row["total_cycles"])
+    assert table["total_cycles"][0] < table["total_cycles"][1]  # fused, then materialized
+    (tmp_path / "bad.yaml").write_text("name: b\nhardware: tpu_v5e_like\naxes: {product: {attention.kernal: [fused]}}"
+                                       "\nconfigs: [w8a8]\nmodels: [gpt2]\n")
+    with pytest.raises(AssertionError, match="attention.kernel"):
+        run_cli("sweep", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "b"), "--no-progress")

@@ -192,6 +192,30 @@ CASES = [
     ("memory-range-outside", lambda p: ["memory", run_config(p, "precision: {default: int8, layers: "
                                                                 "{'0-12': int4}}"), "--model", "bert-base"],
      "outside bert-base"),
+    ("attention-block-zero", lambda p: ["run", run_config(p, "precision: {default: int8}\nattention: {block_q: 0}"),
+                                        "--model", "gpt2"], "attention.block_q"),
+    ("attention-unknown-kernel", lambda p: ["run", run_config(p, "precision: {default: int8}\nattention: "
+                                                                 "{kernel: flash}"), "--model", "gpt2"],
+     "attention.kernel"),
+    ("attention-blocks-materialized", lambda p: ["run", run_config(p, "precision: {default: int8}\nattention: "
+                                                                      "{kernel: materialized, block_k: 64}"),
+                                                 "--model", "gpt2"], "apply to the fused kernel"),
+    ("attention-blocks-on-encoder", lambda p: ["run", run_config(p, "precision: {default: int8}\nattention: "
+                                                                    "{block_q: 64}"), "--model", "bert-base"],
+     "no attention of bert-base runs fused"),
+    ("attention-blocks-too-large", lambda p: ["run", run_config(p, "precision: {default: int8}\nattention: "
+                                                                   "{block_q: 1024, block_k: 1048576}"),
+                                              "--model", "gpt2"], "do not fit its buffers"),
+    ("attention-block-k-n-m", lambda p: ["run", run_config(p, "precision: {default: int8}\nattention: {block_k: 6}"
+                                                              "\nsparsity: {attention: {probabilities: '2:4'}}"),
+                                         "--model", "gpt2"], "multiple of 4"),
+    ("attention-unknown-key", lambda p: ["run", run_config(p, "precision: {default: int8}\nattention: "
+                                                              "{kernal: fused}"), "--model", "gpt2"], "kernal"),
+    ("json-and-csv", lambda p: ["run", "int8", "--model", "gpt2", "--json", "--format", "csv"],
+     "--json contradicts --format csv"),
+    ("generate-long-prompt-bf16", lambda p: ["generate", "native", "--model", "llama-3.1-8b", "--prompt", "131072",
+                                             "--new-tokens", "1", "--hardware", "tpu_v5e_like"],
+     "more than hardware tpu_v5e_like's DRAM of 16,000,000,000 bytes"),
     ("run-kv-cache-on-encoder", lambda p: ["run", run_config(p, "precision: {default: int8, kv_cache: int4}"),
                                            "--model", "bert-base"], "kv_cache does not apply"),
     ("run-kv-cache-bad-format", lambda p: ["run", run_config(p, "precision: {default: int8, kv_cache: int5x}"),
