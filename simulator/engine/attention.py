@@ -277,10 +277,13 @@ def estimate_cycles(geometry: AttentionGeometry, keys: int, blocks: Blocks, bits
     work = kernel_work(geometry, keys, blocks)
     m = machine
     compute = 0
-    for row in work.rows:
-        per_array = ceil_div(geometry.products * row.count, m.arrays)
-        rows = geometry.group * row.queries
-        for k, n in ((geometry.head_dim, row.keys), (row.keys, geometry.head_dim)):
+    # (products, query rows, keys) run one after another; split chunks run at once, as the longest
+    products = [(geometry.products * row.count, row.queries, row.keys) for row in work.rows]
+    if blocks.splits > 1:
+        products = [(geometry.products * work.chunks, 1, max(row.keys for row in work.rows))]
+    for count, queries, row_keys in products:
+        per_array, rows = ceil_div(count, m.arrays), geometry.group * queries
+        for k, n in ((geometry.head_dim, row_keys), (row_keys, geometry.head_dim)):
             compute += gemm_cycles(rows, k, n, m.rows, m.cols, m.dataflow, batch=per_array, pack=pack).compute_cycles
     compute += math.ceil((work.scores * m.softmax_cycles + work.rescales * m.mul_cycles) / m.lanes)
     fetched = work.key_reads(resident(geometry, keys, bits, m)) * (bits.key + bits.value)
@@ -322,17 +325,28 @@ def _candidates(geometry: AttentionGeometry, keys: int, bits: KernelBits, machin
                 block_k: int | None, multiple: int) -> list[Blocks]:
     """The blocks the search tries (see ``choose_blocks``)."""
     q_options = [block_q] if block_q is not None else sorted({min(b, geometry.queries) for b in BLOCK_CHOICES})
-    k_options = [block_k] if block_k is not None else [b for b in BLOCK_CHOICES if b % multiple == 0 and b < keys]
-    if block_k is None:
-        k_options.append(ceil_div(keys, multiple) * multiple)  # one block of every key
     if geometry.queries > 1:
-        return [Blocks(bq, bk) for bq in q_options for bk in k_options]
-    # Decode: every key block is visited once whatever its size, so larger key blocks only save rescales.
-    fitting = (bk for bk in reversed(k_options) if misfit(geometry, Blocks(1, bk), bits, machine) is None)
-    bk = next(fitting, k_options[0])
-    if kernel_work(geometry, keys, Blocks(1, bk)).masked_scores:  # chunks of a cut block are not modelled
-        return [Blocks(1, bk)]
-    if geometry.products >= machine.arrays:  # the products already fill the arrays: nothing to split for
-        return [Blocks(1, bk)]
-    chunks = [1 << i for i in range(machine.arrays.bit_length()) if 1 << i <= ceil_div(keys, bk)]
-    return [Blocks(1, bk, splits) for splits in chunks]
+        return [Blocks(bq, bk) for bq in q_options for bk in _key_blocks(keys, block_k, multiple)]
+    # Decode: every key block is visited once whatever its size, so larger key blocks only save rescales:
+    # per number of chunks, the largest that fit a chunk.
+    counts = [1] if geometry.products >= machine.arrays else [1 << i for i in range(machine.arrays.bit_length())]
+    candidates = []
+    for splits in counts:
+        options = _key_blocks(ceil_div(keys, splits), block_k, multiple)
+        fitting = (bk for bk in reversed(options) if misfit(geometry, Blocks(1, bk), bits, machine) is None)
+        blocks = Blocks(1, next(fitting, options[0]), splits)
+        if splits == 1:
+            candidates.append(blocks)
+        elif ceil_div(keys, blocks.block_k) >= splits and not kernel_work(geometry, keys, Blocks(1, blocks.block_k)
+                                                                           ).masked_scores:
+            candidates.append(blocks)  # chunks of whole blocks (a block the mask cuts is not split)
+    return candidates
+
+
+def _key_blocks(keys: int, block_k: int | None, multiple: int) -> list[int]:
+    """Key block sizes to try over ``keys`` keys, ascending: the pinned one, else the choices below it and
+    one block of every key (each a multiple of ``multiple``)."""
+    if block_k is not None:
+        return [block_k]
+    whole = ceil_div(keys, multiple) * multiple
+    return [b for b in BLOCK_CHOICES if b % multiple == 0 and b < whole] + [whole]

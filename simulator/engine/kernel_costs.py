@@ -40,9 +40,10 @@ class Works:
         self._found: dict[tuple[int, int, int], tuple[object, object, KernelWork]] = {}
 
     def of(self, step: Step) -> KernelWork | None:
-        """None outside a fused kernel."""
+        """None outside a fused kernel, and for its epilogue (output-sized: neither its keys nor its cost
+        depend on the blocks)."""
         op, kernel = step.op, step.kernel
-        if kernel is None or op.attention is None:
+        if kernel is None or op.attention is None or kernel.part == "epilogue":
             return None
         geometry, choice = op.attention, kernel.choice
         keys = geometry.keys_of(op)
@@ -88,32 +89,57 @@ def row_products(step: Step, tensors: dict[str, Tensor], work: KernelWork, machi
     geometry = op.attention
     whole = len(work.rows) == 1 and work.rows[0].count == 1 and work.rows[0].keys == work.keys
     kept_once = resident(geometry, work.keys, kernel.choice.bits, machine)
-    a, b = step.reads[0], step.reads[1]
-    whole_b = tensors[b].bytes_of(op.batch * op.k * op.n)
+    whole_b = tensors[step.reads[1]].bytes_of(op.batch * op.k * op.n)
     for index, row in enumerate(work.rows):
         fetched = (whole_b if index == 0 else 0) if kept_once else None
-        batch, m = geometry.products * row.count, geometry.group * row.queries
-        if whole and batch == op.batch and m == op.m:  # one block row covers the product (decode)
-            yield step, tensors, fetched
+        if whole and geometry.products == op.batch and geometry.group * row.queries == op.m:
+            yield step, tensors, fetched  # one block row covers the product (decode)
             continue
-        sub = replace(op, batch=batch, m=m, n=row.keys) if kernel.part == "qk" else replace(op, batch=batch, m=m,
-                                                                                           k=row.keys)
-        sized = dict(tensors)
-        for name, elements in ((a, batch * m * sub.k), (b, batch * sub.k * sub.n),
-                               *((name, batch * m * sub.n) for name in step.writes)):
-            sized[name] = replace(tensors[name], elements=elements)
-        yield replace(step, op=sub), sized, fetched
+        yield (*_product(step, tensors, geometry.products * row.count, geometry.group * row.queries, row.keys),
+               fetched)
+
+
+def concurrent_chunks(step: Step, tensors: dict[str, Tensor], work: KernelWork) -> tuple[Step, dict[str, Tensor]]:
+    """Split keys (decode): the chunks run at once, as independent products dealt to the arrays, so they
+    take the time of all of them as products of the longest chunk (their counts are the rows')."""
+    geometry = work.geometry
+    chunks = geometry.products * work.chunks
+    return _product(step, tensors, chunks, geometry.group * geometry.queries, max(row.keys for row in work.rows))
+
+
+def _product(step: Step, tensors: dict[str, Tensor], batch: int, m: int, keys: int,
+             ) -> tuple[Step, dict[str, Tensor]]:
+    """``step`` as ``batch`` products of ``m`` rows against ``keys`` keys, its operands and output cut to
+    them."""
+    op, kernel = step.op, step.kernel
+    assert kernel is not None
+    sub = replace(op, batch=batch, m=m, n=keys) if kernel.part == "qk" else replace(op, batch=batch, m=m, k=keys)
+    sized = dict(tensors)
+    a, b = step.reads[0], step.reads[1]
+    for name, elements in ((a, batch * m * sub.k), (b, batch * sub.k * sub.n),
+                           *((name, batch * m * sub.n) for name in step.writes)):
+        sized[name] = replace(tensors[name], elements=elements)
+    return replace(step, op=sub), sized
 
 
 def columns(step: Step, work: KernelWork | None, tensors: dict[str, Tensor], placement: Placement,
             machine: Machine) -> KernelColumns:
-    """The kernel columns of ``step``'s record."""
+    """The kernel columns of ``step``'s record (an epilogue's blocks are on its kernel's other rows)."""
     elements = sfu_elements(step, work) if step.unit == "sfu" else 0
+    if step.kernel is not None and step.kernel.part == "epilogue":
+        return KernelColumns(elements, "fused", closed_form_dram_bytes=_written(step, tensors, placement))
     if work is None:
         return KernelColumns(elements, "materialized" if step.op.attention is not None else "")
     blocks = work.blocks
     return KernelColumns(elements, "fused", blocks.block_q, blocks.block_k, blocks.splits,
                          closed_form(step, work, tensors, placement, machine))
+
+
+def _written(step: Step, tensors: dict[str, Tensor], placement: Placement) -> int:
+    """The kernel's output, at its stored bytes, if this step writes it to DRAM."""
+    assert step.op.attention is not None
+    rows = query_elements(step.op.attention)
+    return sum(tensors[name].bytes_of(rows) for name in step.writes if name in placement.written)
 
 
 def closed_form(step: Step, work: KernelWork, tensors: dict[str, Tensor], placement: Placement,
@@ -124,12 +150,10 @@ def closed_form(step: Step, work: KernelWork, tensors: dict[str, Tensor], placem
     once (by P V or its epilogue). Scores and probabilities move nothing."""
     kernel, geometry, home = step.kernel, work.geometry, placement.home
     assert kernel is not None
-    rows = query_elements(geometry)
-    written = sum(tensors[name].bytes_of(rows) for name in step.writes if name in placement.written)
     if kernel.part not in ("qk", "av"):
-        return written if kernel.part == "epilogue" else 0
+        return 0
     fetched = work.key_reads(resident(geometry, work.keys, kernel.choice.bits, machine))
     closed = tensors[step.reads[1]].bytes_of(fetched) if home[step.reads[1]] == DRAM else 0
     if kernel.part == "qk" and home[step.reads[0]] == DRAM:
-        closed += tensors[step.reads[0]].bytes_of(rows)
-    return closed + written
+        closed += tensors[step.reads[0]].bytes_of(query_elements(geometry))
+    return closed + _written(step, tensors, placement)

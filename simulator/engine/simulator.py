@@ -45,6 +45,7 @@ from simulator.engine.kernel_costs import (
     KernelColumns,
     Works,
     columns,
+    concurrent_chunks,
     rescaled_elements,
     row_products,
     sfu_elements,
@@ -247,6 +248,11 @@ class Simulator:
             cost, chosen, pack, sparsity, split = self._matrix_cost(row_step, sized, placement, weight_bytes, fetched)
             costs.append(cost)
             busy += cost.compute_cycles + (row_step.op.batch if self.timing == "scalesim" and cost.folds else 0)
+        if work.blocks.splits > 1:  # the chunks run at once: their time is the concurrent products'
+            timed, *_, split = self._matrix_cost(*concurrent_chunks(step, tensors, work), placement, weight_bytes)
+            costs = [replace(_summed(costs, 1, self.hardware), compute_cycles=0, dense_compute_cycles=0, folds=0),
+                     replace(timed, **dict.fromkeys(("macs", *ACCESS_COLUMNS), 0))]
+            busy = timed.compute_cycles
         # the format, packing and sparsity are the step's; the split reported is the last row's (the longest)
         whole = costs[0] if len(costs) == 1 else _summed(costs, self.hardware.pes * pack * busy, self.hardware)
         return whole, chosen, pack, sparsity, split

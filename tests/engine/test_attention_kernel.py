@@ -298,3 +298,24 @@ def test_qwen2_windowed_blocks_compute_only_their_band(tmp_path):
     swapped.write_text(json.dumps({**config, "layer_types": ["sliding_attention"]}))
     with pytest.raises(InputError, match="layer_types must list 2"):
         load_model(str(swapped)).trace(Workload(tokens=64))
+
+
+def test_a_decode_step_whose_products_do_not_fill_the_arrays_splits_its_keys():
+    """Qwen2-0.5B (2 key/value heads) decoding against 4,096 cached tokens on tpu_v5e_like's 4 arrays: the
+    keys are dealt into 2 chunks that run at once (4 products, one per array); the MACs and the bytes are
+    the unsplit ones, P V takes less time, and the vector unit combines the chunks."""
+    trace = load_model(str(TESTS / "configs" / "qwen2-0.5b.json")).trace(Workload(tokens=4096, phase="decode"))
+    fused = simulate(trace, V5E, policy())
+    materialized = simulate(trace, V5E, policy(kernel="materialized"))
+    ours, theirs = (r[r.layer == 0].set_index("role") for r in (fused, materialized))
+    assert ours.loc["bmm_av", "key_chunks"] == 2 and ours.loc["bmm_av", "array_split"] == "products/4"
+    for role in ("bmm_qk", "bmm_av"):
+        assert ours.loc[role, "macs"] == theirs.loc[role, "macs"]
+        assert ours.loc[role, "dram_bytes"] == theirs.loc[role, "dram_bytes"]
+    assert ours.loc["bmm_av", "compute_cycles"] < theirs.loc["bmm_av", "compute_cycles"]
+    rows, width = 7, 64 + 2  # 14 heads over 2 key/value heads, head_dim 64
+    one_block_each = 2 * rows * (width + 64)  # the second chunk combined, the division by the row sums
+    softmax = ours.loc["softmax"]
+    assert softmax.compute_cycles == math.ceil((softmax.elements * V5E.sfu_cost("softmax")
+                                                + one_block_each * V5E.sfu_cost("mul")) / V5E.sfu_lanes)
+    assert fused.totals["total_cycles"] < materialized.totals["total_cycles"]
