@@ -43,6 +43,11 @@ def sparsity_case(command: str, sparsity: str):
                       "bert-base"]
 
 
+def attention_case(attention: str, model: str = "gpt2"):
+    """Arguments running ``model`` under an INT8 config with this ``attention`` section."""
+    return lambda p: ["run", run_config(p, f"precision: {{default: int8}}\nattention: {attention}"), "--model", model]
+
+
 def _energy_table(directory, *replacements):
     """rapid_like priced by a copy of the 45 nm table with regex replacements applied (pattern, new, ...)."""
     text = (ROOT / "configs" / "energy" / "horowitz_45nm.yaml").read_text()
@@ -192,25 +197,16 @@ CASES = [
     ("memory-range-outside", lambda p: ["memory", run_config(p, "precision: {default: int8, layers: "
                                                                 "{'0-12': int4}}"), "--model", "bert-base"],
      "outside bert-base"),
-    ("attention-block-zero", lambda p: ["run", run_config(p, "precision: {default: int8}\nattention: {block_q: 0}"),
-                                        "--model", "gpt2"], "attention.block_q"),
-    ("attention-unknown-kernel", lambda p: ["run", run_config(p, "precision: {default: int8}\nattention: "
-                                                                 "{kernel: flash}"), "--model", "gpt2"],
-     "attention.kernel"),
-    ("attention-blocks-materialized", lambda p: ["run", run_config(p, "precision: {default: int8}\nattention: "
-                                                                      "{kernel: materialized, block_k: 64}"),
-                                                 "--model", "gpt2"], "apply to the fused kernel"),
-    ("attention-blocks-on-encoder", lambda p: ["run", run_config(p, "precision: {default: int8}\nattention: "
-                                                                    "{block_q: 64}"), "--model", "bert-base"],
+    ("attention-block-zero", attention_case("{block_q: 0}"), "attention.block_q"),
+    ("attention-unknown-kernel", attention_case("{kernel: flash}"), "attention.kernel"),
+    ("attention-blocks-materialized", attention_case("{kernel: materialized, block_k: 64}"),
+     "apply to the fused kernel"),
+    ("attention-blocks-on-encoder", attention_case("{block_q: 64}", "bert-base"),
      "no attention of bert-base runs fused"),
-    ("attention-blocks-too-large", lambda p: ["run", run_config(p, "precision: {default: int8}\nattention: "
-                                                                   "{block_q: 1024, block_k: 1048576}"),
-                                              "--model", "gpt2"], "do not fit its buffers"),
-    ("attention-block-k-n-m", lambda p: ["run", run_config(p, "precision: {default: int8}\nattention: {block_k: 6}"
-                                                              "\nsparsity: {attention: {probabilities: '2:4'}}"),
-                                         "--model", "gpt2"], "multiple of 4"),
-    ("attention-unknown-key", lambda p: ["run", run_config(p, "precision: {default: int8}\nattention: "
-                                                              "{kernal: fused}"), "--model", "gpt2"], "kernal"),
+    ("attention-blocks-too-large", attention_case("{block_q: 1024, block_k: 1048576}"), "do not fit its buffers"),
+    ("attention-block-k-n-m", attention_case("{block_k: 6}\nsparsity: {attention: {probabilities: '2:4'}}"),
+     "multiple of 4"),
+    ("attention-unknown-key", attention_case("{kernal: fused}"), "kernal"),
     ("json-and-csv", lambda p: ["run", "int8", "--model", "gpt2", "--json", "--format", "csv"],
      "--json contradicts --format csv"),
     ("generate-long-prompt-bf16", lambda p: ["generate", "native", "--model", "llama-3.1-8b", "--prompt", "131072",
