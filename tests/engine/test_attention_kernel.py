@@ -319,3 +319,37 @@ def test_a_decode_step_whose_products_do_not_fill_the_arrays_splits_its_keys():
     assert softmax.compute_cycles == math.ceil((softmax.elements * V5E.sfu_cost("softmax")
                                                 + one_block_each * V5E.sfu_cost("mul")) / V5E.sfu_lanes)
     assert fused.totals["total_cycles"] < materialized.totals["total_cycles"]
+
+
+def test_a_fused_prefills_vector_work_and_traffic_are_their_closed_forms():
+    """Llama-3-8B, 1,024 tokens, 256 x 256 blocks (n = 4 query blocks of b = 256), int8 on one v5e array
+    with a 128 KiB filter buffer (one product's keys and values, 2 x 1,024 x 128 bytes, do not stay; a
+    double-buffered 256-key block of each just fits): P = 8 products of G = 4 query heads, head_dim 128."""
+    hardware = preset_with("tpu_v5e_like", array={**V5E.array.model_dump(), "count": 1},
+                           memory={"filter_buffer_bytes": 128 << 10, "ifmap_buffer_bytes": 1 << 20})
+    trace = load_model("llama-3-8b").trace(Workload(tokens=1024, head="none"))
+    res = simulate(trace, hardware, policy(block_q=256, block_k=256))
+    layer = res[(res.layer == 0) & (res.kernel == "fused")].set_index("name")
+    p, g, n, b, d = 8, 4, 4, 256, 128
+    scores = p * g * b * b * n * (n + 1) // 2
+    prefix = "layers.0.self_attn."
+    for name in ("qk.dequantize", "score_scale", "softmax", "av.quantize_a"):
+        assert layer.loc[prefix + name, "elements"] == scores, name
+    assert layer.loc[prefix + "causal_mask_add", "elements"] == p * g * n * b * b  # the diagonal blocks
+    assert layer.loc[prefix + "av.dequantize", "elements"] == p * g * 1024 * d  # the output, once
+    rescales = p * g * (sum(b * (d + 2) * i for i in range(n)) + 1024 * d)
+    lanes, softmax = hardware.sfu_lanes, hardware.sfu_cost("softmax")
+    assert layer.loc[prefix + "softmax", "compute_cycles"] == math.ceil((scores * softmax + rescales) / lanes)
+    keys_read = p * sum(b * (i + 1) for i in range(n)) * d  # per query block, the keys up to the diagonal
+    homes = res[res.layer == 0].set_index("name").residency  # where each step's output lives
+    for name, operand in (("qk", "qk.quantize_b"), ("av", "av.quantize_b")):
+        row = layer.loc[prefix + name]
+        assert row.macs == scores * d
+        assert row.filter_write_bytes == keys_read  # into the filter buffer, from its home, per query block
+        query = p * g * 1024 * d if name == "qk" and homes[prefix + "qk.quantize_a"] == "dram" else 0
+        keys = keys_read if homes[prefix + operand] == "dram" else 0
+        assert row.dram_read_bytes == keys + query
+    assert layer.loc[prefix + "av.quantize_a", "ifmap_write_bytes"] == scores  # int8 probabilities, on chip
+    v_on_chip = keys_read if homes[prefix + "av.quantize_b"] == "chip" else 0  # V copied to the filter buffer
+    assert layer.loc[prefix + "av", "ifmap_read_bytes"] == scores + v_on_chip  # P read once (one column tile)
+    assert layer.loc[prefix + "av", "block_q"] == 256
