@@ -7,7 +7,14 @@ from typing import Any
 
 import click
 
-from simulator.cli.options import StrictCommand, chosen_format, format_options, knob_option, positive_int
+from simulator.cli.options import (
+    StrictCommand,
+    chosen_format,
+    format_options,
+    knob_option,
+    load_policy,
+    positive_int,
+)
 from workloads.errors import InputError
 from workloads.models import Workload, load_model
 
@@ -38,7 +45,6 @@ def generate(config: str, model: str, prompt: int, new_tokens: int, batch: int, 
     from simulator.report.files import check_out_dir, staged_dir
     from simulator.report.summary import breakdown, plot_steps, write_json
     from simulator.spec.hardware import load_hardware
-    from simulator.spec.run_config import load_run_config
 
     fmt = chosen_format(fmt, as_json)
     if new_tokens < 1:
@@ -46,13 +52,15 @@ def generate(config: str, model: str, prompt: int, new_tokens: int, batch: int, 
     if beams < 1:
         raise InputError(f"--beams must be at least 1, got {beams}")
     out_dir = check_out_dir(out, force) if out else None
-    policy = load_run_config(config)
+    policy, sources = load_policy(config, model, hardware_name)
     hardware = load_hardware(hardware_name or policy.config.hardware)
     spec = load_model(model)
     prompt_workload = Workload(batch=batch, tokens=prompt, head=head, expert_imbalance=expert_imbalance)
     generation = run_generation(spec, prompt_workload, new_tokens, Simulator(hardware, policy), beams=beams)
     summary = {"model": spec.name, "config": policy.name, "hardware": hardware.name,
                **generation_summary(generation, hardware)}
+    if sources:
+        summary["notes"] = list(sources)
     summary["prefill"] = breakdown(generation.prefill).to_dict(orient="records")
     summary["decode"] = breakdown(generation.decode).to_dict(orient="records") if generation.decode is not None else []
     summary["steps"] = generation.steps[["step", "cache_tokens", "total_cycles", "latency_ms"]].to_dict(

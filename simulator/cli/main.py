@@ -9,6 +9,7 @@ import traceback
 import click
 
 from simulator.cli.area import area
+from simulator.cli.config import config
 from simulator.cli.extract import extract
 from simulator.cli.gemm import gemm
 from simulator.cli.generate import generate
@@ -32,7 +33,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-for command in (models, extract, gemm, run, memory, reproduce, sweep, generate, area):
+for command in (models, extract, gemm, run, memory, reproduce, sweep, generate, area, config):
     cli.add_command(command)
 
 

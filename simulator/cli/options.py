@@ -61,6 +61,20 @@ def chosen_format(fmt: str | None, as_json: bool) -> str:
     return "json" if as_json else fmt or "table"
 
 
+def load_policy(config: str, model: str, hardware: str | None) -> tuple[Policy, tuple[str, ...]]:
+    """The run config ``config`` names, or (``checkpoint``) the one the checkpoint directory ``model`` derives
+    on ``hardware``; with the notes saying where a derived config's decisions came from."""
+    from simulator.spec.checkpoint import CHECKPOINT, checkpoint_run
+    from simulator.spec.run_config import load_run_config
+
+    if config != CHECKPOINT:
+        return load_run_config(config), ()
+    if hardware is None:
+        raise click.UsageError("the checkpoint config needs --hardware (a checkpoint does not name a chip)")
+    derived = checkpoint_run(model, hardware)
+    return derived.policy, derived.sources
+
+
 class StrictCommand(click.Command):
     """A command that refuses an option given twice (click would silently keep the last value)."""
 

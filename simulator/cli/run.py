@@ -11,6 +11,7 @@ from simulator.cli.options import (
     StrictCommand,
     chosen_format,
     format_options,
+    load_policy,
     make_workload,
     mask_provider,
     workload_options,
@@ -57,11 +58,11 @@ def run(config: str, model: str, hardware_name: str | None, include_frontend: bo
     from simulator.report.files import check_out_dir
     from simulator.report.summary import format_run, run_summary
     from simulator.spec.hardware import load_hardware
-    from simulator.spec.run_config import load_baseline, load_run_config
+    from simulator.spec.run_config import load_baseline
 
     fmt = chosen_format(fmt, as_json)
     out_dir = check_out_dir(out, force) if out else None
-    policy = load_run_config(config)
+    policy, sources = load_policy(config, model, hardware_name)
     baseline = load_baseline(policy)
     hardware = load_hardware(hardware_name or policy.config.hardware)
     trace = _scoped_trace(model, make_workload(knobs), use_tracer, include_frontend, include_head)
@@ -78,6 +79,7 @@ def run(config: str, model: str, hardware_name: str | None, include_frontend: bo
                           hardware=hardware.name, baseline=comparison.baseline_results,
                           baseline_name=baseline.name if baseline else None, fp16=comparison.fp16_results,
                           native=comparison.native_results, workload=dict(trace.workload))
+    summary["notes"] = [*sources, *summary["notes"]]
     if fmt == "table":
         click.echo(format_run(summary))
     elif fmt == "json":

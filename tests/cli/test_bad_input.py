@@ -43,6 +43,14 @@ def sparsity_case(command: str, sparsity: str):
                       "bert-base"]
 
 
+def checkpoint_dir(directory, quantization):
+    """A checkpoint directory: tests/configs' Qwen2 shape with this quantization_config."""
+    config = json.loads((ROOT / "tests" / "configs" / "qwen2-0.5b.json").read_text())
+    (directory / "ckpt").mkdir()
+    write(directory / "ckpt", "config.json", json.dumps({**config, "quantization_config": quantization}))
+    return str(directory / "ckpt")
+
+
 def attention_case(attention: str, model: str = "gpt2"):
     """Arguments running ``model`` under an INT8 config with this ``attention`` section."""
     return lambda p: ["run", run_config(p, f"precision: {{default: int8}}\nattention: {attention}"), "--model", model]
@@ -207,6 +215,13 @@ CASES = [
     ("attention-block-k-n-m", attention_case("{block_k: 6}\nsparsity: {attention: {probabilities: '2:4'}}"),
      "multiple of 4"),
     ("attention-unknown-key", attention_case("{kernal: fused}"), "kernal"),
+    ("checkpoint-without-hardware", lambda p: ["run", "checkpoint", "--model", "gpt2"], "needs --hardware"),
+    ("checkpoint-not-a-directory", lambda p: ["run", "checkpoint", "--model", str(p), "--hardware", "tpu_v5e_like"],
+     "not a checkpoint directory (no config.json)"),
+    ("checkpoint-unknown-method", lambda p: ["run", "checkpoint", "--model", checkpoint_dir(p, {"quant_method": "hqq"}),
+                                             "--hardware", "tpu_v5e_like"], "quant_method 'hqq' is not supported"),
+    ("config-not-a-checkpoint", lambda p: ["config", "--from-checkpoint", str(p), "--hardware", "tpu_v5e_like"],
+     "not a checkpoint directory"),
     ("json-and-csv", lambda p: ["run", "int8", "--model", "gpt2", "--json", "--format", "csv"],
      "--json contradicts --format csv"),
     ("generate-long-prompt-bf16", lambda p: ["generate", "native", "--model", "llama-3.1-8b", "--prompt", "131072",
@@ -362,7 +377,9 @@ CASES = [
 def test_suite_is_large_and_covers_every_command(tmp_path):
     assert len(CASES) >= 40 and len({name for name, _, _ in CASES}) == len(CASES)
     commands = {make(tmp_path)[0] for _, make, _ in CASES}
-    assert {"models", "extract", "gemm", "memory", "run", "reproduce", "sweep"} <= commands
+    from simulator.cli.main import cli
+
+    assert set(cli.commands) <= commands
 
 
 @pytest.mark.parametrize(("make_args", "needle"), [(make, needle) for _, make, needle in CASES],

@@ -1,0 +1,66 @@
+"""A checkpoint as a run: its directory read (checkpoint_files), its recipe derived (checkpoint_schemes),
+its headers checked against the recipe, and the run config with where each decision came from."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from simulator.spec.checkpoint_files import check_headers, read_checkpoint
+from simulator.spec.checkpoint_schemes import derive
+from simulator.spec.hardware import load_hardware
+from simulator.spec.run_config import Policy, policy_from_dict
+from workloads.errors import InputError
+from workloads.models import Workload, load_model
+from workloads.ops import Op
+
+CHECKPOINT = "checkpoint"  # the run config name that reads the model's own recipe
+
+
+@dataclass(frozen=True)
+class CheckpointRun:
+    policy: Policy
+    config: dict[str, Any]  # the derived run config, as `accelsim config --from-checkpoint` prints it
+    sources: tuple[str, ...]  # where each decision came from, for the run's notes
+
+
+def checkpoint_run(directory: str | Path, hardware: str) -> CheckpointRun:
+    """The run config of the checkpoint in ``directory`` on ``hardware`` (a preset name or path)."""
+    checkpoint = read_checkpoint(directory)
+    spec = load_model(str(directory))
+    linears = [op for op in spec.trace(Workload(tokens=8) if spec.family.default_tokens else Workload())
+               if op.kind == "gemm" and op.weight_params]
+    name = Path(directory).resolve().name or "checkpoint"
+    derived = derive(checkpoint.quantization, linears, name, hardware, _parse_compressed_tensors)
+    policy = policy_from_dict(derived.config, f"{directory}: the config derived from its quantization_config")
+    check_headers(checkpoint, _weight_formats(policy.on(load_hardware(hardware)), linears), linears)
+    sources = [f"checkpoint: {source}" for source in derived.sources]
+    if checkpoint.headers is None:
+        sources.append("checkpoint: no safetensors weights: the formats come from config.json alone")
+    return CheckpointRun(policy, derived.config, tuple(sources))
+
+
+def _weight_formats(policy: Policy, linears: list[Op]) -> dict[str, str]:
+    """Op name -> its stored weight format and scale group (``int4/128``), what the headers must show."""
+    scales = policy.config.precision.effective_weight_scales
+    group = f"/{scales.group_size}" if scales.per == "group" else ""
+    return {op.name: f"{policy.weight_precision(op).name}{group}" for op in linears}
+
+
+def _parse_compressed_tensors(quantization: Mapping[str, Any]) -> Any:
+    """compressed-tensors' own model of the config (the package comes with the hf extra: it needs torch)."""
+    try:
+        from compressed_tensors.quantization import QuantizationConfig
+    except ImportError:
+        raise InputError("reading a compressed-tensors checkpoint needs the compressed-tensors package: "
+                         "pip install 'accelsim[hf]'") from None
+    from pydantic import ValidationError
+
+    try:
+        return QuantizationConfig.model_validate(dict(quantization))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise InputError(f"quantization_config.{where}: {error['msg']}") from None

@@ -1,0 +1,271 @@
+"""A checkpoint's own compression recipe as an accelsim run config (pure: the files are read elsewhere).
+
+Hugging Face checkpoints say how they were compressed in ``config.json``'s ``quantization_config``:
+
+- ``compressed-tensors`` (llm-compressor): each of ``config_groups`` quantizes the modules its ``targets``
+  name (``Linear``: every linear layer; a module name; ``re:`` a regular expression) except those of
+  ``ignore``: its ``weights`` (int or float, bits, strategy tensor / channel / group / tensor_group,
+  group size, symmetric) and ``input_activations`` (strategy token or tensor, dynamic or static);
+  ``kv_cache_scheme`` stores the KV cache; ``sparsity_config`` names 2:4 weights. Parsed with the
+  ``compressed-tensors`` package's own models.
+- ``gptq`` (bits, group_size, sym, desc_act) and ``awq`` (bits, group_size, zero_point): integer weights
+  with 16-bit scales and packed zero points per group; the LM head is left unquantized.
+
+Each decision records where it came from (``Derived.sources``). A field accelsim cannot represent is
+refused naming it and its value, never approximated.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from workloads.errors import InputError
+from workloads.ops import Op
+
+# Module names of the Llama-style closed form in Hugging Face's spelling (checkpoints name modules so).
+_LLAMA_LEAVES = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "out": "o_proj", "gate_proj": "gate_proj",
+                 "up_proj": "up_proj", "down_proj": "down_proj"}
+_LLAMA_OP = re.compile(r"layers\.(\d+)\.(self_attn|mlp)\.(\w+)")
+_SCALE_BITS = {None: 16, "torch.bfloat16": 16, "torch.float16": 16, "torch.float32": 32,
+               "torch.float8_e4m3fn": 8, "torch.uint8": 8}
+
+
+def hf_module_name(op: Op) -> str:
+    """The Hugging Face module a Llama-family closed-form op stands for (``layers.3.self_attn.q`` ->
+    ``model.layers.3.self_attn.q_proj``; ``lm_head`` stays)."""
+    match = _LLAMA_OP.fullmatch(op.name)
+    if match is not None and match.group(3) in _LLAMA_LEAVES:
+        return f"model.layers.{match.group(1)}.{match.group(2)}.{_LLAMA_LEAVES[match.group(3)]}"
+    return op.name
+
+
+@dataclass
+class Derived:
+    """A run config (as a dict ``RunConfig`` validates) and, per decision, where it came from."""
+
+    config: dict[str, Any]
+    sources: list[str] = field(default_factory=list)
+
+
+def derive(quantization: Mapping[str, Any] | None, linears: Sequence[Op], name: str, hardware: str,
+           parse_compressed_tensors: Callable[[Mapping[str, Any]], Any]) -> Derived:
+    """The run config (on ``hardware``) of a checkpoint whose ``quantization_config`` is ``quantization``
+    (None: an unquantized checkpoint), for a model whose weight matrices are ``linears``."""
+    if quantization is None:
+        return Derived({"name": name, "hardware": hardware, "precision": {"default": "native"}},
+                       ["weights and activations native: config.json has no quantization_config"])
+    method = quantization.get("quant_method")
+    if method == "compressed-tensors":
+        derived = _compressed_tensors(parse_compressed_tensors(quantization), quantization, linears,
+                                      _base(name, hardware))
+    elif method in ("gptq", "awq"):
+        derived = _gptq_awq(method, quantization, _base(name, hardware))
+    else:
+        raise InputError(f"quantization_config.quant_method {method!r} is not supported (supported: "
+                         "compressed-tensors, gptq, awq)")
+    # The recipes quantize the inputs of linear layers only: the attention products compute natively.
+    derived.config["precision"].setdefault("ops", {}).update(bmm_qk="native", bmm_av="native")
+    derived.sources.append("attention products native: the recipe quantizes the inputs of linear layers only")
+    return derived
+
+
+def _base(name: str, hardware: str) -> dict[str, Any]:
+    return {"name": name, "hardware": hardware, "precision": {}, "baseline": "native"}
+
+
+def _gptq_awq(method: str, quantization: Mapping[str, Any], config: dict[str, Any]) -> Derived:
+    bits, group = quantization.get("bits"), quantization.get("group_size", -1)
+    if bits not in (2, 3, 4, 8):
+        raise InputError(f"quantization_config.bits {bits!r}: {method} stores 2, 3, 4 or 8-bit weights")
+    if method == "gptq" and quantization.get("desc_act"):
+        raise InputError("quantization_config.desc_act true: act-order GPTQ stores a permutation (g_idx) per input "
+                         "channel, which accelsim does not model")
+    asymmetric = not quantization.get("sym", True) if method == "gptq" else bool(quantization.get("zero_point", True))
+    scales: dict[str, Any] = {"per": "channel"} if group in (-1, None) else {"per": "group", "group_size": group}
+    # Both store 16-bit scales and packed zero points (GPTQ stores them for symmetric weights too).
+    scales.update(scale_bits=16, zero_point_bits=bits if (asymmetric or method == "gptq") else 0)
+    config["precision"] = {"weights": f"int{bits}", "activations": "native", "ops": {"head": "native"},
+                           "weight_scales": scales}
+    how = f"group {group}" if scales["per"] == "group" else "per channel"
+    return Derived(config, [f"weights int{bits} {how} ({method}: bits, group_size); activations native",
+                            f"lm_head native ({method} leaves it unquantized)"])
+
+
+def _compressed_tensors(parsed: Any, raw: Mapping[str, Any], linears: Sequence[Op], config: dict[str, Any],
+                        ) -> Derived:
+    derived = Derived(config)
+    precision: dict[str, Any] = derived.config["precision"]
+    assignment = _assign(parsed, linears)
+    if not assignment:
+        raise InputError("quantization_config.config_groups: no group's targets match a weight matrix of the model")
+    schemes = {group: _scheme(parsed.config_groups[group], group) for group in sorted(set(assignment.values()))}
+    roles: dict[str, set[str]] = {}
+    for op in linears:
+        roles.setdefault(op.role, set()).add(assignment.get(op.name, ""))
+    mixed = sorted(role for role, groups in roles.items() if len(groups) > 1)
+    if mixed:
+        raise InputError(f"quantization_config: the {', '.join(mixed)} layers are not all quantized alike (accelsim "
+                         "sets formats per role, group or layer range, not per module)")
+    counts: dict[str, int] = {}
+    for op in linears:
+        counts[assignment.get(op.name, "")] = counts.get(assignment.get(op.name, ""), 0) + 1
+    main = max(sorted(counts), key=lambda group: counts[group])
+    precision.update(_sides(schemes.get(main)))
+    for role, (group,) in sorted((role, tuple(groups)) for role, groups in roles.items()):
+        if group != main:
+            sides = _sides(schemes.get(group))
+            same = sides["weights"] == sides["activations"]
+            precision.setdefault("ops", {})[role] = sides["weights"] if same else sides
+            derived.sources.append(f"{role} {_describe(schemes.get(group))}: " + (
+                f"compressed-tensors {group}" if group else "ignore"))
+    derived.sources.insert(0, f"weights and activations {_describe(schemes.get(main))}: "
+                              + (f"compressed-tensors {main}" if main else "no group targets them"))
+    _scales(precision, [scheme for scheme in schemes.values()])
+    _kv_cache(precision, raw.get("kv_cache_scheme"), derived.sources)
+    _sparsity(derived, raw.get("sparsity_config"), linears)
+    return derived
+
+
+@dataclass(frozen=True)
+class _Scheme:
+    weights: str
+    activations: str
+    weight_scales: dict[str, Any] | None
+    activation_scales: dict[str, Any] | None
+
+
+def _assign(parsed: Any, linears: Sequence[Op]) -> dict[str, str]:
+    """Op name -> the config group that quantizes it (none: left out, or ignored)."""
+    ignore = list(parsed.ignore or [])
+    used = set()
+    assignment: dict[str, str] = {}
+    for op in linears:
+        module = hf_module_name(op)
+        ignored = [entry for entry in ignore if _matches(entry, module)]
+        if ignored:
+            used.update(ignored)
+            continue
+        for group, scheme in parsed.config_groups.items():
+            if any(_matches(target, module) for target in scheme.targets):
+                assignment[op.name] = group
+                break
+    unused = [entry for entry in ignore if entry not in used]
+    if unused:
+        raise InputError(f"quantization_config.ignore: {unused[0]!r} matches no weight matrix of the model")
+    return assignment
+
+
+def _matches(target: str, module: str) -> bool:
+    """A compressed-tensors target or ignore entry against a module name (``Linear``: every weight matrix
+    accelsim models is a linear layer)."""
+    if target == "Linear":
+        return True
+    if target.startswith("re:"):
+        return re.fullmatch(target[3:], module) is not None or re.match(target[3:], module) is not None
+    return target == module
+
+
+def _format(args: Any, where: str) -> tuple[str, dict[str, Any] | None]:
+    """An accelsim format and, for formats without scales of their own, the scale granularity."""
+    kind, bits, strategy = str(args.type), int(args.num_bits), str(args.strategy)
+    if strategy == "block":
+        raise InputError(f"{where}.strategy block ({args.block_structure}): block-wise scales are not modelled")
+    if kind == "float" and bits == 4 and strategy == "tensor_group" and args.group_size == 16:
+        return "nvfp4", None
+    if kind == "float" and bits == 4 and strategy == "group" and args.group_size == 32:
+        return "mxfp4", None
+    if kind == "float" and bits != 8:
+        raise InputError(f"{where}: {bits}-bit floats ({strategy}, group {args.group_size}) are not an accelsim "
+                         "format (fp8, nvfp4, mxfp4 are)")
+    name = "fp8_e4m3" if kind == "float" else f"int{bits}"
+    scale_bits = _SCALE_BITS.get(None if args.scale_dtype is None else str(args.scale_dtype))
+    if scale_bits is None:
+        raise InputError(f"{where}.scale_dtype {args.scale_dtype}: not a scale accelsim counts")
+    scales: dict[str, Any] = {"per": strategy if strategy in ("tensor", "channel", "group") else "token",
+                              "scale_bits": scale_bits}
+    if strategy == "group":
+        scales["group_size"] = int(args.group_size)
+    if not args.symmetric and kind == "int":
+        scales["zero_point_bits"] = bits
+    return name, scales
+
+
+def _scheme(scheme: Any, group: str) -> _Scheme:
+    where = f"quantization_config.config_groups.{group}"
+    if scheme.output_activations is not None:
+        raise InputError(f"{where}.output_activations: quantized outputs are not modelled")
+    weights, weight_scales = ("native", None) if scheme.weights is None else _format(scheme.weights, f"{where}.weights")
+    if weight_scales is not None and weight_scales["per"] == "token":
+        raise InputError(f"{where}.weights.strategy {scheme.weights.strategy}: weights take tensor, channel or "
+                         "group scales")
+    activations, activation_scales = "native", None
+    if scheme.input_activations is not None:
+        args = scheme.input_activations
+        activations, found = _format(args, f"{where}.input_activations")
+        if found is not None:
+            if found["per"] not in ("token", "tensor"):
+                raise InputError(f"{where}.input_activations.strategy {args.strategy}: activations take token or "
+                                 "tensor scales")
+            activation_scales = {"per": found["per"], "scale_bits": found["scale_bits"]}
+    return _Scheme(weights, activations, weight_scales, activation_scales)
+
+
+def _sides(scheme: _Scheme | None) -> dict[str, str]:
+    if scheme is None:
+        return {"weights": "native", "activations": "native"}
+    return {"weights": scheme.weights, "activations": scheme.activations}
+
+
+def _describe(scheme: _Scheme | None) -> str:
+    if scheme is None:
+        return "native"
+    scales = scheme.weight_scales or {}
+    how = f" g{scales['group_size']}" if scales.get("per") == "group" else (f" per {scales['per']}" if scales else "")
+    return f"weights {scheme.weights}{how}, activations {scheme.activations}"
+
+
+def _scales(precision: dict[str, Any], schemes: list[_Scheme]) -> None:
+    """accelsim keeps one weight and one activation scale granularity per run: the groups must agree."""
+    for key, found in (("weight_scales", {repr(s.weight_scales) for s in schemes if s.weight_scales}),
+                       ("activation_scales", {repr(s.activation_scales) for s in schemes if s.activation_scales})):
+        if len(found) > 1:
+            raise InputError(f"quantization_config.config_groups: the groups' {key.replace('_', ' ')} differ "
+                             f"({' vs '.join(sorted(found))}); accelsim keeps one per run")
+    weight = next((s.weight_scales for s in schemes if s.weight_scales), None)
+    activation = next((s.activation_scales for s in schemes if s.activation_scales), None)
+    if weight is not None:
+        precision["weight_scales"] = weight
+    if activation is not None:
+        precision["activation_scales"] = activation
+
+
+def _kv_cache(precision: dict[str, Any], scheme: Mapping[str, Any] | None, sources: list[str]) -> None:
+    if scheme is None:
+        return
+    bits, kind, strategy = scheme.get("num_bits"), scheme.get("type", "int"), scheme.get("strategy", "tensor")
+    if (kind, bits) not in (("int", 8), ("float", 8), ("int", 4)):
+        raise InputError(f"quantization_config.kv_cache_scheme: {kind} {bits}-bit caches are not modelled")
+    per = {"tensor": "tensor", "attn_head": "head", "token": "token"}.get(strategy)
+    if per is None:
+        raise InputError(f"quantization_config.kv_cache_scheme.strategy {strategy!r}: not a cache scale accelsim "
+                         "models (tensor, attn_head, token)")
+    precision["kv_cache"] = "fp8_e4m3" if kind == "float" else f"int{bits}"
+    precision["kv_scales"] = {"per": per, "scale_bits": 16}
+    sources.append(f"KV cache {precision['kv_cache']} per {per}: kv_cache_scheme")
+
+
+def _sparsity(derived: Derived, scheme: Mapping[str, Any] | None, linears: Sequence[Op]) -> None:
+    if scheme is None:
+        return
+    structure = scheme.get("sparsity_structure")
+    if structure not in ("2:4",):
+        raise InputError(f"quantization_config.sparsity_config.sparsity_structure {structure!r}: accelsim reads "
+                         "2:4 checkpoints")
+    targets, ignore = scheme.get("targets") or ["Linear"], scheme.get("ignore") or []
+    roles = sorted({op.role for op in linears if any(_matches(t, hf_module_name(op)) for t in targets)
+                    and not any(_matches(i, hf_module_name(op)) for i in ignore)})
+    derived.config["sparsity"] = {"weights": {"pattern": "2:4", "roles": roles}}
+    derived.sources.append(f"2:4 weights in {', '.join(roles)}: sparsity_config ({scheme.get('format')})")

@@ -1,0 +1,205 @@
+"""Bring your own checkpoint: a checkpoint's quantization_config becomes the run config its recipe means,
+equal to the hand-written accelsim config of the same scheme, and its safetensors headers must agree."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from simulator.engine import simulate
+from simulator.spec.checkpoint import checkpoint_run
+from simulator.spec.hardware import load_hardware
+from simulator.spec.run_config import policy_from_dict
+from workloads.errors import InputError
+from workloads.models import Workload, load_model
+
+TINY = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 1000, "hidden_size": 256,
+        "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "max_position_embeddings": 512, "tie_word_embeddings": False}
+
+
+def group(weights: dict | None, activations: dict | None = None, targets=("Linear",)) -> dict:
+    return {"targets": list(targets), "weights": weights, "input_activations": activations}
+
+
+def compressed(groups: dict, fmt: str, ignore=("lm_head",), **extra) -> dict:
+    return {"quant_method": "compressed-tensors", "format": fmt, "config_groups": groups, "ignore": list(ignore),
+            **extra}
+
+
+W4A16 = compressed({"group_0": group({"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group",
+                                      "group_size": 128})}, "pack-quantized")
+W8A8 = compressed({"group_0": group({"num_bits": 8, "type": "int", "symmetric": True, "strategy": "channel"},
+                                    {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "token",
+                                     "dynamic": True})}, "int-quantized")
+FP8 = compressed({"group_0": group({"num_bits": 8, "type": "float", "symmetric": True, "strategy": "channel"},
+                                   {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "token",
+                                    "dynamic": True})}, "float-quantized")
+NVFP4 = compressed({"group_0": group({"num_bits": 4, "type": "float", "symmetric": True, "strategy": "tensor_group",
+                                      "group_size": 16},
+                                     {"num_bits": 4, "type": "float", "symmetric": True, "strategy": "tensor_group",
+                                      "group_size": 16, "dynamic": "local"})}, "nvfp4-pack-quantized")
+SPARSE_W4A16 = {**W4A16, "sparsity_config": {"format": "sparse-24-bitmask", "sparsity_structure": "2:4",
+                                              "targets": ["Linear"], "ignore": ["lm_head"]}}
+GPTQ = {"quant_method": "gptq", "bits": 4, "group_size": 128, "sym": True, "desc_act": False}
+AWQ = {"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True, "version": "gemm"}
+
+# The accelsim config a user would write by hand for each scheme (attention products native: the
+# recipes quantize the inputs of linear layers only).
+NATIVE_ATTENTION = {"bmm_qk": "native", "bmm_av": "native"}
+BY_HAND = {
+    "w4a16": {"precision": {"weights": "int4", "activations": "native", "ops": {"head": "native", **NATIVE_ATTENTION},
+                            "weight_scales": {"per": "group", "group_size": 128, "scale_bits": 16}}},
+    "w8a8": {"precision": {"weights": "int8", "activations": "int8", "ops": {"head": "native", **NATIVE_ATTENTION},
+                           "weight_scales": {"per": "channel", "scale_bits": 16},
+                           "activation_scales": {"per": "token", "scale_bits": 16}}},
+    "fp8": {"precision": {"weights": "fp8_e4m3", "activations": "fp8_e4m3",
+                          "ops": {"head": "native", **NATIVE_ATTENTION},
+                          "weight_scales": {"per": "channel", "scale_bits": 16},
+                          "activation_scales": {"per": "token", "scale_bits": 16}}},
+    "nvfp4": {"precision": {"weights": "nvfp4", "activations": "nvfp4", "ops": {"head": "native", **NATIVE_ATTENTION}}},
+    "sparse_w4a16": {"precision": {"weights": "int4", "activations": "native",
+                                   "ops": {"head": "native", **NATIVE_ATTENTION},
+                                   "weight_scales": {"per": "group", "group_size": 128, "scale_bits": 16}},
+                     "sparsity": {"weights": {"pattern": "2:4", "roles": ["attn_out", "ffn1", "ffn2", "k", "q",
+                                                                          "v"]}}},
+    "gptq": {"precision": {"weights": "int4", "activations": "native", "ops": {"head": "native", **NATIVE_ATTENTION},
+                           "weight_scales": {"per": "group", "group_size": 128, "scale_bits": 16,
+                                             "zero_point_bits": 4}}},
+    "awq": {"precision": {"weights": "int4", "activations": "native", "ops": {"head": "native", **NATIVE_ATTENTION},
+                          "weight_scales": {"per": "group", "group_size": 128, "scale_bits": 16,
+                                            "zero_point_bits": 4}}},
+}
+SCHEMES = {"w4a16": W4A16, "w8a8": W8A8, "fp8": FP8, "nvfp4": NVFP4, "sparse_w4a16": SPARSE_W4A16, "gptq": GPTQ,
+           "awq": AWQ}
+LINEARS = {"self_attn.q_proj": (256, 256), "self_attn.k_proj": (256, 128), "self_attn.v_proj": (256, 128),
+           "self_attn.o_proj": (256, 256), "mlp.gate_proj": (256, 512), "mlp.up_proj": (256, 512),
+           "mlp.down_proj": (512, 256)}  # (K, N)
+
+
+def checkpoint(directory: Path, quantization: dict | None, headers: dict | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {**TINY, **({"quantization_config": quantization} if quantization else {})}
+    (directory / "config.json").write_text(json.dumps(config))
+    if headers is not None:
+        write_safetensors_header(directory / "model.safetensors", headers)
+    return directory
+
+
+def write_safetensors_header(path: Path, tensors: dict[str, tuple[str, list[int]]]) -> None:
+    """A safetensors file's header (offsets included; the data is not needed to read the header)."""
+    header, offset = {}, 0
+    for name, (dtype, shape) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset]}
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text)
+
+
+def gptq_headers(bits: int = 4, group_size: int = 128) -> dict:
+    tensors = {}
+    for layer in range(2):
+        for leaf, (k, n) in LINEARS.items():
+            name = f"model.layers.{layer}.{leaf}"
+            tensors[f"{name}.qweight"] = ("I32", [k * bits // 32, n])
+            tensors[f"{name}.scales"] = ("F16", [k // group_size, n])
+            tensors[f"{name}.qzeros"] = ("I32", [k // group_size, n * bits // 32])
+    tensors["lm_head.weight"] = ("F16", [1000, 256])
+    return tensors
+
+
+def packed_headers(bits: int = 4, group_size: int = 128) -> dict:
+    tensors = {}
+    for layer in range(2):
+        for leaf, (k, n) in LINEARS.items():
+            name = f"model.layers.{layer}.{leaf}"
+            tensors[f"{name}.weight_packed"] = ("I32", [n, k * bits // 32])
+            tensors[f"{name}.weight_scale"] = ("BF16", [n, k // group_size])
+            tensors[f"{name}.weight_shape"] = ("I64", [2])
+    return tensors
+
+
+@pytest.mark.parametrize("scheme", sorted(SCHEMES))
+@pytest.mark.parametrize("workload", [Workload(tokens=64), Workload(tokens=64, phase="decode", batch=2)])
+def test_a_checkpoints_recipe_runs_as_the_hand_written_config_of_its_scheme(tmp_path, scheme, workload):
+    path = checkpoint(tmp_path / scheme, SCHEMES[scheme])
+    derived = checkpoint_run(path, "tpu_v5e_like")
+    by_hand = policy_from_dict({"name": scheme, "hardware": "tpu_v5e_like", **BY_HAND[scheme]})
+    assert derived.policy.config.simulation_key() == by_hand.config.simulation_key()
+    trace = load_model(str(path)).trace(workload)
+    hardware = load_hardware("tpu_v5e_like")
+    ours, theirs = simulate(trace, hardware, derived.policy), simulate(trace, hardware, by_hand)
+    assert ours.drop(columns=["name"]).equals(theirs.drop(columns=["name"]))
+    assert any("no safetensors weights" in source for source in derived.sources)
+
+
+def test_every_decision_names_its_source(tmp_path):
+    sources = checkpoint_run(checkpoint(tmp_path / "c", W4A16), "tpu_v5e_like").sources
+    assert sources[0] == "checkpoint: weights and activations weights int4 g128, activations native: " \
+                         "compressed-tensors group_0"
+    assert "checkpoint: head native: ignore" in sources
+
+
+@pytest.mark.parametrize(("quantization", "headers"), [(GPTQ, gptq_headers()), (W4A16, packed_headers())])
+def test_headers_that_agree_with_the_recipe_pass(tmp_path, quantization, headers):
+    derived = checkpoint_run(checkpoint(tmp_path / "c", quantization, headers), "tpu_v5e_like")
+    assert not any("no safetensors weights" in source for source in derived.sources)
+
+
+@pytest.mark.parametrize(("quantization", "headers", "refusal"), [
+    (GPTQ, {**gptq_headers(), "model.layers.1.mlp.down_proj.qweight": ("I32", [32, 256])},
+     r"model.layers.1.mlp.down_proj.qweight has shape \[32, 256\], the quantization config implies \[64, 256\]"),
+    (GPTQ, gptq_headers(group_size=64), r"scales has shape \[4, 256\], the quantization config implies \[2, 256\]"),
+    (W4A16, {k: v for k, v in packed_headers().items() if "layers.0.self_attn.q_proj.weight_packed" not in k},
+     "model.layers.0.self_attn.q_proj.weight_packed is missing"),
+    (W4A16, {**packed_headers(), "model.layers.0.mlp.up_proj.weight_packed": ("I8", [512, 32])},
+     "up_proj.weight_packed is I8, the quantization config implies I32"),
+])
+def test_headers_that_contradict_the_recipe_are_refused_naming_the_tensor(tmp_path, quantization, headers, refusal):
+    with pytest.raises(InputError, match=refusal):
+        checkpoint_run(checkpoint(tmp_path / "c", quantization, headers), "tpu_v5e_like")
+
+
+@pytest.mark.parametrize(("quantization", "refusal"), [
+    ({"quant_method": "hqq"}, "quant_method 'hqq' is not supported"),
+    ({**W4A16, "ignore": ["lm_head", "model.layers.7.mlp.down_proj"]}, "'model.layers.7.mlp.down_proj' matches no"),
+    (compressed({"group_0": group({"num_bits": 8, "type": "float", "strategy": "block",
+                                   "block_structure": [128, 128]})}, "float-quantized"), "strategy block"),
+    ({**GPTQ, "desc_act": True}, "desc_act true"),
+    (compressed({"group_0": group({"num_bits": 4, "type": "int", "strategy": "group", "group_size": 128},
+                                  targets=["model.layers.0.self_attn.q_proj"])}, "pack-quantized", ignore=()),
+     "the q layers are not all quantized alike"),
+    ({**W4A16, "kv_cache_scheme": {"num_bits": 8, "type": "float", "strategy": "channel"}}, "kv_cache_scheme.strategy"),
+])
+def test_a_recipe_accelsim_cannot_represent_is_refused_naming_the_field(tmp_path, quantization, refusal):
+    with pytest.raises(InputError, match=refusal):
+        checkpoint_run(checkpoint(tmp_path / "c", quantization), "tpu_v5e_like")
+
+
+def test_a_missing_shard_is_refused(tmp_path):
+    path = checkpoint(tmp_path / "c", W4A16)
+    (path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"x": "model-00001-of-00002"
+                                                                                   ".safetensors"}}))
+    with pytest.raises(InputError, match="model-00001-of-00002.safetensors: the shard the checkpoint's index lists"):
+        checkpoint_run(path, "tpu_v5e_like")
+
+
+def test_config_from_checkpoint_prints_a_config_run_accepts_with_the_same_numbers(tmp_path, run_cli):
+    path = checkpoint(tmp_path / "c", W8A8)
+    text = run_cli("config", "--from-checkpoint", str(path), "--hardware", "tpu_v5e_like")
+    assert text.startswith("# weights and activations weights int8 per channel, activations int8")
+    (tmp_path / "derived.yaml").write_text(text)
+    args = ["--model", str(path), "--tokens", "64", "--hardware", "tpu_v5e_like", "--format", "csv"]
+    assert run_cli("run", str(tmp_path / "derived.yaml"), *args) == run_cli("run", "checkpoint", *args)
+
+
+def test_a_group_for_some_roles_becomes_their_per_role_format(tmp_path):
+    """Quantizing only the q projections (a regex over their module names): per role, so representable."""
+    quantization = compressed({"group_0": group({"num_bits": 4, "type": "int", "strategy": "group",
+                                                 "group_size": 128}, targets=["re:.*q_proj$"])}, "pack-quantized",
+                              ignore=())
+    derived = checkpoint_run(checkpoint(tmp_path / "c", quantization), "tpu_v5e_like")
+    precision = derived.config["precision"]
+    assert (precision["weights"], precision["ops"]["q"]) == ("native", {"weights": "int4", "activations": "native"})
