@@ -1,22 +1,9 @@
-"""The fused attention kernel: its blocks, the work they do, and the block sizes it runs with (pure).
+"""The fused attention kernel: its block rows, the work they do, and the blocks it runs with (pure).
 
-Per product (one sample's key/value head, its ``group`` query heads stacked as rows) the kernel takes the
-queries in blocks of ``block_q`` positions and, for each, streams the keys and values it needs in blocks
-of ``block_k``: Q K^T of a block on the array, the online softmax on the vector unit (row max, exp, row
-sum; then the output accumulator and the row statistics rescaled by each later key block, and the output
-divided by the row sums once), P V on the array. Scores and probabilities never leave the chip.
-
-Key blocks start at key 0. Query i of a product's ``queries`` sits at key position keys - queries + i; a
-causal mask hides the keys after it, a window of W also those W or more before it. Query block b computes
-the key blocks from the one holding its first query's first visible key to the one holding its last
-query's last visible key, every one whole: ``keys`` computed per query block, of which ``masked`` lie in
-blocks the mask cuts (there the mask is applied). Without a mask every key is computed. MACs, vector work
-and the keys fetched are block-granular. With ``splits`` > 1 (decode: one query block), the key blocks are
-dealt into that many chunks computed as independent products and their partial outputs combined on the
-vector unit (flash-decoding).
-
-``verification/tiled_attention.py`` runs the tiled loop block by block, deciding each block from the
-positions of its scores, and must agree with these counts.
+The kernel is described in docs/engine.md ("Attention kernels"). Here: query i of a product's
+``queries`` sits at key position keys - queries + i; key blocks start at key 0; a query block computes
+whole key blocks, ``masked`` keys of them in blocks its mask cuts. ``verification/tiled_attention.py``
+runs the tiled loop block by block and must agree with these counts.
 """
 
 from __future__ import annotations
@@ -42,10 +29,6 @@ class Blocks:
     block_q: int
     block_k: int
     splits: int = 1
-
-    def __str__(self) -> str:
-        split = f", {self.splits} key chunks" if self.splits > 1 else ""
-        return f"block_q {self.block_q}, block_k {self.block_k}{split}"
 
 
 @dataclass(frozen=True)

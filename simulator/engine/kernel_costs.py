@@ -1,12 +1,6 @@
-"""What the steps of a fused attention kernel cost beyond an ordinary step's model (pure).
-
-The kernel's work (``attention.py``) is found once per step. Q K^T and P V run as the products of its
-block rows, each costed as the array runs any product (``Simulator._matrix_cost``), with its operands and
-output cut to the row's share; the keys or values come from their home once for the whole kernel when
-one product's keys and values stay on chip, else once per query block that computes them. An SFU step on
-the scores works on the scores the blocks compute (the mask on those in the blocks it cuts); the online
-softmax also rescales (``KernelWork.rescales``, at the cost of a multiply each).
-"""
+"""What the steps of a fused attention kernel cost beyond an ordinary step's model (pure; the model is
+in docs/engine.md, "Attention kernels"): its work found once per step, Q K^T and P V as the products of
+its block rows, the score ops on the scores its blocks compute, and the kernel's record columns."""
 
 from __future__ import annotations
 
