@@ -53,7 +53,7 @@ class Works:
 def sfu_elements(step: Step, work: KernelWork | None) -> int:
     """Elements an SFU step works on: a fused kernel's score ops only the scores its blocks compute (the
     mask only those in the blocks it cuts)."""
-    if work is None or step.kernel is None or step.kernel.part == "epilogue":
+    if work is None or step.kernel is None:  # (an epilogue has no work: it is output-sized)
         return step.op.elements
     return work.masked_scores if step.kernel.part == "mask" else work.scores
 

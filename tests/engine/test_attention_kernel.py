@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator.engine import Simulator, simulate
-from simulator.engine.attention import Blocks, KernelBits, Machine, choose_blocks, kernel_work
+from simulator.engine.attention import BlockRow, Blocks, KernelBits, Machine, choose_blocks, kernel_work
 from simulator.engine.timing import gemm_cycles
 from simulator.spec.hardware import load_hardware
 from simulator.spec.run_config import policy_from_dict
@@ -353,3 +353,89 @@ def test_a_fused_prefills_vector_work_and_traffic_are_their_closed_forms():
     v_on_chip = keys_read if homes[prefix + "av.quantize_b"] == "chip" else 0  # V copied to the filter buffer
     assert layer.loc[prefix + "av", "ifmap_read_bytes"] == scores + v_on_chip  # P read once (one column tile)
     assert layer.loc[prefix + "av", "block_q"] == 256
+
+
+# --- the block search's pieces, against their closed forms -----------------------------------------------
+
+
+def machine(arrays: int = 4, filter_bytes: int = 16 << 20) -> Machine:
+    return Machine("m", 128, 128, "ws", arrays, 32 << 20, filter_bytes, 16 << 20, 544.9, 1024, 3.0, 1.0)
+
+
+def test_keys_and_values_stay_on_chip_when_one_products_fit_the_filter_buffer():
+    from simulator.engine.attention import resident
+
+    geometry = AttentionGeometry(8, 4, 1, 128, causal=True)
+    exactly = (1 << 20) // (128 * 2)  # int8 keys and values: 256 bytes per key
+    assert resident(geometry, exactly, BITS, machine(filter_bytes=1 << 20))
+    assert not resident(geometry, exactly + 1, BITS, machine(filter_bytes=1 << 20))
+
+
+def test_the_working_set_is_a_query_block_a_key_and_value_block_twice_and_the_score_tile():
+    from simulator.engine.attention import working_set
+
+    geometry = AttentionGeometry(8, 4, 1000, 128, causal=True)
+    rows = 4 * 256
+    assert working_set(geometry, Blocks(256, 512), KernelBits(8, 4, 8, 16, 32)) == {
+        "ifmap": rows * (128 * 8 + 512 * 16) // 8, "filter": 2 * 512 * 128 * (4 + 8) // 8,
+        "ofmap": rows * (512 + 128) * 32 // 8}
+
+
+def test_the_search_estimate_is_both_products_the_online_softmax_or_the_key_traffic():
+    from simulator.engine.attention import estimate_cycles
+
+    geometry = AttentionGeometry(8, 4, 512, 128, causal=True)
+    m = machine(arrays=2)
+    work = kernel_work(geometry, 512, Blocks(256, 256))
+    compute = 0
+    for row in work.rows:  # (count 1, 256 queries, 256 keys) and (1, 256, 512); 8 products on 2 arrays
+        for k, n in ((128, row.keys), (row.keys, 128)):
+            compute += gemm_cycles(4 * 256, k, n, 128, 128, "ws", batch=4, pack=2).compute_cycles
+    compute += math.ceil((work.scores * 3.0 + work.rescales * 1.0) / 1024)
+    assert estimate_cycles(geometry, 512, Blocks(256, 256), BITS, m, 2) == compute
+    slow = Machine("m", 128, 128, "ws", 2, 32 << 20, 1 << 10, 16 << 20, 0.001, 1024, 3.0, 1.0)  # 1 KiB filter
+    transfer = math.ceil(work.key_reads(resident=False) * 16 / 8 / 0.001)  # keys and values per query block
+    assert estimate_cycles(geometry, 512, Blocks(256, 256), BITS, slow, 2) == transfer
+
+
+@pytest.mark.parametrize(("products", "chunks"), [(4, [1]), (3, [1, 2, 4]), (1, [1, 2, 4])])
+def test_a_decode_step_tries_chunks_only_when_its_products_leave_arrays_idle(products, chunks):
+    from simulator.engine.attention import _candidates
+
+    geometry = AttentionGeometry(products, 4, 1, 128, causal=True)
+    tried = _candidates(geometry, 5000, BITS, machine(arrays=4), None, None, 1)
+    assert [blocks.splits for blocks in tried] == chunks
+    assert all(blocks.block_q == 1 for blocks in tried)
+    assert [blocks.block_k for blocks in tried] == [5000, 2500, 1250][:len(chunks)]  # one block per chunk
+    pinned = _candidates(geometry, 5000, BITS, machine(arrays=4), None, 512, 1)
+    assert {blocks.block_k for blocks in pinned} == {512}
+
+
+def test_split_chunks_are_whole_blocks_with_no_empty_row():
+    geometry = AttentionGeometry(2, 1, 1, 8, causal=True)
+    work = kernel_work(geometry, 10, Blocks(1, 4, 4))  # 3 blocks of 4 keys in 4 chunks: 3 chunks of one block
+    assert work.rows == (BlockRow(2, 1, 4, 0), BlockRow(1, 1, 2, 0))
+    from simulator.engine.attention import _split
+
+    with pytest.raises(ValueError, match="one query block that the mask does not cut"):
+        _split([BlockRow(1, 1, 8, 4)], Blocks(1, 4, 2))
+
+
+def test_without_fusion_each_score_op_takes_its_own_pass_over_the_computed_scores():
+    hardware = preset_with("tpu_v5e_like", sfu={**V5E.sfu.model_dump(), "fusion": False})
+    trace = load_model("llama-3-8b").trace(Workload(tokens=1024, head="none"))
+    res = simulate(trace, hardware, policy(block_q=256, block_k=256))
+    layer = res[(res.layer == 0) & (res.kernel == "fused") & (res.unit == "sfu")].set_index("name")
+    for name, row in layer.iterrows():
+        if not name.endswith("softmax"):  # the online softmax adds its rescales; the others do one pass
+            assert row.compute_cycles == math.ceil(row.elements * hardware.sfu_cost(row.role) / hardware.sfu_lanes)
+
+
+def test_a_kernel_whose_product_writes_its_output_to_dram_counts_it_in_the_closed_form():
+    """bf16 on tpu_v5e_like: P V computes in the vector unit's format, so it writes O itself (no epilogue)."""
+    trace = load_model("llama-3-8b").trace(Workload(tokens=8192, head="none"))
+    memory = {"ifmap_buffer_bytes": 4 << 20, "dram_capacity_bytes": None}
+    res = simulate(trace, preset_with("tpu_v5e_like", memory=memory), policy("native"))
+    av = res[(res.role == "bmm_av") & (res.layer == 0)].iloc[0]
+    assert av.dram_write_bytes == 8192 * 4096 * 2  # O, bf16
+    assert av.dram_bytes == av.closed_form_dram_bytes
