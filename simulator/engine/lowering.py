@@ -364,7 +364,7 @@ class _Lowering:
     def mark_kernels(self) -> set[str]:
         """Mark the steps of each attention that runs fused with their part of the kernel; return the
         kernels' scores and probabilities, which never leave the chip."""
-        tiles: set[str] = set()
+        on_chip: set[str] = set()
         machine = Machine.of(self.hardware) if any(step.op.attention for step in self.steps) else None
         for index, step in enumerate(self.steps):
             op = step.op
@@ -389,8 +389,8 @@ class _Lowering:
                 if member_op.attention is None:
                     member_op = replace(member_op, attention=geometry)
                 self.steps[member] = replace(self.steps[member], op=member_op, kernel=KernelPart(part, choice))
-            tiles.update(local)
-        return tiles
+            on_chip.update(local)
+        return on_chip
 
     # --- pass 4: checks over the whole pass -------------------------------------------------------------
 
