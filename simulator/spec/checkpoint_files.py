@@ -91,8 +91,8 @@ def read_header(path: Path) -> dict[str, TensorHeader]:
 def check_headers(checkpoint: Checkpoint, weights: Mapping[str, str], linears: Sequence[Op]) -> None:
     """The stored tensors of every linear layer agree with the format derived for it (``weights``: op name ->
     accelsim format and group, e.g. ``int4/128``): GPTQ/AWQ ``qweight`` (packed int32, K x N / (32 / bits)),
-    compressed-tensors ``weight_packed`` (N x K / (32 / bits)) and ``weight_scale`` (N x K / group), FP8
-    ``weight`` (F8_E4M3); a mismatch is refused naming the tensor."""
+    compressed-tensors ``weight_packed`` (N x K / (32 / bits); NVFP4: uint8, N x K / 2) and ``weight_scale``
+    (N x K / group), FP8 ``weight`` (F8_E4M3); a mismatch is refused naming the tensor."""
     headers = checkpoint.headers
     if headers is None:
         return
@@ -100,6 +100,9 @@ def check_headers(checkpoint: Checkpoint, weights: Mapping[str, str], linears: S
     for op in linears:
         fmt = weights.get(op.name, "")
         module = hf_module_name(op)
+        if fmt == "nvfp4":  # two E2M1 values per byte, an E4M3 scale per 16
+            _expect(headers, f"{module}.weight_packed", "U8", (op.n, op.k // 2))
+            _expect(headers, f"{module}.weight_scale", "F8_E4M3", (op.n, op.k // 16))
         if not fmt.startswith(("int", "fp8")):
             continue
         bits = 8 if fmt.startswith("fp8") else int(fmt.split("/")[0][3:])

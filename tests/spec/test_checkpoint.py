@@ -203,3 +203,45 @@ def test_a_group_for_some_roles_becomes_their_per_role_format(tmp_path):
     derived = checkpoint_run(checkpoint(tmp_path / "c", quantization), "tpu_v5e_like")
     precision = derived.config["precision"]
     assert (precision["weights"], precision["ops"]["q"]) == ("native", {"weights": "int4", "activations": "native"})
+
+
+# --- checkpoints saved by compressed-tensors itself (tests/fixtures/checkpoints/make_checkpoints.py) ----------
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "checkpoints"
+SAVED = {"ct_w4a16": "w4a16", "ct_w8a8": "w8a8", "ct_fp8": "fp8", "ct_nvfp4": "nvfp4"}
+# What accelsim does not count among a layer's weights: the packed weights' shape (metadata) and NVFP4's
+# static per-tensor scale of the activations.
+NOT_COUNTED = ("weight_shape", "input_global_scale")
+BYTES = {"I32": 4, "I64": 8, "I8": 1, "U8": 1, "BF16": 2, "F16": 2, "F32": 4, "F8_E4M3": 1}
+
+
+@pytest.mark.parametrize("folder", sorted(SAVED))
+def test_a_saved_checkpoint_runs_as_its_scheme_and_stores_what_its_tensors_hold(folder):
+    """The derived run equals the hand-written config of its scheme, the headers agree with it, and the bits
+    accelsim stores for each quantized layer (values, scales, NVFP4's per-tensor FP32 scale) are those of
+    the layer's tensors in the file, less what it does not count (``NOT_COUNTED``)."""
+    from simulator.engine import Simulator
+
+    derived = checkpoint_run(FIXTURES / folder, "tpu_v5e_like")
+    by_hand = policy_from_dict({"name": folder, "hardware": "tpu_v5e_like", **BY_HAND[SAVED[folder]]})
+    assert derived.policy.config.simulation_key() == by_hand.config.simulation_key()
+    assert not any("no safetensors weights" in source for source in derived.sources)
+    from simulator.spec.checkpoint_files import read_checkpoint
+    from simulator.spec.checkpoint_schemes import hf_module_name
+
+    headers = read_checkpoint(FIXTURES / folder).headers
+    simulator = Simulator(load_hardware("tpu_v5e_like"), derived.policy)
+    trace = load_model(str(FIXTURES / folder)).trace(Workload(tokens=8))
+    for op in (op for op in trace if op.kind == "gemm" and op.weight_params and op.role != "head"):
+        module = hf_module_name(op)
+        stored = simulator.storage(op)
+        in_file = sum(BYTES[header.dtype] * 8 * _count(header.shape) for name, header in headers.items()
+                      if name.startswith(module + ".") and not name.endswith(NOT_COUNTED))
+        assert stored.weight_bits + stored.scale_bits == in_file, module
+
+
+def _count(shape: tuple[int, ...]) -> int:
+    count = 1
+    for size in shape:
+        count *= size
+    return count
