@@ -5,7 +5,9 @@
 - Block formats (OCP Microscaling Formats v1.0 and NVIDIA's NVFP4): a block of elements along K shares
   one scale. MX: 32 elements and one 8-bit power-of-two scale (E8M0): mxfp8 (E4M3 elements; mxfp8_e5m2),
   mxfp6 (E2M3; mxfp6_e3m2), mxfp4 (E2M1), mxint8 (8-bit integers). NVFP4: 16 E2M1 elements and one
-  FP8 E4M3 scale per block, plus one FP32 scale per tensor.
+  FP8 E4M3 scale per block, plus one FP32 scale per tensor. bitsandbytes' NF4 (Dettmers et al., QLoRA,
+  2023): 4-bit codes of 16 normal-float levels (a lookup, not a float layout), 64 per FP32 scale; nf4_dq
+  double-quantizes those scales (8 bits each, one FP32 scale per 256 of them, one FP32 offset).
 
 ``bits`` is the element width; a block format's scales are storage overhead (``BlockFormat``), so a
 format's bits per element stored are bits + scale_bits / block (MXFP4: 4 + 8/32 = 4.25).
@@ -33,8 +35,10 @@ class BlockFormat:
     bits: int  # element bits
     block: int  # elements sharing one scale (along K)
     scale_bits: int  # bits of that shared scale
-    tensor_scale_bits: int = 0  # one more scale per tensor (NVFP4)
+    tensor_scale_bits: int = 0  # one more scale per tensor (NVFP4; NF4's double quantization: its offset)
     scale: str = "e8m0"  # the shared scale's format: a power of two (MX), or an FP8 E4M3 value (NVFP4)
+    nested_block: int = 0  # double quantization: block scales sharing one scale of their own ...
+    nested_scale_bits: int = 0  # ... of these bits
 
 
 BLOCK_FORMATS = {
@@ -45,6 +49,11 @@ BLOCK_FORMATS = {
     "mxfp4": BlockFormat("e2m1", 4, 32, 8),
     "mxint8": BlockFormat("int8", 8, 32, 8),
     "nvfp4": BlockFormat("e2m1", 4, 16, 8, tensor_scale_bits=32, scale="e4m3"),
+    # bitsandbytes' NF4 (QLoRA): 16 normal-float levels, an FP32 absolute maximum per 64 elements; with
+    # double quantization (nf4_dq) those are 8-bit, with an FP32 scale per 256 of them and an FP32 offset.
+    "nf4": BlockFormat("nf4", 4, 64, 32, scale="fp32"),
+    "nf4_dq": BlockFormat("nf4", 4, 64, 8, tensor_scale_bits=32, scale="int8", nested_block=256,
+                          nested_scale_bits=32),
 }
 _ELEMENT = re.compile(r"e(\d)m(\d)")
 
@@ -84,7 +93,9 @@ class Precision:
         block = self.block
         if block is None:
             return self.name
-        return block.element if block.element.startswith("int") else f"fp{block.bits}_{block.element}"
+        if block.element.startswith("int") or not _ELEMENT.fullmatch(block.element):
+            return block.element  # integers, NF4's lookup codes
+        return f"fp{block.bits}_{block.element}"
 
     def __str__(self) -> str:
         return self.name

@@ -137,10 +137,12 @@ def weight_scale_bits(precision: Precision, policy: Policy, channels: int, depth
     if layout is None:
         return 0
     per, group, bits = layout
-    tensor_bits = precision.block.tensor_scale_bits if precision.block is not None else 0
+    block = precision.block
     if per == "group":
         assert group is not None  # a group layout names its size
-        return max(channels, 1) * ceil_div(depth, group) * bits + tensor_bits
+        scales = max(channels, 1) * ceil_div(depth, group)
+        nested = ceil_div(scales, block.nested_block) * block.nested_scale_bits if block and block.nested_block else 0
+        return scales * bits + nested + (block.tensor_scale_bits if block is not None else 0)
     return (channels if per == "channel" and channels else 1) * bits
 
 

@@ -90,37 +90,42 @@ def read_header(path: Path) -> dict[str, TensorHeader]:
 
 def check_headers(checkpoint: Checkpoint, weights: Mapping[str, str], linears: Sequence[Op]) -> None:
     """The stored tensors of every linear layer agree with the format derived for it (``weights``: op name ->
-    accelsim format and group, e.g. ``int4/128``): GPTQ/AWQ ``qweight`` (packed int32, K x N / (32 / bits)),
-    compressed-tensors ``weight_packed`` (N x K / (32 / bits); NVFP4: uint8, N x K / 2) and ``weight_scale``
-    (N x K / group), FP8 ``weight`` (F8_E4M3); a mismatch is refused naming the tensor."""
+    accelsim format and group, e.g. ``int4/128``); a mismatch is refused naming the tensor."""
     headers = checkpoint.headers
     if headers is None:
         return
     method = (checkpoint.quantization or {}).get("quant_method")
     for op in linears:
-        fmt = weights.get(op.name, "")
-        module = hf_module_name(op)
-        if fmt == "nvfp4":  # two E2M1 values per byte, an E4M3 scale per 16
-            _expect(headers, f"{module}.weight_packed", "U8", (op.n, op.k // 2))
-            _expect(headers, f"{module}.weight_scale", "F8_E4M3", (op.n, op.k // 16))
-        if not fmt.startswith(("int", "fp8")):
-            continue
-        bits = 8 if fmt.startswith("fp8") else int(fmt.split("/")[0][3:])
-        group = int(fmt.split("/")[1]) if "/" in fmt else 0
-        k, n = op.k, op.n
-        if method in ("gptq", "awq"):
-            packed = (k * bits // 32, n) if method == "gptq" else (k, n * bits // 32)
-            _expect(headers, f"{module}.qweight", "I32", packed)
-            if group:
-                _expect(headers, f"{module}.scales", None, (k // group, n))
-        elif fmt.startswith("fp8"):
-            _expect(headers, f"{module}.weight", "F8_E4M3", (n, k))
-        elif bits < 8:
-            _expect(headers, f"{module}.weight_packed", "I32", (n, k * bits // 32))
-            if group:
-                _expect(headers, f"{module}.weight_scale", None, (n, k // group))
-        else:
-            _expect(headers, f"{module}.weight", "I8", (n, k))
+        for name, dtype, shape in expected_tensors(method, weights.get(op.name, ""), hf_module_name(op), op.k, op.n):
+            _expect(headers, name, dtype, shape)
+
+
+def expected_tensors(method: str | None, fmt: str, module: str, k: int, n: int,
+                     ) -> list[tuple[str, str | None, tuple[int, ...]]]:
+    """(name, dtype or None for any, shape) of the tensors storing a K x N layer in ``fmt`` (``int4/128``):
+    GPTQ/AWQ ``qweight`` (packed int32) and ``scales``; compressed-tensors ``weight_packed`` (N x K packed;
+    NVFP4: uint8 with an E4M3 scale per 16), ``weight_scale`` per group, FP8 and int8 ``weight``;
+    bitsandbytes NF4's flattened ``weight`` (two codes per byte) and ``weight.absmax`` per 64."""
+    name, _, group_text = fmt.partition("/")
+    group = int(group_text) if group_text else 0
+    if name == "nvfp4":
+        return [(f"{module}.weight_packed", "U8", (n, k // 2)), (f"{module}.weight_scale", "F8_E4M3", (n, k // 16))]
+    if name in ("nf4", "nf4_dq"):
+        return [(f"{module}.weight", "U8", (n * k // 2, 1)),
+                (f"{module}.weight.absmax", "U8" if name == "nf4_dq" else "F32", (n * k // 64,))]
+    if name.startswith("fp8"):
+        return [(f"{module}.weight", "F8_E4M3", (n, k))]
+    if not name.startswith("int"):
+        return []
+    bits = int(name[3:])
+    scales = [(f"{module}.scales", None, (k // group, n))] if group else []
+    if method in ("gptq", "awq"):
+        packed = (k * bits // 32, n) if method == "gptq" else (k, n * bits // 32)
+        return [(f"{module}.qweight", "I32", packed), *scales]
+    if bits < 8:
+        return [(f"{module}.weight_packed", "I32", (n, k * bits // 32)),
+                *([(f"{module}.weight_scale", None, (n, k // group))] if group else [])]
+    return [(f"{module}.weight", "I8", (n, k))]
 
 
 def _expect(headers: Mapping[str, TensorHeader], name: str, dtype: str | None, shape: tuple[int, ...]) -> None:

@@ -10,6 +10,8 @@ Hugging Face checkpoints say how they were compressed in ``config.json``'s ``qua
   ``compressed-tensors`` package's own models.
 - ``gptq`` (bits, group_size, sym, desc_act) and ``awq`` (bits, group_size, zero_point): integer weights
   with 16-bit scales and packed zero points per group; the LM head is left unquantized.
+- ``bitsandbytes`` 4-bit NF4 (``bnb_4bit_quant_type``, ``bnb_4bit_use_double_quant``,
+  ``llm_int8_skip_modules``): the nf4 / nf4_dq formats; LLM.int8() and bitsandbytes' FP4 are refused.
 
 Each decision records where it came from (``Derived.sources``). A field accelsim cannot represent is
 refused naming it and its value, never approximated.
@@ -63,9 +65,11 @@ def derive(quantization: Mapping[str, Any] | None, linears: Sequence[Op], name: 
                                       _base(name, hardware))
     elif method in ("gptq", "awq"):
         derived = _gptq_awq(method, quantization, _base(name, hardware))
+    elif method == "bitsandbytes":
+        derived = _bitsandbytes(quantization, linears, _base(name, hardware))
     else:
         raise InputError(f"quantization_config.quant_method {method!r} is not supported (supported: "
-                         "compressed-tensors, gptq, awq)")
+                         "compressed-tensors, gptq, awq, bitsandbytes)")
     # The recipes quantize the inputs of linear layers only: the attention products compute natively.
     derived.config["precision"].setdefault("ops", {}).update(bmm_qk="native", bmm_av="native")
     derived.sources.append("attention products native: the recipe quantizes the inputs of linear layers only")
@@ -92,6 +96,35 @@ def _gptq_awq(method: str, quantization: Mapping[str, Any], config: dict[str, An
     how = f"group {group}" if scales["per"] == "group" else "per channel"
     return Derived(config, [f"weights int{bits} {how} ({method}: bits, group_size); activations native",
                             f"lm_head native ({method} leaves it unquantized)"])
+
+
+def _bitsandbytes(quantization: Mapping[str, Any], linears: Sequence[Op], config: dict[str, Any]) -> Derived:
+    """bitsandbytes 4-bit NF4, with or without double quantization; its skipped modules (and the LM head,
+    which transformers keeps in full precision) stay native."""
+    if quantization.get("load_in_8bit"):
+        raise InputError("quantization_config.load_in_8bit: LLM.int8() computes the outlier columns of each input "
+                         "in 16 bits, which depends on the data; accelsim does not model it")
+    if not quantization.get("load_in_4bit"):
+        raise InputError("quantization_config: bitsandbytes with neither load_in_4bit nor load_in_8bit")
+    kind = quantization.get("bnb_4bit_quant_type", "fp4")
+    if kind != "nf4":
+        raise InputError(f"quantization_config.bnb_4bit_quant_type {kind!r}: accelsim models nf4")
+    double = bool(quantization.get("bnb_4bit_use_double_quant"))
+    weights = "nf4_dq" if double else "nf4"
+    skipped = list(quantization.get("llm_int8_skip_modules") or [])
+    roles = {"head"}
+    for entry in skipped:
+        matched = {op.role for op in linears if _matches(entry, hf_module_name(op)) or hf_module_name(op).endswith(
+            "." + entry)}
+        if not matched:
+            raise InputError(f"quantization_config.llm_int8_skip_modules: {entry!r} matches no weight matrix of "
+                             "the model")
+        roles |= matched
+    config["precision"] = {"weights": weights, "activations": "native", "ops": dict.fromkeys(sorted(roles), "native")}
+    how = "double-quantized scales" if double else "FP32 scales"
+    return Derived(config, [f"weights {weights} (NF4, 64 per block, {how}; bitsandbytes: bnb_4bit_quant_type, "
+                            "bnb_4bit_use_double_quant); activations native",
+                            f"{', '.join(sorted(roles))} native (kept in full precision)"])
 
 
 def _compressed_tensors(parsed: Any, raw: Mapping[str, Any], linears: Sequence[Op], config: dict[str, Any],
