@@ -33,6 +33,7 @@ from simulator.formats.sparsity import SparsityPattern
 from simulator.plan.binding import Plan
 from simulator.spec.precision_config import PrecisionConfig
 from simulator.spec.run_config import PRUNED_OPERAND
+from simulator.units import ceil_div
 from workloads.errors import InputError
 from workloads.ops import Op, Tensor, Trace
 
@@ -164,6 +165,10 @@ class _Lowering:
         if key not in self.converted:
             token_rows = rows if self.per_token and takes_scales(fmt) else None  # (tokens, elements per token)
             group, scale_bits = (token_rows[1], self.spec.activation_scales.scale_bits) if token_rows else (0, 0)
+            per_group = self.spec.activation_scales.group_size
+            if token_rows and per_group:  # one scale per group of channels of each token
+                group = min(per_group, token_rows[1])
+                token_rows = (token_rows[0] * ceil_div(token_rows[1], group), group)
             if fmt.block is not None:  # MX/NVFP4: the block scales travel with the elements
                 group, scale_bits = fmt.block.block, fmt.block.scale_bits
             self.converted[key] = self.add_tensor(f"{op.name}.{suffix}", elements, fmt.bits, group, scale_bits)
@@ -437,4 +442,4 @@ def _scales_along_k(weights: Precision, spec: PrecisionConfig) -> bool:
     """Whether ``weights`` carry scales that change along K (groups, MX/NVFP4 blocks)."""
     if weights.block is not None:
         return True
-    return carries_scales(weights) and spec.effective_weight_scales.per == "group"
+    return carries_scales(weights) and spec.effective_weight_scales.per in ("group", "block")

@@ -103,7 +103,7 @@ def op_storage(op: Op, policy: Policy, nonzeros: Callable[[Op], int] | None = No
                     sparse = "unstructured"
             else:
                 value_bits += matrices * rest * width * precision.bits
-            scale_bits = weight_scale_bits(precision, policy, matrices * width, rest)
+            scale_bits = weight_scale_bits(precision, policy, matrices * width, rest, matrices)
             # Parameters beyond the matrices themselves (e.g. the weight-norm gains of wav2vec2's
             # positional convolution) are stored dense.
             value_bits += (op.weight_params - matrices * depth * width) * precision.bits
@@ -118,28 +118,31 @@ def op_storage(op: Op, policy: Policy, nonzeros: Callable[[Op], int] | None = No
         sparse=sparse)
 
 
-def _scale_layout(precision: Precision, policy: Policy) -> tuple[str, int | None, int] | None:
-    """(per, group size, bits of one scale with its zero point) of ``precision`` weights; None for
-    formats that take no scales."""
+def _scale_layout(precision: Precision, policy: Policy) -> tuple[str, int | tuple[int, int] | None, int] | None:
+    """(per, group size (a block's output x input channels, per block), bits of one scale with its zero
+    point) of ``precision`` weights; None for formats that take no scales."""
     block = precision.block
     if block is not None:
         return "group", block.block, block.scale_bits
     if not takes_scales(precision):
         return None
     scales = policy.config.precision.effective_weight_scales
-    return scales.per, scales.group_size, scales.scale_bits + scales.zero_point_bits
+    return scales.per, scales.group_size or scales.block_size, scales.scale_bits + scales.zero_point_bits
 
 
-def weight_scale_bits(precision: Precision, policy: Policy, channels: int, depth: int) -> int:
-    """Scale (and zero-point) bits of ``channels`` output channels of ``depth`` input rows each, or, with
-    ``channels`` 0, of a vector op's ``depth`` parameters (one tensor)."""
+def weight_scale_bits(precision: Precision, policy: Policy, channels: int, depth: int, matrices: int = 1) -> int:
+    """Scale (and zero-point) bits of ``channels`` output channels (over ``matrices`` matrices) of ``depth``
+    input rows each, or, with ``channels`` 0, of a vector op's ``depth`` parameters (one tensor)."""
     layout = _scale_layout(precision, policy)
     if layout is None:
         return 0
     per, group, bits = layout
     block = precision.block
+    if per == "block":
+        assert isinstance(group, tuple)  # a block layout names its output x input channels
+        return matrices * ceil_div(max(channels, 1) // matrices, group[0]) * ceil_div(depth, group[1]) * bits
     if per == "group":
-        assert group is not None  # a group layout names its size
+        assert isinstance(group, int)  # a group layout names its size
         scales = max(channels, 1) * ceil_div(depth, group)
         nested = ceil_div(scales, block.nested_block) * block.nested_scale_bits if block and block.nested_block else 0
         return scales * bits + nested + (block.tensor_scale_bits if block is not None else 0)

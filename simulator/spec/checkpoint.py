@@ -43,10 +43,14 @@ def checkpoint_run(directory: str | Path, hardware: str) -> CheckpointRun:
 
 
 def _weight_formats(policy: Policy, linears: list[Op]) -> dict[str, str]:
-    """Op name -> its stored weight format and scale group (``int4/128``), what the headers must show."""
+    """Op name -> its stored weight format and scale group (``int4/128``; blocks: ``fp8_e4m3/128x128``), what
+    the headers must show."""
     scales = policy.config.precision.effective_weight_scales
     group = f"/{scales.group_size}" if scales.per == "group" else ""
-    return {op.name: f"{policy.weight_precision(op).name}{group}" for op in linears}
+    if scales.block_size is not None:
+        group = f"/{scales.block_size[0]}x{scales.block_size[1]}"
+    formats = {op.name: policy.weight_precision(op).name for op in linears}
+    return {name: f"{fmt}{group}" if fmt.startswith(("int", "fp8")) else fmt for name, fmt in formats.items()}
 
 
 def _parse_compressed_tensors(quantization: Mapping[str, Any]) -> Any:

@@ -104,9 +104,14 @@ def expected_tensors(method: str | None, fmt: str, module: str, k: int, n: int,
                      ) -> list[tuple[str, str | None, tuple[int, ...]]]:
     """(name, dtype or None for any, shape) of the tensors storing a K x N layer in ``fmt`` (``int4/128``):
     GPTQ/AWQ ``qweight`` (packed int32) and ``scales``; compressed-tensors ``weight_packed`` (N x K packed;
-    NVFP4: uint8 with an E4M3 scale per 16), ``weight_scale`` per group, FP8 and int8 ``weight``;
+    NVFP4: uint8 with an E4M3 scale per 16), ``weight_scale`` per group, FP8 and int8 ``weight`` (block-wise
+    FP8: with ``weight_scale_inv``, or compressed-tensors' ``weight_scale``, per block);
     bitsandbytes NF4's flattened ``weight`` (two codes per byte) and ``weight.absmax`` per 64."""
     name, _, group_text = fmt.partition("/")
+    if name.startswith("fp8") and "x" in group_text:  # block-wise FP8: a scale per block of output x input
+        rows, cols = (int(size) for size in group_text.split("x"))
+        scale = f"{module}.weight_scale_inv" if method == "fp8" else f"{module}.weight_scale"
+        return [(f"{module}.weight", "F8_E4M3", (n, k)), (scale, None, (-(-n // rows), -(-k // cols)))]
     group = int(group_text) if group_text else 0
     if name == "nvfp4":
         return [(f"{module}.weight_packed", "U8", (n, k // 2)), (f"{module}.weight_scale", "F8_E4M3", (n, k // 16))]

@@ -10,6 +10,8 @@ Hugging Face checkpoints say how they were compressed in ``config.json``'s ``qua
   ``compressed-tensors`` package's own models.
 - ``gptq`` (bits, group_size, sym, desc_act) and ``awq`` (bits, group_size, zero_point): integer weights
   with 16-bit scales and packed zero points per group; the LM head is left unquantized.
+- ``fp8`` (block-wise, ``weight_block_size``): E4M3 weights and activations, FP32 scales per block and
+  per token and 128 channels.
 - ``bitsandbytes`` 4-bit NF4 (``bnb_4bit_quant_type``, ``bnb_4bit_use_double_quant``,
   ``llm_int8_skip_modules``): the nf4 / nf4_dq formats; LLM.int8() and bitsandbytes' FP4 are refused.
 
@@ -67,9 +69,11 @@ def derive(quantization: Mapping[str, Any] | None, linears: Sequence[Op], name: 
         derived = _gptq_awq(method, quantization, _base(name, hardware))
     elif method == "bitsandbytes":
         derived = _bitsandbytes(quantization, linears, _base(name, hardware))
+    elif method == "fp8":
+        derived = _fine_grained_fp8(quantization, linears, _base(name, hardware))
     else:
         raise InputError(f"quantization_config.quant_method {method!r} is not supported (supported: "
-                         "compressed-tensors, gptq, awq, bitsandbytes)")
+                         "compressed-tensors, gptq, awq, bitsandbytes, fp8)")
     # The recipes quantize the inputs of linear layers only: the attention products compute natively.
     derived.config["precision"].setdefault("ops", {}).update(bmm_qk="native", bmm_av="native")
     derived.sources.append("attention products native: the recipe quantizes the inputs of linear layers only")
@@ -111,20 +115,47 @@ def _bitsandbytes(quantization: Mapping[str, Any], linears: Sequence[Op], config
         raise InputError(f"quantization_config.bnb_4bit_quant_type {kind!r}: accelsim models nf4")
     double = bool(quantization.get("bnb_4bit_use_double_quant"))
     weights = "nf4_dq" if double else "nf4"
-    skipped = list(quantization.get("llm_int8_skip_modules") or [])
-    roles = {"head"}
-    for entry in skipped:
-        matched = {op.role for op in linears if _matches(entry, hf_module_name(op)) or hf_module_name(op).endswith(
-            "." + entry)}
-        if not matched:
-            raise InputError(f"quantization_config.llm_int8_skip_modules: {entry!r} matches no weight matrix of "
-                             "the model")
-        roles |= matched
+    roles = {"head"} | _roles_named(quantization.get("llm_int8_skip_modules") or [], linears,
+                                    "llm_int8_skip_modules")
     config["precision"] = {"weights": weights, "activations": "native", "ops": dict.fromkeys(sorted(roles), "native")}
     how = "double-quantized scales" if double else "FP32 scales"
     return Derived(config, [f"weights {weights} (NF4, 64 per block, {how}; bitsandbytes: bnb_4bit_quant_type, "
                             "bnb_4bit_use_double_quant); activations native",
                             f"{', '.join(sorted(roles))} native (kept in full precision)"])
+
+
+def _fine_grained_fp8(quantization: Mapping[str, Any], linears: Sequence[Op], config: dict[str, Any]) -> Derived:
+    """Block-wise FP8 (``quant_method: fp8``, DeepSeek-V3 style): E4M3 weights with an FP32 scale per
+    ``weight_block_size`` block; dynamic activations with a scale per token and 128 channels."""
+    block = quantization.get("weight_block_size")
+    if not (isinstance(block, list) and len(block) == 2 and all(isinstance(size, int) and size > 0 for size in block)):
+        raise InputError(f"quantization_config.weight_block_size {block!r}: give two positive sizes")
+    scheme = quantization.get("activation_scheme", "dynamic")
+    if scheme != "dynamic":
+        raise InputError(f"quantization_config.activation_scheme {scheme!r}: block-wise FP8 is modelled with dynamic "
+                         "activations")
+    roles = {"head"} | _roles_named(quantization.get("modules_to_not_convert") or [], linears,
+                                    "modules_to_not_convert")
+    config["precision"] = {"weights": "fp8_e4m3", "activations": "fp8_e4m3",
+                           "ops": dict.fromkeys(sorted(roles), "native"),
+                           "weight_scales": {"per": "block", "block_size": block, "scale_bits": 32},
+                           "activation_scales": {"per": "token", "group_size": block[1], "scale_bits": 32}}
+    return Derived(config, [f"weights fp8_e4m3, one FP32 scale per {block[0]} x {block[1]} block; activations "
+                            f"fp8_e4m3, one FP32 scale per token and {block[1]} channels (fp8: weight_block_size, "
+                            "activation_scheme)", f"{', '.join(sorted(roles))} native (not converted)"])
+
+
+def _roles_named(entries: Sequence[str], linears: Sequence[Op], field: str) -> set[str]:
+    """The roles of the weight matrices ``entries`` (module names, or their last parts) name; an entry
+    that names none is refused."""
+    roles: set[str] = set()
+    for entry in entries:
+        matched = {op.role for op in linears if _matches(entry, hf_module_name(op)) or hf_module_name(op).endswith(
+            "." + entry)}
+        if not matched and entry != "lm_head":
+            raise InputError(f"quantization_config.{field}: {entry!r} matches no weight matrix of the model")
+        roles |= matched
+    return roles
 
 
 def _compressed_tensors(parsed: Any, raw: Mapping[str, Any], linears: Sequence[Op], config: dict[str, Any],
@@ -204,8 +235,6 @@ def _matches(target: str, module: str) -> bool:
 def _format(args: Any, where: str) -> tuple[str, dict[str, Any] | None]:
     """An accelsim format and, for formats without scales of their own, the scale granularity."""
     kind, bits, strategy = str(args.type), int(args.num_bits), str(args.strategy)
-    if strategy == "block":
-        raise InputError(f"{where}.strategy block ({args.block_structure}): block-wise scales are not modelled")
     if kind == "float" and bits == 4 and strategy == "tensor_group" and args.group_size == 16:
         return "nvfp4", None
     if kind == "float" and bits == 4 and strategy == "group" and args.group_size == 32:
@@ -217,10 +246,12 @@ def _format(args: Any, where: str) -> tuple[str, dict[str, Any] | None]:
     scale_bits = _SCALE_BITS.get(None if args.scale_dtype is None else str(args.scale_dtype))
     if scale_bits is None:
         raise InputError(f"{where}.scale_dtype {args.scale_dtype}: not a scale accelsim counts")
-    scales: dict[str, Any] = {"per": strategy if strategy in ("tensor", "channel", "group") else "token",
+    scales: dict[str, Any] = {"per": strategy if strategy in ("tensor", "channel", "group", "block") else "token",
                               "scale_bits": scale_bits}
     if strategy == "group":
         scales["group_size"] = int(args.group_size)
+    if strategy == "block":
+        scales["block_size"] = [int(size) for size in args.block_structure]
     if not args.symmetric and kind == "int":
         scales["zero_point_bits"] = bits
     return name, scales
@@ -231,7 +262,7 @@ def _scheme(scheme: Any, group: str) -> _Scheme:
     if scheme.output_activations is not None:
         raise InputError(f"{where}.output_activations: quantized outputs are not modelled")
     weights, weight_scales = ("native", None) if scheme.weights is None else _format(scheme.weights, f"{where}.weights")
-    if weight_scales is not None and weight_scales["per"] == "token":
+    if weight_scales is not None and weight_scales["per"] == "token":  # (a token strategy)
         raise InputError(f"{where}.weights.strategy {scheme.weights.strategy}: weights take tensor, channel or "
                          "group scales")
     activations, activation_scales = "native", None
@@ -239,10 +270,13 @@ def _scheme(scheme: Any, group: str) -> _Scheme:
         args = scheme.input_activations
         activations, found = _format(args, f"{where}.input_activations")
         if found is not None:
-            if found["per"] not in ("token", "tensor"):
-                raise InputError(f"{where}.input_activations.strategy {args.strategy}: activations take token or "
-                                 "tensor scales")
-            activation_scales = {"per": found["per"], "scale_bits": found["scale_bits"]}
+            if found["per"] not in ("token", "tensor", "group"):
+                raise InputError(f"{where}.input_activations.strategy {args.strategy}: activations take token, "
+                                 "group or tensor scales")
+            activation_scales = {"per": "tensor" if found["per"] == "tensor" else "token",
+                                 "scale_bits": found["scale_bits"]}
+            if found["per"] == "group":  # dynamic, per group of channels of each token
+                activation_scales["group_size"] = found["group_size"]
     return _Scheme(weights, activations, weight_scales, activation_scales)
 
 

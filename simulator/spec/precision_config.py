@@ -92,10 +92,13 @@ def _check_setting(value: Setting) -> Setting:
 
 
 class WeightScales(StrictModel):
-    per: Literal["tensor", "channel", "group"] = Field(
-        "channel", description="one scale per weight tensor, per output channel, or per group of group_size "
-                               "input channels (a tail group where it does not divide K)")
+    per: Literal["tensor", "channel", "group", "block"] = Field(
+        "channel", description="one scale per weight tensor, per output channel, per group of group_size "
+                               "input channels (a tail group where it does not divide K), or per block of "
+                               "block_size output x input channels (block-wise FP8)")
     group_size: int | None = Field(None, description="input channels per scale, with per: group")
+    block_size: tuple[int, int] | None = Field(None, description="output x input channels per scale, with per: "
+                                                                  "block")
     scale_bits: int = Field(16, ge=0, le=64, description="bits of one scale (0: not counted)")
     zero_point_bits: int = Field(0, ge=0, le=32, description="bits of one zero point (integer weights only)")
 
@@ -109,6 +112,10 @@ class WeightScales(StrictModel):
                                  f"got {self.group_size}")
         elif self.group_size is not None:
             raise ValueError(f"group_size applies to per: group, not per: {self.per}")
+        if (self.per == "block") != (self.block_size is not None):
+            raise ValueError("per: block takes block_size (output x input channels), and only it does")
+        if self.block_size is not None and not all(0 < size <= MAX_GROUP for size in self.block_size):
+            raise ValueError(f"block_size must be two sizes between 1 and {MAX_GROUP}, got {list(self.block_size)}")
         return self
 
 
@@ -117,6 +124,14 @@ class ActivationScales(StrictModel):
         "tensor", description="one static scale per tensor, or a dynamic scale per token (the vector unit "
                               "finds each token's absolute maximum: the 'absmax' op)")
     scale_bits: int = Field(16, gt=0, le=64, description="bits of one per-token scale (stored with the tensor)")
+    group_size: int | None = Field(None, gt=0, le=MAX_GROUP, description="with per: token, one scale per "
+                                   "group_size channels of each token (block-wise FP8's 128)")
+
+    @model_validator(mode="after")
+    def _group(self) -> ActivationScales:
+        if self.group_size is not None and self.per != "token":
+            raise ValueError("group_size applies to per: token")
+        return self
 
 
 class KvScales(StrictModel):

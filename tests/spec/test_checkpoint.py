@@ -44,6 +44,7 @@ NVFP4 = compressed({"group_0": group({"num_bits": 4, "type": "float", "symmetric
                                       "group_size": 16, "dynamic": "local"})}, "nvfp4-pack-quantized")
 SPARSE_W4A16 = {**W4A16, "sparsity_config": {"format": "sparse-24-bitmask", "sparsity_structure": "2:4",
                                               "targets": ["Linear"], "ignore": ["lm_head"]}}
+FP8_BLOCK = {"quant_method": "fp8", "activation_scheme": "dynamic", "weight_block_size": [128, 128]}
 GPTQ = {"quant_method": "gptq", "bits": 4, "group_size": 128, "sym": True, "desc_act": False}
 AWQ = {"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True, "version": "gemm"}
 
@@ -69,6 +70,14 @@ BY_HAND = {
     "gptq": {"precision": {"weights": "int4", "activations": "native", "ops": {"head": "native", **NATIVE_ATTENTION},
                            "weight_scales": {"per": "group", "group_size": 128, "scale_bits": 16,
                                              "zero_point_bits": 4}}},
+    "fp8_block_ct": {"precision": {"weights": "fp8_e4m3", "activations": "fp8_e4m3",
+                                   "ops": {"head": "native", **NATIVE_ATTENTION},
+                                   "weight_scales": {"per": "block", "block_size": [128, 128], "scale_bits": 16},
+                                   "activation_scales": {"per": "token", "group_size": 128, "scale_bits": 16}}},
+    "fp8_block_hf": {"precision": {"weights": "fp8_e4m3", "activations": "fp8_e4m3",
+                                   "ops": {"head": "native", **NATIVE_ATTENTION},
+                                   "weight_scales": {"per": "block", "block_size": [128, 128], "scale_bits": 32},
+                                   "activation_scales": {"per": "token", "group_size": 128, "scale_bits": 32}}},
     "nf4": {"precision": {"weights": "nf4", "activations": "native", "ops": {"head": "native", **NATIVE_ATTENTION}}},
     "nf4_dq": {"precision": {"weights": "nf4_dq", "activations": "native",
                              "ops": {"head": "native", **NATIVE_ATTENTION}}},
@@ -77,7 +86,7 @@ BY_HAND = {
                                             "zero_point_bits": 4}}},
 }
 SCHEMES = {"w4a16": W4A16, "w8a8": W8A8, "fp8": FP8, "nvfp4": NVFP4, "sparse_w4a16": SPARSE_W4A16, "gptq": GPTQ,
-           "awq": AWQ}
+           "awq": AWQ, "fp8_block_hf": FP8_BLOCK}
 LINEARS = {"self_attn.q_proj": (256, 256), "self_attn.k_proj": (256, 128), "self_attn.v_proj": (256, 128),
            "self_attn.o_proj": (256, 256), "mlp.gate_proj": (256, 512), "mlp.up_proj": (256, 512),
            "mlp.down_proj": (512, 256)}  # (K, N)
@@ -172,8 +181,8 @@ def test_headers_that_contradict_the_recipe_are_refused_naming_the_tensor(tmp_pa
     ({"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
       "llm_int8_skip_modules": ["router"]}, "'router' matches no weight matrix"),
     ({**W4A16, "ignore": ["lm_head", "model.layers.7.mlp.down_proj"]}, "'model.layers.7.mlp.down_proj' matches no"),
-    (compressed({"group_0": group({"num_bits": 8, "type": "float", "strategy": "block",
-                                   "block_structure": [128, 128]})}, "float-quantized"), "strategy block"),
+    (compressed({"group_0": group({"num_bits": 6, "type": "float", "strategy": "group", "group_size": 16})},
+                "float-quantized"), "6-bit floats"),
     ({**GPTQ, "desc_act": True}, "desc_act true"),
     (compressed({"group_0": group({"num_bits": 4, "type": "int", "strategy": "group", "group_size": 128},
                                   targets=["model.layers.0.self_attn.q_proj"])}, "pack-quantized", ignore=()),
@@ -216,7 +225,7 @@ def test_a_group_for_some_roles_becomes_their_per_role_format(tmp_path):
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "checkpoints"
 SAVED = {"ct_w4a16": "w4a16", "ct_w8a8": "w8a8", "ct_fp8": "fp8", "ct_nvfp4": "nvfp4", "bnb_nf4": "nf4",
-         "bnb_nf4_dq": "nf4_dq"}
+         "bnb_nf4_dq": "nf4_dq", "ct_fp8_block": "fp8_block_ct"}
 # What accelsim does not count among a layer's weights: the packed weights' shape (metadata), NVFP4's
 # static per-tensor scale of the activations, bitsandbytes' code tables (16 and 256 FP32 values per
 # tensor) and its quant_state blob (a JSON record, which holds the double quantization's FP32 offset:
@@ -256,3 +265,27 @@ def _count(shape: tuple[int, ...]) -> int:
     for size in shape:
         count *= size
     return count
+
+
+def test_block_wise_fp8_scales_per_block_of_weights_and_per_group_of_each_tokens_channels(tmp_path):
+    """Transformers' fine-grained FP8 (DeepSeek-V3 style): a 32-bit scale per 128 x 128 weight block, and per
+    token and 128 channels of the activations (the absmax pass finds them)."""
+    headers = {}
+    for layer in range(2):
+        for leaf, (k, n) in LINEARS.items():
+            name = f"model.layers.{layer}.{leaf}"
+            headers[f"{name}.weight"] = ("F8_E4M3", [n, k])
+            headers[f"{name}.weight_scale_inv"] = ("F32", [-(-n // 128), -(-k // 128)])
+    path = checkpoint(tmp_path / "fp8", FP8_BLOCK, headers)
+    derived = checkpoint_run(path, "tpu_v5e_like")
+    trace = load_model(str(path)).trace(Workload(tokens=64))
+    res = simulate(trace, load_hardware("tpu_v5e_like"), derived.policy)
+    down = res[res.name == "layers.0.mlp.down_proj"].iloc[0]
+    assert down.scale_bits == 2 * 4 * 32  # 256 x 512: 2 x 4 blocks
+    scales = res[res.name == "layers.0.mlp.down_proj.quantize_absmax"]
+    assert len(scales) == 1  # its input's scales: 64 tokens x 512 channels / 128 per scale, 32 bits each
+    headers["model.layers.0.mlp.down_proj.weight_scale_inv"] = ("F32", [2, 2])
+    path = checkpoint(tmp_path / "bad", FP8_BLOCK, headers)
+    with pytest.raises(InputError, match=r"down_proj.weight_scale_inv has shape \[2, 2\], the quantization "
+                                         r"config implies \[2, 4\]"):
+        checkpoint_run(path, "tpu_v5e_like")
