@@ -40,6 +40,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from simulator.formats.precision import parse_precision
+from simulator.spec.checkpoint import CHECKPOINT, checkpoint_run
 from simulator.spec.config_io import StrictModel, read_yaml_mapping, unknown_name_message, validate
 from simulator.spec.hardware import Hardware, load_hardware
 from simulator.spec.run_config import (
@@ -212,8 +213,9 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, Plan]:
     spec = validate(SweepSpec, read_yaml_mapping(path), str(path))
     for axis in spec.axes.paths:
         check_axis_path(axis)
-    base = load_hardware(spec.hardware if not spec.hardware.endswith((".yaml", ".yml"))
-                         else str(_resolve_path(spec.hardware, path.parent)))
+    hardware = spec.hardware if not spec.hardware.endswith((".yaml", ".yml")) else str(
+        _resolve_path(spec.hardware, path.parent))
+    base = load_hardware(hardware)
     from workloads.models import load_model
 
     points_axes = design_points(spec.axes)
@@ -223,9 +225,40 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, Plan]:
             check_entry(load_model(entry.name), entry, spec.include_head, spec.trace)
         except InputError as exc:
             raise InputError(f"{path}: models: {entry.name}: {exc}") from None
+    configs, names = _load_configs(spec, path, hardware)
+    _check_attention_axes(path, points_axes, [configs[name]["config"] for name in names])
+    points: list[Point] = []
+    for axis_values in points_axes:
+        for config in names:
+            for model in spec.models:
+                if config.startswith(CHECKPOINT_KEY) and config != CHECKPOINT_KEY + model.name:
+                    continue  # a checkpoint's own config runs that checkpoint only
+                label = CHECKPOINT if config.startswith(CHECKPOINT_KEY) else Path(config).stem
+                points.append(Point(len(points), point_id(axis_values, label, model), axis_values, config,
+                                    model.at(axis_values)))
+    return spec, Plan(spec, base.model_dump(), configs, tuple(points))
+
+
+CHECKPOINT_KEY = "checkpoint:"  # the plan's key of a checkpoint model's own config: checkpoint:<its directory>
+
+
+def _load_configs(spec: SweepSpec, path: Path, hardware: str) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Each config of the sweep (a file, or ``checkpoint``: every model entry's own recipe) with its baseline,
+    by key, and the keys in order; two configs the table could not tell apart are refused."""
     configs: dict[str, dict[str, Any]] = {}
     names: list[str] = []
     for name in spec.configs:
+        if name == CHECKPOINT:
+            for entry in spec.models:
+                try:
+                    derived = checkpoint_run(entry.name, hardware).policy
+                except InputError as exc:
+                    raise InputError(f"{path}: configs: checkpoint: {entry.name}: {exc}") from None
+                baseline = load_baseline(derived)
+                configs[CHECKPOINT_KEY + entry.name] = {"config": derived.config.model_dump(),
+                                                        "baseline": baseline.config.model_dump() if baseline else None}
+                names.append(CHECKPOINT_KEY + entry.name)
+            continue
         resolved = resolve_run_config(name, path.parent)
         policy = load_run_config(resolved)
         if any(Path(seen).stem == resolved.stem for seen in names):
@@ -238,15 +271,7 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, Plan]:
         configs[str(resolved)] = {"config": policy.config.model_dump(),
                                   "baseline": baseline.config.model_dump() if baseline else None}
         names.append(str(resolved))
-    _check_attention_axes(path, points_axes, [configs[name]["config"] for name in names])
-    points: list[Point] = []
-    for axis_values in points_axes:
-        for config in names:
-            for model in spec.models:
-                label = Path(config).stem
-                points.append(Point(len(points), point_id(axis_values, label, model), axis_values, config,
-                                    model.at(axis_values)))
-    return spec, Plan(spec, base.model_dump(), configs, tuple(points))
+    return configs, names
 
 
 def _check_attention_axes(path: Path, points_axes: list[dict[str, Any]], configs: list[dict[str, Any]]) -> None:

@@ -453,3 +453,24 @@ def test_an_attention_kernel_axis_sets_every_configs_kernel_and_its_baselines(tm
                                        "\nconfigs: [w8a8]\nmodels: [gpt2]\n")
     with pytest.raises(AssertionError, match="attention.kernel"):
         run_cli("sweep", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "b"), "--no-progress")
+
+
+def test_a_sweep_runs_each_checkpoint_under_its_own_recipe(tmp_path, run_cli):
+    """`configs: [checkpoint]`: each model entry (a checkpoint directory) runs its own derived config, next to
+    the other configs; a row equals `run checkpoint` of that checkpoint."""
+    import pandas as pd
+
+    fixtures = ROOT / "tests" / "fixtures" / "checkpoints"
+    models = [str(fixtures / "ct_w4a16"), str(fixtures / "ct_w8a8")]
+    (tmp_path / "s.yaml").write_text(
+        f"name: ckpt\nhardware: tpu_v5e_like\nconfigs: [checkpoint, native]\n"
+        f"models: [{{name: {models[0]}, tokens: 32}}, {{name: {models[1]}, tokens: 32}}]\n")
+    run_cli("sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "o"), "--workers", "1", "--no-progress")
+    table = pd.read_csv(tmp_path / "o" / "results.csv")
+    assert len(table) == 4 and table["error"].isna().all()
+    for model in models:
+        row = table[(table["model"] == model) & (table["config"] == Path(model).name)].iloc[0]
+        ran = json.loads(run_cli("run", "checkpoint", "--model", model, "--tokens", "32", "--hardware",
+                                        "tpu_v5e_like", "--json"))
+        assert row["total_cycles"] == ran["total_cycles"]
+        assert row["speedup_vs_baseline"] == pytest.approx(ran["speedup_vs_baseline"])
