@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from simulator.spec.checkpoint_files import check_headers, read_checkpoint
-from simulator.spec.checkpoint_schemes import derive
+from simulator.spec.checkpoint_schemes import derive, module_namer
 from simulator.spec.hardware import load_hardware
 from simulator.spec.run_config import Policy, policy_from_dict
 from workloads.errors import InputError
@@ -30,12 +30,14 @@ def checkpoint_run(directory: str | Path, hardware: str) -> CheckpointRun:
     """The run config of the checkpoint in ``directory`` on ``hardware`` (a preset name or path)."""
     checkpoint = read_checkpoint(directory)
     spec = load_model(str(directory))
+    # The weight matrices, a head tied to the embedding included (a Linear module in the checkpoint too).
     linears = [op for op in spec.trace(Workload(tokens=8) if spec.family.default_tokens else Workload())
-               if op.kind == "gemm" and op.weight_params]
+               if op.kind == "gemm" and (op.weight_params or op.role == "head")]
     name = Path(directory).resolve().name or "checkpoint"
-    derived = derive(checkpoint.quantization, linears, name, hardware, _parse_compressed_tensors)
+    namer = module_namer(str(spec.config.get("model_type")))
+    derived = derive(checkpoint.quantization, linears, namer, name, hardware, _parse_compressed_tensors)
     policy = policy_from_dict(derived.config, f"{directory}: the config derived from its quantization_config")
-    check_headers(checkpoint, _weight_formats(policy.on(load_hardware(hardware)), linears), linears)
+    check_headers(checkpoint, _weight_formats(policy.on(load_hardware(hardware)), linears), linears, namer)
     sources = [f"checkpoint: {source}" for source in derived.sources]
     if checkpoint.headers is None:
         sources.append("checkpoint: no safetensors weights: the formats come from config.json alone")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from simulator.spec.checkpoint_schemes import hf_module_name
+from simulator.spec.checkpoint_schemes import Namer
 from workloads.errors import InputError
 from workloads.ops import Op
 
@@ -88,7 +88,7 @@ def read_header(path: Path) -> dict[str, TensorHeader]:
             for name, entry in header.items() if name != "__metadata__"}
 
 
-def check_headers(checkpoint: Checkpoint, weights: Mapping[str, str], linears: Sequence[Op]) -> None:
+def check_headers(checkpoint: Checkpoint, weights: Mapping[str, str], linears: Sequence[Op], namer: Namer) -> None:
     """The stored tensors of every linear layer agree with the format derived for it (``weights``: op name ->
     accelsim format and group, e.g. ``int4/128``); a mismatch is refused naming the tensor."""
     headers = checkpoint.headers
@@ -96,7 +96,7 @@ def check_headers(checkpoint: Checkpoint, weights: Mapping[str, str], linears: S
         return
     method = (checkpoint.quantization or {}).get("quant_method")
     for op in linears:
-        for name, dtype, shape in expected_tensors(method, weights.get(op.name, ""), hf_module_name(op), op.k, op.n):
+        for name, dtype, shape in expected_tensors(method, weights.get(op.name, ""), namer(op), op.k, op.n):
             _expect(headers, name, dtype, shape)
 
 

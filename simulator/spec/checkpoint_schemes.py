@@ -8,6 +8,8 @@ Hugging Face checkpoints say how they were compressed in ``config.json``'s ``qua
   group size, symmetric) and ``input_activations`` (strategy token or tensor, dynamic or static);
   ``kv_cache_scheme`` stores the KV cache; ``sparsity_config`` names 2:4 weights. Parsed with the
   ``compressed-tensors`` package's own models.
+Modules are matched by their Hugging Face names (``module_namer``: the Llama-style families and OPT).
+
 - ``gptq`` (bits, group_size, sym, desc_act) and ``awq`` (bits, group_size, zero_point): integer weights
   with 16-bit scales and packed zero points per group; the LM head is left unquantized.
 - ``fp8`` (block-wise, ``weight_block_size``): E4M3 weights and activations, FP32 scales per block and
@@ -29,21 +31,37 @@ from typing import Any
 from workloads.errors import InputError
 from workloads.ops import Op
 
-# Module names of the Llama-style closed form in Hugging Face's spelling (checkpoints name modules so).
-_LLAMA_LEAVES = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "out": "o_proj", "gate_proj": "gate_proj",
-                 "up_proj": "up_proj", "down_proj": "down_proj"}
-_LLAMA_OP = re.compile(r"layers\.(\d+)\.(self_attn|mlp)\.(\w+)")
+# Hugging Face's leaf names of the closed form's projections, per family whose checkpoints are read by name.
+_LEAVES = {"llama": {"self_attn.q": "self_attn.q_proj", "self_attn.k": "self_attn.k_proj",
+                     "self_attn.v": "self_attn.v_proj", "self_attn.out": "self_attn.o_proj",
+                     "mlp.gate_proj": "mlp.gate_proj", "mlp.up_proj": "mlp.up_proj", "mlp.down_proj": "mlp.down_proj"},
+           "opt": {"self_attn.q": "self_attn.q_proj", "self_attn.k": "self_attn.k_proj",
+                   "self_attn.v": "self_attn.v_proj", "self_attn.out": "self_attn.out_proj", "fc.ffn1": "fc1",
+                   "fc.ffn2": "fc2"}}
+_PREFIX = {"llama": "model.layers", "opt": "model.decoder.layers"}
+_FAMILY = {"llama": "llama", "qwen2": "llama", "mistral": "llama", "opt": "opt"}
+_BLOCK_OP = re.compile(r"layers\.(\d+)\.(.+)")
 _SCALE_BITS = {None: 16, "torch.bfloat16": 16, "torch.float16": 16, "torch.float32": 32,
                "torch.float8_e4m3fn": 8, "torch.uint8": 8}
+Namer = Callable[[Op], str]
 
 
-def hf_module_name(op: Op) -> str:
-    """The Hugging Face module a Llama-family closed-form op stands for (``layers.3.self_attn.q`` ->
-    ``model.layers.3.self_attn.q_proj``; ``lm_head`` stays)."""
-    match = _LLAMA_OP.fullmatch(op.name)
-    if match is not None and match.group(3) in _LLAMA_LEAVES:
-        return f"model.layers.{match.group(1)}.{match.group(2)}.{_LLAMA_LEAVES[match.group(3)]}"
-    return op.name
+def module_namer(model_type: str) -> Namer:
+    """The Hugging Face module name of a closed-form weight matrix (``layers.3.self_attn.q`` ->
+    ``model.layers.3.self_attn.q_proj``) for the Llama-style families and OPT; elsewhere accelsim's own
+    name (a recipe can still target ``Linear`` and ``lm_head``)."""
+    family = _FAMILY.get(model_type)
+    if family is None:
+        return lambda op: op.name
+    leaves, prefix = _LEAVES[family], _PREFIX[family]
+
+    def name(op: Op) -> str:
+        match = _BLOCK_OP.fullmatch(op.name)
+        if match is not None and match.group(2) in leaves:
+            return f"{prefix}.{match.group(1)}.{leaves[match.group(2)]}"
+        return op.name
+
+    return name
 
 
 @dataclass
@@ -54,23 +72,24 @@ class Derived:
     sources: list[str] = field(default_factory=list)
 
 
-def derive(quantization: Mapping[str, Any] | None, linears: Sequence[Op], name: str, hardware: str,
+def derive(quantization: Mapping[str, Any] | None, linears: Sequence[Op], namer: Namer, name: str, hardware: str,
            parse_compressed_tensors: Callable[[Mapping[str, Any]], Any]) -> Derived:
     """The run config (on ``hardware``) of a checkpoint whose ``quantization_config`` is ``quantization``
-    (None: an unquantized checkpoint), for a model whose weight matrices are ``linears``."""
+    (None: an unquantized checkpoint), for a model whose weight matrices are ``linears`` (``namer``: their
+    Hugging Face module names)."""
     if quantization is None:
         return Derived({"name": name, "hardware": hardware, "precision": {"default": "native"}},
                        ["weights and activations native: config.json has no quantization_config"])
     method = quantization.get("quant_method")
     if method == "compressed-tensors":
-        derived = _compressed_tensors(parse_compressed_tensors(quantization), quantization, linears,
+        derived = _compressed_tensors(parse_compressed_tensors(quantization), quantization, linears, namer,
                                       _base(name, hardware))
     elif method in ("gptq", "awq"):
-        derived = _gptq_awq(method, quantization, _base(name, hardware))
+        derived = _gptq_awq(method, quantization, linears, _base(name, hardware))
     elif method == "bitsandbytes":
-        derived = _bitsandbytes(quantization, linears, _base(name, hardware))
+        derived = _bitsandbytes(quantization, linears, namer, _base(name, hardware))
     elif method == "fp8":
-        derived = _fine_grained_fp8(quantization, linears, _base(name, hardware))
+        derived = _fine_grained_fp8(quantization, linears, namer, _base(name, hardware))
     else:
         raise InputError(f"quantization_config.quant_method {method!r} is not supported (supported: "
                          "compressed-tensors, gptq, awq, bitsandbytes, fp8)")
@@ -84,7 +103,8 @@ def _base(name: str, hardware: str) -> dict[str, Any]:
     return {"name": name, "hardware": hardware, "precision": {}, "baseline": "native"}
 
 
-def _gptq_awq(method: str, quantization: Mapping[str, Any], config: dict[str, Any]) -> Derived:
+def _gptq_awq(method: str, quantization: Mapping[str, Any], linears: Sequence[Op], config: dict[str, Any],
+              ) -> Derived:
     bits, group = quantization.get("bits"), quantization.get("group_size", -1)
     if bits not in (2, 3, 4, 8):
         raise InputError(f"quantization_config.bits {bits!r}: {method} stores 2, 3, 4 or 8-bit weights")
@@ -95,14 +115,17 @@ def _gptq_awq(method: str, quantization: Mapping[str, Any], config: dict[str, An
     scales: dict[str, Any] = {"per": "channel"} if group in (-1, None) else {"per": "group", "group_size": group}
     # Both store 16-bit scales and packed zero points (GPTQ stores them for symmetric weights too).
     scales.update(scale_bits=16, zero_point_bits=bits if (asymmetric or method == "gptq") else 0)
-    config["precision"] = {"weights": f"int{bits}", "activations": "native", "ops": {"head": "native"},
-                           "weight_scales": scales}
+    # Both quantize the linear layers inside the blocks: the LM head and any projection outside stay.
+    outside = sorted({op.role for op in linears if op.layer < 0} | {"head"})
+    config["precision"] = {"weights": f"int{bits}", "activations": "native",
+                           "ops": dict.fromkeys(outside, "native"), "weight_scales": scales}
     how = f"group {group}" if scales["per"] == "group" else "per channel"
     return Derived(config, [f"weights int{bits} {how} ({method}: bits, group_size); activations native",
-                            f"lm_head native ({method} leaves it unquantized)"])
+                            f"{', '.join(outside)} native ({method} quantizes the layers inside the blocks)"])
 
 
-def _bitsandbytes(quantization: Mapping[str, Any], linears: Sequence[Op], config: dict[str, Any]) -> Derived:
+def _bitsandbytes(quantization: Mapping[str, Any], linears: Sequence[Op], namer: Namer, config: dict[str, Any],
+                  ) -> Derived:
     """bitsandbytes 4-bit NF4, with or without double quantization; its skipped modules (and the LM head,
     which transformers keeps in full precision) stay native."""
     if quantization.get("load_in_8bit"):
@@ -115,7 +138,7 @@ def _bitsandbytes(quantization: Mapping[str, Any], linears: Sequence[Op], config
         raise InputError(f"quantization_config.bnb_4bit_quant_type {kind!r}: accelsim models nf4")
     double = bool(quantization.get("bnb_4bit_use_double_quant"))
     weights = "nf4_dq" if double else "nf4"
-    roles = {"head"} | _roles_named(quantization.get("llm_int8_skip_modules") or [], linears,
+    roles = {"head"} | _roles_named(quantization.get("llm_int8_skip_modules") or [], linears, namer,
                                     "llm_int8_skip_modules")
     config["precision"] = {"weights": weights, "activations": "native", "ops": dict.fromkeys(sorted(roles), "native")}
     how = "double-quantized scales" if double else "FP32 scales"
@@ -124,7 +147,8 @@ def _bitsandbytes(quantization: Mapping[str, Any], linears: Sequence[Op], config
                             f"{', '.join(sorted(roles))} native (kept in full precision)"])
 
 
-def _fine_grained_fp8(quantization: Mapping[str, Any], linears: Sequence[Op], config: dict[str, Any]) -> Derived:
+def _fine_grained_fp8(quantization: Mapping[str, Any], linears: Sequence[Op], namer: Namer, config: dict[str, Any],
+                      ) -> Derived:
     """Block-wise FP8 (``quant_method: fp8``, DeepSeek-V3 style): E4M3 weights with an FP32 scale per
     ``weight_block_size`` block; dynamic activations with a scale per token and 128 channels."""
     block = quantization.get("weight_block_size")
@@ -134,7 +158,7 @@ def _fine_grained_fp8(quantization: Mapping[str, Any], linears: Sequence[Op], co
     if scheme != "dynamic":
         raise InputError(f"quantization_config.activation_scheme {scheme!r}: block-wise FP8 is modelled with dynamic "
                          "activations")
-    roles = {"head"} | _roles_named(quantization.get("modules_to_not_convert") or [], linears,
+    roles = {"head"} | _roles_named(quantization.get("modules_to_not_convert") or [], linears, namer,
                                     "modules_to_not_convert")
     config["precision"] = {"weights": "fp8_e4m3", "activations": "fp8_e4m3",
                            "ops": dict.fromkeys(sorted(roles), "native"),
@@ -145,24 +169,23 @@ def _fine_grained_fp8(quantization: Mapping[str, Any], linears: Sequence[Op], co
                             "activation_scheme)", f"{', '.join(sorted(roles))} native (not converted)"])
 
 
-def _roles_named(entries: Sequence[str], linears: Sequence[Op], field: str) -> set[str]:
+def _roles_named(entries: Sequence[str], linears: Sequence[Op], namer: Namer, field: str) -> set[str]:
     """The roles of the weight matrices ``entries`` (module names, or their last parts) name; an entry
     that names none is refused."""
     roles: set[str] = set()
     for entry in entries:
-        matched = {op.role for op in linears if _matches(entry, hf_module_name(op)) or hf_module_name(op).endswith(
-            "." + entry)}
+        matched = {op.role for op in linears if _matches(entry, namer(op)) or namer(op).endswith("." + entry)}
         if not matched and entry != "lm_head":
             raise InputError(f"quantization_config.{field}: {entry!r} matches no weight matrix of the model")
         roles |= matched
     return roles
 
 
-def _compressed_tensors(parsed: Any, raw: Mapping[str, Any], linears: Sequence[Op], config: dict[str, Any],
-                        ) -> Derived:
+def _compressed_tensors(parsed: Any, raw: Mapping[str, Any], linears: Sequence[Op], namer: Namer,
+                        config: dict[str, Any]) -> Derived:
     derived = Derived(config)
     precision: dict[str, Any] = derived.config["precision"]
-    assignment = _assign(parsed, linears)
+    assignment = _assign(parsed, linears, namer)
     if not assignment:
         raise InputError("quantization_config.config_groups: no group's targets match a weight matrix of the model")
     schemes = {group: _scheme(parsed.config_groups[group], group) for group in sorted(set(assignment.values()))}
@@ -189,7 +212,7 @@ def _compressed_tensors(parsed: Any, raw: Mapping[str, Any], linears: Sequence[O
                               + (f"compressed-tensors {main}" if main else "no group targets them"))
     _scales(precision, [scheme for scheme in schemes.values()])
     _kv_cache(precision, raw.get("kv_cache_scheme"), derived.sources)
-    _sparsity(derived, raw.get("sparsity_config"), linears)
+    _sparsity(derived, raw.get("sparsity_config"), linears, namer)
     return derived
 
 
@@ -201,13 +224,13 @@ class _Scheme:
     activation_scales: dict[str, Any] | None
 
 
-def _assign(parsed: Any, linears: Sequence[Op]) -> dict[str, str]:
+def _assign(parsed: Any, linears: Sequence[Op], namer: Namer) -> dict[str, str]:
     """Op name -> the config group that quantizes it (none: left out, or ignored)."""
     ignore = list(parsed.ignore or [])
     used = set()
     assignment: dict[str, str] = {}
     for op in linears:
-        module = hf_module_name(op)
+        module = namer(op)
         ignored = [entry for entry in ignore if _matches(entry, module)]
         if ignored:
             used.update(ignored)
@@ -324,7 +347,7 @@ def _kv_cache(precision: dict[str, Any], scheme: Mapping[str, Any] | None, sourc
     sources.append(f"KV cache {precision['kv_cache']} per {per}: kv_cache_scheme")
 
 
-def _sparsity(derived: Derived, scheme: Mapping[str, Any] | None, linears: Sequence[Op]) -> None:
+def _sparsity(derived: Derived, scheme: Mapping[str, Any] | None, linears: Sequence[Op], namer: Namer) -> None:
     if scheme is None:
         return
     structure = scheme.get("sparsity_structure")
@@ -332,7 +355,7 @@ def _sparsity(derived: Derived, scheme: Mapping[str, Any] | None, linears: Seque
         raise InputError(f"quantization_config.sparsity_config.sparsity_structure {structure!r}: accelsim reads "
                          "2:4 checkpoints")
     targets, ignore = scheme.get("targets") or ["Linear"], scheme.get("ignore") or []
-    roles = sorted({op.role for op in linears if any(_matches(t, hf_module_name(op)) for t in targets)
-                    and not any(_matches(i, hf_module_name(op)) for i in ignore)})
+    roles = sorted({op.role for op in linears if any(_matches(t, namer(op)) for t in targets)
+                    and not any(_matches(i, namer(op)) for i in ignore)})
     derived.config["sparsity"] = {"weights": {"pattern": "2:4", "roles": roles}}
     derived.sources.append(f"2:4 weights in {', '.join(roles)}: sparsity_config ({scheme.get('format')})")

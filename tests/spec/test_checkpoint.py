@@ -247,13 +247,13 @@ def test_a_saved_checkpoint_runs_as_its_scheme_and_stores_what_its_tensors_hold(
     assert derived.policy.config.simulation_key() == by_hand.config.simulation_key()
     assert not any("no safetensors weights" in source for source in derived.sources)
     from simulator.spec.checkpoint_files import read_checkpoint
-    from simulator.spec.checkpoint_schemes import hf_module_name
+    from simulator.spec.checkpoint_schemes import module_namer
 
     headers = read_checkpoint(FIXTURES / folder).headers
     simulator = Simulator(load_hardware("tpu_v5e_like"), derived.policy)
     trace = load_model(str(FIXTURES / folder)).trace(Workload(tokens=8))
     for op in (op for op in trace if op.kind == "gemm" and op.weight_params and op.role != "head"):
-        module = hf_module_name(op)
+        module = module_namer("llama")(op)
         stored = simulator.storage(op)
         in_file = sum(BYTES[header.dtype] * 8 * _count(header.shape) for name, header in headers.items()
                       if name.startswith(module + ".") and not name.endswith(NOT_COUNTED))
@@ -289,3 +289,30 @@ def test_block_wise_fp8_scales_per_block_of_weights_and_per_group_of_each_tokens
     with pytest.raises(InputError, match=r"down_proj.weight_scale_inv has shape \[2, 2\], the quantization "
                                          r"config implies \[2, 4\]"):
         checkpoint_run(path, "tpu_v5e_like")
+
+
+def test_opt_checkpoints_are_read_by_opts_module_names(tmp_path):
+    """OPT names its modules model.decoder.layers.N.self_attn.q_proj ... fc1, fc2: a GPTQ checkpoint's
+    headers are found under those names, and an ignore entry naming fc2 leaves the ffn2 layers native."""
+    config = json.loads((Path(__file__).resolve().parents[1] / "configs" / "opt-350m.json").read_text())
+    hidden, inner, layers = config["hidden_size"], config["ffn_dim"], config["num_hidden_layers"]
+    shapes = {"self_attn.q_proj": (hidden, hidden), "self_attn.k_proj": (hidden, hidden),
+              "self_attn.v_proj": (hidden, hidden), "self_attn.out_proj": (hidden, hidden), "fc1": (hidden, inner),
+              "fc2": (inner, hidden)}
+    headers = {}
+    for layer in range(layers):
+        for leaf, (k, n) in shapes.items():
+            headers[f"model.decoder.layers.{layer}.{leaf}.qweight"] = ("I32", [k * 4 // 32, n])
+            headers[f"model.decoder.layers.{layer}.{leaf}.scales"] = ("F16", [k // 128, n])
+    directory = tmp_path / "opt"
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps({**config, "quantization_config": GPTQ}))
+    write_safetensors_header(directory / "model.safetensors", headers)
+    derived = checkpoint_run(directory, "tpu_v5e_like")
+    assert derived.config["precision"]["weights"] == "int4"
+    quantization = compressed({"group_0": group({"num_bits": 8, "type": "int", "strategy": "channel"})},
+                              "int-quantized", ignore=["lm_head", "re:.*fc2$"])
+    (directory / "config.json").write_text(json.dumps({**config, "quantization_config": quantization}))
+    (directory / "model.safetensors").unlink()
+    derived = checkpoint_run(directory, "tpu_v5e_like")
+    assert derived.config["precision"]["ops"]["ffn2"] == "native"
