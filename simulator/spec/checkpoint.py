@@ -70,3 +70,5 @@ def _parse_compressed_tensors(quantization: Mapping[str, Any]) -> Any:
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error["loc"])
         raise InputError(f"quantization_config.{where}: {error['msg']}") from None
+    except (ValueError, TypeError, NotImplementedError) as exc:  # the package's own checks raise these too
+        raise InputError(f"quantization_config: compressed-tensors refuses it: {exc}") from None

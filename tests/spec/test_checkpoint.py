@@ -316,3 +316,76 @@ def test_opt_checkpoints_are_read_by_opts_module_names(tmp_path):
     (directory / "model.safetensors").unlink()
     derived = checkpoint_run(directory, "tpu_v5e_like")
     assert derived.config["precision"]["ops"]["ffn2"] == "native"
+
+
+@pytest.mark.parametrize(("quantization", "expected"), [
+    ({**GPTQ, "sym": False}, {"weight_scales": {"per": "group", "group_size": 128, "scale_bits": 16,
+                                                "zero_point_bits": 4}}),
+    ({**GPTQ, "group_size": -1, "bits": 8}, {"weights": "int8", "weight_scales": {"per": "channel", "scale_bits": 16,
+                                                                                  "zero_point_bits": 8}}),
+    ({"quant_method": "gptq", "bits": 3}, {"weights": "int3", "weight_scales": {"per": "channel", "scale_bits": 16,
+                                                                               "zero_point_bits": 3}}),
+    ({**AWQ, "zero_point": False}, {"weight_scales": {"per": "group", "group_size": 128, "scale_bits": 16,
+                                                      "zero_point_bits": 0}}),
+    ({"quant_method": "awq", "bits": 4, "group_size": 64}, {"weight_scales": {"per": "group", "group_size": 64,
+                                                                              "scale_bits": 16,
+                                                                              "zero_point_bits": 4}}),
+    ({**W4A16, "kv_cache_scheme": {"num_bits": 8, "type": "float"}},
+     {"kv_cache": "fp8_e4m3", "kv_scales": {"per": "tensor", "scale_bits": 16}}),
+    ({**W4A16, "kv_cache_scheme": {"num_bits": 8, "strategy": "attn_head"}},
+     {"kv_cache": "int8", "kv_scales": {"per": "head", "scale_bits": 16}}),
+    ({**W4A16, "kv_cache_scheme": {"num_bits": 4, "type": "int", "strategy": "token", "dynamic": True}},
+     {"kv_cache": "int4", "kv_scales": {"per": "token", "scale_bits": 16}}),
+    (compressed({"group_0": group({"num_bits": 4, "type": "int", "symmetric": False, "strategy": "group",
+                                   "group_size": 32})}, "pack-quantized"),
+     {"weights": "int4", "weight_scales": {"per": "group", "scale_bits": 16, "group_size": 32, "zero_point_bits": 4}}),
+    (compressed({"group_0": group({"num_bits": 4, "type": "float", "strategy": "group", "group_size": 32})},
+                "mxfp4-pack-quantized"), {"weights": "mxfp4"}),
+    (compressed({"group_0": group({"num_bits": 8, "type": "int", "strategy": "tensor"},
+                                  {"num_bits": 8, "type": "int", "strategy": "tensor", "dynamic": False})},
+                "int-quantized"),
+     {"weights": "int8", "activations": "int8", "weight_scales": {"per": "tensor", "scale_bits": 16},
+      "activation_scales": {"per": "tensor", "scale_bits": 16}}),
+])
+def test_each_recipe_field_becomes_its_accelsim_setting(tmp_path, quantization, expected):
+    precision = checkpoint_run(checkpoint(tmp_path / "c", quantization), "tpu_v5e_like").config["precision"]
+    assert {key: precision.get(key) for key in expected} == expected
+
+
+@pytest.mark.parametrize(("quantization", "refusal"), [
+    ({"quant_method": "gptq", "bits": 5}, "quantization_config.bits 5: gptq stores 2, 3, 4 or 8-bit weights"),
+    ({**W4A16, "kv_cache_scheme": {"num_bits": 16, "type": "float"}}, "compressed-tensors refuses it"),
+    ({**W4A16, "kv_cache_scheme": {"num_bits": 2, "type": "int"}},
+     "kv_cache_scheme: int 2-bit caches are not modelled"),
+    ({**W4A16, "sparsity_config": {"format": "sparse-bitmask", "sparsity_structure": "unstructured"}},
+     "sparsity_structure 'unstructured': accelsim reads 2:4 checkpoints"),
+    (compressed({"group_0": group({"num_bits": 4, "type": "int", "strategy": "group", "group_size": 128},
+                                  targets=["re:.*self_attn.*"]),
+                 "group_1": group({"num_bits": 8, "type": "int", "strategy": "channel"},
+                                  targets=["re:.*mlp.*"])}, "mixed-precision"),
+     r"the groups' weight scales differ \(\{'per': 'channel'"),
+    ({"quant_method": "bitsandbytes"}, "neither load_in_4bit nor load_in_8bit"),
+    ({**FP8_BLOCK, "weight_block_size": [128]}, "weight_block_size \\[128\\]: give two positive sizes"),
+    ({**FP8_BLOCK, "activation_scheme": "static"}, "activation_scheme 'static'"),
+    (compressed({"group_0": {"targets": ["Linear"], "weights": {"num_bits": 8, "type": "int", "strategy": "channel"},
+                             "output_activations": {"num_bits": 8, "type": "int", "strategy": "token",
+                                                    "dynamic": True}}},
+                "int-quantized"), "output_activations: quantized outputs are not modelled"),
+])
+def test_recipe_fields_accelsim_cannot_represent_are_refused_by_name(tmp_path, quantization, refusal):
+    with pytest.raises(InputError, match=refusal):
+        checkpoint_run(checkpoint(tmp_path / "c", quantization), "tpu_v5e_like")
+
+
+def test_a_mixed_recipe_sets_formats_per_role(tmp_path):
+    """Two groups with the same scale granularity: int4 attention projections, int8 MLP, both per channel."""
+    quantization = compressed({
+        "group_0": group({"num_bits": 4, "type": "int", "strategy": "channel"}, targets=["re:.*self_attn.*"]),
+        "group_1": group({"num_bits": 8, "type": "int", "strategy": "channel"}, targets=["re:.*mlp.*"])},
+        "mixed-precision")
+    derived = checkpoint_run(checkpoint(tmp_path / "c", quantization), "tpu_v5e_like")
+    precision = derived.config["precision"]
+    formats = {role: precision["ops"].get(role, {"weights": precision["weights"]}) for role in ("q", "ffn1", "ffn2")}
+    weights = {role: setting if isinstance(setting, str) else setting["weights"] for role, setting in formats.items()}
+    assert weights == {"q": "int4", "ffn1": "int8", "ffn2": "int8"}
+    assert "checkpoint: head native: ignore" in derived.sources
