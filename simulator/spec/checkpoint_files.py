@@ -80,8 +80,11 @@ def read_header(path: Path) -> dict[str, TensorHeader]:
         size = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else -1
         if not 0 < size <= MAX_HEADER_BYTES:
             raise InputError(f"{path}: not a safetensors file (header length {size})")
+        text = file.read(size)
+        if len(text) != size:
+            raise InputError(f"{path}: its safetensors header is cut short ({len(text)} of {size} bytes)")
         try:
-            header = json.loads(file.read(size))
+            header = json.loads(text)
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise InputError(f"{path}: its safetensors header is not JSON") from None
     return {name: TensorHeader(str(entry["dtype"]), tuple(int(n) for n in entry["shape"]))

@@ -4,6 +4,7 @@ equal to the hand-written accelsim config of the same scheme, and its safetensor
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -389,3 +390,77 @@ def test_a_mixed_recipe_sets_formats_per_role(tmp_path):
     weights = {role: setting if isinstance(setting, str) else setting["weights"] for role, setting in formats.items()}
     assert weights == {"q": "int4", "ffn1": "int8", "ffn2": "int8"}
     assert "checkpoint: head native: ignore" in derived.sources
+
+
+def awq_headers(bits: int = 4, group_size: int = 128) -> dict:
+    tensors = {}
+    for layer in range(2):
+        for leaf, (k, n) in LINEARS.items():
+            name = f"model.layers.{layer}.{leaf}"
+            tensors[f"{name}.qweight"] = ("I32", [k, n * bits // 32])  # AWQ packs along the outputs
+            tensors[f"{name}.scales"] = ("F16", [k // group_size, n])
+    return tensors
+
+
+def test_awq_packs_along_the_outputs(tmp_path):
+    checkpoint_run(checkpoint(tmp_path / "ok", AWQ, awq_headers()), "tpu_v5e_like")
+    with pytest.raises(InputError, match=r"qweight has shape \[32, 256\], the quantization config implies "
+                                         r"\[256, 32\]"):
+        checkpoint_run(checkpoint(tmp_path / "bad", AWQ, gptq_headers()), "tpu_v5e_like")
+
+
+def test_a_checkpoint_without_a_recipe_runs_natively(tmp_path):
+    derived = checkpoint_run(checkpoint(tmp_path / "c", None), "tpu_v5e_like")
+    assert derived.config["precision"] == {"default": "native"}
+    assert derived.sources[0] == "checkpoint: weights and activations native: config.json has no quantization_config"
+
+
+@pytest.mark.parametrize(("data", "refusal"), [
+    (b"\x00" * 4, "not a safetensors file"),  # too short for the length
+    (struct.pack("<Q", 200) + b"{}", "header is cut short \\(2 of 200 bytes\\)"),  # shorter than it says
+    (struct.pack("<Q", 3) + b"{x}", "its safetensors header is not JSON"),
+    (struct.pack("<Q", 0), "not a safetensors file \\(header length 0\\)"),
+])
+def test_a_file_that_is_not_safetensors_is_refused(tmp_path, data, refusal):
+    path = checkpoint(tmp_path / "c", W4A16)
+    (path / "model.safetensors").write_bytes(data)
+    with pytest.raises(InputError, match=refusal):
+        checkpoint_run(path, "tpu_v5e_like")
+
+
+@pytest.mark.parametrize(("folder", "tensor", "wrong"), [
+    ("ct_nvfp4", "model.layers.1.mlp.up_proj.weight_packed", ("U8", [512, 64])),
+    ("ct_nvfp4", "model.layers.1.mlp.up_proj.weight_scale", ("BF16", [512, 16])),
+    ("bnb_nf4_dq", "model.layers.0.self_attn.k_proj.weight.absmax", ("F32", [512])),
+    ("bnb_nf4", "model.layers.0.self_attn.k_proj.weight", ("U8", [16384, 2])),
+    ("ct_fp8_block", "model.layers.0.mlp.down_proj.weight_scale", ("BF16", [4, 2])),
+])
+def test_a_saved_checkpoint_with_a_tensor_changed_is_refused_naming_it(tmp_path, folder, tensor, wrong):
+    from simulator.spec.checkpoint_files import read_header
+
+    headers = {name: (h.dtype, list(h.shape)) for name, h in read_header(FIXTURES / folder / "model.safetensors")
+               .items()}
+    assert tensor in headers and headers[tensor] != wrong
+    config = json.loads((FIXTURES / folder / "config.json").read_text())
+    directory = tmp_path / folder
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps(config))
+    write_safetensors_header(directory / "model.safetensors", {**headers, tensor: wrong})
+    with pytest.raises(InputError, match=f"safetensors: {re.escape(tensor)} "):
+        checkpoint_run(directory, "tpu_v5e_like")
+
+
+def test_block_fp8_modules_not_converted_stay_native(tmp_path):
+    quantization = {**FP8_BLOCK, "modules_to_not_convert": ["lm_head", "down_proj"]}
+    precision = checkpoint_run(checkpoint(tmp_path / "c", quantization), "tpu_v5e_like").config["precision"]
+    assert precision["ops"]["ffn2"] == "native" and precision["ops"]["head"] == "native"
+    assert precision["weights"] == precision["activations"] == "fp8_e4m3"
+    with pytest.raises(InputError, match="give two positive sizes"):
+        checkpoint_run(checkpoint(tmp_path / "d", {**FP8_BLOCK, "weight_block_size": [0, 128]}), "tpu_v5e_like")
+
+
+def test_a_2_4_recipe_without_targets_prunes_every_linear_but_the_ignored(tmp_path):
+    sparse = {**W4A16, "sparsity_config": {"format": "sparse-24-bitmask", "sparsity_structure": "2:4",
+                                          "ignore": ["re:.*mlp.*", "lm_head"]}}
+    config = checkpoint_run(checkpoint(tmp_path / "c", sparse), "tpu_v5e_like").config
+    assert config["sparsity"]["weights"]["roles"] == ["attn_out", "k", "q", "v"]
