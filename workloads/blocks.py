@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from workloads.ops import AttentionGeometry, OpBuilder
+from workloads.attention_geometry import AttentionGeometry
+from workloads.ops import OpBuilder
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from workloads.attention_geometry import AttentionGeometry
 from workloads.errors import InputError
 from workloads.hf_hooks import module_hooks, rotary_hook
 from workloads.hf_naming import block_index, group_of, matrix_role
 from workloads.models import ModelSpec, Workload
-from workloads.ops import AttentionGeometry, Op, Tensor, Trace
+from workloads.ops import Op, Tensor, Trace
 from workloads.vocabulary import BMM_ROLES
 
 try:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from simulator.engine.timing import gemm_cycles
 from simulator.spec.hardware import Hardware
 from simulator.units import ceil_div
+from workloads.attention_geometry import AttentionGeometry
 from workloads.errors import InputError
-from workloads.ops import AttentionGeometry
 
 BLOCK_CHOICES = (64, 128, 256, 512, 1024, 2048)  # block sizes the search tries (a pinned one may be any)
 

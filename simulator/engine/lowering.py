@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from simulator.engine.attention import KernelBits, KernelChoice, KernelPart, Machine
+from simulator.engine.kernel_lowering import mark_kernels
 from simulator.engine.operands import kv_scale_group, operand_elements, operand_rows, pruned
 from simulator.engine.steps import Lowered, Step
 from simulator.formats.precision import Precision, compute_format, parse_precision
@@ -57,7 +57,7 @@ def lower(trace: Trace, plan: Plan) -> Lowered:
         else:
             context.steps.append(Step(op, "sfu", False, context.sfu, op.reads, op.writes))
     context.check_per_token()
-    on_chip = context.mark_kernels()
+    on_chip = mark_kernels(context.steps, context.tensors, plan)
     return Lowered(tuple(context.steps), context.tensors, context.appends, tuple(context.notes),
                    frozenset(context.filter_streams), frozenset(on_chip))
 
@@ -364,78 +364,13 @@ class _Lowering:
                           (current, *extras.get(role, ())), writes)
             current = writes[0]
 
-    # --- pass 3: the fused attention kernels ------------------------------------------------------------
-
-    def mark_kernels(self) -> set[str]:
-        """Mark the steps of each attention that runs fused with their part of the kernel; return the
-        kernels' scores and probabilities, which never leave the chip."""
-        on_chip: set[str] = set()
-        machine = Machine.of(self.hardware) if any(step.op.attention for step in self.steps) else None
-        for index, step in enumerate(self.steps):
-            op = step.op
-            if (machine is None or step.unit != "array" or op.role != "bmm_qk" or op.attention is None
-                    or self.policy.attention_kernel(op) != "fused"):
-                continue
-            members, local = _kernel_members(self.steps, index)
-            if members[-1][1] != "av" or self.steps[members[-1][0]].op.role != "bmm_av":
-                raise InputError(f"{op.name}: no P V product reads its scores, so it cannot run as a fused kernel")
-            av = self.steps[members[-1][0]]
-            members += [(i, "epilogue") for i in _epilogue(self.steps, members[-1][0])]
-            tensors = self.tensors
-            bits = KernelBits(tensors[step.reads[0]].bits, tensors[step.reads[1]].bits, tensors[av.reads[1]].bits,
-                              self.sfu.bits, self.hardware.accumulator_bits)
-            config = self.policy.config.attention
-            geometry = op.attention
-            choice = KernelChoice(bits, self.hardware.macs_per_pe[step.precision.name],
-                                  config.block_q, config.block_k, av.pattern.m if av.pattern is not None else 1)
-            choice.blocks(geometry, geometry.keys_of(op), machine)  # pinned blocks that cannot run: refused here
-            for member, part in members:  # inserted score ops learn the geometry too
-                member_op = self.steps[member].op
-                if member_op.attention is None:
-                    member_op = replace(member_op, attention=geometry)
-                self.steps[member] = replace(self.steps[member], op=member_op, kernel=KernelPart(part, choice))
-            on_chip.update(local)
-        return on_chip
-
-    # --- pass 4: checks over the whole pass -------------------------------------------------------------
+    # --- pass 3: checks over the whole pass -------------------------------------------------------------
 
     def check_per_token(self) -> None:
         if self.per_token and not any(step.op.role == "absmax" for step in self.steps):
             raise InputError(f"{self.policy.name}: precision.activation_scales per token does not apply: no "
                              f"activation of {self.trace.model} is quantized to an integer or FP8 format on "
                              f"{self.hardware.name}")
-
-
-def _kernel_members(steps: list[Step], qk: int) -> tuple[list[tuple[int, str]], set[str]]:
-    """The steps of the fused attention whose Q K^T is step ``qk``, with their parts, up to the P V product
-    that reads its probabilities; and the tensors between them (scores and probabilities)."""
-    local = set(steps[qk].writes)
-    members = [(qk, "qk")]
-    for index in range(qk + 1, len(steps)):
-        step = steps[index]
-        if not local.intersection(step.reads):
-            continue
-        if step.unit == "array":
-            members.append((index, "av"))
-            break
-        role = step.op.role
-        mask = role == "add" and set(step.reads) <= local  # a generated mask reads only the scores
-        members.append((index, "softmax" if role == "softmax" else "mask" if mask else "scores"))
-        local.update(step.writes)
-    return members, local
-
-
-def _epilogue(steps: list[Step], av: int) -> list[int]:
-    """The vector steps that bring P V's output to the op's own output (its dequantize)."""
-    output, chain, current = steps[av].op.writes[0], [], steps[av].writes[0]
-    index = av + 1
-    while current != output and index < len(steps):
-        step = steps[index]
-        if step.unit == "sfu" and current in step.reads:
-            chain.append(index)
-            current = step.writes[0]
-        index += 1
-    return chain if current == output else []
 
 
 def _scales_along_k(weights: Precision, spec: PrecisionConfig) -> bool:

@@ -17,7 +17,8 @@ from simulator.formats.precision import Precision
 from simulator.formats.sparsity import SparsityPattern
 from simulator.formats.storage import OpStorage
 from simulator.plan.binding import Plan
-from workloads.ops import AttentionGeometry, Tensor
+from workloads.attention_geometry import AttentionGeometry
+from workloads.ops import Tensor
 
 
 @dataclass(frozen=True)

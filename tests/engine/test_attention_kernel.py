@@ -20,9 +20,9 @@ from simulator.engine.timing import gemm_cycles
 from simulator.spec.hardware import load_hardware
 from simulator.spec.run_config import policy_from_dict
 from verification.tiled_attention import tiled_attention, tiled_counts
+from workloads.attention_geometry import AttentionGeometry
 from workloads.errors import InputError
 from workloads.models import Workload, load_model
-from workloads.ops import AttentionGeometry
 
 TESTS = Path(__file__).resolve().parents[1]
 V5E = load_hardware("tpu_v5e_like")
