@@ -1,6 +1,7 @@
 """Running a sweep (the edge): the --out directory, atomic part files, resume, executors, progress, plot.
 
-The plan and the evaluation of points are pure and live in :mod:`simulator.analysis.sweep`; this module writes
+The plan and the evaluation of points are pure and live in :mod:`simulator.analysis.sweep` and
+:mod:`simulator.analysis.sweep_points`; this module writes
 files and owns processes. Every finished chunk of points is written atomically to ``parts/``, so a
 killed sweep resumes without recomputing or duplicating points.
 """
@@ -29,8 +30,8 @@ from simulator.analysis.sweep import (
     SWEEP_ENERGY_COLUMNS,
     Plan,
     Point,
-    evaluate_chunk,
 )
+from simulator.analysis.sweep_points import evaluate_chunk
 from simulator.report.files import atomic_path
 from workloads.errors import InputError
 

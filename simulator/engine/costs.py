@@ -188,3 +188,15 @@ def stall_cycles(transfer: int, compute: int, chunks: int) -> int:
 def stored_weight_bytes(storage: OpStorage) -> tuple[int, int]:
     """(weights with their indices and scales, biases) of one op's stored parameters, in bytes."""
     return ceil_div(storage.weight_bits + storage.scale_bits, 8), ceil_div(storage.bias_bits, 8)
+
+
+def summed_costs(costs: list[Cost], slots: int, hardware: Hardware) -> Cost:
+    """Costs of products run one after another as one step, which offers ``slots`` MAC slots: counts and
+    cycles add up; the transfer, its stall (double-buffered over all their folds) and the utilisation are
+    those of the whole."""
+    sums = {name: sum(getattr(cost, name) for cost in costs)
+            for name in ("compute_cycles", "dense_compute_cycles", "folds", "macs", *ACCESS_COLUMNS)}
+    transfer = transfer_cycles(sums["dram_read_bytes"] + sums["dram_write_bytes"], hardware)
+    return Cost(**sums, transfer_cycles=transfer, stall_cycles=stall_cycles(transfer, sums["compute_cycles"],
+                                                                            sums["folds"]),
+                utilization=sums["macs"] / slots if slots else 0.0)

@@ -149,3 +149,19 @@ def summarize_results(frame: pd.DataFrame, hardware: Hardware) -> Totals:
         scale_bits=sums["scale_bits"], bias_bits=sums["bias_bits"], dram_bytes=sums["dram_bytes"],
         counts={column: sums[column] for column in ACCESS_COLUMNS}, utilization=useful / slots if slots else 0.0,
         energy=energy)
+
+
+def imbalance_notes(frame: Results) -> list[str]:
+    """Unstructured masks: compute against ideal density scaling (dense cycles x kept fraction)."""
+    masked = frame[frame["sparsity"] == "unstructured"]
+    if masked.empty:
+        return []
+    dense_macs = (masked["batch"] * masked["m"] * masked["k"] * masked["n"]).sum()
+    density = masked["macs"].sum() / dense_macs
+    ideal = masked["dense_compute_cycles"].sum() * density
+    actual = masked["compute_cycles"].sum()
+    if ideal == 0:
+        return [f"unstructured masks (density {density:.3g}): no weight is kept, so the masked ops take "
+                f"{actual:,} compute cycles"]
+    return [f"unstructured masks (density {density:.3f}): {actual:,} compute cycles vs {ideal:,.0f} at ideal density "
+            f"scaling ({100 * (actual / ideal - 1):.3g}% lost to lanes waiting for the slowest)"]

@@ -37,6 +37,7 @@ from simulator.engine.costs import (
     sfu_traffic,
     stall_cycles,
     stored_weight_bytes,
+    summed_costs,
     transfer_cycles,
 )
 from simulator.engine.fusion import fuse
@@ -54,7 +55,7 @@ from simulator.engine.kernel_costs import (
 from simulator.engine.lowering import lower
 from simulator.engine.records import ACCESS_COLUMNS, StepRecord
 from simulator.engine.residency import STREAM, Placement, place
-from simulator.engine.results import Results, frame
+from simulator.engine.results import Results, frame, imbalance_notes
 from simulator.engine.step_key import StepKey, step_key
 from simulator.engine.steps import Lowered, Step
 from simulator.engine.timing import gemm_cycles
@@ -250,11 +251,11 @@ class Simulator:
             busy += cost.compute_cycles + (row_step.op.batch if self.timing == "scalesim" and cost.folds else 0)
         if work.blocks.splits > 1:  # the chunks run at once: their time is the concurrent products'
             timed, *_, split = self._matrix_cost(*concurrent_chunks(step, tensors, work), placement, weight_bytes)
-            costs = [replace(_summed(costs, 1, self.hardware), compute_cycles=0, dense_compute_cycles=0, folds=0),
+            costs = [replace(summed_costs(costs, 1, self.hardware), compute_cycles=0, dense_compute_cycles=0, folds=0),
                      replace(timed, **dict.fromkeys(("macs", *ACCESS_COLUMNS), 0))]
             busy = timed.compute_cycles
         # the format, packing and sparsity are the step's; the split reported is the last row's (the longest)
-        whole = costs[0] if len(costs) == 1 else _summed(costs, self.hardware.pes * pack * busy, self.hardware)
+        whole = costs[0] if len(costs) == 1 else summed_costs(costs, self.hardware.pes * pack * busy, self.hardware)
         return whole, chosen, pack, sparsity, split
 
     def _sfu_cost(self, step: Step, tensors: dict[str, Tensor], placement: Placement, weight_bytes: dict[str, int],
@@ -282,7 +283,7 @@ class Simulator:
         results = frame(records)
         results.hardware = self.hardware
         results.footprint = footprint
-        results.notes = list(self.notes) + _imbalance_notes(results)
+        results.notes = list(self.notes) + imbalance_notes(results)
         batch = int(trace.workload.get("batch", 1))
         if group != batch:
             results.notes.append(f"batch {batch} runs as {batch // group} groups of {group} samples: larger groups "
@@ -386,36 +387,7 @@ def _record(step: Step, cost: Cost, storage: OpStorage | None, precision: str, c
         closed_form_dram_bytes=kernel.closed_form_dram_bytes)
 
 
-def _summed(costs: list[Cost], slots: int, hardware: Hardware) -> Cost:
-    """Costs of products run one after another as one step, which offers ``slots`` MAC slots: counts and
-    cycles add up; the transfer, its stall (double-buffered over all their folds) and the utilisation are
-    those of the whole."""
-    sums = {name: sum(getattr(cost, name) for cost in costs)
-            for name in ("compute_cycles", "dense_compute_cycles", "folds", "macs", *ACCESS_COLUMNS)}
-    transfer = transfer_cycles(sums["dram_read_bytes"] + sums["dram_write_bytes"], hardware)
-    return Cost(**sums, transfer_cycles=transfer, stall_cycles=stall_cycles(transfer, sums["compute_cycles"],
-                                                                            sums["folds"]),
-                utilization=sums["macs"] / slots if slots else 0.0)
-
-
 def simulate(trace: Trace, hardware: Hardware, policy: Policy, *, timing: str = "default",
              mask_for: Callable[[Op], np.ndarray] | None = None, accounting: str = "default") -> Results:
     """Per-op results of one forward pass; ``results.totals`` sums them, ``results.notes`` explains fallbacks."""
     return Simulator(hardware, policy, timing=timing, mask_for=mask_for, accounting=accounting).run(trace)
-
-
-def _imbalance_notes(frame: Results) -> list[str]:
-    """Unstructured masks: compute against ideal density scaling (dense cycles x kept fraction)."""
-    masked = frame[frame["sparsity"] == "unstructured"]
-    if masked.empty:
-        return []
-    dense_macs = (masked["batch"] * masked["m"] * masked["k"] * masked["n"]).sum()
-    density = masked["macs"].sum() / dense_macs
-    ideal = masked["dense_compute_cycles"].sum() * density
-    actual = masked["compute_cycles"].sum()
-    if ideal == 0:
-        return [f"unstructured masks (density {density:.3g}): no weight is kept, so the masked ops take "
-                f"{actual:,} compute cycles"]
-    return [f"unstructured masks (density {density:.3f}): {actual:,} compute cycles vs {ideal:,.0f} at ideal density "
-            f"scaling ({100 * (actual / ideal - 1):.3g}% lost to lanes waiting for the slowest)"]
-

@@ -1,0 +1,130 @@
+"""Evaluating a sweep's design points (pure): one table row per (point, config, model), the runs behind it
+memoised per process, so a config and another config's identical baseline on one design point run once."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from simulator.analysis.sweep import (
+    GENERATION_COLUMNS,
+    MODEL_COLUMNS,
+    SWEEP_ENERGY_COLUMNS,
+    ModelEntry,
+    Point,
+    SweepSpec,
+    config_at,
+    hardware_at,
+)
+from simulator.spec.hardware import Hardware
+from simulator.spec.run_config import Policy, RunConfig
+from workloads.errors import InputError
+from workloads.ops import Trace
+
+
+@functools.lru_cache(maxsize=64)
+def _trace(entry: ModelEntry, include_frontend: bool, include_head: bool, traced: bool) -> Trace:
+    from simulator.analysis.paper import backbone_trace
+
+    return backbone_trace(entry.name, entry, include_frontend, include_head, traced)
+
+
+@functools.lru_cache(maxsize=64)
+def _policy(config_json: str) -> Policy:
+    config = json.loads(config_json)
+    return Policy(RunConfig.model_validate({"name": "sweep", "hardware": "sweep", **config}))
+
+
+def evaluate_point(plan_spec: SweepSpec, base: dict[str, Any], configs: dict[str, dict[str, Any]], point: Point,
+                   ) -> dict[str, Any]:
+    entry = configs[point.config]
+    scope = (point.model, plan_spec.include_frontend, plan_spec.include_head, plan_spec.trace)
+    workload = _trace(*scope).workload
+    row = {"point_id": point.point_id, "point": point.index, **{f"axis:{k}": v for k, v in point.axes.items()},
+           "config": entry["config"]["name"], "model": point.model.name,
+           **{knob: workload.get(knob) for knob in MODEL_COLUMNS[1:-1]}, "new_tokens": point.model.new_tokens}
+    if point.model.new_tokens is not None:
+        row["phase"] = "generate"  # a prefill of `tokens`, then decode steps
+    try:
+        hardware_json = hardware_at(base, point.axes).model_dump_json()
+        config = config_at(entry["config"], point.axes)
+        totals = _totals(*scope, hardware_json, _simulation_json(config), plan_spec.timing)
+        speedup = None
+        if entry["baseline"] is not None:
+            baseline_config = config_at(entry["baseline"], point.axes, config)
+            baseline = _totals(*scope, hardware_json, _simulation_json(baseline_config), plan_spec.timing)
+            speedup = baseline["total_cycles"] / totals["total_cycles"]
+        bits = {"value_bits": totals["weight_bits"] - totals["index_bits"], "index_bits": totals["index_bits"],
+                "scale_bits": totals["scale_bits"], "bias_bits": totals["bias_bits"]}
+        row.update(total_cycles=totals["total_cycles"], latency_ms=totals["latency_ms"],
+                   **{column: totals.get(column) for column in GENERATION_COLUMNS},
+                   utilization=totals["utilization"], speedup_vs_baseline=speedup,
+                   stored_bits=sum(bits.values()), **bits, dram_bytes=totals["dram_bytes"],
+                   **_energy_columns(totals, hardware_json, _tokens_generated(point.model, workload)), error="")
+    except InputError as exc:  # an infeasible point: its numbers are missing (<NA>), its error says why
+        row.update(error=str(exc))
+    return row
+
+
+@functools.lru_cache(maxsize=256)
+def _area_mm2(hardware_json: str) -> float | None:
+    from simulator.report.energy import area_summary
+
+    area = area_summary(Hardware.model_validate_json(hardware_json))
+    return area["total_mm2"] if area else None
+
+
+def _tokens_generated(entry: ModelEntry, workload: Mapping[str, int | str]) -> int | None:
+    """Tokens a point generates: B x N for a generation, one per sequence for a decode step, none for a
+    prefill (or a model that generates nothing)."""
+    if entry.new_tokens is not None:
+        return int(workload["batch"]) * entry.new_tokens
+    return int(workload["batch"]) if workload.get("phase") == "decode" else None
+
+
+def _energy_columns(totals: dict[str, Any], hardware_json: str, tokens: int | None) -> dict[str, Any]:
+    energy = totals.get("energy")
+    if energy is None:
+        return dict.fromkeys(SWEEP_ENERGY_COLUMNS)
+    return {"energy_uj": energy["total_pj"] / 1e6,
+            "energy_per_token_uj": energy["total_pj"] / tokens / 1e6 if tokens else None,
+            "tops_per_w": energy["tops_per_w"], "effective_tops_per_w": energy["effective_tops_per_w"],
+            "area_mm2": _area_mm2(hardware_json)}
+
+
+def _simulation_json(config: dict[str, Any]) -> str:
+    """A run config as a cache key: only what changes results (not its name or baseline)."""
+    return RunConfig.model_validate(config).simulation_key()
+
+
+@functools.lru_cache(maxsize=4096)
+def _totals(entry: ModelEntry, include_frontend: bool, include_head: bool, traced: bool, hardware_json: str,
+            config_json: str, timing: str) -> dict[str, Any]:
+    """Run totals, memoised per process: a config and another config's identical baseline on the same
+    design point are simulated once. A generation's are its end-to-end totals (prefill plus decode)."""
+    from simulator.engine import Simulator, simulate
+
+    hardware = Hardware.model_validate_json(hardware_json)
+    if entry.new_tokens is None:
+        trace = _trace(entry, include_frontend, include_head, traced)
+        totals: dict[str, Any] = simulate(trace, hardware, _policy(config_json), timing=timing).totals
+        return totals
+    from simulator.analysis.generation import generate, generation_summary
+    from workloads.models import load_model
+
+    generation = generate(load_model(entry.name), entry.workload(), entry.new_tokens,
+                          Simulator(hardware, _policy(config_json), timing=timing))
+    summary = generation_summary(generation, hardware)
+    prefill = generation.prefill.totals
+    decode_cycles = int(generation.steps["total_cycles"].sum()) if len(generation.steps) else 0
+    decode_bytes = generation.decode.totals["dram_bytes"] if generation.decode is not None else 0
+    return {**prefill, "total_cycles": prefill["total_cycles"] + decode_cycles, "latency_ms": summary["e2e_ms"],
+            "dram_bytes": prefill["dram_bytes"] + decode_bytes, "utilization": summary["utilization"],
+            **{column: summary[column] for column in GENERATION_COLUMNS}, "energy": summary["energy"]}
+
+
+def evaluate_chunk(plan_spec: SweepSpec, base: dict[str, Any], configs: dict[str, dict[str, Any]], points: list[Point],
+                   ) -> list[dict[str, Any]]:
+    return [evaluate_point(plan_spec, base, configs, point) for point in points]
