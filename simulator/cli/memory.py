@@ -31,7 +31,7 @@ def memory(config: str, model: str, head: str | None, as_json: bool) -> None:
     trace = load_model(model).trace(Workload(head=head))
     masks = mask_provider(policy)
     if masks is not None:
-        masks.check_keys([op.name for op in trace if op.role in PRUNED_LINEAR_ROLES])
+        masks.check_ops([op for op in trace if op.role in PRUNED_LINEAR_ROLES])
     plan = bind(policy, load_hardware(policy.config.hardware))  # as the config's hardware stores them
     result = plan.footprint(trace, mask_nonzeros(masks) if masks else None)
     click.echo(json.dumps(result.as_dict(), indent=2) if as_json else format_memory(result))

@@ -54,7 +54,6 @@ def run(config: str, model: str, hardware_name: str | None, include_frontend: bo
 
     from simulator.analysis.comparison import compare
     from simulator.engine import Simulator
-    from simulator.formats.storage import mask_nonzeros
     from simulator.report.files import check_out_dir
     from simulator.report.summary import format_run, run_summary
     from simulator.spec.hardware import load_hardware
@@ -68,13 +67,13 @@ def run(config: str, model: str, hardware_name: str | None, include_frontend: bo
     trace = _scoped_trace(model, make_workload(knobs), use_tracer, include_frontend, include_head)
     masks = mask_provider(policy)
     if masks is not None:
-        masks.check_keys([op.name for op in trace if op.role in PRUNED_LINEAR_ROLES])
+        masks.check_ops([op for op in trace if op.role in PRUNED_LINEAR_ROLES])
     if accounting != "default" and hardware.energy is None:
         raise InputError(f"--accounting {accounting}: hardware {hardware.name} has no energy section")
     simulator = Simulator(hardware, policy, timing=timing, mask_for=masks, accounting=accounting)
     comparison = compare(trace, simulator, baseline)
     # the plan the simulation ran under: what it stores is what it streams
-    memory = comparison.plan.footprint(trace, mask_nonzeros(masks) if masks else None)
+    memory = comparison.plan.footprint(trace, simulator.masked.kept if masks else None)
     summary = run_summary(comparison.results, memory, comparison.plan, model=trace.model, config=policy.name,
                           hardware=hardware.name, baseline=comparison.baseline_results,
                           baseline_name=baseline.name if baseline else None, fp16=comparison.fp16_results,

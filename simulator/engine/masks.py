@@ -124,14 +124,41 @@ def _check(mask: np.ndarray, dataflow: str) -> np.ndarray:
     return np.ascontiguousarray(mask != 0)
 
 
+def column_nonzeros(mask: np.ndarray) -> np.ndarray:
+    """The kept weights of every column (output channel) of a K x N ``mask``: all the timing needs."""
+    return _column_nonzeros(_check(mask, "ws"))
+
+
 def masked_cycles(mask: np.ndarray, m: int, rows: int, cols: int, dataflow: str, *, pack: int = 1,
                   timing: str = "default") -> tuple[int, int, int]:
     """(compute cycles, folds, useful MACs) of A[m x K] times a weight matrix with 0/1 ``mask`` (K x N)."""
-    mask = _check(mask, dataflow)
-    counts = _column_nonzeros(mask)
-    cycles, folds, macs = _cycles_from_counts(counts, m, rows, cols, _DATAFLOW_CODES[dataflow], pack,
-                                              timing == "scalesim")
+    return counted_cycles(_column_nonzeros(_check(mask, dataflow)), m, rows, cols, dataflow, pack=pack,
+                          timing=timing)
+
+
+def counted_cycles(counts: np.ndarray, m: int, rows: int, cols: int, dataflow: str, *, pack: int = 1,
+                   timing: str = "default") -> tuple[int, int, int]:
+    """:func:`masked_cycles` from the mask's ``column_nonzeros``."""
+    if dataflow not in _DATAFLOW_CODES:
+        raise ValueError(f"unknown dataflow {dataflow!r}")
+    cycles, folds, macs = _cycles_from_counts(np.ascontiguousarray(counts, dtype=np.int64), m, rows, cols,
+                                              _DATAFLOW_CODES[dataflow], pack, timing == "scalesim")
     return int(cycles), int(folds), int(macs)
+
+
+def pattern_violation(mask: np.ndarray, keep: int, group: int) -> tuple[int, int] | None:
+    """(first K index of the group, column) of the first group of ``group`` consecutive weights along K of a
+    K x N ``mask`` that keeps more than ``keep`` (a trailing partial group of r: more than min(keep, r)), or
+    None when the mask follows the keep:group pattern."""
+    k, n = mask.shape
+    whole = k - k % group
+    over = np.argwhere(np.count_nonzero(mask[:whole].reshape(whole // group, group, n), axis=1) > keep)
+    if over.size:
+        return int(over[0, 0]) * group, int(over[0, 1])
+    tail = np.flatnonzero(np.count_nonzero(mask[whole:], axis=0) > min(keep, k - whole))
+    if tail.size:
+        return whole, int(tail[0])
+    return None
 
 
 def masked_cycles_reference(mask: np.ndarray, m: int, rows: int, cols: int, dataflow: str, *, pack: int = 1,
@@ -185,3 +212,4 @@ def nm_mask(k: int, n: int, keep: int, group: int, seed: int) -> np.ndarray:
         idx = np.argsort(-block, axis=0, kind="stable")[:top]
         np.put_along_axis(mask[start:start + group], idx, True, axis=0)
     return mask
+

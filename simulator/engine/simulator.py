@@ -53,6 +53,7 @@ from simulator.engine.kernel_costs import (
     sized_tensors,
 )
 from simulator.engine.lowering import lower
+from simulator.engine.masked_weights import MaskedWeights
 from simulator.engine.records import ACCESS_COLUMNS, StepRecord
 from simulator.engine.residency import STREAM, Placement, place
 from simulator.engine.results import Results, frame, imbalance_notes
@@ -61,7 +62,7 @@ from simulator.engine.steps import Lowered, Step
 from simulator.engine.timing import gemm_cycles
 from simulator.formats.precision import Precision
 from simulator.formats.sparsity import SparsityPattern
-from simulator.formats.storage import OpStorage, mask_nonzeros, op_storage
+from simulator.formats.storage import OpStorage, op_storage
 from simulator.plan.binding import bind
 from simulator.spec.hardware import Hardware
 from simulator.spec.run_config import Policy
@@ -120,7 +121,8 @@ class Simulator:
         self.notes: list[str] = list(plan.notes)
         self._storages: dict[tuple[Any, ...], OpStorage] = {}
         self._step_records: dict[StepKey, StepRecord] = {}  # step key -> its record (see step_key.py)
-        self._nonzeros = mask_nonzeros(mask_for) if mask_for is not None else None
+        self.masked = MaskedWeights(mask_for, hardware.array, timing)
+        self._nonzeros = self.masked.kept if mask_for is not None else None
         weights = policy.config.sparsity.weights
         if plan.masked and policy.config.outliers is not None:
             raise InputError(f"{policy.name}: outliers with weight masks are not modelled (masks cover all of K)")
@@ -143,19 +145,12 @@ class Simulator:
         array's cycles plus the stall of its ``transfer`` cycles (a split along m reads the weights into
         every array)."""
         array = self.hardware.array
-        if masked:
-            from simulator.engine.masks import masked_cycles
-
-            assert self.mask_for is not None  # masked only with masks (checked in __init__)
-            if op.batch != 1:
-                raise InputError(f"{op.name}: unstructured masks of grouped ops (batch {op.batch}) are not supported")
-            if self.hardware.arrays > 1:
-                raise InputError(f"hardware {self.hardware.name}: unstructured masks on several arrays are not "
-                                 "modelled yet (use a one-array preset)")
-            return (*masked_cycles(self.mask_for(op), op.m, array.rows, array.cols, array.dataflow, pack=pack,
-                                   timing=self.timing), Split("none", 1, 1, op.m, op.n))
+        if masked and op.batch != 1:
+            raise InputError(f"{op.name}: unstructured masks of grouped ops (batch {op.batch}) are not supported")
 
         def on_one_array(split: Split) -> tuple[int, int, int]:
+            if masked:
+                return self.masked.share_cycles(op, split, pack)
             return _product_cycles(split.m, op.k, split.n, array.rows, array.cols, array.dataflow, split.batch,
                                    pack, sparsity, self.timing)
 
@@ -166,8 +161,8 @@ class Simulator:
         split = best_split(op, self.hardware.arrays, finish)
         cycles, folds, macs = on_one_array(split)
         if split.kind != "none":  # useful MACs of the whole op
-            macs = _product_cycles(op.m, op.k, op.n, array.rows, array.cols, array.dataflow, op.batch, pack,
-                                   sparsity, self.timing)[2]
+            macs = self.masked.kept(op) * op.m if masked else _product_cycles(
+                op.m, op.k, op.n, array.rows, array.cols, array.dataflow, op.batch, pack, sparsity, self.timing)[2]
         return cycles, folds, macs, split
 
     def _weight_bytes(self, trace: Trace) -> dict[str, int]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from simulator.plan.binding import bind
 from simulator.spec.checkpoint_files import check_headers, read_checkpoint
 from simulator.spec.checkpoint_schemes import derive, module_namer
 from simulator.spec.hardware import load_hardware
@@ -36,8 +37,20 @@ def checkpoint_run(directory: str | Path, hardware: str) -> CheckpointRun:
     name = Path(directory).resolve().name or "checkpoint"
     namer = module_namer(str(spec.config.get("model_type")))
     derived = derive(checkpoint.quantization, linears, namer, name, hardware, _parse_compressed_tensors)
+    sparsity = (checkpoint.quantization or {}).get("sparsity_config") or {}
+    weights = derived.config.get("sparsity", {}).get("weights")
+    if weights is not None and checkpoint.has_weights:
+        weights["mask"] = str(Path(directory).resolve())
     policy = policy_from_dict(derived.config, f"{directory}: the config derived from its quantization_config")
-    check_headers(checkpoint, _weight_formats(policy.on(load_hardware(hardware)), linears), linears, namer)
+    chip = load_hardware(hardware)
+    if weights is not None and bind(policy, chip).skips:
+        derived.sources.append("2:4 masks: read from the weights, one tensor at a time, and timed with the mask "
+                               "kernel" if checkpoint.has_weights else
+                               "2:4 masks: none read (no weights in the checkpoint): every group of 4 keeps 2")
+    bitmasked = frozenset(op.name for op in linears if weights is not None and op.role in weights["roles"]
+                          and sparsity.get("format") == "sparse-24-bitmask")
+    check_headers(checkpoint, _weight_formats(policy.on(chip), linears), linears, namer,
+                  bitmasked)
     sources = [f"checkpoint: {source}" for source in derived.sources]
     if checkpoint.headers is None:
         sources.append("checkpoint: no safetensors weights: the formats come from config.json alone")

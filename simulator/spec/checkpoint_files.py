@@ -8,6 +8,7 @@ tensor with its dtype and shape; a sharded checkpoint lists its shards in ``mode
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,12 +20,23 @@ from workloads.errors import InputError
 from workloads.ops import Op
 
 MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit on a header
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+               "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}
 
 
 @dataclass(frozen=True)
 class TensorHeader:
     dtype: str
     shape: tuple[int, ...]
+    path: Path  # the safetensors file that holds it
+    data: tuple[int, int]  # [start, stop) byte offsets of its data in that file
+
+    @property
+    def present(self) -> bool:
+        """Whether the file holds the data (a kept header alone, as in the test fixtures, does not)."""
+        start, stop = self.data
+        size = DTYPE_BYTES.get(self.dtype, 0) * math.prod(self.shape)
+        return stop - start == size and stop <= self.path.stat().st_size
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,11 @@ class Checkpoint:
         if quantization is not None and not isinstance(quantization, Mapping):
             raise InputError(f"{self.directory}/config.json: quantization_config must be an object")
         return quantization
+
+    @property
+    def has_weights(self) -> bool:
+        """Whether the checkpoint holds its tensors' data, not only their headers."""
+        return self.headers is not None and all(header.present for header in self.headers.values())
 
 
 def read_checkpoint(directory: str | Path) -> Checkpoint:
@@ -87,20 +104,54 @@ def read_header(path: Path) -> dict[str, TensorHeader]:
             header = json.loads(text)
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise InputError(f"{path}: its safetensors header is not JSON") from None
-    return {name: TensorHeader(str(entry["dtype"]), tuple(int(n) for n in entry["shape"]))
-            for name, entry in header.items() if name != "__metadata__"}
+    start = 8 + size  # offsets count from the end of the header
+    try:
+        return {name: TensorHeader(str(entry["dtype"]), tuple(int(n) for n in entry["shape"]), path,
+                                   (start + int(entry["data_offsets"][0]), start + int(entry["data_offsets"][1])))
+                for name, entry in header.items() if name != "__metadata__"}
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise InputError(f"{path}: its safetensors header lacks a tensor's dtype, shape or data_offsets") from None
 
 
-def check_headers(checkpoint: Checkpoint, weights: Mapping[str, str], linears: Sequence[Op], namer: Namer) -> None:
+def read_data(header: TensorHeader) -> bytes:
+    """The raw bytes of one tensor (only that tensor is read)."""
+    start, stop = header.data
+    with header.path.open("rb") as file:
+        file.seek(start)
+        data = file.read(stop - start)
+    if len(data) != stop - start:
+        raise InputError(f"{header.path}: a tensor's data is cut short ({len(data)} of {stop - start} bytes; a "
+                         "header kept without its weights?)")
+    return data
+
+
+def check_headers(checkpoint: Checkpoint, weights: Mapping[str, str], linears: Sequence[Op], namer: Namer,
+                  bitmasked: frozenset[str] = frozenset()) -> None:
     """The stored tensors of every linear layer agree with the format derived for it (``weights``: op name ->
-    accelsim format and group, e.g. ``int4/128``); a mismatch is refused naming the tensor."""
+    accelsim format and group, e.g. ``int4/128``; ``bitmasked``: the ops a sparse-24-bitmask checkpoint
+    compresses); a mismatch is refused naming the tensor."""
     headers = checkpoint.headers
     if headers is None:
         return
     method = (checkpoint.quantization or {}).get("quant_method")
     for op in linears:
-        for name, dtype, shape in expected_tensors(method, weights.get(op.name, ""), namer(op), op.k, op.n):
+        expected = expected_tensors(method, weights.get(op.name, ""), namer(op), op.k, op.n)
+        if op.name in bitmasked:
+            expected = bitmask_tensors(expected, namer(op), op.k, op.n)
+        for name, dtype, shape in expected:
             _expect(headers, name, dtype, shape)
+
+
+def bitmask_tensors(expected: list[tuple[str, str | None, tuple[int, ...]]], module: str, k: int, n: int,
+                    ) -> list[tuple[str, str | None, tuple[int, ...]]]:
+    """``expected`` for a module compressed by sparse-24-bitmask: its ``weight`` (unquantized, or int8/FP8
+    values) becomes the kept half, ``compressed`` (N x K/2), with ``bitmask`` (U8, a bit per weight);
+    packed weights are not compressed again."""
+    if any(name == f"{module}.weight_packed" for name, _, _ in expected):
+        return expected
+    dtype = next((dtype for name, dtype, _ in expected if name == f"{module}.weight"), None)
+    rest = [entry for entry in expected if entry[0] != f"{module}.weight"]
+    return [(f"{module}.compressed", dtype, (n, k // 2)), (f"{module}.bitmask", "U8", (n, -(-k // 8))), *rest]
 
 
 def expected_tensors(method: str | None, fmt: str, module: str, k: int, n: int,

@@ -81,7 +81,11 @@ def derive(quantization: Mapping[str, Any] | None, linears: Sequence[Op], namer:
         return Derived({"name": name, "hardware": hardware, "precision": {"default": "native"}},
                        ["weights and activations native: config.json has no quantization_config"])
     method = quantization.get("quant_method")
-    if method == "compressed-tensors":
+    if method == "compressed-tensors" and not quantization.get("config_groups") and quantization.get("sparsity_config"):
+        derived = Derived({**_base(name, hardware), "precision": {"default": "native"}},
+                          ["weights and activations native: compressed-tensors sparsity only (no config_groups)"])
+        _sparsity(derived, quantization["sparsity_config"], linears, namer)
+    elif method == "compressed-tensors":
         derived = _compressed_tensors(parse_compressed_tensors(quantization), quantization, linears, namer,
                                       _base(name, hardware))
     elif method in ("gptq", "awq"):

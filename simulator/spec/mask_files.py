@@ -1,10 +1,12 @@
-"""Weight masks for unstructured zero-skipping: generated (seeded) or read from .npy/.npz/.safetensors.
+"""Weight masks for zero-skipping: generated (seeded) or read from .npy/.npz/.safetensors (a checkpoint
+directory's masks: checkpoint_masks.py).
 
 Masks are keyed by op name: a file key matches an op when it equals the op name or ends with
 "." + op name, optionally followed by ".weight" (so a pruned Hugging Face checkpoint's
 "bert.encoder.layer.0.attention.q.weight" would need renaming to accelsim's op names; the
 error names the op it could not find). A ``.npy`` file holds one mask used for every pruned op.
 Any non-zero entry is a kept weight. Layout ``out_in`` (PyTorch Linear, N x K) is transposed to K x N.
+With a pattern, every mask must follow it along K.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simulator.engine.masks import magnitude_mask, nm_mask
+from simulator.engine.masks import magnitude_mask, nm_mask, pattern_violation
 from simulator.formats.sparsity import SparsityPattern
 from simulator.spec.config_io import unknown_name_message
 from simulator.spec.run_config import WeightSparsityConfig
@@ -43,6 +45,17 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     raise InputError(f"{path}: mask files must be .npy, .npz or .safetensors")
 
 
+def mask_path(config: WeightSparsityConfig, base_dir: Path | None) -> Path | None:
+    """The config's mask file or checkpoint directory (relative: to the working directory, else to the run
+    config's), or None for seeded masks."""
+    if config.mask is None:
+        return None
+    path = Path(config.mask)
+    if not path.is_absolute() and base_dir is not None and not path.exists():
+        path = base_dir / path
+    return path
+
+
 class MaskProvider:
     """Callable op -> K x N boolean mask, cached per op name."""
 
@@ -50,17 +63,16 @@ class MaskProvider:
         self.config = config
         self._cache: dict[str, np.ndarray] = {}
         self._arrays: dict[str, np.ndarray] | None = None
-        if config.mask is not None:
-            path = Path(config.mask)
-            if not path.is_absolute() and base_dir is not None and not path.exists():
-                path = base_dir / path
+        path = mask_path(config, base_dir)
+        if path is not None:
             self._arrays = _read_arrays(path)
             self._path = path
 
-    def check_keys(self, op_names: list[str]) -> None:
-        """Refuse a mask file key that matches none of ``op_names`` (a misspelt op would be ignored)."""
+    def check_ops(self, ops: list[Op]) -> None:
+        """Refuse a mask file key that matches none of ``ops`` (a misspelt op would be ignored)."""
         if self._arrays is None or "" in self._arrays:
             return
+        op_names = [op.name for op in ops]
         for key in self._arrays:
             bare = key.removesuffix(".weight")
             if not any(bare == name or bare.endswith("." + name) for name in op_names):
@@ -102,5 +114,11 @@ class MaskProvider:
             if self.config.mask_layout == "out_in":
                 mask = mask.T
             mask = np.ascontiguousarray(mask)
+            if self.config.pattern is not None:
+                pattern = SparsityPattern.parse(self.config.pattern)
+                where = pattern_violation(mask, pattern.n, pattern.m)
+                if where is not None:
+                    raise InputError(f"{self._path}: the mask of {op.name} is not {pattern}: output {where[1]} "
+                                     f"keeps more than {pattern.n} of inputs {where[0]}..{where[0] + pattern.m - 1}")
         self._cache[op.name] = mask
         return mask

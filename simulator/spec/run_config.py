@@ -47,7 +47,8 @@ from workloads.vocabulary import PRUNED_LINEAR_ROLES, WEIGHT_MATRIX_ROLES
 class WeightSparsityConfig(StrictModel):
     pattern: str | None = Field(None, description="structured N:M along K, e.g. '2:4'")
     density: float | None = Field(None, gt=0, le=1, description="unstructured: seeded magnitude pruning")
-    mask: str | None = Field(None, description="unstructured: masks from .npy, .npz or .safetensors")
+    mask: str | None = Field(None, description="masks from .npy, .npz or .safetensors keyed by op name, or a "
+                                               "checkpoint directory; with pattern, masks that must follow it")
     mask_layout: str = Field("out_in", description="out_in (PyTorch Linear weight, N x K) or in_out (K x N)")
     seed: int = 0
     through_masks: bool = Field(False, description="with pattern: time seeded N:M masks with the mask kernel "
@@ -78,15 +79,16 @@ class WeightSparsityConfig(StrictModel):
     @model_validator(mode="after")
     def _exactly_one(self) -> WeightSparsityConfig:
         given = [key for key in ("pattern", "density", "mask") if getattr(self, key) is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of pattern, density or mask")
-        if self.through_masks and self.pattern is None:
-            raise ValueError("through_masks applies to a pattern (density and mask always use masks)")
+        if len(given) != 1 and given != ["pattern", "mask"]:
+            raise ValueError("give exactly one of pattern, density or mask (or a pattern and the mask that "
+                             "follows it)")
+        if self.through_masks and (self.pattern is None or self.mask is not None):
+            raise ValueError("through_masks applies to a pattern's seeded masks (density and mask always use masks)")
         return self
 
     @property
     def uses_masks(self) -> bool:
-        return self.pattern is None or self.through_masks
+        return self.pattern is None or self.through_masks or self.mask is not None
 
 
 def _check_pattern(text: str | None) -> str | None:

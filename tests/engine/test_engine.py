@@ -197,6 +197,34 @@ def test_unstructured_masks_generated_and_from_files(tmp_path, rapid):
                                       ).config.sparsity.weights)
 
 
+def test_a_mask_file_given_with_a_pattern_must_follow_it(tmp_path, rapid):
+    """pattern + mask: the file's masks are timed with the mask kernel (a 2:4 mask: as the closed form) and
+    stored as the pattern; a mask keeping 3 of some 4 is refused naming where."""
+    one_layer = load_model("bert-base").trace().select(groups=["attention"]).subset(lambda op: op.layer == 0)
+    mask = nm_mask(768, 768, 2, 4, seed=0)
+    np.save(tmp_path / "m.npy", mask.T)
+
+    def policy(path):
+        return policy_from_dict({"name": "f", "hardware": "rapid_like", "precision": {"default": "int8"},
+                                 "sparsity": {"weights": {"pattern": "2:4", "mask": str(path), "roles": ["q"]}}})
+
+    closed = policy_from_dict({"name": "f", "hardware": "rapid_like", "precision": {"default": "int8"},
+                               "sparsity": {"weights": {"pattern": "2:4", "roles": ["q"]}}})
+    read = policy(tmp_path / "m.npy")
+    assert read.config.sparsity.weights.uses_masks
+    masked = simulate(one_layer, rapid, read, mask_for=MaskProvider(read.config.sparsity.weights))
+    assert masked.to_csv(index=False) == simulate(one_layer, rapid, closed).to_csv(index=False)
+    mask[4:8, 700] = True
+    np.save(tmp_path / "bad.npy", mask.T)
+    bad = policy(tmp_path / "bad.npy")
+    with pytest.raises(InputError, match=r"the mask of encoder.layer.0.attention.q is not 2:4: output 700 keeps "
+                                         r"more than 2 of inputs 4..7"):
+        simulate(one_layer, rapid, bad, mask_for=MaskProvider(bad.config.sparsity.weights))
+    with pytest.raises(InputError, match="give exactly one of pattern, density or mask"):
+        policy_from_dict({"name": "f", "hardware": "rapid_like", "precision": {"default": "int8"},
+                          "sparsity": {"weights": {"density": 0.5, "mask": str(tmp_path / "m.npy")}}})
+
+
 def test_missing_sfu_cost_is_an_error(rapid, bert):
     data = rapid.model_dump()
     del data["sfu"]["cycles_per_element"]["softmax"]

@@ -159,18 +159,49 @@ def test_the_operand_a_split_does_not_partition_is_read_by_every_array():
     assert row["ofmap_write_bytes"] == row["ofmap_read_bytes"]
 
 
-def test_settings_that_model_one_array_are_refused_on_several(tmp_path):
+def test_settings_that_model_one_array_are_refused_on_several():
     with pytest.raises(InputError, match="one array"):
         Simulator(chip(cores=2), INT8, timing="scalesim")
+
+
+def masked_config(tmp_path, sparsity: str):
     config = tmp_path / "masked.yaml"
-    config.write_text("name: masked\nhardware: rapid_like\nprecision: {default: int8}\n"
-                      "sparsity: {weights: {density: 0.5, seed: 0, roles: [q]}}\n")
+    config.write_text(f"name: masked\nhardware: rapid_like\nprecision: {{default: int8}}\n"
+                      f"sparsity: {{weights: {{{sparsity}, seed: 0, roles: [q, ffn1]}}}}\n")
+    return load_run_config(config)
+
+
+@pytest.mark.parametrize("cores", [2, 4])
+def test_n_m_masks_on_several_arrays_time_as_the_closed_form_does(tmp_path, cores):
+    """Every column of a 2:4 mask keeps K/2 weights, so the masked shares of every split time as the
+    structured closed form's: the busiest array and the chosen split agree op by op."""
     from simulator.cli.options import mask_provider
 
-    policy = load_run_config(config)
-    with pytest.raises(InputError, match="several arrays"):
-        simulate(load_model("bert-base").trace(Workload(tokens=16)), chip(cores=2), policy,
-                 mask_for=mask_provider(policy))
+    trace = load_model("bert-base").trace(Workload(tokens=64))
+    closed = simulate(trace, chip(cores=cores), masked_config(tmp_path, "pattern: '2:4'"))
+    policy = masked_config(tmp_path, "pattern: '2:4', through_masks: true")
+    masked = simulate(trace, chip(cores=cores), policy, mask_for=mask_provider(policy))
+    columns = ["name", "array_split", "compute_cycles", "folds", "macs", "total_cycles", "dram_bytes"]
+    assert (masked[columns] == closed[columns]).all().all()
+    assert (masked[masked.role == "q"].array_split != "").all()
+
+
+def test_an_unstructured_mask_on_several_arrays_takes_its_busiest_share(tmp_path):
+    from simulator.cli.options import mask_provider
+    from simulator.engine.masks import masked_cycles_reference
+
+    policy = masked_config(tmp_path, "density: 0.3")
+    masks, hw = mask_provider(policy), chip(cores=4)
+    m, k, n = 384, 768, 3072
+    row = array_row(simulate(one_op(m, k, n), hw, policy, mask_for=masks))
+    mask, a = masks(Op("op", 0, "ffn1", "ffn", "gemm", batch=1, m=m, k=k, n=n)), hw.array
+    shares = {"n": max(masked_cycles_reference(mask[:, start:start + n // 4], m, a.rows, a.cols, a.dataflow, pack=8)
+                       for start in range(0, n, n // 4)),
+              "m": masked_cycles_reference(mask, m // 4, a.rows, a.cols, a.dataflow, pack=8)}
+    kind = row["array_split"].split("/")[0]
+    assert row["array_split"] in ("n/4", "m/4") and shares[kind][0] == row["compute_cycles"]
+    assert row["macs"] == m * mask.sum()  # every kept MAC once, whichever split
+    assert row["compute_cycles"] == min(cycles for cycles, _, _ in shares.values())
 
 
 @pytest.mark.parametrize(("preset", "bf16_tflops", "int8_tops", "gbytes_per_s", "arrays"), [

@@ -6,7 +6,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator.engine.mapping import DATAFLOWS, effective_depth, fold_count
-from simulator.engine.masks import magnitude_mask, masked_cycles, masked_cycles_reference, nm_mask
+from simulator.engine.masks import (
+    magnitude_mask,
+    masked_cycles,
+    masked_cycles_reference,
+    nm_mask,
+    pattern_violation,
+)
 from simulator.engine.timing import (
     dense_cycles,
     gemm_cycles,
@@ -140,6 +146,25 @@ def test_masks_reproduce_dense_and_structured(m, groups, n, rows, cols, dataflow
     sparse = gemm_cycles(m, k, n, rows, cols, dataflow, sparsity=SparsityPattern(2, 4), timing=timing)
     cycles, folds, macs = masked_cycles(nm_mask(k, n, 2, 4, seed), m, rows, cols, dataflow, timing=timing)
     assert (cycles, folds, macs) == (sparse.compute_cycles, sparse.folds, sparse.macs)
+
+
+def first_violation(mask: np.ndarray, keep: int, group: int):
+    """Plain-Python :func:`pattern_violation`: groups in K order, columns in order within a group."""
+    k, n = mask.shape
+    for start in range(0, k, group):
+        for col in range(n):
+            if sum(bool(mask[row, col]) for row in range(start, min(start + group, k))) > min(keep, k - start):
+                return start, col
+    return None
+
+
+@settings(max_examples=150, deadline=None)
+@given(k=st.integers(1, 23), n=st.integers(1, 9), keep=st.integers(1, 4), group=st.integers(1, 8),
+       density=st.floats(0, 1), seed=st.integers(0, 2**16))
+def test_the_pattern_check_finds_the_first_group_keeping_too_many(k, n, keep, group, density, seed):
+    mask = np.random.default_rng(seed).random((k, n)) < density
+    assert pattern_violation(mask, keep, group) == first_violation(mask, keep, group)
+    assert pattern_violation(nm_mask(k, n, min(keep, group), group, seed), min(keep, group), group) is None
 
 
 def test_magnitude_mask_is_seeded_and_exact_density():
