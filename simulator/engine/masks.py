@@ -148,14 +148,14 @@ def counted_cycles(counts: np.ndarray, m: int, rows: int, cols: int, dataflow: s
 
 def pattern_violation(mask: np.ndarray, keep: int, group: int) -> tuple[int, int] | None:
     """(first K index of the group, column) of the first group of ``group`` consecutive weights along K of a
-    K x N ``mask`` that keeps more than ``keep`` (a trailing partial group of r: more than min(keep, r)), or
-    None when the mask follows the keep:group pattern."""
+    K x N ``mask`` that keeps more than ``keep`` (a trailing partial group too), or None when the mask
+    follows the keep:group pattern."""
     k, n = mask.shape
     whole = k - k % group
     over = np.argwhere(np.count_nonzero(mask[:whole].reshape(whole // group, group, n), axis=1) > keep)
     if over.size:
         return int(over[0, 0]) * group, int(over[0, 1])
-    tail = np.flatnonzero(np.count_nonzero(mask[whole:], axis=0) > min(keep, k - whole))
+    tail = np.flatnonzero(np.count_nonzero(mask[whole:], axis=0) > keep)
     if tail.size:
         return whole, int(tail[0])
     return None

@@ -225,3 +225,29 @@ def test_the_four_core_rapid_chip_is_four_calibrated_cores():
     trace = load_model("bert-base").trace()
     one, chip4 = simulate(trace, core, INT8), simulate(trace, four, INT8)
     assert 3 < one.totals["total_cycles"] / chip4.totals["total_cycles"] <= 4
+
+
+def test_each_mask_is_read_once_and_timed_as_the_run_asks(tmp_path):
+    """The engine keeps each mask's column counts, so a provider (a checkpoint streaming its tensors) is
+    asked once per op; one array under --timing scalesim times the masks as SCALE-Sim runs folds."""
+    from simulator.cli.options import mask_provider
+    from simulator.engine.masks import masked_cycles
+
+    policy = masked_config(tmp_path, "density: 0.4")
+    provider = mask_provider(policy)
+    asked: list[str] = []
+
+    def counting(op):
+        asked.append(op.name)
+        return provider(op)
+
+    trace = load_model("bert-base").trace(Workload(tokens=32))
+    hw = chip()
+    results = simulate(trace, hw, policy, mask_for=counting, timing="scalesim")
+    masked = results[results.role.isin(["q", "ffn1"]) & (results.unit == "array")]
+    assert sorted(asked) == sorted(masked.name) and len(asked) == len(set(asked)) == 24
+    for row in masked.itertuples():
+        op = next(op for op in trace if op.name == row.name)
+        a = hw.array
+        assert row.compute_cycles == masked_cycles(provider(op), op.m, a.rows, a.cols, a.dataflow, pack=8,
+                                                   timing="scalesim")[0]

@@ -153,7 +153,7 @@ def first_violation(mask: np.ndarray, keep: int, group: int):
     k, n = mask.shape
     for start in range(0, k, group):
         for col in range(n):
-            if sum(bool(mask[row, col]) for row in range(start, min(start + group, k))) > min(keep, k - start):
+            if sum(bool(mask[row, col]) for row in range(start, min(start + group, k))) > keep:
                 return start, col
     return None
 

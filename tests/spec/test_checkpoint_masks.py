@@ -229,3 +229,67 @@ def test_through_masks_with_a_mask_is_refused():
     with pytest.raises(InputError, match="through_masks applies to a pattern's seeded masks"):
         policy_from_dict({"name": "x", "hardware": "rapid_like", "precision": {"default": "native"},
                           "sparsity": {"weights": {"pattern": "2:4", "mask": str(BITMASK), "through_masks": True}}})
+
+
+def test_8_bit_packed_codes_give_their_nonzero_weights(tmp_path):
+    from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
+    from safetensors.torch import save_file
+
+    op = linears(PACKED)[0]
+    module = module_namer("llama")(op)
+    codes = torch.randint(-128, 128, (op.n, op.k), dtype=torch.int8, generator=torch.Generator().manual_seed(0))
+    codes[:, 0::4] = 0
+    stored = tensors(PACKED)
+    stored[f"{module}.weight_packed"] = pack_to_int32(codes, 8)
+    directory = tmp_path / "int8"
+    shutil.copytree(PACKED, directory)
+    save_file(stored, str(directory / "model.safetensors"))
+    assert (CheckpointMasks(directory, None)(op) == (codes != 0).numpy().T).all()
+
+
+def replaced(tmp_path: Path, name: str, tensor) -> Path:
+    from safetensors.torch import save_file
+
+    directory = tmp_path / "replaced"
+    shutil.copytree(PACKED, directory)
+    stored = {key: value for key, value in tensors(PACKED).items() if not key.startswith(name.rpartition(".")[0])}
+    stored[name] = tensor
+    save_file(stored, str(directory / "model.safetensors"))
+    return directory
+
+
+Q = "model.layers.0.self_attn.q_proj"
+
+
+@pytest.mark.parametrize(("name", "tensor", "refusal"), [
+    (f"{Q}.bitmask", torch.zeros(64, 8, dtype=torch.int8), r"q_proj.bitmask: I8 \[64, 8\], a 2:4 bitmask of 64 "
+                                                          r"inputs is U8 \[N, 8\]"),
+    (f"{Q}.bitmask", torch.zeros(64, 9, dtype=torch.uint8), r"is U8 \[N, 8\]"),
+    (f"{Q}.bitmask", torch.zeros(64, dtype=torch.uint8), r"q_proj.bitmask: U8 \[64\]"),
+    (f"{Q}.bitmask", torch.zeros(32, 8, dtype=torch.uint8), r"its mask is \[32, 64\], op layers.0.self_attn.q "
+                                                           r"needs \[64, 64\]"),
+    (f"{Q}.weight_packed", torch.zeros(64, 8, dtype=torch.int64), r"I64 \[64, 8\] is not 4- or 8-bit codes of 64"),
+    (f"{Q}.weight_packed", torch.zeros(64, 4, dtype=torch.int32), r"I32 \[64, 4\] is not 4- or 8-bit codes"),
+    (f"{Q}.weight_packed", torch.zeros(64, dtype=torch.int32), r"I32 \[64\] is not 4- or 8-bit codes"),
+    (f"{Q}.weight", torch.zeros(64, 64, dtype=torch.int32), r"masks are read from BF16, F16, F32, F8_E4M3, I8 "
+                                                           r"weights, not I32"),
+    (f"{Q}.weight", torch.zeros(64, 64, 1, dtype=torch.bfloat16), r"shape \[64, 64, 1\], expected a 2-D weight"),
+])
+def test_tensors_a_mask_cannot_be_read_from_are_refused_naming_them(tmp_path, name, tensor, refusal):
+    op = linears(PACKED)[0]
+    with pytest.raises(InputError, match=refusal):
+        CheckpointMasks(replaced(tmp_path, name, tensor), None)(op)
+
+
+def test_a_checkpoint_without_weights_gives_no_masks(tmp_path):
+    config_only = tmp_path / "config"
+    config_only.mkdir()
+    shutil.copy(PACKED / "config.json", config_only / "config.json")
+    with pytest.raises(InputError, match="config: the checkpoint has no safetensors weights to read masks from"):
+        CheckpointMasks(config_only, None)
+    headers = tmp_path / "headers"
+    shutil.copytree(PACKED, headers)
+    data = (headers / "model.safetensors").read_bytes()
+    (headers / "model.safetensors").write_bytes(data[:8 + int.from_bytes(data[:8], "little")])
+    with pytest.raises(InputError, match=r"q_proj.weight_packed has no data \(a header kept without its weights\)"):
+        CheckpointMasks(headers, None)(linears(PACKED)[0])
