@@ -1,0 +1,138 @@
+"""Measured silicon (``reference/silicon/*.yaml``), read and checked (I/O at the edge of the core).
+
+A file names one chip, the accelsim preset that models it, its sources (title, file, URL, where the
+shapes come from, and the measurement's quality) and its points: each a workload (the shape it was
+measured on), a metric with its unit, the measured value, a regime (the envelope groups points by it)
+and whether it belongs to the calibration subset a preset may be fitted to. Measurements accelsim does
+not simulate are listed apart with the reason. A point without a known source, a unit, a shape or a
+positive value is refused naming it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from simulator.spec.config_io import StrictModel, read_yaml_mapping, validate
+from simulator.spec.shipped import REFERENCE_DIR
+
+SILICON_DIR = REFERENCE_DIR / "silicon"
+UNITS = {"latency": "ms"}  # metric -> the unit its points are given in
+
+
+class Source(StrictModel):
+    title: str = Field(min_length=1)
+    file: str = Field(min_length=1)
+    url: str = Field(pattern=r"^https://")
+    shapes: str = Field(min_length=1, description="where the measured shapes come from, or what was assumed")
+    quality: str = Field(min_length=1, description="exact shapes and one core, or assumed shapes")
+
+
+class Gemm(StrictModel):
+    """``calls`` separate products of (m x k) @ (k x n), each a call of its own (e.g. Q, K and V)."""
+
+    op: Literal["gemm"]
+    m: int = Field(gt=0)
+    k: int = Field(gt=0)
+    n: int = Field(gt=0)
+    calls: int = Field(1, gt=0)
+
+    def describe(self) -> str:
+        return f"{self.calls} x " * (self.calls > 1) + f"gemm {self.m}x{self.k}x{self.n}"
+
+
+class Bmm(StrictModel):
+    op: Literal["bmm"]
+    batch: int = Field(gt=0)
+    m: int = Field(gt=0)
+    k: int = Field(gt=0)
+    n: int = Field(gt=0)
+
+    def describe(self) -> str:
+        return f"bmm {self.batch} x {self.m}x{self.k}x{self.n}"
+
+
+class RowOp(StrictModel):
+    """A vector op over ``rows`` rows of ``width`` elements (softmax and layernorm reduce along a row)."""
+
+    op: Literal["softmax", "layernorm", "gelu"]
+    rows: int = Field(gt=0)
+    width: int = Field(gt=0)
+
+    def describe(self) -> str:
+        return f"{self.op} {self.rows}x{self.width}"
+
+
+class Sum(StrictModel):
+    """The sum of other points of the file (a layer of measured ops)."""
+
+    op: Literal["sum"]
+    of: list[str] = Field(min_length=1)
+
+    def describe(self) -> str:
+        return f"sum of {len(self.of)} ops"
+
+
+Workload = Annotated[Gemm | Bmm | RowOp | Sum, Field(discriminator="op")]
+
+
+class Point(StrictModel):
+    key: str = Field(min_length=1)
+    source: str
+    workload: Workload
+    metric: Literal["latency"]
+    unit: str
+    measured: float = Field(gt=0)
+    regime: str = Field(min_length=1)
+    calibration: bool
+    per_call_ms: float | None = Field(None, gt=0, description="the per-call cost measured apart, where it was")
+
+    @model_validator(mode="after")
+    def _unit(self) -> Point:
+        if self.unit != UNITS[self.metric]:
+            raise ValueError(f"{self.key}: {self.metric} is given in {UNITS[self.metric]}, not {self.unit!r}")
+        return self
+
+
+class NotSimulated(StrictModel):
+    key: str = Field(min_length=1)
+    source: str
+    metric: Literal["latency"]
+    unit: str
+    measured: float = Field(gt=0)
+    reason: str = Field(min_length=1)
+
+
+class SiliconData(StrictModel):
+    chip: str = Field(min_length=1)
+    preset: str = Field(min_length=1, description="the accelsim hardware preset that models the chip")
+    sources: dict[str, Source] = Field(min_length=1)
+    points: list[Point] = Field(min_length=1)
+    not_simulated: list[NotSimulated] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> SiliconData:
+        keys = [point.key for point in self.points]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"a point key is given twice: {sorted(k for k in set(keys) if keys.count(k) > 1)[0]}")
+        cited = [(point.key, point.source) for point in self.points]
+        for key, source in [*cited, *((item.key, item.source) for item in self.not_simulated)]:
+            if source not in self.sources:
+                raise ValueError(f"{key}: unknown source {source!r} (sources: {', '.join(self.sources)})")
+        for point in self.points:
+            if isinstance(point.workload, Sum):
+                for part in point.workload.of:
+                    if part not in keys or part == point.key:
+                        raise ValueError(f"{point.key}: sums {part!r}, which is not another point of the file")
+        return self
+
+
+def load_silicon(path: Path) -> SiliconData:
+    """One measured-silicon file, checked (an InputError naming the file and the field otherwise)."""
+    return validate(SiliconData, read_yaml_mapping(path), str(path))
+
+
+def silicon_files() -> list[Path]:
+    return sorted(SILICON_DIR.glob("*.yaml"))

@@ -1,0 +1,139 @@
+"""accelsim against measured silicon: the reference data is read strictly, every point is predicted as it
+was measured, and the envelope is the geometric mean and worst error of predicted / measured per regime."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from cli_helpers import assert_one_line_error
+
+from simulator.analysis.validation import Compared, compare, envelopes
+from simulator.spec.hardware import load_hardware
+from simulator.spec.silicon import SILICON_DIR, load_silicon
+from workloads.errors import InputError
+
+TPU_V3 = SILICON_DIR / "tpu_v3.yaml"
+
+
+@pytest.fixture(scope="module")
+def v3():
+    data = load_silicon(TPU_V3)
+    return data, {point.key: point for point in compare(data, load_hardware(data.preset))}
+
+
+def test_the_tpu_v3_data_is_what_the_artifact_measured():
+    """20 GEMMs whose latency gives the artifact's own TFLOPS column, never above one core's public peak
+    (123 TFLOPS bf16 per chip of two cores); the GPT-3 layer's ops per phase, the all-reduces kept apart."""
+    data = load_silicon(TPU_V3)
+    gemms = [p for p in data.points if p.regime == "gemm"]
+    assert len(gemms) == 20 and all(p.calibration and p.per_call_ms for p in gemms)
+    for point in gemms:
+        w = point.workload
+        assert 2 * w.m * w.k * w.n / (point.measured * 1e-3) < 123e12 / 2
+    big = next(p for p in gemms if p.key == "v3.gemm.8192x32768x32768")
+    assert 2 * 8192 * 32768 * 32768 / (big.measured * 1e-3) / 1e12 == pytest.approx(60.2523, rel=1e-4)
+    layer = {p.key: p for p in data.points}["v3.gpt3.prefill.layer"]
+    parts = [p for p in data.points if p.key in layer.workload.of]
+    assert len(parts) == 10 and layer.measured == pytest.approx(sum(p.measured for p in parts), rel=1e-5)
+    assert sorted(p.key for p in data.points if p.calibration and p.regime != "gemm") == [
+        "v3.gpt3.prefill.gelu", "v3.gpt3.prefill.layernorm_ffn", "v3.gpt3.prefill.layernorm_mha",
+        "v3.gpt3.prefill.softmax"]  # the one LayerNorm measurement, listed for both norms
+    assert len(data.not_simulated) == 4
+
+
+def test_the_tpu_v3_core_preset_is_half_a_chip_of_public_numbers():
+    core = load_hardware("tpu_v3_core")
+    clock = core.array.clock_mhz * 1e6
+    assert 2 * core.pes * core.macs_per_pe["bf16"] * clock / 1e12 == pytest.approx(123 / 2, rel=0.001)
+    assert core.memory.dram_bytes_per_cycle * clock / 1e9 == pytest.approx(900 / 2, rel=0.001)
+    assert core.memory.dram_capacity_bytes == 16 << 30
+
+
+def test_a_point_is_predicted_as_it_was_measured(v3):
+    """Never faster than the array's peak; three calls take three times one; a layer is its ops' sum."""
+    data, compared = v3
+    core = load_hardware("tpu_v3_core")
+    peak_flops_per_ms = 2 * core.pes * core.array.clock_mhz * 1e3
+    for point in data.points:
+        if point.workload.op == "gemm":
+            w = point.workload
+            assert compared[point.key].predicted >= w.calls * 2 * w.m * w.k * w.n / peak_flops_per_ms
+    qkv = compared["v3.gpt3.prefill.qkv"].predicted
+    one = compare(data.model_copy(update={"points": [
+        p.model_copy(update={"workload": p.workload.model_copy(update={"calls": 1})})
+        for p in data.points if p.key == "v3.gpt3.prefill.qkv"]}), core)[0].predicted
+    assert qkv == pytest.approx(3 * one)
+    for phase in ("prefill", "decode"):
+        layer = compared[f"v3.gpt3.{phase}.layer"]
+        parts = [c for key, c in compared.items() if key.startswith(f"v3.gpt3.{phase}.") and key != layer.key]
+        assert layer.predicted == pytest.approx(sum(c.predicted for c in parts))
+        assert layer.measured == pytest.approx(sum(c.measured for c in parts), rel=1e-5)
+    assert not any(c.fitted for c in compared.values())  # nothing is fitted yet
+
+
+def test_the_envelope_is_the_geometric_mean_and_the_worst_error_per_regime():
+    def point(regime: str, measured: float, predicted: float) -> Compared:
+        return Compared("k", "p", "w", "latency", "ms", measured, predicted, regime, False, False, "s")
+
+    envelope = envelopes([point("a", 1.0, 2.0), point("a", 4.0, 2.0), point("b", 2.0, 1.5), point("a", 1.0, 1.1)])
+    assert [(e.regime, e.n) for e in envelope] == [("a", 3), ("b", 1)]
+    a, b = envelope
+    assert a.geomean_ratio == pytest.approx(math.exp((math.log(2) + math.log(0.5) + math.log(1.1)) / 3))
+    assert a.worst_error == pytest.approx(1.0) and b.worst_error == pytest.approx(0.25)
+    assert b.geomean_ratio == pytest.approx(0.75)
+
+
+def write(tmp_path: Path, change) -> Path:
+    data = yaml.safe_load(TPU_V3.read_text())
+    change(data)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(("change", "refusal"), [
+    (lambda d: d["sources"]["llmcompass_gemm"].pop("url"), "sources.llmcompass_gemm.url: required field is missing"),
+    (lambda d: d["points"][0].pop("source"), "points.0.source: required field is missing"),
+    (lambda d: d["points"][0].update(source="nowhere"), "unknown source 'nowhere'"),
+    (lambda d: d["points"][0].update(unit="s"), "latency is given in ms, not 's'"),
+    (lambda d: d["points"][0].pop("unit"), "points.0.unit: required field is missing"),
+    (lambda d: d["points"][0]["workload"].pop("m"), "points.0.workload.gemm.m: required field is missing"),
+    (lambda d: d["points"][0].update(measured=0), "greater than 0"),
+    (lambda d: d["points"][0].update(key=d["points"][1]["key"]), "a point key is given twice"),
+    (lambda d: d["points"][-1]["workload"]["of"].append("v3.nothing"), "sums 'v3.nothing'"),
+    (lambda d: d["sources"]["llmcompass_gemm"].update(quality=""), "llmcompass_gemm.quality: String should have"),
+])
+def test_a_reference_file_missing_a_source_unit_or_shape_is_refused_by_name(tmp_path, change, refusal):
+    with pytest.raises(InputError, match=refusal):
+        load_silicon(write(tmp_path, change))
+
+
+def test_validate_prints_the_points_and_the_envelope(accelsim_here, tmp_path):
+    result = accelsim_here("validate", "--json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    keys = {"key", "preset", "workload", "metric", "unit", "measured", "predicted", "ratio", "regime", "fitted",
+            "source"}
+    assert len(record["points"]) == 42 and all(keys <= set(point) for point in record["points"])
+    assert set(record["envelope"]["gemm"]) == {"n", "geomean_ratio", "worst_error"}
+    for point in record["points"]:
+        assert point["ratio"] == pytest.approx(point["predicted"] / point["measured"])
+    table = accelsim_here("validate", "--preset", "tpu_v3_core", "--out", str(tmp_path / "v"))
+    assert table.returncode == 0 and "geomean ratio" in table.stdout and "not simulated" in table.stdout
+    assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["envelope.csv", "points.csv", "validation.png",
+                                                                  "validation.svg"]
+    assert_one_line_error(accelsim_here("validate", "--preset", "rapid_like"), "no measured silicon for it")
+
+
+@pytest.mark.parametrize("page", ["docs/validation.md", "README.md"])
+def test_the_published_envelope_is_what_validate_computes(v3, page):
+    from cli_helpers import ROOT
+
+    _, compared = v3
+    text = (ROOT / page).read_text()
+    for e in envelopes(list(compared.values())):
+        assert f"| {e.regime} | {e.n} | {e.geomean_ratio:.3f} | {100 * e.worst_error:.0f}% |" in text, e.regime
