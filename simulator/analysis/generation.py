@@ -210,7 +210,8 @@ class _Decoder:
         for record, count in extra:
             for column, value in _unit_sums([record]).items():
                 totals[column] += value * count
-        cycles = run_cycles(int(totals["array"]), int(totals["sfu"]), int(totals["dram_bytes"]), self.hardware)
+        cycles = run_cycles(int(totals["array"]), int(totals["sfu"]), int(totals["dram_bytes"]), self.hardware,
+                            int(totals["launch_cycles"]))
         latency_ms = cycles / (self.hardware.array.clock_mhz * 1e3)
         return {"step": 0, "cache_tokens": length, "total_cycles": cycles, "latency_ms": latency_ms,
                 "array_cycles": totals["array"], "sfu_cycles": totals["sfu"], "stall_cycles": totals["stall_cycles"],
@@ -231,12 +232,13 @@ def _static_mw(hardware: Hardware) -> float:
 
 
 def _unit_sums(records: list[StepRecord]) -> dict[str, float]:
-    """Busy cycles per unit, DRAM bytes, stalls, compute cycles per category and dynamic energy (pJ) of
+    """Busy cycles per unit, DRAM bytes, stalls, launches, compute cycles per category and dynamic energy (pJ) of
     some records."""
-    sums: dict[str, float] = dict.fromkeys(("array", "sfu", "dram_bytes", "stall_cycles", "linear", "attention_bmm",
-                                            "other_gemm", "sfu_compute", "energy_pj"), 0)
+    sums: dict[str, float] = dict.fromkeys(("array", "sfu", "dram_bytes", "stall_cycles", "launch_cycles", "linear",
+                                            "attention_bmm", "other_gemm", "sfu_compute", "energy_pj"), 0)
     for record in records:
         sums["energy_pj"] += record.energy_pj
+        sums["launch_cycles"] += record.launch_cycles
         sums[record.unit] += record.total_cycles
         sums["dram_bytes"] += record.dram_bytes
         sums["stall_cycles"] += record.stall_cycles

@@ -58,7 +58,8 @@ def compare(data: SiliconData, hardware: Hardware) -> list[Compared]:
     for point in sorted(data.points, key=lambda p: isinstance(p.workload, Sum)):  # sums after their parts
         predicted[point.key] = _predict(point, hardware, policy, predicted)
     return [Compared(p.key, hardware.name, p.workload.describe(), p.metric, p.unit, p.measured, predicted[p.key],
-                     p.regime, p.calibration, False, data.sources[p.source].title) for p in data.points]
+                     p.regime, p.calibration, p.calibration and bool(hardware.fitted), data.sources[p.source].title)
+            for p in data.points]
 
 
 def _predict(point: Point, hardware: Hardware, policy: Policy, known: dict[str, float]) -> float:
@@ -68,9 +69,8 @@ def _predict(point: Point, hardware: Hardware, policy: Policy, known: dict[str, 
     workload = point.workload
     if isinstance(workload, Sum):
         return sum(known[part] for part in workload.of)
-    results = simulate(_trace(workload), hardware, policy)
     calls = workload.calls if isinstance(workload, Gemm) else 1
-    return calls * int(results["total_cycles"].sum()) / (hardware.array.clock_mhz * 1e3)
+    return calls * float(simulate(_trace(workload), hardware, policy).totals.latency_ms)
 
 
 def _trace(workload: Gemm | Bmm | RowOp) -> Trace:
@@ -99,3 +99,31 @@ def envelopes(compared: Sequence[Compared]) -> list[Envelope]:
         regimes.setdefault(point.regime, []).append(point.ratio)
     return [Envelope(regime, len(ratios), math.exp(sum(math.log(r) for r in ratios) / len(ratios)),
                      max(abs(r - 1) for r in ratios)) for regime, ratios in regimes.items()]
+
+
+PHASE_REGIMES = {"prefill": ("prefill_layer", "prefill_matrix", "prefill_vector"),
+                 "decode": ("decode_layer", "decode_matrix", "decode_vector")}
+
+
+def accuracy_line(hardware: Hardware, measured: Sequence[SiliconData], phases: Sequence[str]) -> str:
+    """One line for a run's summary: whether ``hardware`` is validated on silicon, and to what error for the
+    run's ``phases`` (prefill, decode): the layer's ratio and the worst op per kind."""
+    from simulator.spec.hardware import load_hardware
+
+    data = [d for d in measured if d.preset == hardware.name]
+    if not data:
+        return f"not validated on silicon: no measured chip for {hardware.name} (accelsim validate)"
+    if hardware != load_hardware(hardware.name):
+        return (f"not validated on silicon: a variant of {hardware.name}, which is validated as shipped "
+                "(accelsim validate)")
+    compared = [point for d in data for point in compare(d, hardware)]
+    by_regime = {e.regime: e for e in envelopes(compared)}
+    fitted = {p.regime for p in compared if p.fitted} - {p.regime for p in compared if not p.fitted}
+    parts = []
+    for phase in phases:
+        layer, matrix, vector = (by_regime.get(regime) for regime in PHASE_REGIMES[phase])
+        found = [f"{phase} layer {layer.geomean_ratio:.2f}x measured"] if layer else []
+        found += [f"{kind} ops " + ("fitted" if e.regime in fitted else f"within {100 * e.worst_error:.0f}%")
+                  for kind, e in (("matrix", matrix), ("vector", vector)) if e]
+        parts.append(", ".join(found) if found else f"{phase}: no measured points")
+    return f"validated on silicon against {data[0].chip}: {'; '.join(parts)} (accelsim validate)"

@@ -41,6 +41,7 @@ def generate(config: str, model: str, prompt: int, new_tokens: int, batch: int, 
     """Generate NEW_TOKENS after a prompt: TTFT, TPOT, end-to-end latency, tokens/s, per-step cycles."""
     from simulator.analysis.generation import generate as run_generation
     from simulator.analysis.generation import generation_summary
+    from simulator.cli.options import silicon_accuracy
     from simulator.engine import Simulator
     from simulator.report.files import check_out_dir, staged_dir
     from simulator.report.summary import breakdown, plot_steps, write_json
@@ -61,6 +62,7 @@ def generate(config: str, model: str, prompt: int, new_tokens: int, batch: int, 
                **generation_summary(generation, hardware)}
     if sources:
         summary["notes"] = list(sources)
+    summary["silicon"] = silicon_accuracy(hardware, ["prefill", "decode"] if len(generation.steps) else ["prefill"])
     summary["prefill"] = breakdown(generation.prefill).to_dict(orient="records")
     summary["decode"] = breakdown(generation.decode).to_dict(orient="records") if generation.decode is not None else []
     summary["steps"] = generation.steps[["step", "cache_tokens", "total_cycles", "latency_ms"]].to_dict(
@@ -103,6 +105,7 @@ def format_generation(summary: dict[str, Any]) -> str:
         f"  weights {mib(summary['weight_bytes'])}, KV cache at the end {mib(summary['kv_cache_bytes'])}, "
         f"peak activations {mib(summary['peak_activation_bytes'])}: DRAM footprint "
         f"{mib(summary['dram_footprint_bytes'])}" + (f" of {mib(capacity)}" if capacity else ""),
+        *([f"  {summary['silicon']}"] if summary.get("silicon") else []),
     ]
     energy = summary["energy"]
     if energy is not None:

@@ -14,6 +14,7 @@ from workloads.ops import MAX_SIZE
 
 if TYPE_CHECKING:
     from simulator.spec.checkpoint_masks import CheckpointMasks
+    from simulator.spec.hardware import Hardware
     from simulator.spec.mask_files import MaskProvider
     from simulator.spec.run_config import Policy
 
@@ -123,3 +124,11 @@ def mask_provider(policy: Policy) -> MaskProvider | CheckpointMasks | None:
     if weights.mask_layout != "out_in":
         raise InputError(f"mask_layout {weights.mask_layout}: a checkpoint stores its weights out_in")
     return CheckpointMasks(path, SparsityPattern.parse(weights.pattern) if weights.pattern else None)
+
+
+def silicon_accuracy(hardware: Hardware, phases: list[str]) -> str:
+    """The summary line saying whether ``hardware`` is validated on silicon, and how well, for ``phases``."""
+    from simulator.analysis.validation import accuracy_line
+    from simulator.spec.silicon import measured_silicon
+
+    return accuracy_line(hardware, measured_silicon(), phases)

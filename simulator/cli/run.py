@@ -53,6 +53,7 @@ def run(config: str, model: str, hardware_name: str | None, include_frontend: bo
     import json
 
     from simulator.analysis.comparison import compare
+    from simulator.cli.options import silicon_accuracy
     from simulator.engine import Simulator
     from simulator.report.files import check_out_dir
     from simulator.report.summary import format_run, run_summary
@@ -79,6 +80,7 @@ def run(config: str, model: str, hardware_name: str | None, include_frontend: bo
                           baseline_name=baseline.name if baseline else None, fp16=comparison.fp16_results,
                           native=comparison.native_results, workload=dict(trace.workload))
     summary["notes"] = [*sources, *summary["notes"]]
+    summary["silicon"] = silicon_accuracy(hardware, [str(trace.workload.get("phase", "prefill"))])
     if fmt == "table":
         click.echo(format_run(summary))
     elif fmt == "json":

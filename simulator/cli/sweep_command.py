@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from simulator.cli.options import StrictCommand
+
+if TYPE_CHECKING:
+    from simulator.analysis.sweep import Plan
 
 
 @click.command(cls=StrictCommand)
@@ -54,3 +58,19 @@ def sweep(sweep_file: str, out: str, executor: str, scheduler: str | None, worke
     failed = int((table["error"] != "").sum())
     click.echo(f"{len(table)} points ({failed} failed) -> {out_dir}/results.csv, results.parquet, "
                f"latency.png/svg{pareto}")
+    click.echo(_silicon_line(plan))
+
+
+def _silicon_line(plan: Plan) -> str:
+    """Whether the sweep's hardware is validated on silicon: its base preset's line, unless an axis varies it."""
+    from simulator.cli.options import silicon_accuracy
+    from simulator.spec.hardware import Hardware
+
+    base = Hardware.model_validate(plan.base_hardware)
+    varied = sorted({axis for point in plan.points for axis in point.axes
+                     if not axis.startswith(("model.", "attention."))})
+    shipped = silicon_accuracy(base, ["prefill", "decode"])
+    if varied and shipped.startswith("validated"):
+        return (f"not validated on silicon: the sweep varies {base.name} ({', '.join(varied)}); as shipped it is "
+                f"{shipped}")
+    return shipped

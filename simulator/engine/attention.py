@@ -212,7 +212,7 @@ class Machine:
     ifmap_bytes: int
     filter_bytes: int
     ofmap_bytes: int
-    dram_bytes_per_cycle: float
+    dram_bytes_per_cycle: float  # sustained (the peak times memory.dram_efficiency)
     lanes: int
     softmax_cycles: float  # per score: row max, exp, row sum
     mul_cycles: float  # per rescaled element
@@ -221,7 +221,7 @@ class Machine:
     def of(cls, hardware: Hardware) -> Machine:
         array, memory = hardware.array, hardware.memory
         return cls(hardware.name, array.rows, array.cols, array.dataflow, hardware.arrays, memory.ifmap_buffer_bytes,
-                   memory.filter_buffer_bytes, memory.ofmap_buffer_bytes, memory.dram_bytes_per_cycle,
+                   memory.filter_buffer_bytes, memory.ofmap_buffer_bytes, memory.sustained_bytes_per_cycle,
                    hardware.sfu_lanes, hardware.sfu_cost("softmax"), hardware.sfu_cost("mul"))
 
 

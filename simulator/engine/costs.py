@@ -72,7 +72,7 @@ class Cost:
 
 
 def transfer_cycles(dram_bytes: int, hardware: Hardware) -> int:
-    return math.ceil(dram_bytes / hardware.memory.dram_bytes_per_cycle)
+    return math.ceil(dram_bytes / hardware.memory.sustained_bytes_per_cycle)
 
 
 class Counts:

@@ -40,6 +40,7 @@ class StepRecord:
     transfer_cycles: int
     stall_cycles: int
     total_cycles: int
+    launch_cycles: int  # kernel launches this step starts (hardware dispatch), outside total_cycles
     utilization: float
     weight_bits: int
     index_bits: int
@@ -123,7 +124,8 @@ ENERGY_COLUMNS = RESULT_COLUMNS[RESULT_COLUMNS.index("mac_pj"):]
 ACCESS_COLUMNS = RESULT_COLUMNS[RESULT_COLUMNS.index("dram_read_bytes"):RESULT_COLUMNS.index("residency")]
 # Fields that add up over passes (the others describe the step or are ratios), and the sizes of one.
 ADDITIVE_COLUMNS = ("macs", "folds", "compute_cycles", "dense_compute_cycles", "transfer_cycles", "stall_cycles",
-                    "total_cycles", "dram_bytes", *ACCESS_COLUMNS, "closed_form_dram_bytes", *ENERGY_COLUMNS)
+                    "total_cycles", "launch_cycles", "dram_bytes", *ACCESS_COLUMNS, "closed_form_dram_bytes",
+                    *ENERGY_COLUMNS)
 SHAPE_COLUMNS = ("batch", "m", "k", "n", "elements")
 _ROW = attrgetter(*RESULT_COLUMNS)
 _NAME, _LAYER, _FUSED_INTO = (RESULT_COLUMNS.index(name) for name in ("name", "layer", "fused_into"))

@@ -61,21 +61,24 @@ def frame(records: list[StepRecord]) -> Results:
     return Results(pd.DataFrame.from_records(rows, columns=list(RESULT_COLUMNS)))
 
 
-def run_cycles(array_cycles: int, sfu_cycles: int, dram_bytes: int, hardware: Hardware) -> int:
-    """Cycles of a whole run from its units' busy cycles and its DRAM traffic."""
+def run_cycles(array_cycles: int, sfu_cycles: int, dram_bytes: int, hardware: Hardware, launch_cycles: int = 0,
+               ) -> int:
+    """Cycles of a whole run from its units' busy cycles and its DRAM traffic, plus its kernel launches
+    (serial: the chip waits for each)."""
     total = max(array_cycles, sfu_cycles) if hardware.sfu.overlap_with_array else array_cycles + sfu_cycles
-    dram_cycles = math.ceil(dram_bytes / hardware.memory.dram_bytes_per_cycle) if dram_bytes else 0
-    return max(total, dram_cycles)
+    dram_cycles = math.ceil(dram_bytes / hardware.memory.sustained_bytes_per_cycle) if dram_bytes else 0
+    return max(total, dram_cycles) + launch_cycles
 
 
 def record_totals(records: list[StepRecord], hardware: Hardware) -> tuple[int, int]:
     """(total cycles, DRAM bytes) of a run's records, as ``summarize_results`` counts them."""
     busy = {"array": 0, "sfu": 0}
-    dram_bytes = 0
+    dram_bytes = launches = 0
     for record in records:
         busy[record.unit] += record.total_cycles
         dram_bytes += record.dram_bytes
-    return run_cycles(busy["array"], busy["sfu"], dram_bytes, hardware), dram_bytes
+        launches += record.launch_cycles
+    return run_cycles(busy["array"], busy["sfu"], dram_bytes, hardware, launches), dram_bytes
 
 
 def dense_macs(frame: pd.DataFrame) -> int:
@@ -95,6 +98,7 @@ class Totals(Mapping[str, Any]):
     array_cycles: int
     sfu_cycles: int
     dram_cycles: int
+    launch_cycles: int
     compute_cycles: int
     stall_cycles: int
     macs: int
@@ -132,8 +136,9 @@ def summarize_results(frame: pd.DataFrame, hardware: Hardware) -> Totals:
     array_cycles = int(array["total_cycles"].sum())
     sfu_cycles = int(sfu["total_cycles"].sum())
     dram_bytes = int(frame["dram_bytes"].sum())
-    dram_cycles = math.ceil(dram_bytes / hardware.memory.dram_bytes_per_cycle) if dram_bytes else 0
-    total = run_cycles(array_cycles, sfu_cycles, dram_bytes, hardware)
+    dram_cycles = math.ceil(dram_bytes / hardware.memory.sustained_bytes_per_cycle) if dram_bytes else 0
+    launch_cycles = int(frame["launch_cycles"].sum())
+    total = run_cycles(array_cycles, sfu_cycles, dram_bytes, hardware, launch_cycles)
     slots = total * hardware.pes
     useful = float((array["macs"] / array["macs_per_pe"]).sum()) if len(array) else 0.0
     sums = {column: int(frame[column].sum()) for column in TOTAL_COLUMNS}
@@ -144,7 +149,8 @@ def summarize_results(frame: pd.DataFrame, hardware: Hardware) -> Totals:
                                 sums["macs"], latency_ms, action_costs(hardware), dense_macs(frame))
     return Totals(
         total_cycles=total, latency_ms=latency_ms, array_cycles=array_cycles, sfu_cycles=sfu_cycles,
-        dram_cycles=dram_cycles, compute_cycles=sums["compute_cycles"], stall_cycles=sums["stall_cycles"],
+        dram_cycles=dram_cycles, launch_cycles=launch_cycles, compute_cycles=sums["compute_cycles"],
+        stall_cycles=sums["stall_cycles"],
         macs=sums["macs"], weight_bits=sums["weight_bits"], index_bits=sums["index_bits"],
         scale_bits=sums["scale_bits"], bias_bits=sums["bias_bits"], dram_bytes=sums["dram_bytes"],
         counts={column: sums[column] for column in ACCESS_COLUMNS}, utilization=useful / slots if slots else 0.0,

@@ -335,7 +335,17 @@ class Simulator:
             record = self._step_record(step, tensors, prepared.placement, prepared.weight_bytes, bool(fused_into))
             if key is not None:
                 self._step_records[key] = record
-        return record.renamed(step.op.name, step.op.layer, fused_into)
+        record = record.renamed(step.op.name, step.op.layer, fused_into)
+        record.launch_cycles = self._launches(index, record)
+        return record
+
+    def _launches(self, index: int, record: StepRecord) -> int:
+        """Launch cycles a step starts: per_op, each step that does work and is not fused into another;
+        graph, the pass's first step (one program per pass)."""
+        if self.hardware.dispatch.execution == "graph":
+            return self.hardware.launch_cycles if index == 0 else 0
+        works = record.total_cycles > 0 or record.dram_bytes > 0
+        return self.hardware.launch_cycles if works and not record.fused_into else 0
 
     def _step_record(self, step: Step, tensors: dict[str, Tensor], placement: Placement,
                      weight_bytes: dict[str, int], fused: bool) -> StepRecord:
@@ -373,7 +383,7 @@ def _record(step: Step, cost: Cost, storage: OpStorage | None, precision: str, c
         batch=op.batch, m=op.m, k=op.k, n=op.n, elements=kernel.elements if step.unit == "sfu" else 0,
         macs=cost.macs, folds=cost.folds, array_split=array_split, compute_cycles=cost.compute_cycles,
         dense_compute_cycles=cost.dense_compute_cycles, transfer_cycles=cost.transfer_cycles,
-        stall_cycles=cost.stall_cycles, total_cycles=cost.compute_cycles + cost.stall_cycles,
+        stall_cycles=cost.stall_cycles, total_cycles=cost.compute_cycles + cost.stall_cycles, launch_cycles=0,
         utilization=cost.utilization, weight_bits=storage.weight_bits if storage else 0,
         index_bits=storage.index_bits if storage else 0, scale_bits=storage.scale_bits if storage else 0,
         bias_bits=storage.bias_bits if storage else 0, dram_bytes=cost.dram_bytes, **counts, residency=residency,

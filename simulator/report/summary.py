@@ -17,17 +17,22 @@ from simulator.report.energy import area_summary, energy_lines
 from workloads.vocabulary import SFU_OPS
 
 CATEGORY_LABELS = {"linear": "linear layers (q, k, v, attn_out, ffn1, ffn2)", "other_gemm": "other GEMMs/convs",
-                   "attention_bmm": "attention BMMs", "stalls": "memory stalls"}
+                   "attention_bmm": "attention BMMs", "stalls": "memory stalls",
+                   "launches": "kernel launches (dispatch)"}
 
 
 def breakdown(results: Results) -> pd.DataFrame:
-    """Compute cycles per category plus one 'stalls' row; shares of the serial total time."""
+    """Compute cycles per category plus one 'stalls' row (and a 'launches' row where kernels cost a launch);
+    shares of the serial total time."""
     by_category = results.groupby("category", sort=False)["compute_cycles"].sum()
     order = [c for c in ("linear", "other_gemm", "attention_bmm") if c in by_category.index]
     order += sorted(c for c in by_category.index if c.startswith("sfu_"))
     cycles = [int(by_category[c]) for c in order]
     order.append("stalls")
     cycles.append(int(results["stall_cycles"].sum()))
+    if results["launch_cycles"].any():
+        order.append("launches")
+        cycles.append(int(results["launch_cycles"].sum()))
     total = sum(cycles)
     return pd.DataFrame({"category": order, "cycles": cycles,
                          "percent_of_time": [100.0 * c / total if total else 0.0 for c in cycles]})
@@ -100,6 +105,7 @@ def format_run(summary: dict[str, Any]) -> str:
         f"  speedup vs dense baseline ({summary['baseline'] or 'none'}): {_ratio(summary['speedup_vs_baseline'])}; "
         f"vs dense FP16: {_ratio(summary['speedup_vs_fp16_dense'])}; "
         f"vs dense native ({summary['native']}): {_ratio(summary['speedup_vs_native_dense'])}",
+        *([f"  {summary['silicon']}"] if summary.get("silicon") else []),
         "",
         f"  {'time breakdown':<46} {'cycles':>14} {'% of time':>10}",
     ]
@@ -164,7 +170,7 @@ def pyplot() -> Any:
 
 # One order and one colour per category in every plot: the array's work first, then the SFU op types,
 # stalls last (black and hatched, so that no SFU colour is mistaken for it).
-CATEGORY_ORDER = ("linear", "other_gemm", "attention_bmm", *(f"sfu_{op}" for op in SFU_OPS), "stalls")
+CATEGORY_ORDER = ("linear", "other_gemm", "attention_bmm", *(f"sfu_{op}" for op in SFU_OPS), "stalls", "launches")
 
 
 CATEGORY_COLOURS = {  # related work in related hues (array: blues; norms: purples; conversions: oranges)
@@ -174,7 +180,7 @@ CATEGORY_COLOURS = {  # related work in related hues (array: blues; norms: purpl
     "sfu_bias": "#8c564b", "sfu_add": "#e377c2", "sfu_mul": "#f7b6d2", "sfu_embedding": "#7f7f7f",
     "sfu_concat": "#c7c7c7", "sfu_mask_embed": "#dbdb8d", "sfu_rmsnorm": "#6a3d9a", "sfu_silu": "#006d2c",
     "sfu_rope": "#fdd0a2", "sfu_rope_table": "#a6761d", "sfu_topk": "#e6ab02", "sfu_absmax": "#a63603",
-    "sfu_nm_select": "#7a0177",
+    "sfu_nm_select": "#7a0177", "launches": "#525252",
 }
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from simulator.formats.precision import Precision, compute_format, parse_precision
 from simulator.formats.sparsity import SparsityPattern
@@ -66,10 +66,17 @@ class MemoryConfig(StrictModel):
     filter_buffer_bytes: int = Field(gt=0, le=INT64_MAX, description="buffer for weights (or the second operand)")
     ofmap_buffer_bytes: int = Field(gt=0, le=INT64_MAX, description="buffer for outputs")
     dram_bytes_per_cycle: float = Field(gt=0, allow_inf_nan=False, description="DRAM bytes per array clock cycle")
+    dram_efficiency: float = Field(1.0, gt=0, le=1, allow_inf_nan=False,
+                                   description="the fraction of dram_bytes_per_cycle a transfer sustains (1: peak)")
     weights_streamed: bool = Field(True, description="weights are fetched from DRAM for every op that uses them")
     dram_capacity_bytes: int | None = Field(
         None, gt=0, le=INT64_MAX,
         description="optional: DRAM size; a workload whose weights, state and peak activations exceed it is refused")
+
+    @property
+    def sustained_bytes_per_cycle(self) -> float:
+        """DRAM bytes per cycle a transfer moves: the peak times the sustained fraction."""
+        return self.dram_bytes_per_cycle * self.dram_efficiency
 
 
 class SfuConfig(StrictModel):
@@ -102,6 +109,16 @@ class SfuConfig(StrictModel):
         if missing:
             raise ValueError(f"missing cost for {', '.join(missing)} (inserted by the simulator)")
         return costs
+
+
+class DispatchConfig(StrictModel):
+    """What launching work costs beyond the chip's own cycles (host dispatch and synchronisation)."""
+
+    kernel_us: float = Field(0.0, ge=0, allow_inf_nan=False,
+                             description="fixed cost of each launched kernel, microseconds (0: none)")
+    execution: Literal["graph", "per_op"] = Field(
+        "graph", description="graph: one compiled program per pass is one kernel; per_op: every op not fused into "
+                             "another is a kernel of its own (as op-by-op measurements run)")
 
 
 class EnergyConfig(StrictModel):
@@ -142,6 +159,9 @@ class Hardware(StrictModel):
     cores: int = Field(1, gt=0, le=4096, description="cores, each with array.count arrays and its own vector unit; "
                                                     "buffers and DRAM bandwidth are the chip's, shared")
     energy: EnergyConfig | None = Field(None, description="optional: energy and area tables (none: not modelled)")
+    dispatch: DispatchConfig = Field(default_factory=DispatchConfig)
+    fitted: list[str] = Field(default_factory=list, description="fields fitted to measured silicon (dotted "
+                                                                "paths, e.g. memory.dram_efficiency)")
 
     @field_validator("macs_per_pe")
     @classmethod
@@ -176,6 +196,22 @@ class Hardware(StrictModel):
     def pes(self) -> int:
         """PEs on the chip (all arrays)."""
         return self.array.rows * self.array.cols * self.arrays
+
+    @model_validator(mode="after")
+    def _check_fitted(self) -> Hardware:
+        for path in self.fitted:
+            node: Any = self
+            for part in path.split("."):
+                table = node if isinstance(node, dict) else dict(node) if isinstance(node, StrictModel) else None
+                if table is None or part not in table:
+                    raise ValueError(f"fitted: {path!r} names no field of the preset")
+                node = table[part]
+        return self
+
+    @property
+    def launch_cycles(self) -> int:
+        """Cycles one kernel launch costs (dispatch.kernel_us at the array clock)."""
+        return math.ceil(self.dispatch.kernel_us * self.array.clock_mhz)
 
     @property
     def sfu_lanes(self) -> int:

@@ -136,3 +136,8 @@ def load_silicon(path: Path) -> SiliconData:
 
 def silicon_files() -> list[Path]:
     return sorted(SILICON_DIR.glob("*.yaml"))
+
+
+def measured_silicon() -> list[SiliconData]:
+    """Every shipped measured-silicon file."""
+    return [load_silicon(path) for path in silicon_files()]

@@ -134,6 +134,7 @@ def test_shipped_sweep_local_and_dask_give_identical_tables(tmp_path):
     local = accelsim("sweep", shipped, "--out", str(tmp_path / "local"), "--workers", "2")
     assert local.returncode == 0, local.stderr
     assert "60 points (0 failed)" in local.stdout
+    assert "not validated on silicon: no measured chip for rapid_like" in local.stdout
     scratch = tmp_path / "tmpdir"
     scratch.mkdir()
     dask = accelsim("sweep", shipped, "--out", str(tmp_path / "dask"), "--executor", "dask", "--workers", "2",
