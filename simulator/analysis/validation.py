@@ -1,10 +1,11 @@
 """Predicted against measured silicon (pure): every point of a measured-silicon file simulated on its
 chip's preset, the ratio predicted / measured, and the envelope per regime (docs/validation.md).
 
-Each point runs as it was measured: one call, alone, from DRAM, in bf16 (the chips of the reference data
-compute in bf16), so its latency is the call's cycles over the preset's clock. A point that sums others
-(a layer) sums their predictions. ``fitted`` is true only for calibration points of a preset that was
-fitted to them; nothing else was fitted to anything.
+Each point runs as it was measured: one call, alone, from DRAM, in its precision (bf16 unless it says), so
+its latency is the call's cycles over the preset's clock; power is the die's (DRAM's energy is outside
+it), busy on the point's product or idle (static power); efficiency is operations per joule of the die.
+A point that sums others (a layer) sums their predictions. ``fitted`` is true only for calibration points
+of a preset that was fitted to them; nothing else was fitted to anything.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from simulator.energy.accounting import static_mw
+from simulator.energy.action_costs import action_costs
 from simulator.spec.hardware import Hardware
-from simulator.spec.run_config import Policy, policy_from_dict
-from simulator.spec.silicon import Bmm, Gemm, Point, RowOp, SiliconData, Sum
+from simulator.spec.run_config import policy_from_dict
+from simulator.spec.silicon import Bmm, Gemm, Idle, Point, RowOp, SiliconData, Sum
+from workloads.errors import InputError
 from workloads.ops import OpBuilder, Trace
 
 
@@ -53,24 +57,36 @@ class Envelope:
 
 def compare(data: SiliconData, hardware: Hardware) -> list[Compared]:
     """Every point of ``data`` predicted on ``hardware`` (the preset the file names, or another)."""
-    policy = policy_from_dict({"name": "bf16", "hardware": hardware.name, "precision": {"default": "bf16"}})
     predicted: dict[str, float] = {}
     for point in sorted(data.points, key=lambda p: isinstance(p.workload, Sum)):  # sums after their parts
-        predicted[point.key] = _predict(point, hardware, policy, predicted)
+        predicted[point.key] = _predict(point, hardware, predicted)
     return [Compared(p.key, hardware.name, p.workload.describe(), p.metric, p.unit, p.measured, predicted[p.key],
                      p.regime, p.calibration, p.calibration and bool(hardware.fitted), data.sources[p.source].title)
             for p in data.points]
 
 
-def _predict(point: Point, hardware: Hardware, policy: Policy, known: dict[str, float]) -> float:
-    """The point's latency in ms."""
+def _predict(point: Point, hardware: Hardware, known: dict[str, float]) -> float:
+    """The point's metric in its unit: latency in ms; the die's power in W (its energy less DRAM's over the
+    time, or its static power when idle); efficiency in TOPS/W (2 x MACs per pJ of the die)."""
     from simulator.engine import simulate
 
     workload = point.workload
     if isinstance(workload, Sum):
         return sum(known[part] for part in workload.of)
-    calls = workload.calls if isinstance(workload, Gemm) else 1
-    return calls * float(simulate(_trace(workload), hardware, policy).totals.latency_ms)
+    if point.metric != "latency" and hardware.energy is None:
+        raise InputError(f"{point.key}: hardware {hardware.name} has no energy section to predict {point.metric}")
+    if isinstance(workload, Idle):
+        return static_mw(action_costs(hardware)) / 1e3
+    precision = workload.precision if isinstance(workload, Gemm) else "bf16"
+    policy = policy_from_dict({"name": precision, "hardware": hardware.name, "precision": {"default": precision}})
+    totals = simulate(_trace(workload), hardware, policy).totals
+    if point.metric == "latency":
+        return (workload.calls if isinstance(workload, Gemm) else 1) * float(totals.latency_ms)
+    assert totals.energy is not None  # the hardware has an energy section (checked above)
+    die_pj = float(totals.energy["total_pj"]) - float(totals.energy["by_component"]["dram"])
+    if point.metric == "power":
+        return die_pj * 1e-9 / float(totals.latency_ms)  # pJ per ms = 1e-9 W
+    return 2 * int(totals.macs) / die_pj  # operations per pJ = tera-operations per joule
 
 
 def _trace(workload: Gemm | Bmm | RowOp) -> Trace:
@@ -125,5 +141,10 @@ def accuracy_line(hardware: Hardware, measured: Sequence[SiliconData], phases: S
         found = [f"{phase} layer {layer.geomean_ratio:.2f}x measured"] if layer else []
         found += [f"{kind} ops " + ("fitted" if e.regime in fitted else f"within {100 * e.worst_error:.0f}%")
                   for kind, e in (("matrix", matrix), ("vector", vector)) if e]
-        parts.append(", ".join(found) if found else f"{phase}: no measured points")
-    return f"validated on silicon against {data[0].chip}: {'; '.join(parts)} (accelsim validate)"
+        parts += [", ".join(found)] if found else []
+    parts += [f"die {regime} {by_regime[regime].geomean_ratio:.2f}x measured" for regime in ("power", "efficiency")
+              if regime in by_regime]
+    if not parts:
+        parts = [f"no measured point for {' or '.join(phases)}"]
+    chips = " and ".join(d.chip for d in data)
+    return f"validated on silicon against {chips}: {'; '.join(parts)} (accelsim validate)"

@@ -58,7 +58,7 @@ from simulator.spec.hardware import Hardware
 from workloads.errors import InputError
 
 BUFFERS = ("ifmap", "filter", "ofmap")
-COMPONENTS = ("pes", "vector_unit", *(f"{name}_buffer" for name in BUFFERS), "decompressor")
+COMPONENTS = ("pes", "vector_unit", *(f"{name}_buffer" for name in BUFFERS), "decompressor", "uncore")
 
 
 @dataclass(frozen=True)
@@ -154,6 +154,8 @@ def _build(hardware: Hardware) -> ActionCosts:
     if extras.decompressor_mm2:
         area["decompressor"] = extras.decompressor_mm2
         static["decompressor"] = extras.decompressor_mm2 * 1e6 * leak_per_um2
+    if energy.uncore_mw:
+        static["uncore"] = energy.uncore_mw
     order = {name: index for index, name in enumerate(COMPONENTS)}
     return ActionCosts(
         mac_pj=macs, gated_fraction=gated, register_bit_pj=scaled.value("register_bit", "PE registers"),

@@ -13,7 +13,7 @@ COMPONENT_LABELS = {
     "registers": "PE registers", "ifmap_buffer": "ifmap buffer",
     "filter_buffer": "filter buffer", "ofmap_buffer": "ofmap (accumulator) buffer", "dram": "DRAM",
     "vector_unit": "vector unit", "leakage": "leakage (static)",
-    "pes": "PEs", "decompressor": "weight decompressor", "total": "total",
+    "pes": "PEs", "decompressor": "weight decompressor", "uncore": "uncore (clock, control, I/O)", "total": "total",
 }
 
 
@@ -44,6 +44,8 @@ def format_area(hardware: Hardware, area: dict[str, Any]) -> str:
     for name, mm2 in area["by_component_mm2"].items():
         lines.append(f"  {COMPONENT_LABELS.get(name, name):<28} {mm2:>10.4g} {100 * mm2 / area['total_mm2']:>9.1f}% "
                      f"{area['static_mw'][name]:>10.4g}")
+    for name in (name for name in area["static_mw"] if name not in area["by_component_mm2"]):
+        lines.append(f"  {COMPONENT_LABELS.get(name, name):<28} {'-':>10} {'-':>10} {area['static_mw'][name]:>10.4g}")
     lines.append(f"  {'total':<28} {area['total_mm2']:>10.4g} {100.0:>9.1f}% {sum(area['static_mw'].values()):>10.4g}")
     return "\n".join(lines)
 

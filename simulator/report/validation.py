@@ -29,12 +29,11 @@ def validation_json(compared: Sequence[Compared], envelope: Sequence[Envelope]) 
 def format_validation(compared: Sequence[Compared], envelope: Sequence[Envelope],
                       not_simulated: Sequence[tuple[str, float, str, str]]) -> str:
     """Every point (predicted / measured), the envelope per regime, and what was not simulated."""
-    lines = [f"{'point':<30} {'workload':<30} {'measured':>10} {'predicted':>10} {'ratio':>7}  regime",
-             f"{'':<30} {'':<30} {'(ms)':>10} {'(ms)':>10}"]
+    lines = [f"{'point':<30} {'workload':<36} {'measured':>10} {'predicted':>10} {'unit':<7} {'ratio':>7}  regime"]
     for p in compared:
         mark = " (fitted)" if p.fitted else ""
-        lines.append(f"{p.key:<30} {p.workload:<30} {p.measured:>10.4g} {p.predicted:>10.4g} {p.ratio:>7.3f}  "
-                     f"{p.regime}{mark}")
+        lines.append(f"{p.key:<30} {p.workload:<36} {p.measured:>10.4g} {p.predicted:>10.4g} {p.unit:<7} "
+                     f"{p.ratio:>7.3f}  {p.regime}{mark}")
     presets = sorted({p.preset for p in compared})
     fitted = any(p.fitted for p in compared)
     lines += ["", f"envelope on {', '.join(presets)} (ratio = predicted / measured; "
@@ -78,8 +77,8 @@ def plot_validation(compared: Sequence[Compared], path_stem: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlim(low, high)
     ax.set_ylim(low, high)
-    ax.set_xlabel("measured latency (ms)")
-    ax.set_ylabel("accelsim latency (ms)")
+    ax.set_xlabel("measured (ms, W or TOPS/W)")
+    ax.set_ylabel("accelsim (same unit)")
     ax.set_title(f"accelsim against silicon ({', '.join(sorted({p.preset for p in compared}))})")
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()

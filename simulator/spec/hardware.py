@@ -133,6 +133,9 @@ class EnergyConfig(StrictModel):
     sram_bank_bytes: int | None = Field(
         None, gt=0, le=INT64_MAX, description="optional: each buffer is built of banks of this size (an access "
                                              "reaches one bank; all banks leak); none: one bank per buffer")
+    uncore_mw: float = Field(0.0, ge=0, allow_inf_nan=False,
+                             description="power drawn whenever the chip is on beyond the leakage of its PEs, buffers "
+                                         "and vector unit: clock tree, control, I/O, mW (0: none)")
 
     @field_validator("dram")
     @classmethod

@@ -19,7 +19,8 @@ from simulator.spec.config_io import StrictModel, read_yaml_mapping, validate
 from simulator.spec.shipped import REFERENCE_DIR
 
 SILICON_DIR = REFERENCE_DIR / "silicon"
-UNITS = {"latency": "ms"}  # metric -> the unit its points are given in
+UNITS = {"latency": "ms", "power": "W", "efficiency": "TOPS/W"}  # metric -> the unit its points are given in
+METRIC = Literal["latency", "power", "efficiency"]
 
 
 class Source(StrictModel):
@@ -31,16 +32,28 @@ class Source(StrictModel):
 
 
 class Gemm(StrictModel):
-    """``calls`` separate products of (m x k) @ (k x n), each a call of its own (e.g. Q, K and V)."""
+    """``calls`` separate products of (m x k) @ (k x n), each a call of its own (e.g. Q, K and V), in
+    ``precision`` (weights and activations)."""
 
     op: Literal["gemm"]
     m: int = Field(gt=0)
     k: int = Field(gt=0)
     n: int = Field(gt=0)
     calls: int = Field(1, gt=0)
+    precision: str = "bf16"
 
     def describe(self) -> str:
-        return f"{self.calls} x " * (self.calls > 1) + f"gemm {self.m}x{self.k}x{self.n}"
+        text = f"{self.calls} x " * (self.calls > 1) + f"gemm {self.m}x{self.k}x{self.n}"
+        return text if self.precision == "bf16" else f"{text} {self.precision}"
+
+
+class Idle(StrictModel):
+    """The chip powered and doing nothing."""
+
+    op: Literal["idle"]
+
+    def describe(self) -> str:
+        return "idle"
 
 
 class Bmm(StrictModel):
@@ -75,14 +88,18 @@ class Sum(StrictModel):
         return f"sum of {len(self.of)} ops"
 
 
-Workload = Annotated[Gemm | Bmm | RowOp | Sum, Field(discriminator="op")]
+Workload = Annotated[Gemm | Bmm | RowOp | Sum | Idle, Field(discriminator="op")]
+# What each metric is measured on: latency on any op or a sum of them; power on a busy product or the idle chip
+# (the die's power: DRAM's is outside it); efficiency (operations per joule of the die) on a product.
+METRIC_WORKLOADS = {"latency": ("gemm", "bmm", "softmax", "layernorm", "gelu", "sum"), "power": ("gemm", "idle"),
+                    "efficiency": ("gemm",)}
 
 
 class Point(StrictModel):
     key: str = Field(min_length=1)
     source: str
     workload: Workload
-    metric: Literal["latency"]
+    metric: METRIC
     unit: str
     measured: float = Field(gt=0)
     regime: str = Field(min_length=1)
@@ -93,13 +110,16 @@ class Point(StrictModel):
     def _unit(self) -> Point:
         if self.unit != UNITS[self.metric]:
             raise ValueError(f"{self.key}: {self.metric} is given in {UNITS[self.metric]}, not {self.unit!r}")
+        if self.workload.op not in METRIC_WORKLOADS[self.metric]:
+            raise ValueError(f"{self.key}: {self.metric} is measured on {', '.join(METRIC_WORKLOADS[self.metric])}, "
+                             f"not {self.workload.op}")
         return self
 
 
 class NotSimulated(StrictModel):
     key: str = Field(min_length=1)
     source: str
-    metric: Literal["latency"]
+    metric: METRIC
     unit: str
     measured: float = Field(gt=0)
     reason: str = Field(min_length=1)

@@ -105,6 +105,10 @@ def write(tmp_path: Path, change) -> Path:
     (lambda d: d["points"][0].update(key=d["points"][1]["key"]), "a point key is given twice"),
     (lambda d: d["points"][-1]["workload"]["of"].append("v3.nothing"), "sums 'v3.nothing'"),
     (lambda d: d["sources"]["llmcompass_gemm"].update(quality=""), "llmcompass_gemm.quality: String should have"),
+    (lambda d: d["points"][0].update(metric="power"), "power is given in W, not 'ms'"),
+    (lambda d: d["points"][0].update(metric="efficiency", unit="TOPS/W", workload={"op": "idle"}),
+     "efficiency is measured on gemm, not idle"),
+    (lambda d: d["points"][-1].update(metric="power", unit="W"), "power is measured on gemm, idle, not sum"),
 ])
 def test_a_reference_file_missing_a_source_unit_or_shape_is_refused_by_name(tmp_path, change, refusal):
     with pytest.raises(InputError, match=refusal):
@@ -117,7 +121,8 @@ def test_validate_prints_the_points_and_the_envelope(accelsim_here, tmp_path):
     record = json.loads(result.stdout)
     keys = {"key", "preset", "workload", "metric", "unit", "measured", "predicted", "ratio", "regime", "fitted",
             "source"}
-    assert len(record["points"]) == 42 and all(keys <= set(point) for point in record["points"])
+    assert len(record["points"]) == 45 and all(keys <= set(point) for point in record["points"])
+    assert {point["unit"] for point in record["points"]} == {"ms", "W", "TOPS/W"}
     assert set(record["envelope"]["gemm"]) == {"n", "geomean_ratio", "worst_error"}
     for point in record["points"]:
         assert point["ratio"] == pytest.approx(point["predicted"] / point["measured"])
@@ -126,6 +131,7 @@ def test_validate_prints_the_points_and_the_envelope(accelsim_here, tmp_path):
     assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["envelope.csv", "points.csv", "validation.png",
                                                                   "validation.svg"]
     assert_one_line_error(accelsim_here("validate", "--preset", "rapid_like"), "no measured silicon for it")
+    assert len(json.loads(accelsim_here("validate", "--preset", "tpu_v1_like", "--json").stdout)["points"]) == 2
 
 
 @pytest.mark.parametrize("page", ["docs/validation.md", "README.md"])
@@ -187,6 +193,8 @@ def test_a_run_says_whether_its_preset_is_validated_and_how_well(run_cli):
     line = accuracy_line(load_hardware("tpu_v3_core"), data, ["prefill", "decode"])
     assert line.startswith("validated on silicon against TPU v3, one TensorCore")
     assert "prefill layer 0.97x measured, matrix ops within 9%, vector ops fitted" in line
+    assert accuracy_line(load_hardware("tpu_v1_like"), data, ["prefill"]).endswith(
+        ": die power 0.95x measured (accelsim validate)")
     assert "decode layer 0.81x measured, matrix ops within 125%, vector ops within 63%" in line
     assert accuracy_line(load_hardware("tpu_v5e_like"), data, ["prefill"]) == (
         "not validated on silicon: no measured chip for tpu_v5e_like (accelsim validate)")
@@ -213,3 +221,68 @@ def test_a_sweep_that_varies_a_validated_preset_says_its_points_are_not(tmp_path
                                      "models: [{name: gpt2, tokens: 16}]\naxes: {product: {model.batch: [1, 2]}}\n")
     _, plan = load_sweep(tmp_path / "t.yaml")
     assert _silicon_line(plan).startswith("validated on silicon against TPU v3")
+
+
+def test_power_and_efficiency_are_the_dies_in_closed_form():
+    """Idle power is the preset's static power; busy power is the run's energy less DRAM's over its time;
+    efficiency is 2 x MACs per pJ of the die: each from the engine's own totals."""
+    from simulator.analysis.validation import _trace
+    from simulator.energy.accounting import static_mw
+    from simulator.energy.action_costs import action_costs
+    from simulator.engine import simulate
+    from simulator.spec.run_config import policy_from_dict
+    from simulator.spec.silicon import measured_silicon
+
+    data = {d.preset: d for d in measured_silicon()}
+    v1 = {p.key: p for p in compare(data["tpu_v1_like"], load_hardware("tpu_v1_like"))}
+    hw = load_hardware("tpu_v1_like")
+    assert v1["v1.power.idle"].predicted == pytest.approx(static_mw(action_costs(hw)) / 1e3)
+    busy = next(p for p in data["tpu_v1_like"].points if p.key == "v1.power.busy")
+    totals = simulate(_trace(busy.workload), hw, policy_from_dict(
+        {"name": "i", "hardware": hw.name, "precision": {"default": "int8"}})).totals
+    die_joules = (totals.energy["total_pj"] - totals.energy["by_component"]["dram"]) * 1e-12
+    assert v1["v1.power.busy"].predicted == pytest.approx(die_joules / (totals.latency_ms * 1e-3))
+    assert totals.utilization > 0.4  # the assumed workload keeps the array as busy as this preset gets
+    rapid = compare(data["rapid_like_4core"], load_hardware("rapid_like_4core"))[0]
+    assert rapid.predicted > 1 and rapid.unit == "TOPS/W"
+    from simulator.spec.hardware import Hardware
+
+    unpriced = Hardware.model_validate({**hw.model_dump(), "energy": None, "fitted": []})
+    with pytest.raises(InputError, match="has no energy section to predict power"):
+        compare(data["tpu_v1_like"], unpriced)
+
+
+@pytest.mark.slow
+def test_tpu_v1_likes_uncore_power_is_what_its_calibration_script_fits():
+    import importlib.util
+
+    from cli_helpers import ROOT
+
+    spec = importlib.util.spec_from_file_location("fit_tpu_v1_like", ROOT / "calibration" / "fit_tpu_v1_like.py")
+    fit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fit)
+    preset = load_hardware("tpu_v1_like")
+    fitted = fit.fit(load_silicon(SILICON_DIR / "tpu_v1.yaml"), fit.unfitted(preset))
+    assert fitted == fit.preset_values(preset) and sorted(preset.fitted) == sorted(fitted)
+
+
+def test_uncore_power_is_drawn_whenever_the_chip_is_on():
+    """Idle, the die draws its leakage and its uncore power; a run's leakage energy is both over its time;
+    without uncore power nothing else moves."""
+    from conftest import preset_with
+
+    from simulator.energy.accounting import static_mw
+    from simulator.energy.action_costs import action_costs
+    from simulator.engine import simulate
+    from simulator.spec.run_config import load_run_config
+    from workloads.models import Workload, load_model
+
+    hw = load_hardware("tpu_v1_like")
+    bare = preset_with("tpu_v1_like", energy={"uncore_mw": 0.0})
+    assert static_mw(action_costs(hw)) == pytest.approx(static_mw(action_costs(bare)) + hw.energy.uncore_mw)
+    trace, int8 = load_model("bert-base").trace(Workload(tokens=32)), load_run_config("configs/int8.yaml")
+    with_uncore, without = simulate(trace, hw, int8), simulate(trace, bare, int8)
+    extra = with_uncore.totals.energy["by_component"]["leakage"] - without.totals.energy["by_component"]["leakage"]
+    assert extra == pytest.approx(hw.energy.uncore_mw * with_uncore.totals.latency_ms * 1e6)  # mW x ms = 1e6 pJ
+    columns = [c for c in without.columns]
+    assert with_uncore[columns].to_csv(index=False) == without[columns].to_csv(index=False)  # per-op dynamic
