@@ -16,6 +16,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from calibration.fitted import report
 from simulator.energy.accounting import static_mw
 from simulator.energy.action_costs import action_costs
 from simulator.spec.hardware import Hardware, load_hardware
@@ -44,13 +45,7 @@ def preset_values(preset: Hardware) -> dict[str, Any]:
 
 def main() -> None:
     preset = load_hardware("tpu_v1_like")
-    fitted = fit(load_silicon(DATA), unfitted(preset))
-    for name, value in fitted.items():
-        print(f"{name}: {value}")
-    if fitted != preset_values(preset):
-        print(f"configs/hardware/tpu_v1_like.yaml holds {preset_values(preset)}: update it", file=sys.stderr)
-        sys.exit(1)
-
+    report("tpu_v1_like", fit(load_silicon(DATA), unfitted(preset)), preset_values(preset))
 
 if __name__ == "__main__":
     main()

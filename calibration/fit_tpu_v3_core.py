@@ -25,6 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from calibration.fitted import report
 from simulator.analysis.validation import compare
 from simulator.spec.hardware import Hardware, load_hardware
 from simulator.spec.silicon import SILICON_DIR, Point, SiliconData, load_silicon
@@ -94,13 +95,7 @@ def preset_values(preset: Hardware) -> dict[str, Any]:
 
 def main() -> None:
     preset = load_hardware("tpu_v3_core")
-    fitted = fit(load_silicon(DATA), unfitted(preset))
-    for name, value in fitted.items():
-        print(f"{name}: {value}")
-    if fitted != preset_values(preset):
-        print(f"configs/hardware/tpu_v3_core.yaml holds {preset_values(preset)}: update it", file=sys.stderr)
-        sys.exit(1)
-
+    report("tpu_v3_core", fit(load_silicon(DATA), unfitted(preset)), preset_values(preset))
 
 if __name__ == "__main__":
     main()
