@@ -62,6 +62,11 @@ def test_a_point_is_predicted_as_it_was_measured(v3):
         if point.workload.op == "gemm":
             w = point.workload
             assert compared[point.key].predicted >= w.calls * 2 * w.m * w.k * w.n / peak_flops_per_ms
+    assert compared["v3.gpt3.prefill.qkv"].workload == "3 x gemm 16384x12288x1536"
+    assert compared["v3.gemm.64x12288x12288"].workload == "gemm 64x12288x12288"  # bf16 goes unsaid
+    assert compared["v3.gemm.64x12288x12288"].metric == "latency" and compared["v3.gemm.64x12288x12288"].calibration
+    assert not compared["v3.gpt3.prefill.w1"].calibration
+    assert compared["v3.gpt3.prefill.w1"].source == data.sources["llmcompass_gpt3_prefill"].title
     qkv = compared["v3.gpt3.prefill.qkv"].predicted
     one = compare(data.model_copy(update={"points": [
         p.model_copy(update={"workload": p.workload.model_copy(update={"calls": 1})})
@@ -111,8 +116,10 @@ def write(tmp_path: Path, change) -> Path:
     (lambda d: d["points"][-1].update(metric="power", unit="W"), "power is measured on gemm, idle, not sum"),
 ])
 def test_a_reference_file_missing_a_source_unit_or_shape_is_refused_by_name(tmp_path, change, refusal):
-    with pytest.raises(InputError, match=refusal):
-        load_silicon(write(tmp_path, change))
+    path = write(tmp_path, change)
+    with pytest.raises(InputError, match=refusal) as refused:
+        load_silicon(path)
+    assert str(refused.value).startswith(f"{path}: ")
 
 
 def test_validate_prints_the_points_and_the_envelope(accelsim_here, tmp_path):
@@ -193,6 +200,8 @@ def test_a_run_says_whether_its_preset_is_validated_and_how_well(run_cli):
     line = accuracy_line(load_hardware("tpu_v3_core"), data, ["prefill", "decode"])
     assert line.startswith("validated on silicon against TPU v3, one TensorCore")
     assert "prefill layer 0.97x measured, matrix ops within 9%, vector ops fitted" in line
+    assert accuracy_line(load_hardware("rapid_like_4core"), data, ["decode"]) == (
+        "validated on silicon against RaPiD, 4 cores, 7 nm EUV: die efficiency 3.73x measured (accelsim validate)")
     assert accuracy_line(load_hardware("tpu_v1_like"), data, ["prefill"]).endswith(
         ": die power 0.95x measured (accelsim validate)")
     assert "decode layer 0.81x measured, matrix ops within 125%, vector ops within 63%" in line
@@ -243,8 +252,16 @@ def test_power_and_efficiency_are_the_dies_in_closed_form():
     die_joules = (totals.energy["total_pj"] - totals.energy["by_component"]["dram"]) * 1e-12
     assert v1["v1.power.busy"].predicted == pytest.approx(die_joules / (totals.latency_ms * 1e-3))
     assert totals.utilization > 0.4  # the assumed workload keeps the array as busy as this preset gets
-    rapid = compare(data["rapid_like_4core"], load_hardware("rapid_like_4core"))[0]
-    assert rapid.predicted > 1 and rapid.unit == "TOPS/W"
+    rapid_hw = load_hardware("rapid_like_4core")
+    rapid = compare(data["rapid_like_4core"], rapid_hw)[0]
+    peak = data["rapid_like_4core"].points[0]
+    run = simulate(_trace(peak.workload), rapid_hw, policy_from_dict(
+        {"name": "i", "hardware": rapid_hw.name, "precision": {"default": "int4"}})).totals
+    die_pj = run.energy["total_pj"] - run.energy["by_component"]["dram"]
+    assert rapid.predicted == pytest.approx(2 * run.macs / die_pj) and rapid.unit == "TOPS/W"
+    assert run.macs == 4096**3 and rapid.metric == "efficiency" and not rapid.fitted and not rapid.calibration
+    assert rapid.source.startswith("Venkataramani et al., RaPiD") and rapid.workload == "gemm 4096x4096x4096 int4"
+    assert v1["v1.power.idle"].workload == "idle" and v1["v1.power.idle"].fitted
     from simulator.spec.hardware import Hardware
 
     unpriced = Hardware.model_validate({**hw.model_dump(), "energy": None, "fitted": []})

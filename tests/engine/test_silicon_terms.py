@@ -56,6 +56,21 @@ def test_unset_terms_change_nothing():
     assert (plain.launch_cycles == 0).all() and plain.totals.launch_cycles == 0
 
 
+def test_a_runs_cycles_are_its_busiest_resource_plus_its_launches():
+    from simulator.engine.results import record_totals, run_cycles
+
+    hw = preset_with("rapid_like", memory={"dram_efficiency": 0.5})
+    bw = hw.memory.sustained_bytes_per_cycle
+    assert run_cycles(100, 50, 0, hw) == 150  # no overlap: the units take turns
+    assert run_cycles(100, 50, int(bw * 1000), hw) == 1000 and run_cycles(100, 50, 1, hw) == 150
+    assert run_cycles(100, 50, 0, hw, 7) == 157
+    trace = load_model("bert-base").trace(Workload(tokens=32))
+    launched = preset_with("rapid_like", dispatch={"kernel_us": 3.0, "execution": "per_op"})
+    simulator = Simulator(launched, INT8)
+    records, _, _ = simulator.run_records(trace)
+    assert record_totals(records, launched)[0] == simulator.run(trace).totals.total_cycles
+
+
 def test_per_op_execution_launches_every_op_that_works_and_is_not_fused():
     trace = load_model("bert-base").trace(Workload(tokens=32))
     base = simulate(trace, load_hardware("rapid_like"), INT8)
