@@ -105,17 +105,20 @@ def _totals(entry: ModelEntry, include_frontend: bool, include_head: bool, trace
     """Run totals, memoised per process: a config and another config's identical baseline on the same
     design point are simulated once. A generation's are its end-to-end totals (prefill plus decode)."""
     from simulator.engine import Simulator, simulate
+    from simulator.spec.weight_masks import weight_masks
 
     hardware = Hardware.model_validate_json(hardware_json)
+    policy = _policy(config_json)
+    masks = weight_masks(policy)
     if entry.new_tokens is None:
         trace = _trace(entry, include_frontend, include_head, traced)
-        totals: dict[str, Any] = simulate(trace, hardware, _policy(config_json), timing=timing).totals
+        totals: dict[str, Any] = simulate(trace, hardware, policy, timing=timing, mask_for=masks).totals
         return totals
     from simulator.analysis.generation import generate, generation_summary
     from workloads.models import load_model
 
     generation = generate(load_model(entry.name), entry.workload(), entry.new_tokens,
-                          Simulator(hardware, _policy(config_json), timing=timing))
+                          Simulator(hardware, policy, timing=timing, mask_for=masks))
     summary = generation_summary(generation, hardware)
     prefill = generation.prefill.totals
     decode_cycles = int(generation.steps["total_cycles"].sum()) if len(generation.steps) else 0

@@ -46,6 +46,7 @@ def generate(config: str, model: str, prompt: int, new_tokens: int, batch: int, 
     from simulator.report.files import check_out_dir, staged_dir
     from simulator.report.summary import breakdown, plot_steps, write_json
     from simulator.spec.hardware import load_hardware
+    from simulator.spec.weight_masks import weight_masks
 
     fmt = chosen_format(fmt, as_json)
     if new_tokens < 1:
@@ -57,7 +58,9 @@ def generate(config: str, model: str, prompt: int, new_tokens: int, batch: int, 
     hardware = load_hardware(hardware_name or policy.config.hardware)
     spec = load_model(model)
     prompt_workload = Workload(batch=batch, tokens=prompt, head=head, expert_imbalance=expert_imbalance)
-    generation = run_generation(spec, prompt_workload, new_tokens, Simulator(hardware, policy), beams=beams)
+    masks = weight_masks(policy, spec.trace(prompt_workload))
+    generation = run_generation(spec, prompt_workload, new_tokens, Simulator(hardware, policy, mask_for=masks),
+                                beams=beams)
     summary = {"model": spec.name, "config": policy.name, "hardware": hardware.name,
                **generation_summary(generation, hardware)}
     if sources:

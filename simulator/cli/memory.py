@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import click
 
-from simulator.cli.options import StrictCommand, mask_provider
+from simulator.cli.options import StrictCommand
 from workloads.models import Workload, load_model
-from workloads.vocabulary import PRUNED_LINEAR_ROLES
 
 
 @click.command(cls=StrictCommand)
@@ -26,12 +25,11 @@ def memory(config: str, model: str, head: str | None, as_json: bool) -> None:
     from simulator.report.summary import format_memory
     from simulator.spec.hardware import load_hardware
     from simulator.spec.run_config import load_run_config
+    from simulator.spec.weight_masks import weight_masks
 
     policy = load_run_config(config)
     trace = load_model(model).trace(Workload(head=head))
-    masks = mask_provider(policy)
-    if masks is not None:
-        masks.check_ops([op for op in trace if op.role in PRUNED_LINEAR_ROLES])
+    masks = weight_masks(policy, trace)
     plan = bind(policy, load_hardware(policy.config.hardware))  # as the config's hardware stores them
     result = plan.footprint(trace, mask_nonzeros(masks) if masks else None)
     click.echo(json.dumps(result.as_dict(), indent=2) if as_json else format_memory(result))

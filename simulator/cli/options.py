@@ -7,15 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from workloads.errors import InputError
 from workloads.knobs import BY_NAME, KNOB_NAMES, KNOBS
 from workloads.models import Workload
 from workloads.ops import MAX_SIZE
 
 if TYPE_CHECKING:
-    from simulator.spec.checkpoint_masks import CheckpointMasks
     from simulator.spec.hardware import Hardware
-    from simulator.spec.mask_files import MaskProvider
     from simulator.spec.run_config import Policy
 
 
@@ -101,29 +98,6 @@ def given(ctx: click.Context, name: str) -> bool:
     from click.core import ParameterSource
 
     return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
-
-
-def mask_provider(policy: Policy) -> MaskProvider | CheckpointMasks | None:
-    """The weight masks a run config's sparsity needs (unstructured, or N:M timed through masks), or None: a
-    mask file's, or a checkpoint directory's own."""
-    weights = policy.config.sparsity.weights
-    if weights is None or not weights.uses_masks:
-        return None
-    from simulator.spec.mask_files import MaskProvider, mask_path
-
-    base = policy.source.parent if policy.source else None
-    path = mask_path(weights, base)
-    if path is None or not path.is_dir():
-        return MaskProvider(weights, base)
-    from simulator.formats.sparsity import SparsityPattern
-    from simulator.spec.checkpoint_masks import CheckpointMasks
-
-    if not (path / "config.json").is_file():
-        raise InputError(f"{path}: is a directory but not a checkpoint (no config.json); mask files are .npy, .npz "
-                         "or .safetensors")
-    if weights.mask_layout != "out_in":
-        raise InputError(f"mask_layout {weights.mask_layout}: a checkpoint stores its weights out_in")
-    return CheckpointMasks(path, SparsityPattern.parse(weights.pattern) if weights.pattern else None)
 
 
 def silicon_accuracy(hardware: Hardware, phases: list[str]) -> str:

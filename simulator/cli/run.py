@@ -13,11 +13,9 @@ from simulator.cli.options import (
     format_options,
     load_policy,
     make_workload,
-    mask_provider,
     workload_options,
 )
 from workloads.errors import InputError
-from workloads.vocabulary import PRUNED_LINEAR_ROLES
 
 if TYPE_CHECKING:
     from simulator.analysis.comparison import Comparison
@@ -59,6 +57,7 @@ def run(config: str, model: str, hardware_name: str | None, include_frontend: bo
     from simulator.report.summary import format_run, run_summary
     from simulator.spec.hardware import load_hardware
     from simulator.spec.run_config import load_baseline
+    from simulator.spec.weight_masks import weight_masks
 
     fmt = chosen_format(fmt, as_json)
     out_dir = check_out_dir(out, force) if out else None
@@ -66,9 +65,7 @@ def run(config: str, model: str, hardware_name: str | None, include_frontend: bo
     baseline = load_baseline(policy)
     hardware = load_hardware(hardware_name or policy.config.hardware)
     trace = _scoped_trace(model, make_workload(knobs), use_tracer, include_frontend, include_head)
-    masks = mask_provider(policy)
-    if masks is not None:
-        masks.check_ops([op for op in trace if op.role in PRUNED_LINEAR_ROLES])
+    masks = weight_masks(policy, trace)
     if accounting != "default" and hardware.energy is None:
         raise InputError(f"--accounting {accounting}: hardware {hardware.name} has no energy section")
     simulator = Simulator(hardware, policy, timing=timing, mask_for=masks, accounting=accounting)

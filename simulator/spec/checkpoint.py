@@ -10,7 +10,7 @@ from typing import Any
 
 from simulator.plan.binding import bind
 from simulator.spec.checkpoint_files import check_headers, read_checkpoint
-from simulator.spec.checkpoint_schemes import derive, module_namer
+from simulator.spec.checkpoint_schemes import derive, module_namer, stored_parts
 from simulator.spec.hardware import load_hardware
 from simulator.spec.run_config import Policy, policy_from_dict
 from workloads.errors import InputError
@@ -32,10 +32,13 @@ def checkpoint_run(directory: str | Path, hardware: str) -> CheckpointRun:
     checkpoint = read_checkpoint(directory)
     spec = load_model(str(directory))
     # The weight matrices, a head tied to the embedding included (a Linear module in the checkpoint too).
-    linears = [op for op in spec.trace(Workload(tokens=8) if spec.family.default_tokens else Workload())
-               if op.kind == "gemm" and (op.weight_params or op.role == "head")]
+    # Enough tokens (64 prompts of 8) that every expert of a mixture is routed some (none is only held).
+    model_type = str(spec.config.get("model_type"))
+    linears = [part for op in spec.trace(Workload(batch=64, tokens=8) if spec.family.default_tokens else Workload())
+               if op.kind == "gemm" and (op.weight_params or op.role == "head")
+               for part in stored_parts(model_type, op)]
     name = Path(directory).resolve().name or "checkpoint"
-    namer = module_namer(str(spec.config.get("model_type")))
+    namer = module_namer(model_type)
     derived = derive(checkpoint.quantization, linears, namer, name, hardware, _parse_compressed_tensors)
     sparsity = (checkpoint.quantization or {}).get("sparsity_config") or {}
     weights = derived.config.get("sparsity", {}).get("weights")

@@ -24,7 +24,7 @@ import numpy as np
 from simulator.engine.masks import pattern_violation
 from simulator.formats.sparsity import SparsityPattern
 from simulator.spec.checkpoint_files import TensorHeader, read_checkpoint, read_data
-from simulator.spec.checkpoint_schemes import module_namer
+from simulator.spec.checkpoint_schemes import module_namer, stored_parts
 from workloads.errors import InputError
 from workloads.ops import Op
 
@@ -45,12 +45,14 @@ class CheckpointMasks:
         self.directory = directory
         self.headers = checkpoint.headers
         self.pattern = pattern
-        self.namer = module_namer(str(checkpoint.config.get("model_type")))
+        self.model_type = str(checkpoint.config.get("model_type"))
+        self.namer = module_namer(self.model_type)
 
     def check_ops(self, ops: list[Op]) -> None:
         """Refuse, before any simulation, an op whose module stores no weights to read a mask from."""
         for op in ops:
-            self._source(op)
+            for part in stored_parts(self.model_type, op):
+                self._source(part)
 
     def _source(self, op: Op) -> tuple[str, TensorHeader]:
         module = self.namer(op)
@@ -62,6 +64,11 @@ class CheckpointMasks:
                          "(bitmask, weight_packed or weight)")
 
     def __call__(self, op: Op) -> np.ndarray:
+        """The K x N mask of ``op`` (of a fused op: its stored parts' masks side by side)."""
+        return np.ascontiguousarray(np.concatenate([self._mask(part) for part in stored_parts(self.model_type, op)],
+                                                   axis=1))
+
+    def _mask(self, op: Op) -> np.ndarray:
         name, header = self._source(op)
         if not header.present:
             raise InputError(f"{header.path}: {name} has no data (a header kept without its weights)")

@@ -8,7 +8,8 @@ Hugging Face checkpoints say how they were compressed in ``config.json``'s ``qua
   group size, symmetric) and ``input_activations`` (strategy token or tensor, dynamic or static);
   ``kv_cache_scheme`` stores the KV cache; ``sparsity_config`` names 2:4 weights. Parsed with the
   ``compressed-tensors`` package's own models.
-Modules are matched by their Hugging Face names (``module_namer``: the Llama-style families and OPT).
+Modules are matched by their Hugging Face names (``module_namer``: the Llama-style families, OPT and Mixtral,
+whose experts' gate and up projections the trace fuses and the checkpoint keeps apart: ``stored_parts``).
 
 - ``gptq`` (bits, group_size, sym, desc_act) and ``awq`` (bits, group_size, zero_point): integer weights
   with 16-bit scales and packed zero points per group; the LM head is left unquantized.
@@ -25,22 +26,27 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from workloads.errors import InputError
 from workloads.ops import Op
 
 # Hugging Face's leaf names of the closed form's projections, per family whose checkpoints are read by name.
-_LEAVES = {"llama": {"self_attn.q": "self_attn.q_proj", "self_attn.k": "self_attn.k_proj",
-                     "self_attn.v": "self_attn.v_proj", "self_attn.out": "self_attn.o_proj",
-                     "mlp.gate_proj": "mlp.gate_proj", "mlp.up_proj": "mlp.up_proj", "mlp.down_proj": "mlp.down_proj"},
-           "opt": {"self_attn.q": "self_attn.q_proj", "self_attn.k": "self_attn.k_proj",
-                   "self_attn.v": "self_attn.v_proj", "self_attn.out": "self_attn.out_proj", "fc.ffn1": "fc1",
-                   "fc.ffn2": "fc2"}}
-_PREFIX = {"llama": "model.layers", "opt": "model.decoder.layers"}
-_FAMILY = {"llama": "llama", "qwen2": "llama", "mistral": "llama", "opt": "opt"}
+_ATTENTION = {"self_attn.q": "self_attn.q_proj", "self_attn.k": "self_attn.k_proj", "self_attn.v": "self_attn.v_proj",
+              "self_attn.out": "self_attn.o_proj"}
+_LEAVES = {"llama": {**_ATTENTION, "mlp.gate_proj": "mlp.gate_proj", "mlp.up_proj": "mlp.up_proj",
+                     "mlp.down_proj": "mlp.down_proj"},
+           "opt": {**_ATTENTION, "self_attn.out": "self_attn.out_proj", "fc.ffn1": "fc1", "fc.ffn2": "fc2"},
+           "mixtral": {**_ATTENTION, "mlp.gate": "block_sparse_moe.gate"}}
+# Mixtral's checkpoints keep each expert's gate (w1), up (w3) and down (w2) projections apart, under
+# block_sparse_moe.experts.E; the trace fuses gate and up as transformers does (its parts: FUSED_PARTS).
+_EXPERT_LEAVES = {"mixtral": {"gate_up_proj.gate": "w1", "gate_up_proj.up": "w3", "down_proj": "w2"}}
+_PREFIX = {"llama": "model.layers", "opt": "model.decoder.layers", "mixtral": "model.layers"}
+_FAMILY = {"llama": "llama", "qwen2": "llama", "mistral": "llama", "opt": "opt", "mixtral": "mixtral"}
 _BLOCK_OP = re.compile(r"layers\.(\d+)\.(.+)")
+_EXPERT = re.compile(r"mlp\.experts\.(\d+)\.(.+)")
+FUSED_PARTS = {"mixtral": {"gate_up_proj": ("gate", "up")}}  # family -> fused op leaf -> its stored parts
 _SCALE_BITS = {None: 16, "torch.bfloat16": 16, "torch.float16": 16, "torch.float32": 32,
                "torch.float8_e4m3fn": 8, "torch.uint8": 8}
 Namer = Callable[[Op], str]
@@ -48,20 +54,35 @@ Namer = Callable[[Op], str]
 
 def module_namer(model_type: str) -> Namer:
     """The Hugging Face module name of a closed-form weight matrix (``layers.3.self_attn.q`` ->
-    ``model.layers.3.self_attn.q_proj``) for the Llama-style families and OPT; elsewhere accelsim's own
-    name (a recipe can still target ``Linear`` and ``lm_head``)."""
+    ``model.layers.3.self_attn.q_proj``; a Mixtral expert's stored part ``layers.3.mlp.experts.5.gate_up_proj.up``
+    -> ``model.layers.3.block_sparse_moe.experts.5.w3``) for the Llama-style families, OPT and Mixtral;
+    elsewhere accelsim's own name (a recipe can still target ``Linear`` and ``lm_head``)."""
     family = _FAMILY.get(model_type)
     if family is None:
         return lambda op: op.name
-    leaves, prefix = _LEAVES[family], _PREFIX[family]
+    leaves, prefix, experts = _LEAVES[family], _PREFIX[family], _EXPERT_LEAVES.get(family, {})
 
     def name(op: Op) -> str:
         match = _BLOCK_OP.fullmatch(op.name)
-        if match is not None and match.group(2) in leaves:
-            return f"{prefix}.{match.group(1)}.{leaves[match.group(2)]}"
-        return op.name
+        if match is None:
+            return op.name
+        layer, leaf = match.groups()
+        expert = _EXPERT.fullmatch(leaf)
+        if expert is not None and expert.group(2) in experts:
+            return f"{prefix}.{layer}.block_sparse_moe.experts.{expert.group(1)}.{experts[expert.group(2)]}"
+        return f"{prefix}.{layer}.{leaves[leaf]}" if leaf in leaves else op.name
 
     return name
+
+
+def stored_parts(model_type: str, op: Op) -> list[Op]:
+    """The weight matrices a checkpoint stores for ``op``: itself, or the parts of a projection the trace fuses
+    (Mixtral's gate and up: ``op.name + ".gate"``, ``".up"``, each with its share of the outputs)."""
+    parts = FUSED_PARTS.get(_FAMILY.get(model_type, ""), {}).get(op.name.rpartition(".")[2])
+    if parts is None:
+        return [op]
+    return [replace(op, name=f"{op.name}.{part}", n=op.n // len(parts), weight_params=op.weight_params // len(parts))
+            for part in parts]
 
 
 @dataclass

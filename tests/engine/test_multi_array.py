@@ -175,23 +175,23 @@ def masked_config(tmp_path, sparsity: str):
 def test_n_m_masks_on_several_arrays_time_as_the_closed_form_does(tmp_path, cores):
     """Every column of a 2:4 mask keeps K/2 weights, so the masked shares of every split time as the
     structured closed form's: the busiest array and the chosen split agree op by op."""
-    from simulator.cli.options import mask_provider
+    from simulator.spec.weight_masks import weight_masks
 
     trace = load_model("bert-base").trace(Workload(tokens=64))
     closed = simulate(trace, chip(cores=cores), masked_config(tmp_path, "pattern: '2:4'"))
     policy = masked_config(tmp_path, "pattern: '2:4', through_masks: true")
-    masked = simulate(trace, chip(cores=cores), policy, mask_for=mask_provider(policy))
+    masked = simulate(trace, chip(cores=cores), policy, mask_for=weight_masks(policy))
     columns = ["name", "array_split", "compute_cycles", "folds", "macs", "total_cycles", "dram_bytes"]
     assert (masked[columns] == closed[columns]).all().all()
     assert (masked[masked.role == "q"].array_split != "").all()
 
 
 def test_an_unstructured_mask_on_several_arrays_takes_its_busiest_share(tmp_path):
-    from simulator.cli.options import mask_provider
     from simulator.engine.masks import masked_cycles_reference
+    from simulator.spec.weight_masks import weight_masks
 
     policy = masked_config(tmp_path, "density: 0.3")
-    masks, hw = mask_provider(policy), chip(cores=4)
+    masks, hw = weight_masks(policy), chip(cores=4)
     m, k, n = 384, 768, 3072
     row = array_row(simulate(one_op(m, k, n), hw, policy, mask_for=masks))
     mask, a = masks(Op("op", 0, "ffn1", "ffn", "gemm", batch=1, m=m, k=k, n=n)), hw.array
@@ -230,11 +230,11 @@ def test_the_four_core_rapid_chip_is_four_calibrated_cores():
 def test_each_mask_is_read_once_and_timed_as_the_run_asks(tmp_path):
     """The engine keeps each mask's column counts, so a provider (a checkpoint streaming its tensors) is
     asked once per op; one array under --timing scalesim times the masks as SCALE-Sim runs folds."""
-    from simulator.cli.options import mask_provider
     from simulator.engine.masks import masked_cycles
+    from simulator.spec.weight_masks import weight_masks
 
     policy = masked_config(tmp_path, "density: 0.4")
-    provider = mask_provider(policy)
+    provider = weight_masks(policy)
     asked: list[str] = []
 
     def counting(op):

@@ -91,10 +91,10 @@ def run(directory: Path, hardware: str, mask: bool) -> tuple:
     if not mask:
         del config["sparsity"]["weights"]["mask"]
     policy = policy_from_dict(config)
-    from simulator.cli.options import mask_provider
+    from simulator.spec.weight_masks import weight_masks
 
     trace = load_model(str(directory)).trace(Workload(tokens=64))
-    return simulate(trace, load_hardware(hardware), policy, mask_for=mask_provider(policy)), derived
+    return simulate(trace, load_hardware(hardware), policy, mask_for=weight_masks(policy)), derived
 
 
 @pytest.mark.parametrize("hardware", ["rapid_like", "rapid_like_4core"])
@@ -117,12 +117,12 @@ def test_exact_2_4_masks_time_as_the_closed_form_and_rounded_zeros_never_slow_a_
 def test_a_bitmask_checkpoint_stores_what_its_tensors_hold():
     """On a chip that keeps 2:4 weights compressed, the stored bits of each layer are its file's kept values
     and bitmask (a bit per dense weight = 2 index bits per kept value); the dense shape is metadata."""
-    from simulator.cli.options import mask_provider
     from simulator.engine import Simulator
+    from simulator.spec.weight_masks import weight_masks
 
     derived = checkpoint_run(BITMASK, "rapid_like")
     headers = read_checkpoint(BITMASK).headers
-    simulator = Simulator(load_hardware("rapid_like"), derived.policy, mask_for=mask_provider(derived.policy))
+    simulator = Simulator(load_hardware("rapid_like"), derived.policy, mask_for=weight_masks(derived.policy))
     for op in linears(BITMASK):
         module = module_namer("llama")(op)
         stored = simulator.storage(op)
@@ -217,12 +217,12 @@ def test_masks_from_weights_that_are_not_there_are_refused(tmp_path):
     ({"pattern": "2:4", "mask": str(BITMASK), "mask_layout": "in_out"}, "a checkpoint stores its weights out_in"),
 ])
 def test_a_knob_a_checkpoints_masks_cannot_take_is_refused(sparsity, refusal):
-    from simulator.cli.options import mask_provider
+    from simulator.spec.weight_masks import weight_masks
 
     policy = policy_from_dict({"name": "x", "hardware": "rapid_like", "precision": {"default": "native"},
                                "sparsity": {"weights": sparsity}})
     with pytest.raises(InputError, match=refusal):
-        mask_provider(policy)
+        weight_masks(policy)
 
 
 def test_through_masks_with_a_mask_is_refused():
