@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from simulator.engine.masks import pattern_violation
 from simulator.formats.sparsity import SparsityPattern
 from simulator.spec.checkpoint_files import TensorHeader, read_checkpoint, read_data
 from simulator.spec.checkpoint_schemes import module_namer, stored_parts
+from simulator.spec.mask_files import off_pattern
 from workloads.errors import InputError
 from workloads.ops import Op
 
@@ -86,16 +86,14 @@ class CheckpointMasks:
             raise InputError(f"{name}: its mask is {list(mask.shape)}, op {op.name} needs {[op.n, op.k]} (N x K)")
         mask = np.ascontiguousarray(mask.T)
         if self.pattern is not None:
-            where = pattern_violation(mask, self.pattern.n, self.pattern.m)
-            if where is not None:
-                raise InputError(f"{name}: not {self.pattern}: output {where[1]} keeps more than {self.pattern.n} "
-                                 f"of inputs {where[0]}..{where[0] + self.pattern.m - 1}")
+            broken = off_pattern(mask, self.pattern)
+            if broken:
+                raise InputError(f"{name}: not {self.pattern}: {broken}")
         return mask
 
 
-def _array(name: str, header: TensorHeader, dtype: type[np.generic], rows: int) -> np.ndarray:
-    if len(header.shape) != 2 or header.shape[0] != rows:
-        raise InputError(f"{name}: shape {list(header.shape)}, expected {rows} rows of a 2-D tensor")
+def _array(header: TensorHeader, dtype: type[np.generic]) -> np.ndarray:
+    """The tensor's data, little-endian, in its 2-D shape (each caller checks the shape first)."""
     return np.frombuffer(read_data(header), dtype=np.dtype(dtype).newbyteorder("<")).reshape(header.shape)
 
 
@@ -103,7 +101,7 @@ def _bitmask(name: str, header: TensorHeader, k: int) -> np.ndarray:
     if header.dtype != "U8" or len(header.shape) != 2 or header.shape[1] != -(-k // 8):
         raise InputError(f"{name}: {header.dtype} {list(header.shape)}, a 2:4 bitmask of {k} inputs is U8 "
                          f"[N, {-(-k // 8)}]")
-    bits = _array(name, header, np.uint8, header.shape[0])
+    bits = _array(header, np.uint8)
     return np.unpackbits(bits, axis=1, count=k, bitorder="little").astype(bool)
 
 
@@ -113,7 +111,7 @@ def _packed(name: str, header: TensorHeader, k: int) -> np.ndarray:
     if header.dtype != "I32" or bits not in (4, 8) or words != -(-k * bits // 32):
         raise InputError(f"{name}: {header.dtype} {list(header.shape)} is not 4- or 8-bit codes of {k} inputs "
                          "packed in int32")
-    data = _array(name, header, np.uint32, header.shape[0]).view(np.uint8)  # little-endian: codes in order
+    data = _array(header, np.uint32).view(np.uint8)  # little-endian: codes in order
     if bits == 8:
         codes = data[:, :k]
     else:
@@ -129,4 +127,4 @@ def _dense(name: str, header: TensorHeader) -> np.ndarray:
     dtype, magnitude = _DENSE[header.dtype]
     if len(header.shape) != 2:
         raise InputError(f"{name}: shape {list(header.shape)}, expected a 2-D weight")
-    return np.asarray((_array(name, header, dtype, header.shape[0]) & magnitude) != 0)
+    return np.asarray((_array(header, dtype) & magnitude) != 0)

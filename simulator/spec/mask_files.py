@@ -45,6 +45,14 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     raise InputError(f"{path}: mask files must be .npy, .npz or .safetensors")
 
 
+def off_pattern(mask: np.ndarray, pattern: SparsityPattern) -> str:
+    """Where a K x N ``mask`` keeps more than ``pattern`` allows along K ("" where it follows it)."""
+    where = pattern_violation(mask, pattern.n, pattern.m)
+    if where is None:
+        return ""
+    return f"output {where[1]} keeps more than {pattern.n} of inputs {where[0]}..{where[0] + pattern.m - 1}"
+
+
 def mask_path(config: WeightSparsityConfig, base_dir: Path | None) -> Path | None:
     """The config's mask file or checkpoint directory (relative: to the working directory, else to the run
     config's), or None for seeded masks."""
@@ -116,9 +124,8 @@ class MaskProvider:
             mask = np.ascontiguousarray(mask)
             if self.config.pattern is not None:
                 pattern = SparsityPattern.parse(self.config.pattern)
-                where = pattern_violation(mask, pattern.n, pattern.m)
-                if where is not None:
-                    raise InputError(f"{self._path}: the mask of {op.name} is not {pattern}: output {where[1]} "
-                                     f"keeps more than {pattern.n} of inputs {where[0]}..{where[0] + pattern.m - 1}")
+                broken = off_pattern(mask, pattern)
+                if broken:
+                    raise InputError(f"{self._path}: the mask of {op.name} is not {pattern}: {broken}")
         self._cache[op.name] = mask
         return mask

@@ -293,3 +293,27 @@ def test_a_checkpoint_without_weights_gives_no_masks(tmp_path):
     (headers / "model.safetensors").write_bytes(data[:8 + int.from_bytes(data[:8], "little")])
     with pytest.raises(InputError, match=r"q_proj.weight_packed has no data \(a header kept without its weights\)"):
         CheckpointMasks(headers, None)(linears(PACKED)[0])
+
+
+def test_a_run_configs_mask_is_found_beside_it_and_a_checkpoints_masks_keep_its_pattern(tmp_path, monkeypatch):
+    """A relative mask path is the run config's neighbour (wherever the run starts); a checkpoint's masks read
+    through a config with a pattern are held to it."""
+    import numpy as np
+
+    from simulator.spec.run_config import load_run_config
+    from simulator.spec.weight_masks import weight_masks
+
+    op = linears(PACKED)[0]
+    np.save(tmp_path / "m.npy", np.ones((op.n, op.k)))
+    (tmp_path / "c.yaml").write_text("name: c\nhardware: rapid_like\nprecision: {default: native}\n"
+                                     "sparsity: {weights: {mask: m.npy, roles: [q]}}\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert weight_masks(load_run_config(tmp_path / "c.yaml"))(op).all()
+    directory = edited(tmp_path, three_of_four)
+    policy = policy_from_dict({"name": "x", "hardware": "rapid_like", "precision": {"default": "native"},
+                               "sparsity": {"weights": {"pattern": "2:4", "mask": str(directory)}}})
+    up = next(op for op in linears(directory) if op.name.endswith("up_proj"))
+    with pytest.raises(InputError, match="up_proj.bitmask: not 2:4: output 5"):
+        weight_masks(policy)(up)
