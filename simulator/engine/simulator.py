@@ -117,7 +117,6 @@ class Simulator:
         self.costs: ActionCosts | None = action_costs(hardware) if hardware.energy is not None else None
         self.machine = Machine.of(hardware)
         self.works = Works(self.machine)
-        self.mask_for = mask_for
         self.notes: list[str] = list(plan.notes)
         self._storages: dict[tuple[Any, ...], OpStorage] = {}
         self._step_records: dict[StepKey, StepRecord] = {}  # step key -> its record (see step_key.py)
