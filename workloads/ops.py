@@ -102,8 +102,10 @@ class Tensor:
         if min(self.elements, self.appended, self.bits, self.scale_group, self.scale_bits, self.nm_kept,
                self.coarse_scale_group, self.coarse_scale_bits) < 0:
             raise ValueError(f"tensor {self.name}: negative size")
-        if (self.nm_kept or self.nm_group or self.nm_row) and not 0 < self.nm_kept <= self.nm_group <= self.nm_row:
-            raise ValueError(f"tensor {self.name}: N:M fields need 0 < N <= M <= row length")
+        # a row shorter than M is one short group (a decode step's first keys): min(N, row) of it kept
+        if (self.nm_kept or self.nm_group or self.nm_row) and not (0 < self.nm_kept <= self.nm_group
+                                                                   and self.nm_row > 0):
+            raise ValueError(f"tensor {self.name}: N:M fields need 0 < N <= M and a positive row length")
         if self.source and self.kind != "state":
             raise ValueError(f"tensor {self.name}: only state names an activation it appends")
         if bool(self.appended) != bool(self.source):

@@ -145,3 +145,18 @@ def test_the_shipped_gpusq_like_config_says_what_rapid_like_makes_of_it():
     assert with_attention.totals["total_cycles"] > weights_only.totals["total_cycles"]
     assert round(with_attention.totals["total_cycles"] / 1e6, 2) == 10.33
     assert round(weights_only.totals["total_cycles"] / 1e6, 2) == 9.85
+
+
+def test_keys_fewer_than_a_group_are_one_short_group() -> None:
+    """A decode step's first keys (fewer than M): min(N, keys) of them kept; the step runs (it was refused
+    as an internal error before)."""
+    short = Tensor("k", "activation", 3 * 2, bits=8, nm_kept=2, nm_group=8, nm_row=2)
+    assert short.values_of(6) == 6
+    assert Tensor("k", "activation", 3 * 5, bits=8, nm_kept=2, nm_group=8, nm_row=5).values_of(15) == 6
+    with pytest.raises(ValueError, match="0 < N <= M"):
+        Tensor("k", "activation", 4, nm_kept=3, nm_group=2, nm_row=4)
+    policy = policy_from_dict({"name": "a", "hardware": "rapid_like_4core", "precision": {"default": "int8"},
+                               "sparsity": {"attention": {"probabilities": "2:8"}}})
+    results = simulate(load_model("llama-2-7b").trace(Workload(tokens=1, phase="decode")),
+                       load_hardware("rapid_like_4core"), policy)
+    assert results.totals.total_cycles > 0
