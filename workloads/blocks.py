@@ -97,6 +97,46 @@ def attention(b: OpBuilder, prefix: str, layer: int, shape: AttentionShape, *, b
                   bias=bias if out_bias is None else out_bias)
 
 
+def mixed_attention(b: OpBuilder, prefix: str, layer: int, shapes: tuple[AttentionShape, ...],
+                    fresh: tuple[bool, ...], *, bias: bool, rope: str, out_bias: bool) -> str:
+    """Self-attention of a mixed batch (:mod:`workloads.mixed`): ``shapes`` are its kinds of sequence, each
+    ``batch`` sequences of ``q_len`` new tokens against ``kv_len`` keys. The projections and rotations run
+    once over all new tokens (v after the rotations) and write each kind's rows apart; each kind appends its
+    new keys and values to its own cache and runs its products and score ops apart, a ``fresh`` prompt against
+    its own new keys (as a prefill), any other against its cache (as a decode step). The kinds' outputs are
+    gathered for the output projection (a copy on the vector unit, with more than one kind)."""
+    head = shapes[0]
+    rows = tuple(s.batch * s.q_len for s in shapes)
+    tokens, parts = sum(rows), tuple(f"seq{index}" for index in range(len(shapes)))
+    x = b.current
+    q = b.gemm(f"{prefix}.q", layer, "q", "attention", tokens, head.hidden, head.inner, bias=bias, reads=x)
+    k = b.gemm(f"{prefix}.k", layer, "k", "attention", tokens, head.hidden, head.kv_inner, bias=bias, reads=x)
+    b.vector(f"{prefix}.q_rope", layer, "rope", "attention", tokens * head.inner, reads=(q, rope), parts=parts,
+             part_elements=tuple(r * head.inner for r in rows))
+    b.vector(f"{prefix}.k_rope", layer, "rope", "attention", tokens * head.kv_inner, reads=(k, rope), parts=parts,
+             part_elements=tuple(r * head.kv_inner for r in rows))
+    # v after the rotations: no kind's first step then reads a tensor the step before it wrote (it would
+    # stream it to the first kind alone)
+    b.gemm(f"{prefix}.v", layer, "v", "attention", tokens, head.hidden, head.kv_inner, bias=bias, reads=x,
+           parts=parts, part_elements=tuple(r * head.kv_inner for r in rows))
+    outputs = []
+    for part, s, new in zip(parts, shapes, fresh, strict=True):
+        keys, values = f"{prefix}.k_rope.{part}", f"{prefix}.v.{part}"
+        kept = s.batch * (s.kv_len if s.cache_len is None else s.cache_len) * s.kv_inner
+        k_cache = b.state(f"{prefix}.{part}.k_cache", kept, source=keys, sequences=s.batch)
+        v_cache = b.state(f"{prefix}.{part}.v_cache", kept, source=values, sequences=s.batch)
+        if not new:
+            keys, values = k_cache, v_cache
+        geometry = AttentionGeometry(s.batch * s.heads // s.group, s.group, s.q_len, s.head_dim, causal=True,
+                                     window=s.window, decoder=True)
+        _scores_and_values(b, f"{prefix}.{part}", layer, s, f"{prefix}.q_rope.{part}", keys, values, scale="scores",
+                           score_adds=("causal_mask",), position_bias=None, geometry=geometry)
+        outputs.append(b.current)
+    if len(outputs) > 1:
+        b.vector(f"{prefix}.gather", layer, "concat", "attention", tokens * head.inner, reads=tuple(outputs))
+    return b.gemm(f"{prefix}.out", layer, "attn_out", "attention", tokens, head.inner, head.hidden, bias=out_bias)
+
+
 def _projections(b: OpBuilder, prefix: str, layer: int, s: AttentionShape, *, bias: bool, fused_qkv: bool,
                  kv_first: bool, memory: str | None, cached: bool) -> tuple[str, str, str]:
     """The q, k and v tensors: one fused GEMM, three (k and v from ``memory`` in cross-attention), or, in a

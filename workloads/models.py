@@ -27,6 +27,7 @@ from workloads.families.t5 import T5Family
 from workloads.families.traced_only import TracedOnlyFamily
 from workloads.families.vit import ViTFamily
 from workloads.families.wav2vec2 import Wav2Vec2Family
+from workloads.mixed import MixedBatch
 from workloads.ops import OpBuilder, Trace
 
 __all__ = ["FAMILIES", "PHASES", "Family", "ModelSpec", "Workload", "load_model", "parse_config", "zoo_names"]
@@ -63,6 +64,17 @@ class ModelSpec:
         b = OpBuilder()
         self.family.build(self.config, wl, b)
         return b.build_trace(self.name, wl.as_dict(), lambda batch: self.trace(replace(wl, batch=batch)))
+
+    def mixed_trace(self, batch: MixedBatch, as_mixed: bool = False) -> Trace:
+        """The op trace of one serving iteration: the ``generate`` workload it is, when it is one (see
+        :meth:`MixedBatch.uniform`) and not built ``as_mixed``, else the family's mixed batch."""
+        uniform = None if as_mixed else batch.uniform()
+        if uniform is not None:
+            return self.trace(uniform)
+        b = OpBuilder()
+        self.family.build_mixed(self.config, batch, b)
+        workload: dict[str, int | str] = {"batch": len(batch.sequences), "tokens": batch.tokens, "phase": "mixed"}
+        return b.build_trace(self.name, workload)
 
     def hf_class(self, head: str) -> str:
         return self.family.hf_class(self.config, head)

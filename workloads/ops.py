@@ -66,6 +66,7 @@ class Tensor:
     nm_row: int = 0
     coarse_scale_group: int = 0
     coarse_scale_bits: int = 0
+    sequences: int = 0  # state: the sequences whose entries it holds, when not the pass's batch (0)
 
     def values_of(self, elements: int) -> int:
         """Values stored of ``elements`` (dense count) of this tensor: the kept ones, when pruned."""
@@ -331,16 +332,18 @@ class OpBuilder:
         self.tensors[name] = Tensor(name, "weight", elements)
         return name
 
-    def state(self, name: str, elements: int, source: str = "") -> str:
-        """State that outlives the pass (a KV cache of ``elements``), appended with the activation ``source``
-        (none: state this pass only reads)."""
+    def state(self, name: str, elements: int, source: str = "", sequences: int = 0) -> str:
+        """State that outlives the pass (a KV cache of ``elements``, of ``sequences`` sequences when not the
+        pass's batch), appended with the activation ``source`` (none: state this pass only reads)."""
         appended = self.tensors[source].elements if source else 0
-        self.tensors[name] = Tensor(name, "state", elements, appended=appended, source=source)
+        self.tensors[name] = Tensor(name, "state", elements, appended=appended, source=source, sequences=sequences)
         return name
 
-    def _add(self, op: Op, reads: tuple[str, ...] | None, weight: str | None, parts: tuple[str, ...] = ()) -> None:
-        """Append ``op``; with ``parts`` its output is that many equal tensors ``<name>.<part>`` (a fused
-        q/k/v projection writes q, k and v)."""
+    def _add(self, op: Op, reads: tuple[str, ...] | None, weight: str | None, parts: tuple[str, ...] = (),
+             part_elements: tuple[int, ...] = ()) -> None:
+        """Append ``op``; with ``parts`` its output is that many tensors ``<name>.<part>``, equal (a fused
+        q/k/v projection writes q, k and v) or of ``part_elements`` each (the rows of each sequence of a
+        mixed batch)."""
         operands = list(reads if reads is not None else (self.current,))
         if weight is not None:
             operands.append(weight)
@@ -349,21 +352,24 @@ class OpBuilder:
                 self.tensors[op.name + suffix] = Tensor(op.name + suffix, "weight", count)
                 operands.append(op.name + suffix)
         outputs = tuple(f"{op.name}.{part}" for part in parts) or (op.name,)
-        for name in outputs:
+        sizes = part_elements or (op.output_elements // len(outputs),) * len(outputs)
+        if len(sizes) != len(outputs) or sum(sizes) != op.output_elements:
+            raise ValueError(f"op {op.name}: parts of {sizes} elements do not make its {op.output_elements}")
+        for name, elements in zip(outputs, sizes, strict=True):
             if name in self.tensors:
                 raise ValueError(f"tensor name {name!r} is used twice")
-            self.tensors[name] = Tensor(name, "activation", op.output_elements // len(outputs))
+            self.tensors[name] = Tensor(name, "activation", elements)
         self.ops.append(replace(op, reads=tuple(operands), writes=outputs))
         self.current = outputs[-1]
 
     def gemm(self, name: str, layer: int, role: str, group: str, m: int, k: int, n: int, *,
              bias: bool = True, batch: int = 1, weight: str | None = None, kind: str = "gemm",
-             reads: str | None = None, parts: tuple[str, ...] = ()) -> str:
+             reads: str | None = None, parts: tuple[str, ...] = (), part_elements: tuple[int, ...] = ()) -> str:
         """A linear layer or convolution: ``batch`` weight matrices of k x n, each with n biases; its own
         weights unless ``weight`` names another op's (tied: no parameters of its own)."""
         op = Op(name, layer, role, group, kind, batch=batch, m=m, k=k, n=n,
                 weight_params=batch * k * n if weight is None else 0, bias_params=batch * n if bias else 0)
-        self._add(op, None if reads is None else (reads,), weight, parts)
+        self._add(op, None if reads is None else (reads,), weight, parts, part_elements)
         return name
 
     def held(self, name: str, layer: int, role: str, group: str, batch: int, k: int, n: int) -> None:
@@ -381,10 +387,11 @@ class OpBuilder:
 
     def vector(self, name: str, layer: int, role: str, group: str, elements: int, *,
                weight_params: int = 0, bias_params: int = 0, reads: tuple[str, ...] | None = None,
-               weight: str | None = None, attention: AttentionGeometry | None = None) -> str:
+               weight: str | None = None, attention: AttentionGeometry | None = None,
+               parts: tuple[str, ...] = (), part_elements: tuple[int, ...] = ()) -> str:
         op = Op(name, layer, role, group, VECTOR_KIND, elements=elements,
                 weight_params=weight_params, bias_params=bias_params, attention=attention)
-        self._add(op, reads, weight)
+        self._add(op, reads, weight, parts, part_elements)
         return name
 
     def layernorm(self, name: str, layer: int, group: str, rows: int, width: int, *, bias: bool = True) -> str:

@@ -120,7 +120,7 @@ class _Lowering:
             for index, name in enumerate(op.reads[: 2 if op.kind == "bmm" else 1] if op.is_matrix else ()):
                 state = name if tensors[name].kind == "state" else self.filled_by.get(name)
                 if state is not None and state not in self.state_format:
-                    self.store_cache(state, op, index, sequences)
+                    self.store_cache(state, op, index, tensors[state].sequences or sequences)
         for name, tensor in tensors.items():
             if tensor.kind == "state" and name not in self.state_format:
                 tensors[name] = replace(tensor, bits=sfu.bits)

@@ -7,7 +7,9 @@ The model, simple enough to check by hand:
 - An activation read only by the next step, an SFU step, is *streamed*: the reader consumes it tile
   by tile as it is produced, so element-wise chains (dequantize -> bias -> gelu -> quantize) never
   hold, spill or re-read their intermediate tensors. So is an operand the vector unit dequantizes for
-  the array (group-quantized weights, a quantized KV cache): tile by tile into the filter buffer.
+  the array (group-quantized weights, a quantized KV cache): tile by tile into the filter buffer. A
+  concatenation of several activations (a mixed batch's attention outputs) streams none of them: it
+  reads each from the activation buffer.
 - Every other activation is *materialised* in the activation buffer (the ifmap buffer: ops read their
   inputs there and their outputs drain to it) from the step that writes it to its last reader. Tensors
   are placed in the order they are produced: one stays on chip if it fits next to the tensors already
@@ -43,6 +45,7 @@ class Placement:
     footprint_bytes: dict[str, int]  # materialised activations: bytes live at a time (a product's share)
     peak_bytes: int  # most activation-buffer bytes in use at any step (on-chip activations)
     peak_live_bytes: int  # most bytes of materialised activations alive at any step, on chip or spilled
+    lifetimes: dict[str, tuple[int, int]]  # materialised activation -> (its producer's step, its last reader's)
 
 
 def tensor_bytes(elements: int, bits: int) -> int:
@@ -78,13 +81,14 @@ def place(lowered: Lowered, hardware: Hardware) -> Placement:
     live = np.zeros(len(steps) + 1, dtype=np.int64)
     written: set[str] = set(lowered.appends.values())
     footprints: dict[str, int] = {}
+    lifetimes: dict[str, tuple[int, int]] = {}
     for index, step in enumerate(steps):
         for name in step.writes:
             users = readers.get(name, [])
             if not users:
                 written.add(name)
             if name in lowered.filter_streams or (len(users) == 1 and users[0] == index + 1
-                                                  and steps[index + 1].unit == "sfu"):
+                                                  and steps[index + 1].unit == "sfu" and not _joins(steps[index + 1])):
                 home[name] = STREAM
                 continue
             if name in lowered.kernel_local:  # held by the kernel's working set (checked when its blocks are chosen)
@@ -93,6 +97,7 @@ def place(lowered: Lowered, hardware: Hardware) -> Placement:
             need = ceil_div(tensors[name].stored_bytes,
                             _products(steps, [index, *users]))
             last = users[-1] if users else index
+            lifetimes[name] = (index, last)
             live[index:last + 1] += need
             if int(used[index:last + 1].max()) + need <= capacity:
                 used[index:last + 1] += need
@@ -101,7 +106,14 @@ def place(lowered: Lowered, hardware: Hardware) -> Placement:
                 home[name] = DRAM
                 written.add(name)
             footprints[name] = need
-    return Placement(home, frozenset(written), footprints, int(used.max()), int(live.max()))
+    return Placement(home, frozenset(written), footprints, int(used.max()), int(live.max()), lifetimes)
+
+
+def _joins(step: Any) -> bool:
+    """Whether an SFU step joins several activations into one (a mixed batch's attention outputs): it reads
+    each of them from the activation buffer."""
+    activations = [name for name in step.reads if not name.endswith((".weight", ".bias"))]
+    return step.op.role == "concat" and len(activations) > 1
 
 
 def _products(steps: tuple[Any, ...], users: list[int]) -> int:

@@ -121,6 +121,11 @@ class Family:
     def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
         raise NotImplementedError
 
+    def build_mixed(self, cfg: Mapping[str, Any], batch: Any, b: OpBuilder) -> None:
+        """One serving iteration of a :class:`workloads.mixed.MixedBatch` (decoder families that serve)."""
+        raise InputError(f"{cfg['model_type']} models do not run mixed batches of sequences (serving supports "
+                         "Llama-style decoders: llama, qwen2, mistral, mixtral)")
+
     def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> HfInputs:
         ids = torch.zeros(wl.batch, wl.size("tokens"), dtype=torch.long, device="meta")
         return {"input_ids": ids}, None

@@ -19,12 +19,13 @@ their extended length there).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from workloads.blocks import AttentionShape, attention, residual
+from workloads.blocks import AttentionShape, attention, mixed_attention, residual
 from workloads.errors import InputError
 from workloads.families.base import PHASES, Family, HfInputs, Workload, causal_lm_inputs, check_context, head_rows
+from workloads.mixed import MixedBatch, Sequence
 from workloads.ops import OpBuilder
 
 
@@ -76,6 +77,13 @@ def _window(cfg: Mapping[str, Any]) -> int | None:
     return window
 
 
+def _biases(cfg: Mapping[str, Any]) -> tuple[bool, bool]:
+    """(q/k/v projections biased, output projection biased): Qwen2 biases q/k/v only."""
+    qwen2 = cfg["model_type"] == "qwen2"
+    bias = qwen2 or bool(cfg.get("attention_bias", False))
+    return bias, bias and not qwen2
+
+
 def rmsnorm(b: OpBuilder, name: str, layer: int, rows: int, width: int) -> str:
     return b.vector(name, layer, "rmsnorm", "norm", rows * width, weight_params=width)
 
@@ -106,34 +114,76 @@ class LlamaFamily(Family):
         return wl
 
     def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
-        hidden, batch = cfg["hidden_size"], wl.batch
-        dim = head_dim(cfg)
         # Prefill: all `tokens` at once. Decode: one new token attending to a cache of `tokens`.
         new = wl.size("tokens") if wl.phase == "prefill" else 1
-        rows = batch * new
-        qwen2 = cfg["model_type"] == "qwen2"  # biased q/k/v projections, unbiased output projection
-        bias = qwen2 or bool(cfg.get("attention_bias", False))
+        rows = wl.batch * new
+        bias, out_bias = _biases(cfg)
+
+        def attend(prefix: str, layer: int, window: int | None, table: str) -> None:
+            attention(b, prefix, layer, self.attention_shape(cfg, wl, window), bias=bias, out_bias=out_bias,
+                      score_adds=("causal_mask",), cache="step" if wl.phase == "decode" else "fill", rope=table)
+
+        head = head_rows(wl, rows, new) if wl.head == "lm" else None
+        self._decoder(cfg, wl, b, rows, new, head, attend)
+
+    def build_mixed(self, cfg: Mapping[str, Any], batch: MixedBatch, b: OpBuilder) -> None:
+        """The iteration of a mixed batch (:mod:`workloads.mixed`): its token-wise ops over all new tokens,
+        each kind of sequence's attention apart; the LM head on the emitting sequences' last tokens."""
+        kinds = [kind for kind, _ in batch.key]
+        counts = [count for _, count in batch.key]
+        for kind in kinds:
+            check_context(Workload(tokens=kind.cached + kind.new - 1, phase="decode"), cfg["max_position_embeddings"],
+                          "max_position_embeddings")
+        bias, out_bias = _biases(cfg)
+        wl = Workload(batch=len(batch.sequences), expert_imbalance=batch.expert_imbalance)
+
+        def attend(prefix: str, layer: int, window: int | None, table: str) -> None:
+            shapes = tuple(self.mixed_shape(cfg, kind, count, window)
+                           for kind, count in zip(kinds, counts, strict=True))
+            mixed_attention(b, prefix, layer, shapes, tuple(kind.cached == 0 for kind in kinds), bias=bias,
+                            rope=table, out_bias=out_bias)
+
+        # the rotary table: a row per new token (each sequence has its own positions)
+        self._decoder(cfg, wl, b, batch.tokens, batch.tokens, batch.emitting, attend)
+
+    def _decoder(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder, rows: int, positions: int,
+                 head: int | None, attend: Callable[[str, int, int | None, str], None]) -> None:
+        """Embedding, the blocks (``attend`` builds each one's attention), the final norm and the LM head on
+        ``head`` rows (None: no head; 0: an LM head stored but not run)."""
+        hidden = cfg["hidden_size"]
         ids = b.input("input_ids", rows, bits=32)
         x = b.vector("embed_tokens", -1, "embedding", "embedding", rows * hidden,
                      weight_params=cfg["vocab_size"] * hidden, reads=(ids,))
         # cos and sin of every new position (position x inverse frequency), shared by the batch.
-        table = b.vector("rotary_emb", -1, "rope_table", "embedding", 2 * new * dim, reads=())
+        table = b.vector("rotary_emb", -1, "rope_table", "embedding", 2 * positions * head_dim(cfg), reads=())
         for i, window in enumerate(layer_windows(cfg)):
-            shape = self.attention_shape(cfg, wl, window)
             p = f"layers.{i}"
             b.current = x
             rmsnorm(b, f"{p}.input_layernorm", i, rows, hidden)
-            attention(b, f"{p}.self_attn", i, shape, bias=bias, out_bias=bias and not qwen2,
-                      score_adds=("causal_mask",), cache="step" if wl.phase == "decode" else "fill", rope=table)
+            attend(f"{p}.self_attn", i, window, table)
             h = residual(b, f"{p}.self_attn", i, "attention", rows * hidden, x)
             rmsnorm(b, f"{p}.post_attention_layernorm", i, rows, hidden)
             self.feed_forward(b, cfg, wl, f"{p}.mlp", i, rows)
             x = residual(b, f"{p}.mlp", i, "ffn", rows * hidden, h)
         rmsnorm(b, "norm", -1, rows, hidden)
-        if wl.head == "lm":
-            tied = cfg.get("tie_word_embeddings", False)
-            b.gemm("lm_head", -1, "head", "head", head_rows(wl, rows, new), hidden, cfg["vocab_size"], bias=False,
+        if head is None:
+            return
+        tied = cfg.get("tie_word_embeddings", False)
+        if head:
+            b.gemm("lm_head", -1, "head", "head", head, hidden, cfg["vocab_size"], bias=False,
                    weight="embed_tokens.weight" if tied else None)
+        elif not tied:
+            b.held("lm_head", -1, "head", "head", 1, hidden, cfg["vocab_size"])
+
+    @staticmethod
+    def mixed_shape(cfg: Mapping[str, Any], kind: Sequence, count: int, window: int | None) -> AttentionShape:
+        """``count`` sequences of ``kind``: their new tokens against the cached ones (at most W - 1 of them in
+        a window) and themselves; the cache keeps all (W - 1 in a window) of them afterwards."""
+        total = kind.cached + kind.new
+        keys = total if window is None else min(kind.cached, window - 1) + kind.new
+        kept = None if window is None else min(total, window - 1)
+        return AttentionShape(count, kind.new, keys, cfg["hidden_size"], cfg["num_attention_heads"], head_dim(cfg),
+                              kv_heads(cfg), cache_len=kept, window=window or 0)
 
     @staticmethod
     def attention_shape(cfg: Mapping[str, Any], wl: Workload, window: int | None) -> AttentionShape:

@@ -1,0 +1,73 @@
+"""A mixed batch: the sequences one serving iteration runs, each with its own new and cached tokens.
+
+A serving engine's iteration batches prompts (or chunks of them) and decode steps of requests at different
+points of their generation. Every sequence brings ``new`` tokens and attends to the ``cached`` tokens its
+KV cache already holds plus its own new ones; its keys and values are appended to its cache. The token-wise
+work (embedding, norms, projections, feed-forward) runs once over all new tokens together; each sequence's
+attention is its own (see :func:`workloads.blocks.mixed_attention`).
+
+A batch of one kind of sequence is the workload ``generate`` runs: all prompts fresh (``cached`` 0) and
+each emitting its first token is a prefill; all one-token steps emitting a token is a decode step.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, replace
+
+from workloads.errors import InputError
+from workloads.families.base import Workload
+
+
+@dataclass(frozen=True, order=True)
+class Sequence:
+    """One sequence of an iteration: ``new`` tokens run against a KV cache of ``cached`` tokens; ``emits``
+    when its last new token is followed by the LM head (a decode step, or a prompt's last chunk)."""
+
+    new: int
+    cached: int
+    emits: bool
+
+    def __post_init__(self) -> None:
+        if self.new < 1 or self.cached < 0:
+            raise InputError(f"a sequence runs at least one new token against a cache of zero or more: {self}")
+
+
+@dataclass(frozen=True)
+class MixedBatch:
+    """The sequences of one iteration, in the order they are batched."""
+
+    sequences: tuple[Sequence, ...]
+    expert_imbalance: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.sequences:
+            raise InputError("an iteration runs at least one sequence")
+
+    @property
+    def tokens(self) -> int:
+        """New tokens over all sequences: the rows of the token-wise products."""
+        return sum(s.new for s in self.sequences)
+
+    @property
+    def emitting(self) -> int:
+        """Sequences that emit a token this iteration: the rows of the LM head."""
+        return sum(s.emits for s in self.sequences)
+
+    @property
+    def key(self) -> tuple[tuple[Sequence, int], ...]:
+        """The batch as counts of each kind of sequence (its cost does not depend on the order)."""
+        return tuple(sorted(Counter(self.sequences).items()))
+
+    def uniform(self) -> Workload | None:
+        """The ``generate`` workload this batch is, when it is one: fresh prompts of one length each
+        emitting (a prefill), or one-token steps against one cache length each emitting (a decode step)."""
+        first, count = self.sequences[0], len(self.sequences)
+        if any(s != first for s in self.sequences) or not first.emits:
+            return None
+        workload = Workload(batch=count, tokens=first.new, expert_imbalance=self.expert_imbalance)
+        if first.cached == 0:
+            return replace(workload, phase="prefill", logits_to_keep=1)
+        if first.new == 1:
+            return replace(workload, tokens=first.cached, phase="decode")
+        return None
