@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from simulator.analysis.step_growth import StepSizes, fusion_changes, grown_step, growth
+from simulator.energy.accounting import leakage_mw
 from simulator.engine import Prepared, Results, Simulator
 from simulator.engine.capacity import check_fits
 from simulator.engine.records import StepRecord
@@ -116,7 +117,7 @@ class _Decoder:
     def __init__(self, spec: ModelSpec, prompt: Workload, simulator: Simulator) -> None:
         self.spec, self.prompt, self.sim = spec, prompt, simulator
         self.hardware = simulator.hardware
-        self.static_mw = _static_mw(simulator.hardware)
+        self.static_mw = leakage_mw(simulator.costs)
         self.prepared: dict[int, Prepared] = {}
         self.notes: list[str] = []
         self.totals: list[StepRecord] | None = None  # per-op sums over the steps
@@ -219,16 +220,6 @@ class _Decoder:
                 "attention_bmm_cycles": totals["attention_bmm"], "other_gemm_cycles": totals["other_gemm"],
                 "sfu_compute_cycles": totals["sfu_compute"],
                 "energy_pj": totals["energy_pj"] + self.static_mw * latency_ms * 1e6}  # mW x ms = 1e6 pJ
-
-
-def _static_mw(hardware: Hardware) -> float:
-    """The chip's leakage (mW); NaN without an energy section (energy is then not modelled)."""
-    if hardware.energy is None:
-        return float("nan")
-    from simulator.energy.accounting import static_mw
-    from simulator.energy.action_costs import action_costs
-
-    return static_mw(action_costs(hardware))
 
 
 def _unit_sums(records: list[StepRecord]) -> dict[str, float]:

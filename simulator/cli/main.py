@@ -18,6 +18,7 @@ from simulator.cli.models import models
 from simulator.cli.options import StrictGroup
 from simulator.cli.reproduce import reproduce
 from simulator.cli.run import run
+from simulator.cli.serve import serve
 from simulator.cli.sweep_command import sweep
 from simulator.cli.validate import validate
 from workloads.errors import InputError
@@ -34,7 +35,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-for command in (models, extract, gemm, run, memory, reproduce, sweep, generate, area, config, validate):
+for command in (models, extract, gemm, run, memory, reproduce, sweep, generate, serve, area, config, validate):
     cli.add_command(command)
 
 

@@ -24,6 +24,7 @@ buffer once more at its own width, and idle MAC slots cost nothing.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from simulator.energy.action_costs import ActionCosts
@@ -84,6 +85,11 @@ def step_energy(record: StepRecord, hardware: Hardware, costs: ActionCosts, acco
 
 def static_mw(costs: ActionCosts) -> float:
     return sum(costs.static_mw.values())
+
+
+def leakage_mw(costs: ActionCosts | None) -> float:
+    """A chip's leakage (mW); NaN without an energy model (energy is then not modelled)."""
+    return math.nan if costs is None else static_mw(costs)
 
 
 def leakage_pj(costs: ActionCosts, latency_ms: float) -> float:

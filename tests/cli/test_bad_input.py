@@ -374,6 +374,35 @@ CASES = [
                                          "--out", str(p / "o")], "models.0"),
 ]
 
+SERVE = ["serve", "int8", "--model", "llama-2-7b", "--hardware", "tpu_v5e_like"]
+
+
+def serve_trace(directory, text, name="t.csv"):
+    return [*SERVE, "--requests", write(directory, name, text)]
+
+
+CASES += [
+    ("serve-negative-time", lambda p: serve_trace(p, "arrival_s,prompt_tokens,output_tokens\n-1,10,5\n"), "row 1"),
+    ("serve-time-backwards", lambda p: serve_trace(p, "arrival_s,prompt_tokens,output_tokens\n2,10,5\n1,10,5\n"),
+     "row 2: arrival 1.0 is before the previous row's 2.0"),
+    ("serve-zero-output", lambda p: serve_trace(p, "arrival_s,prompt_tokens,output_tokens\n0,10,0\n"),
+     "row 1: output_tokens 0"),
+    ("serve-missing-column", lambda p: serve_trace(p, "arrival_s,prompt_tokens\n0,10\n"), "output_tokens"),
+    ("serve-fractional-prompt", lambda p: serve_trace(p, '{"arrival_s": 0, "prompt_tokens": 2.5, '
+                                                         '"output_tokens": 3}\n', "t.jsonl"), "prompt_tokens 2.5"),
+    ("serve-prompt-too-long", lambda p: serve_trace(p, "arrival_s,prompt_tokens,output_tokens\n0,4000,200\n"),
+     "request 0: 4000 prompt tokens"),
+    ("serve-unknown-slo", lambda p: [*SERVE, "--num-requests", "2", "--slo", "ttft=100,latency=5"], "'latency'"),
+    ("serve-block-size", lambda p: [*SERVE, "--num-requests", "2", "--kv-block-size", "0"], "--kv-block-size"),
+    ("serve-rate", lambda p: [*SERVE, "--num-requests", "2", "--rate", "0"], "--rate"),
+    ("serve-rate-with-trace", lambda p: [*serve_trace(p, "arrival_s,prompt_tokens,output_tokens\n0,10,5\n"),
+                                         "--rate", "3"], "--rate"),
+    ("serve-no-requests", lambda p: SERVE, "--num-requests"),
+    ("serve-distribution", lambda p: [*SERVE, "--num-requests", "2", "--prompt-tokens", "gamma:1,2"], "'gamma'"),
+    ("serve-encoder", lambda p: ["serve", "int8", "--model", "bert-base", "--hardware", "tpu_v5e_like",
+                                 "--num-requests", "2"], "serving needs a decoder"),
+]
+
 
 def test_suite_is_large_and_covers_every_command(tmp_path):
     assert len(CASES) >= 40 and len({name for name, _, _ in CASES}) == len(CASES)

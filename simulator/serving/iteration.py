@@ -1,0 +1,233 @@
+"""The cost of one serving iteration, from the engine (pure: no I/O).
+
+An iteration is a :class:`~workloads.mixed.MixedBatch` run as one pass: its time is the pass's run
+cycles (``results.run_cycles`` of its steps' busy cycles, DRAM bytes and launches), its energy the steps'
+dynamic energy plus the chip's leakage over that time. A batch that is a ``generate`` workload (one
+prefill, one decode step) runs as ``generate`` runs it, sample groups and all. :meth:`IterationCoster.direct`
+runs the whole model's pass; :meth:`IterationCoster.cost` must equal it, and gets there faster:
+
+1. Per batch composition (its kinds of sequence and their counts: the order does not matter), once.
+2. Where the model's blocks are all alike, as the sum of its parts (:mod:`.parts`): the token part of
+   its (T, E, ending) and each kind's attention at its place, each costed once, when the parts certify
+   that the pass spills nothing. A part not seen yet comes from a probe: the token part (and every kind
+   with it) from the four-block probe of this batch, kinds alone from a one-block probe of the kinds
+   missing (and the batch's last kind, so that each keeps its place).
+3. Else on a copy of the model with four blocks (the probe): the embedding, the first and the last
+   block, the final norm and the head cost as in the whole model, every block between as the second.
+   That holds when the third block is placed and costed exactly as the second (compared tensor by tensor
+   and step by step): each block's placement depends only on what the block before it leaves live, so
+   every inner block repeats the second.
+4. Else (blocks that differ, a probe that does not repeat, a sample-grouped batch that spills) the whole
+   model's pass.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from simulator.energy.accounting import leakage_mw
+from simulator.engine import Prepared, Simulator
+from simulator.engine.records import RESULT_COLUMNS, StepRecord
+from simulator.engine.results import run_cycles
+from simulator.serving.parts import KindPart, Sums, TokenPart, certified, harvest, record_sums
+from workloads.mixed import MixedBatch, Sequence
+from workloads.models import ModelSpec
+
+PROBE_BLOCKS = 4  # the first, two inner ones (compared), the last
+PREFETCH = 32  # decode steps of a kind costed ahead (the sequences' next iterations)
+_BLOCK = re.compile(r"^layers\.(\d+)\.")
+_NAMES = {RESULT_COLUMNS.index(name) for name in ("name", "layer", "fused_into")}
+# a part's key: the pass it is part of ("mixed", or a uniform "decode" step), then what it depends on
+TokenKey = tuple[str, int, int, bool]  # new tokens, emitting sequences, one kind
+KindKey = tuple[str, Sequence, int, str]  # a kind, its count, its place: "only" or among "several"
+
+
+@dataclass(frozen=True)
+class IterationCost:
+    """One iteration: its time (cycles of the chip's clock, and seconds), DRAM bytes and energy (pJ; NaN
+    without an energy model)."""
+
+    cycles: int
+    seconds: float
+    dram_bytes: int
+    energy_pj: float
+
+
+class IterationCoster:
+    """Costs of serving iterations of ``spec`` on ``simulator``'s chip and policy."""
+
+    def __init__(self, spec: ModelSpec, simulator: Simulator) -> None:
+        self.spec, self.sim = spec, simulator
+        self.static_mw = leakage_mw(simulator.costs)  # NaN without an energy model
+        self.hardware = simulator.hardware
+        self.layers = int(spec.config["num_hidden_layers"])
+        alike = self.layers > PROBE_BLOCKS and _blocks_alike(spec)
+        self.probe = _with_blocks(spec, PROBE_BLOCKS) if alike else None
+        self.single = _with_blocks(spec, 1) if alike else None
+        self.context = int(spec.config.get("max_position_embeddings") or 1 << 31)
+        self.memo: dict[Any, IterationCost] = {}
+        self.tokens: dict[TokenKey, TokenPart] = {}
+        self.kinds: dict[KindKey, KindPart] = {}
+        self.counts = dict.fromkeys(("summed", "probed", "whole"), 0)  # iterations costed each way
+
+    def cost(self, batch: MixedBatch) -> IterationCost:
+        key = batch.key
+        cost = self.memo.get(key)
+        if cost is None:
+            cost = self.memo[key] = self._cost(self._sums(batch))
+        return cost
+
+    def direct(self, batch: MixedBatch) -> IterationCost:
+        """The whole model's pass, never probed or memoised (what :meth:`cost` must equal)."""
+        return self._cost(record_sums(*_once(self.sim.run_records(self.spec.mixed_trace(batch))[0])))
+
+    def _cost(self, sums: Sums) -> IterationCost:
+        cycles = run_cycles(sums.array, sums.sfu, sums.dram_bytes, self.hardware, sums.launch_cycles)
+        seconds = cycles / (self.hardware.array.clock_mhz * 1e6)
+        dynamic = math.nan if sums.energy_pj is None else float(sums.energy_pj)
+        return IterationCost(cycles, seconds, sums.dram_bytes, dynamic + self.static_mw * seconds * 1e9)
+
+    def _sums(self, batch: MixedBatch) -> Sums:
+        layout = _layout(batch) if self.probe is not None else None
+        if layout is not None:
+            summed = self._summed(batch, *layout)
+            if summed is not None:
+                self.counts["summed"] += 1
+                return summed
+        probed = self._probed(batch, layout) if self.probe is not None else None
+        if probed is not None:
+            self.counts["probed"] += 1
+            return probed
+        self.counts["whole"] += 1
+        return record_sums(*_once(self.sim.run_records(self.spec.mixed_trace(batch))[0]))
+
+    def _summed(self, batch: MixedBatch, token_key: TokenKey, kinds: list[KindKey]) -> Sums | None:
+        """The batch as the sum of its parts, probing the parts not seen yet; None when a probe spills or
+        the parts do not certify a pass without spills."""
+        token = self.tokens.get(token_key)
+        if token is None:
+            return None  # the four-block probe of this batch harvests its parts
+        missing = [key for key in kinds if key not in self.kinds]
+        if missing and not self._probe_kinds(batch, missing):
+            return None
+        parts = [self.kinds[key] for key in kinds]
+        if not certified(token, parts, self.hardware.memory.ifmap_buffer_bytes):
+            return None
+        total = token.sums
+        for part in parts:
+            total = total + part.sums
+        return total
+
+    def _probe_kinds(self, batch: MixedBatch, missing: list[KindKey]) -> bool:
+        """Cost the ``missing`` kinds on the one-block copy (and, for a mixed batch, the next ``PREFETCH``
+        decode steps of each decode kind: the same sequences' next iterations); False when it spills."""
+        assert self.single is not None
+        if batch.uniform() is not None or missing[0][3] == "only":
+            probes = [(batch, missing)]
+        else:
+            wanted = {key[1]: key[2] for key in missing}
+            for kind, count in list(wanted.items()):
+                for step in range(1, PREFETCH + 1 if kind.new == 1 else 1):
+                    if kind.cached + step < self.context:
+                        wanted.setdefault(Sequence(1, kind.cached + step, kind.emits), count)
+            wanted = {kind: count for kind, count in wanted.items()
+                      if ("mixed", kind, count, "several") not in self.kinds}
+            for filler in (Sequence(1, 1, False), Sequence(1, 2, False)):  # a kind among several needs another
+                if len(wanted) == 1:
+                    wanted.setdefault(filler, 1)
+            sequences = tuple(kind for kind, count in wanted.items() for _ in range(count))
+            probe = MixedBatch(sequences, batch.expert_imbalance)
+            probes = [(probe, _places(probe))]
+        for probe, keys in probes:
+            prepared = self.sim.prepare(self.single.mixed_trace(probe, as_mixed=batch.uniform() is None))
+            if prepared.spilled:
+                return False
+            records = self.sim.records(prepared)
+            parts = harvest(prepared, records, [self.layers if r.layer == 0 else 1 for r in records])
+            for index, key in enumerate(keys):
+                self.kinds.setdefault(key, parts.kinds[index])
+        return True
+
+    def _probed(self, batch: MixedBatch, layout: tuple[TokenKey, list[KindKey]] | None) -> Sums | None:
+        """The whole model's sums from the four-block copy, or None when the copy does not show them; the
+        parts of a batch with a ``layout`` are kept when its pass spills nothing."""
+        assert self.probe is not None
+        prepared = self.sim.prepare(self.probe.mixed_trace(batch))
+        if prepared.spilled and batch.uniform() is not None and len(batch.sequences) > 1:
+            return None  # the engine may run the batch in sample groups: decided on the whole model
+        records = self.sim.records(prepared)
+        if not _repeats(prepared, records):
+            return None
+        times = [self.layers - PROBE_BLOCKS + 1 if r.layer == 1 else 1 for r in records]
+        if layout is not None and not prepared.spilled:
+            parts = harvest(prepared, records, times)
+            self.tokens.setdefault(layout[0], parts.token)
+            for index, key in enumerate(layout[1]):
+                self.kinds.setdefault(key, parts.kinds[index])
+        return record_sums(records, times)
+
+
+def _layout(batch: MixedBatch) -> tuple[TokenKey, list[KindKey]] | None:
+    """What a batch's parts are (:mod:`.parts`): its token part's key and its kinds' keys, in the order its
+    pass runs them; None for a prefill of one prompt length (one kind: nothing to share)."""
+    uniform = batch.uniform()
+    if uniform is None:
+        kinds = _places(batch)
+        return ("mixed", batch.tokens, batch.emitting, len(kinds) == 1), kinds
+    if uniform.phase == "decode":  # generate's decode step: B sequences against one cache length
+        kind = batch.sequences[0]
+        return ("decode", uniform.batch, 0, False), [("decode", kind, uniform.batch, "only")]
+    return None
+
+
+def _places(batch: MixedBatch) -> list[KindKey]:
+    """A mixed batch's kinds in the order its pass runs them, each with its count and place."""
+    kinds = batch.key
+    if len(kinds) == 1:
+        return [("mixed", kinds[0][0], kinds[0][1], "only")]
+    return [("mixed", kind, count, "several") for kind, count in kinds]
+
+
+def _once(records: list[StepRecord]) -> tuple[list[StepRecord], list[int]]:
+    return records, [1] * len(records)
+
+
+def _blocks_alike(spec: ModelSpec) -> bool:
+    """Whether every block of ``spec`` is built alike (the same attention window, a dense feed-forward:
+    a mixture of experts runs different experts per block)."""
+    if spec.config["model_type"] not in ("llama", "mistral", "qwen2"):
+        return False
+    from workloads.families.llama import layer_windows
+
+    return len(set(layer_windows(spec.config))) == 1
+
+
+def _with_blocks(spec: ModelSpec, blocks: int) -> ModelSpec:
+    cfg = dict(spec.config)
+    cfg["num_hidden_layers"] = blocks
+    return ModelSpec(spec.name, cfg)
+
+
+def _repeats(prepared: Prepared, records: list[StepRecord]) -> bool:
+    """Whether blocks 1 and 2 of a probe are placed and costed alike: the same steps with the same records
+    (names aside) and every tensor with the same home."""
+    blocks: dict[int, list[tuple[Any, ...]]] = {1: [], 2: []}
+    for record in records:
+        if record.layer in blocks:
+            values = tuple(None if value != value else value  # NaN: no energy model
+                           for index, value in enumerate(record.row()) if index not in _NAMES)
+            blocks[record.layer].append((_unnamed(record.name), _unnamed(record.fused_into), values))
+    homes: dict[int, dict[str, tuple[str, bool]]] = {1: {}, 2: {}}
+    written = prepared.placement.written
+    for name, home in prepared.placement.home.items():
+        match = _BLOCK.match(name)
+        if match and int(match.group(1)) in homes:
+            homes[int(match.group(1))][_unnamed(name)] = (home, name in written)
+    return blocks[1] == blocks[2] and homes[1] == homes[2]
+
+
+def _unnamed(name: str) -> str:
+    return _BLOCK.sub("layers.*.", name)

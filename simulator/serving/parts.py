@@ -1,0 +1,144 @@
+"""An iteration's cost as the sum of its parts: the token-wise work and each kind of sequence's attention
+(pure).
+
+The steps of a mixed batch's pass (:func:`workloads.blocks.mixed_attention`) are of two kinds: token
+steps, whose sizes depend only on the iteration's new tokens T, its emitting sequences E and how its
+attention ends (one kind, or several gathered, and the rows of the last kind); and each kind's attention
+steps, whose sizes depend only on that kind and its count. A step's record depends on its sizes and on
+where its tensors live (see ``step_key``), and where they live is decided for the whole pass. When no
+activation of the pass spills to DRAM, every tensor's home follows from the steps alone (streamed to the
+next step, or on chip), and every part costs what it costs in any other pass with the same parts in the
+same place: the last kind's output streams into the gather, so a kind's cost is kept apart by its place
+(the only one, the last, or another).
+
+That nothing spills is certified before summing, from bounds every part carries (bytes of materialised
+activations; the engine places a tensor on chip when it fits beside those live at every step of its life,
+so a pass whose live bytes never exceed the activation buffer spills nothing):
+
+- at a token step, at most the token part's ``peak``: every tensor live there at its full size;
+- at a kind's step, at most the token tensors live across the attention (``cross``, full size), the
+  outputs of the kinds before it (at most ``outputs``, all of them) and its own live tensors (``peak``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+
+from simulator.engine import Prepared
+from simulator.engine.records import StepRecord
+
+# a kind's attention step: a mixed batch's ``self_attn.seq<j>.*``, or a uniform pass's products and score ops
+_KIND = re.compile(r"\.self_attn\.(?:seq(\d+)\.|(?:qk|av|score_scale|causal_mask_add|softmax)(?:\.|$))")
+
+
+@dataclass(frozen=True)
+class Sums:
+    """What a part adds to its iteration: busy cycles per unit, DRAM bytes, launch cycles and dynamic energy
+    (pJ, exact: every part's energy sums to the same float in any grouping; None without an energy model)."""
+
+    array: int = 0
+    sfu: int = 0
+    dram_bytes: int = 0
+    launch_cycles: int = 0
+    energy_pj: Fraction | None = Fraction(0)
+
+    def __add__(self, other: Sums) -> Sums:
+        energy = None if self.energy_pj is None or other.energy_pj is None else self.energy_pj + other.energy_pj
+        return Sums(self.array + other.array, self.sfu + other.sfu, self.dram_bytes + other.dram_bytes,
+                    self.launch_cycles + other.launch_cycles, energy)
+
+
+def record_sums(records: list[StepRecord], times: list[int]) -> Sums:
+    """The sums of ``records``, each counted ``times`` (its block's repeats)."""
+    array = sfu = dram = launches = 0
+    energy: Fraction | None = Fraction(0)
+    for record, count in zip(records, times, strict=True):
+        if record.unit == "array":
+            array += record.total_cycles * count
+        else:
+            sfu += record.total_cycles * count
+        dram += record.dram_bytes * count
+        launches += record.launch_cycles * count
+        if energy is not None:
+            energy = None if record.energy_pj != record.energy_pj else energy + Fraction(record.energy_pj) * count
+    return Sums(array, sfu, dram, launches, energy)
+
+
+@dataclass(frozen=True)
+class TokenPart:
+    sums: Sums
+    peak: int  # bytes: most live at a token step (every tensor at its full size)
+    cross: int  # bytes: most token tensors live at an attention step (full size)
+    outputs: int  # bytes: the attention outputs of one block (full size)
+
+
+@dataclass(frozen=True)
+class KindPart:
+    sums: Sums
+    peak: int  # bytes: most of its own tensors live at one of its steps (their share, as placed)
+
+
+@dataclass(frozen=True)
+class Harvest:
+    """The parts of one probe's pass, by the index its kinds have in it."""
+
+    token: TokenPart
+    kinds: dict[int, KindPart]
+
+
+def kind_of(step_name: str) -> int:
+    """The index of the kind whose attention a step belongs to (0 in a uniform pass: its one kind); -1 for a
+    token step."""
+    match = _KIND.search(step_name)
+    return -1 if match is None else int(match.group(1) or 0)
+
+
+def harvest(prepared: Prepared, records: list[StepRecord], times: list[int]) -> Harvest:
+    """The parts of a probe's pass, its records counted ``times`` each (see :func:`record_sums`)."""
+    steps = prepared.lowered.steps
+    owners = [kind_of(step.op.name) for step in steps]
+    by_owner: dict[int, tuple[list[StepRecord], list[int]]] = {}
+    for owner, record, count in zip(owners, records, times, strict=True):
+        chosen, counts = by_owner.setdefault(owner, ([], []))
+        chosen.append(record)
+        counts.append(count)
+    full = {name: prepared.lowered.tensors[name].stored_bytes for name in prepared.placement.lifetimes}
+    live = [0] * (len(steps) + 1)  # every materialised tensor at its full size
+    cross = [0] * (len(steps) + 1)  # token tensors only
+    own: dict[int, list[tuple[int, int, int]]] = {}  # kind -> (first step, last step, share) of its tensors
+    outputs = 0
+    first_layer = min((s.op.layer for s in steps if s.op.layer >= 0), default=-1)
+    for name, (start, end) in prepared.placement.lifetimes.items():
+        for index in range(start, end + 1):
+            live[index] += full[name]
+        owner = owners[start]
+        if owner < 0:
+            for index in range(start, end + 1):
+                cross[index] += full[name]
+            continue
+        own.setdefault(owner, []).append((start, end, prepared.placement.footprint_bytes[name]))
+        if owners[end] < 0 and steps[start].op.layer == first_layer:
+            outputs += full[name]
+    kind_steps = [index for index, owner in enumerate(owners) if owner >= 0]
+    token = TokenPart(record_sums(*by_owner.get(-1, ([], []))),
+                      max((live[index] for index, owner in enumerate(owners) if owner < 0), default=0),
+                      max((cross[index] for index in kind_steps), default=0), outputs)
+    steps_of: dict[int, list[int]] = {}
+    for index in kind_steps:
+        steps_of.setdefault(owners[index], []).append(index)
+    kinds = {kind: KindPart(record_sums(*by_owner[kind]), _peak(own.get(kind, []), steps_of[kind]))
+             for kind in steps_of}
+    return Harvest(token, kinds)
+
+
+def _peak(intervals: list[tuple[int, int, int]], steps: list[int]) -> int:
+    """Most bytes of a kind's tensors (their intervals of steps and shares) live at one of its ``steps``."""
+    return max((sum(share for start, end, share in intervals if start <= index <= end) for index in steps), default=0)
+
+
+def certified(token: TokenPart, kinds: list[KindPart], capacity: int) -> bool:
+    """Whether a pass of these parts spills nothing (see the module docstring)."""
+    attention = token.cross + token.outputs + max((kind.peak for kind in kinds), default=0)
+    return max(token.peak, attention) <= capacity

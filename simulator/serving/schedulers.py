@@ -1,0 +1,171 @@
+"""Schedulers: which sequences run in the next iteration, and how many tokens each (pure).
+
+Every request is a sequence with a prompt to prefill (its prompt, or after a preemption its prompt and
+the tokens it had generated: vLLM's recompute) and then one decode token per iteration. An iteration's
+plan lists (sequence, new tokens); the KV cache must hold every planned sequence's entries after it.
+
+- ``static``: a batch of up to ``max_batch`` waiting requests (first come, first served), each with the
+  KV blocks for its whole generation reserved up front, runs one prefill of all its prompts, then decode
+  steps until its slowest request finishes (a finished request stops computing but its slot stays empty);
+  only then does the next batch form.
+- ``continuous`` (vLLM's default scheduler before chunked prefill): prefills first. While requests wait,
+  admit them first come, first served as long as the running sequences stay within ``max_batch``, the
+  iteration's prompt tokens within ``max_tokens`` (a longer prompt runs alone) and the KV cache has
+  blocks for the prompt; the admitted prompts run as one prefill iteration. Otherwise every running
+  sequence decodes one token.
+- ``chunked`` (Sarathi-Serve's stall-free batching): a budget of ``max_tokens`` tokens per iteration.
+  Decodes first (one token each), then the prompts already being prefilled, then new admissions (within
+  ``max_batch``), each taking the next chunk of its prompt that fits what is left of the budget; the
+  chunk that completes a prompt emits its first token.
+
+When a decode (or a chunk) needs a block and none is free, the most recently admitted running sequence
+is preempted: its blocks are freed and it waits again at the head of the queue, to recompute its prompt
+and generated tokens later (vLLM's recompute preemption).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from simulator.serving.kv_cache import PagedKVCache
+from simulator.serving.requests import Request
+
+SCHEDULERS = ("static", "continuous", "chunked")
+
+
+@dataclass(eq=False)
+class Active:
+    """A request being served: its progress and what the per-request report needs (times in cycles)."""
+
+    request: Request
+    target: int  # tokens its prefill computes: the prompt, or after a preemption prompt + generated
+    computed: int = 0  # tokens whose KV entries are cached
+    generated: int = 0  # output tokens emitted
+    admitted: int = 0  # admission order (preemption takes the latest)
+    first_scheduled: int | None = None
+    first_token: int | None = None
+    finish: int | None = None
+    preemptions: int = 0
+    energy_pj: float = 0.0
+
+    @property
+    def prefilling(self) -> bool:
+        return self.computed < self.target
+
+    @property
+    def done(self) -> bool:
+        return self.generated >= self.request.output_tokens
+
+    @property
+    def final_tokens(self) -> int:
+        """Cache entries at its last step: the prompt and every output token but the last."""
+        return self.request.prompt_tokens + self.request.output_tokens - 1
+
+
+Plan = list[tuple[Active, int]]
+
+
+@dataclass
+class Queue:
+    """The waiting requests (first come, first served) and the running sequences."""
+
+    waiting: deque[Active]
+    running: list[Active]
+    kv: PagedKVCache
+    admissions: int = 0
+
+    def admit(self, active: Active) -> None:
+        self.waiting.popleft()
+        self.admissions += 1
+        active.admitted = self.admissions
+        self.running.append(active)
+
+    def preempt_for(self, active: Active, tokens: int, planned: set[int]) -> bool:
+        """Free blocks until ``active`` can hold ``tokens`` entries, preempting the latest admitted other
+        running sequences not already planned; False (and ``active`` itself preempted) when it cannot."""
+        while not self.kv.can_grow(id(active), tokens):
+            victims = [a for a in self.running if a is not active and id(a) not in planned]
+            victim = max(victims, key=lambda a: a.admitted) if victims else active
+            self.preempt(victim)
+            if victim is active:
+                return False
+        self.kv.grow(id(active), tokens)
+        return True
+
+    def preempt(self, active: Active) -> None:
+        self.kv.release(id(active))
+        self.running.remove(active)
+        active.preemptions += 1
+        active.target, active.computed = active.request.prompt_tokens + active.generated, 0
+        self.waiting.appendleft(active)
+
+
+def static_plan(queue: Queue, max_batch: int, max_tokens: int) -> Plan:
+    if not queue.running:  # a new batch: whole generations reserved
+        while queue.waiting and len(queue.running) < max_batch:
+            head = queue.waiting[0]
+            if not queue.kv.can_grow(id(head), head.final_tokens):
+                break
+            queue.kv.grow(id(head), head.final_tokens)
+            queue.admit(head)
+        return [(a, a.target) for a in queue.running]
+    return [(a, 1) for a in queue.running if not a.done]
+
+
+def continuous_plan(queue: Queue, max_batch: int, max_tokens: int) -> Plan:
+    plan: Plan = []
+    tokens = 0
+    while queue.waiting and len(queue.running) < max_batch:
+        head = queue.waiting[0]
+        if plan and tokens + head.target > max_tokens or not queue.kv.can_grow(id(head), head.target):
+            break
+        queue.kv.grow(id(head), head.target)
+        queue.admit(head)
+        plan.append((head, head.target))
+        tokens += head.target
+    if plan:
+        return plan
+    return _decodes(queue, set())
+
+
+def chunked_plan(queue: Queue, max_batch: int, max_tokens: int) -> Plan:
+    plan = _decodes(queue, set())
+    budget = max_tokens - len(plan)
+    planned = {id(a) for a, _ in plan}
+    for active in sorted((a for a in queue.running if a.prefilling), key=lambda a: a.admitted):
+        if budget <= 0:
+            break
+        chunk = min(active.target - active.computed, budget)
+        if id(active) not in planned and queue.preempt_for(active, active.computed + chunk, planned):
+            plan.append((active, chunk))
+            planned.add(id(active))
+            budget -= chunk
+    while budget > 0 and queue.waiting and len(queue.running) < max_batch:
+        head = queue.waiting[0]
+        chunk = min(head.target, budget)
+        if not queue.kv.can_grow(id(head), chunk):
+            break
+        queue.kv.grow(id(head), chunk)
+        queue.admit(head)
+        plan.append((head, chunk))
+        budget -= chunk
+    return plan
+
+
+def _decodes(queue: Queue, planned: set[int]) -> Plan:
+    """One token for every running sequence past its prefill, oldest admission first, preempting as the
+    cache requires."""
+    plan: Plan = []
+    for active in sorted((a for a in queue.running if not a.prefilling), key=lambda a: a.admitted):
+        if active not in queue.running:  # preempted for an earlier one
+            continue
+        if queue.preempt_for(active, active.computed + 1, planned):
+            plan.append((active, 1))
+            planned.add(id(active))
+    return plan
+
+
+PLANS: dict[str, Callable[[Queue, int, int], Plan]] = {
+    "static": static_plan, "continuous": continuous_plan, "chunked": chunked_plan}

@@ -1,0 +1,131 @@
+"""The serving loop: requests arrive, a scheduler plans each iteration, the engine times it (pure).
+
+Time is kept in cycles of the chip's clock (a request is seen at the first cycle at or after its
+arrival), so a run's times are exact sums of iteration costs. An iteration starts when the previous one
+ends, or, with nothing to run, at the next arrival; the tokens it emits are out when it ends. Its
+energy is the engine's (dynamic, and the chip's leakage over its time), shared among its sequences by
+their new tokens; the leakage of idle time between iterations counts in the run's total only.
+
+A request is rejected on arrival when the KV cache could never hold its whole generation (its prompt
+and every output token but the last).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from simulator.serving.iteration import IterationCoster
+from simulator.serving.kv_cache import PagedKVCache
+from simulator.serving.requests import Request
+from simulator.serving.schedulers import PLANS, Active, Plan, Queue
+from workloads.mixed import MixedBatch, Sequence
+
+
+@dataclass(frozen=True)
+class IterationRow:
+    """One iteration (times in cycles; energy in pJ)."""
+
+    start: int
+    cycles: int
+    prefill_sequences: int
+    prefill_tokens: int
+    decode_sequences: int
+    emitted: int
+    kv_blocks: int  # in use after it
+    energy_pj: float
+
+
+@dataclass(frozen=True)
+class Served:
+    """What a run leaves: every request (served or rejected) and every iteration."""
+
+    requests: list[Active]
+    rejected: list[Request]
+    iterations: list[IterationRow]
+    end: int  # cycles: when the last iteration ended
+    kv_capacity: int  # blocks
+    kv_peak: int
+    idle_energy_pj: float
+
+
+@dataclass(frozen=True)
+class Settings:
+    scheduler: str
+    max_batch: int  # sequences
+    max_tokens: int  # new tokens per iteration (continuous: prompt tokens of a prefill iteration)
+    expert_imbalance: float | None = None
+
+
+def serve(requests: list[Request], coster: IterationCoster, kv: PagedKVCache, settings: Settings,
+          clock_hz: float, progress: Callable[[int], None] | None = None) -> Served:
+    """Serve ``requests`` (sorted by arrival) with ``settings``; ``progress`` is told of each completion."""
+    plan_next = PLANS[settings.scheduler]
+    arrivals = deque((arrival_cycle(r, clock_hz), r) for r in requests)
+    queue = Queue(deque(), [], kv)
+    served: list[Active] = []
+    rejected: list[Request] = []
+    rows: list[IterationRow] = []
+    now, idle_cycles = 0, 0
+    while arrivals or queue.waiting or queue.running:
+        while arrivals and arrivals[0][0] <= now:
+            request = arrivals.popleft()[1]
+            if kv.blocks_for(request.prompt_tokens + request.output_tokens - 1) > kv.capacity:
+                rejected.append(request)
+                continue
+            active = Active(request, request.prompt_tokens)
+            queue.waiting.append(active)
+            served.append(active)
+        plan = plan_next(queue, settings.max_batch, settings.max_tokens)
+        if not plan:
+            if not arrivals:  # pragma: no cover - a scheduler that plans nothing with work left is a bug
+                raise AssertionError("nothing to schedule while requests wait")
+            idle_cycles += max(0, arrivals[0][0] - now)
+            now = max(now, arrivals[0][0])
+            continue
+        cost = coster.cost(MixedBatch(tuple(_sequence(a, new) for a, new in plan), settings.expert_imbalance))
+        end = now + cost.cycles
+        rows.append(_advance(plan, now, end, cost.energy_pj, queue))
+        for active, _ in plan:
+            if active.done and active in queue.running:
+                active.finish = end
+                queue.running.remove(active)
+                kv.release(id(active))
+                if progress is not None:
+                    progress(1)
+        now = end
+    idle = coster.static_mw * idle_cycles / clock_hz * 1e9  # mW x s = 1e9 pJ
+    return Served(served, rejected, rows, now, kv.capacity, kv.peak, idle)
+
+
+def arrival_cycle(request: Request, clock_hz: float) -> int:
+    """The first cycle at or after the request's arrival."""
+    return math.ceil(request.arrival_s * clock_hz)
+
+
+def _sequence(active: Active, new: int) -> Sequence:
+    """The sequence an active request runs: ``new`` tokens after its cached ones; it emits when they
+    finish its prefill or decode a token."""
+    return Sequence(new, active.computed, not active.prefilling or active.computed + new >= active.target)
+
+
+def _advance(plan: Plan, start: int, end: int, energy_pj: float, queue: Queue) -> IterationRow:
+    """Apply one iteration to its sequences; its row."""
+    tokens = sum(new for _, new in plan)
+    prefills = [(a, new) for a, new in plan if a.prefilling]
+    emitted = 0
+    for active, new in plan:
+        if active.first_scheduled is None:
+            active.first_scheduled = start
+        emits = _sequence(active, new).emits
+        active.computed += new
+        active.energy_pj += energy_pj * new / tokens
+        if emits:
+            active.generated += 1
+            emitted += 1
+            if active.first_token is None:
+                active.first_token = end
+    return IterationRow(start, end - start, len(prefills), sum(new for _, new in prefills), len(plan) - len(prefills),
+                        emitted, queue.kv.used, energy_pj)

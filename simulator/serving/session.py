@@ -1,0 +1,87 @@
+"""A serving run put together: the model's KV blocks and the cache's capacity, the iteration coster and
+the loop (pure: no I/O).
+
+One KV block holds ``block_tokens`` tokens of every layer's keys and values at their stored format and
+scales: the cache a prefill of ``block_tokens`` tokens writes. The cache's capacity is what the chip's
+DRAM has left after the stored weights and the activations of the largest iteration the scheduler plans
+(a prefill of ``max_tokens`` tokens), in whole blocks; a chip without a stated DRAM capacity holds every
+request's cache at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from simulator.engine import Simulator
+from simulator.serving.iteration import IterationCoster
+from simulator.serving.kv_cache import PagedKVCache
+from simulator.serving.requests import Request
+from simulator.serving.schedulers import SCHEDULERS
+from simulator.serving.server import Served, Settings, serve
+from workloads.errors import InputError
+from workloads.models import ModelSpec, Workload
+
+
+@dataclass(frozen=True)
+class Serving:
+    served: Served
+    clock_hz: float
+    weight_bytes: int
+    block_bytes: int
+    energy_modelled: bool
+    costed: dict[str, int]  # iterations costed each way (IterationCoster.counts)
+
+
+def run_serving(spec: ModelSpec, simulator: Simulator, requests: list[Request], settings: Settings,
+                block_tokens: int, progress: Callable[[int], None] | None = None) -> Serving:
+    """Serve ``requests`` on ``simulator``'s chip (see the module docstring and :mod:`.server`)."""
+    if settings.scheduler not in SCHEDULERS:
+        raise InputError(f"unknown scheduler {settings.scheduler!r}; choose from {', '.join(SCHEDULERS)}")
+    for name, value in (("--max-batch", settings.max_batch), ("--max-tokens", settings.max_tokens)):
+        if value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value}")
+    if block_tokens < 1:
+        raise InputError(f"--kv-block-size must be a positive number of tokens, got {block_tokens}")
+    if "lm" not in spec.family.heads or not spec.family.phases:
+        raise InputError(f"{spec.name} does not generate text: serving needs a decoder with an LM head")
+    context = int(spec.config.get("max_position_embeddings", 0)) or None
+    for request in requests:
+        total = request.prompt_tokens + request.output_tokens - 1
+        if context is not None and total > context:
+            raise InputError(f"request {request.request_id}: {request.prompt_tokens} prompt tokens and "
+                             f"{request.output_tokens} output tokens need a context of {total}, more than "
+                             f"{spec.name}'s {context} positions")
+    workload = Workload(tokens=block_tokens, phase="prefill", expert_imbalance=settings.expert_imbalance)
+    block = simulator.prepare(spec.trace(workload)).footprint
+    hardware = simulator.hardware
+    window = _window(spec)
+    capacity_bytes = hardware.memory.dram_capacity_bytes
+    if capacity_bytes is None:
+        probe = PagedKVCache(1, block_tokens, window)
+        capacity = max(sum(probe.blocks_for(r.prompt_tokens + r.output_tokens - 1) for r in requests), 1)
+    else:
+        largest = simulator.prepare(spec.trace(Workload(tokens=min(settings.max_tokens, context or settings.max_tokens),
+                                                        phase="prefill", logits_to_keep=1,
+                                                        expert_imbalance=settings.expert_imbalance))).footprint
+        capacity = (capacity_bytes - largest.weight_bytes - largest.peak_activation_bytes) // max(block.state_bytes, 1)
+        if capacity < 1:
+            raise InputError(f"{spec.name} on {hardware.name}: the weights ({largest.weight_bytes:,} bytes) and an "
+                             f"iteration's activations ({largest.peak_activation_bytes:,} bytes) leave no room for "
+                             f"a KV block of {block.state_bytes:,} bytes in {capacity_bytes:,} bytes of DRAM")
+    kv = PagedKVCache(capacity, block_tokens, window)
+    clock_hz = hardware.array.clock_mhz * 1e6
+    coster = IterationCoster(spec, simulator)
+    served = serve(sorted(requests, key=lambda r: (r.arrival_s, r.request_id)), coster, kv, settings, clock_hz,
+                   progress)
+    return Serving(served, clock_hz, block.weight_bytes, block.state_bytes, hardware.energy is not None, coster.counts)
+
+
+def _window(spec: ModelSpec) -> int | None:
+    """The sliding window every block keeps, if any (a model mixing windowed and full blocks keeps
+    everything in its full ones)."""
+    from workloads.families.llama import layer_windows
+
+    windows = set(layer_windows(spec.config)) if spec.config["model_type"] in ("llama", "mistral", "qwen2",
+                                                                               "mixtral") else {None}
+    return windows.pop() if len(windows) == 1 else None

@@ -1,0 +1,155 @@
+"""A serving iteration's cost: every way IterationCoster.cost gets it (parts summed, a four-block probe, the
+whole model) equals the whole model's direct pass, bit for bit, on random mixed batches; and the mixed
+batch's trace has the work its closed form says."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from cli_helpers import TESTS
+from conftest import preset_with
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from simulator.engine import Simulator
+from simulator.serving.iteration import IterationCoster
+from simulator.spec.hardware import Hardware, load_hardware
+from simulator.spec.run_config import load_run_config
+from workloads.mixed import MixedBatch, Sequence
+from workloads.models import Workload, load_model
+
+MODEL = str(TESTS / "configs" / "llama-serve-6.json")
+
+
+def small_buffers() -> Hardware:
+    """tpu_v5e_like with a 256 KiB activation buffer: the test model's prompts spill."""
+    return preset_with("tpu_v5e_like", memory={"ifmap_buffer_bytes": 262144})
+
+
+def coster(config: str = "int8", hardware: str = "tpu_v5e_like", model: str = MODEL) -> IterationCoster:
+    chip = load_hardware(hardware) if hardware != "small" else small_buffers()
+    simulator = Simulator(chip, load_run_config(f"configs/{config}.yaml" if "/" not in config else config))
+    return IterationCoster(load_model(model), simulator)
+
+
+sequences = st.one_of(
+    st.builds(Sequence, st.just(1), st.integers(1, 200), st.just(True)),  # decode steps
+    st.builds(Sequence, st.integers(1, 120), st.just(0), st.booleans()),  # fresh prompts (or their first chunk)
+    st.builds(Sequence, st.integers(1, 64), st.integers(1, 200), st.booleans()),  # later chunks
+)
+batches = st.lists(sequences, min_size=1, max_size=6).map(lambda s: MixedBatch(tuple(s)))
+
+
+@pytest.mark.parametrize("config, hardware", [("int8", "tpu_v5e_like"), ("w4a16_g128_kv4", "rapid_like_4core"),
+                                              ("int8_sp_attn", "rapid_like_4core"), ("native", "small")])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(first=batches, second=batches)
+def test_cost_equals_the_whole_models_pass(config: str, hardware: str, first: MixedBatch, second: MixedBatch) -> None:
+    """Two batches on one coster (the second reuses the first's parts where it can): each equals its direct
+    pass exactly (cycles, DRAM bytes, energy)."""
+    costs = coster(config, hardware)
+    for batch in (first, second, MixedBatch(first.sequences + second.sequences)):
+        assert costs.cost(batch) == costs.direct(batch), batch.key
+
+
+def test_the_parts_are_used_and_exact() -> None:
+    """Decode steps of three sequences growing together: after the first, every iteration is summed from
+    its parts, and equal to the whole model's pass."""
+    costs = coster()
+    for length in range(40, 80):
+        batch = MixedBatch((Sequence(1, length, True), Sequence(1, length + 30, True), Sequence(5, length, False)))
+        cost = costs.cost(batch)
+        if length % 9 == 0:
+            assert cost == costs.direct(batch)
+    assert costs.counts["summed"] >= 38 and costs.counts["whole"] == 0
+
+
+def test_lone_decode_steps_are_summed_as_generate_runs_them() -> None:
+    costs = coster()
+    for length in range(100, 140):
+        batch = MixedBatch((Sequence(1, length, True),) * 3)
+        assert batch.uniform() == Workload(batch=3, tokens=length, phase="decode")
+        cost = costs.cost(batch)
+        if length % 13 == 0:
+            assert cost == costs.direct(batch)
+    assert costs.counts["summed"] >= 38
+
+
+def test_spills_are_costed_whole_or_probed() -> None:
+    """On a chip whose activation buffer spills, no part is summed unless certified: costs still equal."""
+    costs = coster("native", "small")
+    batch = MixedBatch((Sequence(100, 0, True), Sequence(60, 0, True), Sequence(1, 90, True)))
+    assert costs.sim.prepare(costs.spec.mixed_trace(batch)).spilled
+    assert costs.cost(batch) == costs.direct(batch)
+    assert costs.counts["summed"] == 0
+
+
+@pytest.mark.parametrize("model", ["qwen2-window-8", "mixtral-window-8", "mistral-window-8"])
+def test_models_whose_blocks_differ_or_are_small(model: str) -> None:
+    """Qwen2 with windowed and full blocks and Mixtral (different experts per block) run whole; a two-block
+    Mistral is no bigger than its probe."""
+    costs = coster(model=str(TESTS / "configs" / f"{model}.json"))
+    batch = MixedBatch((Sequence(1, 20, True), Sequence(3, 9, False)))
+    assert costs.cost(batch) == costs.direct(batch)
+    assert costs.counts["whole"] == 1
+
+
+def test_mixed_trace_work_closed_form() -> None:
+    """The token-wise products run over all new tokens once; each kind's products over its own keys."""
+    spec = load_model(MODEL)
+    cfg = spec.config
+    batch = MixedBatch((Sequence(1, 50, True), Sequence(1, 50, True), Sequence(7, 0, True), Sequence(4, 10, False)))
+    trace = spec.mixed_trace(batch)
+    hidden, inner, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    head_dim = hidden // cfg["num_attention_heads"]
+    kv = cfg["num_key_value_heads"] * head_dim
+    tokens = 2 + 7 + 4
+    per_token = hidden * (hidden + 2 * kv + hidden) + 3 * hidden * inner  # q, k, v, o; gate, up, down
+    linear = sum(op.macs for op in trace if op.role in ("q", "k", "v", "attn_out", "ffn1", "ffn2"))
+    assert linear == layers * tokens * per_token
+    keys = {(1, 50): 51, (7, 0): 7, (4, 10): 14}
+    counts = {(1, 50): 2, (7, 0): 1, (4, 10): 1}
+    attention = sum(op.macs for op in trace if op.role in ("bmm_qk", "bmm_av"))
+    heads = cfg["num_attention_heads"]
+    assert attention == layers * 2 * sum(counts[k] * heads * k[0] * keys[k] * head_dim for k in keys)
+    head = next(op for op in trace if op.role == "head")
+    assert head.m == 3  # the two decode steps and the prompt that ends: the chunk that does not emits nothing
+    states = [t for t in trace.tensors.values() if t.kind == "state"]
+    assert sum(t.elements for t in states) == layers * 2 * kv * sum(counts[k] * keys[k] for k in keys)
+    assert sum(t.appended for t in states) == layers * 2 * kv * tokens
+    assert sum(op.params for op in trace) == sum(op.params for op in spec.trace(Workload(tokens=8)))
+
+
+def test_one_kind_of_batch_is_generates_workload() -> None:
+    spec = load_model(MODEL)
+    prefill = MixedBatch((Sequence(9, 0, True),) * 2)
+    decode = MixedBatch((Sequence(1, 30, True),) * 4)
+    assert spec.mixed_trace(prefill) == spec.trace(Workload(batch=2, tokens=9, phase="prefill", logits_to_keep=1))
+    assert spec.mixed_trace(decode) == spec.trace(Workload(batch=4, tokens=30, phase="decode"))
+    for mixed in (MixedBatch((Sequence(9, 0, False),)), MixedBatch((Sequence(3, 5, True),))):
+        assert mixed.uniform() is None
+
+
+def test_energy_is_nan_without_an_energy_model() -> None:
+    data = load_hardware("tpu_v5e_like").model_dump()
+    data["energy"] = None
+    chip = Hardware.model_validate(data)
+    costs = IterationCoster(load_model(MODEL), Simulator(chip, load_run_config("configs/int8.yaml")))
+    batch = MixedBatch((Sequence(1, 20, True), Sequence(3, 0, True)))
+    cost = costs.cost(batch)
+    assert math.isnan(cost.energy_pj) and cost.cycles == costs.direct(batch).cycles
+
+
+def test_per_token_kv_scales(tmp_path) -> None:
+    """A KV cache with one scale per token (all heads): each kind's cache holds its own sequences."""
+    config = tmp_path / "kv.yaml"
+    config.write_text("name: kv\nhardware: tpu_v5e_like\nprecision: {weights: int8, activations: native, "
+                      "kv_cache: int8, kv_scales: {per: token, scale_bits: 16}}\n")
+    costs = coster(str(config))
+    for batch in (MixedBatch((Sequence(1, 20, True), Sequence(3, 0, True), Sequence(2, 5, False))),
+                  MixedBatch((Sequence(1, 20, True),) * 2)):
+        assert costs.cost(batch) == costs.direct(batch)
+    trace = costs.spec.mixed_trace(MixedBatch((Sequence(1, 20, True), Sequence(2, 5, False))))
+    state = trace.tensors["layers.0.self_attn.seq1.k_cache"]
+    assert state.sequences == 1 and state.elements == 7 * 2 * 32

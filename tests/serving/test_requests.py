@@ -1,0 +1,80 @@
+"""Requests: traces read by column name (ours or Vidur's), arrivals and lengths drawn as documented."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from simulator.serving.requests import Lengths, Request, generate_requests, parse_lengths, parse_requests
+from workloads.errors import InputError
+
+
+def rows(*values: tuple[object, object, object], names: tuple[str, str, str] = ("arrival_s", "prompt_tokens",
+                                                                                 "output_tokens")) -> list[dict]:
+    return [dict(zip(names, row, strict=True)) for row in values]
+
+
+def test_columns_ours_and_vidurs() -> None:
+    ours = parse_requests(rows(("0", "10", "3"), ("0.5", "7", "1")), ("arrival_s", "prompt_tokens", "output_tokens"),
+                          "t")
+    names = ("arrived_at", "num_prefill_tokens", "num_decode_tokens")
+    theirs = parse_requests(rows((0, 10, 3), (0.5, 7.0, 1), names=names), names, "t")
+    assert ours == theirs == [Request(0, 0.0, 10, 3), Request(1, 0.5, 7, 1)]
+
+
+@pytest.mark.parametrize("row, needle", [
+    (("x", 1, 1), "row 1: arrival_s 'x' is not a number"),
+    ((math.inf, 1, 1), "is not a time >= 0"),
+    ((0, 1.5, 1), "prompt_tokens 1.5 is not an integer"),
+    ((0, True, 1), "prompt_tokens True is not an integer"),
+    ((0, None, 1), "prompt_tokens None"),
+    ((0, 0, 1), "prompt_tokens 0 is not a positive token count"),
+    ((0, 3, -2), "output_tokens -2"),
+])
+def test_bad_rows_are_named(row: tuple[object, object, object], needle: str) -> None:
+    with pytest.raises(InputError, match=needle):
+        parse_requests(rows(row), ("arrival_s", "prompt_tokens", "output_tokens"), "t")
+
+
+def test_an_empty_trace_is_refused() -> None:
+    with pytest.raises(InputError, match="no requests"):
+        parse_requests([], ("arrival_s", "prompt_tokens", "output_tokens"), "t")
+
+
+def test_poisson_arrivals_and_lengths() -> None:
+    """Gaps exponential with mean 1/rate (5,000 of them: the mean within 4 standard errors, their
+    coefficient of variation near 1); lengths within their bounds; the same seed, the same requests."""
+    rate = 3.0
+    requests = generate_requests(5000, rate, parse_lengths("uniform:5,9", "p"), parse_lengths("zipf:1.5,50", "o"), 1)
+    gaps = np.diff([0.0] + [r.arrival_s for r in requests])
+    assert abs(gaps.mean() - 1 / rate) < 4 / rate / math.sqrt(len(gaps))
+    assert gaps.std() / gaps.mean() == pytest.approx(1.0, abs=0.05)
+    assert {r.prompt_tokens for r in requests} == set(range(5, 10))
+    assert min(r.output_tokens for r in requests) == 1 and max(r.output_tokens for r in requests) <= 50
+    assert generate_requests(50, rate, Lengths("fixed", (4,)), Lengths("fixed", (2,)), 9) == \
+        generate_requests(50, rate, Lengths("fixed", (4,)), Lengths("fixed", (2,)), 9)
+    assert {r.arrival_s for r in generate_requests(4, None, Lengths("fixed", (4,)), Lengths("fixed", (2,)), 0)} == {0.0}
+
+
+def test_lognormal_median_and_cap() -> None:
+    lengths = Lengths("lognormal", (200.0, 0.5, 300.0)).draw(np.random.Generator(np.random.PCG64(0)), 4001)
+    assert float(np.median(lengths)) == pytest.approx(200, rel=0.03)
+    assert max(lengths) == 300 and min(lengths) >= 1
+
+
+@pytest.mark.parametrize("text, needle", [("0", "not a token count"), ("uniform:9,3", "exceeds HIGH"),
+                                          ("lognormal:1,2", "takes MEDIAN,SIGMA,MAX"), ("zipf:1,10", "S > 1"),
+                                          ("lognormal:-1,1,5", "MEDIAN > 0"), ("normal:1,2", "unknown distribution"),
+                                          ("uniform:a,3", "not a token count")])
+def test_bad_distributions(text: str, needle: str) -> None:
+    with pytest.raises(InputError, match=needle):
+        parse_lengths(text, "--prompt-tokens")
+
+
+@pytest.mark.parametrize("count, rate, needle", [(0, 1.0, "--num-requests"), (3, -1.0, "--rate"),
+                                                 (3, math.nan, "--rate")])
+def test_bad_generator_settings(count: int, rate: float, needle: str) -> None:
+    with pytest.raises(InputError, match=needle):
+        generate_requests(count, rate, Lengths("fixed", (1,)), Lengths("fixed", (1,)), 0)

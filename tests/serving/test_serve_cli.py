@@ -1,0 +1,71 @@
+"""``accelsim serve`` as a user runs it: outputs, determinism, trace formats and the shipped trace."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cli_helpers import ROOT, TESTS
+
+from simulator.cli.serve import DEFAULT_OUTPUTS, DEFAULT_PROMPTS
+from simulator.serving.metrics import ITERATION_COLUMNS, REQUEST_COLUMNS
+from simulator.serving.requests import generate_requests, parse_lengths
+
+MODEL = str(TESTS / "configs" / "llama-serve-6.json")
+SERVE = ["serve", "configs/int8.yaml", "--model", MODEL, "--hardware", "tpu_v5e_like"]
+LENGTHS = ["--prompt-tokens", "uniform:8,200", "--output-tokens", "lognormal:20,0.8,200"]
+
+
+def test_outputs_and_determinism(tmp_path: Path, accelsim_here) -> None:
+    """Same trace and seed: byte-identical CSVs; --json prints the summary the checks read."""
+    runs = []
+    for name in ("a", "b"):
+        result = accelsim_here(*SERVE, *LENGTHS, "--num-requests", "40", "--rate", "300", "--seed", "4", "--scheduler",
+                               "chunked", "--slo", "ttft=2,tpot=0.5", "--out", str(tmp_path / name), "--json")
+        assert result.returncode == 0, result.stderr
+        runs.append(json.loads(result.stdout))
+    for name in ("requests.csv", "iterations.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    for name in ("summary.json", "latency_cdf.png", "latency_cdf.svg", "timeline.png", "timeline.svg"):
+        assert (tmp_path / "a" / name).stat().st_size > 0
+    summary = runs[0]
+    assert summary == runs[1]
+    for key in ("requests", "completed", "rejected", "duration_s", "throughput_tokens_per_s",
+                "throughput_requests_per_s", "goodput_requests_per_s", "energy_per_token_j"):
+        assert key in summary
+    for key in ("ttft_ms", "tpot_ms", "e2e_ms"):
+        assert set(summary[key]) == {"mean", "p50", "p90", "p99"}
+    header = (tmp_path / "a" / "requests.csv").read_text().splitlines()[0].split(",")
+    assert header == list(REQUEST_COLUMNS)
+    assert (tmp_path / "a" / "iterations.csv").read_text().splitlines()[0].split(",") == list(ITERATION_COLUMNS)
+    assert summary["completed"] == 40 == len((tmp_path / "a" / "requests.csv").read_text().splitlines()) - 1
+
+
+def test_a_trace_in_vidurs_columns_and_as_json_lines(tmp_path: Path, accelsim_here) -> None:
+    rows = [(0.0, 12, 4), (0.001, 30, 2), (0.001, 7, 9)]
+    vidur = tmp_path / "vidur.csv"
+    vidur.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n"
+                     + "".join(f"{a},{p},{o}\n" for a, p, o in rows))
+    lines = tmp_path / "trace.jsonl"
+    lines.write_text("".join(json.dumps({"arrival_s": a, "prompt_tokens": p, "output_tokens": o}) + "\n"
+                             for a, p, o in rows))
+    outputs = []
+    for path in (vidur, lines):
+        result = accelsim_here(*SERVE, "--requests", str(path), "--json")
+        assert result.returncode == 0, result.stderr
+        outputs.append(json.loads(result.stdout))
+    assert outputs[0] == outputs[1] and outputs[0]["completed"] == 3
+
+
+def test_table_output(accelsim_here) -> None:
+    result = accelsim_here(*SERVE, *LENGTHS, "--num-requests", "5", "--slo", "ttft=1")
+    assert result.returncode == 0, result.stderr
+    for text in ("continuous scheduler: 5 requests, 5 completed", "TTFT", "TPOT", "goodput", "KV cache", "energy"):
+        assert text in result.stdout
+
+
+def test_the_shipped_trace_is_what_its_readme_says() -> None:
+    requests = generate_requests(200, 2.0, parse_lengths(DEFAULT_PROMPTS, "p"), parse_lengths(DEFAULT_OUTPUTS, "o"), 7)
+    expected = "arrival_s,prompt_tokens,output_tokens\n" + "".join(
+        f"{r.arrival_s!r},{r.prompt_tokens},{r.output_tokens}\n" for r in requests)
+    assert (ROOT / "configs" / "traces" / "chat_200.csv").read_text() == expected

@@ -1,0 +1,165 @@
+"""Serving runs: equal to ``generate`` where they are one, conservation, the schedulers' rules, queueing
+closed forms (Little's law, M/D/1) and a paged KV cache that runs out."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from cli_helpers import TESTS
+from conftest import preset_with
+
+from simulator.analysis.generation import generate, generation_summary
+from simulator.engine import Simulator
+from simulator.serving.metrics import iteration_rows, request_rows, summary
+from simulator.serving.requests import Lengths, Request, generate_requests
+from simulator.serving.server import Settings
+from simulator.serving.session import Serving, run_serving
+from simulator.spec.hardware import Hardware, load_hardware
+from simulator.spec.run_config import load_run_config
+from workloads.models import Workload, load_model
+
+MODEL = str(TESTS / "configs" / "llama-serve-6.json")
+
+
+def served(requests: list[Request], scheduler: str = "continuous", *, model: str = MODEL, config: str = "int8",
+           hardware: str | Hardware = "tpu_v5e_like", max_batch: int = 64, max_tokens: int = 512,
+           block: int = 16) -> tuple[Serving, list[dict[str, Any]]]:
+    chip = load_hardware(hardware) if isinstance(hardware, str) else hardware
+    simulator = Simulator(chip, load_run_config(f"configs/{config}.yaml"))
+    serving = run_serving(load_model(model), simulator, requests, Settings(scheduler, max_batch, max_tokens), block)
+    return serving, request_rows(serving.served, serving.clock_hz)
+
+
+@pytest.mark.parametrize("model, prompt, new", [(MODEL, 37, 9), ("llama-2-7b", 128, 6)])
+@pytest.mark.parametrize("scheduler", ["static", "continuous", "chunked"])
+def test_one_request_is_generate(model: str, prompt: int, new: int, scheduler: str) -> None:
+    """Alone, a request's TTFT and TPOT are generate's, exactly (chunked: its prompt in one chunk)."""
+    chip = load_hardware("tpu_v5e_like")
+    simulator = Simulator(chip, load_run_config("configs/int8.yaml"))
+    spec = load_model(model)
+    expected = generation_summary(generate(spec, Workload(tokens=prompt), new, simulator), chip)
+    _, rows = served([Request(0, 0.0, prompt, new)], scheduler, model=model)
+    assert rows[0]["ttft_ms"] == expected["ttft_ms"]
+    assert rows[0]["tpot_ms"] == expected["tpot_ms"]
+    assert rows[0]["e2e_ms"] == pytest.approx(expected["e2e_ms"], rel=1e-12)
+
+
+def test_identical_requests_in_a_static_batch_are_generate_at_that_batch() -> None:
+    chip = load_hardware("tpu_v5e_like")
+    simulator = Simulator(chip, load_run_config("configs/int8.yaml"))
+    expected = generation_summary(generate(load_model(MODEL), Workload(batch=5, tokens=40), 12, simulator), chip)
+    _, rows = served([Request(i, 0.0, 40, 12) for i in range(5)], "static")
+    assert {row["ttft_ms"] for row in rows} == {expected["ttft_ms"]}
+    assert {row["tpot_ms"] for row in rows} == {expected["tpot_ms"]}
+
+
+def run_with_rates(scheduler: str, count: int = 60, rate: float = 40.0, **kwargs: Any
+                   ) -> tuple[Serving, list[dict[str, Any]], list[Request]]:
+    requests = generate_requests(count, rate, Lengths("uniform", (8, 120)), Lengths("uniform", (1, 40)), 3)
+    serving, rows = served(requests, scheduler, **kwargs)
+    return serving, rows, requests
+
+
+@pytest.mark.parametrize("scheduler", ["static", "continuous", "chunked"])
+def test_conservation(scheduler: str) -> None:
+    """Every request finishes once, after it arrived and after its first token; the tokens emitted are the
+    outputs asked for; blocks in use stay within the cache and return to zero; iterations never overlap."""
+    serving, rows, requests = run_with_rates(scheduler)
+    assert sorted(row["request_id"] for row in rows) == [r.request_id for r in requests]
+    iterations = serving.served.iterations
+    assert sum(row.emitted for row in iterations) == sum(r.output_tokens for r in requests)
+    assert sum(row.prefill_tokens for row in iterations) >= sum(r.prompt_tokens for r in requests)
+    for row in rows:
+        assert row["arrival_s"] <= row["first_scheduled_s"] <= row["first_token_s"] <= row["finish_s"] + 1e-12
+    assert all(0 <= row.kv_blocks <= serving.served.kv_capacity for row in iterations)
+    assert serving.served.kv_peak <= serving.served.kv_capacity
+    for before, after in zip(iterations, iterations[1:], strict=False):
+        assert after.start >= before.start + before.cycles
+    energy = sum(row["energy_j"] for row in rows)
+    assert energy == pytest.approx(sum(row.energy_pj for row in iterations) * 1e-12, rel=1e-9)
+
+
+def test_scheduler_rules() -> None:
+    """continuous: an iteration prefills or decodes, never both; chunked: decodes and chunks within the
+    token budget; static: no request joins a batch until the last of it finished."""
+    serving, _, _ = run_with_rates("continuous")
+    assert all(not (row.prefill_sequences and row.decode_sequences) for row in serving.served.iterations)
+    serving, _, _ = run_with_rates("chunked", max_tokens=64)
+    assert all(row.prefill_tokens + row.decode_sequences <= 64 for row in serving.served.iterations)
+    assert any(row.prefill_sequences and row.decode_sequences for row in serving.served.iterations)
+    serving, rows, _ = run_with_rates("static", max_batch=4)
+    batches: dict[float, list[dict[str, Any]]] = {}
+    for row in rows:
+        batches.setdefault(row["first_scheduled_s"], []).append(row)
+    starts = sorted(batches)
+    for earlier, later in zip(starts, starts[1:], strict=False):
+        assert later >= max(row["finish_s"] for row in batches[earlier])
+        assert len(batches[earlier]) <= 4
+
+
+def test_littles_law() -> None:
+    """Mean requests in the system over the arrivals' span (the time each spends there, clipped to it, over
+    its length) equals the Poisson rate times the mean time in the system, within sampling error (1,000
+    arrivals: about 3%), under load (about 2.6 requests in the system)."""
+    rate = 5000.0
+    _, rows, requests = run_with_rates("continuous", count=1000, rate=rate)
+    span = max(r.arrival_s for r in requests)
+    in_system = sum(max(0.0, min(row["finish_s"], span) - row["arrival_s"]) for row in rows) / span
+    time_in_system = sum(row["e2e_ms"] for row in rows) / 1e3 / len(rows)
+    assert rate * time_in_system > 2
+    assert in_system == pytest.approx(rate * time_in_system, rel=0.1)
+
+
+def test_queueing_delay_is_md1_at_low_load() -> None:
+    """One request at a time (static batches of one) of identical requests: a single server with a
+    deterministic service time D, so the mean wait in queue is rho D / (2 (1 - rho)), rho = rate x D."""
+    single = [Request(0, 0.0, 20, 3)]
+    service = served(single, "static", max_batch=1)[1][0]["e2e_ms"] / 1e3
+    rho = 0.5
+    requests = generate_requests(3000, rho / service, Lengths("fixed", (20,)), Lengths("fixed", (3,)), 11)
+    _, rows = served(requests, "static", max_batch=1)
+    waiting = sum(row["queueing_ms"] for row in rows) / len(rows) / 1e3
+    assert waiting == pytest.approx(rho * service / (2 * (1 - rho)), rel=0.15)
+
+
+def small_dram(blocks: int, max_tokens: int = 512) -> Hardware:
+    """tpu_v5e_like whose DRAM holds the test model's weights, its largest iteration (``max_tokens``) and
+    ``blocks`` KV blocks."""
+    chip = load_hardware("tpu_v5e_like")
+    probe = served([Request(0, 0.0, 4, 1)], hardware=chip, max_tokens=max_tokens)[0]
+    spare = chip.memory.dram_capacity_bytes - probe.served.kv_capacity * probe.block_bytes
+    return preset_with(chip, memory={"dram_capacity_bytes": spare + blocks * probe.block_bytes})
+
+
+@pytest.mark.parametrize("scheduler", ["continuous", "chunked"])
+def test_a_full_cache_preempts_and_every_request_still_finishes(scheduler: str) -> None:
+    requests = generate_requests(40, 200.0, Lengths("uniform", (8, 120)), Lengths("uniform", (40, 130)), 5)
+    serving, rows = served(requests, scheduler, hardware=small_dram(16, 128), max_tokens=128)
+    assert serving.served.kv_capacity == 16
+    assert sum(row["preemptions"] for row in rows) > 0
+    assert len(rows) + len(serving.served.rejected) == len(requests)
+    assert all(row.kv_blocks <= 16 for row in serving.served.iterations)
+    assert sum(row.emitted for row in serving.served.iterations) == sum(r.output_tokens for r in requests
+                                                                        if r not in serving.served.rejected)
+
+
+def test_a_request_that_never_fits_is_rejected() -> None:
+    requests = [Request(0, 0.0, 30, 5), Request(1, 0.0, 400, 50), Request(2, 0.1, 10, 2)]
+    serving, rows = served(requests, hardware=small_dram(8))
+    assert [r.request_id for r in serving.served.rejected] == [1]
+    result = summary(serving.served, rows, serving.clock_hz, None, True)
+    assert (result["requests"], result["completed"], result["rejected"]) == (3, 2, 1)
+
+
+def test_summary_goodput_and_energy() -> None:
+    serving, rows, _ = run_with_rates("chunked")
+    result = summary(serving.served, rows, serving.clock_hz, {"ttft": 5.0, "tpot": 1.0}, True)
+    met = [row for row in rows if row["ttft_ms"] <= 5.0 and (math.isnan(row["tpot_ms"]) or row["tpot_ms"] <= 1.0)]
+    assert result["goodput_requests_per_s"] == pytest.approx(len(met) / result["duration_s"])
+    tokens = sum(row["output_tokens"] for row in rows)
+    assert result["throughput_tokens_per_s"] == pytest.approx(tokens / result["duration_s"])
+    assert result["energy_per_token_j"] == pytest.approx(result["energy_j"] / tokens)
+    assert result["ttft_ms"]["p50"] <= result["ttft_ms"]["p90"] <= result["ttft_ms"]["p99"]
+    assert len(iteration_rows(serving.served, serving.clock_hz)) == result["iterations"]
