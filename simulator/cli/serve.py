@@ -41,68 +41,131 @@ GENERATOR_OPTIONS = ("num_requests", "rate", "prompt_tokens", "output_tokens", "
               help="Most new tokens per iteration [default: chunked 512; otherwise the model's context].")
 @click.option("--kv-block-size", type=int, default=16, show_default=True, help="Tokens per KV-cache block.")
 @click.option("--slo", default=None, help="Latency objectives for goodput: ttft=MS,tpot=MS (either or both).")
+@click.option("--capacity", is_flag=True,
+              help="Find the highest --rate whose generated requests meet --slo (see --attainment).")
+@click.option("--attainment", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="With --capacity: the share of requests that must meet every objective [default: 0.99].")
 @knob_option("expert_imbalance")
 @format_options(("table", "json"))
 @click.option("--out", type=click.Path(), default=None,
-              help="Write requests.csv, iterations.csv, summary.json and the plots to DIR.")
+              help="Write requests.csv, iterations.csv, summary.json and the plots to DIR (with --capacity: the "
+                   "run at the capacity, and capacity.csv).")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out directory.")
 @click.pass_context
 def serve(ctx: click.Context, config: str, model: str, hardware_name: str | None, requests_file: str | None,
           num_requests: int | None, rate: float | None, prompt_tokens: str | None, output_tokens: str | None,
           seed: int | None, scheduler: str, max_batch: int, max_tokens: int | None, kv_block_size: int,
-          slo: str | None, expert_imbalance: float | None, fmt: str | None, as_json: bool, out: str | None,
-          force: bool) -> None:
+          slo: str | None, capacity: bool, attainment: float | None, expert_imbalance: float | None,
+          fmt: str | None, as_json: bool, out: str | None, force: bool) -> None:
     """Serve a stream of requests: TTFT, TPOT and end-to-end percentiles, throughput, goodput, KV use, energy."""
+    from simulator.report.files import check_out_dir
+    from simulator.serving.metrics import parse_slo
+
+    fmt = chosen_format(fmt, as_json)
+    objectives = parse_slo(slo) if slo is not None else None
+    if attainment is not None and not capacity:
+        raise click.UsageError("--attainment applies with --capacity")
+    if capacity:
+        for name, what in (("rate", "--capacity searches the rate"), ("requests_file", "--capacity generates its "
+                                                                      "requests")):
+            if given(ctx, name):
+                raise click.UsageError(f"--{name.replace('_file', 's').replace('_', '-')} does not apply: {what}")
+        if objectives is None:
+            raise click.UsageError("--capacity needs --slo (the objectives a rate must meet)")
+    out_dir = check_out_dir(out, force) if out else None
+    runner = _runner(config, model, hardware_name, scheduler, max_batch, max_tokens, kv_block_size, expert_imbalance)
+    if not capacity:
+        requests = _requests(ctx, requests_file, num_requests, rate, prompt_tokens, output_tokens, seed)
+        with _Progress(len(requests)) as progress:
+            run = runner.run(requests, objectives, progress)
+        click.echo(json.dumps(run.summary, indent=2) if fmt == "json" else _format(run.summary))
+        if out_dir is not None:
+            _write(out_dir, run, runner.title)
+        return
+    _capacity(ctx, runner, objectives or {}, attainment or 0.99, num_requests, prompt_tokens, output_tokens, seed,
+              fmt, out_dir)
+
+
+def _format(summary: dict[str, Any]) -> str:
+    from simulator.report.serving import format_serving
+
+    return format_serving(summary)
+
+
+def _runner(config: str, model: str, hardware_name: str | None, scheduler: str, max_batch: int,
+            max_tokens: int | None, kv_block_size: int, expert_imbalance: float | None) -> Any:
     from simulator.engine import Simulator
-    from simulator.report.files import check_out_dir, staged_dir
-    from simulator.report.serving import format_serving, plot_latency_cdfs, plot_timeline, write_rows
-    from simulator.report.summary import write_json
-    from simulator.serving.metrics import ITERATION_COLUMNS, REQUEST_COLUMNS, iteration_rows, parse_slo, request_rows
-    from simulator.serving.metrics import summary as serving_summary
     from simulator.serving.server import Settings
-    from simulator.serving.session import run_serving
+    from simulator.serving.session import ServingRunner
     from simulator.spec.hardware import load_hardware
     from simulator.spec.weight_masks import weight_masks
     from workloads.models import Workload, load_model
 
-    fmt = chosen_format(fmt, as_json)
-    objectives = parse_slo(slo) if slo is not None else None
-    out_dir = check_out_dir(out, force) if out else None
-    requests = _requests(ctx, requests_file, num_requests, rate, prompt_tokens, output_tokens, seed)
     policy, sources = load_policy(config, model, hardware_name)
     hardware = load_hardware(hardware_name or policy.config.hardware)
     spec = load_model(model)
     context = int(spec.config.get("max_position_embeddings") or 0)
     budget = max_tokens if max_tokens is not None else 512 if scheduler == "chunked" else context or 2048
-    settings = Settings(scheduler, max_batch, budget, expert_imbalance)
     masks = weight_masks(policy, spec.trace(Workload(tokens=1, expert_imbalance=expert_imbalance)))
     simulator = Simulator(hardware, policy, mask_for=masks)
-    with _Progress(len(requests)) as progress:
-        serving = run_serving(spec, simulator, requests, settings, kv_block_size, progress)
-    clock_hz = serving.clock_hz
-    rows = request_rows(serving.served, clock_hz)
-    iterations = iteration_rows(serving.served, clock_hz)
-    summary: dict[str, Any] = {
-        "model": spec.name, "config": policy.name, "hardware": hardware.name, "scheduler": scheduler,
-        "max_batch": max_batch, "max_tokens": budget, "kv_block_tokens": kv_block_size,
-        "kv_block_bytes": serving.block_bytes, "weight_bytes": serving.weight_bytes,
-        **serving_summary(serving.served, rows, clock_hz, objectives, serving.energy_modelled),
-        "notes": [*sources, *simulator.notes],
-    }
+    return ServingRunner(spec, simulator, Settings(scheduler, max_batch, budget, expert_imbalance), kv_block_size,
+                         policy.name, sources)
+
+
+def _write(out_dir: Path, run: Any, title: str, extra: dict[str, list[dict[str, Any]]] | None = None) -> None:
+    from simulator.report.files import staged_dir
+    from simulator.report.serving import plot_latency_cdfs, plot_timeline, write_rows
+    from simulator.report.summary import write_json
+    from simulator.serving.metrics import ITERATION_COLUMNS, REQUEST_COLUMNS
+
+    written = ["requests.csv", "iterations.csv", "summary.json", "latency_cdf.png/svg", "timeline.png/svg"]
+    with staged_dir(out_dir) as staging:
+        write_rows(staging / "requests.csv", run.requests, REQUEST_COLUMNS)
+        write_rows(staging / "iterations.csv", run.iterations, ITERATION_COLUMNS)
+        write_json(staging / "summary.json", run.summary)
+        plot_latency_cdfs(run.requests, staging / "latency_cdf", title)
+        plot_timeline(run.iterations, run.serving.served.kv_capacity, staging / "timeline", title)
+        for name, rows in (extra or {}).items():
+            write_rows(staging / name, rows, tuple(rows[0]))
+            written.append(name)
+    click.echo(f"wrote {', '.join(written)} to {out_dir}", err=True)
+
+
+def _capacity(ctx: click.Context, runner: Any, objectives: dict[str, float], attainment: float,
+              num_requests: int | None, prompt_tokens: str | None, output_tokens: str | None, seed: int | None,
+              fmt: str, out_dir: Path | None) -> None:
+    """The highest rate meeting the SLO (simulator.serving.capacity), its run, and every rate tried."""
+    from simulator.serving.capacity import highest_rate
+
+    runs: dict[float | None, Any] = {}
+
+    def run_at(rate: float | None) -> dict[str, Any]:
+        requests = _requests(ctx, None, num_requests, rate, prompt_tokens, output_tokens, seed)
+        runs[rate] = runner.run(requests, objectives)
+        return dict(runs[rate].summary)
+
+    found = highest_rate(run_at, attainment)
+    probes = [{"rate_requests_per_s": p.rate, "slo_attained": p.attained,
+               "goodput_requests_per_s": p.summary["goodput_requests_per_s"],
+               "ttft_p99_ms": p.summary["ttft_ms"]["p99"], "tpot_p99_ms": p.summary["tpot_ms"]["p99"],
+               "throughput_tokens_per_s": p.summary["throughput_tokens_per_s"]} for p in found.probes]
+    best = found.best
+    result = {"capacity_requests_per_s": found.rate, "attainment": attainment, "slo_ms": objectives,
+              "probes": probes, "summary": best.summary if best is not None else None}
     if fmt == "json":
-        click.echo(json.dumps(summary, indent=2))
+        click.echo(json.dumps(result, indent=2))
     else:
-        click.echo(format_serving(summary))
-    if out_dir is not None:
-        title = f"{spec.name} under {policy.name} on {hardware.name}, {scheduler} scheduler"
-        with staged_dir(out_dir) as staging:
-            write_rows(staging / "requests.csv", rows, REQUEST_COLUMNS)
-            write_rows(staging / "iterations.csv", iterations, ITERATION_COLUMNS)
-            write_json(staging / "summary.json", summary)
-            plot_latency_cdfs(rows, staging / "latency_cdf", title)
-            plot_timeline(iterations, serving.served.kv_capacity, staging / "timeline", title)
-        click.echo(f"wrote requests.csv, iterations.csv, summary.json, latency_cdf.png/svg, timeline.png/svg to "
-                   f"{out_dir}", err=True)
+        slo = ", ".join(f"{key} <= {value:g} ms" for key, value in objectives.items())
+        click.echo(f"highest rate meeting {slo} for {100 * attainment:g}% of requests: {found.rate:.4g} requests/s "
+                   f"({len(probes)} runs)")
+        for probe in probes:
+            rate = "all at once" if probe["rate_requests_per_s"] is None else f"{probe['rate_requests_per_s']:.4g}/s"
+            click.echo(f"  rate {rate:>12}: {100 * probe['slo_attained']:.1f}% met, TTFT p99 "
+                       f"{probe['ttft_p99_ms']:.1f} ms, TPOT p99 {probe['tpot_p99_ms'] or 0:.2f} ms")
+        if best is not None:
+            click.echo(_format(best.summary))
+    if out_dir is not None and best is not None:
+        _write(out_dir, runs[best.rate], runner.title, {"capacity.csv": probes})
 
 
 def _requests(ctx: click.Context, requests_file: str | None, num_requests: int | None, rate: float | None,

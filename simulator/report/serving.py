@@ -46,7 +46,7 @@ def format_serving(summary: dict[str, Any]) -> str:
     if "goodput_requests_per_s" in summary:
         slo = ", ".join(f"{key} <= {value:g} ms" for key, value in summary["slo_ms"].items())
         lines.append(f"  goodput         {rate(summary['goodput_requests_per_s'], 'requests/s')} meeting {slo} "
-                     f"({_percent(summary['slo_attained'])} of completed requests)")
+                     f"({_percent(summary['slo_attained'])} of requests)")
     if summary["energy_j"] is not None:
         per_token_mj = summary["energy_per_token_j"] * 1e3
         lines.append(f"  energy          {summary['energy_j']:,.3f} J, {per_token_mj:,.3f} mJ per output token, "

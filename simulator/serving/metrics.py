@@ -5,7 +5,8 @@ the tokens after the first (none for a one-token request); end-to-end latency, a
 queueing, arrival to first scheduled (arrivals counted from the cycle the server sees them).
 Percentiles are numpy's (linear interpolation). The run lasts from the first arrival to the last
 iteration's end. Throughput counts the output tokens of completed requests;
-goodput the completed requests that met every SLO, per second. Energy: the iterations' (dynamic and
+goodput the completed requests that met every SLO, per second, and SLO attainment their share of all
+requests (a rejected request meets none). Energy: the iterations' (dynamic and
 leakage) and the idle time's leakage, per output token; each request's share is its tokens' share of
 each iteration it ran in.
 """
@@ -112,7 +113,7 @@ def summary(served: Served, requests: list[dict[str, Any]], clock_hz: float, slo
     if slo is not None:
         met = [r for r in requests if _meets(r, slo)]
         result["slo_ms"] = slo
-        result["slo_attained"] = len(met) / len(requests) if requests else None
+        result["slo_attained"] = len(met) / (len(requests) + len(served.rejected))
         result["goodput_requests_per_s"] = len(met) / duration if duration > 0 else None
     return result
 

@@ -137,8 +137,10 @@ def chunked_plan(queue: Queue, max_batch: int, max_tokens: int) -> Plan:
     for active in sorted((a for a in queue.running if a.prefilling), key=lambda a: a.admitted):
         if budget <= 0:
             break
+        if active not in queue.running:  # preempted for an earlier one
+            continue
         chunk = min(active.target - active.computed, budget)
-        if id(active) not in planned and queue.preempt_for(active, active.computed + chunk, planned):
+        if queue.preempt_for(active, active.computed + chunk, planned):
             plan.append((active, chunk))
             planned.add(id(active))
             budget -= chunk

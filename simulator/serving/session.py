@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from simulator.engine import Simulator
 from simulator.serving.iteration import IterationCoster
 from simulator.serving.kv_cache import PagedKVCache
+from simulator.serving.metrics import iteration_rows, request_rows
+from simulator.serving.metrics import summary as summarize
 from simulator.serving.requests import Request
 from simulator.serving.schedulers import SCHEDULERS
 from simulator.serving.server import Served, Settings, serve
@@ -34,8 +37,10 @@ class Serving:
 
 
 def run_serving(spec: ModelSpec, simulator: Simulator, requests: list[Request], settings: Settings,
-                block_tokens: int, progress: Callable[[int], None] | None = None) -> Serving:
-    """Serve ``requests`` on ``simulator``'s chip (see the module docstring and :mod:`.server`)."""
+                block_tokens: int, progress: Callable[[int], None] | None = None,
+                coster: IterationCoster | None = None) -> Serving:
+    """Serve ``requests`` on ``simulator``'s chip (see the module docstring and :mod:`.server`); ``coster``
+    (of the same model and simulator) carries iteration costs over from earlier runs."""
     if settings.scheduler not in SCHEDULERS:
         raise InputError(f"unknown scheduler {settings.scheduler!r}; choose from {', '.join(SCHEDULERS)}")
     for name, value in (("--max-batch", settings.max_batch), ("--max-tokens", settings.max_tokens)):
@@ -71,7 +76,7 @@ def run_serving(spec: ModelSpec, simulator: Simulator, requests: list[Request], 
                              f"a KV block of {block.state_bytes:,} bytes in {capacity_bytes:,} bytes of DRAM")
     kv = PagedKVCache(capacity, block_tokens, window)
     clock_hz = hardware.array.clock_mhz * 1e6
-    coster = IterationCoster(spec, simulator)
+    coster = coster or IterationCoster(spec, simulator)
     served = serve(sorted(requests, key=lambda r: (r.arrival_s, r.request_id)), coster, kv, settings, clock_hz,
                    progress)
     return Serving(served, clock_hz, block.weight_bytes, block.state_bytes, hardware.energy is not None, coster.counts)
@@ -85,3 +90,41 @@ def _window(spec: ModelSpec) -> int | None:
     windows = set(layer_windows(spec.config)) if spec.config["model_type"] in ("llama", "mistral", "qwen2",
                                                                                "mixtral") else {None}
     return windows.pop() if len(windows) == 1 else None
+
+
+@dataclass(frozen=True)
+class ServingRun:
+    """One run's records and summary (request and iteration rows as the CSVs hold them)."""
+
+    serving: Serving
+    requests: list[dict[str, Any]]
+    iterations: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+class ServingRunner:
+    """Runs of one model, chip, policy and scheduler on different requests, sharing iteration costs."""
+
+    def __init__(self, spec: ModelSpec, simulator: Simulator, settings: Settings, block_tokens: int, config: str,
+                 notes: tuple[str, ...] = ()) -> None:
+        self.spec, self.simulator, self.settings, self.block_tokens = spec, simulator, settings, block_tokens
+        self.config, self.notes = config, notes
+        self.coster = IterationCoster(spec, simulator)
+        hardware = simulator.hardware.name
+        self.title = f"{spec.name} under {config} on {hardware}, {settings.scheduler} scheduler"
+
+    def run(self, requests: list[Request], slo: dict[str, float] | None,
+            progress: Callable[[int], None] | None = None) -> ServingRun:
+        serving = run_serving(self.spec, self.simulator, requests, self.settings, self.block_tokens, progress,
+                              self.coster)
+        rows = request_rows(serving.served, serving.clock_hz)
+        settings = self.settings
+        summary: dict[str, Any] = {
+            "model": self.spec.name, "config": self.config, "hardware": self.simulator.hardware.name,
+            "scheduler": settings.scheduler, "max_batch": settings.max_batch, "max_tokens": settings.max_tokens,
+            "kv_block_tokens": self.block_tokens, "kv_block_bytes": serving.block_bytes,
+            "weight_bytes": serving.weight_bytes,
+            **summarize(serving.served, rows, serving.clock_hz, slo, serving.energy_modelled),
+            "notes": [*self.notes, *self.simulator.notes],
+        }
+        return ServingRun(serving, rows, iteration_rows(serving.served, serving.clock_hz), summary)

@@ -17,6 +17,7 @@ def test_blocks_round_up_and_a_window_caps_them() -> None:
     assert [cache.blocks_for(t) for t in (0, 1, 16, 17, 32, 33)] == [0, 1, 1, 2, 2, 3]
     windowed = PagedKVCache(10, 16, window=20)  # keeps 19 tokens: 2 blocks at most
     assert [windowed.blocks_for(t) for t in (16, 17, 19, 200)] == [1, 2, 2, 2]
+    assert PagedKVCache(10, 1, window=20).blocks_for(200) == 19
 
 
 def test_grow_release_and_peak() -> None:
@@ -25,14 +26,18 @@ def test_grow_release_and_peak() -> None:
     assert (cache.used, cache.free, cache.peak) == (3, 2, 3)
     assert cache.can_grow(1, 20) and not cache.can_grow(1, 21) and not cache.can_grow(2, 9)
     cache.grow(1, 12)  # still 3
+    cache.grow(3, 0)  # nothing held
+    assert 3 not in cache.held and cache.used == 3
     cache.grow(2, 8)  # 2 more
     assert (cache.used, cache.free, cache.peak) == (5, 0, 5)
     with pytest.raises(AssertionError):
         cache.grow(2, 9)
     cache.release(1)
     assert (cache.used, cache.peak, cache.held) == (2, 5, {2: 2})
+    cache.grow(2, 9)
+    assert cache.held == {2: 3} and cache.used == 3
     cache.release(7)  # holds nothing: nothing changes
-    assert cache.used == 2
+    assert cache.used == 3
 
 
 @pytest.mark.parametrize("capacity, block", [(0, 16), (4, 0)])
@@ -85,3 +90,72 @@ def test_static_reserves_whole_generations_and_waits_for_the_batch() -> None:
     plan = static_plan(queue, 4, 100)
     assert [a.request.request_id for a, _ in plan] == [0, 1] and queue.kv.used == 6
     assert [(a.request.request_id, new) for a, new in static_plan(queue, 4, 100)] == [(0, 1), (1, 1)]
+
+
+def admitted(plan: list) -> list[tuple[int, int]]:
+    return [(a.request.request_id, new) for a, new in plan]
+
+
+def test_admission_limits() -> None:
+    """The token budget counts every admitted prompt (equal to it still admits); --max-batch caps the
+    running sequences."""
+    queue = queue_of(PagedKVCache(100, 4), (10, 3), (10, 3), (10, 3))
+    assert admitted(continuous_plan(queue, 8, 20)) == [(0, 10), (1, 10)]
+    queue = queue_of(PagedKVCache(100, 4), (10, 3), (10, 3), (10, 3))
+    assert admitted(continuous_plan(queue, 2, 100)) == [(0, 10), (1, 10)]
+    queue = queue_of(PagedKVCache(100, 4), (10, 3), (10, 3), (10, 3))
+    assert admitted(static_plan(queue, 2, 100)) == [(0, 10), (1, 10)]
+    queue = queue_of(PagedKVCache(100, 4), (7, 3), (5, 3), (10, 3))
+    assert admitted(chunked_plan(queue, 2, 13)) == [(0, 7), (1, 5)]  # budget left: 1; the batch is full
+    queue = queue_of(PagedKVCache(100, 4), (7, 3), (5, 3))
+    assert admitted(chunked_plan(queue, 8, 8)) == [(0, 7), (1, 1)]  # the last token of the budget
+
+
+def test_a_continued_prompt_takes_what_is_left_of_it() -> None:
+    queue = queue_of(PagedKVCache(100, 4), (20, 3))
+    assert admitted(chunked_plan(queue, 8, 12)) == [(0, 12)]
+    queue.running[0].computed = 12
+    assert admitted(chunked_plan(queue, 8, 12)) == [(0, 8)]
+    assert queue.kv.used == 5  # 20 tokens held
+
+
+def test_a_sequence_with_no_one_to_preempt_preempts_itself() -> None:
+    """Two decoding sequences, one free block: the older takes it; the younger, with only a planned
+    sequence left to preempt, is preempted itself; each preemption is counted and resets its progress."""
+    queue = queue_of(PagedKVCache(5, 4), (8, 5), (8, 5))
+    for active, new in continuous_plan(queue, 8, 100):
+        active.computed += new
+        active.generated = 1
+    assert admitted(continuous_plan(queue, 8, 100)) == [(0, 1)]
+    younger = queue.waiting[0]
+    assert (younger.request.request_id, younger.preemptions, younger.target, queue.kv.used) == (1, 1, 9, 3)
+    queue.admit(younger)
+    younger.generated = 2
+    queue.preempt(younger)
+    assert (younger.preemptions, younger.target, younger.computed) == (2, 10, 0)
+
+
+def test_the_smallest_cache_and_the_messages() -> None:
+    assert PagedKVCache(1, 1).blocks_for(1) == 1
+    with pytest.raises(InputError, match="--kv-block-size must be a positive number of tokens, got 0"):
+        PagedKVCache(4, 0)
+    with pytest.raises(InputError, match="no room for one block"):
+        PagedKVCache(0, 4)
+
+
+def test_prefilling_prompts_share_the_budget_and_keep_their_chunks() -> None:
+    """Two prompts part-way through their prefill: the older takes its chunk first, the younger what is
+    left of the budget; a chunk that does not fit the cache preempts the younger, never a planned one."""
+    queue = queue_of(PagedKVCache(100, 4), (30, 3), (30, 3))
+    assert admitted(chunked_plan(queue, 8, 20)) == [(0, 20)]
+    queue.running[0].computed = 20
+    assert admitted(chunked_plan(queue, 8, 16)) == [(0, 10), (1, 6)]
+    queue.running[0].computed, queue.running[1].computed = 30, 6
+    assert admitted(chunked_plan(queue, 8, 16)) == [(0, 1), (1, 15)]
+    full = queue_of(PagedKVCache(6, 4), (12, 3), (12, 3))
+    assert admitted(chunked_plan(full, 8, 24)) == [(0, 12), (1, 12)]  # 3 + 3 blocks
+    for active in full.running:
+        active.computed = 12
+    full.running[0].target = full.running[1].target = 20  # as after a preemption: more to recompute
+    assert admitted(chunked_plan(full, 8, 16)) == [(0, 8)]
+    assert full.waiting[0].request.request_id == 1 and full.kv.used == 5

@@ -78,3 +78,72 @@ def test_bad_distributions(text: str, needle: str) -> None:
 def test_bad_generator_settings(count: int, rate: float, needle: str) -> None:
     with pytest.raises(InputError, match=needle):
         generate_requests(count, rate, Lengths("fixed", (1,)), Lengths("fixed", (1,)), 0)
+
+
+def test_lengths_parsed() -> None:
+    assert parse_lengths("7", "p") == Lengths("fixed", (7,))
+    assert parse_lengths("uniform:5,5", "p") == Lengths("uniform", (5, 5))
+    assert parse_lengths("lognormal:0.5,0,9", "p") == Lengths("lognormal", (0.5, 0.0, 9))
+    assert parse_lengths("zipf:1.2,40", "p") == Lengths("zipf", (1.2, 40))
+    assert parse_lengths("1", "p") == Lengths("fixed", (1,))
+    assert parse_lengths(str(2**31 - 1), "p") == Lengths("fixed", (2**31 - 1,))
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("uniform:1,x", "--prompt-tokens: 'x' in 'uniform:1,x' is not a token count"),
+    ("lognormal:a,1,5", "--prompt-tokens: 'a' in 'lognormal:a,1,5' is not a number"),
+    ("lognormal:5,inf,5", "--prompt-tokens: 'inf' in 'lognormal:5,inf,5' is not finite"),
+    ("lognormal:5,1,0", "--prompt-tokens: '0' in 'lognormal:5,1,0'"),
+    ("zipf:q,4", "--prompt-tokens: 'q' in 'zipf:q,4'"),
+    ("zipf:0.5,4", "exponent S > 1, got 0.5"),
+    ("zipf:2,0", "'0' in 'zipf:2,0'"),
+    ("beta:1", "--prompt-tokens: unknown distribution 'beta'; choose from uniform, lognormal, zipf"),
+    (str(2**31), "is not a token count"),
+    ("0", "--prompt-tokens: '0' in '0' is not a token count"),
+    ("zipf:2,x", "--prompt-tokens: 'x' in 'zipf:2,x'"),
+    ("lognormal:0,1,5", "lognormal needs MEDIAN > 0 and SIGMA >= 0, got '0,1,5'"),
+    ("lognormal:5", "--prompt-tokens: lognormal takes MEDIAN,SIGMA,MAX, got '5'"),
+])
+def test_length_errors_name_the_option_and_the_value(text: str, needle: str) -> None:
+    with pytest.raises(InputError) as error:
+        parse_lengths(text, "--prompt-tokens")
+    assert needle in str(error.value)
+
+
+def test_lognormal_spread_and_floor() -> None:
+    """sigma spreads the draws (0: all at the median); a small median rounds some to 0, floored at 1."""
+    rng = np.random.Generator(np.random.PCG64(2))
+    assert set(Lengths("lognormal", (40.0, 0.0, 100.0)).draw(rng, 50)) == {40}
+    spread = Lengths("lognormal", (40.0, 1.0, 10_000.0)).draw(rng, 2000)
+    assert np.std(np.log(spread)) == pytest.approx(1.0, rel=0.1)
+    low = Lengths("lognormal", (0.5, 1.0, 10.0)).draw(rng, 2000)
+    assert min(low) == 1 and low.count(1) > 500
+
+
+def test_generated_ids_rates_and_counts() -> None:
+    requests = generate_requests(1, 0.5, Lengths("fixed", (3,)), Lengths("fixed", (2,)), 0)
+    assert requests[0].request_id == 0 and requests[0].arrival_s > 0
+    assert [r.request_id for r in generate_requests(5, 2.0, Lengths("fixed", (3,)), Lengths("fixed", (2,)), 0)] == \
+        list(range(5))
+    with pytest.raises(InputError, match="--rate must be a positive number of requests per second, got 0"):
+        generate_requests(3, 0.0, Lengths("fixed", (1,)), Lengths("fixed", (1,)), 0)
+    with pytest.raises(InputError, match="--num-requests must be at least 1, got 0"):
+        generate_requests(0, 1.0, Lengths("fixed", (1,)), Lengths("fixed", (1,)), 0)
+
+
+def test_trace_errors_name_the_row_and_column() -> None:
+    names = ("arrival_s", "prompt_tokens")
+    with pytest.raises(InputError, match=r"t: missing column\(s\) output_tokens \(or Vidur's arrived_at, "
+                                         "num_prefill_tokens, num_decode_tokens\\)"):
+        parse_requests(rows((0, 1, 1)), names, "t")
+    columns = ("arrival_s", "prompt_tokens", "output_tokens")
+    with pytest.raises(InputError, match="t: row 2: arrival 0.5 is before the previous row's 1.0"):
+        parse_requests(rows((1, 1, 1), (0.5, 1, 1)), columns, "t")
+    with pytest.raises(InputError, match="t: row 1: output_tokens 2.5 is not an integer"):
+        parse_requests(rows((0, 1, 2.5)), columns, "t")
+    with pytest.raises(InputError, match="t: row 1: prompt_tokens 2147483648 is not a positive token count"):
+        parse_requests(rows((0, 2**31, 1)), columns, "t")
+    assert parse_requests(rows((0, 2**31 - 1, 1)), columns, "t")[0].prompt_tokens == 2**31 - 1
+    vidur = ("arrived_at", "num_prefill_tokens", "num_decode_tokens")
+    with pytest.raises(InputError, match="t: row 1: num_decode_tokens 0 is not a positive token count"):
+        parse_requests(rows((0, 1, 0), names=vidur), vidur, "t")
