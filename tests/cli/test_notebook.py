@@ -10,7 +10,7 @@ NOTEBOOKS = ROOT / "notebooks"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["explore_pe_array", "which_format_wins"])
+@pytest.mark.parametrize("name", ["explore_pe_array", "which_format_wins", "which_format_serves_more"])
 def test_notebook_executes_and_its_claims_hold(name):
     path = NOTEBOOKS / f"{name}.ipynb"
     notebook = nbformat.read(path, as_version=4)
