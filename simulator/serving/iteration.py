@@ -23,7 +23,6 @@ runs the whole model's pass; :meth:`IterationCoster.cost` must equal it, and get
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -87,8 +86,7 @@ class IterationCoster:
     def _cost(self, sums: Sums) -> IterationCost:
         cycles = run_cycles(sums.array, sums.sfu, sums.dram_bytes, self.hardware, sums.launch_cycles)
         seconds = cycles / (self.hardware.array.clock_mhz * 1e6)
-        dynamic = math.nan if sums.energy_pj is None else float(sums.energy_pj)
-        return IterationCost(cycles, seconds, sums.dram_bytes, dynamic + self.static_mw * seconds * 1e9)
+        return IterationCost(cycles, seconds, sums.dram_bytes, sums.energy_pj + self.static_mw * seconds * 1e9)
 
     def _sums(self, batch: MixedBatch) -> Sums:
         layout = _layout(batch) if self.probe is not None else None

@@ -22,9 +22,10 @@ so a pass whose live bytes never exceed the activation buffer spills nothing):
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
-from fractions import Fraction
+from itertools import accumulate
 
 from simulator.engine import Prepared
 from simulator.engine.records import StepRecord
@@ -33,27 +34,46 @@ from simulator.engine.records import StepRecord
 _KIND = re.compile(r"\.self_attn\.(?:seq(\d+)\.|(?:qk|av|score_scale|causal_mask_add|softmax)(?:\.|$))")
 
 
+# Energies are summed exactly as integers in units of 2^-1074 pJ (the smallest double): every float is a
+# whole number of them, so a sum is the same in any order or grouping, and its float is correctly rounded.
+_SCALE_BITS = 1074
+
+
+def exact(value: float) -> int:
+    """``value`` (finite, pJ) in units of 2^-1074 pJ."""
+    numerator, denominator = value.as_integer_ratio()
+    return numerator << (_SCALE_BITS - denominator.bit_length() + 1)
+
+
+def to_float(units: int) -> float:
+    return units / (1 << _SCALE_BITS)
+
+
 @dataclass(frozen=True)
 class Sums:
     """What a part adds to its iteration: busy cycles per unit, DRAM bytes, launch cycles and dynamic energy
-    (pJ, exact: every part's energy sums to the same float in any grouping; None without an energy model)."""
+    (exact, see :func:`exact`; None without an energy model)."""
 
     array: int = 0
     sfu: int = 0
     dram_bytes: int = 0
     launch_cycles: int = 0
-    energy_pj: Fraction | None = Fraction(0)
+    energy: int | None = 0
 
     def __add__(self, other: Sums) -> Sums:
-        energy = None if self.energy_pj is None or other.energy_pj is None else self.energy_pj + other.energy_pj
+        energy = None if self.energy is None or other.energy is None else self.energy + other.energy
         return Sums(self.array + other.array, self.sfu + other.sfu, self.dram_bytes + other.dram_bytes,
                     self.launch_cycles + other.launch_cycles, energy)
+
+    @property
+    def energy_pj(self) -> float:
+        return math.nan if self.energy is None else to_float(self.energy)
 
 
 def record_sums(records: list[StepRecord], times: list[int]) -> Sums:
     """The sums of ``records``, each counted ``times`` (its block's repeats)."""
     array = sfu = dram = launches = 0
-    energy: Fraction | None = Fraction(0)
+    energy: int | None = 0
     for record, count in zip(records, times, strict=True):
         if record.unit == "array":
             array += record.total_cycles * count
@@ -62,7 +82,7 @@ def record_sums(records: list[StepRecord], times: list[int]) -> Sums:
         dram += record.dram_bytes * count
         launches += record.launch_cycles * count
         if energy is not None:
-            energy = None if record.energy_pj != record.energy_pj else energy + Fraction(record.energy_pj) * count
+            energy = None if record.energy_pj != record.energy_pj else energy + exact(record.energy_pj) * count
     return Sums(array, sfu, dram, launches, energy)
 
 
@@ -105,22 +125,23 @@ def harvest(prepared: Prepared, records: list[StepRecord], times: list[int]) -> 
         chosen.append(record)
         counts.append(count)
     full = {name: prepared.lowered.tensors[name].stored_bytes for name in prepared.placement.lifetimes}
-    live = [0] * (len(steps) + 1)  # every materialised tensor at its full size
+    live = [0] * (len(steps) + 1)  # every materialised tensor at its full size (changes, then totals)
     cross = [0] * (len(steps) + 1)  # token tensors only
     own: dict[int, list[tuple[int, int, int]]] = {}  # kind -> (first step, last step, share) of its tensors
     outputs = 0
     first_layer = min((s.op.layer for s in steps if s.op.layer >= 0), default=-1)
     for name, (start, end) in prepared.placement.lifetimes.items():
-        for index in range(start, end + 1):
-            live[index] += full[name]
+        live[start] += full[name]
+        live[end + 1] -= full[name]
         owner = owners[start]
         if owner < 0:
-            for index in range(start, end + 1):
-                cross[index] += full[name]
+            cross[start] += full[name]
+            cross[end + 1] -= full[name]
             continue
         own.setdefault(owner, []).append((start, end, prepared.placement.footprint_bytes[name]))
         if owners[end] < 0 and steps[start].op.layer == first_layer:
             outputs += full[name]
+    live, cross = list(accumulate(live)), list(accumulate(cross))
     kind_steps = [index for index, owner in enumerate(owners) if owner >= 0]
     token = TokenPart(record_sums(*by_owner.get(-1, ([], []))),
                       max((live[index] for index, owner in enumerate(owners) if owner < 0), default=0),
