@@ -8,14 +8,13 @@ can be traced.
 from __future__ import annotations
 
 import difflib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from workloads.errors import InputError
+from workloads.errors import InputError, json_object
 from workloads.families.base import PHASES, Family, HfInputs, Workload
 from workloads.families.bert import BertFamily
 from workloads.families.fsmt import FSMTFamily
@@ -89,12 +88,7 @@ def zoo_names() -> list[str]:
 
 
 def parse_config(text: str, where: str) -> dict[str, Any]:
-    try:
-        cfg = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{where}: malformed JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(cfg, dict):
-        raise InputError(f"{where}: expected a JSON object")
+    cfg = json_object(text, where)
     if "model_type" not in cfg:
         raise InputError(f"{where}: missing key model_type")
     if not isinstance(cfg["model_type"], str):

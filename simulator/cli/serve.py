@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from simulator.cli.options import StrictCommand, chosen_format, format_options, given, knob_option, load_policy
-from workloads.errors import InputError
+from workloads.errors import InputError, json_object
 
 DEFAULT_PROMPTS = "lognormal:1000,0.5,2048"
 DEFAULT_OUTPUTS = "lognormal:250,0.5,1024"
@@ -195,17 +195,8 @@ def _read_trace(path: Path) -> list[Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read ({exc.__class__.__name__})") from None
     if path.suffix in (".jsonl", ".ndjson"):
-        rows: list[dict[str, Any]] = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}: line {number}: malformed JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{path}: line {number}: expected a JSON object")
-            rows.append(row)
+        rows = [json_object(line, f"{path}: line {number}")
+                for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
         columns = sorted({key for row in rows for key in row})
         return parse_requests(rows, columns, str(path))
     if path.suffix != ".csv":

@@ -401,6 +401,11 @@ CASES += [
     ("serve-distribution", lambda p: [*SERVE, "--num-requests", "2", "--prompt-tokens", "gamma:1,2"], "'gamma'"),
     ("serve-encoder", lambda p: ["serve", "int8", "--model", "bert-base", "--hardware", "tpu_v5e_like",
                                  "--num-requests", "2"], "serving needs a decoder"),
+    ("serve-jsonl-malformed", lambda p: serve_trace(p, '{"arrival_s": 0, "prompt_tokens": 3, '
+                                                       '"output_tokens": 1}\n{oops\n', "t.jsonl"),
+     "t.jsonl: line 2: malformed JSON"),
+    ("serve-jsonl-not-object", lambda p: serve_trace(p, "[1, 2, 3]\n", "t.jsonl"), "line 1: expected a JSON object"),
+    ("serve-trace-suffix", lambda p: serve_trace(p, "x", "t.txt"), "a trace is a .csv or .jsonl file"),
 ]
 
 
