@@ -8,10 +8,10 @@ runs the whole model's pass; :meth:`IterationCoster.cost` must equal it, and get
 
 1. Per batch composition (its kinds of sequence and their counts: the order does not matter), once.
 2. Where the model's blocks are all alike, as the sum of its parts (:mod:`.parts`): the token part of
-   its (T, E, ending) and each kind's attention at its place, each costed once, when the parts certify
-   that the pass spills nothing. A part not seen yet comes from a probe: the token part (and every kind
-   with it) from the four-block probe of this batch, kinds alone from a one-block probe of the kinds
-   missing (and the batch's last kind, so that each keeps its place).
+   its (T, E, one kind or several) and each kind's attention, each costed once, when the parts certify
+   that the pass spills nothing. A part not seen yet comes from a probe: the token part from the
+   four-block probe of the cheapest batch with the same token part (one prompt and E - 1 decode steps),
+   kinds from a one-block probe of the kinds missing, with the next decode steps of each.
 3. Else on a copy of the model with four blocks (the probe): the embedding, the first and the last
    block, the final norm and the head cost as in the whole model, every block between as the second.
    That holds when the third block is placed and costed exactly as the second (compared tensor by tensor
@@ -106,6 +106,10 @@ class IterationCoster:
         """The batch as the sum of its parts, probing the parts not seen yet; None when a probe spills or
         the parts do not certify a pass without spills."""
         token = self.tokens.get(token_key)
+        if token is None and len(kinds) > 1 and token_key[0] == "mixed" and batch.tokens < self.context:
+            stand_in = _token_stand_in(batch)
+            self._probed(stand_in, _layout(stand_in))
+            token = self.tokens.get(token_key)
         if token is None:
             return None  # the four-block probe of this batch harvests its parts
         missing = [key for key in kinds if key not in self.kinds]
@@ -179,6 +183,18 @@ def _layout(batch: MixedBatch) -> tuple[TokenKey, list[KindKey]] | None:
         kind = batch.sequences[0]
         return ("decode", uniform.batch, 0, False), [("decode", kind, uniform.batch, "only")]
     return None
+
+
+def _token_stand_in(batch: MixedBatch) -> MixedBatch:
+    """The cheapest batch with ``batch``'s token part (the same new tokens and emitting sequences, several
+    kinds): one prompt and E - 1 one-token steps (emitting), or, when none emits, two non-emitting
+    sequences."""
+    tokens, emitting = batch.tokens, batch.emitting
+    if emitting:
+        return MixedBatch((Sequence(tokens - emitting + 1, 0, True),) + (Sequence(1, 1, True),) * (emitting - 1)
+                          if emitting > 1 else (Sequence(tokens - 1, 0, True), Sequence(1, 1, False)),
+                          batch.expert_imbalance)
+    return MixedBatch((Sequence(tokens - 1, 0, False), Sequence(1, 1, False)), batch.expert_imbalance)
 
 
 def _places(batch: MixedBatch) -> list[KindKey]:
