@@ -30,11 +30,25 @@ def test_the_rate_found_is_within_the_tolerance_below_the_threshold(limit: float
     assert [p.rate for p in found.probes] == calls
 
 
+def test_the_rates_tried() -> None:
+    """All at once, then halving from the saturated throughput, then geometric midpoints to 5%."""
+    calls: list[float | None] = []
+    found = highest_rate(threshold_run(3.0, calls=calls), 0.99)
+    assert calls[:4] == [None, 5.0, 2.5, pytest.approx(12.5 ** 0.5)]
+    rates = [rate for rate in calls if rate is not None]
+    assert found.rate == max(rate for rate in rates if rate <= 3.0)
+    assert min(rate for rate in rates if rate > 3.0) / found.rate <= 1.05
+    assert len(calls) == 7
+
+
 def test_no_capacity_and_all_at_once() -> None:
     assert highest_rate(threshold_run(0.001), 0.99).rate == 0.0
     always = highest_rate(lambda rate: {"slo_attained": 1.0, "throughput_requests_per_s": 7.0}, 0.99)
     assert always.rate == 7.0 and len(always.probes) == 1
     assert highest_rate(lambda rate: {"slo_attained": 0.995, "throughput_requests_per_s": 7.0}, 0.99).rate == 7.0
+    assert highest_rate(lambda rate: {"slo_attained": 0.99, "throughput_requests_per_s": 7.0}, 0.99).rate == 7.0
+    lowest = highest_rate(threshold_run(10 / 1000), 0.99)  # met from 10/1024 on: the last rate tried
+    assert lowest.rate == 10 / 1024 and lowest.probes[10].rate == 10 / 1024  # the tenth halving
 
 
 def test_capacity_through_the_cli(accelsim_here) -> None:

@@ -7,13 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from simulator.serving.metrics import distribution, iteration_rows, parse_slo, request_rows, summary
+from simulator.serving.metrics import REQUEST_COLUMNS, distribution, iteration_rows, parse_slo, request_rows, summary
 from simulator.serving.requests import Request
 from simulator.serving.schedulers import Active
 from simulator.serving.server import IterationRow, Served
 from workloads.errors import InputError
 
-CLOCK = 1000.0  # cycles per second: one cycle is a millisecond
+CLOCK = 2000.0  # cycles per second: two cycles a millisecond
 
 
 def active(request_id: int, arrival: float, outputs: int, scheduled: int, first: int, finish: int,
@@ -25,42 +25,50 @@ def active(request_id: int, arrival: float, outputs: int, scheduled: int, first:
 
 
 def run() -> Served:
-    requests = [active(0, 0.0, 3, 0, 100, 300), active(1, 0.05, 1, 100, 200, 200, preemptions=2),
-                active(2, 0.1, 5, 300, 500, 900)]
-    iterations = [IterationRow(0, 100, 1, 10, 0, 1, 4, 1e12), IterationRow(100, 100, 1, 10, 1, 2, 8, 2e12),
-                  IterationRow(300, 600, 1, 10, 1, 6, 2, 3e12)]
-    return Served(requests, [Request(3, 0.2, 5000, 5)], iterations, 900, 10, 8, 0.5e12)
+    """Requests arriving at 50, 150 and 250 ms (cycles 100, 300, 500), iterations from cycle 100 to 1900."""
+    requests = [active(0, 0.05, 3, 100, 300, 700), active(1, 0.15, 1, 300, 500, 500, preemptions=2),
+                active(2, 0.25, 5, 700, 1100, 1900)]
+    iterations = [IterationRow(100, 200, 1, 10, 0, 1, 4, 1e12), IterationRow(300, 200, 1, 10, 1, 2, 8, 2e12),
+                  IterationRow(700, 1200, 1, 10, 1, 6, 2, 3e12)]
+    return Served(requests, [Request(3, 0.3, 5000, 5)], iterations, 1900, 10, 8, 0.5e12)
 
 
 def test_request_rows() -> None:
     rows = request_rows(run(), CLOCK)
-    assert [row["ttft_ms"] for row in rows] == [100.0, 150.0, 400.0]
-    assert rows[0]["tpot_ms"] == 100.0 and math.isnan(rows[1]["tpot_ms"]) and rows[2]["tpot_ms"] == 100.0
-    assert [row["queueing_ms"] for row in rows] == [0.0, 50.0, 200.0]
-    assert [row["e2e_ms"] for row in rows] == [300.0, 150.0, 800.0]
-    assert rows[1]["preemptions"] == 2 and rows[0]["energy_j"] == 1.0
-    assert [row["first_token_s"] for row in rows] == [0.1, 0.2, 0.5]
-    assert iteration_rows(run(), CLOCK)[2] == {"iteration": 3, "start_s": 0.3, "duration_ms": 600.0,
+    assert [tuple(row) for row in rows] == [REQUEST_COLUMNS] * 3
+    assert rows[1] == {"request_id": 1, "arrival_s": 0.15, "prompt_tokens": 10, "output_tokens": 1,
+                       "first_scheduled_s": 0.15, "first_token_s": 0.25, "finish_s": 0.25, "queueing_ms": 0.0,
+                       "ttft_ms": 100.0, "tpot_ms": rows[1]["tpot_ms"], "e2e_ms": 100.0, "preemptions": 2,
+                       "energy_j": 1.0}
+    assert math.isnan(rows[1]["tpot_ms"])
+    assert [row["ttft_ms"] for row in rows] == [100.0, 100.0, 300.0]
+    assert [row["tpot_ms"] for row in rows[::2]] == [100.0, 100.0]
+    assert [row["queueing_ms"] for row in rows] == [0.0, 0.0, 100.0]
+    assert [row["e2e_ms"] for row in rows] == [300.0, 100.0, 700.0]
+    assert [row["first_scheduled_s"] for row in rows] == [0.05, 0.15, 0.35]
+    assert iteration_rows(run(), CLOCK)[2] == {"iteration": 3, "start_s": 0.35, "duration_ms": 600.0,
                                                "prefill_sequences": 1, "prefill_tokens": 10, "decode_sequences": 1,
                                                "tokens": 11, "emitted": 6, "kv_blocks_in_use": 2, "energy_j": 3.0}
 
 
 def test_summary() -> None:
     served = run()
-    result = summary(served, request_rows(served, CLOCK), CLOCK, {"ttft": 160.0, "tpot": 100.0}, True)
+    result = summary(served, request_rows(served, CLOCK), CLOCK, {"ttft": 150.0, "tpot": 100.0}, True)
     assert (result["requests"], result["completed"], result["rejected"]) == (4, 3, 1)
-    assert result["duration_s"] == 0.9 and result["iterations"] == 3
+    assert result["duration_s"] == pytest.approx(0.9) and result["iterations"] == 3
     assert result["throughput_tokens_per_s"] == pytest.approx(9 / 0.9)
     assert result["throughput_requests_per_s"] == pytest.approx(3 / 0.9)
-    assert result["ttft_ms"] == distribution([100.0, 150.0, 400.0])
+    assert result["ttft_ms"] == distribution([100.0, 100.0, 300.0])
+    assert result["queueing_ms"] == distribution([0.0, 0.0, 100.0])
     assert result["tpot_ms"]["mean"] == 100.0  # the one-token request has none
+    assert result["slo_ms"] == {"ttft": 150.0, "tpot": 100.0}
     assert result["slo_attained"] == 0.5 and result["goodput_requests_per_s"] == pytest.approx(2 / 0.9)
     assert result["energy_j"] == 6.5 and result["energy_per_token_j"] == pytest.approx(6.5 / 9)
     assert result["energy_per_request_j"] == pytest.approx(6.5 / 3)
     assert result["mean_power_w"] == pytest.approx(6.5 / 0.9)
-    assert result["busy_fraction"] == pytest.approx(800 / 900) and result["preemptions"] == 2
+    assert result["busy_fraction"] == pytest.approx(1600 / 1800) and result["preemptions"] == 2
     assert result["kv_cache"] == {"capacity_blocks": 10, "peak_blocks": 8, "peak_utilization": 0.8,
-                                  "mean_utilization": pytest.approx((4 * 100 + 8 * 100 + 2 * 600) / 800 / 10)}
+                                  "mean_utilization": pytest.approx((4 * 200 + 8 * 200 + 2 * 1200) / 1600 / 10)}
     plain = summary(served, request_rows(served, CLOCK), CLOCK, None, False)
     assert "goodput_requests_per_s" not in plain and plain["energy_j"] is None and plain["energy_per_token_j"] is None
 
