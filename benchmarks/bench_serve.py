@@ -15,7 +15,7 @@ import time
 
 from simulator.engine import Simulator
 from simulator.serving.requests import generate_requests, parse_lengths
-from simulator.serving.server import Settings
+from simulator.serving.server import ServeSettings
 from simulator.serving.session import ServingRunner
 from simulator.spec.hardware import load_hardware
 from simulator.spec.run_config import load_run_config
@@ -28,7 +28,7 @@ SETUPS = {"continuous": (2.0, 4096), "chunked": (6.0, 512)}
 def timed(count: int, scheduler: str) -> tuple[float, int, dict[str, int]]:
     rate, budget = SETUPS[scheduler]
     runner = ServingRunner(load_model("llama-2-7b"), Simulator(load_hardware("tpu_v5e_like"), load_run_config("int8")),
-                           Settings(scheduler, 256, budget), 16, "int8")
+                           ServeSettings(scheduler, 256, budget), 16, "int8")
     requests = generate_requests(count, rate, parse_lengths("lognormal:1000,0.5,2048", "p"),
                                  parse_lengths("lognormal:250,0.5,1024", "o"), 0)
     start = time.perf_counter()

@@ -29,6 +29,10 @@ _EXPORTS = {
     "bind": "simulator.plan.binding",
     "Plan": "simulator.plan.binding",
     "gemm_cycles": "simulator.engine.timing",
+    "ServingRunner": "simulator.serving.session",
+    "ServeSettings": "simulator.serving.server",
+    "generate_requests": "simulator.serving.requests",
+    "parse_lengths": "simulator.serving.requests",
     "InputError": "workloads.errors",
 }
 __all__ = sorted(_EXPORTS)

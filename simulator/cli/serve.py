@@ -95,7 +95,7 @@ def _format(summary: dict[str, Any]) -> str:
 def _runner(config: str, model: str, hardware_name: str | None, scheduler: str, max_batch: int,
             max_tokens: int | None, kv_block_size: int, expert_imbalance: float | None) -> Any:
     from simulator.engine import Simulator
-    from simulator.serving.server import Settings
+    from simulator.serving.server import ServeSettings
     from simulator.serving.session import ServingRunner
     from simulator.spec.hardware import load_hardware
     from simulator.spec.weight_masks import weight_masks
@@ -108,7 +108,7 @@ def _runner(config: str, model: str, hardware_name: str | None, scheduler: str, 
     budget = max_tokens if max_tokens is not None else 512 if scheduler == "chunked" else context or 2048
     masks = weight_masks(policy, spec.trace(Workload(tokens=1, expert_imbalance=expert_imbalance)))
     simulator = Simulator(hardware, policy, mask_for=masks)
-    return ServingRunner(spec, simulator, Settings(scheduler, max_batch, budget, expert_imbalance), kv_block_size,
+    return ServingRunner(spec, simulator, ServeSettings(scheduler, max_batch, budget, expert_imbalance), kv_block_size,
                          policy.name, sources)
 
 

@@ -52,14 +52,17 @@ class Served:
 
 
 @dataclass(frozen=True)
-class Settings:
+class ServeSettings:
+    """How requests are served: the scheduler (:mod:`.schedulers`), its limits, and the routing imbalance a
+    mixture of experts runs at."""
+
     scheduler: str
     max_batch: int  # sequences
     max_tokens: int  # new tokens per iteration (continuous: prompt tokens of a prefill iteration)
     expert_imbalance: float | None = None
 
 
-def serve(requests: list[Request], coster: IterationCoster, kv: PagedKVCache, settings: Settings,
+def serve(requests: list[Request], coster: IterationCoster, kv: PagedKVCache, settings: ServeSettings,
           clock_hz: float, progress: Callable[[int], None] | None = None) -> Served:
     """Serve ``requests`` (sorted by arrival) with ``settings``; ``progress`` is told of each completion."""
     plan_next = PLANS[settings.scheduler]

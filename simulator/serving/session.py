@@ -21,7 +21,7 @@ from simulator.serving.metrics import iteration_rows, request_rows
 from simulator.serving.metrics import summary as summarize
 from simulator.serving.requests import Request
 from simulator.serving.schedulers import SCHEDULERS
-from simulator.serving.server import Served, Settings, serve
+from simulator.serving.server import Served, ServeSettings, serve
 from workloads.errors import InputError
 from workloads.models import ModelSpec, Workload
 
@@ -36,7 +36,7 @@ class Serving:
     costed: dict[str, int]  # iterations costed each way (IterationCoster.counts)
 
 
-def run_serving(spec: ModelSpec, simulator: Simulator, requests: list[Request], settings: Settings,
+def run_serving(spec: ModelSpec, simulator: Simulator, requests: list[Request], settings: ServeSettings,
                 block_tokens: int, progress: Callable[[int], None] | None = None,
                 coster: IterationCoster | None = None) -> Serving:
     """Serve ``requests`` on ``simulator``'s chip (see the module docstring and :mod:`.server`); ``coster``
@@ -105,7 +105,7 @@ class ServingRun:
 class ServingRunner:
     """Runs of one model, chip, policy and scheduler on different requests, sharing iteration costs."""
 
-    def __init__(self, spec: ModelSpec, simulator: Simulator, settings: Settings, block_tokens: int, config: str,
+    def __init__(self, spec: ModelSpec, simulator: Simulator, settings: ServeSettings, block_tokens: int, config: str,
                  notes: tuple[str, ...] = ()) -> None:
         self.spec, self.simulator, self.settings, self.block_tokens = spec, simulator, settings, block_tokens
         self.config, self.notes = config, notes

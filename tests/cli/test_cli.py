@@ -130,6 +130,14 @@ def test_readme_generation_example_runs_as_written():
     assert "tokens/s; 63 decode steps" in done.stdout
 
 
+def test_readme_serving_example_runs_as_written():
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Python API", 1)[1].split("```python\n")[3].split("```", 1)[0]
+    done = subprocess.run([sys.executable, "-c", block], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "goodput" in done.stdout and "mJ per token" in done.stdout
+
+
 def test_package_exports_the_public_api_lazily():
     done = subprocess.run([sys.executable, "-c", "import sys, simulator; print('pandas' in sys.modules); "
                            "print(simulator.simulate.__module__, sorted(simulator.__all__)[:3])"],

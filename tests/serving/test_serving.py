@@ -14,7 +14,7 @@ from simulator.analysis.generation import generate, generation_summary
 from simulator.engine import Simulator
 from simulator.serving.metrics import iteration_rows, request_rows, summary
 from simulator.serving.requests import Lengths, Request, generate_requests
-from simulator.serving.server import Settings
+from simulator.serving.server import ServeSettings
 from simulator.serving.session import Serving, run_serving
 from simulator.spec.hardware import Hardware, load_hardware
 from simulator.spec.run_config import load_run_config
@@ -28,7 +28,8 @@ def served(requests: list[Request], scheduler: str = "continuous", *, model: str
            block: int = 16) -> tuple[Serving, list[dict[str, Any]]]:
     chip = load_hardware(hardware) if isinstance(hardware, str) else hardware
     simulator = Simulator(chip, load_run_config(f"configs/{config}.yaml"))
-    serving = run_serving(load_model(model), simulator, requests, Settings(scheduler, max_batch, max_tokens), block)
+    settings = ServeSettings(scheduler, max_batch, max_tokens)
+    serving = run_serving(load_model(model), simulator, requests, settings, block)
     return serving, request_rows(serving.served, serving.clock_hz)
 
 
