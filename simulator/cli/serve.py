@@ -13,6 +13,7 @@ import click
 
 from simulator.cli.options import StrictCommand, chosen_format, format_options, given, knob_option, load_policy
 from workloads.errors import InputError, json_object
+from workloads.ops import MAX_SIZE
 
 DEFAULT_PROMPTS = "lognormal:1000,0.5,2048"
 DEFAULT_OUTPUTS = "lognormal:250,0.5,1024"
@@ -38,7 +39,8 @@ GENERATOR_OPTIONS = ("num_requests", "rate", "prompt_tokens", "output_tokens", "
               show_default=True, help="Batching policy (see docs/serving.md).")
 @click.option("--max-batch", type=int, default=256, show_default=True, help="Most sequences running at once.")
 @click.option("--max-tokens", type=int, default=None,
-              help="Most new tokens per iteration [default: chunked 512; otherwise the model's context].")
+              help="Most new tokens per iteration [default: chunked 512; continuous the model's context; static "
+                   "no limit].")
 @click.option("--kv-block-size", type=int, default=16, show_default=True, help="Tokens per KV-cache block.")
 @click.option("--slo", default=None, help="Latency objectives for goodput: ttft=MS,tpot=MS (either or both).")
 @click.option("--capacity", is_flag=True,
@@ -105,7 +107,8 @@ def _runner(config: str, model: str, hardware_name: str | None, scheduler: str, 
     hardware = load_hardware(hardware_name or policy.config.hardware)
     spec = load_model(model)
     context = int(spec.config.get("max_position_embeddings") or 0)
-    budget = max_tokens if max_tokens is not None else 512 if scheduler == "chunked" else context or 2048
+    defaults = {"chunked": 512, "continuous": context or 2048, "static": MAX_SIZE}
+    budget = max_tokens if max_tokens is not None else defaults[scheduler]
     masks = weight_masks(policy, spec.trace(Workload(tokens=1, expert_imbalance=expert_imbalance)))
     simulator = Simulator(hardware, policy, mask_for=masks)
     return ServingRunner(spec, simulator, ServeSettings(scheduler, max_batch, budget, expert_imbalance), kv_block_size,

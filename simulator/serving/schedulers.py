@@ -4,8 +4,9 @@ Every request is a sequence with a prompt to prefill (its prompt, or after a pre
 the tokens it had generated: vLLM's recompute) and then one decode token per iteration. An iteration's
 plan lists (sequence, new tokens); the KV cache must hold every planned sequence's entries after it.
 
-- ``static``: a batch of up to ``max_batch`` waiting requests (first come, first served), each with the
-  KV blocks for its whole generation reserved up front, runs one prefill of all its prompts, then decode
+- ``static``: a batch of up to ``max_batch`` waiting requests (first come, first served) and ``max_tokens``
+  prompt tokens (a longer prompt runs alone), each with the KV blocks for its whole generation reserved
+  up front, runs one prefill of all its prompts, then decode
   steps until its slowest request finishes (a finished request stops computing but its slot stays empty);
   only then does the next batch form.
 - ``continuous`` (vLLM's default scheduler before chunked prefill): prefills first. While requests wait,
@@ -104,10 +105,13 @@ class Queue:
 
 def static_plan(queue: Queue, max_batch: int, max_tokens: int) -> Plan:
     if not queue.running:  # a new batch: whole generations reserved
+        tokens = 0
         while queue.waiting and len(queue.running) < max_batch:
             head = queue.waiting[0]
-            if not queue.kv.can_grow(id(head), head.final_tokens):
+            if queue.running and tokens + head.target > max_tokens or not queue.kv.can_grow(id(head),
+                                                                                               head.final_tokens):
                 break
+            tokens += head.target
             queue.kv.grow(id(head), head.final_tokens)
             queue.admit(head)
         return [(a, a.target) for a in queue.running]

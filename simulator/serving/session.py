@@ -4,8 +4,8 @@ the loop (pure: no I/O).
 One KV block holds ``block_tokens`` tokens of every layer's keys and values at their stored format and
 scales: the cache a prefill of ``block_tokens`` tokens writes. The cache's capacity is what the chip's
 DRAM has left after the stored weights and the activations of the largest iteration the scheduler plans
-(a prefill of ``max_tokens`` tokens), in whole blocks; a chip without a stated DRAM capacity holds every
-request's cache at once.
+(a prefill of ``max_tokens`` tokens, at most the model's context), in whole blocks; a chip without a
+stated DRAM capacity holds every request's cache at once.
 """
 
 from __future__ import annotations

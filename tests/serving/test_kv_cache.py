@@ -105,6 +105,10 @@ def test_admission_limits() -> None:
     assert admitted(continuous_plan(queue, 2, 100)) == [(0, 10), (1, 10)]
     queue = queue_of(PagedKVCache(100, 4), (10, 3), (10, 3), (10, 3))
     assert admitted(static_plan(queue, 2, 100)) == [(0, 10), (1, 10)]
+    queue = queue_of(PagedKVCache(100, 4), (10, 3), (10, 3), (30, 3))
+    assert admitted(static_plan(queue, 8, 20)) == [(0, 10), (1, 10)]
+    queue = queue_of(PagedKVCache(100, 4), (30, 3), (10, 3))
+    assert admitted(static_plan(queue, 8, 20)) == [(0, 30)]  # alone
     queue = queue_of(PagedKVCache(100, 4), (7, 3), (5, 3), (10, 3))
     assert admitted(chunked_plan(queue, 2, 13)) == [(0, 7), (1, 5)]  # budget left: 1; the batch is full
     queue = queue_of(PagedKVCache(100, 4), (7, 3), (5, 3))
