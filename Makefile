@@ -11,6 +11,9 @@ SCALESIM_STAMP := $(SCALESIM_VENV)/.installed-stamp
 # Its wheel ships the CACTI 7 binary behind configs/energy/sram_cacti7_45nm.yaml (calibration/cacti_sram_table.py).
 ZIGZAG_VENV ?= .venv-zigzag
 ZIGZAG_STAMP := $(ZIGZAG_VENV)/.installed-stamp
+# Vidur 0.0.26, the serving schedulers' peer (its batches timed by accelsim's closed form, not its profiles).
+VIDUR_VENV ?= .venv-vidur
+VIDUR_STAMP := $(VIDUR_VENV)/.installed-stamp
 
 .PHONY: run test install clean
 
@@ -29,16 +32,21 @@ $(ZIGZAG_STAMP):
 	$(ZIGZAG_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'zigzag-dse==3.9.1' 'six==1.17.0'
 	touch $(ZIGZAG_STAMP)
 
-install: $(STAMP) $(SCALESIM_STAMP) $(ZIGZAG_STAMP)
+$(VIDUR_STAMP):
+	$(PYTHON) -m venv $(VIDUR_VENV)
+	$(VIDUR_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'vidur==0.0.26'
+	touch $(VIDUR_STAMP)
+
+install: $(STAMP) $(SCALESIM_STAMP) $(ZIGZAG_STAMP) $(VIDUR_STAMP)
 
 run: $(STAMP)
 	$(BIN)/accelsim run configs/int4_sp.yaml --model bert-base
 
-test: $(STAMP) $(SCALESIM_STAMP) $(ZIGZAG_STAMP)
+test: $(STAMP) $(SCALESIM_STAMP) $(ZIGZAG_STAMP) $(VIDUR_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	rm -rf .site && NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir .site && rm -rf .site
 	$(BIN)/python -m pytest -q -n auto
 
 clean:
-	rm -rf $(VENV) $(SCALESIM_VENV) $(ZIGZAG_VENV)
+	rm -rf $(VENV) $(SCALESIM_VENV) $(ZIGZAG_VENV) $(VIDUR_VENV)
