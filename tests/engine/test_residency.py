@@ -347,3 +347,24 @@ def test_repeated_blocks_cost_what_they_cost_when_evaluated_one_by_one(preset):
             alone.step_key = lambda *args, **kwargs: None  # type: ignore[method-assign]  # no memo: every step costed
             pd.testing.assert_frame_equal(shared, alone.run(trace))
             assert not alone._step_records  # nothing was memoised: each step was costed on its own
+
+
+def test_a_concatenation_of_several_activations_streams_none_of_them():
+    """Two products' outputs joined by a concat: the one written just before it stays in the buffer (the
+    concat reads both from there); a concat of one activation (ViT's class token) streams it."""
+    b = OpBuilder()
+    b.input("x", 64 * 32)
+    first = b.gemm("a", 0, "ffn1", "ffn", 64, 32, 32, bias=False, reads="x")
+    second = b.gemm("b", 0, "ffn1", "ffn", 64, 32, 32, bias=False, reads="x")
+    b.vector("join", 0, "concat", "ffn", 2 * 64 * 32, reads=(first, second))
+    b.gemm("c", 0, "ffn2", "ffn", 128, 32, 16, bias=False)
+    results = simulate(b.build_trace("t", {"batch": 1}), hardware(), FP16)
+    homes = dict(zip(results["name"], results["residency"], strict=True))
+    assert homes["a"] == homes["b"] == "chip"
+    single = OpBuilder()
+    single.input("x", 64 * 32)
+    single.gemm("a", 0, "ffn1", "ffn", 64, 32, 32, bias=False, reads="x")
+    single.vector("cls", 0, "concat", "ffn", 65 * 32, weight_params=32)
+    single.gemm("c", 0, "ffn2", "ffn", 65, 32, 16, bias=False)
+    results = simulate(single.build_trace("t", {"batch": 1}), hardware(), FP16)
+    assert dict(zip(results["name"], results["residency"], strict=True))["a"] == "stream"
