@@ -31,12 +31,14 @@ def kv_scale_group(state: Tensor, reader: Op, per: str, sequences: int) -> int:
     if reader.kind != "bmm":
         raise InputError(f"{state.name}: per-{per} cache scales need the attention product that reads it; "
                          f"its first reader is {reader.name}")
-    head_dim, tokens = (reader.k, reader.n) if reader.role == "bmm_qk" else (reader.n, reader.k)
+    head_dim = reader.k if reader.role == "bmm_qk" else reader.n
     if per == "head":
         return head_dim
-    group, rest = divmod(state.elements, sequences * tokens)
+    # one product per sequence and key/value head: a token's heads are the products of one sequence (a
+    # windowed cache keeps fewer tokens than the product reads, so the cache's size does not say it)
+    group, rest = divmod(reader.batch * head_dim, sequences)
     if rest or not group:
-        raise ValueError(f"{state.name}: {state.elements} elements are not {sequences} x {tokens} tokens")
+        raise ValueError(f"{state.name}: {reader.batch} products of {reader.name} are not {sequences} sequences' heads")
     return group
 
 

@@ -153,3 +153,16 @@ def test_per_token_kv_scales(tmp_path) -> None:
     trace = costs.spec.mixed_trace(MixedBatch((Sequence(1, 20, True), Sequence(2, 5, False))))
     state = trace.tensors["layers.0.self_attn.seq1.k_cache"]
     assert state.sequences == 1 and state.elements == 7 * 2 * 32
+
+
+def test_per_token_kv_scales_of_a_windowed_cache(tmp_path) -> None:
+    """A decode step past Mistral's window keeps W - 1 tokens but reads W keys: each token's scale still
+    covers its kv_heads x head_dim entries (it covered (W - 1) / W of them before)."""
+    config = tmp_path / "kv.yaml"
+    config.write_text("name: kv\nhardware: tpu_v5e_like\nprecision: {weights: int8, activations: native, "
+                      "kv_cache: int8, kv_scales: {per: token, scale_bits: 16}}\n")
+    simulator = Simulator(load_hardware("tpu_v5e_like"), load_run_config(str(config)))
+    spec = load_model(str(TESTS / "configs" / "mistral-window-8.json"))
+    lowered = simulator.prepare(spec.trace(Workload(batch=2, tokens=20, phase="decode"))).lowered
+    cache = lowered.tensors["layers.0.self_attn.k_cache"]
+    assert cache.elements == 2 * 7 * 32 and cache.coarse_scale_group == 32
