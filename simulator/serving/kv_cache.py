@@ -28,22 +28,26 @@ class PagedKVCache:
         if self.capacity < 1:
             raise InputError("the KV cache has no room for one block: the weights and activations fill the DRAM")
 
-    def blocks_for(self, tokens: int) -> int:
-        """Blocks a sequence of ``tokens`` cached tokens holds."""
+    def blocks_for(self, tokens: int, samples: int = 1, prompt: int = 0) -> int:
+        """Blocks a sequence of ``tokens`` cached tokens holds; ``samples`` of them sampled from one
+        ``prompt`` share its whole blocks and hold the rest apart (the last, partial prompt block is copied
+        when a sample first writes to it). A sliding window keeps nothing to share."""
         kept = tokens if self.window is None else min(tokens, self.window - 1)
-        return -(-kept // self.block_tokens)
+        own = -(-kept // self.block_tokens)
+        shared = prompt // self.block_tokens if self.window is None else 0
+        return shared + samples * (own - shared)
 
     @property
     def free(self) -> int:
         return self.capacity - self.used
 
-    def can_grow(self, sequence: int, tokens: int) -> bool:
-        return self.blocks_for(tokens) - self.held.get(sequence, 0) <= self.free
+    def can_grow(self, sequence: int, tokens: int, samples: int = 1, prompt: int = 0) -> bool:
+        return self.blocks_for(tokens, samples, prompt) - self.held.get(sequence, 0) <= self.free
 
-    def grow(self, sequence: int, tokens: int) -> None:
-        """Hold the blocks for ``tokens`` cached tokens of ``sequence`` (an error when they do not fit:
-        callers check :meth:`can_grow`)."""
-        more = self.blocks_for(tokens) - self.held.get(sequence, 0)
+    def grow(self, sequence: int, tokens: int, samples: int = 1, prompt: int = 0) -> None:
+        """Hold the blocks for ``tokens`` cached tokens of ``sequence`` (of its ``samples``, see
+        :meth:`blocks_for`; an error when they do not fit: callers check :meth:`can_grow`)."""
+        more = self.blocks_for(tokens, samples, prompt) - self.held.get(sequence, 0)
         if more > self.free:
             raise AssertionError(f"sequence {sequence} needs {more} blocks, {self.free} free")
         if more > 0:

@@ -29,10 +29,19 @@ DISTRIBUTIONS = {"uniform": ("low", "high"), "lognormal": ("median", "sigma", "m
 
 @dataclass(frozen=True)
 class Request:
+    """A request; ``samples`` sequences are sampled from its prompt in parallel (each ``output_tokens``
+    long), sharing the prompt's KV blocks."""
+
     request_id: int
     arrival_s: float
     prompt_tokens: int
     output_tokens: int
+    samples: int = 1
+
+    @property
+    def final_tokens(self) -> int:
+        """Cache entries of each sample at its last step: the prompt and every output token but the last."""
+        return self.prompt_tokens + self.output_tokens - 1
 
 
 @dataclass(frozen=True)

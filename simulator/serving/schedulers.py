@@ -21,7 +21,10 @@ plan lists (sequence, new tokens); the KV cache must hold every planned sequence
 
 When a decode (or a chunk) needs a block and none is free, the most recently admitted running sequence
 is preempted: its blocks are freed and it waits again at the head of the queue, to recompute its prompt
-and generated tokens later (vLLM's recompute preemption).
+and generated tokens later (vLLM's recompute preemption). A request with parallel samples prefills its
+prompt once, then decodes every sample each iteration; it holds its whole generation's blocks from
+admission on (the prompt's whole blocks shared) and is never preempted: vLLM swaps such groups out
+rather than recompute them, and swapping is not modelled.
 """
 
 from __future__ import annotations
@@ -61,8 +64,14 @@ class Active:
 
     @property
     def final_tokens(self) -> int:
-        """Cache entries at its last step: the prompt and every output token but the last."""
-        return self.request.prompt_tokens + self.request.output_tokens - 1
+        """Cache entries of each sample at its last step: the prompt and every output token but the last."""
+        return self.request.final_tokens
+
+    @property
+    def reserves(self) -> bool:
+        """Whether it holds its whole generation's blocks from admission on (parallel samples: never
+        preempted, as vLLM swaps such groups rather than recompute them, and swapping is not modelled)."""
+        return self.request.samples > 1
 
 
 Plan = list[tuple[Active, int]]
@@ -83,16 +92,32 @@ class Queue:
         active.admitted = self.admissions
         self.running.append(active)
 
+    def _blocks(self, active: Active, tokens: int) -> tuple[int, int, int, int]:
+        """(sequence, tokens, samples, prompt) of a cache request: a reserving request asks for its whole
+        generation."""
+        request = active.request
+        if active.reserves:
+            return id(active), max(tokens, request.final_tokens), request.samples, request.prompt_tokens
+        return id(active), tokens, 1, 0
+
+    def fits(self, active: Active, tokens: int) -> bool:
+        """Whether ``active`` can hold ``tokens`` cached entries (each of its samples) now."""
+        return self.kv.can_grow(*self._blocks(active, tokens))
+
+    def hold(self, active: Active, tokens: int) -> None:
+        self.kv.grow(*self._blocks(active, tokens))
+
     def preempt_for(self, active: Active, tokens: int, planned: set[int]) -> bool:
         """Free blocks until ``active`` can hold ``tokens`` entries, preempting the latest admitted other
-        running sequences not already planned; False (and ``active`` itself preempted) when it cannot."""
-        while not self.kv.can_grow(id(active), tokens):
-            victims = [a for a in self.running if a is not active and id(a) not in planned]
+        running sequences not already planned (nor reserving); False (and ``active`` itself preempted)
+        when it cannot."""
+        while not self.fits(active, tokens):
+            victims = [a for a in self.running if a is not active and id(a) not in planned and not a.reserves]
             victim = max(victims, key=lambda a: a.admitted) if victims else active
             self.preempt(victim)
             if victim is active:
                 return False
-        self.kv.grow(id(active), tokens)
+        self.hold(active, tokens)
         return True
 
     def preempt(self, active: Active) -> None:
@@ -108,11 +133,10 @@ def static_plan(queue: Queue, max_batch: int, max_tokens: int) -> Plan:
         tokens = 0
         while queue.waiting and len(queue.running) < max_batch:
             head = queue.waiting[0]
-            if queue.running and tokens + head.target > max_tokens or not queue.kv.can_grow(id(head),
-                                                                                               head.final_tokens):
+            if queue.running and tokens + head.target > max_tokens or not queue.fits(head, head.final_tokens):
                 break
             tokens += head.target
-            queue.kv.grow(id(head), head.final_tokens)
+            queue.hold(head, head.final_tokens)
             queue.admit(head)
         return [(a, a.target) for a in queue.running]
     return [(a, 1) for a in queue.running if not a.done]
@@ -123,9 +147,9 @@ def continuous_plan(queue: Queue, max_batch: int, max_tokens: int) -> Plan:
     tokens = 0
     while queue.waiting and len(queue.running) < max_batch:
         head = queue.waiting[0]
-        if plan and tokens + head.target > max_tokens or not queue.kv.can_grow(id(head), head.target):
+        if plan and tokens + head.target > max_tokens or not queue.fits(head, head.target):
             break
-        queue.kv.grow(id(head), head.target)
+        queue.hold(head, head.target)
         queue.admit(head)
         plan.append((head, head.target))
         tokens += head.target
@@ -151,9 +175,9 @@ def chunked_plan(queue: Queue, max_batch: int, max_tokens: int) -> Plan:
     while budget > 0 and queue.waiting and len(queue.running) < max_batch:
         head = queue.waiting[0]
         chunk = min(head.target, budget)
-        if not queue.kv.can_grow(id(head), chunk):
+        if not queue.fits(head, chunk):
             break
-        queue.kv.grow(id(head), chunk)
+        queue.hold(head, chunk)
         queue.admit(head)
         plan.append((head, chunk))
         budget -= chunk

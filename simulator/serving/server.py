@@ -75,7 +75,7 @@ def serve(requests: list[Request], coster: IterationCoster, kv: PagedKVCache, se
     while arrivals or queue.waiting or queue.running:
         while arrivals and arrivals[0][0] <= now:
             request = arrivals.popleft()[1]
-            if kv.blocks_for(request.prompt_tokens + request.output_tokens - 1) > kv.capacity:
+            if kv.blocks_for(request.final_tokens, request.samples, request.prompt_tokens) > kv.capacity:
                 rejected.append(request)
                 continue
             active = Active(request, request.prompt_tokens)
@@ -88,7 +88,8 @@ def serve(requests: list[Request], coster: IterationCoster, kv: PagedKVCache, se
             idle_cycles += max(0, arrivals[0][0] - now)
             now = max(now, arrivals[0][0])
             continue
-        cost = coster.cost(MixedBatch(tuple(_sequence(a, new) for a, new in plan), settings.expert_imbalance))
+        sequences = tuple(sequence for active, new in plan for sequence in _sequences(active, new))
+        cost = coster.cost(MixedBatch(sequences, settings.expert_imbalance))
         end = now + cost.cycles
         rows.append(_advance(plan, now, end, cost.energy_pj, queue))
         for active, _ in plan:
@@ -108,27 +109,34 @@ def arrival_cycle(request: Request, clock_hz: float) -> int:
     return math.ceil(request.arrival_s * clock_hz)
 
 
-def _sequence(active: Active, new: int) -> Sequence:
-    """The sequence an active request runs: ``new`` tokens after its cached ones; it emits when they
-    finish its prefill or decode a token."""
-    return Sequence(new, active.computed, not active.prefilling or active.computed + new >= active.target)
+def _sequences(active: Active, new: int) -> tuple[Sequence, ...]:
+    """The sequences an active request runs: ``new`` tokens after its cached ones, once while it
+    prefills (its samples share the prompt), for each sample when it decodes; a sequence emits when its
+    tokens finish the prefill or decode a token."""
+    if active.prefilling:
+        return (Sequence(new, active.computed, active.computed + new >= active.target),)
+    return (Sequence(new, active.computed, True),) * active.request.samples
 
 
 def _advance(plan: Plan, start: int, end: int, energy_pj: float, queue: Queue) -> IterationRow:
-    """Apply one iteration to its sequences; its row."""
-    tokens = sum(new for _, new in plan)
-    prefills = [(a, new) for a, new in plan if a.prefilling]
-    emitted = 0
-    for active, new in plan:
+    """Apply one iteration to its sequences; its row (decode sequences and emitted tokens count every
+    sample)."""
+    runs = [(active, new, _sequences(active, new)) for active, new in plan]
+    tokens = sum(s.new for _, _, sequences in runs for s in sequences)
+    prefill_sequences = prefill_tokens = decode_sequences = emitted = 0
+    for active, new, sequences in runs:
         if active.first_scheduled is None:
             active.first_scheduled = start
-        emits = _sequence(active, new).emits
+        if active.prefilling:
+            prefill_sequences, prefill_tokens = prefill_sequences + 1, prefill_tokens + new
+        else:
+            decode_sequences += len(sequences)
         active.computed += new
-        active.energy_pj += energy_pj * new / tokens
-        if emits:
+        active.energy_pj += energy_pj * sum(s.new for s in sequences) / tokens
+        if sequences[0].emits:
             active.generated += 1
-            emitted += 1
+            emitted += active.request.samples
             if active.first_token is None:
                 active.first_token = end
-    return IterationRow(start, end - start, len(prefills), sum(new for _, new in prefills), len(plan) - len(prefills),
-                        emitted, queue.kv.used, energy_pj)
+    return IterationRow(start, end - start, prefill_sequences, prefill_tokens, decode_sequences, emitted,
+                        queue.kv.used, energy_pj)

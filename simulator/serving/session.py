@@ -52,7 +52,7 @@ def run_serving(spec: ModelSpec, simulator: Simulator, requests: list[Request], 
         raise InputError(f"{spec.name} does not generate text: serving needs a decoder with an LM head")
     context = int(spec.config.get("max_position_embeddings", 0)) or None
     for request in requests:
-        total = request.prompt_tokens + request.output_tokens - 1
+        total = request.final_tokens
         if context is not None and total > context:
             raise InputError(f"request {request.request_id}: {request.prompt_tokens} prompt tokens and "
                              f"{request.output_tokens} output tokens need a context of {total}, more than "
@@ -64,7 +64,7 @@ def run_serving(spec: ModelSpec, simulator: Simulator, requests: list[Request], 
     capacity_bytes = hardware.memory.dram_capacity_bytes
     if capacity_bytes is None:
         probe = PagedKVCache(1, block_tokens, window)
-        capacity = max(sum(probe.blocks_for(r.prompt_tokens + r.output_tokens - 1) for r in requests), 1)
+        capacity = max(sum(probe.blocks_for(r.final_tokens, r.samples, r.prompt_tokens) for r in requests), 1)
     else:
         largest = simulator.prepare(spec.trace(Workload(tokens=min(settings.max_tokens, context or settings.max_tokens),
                                                         phase="prefill", logits_to_keep=1,

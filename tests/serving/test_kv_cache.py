@@ -163,3 +163,28 @@ def test_prefilling_prompts_share_the_budget_and_keep_their_chunks() -> None:
     full.running[0].target = full.running[1].target = 20  # as after a preemption: more to recompute
     assert admitted(chunked_plan(full, 8, 16)) == [(0, 8)]
     assert full.waiting[0].request.request_id == 1 and full.kv.used == 5
+
+
+def test_samples_share_the_prompts_whole_blocks() -> None:
+    """Four samples of a 40-token prompt (two whole blocks of 16 and a partial one) at 60 tokens each: the
+    two whole blocks once, each sample's other two of its four; a window keeps nothing to share."""
+    cache = PagedKVCache(100, 16)
+    assert cache.blocks_for(60, 4, 40) == 2 + 4 * 2
+    assert cache.blocks_for(40, 4, 40) == 2 + 4 * 1  # the partial prompt block, copied for each sample
+    assert cache.blocks_for(60, 1, 40) == cache.blocks_for(60) == 4
+    assert PagedKVCache(100, 16, window=30).blocks_for(60, 4, 40) == 4 * 2
+    cache.grow(7, 60, 4, 40)
+    assert cache.used == 10 and cache.held == {7: 10}
+
+
+def test_a_sampled_request_reserves_its_generation_and_is_no_victim() -> None:
+    queue = Queue(deque([Active(Request(0, 0.0, 8, 4, samples=2), 8), Active(Request(1, 0.0, 8, 9), 8)]), [],
+                  PagedKVCache(6, 4))
+    plan = continuous_plan(queue, 8, 100)
+    assert admitted(plan) == [(0, 8), (1, 8)] and queue.kv.used == 2 + 2 * 1 + 2  # 11 tokens each: 3 blocks
+    for active, new in plan:
+        active.computed += new
+        active.generated = 1
+    queue.running[1].computed = 12  # the single one needs a fourth block; only it may go
+    assert admitted(continuous_plan(queue, 8, 100)) == [(0, 1)]
+    assert queue.waiting[0].request.request_id == 1

@@ -164,3 +164,32 @@ def test_summary_goodput_and_energy() -> None:
     assert result["energy_per_token_j"] == pytest.approx(result["energy_j"] / tokens)
     assert result["ttft_ms"]["p50"] <= result["ttft_ms"]["p90"] <= result["ttft_ms"]["p99"]
     assert len(iteration_rows(serving.served, serving.clock_hz)) == result["iterations"]
+
+
+@pytest.mark.parametrize("scheduler", ["static", "continuous", "chunked"])
+def test_parallel_samples_of_one_request_are_generate_with_beams(scheduler: str) -> None:
+    """A request sampled four ways: its prefill runs once, its decode steps as four sequences with their
+    own caches, exactly as generate's beams (each with its own copy of the cache after one prefill)."""
+    chip = load_hardware("tpu_v5e_like")
+    simulator = Simulator(chip, load_run_config("configs/int8.yaml"))
+    expected = generation_summary(generate(load_model(MODEL), Workload(tokens=37), 9, simulator, beams=4), chip)
+    serving, rows = served([Request(0, 0.0, 37, 9, samples=4)], scheduler)
+    assert rows[0]["ttft_ms"] == expected["ttft_ms"] and rows[0]["tpot_ms"] == expected["tpot_ms"]
+    assert sum(row.emitted for row in serving.served.iterations) == 4 * 9
+    assert [row.decode_sequences for row in serving.served.iterations[1:]] == [4] * 8
+
+
+def test_samples_share_their_prompts_blocks_and_are_never_preempted() -> None:
+    """Sampled requests hold their whole generation from admission (the prompt's whole blocks once):
+    under a small cache the single-sample requests are preempted, the sampled ones never."""
+    requests = [Request(i, 0.0, 40 + i, 20 if i in (1, 5) else 90, samples=3 if i in (1, 5) else 1)
+                for i in range(24)]
+    serving, rows = served(requests, "continuous", hardware=small_dram(30, 128), max_tokens=128)
+    assert serving.served.kv_capacity == 30
+    assert all(row["preemptions"] == 0 for row in rows if row["samples"] == 3)
+    assert sum(row["preemptions"] for row in rows) > 0
+    assert all(row.kv_blocks <= 30 for row in serving.served.iterations)
+    assert sum(row.emitted for row in serving.served.iterations) == sum(r.output_tokens * r.samples for r in requests)
+    result = summary(serving.served, rows, serving.clock_hz, None, True)
+    assert result["throughput_tokens_per_s"] == pytest.approx(sum(r.output_tokens * r.samples for r in requests)
+                                                              / result["duration_s"])
