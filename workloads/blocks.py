@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from workloads.attention_geometry import AttentionGeometry
-from workloads.ops import OpBuilder
+from workloads.builder import OpBuilder
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from workloads.builder import OpBuilder
 from workloads.errors import InputError, json_object
 from workloads.families.base import PHASES, Family, HfInputs, Workload
 from workloads.families.bert import BertFamily
@@ -27,7 +28,7 @@ from workloads.families.traced_only import TracedOnlyFamily
 from workloads.families.vit import ViTFamily
 from workloads.families.wav2vec2 import Wav2Vec2Family
 from workloads.mixed import MixedBatch
-from workloads.ops import OpBuilder, Trace
+from workloads.ops import Trace
 
 __all__ = ["FAMILIES", "PHASES", "Family", "ModelSpec", "Workload", "load_model", "parse_config", "zoo_names"]
 

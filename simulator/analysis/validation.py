@@ -19,8 +19,9 @@ from simulator.energy.action_costs import action_costs
 from simulator.spec.hardware import Hardware
 from simulator.spec.run_config import policy_from_dict
 from simulator.spec.silicon import Bmm, Gemm, Idle, Point, RowOp, SiliconData, Sum
+from workloads.builder import OpBuilder
 from workloads.errors import InputError
-from workloads.ops import OpBuilder, Trace
+from workloads.ops import Trace
 
 
 @dataclass(frozen=True)

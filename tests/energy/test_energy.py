@@ -18,7 +18,7 @@ from simulator.engine import simulate
 from simulator.engine.records import ENERGY_COLUMNS
 from simulator.spec.hardware import Hardware, load_hardware, preset_names
 from simulator.spec.run_config import load_run_config
-from workloads.ops import OpBuilder
+from workloads.builder import OpBuilder
 
 INT8 = load_run_config("configs/int8.yaml")
 INT8_SP = load_run_config("configs/int8_sp.yaml")

@@ -10,9 +10,10 @@ from simulator.engine.array_split import Split, best_split, candidates
 from simulator.engine.timing import gemm_cycles
 from simulator.spec.hardware import Hardware, load_hardware
 from simulator.spec.run_config import load_run_config
+from workloads.builder import OpBuilder
 from workloads.errors import InputError
 from workloads.models import Workload, load_model
-from workloads.ops import Op, OpBuilder
+from workloads.ops import Op
 
 INT8 = load_run_config("configs/int8.yaml")
 

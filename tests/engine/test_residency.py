@@ -15,8 +15,8 @@ from simulator.formats.storage import parameter_storage
 from simulator.spec.hardware import Hardware, load_hardware
 from simulator.spec.precision_config import KvScales
 from simulator.spec.run_config import Policy, load_run_config
+from workloads.builder import OpBuilder
 from workloads.models import Workload, load_model, zoo_names
-from workloads.ops import OpBuilder
 
 FP16 = load_run_config("configs/fp16.yaml")
 INT8 = load_run_config("configs/int8.yaml")

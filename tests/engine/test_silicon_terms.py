@@ -12,9 +12,9 @@ from simulator.analysis.generation import generate, generation_summary
 from simulator.engine import Simulator, simulate
 from simulator.spec.hardware import load_hardware
 from simulator.spec.run_config import load_run_config
+from workloads.builder import OpBuilder
 from workloads.errors import InputError
 from workloads.models import Workload, load_model
-from workloads.ops import OpBuilder
 
 INT8 = load_run_config("configs/int8.yaml")
 

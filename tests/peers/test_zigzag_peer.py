@@ -17,7 +17,7 @@ from simulator.engine.timing import gemm_cycles
 from simulator.spec.hardware import Hardware
 from simulator.spec.run_config import load_run_config
 from verification.zigzag_peer import run_zigzag_energy, run_zigzag_ws
-from workloads.ops import OpBuilder
+from workloads.builder import OpBuilder
 
 pytestmark = pytest.mark.slow
 

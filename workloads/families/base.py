@@ -11,9 +11,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from workloads.builder import OpBuilder
 from workloads.errors import InputError
 from workloads.knobs import FAMILY_KNOBS, OPTIONAL_SIZES
-from workloads.ops import MAX_SIZE, OpBuilder
+from workloads.ops import MAX_SIZE
 
 PHASES = ("prefill", "decode")
 

@@ -6,13 +6,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from workloads.blocks import AttentionShape, attention, feed_forward, residual
+from workloads.builder import OpBuilder
 from workloads.errors import InputError
 from workloads.families.base import (
     Family,
     Workload,
     heads_divide,
 )
-from workloads.ops import OpBuilder
 
 
 class BertFamily(Family):

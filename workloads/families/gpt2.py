@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from workloads.blocks import AttentionShape, attention, feed_forward, residual
+from workloads.builder import OpBuilder
 from workloads.families.base import (
     PHASES,
     Family,
@@ -16,7 +17,6 @@ from workloads.families.base import (
     head_rows,
     heads_divide,
 )
-from workloads.ops import OpBuilder
 
 
 class GPT2Family(Family):

@@ -23,10 +23,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from workloads.blocks import AttentionShape, attention, mixed_attention, residual
+from workloads.builder import OpBuilder
 from workloads.errors import InputError
 from workloads.families.base import PHASES, Family, HfInputs, Workload, causal_lm_inputs, check_context, head_rows
 from workloads.mixed import MixedBatch, Sequence
-from workloads.ops import OpBuilder
 
 
 def head_dim(cfg: Mapping[str, Any]) -> int:

@@ -29,10 +29,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from workloads.builder import OpBuilder
 from workloads.errors import InputError
 from workloads.families.base import Workload
 from workloads.families.llama import LlamaFamily
-from workloads.ops import OpBuilder
 
 
 def expected_experts(routed: int, experts: int, top_k: int) -> float:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from workloads.blocks import AttentionShape, attention, feed_forward, residual
+from workloads.builder import OpBuilder
 from workloads.families.base import (
     PHASES,
     Family,
@@ -24,7 +25,6 @@ from workloads.families.base import (
     head_rows,
     heads_divide,
 )
-from workloads.ops import OpBuilder
 
 POSITION_OFFSET = 2  # OPT's learned position table has two extra rows (fairseq's padding convention)
 

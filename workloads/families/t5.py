@@ -17,9 +17,9 @@ from dataclasses import replace
 from typing import Any
 
 from workloads.blocks import AttentionShape, attention, feed_forward, residual
+from workloads.builder import OpBuilder
 from workloads.errors import InputError
 from workloads.families.base import PHASES, Family, HfInputs, Workload, encoder_decoder_inputs, head_rows
-from workloads.ops import OpBuilder
 
 
 class T5Family(Family):

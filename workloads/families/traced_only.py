@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from workloads.builder import OpBuilder
 from workloads.errors import InputError
 from workloads.families.base import (
     Family,
     HfInputs,
     Workload,
 )
-from workloads.ops import OpBuilder
 
 
 class TracedOnlyFamily(Family):

@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from workloads.blocks import AttentionShape, attention, feed_forward, residual
+from workloads.builder import OpBuilder
 from workloads.errors import InputError
 from workloads.families.base import (
     Family,
@@ -15,7 +16,6 @@ from workloads.families.base import (
     heads_divide,
     num_labels,
 )
-from workloads.ops import OpBuilder
 
 
 class ViTFamily(Family):

@@ -7,6 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from workloads.blocks import AttentionShape, attention, feed_forward, residual
+from workloads.builder import OpBuilder
 from workloads.errors import InputError
 from workloads.families.base import (
     Family,
@@ -14,7 +15,6 @@ from workloads.families.base import (
     Workload,
     heads_divide,
 )
-from workloads.ops import OpBuilder
 
 
 class Wav2Vec2Family(Family):
