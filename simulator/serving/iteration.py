@@ -81,7 +81,7 @@ class IterationCoster:
 
     def direct(self, batch: MixedBatch) -> IterationCost:
         """The whole model's pass, never probed or memoised (what :meth:`cost` must equal)."""
-        return self._cost(record_sums(*_once(self.sim.run_records(self.spec.mixed_trace(batch))[0])))
+        return self._cost(self._whole(batch))
 
     def _cost(self, sums: Sums) -> IterationCost:
         cycles = run_cycles(sums.array, sums.sfu, sums.dram_bytes, self.hardware, sums.launch_cycles)
@@ -100,7 +100,12 @@ class IterationCoster:
             self.counts["probed"] += 1
             return probed
         self.counts["whole"] += 1
-        return record_sums(*_once(self.sim.run_records(self.spec.mixed_trace(batch))[0]))
+        return self._whole(batch)
+
+    def _whole(self, batch: MixedBatch) -> Sums:
+        """The whole model's pass, as ``generate`` runs it (sample groups and all)."""
+        records = self.sim.run_records(self.spec.mixed_trace(batch))[0]
+        return record_sums(records, [1] * len(records))
 
     def _summed(self, batch: MixedBatch, token_key: TokenKey, kinds: list[KindKey]) -> Sums | None:
         """The batch as the sum of its parts, probing the parts not seen yet; None when a probe spills or
@@ -203,10 +208,6 @@ def _places(batch: MixedBatch) -> list[KindKey]:
     if len(kinds) == 1:
         return [("mixed", kinds[0][0], kinds[0][1], "only")]
     return [("mixed", kind, count, "several") for kind, count in kinds]
-
-
-def _once(records: list[StepRecord]) -> tuple[list[StepRecord], list[int]]:
-    return records, [1] * len(records)
 
 
 def _blocks_alike(spec: ModelSpec) -> bool:

@@ -63,11 +63,6 @@ class Active:
         return self.generated >= self.request.output_tokens
 
     @property
-    def final_tokens(self) -> int:
-        """Cache entries of each sample at its last step: the prompt and every output token but the last."""
-        return self.request.final_tokens
-
-    @property
     def reserves(self) -> bool:
         """Whether it holds its whole generation's blocks from admission on (parallel samples: never
         preempted, as vLLM swaps such groups rather than recompute them, and swapping is not modelled)."""
@@ -128,34 +123,32 @@ class Queue:
         self.waiting.appendleft(active)
 
 
-def static_plan(queue: Queue, max_batch: int, max_tokens: int) -> Plan:
-    if not queue.running:  # a new batch: whole generations reserved
-        tokens = 0
-        while queue.waiting and len(queue.running) < max_batch:
-            head = queue.waiting[0]
-            if queue.running and tokens + head.target > max_tokens or not queue.fits(head, head.final_tokens):
-                break
-            tokens += head.target
-            queue.hold(head, head.final_tokens)
-            queue.admit(head)
-        return [(a, a.target) for a in queue.running]
-    return [(a, 1) for a in queue.running if not a.done]
-
-
-def continuous_plan(queue: Queue, max_batch: int, max_tokens: int) -> Plan:
+def _admit_prompts(queue: Queue, max_batch: int, max_tokens: int, whole: bool) -> Plan:
+    """Waiting requests admitted first come, first served while the running ones stay within ``max_batch``,
+    their prompts within ``max_tokens`` (the first runs whatever its length) and the cache has their
+    blocks: their prompts', or, ``whole``, their whole generations'. Their prefills."""
     plan: Plan = []
     tokens = 0
     while queue.waiting and len(queue.running) < max_batch:
         head = queue.waiting[0]
-        if plan and tokens + head.target > max_tokens or not queue.fits(head, head.target):
+        blocks = head.request.final_tokens if whole else head.target
+        if plan and tokens + head.target > max_tokens or not queue.fits(head, blocks):
             break
-        queue.hold(head, head.target)
+        queue.hold(head, blocks)
         queue.admit(head)
         plan.append((head, head.target))
         tokens += head.target
-    if plan:
-        return plan
-    return _decodes(queue, set())
+    return plan
+
+
+def static_plan(queue: Queue, max_batch: int, max_tokens: int) -> Plan:
+    if not queue.running:  # a new batch: whole generations reserved
+        return _admit_prompts(queue, max_batch, max_tokens, whole=True)
+    return [(a, 1) for a in queue.running if not a.done]
+
+
+def continuous_plan(queue: Queue, max_batch: int, max_tokens: int) -> Plan:
+    return _admit_prompts(queue, max_batch, max_tokens, whole=False) or _decodes(queue, set())
 
 
 def chunked_plan(queue: Queue, max_batch: int, max_tokens: int) -> Plan:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from simulator.serving.iteration import IterationCoster
 from simulator.serving.kv_cache import PagedKVCache
 from simulator.serving.requests import Request
-from simulator.serving.schedulers import PLANS, Active, Plan, Queue
+from simulator.serving.schedulers import PLANS, Active, Queue
 from workloads.mixed import MixedBatch, Sequence
 
 
@@ -88,10 +88,11 @@ def serve(requests: list[Request], coster: IterationCoster, kv: PagedKVCache, se
             idle_cycles += max(0, arrivals[0][0] - now)
             now = max(now, arrivals[0][0])
             continue
-        sequences = tuple(sequence for active, new in plan for sequence in _sequences(active, new))
+        runs = [(active, new, _sequences(active, new)) for active, new in plan]
+        sequences = tuple(sequence for _, _, run in runs for sequence in run)
         cost = coster.cost(MixedBatch(sequences, settings.expert_imbalance))
         end = now + cost.cycles
-        rows.append(_advance(plan, now, end, cost.energy_pj, queue))
+        rows.append(_advance(runs, now, end, cost.energy_pj, queue))
         for active, _ in plan:
             if active.done and active in queue.running:
                 active.finish = end
@@ -118,10 +119,10 @@ def _sequences(active: Active, new: int) -> tuple[Sequence, ...]:
     return (Sequence(new, active.computed, True),) * active.request.samples
 
 
-def _advance(plan: Plan, start: int, end: int, energy_pj: float, queue: Queue) -> IterationRow:
-    """Apply one iteration to its sequences; its row (decode sequences and emitted tokens count every
-    sample)."""
-    runs = [(active, new, _sequences(active, new)) for active, new in plan]
+def _advance(runs: list[tuple[Active, int, tuple[Sequence, ...]]], start: int, end: int, energy_pj: float,
+             queue: Queue) -> IterationRow:
+    """Apply one iteration (each planned request, its new tokens and its sequences) to its requests; its
+    row (decode sequences and emitted tokens count every sample)."""
     tokens = sum(s.new for _, _, sequences in runs for s in sequences)
     prefill_sequences = prefill_tokens = decode_sequences = emitted = 0
     for active, new, sequences in runs:
