@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from workloads.attention_geometry import AttentionGeometry
 from workloads.ops import Op, Tensor, Trace
-from workloads.vocabulary import VECTOR_KIND
+from workloads.vocabulary import COLLECTIVE_KIND, VECTOR_KIND
 
 
 class OpBuilder:
@@ -95,6 +95,11 @@ class OpBuilder:
         op = Op(name, layer, role, group, VECTOR_KIND, elements=elements,
                 weight_params=weight_params, bias_params=bias_params, attention=attention)
         self._add(op, reads, weight, parts, part_elements)
+        return name
+
+    def collective(self, name: str, layer: int, role: str, group: str, elements: int, ranks: int) -> str:
+        """A collective over ``ranks`` chips on the current activation, ending with ``elements`` on each."""
+        self._add(Op(name, layer, role, group, COLLECTIVE_KIND, elements=elements, ranks=ranks), None, None)
         return name
 
     def layernorm(self, name: str, layer: int, group: str, rows: int, width: int, *, bias: bool = True) -> str:

@@ -63,7 +63,10 @@ class ModelSpec:
         wl = self.resolve(workload or Workload())
         b = OpBuilder()
         self.family.build(self.config, wl, b)
-        return b.build_trace(self.name, wl.as_dict(), lambda batch: self.trace(replace(wl, batch=batch)))
+        # split over experts, a chip runs batch / ep of the sequences: its trace's batch (its KV cache's)
+        ep = wl.ep or 1
+        return b.build_trace(self.name, {**wl.as_dict(), "batch": wl.batch // ep},
+                             lambda batch: self.trace(replace(wl, batch=batch * ep)))
 
     def mixed_trace(self, batch: MixedBatch, as_mixed: bool = False) -> Trace:
         """The op trace of one serving iteration: the ``generate`` workload it is, when it is one (see

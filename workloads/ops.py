@@ -2,9 +2,11 @@
 
 A matrix op computes ``batch`` independent products C[m x n] = A[m x k] B[k x n]; convolutions are
 their im2col GEMM (grouped convolutions as batch = groups). A vector op touches ``elements``
-elements on the vector unit. Ops also carry the parameters they own, so that memory can be
-accounted from the trace alone and the trace's parameter total equals the model's; a GEMM of no rows
-(``Op.held``) owns weights that the pass stores but does not read.
+elements on the vector unit. A collective moves data between the ``ranks`` chips of a system: each chip
+ends with ``elements`` (the reduced tensor of an all-reduce, the gathered one of an all-gather). Ops also
+carry the parameters they own, so that memory can be accounted from the trace alone and the trace's
+parameter total equals the model's; a GEMM of no rows (``Op.held``) owns weights that the pass stores but
+does not read.
 
 Tensors have identity: every op names the tensors it reads and writes (``reads``/``writes``), and the
 trace declares each one once (``Trace.tensors``): model inputs, activations (written by exactly one
@@ -21,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from workloads.attention_geometry import AttentionGeometry
-from workloads.vocabulary import GROUPS, KINDS, MATRIX_KINDS, TENSOR_KINDS
+from workloads.vocabulary import COLLECTIVE_KIND, COLLECTIVE_ROLES, GROUPS, KINDS, MATRIX_KINDS, TENSOR_KINDS
 
 # Largest size accepted for one dimension or knob (tokens, batch, m, k, n, rows, ...): 31 bits. Products of
 # sizes are computed exactly (Python integers) and must fit the 64-bit columns of results.
@@ -132,6 +134,7 @@ class Op:
     reads: tuple[str, ...] = ()  # tensor names: activation/state operands first, then weights, then biases
     writes: tuple[str, ...] = ()
     attention: AttentionGeometry | None = None  # the ops of an attention's scores: Q K^T, score ops, P V
+    ranks: int = 0  # a collective: the chips it spans (each holds ``elements`` when it ends)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -144,6 +147,11 @@ class Op:
                 raise ValueError(f"op {self.name}: matrix sizes must be positive")
         elif self.elements < 0:
             raise ValueError(f"op {self.name}: negative element count")
+        if (self.kind == COLLECTIVE_KIND) != (self.ranks > 0):
+            raise ValueError(f"op {self.name}: a collective, and only a collective, spans ranks")
+        if self.kind == COLLECTIVE_KIND and (self.ranks < 2 or self.params or self.role not in COLLECTIVE_ROLES):
+            raise ValueError(f"op {self.name}: a collective spans at least 2 chips, owns no parameters and is one "
+                             f"of {', '.join(COLLECTIVE_ROLES)}")
 
     @property
     def is_matrix(self) -> bool:

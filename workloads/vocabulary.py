@@ -6,7 +6,8 @@ from __future__ import annotations
 
 MATRIX_KINDS = ("gemm", "bmm", "conv")
 VECTOR_KIND = "vector"
-KINDS = (*MATRIX_KINDS, VECTOR_KIND)
+COLLECTIVE_KIND = "collective"  # data moved between the chips of a system (workloads.parallel)
+KINDS = (*MATRIX_KINDS, VECTOR_KIND, COLLECTIVE_KIND)
 GROUPS = ("attention", "ffn", "embedding", "frontend", "norm", "head")
 TENSOR_KINDS = ("input", "activation", "weight", "state")
 
@@ -18,7 +19,12 @@ PRUNED_LINEAR_ROLES = ("q", "k", "v", "attn_out", "ffn1", "ffn2")
 OTHER_MATRIX_ROLES = ("conv", "feature_proj", "pos_conv", "patch_embed", "pooler", "router", "head")
 VECTOR_ROLES = ("embedding", "add", "mul", "concat", "mask_embed", "layernorm", "rmsnorm", "groupnorm", "softmax",
                 "gelu", "relu", "tanh", "silu", "rope", "rope_table", "topk")
-ROLES = (*LINEAR_ROLES, *BMM_ROLES, *OTHER_MATRIX_ROLES, *VECTOR_ROLES)
+# Collectives: every chip ends with the sum of all chips' buffers (all_reduce) or with all chips' shards
+# (all_gather), or sends each other chip its share of its buffer (all_to_all); a pipeline stage's output goes
+# to the next stage's chips (send).
+COLLECTIVE_ROLES = ("all_reduce", "all_gather", "all_to_all", "send")
+COMPUTE_ROLES = (*LINEAR_ROLES, *BMM_ROLES, *OTHER_MATRIX_ROLES, *VECTOR_ROLES)  # work a chip's units do
+ROLES = (*COMPUTE_ROLES, *COLLECTIVE_ROLES)
 WEIGHT_MATRIX_ROLES = (*LINEAR_ROLES, *OTHER_MATRIX_ROLES)  # matrix ops whose B operand is a weight
 NO_WEIGHT_MATRIX_ROLES = (*BMM_ROLES, *(r for r in VECTOR_ROLES if r != "embedding"))  # nothing to store
 
@@ -35,10 +41,12 @@ FUSIBLE = ("quantize", "dequantize", "bias", "mul", "add")
 
 
 def category(op_role: str, unit: str) -> str:
-    """Report category: the per-block linear layers (the prunable six), other GEMMs, attention BMMs, or
-    the SFU op type."""
+    """Report category: the per-block linear layers (the prunable six), other GEMMs, attention BMMs, the
+    SFU op type, or collectives (the chip-to-chip links)."""
     if unit == "sfu":
         return f"sfu_{op_role}"
+    if unit == "link":
+        return "collective"
     if op_role in BMM_ROLES:
         return "attention_bmm"
     return "linear" if op_role in LINEAR_ROLES else "other_gemm"

@@ -37,12 +37,14 @@ from simulator.engine.capacity import check_fits
 from simulator.engine.records import StepRecord
 from simulator.engine.results import frame, run_cycles
 from simulator.spec.hardware import Hardware
+from simulator.spec.system import check_plan
 from workloads.errors import InputError
 from workloads.models import ModelSpec, Workload
 
 # energy_pj: the step's dynamic energy plus the chip's leakage over its latency (empty without an energy
 # section), so the steps' and the prefill's add up to the generation's total.
-STEP_COLUMNS = ("step", "cache_tokens", "total_cycles", "latency_ms", "array_cycles", "sfu_cycles", "stall_cycles",
+STEP_COLUMNS = ("step", "cache_tokens", "total_cycles", "latency_ms", "array_cycles", "sfu_cycles", "link_cycles",
+                "stall_cycles",
                 "dram_bytes", "linear_cycles", "attention_bmm_cycles", "other_gemm_cycles", "sfu_compute_cycles",
                 "energy_pj")
 
@@ -60,6 +62,7 @@ class Generation:
     kv_cache_bytes: int  # the KV cache at the end, at its stored precision
     peak_activation_bytes: int  # most activation bytes alive at once, in any step
     notes: tuple[str, ...]
+    chips: int = 1  # chips the model is split over (tp x ep); the bytes above are each chip's
 
 
 def generate(spec: ModelSpec, workload: Workload, new_tokens: int, simulator: Simulator, beams: int = 1,
@@ -73,6 +76,8 @@ def generate(spec: ModelSpec, workload: Workload, new_tokens: int, simulator: Si
         raise InputError(f"--beams must be at least 1, got {beams}")
     if not spec.family.phases:
         raise InputError(f"{spec.name} has no decoder: {spec.config['model_type']} models run one forward pass")
+    system = simulator.system
+    check_plan(system, simulator.hardware.name, workload.tp or 1, workload.ep or 1)
     head = spec.resolve(workload).head
     knob = spec.family.cache_knob  # tokens (decoder-only) or decoder_tokens (encoder-decoder)
     start: dict[str, Any] = {"decoder_tokens": 1} if knob == "decoder_tokens" else {}  # the start token
@@ -98,11 +103,12 @@ def generate(spec: ModelSpec, workload: Workload, new_tokens: int, simulator: Si
         # The most the run holds: the cache at its longest, the activations of the prefill's groups or a step's
         last = decoder.prepare(lengths[-1]).footprint
         held = replace(last, peak_activation_bytes=max(held.peak_activation_bytes, last.peak_activation_bytes))
-    check_fits(held, simulator.hardware, spec.name)
+    chips = (prompt.tp or 1) * (prompt.ep or 1)
+    check_fits(held, simulator.hardware, spec.name, chips)
     kv_cache, weights, peak = held.state_bytes, held.weight_bytes, held.peak_activation_bytes
     assert prompt.tokens is not None  # resolved: every family gives its prompt a length
     return Generation(prefill, decode, steps, prompt.tokens, new_tokens, prompt.batch, beams, weights, kv_cache,
-                      peak, tuple(notes))
+                      peak, tuple(notes), chips)
 
 
 def decode_step(workload: Workload, knob: str, length: int) -> Workload:
@@ -212,10 +218,11 @@ class _Decoder:
             for column, value in _unit_sums([record]).items():
                 totals[column] += value * count
         cycles = run_cycles(int(totals["array"]), int(totals["sfu"]), int(totals["dram_bytes"]), self.hardware,
-                            int(totals["launch_cycles"]))
+                            int(totals["launch_cycles"]), int(totals["link"]))
         latency_ms = cycles / (self.hardware.array.clock_mhz * 1e3)
         return {"step": 0, "cache_tokens": length, "total_cycles": cycles, "latency_ms": latency_ms,
-                "array_cycles": totals["array"], "sfu_cycles": totals["sfu"], "stall_cycles": totals["stall_cycles"],
+                "array_cycles": totals["array"], "sfu_cycles": totals["sfu"], "link_cycles": totals["link"],
+                "stall_cycles": totals["stall_cycles"],
                 "dram_bytes": totals["dram_bytes"], "linear_cycles": totals["linear"],
                 "attention_bmm_cycles": totals["attention_bmm"], "other_gemm_cycles": totals["other_gemm"],
                 "sfu_compute_cycles": totals["sfu_compute"],
@@ -225,8 +232,9 @@ class _Decoder:
 def _unit_sums(records: list[StepRecord]) -> dict[str, float]:
     """Busy cycles per unit, DRAM bytes, stalls, launches, compute cycles per category and dynamic energy (pJ) of
     some records."""
-    sums: dict[str, float] = dict.fromkeys(("array", "sfu", "dram_bytes", "stall_cycles", "launch_cycles", "linear",
-                                            "attention_bmm", "other_gemm", "sfu_compute", "energy_pj"), 0)
+    sums: dict[str, float] = dict.fromkeys(("array", "sfu", "link", "dram_bytes", "stall_cycles", "launch_cycles",
+                                            "linear", "attention_bmm", "other_gemm", "sfu_compute", "collective",
+                                            "energy_pj"), 0)
     for record in records:
         sums["energy_pj"] += record.energy_pj
         sums["launch_cycles"] += record.launch_cycles
@@ -241,12 +249,15 @@ def _unit_sums(records: list[StepRecord]) -> dict[str, float]:
 def generation_summary(generation: Generation, hardware: Hardware) -> dict[str, Any]:
     """TTFT, TPOT, end-to-end latency, throughput, bytes and boundedness of a generation (milliseconds,
     tokens per second, bytes). Tokens per second counts the B x N tokens returned (one sequence per
-    prompt, whatever the beams)."""
+    prompt, whatever the beams). Split over several chips: the bytes are each chip's (every chip holds
+    the same), the energy the whole system's, and the collectives' share of the time is reported."""
     per_ms = hardware.array.clock_mhz * 1e3
     ttft = generation.prefill.totals["total_cycles"]
     steps = generation.steps
     decode = int(steps["total_cycles"].sum()) if len(steps) else 0
     e2e_ms = (ttft + decode) / per_ms
+    links = generation.prefill.totals.link_cycles + (int(steps["link_cycles"].sum()) if len(steps) else 0)
+    chips = generation.chips
     capacity = hardware.memory.dram_capacity_bytes
     footprint = generation.weight_bytes + generation.kv_cache_bytes + generation.peak_activation_bytes
     phases = {"prefill": generation.prefill, "decode": generation.decode}
@@ -257,6 +268,10 @@ def generation_summary(generation: Generation, hardware: Hardware) -> dict[str, 
         "tpot_ms": decode / per_ms / len(steps) if len(steps) else None,
         "e2e_ms": e2e_ms,
         "tokens_per_s": generation.batch * generation.new_tokens / (e2e_ms / 1e3),
+        "chips": chips,
+        "tokens_per_s_per_chip": generation.batch * generation.new_tokens / (e2e_ms / 1e3) / chips,
+        "collective_ms": links / per_ms,
+        "collective_share": links / (ttft + decode),
         "utilization": useful / ((ttft + decode) * hardware.pes),  # as a run's: over every PE of the chip
         "prompt_tokens": generation.prompt_tokens, "new_tokens": generation.new_tokens,
         "batch": generation.batch, "beams": generation.beams,
@@ -271,11 +286,11 @@ def generation_summary(generation: Generation, hardware: Hardware) -> dict[str, 
 
 def generation_energy(generation: Generation, hardware: Hardware, e2e_ms: float) -> dict[str, Any] | None:
     """The energy block of the whole generation (see energy.energy_summary: both phases' dynamic energy by
-    component, leakage over the end-to-end latency), per generated token (B x N of them) and by phase;
-    None when the hardware has none."""
+    component, leakage over the end-to-end latency; every chip's), per generated token (B x N of them) and by
+    phase; None when the hardware has none."""
     if hardware.energy is None:
         return None
-    from simulator.energy.accounting import energy_summary
+    from simulator.energy.accounting import energy_summary, system_energy
     from simulator.energy.action_costs import action_costs
     from simulator.engine.records import ENERGY_COLUMNS
     from simulator.engine.results import dense_macs
@@ -284,10 +299,11 @@ def generation_energy(generation: Generation, hardware: Hardware, e2e_ms: float)
     sums = {column: float(sum(results[column].sum() for results in phases)) for column in ENERGY_COLUMNS}
     macs = sum(int(results["macs"].sum()) for results in phases)
     dense = sum(dense_macs(results) for results in phases)
-    energy = energy_summary(sums, macs, e2e_ms, action_costs(hardware), dense)
+    energy = system_energy(energy_summary(sums, macs, e2e_ms, action_costs(hardware), dense), generation.chips)
     return {**energy, "per_token_pj": energy["total_pj"] / (generation.batch * generation.new_tokens),
-            "prefill_dynamic_pj": float(generation.prefill["energy_pj"].sum()),
-            "decode_dynamic_pj": sums["energy_pj"] - float(generation.prefill["energy_pj"].sum())}
+            "prefill_dynamic_pj": generation.chips * float(generation.prefill["energy_pj"].sum()),
+            "decode_dynamic_pj": generation.chips * (sums["energy_pj"] - float(generation.prefill["energy_pj"].sum()))}
+
 
 
 def bound(results: Results, hardware: Hardware) -> str:

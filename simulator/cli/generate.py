@@ -13,6 +13,8 @@ from simulator.cli.options import (
     format_options,
     knob_option,
     load_policy,
+    parallel_options,
+    parallel_plan,
     positive_int,
 )
 from workloads.errors import InputError
@@ -29,15 +31,16 @@ from workloads.models import Workload, load_model
               help="Sequences decoded per prompt (beam search), each with its own KV cache.")
 @click.option("--head", default=None, help="lm (default) or none.")
 @knob_option("expert_imbalance")
-@click.option("--hardware", "hardware_name", default=None, help="Preset name or YAML path (overrides the config's).")
+@parallel_options
 @format_options(("table", "json"))
 @click.option("--out", type=click.Path(), default=None,
               help="Write steps.csv, prefill.csv, summary.json and, when decode steps run, decode.csv and a "
                    "step-latency plot to DIR.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out directory.")
 def generate(config: str, model: str, prompt: int, new_tokens: int, batch: int, beams: int, head: str | None,
-             expert_imbalance: float | None, hardware_name: str | None, fmt: str | None, as_json: bool, out: str | None,
-             force: bool) -> None:
+             expert_imbalance: float | None, hardware_name: str | None, tp: int, ep: int, fmt: str | None,
+             as_json: bool,
+             out: str | None, force: bool) -> None:
     """Generate NEW_TOKENS after a prompt: TTFT, TPOT, end-to-end latency, tokens/s, per-step cycles."""
     from simulator.analysis.generation import generate as run_generation
     from simulator.analysis.generation import generation_summary
@@ -45,7 +48,7 @@ def generate(config: str, model: str, prompt: int, new_tokens: int, batch: int, 
     from simulator.engine import Simulator
     from simulator.report.files import check_out_dir, staged_dir
     from simulator.report.summary import breakdown, plot_steps, write_json
-    from simulator.spec.hardware import load_hardware
+    from simulator.spec.system import load_target
     from simulator.spec.weight_masks import weight_masks
 
     fmt = chosen_format(fmt, as_json)
@@ -55,13 +58,16 @@ def generate(config: str, model: str, prompt: int, new_tokens: int, batch: int, 
         raise InputError(f"--beams must be at least 1, got {beams}")
     out_dir = check_out_dir(out, force) if out else None
     policy, sources = load_policy(config, model, hardware_name)
-    hardware = load_hardware(hardware_name or policy.config.hardware)
+    target = load_target(hardware_name or policy.config.hardware)
+    hardware = target.hardware
     spec = load_model(model)
-    prompt_workload = Workload(batch=batch, tokens=prompt, head=head, expert_imbalance=expert_imbalance)
+    prompt_workload = parallel_plan(Workload(batch=batch, tokens=prompt, head=head, expert_imbalance=expert_imbalance),
+                                    tp, ep)
     masks = weight_masks(policy, spec.trace(prompt_workload))
-    generation = run_generation(spec, prompt_workload, new_tokens, Simulator(hardware, policy, mask_for=masks),
-                                beams=beams)
-    summary = {"model": spec.name, "config": policy.name, "hardware": hardware.name,
+    simulator = Simulator(hardware, policy, mask_for=masks, system=target.system)
+    generation = run_generation(spec, prompt_workload, new_tokens, simulator, beams=beams)
+    summary = {"model": spec.name, "config": policy.name, "hardware": target.name,
+               **({"chip": hardware.name, "parallel": {"tp": tp, "ep": ep}} if target.system is not None else {}),
                **generation_summary(generation, hardware)}
     if sources:
         summary["notes"] = list(sources)
@@ -105,9 +111,13 @@ def format_generation(summary: dict[str, Any]) -> str:
         + (f"   (decode: {summary['bound']['decode']}-bound)" if "decode" in summary["bound"] else ""),
         f"  end to end           {summary['e2e_ms']:.3f} ms, {summary['tokens_per_s']:,.1f} tokens/s, "
         f"array utilization {100 * summary['utilization']:.3g}%",
-        f"  weights {mib(summary['weight_bytes'])}, KV cache at the end {mib(summary['kv_cache_bytes'])}, "
-        f"peak activations {mib(summary['peak_activation_bytes'])}: DRAM footprint "
-        f"{mib(summary['dram_footprint_bytes'])}" + (f" of {mib(capacity)}" if capacity else ""),
+        f"  {'per chip: ' if summary['chips'] > 1 else ''}weights {mib(summary['weight_bytes'])}, KV cache at the "
+        f"end {mib(summary['kv_cache_bytes'])}, peak activations {mib(summary['peak_activation_bytes'])}: DRAM "
+        f"footprint {mib(summary['dram_footprint_bytes'])}" + (f" of {mib(capacity)}" if capacity else ""),
+        *([f"  {summary['chips']} x {summary['chip']} ({plan_text(summary['parallel'])}): "
+           f"{summary['tokens_per_s_per_chip']:,.1f} tokens/s per chip, collectives "
+           f"{100 * summary['collective_share']:.1f}% of the time ({summary['collective_ms']:.3f} ms)"]
+          if summary["chips"] > 1 else []),
         *([f"  {summary['silicon']}"] if summary.get("silicon") else []),
     ]
     energy = summary["energy"]
@@ -124,3 +134,8 @@ def format_generation(summary: dict[str, Any]) -> str:
                 f"{row['category']} {row['percent_of_time']:.1f}%" for row in rows if row["cycles"]))
     lines += [f"  note: {note}" for note in summary["notes"]]
     return "\n".join(lines)
+
+
+def plan_text(parallel: dict[str, int]) -> str:
+    """"tp 8" or "ep 4": the degrees above one."""
+    return ", ".join(f"{name} {degree}" for name, degree in parallel.items() if degree > 1)

@@ -44,6 +44,27 @@ def make_workload(knobs: dict[str, Any]) -> Workload:
     return Workload(**{name: knobs[name] for name in KNOB_NAMES})
 
 
+def parallel_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--hardware (a chip or a system of chips) and the parallel plan over a system's chips (docs/systems.md)."""
+    for option in reversed((
+            click.option("--hardware", "hardware_name", default=None,
+                         help="Chip or system preset name, or YAML path (overrides the config's)."),
+            click.option("--tp", type=positive_int(), default=1, show_default=True,
+                         help="Tensor-parallel degree: chips splitting every product's heads and features."),
+            click.option("--ep", type=positive_int(), default=1, show_default=True,
+                         help="Expert-parallel degree: chips splitting a mixture of experts' experts (each takes "
+                              "batch / ep of the sequences)."))):
+        func = option(func)
+    return func
+
+
+def parallel_plan(workload: Workload, tp: int, ep: int) -> Workload:
+    """``workload`` split as the plan says (its knobs unset for one chip)."""
+    from dataclasses import replace
+
+    return replace(workload, tp=tp if tp > 1 else None, ep=ep if ep > 1 else None)
+
+
 def format_options(choices: tuple[str, ...], help_text: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--format`` (default table) and ``--json``, the same as ``--format json``; the command reads the
     chosen format with :func:`chosen_format`."""

@@ -13,6 +13,8 @@ from simulator.cli.options import (
     format_options,
     load_policy,
     make_workload,
+    parallel_options,
+    parallel_plan,
     workload_options,
 )
 from workloads.errors import InputError
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 @click.command(cls=StrictCommand)
 @click.argument("config", type=click.Path())
 @workload_options
-@click.option("--hardware", "hardware_name", default=None, help="Preset name or YAML path (overrides the config's).")
+@parallel_options
 @click.option("--include-frontend/--exclude-frontend", default=None,
               help="Wav2vec2's convolutional feature encoder (default: included, the whole model; the paper's "
                    "figures exclude it). Refused for a model without one.")
@@ -44,7 +46,7 @@ if TYPE_CHECKING:
 @click.option("--trace", "use_tracer", is_flag=True,
               help="Simulate the real transformers model traced on the meta device (hf extra) instead of the "
                    "closed form: ops named after its modules, with the same roles, blocks and groups.")
-def run(config: str, model: str, hardware_name: str | None, include_frontend: bool | None,
+def run(config: str, model: str, hardware_name: str | None, tp: int, ep: int, include_frontend: bool | None,
         include_head: bool | None, timing: str, accounting: str, fmt: str | None, as_json: bool, out: str | None,
         force: bool, use_tracer: bool, **knobs: Any) -> None:
     """Simulate MODEL under run CONFIG: cycles, latency, time breakdown, speedups, weight memory."""
@@ -52,30 +54,41 @@ def run(config: str, model: str, hardware_name: str | None, include_frontend: bo
 
     from simulator.analysis.comparison import compare
     from simulator.cli.options import silicon_accuracy
+    from simulator.energy.accounting import system_energy
     from simulator.engine import Simulator
     from simulator.report.files import check_out_dir
     from simulator.report.summary import format_run, run_summary
-    from simulator.spec.hardware import load_hardware
     from simulator.spec.run_config import load_baseline
+    from simulator.spec.system import check_plan, load_target
     from simulator.spec.weight_masks import weight_masks
 
     fmt = chosen_format(fmt, as_json)
     out_dir = check_out_dir(out, force) if out else None
     policy, sources = load_policy(config, model, hardware_name)
     baseline = load_baseline(policy)
-    hardware = load_hardware(hardware_name or policy.config.hardware)
-    trace = _scoped_trace(model, make_workload(knobs), use_tracer, include_frontend, include_head)
+    target = load_target(hardware_name or policy.config.hardware)
+    hardware = target.hardware
+    check_plan(target.system, hardware.name, tp, ep)
+    if use_tracer and tp * ep > 1:
+        raise InputError("--trace traces the whole model on one chip; it does not split it (--tp, --ep)")
+    trace = _scoped_trace(model, parallel_plan(make_workload(knobs), tp, ep), use_tracer, include_frontend,
+                          include_head)
     masks = weight_masks(policy, trace)
     if accounting != "default" and hardware.energy is None:
         raise InputError(f"--accounting {accounting}: hardware {hardware.name} has no energy section")
-    simulator = Simulator(hardware, policy, timing=timing, mask_for=masks, accounting=accounting)
+    simulator = Simulator(hardware, policy, timing=timing, mask_for=masks, accounting=accounting,
+                          system=target.system)
     comparison = compare(trace, simulator, baseline)
     # the plan the simulation ran under: what it stores is what it streams
     memory = comparison.plan.footprint(trace, simulator.masked.kept if masks else None)
     summary = run_summary(comparison.results, memory, comparison.plan, model=trace.model, config=policy.name,
-                          hardware=hardware.name, baseline=comparison.baseline_results,
+                          hardware=target.name, baseline=comparison.baseline_results,
                           baseline_name=baseline.name if baseline else None, fp16=comparison.fp16_results,
                           native=comparison.native_results, workload=dict(trace.workload))
+    if target.system is not None:  # every chip runs this pass: the bytes are each chip's, the energy all of them
+        summary.update(chip=hardware.name, chips=target.chips, parallel={"tp": tp, "ep": ep},
+                       energy=system_energy(summary["energy"], target.chips) if summary["energy"] is not None
+                       else None)
     summary["notes"] = [*sources, *summary["notes"]]
     summary["silicon"] = silicon_accuracy(hardware, [str(trace.workload.get("phase", "prefill"))])
     if fmt == "table":

@@ -14,6 +14,7 @@ Dynamic energy per step, in pJ (one column each in ops.csv):
 - ``dram_pj``: DRAM bytes (bit-exact compressed traffic) at the technology's cost.
 - ``vector_pj``: vector-unit elements x cycles per element x one lane-cycle (fused steps included: the
   work is done inside another pass, which saves time, not energy).
+- ``link_pj``: the bits a collective sends from this chip over the system's links, at the links' pJ/bit.
 
 Static energy: the chip's leakage (PEs, vector unit, buffers) times the run's latency.
 
@@ -35,7 +36,7 @@ from simulator.spec.hardware import Hardware
 ACCOUNTINGS = ("default", "zigzag")
 COMPONENT_OF_COLUMN = {"mac_pj": "macs", "idle_pj": "idle_pe_slots", "register_pj": "registers",
                        "ifmap_pj": "ifmap_buffer", "filter_pj": "filter_buffer", "ofmap_pj": "ofmap_buffer",
-                       "dram_pj": "dram", "vector_pj": "vector_unit"}
+                       "dram_pj": "dram", "vector_pj": "vector_unit", "link_pj": "links"}
 
 
 def _weight_bits_per_load(record: StepRecord, compute_bits: int) -> float:
@@ -49,8 +50,9 @@ def _weight_bits_per_load(record: StepRecord, compute_bits: int) -> float:
 
 
 def step_energy(record: StepRecord, hardware: Hardware, costs: ActionCosts, accounting: str = "default",
-                ) -> dict[str, float]:
-    """The energy columns of one step's record (see the module docstring)."""
+                link_pj_per_bit: float = 0.0) -> dict[str, float]:
+    """The energy columns of one step's record (see the module docstring); ``link_pj_per_bit`` prices the
+    bits a collective sends (the system's links)."""
     reads, writes = costs.buffer_read_pj_per_byte, costs.buffer_write_pj_per_byte
     ifmap = record.ifmap_read_bytes * reads["ifmap"] + record.ifmap_write_bytes * writes["ifmap"]
     filter_ = record.filter_read_bytes * reads["filter"] + record.filter_write_bytes * writes["filter"]
@@ -76,11 +78,12 @@ def step_energy(record: StepRecord, hardware: Hardware, costs: ActionCosts, acco
                 + record.array_activation_hops * compute.bits
                 + record.array_psum_updates * hardware.accumulator_bits * psum_reads)
         register = bits * costs.register_bit_pj
-    else:
+    elif record.unit == "sfu":
         vector = record.elements * hardware.sfu.cycles_per_element.get(record.role, 0.0) * costs.vector_lane_pj
+    link = record.link_bytes * 8 * link_pj_per_bit
     return {"mac_pj": mac, "idle_pj": idle, "register_pj": register, "ifmap_pj": ifmap, "filter_pj": filter_,
-            "ofmap_pj": ofmap, "dram_pj": dram, "vector_pj": vector,
-            "energy_pj": mac + idle + register + ifmap + filter_ + ofmap + dram + vector}
+            "ofmap_pj": ofmap, "dram_pj": dram, "vector_pj": vector, "link_pj": link,
+            "energy_pj": mac + idle + register + ifmap + filter_ + ofmap + dram + vector + link}
 
 
 def static_mw(costs: ActionCosts) -> float:
@@ -116,3 +119,14 @@ def energy_summary(sums: dict[str, float], macs: int, latency_ms: float, costs: 
         "effective_tops_per_w": 2 * dense_equivalent_macs / total if total else 0.0,
         "edp_pj_s": total * latency_ms / 1e3,
     }
+
+
+def system_energy(chip: dict[str, Any], chips: int) -> dict[str, Any]:
+    """The energy block of ``chips`` chips that each spend ``chip`` (a tensor-parallel split: every chip runs
+    the same steps, its links' sends included): energies, power and the energy-delay product add up; TOPS/W
+    stays."""
+    if chips == 1:
+        return chip
+    added = ("total_pj", "total_uj", "dynamic_pj", "static_mw", "edp_pj_s")
+    return {**chip, **{key: chip[key] * chips for key in added},
+            "by_component": {name: pj * chips for name, pj in chip["by_component"].items()}}

@@ -34,10 +34,11 @@ class Footprint:
         return capacity is None or self.total_bytes <= capacity
 
 
-def check_fits(footprint: Footprint, hardware: Hardware, model: str) -> None:
-    """Refuse a run whose footprint exceeds the chip's DRAM, with the parts that make it up."""
+def check_fits(footprint: Footprint, hardware: Hardware, model: str, chips: int = 1) -> None:
+    """Refuse a run whose footprint (one chip's, of ``chips``) exceeds the chip's DRAM, with its parts."""
     if not footprint.fits(hardware):
+        whose = f" on each of {chips} chips" if chips > 1 else ""
         raise InputError(
-            f"{model}: weights, state and peak activations take {footprint.total_bytes:,} bytes "
+            f"{model}: weights, state and peak activations take {footprint.total_bytes:,} bytes{whose} "
             f"({footprint.weight_bytes:,} + {footprint.state_bytes:,} + {footprint.peak_activation_bytes:,}), "
             f"more than hardware {hardware.name}'s DRAM of {hardware.memory.dram_capacity_bytes:,} bytes")

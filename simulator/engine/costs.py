@@ -17,6 +17,7 @@ Per-level action counts (bytes unless named otherwise):
   hardware's optional capabilities: ``skip_selects`` (MACs issued on a product the PEs skip),
   ``pe_dequantized_loads`` (weight loads the PEs dequantize) and ``decompressed_weights`` (weight loads
   the decompressor expands).
+- Links: ``link_bytes``, the bytes a collective sends from this chip to others.
 
 Transfer cycles are the DRAM bytes over the bandwidth; transfers are double-buffered fold by fold: one
 fold's share does not overlap (the first load when compute-bound, the last compute when transfer-bound),
@@ -65,6 +66,7 @@ class Cost:
     skip_selects: int = 0  # MACs issued through the PEs' skip multiplexers
     pe_dequantized_loads: int = 0  # weights the PEs dequantize as they load them
     decompressed_weights: int = 0  # weight elements the decompressor expands on their way into the array
+    link_bytes: int = 0  # bytes sent to other chips (a collective)
 
     @property
     def dram_bytes(self) -> int:

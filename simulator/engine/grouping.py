@@ -60,7 +60,7 @@ def run_in_groups(trace: Trace, run: Callable[[Trace], PassOutcome],
     rebatch = trace.rebatch
     fits = whole.footprint.fits(hardware)
     if (fits and not whole.spilled) or rebatch is None or batch == 1:
-        check_fits(whole.footprint, hardware, trace.model)
+        check_fits(whole.footprint, hardware, trace.model, chips_of(trace))
         return whole.records, batch, whole.footprint
     one_sample: list[int] = []  # DRAM bytes of one sample alone, computed when first needed
     floor = one_sample_floor(whole.records, hardware)
@@ -107,5 +107,10 @@ def _groups_that_fit(trace: Trace, run: Callable[[Trace], PassOutcome], hardware
         if not part.spilled:
             settled.append(group)
     if not tried:
-        check_fits(footprint, hardware, trace.model)  # the last one tried: one sample per pass
+        check_fits(footprint, hardware, trace.model, chips_of(trace))  # the last: one sample
     return tried
+
+
+def chips_of(trace: Trace) -> int:
+    """The chips a trace is one of (its tensor- and expert-parallel degrees)."""
+    return int(trace.workload.get("tp", 1)) * int(trace.workload.get("ep", 1))

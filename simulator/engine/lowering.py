@@ -36,6 +36,7 @@ from simulator.spec.run_config import PRUNED_OPERAND
 from simulator.units import ceil_div
 from workloads.errors import InputError
 from workloads.ops import Op, Tensor, Trace
+from workloads.vocabulary import COLLECTIVE_KIND
 
 # The formats an ideal array would have, to say which product a preset computes wider than it needs.
 _ANY_ARRAY = [parse_precision(name) for name in ("fp32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2", "int16", "int8",
@@ -54,8 +55,9 @@ def lower(trace: Trace, plan: Plan) -> Lowered:
             continue
         if op.is_matrix:
             context.matrix_op(op)
-        else:
-            context.steps.append(Step(op, "sfu", False, context.sfu, op.reads, op.writes))
+        else:  # a collective moves activations in their format (the SFU's) between chips
+            unit = "link" if op.kind == COLLECTIVE_KIND else "sfu"
+            context.steps.append(Step(op, unit, False, context.sfu, op.reads, op.writes))
     context.check_per_token()
     on_chip = mark_kernels(context.steps, context.tensors, plan)
     return Lowered(tuple(context.steps), context.tensors, context.appends, tuple(context.notes),

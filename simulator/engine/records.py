@@ -19,7 +19,7 @@ class StepRecord:
     role: str
     group: str
     kind: str
-    unit: str  # "array" or "sfu"
+    unit: str  # "array", "sfu" or "link" (a collective)
     inserted: bool
     category: str
     precision: str
@@ -61,6 +61,7 @@ class StepRecord:
     skip_selects: int
     pe_dequantized_loads: int
     decompressed_weights: int
+    link_bytes: int  # bytes this chip sends to other chips (a collective)
     residency: str
     bound: str
     fused_into: str
@@ -77,6 +78,7 @@ class StepRecord:
     ofmap_pj: float = float("nan")
     dram_pj: float = float("nan")
     vector_pj: float = float("nan")
+    link_pj: float = float("nan")
     energy_pj: float = float("nan")
 
     def row(self) -> tuple[Any, ...]:

@@ -62,23 +62,23 @@ def frame(records: list[StepRecord]) -> Results:
 
 
 def run_cycles(array_cycles: int, sfu_cycles: int, dram_bytes: int, hardware: Hardware, launch_cycles: int = 0,
-               ) -> int:
+               link_cycles: int = 0) -> int:
     """Cycles of a whole run from its units' busy cycles and its DRAM traffic, plus its kernel launches
-    (serial: the chip waits for each)."""
+    (serial: the chip waits for each) and its collectives (serial: each joins the products around it)."""
     total = max(array_cycles, sfu_cycles) if hardware.sfu.overlap_with_array else array_cycles + sfu_cycles
     dram_cycles = math.ceil(dram_bytes / hardware.memory.sustained_bytes_per_cycle) if dram_bytes else 0
-    return max(total, dram_cycles) + launch_cycles
+    return max(total, dram_cycles) + launch_cycles + link_cycles
 
 
 def record_totals(records: list[StepRecord], hardware: Hardware) -> tuple[int, int]:
     """(total cycles, DRAM bytes) of a run's records, as ``summarize_results`` counts them."""
-    busy = {"array": 0, "sfu": 0}
+    busy = {"array": 0, "sfu": 0, "link": 0}
     dram_bytes = launches = 0
     for record in records:
         busy[record.unit] += record.total_cycles
         dram_bytes += record.dram_bytes
         launches += record.launch_cycles
-    return run_cycles(busy["array"], busy["sfu"], dram_bytes, hardware, launches), dram_bytes
+    return run_cycles(busy["array"], busy["sfu"], dram_bytes, hardware, launches, busy["link"]), dram_bytes
 
 
 def dense_macs(frame: pd.DataFrame) -> int:
@@ -97,6 +97,7 @@ class Totals(Mapping[str, Any]):
     latency_ms: float
     array_cycles: int
     sfu_cycles: int
+    link_cycles: int  # collectives (a system of chips)
     dram_cycles: int
     launch_cycles: int
     compute_cycles: int
@@ -130,15 +131,16 @@ _TOTAL_KEYS = tuple(field.name for field in fields(Totals) if field.name != "cou
 
 def summarize_results(frame: pd.DataFrame, hardware: Hardware) -> Totals:
     """Whole-run totals. With SFU overlap the run takes the longer of the two units (ideal pipelining);
-    either way never less than the time DRAM needs for the run's traffic."""
+    either way never less than the time DRAM needs for the run's traffic; collectives and launches add."""
     array = frame[frame["unit"] == "array"]
     sfu = frame[frame["unit"] == "sfu"]
     array_cycles = int(array["total_cycles"].sum())
     sfu_cycles = int(sfu["total_cycles"].sum())
+    link_cycles = int(frame[frame["unit"] == "link"]["total_cycles"].sum())
     dram_bytes = int(frame["dram_bytes"].sum())
     dram_cycles = math.ceil(dram_bytes / hardware.memory.sustained_bytes_per_cycle) if dram_bytes else 0
     launch_cycles = int(frame["launch_cycles"].sum())
-    total = run_cycles(array_cycles, sfu_cycles, dram_bytes, hardware, launch_cycles)
+    total = run_cycles(array_cycles, sfu_cycles, dram_bytes, hardware, launch_cycles, link_cycles)
     slots = total * hardware.pes
     useful = float((array["macs"] / array["macs_per_pe"]).sum()) if len(array) else 0.0
     sums = {column: int(frame[column].sum()) for column in TOTAL_COLUMNS}
@@ -149,8 +151,8 @@ def summarize_results(frame: pd.DataFrame, hardware: Hardware) -> Totals:
                                 sums["macs"], latency_ms, action_costs(hardware), dense_macs(frame))
     return Totals(
         total_cycles=total, latency_ms=latency_ms, array_cycles=array_cycles, sfu_cycles=sfu_cycles,
-        dram_cycles=dram_cycles, launch_cycles=launch_cycles, compute_cycles=sums["compute_cycles"],
-        stall_cycles=sums["stall_cycles"],
+        link_cycles=link_cycles, dram_cycles=dram_cycles, launch_cycles=launch_cycles,
+        compute_cycles=sums["compute_cycles"], stall_cycles=sums["stall_cycles"],
         macs=sums["macs"], weight_bits=sums["weight_bits"], index_bits=sums["index_bits"],
         scale_bits=sums["scale_bits"], bias_bits=sums["bias_bits"], dram_bytes=sums["dram_bytes"],
         counts={column: sums[column] for column in ACCESS_COLUMNS}, utilization=useful / slots if slots else 0.0,

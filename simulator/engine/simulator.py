@@ -13,7 +13,8 @@ The engine runs in passes, each in its own module, read in this order:
 
 Each matrix op runs on the systolic array at the precision the policy gives it, or at the next wider
 one the array supports. Each vector op runs on the SFU: ceil(elements x cycles-per-element / lanes)
-cycles. An op is memory-bound when its transfer time exceeds its compute time.
+cycles. A collective runs on the system's links (collectives.py), between the chip's other steps. An op
+is memory-bound when its transfer time exceeds its compute time.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from simulator.energy.action_costs import ActionCosts, action_costs
 from simulator.engine.array_split import Split, best_split
 from simulator.engine.attention import KernelWork, Machine
 from simulator.engine.capacity import Footprint
+from simulator.engine.collectives import collective_cost
 from simulator.engine.costs import (
     Cost,
     matrix_traffic,
@@ -66,6 +68,7 @@ from simulator.formats.storage import OpStorage, op_storage
 from simulator.plan.binding import bind
 from simulator.spec.hardware import Hardware
 from simulator.spec.run_config import Policy
+from simulator.spec.system import System
 from simulator.units import ceil_div
 from workloads.errors import InputError
 from workloads.ops import Op, Tensor, Trace
@@ -104,9 +107,11 @@ class Simulator:
     """Simulates traces on one hardware under one policy (product shapes are memoised per process)."""
 
     def __init__(self, hardware: Hardware, policy: Policy, *, timing: str = "default",
-                 mask_for: Callable[[Op], np.ndarray] | None = None, accounting: str = "default") -> None:
+                 mask_for: Callable[[Op], np.ndarray] | None = None, accounting: str = "default",
+                 system: System | None = None) -> None:
         self.plan = plan = bind(policy, hardware)
         self.hardware = hardware
+        self.system = system  # the chips a trace's collectives run between (None: one chip, no collective)
         self.policy = policy = plan.policy
         self.timing = timing
         if timing == "scalesim" and hardware.arrays > 1:
@@ -271,6 +276,21 @@ class Simulator:
         return Cost(compute_cycles=compute, dense_compute_cycles=compute, transfer_cycles=transfer,
                     stall_cycles=max(0, transfer - compute), utilization=busy, **counts)
 
+    def _link_cost(self, step: Step, tensors: dict[str, Tensor], placement: Placement) -> Cost:
+        """A collective: its time on the system's links (engine/collectives.py) at the chip's clock, the bytes
+        it sends, and the chip's own traffic reading and writing the activations it moves."""
+        op = step.op
+        if self.system is None:
+            raise InputError(f"{op.name}: a collective runs between chips; hardware {self.hardware.name} is one "
+                             "chip (give a system preset)")
+        moved = collective_cost(op.role, tensors[step.writes[0]].stored_bytes, op.ranks, self.system.interconnect)
+        compute = math.ceil(moved.seconds * self.hardware.array.clock_mhz * 1e6)
+        counts = sfu_traffic(step, tensors, placement, {}).values
+        counts["link_bytes"] = moved.link_bytes
+        transfer = transfer_cycles(counts["dram_read_bytes"] + counts["dram_write_bytes"], self.hardware)
+        return Cost(compute_cycles=compute, dense_compute_cycles=compute, transfer_cycles=transfer,
+                    stall_cycles=max(0, transfer - compute), **counts)
+
     def run(self, trace: Trace) -> Results:
         """All samples of ``trace`` at once, or in groups when that is faster (see grouping)."""
         records, group, footprint = self.run_records(trace)
@@ -356,7 +376,8 @@ class Simulator:
                 else self._matrix_cost(step, tensors, placement, weight_bytes))
             precision, compute_precision = step.operands or step.precision.name, chosen.name
         else:
-            cost = self._sfu_cost(step, tensors, placement, weight_bytes, fused, work)
+            cost = (self._link_cost(step, tensors, placement) if step.unit == "link"
+                    else self._sfu_cost(step, tensors, placement, weight_bytes, fused, work))
             sfu_name = self.hardware.sfu_precision.name
             pack, sparsity, precision, compute_precision, split = 0, "dense", sfu_name, sfu_name, ""
         residency = placement.home[step.writes[0]] if step.writes else ""
@@ -365,7 +386,9 @@ class Simulator:
         record = _record(step, cost, storage, precision, compute_precision, pack, sparsity, residency, split,
                          dequantized, columns(step, work, tensors, placement, self.machine))
         if self.costs is not None:
-            for column, value in step_energy(record, self.hardware, self.costs, self.accounting).items():
+            link_pj_per_bit = self.system.interconnect.link_pj_per_bit if self.system is not None else 0.0
+            for column, value in step_energy(record, self.hardware, self.costs, self.accounting,
+                                             link_pj_per_bit).items():
                 setattr(record, column, value)
         return record
 
@@ -379,7 +402,8 @@ def _record(step: Step, cost: Cost, storage: OpStorage | None, precision: str, c
         name=op.name, layer=op.layer, role=op.role, group=op.group, kind=op.kind, unit=step.unit,
         inserted=step.inserted, category=category(op.role, step.unit), precision=precision,
         compute_precision=compute_precision, macs_per_pe=pack, sparsity=sparsity, dequantized=dequantized,
-        batch=op.batch, m=op.m, k=op.k, n=op.n, elements=kernel.elements if step.unit == "sfu" else 0,
+        batch=op.batch, m=op.m, k=op.k, n=op.n,
+        elements={"sfu": kernel.elements, "link": op.elements}.get(step.unit, 0),
         macs=cost.macs, folds=cost.folds, array_split=array_split, compute_cycles=cost.compute_cycles,
         dense_compute_cycles=cost.dense_compute_cycles, transfer_cycles=cost.transfer_cycles,
         stall_cycles=cost.stall_cycles, total_cycles=cost.compute_cycles + cost.stall_cycles, launch_cycles=0,

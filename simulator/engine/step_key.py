@@ -68,6 +68,7 @@ class StepKey:
     k: int
     n: int
     elements: int
+    ranks: int
     weight_params: int
     bias_params: int
     fused: bool
@@ -94,5 +95,5 @@ def step_key(step: Step, tensors: dict[str, Tensor], placement: Placement, weigh
                             policy.weight_precision(op) if op.role == "embedding" else None)
     return StepKey(step.unit, step.inserted, step.precision, step.operands, step.pattern, step.runs_at,
                    step.dequantized_in_pe, step.kernel, op.attention, op.role, op.group, op.kind, op.batch, op.m,
-                   op.k, op.n, op.elements,
+                   op.k, op.n, op.elements, op.ranks,
                    op.weight_params, op.bias_params, fused, reads, writes, stored)

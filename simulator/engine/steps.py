@@ -13,10 +13,11 @@ from workloads.ops import Op, Tensor
 
 @dataclass(frozen=True)
 class Step:
-    """One unit of work: a trace op on the array or the SFU, or an SFU op the simulator inserted."""
+    """One unit of work: a trace op on the array, the SFU or the links (a collective), or an SFU op the
+    simulator inserted."""
 
     op: Op
-    unit: str  # "array" or "sfu"
+    unit: str  # "array", "sfu" or "link"
     inserted: bool
     precision: Precision  # the array's compute format, or the SFU's
     reads: tuple[str, ...]

@@ -22,11 +22,12 @@ CATEGORY_LABELS = {"linear": "linear layers (q, k, v, attn_out, ffn1, ffn2)", "o
 
 
 def breakdown(results: Results) -> pd.DataFrame:
-    """Compute cycles per category plus one 'stalls' row (and a 'launches' row where kernels cost a launch);
-    shares of the serial total time."""
+    """Compute cycles per category (collectives: their time on the links) plus one 'stalls' row (and a
+    'launches' row where kernels cost a launch); shares of the serial total time."""
     by_category = results.groupby("category", sort=False)["compute_cycles"].sum()
     order = [c for c in ("linear", "other_gemm", "attention_bmm") if c in by_category.index]
     order += sorted(c for c in by_category.index if c.startswith("sfu_"))
+    order += [c for c in ("collective",) if c in by_category.index]
     cycles = [int(by_category[c]) for c in order]
     order.append("stalls")
     cycles.append(int(results["stall_cycles"].sum()))

@@ -51,19 +51,20 @@ def to_float(units: int) -> float:
 
 @dataclass(frozen=True)
 class Sums:
-    """What a part adds to its iteration: busy cycles per unit, DRAM bytes, launch cycles and dynamic energy
-    (exact, see :func:`exact`; None without an energy model)."""
+    """What a part adds to its iteration: busy cycles per unit (array, SFU, links), DRAM bytes, launch cycles
+    and dynamic energy (exact, see :func:`exact`; None without an energy model)."""
 
     array: int = 0
     sfu: int = 0
     dram_bytes: int = 0
     launch_cycles: int = 0
     energy: int | None = 0
+    link: int = 0
 
     def __add__(self, other: Sums) -> Sums:
         energy = None if self.energy is None or other.energy is None else self.energy + other.energy
         return Sums(self.array + other.array, self.sfu + other.sfu, self.dram_bytes + other.dram_bytes,
-                    self.launch_cycles + other.launch_cycles, energy)
+                    self.launch_cycles + other.launch_cycles, energy, self.link + other.link)
 
     @property
     def energy_pj(self) -> float:
@@ -72,18 +73,16 @@ class Sums:
 
 def record_sums(records: list[StepRecord], times: list[int]) -> Sums:
     """The sums of ``records``, each counted ``times`` (its block's repeats)."""
-    array = sfu = dram = launches = 0
+    busy = {"array": 0, "sfu": 0, "link": 0}
+    dram = launches = 0
     energy: int | None = 0
     for record, count in zip(records, times, strict=True):
-        if record.unit == "array":
-            array += record.total_cycles * count
-        else:
-            sfu += record.total_cycles * count
+        busy[record.unit] += record.total_cycles * count
         dram += record.dram_bytes * count
         launches += record.launch_cycles * count
         if energy is not None:
             energy = None if record.energy_pj != record.energy_pj else energy + exact(record.energy_pj) * count
-    return Sums(array, sfu, dram, launches, energy)
+    return Sums(busy["array"], busy["sfu"], dram, launches, energy, busy["link"])
 
 
 @dataclass(frozen=True)

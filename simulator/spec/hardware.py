@@ -260,6 +260,10 @@ def load_hardware(name_or_path: str | Path) -> Hardware:
         if not path.exists():
             import difflib
 
+            if (HARDWARE_DIR.parent / "systems" / f"{text}.yaml").is_file():
+                raise InputError(f"{text} is a system of several chips; this command runs one chip preset "
+                                 f"({', '.join(preset_names())})")
+
             close = difflib.get_close_matches(text, preset_names(), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; presets: {', '.join(preset_names())}"
             raise InputError(f"unknown hardware preset {text!r}{hint}")

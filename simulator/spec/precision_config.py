@@ -34,7 +34,7 @@ from pydantic import Field, field_validator, model_validator
 from simulator.formats.precision import Precision, parse_precision
 from simulator.spec.config_io import StrictModel, reject_unknown_keys
 from workloads.errors import InputError
-from workloads.vocabulary import GROUPS, NO_WEIGHT_MATRIX_ROLES, ROLES
+from workloads.vocabulary import COMPUTE_ROLES, GROUPS, NO_WEIGHT_MATRIX_ROLES
 
 NATIVE = "native"
 MAX_GROUP = 2**31 - 1  # a group size is a 31-bit count, like every size in a trace
@@ -170,7 +170,7 @@ class PrecisionConfig(StrictModel):
     @field_validator("ops")
     @classmethod
     def _ops(cls, table: dict[str, Setting]) -> dict[str, Setting]:
-        reject_unknown_keys(table, ROLES, "op role")
+        reject_unknown_keys(table, COMPUTE_ROLES, "op role")
         for role, value in table.items():
             if isinstance(value, Sides) and value.weights is not None and role in NO_WEIGHT_MATRIX_ROLES:
                 raise ValueError(f"ops.{role}: has no weights to give a format")

@@ -251,7 +251,7 @@ def test_run_reports_energy_in_json_table_csv_and_a_plot(tmp_path, capsys):
     energy = summary["energy"]
     assert energy["total_pj"] == pytest.approx(sum(energy["by_component"].values()))
     assert set(energy["by_component"]) == {"macs", "idle_pe_slots", "registers", "ifmap_buffer", "filter_buffer",
-                                           "ofmap_buffer", "dram", "vector_unit", "leakage"}
+                                           "ofmap_buffer", "dram", "vector_unit", "links", "leakage"}
     assert energy["tops_per_w"] == pytest.approx(2 * summary["macs"] / energy["total_pj"])
     assert summary["area"]["total_mm2"] == pytest.approx(sum(summary["area"]["by_component_mm2"].values()))
     table = cli(["run", "configs/int4_sp.yaml", "--model", "bert-base", "--out", str(tmp_path / "o")], capsys)

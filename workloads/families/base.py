@@ -15,6 +15,7 @@ from workloads.builder import OpBuilder
 from workloads.errors import InputError
 from workloads.knobs import FAMILY_KNOBS, OPTIONAL_SIZES
 from workloads.ops import MAX_SIZE
+from workloads.parallel import ExpertParallel, TensorParallel
 
 PHASES = ("prefill", "decode")
 
@@ -36,6 +37,8 @@ class Workload:
     decoder_tokens: int | None = None  # encoder-decoder models; defaults to `tokens`
     logits_to_keep: int | None = None  # decoder LM heads: run the head on the last N positions only (generate())
     expert_imbalance: float | None = None  # mixture of experts: busiest expert's load / mean load (1: even)
+    tp: int | None = None  # tensor parallelism: chips splitting the model (workloads.parallel; None: one chip)
+    ep: int | None = None  # expert parallelism: chips splitting the experts (workloads.parallel; None: one chip)
 
     def size(self, knob: str) -> int:
         """A size knob as a family's build reads it, filled by ``Family.resolve`` (an error before)."""
@@ -74,6 +77,8 @@ class Family:
     knobs: tuple[str, ...] = ("tokens",)  # optional Workload knobs (besides batch and head) that apply
     phases: tuple[str, ...] = ()  # generation phases, the first the default; () = one forward pass only
     cache_knob = "tokens"  # the knob a decode step's self-attention cache length is (decoder_tokens: enc-dec)
+    tensor_parallel = False  # whether the family splits over chips (workloads.parallel)
+    expert_parallel = False  # whether it splits its experts over chips
 
     def check(self, cfg: Mapping[str, Any], where: str) -> None:
         missing = [k for k in self.required if k not in cfg]
@@ -113,7 +118,24 @@ class Family:
             raise InputError(f"logits_to_keep applies to decoder models with an LM head, not to {model_type} "
                              f"with head {head!r}")
         tokens = wl.tokens if wl.tokens is not None or self.default_tokens is None else self.default_tokens
-        return replace(wl, head=head, tokens=tokens, phase=phase)
+        tp, ep = self._parallel_plan(wl, model_type)
+        return replace(wl, head=head, tokens=tokens, phase=phase, tp=tp.degree if tp.split else None,
+                       ep=ep.degree if ep.split else None)
+
+    def _parallel_plan(self, wl: Workload, model_type: str) -> tuple[TensorParallel, ExpertParallel]:
+        """The workload's split over chips (workloads.parallel), refused where the family does not split so."""
+        tp = TensorParallel(1 if wl.tp is None else wl.tp)
+        if tp.split and not self.tensor_parallel:
+            raise InputError(f"--tp does not apply to {model_type} models (tensor parallelism splits Llama-style "
+                             "decoders: llama, qwen2, mistral, mixtral)")
+        ep = ExpertParallel(1 if wl.ep is None else wl.ep)
+        if ep.split and not self.expert_parallel:
+            raise InputError(f"--ep does not apply to {model_type} models: they have no experts to split")
+        if ep.split and tp.split:
+            raise InputError("--tp with --ep is not modelled: split a mixture of experts over its experts or "
+                             "over its heads and features, not both")
+        ep.sequences(wl.batch)
+        return tp, ep
 
     def hf_class(self, cfg: Mapping[str, Any], head: str) -> str:
         """The transformers class that runs this family with ``head``."""

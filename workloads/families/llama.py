@@ -20,6 +20,7 @@ their extended length there).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from workloads.blocks import AttentionShape, attention, mixed_attention, residual
@@ -27,6 +28,7 @@ from workloads.builder import OpBuilder
 from workloads.errors import InputError
 from workloads.families.base import PHASES, Family, HfInputs, Workload, causal_lm_inputs, check_context, head_rows
 from workloads.mixed import MixedBatch, Sequence
+from workloads.parallel import ExpertParallel, TensorParallel
 
 
 def head_dim(cfg: Mapping[str, Any]) -> int:
@@ -77,6 +79,19 @@ def _window(cfg: Mapping[str, Any]) -> int | None:
     return window
 
 
+def tensor_parallel(wl: Workload) -> TensorParallel:
+    """The chips the workload splits the model over (workloads.parallel)."""
+    return TensorParallel(wl.tp or 1)
+
+
+def _chip_shape(cfg: Mapping[str, Any], tp: TensorParallel, batch: int, new: int, keys: int, kept: int | None,
+                window: int | None) -> AttentionShape:
+    """The attention of one chip of ``tp``: its query heads and its (possibly replicated) key/value heads."""
+    return AttentionShape(batch, new, keys, cfg["hidden_size"], tp.columns(cfg["num_attention_heads"],
+                                                                             "num_attention_heads"),
+                          head_dim(cfg), tp.kv_heads(kv_heads(cfg)), cache_len=kept, window=window or 0)
+
+
 def _biases(cfg: Mapping[str, Any]) -> tuple[bool, bool]:
     """(q/k/v projections biased, output projection biased): Qwen2 biases q/k/v only."""
     qwen2 = cfg["model_type"] == "qwen2"
@@ -100,6 +115,7 @@ def swiglu(b: OpBuilder, prefix: str, layer: int, rows: int, hidden: int, inner:
 
 class LlamaFamily(Family):
     model_types: tuple[str, ...] = ("llama", "qwen2", "mistral")
+    tensor_parallel = True
     required: tuple[str, ...] = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                                  "num_attention_heads", "max_position_embeddings")
     heads = ("lm", "none")
@@ -111,17 +127,22 @@ class LlamaFamily(Family):
         wl = super().resolve(cfg, wl)
         head_dim(cfg), kv_heads(cfg), layer_windows(cfg)
         check_context(wl, cfg["max_position_embeddings"], "max_position_embeddings")
+        tp = tensor_parallel(wl)
+        tp.columns(cfg["num_attention_heads"], "num_attention_heads"), tp.kv_heads(kv_heads(cfg))
+        tp.columns(cfg["intermediate_size"], "intermediate_size")
         return wl
 
     def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
         # Prefill: all `tokens` at once. Decode: one new token attending to a cache of `tokens`.
+        wl = replace(wl, batch=ExpertParallel(wl.ep or 1).sequences(wl.batch))  # this chip's sequences
         new = wl.size("tokens") if wl.phase == "prefill" else 1
         rows = wl.batch * new
         bias, out_bias = _biases(cfg)
 
         def attend(prefix: str, layer: int, window: int | None, table: str) -> None:
-            attention(b, prefix, layer, self.attention_shape(cfg, wl, window), bias=bias, out_bias=out_bias,
-                      score_adds=("causal_mask",), cache="step" if wl.phase == "decode" else "fill", rope=table)
+            attention(b, prefix, layer, self.attention_shape(cfg, wl, window, tensor_parallel(wl)), bias=bias,
+                      out_bias=out_bias, score_adds=("causal_mask",), cache="step" if wl.phase == "decode" else "fill",
+                      rope=table)
 
         head = head_rows(wl, rows, new) if wl.head == "lm" else None
         self._decoder(cfg, wl, b, rows, new, head, attend)
@@ -138,7 +159,7 @@ class LlamaFamily(Family):
         wl = Workload(batch=len(batch.sequences), expert_imbalance=batch.expert_imbalance)
 
         def attend(prefix: str, layer: int, window: int | None, table: str) -> None:
-            shapes = tuple(self.mixed_shape(cfg, kind, count, window)
+            shapes = tuple(self.mixed_shape(cfg, kind, count, window, tensor_parallel(wl))
                            for kind, count in zip(kinds, counts, strict=True))
             mixed_attention(b, prefix, layer, shapes, tuple(kind.cached == 0 for kind in kinds), bias=bias,
                             rope=table, out_bias=out_bias)
@@ -149,11 +170,21 @@ class LlamaFamily(Family):
     def _decoder(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder, rows: int, positions: int,
                  head: int | None, attend: Callable[[str, int, int | None, str], None]) -> None:
         """Embedding, the blocks (``attend`` builds each one's attention), the final norm and the LM head on
-        ``head`` rows (None: no head; 0: an LM head stored but not run)."""
-        hidden = cfg["hidden_size"]
+        ``head`` rows (None: no head; 0: an LM head stored but not run); split over ``wl.tp`` chips, the
+        collectives of :mod:`workloads.parallel` after the vocabulary-parallel embedding and LM head and after
+        each block's row-parallel products."""
+        hidden, tp = cfg["hidden_size"], tensor_parallel(wl)
+        vocab = tp.vocabulary(cfg["vocab_size"])
+
+        def reduce(name: str, layer: int, group: str) -> None:
+            if tp.split:
+                b.collective(f"{name}.all_reduce", layer, "all_reduce", group, rows * hidden, tp.degree)
+
         ids = b.input("input_ids", rows, bits=32)
-        x = b.vector("embed_tokens", -1, "embedding", "embedding", rows * hidden,
-                     weight_params=cfg["vocab_size"] * hidden, reads=(ids,))
+        x = b.vector("embed_tokens", -1, "embedding", "embedding", rows * hidden, weight_params=vocab * hidden,
+                     reads=(ids,))
+        reduce("embed_tokens", -1, "embedding")
+        x = b.current
         # cos and sin of every new position (position x inverse frequency), shared by the batch.
         table = b.vector("rotary_emb", -1, "rope_table", "embedding", 2 * positions * head_dim(cfg), reads=())
         for i, window in enumerate(layer_windows(cfg)):
@@ -161,46 +192,53 @@ class LlamaFamily(Family):
             b.current = x
             rmsnorm(b, f"{p}.input_layernorm", i, rows, hidden)
             attend(f"{p}.self_attn", i, window, table)
+            reduce(f"{p}.self_attn", i, "attention")
             h = residual(b, f"{p}.self_attn", i, "attention", rows * hidden, x)
             rmsnorm(b, f"{p}.post_attention_layernorm", i, rows, hidden)
             self.feed_forward(b, cfg, wl, f"{p}.mlp", i, rows)
+            reduce(f"{p}.mlp", i, "ffn")
             x = residual(b, f"{p}.mlp", i, "ffn", rows * hidden, h)
         rmsnorm(b, "norm", -1, rows, hidden)
         if head is None:
             return
         tied = cfg.get("tie_word_embeddings", False)
         if head:
-            b.gemm("lm_head", -1, "head", "head", head, hidden, cfg["vocab_size"], bias=False,
+            b.gemm("lm_head", -1, "head", "head", head, hidden, vocab, bias=False,
                    weight="embed_tokens.weight" if tied else None)
+            if tp.split:
+                b.collective("lm_head.all_gather", -1, "all_gather", "head", head * vocab * tp.degree, tp.degree)
         elif not tied:
-            b.held("lm_head", -1, "head", "head", 1, hidden, cfg["vocab_size"])
+            b.held("lm_head", -1, "head", "head", 1, hidden, vocab)
 
     @staticmethod
-    def mixed_shape(cfg: Mapping[str, Any], kind: Sequence, count: int, window: int | None) -> AttentionShape:
+    def mixed_shape(cfg: Mapping[str, Any], kind: Sequence, count: int, window: int | None,
+                    tp: TensorParallel) -> AttentionShape:
         """``count`` sequences of ``kind``: their new tokens against the cached ones (at most W - 1 of them in
-        a window) and themselves; the cache keeps all (W - 1 in a window) of them afterwards."""
+        a window) and themselves; the cache keeps all (W - 1 in a window) of them afterwards. One chip's heads
+        of ``tp``."""
         total = kind.cached + kind.new
         keys = total if window is None else min(kind.cached, window - 1) + kind.new
         kept = None if window is None else min(total, window - 1)
-        return AttentionShape(count, kind.new, keys, cfg["hidden_size"], cfg["num_attention_heads"], head_dim(cfg),
-                              kv_heads(cfg), cache_len=kept, window=window or 0)
+        return _chip_shape(cfg, tp, count, kind.new, keys, kept, window)
 
     @staticmethod
-    def attention_shape(cfg: Mapping[str, Any], wl: Workload, window: int | None) -> AttentionShape:
+    def attention_shape(cfg: Mapping[str, Any], wl: Workload, window: int | None,
+                        tp: TensorParallel) -> AttentionShape:
         """A block's attention: a prefill's queries against themselves, or a decode step's one query against
-        the cache and itself; a window keeps W - 1 cached tokens and attends to at most W keys."""
+        the cache and itself; a window keeps W - 1 cached tokens and attends to at most W keys. One chip's
+        heads of ``tp``."""
         tokens, decode = wl.size("tokens"), wl.phase == "decode"
         new, context = (1, tokens + 1) if decode else (tokens, tokens)
         kept = None if window is None else min(tokens + decode, window - 1)
         if decode and window is not None:
             context = min(context, window)
-        return AttentionShape(wl.batch, new, context, cfg["hidden_size"], cfg["num_attention_heads"], head_dim(cfg),
-                              kv_heads(cfg), cache_len=kept, window=window or 0)
+        return _chip_shape(cfg, tp, wl.batch, new, context, kept, window)
 
     def feed_forward(self, b: OpBuilder, cfg: Mapping[str, Any], wl: Workload, prefix: str, layer: int,
                      rows: int) -> None:
         """The block's feed-forward sublayer on ``rows`` tokens (after its norm, before its residual)."""
-        swiglu(b, prefix, layer, rows, cfg["hidden_size"], cfg["intermediate_size"], bool(cfg.get("mlp_bias", False)))
+        inner = tensor_parallel(wl).columns(cfg["intermediate_size"], "intermediate_size")
+        swiglu(b, prefix, layer, rows, cfg["hidden_size"], inner, bool(cfg.get("mlp_bias", False)))
 
     def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> HfInputs:
         return causal_lm_inputs(wl, torch)

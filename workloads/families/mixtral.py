@@ -21,6 +21,11 @@ tokens:
   f runs from 1 (even) to E / k (the busiest expert takes every token when all are touched).
 
 Each expert reads the whole routed activation (the rows it gathers are not modelled apart).
+
+Split over ``ep`` chips (workloads/parallel.py), each chip runs its batch / ep sequences' tokens through the
+router, sends the routed copies to the experts' chips (an all-to-all), runs its E / ep experts on 1 / ep of
+the expected experts touched by all chips' tokens (at least one) and of their token-expert pairs, gathers
+the weighted results (one copy on the vector unit) and returns them (a second all-to-all).
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from typing import Any
 from workloads.builder import OpBuilder
 from workloads.errors import InputError
 from workloads.families.base import Workload
-from workloads.families.llama import LlamaFamily
+from workloads.families.llama import LlamaFamily, tensor_parallel
+from workloads.parallel import ExpertParallel
 
 
 def expected_experts(routed: int, experts: int, top_k: int) -> float:
@@ -45,9 +51,10 @@ def experts_touched(layer: int, expected: float) -> int:
     return math.floor((layer + 1) * expected + 0.5) - math.floor(layer * expected + 0.5)
 
 
-def expert_loads(routed: int, top_k: int, touched: int, imbalance: float = 1.0) -> list[int]:
-    """Tokens each of the ``touched`` experts computes (busiest first); they sum to routed x top_k."""
-    pairs = routed * top_k
+def expert_loads(routed: int, top_k: int, touched: int, imbalance: float = 1.0, chips: int = 1) -> list[int]:
+    """Tokens each of the ``touched`` experts computes (busiest first); they sum to routed x top_k / chips
+    (the share of one of ``chips`` chips holding the experts, ``routed`` the tokens of all of them)."""
+    pairs = routed * top_k // chips
     mean = pairs / touched
     busiest = max(math.ceil(mean), math.floor(imbalance * mean + 0.5))
     busiest = min(busiest, routed, pairs - (touched - 1))
@@ -67,6 +74,7 @@ def imbalance_of(cfg: Mapping[str, Any], wl: Workload) -> float:
 
 class MixtralFamily(LlamaFamily):
     model_types = ("mixtral",)
+    expert_parallel = True
     required = (*LlamaFamily.required, "num_local_experts", "num_experts_per_tok")
     knobs = ("tokens", "expert_imbalance")
 
@@ -80,17 +88,24 @@ class MixtralFamily(LlamaFamily):
 
     def feed_forward(self, b: OpBuilder, cfg: Mapping[str, Any], wl: Workload, prefix: str, layer: int,
                      rows: int) -> None:
-        hidden, inner = cfg["hidden_size"], cfg["intermediate_size"]
+        hidden = cfg["hidden_size"]
+        inner = tensor_parallel(wl).columns(cfg["intermediate_size"], "intermediate_size")  # each expert split
         experts, top_k = cfg["num_local_experts"], cfg["num_experts_per_tok"]
+        ep = ExpertParallel(wl.ep or 1)
         x = b.current
         router = b.gemm(f"{prefix}.gate", layer, "router", "ffn", rows, hidden, experts, bias=False, reads=x)
         b.vector(f"{prefix}.gate.softmax", layer, "softmax", "ffn", rows * experts, reads=(router,))
         b.vector(f"{prefix}.gate.topk", layer, "topk", "ffn", rows * experts * top_k)
         # the k kept scores summed and divided by their sum
         weights = b.vector(f"{prefix}.gate.normalize", layer, "mul", "ffn", 2 * rows * top_k)
-        touched = experts_touched(layer, expected_experts(rows, experts, top_k))
+        if ep.split:  # each routed token copy to its expert's chip
+            x = b.collective(f"{prefix}.dispatch", layer, "all_to_all", "ffn", rows * top_k * hidden, ep.degree)
+        # this chip's experts: 1 / ep of the expected experts touched and of the token-expert pairs of all chips
+        local = ep.experts(experts)
+        touched = experts_touched(layer, expected_experts(rows * ep.degree, experts, top_k) / ep.degree)
+        touched = min(max(touched, 1), rows * top_k)  # a share of the pairs below one expert still runs one
         routed = []
-        for e, load in enumerate(expert_loads(rows, top_k, touched, imbalance_of(cfg, wl))):
+        for e, load in enumerate(expert_loads(rows * ep.degree, top_k, touched, imbalance_of(cfg, wl), ep.degree)):
             p = f"{prefix}.experts.{e}"
             b.gemm(f"{p}.gate_up_proj", layer, "ffn1", "ffn", load, hidden, 2 * inner, bias=False, reads=x,
                    parts=("gate", "up"))
@@ -98,7 +113,10 @@ class MixtralFamily(LlamaFamily):
             b.vector(f"{p}.gate_mul", layer, "mul", "ffn", load * inner, reads=(act, f"{p}.gate_up_proj.up"))
             down = b.gemm(f"{p}.down_proj", layer, "ffn2", "ffn", load, inner, hidden, bias=False)
             routed.append(b.vector(f"{p}.route", layer, "mul", "ffn", load * hidden, reads=(down, weights)))
+        if ep.split:  # the weighted results back to their tokens' chips
+            b.vector(f"{prefix}.experts.gather", layer, "concat", "ffn", rows * top_k * hidden, reads=tuple(routed))
+            routed = [b.collective(f"{prefix}.combine", layer, "all_to_all", "ffn", rows * top_k * hidden, ep.degree)]
         b.vector(f"{prefix}.experts.combine", layer, "add", "ffn", rows * top_k * hidden, reads=tuple(routed))
-        if touched < experts:
-            b.held(f"{prefix}.experts.held.gate_up_proj", layer, "ffn1", "ffn", experts - touched, hidden, 2 * inner)
-            b.held(f"{prefix}.experts.held.down_proj", layer, "ffn2", "ffn", experts - touched, inner, hidden)
+        if touched < local:
+            b.held(f"{prefix}.experts.held.gate_up_proj", layer, "ffn1", "ffn", local - touched, hidden, 2 * inner)
+            b.held(f"{prefix}.experts.held.down_proj", layer, "ffn2", "ffn", local - touched, inner, hidden)
