@@ -19,6 +19,13 @@ Tensor parallelism (``tp`` chips; Megatron-LM's scheme, as vLLM serves it):
 A mixture of experts runs tensor-parallel inside every expert (each expert's inner width split, as vLLM
 does without expert parallelism).
 
+Pipeline parallelism (``pp`` stages): stage s of pp holds layers [s L / pp, (s + 1) L / pp); the first stage
+also the embedding, the last the final norm and the LM head (and its own copy of a tied embedding table, as
+Megatron keeps one). A stage ends by sending its hidden states to the next stage's chips (one ``send``,
+written to DRAM there: counted on the sender); the next stage reads them from DRAM. Each stage's chips split
+it as the tensor-parallel degree says. How microbatches flow through the stages is the generation's
+(simulator/analysis/pipeline.py).
+
 Expert parallelism (``ep`` chips; GShard's scheme): each chip holds E / ep whole experts and a copy of
 everything else, and takes batch / ep of the sequences through everything else (data-parallel attention).
 Before the experts an all-to-all dispatches each routed token (a copy per expert it picked) to the chip
@@ -36,18 +43,26 @@ from workloads.ops import MAX_SIZE
 
 
 @dataclass(frozen=True)
-class TensorParallel:
-    """``degree`` chips splitting one model; 1 is one chip (no split, no collective)."""
+class _Degree:
+    """``degree`` chips sharing one kind of split (its command-line ``flag``); 1 is one chip."""
 
     degree: int = 1
+    flag = ""
 
     def __post_init__(self) -> None:
         if isinstance(self.degree, bool) or not isinstance(self.degree, int) or not 1 <= self.degree <= MAX_SIZE:
-            raise InputError(f"--tp must be a positive integer, got {self.degree!r}")
+            raise InputError(f"{self.flag} must be a positive integer, got {self.degree!r}")
 
     @property
     def split(self) -> bool:
         return self.degree > 1
+
+
+@dataclass(frozen=True)
+class TensorParallel(_Degree):
+    """``degree`` chips splitting one model's products (no split, no collective, at 1)."""
+
+    flag = "--tp"
 
     def columns(self, count: int, what: str) -> int:
         """Each chip's share of ``count`` heads or features, which the degree must divide."""
@@ -69,18 +84,10 @@ class TensorParallel:
 
 
 @dataclass(frozen=True)
-class ExpertParallel:
-    """``degree`` chips each holding 1 / degree of the experts; 1 is one chip."""
+class ExpertParallel(_Degree):
+    """``degree`` chips each holding 1 / degree of the experts."""
 
-    degree: int = 1
-
-    def __post_init__(self) -> None:
-        if isinstance(self.degree, bool) or not isinstance(self.degree, int) or not 1 <= self.degree <= MAX_SIZE:
-            raise InputError(f"--ep must be a positive integer, got {self.degree!r}")
-
-    @property
-    def split(self) -> bool:
-        return self.degree > 1
+    flag = "--ep"
 
     def experts(self, experts: int) -> int:
         if experts % self.degree:
@@ -93,3 +100,33 @@ class ExpertParallel:
             raise InputError(f"--ep {self.degree} gives each chip batch / {self.degree} of the sequences; batch "
                              f"{batch} is not a multiple of {self.degree}")
         return batch // self.degree
+
+
+@dataclass(frozen=True)
+class PipelineStage:
+    """Stage ``index`` of ``stages``; one stage is the whole model."""
+
+    stages: int = 1
+    index: int = 0
+
+    def __post_init__(self) -> None:
+        for name, value in (("--pp", self.stages), ("stage", self.index + 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIZE:
+                raise InputError(f"{name} must be a positive integer, got {value!r}")
+        if self.index >= self.stages:
+            raise InputError(f"stage {self.index} does not exist in a pipeline of {self.stages} stages")
+
+    @property
+    def first(self) -> bool:
+        return self.index == 0
+
+    @property
+    def last(self) -> bool:
+        return self.index == self.stages - 1
+
+    def layers(self, layers: int) -> range:
+        """The blocks this stage holds, which the stages must divide evenly."""
+        if layers % self.stages:
+            raise InputError(f"--pp {self.stages} does not divide num_hidden_layers = {layers}")
+        share = layers // self.stages
+        return range(self.index * share, (self.index + 1) * share)

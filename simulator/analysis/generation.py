@@ -62,22 +62,42 @@ class Generation:
     kv_cache_bytes: int  # the KV cache at the end, at its stored precision
     peak_activation_bytes: int  # most activation bytes alive at once, in any step
     notes: tuple[str, ...]
-    chips: int = 1  # chips the model is split over (tp x ep); the bytes above are each chip's
+    chips: int = 1  # chips the model is split over (tp x ep x pp); the bytes above are each chip's (the fullest)
+    ranks: int = 1  # chips that each run every op of the frames above (tp x ep): chips / ranks pipeline stages
+    ttft_cycles: int | None = None  # the time to the first token, when not the prefill frame's (a pipeline)
+    stages: pd.DataFrame | None = None  # a pipeline's stages (simulator/analysis/pipeline.py), else None
+    microbatches: int = 1
+
+    @property
+    def first_token_cycles(self) -> int:
+        return self.ttft_cycles if self.ttft_cycles is not None else int(self.prefill.totals["total_cycles"])
 
 
 def generate(spec: ModelSpec, workload: Workload, new_tokens: int, simulator: Simulator, beams: int = 1,
-             ) -> Generation:
+             microbatches: int = 1) -> Generation:
     """Simulate a prefill of ``workload.tokens`` for ``workload.batch`` prompts, then ``new_tokens - 1``
     decode steps of ``beams`` sequences per prompt (each beam with its own copy of the cache, as
-    Hugging Face's beam search keeps them)."""
+    Hugging Face's beam search keeps them); split into ``workload.pp`` pipeline stages, the batch runs as
+    ``microbatches`` (see simulator/analysis/pipeline.py)."""
     if new_tokens < 1:
         raise InputError(f"--new-tokens must be at least 1, got {new_tokens}")
     if beams < 1:
         raise InputError(f"--beams must be at least 1, got {beams}")
     if not spec.family.phases:
         raise InputError(f"{spec.name} has no decoder: {spec.config['model_type']} models run one forward pass")
-    system = simulator.system
-    check_plan(system, simulator.hardware.name, workload.tp or 1, workload.ep or 1)
+    stages = workload.pp or 1
+    check_plan(simulator.system, simulator.hardware.name, workload.tp or 1, workload.ep or 1, stages)
+    if stages > 1 or microbatches != 1:
+        from simulator.analysis.pipeline import pipelined
+
+        return pipelined(spec, workload, new_tokens, simulator, beams, microbatches)
+    return stage_generation(spec, workload, new_tokens, simulator, beams)
+
+
+def stage_generation(spec: ModelSpec, workload: Workload, new_tokens: int, simulator: Simulator, beams: int = 1,
+                     resident: int = 1) -> Generation:
+    """:func:`generate` on one pipeline stage (or the whole model), whose chips hold the KV caches of
+    ``resident`` such batches (a pipeline's microbatches) in the capacity check."""
     head = spec.resolve(workload).head
     knob = spec.family.cache_knob  # tokens (decoder-only) or decoder_tokens (encoder-decoder)
     start: dict[str, Any] = {"decoder_tokens": 1} if knob == "decoder_tokens" else {}  # the start token
@@ -103,12 +123,13 @@ def generate(spec: ModelSpec, workload: Workload, new_tokens: int, simulator: Si
         # The most the run holds: the cache at its longest, the activations of the prefill's groups or a step's
         last = decoder.prepare(lengths[-1]).footprint
         held = replace(last, peak_activation_bytes=max(held.peak_activation_bytes, last.peak_activation_bytes))
-    chips = (prompt.tp or 1) * (prompt.ep or 1)
-    check_fits(held, simulator.hardware, spec.name, chips)
+    ranks = (prompt.tp or 1) * (prompt.ep or 1)
+    held = replace(held, state_bytes=held.state_bytes * resident)
+    check_fits(held, simulator.hardware, spec.name, ranks * (prompt.pp or 1))
     kv_cache, weights, peak = held.state_bytes, held.weight_bytes, held.peak_activation_bytes
     assert prompt.tokens is not None  # resolved: every family gives its prompt a length
     return Generation(prefill, decode, steps, prompt.tokens, new_tokens, prompt.batch, beams, weights, kv_cache,
-                      peak, tuple(notes), chips)
+                      peak, tuple(notes), ranks, ranks)
 
 
 def decode_step(workload: Workload, knob: str, length: int) -> Workload:
@@ -252,12 +273,12 @@ def generation_summary(generation: Generation, hardware: Hardware) -> dict[str, 
     prompt, whatever the beams). Split over several chips: the bytes are each chip's (every chip holds
     the same), the energy the whole system's, and the collectives' share of the time is reported."""
     per_ms = hardware.array.clock_mhz * 1e3
-    ttft = generation.prefill.totals["total_cycles"]
+    ttft = generation.first_token_cycles
     steps = generation.steps
     decode = int(steps["total_cycles"].sum()) if len(steps) else 0
     e2e_ms = (ttft + decode) / per_ms
-    links = generation.prefill.totals.link_cycles + (int(steps["link_cycles"].sum()) if len(steps) else 0)
-    chips = generation.chips
+    chips, share = generation.chips, generation.ranks / generation.chips  # the frames' work: one chip's of share
+    links = share * (generation.prefill.totals.link_cycles + (int(steps["link_cycles"].sum()) if len(steps) else 0))
     capacity = hardware.memory.dram_capacity_bytes
     footprint = generation.weight_bytes + generation.kv_cache_bytes + generation.peak_activation_bytes
     phases = {"prefill": generation.prefill, "decode": generation.decode}
@@ -272,7 +293,7 @@ def generation_summary(generation: Generation, hardware: Hardware) -> dict[str, 
         "tokens_per_s_per_chip": generation.batch * generation.new_tokens / (e2e_ms / 1e3) / chips,
         "collective_ms": links / per_ms,
         "collective_share": links / (ttft + decode),
-        "utilization": useful / ((ttft + decode) * hardware.pes),  # as a run's: over every PE of the chip
+        "utilization": share * useful / ((ttft + decode) * hardware.pes),  # a run's: over every PE of a chip
         "prompt_tokens": generation.prompt_tokens, "new_tokens": generation.new_tokens,
         "batch": generation.batch, "beams": generation.beams,
         "weight_bytes": generation.weight_bytes, "kv_cache_bytes": generation.kv_cache_bytes,
@@ -280,8 +301,18 @@ def generation_summary(generation: Generation, hardware: Hardware) -> dict[str, 
         "dram_footprint_bytes": footprint, "dram_capacity_bytes": capacity,
         "bound": {phase: bound(results, hardware) for phase, results in phases.items() if results is not None},
         "energy": generation_energy(generation, hardware, e2e_ms),
+        **({"pipeline": pipeline_summary(generation)} if generation.stages is not None else {}),
         "notes": list(generation.notes),
     }
+
+
+def pipeline_summary(generation: Generation) -> dict[str, Any]:
+    """A pipeline's stages, microbatches, its bubble (the stages' mean idle share) and each stage's row."""
+    stages = generation.stages
+    assert stages is not None
+    return {"stages": len(stages), "microbatches": generation.microbatches,
+            "bubble_share": 1.0 - float(stages["busy_share"].mean()),
+            "per_stage": stages.to_dict(orient="records")}
 
 
 def generation_energy(generation: Generation, hardware: Hardware, e2e_ms: float) -> dict[str, Any] | None:
@@ -296,13 +327,15 @@ def generation_energy(generation: Generation, hardware: Hardware, e2e_ms: float)
     from simulator.engine.results import dense_macs
 
     phases = [results for results in (generation.prefill, generation.decode) if results is not None]
-    sums = {column: float(sum(results[column].sum() for results in phases)) for column in ENERGY_COLUMNS}
-    macs = sum(int(results["macs"].sum()) for results in phases)
-    dense = sum(dense_macs(results) for results in phases)
-    energy = system_energy(energy_summary(sums, macs, e2e_ms, action_costs(hardware), dense), generation.chips)
+    share = generation.ranks / generation.chips  # the frames hold one chip's work of each stage: a mean chip's
+    sums = {column: share * float(sum(results[column].sum() for results in phases)) for column in ENERGY_COLUMNS}
+    macs = share * sum(int(results["macs"].sum()) for results in phases)
+    dense = share * sum(dense_macs(results) for results in phases)
+    energy = system_energy(energy_summary(sums, int(macs), e2e_ms, action_costs(hardware), int(dense)),
+                           generation.chips)
+    prefill = generation.ranks * float(generation.prefill["energy_pj"].sum())
     return {**energy, "per_token_pj": energy["total_pj"] / (generation.batch * generation.new_tokens),
-            "prefill_dynamic_pj": generation.chips * float(generation.prefill["energy_pj"].sum()),
-            "decode_dynamic_pj": generation.chips * (sums["energy_pj"] - float(generation.prefill["energy_pj"].sum()))}
+            "prefill_dynamic_pj": prefill, "decode_dynamic_pj": generation.chips * sums["energy_pj"] - prefill}
 
 
 

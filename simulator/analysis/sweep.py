@@ -10,6 +10,8 @@ configs: [int8, int8_sp]                 # names under configs/ or paths (relati
 models: [bert-base, {name: vit-base, image_size: 224}]
 # generation: {name: llama-2-7b, tokens: 512, new_tokens: 128} (prompt, then new tokens), and workload
 # axes next to hardware ones: product: {model.batch: [1, 8, 32], model.new_tokens: [64, 256]}
+# a system preset as hardware splits the models over its chips: parallel: {tp: 8} (else each config's
+# parallel:, else one chip per degree), and axes parallel.tp / .ep / .pp / .microbatches and chips
 include_frontend: true                   # the default: the whole model, as everywhere
 include_head: true
 trace: false                             # true: the real transformers models, traced (hf extra)
@@ -20,7 +22,10 @@ Design points are the product of the ``product`` axes times the ``zip`` tuples; 
 runs every config on every model. An axis ``model.<knob>`` (a knob of workloads/knobs.py that a sweep may
 vary, or new_tokens) sets that knob of every model entry at the point. A model entry with
 ``new_tokens`` is a generation (its ``tokens`` the prompt): its row gives the end-to-end time as
-``total_cycles``/``latency_ms`` and adds ``ttft_ms``, ``tpot_ms`` and ``tokens_per_s``. A point is
+``total_cycles``/``latency_ms`` and adds ``ttft_ms``, ``tpot_ms``, ``tokens_per_s`` and
+``tokens_per_s_per_chip``. With a system preset as ``hardware`` every point runs on its chips as the parallel
+plan says: the axis ``chips`` sets the system's chip count (a torus the squarest shape), the axes
+``parallel.<degree>`` the plan's degrees (which must use every chip); energy is the system's. A point is
 identified by a stable id (a hash of its axis values, config and model), so a sweep resumes by
 skipping finished ids. This module is the pure plan (expanding points; evaluating them is
 :mod:`simulator.analysis.sweep_points`); :mod:`simulator.cli.sweep_run` is the edge (executors, part
@@ -42,7 +47,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from simulator.formats.precision import parse_precision
 from simulator.spec.checkpoint import CHECKPOINT, checkpoint_run
 from simulator.spec.config_io import StrictModel, read_yaml_mapping, unknown_name_message, validate
-from simulator.spec.hardware import Hardware, load_hardware
+from simulator.spec.hardware import Hardware
 from simulator.spec.run_config import (
     AttentionKernelConfig,
     RunConfig,
@@ -50,6 +55,7 @@ from simulator.spec.run_config import (
     load_run_config,
     resolve_run_config,
 )
+from simulator.spec.system import ParallelPlan, System, load_target, system_with_chips
 from simulator.spec.workload_knobs import WorkloadKnobs
 from workloads.errors import InputError
 from workloads.knobs import KNOB_NAMES, KNOBS
@@ -60,15 +66,16 @@ from workloads.vocabulary import SFU_OPS
 # apply); stored bits are split into weight values, metadata (N:M indices, bitmaps, outlier indices),
 # scale factors and biases, with their sum.
 MODEL_COLUMNS = ("model", *KNOB_NAMES, "new_tokens")
-GENERATION_COLUMNS = ("ttft_ms", "tpot_ms", "tokens_per_s")
+GENERATION_COLUMNS = ("ttft_ms", "tpot_ms", "tokens_per_s", "tokens_per_s_per_chip")
+PARALLEL_COLUMNS = ("chips", *ParallelPlan.model_fields)  # the point's system size and parallel plan
 # Energy and area (empty when the hardware has no energy section): the run's total energy, per generated
 # token for a generation or a decode step (empty for a prefill), TOPS/W (2 ops per useful MAC), effective
 # TOPS/W (2 ops per MAC of the dense products), and the chip's area.
 SWEEP_ENERGY_COLUMNS = ("energy_uj", "energy_per_token_uj", "tops_per_w", "effective_tops_per_w", "area_mm2")
-RESULT_COLUMNS = ("point_id", "point", "config", *MODEL_COLUMNS, "total_cycles", "latency_ms", *GENERATION_COLUMNS,
-                  "utilization", "speedup_vs_baseline", "stored_bits", "value_bits", "index_bits", "scale_bits",
-                  "bias_bits", "dram_bytes", *SWEEP_ENERGY_COLUMNS, "error")
-INTEGER_COLUMNS = (*(knob.name for knob in KNOBS if knob.kind is int), "new_tokens", "total_cycles",
+RESULT_COLUMNS = ("point_id", "point", "config", *MODEL_COLUMNS, *PARALLEL_COLUMNS, "total_cycles", "latency_ms",
+                  *GENERATION_COLUMNS, "collective_share", "utilization", "speedup_vs_baseline", "stored_bits",
+                  "value_bits", "index_bits", "scale_bits", "bias_bits", "dram_bytes", *SWEEP_ENERGY_COLUMNS, "error")
+INTEGER_COLUMNS = (*(knob.name for knob in KNOBS if knob.kind is int), "new_tokens", *PARALLEL_COLUMNS, "total_cycles",
                    "stored_bits", "value_bits", "index_bits", "scale_bits", "bias_bits", "dram_bytes")
 WORKLOAD_AXES = (*(knob.name for knob in KNOBS if knob.axis), "new_tokens")
 
@@ -116,6 +123,7 @@ class SweepSpec(StrictModel):
     include_head: bool = True
     trace: bool = False  # simulate the transformers models traced on the meta device (hf extra)
     timing: Literal["default", "scalesim"] = "default"
+    parallel: ParallelPlan | None = None  # a system's split (else each config's parallel:); axes override it
 
     @field_validator("models", mode="before")
     @classmethod
@@ -135,20 +143,13 @@ TABLE_KEYS: dict[str, Callable[[str], object]] = {
 }
 
 
-ATTENTION_AXES = tuple(f"attention.{name}" for name in AttentionKernelConfig.model_fields)
 
 
 def check_axis_path(path: str) -> None:
     """An axis must name a hardware field (``array.rows``), a key of a table (``macs_per_pe.int8``), a
-    workload knob of the models (``model.batch``) or an attention kernel setting of every config
-    (``attention.kernel``)."""
-    if path.startswith("attention."):
-        if path not in ATTENTION_AXES:
-            raise InputError(unknown_name_message(path, ATTENTION_AXES, "axis"))
-        return
-    if path.startswith("model."):
-        if path.removeprefix("model.") not in WORKLOAD_AXES:
-            raise InputError(unknown_name_message(path.removeprefix("model."), WORKLOAD_AXES, f"axis {path!r}: knob"))
+    workload knob of the models (``model.batch``), an attention kernel setting of every config
+    (``attention.kernel``), a system's ``chips`` or a degree of the parallel plan (``parallel.tp``)."""
+    if path == "chips" or _named_axis(path):
         return
     model: type[BaseModel] | None = Hardware
     parts = path.split(".")
@@ -165,6 +166,18 @@ def check_axis_path(path: str) -> None:
         model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
     if model is not None:
         raise InputError(f"axis {path!r}: {path} is a group of fields, name one of them")
+
+
+def _named_axis(path: str) -> bool:
+    """Whether ``path`` is an attention, model or parallel axis (refused when it names nothing of those)."""
+    for prefix, names in (("attention.", AttentionKernelConfig.model_fields), ("model.", WORKLOAD_AXES),
+                          ("parallel.", ParallelPlan.model_fields)):
+        if path.startswith(prefix):
+            known = tuple(prefix + name for name in names)
+            if path not in known:
+                raise InputError(unknown_name_message(path, known, "axis"))
+            return True
+    return False
 
 
 def _check_table_key(path: str, parts: list[str], depth: int) -> None:
@@ -203,6 +216,7 @@ class Plan:
 
     spec: SweepSpec
     base_hardware: dict[str, Any]
+    base_system: dict[str, Any] | None  # the system preset the sweep runs on, else None (one chip)
     configs: dict[str, dict[str, Any]]  # config path -> {"config": RunConfig dump, "baseline": RunConfig dump | None}
     points: tuple[Point, ...]
 
@@ -214,7 +228,11 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, Plan]:
         check_axis_path(axis)
     hardware = spec.hardware if not spec.hardware.endswith((".yaml", ".yml")) else str(
         _resolve_path(spec.hardware, path.parent))
-    base = load_hardware(hardware)
+    target = load_target(hardware)
+    base = target.hardware
+    if target.system is None and any(axis == "chips" or axis.startswith("parallel.") for axis in spec.axes.paths):
+        raise InputError(f"{path}: the axes chips and parallel.* need a system preset as hardware, not "
+                         f"{base.name}")
     from workloads.models import load_model
 
     points_axes = design_points(spec.axes)
@@ -224,7 +242,7 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, Plan]:
             check_entry(load_model(entry.name), entry, spec.include_head, spec.trace)
         except InputError as exc:
             raise InputError(f"{path}: models: {entry.name}: {exc}") from None
-    configs, names = _load_configs(spec, path, hardware)
+    configs, names = _load_configs(spec, path, hardware if target.system is None else target.system.chip)
     _check_attention_axes(path, points_axes, [configs[name]["config"] for name in names])
     points: list[Point] = []
     for axis_values in points_axes:
@@ -235,7 +253,8 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, Plan]:
                 label = CHECKPOINT if config.startswith(CHECKPOINT_KEY) else Path(config).stem
                 points.append(Point(len(points), point_id(axis_values, label, model), axis_values, config,
                                     model.at(axis_values)))
-    return spec, Plan(spec, base.model_dump(), configs, tuple(points))
+    return spec, Plan(spec, base.model_dump(), target.system.model_dump() if target.system else None, configs,
+                      tuple(points))
 
 
 CHECKPOINT_KEY = "checkpoint:"  # the plan's key of a checkpoint model's own config: checkpoint:<its directory>
@@ -312,7 +331,7 @@ def _resolve_path(name: str, base_dir: Path) -> Path:
 def hardware_at(base: dict[str, Any], axis_values: dict[str, Any]) -> Hardware:
     data = json.loads(json.dumps(base))
     for path, value in axis_values.items():
-        if path.startswith(("model.", "attention.")):
+        if path == "chips" or path.startswith(("model.", "attention.", "parallel.")):
             continue
         node = data
         *parents, leaf = path.split(".")
@@ -326,6 +345,21 @@ def hardware_at(base: dict[str, Any], axis_values: dict[str, Any]) -> Hardware:
 
         message = validation_message(exc) if isinstance(exc, ValidationError) else str(exc)
         raise InputError(f"infeasible hardware: {message}") from None
+
+
+def system_at(base: dict[str, Any] | None, axis_values: dict[str, Any]) -> System | None:
+    """The point's system: the sweep's, with the ``chips`` axis applied (None: one chip)."""
+    if base is None:
+        return None
+    system = System.model_validate(base)
+    return system_with_chips(system, axis_values["chips"]) if "chips" in axis_values else system
+
+
+def plan_at(spec: SweepSpec, config: dict[str, Any], axis_values: dict[str, Any]) -> ParallelPlan:
+    """The point's parallel plan: its ``parallel.*`` axes, else the sweep's ``parallel``, else the config's."""
+    plan = spec.parallel or ParallelPlan.model_validate(config.get("parallel") or {})
+    return plan.with_given(**{path.removeprefix("parallel."): value for path, value in axis_values.items()
+                              if path.startswith("parallel.")})
 
 
 def config_at(config: dict[str, Any], axis_values: dict[str, Any], attention_of: dict[str, Any] | None = None,

@@ -17,18 +17,25 @@ from simulator.analysis.sweep import (
     SweepSpec,
     config_at,
     hardware_at,
+    plan_at,
+    system_at,
 )
 from simulator.spec.hardware import Hardware
 from simulator.spec.run_config import Policy, RunConfig
+from simulator.spec.system import ParallelPlan, System
 from workloads.errors import InputError
 from workloads.ops import Trace
 
 
 @functools.lru_cache(maxsize=64)
-def _trace(entry: ModelEntry, include_frontend: bool, include_head: bool, traced: bool) -> Trace:
-    from simulator.analysis.paper import backbone_trace
-
-    return backbone_trace(entry.name, entry, include_frontend, include_head, traced)
+def _trace(entry: ModelEntry, include_frontend: bool, include_head: bool, traced: bool, plan_json: str = "{}",
+           ) -> Trace:
+    """The entry's trace, split as the plan says (one chip's)."""
+    from simulator.analysis.paper import model_trace, scope
+    if plan_json != "{}" and traced:
+        raise InputError("trace: true traces the whole model on one chip; it does not split it (parallel)")
+    workload = ParallelPlan.model_validate_json(plan_json).split(entry.workload())
+    return scope(model_trace(entry.name, workload, traced), include_frontend, include_head)
 
 
 @functools.lru_cache(maxsize=64)
@@ -38,7 +45,7 @@ def _policy(config_json: str) -> Policy:
 
 
 def evaluate_point(plan_spec: SweepSpec, base: dict[str, Any], configs: dict[str, dict[str, Any]], point: Point,
-                   ) -> dict[str, Any]:
+                   base_system: dict[str, Any] | None = None) -> dict[str, Any]:
     entry = configs[point.config]
     scope = (point.model, plan_spec.include_frontend, plan_spec.include_head, plan_spec.trace)
     workload = _trace(*scope).workload
@@ -49,18 +56,26 @@ def evaluate_point(plan_spec: SweepSpec, base: dict[str, Any], configs: dict[str
         row["phase"] = "generate"  # a prefill of `tokens`, then decode steps
     try:
         hardware_json = hardware_at(base, point.axes).model_dump_json()
+        system = system_at(base_system, point.axes)
+        plan = plan_at(plan_spec, entry["config"], point.axes)
+        row.update(chips=system.chips if system is not None else 1, **plan.model_dump())
+        on = (system.model_dump_json() if system is not None else "", plan.model_dump_json(exclude_defaults=True))
         config = config_at(entry["config"], point.axes)
-        totals = _totals(*scope, hardware_json, _simulation_json(config), plan_spec.timing)
+        totals = _totals(*scope, hardware_json, _simulation_json(config), plan_spec.timing, *on)
         speedup = None
         if entry["baseline"] is not None:
             baseline_config = config_at(entry["baseline"], point.axes, config)
-            baseline = _totals(*scope, hardware_json, _simulation_json(baseline_config), plan_spec.timing)
-            speedup = baseline["total_cycles"] / totals["total_cycles"]
+            try:
+                baseline = _totals(*scope, hardware_json, _simulation_json(baseline_config), plan_spec.timing, *on)
+                speedup = baseline["total_cycles"] / totals["total_cycles"]
+            except InputError:  # the dense baseline does not fit where the compressed model does: no speedup
+                speedup = None
         bits = {"value_bits": totals["weight_bits"] - totals["index_bits"], "index_bits": totals["index_bits"],
                 "scale_bits": totals["scale_bits"], "bias_bits": totals["bias_bits"]}
         row.update(total_cycles=totals["total_cycles"], latency_ms=totals["latency_ms"],
                    **{column: totals.get(column) for column in GENERATION_COLUMNS},
-                   utilization=totals["utilization"], speedup_vs_baseline=speedup,
+                   collective_share=totals["collective_share"], utilization=totals["utilization"],
+                   speedup_vs_baseline=speedup,
                    stored_bits=sum(bits.values()), **bits, dram_bytes=totals["dram_bytes"],
                    **_energy_columns(totals, hardware_json, _tokens_generated(point.model, workload)), error="")
     except InputError as exc:  # an infeasible point: its numbers are missing (<NA>), its error says why
@@ -101,33 +116,44 @@ def _simulation_json(config: dict[str, Any]) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _totals(entry: ModelEntry, include_frontend: bool, include_head: bool, traced: bool, hardware_json: str,
-            config_json: str, timing: str) -> dict[str, Any]:
+            config_json: str, timing: str, system_json: str = "", plan_json: str = "{}") -> dict[str, Any]:
     """Run totals, memoised per process: a config and another config's identical baseline on the same
-    design point are simulated once. A generation's are its end-to-end totals (prefill plus decode)."""
-    from simulator.engine import Simulator, simulate
-    from simulator.spec.weight_masks import weight_masks
-
-    hardware = Hardware.model_validate_json(hardware_json)
-    policy = _policy(config_json)
-    masks = weight_masks(policy)
-    if entry.new_tokens is None:
-        trace = _trace(entry, include_frontend, include_head, traced)
-        totals: dict[str, Any] = simulate(trace, hardware, policy, timing=timing, mask_for=masks).totals
-        return totals
+    design point are simulated once. A generation's are its end-to-end totals (prefill plus decode); on a
+    system (``system_json``), split as ``plan_json`` says, with the system's energy."""
     from simulator.analysis.generation import generate, generation_summary
+    from simulator.energy.accounting import system_energy
+    from simulator.engine import Simulator
+    from simulator.spec.system import check_plan
+    from simulator.spec.weight_masks import weight_masks
     from workloads.models import load_model
 
-    generation = generate(load_model(entry.name), entry.workload(), entry.new_tokens,
-                          Simulator(hardware, policy, timing=timing, mask_for=masks))
+    hardware = Hardware.model_validate_json(hardware_json)
+    system = System.model_validate_json(system_json) if system_json else None
+    plan = ParallelPlan.model_validate_json(plan_json)
+    policy = _policy(config_json)
+    masks = weight_masks(policy)
+    simulator = Simulator(hardware, policy, timing=timing, mask_for=masks, system=system)
+    if entry.new_tokens is None:
+        if plan.pp > 1 or plan.microbatches > 1:
+            raise InputError("pipeline stages run in a generation (a model entry with new_tokens)")
+        check_plan(system, hardware.name, plan.tp, plan.ep)
+        totals = simulator.run(_trace(entry, include_frontend, include_head, traced, plan_json)).totals
+        energy = system_energy(totals.energy, plan.chips) if totals.energy is not None else None
+        return {**totals, "energy": energy, "collective_share": totals.link_cycles / totals.total_cycles}
+    workload = plan.split(entry.workload())
+    generation = generate(load_model(entry.name), workload, entry.new_tokens, simulator,
+                          microbatches=plan.microbatches)
     summary = generation_summary(generation, hardware)
     prefill = generation.prefill.totals
-    decode_cycles = int(generation.steps["total_cycles"].sum()) if len(generation.steps) else 0
     decode_bytes = generation.decode.totals["dram_bytes"] if generation.decode is not None else 0
-    return {**prefill, "total_cycles": prefill["total_cycles"] + decode_cycles, "latency_ms": summary["e2e_ms"],
+    cycles = generation.first_token_cycles + (int(generation.steps["total_cycles"].sum()) if len(generation.steps)
+                                              else 0)
+    return {**prefill, "total_cycles": cycles, "latency_ms": summary["e2e_ms"],
             "dram_bytes": prefill["dram_bytes"] + decode_bytes, "utilization": summary["utilization"],
+            "collective_share": summary["collective_share"],
             **{column: summary[column] for column in GENERATION_COLUMNS}, "energy": summary["energy"]}
 
 
 def evaluate_chunk(plan_spec: SweepSpec, base: dict[str, Any], configs: dict[str, dict[str, Any]], points: list[Point],
-                   ) -> list[dict[str, Any]]:
-    return [evaluate_point(plan_spec, base, configs, point) for point in points]
+                   base_system: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    return [evaluate_point(plan_spec, base, configs, point, base_system) for point in points]

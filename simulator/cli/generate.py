@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -10,11 +11,11 @@ import click
 from simulator.cli.options import (
     StrictCommand,
     chosen_format,
+    chosen_plan,
     format_options,
     knob_option,
     load_policy,
     parallel_options,
-    parallel_plan,
     positive_int,
 )
 from workloads.errors import InputError
@@ -32,13 +33,16 @@ from workloads.models import Workload, load_model
 @click.option("--head", default=None, help="lm (default) or none.")
 @knob_option("expert_imbalance")
 @parallel_options
+@click.option("--microbatches", type=positive_int(), default=None,
+              help="With --pp: the batch runs through the stages as this many microbatches (default 1).")
 @format_options(("table", "json"))
 @click.option("--out", type=click.Path(), default=None,
               help="Write steps.csv, prefill.csv, summary.json and, when decode steps run, decode.csv and a "
                    "step-latency plot to DIR.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out directory.")
 def generate(config: str, model: str, prompt: int, new_tokens: int, batch: int, beams: int, head: str | None,
-             expert_imbalance: float | None, hardware_name: str | None, tp: int, ep: int, fmt: str | None,
+             expert_imbalance: float | None, hardware_name: str | None, tp: int | None, ep: int | None,
+             pp: int | None, microbatches: int | None, fmt: str | None,
              as_json: bool,
              out: str | None, force: bool) -> None:
     """Generate NEW_TOKENS after a prompt: TTFT, TPOT, end-to-end latency, tokens/s, per-step cycles."""
@@ -61,13 +65,14 @@ def generate(config: str, model: str, prompt: int, new_tokens: int, batch: int, 
     target = load_target(hardware_name or policy.config.hardware)
     hardware = target.hardware
     spec = load_model(model)
-    prompt_workload = parallel_plan(Workload(batch=batch, tokens=prompt, head=head, expert_imbalance=expert_imbalance),
-                                    tp, ep)
-    masks = weight_masks(policy, spec.trace(prompt_workload))
+    plan = chosen_plan(policy, tp=tp, ep=ep, pp=pp, microbatches=microbatches)
+    prompt_workload = plan.split(Workload(batch=batch, tokens=prompt, head=head, expert_imbalance=expert_imbalance))
+    masks = weight_masks(policy, spec.trace(replace(prompt_workload, pp=None)))
     simulator = Simulator(hardware, policy, mask_for=masks, system=target.system)
-    generation = run_generation(spec, prompt_workload, new_tokens, simulator, beams=beams)
+    generation = run_generation(spec, prompt_workload, new_tokens, simulator, beams=beams,
+                                microbatches=plan.microbatches)
     summary = {"model": spec.name, "config": policy.name, "hardware": target.name,
-               **({"chip": hardware.name, "parallel": {"tp": tp, "ep": ep}} if target.system is not None else {}),
+               **({"chip": hardware.name, "parallel": plan.model_dump()} if target.system is not None else {}),
                **generation_summary(generation, hardware)}
     if sources:
         summary["notes"] = list(sources)
@@ -118,6 +123,10 @@ def format_generation(summary: dict[str, Any]) -> str:
            f"{summary['tokens_per_s_per_chip']:,.1f} tokens/s per chip, collectives "
            f"{100 * summary['collective_share']:.1f}% of the time ({summary['collective_ms']:.3f} ms)"]
           if summary["chips"] > 1 else []),
+        *([f"  pipeline: {pipe['stages']} stages, {pipe['microbatches']} microbatches, bubble "
+           f"{100 * pipe['bubble_share']:.1f}% of the stages' time; per stage (ms) prefill "
+           + ", ".join(f"{row['prefill_ms']:.3f}" for row in pipe["per_stage"])]
+          if (pipe := summary.get("pipeline")) else []),
         *([f"  {summary['silicon']}"] if summary.get("silicon") else []),
     ]
     energy = summary["energy"]

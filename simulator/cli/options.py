@@ -14,6 +14,7 @@ from workloads.ops import MAX_SIZE
 if TYPE_CHECKING:
     from simulator.spec.hardware import Hardware
     from simulator.spec.run_config import Policy
+    from simulator.spec.system import ParallelPlan
 
 
 def positive_int() -> click.IntRange:
@@ -45,24 +46,27 @@ def make_workload(knobs: dict[str, Any]) -> Workload:
 
 
 def parallel_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--hardware (a chip or a system of chips) and the parallel plan over a system's chips (docs/systems.md)."""
+    """--hardware (a chip or a system of chips) and the parallel plan over a system's chips (docs/systems.md);
+    a degree not given is the run config's (``parallel:``), else 1."""
     for option in reversed((
             click.option("--hardware", "hardware_name", default=None,
                          help="Chip or system preset name, or YAML path (overrides the config's)."),
-            click.option("--tp", type=positive_int(), default=1, show_default=True,
+            click.option("--tp", type=positive_int(), default=None,
                          help="Tensor-parallel degree: chips splitting every product's heads and features."),
-            click.option("--ep", type=positive_int(), default=1, show_default=True,
+            click.option("--ep", type=positive_int(), default=None,
                          help="Expert-parallel degree: chips splitting a mixture of experts' experts (each takes "
-                              "batch / ep of the sequences)."))):
+                              "batch / ep of the sequences)."),
+            click.option("--pp", type=positive_int(), default=None,
+                         help="Pipeline stages: the blocks split into this many stages, each on tp x ep chips."))):
         func = option(func)
     return func
 
 
-def parallel_plan(workload: Workload, tp: int, ep: int) -> Workload:
-    """``workload`` split as the plan says (its knobs unset for one chip)."""
-    from dataclasses import replace
+def chosen_plan(policy: Policy, **given: int | None) -> ParallelPlan:
+    """The parallel plan of a run: the degrees ``given`` on the command line, else the run config's."""
+    from simulator.spec.system import ParallelPlan
 
-    return replace(workload, tp=tp if tp > 1 else None, ep=ep if ep > 1 else None)
+    return (policy.config.parallel or ParallelPlan()).with_given(**given)
 
 
 def format_options(choices: tuple[str, ...], help_text: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -10,11 +10,11 @@ import click
 from simulator.cli.options import (
     StrictCommand,
     chosen_format,
+    chosen_plan,
     format_options,
     load_policy,
     make_workload,
     parallel_options,
-    parallel_plan,
     workload_options,
 )
 from workloads.errors import InputError
@@ -46,7 +46,8 @@ if TYPE_CHECKING:
 @click.option("--trace", "use_tracer", is_flag=True,
               help="Simulate the real transformers model traced on the meta device (hf extra) instead of the "
                    "closed form: ops named after its modules, with the same roles, blocks and groups.")
-def run(config: str, model: str, hardware_name: str | None, tp: int, ep: int, include_frontend: bool | None,
+def run(config: str, model: str, hardware_name: str | None, tp: int | None, ep: int | None, pp: int | None,
+        include_frontend: bool | None,
         include_head: bool | None, timing: str, accounting: str, fmt: str | None, as_json: bool, out: str | None,
         force: bool, use_tracer: bool, **knobs: Any) -> None:
     """Simulate MODEL under run CONFIG: cycles, latency, time breakdown, speedups, weight memory."""
@@ -68,10 +69,14 @@ def run(config: str, model: str, hardware_name: str | None, tp: int, ep: int, in
     baseline = load_baseline(policy)
     target = load_target(hardware_name or policy.config.hardware)
     hardware = target.hardware
-    check_plan(target.system, hardware.name, tp, ep)
-    if use_tracer and tp * ep > 1:
+    plan = chosen_plan(policy, tp=tp, ep=ep, pp=pp)
+    if plan.pp > 1 or plan.microbatches > 1:
+        raise InputError("--pp: `run` costs one pass on each chip alike; pipeline stages run in `accelsim generate` "
+                         "(its prefill is the pass, microbatched through the stages)")
+    check_plan(target.system, hardware.name, plan.tp, plan.ep)
+    if use_tracer and plan.chips > 1:
         raise InputError("--trace traces the whole model on one chip; it does not split it (--tp, --ep)")
-    trace = _scoped_trace(model, parallel_plan(make_workload(knobs), tp, ep), use_tracer, include_frontend,
+    trace = _scoped_trace(model, plan.split(make_workload(knobs)), use_tracer, include_frontend,
                           include_head)
     masks = weight_masks(policy, trace)
     if accounting != "default" and hardware.energy is None:
@@ -86,7 +91,7 @@ def run(config: str, model: str, hardware_name: str | None, tp: int, ep: int, in
                           baseline_name=baseline.name if baseline else None, fp16=comparison.fp16_results,
                           native=comparison.native_results, workload=dict(trace.workload))
     if target.system is not None:  # every chip runs this pass: the bytes are each chip's, the energy all of them
-        summary.update(chip=hardware.name, chips=target.chips, parallel={"tp": tp, "ep": ep},
+        summary.update(chip=hardware.name, chips=target.chips, parallel={"tp": plan.tp, "ep": plan.ep},
                        energy=system_energy(summary["energy"], target.chips) if summary["energy"] is not None
                        else None)
     summary["notes"] = [*sources, *summary["notes"]]

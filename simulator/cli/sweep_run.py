@@ -136,19 +136,22 @@ def run_sweep(plan: Plan, out_dir: Path, executor: Executor | None, workers: int
         seconds_per_point = 0.0
         for point in todo[:2]:
             start = time.perf_counter()
-            _save_part(out_dir, point.index, evaluate_chunk(plan.spec, plan.base_hardware, plan.configs, [point]))
+            _save_part(out_dir, point.index, evaluate_chunk(plan.spec, plan.base_hardware, plan.configs, [point],
+                                                                   plan.base_system))
             seconds_per_point = time.perf_counter() - start
             if bar:
                 bar.advance(1)
         chunks = chunk_points(todo[2:], seconds_per_point, workers)
         if executor is None:
             for chunk in chunks:
-                _save_part(out_dir, chunk[0].index, evaluate_chunk(plan.spec, plan.base_hardware, plan.configs, chunk))
+                _save_part(out_dir, chunk[0].index, evaluate_chunk(plan.spec, plan.base_hardware, plan.configs, chunk,
+                                                                       plan.base_system))
                 if bar:
                     bar.advance(len(chunk))
         else:
             futures: dict[Future[Any], list[Point]] = {
-                executor.submit(evaluate_chunk, plan.spec, plan.base_hardware, plan.configs, chunk): chunk
+                executor.submit(evaluate_chunk, plan.spec, plan.base_hardware, plan.configs, chunk,
+                                plan.base_system): chunk
                 for chunk in chunks}
             for future in as_completed(futures):
                 chunk = futures[future]
@@ -182,13 +185,15 @@ def assemble(plan: Plan, rows: list[dict[str, Any]]) -> pd.DataFrame:
     columns = ["point_id", "point", *axis_columns, *RESULT_COLUMNS[2:]]
     frame = pd.DataFrame.from_records(ordered, columns=columns)
     # nullable types: a failed point leaves <NA> (an empty CSV cell) and integers stay integers
-    floats = ("latency_ms", "ttft_ms", "tpot_ms", "tokens_per_s", "utilization", "speedup_vs_baseline",
-              *SWEEP_ENERGY_COLUMNS)
+    floats = ("latency_ms", "ttft_ms", "tpot_ms", "tokens_per_s", "tokens_per_s_per_chip", "collective_share",
+              "utilization", "speedup_vs_baseline", *SWEEP_ENERGY_COLUMNS)
     # an axis of integers with a null among them (an attention block size left to the search) stays integer
     integer_axes = [c for c in axis_columns if frame[c].isna().any()
                     and all(isinstance(v, int) and not isinstance(v, bool) for v in frame[c].dropna())]
     frame = frame.astype({**{c: "Int64" for c in (*INTEGER_COLUMNS, *integer_axes)},
                           **{c: "Float64" for c in floats}, "head": "string", "phase": "string"})
+    # an axis the results report anyway (chips) keeps the results' column
+    frame = frame.drop(columns=[c for c in axis_columns if c.removeprefix("axis:") in RESULT_COLUMNS])
     return frame.rename(columns={c: c.removeprefix("axis:") for c in axis_columns})
 
 

@@ -36,6 +36,7 @@ from simulator.formats.scales import takes_scales
 from simulator.formats.sparsity import SparsityPattern
 from simulator.spec.config_io import StrictModel, read_yaml_mapping, validate
 from simulator.spec.precision_config import NATIVE, PrecisionConfig, check_format, parse_layer_range, resolve_side
+from simulator.spec.system import ParallelPlan
 from workloads.errors import InputError
 from workloads.ops import MAX_SIZE, Op, Trace
 
@@ -171,16 +172,20 @@ class RunConfig(StrictModel):
     outliers: OutlierConfig | None = None
     attention: AttentionKernelConfig = Field(default_factory=AttentionKernelConfig)
     baseline: str | None = Field(None, description="dense run config that speedups are measured against")
+    parallel: ParallelPlan | None = Field(None, description="optional: the split over a system's chips "
+                                                            "(command-line options and sweeps override it)")
 
     @property
     def is_sparse(self) -> bool:
         return self.sparsity.weights is not None or self.sparsity.attention is not None
 
     def simulation_key(self, native: str | None = None) -> str:
-        """JSON of what changes results on a given hardware (names, hardware and baseline left out); with
+        """JSON of what changes a chip's results (names, hardware, baseline and the parallel plan, which the
+        workload carries, left out); with
         ``native``, the hardware's vector-unit format, "native" formats read as that format (the only
         string value "native" can be in a config is a format)."""
-        key = json.dumps(self.model_dump(exclude={"name", "description", "hardware", "baseline"}), sort_keys=True)
+        key = json.dumps(self.model_dump(exclude={"name", "description", "hardware", "baseline", "parallel"}),
+                         sort_keys=True)
         return key if native is None else key.replace(f'"{NATIVE}"', json.dumps(native))
 
     def same_simulation(self, other: RunConfig, native: str | None = None) -> bool:

@@ -15,7 +15,7 @@ How collectives use them is :mod:`simulator.engine.collectives`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +25,7 @@ from simulator.spec.config_io import StrictModel, read_yaml_mapping, validate
 from simulator.spec.hardware import Hardware, load_hardware, preset_names
 from simulator.spec.shipped import CONFIG_DIR
 from workloads.errors import InputError
+from workloads.models import Workload
 
 SYSTEMS_DIR = CONFIG_DIR / "systems"
 LINKS_OF_TOPOLOGY = {"ring": 2, "torus_2d": 4}
@@ -69,6 +70,40 @@ class System(StrictModel):
         return self
 
 
+class ParallelPlan(StrictModel):
+    """How a run splits over a system's chips (docs/systems.md): ``tp`` x ``ep`` chips per pipeline stage,
+    ``pp`` stages, the batch run through them as ``microbatches``."""
+
+    tp: int = Field(1, ge=1, le=65536, description="tensor-parallel degree")
+    ep: int = Field(1, ge=1, le=65536, description="expert-parallel degree")
+    pp: int = Field(1, ge=1, le=65536, description="pipeline stages")
+    microbatches: int = Field(1, ge=1, le=65536, description="microbatches through the pipeline")
+
+    @property
+    def chips(self) -> int:
+        return self.tp * self.ep * self.pp
+
+    def split(self, workload: Workload) -> Workload:
+        """``workload`` split as this plan says (its knobs unset where a degree is 1)."""
+        return replace(workload, tp=self.tp if self.tp > 1 else None, ep=self.ep if self.ep > 1 else None,
+                       pp=self.pp if self.pp > 1 else None)
+
+    def with_given(self, **given: int | None) -> ParallelPlan:
+        """This plan with the degrees ``given`` (None: not given) in place of its own."""
+        changes = {name: value for name, value in given.items() if value is not None}
+        return self.model_validate({**self.model_dump(), **changes}) if changes else self
+
+
+def system_with_chips(system: System, chips: int) -> System:
+    """``system`` with ``chips`` chips; a torus takes the squarest a x b shape (a <= b), as TPU slices do."""
+    data = system.model_dump()
+    data["chips"] = chips
+    if system.interconnect.topology == "torus_2d":
+        short = max(a for a in range(1, int(chips**0.5) + 1) if chips % a == 0)
+        data["interconnect"]["shape"] = (short, chips // short)
+    return System.model_validate(data)
+
+
 @dataclass(frozen=True)
 class Target:
     """What a run runs on: one chip, or a system of them (``system``), each chip ``hardware``."""
@@ -85,22 +120,24 @@ class Target:
         return self.system.chips if self.system is not None else 1
 
 
-def check_plan(system: System | None, chip: str, tp: int, ep: int = 1) -> None:
-    """A parallel plan (tensor-parallel degree ``tp``, expert-parallel ``ep``) the target can run: one chip
-    without a system, else every chip of the system in one group its topology holds as whole rings."""
-    chips = tp * ep
-    plan = f"--tp {tp}" if ep == 1 else f"--ep {ep}" if tp == 1 else f"--tp {tp} --ep {ep}"
+def check_plan(system: System | None, chip: str, tp: int, ep: int = 1, pp: int = 1) -> None:
+    """A parallel plan (tensor-parallel degree ``tp``, expert-parallel ``ep``, ``pp`` pipeline stages) the
+    target can run: one chip without a system, else every chip of the system, each stage's chips one group
+    its topology holds as whole rings."""
+    chips = tp * ep * pp
+    plan = " ".join(f"--{name} {degree}" for name, degree in (("tp", tp), ("ep", ep), ("pp", pp)) if degree > 1)
     if system is None:
         if chips > 1:
             raise InputError(f"{plan} splits the model over {chips} chips; hardware {chip} is one chip (systems: "
                              f"{', '.join(system_names())})")
         return
     if chips != system.chips:
-        raise InputError(f"{plan} does not use {system.name}'s {system.chips} chips: the parallel plan must use "
-                         f"every chip (--tp or --ep {system.chips})")
-    from simulator.engine.collectives import group_rings
+        raise InputError(f"{plan or '--tp 1'} uses {chips} of {system.name}'s {system.chips} chips: the parallel "
+                         f"plan must use every chip (tp x ep x pp = {system.chips})")
+    if tp * ep > 1:
+        from simulator.engine.collectives import group_rings
 
-    group_rings(system.interconnect, chips)
+        group_rings(system.interconnect, tp * ep)
 
 
 def system_names() -> list[str]:

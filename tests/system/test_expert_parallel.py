@@ -94,7 +94,7 @@ def test_mixtral_int8_on_four_v5e_chips(run_cli):
     summary = json.loads(run_cli("generate", "configs/int8.yaml", "--model", "mixtral-8x7b", "--prompt", "128",
                                  "--new-tokens", "8", "--batch", "4", "--hardware", "tpu_v5e_x4", "--ep", "4",
                                  "--format", "json"))
-    assert (summary["chips"], summary["parallel"]) == (4, {"tp": 1, "ep": 4})
+    assert (summary["chips"], summary["parallel"]) == (4, {"tp": 1, "ep": 4, "pp": 1, "microbatches": 1})
     assert summary["dram_footprint_bytes"] < summary["dram_capacity_bytes"]
     assert summary["collective_share"] > 0
 

@@ -205,8 +205,8 @@ def test_bad_systems_are_refused_in_one_line(tmp_path, changes, message):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--hardware", "tpu_v5e_like", "--tp", "2"], "hardware tpu_v5e_like is one chip"),
-    (["--hardware", "tpu_v5e_x8", "--tp", "4"], "the parallel plan must use every chip (--tp or --ep 8)"),
-    (["--hardware", "tpu_v5e_x8"], "--tp 1 does not use tpu_v5e_x8's 8 chips"),
+    (["--hardware", "tpu_v5e_x8", "--tp", "4"], "the parallel plan must use every chip (tp x ep x pp = 8)"),
+    (["--hardware", "tpu_v5e_x8"], "--tp 1 uses 1 of tpu_v5e_x8's 8 chips"),
     (["--hardware", "tpu_v5e_x4", "--tp", "3"], "--tp 3 does not divide num_attention_heads = 32"),
     (["--hardware", "tpu_v5e_x4", "--tp", "0"], "--tp"),
 ])
@@ -225,6 +225,6 @@ def test_70b_on_eight_chips(run_cli):
     summary = json.loads(run_cli("generate", "configs/int8.yaml", "--model", "llama-2-70b", "--prompt", "512",
                                  "--new-tokens", "16", "--hardware", "tpu_v5e_x8", "--tp", "8", "--format", "json"))
     assert (summary["hardware"], summary["chip"], summary["chips"], summary["parallel"]) == (
-        "tpu_v5e_x8", "tpu_v5e_like", 8, {"tp": 8, "ep": 1})
+        "tpu_v5e_x8", "tpu_v5e_like", 8, {"tp": 8, "ep": 1, "pp": 1, "microbatches": 1})
     assert summary["dram_footprint_bytes"] < summary["dram_capacity_bytes"] < 2 * summary["weight_bytes"]
     assert 0 < summary["collective_share"] < 0.5

@@ -16,7 +16,8 @@ from workloads.knobs import KNOB_NAMES, KNOBS
 from workloads.models import Workload
 from workloads.ops import MAX_SIZE
 
-SET_BY_THE_SIMULATOR = {"logits_to_keep", "tp", "ep", "pp", "stage"}  # generate() sets logits_to_keep; the parallel plan the rest
+# generate() sets logits_to_keep; the parallel plan (--tp, --ep, --pp) the rest
+SET_BY_THE_SIMULATOR = {"logits_to_keep", "tp", "ep", "pp", "stage"}
 
 
 def test_every_workload_field_a_user_sets_is_a_knob():

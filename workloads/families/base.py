@@ -15,7 +15,7 @@ from workloads.builder import OpBuilder
 from workloads.errors import InputError
 from workloads.knobs import FAMILY_KNOBS, OPTIONAL_SIZES
 from workloads.ops import MAX_SIZE
-from workloads.parallel import ExpertParallel, TensorParallel
+from workloads.parallel import ExpertParallel, PipelineStage, TensorParallel
 
 PHASES = ("prefill", "decode")
 
@@ -39,6 +39,8 @@ class Workload:
     expert_imbalance: float | None = None  # mixture of experts: busiest expert's load / mean load (1: even)
     tp: int | None = None  # tensor parallelism: chips splitting the model (workloads.parallel; None: one chip)
     ep: int | None = None  # expert parallelism: chips splitting the experts (workloads.parallel; None: one chip)
+    pp: int | None = None  # pipeline parallelism: stages the blocks are split into (None: one)
+    stage: int | None = None  # with pp: which stage this pass is (0 = the first)
 
     def size(self, knob: str) -> int:
         """A size knob as a family's build reads it, filled by ``Family.resolve`` (an error before)."""
@@ -79,6 +81,7 @@ class Family:
     cache_knob = "tokens"  # the knob a decode step's self-attention cache length is (decoder_tokens: enc-dec)
     tensor_parallel = False  # whether the family splits over chips (workloads.parallel)
     expert_parallel = False  # whether it splits its experts over chips
+    pipeline_parallel = False  # whether it splits its blocks into pipeline stages
 
     def check(self, cfg: Mapping[str, Any], where: str) -> None:
         missing = [k for k in self.required if k not in cfg]
@@ -119,8 +122,23 @@ class Family:
                              f"with head {head!r}")
         tokens = wl.tokens if wl.tokens is not None or self.default_tokens is None else self.default_tokens
         tp, ep = self._parallel_plan(wl, model_type)
+        stage = self._stage(wl, model_type)
         return replace(wl, head=head, tokens=tokens, phase=phase, tp=tp.degree if tp.split else None,
-                       ep=ep.degree if ep.split else None)
+                       ep=ep.degree if ep.split else None, pp=stage.stages if stage.stages > 1 else None,
+                       stage=stage.index if stage.stages > 1 else None)
+
+    def _stage(self, wl: Workload, model_type: str) -> PipelineStage:
+        """The pipeline stage a pass is (the whole model without --pp)."""
+        stages = 1 if wl.pp is None else wl.pp
+        if stages == 1 and wl.stage not in (None, 0):
+            raise InputError(f"stage {wl.stage} needs a pipeline (--pp)")
+        stage = PipelineStage(stages, wl.stage or 0)
+        if stages > 1 and not self.pipeline_parallel:
+            raise InputError(f"--pp does not apply to {model_type} models (pipeline stages split Llama-style "
+                             "decoders: llama, qwen2, mistral, mixtral)")
+        if stages > 1 and wl.stage is None:
+            raise InputError(f"--pp {stages}: a pass is one stage's; say which (stage 0 to {stages - 1})")
+        return stage
 
     def _parallel_plan(self, wl: Workload, model_type: str) -> tuple[TensorParallel, ExpertParallel]:
         """The workload's split over chips (workloads.parallel), refused where the family does not split so."""

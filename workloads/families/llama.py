@@ -28,7 +28,7 @@ from workloads.builder import OpBuilder
 from workloads.errors import InputError
 from workloads.families.base import PHASES, Family, HfInputs, Workload, causal_lm_inputs, check_context, head_rows
 from workloads.mixed import MixedBatch, Sequence
-from workloads.parallel import ExpertParallel, TensorParallel
+from workloads.parallel import ExpertParallel, PipelineStage, TensorParallel
 
 
 def head_dim(cfg: Mapping[str, Any]) -> int:
@@ -92,6 +92,18 @@ def _chip_shape(cfg: Mapping[str, Any], tp: TensorParallel, batch: int, new: int
                           head_dim(cfg), tp.kv_heads(kv_heads(cfg)), cache_len=kept, window=window or 0)
 
 
+def _lm_head(b: OpBuilder, cfg: Mapping[str, Any], tp: TensorParallel, rows: int, tied: bool) -> None:
+    """The LM head on ``rows`` rows (0: stored, not run), each chip's vocabulary range, gathered over tp."""
+    hidden, vocab = cfg["hidden_size"], tp.vocabulary(cfg["vocab_size"])
+    if rows:
+        b.gemm("lm_head", -1, "head", "head", rows, hidden, vocab, bias=False,
+               weight="embed_tokens.weight" if tied else None)
+        if tp.split:
+            b.collective("lm_head.all_gather", -1, "all_gather", "head", rows * vocab * tp.degree, tp.degree)
+    elif not tied:
+        b.held("lm_head", -1, "head", "head", 1, hidden, vocab)
+
+
 def _biases(cfg: Mapping[str, Any]) -> tuple[bool, bool]:
     """(q/k/v projections biased, output projection biased): Qwen2 biases q/k/v only."""
     qwen2 = cfg["model_type"] == "qwen2"
@@ -116,6 +128,7 @@ def swiglu(b: OpBuilder, prefix: str, layer: int, rows: int, hidden: int, inner:
 class LlamaFamily(Family):
     model_types: tuple[str, ...] = ("llama", "qwen2", "mistral")
     tensor_parallel = True
+    pipeline_parallel = True
     required: tuple[str, ...] = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                                  "num_attention_heads", "max_position_embeddings")
     heads = ("lm", "none")
@@ -172,43 +185,43 @@ class LlamaFamily(Family):
         """Embedding, the blocks (``attend`` builds each one's attention), the final norm and the LM head on
         ``head`` rows (None: no head; 0: an LM head stored but not run); split over ``wl.tp`` chips, the
         collectives of :mod:`workloads.parallel` after the vocabulary-parallel embedding and LM head and after
-        each block's row-parallel products."""
+        each block's row-parallel products; of pipeline stage ``wl.stage``, its blocks only, the embedding on
+        the first stage, the head on the last, the hidden states sent from one stage to the next."""
         hidden, tp = cfg["hidden_size"], tensor_parallel(wl)
-        vocab = tp.vocabulary(cfg["vocab_size"])
+        stage = PipelineStage(wl.pp or 1, wl.stage or 0)
 
         def reduce(name: str, layer: int, group: str) -> None:
             if tp.split:
                 b.collective(f"{name}.all_reduce", layer, "all_reduce", group, rows * hidden, tp.degree)
 
-        ids = b.input("input_ids", rows, bits=32)
-        x = b.vector("embed_tokens", -1, "embedding", "embedding", rows * hidden, weight_params=vocab * hidden,
-                     reads=(ids,))
-        reduce("embed_tokens", -1, "embedding")
-        x = b.current
+        if stage.first:
+            ids = b.input("input_ids", rows, bits=32)
+            b.vector("embed_tokens", -1, "embedding", "embedding", rows * hidden,
+                     weight_params=tp.vocabulary(cfg["vocab_size"]) * hidden, reads=(ids,))
+            reduce("embed_tokens", -1, "embedding")
+            x = b.current
+        else:  # the previous stage's hidden states, received into this chip's DRAM
+            x = b.input("hidden_states", rows * hidden)
         # cos and sin of every new position (position x inverse frequency), shared by the batch.
         table = b.vector("rotary_emb", -1, "rope_table", "embedding", 2 * positions * head_dim(cfg), reads=())
-        for i, window in enumerate(layer_windows(cfg)):
+        windows, blocks = layer_windows(cfg), stage.layers(cfg["num_hidden_layers"])
+        for i in blocks:
             p = f"layers.{i}"
             b.current = x
             rmsnorm(b, f"{p}.input_layernorm", i, rows, hidden)
-            attend(f"{p}.self_attn", i, window, table)
+            attend(f"{p}.self_attn", i, windows[i], table)
             reduce(f"{p}.self_attn", i, "attention")
             h = residual(b, f"{p}.self_attn", i, "attention", rows * hidden, x)
             rmsnorm(b, f"{p}.post_attention_layernorm", i, rows, hidden)
             self.feed_forward(b, cfg, wl, f"{p}.mlp", i, rows)
             reduce(f"{p}.mlp", i, "ffn")
             x = residual(b, f"{p}.mlp", i, "ffn", rows * hidden, h)
-        rmsnorm(b, "norm", -1, rows, hidden)
-        if head is None:
+        if not stage.last:
+            b.collective(f"layers.{blocks[-1]}.send", blocks[-1], "send", "ffn", rows * hidden, 2)
             return
-        tied = cfg.get("tie_word_embeddings", False)
-        if head:
-            b.gemm("lm_head", -1, "head", "head", head, hidden, vocab, bias=False,
-                   weight="embed_tokens.weight" if tied else None)
-            if tp.split:
-                b.collective("lm_head.all_gather", -1, "all_gather", "head", head * vocab * tp.degree, tp.degree)
-        elif not tied:
-            b.held("lm_head", -1, "head", "head", 1, hidden, vocab)
+        rmsnorm(b, "norm", -1, rows, hidden)
+        if head is not None:  # a tied table read where the embedding lives, else the head's own copy
+            _lm_head(b, cfg, tp, head, cfg.get("tie_word_embeddings", False) and stage.first)
 
     @staticmethod
     def mixed_shape(cfg: Mapping[str, Any], kind: Sequence, count: int, window: int | None,
