@@ -14,6 +14,9 @@ ZIGZAG_STAMP := $(ZIGZAG_VENV)/.installed-stamp
 # Vidur 0.0.26, the serving schedulers' peer (its batches timed by accelsim's closed form, not its profiles).
 VIDUR_VENV ?= .venv-vidur
 VIDUR_STAMP := $(VIDUR_VENV)/.installed-stamp
+# GenZ 0.0.16 (genz-llm), the collectives' peer for tensor parallelism.
+GENZ_VENV ?= .venv-genz
+GENZ_STAMP := $(GENZ_VENV)/.installed-stamp
 
 .PHONY: run test install clean
 
@@ -37,16 +40,21 @@ $(VIDUR_STAMP):
 	$(VIDUR_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'vidur==0.0.26'
 	touch $(VIDUR_STAMP)
 
-install: $(STAMP) $(SCALESIM_STAMP) $(ZIGZAG_STAMP) $(VIDUR_STAMP)
+$(GENZ_STAMP):
+	$(PYTHON) -m venv $(GENZ_VENV)
+	$(GENZ_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'genz-llm==0.0.16'
+	touch $(GENZ_STAMP)
+
+install: $(STAMP) $(SCALESIM_STAMP) $(ZIGZAG_STAMP) $(VIDUR_STAMP) $(GENZ_STAMP)
 
 run: $(STAMP)
 	$(BIN)/accelsim run configs/int4_sp.yaml --model bert-base
 
-test: $(STAMP) $(SCALESIM_STAMP) $(ZIGZAG_STAMP) $(VIDUR_STAMP)
+test: $(STAMP) $(SCALESIM_STAMP) $(ZIGZAG_STAMP) $(VIDUR_STAMP) $(GENZ_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	rm -rf .site && NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir .site && rm -rf .site
 	$(BIN)/python -m pytest -q -n auto
 
 clean:
-	rm -rf $(VENV) $(SCALESIM_VENV) $(ZIGZAG_VENV) $(VIDUR_VENV)
+	rm -rf $(VENV) $(SCALESIM_VENV) $(ZIGZAG_VENV) $(VIDUR_VENV) $(GENZ_VENV)

@@ -122,20 +122,15 @@ def test_readme_python_api_example_runs_as_written():
     assert "ms, 2:4 speedup" in done.stdout and "MiB" in done.stdout
 
 
-def test_readme_generation_example_runs_as_written():
+@pytest.mark.parametrize(("index", "expected"), [
+    (2, ("tokens/s; 63 decode steps",)), (3, ("goodput", "mJ per token")),
+    (4, ("tokens/s per chip, all-reduces", "GB per chip"))], ids=["generation", "serving", "system"])
+def test_readme_examples_run_as_written(index, expected):
     readme = (ROOT / "README.md").read_text()
-    block = readme.split("## Python API", 1)[1].split("```python\n")[2].split("```", 1)[0]
+    block = readme.split("## Python API", 1)[1].split("```python\n")[index].split("```", 1)[0]
     done = subprocess.run([sys.executable, "-c", block], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "tokens/s; 63 decode steps" in done.stdout
-
-
-def test_readme_serving_example_runs_as_written():
-    readme = (ROOT / "README.md").read_text()
-    block = readme.split("## Python API", 1)[1].split("```python\n")[3].split("```", 1)[0]
-    done = subprocess.run([sys.executable, "-c", block], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert "goodput" in done.stdout and "mJ per token" in done.stdout
+    assert all(text in done.stdout for text in expected), done.stdout
 
 
 def test_package_exports_the_public_api_lazily():

@@ -10,7 +10,8 @@ NOTEBOOKS = ROOT / "notebooks"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["explore_pe_array", "which_format_wins", "which_format_serves_more"])
+@pytest.mark.parametrize("name", ["explore_pe_array", "which_format_wins", "which_format_serves_more",
+                                  "how_many_chips_for_70b"])
 def test_notebook_executes_and_its_claims_hold(name):
     path = NOTEBOOKS / f"{name}.ipynb"
     notebook = nbformat.read(path, as_version=4)
