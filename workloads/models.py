@@ -46,6 +46,7 @@ class ModelSpec:
 
     name: str
     config: Mapping[str, Any]
+    tp: int | None = None  # every trace of this spec is one chip's of tp (serving over a system's chips)
 
     @property
     def family(self) -> Family:
@@ -56,7 +57,7 @@ class ModelSpec:
         return self.config["model_type"] in FAMILIES
 
     def resolve(self, workload: Workload) -> Workload:
-        return self.family.resolve(self.config, workload)
+        return self.family.resolve(self.config, replace(workload, tp=self.tp) if self.tp else workload)
 
     def trace(self, workload: Workload | None = None) -> Trace:
         """The closed-form op trace of one forward pass."""
@@ -75,8 +76,9 @@ class ModelSpec:
         if uniform is not None:
             return self.trace(uniform)
         b = OpBuilder()
-        self.family.build_mixed(self.config, batch, b)
-        workload: dict[str, int | str] = {"batch": len(batch.sequences), "tokens": batch.tokens, "phase": "mixed"}
+        self.family.build_mixed(self.config, batch, b, self.tp)
+        workload: dict[str, int | str] = {"batch": len(batch.sequences), "tokens": batch.tokens, "phase": "mixed",
+                                          **({"tp": self.tp} if self.tp else {})}
         return b.build_trace(self.name, workload)
 
     def hf_class(self, head: str) -> str:

@@ -11,7 +11,16 @@ from typing import Any
 
 import click
 
-from simulator.cli.options import StrictCommand, chosen_format, format_options, given, knob_option, load_policy
+from simulator.cli.options import (
+    StrictCommand,
+    chosen_format,
+    chosen_plan,
+    format_options,
+    given,
+    knob_option,
+    load_policy,
+    positive_int,
+)
 from workloads.errors import InputError, json_object
 from workloads.ops import MAX_SIZE
 
@@ -23,7 +32,10 @@ GENERATOR_OPTIONS = ("num_requests", "rate", "prompt_tokens", "output_tokens", "
 @click.command(cls=StrictCommand)
 @click.argument("config", type=click.Path())
 @click.option("--model", "model", required=True, help="Zoo name (see `accelsim models`) or path to a config.json.")
-@click.option("--hardware", "hardware_name", default=None, help="Preset name or YAML path (overrides the config's).")
+@click.option("--hardware", "hardware_name", default=None,
+              help="Chip or system preset name, or YAML path (overrides the config's).")
+@click.option("--tp", type=positive_int(), default=None,
+              help="Tensor-parallel degree over a system preset's chips (default: the config's parallel.tp, else 1).")
 @click.option("--requests", "requests_file", type=click.Path(), default=None,
               help="A trace: CSV or JSON lines with arrival_s, prompt_tokens, output_tokens (or Vidur's arrived_at, "
                    "num_prefill_tokens, num_decode_tokens).")
@@ -56,7 +68,8 @@ GENERATOR_OPTIONS = ("num_requests", "rate", "prompt_tokens", "output_tokens", "
                    "run at the capacity, and capacity.csv).")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out directory.")
 @click.pass_context
-def serve(ctx: click.Context, config: str, model: str, hardware_name: str | None, requests_file: str | None,
+def serve(ctx: click.Context, config: str, model: str, hardware_name: str | None, tp: int | None,
+          requests_file: str | None,
           num_requests: int | None, rate: float | None, prompt_tokens: str | None, output_tokens: str | None,
           seed: int | None, samples: int, scheduler: str, max_batch: int, max_tokens: int | None, kv_block_size: int,
           slo: str | None, capacity: bool, attainment: float | None, expert_imbalance: float | None,
@@ -77,7 +90,8 @@ def serve(ctx: click.Context, config: str, model: str, hardware_name: str | None
         if objectives is None:
             raise click.UsageError("--capacity needs --slo (the objectives a rate must meet)")
     out_dir = check_out_dir(out, force) if out else None
-    runner = _runner(config, model, hardware_name, scheduler, max_batch, max_tokens, kv_block_size, expert_imbalance)
+    runner = _runner(config, model, hardware_name, tp, scheduler, max_batch, max_tokens, kv_block_size,
+                     expert_imbalance)
     if not capacity:
         requests = _sampled(_requests(ctx, requests_file, num_requests, rate, prompt_tokens, output_tokens, seed),
                             samples)
@@ -97,23 +111,31 @@ def _format(summary: dict[str, Any]) -> str:
     return format_serving(summary)
 
 
-def _runner(config: str, model: str, hardware_name: str | None, scheduler: str, max_batch: int,
+def _runner(config: str, model: str, hardware_name: str | None, tp: int | None, scheduler: str, max_batch: int,
             max_tokens: int | None, kv_block_size: int, expert_imbalance: float | None) -> Any:
+    from dataclasses import replace
+
     from simulator.engine import Simulator
     from simulator.serving.server import ServeSettings
     from simulator.serving.session import ServingRunner
-    from simulator.spec.hardware import load_hardware
+    from simulator.spec.system import load_target
     from simulator.spec.weight_masks import weight_masks
     from workloads.models import Workload, load_model
 
     policy, sources = load_policy(config, model, hardware_name)
-    hardware = load_hardware(hardware_name or policy.config.hardware)
+    target = load_target(hardware_name or policy.config.hardware)
+    hardware = target.hardware
+    plan = chosen_plan(policy, tp=tp)
+    if plan.ep > 1 or plan.pp > 1 or plan.microbatches > 1:
+        raise InputError("serve splits a model tensor-parallel only (parallel.ep, parallel.pp and microbatches "
+                         "are not modelled in serving)")
     spec = load_model(model)
+    spec = replace(spec, tp=plan.tp) if plan.tp > 1 else spec
     context = int(spec.config.get("max_position_embeddings") or 0)
     defaults = {"chunked": 512, "continuous": context or 2048, "static": MAX_SIZE}
     budget = max_tokens if max_tokens is not None else defaults[scheduler]
     masks = weight_masks(policy, spec.trace(Workload(tokens=1, expert_imbalance=expert_imbalance)))
-    simulator = Simulator(hardware, policy, mask_for=masks)
+    simulator = Simulator(hardware, policy, mask_for=masks, system=target.system)
     return ServingRunner(spec, simulator, ServeSettings(scheduler, max_batch, budget, expert_imbalance), kv_block_size,
                          policy.name, sources)
 

@@ -24,7 +24,7 @@ runs the whole model's pass; :meth:`IterationCoster.cost` must equal it, and get
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from simulator.energy.accounting import leakage_mw
@@ -46,8 +46,8 @@ KindKey = tuple[str, Sequence, int, str]  # a kind, its count, its place: "only"
 
 @dataclass(frozen=True)
 class IterationCost:
-    """One iteration: its time (cycles of the chip's clock, and seconds), DRAM bytes and energy (pJ; NaN
-    without an energy model)."""
+    """One iteration: its time (cycles of the chip's clock, and seconds), DRAM bytes (a chip's) and energy
+    (pJ, every chip's; NaN without an energy model)."""
 
     cycles: int
     seconds: float
@@ -60,7 +60,8 @@ class IterationCoster:
 
     def __init__(self, spec: ModelSpec, simulator: Simulator) -> None:
         self.spec, self.sim = spec, simulator
-        self.static_mw = leakage_mw(simulator.costs)  # NaN without an energy model
+        self.chips = spec.tp or 1  # every chip of a tensor-parallel split runs the same pass
+        self.static_mw = leakage_mw(simulator.costs) * self.chips  # all chips' (NaN without an energy model)
         self.hardware = simulator.hardware
         self.layers = int(spec.config["num_hidden_layers"])
         alike = self.layers > PROBE_BLOCKS and _blocks_alike(spec)
@@ -86,7 +87,8 @@ class IterationCoster:
     def _cost(self, sums: Sums) -> IterationCost:
         cycles = run_cycles(sums.array, sums.sfu, sums.dram_bytes, self.hardware, sums.launch_cycles, sums.link)
         seconds = cycles / (self.hardware.array.clock_mhz * 1e6)
-        return IterationCost(cycles, seconds, sums.dram_bytes, sums.energy_pj + self.static_mw * seconds * 1e9)
+        return IterationCost(cycles, seconds, sums.dram_bytes,
+                             self.chips * sums.energy_pj + self.static_mw * seconds * 1e9)
 
     def _sums(self, batch: MixedBatch) -> Sums:
         layout = _layout(batch) if self.probe is not None else None
@@ -223,7 +225,7 @@ def _blocks_alike(spec: ModelSpec) -> bool:
 def _with_blocks(spec: ModelSpec, blocks: int) -> ModelSpec:
     cfg = dict(spec.config)
     cfg["num_hidden_layers"] = blocks
-    return ModelSpec(spec.name, cfg)
+    return replace(spec, config=cfg)
 
 
 def _repeats(prepared: Prepared, records: list[StepRecord]) -> bool:

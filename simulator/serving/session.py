@@ -22,6 +22,7 @@ from simulator.serving.metrics import summary as summarize
 from simulator.serving.requests import Request
 from simulator.serving.schedulers import SCHEDULERS
 from simulator.serving.server import Served, ServeSettings, serve
+from simulator.spec.system import check_plan
 from workloads.errors import InputError
 from workloads.models import ModelSpec, Workload
 
@@ -50,6 +51,7 @@ def run_serving(spec: ModelSpec, simulator: Simulator, requests: list[Request], 
         raise InputError(f"--kv-block-size must be a positive number of tokens, got {block_tokens}")
     if "lm" not in spec.family.heads or not spec.family.phases:
         raise InputError(f"{spec.name} does not generate text: serving needs a decoder with an LM head")
+    check_plan(simulator.system, simulator.hardware.name, spec.tp or 1)
     context = int(spec.config.get("max_position_embeddings", 0)) or None
     for request in requests:
         total = request.final_tokens
@@ -110,8 +112,9 @@ class ServingRunner:
         self.spec, self.simulator, self.settings, self.block_tokens = spec, simulator, settings, block_tokens
         self.config, self.notes = config, notes
         self.coster = IterationCoster(spec, simulator)
-        hardware = simulator.hardware.name
-        self.title = f"{spec.name} under {config} on {hardware}, {settings.scheduler} scheduler"
+        system = simulator.system
+        self.hardware = system.name if system is not None else simulator.hardware.name
+        self.title = f"{spec.name} under {config} on {self.hardware}, {settings.scheduler} scheduler"
 
     def run(self, requests: list[Request], slo: dict[str, float] | None,
             progress: Callable[[int], None] | None = None) -> ServingRun:
@@ -120,7 +123,9 @@ class ServingRunner:
         rows = request_rows(serving.served, serving.clock_hz)
         settings = self.settings
         summary: dict[str, Any] = {
-            "model": self.spec.name, "config": self.config, "hardware": self.simulator.hardware.name,
+            "model": self.spec.name, "config": self.config, "hardware": self.hardware,
+            **({"chip": self.simulator.hardware.name, "chips": self.spec.tp or 1, "parallel": {"tp": self.spec.tp or 1}}
+               if self.simulator.system is not None else {}),
             "scheduler": settings.scheduler, "max_batch": settings.max_batch, "max_tokens": settings.max_tokens,
             "kv_block_tokens": self.block_tokens, "kv_block_bytes": serving.block_bytes,
             "weight_bytes": serving.weight_bytes,

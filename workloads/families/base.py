@@ -162,8 +162,9 @@ class Family:
     def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
         raise NotImplementedError
 
-    def build_mixed(self, cfg: Mapping[str, Any], batch: Any, b: OpBuilder) -> None:
-        """One serving iteration of a :class:`workloads.mixed.MixedBatch` (decoder families that serve)."""
+    def build_mixed(self, cfg: Mapping[str, Any], batch: Any, b: OpBuilder, tp: int | None = None) -> None:
+        """One serving iteration of a :class:`workloads.mixed.MixedBatch` (decoder families that serve), one
+        chip's of ``tp``."""
         raise InputError(f"{cfg['model_type']} models do not run mixed batches of sequences (serving supports "
                          "Llama-style decoders: llama, qwen2, mistral, mixtral)")
 

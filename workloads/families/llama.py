@@ -160,16 +160,17 @@ class LlamaFamily(Family):
         head = head_rows(wl, rows, new) if wl.head == "lm" else None
         self._decoder(cfg, wl, b, rows, new, head, attend)
 
-    def build_mixed(self, cfg: Mapping[str, Any], batch: MixedBatch, b: OpBuilder) -> None:
+    def build_mixed(self, cfg: Mapping[str, Any], batch: MixedBatch, b: OpBuilder, tp: int | None = None) -> None:
         """The iteration of a mixed batch (:mod:`workloads.mixed`): its token-wise ops over all new tokens,
-        each kind of sequence's attention apart; the LM head on the emitting sequences' last tokens."""
+        each kind of sequence's attention apart; the LM head on the emitting sequences' last tokens; one chip's
+        of ``tp``."""
         kinds = [kind for kind, _ in batch.key]
         counts = [count for _, count in batch.key]
         for kind in kinds:
             check_context(Workload(tokens=kind.cached + kind.new - 1, phase="decode"), cfg["max_position_embeddings"],
                           "max_position_embeddings")
         bias, out_bias = _biases(cfg)
-        wl = Workload(batch=len(batch.sequences), expert_imbalance=batch.expert_imbalance)
+        wl = Workload(batch=len(batch.sequences), expert_imbalance=batch.expert_imbalance, tp=tp)
 
         def attend(prefix: str, layer: int, window: int | None, table: str) -> None:
             shapes = tuple(self.mixed_shape(cfg, kind, count, window, tensor_parallel(wl))
