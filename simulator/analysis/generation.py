@@ -118,6 +118,7 @@ def stage_generation(spec: ModelSpec, workload: Workload, new_tokens: int, simul
         notes += [note for note in decoder.notes if note not in notes]
         decode = frame(per_op)
         decode.hardware = simulator.hardware
+        decode.overlap_links = simulator.overlap_links
         decode.notes = notes
         steps = pd.DataFrame(rows, columns=list(STEP_COLUMNS))
         # The most the run holds: the cache at its longest, the activations of the prefill's groups or a step's
@@ -239,7 +240,7 @@ class _Decoder:
             for column, value in _unit_sums([record]).items():
                 totals[column] += value * count
         cycles = run_cycles(int(totals["array"]), int(totals["sfu"]), int(totals["dram_bytes"]), self.hardware,
-                            int(totals["launch_cycles"]), int(totals["link"]))
+                            int(totals["launch_cycles"]), int(totals["link"]), self.sim.overlap_links)
         latency_ms = cycles / (self.hardware.array.clock_mhz * 1e3)
         return {"step": 0, "cache_tokens": length, "total_cycles": cycles, "latency_ms": latency_ms,
                 "array_cycles": totals["array"], "sfu_cycles": totals["sfu"], "link_cycles": totals["link"],

@@ -79,6 +79,7 @@ def _joined(frames: list[Results], microbatches: int, simulator: Simulator) -> R
     for column in ADDITIVE_COLUMNS:
         joined[column] = joined[column] * microbatches
     joined.hardware = simulator.hardware
+    joined.overlap_links = simulator.overlap_links
     joined.notes = list(frames[0].notes)
     return joined
 

@@ -29,8 +29,9 @@ class Results(pd.DataFrame):
     copy instead); ``notes`` describe the whole run.
     """
 
-    _metadata = ["hardware", "notes", "footprint"]
+    _metadata = ["hardware", "notes", "footprint", "overlap_links"]
     hardware: Hardware | None
+    overlap_links: bool = False  # the system's collectives overlap the chip's work (System.overlap_collectives)
     notes: list[str]
     footprint: Footprint | None = None  # what the run held in DRAM at once (set by Simulator.run)
 
@@ -45,7 +46,7 @@ class Results(pd.DataFrame):
         if cached is None:
             if self.hardware is None:
                 raise InputError("these results carry no hardware: totals need the chip they ran on")
-            cached = summarize_results(self, self.hardware)
+            cached = summarize_results(self, self.hardware, self.overlap_links)
             object.__setattr__(self, "_totals", cached)  # a plain attribute: pandas does not propagate it
         return cached
 
@@ -62,12 +63,14 @@ def frame(records: list[StepRecord]) -> Results:
 
 
 def run_cycles(array_cycles: int, sfu_cycles: int, dram_bytes: int, hardware: Hardware, launch_cycles: int = 0,
-               link_cycles: int = 0) -> int:
+               link_cycles: int = 0, overlap_links: bool = False) -> int:
     """Cycles of a whole run from its units' busy cycles and its DRAM traffic, plus its kernel launches
-    (serial: the chip waits for each) and its collectives (serial: each joins the products around it)."""
+    (serial: the chip waits for each) and its collectives (serial: each joins the products around it; with
+    ``overlap_links``, beside the chip's work: the longer of the two)."""
     total = max(array_cycles, sfu_cycles) if hardware.sfu.overlap_with_array else array_cycles + sfu_cycles
     dram_cycles = math.ceil(dram_bytes / hardware.memory.sustained_bytes_per_cycle) if dram_bytes else 0
-    return max(total, dram_cycles) + launch_cycles + link_cycles
+    work = max(total, dram_cycles)
+    return (max(work, link_cycles) if overlap_links else work + link_cycles) + launch_cycles
 
 
 def record_totals(records: list[StepRecord], hardware: Hardware) -> tuple[int, int]:
@@ -129,7 +132,7 @@ class Totals(Mapping[str, Any]):
 _TOTAL_KEYS = tuple(field.name for field in fields(Totals) if field.name != "counts")
 
 
-def summarize_results(frame: pd.DataFrame, hardware: Hardware) -> Totals:
+def summarize_results(frame: pd.DataFrame, hardware: Hardware, overlap_links: bool = False) -> Totals:
     """Whole-run totals. With SFU overlap the run takes the longer of the two units (ideal pipelining);
     either way never less than the time DRAM needs for the run's traffic; collectives and launches add."""
     array = frame[frame["unit"] == "array"]
@@ -140,7 +143,7 @@ def summarize_results(frame: pd.DataFrame, hardware: Hardware) -> Totals:
     dram_bytes = int(frame["dram_bytes"].sum())
     dram_cycles = math.ceil(dram_bytes / hardware.memory.sustained_bytes_per_cycle) if dram_bytes else 0
     launch_cycles = int(frame["launch_cycles"].sum())
-    total = run_cycles(array_cycles, sfu_cycles, dram_bytes, hardware, launch_cycles, link_cycles)
+    total = run_cycles(array_cycles, sfu_cycles, dram_bytes, hardware, launch_cycles, link_cycles, overlap_links)
     slots = total * hardware.pes
     useful = float((array["macs"] / array["macs_per_pe"]).sum()) if len(array) else 0.0
     sums = {column: int(frame[column].sum()) for column in TOTAL_COLUMNS}

@@ -276,6 +276,11 @@ class Simulator:
         return Cost(compute_cycles=compute, dense_compute_cycles=compute, transfer_cycles=transfer,
                     stall_cycles=max(0, transfer - compute), utilization=busy, **counts)
 
+    @property
+    def overlap_links(self) -> bool:
+        """Whether the system's collectives run beside the chip's work (System.overlap_collectives)."""
+        return self.system is not None and self.system.overlap_collectives
+
     def _link_cost(self, step: Step, tensors: dict[str, Tensor], placement: Placement) -> Cost:
         """A collective: its time on the system's links (engine/collectives.py) at the chip's clock, the bytes
         it sends, and the chip's own traffic reading and writing the activations it moves."""
@@ -296,6 +301,7 @@ class Simulator:
         records, group, footprint = self.run_records(trace)
         results = frame(records)
         results.hardware = self.hardware
+        results.overlap_links = self.overlap_links
         results.footprint = footprint
         results.notes = list(self.notes) + imbalance_notes(results)
         batch = int(trace.workload.get("batch", 1))

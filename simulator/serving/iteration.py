@@ -85,7 +85,8 @@ class IterationCoster:
         return self._cost(self._whole(batch))
 
     def _cost(self, sums: Sums) -> IterationCost:
-        cycles = run_cycles(sums.array, sums.sfu, sums.dram_bytes, self.hardware, sums.launch_cycles, sums.link)
+        cycles = run_cycles(sums.array, sums.sfu, sums.dram_bytes, self.hardware, sums.launch_cycles, sums.link,
+                            self.sim.overlap_links)
         seconds = cycles / (self.hardware.array.clock_mhz * 1e6)
         return IterationCost(cycles, seconds, sums.dram_bytes,
                              self.chips * sums.energy_pj + self.static_mw * seconds * 1e9)

@@ -55,6 +55,9 @@ class System(StrictModel):
     chip: str = Field(description="the chip preset every chip of the system is (configs/hardware/)")
     chips: int = Field(ge=2, le=65536)
     interconnect: Interconnect
+    overlap_collectives: bool = Field(
+        False, description="collectives run beside the chip's own work (an ideal bound: a pass takes the longer of "
+                           "its work and its collectives), else after the products they join (the default)")
 
     @model_validator(mode="after")
     def _check_topology(self) -> System:

@@ -228,3 +228,20 @@ def test_70b_on_eight_chips(run_cli):
         "tpu_v5e_x8", "tpu_v5e_like", 8, {"tp": 8, "ep": 1, "pp": 1, "microbatches": 1})
     assert summary["dram_footprint_bytes"] < summary["dram_capacity_bytes"] < 2 * summary["weight_bytes"]
     assert 0 < summary["collective_share"] < 0.5
+
+
+def test_overlapped_collectives_take_the_longer_of_the_two():
+    """overlap_collectives: a pass takes max(its work, its collectives), never longer than serial."""
+    serial_sys = system(4, "ring")
+    overlapped = serial_sys.model_copy(update={"overlap_collectives": True})
+    workload = Workload(tokens=64, tp=4)
+    serial, both = run_on("llama-2-7b", workload, serial_sys), run_on("llama-2-7b", workload, overlapped)
+    totals = both.totals
+    work = serial.totals.total_cycles - serial.totals.link_cycles - serial.totals.launch_cycles
+    assert totals.total_cycles == max(work, totals.link_cycles) + totals.launch_cycles
+    assert totals.total_cycles < serial.totals.total_cycles
+    hardware = load_target("tpu_v5e_like").hardware
+    tpots = [generation_summary(generate(load_model("llama-2-7b"), Workload(tokens=32, tp=4), 4,
+                                         Simulator(hardware, INT8, system=s)), hardware)["tpot_ms"]
+             for s in (serial_sys, overlapped)]
+    assert tpots[1] < tpots[0]
