@@ -31,6 +31,8 @@ def test_each_chip_holds_its_experts_and_a_copy_of_the_rest():
     assert chip.params == whole.params - expert + expert // 4
     assert sum(op.params for op in chip if ".experts." in op.name) == expert // 4
     assert chip.workload["batch"] == 1  # each chip's sequences
+    held = [op for op in SPEC.trace(Workload(tokens=1, batch=4, ep=4, phase="decode")) if op.held]
+    assert held and all(type(op.batch) is int for op in held)
 
 
 def test_dispatch_and_combine_move_the_routed_copies():

@@ -135,3 +135,41 @@ def test_70b_over_two_stages_of_four(run_cli):
     assert summary["parallel"] == {"tp": 4, "ep": 1, "pp": 2, "microbatches": 2}
     assert [row["first_layer"] for row in summary["pipeline"]["per_stage"]] == [0, 40]
     assert summary["weight_bytes"] < summary["dram_capacity_bytes"]
+
+
+def test_the_pipelines_rows_are_its_stages():
+    """Each stage's row: its blocks, its prefill and mean decode step for one microbatch (ms), its busy share;
+    each step's latency and energy (one chip of each stage: the microbatches' dynamic energy, every stage's
+    leakage over the step) from the stages' own steps."""
+    microbatches, pp = 2, 2
+    generation, summary = run(pp, microbatches)
+    stages = [stage_generation(SPEC, Workload(tokens=32, batch=2, pp=pp, stage=index), 4,
+                               Simulator(CHIP, INT8, system=chips(2))) for index in range(pp)]
+    per_ms = CHIP.array.clock_mhz * 1e3
+    e2e = generation.first_token_cycles + int(generation.steps["total_cycles"].sum())
+    for row, stage in zip(summary["pipeline"]["per_stage"], stages, strict=True):
+        prefill = int(stage.prefill.totals["total_cycles"])
+        assert (row["first_layer"], row["last_layer"]) == ((0, 15) if row["stage"] == 0 else (16, 31))
+        assert row["prefill_ms"] == prefill / per_ms
+        assert row["decode_step_ms"] == pytest.approx(stage.steps["total_cycles"].mean() / per_ms, rel=1e-12)
+        assert row["busy_share"] == pytest.approx(
+            microbatches * (prefill + stage.steps["total_cycles"].sum()) / e2e, rel=1e-12)
+    static = generation.prefill.totals.energy["static_mw"]
+    for number, step in generation.steps.iterrows():
+        assert step["latency_ms"] == step["total_cycles"] / per_ms
+        dynamic = sum(stage.steps.iloc[number]["energy_pj"] - static * stage.steps.iloc[number]["latency_ms"] * 1e6
+                      for stage in stages)
+        assert step["energy_pj"] == pytest.approx(microbatches * dynamic + static * pp * step["latency_ms"] * 1e6,
+                                                  rel=1e-12)
+        assert step["link_cycles"] == microbatches * sum(stage.steps.iloc[number]["link_cycles"] for stage in stages)
+
+
+def test_beams_run_through_the_pipeline():
+    """Beam search through the stages: each stage's decode steps run its microbatch's beams."""
+    simulator = Simulator(CHIP, INT8, system=chips(2))
+    generation = generate(SPEC, Workload(tokens=32, batch=2, pp=2), 3, simulator, beams=2)
+    stages = [stage_generation(SPEC, Workload(tokens=32, batch=2, pp=2, stage=index), 3, simulator, beams=2)
+              for index in range(2)]
+    times = [int(stage.steps.iloc[0]["total_cycles"]) for stage in stages]
+    assert generation.steps.iloc[0]["total_cycles"] == sum(times)
+    assert generation.beams == 2

@@ -245,3 +245,28 @@ def test_overlapped_collectives_take_the_longer_of_the_two():
                                          Simulator(hardware, INT8, system=s)), hardware)["tpot_ms"]
              for s in (serial_sys, overlapped)]
     assert tpots[1] < tpots[0]
+
+
+def test_torus_all_gather_send_and_rounding():
+    """A 2 x 4 group's all-gather: along 2 of B / 4, then along 4 (1/8 + 3/4 of B, 1 + 3 steps); a send crosses
+    one link one way; bytes sent round up to whole bytes."""
+    torus = system(8, "torus_2d", (2, 4)).interconnect
+    gather = collective_cost("all_gather", 2**20, 8, torus)
+    assert (gather.link_bytes, gather.steps) == (2**20 // 8 + 3 * 2**20 // 4, 4)
+    assert gather.seconds == pytest.approx((2**20 // 8 + 3 * 2**20 // 4) / 100e9 + 4e-6, rel=1e-12)
+    send = collective_cost("send", 2**20, 2, torus)
+    assert send.seconds == pytest.approx(2**20 / 50e9 + 1e-6, rel=1e-12) and send.link_bytes == 2**20
+    odd = collective_cost("all_reduce", 1001, 3, system(3).interconnect)
+    assert odd.link_bytes == 1335 and type(odd.link_bytes) is int  # 2 x 2/3 x 1001 = 1334.7
+    with pytest.raises(ValueError, match="unknown collective 'broadcast'"):
+        collective_cost("broadcast", 8, 2, torus)
+
+
+def test_pipeline_stages_are_checked():
+    from workloads.parallel import PipelineStage
+
+    with pytest.raises(InputError, match="--pp must be a positive integer, got 0"):
+        PipelineStage(0)
+    with pytest.raises(InputError, match="stage must be a positive integer"):
+        PipelineStage(2, -1)
+    assert PipelineStage(2**31 - 1, 0).first and PipelineStage(3, 2).last
