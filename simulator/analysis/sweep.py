@@ -12,6 +12,8 @@ models: [bert-base, {name: vit-base, image_size: 224}]
 # axes next to hardware ones: product: {model.batch: [1, 8, 32], model.new_tokens: [64, 256]}
 # a system preset as hardware splits the models over its chips: parallel: {tp: 8} (else each config's
 # parallel:, else one chip per degree), and axes parallel.tp / .ep / .pp / .microbatches and chips
+# serve: {num_requests: 200, rate: 2} serves a request stream at every point instead (docs/serving.md), and
+# the axis rate sets its arrival rate: throughput-latency curves per config
 include_frontend: true                   # the default: the whole model, as everywhere
 include_head: true
 trace: false                             # true: the real transformers models, traced (hf extra)
@@ -25,7 +27,11 @@ vary, or new_tokens) sets that knob of every model entry at the point. A model e
 ``total_cycles``/``latency_ms`` and adds ``ttft_ms``, ``tpot_ms``, ``tokens_per_s`` and
 ``tokens_per_s_per_chip``. With a system preset as ``hardware`` every point runs on its chips as the parallel
 plan says: the axis ``chips`` sets the system's chip count (a torus the squarest shape), the axes
-``parallel.<degree>`` the plan's degrees (which must use every chip); energy is the system's. A point is
+``parallel.<degree>`` the plan's degrees (which must use every chip); energy is the system's. With
+``serve:`` every (point, config, model) serves a generated request stream (``accelsim serve``'s options by
+name) and its row gives the run's duration as ``latency_ms``, throughput (``requests_per_s``,
+``tokens_per_s``), goodput under its ``slo``, TTFT/TPOT/E2E percentiles and energy per token; the axis
+``rate`` sets the arrival rate (requests/s). A point is
 identified by a stable id (a hash of its axis values, config and model), so a sweep resumes by
 skipping finished ids. This module is the pure plan (expanding points; evaluating them is
 :mod:`simulator.analysis.sweep_points`); :mod:`simulator.cli.sweep_run` is the edge (executors, part
@@ -45,6 +51,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from simulator.formats.precision import parse_precision
+from simulator.serving.defaults import DEFAULT_OUTPUTS, DEFAULT_PROMPTS
 from simulator.spec.checkpoint import CHECKPOINT, checkpoint_run
 from simulator.spec.config_io import StrictModel, read_yaml_mapping, unknown_name_message, validate
 from simulator.spec.hardware import Hardware
@@ -68,14 +75,19 @@ from workloads.vocabulary import SFU_OPS
 MODEL_COLUMNS = ("model", *KNOB_NAMES, "new_tokens")
 GENERATION_COLUMNS = ("ttft_ms", "tpot_ms", "tokens_per_s", "tokens_per_s_per_chip")
 PARALLEL_COLUMNS = ("chips", *ParallelPlan.model_fields)  # the point's system size and parallel plan
+# A serving point's (empty elsewhere): its arrival rate, throughput, goodput and latency percentiles.
+SERVING_COLUMNS = ("rate", "requests_per_s", "goodput_requests_per_s", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms",
+                   "tpot_p99_ms", "e2e_p99_ms", "completed", "rejected")
 # Energy and area (empty when the hardware has no energy section): the run's total energy, per generated
 # token for a generation or a decode step (empty for a prefill), TOPS/W (2 ops per useful MAC), effective
 # TOPS/W (2 ops per MAC of the dense products), and the chip's area.
 SWEEP_ENERGY_COLUMNS = ("energy_uj", "energy_per_token_uj", "tops_per_w", "effective_tops_per_w", "area_mm2")
 RESULT_COLUMNS = ("point_id", "point", "config", *MODEL_COLUMNS, *PARALLEL_COLUMNS, "total_cycles", "latency_ms",
-                  *GENERATION_COLUMNS, "collective_share", "utilization", "speedup_vs_baseline", "stored_bits",
+                  *GENERATION_COLUMNS, *SERVING_COLUMNS, "collective_share", "utilization", "speedup_vs_baseline",
+                  "stored_bits",
                   "value_bits", "index_bits", "scale_bits", "bias_bits", "dram_bytes", *SWEEP_ENERGY_COLUMNS, "error")
-INTEGER_COLUMNS = (*(knob.name for knob in KNOBS if knob.kind is int), "new_tokens", *PARALLEL_COLUMNS, "total_cycles",
+INTEGER_COLUMNS = (*(knob.name for knob in KNOBS if knob.kind is int), "new_tokens", *PARALLEL_COLUMNS, "completed",
+                   "rejected", "total_cycles",
                    "stored_bits", "value_bits", "index_bits", "scale_bits", "bias_bits", "dram_bytes")
 WORKLOAD_AXES = (*(knob.name for knob in KNOBS if knob.axis), "new_tokens")
 
@@ -88,6 +100,35 @@ class ModelEntry(WorkloadKnobs):
         """This entry with the ``model.<knob>`` axes of a design point applied."""
         knobs = {path.removeprefix("model."): value for path, value in axis_values.items() if path.startswith("model.")}
         return ModelEntry.model_validate({**self.model_dump(), **knobs}) if knobs else self
+
+
+class ServeEntry(StrictModel):
+    """A serving sweep's request stream and scheduler (``accelsim serve``'s options, by name)."""
+
+    num_requests: int = Field(gt=0, le=MAX_SIZE)
+    rate: float | None = Field(None, gt=0, allow_inf_nan=False, description="requests/s (the rate axis sets it; "
+                                                                             "none: all at time 0)")
+    prompt_tokens: str = DEFAULT_PROMPTS
+    output_tokens: str = DEFAULT_OUTPUTS
+    seed: int = Field(0, ge=0)
+    scheduler: Literal["static", "continuous", "chunked"] = "continuous"
+    max_batch: int = Field(256, gt=0, le=MAX_SIZE)
+    max_tokens: int | None = Field(None, gt=0, le=MAX_SIZE)
+    kv_block_size: int = Field(16, gt=0, le=MAX_SIZE)
+    slo: str | None = Field(None, description="ttft=MS,tpot=MS: goodput counts the requests meeting both")
+
+    @model_validator(mode="after")
+    def _check(self) -> ServeEntry:
+        from simulator.serving.metrics import parse_slo
+        from simulator.serving.requests import parse_lengths
+
+        try:
+            parse_lengths(self.prompt_tokens, "prompt_tokens"), parse_lengths(self.output_tokens, "output_tokens")
+            if self.slo is not None:
+                parse_slo(self.slo)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
 
 class Axes(StrictModel):
@@ -124,6 +165,7 @@ class SweepSpec(StrictModel):
     trace: bool = False  # simulate the transformers models traced on the meta device (hf extra)
     timing: Literal["default", "scalesim"] = "default"
     parallel: ParallelPlan | None = None  # a system's split (else each config's parallel:); axes override it
+    serve: ServeEntry | None = None  # serve a request stream at every point (the rate axis sets its rate)
 
     @field_validator("models", mode="before")
     @classmethod
@@ -149,7 +191,7 @@ def check_axis_path(path: str) -> None:
     """An axis must name a hardware field (``array.rows``), a key of a table (``macs_per_pe.int8``), a
     workload knob of the models (``model.batch``), an attention kernel setting of every config
     (``attention.kernel``), a system's ``chips`` or a degree of the parallel plan (``parallel.tp``)."""
-    if path == "chips" or _named_axis(path):
+    if path in ("chips", "rate") or _named_axis(path):
         return
     model: type[BaseModel] | None = Hardware
     parts = path.split(".")
@@ -230,9 +272,7 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, Plan]:
         _resolve_path(spec.hardware, path.parent))
     target = load_target(hardware)
     base = target.hardware
-    if target.system is None and any(axis == "chips" or axis.startswith("parallel.") for axis in spec.axes.paths):
-        raise InputError(f"{path}: the axes chips and parallel.* need a system preset as hardware, not "
-                         f"{base.name}")
+    _check_kind_of_sweep(spec, path, target.system is not None, base.name)
     from workloads.models import load_model
 
     points_axes = design_points(spec.axes)
@@ -255,6 +295,17 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, Plan]:
                                     model.at(axis_values)))
     return spec, Plan(spec, base.model_dump(), target.system.model_dump() if target.system else None, configs,
                       tuple(points))
+
+
+def _check_kind_of_sweep(spec: SweepSpec, path: Path, on_system: bool, chip: str) -> None:
+    """System axes need a system; the rate axis a serving sweep, whose requests say what each generates."""
+    if not on_system and any(axis == "chips" or axis.startswith("parallel.") for axis in spec.axes.paths):
+        raise InputError(f"{path}: the axes chips and parallel.* need a system preset as hardware, not {chip}")
+    if spec.serve is None and "rate" in spec.axes.paths:
+        raise InputError(f"{path}: the axis rate sets a serving sweep's arrival rate: add serve: {{num_requests: N}}")
+    if spec.serve is not None and (any(entry.new_tokens is not None for entry in spec.models)
+                                   or "model.new_tokens" in spec.axes.paths):
+        raise InputError(f"{path}: serve: the requests say how many tokens each generates; drop new_tokens")
 
 
 CHECKPOINT_KEY = "checkpoint:"  # the plan's key of a checkpoint model's own config: checkpoint:<its directory>
@@ -331,7 +382,7 @@ def _resolve_path(name: str, base_dir: Path) -> Path:
 def hardware_at(base: dict[str, Any], axis_values: dict[str, Any]) -> Hardware:
     data = json.loads(json.dumps(base))
     for path, value in axis_values.items():
-        if path == "chips" or path.startswith(("model.", "attention.", "parallel.")):
+        if path in ("chips", "rate") or path.startswith(("model.", "attention.", "parallel.")):
             continue
         node = data
         *parents, leaf = path.split(".")

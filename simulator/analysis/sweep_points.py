@@ -14,6 +14,7 @@ from simulator.analysis.sweep import (
     SWEEP_ENERGY_COLUMNS,
     ModelEntry,
     Point,
+    ServeEntry,
     SweepSpec,
     config_at,
     hardware_at,
@@ -61,6 +62,9 @@ def evaluate_point(plan_spec: SweepSpec, base: dict[str, Any], configs: dict[str
         row.update(chips=system.chips if system is not None else 1, **plan.model_dump())
         on = (system.model_dump_json() if system is not None else "", plan.model_dump_json(exclude_defaults=True))
         config = config_at(entry["config"], point.axes)
+        if plan_spec.serve is not None:
+            row.update(_served(point, plan_spec.serve, hardware_json, _simulation_json(config), *on), error="")
+            return row
         totals = _totals(*scope, hardware_json, _simulation_json(config), plan_spec.timing, *on)
         speedup = None
         if entry["baseline"] is not None:
@@ -152,6 +156,63 @@ def _totals(entry: ModelEntry, include_frontend: bool, include_head: bool, trace
             "dram_bytes": prefill["dram_bytes"] + decode_bytes, "utilization": summary["utilization"],
             "collective_share": summary["collective_share"],
             **{column: summary[column] for column in GENERATION_COLUMNS}, "energy": summary["energy"]}
+
+
+def _served(point: Point, serve: ServeEntry, hardware_json: str, config_json: str, system_json: str, plan_json: str,
+            ) -> dict[str, Any]:
+    """A serving point's columns: its request stream (at the rate axis's rate) served as ``accelsim serve`` does."""
+    from simulator.serving.requests import generate_requests, parse_lengths
+
+    rate = point.axes.get("rate", serve.rate)
+    requests = generate_requests(serve.num_requests, rate, parse_lengths(serve.prompt_tokens, "prompt_tokens"),
+                                 parse_lengths(serve.output_tokens, "output_tokens"), serve.seed)
+    slo = None
+    if serve.slo is not None:
+        from simulator.serving.metrics import parse_slo
+
+        slo = parse_slo(serve.slo)
+    runner = _runner(point.model, hardware_json, config_json, system_json, plan_json, serve.model_dump_json())
+    summary = runner.run(requests, slo).summary
+    chips = runner.spec.tp or 1
+    tokens = summary["throughput_tokens_per_s"]
+    energy_j = summary["energy_j"]
+    return {"rate": rate, "latency_ms": summary["duration_s"] * 1e3, "tokens_per_s": tokens,
+            "tokens_per_s_per_chip": tokens / chips, "requests_per_s": summary["throughput_requests_per_s"],
+            "goodput_requests_per_s": summary.get("goodput_requests_per_s"),
+            "ttft_p50_ms": summary["ttft_ms"]["p50"], "ttft_p99_ms": summary["ttft_ms"]["p99"],
+            "tpot_p50_ms": summary["tpot_ms"]["p50"], "tpot_p99_ms": summary["tpot_ms"]["p99"],
+            "e2e_p99_ms": summary["e2e_ms"]["p99"], "completed": summary["completed"], "rejected": summary["rejected"],
+            "energy_uj": energy_j * 1e6 if energy_j is not None else None,
+            "energy_per_token_uj": summary["energy_per_token_j"] * 1e6 if energy_j is not None else None}
+
+
+@functools.lru_cache(maxsize=64)
+def _runner(entry: ModelEntry, hardware_json: str, config_json: str, system_json: str, plan_json: str,
+            serve_json: str) -> Any:
+    """A serving runner per (model, chip, config, system, plan, stream): rates share its iteration costs."""
+    from dataclasses import replace
+
+    from simulator.engine import Simulator
+    from simulator.serving.defaults import default_max_tokens
+    from simulator.serving.server import ServeSettings
+    from simulator.serving.session import ServingRunner
+    from simulator.spec.weight_masks import weight_masks
+    from workloads.models import load_model
+
+    serve = ServeEntry.model_validate_json(serve_json)
+    plan = ParallelPlan.model_validate_json(plan_json)
+    if plan.ep > 1 or plan.pp > 1 or plan.microbatches > 1:
+        raise InputError("serving splits a model tensor-parallel only (parallel.tp)")
+    policy = _policy(config_json)
+    system = System.model_validate_json(system_json) if system_json else None
+    spec = load_model(entry.name)
+    spec = replace(spec, tp=plan.tp) if plan.tp > 1 else spec
+    context = int(spec.config.get("max_position_embeddings") or 0) or None
+    budget = serve.max_tokens or default_max_tokens(serve.scheduler, context)
+    simulator = Simulator(Hardware.model_validate_json(hardware_json), policy, mask_for=weight_masks(policy),
+                          system=system)
+    settings = ServeSettings(serve.scheduler, serve.max_batch, budget, entry.workload().expert_imbalance)
+    return ServingRunner(spec, simulator, settings, serve.kv_block_size, policy.name)
 
 
 def evaluate_chunk(plan_spec: SweepSpec, base: dict[str, Any], configs: dict[str, dict[str, Any]], points: list[Point],

@@ -21,11 +21,9 @@ from simulator.cli.options import (
     load_policy,
     positive_int,
 )
+from simulator.serving.defaults import DEFAULT_OUTPUTS, DEFAULT_PROMPTS
 from workloads.errors import InputError, json_object
-from workloads.ops import MAX_SIZE
 
-DEFAULT_PROMPTS = "lognormal:1000,0.5,2048"
-DEFAULT_OUTPUTS = "lognormal:250,0.5,1024"
 GENERATOR_OPTIONS = ("num_requests", "rate", "prompt_tokens", "output_tokens", "seed")
 
 
@@ -116,6 +114,7 @@ def _runner(config: str, model: str, hardware_name: str | None, tp: int | None, 
     from dataclasses import replace
 
     from simulator.engine import Simulator
+    from simulator.serving.defaults import default_max_tokens
     from simulator.serving.server import ServeSettings
     from simulator.serving.session import ServingRunner
     from simulator.spec.system import load_target
@@ -132,8 +131,7 @@ def _runner(config: str, model: str, hardware_name: str | None, tp: int | None, 
     spec = load_model(model)
     spec = replace(spec, tp=plan.tp) if plan.tp > 1 else spec
     context = int(spec.config.get("max_position_embeddings") or 0)
-    defaults = {"chunked": 512, "continuous": context or 2048, "static": MAX_SIZE}
-    budget = max_tokens if max_tokens is not None else defaults[scheduler]
+    budget = max_tokens if max_tokens is not None else default_max_tokens(scheduler, context or None)
     masks = weight_masks(policy, spec.trace(Workload(tokens=1, expert_imbalance=expert_imbalance)))
     simulator = Simulator(hardware, policy, mask_for=masks, system=target.system)
     return ServingRunner(spec, simulator, ServeSettings(scheduler, max_batch, budget, expert_imbalance), kv_block_size,

@@ -27,6 +27,7 @@ from simulator.analysis.sweep import (
     INTEGER_COLUMNS,
     MODEL_COLUMNS,
     RESULT_COLUMNS,
+    SERVING_COLUMNS,
     SWEEP_ENERGY_COLUMNS,
     Plan,
     Point,
@@ -186,14 +187,19 @@ def assemble(plan: Plan, rows: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(ordered, columns=columns)
     # nullable types: a failed point leaves <NA> (an empty CSV cell) and integers stay integers
     floats = ("latency_ms", "ttft_ms", "tpot_ms", "tokens_per_s", "tokens_per_s_per_chip", "collective_share",
-              "utilization", "speedup_vs_baseline", *SWEEP_ENERGY_COLUMNS)
+              "utilization", "speedup_vs_baseline", *SWEEP_ENERGY_COLUMNS,
+              *(column for column in SERVING_COLUMNS if column not in INTEGER_COLUMNS))
     # an axis of integers with a null among them (an attention block size left to the search) stays integer
     integer_axes = [c for c in axis_columns if frame[c].isna().any()
                     and all(isinstance(v, int) and not isinstance(v, bool) for v in frame[c].dropna())]
     frame = frame.astype({**{c: "Int64" for c in (*INTEGER_COLUMNS, *integer_axes)},
                           **{c: "Float64" for c in floats}, "head": "string", "phase": "string"})
-    # an axis the results report anyway (chips) keeps the results' column
-    frame = frame.drop(columns=[c for c in axis_columns if c.removeprefix("axis:") in RESULT_COLUMNS])
+    # an axis the results report anyway (chips, rate) keeps the results' column (the axis's value where a point
+    # failed before reporting it)
+    reported = [c for c in axis_columns if c.removeprefix("axis:") in RESULT_COLUMNS]
+    for column in reported:
+        frame[column.removeprefix("axis:")] = frame[column.removeprefix("axis:")].fillna(frame[column])
+    frame = frame.drop(columns=reported)
     return frame.rename(columns={c: c.removeprefix("axis:") for c in axis_columns})
 
 

@@ -1,0 +1,57 @@
+"""Serving sweeps: a rate axis over a request stream, each row what `accelsim serve` reports for that rate."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from cli_helpers import accelsim
+
+from simulator.analysis.sweep import load_sweep
+from workloads.errors import InputError
+
+SWEEP = """name: rates
+hardware: tpu_v5e_like
+axes:
+  product: {rate: [2, 8]}
+configs: [int8]
+models: [{name: llama-2-7b, batch: 1}]
+serve: {num_requests: 12, prompt_tokens: "uniform:64,256", output_tokens: "uniform:8,24", seed: 3,
+        scheduler: chunked, slo: "ttft=200,tpot=20"}
+"""
+
+
+def test_each_rate_is_a_serve_run(tmp_path, run_cli):
+    path = tmp_path / "rates.yaml"
+    path.write_text(SWEEP)
+    done = accelsim("sweep", str(path), "--out", str(tmp_path / "out"), "--workers", "1", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    rows = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert list(rows["rate"]) == [2.0, 8.0] and list(rows.columns).count("rate") == 1
+    for _, row in rows.iterrows():
+        summary = json.loads(run_cli("serve", "int8", "--model", "llama-2-7b", "--hardware", "tpu_v5e_like",
+                                     "--num-requests", "12", "--rate", str(row["rate"]), "--prompt-tokens",
+                                     "uniform:64,256", "--output-tokens", "uniform:8,24", "--seed", "3",
+                                     "--scheduler", "chunked", "--slo", "ttft=200,tpot=20", "--json"))
+        assert row["requests_per_s"] == pytest.approx(summary["throughput_requests_per_s"], rel=1e-12)
+        assert row["goodput_requests_per_s"] == pytest.approx(summary["goodput_requests_per_s"], rel=1e-12)
+        assert row["tpot_p99_ms"] == pytest.approx(summary["tpot_ms"]["p99"], rel=1e-12)
+        assert row["ttft_p50_ms"] == pytest.approx(summary["ttft_ms"]["p50"], rel=1e-12)
+        assert row["latency_ms"] == pytest.approx(summary["duration_s"] * 1e3, rel=1e-12)
+        assert row["energy_per_token_uj"] == pytest.approx(summary["energy_per_token_j"] * 1e6, rel=1e-12)
+        assert row["completed"] == summary["completed"] == 12
+    assert rows["ttft_p99_ms"].iloc[1] >= rows["ttft_p99_ms"].iloc[0]  # a faster stream queues more
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda text: text.split("serve:")[0], "the axis rate sets a serving sweep's arrival rate"),
+    (lambda text: text.replace("batch: 1}", "batch: 1, new_tokens: 8}"), "drop new_tokens"),
+    (lambda text: text.replace('prompt_tokens: "uniform:64,256"', 'prompt_tokens: "uniform:64"'), "prompt_tokens"),
+    (lambda text: text.replace('slo: "ttft=200,tpot=20"', 'slo: "ttf=200"'), "slo"),
+])
+def test_bad_serving_sweeps(tmp_path, change, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(change(SWEEP))
+    with pytest.raises(InputError, match=message):
+        load_sweep(path)
