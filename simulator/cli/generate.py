@@ -38,7 +38,7 @@ from workloads.models import Workload, load_model
 @format_options(("table", "json"))
 @click.option("--out", type=click.Path(), default=None,
               help="Write steps.csv, prefill.csv, summary.json and, when decode steps run, decode.csv and a "
-                   "step-latency plot to DIR.")
+                   "step-latency plot to DIR (with pipeline stages, stages.csv).")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out directory.")
 def generate(config: str, model: str, prompt: int, new_tokens: int, batch: int, beams: int, head: str | None,
              expert_imbalance: float | None, hardware_name: str | None, tp: int | None, ep: int | None,
@@ -93,6 +93,9 @@ def generate(config: str, model: str, prompt: int, new_tokens: int, batch: int, 
             if generation.decode is not None:  # one new token: the prefill made it, no decode step ran
                 generation.decode.to_csv(staging / "decode.csv", index=False)
                 written.append("decode.csv")
+            if generation.stages is not None:  # a pipeline: one row per stage
+                generation.stages.to_csv(staging / "stages.csv", index=False)
+                written.append("stages.csv")
             write_json(staging / "summary.json", summary)
             written.append("summary.json")
             if len(generation.steps):

@@ -173,3 +173,13 @@ def test_beams_run_through_the_pipeline():
     times = [int(stage.steps.iloc[0]["total_cycles"]) for stage in stages]
     assert generation.steps.iloc[0]["total_cycles"] == sum(times)
     assert generation.beams == 2
+
+
+def test_generate_writes_the_stages(tmp_path, run_cli):
+    import pandas as pd
+
+    run_cli("generate", "configs/int8.yaml", "--model", "llama-2-7b", "--prompt", "16", "--new-tokens", "3",
+            "--batch", "2", "--hardware", "tpu_v5e_x4", "--tp", "2", "--pp", "2", "--microbatches", "2",
+            "--out", str(tmp_path / "g"))
+    stages = pd.read_csv(tmp_path / "g" / "stages.csv")
+    assert list(stages["stage"]) == [0, 1] and list(stages["first_layer"]) == [0, 16]
