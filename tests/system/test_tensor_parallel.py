@@ -270,3 +270,12 @@ def test_pipeline_stages_are_checked():
     with pytest.raises(InputError, match="stage must be a positive integer"):
         PipelineStage(2, -1)
     assert PipelineStage(2**31 - 1, 0).first and PipelineStage(3, 2).last
+
+
+def test_a_decode_steps_collectives_move_one_token_per_sequence():
+    """Per decode step: two all-reduces per block of batch x hidden, the embedding's, and the gathered logits."""
+    trace = load_model("llama-2-7b").trace(Workload(tokens=100, batch=3, phase="decode", tp=4))
+    reduces = [op for op in trace if op.role == "all_reduce"]
+    assert len(reduces) == 2 * 32 + 1 and {op.elements for op in reduces} == {3 * 4096}
+    (gather,) = [op for op in trace if op.role == "all_gather"]
+    assert gather.elements == 3 * 32000
