@@ -112,5 +112,5 @@ def _groups_that_fit(trace: Trace, run: Callable[[Trace], PassOutcome], hardware
 
 
 def chips_of(trace: Trace) -> int:
-    """The chips a trace is one of (its tensor- and expert-parallel degrees)."""
-    return int(trace.workload.get("tp", 1)) * int(trace.workload.get("ep", 1))
+    """The chips a trace is one of (its tensor- and expert-parallel degrees, its pipeline's stages)."""
+    return int(trace.workload.get("tp", 1)) * int(trace.workload.get("ep", 1)) * int(trace.workload.get("pp", 1))

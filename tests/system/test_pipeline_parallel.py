@@ -183,3 +183,37 @@ def test_generate_writes_the_stages(tmp_path, run_cli):
             "--out", str(tmp_path / "g"))
     stages = pd.read_csv(tmp_path / "g" / "stages.csv")
     assert list(stages["stage"]) == [0, 1] and list(stages["first_layer"]) == [0, 16]
+
+
+def test_a_pipelines_generation_record():
+    """The record a pipeline returns: each stage's bytes (every microbatch's KV cache held), the fullest stage's
+    as the chip's, the steps' and stages' columns, the frames' notes, a single token's empty decode."""
+    from simulator.analysis.generation import STEP_COLUMNS
+    from simulator.analysis.pipeline import STAGE_COLUMNS
+
+    microbatches = 2
+    generation, summary = run(2, microbatches, new=3)
+    stages = [stage_generation(SPEC, Workload(tokens=32, batch=2, pp=2, stage=index), 3,
+                               Simulator(CHIP, INT8, system=chips(2))) for index in range(2)]
+    rows = summary["pipeline"]["per_stage"]
+    for row, stage in zip(rows, stages, strict=True):
+        assert (row["weight_bytes"], row["kv_cache_bytes"]) == (stage.weight_bytes, microbatches * stage.kv_cache_bytes)
+    fullest = max(rows, key=lambda r: r["weight_bytes"] + r["kv_cache_bytes"] + r["peak_activation_bytes"])
+    assert (generation.weight_bytes, generation.kv_cache_bytes) == (fullest["weight_bytes"], fullest["kv_cache_bytes"])
+    assert fullest["stage"] == 1  # the last stage holds the LM head
+    assert generation.prompt_tokens == 32 and list(generation.steps.columns) == list(STEP_COLUMNS)
+    assert list(generation.stages.columns) == list(STAGE_COLUMNS)
+    assert generation.prefill.index.is_unique and isinstance(generation.prefill.notes, list)
+    one, one_summary = run(2, microbatches, new=1)
+    assert one.decode is None and one_summary["pipeline"]["per_stage"][0]["decode_step_ms"] is None
+
+
+def test_every_microbatchs_cache_must_fit():
+    """A stage holds all m microbatches' KV caches: a batch whose one microbatch fits, but not all of them, is
+    refused with each chip's bytes."""
+
+    tight = CHIP.model_copy(update={"memory": CHIP.memory.model_copy(update={"dram_capacity_bytes": 3_800_000_000})})
+    simulator = Simulator(tight, INT8, system=chips(2))
+    generate(SPEC, Workload(tokens=2000, batch=1, pp=2), 2, simulator)
+    with pytest.raises(InputError, match="on each of 2 chips"):
+        generate(SPEC, Workload(tokens=2000, batch=64, pp=2), 2, simulator, microbatches=64)

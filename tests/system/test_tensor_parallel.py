@@ -279,3 +279,14 @@ def test_a_decode_steps_collectives_move_one_token_per_sequence():
     assert len(reduces) == 2 * 32 + 1 and {op.elements for op in reduces} == {3 * 4096}
     (gather,) = [op for op in trace if op.role == "all_gather"]
     assert gather.elements == 3 * 32000
+
+
+def test_degrees_are_whole_numbers_up_to_the_largest_size():
+    from workloads.parallel import ExpertParallel, PipelineStage
+
+    for bad in (True, 0, 2.0):
+        with pytest.raises(InputError, match="must be a positive integer"):
+            TensorParallel(bad)  # type: ignore[arg-type]
+        with pytest.raises(InputError, match="must be a positive integer"):
+            PipelineStage(bad)  # type: ignore[arg-type]
+    assert TensorParallel(2**31 - 1).split and ExpertParallel(2**31 - 1).degree == 2**31 - 1
