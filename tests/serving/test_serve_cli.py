@@ -7,8 +7,9 @@ from pathlib import Path
 
 from cli_helpers import ROOT, TESTS
 
+from simulator.serving.defaults import DEFAULT_OUTPUTS, DEFAULT_PROMPTS
 from simulator.serving.metrics import ITERATION_COLUMNS, REQUEST_COLUMNS
-from simulator.serving.requests import DEFAULT_OUTPUTS, DEFAULT_PROMPTS, generate_requests, parse_lengths
+from simulator.serving.requests import generate_requests, parse_lengths
 
 MODEL = str(TESTS / "configs" / "llama-serve-6.json")
 SERVE = ["serve", "configs/int8.yaml", "--model", MODEL, "--hardware", "tpu_v5e_like"]
