@@ -111,6 +111,8 @@ class ServeEntry(StrictModel):
     prompt_tokens: str = DEFAULT_PROMPTS
     output_tokens: str = DEFAULT_OUTPUTS
     seed: int = Field(0, ge=0)
+    samples: int = Field(1, gt=0, le=4096, description="sequences sampled per request (parallel sampling)")
+    beams: int = Field(1, gt=0, le=4096, description="beams searched per request (one returned)")
     scheduler: Literal["static", "continuous", "chunked"] = "continuous"
     max_batch: int = Field(256, gt=0, le=MAX_SIZE)
     max_tokens: int | None = Field(None, gt=0, le=MAX_SIZE)
@@ -122,6 +124,8 @@ class ServeEntry(StrictModel):
         from simulator.serving.metrics import parse_slo
         from simulator.serving.requests import parse_lengths
 
+        if self.samples > 1 and self.beams > 1:
+            raise ValueError("a request either samples sequences or searches beams, not both")
         try:
             parse_lengths(self.prompt_tokens, "prompt_tokens"), parse_lengths(self.output_tokens, "output_tokens")
             if self.slo is not None:

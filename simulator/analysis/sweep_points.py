@@ -161,11 +161,12 @@ def _totals(entry: ModelEntry, include_frontend: bool, include_head: bool, trace
 def _served(point: Point, serve: ServeEntry, hardware_json: str, config_json: str, system_json: str, plan_json: str,
             ) -> dict[str, Any]:
     """A serving point's columns: its request stream (at the rate axis's rate) served as ``accelsim serve`` does."""
-    from simulator.serving.requests import generate_requests, parse_lengths
+    from simulator.serving.requests import generate_requests, parse_lengths, sampled
 
     rate = point.axes.get("rate", serve.rate)
-    requests = generate_requests(serve.num_requests, rate, parse_lengths(serve.prompt_tokens, "prompt_tokens"),
-                                 parse_lengths(serve.output_tokens, "output_tokens"), serve.seed)
+    requests = sampled(generate_requests(serve.num_requests, rate, parse_lengths(serve.prompt_tokens, "prompt_tokens"),
+                                         parse_lengths(serve.output_tokens, "output_tokens"), serve.seed),
+                       serve.samples, serve.beams)
     slo = None
     if serve.slo is not None:
         from simulator.serving.metrics import parse_slo

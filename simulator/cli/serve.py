@@ -45,6 +45,8 @@ GENERATOR_OPTIONS = ("num_requests", "rate", "prompt_tokens", "output_tokens", "
                    f"[default: {DEFAULT_PROMPTS}].")
 @click.option("--output-tokens", default=None, help=f"Output lengths, as --prompt-tokens [default: {DEFAULT_OUTPUTS}].")
 @click.option("--seed", type=int, default=None, help="Seed of the generated requests [default: 0].")
+@click.option("--beams", type=click.IntRange(min=1, max=4096), default=1, show_default=True,
+              help="Beam search: beams decoded per request (sharing its prompt's KV blocks), one returned.")
 @click.option("--samples", type=click.IntRange(min=1, max=4096), default=1, show_default=True,
               help="Sequences sampled in parallel from every request's prompt (sharing its KV blocks).")
 @click.option("--scheduler", type=click.Choice(("static", "continuous", "chunked")), default="continuous",
@@ -67,16 +69,17 @@ GENERATOR_OPTIONS = ("num_requests", "rate", "prompt_tokens", "output_tokens", "
 @click.option("--force", is_flag=True, help="Replace a non-empty --out directory.")
 @click.pass_context
 def serve(ctx: click.Context, config: str, model: str, hardware_name: str | None, tp: int | None,
-          requests_file: str | None,
-          num_requests: int | None, rate: float | None, prompt_tokens: str | None, output_tokens: str | None,
-          seed: int | None, samples: int, scheduler: str, max_batch: int, max_tokens: int | None, kv_block_size: int,
-          slo: str | None, capacity: bool, attainment: float | None, expert_imbalance: float | None,
-          fmt: str | None, as_json: bool, out: str | None, force: bool) -> None:
+          requests_file: str | None, num_requests: int | None, rate: float | None, prompt_tokens: str | None,
+          output_tokens: str | None, seed: int | None, beams: int, samples: int, scheduler: str, max_batch: int,
+          max_tokens: int | None, kv_block_size: int, slo: str | None, capacity: bool, attainment: float | None,
+          expert_imbalance: float | None, fmt: str | None, as_json: bool, out: str | None, force: bool) -> None:
     """Serve a stream of requests: TTFT, TPOT and end-to-end percentiles, throughput, goodput, KV use, energy."""
     from simulator.report.files import check_out_dir
     from simulator.serving.metrics import parse_slo
 
     fmt = chosen_format(fmt, as_json)
+    if beams > 1 and samples > 1:
+        raise click.UsageError("--beams and --samples: a request either samples or searches beams")
     objectives = parse_slo(slo) if slo is not None else None
     if attainment is not None and not capacity:
         raise click.UsageError("--attainment applies with --capacity")
@@ -91,8 +94,10 @@ def serve(ctx: click.Context, config: str, model: str, hardware_name: str | None
     runner = _runner(config, model, hardware_name, tp, scheduler, max_batch, max_tokens, kv_block_size,
                      expert_imbalance)
     if not capacity:
-        requests = _sampled(_requests(ctx, requests_file, num_requests, rate, prompt_tokens, output_tokens, seed),
-                            samples)
+        from simulator.serving.requests import sampled
+
+        requests = sampled(_requests(ctx, requests_file, num_requests, rate, prompt_tokens, output_tokens, seed),
+                            samples, beams)
         with _Progress(len(requests)) as progress:
             run = runner.run(requests, objectives, progress)
         click.echo(json.dumps(run.summary, indent=2) if fmt == "json" else _format(run.summary))
@@ -100,7 +105,7 @@ def serve(ctx: click.Context, config: str, model: str, hardware_name: str | None
             _write(out_dir, run, runner.title)
         return
     _capacity(ctx, runner, objectives or {}, attainment or 0.99, num_requests, prompt_tokens, output_tokens, seed,
-              samples, fmt, out_dir)
+              samples, beams, fmt, out_dir)
 
 
 def _format(summary: dict[str, Any]) -> str:
@@ -159,14 +164,17 @@ def _write(out_dir: Path, run: Any, title: str, extra: dict[str, list[dict[str, 
 
 def _capacity(ctx: click.Context, runner: Any, objectives: dict[str, float], attainment: float,
               num_requests: int | None, prompt_tokens: str | None, output_tokens: str | None, seed: int | None,
-              samples: int, fmt: str, out_dir: Path | None) -> None:
+              samples: int, beams: int, fmt: str, out_dir: Path | None) -> None:
     """The highest rate meeting the SLO (simulator.serving.capacity), its run, and every rate tried."""
     from simulator.serving.capacity import highest_rate
 
     runs: dict[float | None, Any] = {}
 
     def run_at(rate: float | None) -> dict[str, Any]:
-        requests = _sampled(_requests(ctx, None, num_requests, rate, prompt_tokens, output_tokens, seed), samples)
+        from simulator.serving.requests import sampled
+
+        requests = sampled(_requests(ctx, None, num_requests, rate, prompt_tokens, output_tokens, seed), samples,
+                            beams)
         runs[rate] = runner.run(requests, objectives)
         return dict(runs[rate].summary)
 
@@ -192,12 +200,6 @@ def _capacity(ctx: click.Context, runner: Any, objectives: dict[str, float], att
             click.echo(_format(best.summary))
     if out_dir is not None and best is not None:
         _write(out_dir, runs[best.rate], runner.title, {"capacity.csv": probes})
-
-
-def _sampled(requests: list[Any], samples: int) -> list[Any]:
-    from dataclasses import replace
-
-    return [replace(request, samples=samples) for request in requests] if samples > 1 else requests
 
 
 def _requests(ctx: click.Context, requests_file: str | None, num_requests: int | None, rate: float | None,

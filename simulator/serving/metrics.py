@@ -4,8 +4,8 @@ Per request: TTFT, the arrival to its first token; TPOT, the time from its first
 the tokens after the first (none for a one-token request); end-to-end latency, arrival to last token;
 queueing, arrival to first scheduled (arrivals counted from the cycle the server sees them).
 Percentiles are numpy's (linear interpolation). A request's samples run in lock-step: its TPOT is each
-sample's, and its output tokens count every sample's. The run lasts from the first arrival to the last
-iteration's end. Throughput counts the output tokens of completed requests;
+sample's, and its output tokens count every sample's (a beam search's, its one returned beam's). The run
+lasts from the first arrival to the last iteration's end. Throughput counts the output tokens of completed requests;
 goodput the completed requests that met every SLO, per second, and SLO attainment their share of all
 requests (a rejected request meets none). Energy: the iterations' (dynamic and
 leakage) and the idle time's leakage, per output token; each request's share is its tokens' share of
@@ -23,7 +23,8 @@ from simulator.serving.server import Served, arrival_cycle
 from workloads.errors import InputError
 
 REQUEST_COLUMNS = ("request_id", "arrival_s", "prompt_tokens", "output_tokens", "first_scheduled_s", "first_token_s",
-                   "finish_s", "queueing_ms", "ttft_ms", "tpot_ms", "e2e_ms", "preemptions", "energy_j", "samples")
+                   "finish_s", "queueing_ms", "ttft_ms", "tpot_ms", "e2e_ms", "preemptions", "energy_j", "samples",
+                   "beam_search")
 ITERATION_COLUMNS = ("iteration", "start_s", "duration_ms", "prefill_sequences", "prefill_tokens",
                      "decode_sequences", "tokens", "emitted", "kv_blocks_in_use", "energy_j")
 SLO_KEYS = ("ttft", "tpot")
@@ -64,7 +65,7 @@ def request_rows(served: Served, clock_hz: float) -> list[dict[str, Any]]:
             "queueing_ms": (active.first_scheduled - arrival) * ms, "ttft_ms": (active.first_token - arrival) * ms,
             "tpot_ms": (active.finish - active.first_token) * ms / later if later else math.nan,
             "e2e_ms": (active.finish - arrival) * ms, "preemptions": active.preemptions,
-            "energy_j": active.energy_pj * 1e-12, "samples": request.samples})
+            "energy_j": active.energy_pj * 1e-12, "samples": request.samples, "beam_search": request.beams})
     return rows
 
 
@@ -90,7 +91,7 @@ def summary(served: Served, requests: list[dict[str, Any]], clock_hz: float, slo
     """The run's summary (times in s and ms, rates per second, energy in J)."""
     first = min([r["arrival_s"] for r in requests] + [r.arrival_s for r in served.rejected], default=0.0)
     duration = served.end / clock_hz - first
-    tokens = sum(r["output_tokens"] * r["samples"] for r in requests)
+    tokens = sum(r["output_tokens"] * (1 if r["beam_search"] else r["samples"]) for r in requests)
     busy = sum(row.cycles for row in served.iterations)
     energy_j = (sum(row.energy_pj for row in served.iterations) + served.idle_energy_pj) * 1e-12
     result: dict[str, Any] = {

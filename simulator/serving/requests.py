@@ -30,18 +30,36 @@ DISTRIBUTIONS = {"uniform": ("low", "high"), "lognormal": ("median", "sigma", "m
 @dataclass(frozen=True)
 class Request:
     """A request; ``samples`` sequences are sampled from its prompt in parallel (each ``output_tokens``
-    long), sharing the prompt's KV blocks."""
+    long), sharing the prompt's KV blocks; with ``beams`` they are the beams of one beam search, which
+    returns one of them."""
 
     request_id: int
     arrival_s: float
     prompt_tokens: int
     output_tokens: int
     samples: int = 1
+    beams: bool = False
+
+    @property
+    def returned(self) -> int:
+        """Sequences the request returns: every sample, or a beam search's best beam."""
+        return 1 if self.beams else self.samples
 
     @property
     def final_tokens(self) -> int:
         """Cache entries of each sample at its last step: the prompt and every output token but the last."""
         return self.prompt_tokens + self.output_tokens - 1
+
+
+def sampled(requests: list[Request], samples: int = 1, beams: int = 1) -> list[Request]:
+    """``requests`` each sampling ``samples`` sequences in parallel, or searching ``beams`` beams (not both)."""
+    from dataclasses import replace
+
+    if samples > 1 and beams > 1:
+        raise InputError("a request either samples sequences or searches beams, not both")
+    if beams > 1:
+        return [replace(request, samples=beams, beams=True) for request in requests]
+    return [replace(request, samples=samples) for request in requests] if samples > 1 else requests
 
 
 @dataclass(frozen=True)

@@ -136,7 +136,7 @@ def _advance(runs: list[tuple[Active, int, tuple[Sequence, ...]]], start: int, e
         active.energy_pj += energy_pj * sum(s.new for s in sequences) / tokens
         if sequences[0].emits:
             active.generated += 1
-            emitted += active.request.samples
+            emitted += active.request.returned
             if active.first_token is None:
                 active.first_token = end
     return IterationRow(start, end - start, prefill_sequences, prefill_tokens, decode_sequences, emitted,

@@ -18,6 +18,7 @@ from simulator.serving.server import ServeSettings
 from simulator.serving.session import Serving, run_serving
 from simulator.spec.hardware import Hardware, load_hardware
 from simulator.spec.run_config import load_run_config
+from workloads.errors import InputError
 from workloads.models import Workload, load_model
 
 MODEL = str(TESTS / "configs" / "llama-serve-6.json")
@@ -177,6 +178,27 @@ def test_parallel_samples_of_one_request_are_generate_with_beams(scheduler: str)
     assert rows[0]["ttft_ms"] == expected["ttft_ms"] and rows[0]["tpot_ms"] == expected["tpot_ms"]
     assert sum(row.emitted for row in serving.served.iterations) == 4 * 9
     assert [row.decode_sequences for row in serving.served.iterations[1:]] == [4] * 8
+
+
+@pytest.mark.parametrize("scheduler", ["static", "continuous", "chunked"])
+def test_a_beam_search_is_generate_with_beams_and_returns_one_sequence(scheduler: str) -> None:
+    """Four beams of one request: its steps are generate's beams, its blocks four samples', and it returns one
+    sequence: one token emitted per step, a request's output tokens in the throughput."""
+    from simulator.serving.requests import sampled
+
+    chip = load_hardware("tpu_v5e_like")
+    simulator = Simulator(chip, load_run_config("configs/int8.yaml"))
+    expected = generation_summary(generate(load_model(MODEL), Workload(tokens=37), 9, simulator, beams=4), chip)
+    (request,) = sampled([Request(0, 0.0, 37, 9)], beams=4)
+    serving, rows = served([request], scheduler)
+    assert rows[0]["ttft_ms"] == expected["ttft_ms"] and rows[0]["tpot_ms"] == expected["tpot_ms"]
+    assert rows[0]["beam_search"] and rows[0]["samples"] == 4
+    assert sum(row.emitted for row in serving.served.iterations) == 9
+    assert [row.decode_sequences for row in serving.served.iterations[1:]] == [4] * 8
+    result = summary(serving.served, rows, serving.clock_hz, None, True)
+    assert result["throughput_tokens_per_s"] == pytest.approx(9 / result["duration_s"])
+    with pytest.raises(InputError, match="either samples sequences or searches beams"):
+        sampled([request], samples=2, beams=2)
 
 
 def test_samples_share_their_prompts_blocks_and_are_never_preempted() -> None:
