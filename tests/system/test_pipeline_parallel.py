@@ -217,3 +217,18 @@ def test_every_microbatchs_cache_must_fit():
     generate(SPEC, Workload(tokens=2000, batch=1, pp=2), 2, simulator)
     with pytest.raises(InputError, match="on each of 2 chips"):
         generate(SPEC, Workload(tokens=2000, batch=64, pp=2), 2, simulator, microbatches=64)
+
+
+def test_the_pipelines_frames_and_steps_count_every_microbatch():
+    """The joined frames hold each stage's work for all m microbatches; the steps are numbered from 1 at the
+    prompt's cache length."""
+    microbatches = 4
+    generation, _ = run(2, microbatches, batch=4, new=4)
+    stages = [stage_generation(SPEC, Workload(tokens=32, batch=1, pp=2, stage=index), 4,
+                               Simulator(CHIP, INT8, system=chips(2))) for index in range(2)]
+    for column in ("macs", "dram_bytes", "energy_pj"):
+        expected = microbatches * sum(float(stage.prefill[column].sum()) for stage in stages)
+        assert float(generation.prefill[column].sum()) == pytest.approx(expected, rel=1e-12)
+        expected = microbatches * sum(float(stage.decode[column].sum()) for stage in stages)
+        assert float(generation.decode[column].sum()) == pytest.approx(expected, rel=1e-12)
+    assert list(generation.steps["step"]) == [1, 2, 3] and list(generation.steps["cache_tokens"]) == [32, 33, 34]
