@@ -33,9 +33,10 @@ name) and its row gives the run's duration as ``latency_ms``, throughput (``requ
 ``tokens_per_s``), goodput under its ``slo``, TTFT/TPOT/E2E percentiles and energy per token; the axis
 ``rate`` sets the arrival rate (requests/s). A point is
 identified by a stable id (a hash of its axis values, config and model), so a sweep resumes by
-skipping finished ids. This module is the pure plan (expanding points; evaluating them is
-:mod:`simulator.analysis.sweep_points`); :mod:`simulator.cli.sweep_run` is the edge (executors, part
-files, progress, the plot).
+skipping finished ids. This module is the pure plan (expanding points; what an axis may name and what
+a point's hardware, system, plan and configs are is :mod:`simulator.analysis.sweep_axes`; evaluating
+points is :mod:`simulator.analysis.sweep_points`); :mod:`simulator.cli.sweep_run` is the edge
+(executors, part files, progress, the plot).
 """
 
 from __future__ import annotations
@@ -43,31 +44,27 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from simulator.formats.precision import parse_precision
+from simulator.analysis.sweep_axes import check_axis_path, config_at
 from simulator.serving.defaults import DEFAULT_OUTPUTS, DEFAULT_PROMPTS
 from simulator.spec.checkpoint import CHECKPOINT, checkpoint_run
-from simulator.spec.config_io import StrictModel, read_yaml_mapping, unknown_name_message, validate
-from simulator.spec.hardware import Hardware
+from simulator.spec.config_io import StrictModel, read_yaml_mapping, validate
 from simulator.spec.run_config import (
-    AttentionKernelConfig,
     RunConfig,
     load_baseline,
     load_run_config,
     resolve_run_config,
 )
-from simulator.spec.system import ParallelPlan, System, load_target, system_with_chips
+from simulator.spec.system import ParallelPlan, load_target
 from simulator.spec.workload_knobs import WorkloadKnobs
 from workloads.errors import InputError
 from workloads.knobs import KNOB_NAMES, KNOBS
 from workloads.ops import MAX_SIZE
-from workloads.vocabulary import SFU_OPS
 
 # The model and each resolved workload knob get a column of their own (empty where a knob does not
 # apply); stored bits are split into weight values, metadata (N:M indices, bitmaps, outlier indices),
@@ -89,7 +86,6 @@ RESULT_COLUMNS = ("point_id", "point", "config", *MODEL_COLUMNS, *PARALLEL_COLUM
 INTEGER_COLUMNS = (*(knob.name for knob in KNOBS if knob.kind is int), "new_tokens", *PARALLEL_COLUMNS, "completed",
                    "rejected", "total_cycles",
                    "stored_bits", "value_bits", "index_bits", "scale_bits", "bias_bits", "dram_bytes")
-WORKLOAD_AXES = (*(knob.name for knob in KNOBS if knob.axis), "new_tokens")
 
 
 class ModelEntry(WorkloadKnobs):
@@ -175,65 +171,6 @@ class SweepSpec(StrictModel):
     @classmethod
     def _entries(cls, models: Any) -> Any:
         return [{"name": m} if isinstance(m, str) else m for m in models] if isinstance(models, list) else models
-
-
-def _check_sfu_op(name: str) -> None:
-    if name not in SFU_OPS:
-        raise InputError(unknown_name_message(name, SFU_OPS, "SFU op"))
-
-
-# How a sweep axis's key inside each hardware table is checked (every table has an entry).
-TABLE_KEYS: dict[str, Callable[[str], object]] = {
-    "sfu.cycles_per_element": _check_sfu_op,
-    "macs_per_pe": parse_precision,  # any precision may be added to the table
-}
-
-
-
-
-def check_axis_path(path: str) -> None:
-    """An axis must name a hardware field (``array.rows``), a key of a table (``macs_per_pe.int8``), a
-    workload knob of the models (``model.batch``), an attention kernel setting of every config
-    (``attention.kernel``), a system's ``chips`` or a degree of the parallel plan (``parallel.tp``)."""
-    if path in ("chips", "rate") or _named_axis(path):
-        return
-    model: type[BaseModel] | None = Hardware
-    parts = path.split(".")
-    for depth, part in enumerate(parts):
-        if model is None:
-            raise InputError(f"axis {path!r}: {'.'.join(parts[:depth])} has no field {part!r}")
-        field = model.model_fields.get(part)
-        if field is None:
-            raise InputError(f"axis {path!r}: hardware has no field {'.'.join(parts[:depth + 1])!r}")
-        annotation = field.annotation
-        if getattr(annotation, "__origin__", None) is dict:
-            _check_table_key(path, parts, depth)
-            return
-        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-    if model is not None:
-        raise InputError(f"axis {path!r}: {path} is a group of fields, name one of them")
-
-
-def _named_axis(path: str) -> bool:
-    """Whether ``path`` is an attention, model or parallel axis (refused when it names nothing of those)."""
-    for prefix, names in (("attention.", AttentionKernelConfig.model_fields), ("model.", WORKLOAD_AXES),
-                          ("parallel.", ParallelPlan.model_fields)):
-        if path.startswith(prefix):
-            known = tuple(prefix + name for name in names)
-            if path not in known:
-                raise InputError(unknown_name_message(path, known, "axis"))
-            return True
-    return False
-
-
-def _check_table_key(path: str, parts: list[str], depth: int) -> None:
-    """An axis into a table (``macs_per_pe.int8``): exactly one key after the table, one the table takes."""
-    if depth + 2 != len(parts):
-        raise InputError(f"axis {path!r}: {'.'.join(parts[:depth + 1])} needs exactly one key after it")
-    try:
-        TABLE_KEYS[".".join(parts[:depth + 1])](parts[-1])
-    except InputError as exc:
-        raise InputError(f"axis {path!r}: {exc}") from None
 
 
 def design_points(axes: Axes) -> list[dict[str, Any]]:
@@ -379,49 +316,3 @@ def check_entry(spec: Any, entry: ModelEntry, include_head: bool, traced: bool) 
 def _resolve_path(name: str, base_dir: Path) -> Path:
     candidate = Path(name)
     return candidate if candidate.is_absolute() or candidate.exists() else base_dir / name
-
-
-# --- a design point's hardware and configs (read by the evaluation, which runs in workers) ----------
-
-def hardware_at(base: dict[str, Any], axis_values: dict[str, Any]) -> Hardware:
-    data = json.loads(json.dumps(base))
-    for path, value in axis_values.items():
-        if path in ("chips", "rate") or path.startswith(("model.", "attention.", "parallel.")):
-            continue
-        node = data
-        *parents, leaf = path.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    try:
-        return Hardware.model_validate(data)
-    except Exception as exc:
-        from simulator.spec.config_io import validation_message
-
-        message = validation_message(exc) if isinstance(exc, ValidationError) else str(exc)
-        raise InputError(f"infeasible hardware: {message}") from None
-
-
-def system_at(base: dict[str, Any] | None, axis_values: dict[str, Any]) -> System | None:
-    """The point's system: the sweep's, with the ``chips`` axis applied (None: one chip)."""
-    if base is None:
-        return None
-    system = System.model_validate(base)
-    return system_with_chips(system, axis_values["chips"]) if "chips" in axis_values else system
-
-
-def plan_at(spec: SweepSpec, config: dict[str, Any], axis_values: dict[str, Any]) -> ParallelPlan:
-    """The point's parallel plan: its ``parallel.*`` axes, else the sweep's ``parallel``, else the config's."""
-    plan = spec.parallel or ParallelPlan.model_validate(config.get("parallel") or {})
-    return plan.with_given(**{path.removeprefix("parallel."): value for path, value in axis_values.items()
-                              if path.startswith("parallel.")})
-
-
-def config_at(config: dict[str, Any], axis_values: dict[str, Any], attention_of: dict[str, Any] | None = None,
-              ) -> dict[str, Any]:
-    """A run config dump at a design point: its ``attention`` (or that of ``attention_of``, the config a
-    baseline is compared with: comparisons compare formats, not kernels) with the point's attention axes."""
-    attention = dict((attention_of or config).get("attention") or {})
-    attention.update({path.removeprefix("attention."): value for path, value in axis_values.items()
-                      if path.startswith("attention.")})
-    return {**config, "attention": attention}

@@ -16,11 +16,8 @@ from simulator.analysis.sweep import (
     Point,
     ServeEntry,
     SweepSpec,
-    config_at,
-    hardware_at,
-    plan_at,
-    system_at,
 )
+from simulator.analysis.sweep_axes import config_at, hardware_at, plan_at, system_at
 from simulator.spec.hardware import Hardware
 from simulator.spec.run_config import Policy, RunConfig
 from simulator.spec.system import ParallelPlan, System
@@ -58,7 +55,7 @@ def evaluate_point(plan_spec: SweepSpec, base: dict[str, Any], configs: dict[str
     try:
         hardware_json = hardware_at(base, point.axes).model_dump_json()
         system = system_at(base_system, point.axes)
-        plan = plan_at(plan_spec, entry["config"], point.axes)
+        plan = plan_at(plan_spec.parallel, entry["config"], point.axes)
         row.update(chips=system.chips if system is not None else 1, **plan.model_dump())
         on = (system.model_dump_json() if system is not None else "", plan.model_dump_json(exclude_defaults=True))
         config = config_at(entry["config"], point.axes)

@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass
 
 from simulator.engine.array_split import Split
+from simulator.engine.collectives import collective_cost
 from simulator.engine.mapping import Mapping
 from simulator.engine.records import ACCESS_COLUMNS
 from simulator.engine.residency import CHIP, DRAM, STREAM, Placement, tensor_bytes
@@ -37,7 +38,9 @@ from simulator.engine.steps import Step
 from simulator.formats.sparsity import SparsityPattern
 from simulator.formats.storage import OpStorage
 from simulator.spec.hardware import Hardware
+from simulator.spec.system import System
 from simulator.units import ceil_div
+from workloads.errors import InputError
 from workloads.ops import Tensor
 
 
@@ -175,6 +178,23 @@ def sfu_traffic(step: Step, tensors: dict[str, Tensor], placement: Placement,
     for name in step.writes:
         counts.write_out(name, tensors[name].stored_bytes, placement)
     return counts
+
+
+def link_cost(step: Step, tensors: dict[str, Tensor], placement: Placement, hardware: Hardware,
+              system: System | None) -> Cost:
+    """A collective: its time on the system's links (collectives.py) at the chip's clock, the bytes it sends,
+    and the chip's own traffic reading and writing the activations it moves."""
+    op = step.op
+    if system is None:
+        raise InputError(f"{op.name}: a collective runs between chips; hardware {hardware.name} is one chip "
+                         "(give a system preset)")
+    moved = collective_cost(op.role, tensors[step.writes[0]].stored_bytes, op.ranks, system.interconnect)
+    compute = math.ceil(moved.seconds * hardware.array.clock_mhz * 1e6)
+    counts = sfu_traffic(step, tensors, placement, {}).values
+    counts["link_bytes"] = moved.link_bytes
+    transfer = transfer_cycles(counts["dram_read_bytes"] + counts["dram_write_bytes"], hardware)
+    return Cost(compute_cycles=compute, dense_compute_cycles=compute, transfer_cycles=transfer,
+                stall_cycles=max(0, transfer - compute), **counts)
 
 
 def stall_cycles(transfer: int, compute: int, chunks: int) -> int:

@@ -19,7 +19,6 @@ is memory-bound when its transfer time exceeds its compute time.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -32,9 +31,9 @@ from simulator.energy.action_costs import ActionCosts, action_costs
 from simulator.engine.array_split import Split, best_split
 from simulator.engine.attention import KernelWork, Machine
 from simulator.engine.capacity import Footprint
-from simulator.engine.collectives import collective_cost
 from simulator.engine.costs import (
     Cost,
+    link_cost,
     matrix_traffic,
     sfu_traffic,
     stall_cycles,
@@ -61,7 +60,7 @@ from simulator.engine.residency import STREAM, Placement, place
 from simulator.engine.results import Results, frame, imbalance_notes
 from simulator.engine.step_key import StepKey, step_key
 from simulator.engine.steps import Lowered, Step
-from simulator.engine.timing import gemm_cycles
+from simulator.engine.timing import product_cycles
 from simulator.formats.precision import Precision
 from simulator.formats.sparsity import SparsityPattern
 from simulator.formats.storage import OpStorage, op_storage
@@ -75,15 +74,6 @@ from workloads.ops import Op, Tensor, Trace
 from workloads.vocabulary import category
 
 __all__ = ["Prepared", "Simulator", "simulate"]
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _product_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, batch: int, pack: int,
-                    sparsity: SparsityPattern | None, timing: str) -> tuple[int, int, int]:
-    """(compute cycles, folds, MACs), memoised per process: repeated layers and design points that share
-    a product shape cost one evaluation."""
-    result = gemm_cycles(m, k, n, rows, cols, dataflow, batch=batch, pack=pack, sparsity=sparsity, timing=timing)
-    return result.compute_cycles, result.folds, result.macs
 
 
 @dataclass(frozen=True)
@@ -155,7 +145,7 @@ class Simulator:
         def on_one_array(split: Split) -> tuple[int, int, int]:
             if masked:
                 return self.masked.share_cycles(op, split, pack)
-            return _product_cycles(split.m, op.k, split.n, array.rows, array.cols, array.dataflow, split.batch,
+            return product_cycles(split.m, op.k, split.n, array.rows, array.cols, array.dataflow, split.batch,
                                    pack, sparsity, self.timing)
 
         def finish(split: Split) -> int:
@@ -165,7 +155,7 @@ class Simulator:
         split = best_split(op, self.hardware.arrays, finish)
         cycles, folds, macs = on_one_array(split)
         if split.kind != "none":  # useful MACs of the whole op
-            macs = self.masked.kept(op) * op.m if masked else _product_cycles(
+            macs = self.masked.kept(op) * op.m if masked else product_cycles(
                 op.m, op.k, op.n, array.rows, array.cols, array.dataflow, op.batch, pack, sparsity, self.timing)[2]
         return cycles, folds, macs, split
 
@@ -281,21 +271,6 @@ class Simulator:
         """Whether the system's collectives run beside the chip's work (System.overlap_collectives)."""
         return self.system is not None and self.system.overlap_collectives
 
-    def _link_cost(self, step: Step, tensors: dict[str, Tensor], placement: Placement) -> Cost:
-        """A collective: its time on the system's links (engine/collectives.py) at the chip's clock, the bytes
-        it sends, and the chip's own traffic reading and writing the activations it moves."""
-        op = step.op
-        if self.system is None:
-            raise InputError(f"{op.name}: a collective runs between chips; hardware {self.hardware.name} is one "
-                             "chip (give a system preset)")
-        moved = collective_cost(op.role, tensors[step.writes[0]].stored_bytes, op.ranks, self.system.interconnect)
-        compute = math.ceil(moved.seconds * self.hardware.array.clock_mhz * 1e6)
-        counts = sfu_traffic(step, tensors, placement, {}).values
-        counts["link_bytes"] = moved.link_bytes
-        transfer = transfer_cycles(counts["dram_read_bytes"] + counts["dram_write_bytes"], self.hardware)
-        return Cost(compute_cycles=compute, dense_compute_cycles=compute, transfer_cycles=transfer,
-                    stall_cycles=max(0, transfer - compute), **counts)
-
     def run(self, trace: Trace) -> Results:
         """All samples of ``trace`` at once, or in groups when that is faster (see grouping)."""
         records, group, footprint = self.run_records(trace)
@@ -382,7 +357,7 @@ class Simulator:
                 else self._matrix_cost(step, tensors, placement, weight_bytes))
             precision, compute_precision = step.operands or step.precision.name, chosen.name
         else:
-            cost = (self._link_cost(step, tensors, placement) if step.unit == "link"
+            cost = (link_cost(step, tensors, placement, self.hardware, self.system) if step.unit == "link"
                     else self._sfu_cost(step, tensors, placement, weight_bytes, fused, work))
             sfu_name = self.hardware.sfu_precision.name
             pack, sparsity, precision, compute_precision, split = 0, "dense", sfu_name, sfu_name, ""

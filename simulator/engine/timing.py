@@ -33,6 +33,7 @@ All arithmetic is on Python integers, so no size overflows.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from simulator.engine.mapping import Mapping
@@ -116,3 +117,12 @@ def gemm_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, *, 
     busy = cycles + (batch if timing == "scalesim" else 0)  # SCALE-Sim: last index (0 for a 1-cycle product)
     return GemmCycles(compute_cycles=cycles, folds=batch * placed.folds,
                       reduction_depth=depth, macs=batch * m * kept * n, busy_cycles=busy)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def product_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, batch: int, pack: int,
+                   sparsity: SparsityPattern | None, timing: str) -> tuple[int, int, int]:
+    """(compute cycles, folds, MACs) of :func:`gemm_cycles`, memoised per process: repeated layers and design
+    points that share a product shape cost one evaluation."""
+    result = gemm_cycles(m, k, n, rows, cols, dataflow, batch=batch, pack=pack, sparsity=sparsity, timing=timing)
+    return result.compute_cycles, result.folds, result.macs

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from cli_helpers import ROOT, accelsim
 
-from simulator.analysis.sweep import SweepSpec, check_axis_path, design_points, load_sweep
+from simulator.analysis.sweep import SweepSpec, design_points, load_sweep
+from simulator.analysis.sweep_axes import check_axis_path
 from workloads.errors import InputError
 
 SMALL = """name: small

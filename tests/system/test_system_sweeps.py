@@ -10,7 +10,8 @@ import pytest
 from cli_helpers import accelsim, assert_one_line_error
 
 from simulator.analysis.generation import generate, generation_summary
-from simulator.analysis.sweep import check_axis_path, load_sweep
+from simulator.analysis.sweep import load_sweep
+from simulator.analysis.sweep_axes import check_axis_path
 from simulator.engine import Simulator
 from simulator.spec.run_config import load_run_config
 from simulator.spec.system import ParallelPlan, load_target, system_with_chips

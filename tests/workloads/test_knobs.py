@@ -9,7 +9,8 @@ import click
 import pytest
 from pydantic import ValidationError
 
-from simulator.analysis.sweep import INTEGER_COLUMNS, MODEL_COLUMNS, WORKLOAD_AXES
+from simulator.analysis.sweep import INTEGER_COLUMNS, MODEL_COLUMNS
+from simulator.analysis.sweep_axes import WORKLOAD_AXES
 from simulator.cli.main import cli
 from simulator.spec.workload_knobs import WorkloadKnobs
 from workloads.knobs import KNOB_NAMES, KNOBS
