@@ -44,9 +44,8 @@ from workloads.models import ModelSpec, Workload
 # energy_pj: the step's dynamic energy plus the chip's leakage over its latency (empty without an energy
 # section), so the steps' and the prefill's add up to the generation's total.
 STEP_COLUMNS = ("step", "cache_tokens", "total_cycles", "latency_ms", "array_cycles", "sfu_cycles", "link_cycles",
-                "stall_cycles",
-                "dram_bytes", "linear_cycles", "attention_bmm_cycles", "other_gemm_cycles", "sfu_compute_cycles",
-                "energy_pj")
+                "stall_cycles", "dram_bytes", "linear_cycles", "attention_bmm_cycles", "other_gemm_cycles",
+                "sfu_compute_cycles", "energy_pj")
 
 
 @dataclass(frozen=True)
