@@ -397,6 +397,9 @@ def _record(step: Step, cost: Cost, storage: OpStorage | None, precision: str, c
 
 
 def simulate(trace: Trace, hardware: Hardware, policy: Policy, *, timing: str = "default",
-             mask_for: Callable[[Op], np.ndarray] | None = None, accounting: str = "default") -> Results:
-    """Per-op results of one forward pass; ``results.totals`` sums them, ``results.notes`` explains fallbacks."""
-    return Simulator(hardware, policy, timing=timing, mask_for=mask_for, accounting=accounting).run(trace)
+             mask_for: Callable[[Op], np.ndarray] | None = None, accounting: str = "default",
+             system: System | None = None) -> Results:
+    """Per-op results of one forward pass (one chip's of ``system``, when the trace is split over its chips);
+    ``results.totals`` sums them, ``results.notes`` explains fallbacks."""
+    return Simulator(hardware, policy, timing=timing, mask_for=mask_for, accounting=accounting,
+                     system=system).run(trace)

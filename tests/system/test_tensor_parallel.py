@@ -290,3 +290,12 @@ def test_degrees_are_whole_numbers_up_to_the_largest_size():
         with pytest.raises(InputError, match="must be a positive integer"):
             PipelineStage(bad)  # type: ignore[arg-type]
     assert TensorParallel(2**31 - 1).split and ExpertParallel(2**31 - 1).degree == 2**31 - 1
+
+
+def test_simulate_takes_the_system():
+    from simulator.engine import simulate
+
+    trace = load_model("llama-2-7b").trace(Workload(tokens=16, tp=2))
+    sys = system(2)
+    assert simulate(trace, load_target("tpu_v5e_like").hardware, INT8, system=sys).totals.total_cycles == (
+        run_on("llama-2-7b", Workload(tokens=16, tp=2), sys).totals.total_cycles)
