@@ -115,9 +115,7 @@ def stage_generation(spec: ModelSpec, workload: Workload, new_tokens: int, simul
         decoder = _Decoder(spec, decoding, simulator)
         per_op, rows = decoder.run(lengths)
         notes += [note for note in decoder.notes if note not in notes]
-        decode = frame(per_op)
-        decode.hardware = simulator.hardware
-        decode.overlap_links = simulator.overlap_links
+        decode = simulator.owned(frame(per_op))
         decode.notes = notes
         steps = pd.DataFrame(rows, columns=list(STEP_COLUMNS))
         # The most the run holds: the cache at its longest, the activations of the prefill's groups or a step's

@@ -75,11 +75,9 @@ def pipelined(spec: ModelSpec, workload: Workload, new_tokens: int, simulator: S
 
 def _joined(frames: list[Results], microbatches: int, simulator: Simulator) -> Results:
     """The stages' per-op frames one after another, each op's additive columns for all microbatches."""
-    joined = Results(pd.concat(frames, ignore_index=True))
+    joined = simulator.owned(Results(pd.concat(frames, ignore_index=True)))
     for column in ADDITIVE_COLUMNS:
         joined[column] = joined[column] * microbatches
-    joined.hardware = simulator.hardware
-    joined.overlap_links = simulator.overlap_links
     joined.notes = list(frames[0].notes)
     return joined
 

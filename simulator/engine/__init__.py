@@ -17,7 +17,7 @@ _EXPORTS = {
     "Results": "simulator.engine.results",
     "category": "workloads.vocabulary",
     "summarize_results": "simulator.engine.results",
-    "Prepared": "simulator.engine.simulator",
+    "Prepared": "simulator.engine.steps",
     "Simulator": "simulator.engine.simulator",
     "simulate": "simulator.engine.simulator",
 }

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -59,7 +59,7 @@ from simulator.engine.records import ACCESS_COLUMNS, StepRecord
 from simulator.engine.residency import STREAM, Placement, place
 from simulator.engine.results import Results, frame, imbalance_notes
 from simulator.engine.step_key import StepKey, step_key
-from simulator.engine.steps import Lowered, Step
+from simulator.engine.steps import Prepared, Step
 from simulator.engine.timing import product_cycles
 from simulator.formats.precision import Precision
 from simulator.formats.sparsity import SparsityPattern
@@ -74,23 +74,6 @@ from workloads.ops import Op, Tensor, Trace
 from workloads.vocabulary import category
 
 __all__ = ["Prepared", "Simulator", "simulate"]
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A pass ready to be costed: the trace lowered, fused and placed, and its weights' stored bytes."""
-
-    trace: Trace
-    lowered: Lowered
-    fused: dict[int, str]
-    placement: Placement
-    weight_bytes: dict[str, int]
-    footprint: Footprint
-
-    @property
-    def spilled(self) -> bool:
-        """Whether any activation of the pass is spilled to DRAM."""
-        return any(self.placement.home[name] == "dram" for name in self.placement.footprint_bytes)
 
 
 class Simulator:
@@ -271,12 +254,15 @@ class Simulator:
         """Whether the system's collectives run beside the chip's work (System.overlap_collectives)."""
         return self.system is not None and self.system.overlap_collectives
 
+    def owned(self, results: Results) -> Results:
+        """``results`` on this simulator's chip and links (what their totals are computed on)."""
+        results.hardware, results.overlap_links = self.hardware, self.overlap_links
+        return results
+
     def run(self, trace: Trace) -> Results:
         """All samples of ``trace`` at once, or in groups when that is faster (see grouping)."""
         records, group, footprint = self.run_records(trace)
-        results = frame(records)
-        results.hardware = self.hardware
-        results.overlap_links = self.overlap_links
+        results = self.owned(frame(records))
         results.footprint = footprint
         results.notes = list(self.notes) + imbalance_notes(results)
         batch = int(trace.workload.get("batch", 1))

@@ -1,14 +1,19 @@
 """The steps lowering hands to the rest of the engine: what runs on which unit, reading and writing which
-tensors, and the lowered tensor table (typed records between the stages)."""
+tensors, and the lowered tensor table; and a pass prepared for costing (typed records between the stages)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from simulator.engine.attention import KernelPart
 from simulator.formats.precision import Precision
 from simulator.formats.sparsity import SparsityPattern
-from workloads.ops import Op, Tensor
+from workloads.ops import Op, Tensor, Trace
+
+if TYPE_CHECKING:  # the later stages' records (they import this module)
+    from simulator.engine.capacity import Footprint
+    from simulator.engine.residency import Placement
 
 
 @dataclass(frozen=True)
@@ -43,3 +48,20 @@ class Lowered:
     notes: tuple[str, ...] = ()  # products an array computes wider than their operands need, sparsity fallbacks
     filter_streams: frozenset[str] = frozenset()  # dequantized B operands, streamed into the filter buffer
     kernel_local: frozenset[str] = frozenset()  # a fused kernel's scores and probabilities: never leave the chip
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A pass ready to be costed: the trace lowered, fused and placed, and its weights' stored bytes."""
+
+    trace: Trace
+    lowered: Lowered
+    fused: dict[int, str]
+    placement: Placement
+    weight_bytes: dict[str, int]
+    footprint: Footprint
+
+    @property
+    def spilled(self) -> bool:
+        """Whether any activation of the pass is spilled to DRAM."""
+        return any(self.placement.home[name] == "dram" for name in self.placement.footprint_bytes)
