@@ -113,10 +113,14 @@ class ServeEntry(StrictModel):
     max_batch: int = Field(256, gt=0, le=MAX_SIZE)
     max_tokens: int | None = Field(None, gt=0, le=MAX_SIZE)
     kv_block_size: int = Field(16, gt=0, le=MAX_SIZE)
+    preemption: Literal["recompute", "swap"] = "recompute"
+    swap_space: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                     description="GiB of host memory for swapped KV blocks (preemption: swap)")
     slo: str | None = Field(None, description="ttft=MS,tpot=MS: goodput counts the requests meeting both")
 
     @model_validator(mode="after")
     def _check(self) -> ServeEntry:
+        from simulator.serving.defaults import swap_space_bytes
         from simulator.serving.metrics import parse_slo
         from simulator.serving.requests import parse_lengths
 
@@ -124,6 +128,7 @@ class ServeEntry(StrictModel):
             raise ValueError("a request either samples sequences or searches beams, not both")
         try:
             parse_lengths(self.prompt_tokens, "prompt_tokens"), parse_lengths(self.output_tokens, "output_tokens")
+            swap_space_bytes(self.preemption, self.swap_space)
             if self.slo is not None:
                 parse_slo(self.slo)
         except InputError as exc:

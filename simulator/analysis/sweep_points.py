@@ -191,7 +191,7 @@ def _runner(entry: ModelEntry, hardware_json: str, config_json: str, system_json
     from dataclasses import replace
 
     from simulator.engine import Simulator
-    from simulator.serving.defaults import default_max_tokens
+    from simulator.serving.defaults import default_max_tokens, swap_space_bytes
     from simulator.serving.server import ServeSettings
     from simulator.serving.session import ServingRunner
     from simulator.spec.weight_masks import weight_masks
@@ -209,7 +209,8 @@ def _runner(entry: ModelEntry, hardware_json: str, config_json: str, system_json
     budget = serve.max_tokens or default_max_tokens(serve.scheduler, context)
     simulator = Simulator(Hardware.model_validate_json(hardware_json), policy, mask_for=weight_masks(policy),
                           system=system)
-    settings = ServeSettings(serve.scheduler, serve.max_batch, budget, entry.workload().expert_imbalance)
+    settings = ServeSettings(serve.scheduler, serve.max_batch, budget, entry.workload().expert_imbalance,
+                             serve.preemption, swap_space_bytes(serve.preemption, serve.swap_space))
     return ServingRunner(spec, simulator, settings, serve.kv_block_size, policy.name)
 
 

@@ -21,7 +21,8 @@ from simulator.cli.options import (
     load_policy,
     positive_int,
 )
-from simulator.serving.defaults import DEFAULT_OUTPUTS, DEFAULT_PROMPTS
+from simulator.serving.defaults import DEFAULT_OUTPUTS, DEFAULT_PROMPTS, DEFAULT_SWAP_SPACE_GIB
+from simulator.serving.swap import PREEMPTIONS
 from workloads.errors import InputError, json_object
 
 GENERATOR_OPTIONS = ("num_requests", "rate", "prompt_tokens", "output_tokens", "seed")
@@ -56,6 +57,12 @@ GENERATOR_OPTIONS = ("num_requests", "rate", "prompt_tokens", "output_tokens", "
               help="Most new tokens per iteration [default: chunked 512; continuous the model's context; static "
                    "no limit].")
 @click.option("--kv-block-size", type=int, default=16, show_default=True, help="Tokens per KV-cache block.")
+@click.option("--preemption", type=click.Choice(PREEMPTIONS), default="recompute", show_default=True,
+              help="When the KV cache runs out: free the victim's blocks and recompute it later, or swap them to the "
+                   "host over the chip's host link and back (see docs/serving.md).")
+@click.option("--swap-space", type=float, default=None,
+              help=f"With --preemption swap: GiB of host memory for swapped KV blocks [default: "
+                   f"{DEFAULT_SWAP_SPACE_GIB:g}].")
 @click.option("--slo", default=None, help="Latency objectives for goodput: ttft=MS,tpot=MS (either or both).")
 @click.option("--capacity", is_flag=True,
               help="Find the highest --rate whose generated requests meet --slo (see --attainment).")
@@ -71,11 +78,14 @@ GENERATOR_OPTIONS = ("num_requests", "rate", "prompt_tokens", "output_tokens", "
 def serve(ctx: click.Context, config: str, model: str, hardware_name: str | None, tp: int | None,
           requests_file: str | None, num_requests: int | None, rate: float | None, prompt_tokens: str | None,
           output_tokens: str | None, seed: int | None, beams: int, samples: int, scheduler: str, max_batch: int,
-          max_tokens: int | None, kv_block_size: int, slo: str | None, capacity: bool, attainment: float | None,
+          max_tokens: int | None, kv_block_size: int, preemption: str, swap_space: float | None, slo: str | None,
+          capacity: bool, attainment: float | None,
           expert_imbalance: float | None, fmt: str | None, as_json: bool, out: str | None, force: bool) -> None:
     """Serve a stream of requests: TTFT, TPOT and end-to-end percentiles, throughput, goodput, KV use, energy."""
     from simulator.report.files import check_out_dir
+    from simulator.serving.defaults import swap_space_bytes
     from simulator.serving.metrics import parse_slo
+    from simulator.serving.server import ServeSettings
 
     fmt = chosen_format(fmt, as_json)
     if beams > 1 and samples > 1:
@@ -91,8 +101,10 @@ def serve(ctx: click.Context, config: str, model: str, hardware_name: str | None
         if objectives is None:
             raise click.UsageError("--capacity needs --slo (the objectives a rate must meet)")
     out_dir = check_out_dir(out, force) if out else None
-    runner = _runner(config, model, hardware_name, tp, scheduler, max_batch, max_tokens, kv_block_size,
-                     expert_imbalance)
+    runner = _runner(config, model, hardware_name, tp, ServeSettings(scheduler, max_batch, max_tokens or 0,
+                                                                     expert_imbalance, preemption,
+                                                                     swap_space_bytes(preemption, swap_space)),
+                     max_tokens is None, kv_block_size)
     if not capacity:
         from simulator.serving.requests import sampled
 
@@ -114,13 +126,13 @@ def _format(summary: dict[str, Any]) -> str:
     return format_serving(summary)
 
 
-def _runner(config: str, model: str, hardware_name: str | None, tp: int | None, scheduler: str, max_batch: int,
-            max_tokens: int | None, kv_block_size: int, expert_imbalance: float | None) -> Any:
+def _runner(config: str, model: str, hardware_name: str | None, tp: int | None, settings: Any,
+            default_budget: bool, kv_block_size: int) -> Any:
+    """The runner of ``settings`` (its token budget the scheduler's default when ``default_budget``)."""
     from dataclasses import replace
 
     from simulator.engine import Simulator
     from simulator.serving.defaults import default_max_tokens
-    from simulator.serving.server import ServeSettings
     from simulator.serving.session import ServingRunner
     from simulator.spec.system import load_target
     from simulator.spec.weight_masks import weight_masks
@@ -136,11 +148,11 @@ def _runner(config: str, model: str, hardware_name: str | None, tp: int | None, 
     spec = load_model(model)
     spec = replace(spec, tp=plan.tp) if plan.tp > 1 else spec
     context = int(spec.config.get("max_position_embeddings") or 0)
-    budget = max_tokens if max_tokens is not None else default_max_tokens(scheduler, context or None)
-    masks = weight_masks(policy, spec.trace(Workload(tokens=1, expert_imbalance=expert_imbalance)))
+    if default_budget:
+        settings = replace(settings, max_tokens=default_max_tokens(settings.scheduler, context or None))
+    masks = weight_masks(policy, spec.trace(Workload(tokens=1, expert_imbalance=settings.expert_imbalance)))
     simulator = Simulator(hardware, policy, mask_for=masks, system=target.system)
-    return ServingRunner(spec, simulator, ServeSettings(scheduler, max_batch, budget, expert_imbalance), kv_block_size,
-                         policy.name, sources)
+    return ServingRunner(spec, simulator, settings, kv_block_size, policy.name, sources)
 
 
 def _write(out_dir: Path, run: Any, title: str, extra: dict[str, list[dict[str, Any]]] | None = None) -> None:

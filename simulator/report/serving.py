@@ -41,7 +41,8 @@ def format_serving(summary: dict[str, Any]) -> str:
         f"  queueing        {ms(summary['queueing_ms'])}",
         f"  KV cache        {kv['capacity_blocks']:,} blocks of {summary['kv_block_tokens']} tokens; peak "
         f"{_percent(kv['peak_utilization'])}, mean {_percent(kv['mean_utilization'])}; "
-        f"{summary['preemptions']} preemptions",
+        f"{summary['preemptions']} preemptions" + (f" ({summary['swaps']} swapped to the host)"
+                                                   if summary.get("preemption") == "swap" else ""),
     ]
     if "goodput_requests_per_s" in summary:
         slo = ", ".join(f"{key} <= {value:g} ms" for key, value in summary["slo_ms"].items())

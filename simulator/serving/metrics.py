@@ -9,7 +9,7 @@ lasts from the first arrival to the last iteration's end. Throughput counts the 
 goodput the completed requests that met every SLO, per second, and SLO attainment their share of all
 requests (a rejected request meets none). Energy: the iterations' (dynamic and
 leakage) and the idle time's leakage, per output token; each request's share is its tokens' share of
-each iteration it ran in.
+each iteration it ran in (an iteration's copies to and from the host included).
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from workloads.errors import InputError
 
 REQUEST_COLUMNS = ("request_id", "arrival_s", "prompt_tokens", "output_tokens", "first_scheduled_s", "first_token_s",
                    "finish_s", "queueing_ms", "ttft_ms", "tpot_ms", "e2e_ms", "preemptions", "energy_j", "samples",
-                   "beam_search")
+                   "beam_search", "swaps")
 ITERATION_COLUMNS = ("iteration", "start_s", "duration_ms", "prefill_sequences", "prefill_tokens",
-                     "decode_sequences", "tokens", "emitted", "kv_blocks_in_use", "energy_j")
+                     "decode_sequences", "tokens", "emitted", "kv_blocks_in_use", "energy_j",
+                     "swapped_blocks")
 SLO_KEYS = ("ttft", "tpot")
 
 
@@ -65,7 +66,8 @@ def request_rows(served: Served, clock_hz: float) -> list[dict[str, Any]]:
             "queueing_ms": (active.first_scheduled - arrival) * ms, "ttft_ms": (active.first_token - arrival) * ms,
             "tpot_ms": (active.finish - active.first_token) * ms / later if later else math.nan,
             "e2e_ms": (active.finish - arrival) * ms, "preemptions": active.preemptions,
-            "energy_j": active.energy_pj * 1e-12, "samples": request.samples, "beam_search": request.beams})
+            "energy_j": active.energy_pj * 1e-12, "samples": request.samples, "beam_search": request.beams,
+            "swaps": active.swaps})
     return rows
 
 
@@ -73,7 +75,8 @@ def iteration_rows(served: Served, clock_hz: float) -> list[dict[str, Any]]:
     return [{"iteration": number, "start_s": row.start / clock_hz, "duration_ms": row.cycles * 1e3 / clock_hz,
              "prefill_sequences": row.prefill_sequences, "prefill_tokens": row.prefill_tokens,
              "decode_sequences": row.decode_sequences, "tokens": row.prefill_tokens + row.decode_sequences,
-             "emitted": row.emitted, "kv_blocks_in_use": row.kv_blocks, "energy_j": row.energy_pj * 1e-12}
+             "emitted": row.emitted, "kv_blocks_in_use": row.kv_blocks, "energy_j": row.energy_pj * 1e-12,
+             "swapped_blocks": row.swapped_blocks}
             for number, row in enumerate(served.iterations, start=1)]
 
 
@@ -104,9 +107,11 @@ def summary(served: Served, requests: list[dict[str, Any]], clock_hz: float, slo
         "iterations": len(served.iterations),
         "busy_fraction": busy / (served.end - math.ceil(first * clock_hz)) if served.end > first * clock_hz else None,
         "preemptions": sum(r["preemptions"] for r in requests),
+        "swaps": sum(r["swaps"] for r in requests),
         "kv_cache": {"capacity_blocks": served.kv_capacity, "peak_blocks": served.kv_peak,
                      "peak_utilization": served.kv_peak / served.kv_capacity,
                      "mean_utilization": _mean_kv(served)},
+        **({"host_swap_peak_blocks": served.host_peak} if served.host_peak is not None else {}),
         "energy_j": energy_j if energy_modelled else None,
         "energy_per_token_j": energy_j / tokens if energy_modelled and tokens else None,
         "energy_per_request_j": energy_j / len(requests) if energy_modelled and requests else None,

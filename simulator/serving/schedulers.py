@@ -16,25 +16,32 @@ plan lists (sequence, new tokens); the KV cache must hold every planned sequence
   sequence decodes one token.
 - ``chunked`` (Sarathi-Serve's stall-free batching): a budget of ``max_tokens`` tokens per iteration.
   Decodes first (one token each), then the prompts already being prefilled, then new admissions (within
-  ``max_batch``), each taking the next chunk of its prompt that fits what is left of the budget; the
+  ``max_batch``, while the cache has the blocks of the whole prompt, which an admission holds, as vLLM and
+  Vidur allocate them), each taking the next chunk of its prompt that fits what is left of the budget; the
   chunk that completes a prompt emits its first token.
 
 When a decode (or a chunk) needs a block and none is free, the most recently admitted running sequence
-is preempted: its blocks are freed and it waits again at the head of the queue, to recompute its prompt
-and generated tokens later (vLLM's recompute preemption). A request with parallel samples prefills its
-prompt once, then decodes every sample each iteration; it holds its whole generation's blocks from
-admission on (the prompt's whole blocks shared) and is never preempted: vLLM swaps such groups out
-rather than recompute them, and swapping is not modelled.
+is preempted. Under recompute preemption (vLLM's for single sequences) its blocks are freed and it waits
+again at the head of the queue, to recompute its prompt and generated tokens later. Under swap preemption
+(:mod:`.swap`) its blocks are copied to the host and it waits among the swapped, oldest admission first,
+to be copied back and resume where it stopped; as in vLLM, swapped sequences come back only in an iteration
+that preempted nothing: ``continuous`` then adds them to the decodes (and admits no new prompt while any
+is swapped out), ``chunked`` after the running sequences' tokens and before new admissions, each taking
+its next token or prompt chunk from the budget. A request with parallel samples prefills its prompt
+once, then decodes every sample each iteration; it holds its whole generation's blocks from admission on
+(the prompt's whole blocks shared) and is never preempted (vLLM swaps such groups out rather than
+recompute them: holding their blocks keeps them out of both).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from simulator.serving.kv_cache import PagedKVCache
 from simulator.serving.requests import Request
+from simulator.serving.swap import HostSpace
 
 SCHEDULERS = ("static", "continuous", "chunked")
 
@@ -52,6 +59,8 @@ class Active:
     first_token: int | None = None
     finish: int | None = None
     preemptions: int = 0
+    swaps: int = 0  # preemptions that swapped its blocks to the host
+    swapped_blocks: int = 0  # blocks it has on the host now
     energy_pj: float = 0.0
 
     @property
@@ -65,7 +74,7 @@ class Active:
     @property
     def reserves(self) -> bool:
         """Whether it holds its whole generation's blocks from admission on (parallel samples: never
-        preempted, as vLLM swaps such groups rather than recompute them, and swapping is not modelled)."""
+        preempted)."""
         return self.request.samples > 1
 
 
@@ -74,18 +83,39 @@ Plan = list[tuple[Active, int]]
 
 @dataclass
 class Queue:
-    """The waiting requests (first come, first served) and the running sequences."""
+    """The waiting requests (first come, first served), the running sequences and, under swap preemption
+    (``host``), the swapped ones; what the iteration being planned preempted and copied (blocks)."""
 
     waiting: deque[Active]
     running: list[Active]
     kv: PagedKVCache
+    host: HostSpace | None = None  # swap preemption's space on the host; None: recompute preemption
+    swapped: list[Active] = field(default_factory=list)
     admissions: int = 0
+    preempted: int = 0  # in the iteration being planned
+    copied_blocks: int = 0  # to or from the host, in the iteration being planned
 
     def admit(self, active: Active) -> None:
         self.waiting.popleft()
+        self._run(active)
+
+    def _run(self, active: Active) -> None:
         self.admissions += 1
         active.admitted = self.admissions
         self.running.append(active)
+
+    def swap_in(self, active: Active, tokens: int) -> bool:
+        """Copy a swapped sequence's blocks back, with room for ``tokens`` cached entries, when they fit."""
+        if not self.fits(active, tokens):
+            return False
+        assert self.host is not None
+        self.hold(active, tokens)
+        self.host.give_back(active.swapped_blocks)
+        self.copied_blocks += active.swapped_blocks
+        active.swapped_blocks = 0
+        self.swapped.remove(active)
+        self._run(active)
+        return True
 
     def _blocks(self, active: Active, tokens: int) -> tuple[int, int, int, int]:
         """(sequence, tokens, samples, prompt) of a cache request: a reserving request asks for its whole
@@ -116,11 +146,21 @@ class Queue:
         return True
 
     def preempt(self, active: Active) -> None:
+        blocks = self.kv.held.get(id(active), 0)
         self.kv.release(id(active))
         self.running.remove(active)
         active.preemptions += 1
-        active.target, active.computed = active.request.prompt_tokens + active.generated, 0
-        self.waiting.appendleft(active)
+        self.preempted += 1
+        if self.host is None:
+            active.target, active.computed = active.request.prompt_tokens + active.generated, 0
+            self.waiting.appendleft(active)
+            return
+        self.host.take(blocks)
+        self.copied_blocks += blocks
+        active.swaps += 1
+        active.swapped_blocks = blocks
+        self.swapped.append(active)
+        self.swapped.sort(key=lambda a: a.admitted)
 
 
 def _admit_prompts(queue: Queue, max_batch: int, max_tokens: int, whole: bool) -> Plan:
@@ -148,7 +188,30 @@ def static_plan(queue: Queue, max_batch: int, max_tokens: int) -> Plan:
 
 
 def continuous_plan(queue: Queue, max_batch: int, max_tokens: int) -> Plan:
-    return _admit_prompts(queue, max_batch, max_tokens, whole=False) or _decodes(queue, set())
+    prefills = [] if queue.swapped else _admit_prompts(queue, max_batch, max_tokens, whole=False)
+    if prefills:
+        return prefills
+    plan = _decodes(queue, set())
+    if not queue.preempted:  # swapped sequences are decoding: a prompt is prefilled whole
+        plan += _swap_in(queue, max_batch, None)
+    return plan
+
+
+def _swap_in(queue: Queue, max_batch: int, budget: int | None) -> Plan:
+    """Swapped sequences copied back, oldest admission first, while the running ones stay within
+    ``max_batch``, their tokens (a decode's one, or the next chunk of a prompt) within ``budget`` (None:
+    no limit) and the cache has their blocks."""
+    plan: Plan = []
+    for active in list(queue.swapped):
+        left = active.target - active.computed
+        new = (left if budget is None else min(left, budget)) if active.prefilling else 1
+        if len(queue.running) >= max_batch or budget is not None and new > budget or \
+                not queue.swap_in(active, active.computed + new):
+            break
+        plan.append((active, new))
+        if budget is not None:
+            budget -= new
+    return plan
 
 
 def chunked_plan(queue: Queue, max_batch: int, max_tokens: int) -> Plan:
@@ -165,12 +228,16 @@ def chunked_plan(queue: Queue, max_batch: int, max_tokens: int) -> Plan:
             plan.append((active, chunk))
             planned.add(id(active))
             budget -= chunk
+    if not queue.preempted and budget > 0:
+        swapped_in = _swap_in(queue, max_batch, budget)
+        plan += swapped_in
+        budget -= sum(new for _, new in swapped_in)
     while budget > 0 and queue.waiting and len(queue.running) < max_batch:
         head = queue.waiting[0]
         chunk = min(head.target, budget)
-        if not queue.fits(head, chunk):
+        if not queue.fits(head, head.target):
             break
-        queue.hold(head, chunk)
+        queue.hold(head, head.target)
         queue.admit(head)
         plan.append((head, chunk))
         budget -= chunk

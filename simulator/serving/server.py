@@ -6,6 +6,9 @@ ends, or, with nothing to run, at the next arrival; the tokens it emits are out 
 energy is the engine's (dynamic, and the chip's leakage over its time), shared among its sequences by
 their new tokens; the leakage of idle time between iterations counts in the run's total only.
 
+Under swap preemption (:mod:`.swap`) an iteration that copies KV blocks to or from the host takes the
+copies' time and energy beyond its pass's.
+
 A request is rejected on arrival when the KV cache could never hold its whole generation (its prompt
 and every output token but the last).
 """
@@ -17,10 +20,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from simulator.serving.iteration import IterationCoster
+from simulator.serving.iteration import IterationCost, IterationCoster
 from simulator.serving.kv_cache import PagedKVCache
 from simulator.serving.requests import Request
 from simulator.serving.schedulers import PLANS, Active, Queue
+from simulator.serving.swap import HostSpace, SwapLink
 from workloads.mixed import MixedBatch, Sequence
 
 
@@ -36,6 +40,7 @@ class IterationRow:
     emitted: int
     kv_blocks: int  # in use after it
     energy_pj: float
+    swapped_blocks: int = 0  # copied to or from the host
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class Served:
     kv_capacity: int  # blocks
     kv_peak: int
     idle_energy_pj: float
+    host_peak: int | None = None  # blocks on the host at most (swap preemption), None: recompute
 
 
 @dataclass(frozen=True)
@@ -60,19 +66,26 @@ class ServeSettings:
     max_batch: int  # sequences
     max_tokens: int  # new tokens per iteration (continuous: prompt tokens of a prefill iteration)
     expert_imbalance: float | None = None
+    preemption: str = "recompute"  # or "swap" (:mod:`.swap`)
+    swap_space_bytes: int = 0  # host memory for swapped KV blocks (swap preemption)
 
 
 def serve(requests: list[Request], coster: IterationCoster, kv: PagedKVCache, settings: ServeSettings,
-          clock_hz: float, progress: Callable[[int], None] | None = None) -> Served:
-    """Serve ``requests`` (sorted by arrival) with ``settings``; ``progress`` is told of each completion."""
+          clock_hz: float, progress: Callable[[int], None] | None = None, link: SwapLink | None = None) -> Served:
+    """Serve ``requests`` (sorted by arrival) with ``settings``; ``progress`` is told of each completion;
+    ``link`` prices swapping (needed under swap preemption)."""
     plan_next = PLANS[settings.scheduler]
     arrivals = deque((arrival_cycle(r, clock_hz), r) for r in requests)
-    queue = Queue(deque(), [], kv)
+    host = None
+    if settings.preemption == "swap":
+        assert link is not None, "swap preemption needs the host link's costs"
+        host = HostSpace(settings.swap_space_bytes // link.block_bytes, settings.swap_space_bytes)
+    queue = Queue(deque(), [], kv, host)
     served: list[Active] = []
     rejected: list[Request] = []
     rows: list[IterationRow] = []
     now, idle_cycles = 0, 0
-    while arrivals or queue.waiting or queue.running:
+    while arrivals or queue.waiting or queue.running or queue.swapped:
         while arrivals and arrivals[0][0] <= now:
             request = arrivals.popleft()[1]
             if kv.blocks_for(request.final_tokens, request.samples, request.prompt_tokens) > kv.capacity:
@@ -81,6 +94,7 @@ def serve(requests: list[Request], coster: IterationCoster, kv: PagedKVCache, se
             active = Active(request, request.prompt_tokens)
             queue.waiting.append(active)
             served.append(active)
+        queue.preempted = queue.copied_blocks = 0
         plan = plan_next(queue, settings.max_batch, settings.max_tokens)
         if not plan:
             if not arrivals:  # pragma: no cover - a scheduler that plans nothing with work left is a bug
@@ -90,9 +104,10 @@ def serve(requests: list[Request], coster: IterationCoster, kv: PagedKVCache, se
             continue
         runs = [(active, new, _sequences(active, new)) for active, new in plan]
         sequences = tuple(sequence for _, _, run in runs for sequence in run)
-        cost = coster.cost(MixedBatch(sequences, settings.expert_imbalance))
-        end = now + cost.cycles
-        rows.append(_advance(runs, now, end, cost.energy_pj, queue))
+        cycles, energy_pj = _priced(coster.cost(MixedBatch(sequences, settings.expert_imbalance)), queue.copied_blocks,
+                                    link, clock_hz)
+        end = now + cycles
+        rows.append(_advance(runs, now, end, energy_pj, queue))
         for active, _ in plan:
             if active.done and active in queue.running:
                 active.finish = end
@@ -102,7 +117,15 @@ def serve(requests: list[Request], coster: IterationCoster, kv: PagedKVCache, se
                     progress(1)
         now = end
     idle = coster.static_mw * idle_cycles / clock_hz * 1e9  # mW x s = 1e9 pJ
-    return Served(served, rejected, rows, now, kv.capacity, kv.peak, idle)
+    return Served(served, rejected, rows, now, kv.capacity, kv.peak, idle, None if host is None else host.peak)
+
+
+def _priced(cost: IterationCost, copied_blocks: int, link: SwapLink | None, clock_hz: float) -> tuple[int, float]:
+    """An iteration's cycles and energy (pJ): its pass's, and its copies' to and from the host."""
+    if not copied_blocks:
+        return cost.cycles, cost.energy_pj
+    assert link is not None
+    return cost.cycles + link.cycles(copied_blocks, clock_hz), cost.energy_pj + link.energy_pj(copied_blocks)
 
 
 def arrival_cycle(request: Request, clock_hz: float) -> int:
@@ -140,4 +163,4 @@ def _advance(runs: list[tuple[Active, int, tuple[Sequence, ...]]], start: int, e
             if active.first_token is None:
                 active.first_token = end
     return IterationRow(start, end - start, prefill_sequences, prefill_tokens, decode_sequences, emitted,
-                        queue.kv.used, energy_pj)
+                        queue.kv.used, energy_pj, queue.copied_blocks)

@@ -22,6 +22,7 @@ from simulator.serving.metrics import summary as summarize
 from simulator.serving.requests import Request
 from simulator.serving.schedulers import SCHEDULERS
 from simulator.serving.server import Served, ServeSettings, serve
+from simulator.serving.swap import PREEMPTIONS, SwapLink
 from simulator.spec.system import check_plan
 from workloads.errors import InputError
 from workloads.models import ModelSpec, Workload
@@ -42,13 +43,7 @@ def run_serving(spec: ModelSpec, simulator: Simulator, requests: list[Request], 
                 coster: IterationCoster | None = None) -> Serving:
     """Serve ``requests`` on ``simulator``'s chip (see the module docstring and :mod:`.server`); ``coster``
     (of the same model and simulator) carries iteration costs over from earlier runs."""
-    if settings.scheduler not in SCHEDULERS:
-        raise InputError(f"unknown scheduler {settings.scheduler!r}; choose from {', '.join(SCHEDULERS)}")
-    for name, value in (("--max-batch", settings.max_batch), ("--max-tokens", settings.max_tokens)):
-        if value < 1:
-            raise InputError(f"{name} must be a positive integer, got {value}")
-    if block_tokens < 1:
-        raise InputError(f"--kv-block-size must be a positive number of tokens, got {block_tokens}")
+    _check_settings(settings, block_tokens)
     if "lm" not in spec.family.heads or not spec.family.phases:
         raise InputError(f"{spec.name} does not generate text: serving needs a decoder with an LM head")
     check_plan(simulator.system, simulator.hardware.name, spec.tp or 1)
@@ -61,6 +56,7 @@ def run_serving(spec: ModelSpec, simulator: Simulator, requests: list[Request], 
                              f"{spec.name}'s {context} positions")
     workload = Workload(tokens=block_tokens, phase="prefill", expert_imbalance=settings.expert_imbalance)
     block = simulator.prepare(spec.trace(workload)).footprint
+    link = _swap_link(simulator, settings, block.state_bytes, spec.tp or 1)
     hardware = simulator.hardware
     window = _window(spec)
     capacity_bytes = hardware.memory.dram_capacity_bytes
@@ -80,8 +76,36 @@ def run_serving(spec: ModelSpec, simulator: Simulator, requests: list[Request], 
     clock_hz = hardware.array.clock_mhz * 1e6
     coster = coster or IterationCoster(spec, simulator)
     served = serve(sorted(requests, key=lambda r: (r.arrival_s, r.request_id)), coster, kv, settings, clock_hz,
-                   progress)
+                   progress, link)
     return Serving(served, clock_hz, block.weight_bytes, block.state_bytes, hardware.energy is not None, coster.counts)
+
+
+def _check_settings(settings: ServeSettings, block_tokens: int) -> None:
+    if settings.scheduler not in SCHEDULERS:
+        raise InputError(f"unknown scheduler {settings.scheduler!r}; choose from {', '.join(SCHEDULERS)}")
+    for name, value in (("--max-batch", settings.max_batch), ("--max-tokens", settings.max_tokens)):
+        if value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value}")
+    if block_tokens < 1:
+        raise InputError(f"--kv-block-size must be a positive number of tokens, got {block_tokens}")
+    if settings.preemption not in PREEMPTIONS:
+        raise InputError(f"unknown preemption {settings.preemption!r}; choose from {', '.join(PREEMPTIONS)}")
+
+
+def _swap_link(simulator: Simulator, settings: ServeSettings, block_bytes: int, chips: int) -> SwapLink | None:
+    """The host link's costs under swap preemption (refused where it cannot apply); None under recompute."""
+    if settings.preemption != "swap":
+        return None
+    hardware = simulator.hardware
+    if settings.scheduler == "static":
+        raise InputError("--preemption swap does not apply to the static scheduler: it reserves every request's "
+                         "blocks up front and never preempts")
+    if hardware.host_link is None:
+        raise InputError(f"--preemption swap needs the chip's link to its host: {hardware.name} states no host_link")
+    if settings.swap_space_bytes < block_bytes:
+        raise InputError(f"--swap-space of {settings.swap_space_bytes:,} bytes holds no KV block of "
+                         f"{block_bytes:,} bytes")
+    return SwapLink(block_bytes, hardware.host_link.gb_per_s * 1e9, hardware.host_link.pj_per_bit, chips)
 
 
 def _window(spec: ModelSpec) -> int | None:
@@ -127,6 +151,8 @@ class ServingRunner:
             **({"chip": self.simulator.hardware.name, "chips": self.spec.tp or 1, "parallel": {"tp": self.spec.tp or 1}}
                if self.simulator.system is not None else {}),
             "scheduler": settings.scheduler, "max_batch": settings.max_batch, "max_tokens": settings.max_tokens,
+            "preemption": settings.preemption,
+            **({"swap_space_bytes": settings.swap_space_bytes} if settings.preemption == "swap" else {}),
             "kv_block_tokens": self.block_tokens, "kv_block_bytes": serving.block_bytes,
             "weight_bytes": serving.weight_bytes,
             **summarize(serving.served, rows, serving.clock_hz, slo, serving.energy_modelled),

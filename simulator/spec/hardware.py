@@ -121,6 +121,14 @@ class DispatchConfig(StrictModel):
                              "another is a kernel of its own (as op-by-op measurements run)")
 
 
+class HostLinkConfig(StrictModel):
+    """The chip's link to its host's memory (PCIe or the like): what swapping a KV cache out and in moves
+    over."""
+
+    gb_per_s: float = Field(gt=0, allow_inf_nan=False, description="one direction, GB/s (1e9 B/s)")
+    pj_per_bit: float = Field(ge=0, allow_inf_nan=False, description="energy of one bit moved over it, pJ")
+
+
 class EnergyConfig(StrictModel):
     """Which tables price this hardware's actions, and the technology they are carried to."""
 
@@ -163,6 +171,8 @@ class Hardware(StrictModel):
                                                     "buffers and DRAM bandwidth are the chip's, shared")
     energy: EnergyConfig | None = Field(None, description="optional: energy and area tables (none: not modelled)")
     dispatch: DispatchConfig = Field(default_factory=DispatchConfig)
+    host_link: HostLinkConfig | None = Field(
+        None, description="optional: the link to the host's memory (serving's swap-to-host preemption needs it)")
     fitted: list[str] = Field(default_factory=list, description="fields fitted to measured silicon (dotted "
                                                                 "paths, e.g. memory.dram_efficiency)")
 

@@ -407,6 +407,17 @@ CASES += [
      "t.jsonl: line 2: malformed JSON"),
     ("serve-jsonl-not-object", lambda p: serve_trace(p, "[1, 2, 3]\n", "t.jsonl"), "line 1: expected a JSON object"),
     ("serve-trace-suffix", lambda p: serve_trace(p, "x", "t.txt"), "a trace is a .csv or .jsonl file"),
+    ("serve-swap-static", lambda p: [*SERVE, "--num-requests", "2", "--preemption", "swap", "--scheduler", "static"],
+     "--preemption swap does not apply to the static scheduler"),
+    ("serve-swap-no-host-link", lambda p: ["serve", "int8", "--model", "llama-2-7b", "--hardware", "rapid_like_4core",
+                                           "--num-requests", "2", "--preemption", "swap"],
+     "rapid_like_4core states no host_link"),
+    ("serve-swap-space-recompute", lambda p: [*SERVE, "--num-requests", "2", "--swap-space", "8"],
+     "--swap-space applies with --preemption swap"),
+    ("serve-swap-space-zero", lambda p: [*SERVE, "--num-requests", "2", "--preemption", "swap", "--swap-space", "0"],
+     "--swap-space must be a positive number of GiB"),
+    ("serve-swap-space-tiny", lambda p: [*SERVE, "--num-requests", "2", "--preemption", "swap", "--swap-space",
+                                         "0.001"], "holds no KV block"),
 ]
 
 

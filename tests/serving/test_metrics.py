@@ -39,7 +39,7 @@ def test_request_rows() -> None:
     assert rows[1] == {"request_id": 1, "arrival_s": 0.15, "prompt_tokens": 10, "output_tokens": 1,
                        "first_scheduled_s": 0.15, "first_token_s": 0.25, "finish_s": 0.25, "queueing_ms": 0.0,
                        "ttft_ms": 100.0, "tpot_ms": rows[1]["tpot_ms"], "e2e_ms": 100.0, "preemptions": 2,
-                       "energy_j": 1.0, "samples": 1, "beam_search": False}
+                       "energy_j": 1.0, "samples": 1, "beam_search": False, "swaps": 0}
     assert math.isnan(rows[1]["tpot_ms"])
     assert [row["ttft_ms"] for row in rows] == [100.0, 100.0, 300.0]
     assert [row["tpot_ms"] for row in rows[::2]] == [100.0, 100.0]
@@ -48,7 +48,8 @@ def test_request_rows() -> None:
     assert [row["first_scheduled_s"] for row in rows] == [0.05, 0.15, 0.35]
     assert iteration_rows(run(), CLOCK)[2] == {"iteration": 3, "start_s": 0.35, "duration_ms": 600.0,
                                                "prefill_sequences": 1, "prefill_tokens": 10, "decode_sequences": 1,
-                                               "tokens": 11, "emitted": 6, "kv_blocks_in_use": 2, "energy_j": 3.0}
+                                               "tokens": 11, "emitted": 6, "kv_blocks_in_use": 2, "energy_j": 3.0,
+                                                   "swapped_blocks": 0}
 
 
 def test_summary() -> None:

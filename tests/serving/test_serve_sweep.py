@@ -49,6 +49,8 @@ def test_each_rate_is_a_serve_run(tmp_path, run_cli):
     (lambda text: text.replace("batch: 1}", "batch: 1, new_tokens: 8}"), "drop new_tokens"),
     (lambda text: text.replace('prompt_tokens: "uniform:64,256"', 'prompt_tokens: "uniform:64"'), "prompt_tokens"),
     (lambda text: text.replace('slo: "ttft=200,tpot=20"', 'slo: "ttf=200"'), "slo"),
+    (lambda text: text.replace("seed: 3,", "seed: 3, swap_space: 8,"), "--swap-space applies with --preemption swap"),
+    (lambda text: text.replace("seed: 3,", "seed: 3, preemption: swapping,"), "preemption"),
 ])
 def test_bad_serving_sweeps(tmp_path, change, message):
     path = tmp_path / "bad.yaml"

@@ -1,0 +1,97 @@
+"""Swap-to-host preemption: nothing recomputed, the copies priced over the host link, its limits refused."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from conftest import preset_with
+from test_serving import MODEL, small_dram
+
+from simulator.engine import Simulator
+from simulator.serving.metrics import request_rows
+from simulator.serving.requests import Lengths, Request, generate_requests
+from simulator.serving.server import ServeSettings
+from simulator.serving.session import Serving, run_serving
+from simulator.serving.swap import HostSpace, SwapLink
+from simulator.spec.hardware import Hardware
+from simulator.spec.run_config import load_run_config
+from workloads.errors import InputError
+from workloads.models import load_model
+
+GIB = 2**30
+
+
+def swapped(requests: list[Request], scheduler: str, chip: Hardware, space: int = GIB,
+            preemption: str = "swap") -> tuple[Serving, list[dict[str, Any]]]:
+    simulator = Simulator(chip, load_run_config("configs/int8.yaml"))
+    settings = ServeSettings(scheduler, 64, 128, None, preemption, space if preemption == "swap" else 0)
+    serving = run_serving(load_model(MODEL), simulator, requests, settings, 16)
+    return serving, request_rows(serving.served, serving.clock_hz)
+
+
+def crowd(rate: float | None = 200.0) -> list[Request]:
+    return generate_requests(40, rate, Lengths("uniform", (8, 120)), Lengths("uniform", (40, 130)), 5)
+
+
+@pytest.mark.parametrize("scheduler", ["continuous", "chunked"])
+def test_swapped_sequences_resume_without_recomputing(scheduler: str) -> None:
+    """Under swap preemption every preemption swaps, every request finishes once with its tokens, and the
+    prefills compute each prompt exactly once (recompute preemption computes more)."""
+    requests = crowd()
+    serving, rows = swapped(requests, scheduler, small_dram(16, 128))
+    iterations = serving.served.iterations
+    assert sum(row["swaps"] for row in rows) == sum(row["preemptions"] for row in rows) > 0
+    assert sorted(row["request_id"] for row in rows) == [r.request_id for r in requests]
+    assert sum(row.emitted for row in iterations) == sum(r.output_tokens for r in requests)
+    assert sum(row.prefill_tokens for row in iterations) == sum(r.prompt_tokens for r in requests)
+    assert all(row.kv_blocks <= 16 for row in iterations)
+    assert 0 < (serving.served.host_peak or 0) <= GIB // serving.block_bytes
+    moved = sum(row.swapped_blocks for row in iterations)
+    assert moved % 2 == 0 and moved > 0  # every block swapped out comes back
+    recomputed, rows_recompute = swapped(requests, scheduler, small_dram(16, 128), preemption="recompute")
+    assert sum(row["swaps"] for row in rows_recompute) == 0 < sum(row["preemptions"] for row in rows_recompute)
+    assert sum(row.prefill_tokens for row in recomputed.served.iterations) > sum(r.prompt_tokens for r in requests)
+
+
+@pytest.mark.parametrize("scheduler", ["continuous", "chunked"])
+def test_a_copy_costs_its_bytes_over_the_host_link(scheduler: str) -> None:
+    """All requests at time 0: the schedule does not depend on time, so runs over host links of different
+    bandwidth and energy plan the same iterations, and each iteration's time and energy differ by exactly
+    its copies' bytes over the link (ceil to whole cycles) and x 8 x pJ/bit."""
+    chip = small_dram(16, 128)
+    fast = preset_with(chip, host_link={"gb_per_s": 64.0, "pj_per_bit": 5.0})
+    slow = preset_with(chip, host_link={"gb_per_s": 8.0, "pj_per_bit": 20.0})
+    runs = [swapped(crowd(None), scheduler, hardware)[0] for hardware in (fast, slow)]
+    block, clock = runs[0].block_bytes, runs[0].clock_hz
+    links = [SwapLink(block, 64e9, 5.0), SwapLink(block, 8e9, 20.0)]
+    pairs = list(zip(runs[0].served.iterations, runs[1].served.iterations, strict=True))
+    assert any(a.swapped_blocks for a, _ in pairs)
+    for a, b in pairs:
+        assert replace(a, start=0, cycles=0, energy_pj=0) == replace(b, start=0, cycles=0, energy_pj=0)
+        blocks = a.swapped_blocks
+        assert b.cycles - a.cycles == links[1].cycles(blocks, clock) - links[0].cycles(blocks, clock)
+        assert b.energy_pj - a.energy_pj == pytest.approx(blocks * block * 8 * (20.0 - 5.0), rel=1e-9, abs=1e-3)
+
+
+def test_link_closed_forms() -> None:
+    link = SwapLink(block_bytes=4 << 20, bytes_per_s=31.5e9, pj_per_bit=5.0, chips=8)
+    assert link.cycles(3, 1.5e9) == -(-3 * (4 << 20) * 1.5e9 // 31.5e9)
+    assert link.cycles(0, 1.5e9) == 0
+    assert link.energy_pj(3) == 3 * (4 << 20) * 8 * 5.0 * 8
+
+
+def test_a_full_swap_space_ends_the_run_in_one_line() -> None:
+    with pytest.raises(InputError, match=r"the host swap space \(\d[\d,]* bytes, 1 KV blocks\) has no room"):
+        swapped(crowd(), "continuous", small_dram(16, 128), space=small_block_bytes())
+    space = HostSpace(capacity=2, space_bytes=200)
+    space.take(2)
+    space.give_back(1)
+    assert (space.used, space.peak) == (1, 2)
+
+
+def small_block_bytes() -> int:
+    """Bytes of one KV block of the test model (a swap space of exactly one block)."""
+    serving, _ = swapped([Request(0, 0.0, 4, 1)], "continuous", small_dram(16, 128), preemption="recompute")
+    return serving.block_bytes
