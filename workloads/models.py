@@ -77,9 +77,23 @@ class ModelSpec:
             return self.trace(uniform)
         b = OpBuilder()
         self.family.build_mixed(self.config, batch, b, self.tp)
-        workload: dict[str, int | str] = {"batch": len(batch.sequences), "tokens": batch.tokens, "phase": "mixed",
-                                          **({"tp": self.tp} if self.tp else {})}
-        return b.build_trace(self.name, workload)
+        return b.build_trace(self.name, self._mixed_workload(batch))
+
+    def _mixed_workload(self, batch: MixedBatch) -> dict[str, int | str]:
+        return {"batch": len(batch.sequences), "tokens": batch.tokens, "phase": "mixed",
+                **({"tp": self.tp} if self.tp else {})}
+
+    def attention_trace(self, batch: MixedBatch, as_mixed: bool = False) -> Trace:
+        """The first block's self-attention of :meth:`mixed_trace`'s pass, alone (a Llama-style decoder's):
+        what serving probes kinds of sequence on."""
+        uniform = None if as_mixed else batch.uniform()
+        b = OpBuilder()
+        if uniform is not None:
+            wl = self.resolve(uniform)
+            self.family.build_attention(self.config, wl, b)
+            return b.build_trace(self.name, {**wl.as_dict(), "batch": wl.batch // (wl.ep or 1)})
+        self.family.build_mixed_attention(self.config, batch, b, self.tp)
+        return b.build_trace(self.name, self._mixed_workload(batch))
 
     def hf_class(self, head: str) -> str:
         return self.family.hf_class(self.config, head)

@@ -13,7 +13,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
-from simulator.engine.timing import gemm_cycles
+from simulator.engine.timing import product_cycles
 from simulator.spec.hardware import Hardware
 from simulator.units import ceil_div
 from workloads.attention_geometry import AttentionGeometry
@@ -267,7 +267,7 @@ def estimate_cycles(geometry: AttentionGeometry, keys: int, blocks: Blocks, bits
     for count, queries, row_keys in products:
         per_array, rows = ceil_div(count, m.arrays), geometry.group * queries
         for k, n in ((geometry.head_dim, row_keys), (row_keys, geometry.head_dim)):
-            compute += gemm_cycles(rows, k, n, m.rows, m.cols, m.dataflow, batch=per_array, pack=pack).compute_cycles
+            compute += product_cycles(rows, k, n, m.rows, m.cols, m.dataflow, per_array, pack, None, "default")[0]
     compute += math.ceil((work.scores * m.softmax_cycles + work.rescales * m.mul_cycles) / m.lanes)
     fetched = work.key_reads(resident(geometry, keys, bits, m)) * (bits.key + bits.value)
     return max(compute, math.ceil(fetched / 8 / m.dram_bytes_per_cycle))

@@ -11,7 +11,9 @@ runs the whole model's pass; :meth:`IterationCoster.cost` must equal it, and get
    its (T, E, one kind or several) and each kind's attention, each costed once, when the parts certify
    that the pass spills nothing. A part not seen yet comes from a probe: the token part from the
    four-block probe of the cheapest batch with the same token part (one prompt and E - 1 decode steps),
-   kinds from a one-block probe of the kinds missing, with the next decode steps of each.
+   kinds from a probe of the first block's attention alone (:meth:`ModelSpec.attention_trace`: once
+   nothing spills, a kind's steps cost the same wherever its pass starts) on the kinds missing, with the
+   next decode steps of each.
 3. Else on a copy of the model with four blocks (the probe): the embedding, the first and the last
    block, the final norm and the head cost as in the whole model, every block between as the second.
    That holds when the third block is placed and costed exactly as the second (compared tensor by tensor
@@ -66,7 +68,6 @@ class IterationCoster:
         self.layers = int(spec.config["num_hidden_layers"])
         alike = self.layers > PROBE_BLOCKS and _blocks_alike(spec)
         self.probe = _with_blocks(spec, PROBE_BLOCKS) if alike else None
-        self.single = _with_blocks(spec, 1) if alike else None
         self.context = int(spec.config.get("max_position_embeddings") or 1 << 31)
         self.memo: dict[Any, IterationCost] = {}
         self.tokens: dict[TokenKey, TokenPart] = {}
@@ -132,9 +133,9 @@ class IterationCoster:
         return total
 
     def _probe_kinds(self, batch: MixedBatch, missing: list[KindKey]) -> bool:
-        """Cost the ``missing`` kinds on the one-block copy (and, for a mixed batch, the next ``PREFETCH``
-        decode steps of each decode kind: the same sequences' next iterations); False when it spills."""
-        assert self.single is not None
+        """Cost the ``missing`` kinds on the first block's attention alone (and, for a mixed batch, the next
+        ``PREFETCH`` decode steps of each decode kind: the same sequences' next iterations); False when it
+        spills."""
         if batch.uniform() is not None or missing[0][3] == "only":
             probes = [(batch, missing)]
         else:
@@ -152,7 +153,7 @@ class IterationCoster:
             probe = MixedBatch(sequences, batch.expert_imbalance)
             probes = [(probe, _places(probe))]
         for probe, keys in probes:
-            prepared = self.sim.prepare(self.single.mixed_trace(probe, as_mixed=batch.uniform() is None))
+            prepared = self.sim.prepare(self.spec.attention_trace(probe, as_mixed=batch.uniform() is None))
             if prepared.spilled:
                 return False
             records = self.sim.records(prepared)

@@ -168,6 +168,15 @@ class Family:
         raise InputError(f"{cfg['model_type']} models do not run mixed batches of sequences (serving supports "
                          "Llama-style decoders: llama, qwen2, mistral, mixtral)")
 
+    def build_attention(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
+        """The first block's self-attention of :meth:`build`'s pass, alone (families whose blocks serving
+        probes apart: Llama-style decoders)."""
+        raise NotImplementedError
+
+    def build_mixed_attention(self, cfg: Mapping[str, Any], batch: Any, b: OpBuilder, tp: int | None = None) -> None:
+        """The first block's self-attention of :meth:`build_mixed`'s pass, alone."""
+        raise NotImplementedError
+
     def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> HfInputs:
         ids = torch.zeros(wl.batch, wl.size("tokens"), dtype=torch.long, device="meta")
         return {"input_ids": ids}, None

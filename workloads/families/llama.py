@@ -30,6 +30,8 @@ from workloads.families.base import PHASES, Family, HfInputs, Workload, causal_l
 from workloads.mixed import MixedBatch, Sequence
 from workloads.parallel import ExpertParallel, PipelineStage, TensorParallel
 
+Attend = Callable[[str, int, int | None, str], None]  # builds a block's attention: prefix, layer, window, rope table
+
 
 def head_dim(cfg: Mapping[str, Any]) -> int:
     """``head_dim`` when the config states it, else hidden / heads (which must divide)."""
@@ -147,9 +149,37 @@ class LlamaFamily(Family):
 
     def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
         # Prefill: all `tokens` at once. Decode: one new token attending to a cache of `tokens`.
-        wl = replace(wl, batch=ExpertParallel(wl.ep or 1).sequences(wl.batch))  # this chip's sequences
+        wl, rows, new = self._uniform(wl)
+        head = head_rows(wl, rows, new) if wl.head == "lm" else None
+        self._decoder(cfg, wl, b, rows, new, head, self._uniform_attend(cfg, wl, b))
+
+    def build_mixed(self, cfg: Mapping[str, Any], batch: MixedBatch, b: OpBuilder, tp: int | None = None) -> None:
+        """The iteration of a mixed batch (:mod:`workloads.mixed`): its token-wise ops over all new tokens,
+        each kind of sequence's attention apart; the LM head on the emitting sequences' last tokens; one chip's
+        of ``tp``."""
+        wl, attend = self._mixed(cfg, batch, b, tp)
+        # the rotary table: a row per new token (each sequence has its own positions)
+        self._decoder(cfg, wl, b, batch.tokens, batch.tokens, batch.emitting, attend)
+
+    def build_attention(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
+        """The first block's self-attention of :meth:`build`'s pass, alone (see :meth:`_attention_alone`)."""
+        wl, rows, new = self._uniform(wl)
+        self._attention_alone(cfg, b, rows, new, self._uniform_attend(cfg, wl, b))
+
+    def build_mixed_attention(self, cfg: Mapping[str, Any], batch: MixedBatch, b: OpBuilder,
+                              tp: int | None = None) -> None:
+        """The first block's self-attention of :meth:`build_mixed`'s pass, alone (see :meth:`_attention_alone`)."""
+        _, attend = self._mixed(cfg, batch, b, tp)
+        self._attention_alone(cfg, b, batch.tokens, batch.tokens, attend)
+
+    @staticmethod
+    def _uniform(wl: Workload) -> tuple[Workload, int, int]:
+        """This chip's workload (its sequences of an expert-parallel split), its rows and new tokens each."""
+        wl = replace(wl, batch=ExpertParallel(wl.ep or 1).sequences(wl.batch))
         new = wl.size("tokens") if wl.phase == "prefill" else 1
-        rows = wl.batch * new
+        return wl, wl.batch * new, new
+
+    def _uniform_attend(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> Attend:
         bias, out_bias = _biases(cfg)
 
         def attend(prefix: str, layer: int, window: int | None, table: str) -> None:
@@ -157,13 +187,11 @@ class LlamaFamily(Family):
                       out_bias=out_bias, score_adds=("causal_mask",), cache="step" if wl.phase == "decode" else "fill",
                       rope=table)
 
-        head = head_rows(wl, rows, new) if wl.head == "lm" else None
-        self._decoder(cfg, wl, b, rows, new, head, attend)
+        return attend
 
-    def build_mixed(self, cfg: Mapping[str, Any], batch: MixedBatch, b: OpBuilder, tp: int | None = None) -> None:
-        """The iteration of a mixed batch (:mod:`workloads.mixed`): its token-wise ops over all new tokens,
-        each kind of sequence's attention apart; the LM head on the emitting sequences' last tokens; one chip's
-        of ``tp``."""
+    def _mixed(self, cfg: Mapping[str, Any], batch: MixedBatch, b: OpBuilder,
+               tp: int | None) -> tuple[Workload, Attend]:
+        """The workload of a mixed batch's pass and its attention (each kind of sequence apart)."""
         kinds = [kind for kind, _ in batch.key]
         counts = [count for _, count in batch.key]
         for kind in kinds:
@@ -178,11 +206,21 @@ class LlamaFamily(Family):
             mixed_attention(b, prefix, layer, shapes, tuple(kind.cached == 0 for kind in kinds), bias=bias,
                             rope=table, out_bias=out_bias)
 
-        # the rotary table: a row per new token (each sequence has its own positions)
-        self._decoder(cfg, wl, b, batch.tokens, batch.tokens, batch.emitting, attend)
+        return wl, attend
+
+    @staticmethod
+    def _attention_alone(cfg: Mapping[str, Any], b: OpBuilder, rows: int, positions: int, attend: Attend) -> None:
+        """The first block's self-attention sublayer of a pass, alone: its input a hidden state normed on the
+        chip and the rotary table made as the whole pass makes them, then ``attend``. Serving probes the
+        attention of kinds of sequence on it (:mod:`simulator.serving.iteration`)."""
+        x = b.input("hidden_states", rows * cfg["hidden_size"])
+        table = b.vector("rotary_emb", -1, "rope_table", "embedding", 2 * positions * head_dim(cfg), reads=())
+        b.current = x
+        rmsnorm(b, "layers.0.input_layernorm", 0, rows, cfg["hidden_size"])
+        attend("layers.0.self_attn", 0, layer_windows(cfg)[0], table)
 
     def _decoder(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder, rows: int, positions: int,
-                 head: int | None, attend: Callable[[str, int, int | None, str], None]) -> None:
+                 head: int | None, attend: Attend) -> None:
         """Embedding, the blocks (``attend`` builds each one's attention), the final norm and the LM head on
         ``head`` rows (None: no head; 0: an LM head stored but not run); split over ``wl.tp`` chips, the
         collectives of :mod:`workloads.parallel` after the vocabulary-parallel embedding and LM head and after
