@@ -85,13 +85,36 @@ def test_link_closed_forms() -> None:
 def test_a_full_swap_space_ends_the_run_in_one_line() -> None:
     with pytest.raises(InputError, match=r"the host swap space \(\d[\d,]* bytes, 1 KV blocks\) has no room"):
         swapped(crowd(), "continuous", small_dram(16, 128), space=small_block_bytes())
-    space = HostSpace(capacity=2, space_bytes=200)
-    space.take(2)
-    space.give_back(1)
-    assert (space.used, space.peak) == (1, 2)
 
 
 def small_block_bytes() -> int:
     """Bytes of one KV block of the test model (a swap space of exactly one block)."""
     serving, _ = swapped([Request(0, 0.0, 4, 1)], "continuous", small_dram(16, 128), preemption="recompute")
     return serving.block_bytes
+
+
+def test_swap_space_and_token_budget_defaults() -> None:
+    from simulator.serving.defaults import default_max_tokens, swap_space_bytes
+    from workloads.ops import MAX_SIZE
+
+    assert swap_space_bytes("recompute", None) == 0
+    assert swap_space_bytes("swap", None) == 4 * GIB  # vLLM's default
+    assert swap_space_bytes("swap", 0.5) == GIB // 2
+    assert swap_space_bytes("swap", 2.0**32) == 2**62
+    for bad in (0.0, -1.0, 2.0**32 + 1):
+        with pytest.raises(InputError, match="--swap-space must be a positive number of GiB"):
+            swap_space_bytes("swap", bad)
+    assert (default_max_tokens("chunked", 4096), default_max_tokens("continuous", 4096),
+            default_max_tokens("continuous", None), default_max_tokens("static", 4096)) == (512, 4096, 2048, MAX_SIZE)
+
+
+def test_host_space_counts_blocks_in_and_out() -> None:
+    space = HostSpace(capacity=4, space_bytes=400)
+    space.take(1)
+    space.take(2)
+    assert space.used == 3
+    with pytest.raises(InputError, match="no room for a preempted sequence's 2 blocks"):
+        space.take(2)
+    space.take(1)  # exactly what is left
+    space.give_back(1)
+    assert (space.used, space.peak) == (3, 4)
