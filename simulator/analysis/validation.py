@@ -18,7 +18,7 @@ from simulator.energy.accounting import static_mw
 from simulator.energy.action_costs import action_costs
 from simulator.spec.hardware import Hardware
 from simulator.spec.run_config import policy_from_dict
-from simulator.spec.silicon import Bmm, Gemm, Idle, Point, RowOp, SiliconData, Sum
+from simulator.spec.silicon import Bmm, Gemm, Idle, Network, Point, RowOp, SiliconData, Sum
 from workloads.builder import OpBuilder
 from workloads.errors import InputError
 from workloads.ops import Trace
@@ -68,7 +68,8 @@ def compare(data: SiliconData, hardware: Hardware) -> list[Compared]:
 
 def _predict(point: Point, hardware: Hardware, known: dict[str, float]) -> float:
     """The point's metric in its unit: latency in ms; the die's power in W (its energy less DRAM's over the
-    time, or its static power when idle); efficiency in TOPS/W (2 x MACs per pJ of the die)."""
+    time, or its static power when idle); efficiency in TOPS/W (2 x MACs per pJ of the die); throughput in
+    TOPS (2 x MACs over the time)."""
     from simulator.engine import simulate
 
     workload = point.workload
@@ -78,9 +79,11 @@ def _predict(point: Point, hardware: Hardware, known: dict[str, float]) -> float
         raise InputError(f"{point.key}: hardware {hardware.name} has no energy section to predict {point.metric}")
     if isinstance(workload, Idle):
         return static_mw(action_costs(hardware)) / 1e3
-    precision = workload.precision if isinstance(workload, Gemm) else "bf16"
+    precision = workload.precision if isinstance(workload, Gemm | Network) else "bf16"
     policy = policy_from_dict({"name": precision, "hardware": hardware.name, "precision": {"default": precision}})
     totals = simulate(_trace(workload), hardware, policy).totals
+    if point.metric == "throughput":
+        return 2 * int(totals.macs) / (float(totals.latency_ms) * 1e-3) / 1e12
     if point.metric == "latency":
         return (workload.calls if isinstance(workload, Gemm) else 1) * float(totals.latency_ms)
     assert totals.energy is not None  # the hardware has an energy section (checked above)
@@ -90,9 +93,11 @@ def _predict(point: Point, hardware: Hardware, known: dict[str, float]) -> float
     return 2 * int(totals.macs) / die_pj  # operations per pJ = tera-operations per joule
 
 
-def _trace(workload: Gemm | Bmm | RowOp) -> Trace:
+def _trace(workload: Gemm | Bmm | RowOp | Network) -> Trace:
     builder = OpBuilder()
-    if isinstance(workload, Gemm):
+    if isinstance(workload, Network):
+        _network(builder, workload)
+    elif isinstance(workload, Gemm):
         builder.input("x", workload.m * workload.k)
         builder.gemm("op", 0, "ffn1", "ffn", workload.m, workload.k, workload.n, bias=False)
     elif isinstance(workload, Bmm):
@@ -107,6 +112,17 @@ def _trace(workload: Gemm | Bmm | RowOp) -> Trace:
         else:
             builder.vector("op", 0, workload.op, "attention", workload.rows * workload.width)
     return builder.build_trace("silicon", {"batch": 1})
+
+
+def _network(builder: OpBuilder, network: Network) -> None:
+    """An application's layers in order (see :class:`~simulator.spec.silicon.Network`)."""
+    rows, width = network.batch, network.width
+    builder.input("x", rows * width)
+    for layer in range(max(network.fc_layers, network.vector_layers)):
+        if layer < network.fc_layers:
+            builder.gemm(f"fc{layer}", layer, "ffn1", "ffn", rows, width, width, bias=False)
+        if layer < network.vector_layers:
+            builder.vector(f"act{layer}", layer, network.vector_op, "ffn", rows * width)
 
 
 def envelopes(compared: Sequence[Compared]) -> list[Envelope]:

@@ -77,7 +77,7 @@ def plot_validation(compared: Sequence[Compared], path_stem: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlim(low, high)
     ax.set_ylim(low, high)
-    ax.set_xlabel("measured (ms, W or TOPS/W)")
+    ax.set_xlabel("measured (ms, W, TOPS/W or TOPS)")
     ax.set_ylabel("accelsim (same unit)")
     ax.set_title(f"accelsim against silicon ({', '.join(sorted({p.preset for p in compared}))})")
     ax.legend(fontsize=7, loc="upper left")

@@ -19,8 +19,8 @@ from simulator.spec.config_io import StrictModel, read_yaml_mapping, validate
 from simulator.spec.shipped import REFERENCE_DIR
 
 SILICON_DIR = REFERENCE_DIR / "silicon"
-UNITS = {"latency": "ms", "power": "W", "efficiency": "TOPS/W"}  # metric -> the unit its points are given in
-METRIC = Literal["latency", "power", "efficiency"]
+UNITS = {"latency": "ms", "power": "W", "efficiency": "TOPS/W", "throughput": "TOPS"}  # metric -> its points' unit
+METRIC = Literal["latency", "power", "efficiency", "throughput"]
 
 
 class Source(StrictModel):
@@ -78,6 +78,26 @@ class RowOp(StrictModel):
         return f"{self.op} {self.rows}x{self.width}"
 
 
+class Network(StrictModel):
+    """A whole application on ``batch`` rows: ``fc_layers`` fully connected layers of ``width`` x ``width``
+    weights, each reading the one before, and ``vector_layers`` element-wise layers of ``vector_op`` over
+    batch x width elements, interleaved (an FC layer, then a vector layer, while both last), in
+    ``precision``. Its shapes are what a source's layer counts, weights and batch allow (equal square
+    layers); the source says so."""
+
+    op: Literal["network"]
+    batch: int = Field(gt=0)
+    width: int = Field(gt=0)
+    fc_layers: int = Field(gt=0)
+    vector_layers: int = Field(0, ge=0)
+    vector_op: Literal["relu", "tanh"] = "tanh"
+    precision: str = "int8"
+
+    def describe(self) -> str:
+        vector = f" + {self.vector_layers} {self.vector_op}" if self.vector_layers else ""
+        return f"{self.fc_layers} fc {self.width}^2{vector}, batch {self.batch} {self.precision}"
+
+
 class Sum(StrictModel):
     """The sum of other points of the file (a layer of measured ops)."""
 
@@ -88,11 +108,12 @@ class Sum(StrictModel):
         return f"sum of {len(self.of)} ops"
 
 
-Workload = Annotated[Gemm | Bmm | RowOp | Sum | Idle, Field(discriminator="op")]
+Workload = Annotated[Gemm | Bmm | RowOp | Network | Sum | Idle, Field(discriminator="op")]
 # What each metric is measured on: latency on any op or a sum of them; power on a busy product or the idle chip
-# (the die's power: DRAM's is outside it); efficiency (operations per joule of the die) on a product.
+# (the die's power: DRAM's is outside it); efficiency (operations per joule of the die) on a product;
+# throughput (operations per second, 2 per multiply-accumulate) on an application.
 METRIC_WORKLOADS = {"latency": ("gemm", "bmm", "softmax", "layernorm", "gelu", "sum"), "power": ("gemm", "idle"),
-                    "efficiency": ("gemm",)}
+                    "efficiency": ("gemm",), "throughput": ("network",)}
 
 
 class Point(StrictModel):

@@ -114,6 +114,8 @@ def write(tmp_path: Path, change) -> Path:
     (lambda d: d["points"][0].update(metric="efficiency", unit="TOPS/W", workload={"op": "idle"}),
      "efficiency is measured on gemm, not idle"),
     (lambda d: d["points"][-1].update(metric="power", unit="W"), "power is measured on gemm, idle, not sum"),
+    (lambda d: d["points"][0].update(metric="throughput", unit="TOPS"), "throughput is measured on network, not gemm"),
+    (lambda d: d["points"][0].update(metric="throughput"), "throughput is given in TOPS, not 'ms'"),
 ])
 def test_a_reference_file_missing_a_source_unit_or_shape_is_refused_by_name(tmp_path, change, refusal):
     path = write(tmp_path, change)
@@ -128,8 +130,8 @@ def test_validate_prints_the_points_and_the_envelope(accelsim_here, tmp_path):
     record = json.loads(result.stdout)
     keys = {"key", "preset", "workload", "metric", "unit", "measured", "predicted", "ratio", "regime", "fitted",
             "source"}
-    assert len(record["points"]) == 45 and all(keys <= set(point) for point in record["points"])
-    assert {point["unit"] for point in record["points"]} == {"ms", "W", "TOPS/W"}
+    assert len(record["points"]) == 49 and all(keys <= set(point) for point in record["points"])
+    assert {point["unit"] for point in record["points"]} == {"ms", "W", "TOPS/W", "TOPS"}
     assert set(record["envelope"]["gemm"]) == {"n", "geomean_ratio", "worst_error"}
     for point in record["points"]:
         assert point["ratio"] == pytest.approx(point["predicted"] / point["measured"])
@@ -138,7 +140,7 @@ def test_validate_prints_the_points_and_the_envelope(accelsim_here, tmp_path):
     assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["envelope.csv", "points.csv", "validation.png",
                                                                   "validation.svg"]
     assert_one_line_error(accelsim_here("validate", "--preset", "rapid_like"), "no measured silicon for it")
-    assert len(json.loads(accelsim_here("validate", "--preset", "tpu_v1_like", "--json").stdout)["points"]) == 2
+    assert len(json.loads(accelsim_here("validate", "--preset", "tpu_v1_like", "--json").stdout)["points"]) == 6
 
 
 @pytest.mark.parametrize("page", ["docs/validation.md", "README.md"])
@@ -188,6 +190,38 @@ def test_the_targets_this_model_meets(v3):
     for key in ("v3.gemm.8192x12288x12288", "v3.gemm.32768x12288x12288", "v3.gemm.8192x32768x32768"):
         assert abs(compared[key].ratio - 1) <= 0.05, key
     assert all(point.fitted == point.calibration for point in compared.values())
+
+
+def test_tpu_v1s_apps_are_table_1s_and_three_of_four_are_predicted_within_15_percent():
+    """The apps' assumed shapes hold Table 1's weights (20M, 5M, 52M, 34M, within 0.1%) and batch sizes;
+    each is predicted as 2 x its MACs (FC layers x batch x width^2) over the simulated time of its layers,
+    below the chip's peak (92 TOPS); MLP0, MLP1 and LSTM0 land within issue 26's 15% (a prediction: nothing
+    was fitted to them); LSTM1 does not (docs/validation.md says why that is open)."""
+    from simulator.engine import simulate
+    from simulator.spec.run_config import policy_from_dict
+
+    data = load_silicon(SILICON_DIR / "tpu_v1.yaml")
+    chip = load_hardware(data.preset)
+    compared = {point.key: point for point in compare(data, chip)}
+    table_1 = {"v1.app.mlp0": (20e6, 200), "v1.app.mlp1": (5e6, 168), "v1.app.lstm0": (52e6, 64),
+               "v1.app.lstm1": (34e6, 96)}
+    policy = policy_from_dict({"name": "int8", "hardware": chip.name, "precision": {"default": "int8"}})
+    for point in data.points:
+        if point.key not in table_1:
+            continue
+        app, (weights, batch) = point.workload, table_1[point.key]
+        assert app.fc_layers * app.width**2 == pytest.approx(weights, rel=1e-3) and app.batch == batch
+        from simulator.analysis.validation import _trace
+
+        totals = simulate(_trace(app), chip, policy).totals
+        macs = app.fc_layers * app.batch * app.width**2
+        assert int(totals.macs) == macs
+        assert compared[point.key].predicted == pytest.approx(2 * macs / (float(totals.latency_ms) * 1e9))
+        assert compared[point.key].predicted < 2 * chip.pes * chip.macs_per_pe["int8"] * chip.array.clock_mhz * 1e-6
+        assert not compared[point.key].fitted
+    for key in ("v1.app.mlp0", "v1.app.mlp1", "v1.app.lstm0"):
+        assert abs(compared[key].ratio - 1) <= 0.15, key
+    assert compared["v1.app.lstm1"].ratio > 1.15
 
 
 def test_a_run_says_whether_its_preset_is_validated_and_how_well(run_cli):
