@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 
 from workloads.attention_geometry import AttentionGeometry
-from workloads.ops import Op, Tensor, Trace
+from workloads.ops import Op, Tensor, Trace, evolve
 from workloads.vocabulary import COLLECTIVE_KIND, VECTOR_KIND
 
 
@@ -62,7 +61,7 @@ class OpBuilder:
             if name in self.tensors:
                 raise ValueError(f"tensor name {name!r} is used twice")
             self.tensors[name] = Tensor(name, "activation", elements)
-        self.ops.append(replace(op, reads=tuple(operands), writes=outputs))
+        self.ops.append(evolve(op, reads=tuple(operands), writes=outputs))
         self.current = outputs[-1]
 
     def gemm(self, name: str, layer: int, role: str, group: str, m: int, k: int, n: int, *,

@@ -21,9 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, TypeVar
 
 from workloads.attention_geometry import AttentionGeometry
 from workloads.vocabulary import COLLECTIVE_KIND, COLLECTIVE_ROLES, GROUPS, KINDS, MATRIX_KINDS, TENSOR_KINDS
+
+_Slotted = TypeVar("_Slotted", "Tensor", "Op")
 
 # Largest size accepted for one dimension or knob (tokens, batch, m, k, n, rows, ...): 31 bits. Products of
 # sizes are computed exactly (Python integers) and must fit the 64-bit columns of results.
@@ -42,6 +45,18 @@ def nm_kept(depth: int, n: int, m: int) -> int:
 def index_bits_per_value(group: int) -> int:
     """Bits that locate one kept value inside an N:M group of ``group`` values: ceil(log2 M)."""
     return (group - 1).bit_length()
+
+
+def evolve(obj: _Slotted, **changes: Any) -> _Slotted:
+    """A copy of ``obj`` (a :class:`Tensor` or an :class:`Op`) with ``changes``, without re-running its
+    checks: for the engine's hot paths, whose new values come from checked objects (``dataclasses.replace``
+    costs twice as much)."""
+    new = object.__new__(type(obj))
+    for name in obj.__slots__:
+        object.__setattr__(new, name, changes.pop(name) if name in changes else getattr(obj, name))
+    if changes:
+        raise TypeError(f"{type(obj).__name__} has no field {next(iter(changes))!r}")
+    return new
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from simulator.engine.attention import KernelWork, Machine, kernel_work, query_elements, resident
 from simulator.engine.residency import DRAM, Placement
 from simulator.engine.steps import Step
-from workloads.ops import Tensor
+from workloads.ops import Tensor, evolve
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def sized_tensors(step: Step, tensors: dict[str, Tensor], elements: int) -> dict
     sized = dict(tensors)
     for name in (*step.reads, *step.writes):
         if tensors[name].elements == step.op.elements:
-            sized[name] = replace(tensors[name], elements=elements)
+            sized[name] = evolve(tensors[name], elements=elements)
     return sized
 
 
@@ -107,12 +107,12 @@ def _product(step: Step, tensors: dict[str, Tensor], batch: int, m: int, keys: i
     them."""
     op, kernel = step.op, step.kernel
     assert kernel is not None
-    sub = replace(op, batch=batch, m=m, n=keys) if kernel.part == "qk" else replace(op, batch=batch, m=m, k=keys)
+    sub = evolve(op, batch=batch, m=m, n=keys) if kernel.part == "qk" else evolve(op, batch=batch, m=m, k=keys)
     sized = dict(tensors)
     a, b = step.reads[0], step.reads[1]
     for name, elements in ((a, batch * m * sub.k), (b, batch * sub.k * sub.n),
                            *((name, batch * m * sub.n) for name in step.writes)):
-        sized[name] = replace(tensors[name], elements=elements)
+        sized[name] = evolve(tensors[name], elements=elements)
     return replace(step, op=sub), sized
 
 

@@ -9,7 +9,7 @@ from simulator.engine.attention import KernelBits, KernelChoice, KernelPart, Mac
 from simulator.engine.steps import Step
 from simulator.plan.binding import Plan
 from workloads.errors import InputError
-from workloads.ops import Tensor
+from workloads.ops import Tensor, evolve
 
 
 def mark_kernels(steps: list[Step], tensors: dict[str, Tensor], plan: Plan) -> set[str]:
@@ -38,7 +38,7 @@ def mark_kernels(steps: list[Step], tensors: dict[str, Tensor], plan: Plan) -> s
         for member, part in members:
             member_op = steps[member].op
             if member_op.attention is None:
-                member_op = replace(member_op, attention=geometry)
+                member_op = evolve(member_op, attention=geometry)
             steps[member] = replace(steps[member], op=member_op, kernel=KernelPart(part, choice))
         on_chip.update(local)
     return on_chip

@@ -35,7 +35,7 @@ from simulator.spec.precision_config import PrecisionConfig
 from simulator.spec.run_config import PRUNED_OPERAND
 from simulator.units import ceil_div
 from workloads.errors import InputError
-from workloads.ops import Op, Tensor, Trace
+from workloads.ops import Op, Tensor, Trace, evolve
 from workloads.vocabulary import COLLECTIVE_KIND
 
 # The formats an ideal array would have, to say which product a preset computes wider than it needs.
@@ -115,7 +115,7 @@ class _Lowering:
         tensors, sfu = self.tensors, self.sfu
         for name, tensor in self.trace.tensors.items():
             bits = tensor.bits or (sfu.bits if tensor.kind in ("input", "activation") else 0)
-            tensors[name] = tensor if bits == tensor.bits else replace(tensor, bits=bits)
+            tensors[name] = tensor if bits == tensor.bits else evolve(tensor, bits=bits)
         self.filled_by = {t.source: name for name, t in tensors.items() if t.kind == "state" and t.source}
         sequences = int(self.trace.workload.get("batch", 1))
         for op in self.trace:
@@ -125,7 +125,7 @@ class _Lowering:
                     self.store_cache(state, op, index, tensors[state].sequences or sequences)
         for name, tensor in tensors.items():
             if tensor.kind == "state" and name not in self.state_format:
-                tensors[name] = replace(tensor, bits=sfu.bits)
+                tensors[name] = evolve(tensor, bits=sfu.bits)
 
     def store_cache(self, state: str, op: Op, index: int, sequences: int) -> None:
         """The KV cache ``state``, first read by operand ``index`` of ``op``: its format with a block

@@ -70,7 +70,7 @@ from simulator.spec.run_config import Policy
 from simulator.spec.system import System
 from simulator.units import ceil_div
 from workloads.errors import InputError
-from workloads.ops import Op, Tensor, Trace
+from workloads.ops import Op, Tensor, Trace, evolve
 from workloads.vocabulary import category
 
 __all__ = ["Prepared", "Simulator", "simulate"]
@@ -236,7 +236,7 @@ class Simulator:
         elements = sfu_elements(step, work)
         if elements != op.elements:  # a fused kernel's score op: its tensors are the computed scores
             tensors = sized_tensors(step, tensors, elements)
-            op = replace(op, elements=elements)
+            op = evolve(op, elements=elements)
         reading = weight_bytes
         if op.role == "embedding":  # a lookup reads only the rows it gathers
             gathered = ceil_div(op.elements * self.policy.weight_precision(op).bits, 8)

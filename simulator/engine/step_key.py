@@ -1,14 +1,14 @@
 """The memo key of a step's cost: everything its record depends on but its name and layer.
 
 The repeated blocks of a model lower to steps that differ only in names, so the engine costs each
-distinct step once. A key that forgot a field would hand one step another's cost; tests/engine/test_step_key.py
-changes every field of a step, its op and its tensors, and requires the key to change or the cost to
-stay the same.
+distinct step once (keys are named tuples: built for every step of every pass, they must be cheap). A
+key that forgot a field would hand one step another's cost; tests/engine/test_step_key.py changes every
+field of a step, its op and its tensors, and requires the key to change or the cost to stay the same.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from simulator.engine.attention import KernelPart
 from simulator.engine.residency import Placement
@@ -21,23 +21,20 @@ from workloads.attention_geometry import AttentionGeometry
 from workloads.ops import Tensor
 
 
-@dataclass(frozen=True)
-class ReadKey:
+class ReadKey(NamedTuple):
     kind: str
     layout: tuple[int, ...]  # Tensor.layout: size and how it is stored
     home: str
     stored_bytes: int | None  # a weight's stored bytes (its owner's format), else None
 
 
-@dataclass(frozen=True)
-class WriteKey:
+class WriteKey(NamedTuple):
     layout: tuple[int, ...]
     home: str
     to_dram: bool
 
 
-@dataclass(frozen=True)
-class StorageKey:
+class StorageKey(NamedTuple):
     """The stored parameters a step reads (bits), and the policy facts its cost reads of its op."""
 
     value_bits: int
@@ -49,8 +46,7 @@ class StorageKey:
     gathered: Precision | None  # an embedding lookup reads rows at its weights' format
 
 
-@dataclass(frozen=True)
-class StepKey:
+class StepKey(NamedTuple):
     unit: str
     inserted: bool
     precision: Precision

@@ -162,3 +162,19 @@ def test_a_scoped_prefill_keeps_the_cache_it_fills():
     caches = {name for name, tensor in trace.tensors.items() if tensor.kind == "state"}
     assert len(caches) == 64
     assert caches == {name for name, tensor in scoped.tensors.items() if tensor.kind == "state"}
+
+
+def test_evolve_is_replace_without_the_checks() -> None:
+    """The engine's fast copy: the same object dataclasses.replace makes, for tensors and ops; an unknown
+    field is refused."""
+    from dataclasses import replace
+
+    from workloads.ops import Op, Tensor, evolve
+
+    tensor = Tensor("x", "activation", 100, bits=8, scale_group=32, scale_bits=16)
+    op = Op("fc", 3, "ffn1", "ffn", "gemm", batch=1, m=4, k=8, n=16, weight_params=128, reads=("x",))
+    assert evolve(tensor, bits=4, elements=7) == replace(tensor, bits=4, elements=7)
+    assert evolve(op, reads=("y",), writes=("z",), m=9) == replace(op, reads=("y",), writes=("z",), m=9)
+    assert evolve(tensor) == tensor and evolve(tensor) is not tensor
+    with pytest.raises(TypeError, match="Tensor has no field 'bitz'"):
+        evolve(tensor, bitz=4)
