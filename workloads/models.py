@@ -64,10 +64,8 @@ class ModelSpec:
         wl = self.resolve(workload or Workload())
         b = OpBuilder()
         self.family.build(self.config, wl, b)
-        # split over experts, a chip runs batch / ep of the sequences: its trace's batch (its KV cache's)
-        ep = wl.ep or 1
-        return b.build_trace(self.name, {**wl.as_dict(), "batch": wl.batch // ep},
-                             lambda batch: self.trace(replace(wl, batch=batch * ep)))
+        return b.build_trace(self.name, _chip_workload(wl),
+                             lambda batch: self.trace(replace(wl, batch=batch * (wl.ep or 1))))
 
     def mixed_trace(self, batch: MixedBatch, as_mixed: bool = False) -> Trace:
         """The op trace of one serving iteration: the ``generate`` workload it is, when it is one (see
@@ -91,7 +89,7 @@ class ModelSpec:
         if uniform is not None:
             wl = self.resolve(uniform)
             self.family.build_attention(self.config, wl, b)
-            return b.build_trace(self.name, {**wl.as_dict(), "batch": wl.batch // (wl.ep or 1)})
+            return b.build_trace(self.name, _chip_workload(wl))
         self.family.build_mixed_attention(self.config, batch, b, self.tp)
         return b.build_trace(self.name, self._mixed_workload(batch))
 
@@ -100,6 +98,12 @@ class ModelSpec:
 
     def hf_inputs(self, workload: Workload, torch: Any) -> HfInputs:
         return self.family.hf_inputs(self.config, workload, torch)
+
+
+def _chip_workload(wl: Workload) -> dict[str, Any]:
+    """A trace's workload record: split over experts, a chip runs batch / ep of the sequences (its KV
+    cache's batch)."""
+    return {**wl.as_dict(), "batch": wl.batch // (wl.ep or 1)}
 
 
 def zoo_names() -> list[str]:
