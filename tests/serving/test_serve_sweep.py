@@ -57,3 +57,31 @@ def test_bad_serving_sweeps(tmp_path, change, message):
     path.write_text(change(SWEEP))
     with pytest.raises(InputError, match=message):
         load_sweep(path)
+
+
+def test_a_sweeps_preemption_is_the_runs(tmp_path, run_cli):
+    """A serving sweep's preemption and swap space reach its runs: on a chip whose cache runs out, the swap
+    row and the recompute row differ, and each is what `accelsim serve` reports with those options."""
+    import yaml
+    from test_serving import MODEL, small_dram
+
+    chip = tmp_path / "small.yaml"
+    chip.write_text(yaml.safe_dump({**small_dram(16, 128).model_dump(exclude_none=True), "name": "small_dram"}))
+    stream = ("num_requests: 30, prompt_tokens: 'uniform:8,120', output_tokens: 'uniform:40,130', seed: 5, "
+              "max_tokens: 128")
+    rows = {}
+    for preemption in ("recompute", "swap"):
+        path = tmp_path / f"{preemption}.yaml"
+        extra = ", preemption: swap, swap_space: 1" if preemption == "swap" else ""
+        path.write_text(f"name: {preemption}\nhardware: {chip}\naxes:\n  product: {{rate: [400]}}\nconfigs: [int8]\n"
+                        f"models: [{{name: {MODEL}, batch: 1}}]\nserve: {{{stream}{extra}}}\n")
+        done = accelsim("sweep", str(path), "--out", str(tmp_path / preemption), "--workers", "1", "--no-progress")
+        assert done.returncode == 0, done.stderr
+        rows[preemption] = pd.read_csv(tmp_path / preemption / "results.csv").iloc[0]
+        options = ["--preemption", "swap", "--swap-space", "1"] if preemption == "swap" else []
+        summary = json.loads(run_cli("serve", "int8", "--model", MODEL, "--hardware", str(chip), "--num-requests",
+                                     "30", "--rate", "400", "--prompt-tokens", "uniform:8,120", "--output-tokens",
+                                     "uniform:40,130", "--seed", "5", "--max-tokens", "128", *options, "--json"))
+        assert summary["preemptions"] > 0 and summary["swaps"] == (summary["preemptions"] if options else 0)
+        assert rows[preemption]["latency_ms"] == pytest.approx(summary["duration_s"] * 1e3, rel=1e-12)
+    assert rows["swap"]["latency_ms"] != rows["recompute"]["latency_ms"]
