@@ -30,7 +30,11 @@ formula.
 
 ``timing="scalesim"`` switches double buffering off: each fold starts once the previous one has
 left the array (ws/is load their tile only then), and the count is the last cycle's index, as
-SCALE-Sim reports it. Batched products (``a`` of shape B x M x K, ``b`` B x K x N) are more folds.
+SCALE-Sim reports it. ``double_buffered=False`` (ws/is, default timing) keeps the pipeline but drops
+the shadow registers: a column's loader shifts the next tile in only once the previous fold's last
+activation has passed the column's top PE, so the new weights trail the old fold's data down the
+column (each register is overwritten only after its PE's last use of it, which the machine checks).
+Batched products (``a`` of shape B x M x K, ``b`` B x K x N) are more folds.
 """
 
 from __future__ import annotations
@@ -91,8 +95,9 @@ def _ws_folds(a: np.ndarray, b: np.ndarray, rows: int, cols: int, pack: int, mas
     return folds
 
 
-def _ws_machine(folds: list[_WsFold], rows: int, cols: int, out: np.ndarray, double_buffered: bool) -> int:
-    """Run weight-stationary folds through the array, adding outputs into ``out``; returns cycles taken."""
+def _ws_machine(folds: list[_WsFold], rows: int, cols: int, out: np.ndarray, buffering: str) -> int:
+    """Run weight-stationary folds through the array, adding outputs into ``out``; returns cycles taken.
+    ``buffering``: "double" (shadow registers), "single" (none, pipelined) or "serial" (SCALE-Sim's)."""
     count = len(folds)
     starts: list[int] = []  # cycle at which each fold's first activation entered row 0
     columns = [_Column(chain=[None] * rows) for _ in range(cols)]
@@ -106,12 +111,12 @@ def _ws_machine(folds: list[_WsFold], rows: int, cols: int, out: np.ndarray, dou
         # Feeder: start the next fold once column 0 holds its tile and (double-buffered) the previous
         # fold's stream has entered; without double buffering the tile is loaded only into an empty array.
         nxt = len(starts)
-        stream_free = not double_buffered or not starts or cycle >= starts[-1] + folds[nxt - 1].acts.shape[0]
+        stream_free = buffering == "serial" or not starts or cycle >= starts[-1] + folds[nxt - 1].acts.shape[0]
         if nxt < count and nxt in columns[0].loaded and stream_free:
             starts.append(cycle)
         new_act, new_psum = _ws_pe_step(folds, starts, columns, active, act, psum, cycle)
         for j, column in enumerate(columns):
-            _ws_load_step(column, j, folds, active, left, rows, double_buffered, cycle)
+            _ws_load_step(column, j, folds, starts, active, left, rows, buffering, cycle)
         act, psum = new_act, new_psum
         pending -= _ws_drain(psum[rows - 1], folds, out, left)
         cycle += 1
@@ -155,16 +160,18 @@ def _ws_pe_step(folds: list[_WsFold], starts: list[int], columns: list[_Column],
     return new_act, new_psum
 
 
-def _ws_load_step(column: _Column, j: int, folds: list[_WsFold], active: list[list[_Slot | None]], left: list[int],
-                  rows: int, double_buffered: bool, cycle: int) -> None:
+def _ws_load_step(column: _Column, j: int, folds: list[_WsFold], starts: list[int], active: list[list[_Slot | None]],
+                  left: list[int], rows: int, buffering: str, cycle: int) -> None:
     """Column ``j``'s loader: it shifts its next tile in, one row per cycle, behind the swap wavefront."""
     if column.shifting < 0 and column.next_fold < len(folds):
         previous = column.next_fold - 1
         if previous < 0:
             ready = True
-        elif double_buffered:
+        elif buffering == "double":
             top = active[0][j]
             ready = top is not None and top.fold == previous  # the top PE has swapped
+        elif buffering == "single":  # the previous fold's last activation has passed PE(0, j)
+            ready = previous < len(starts) and cycle >= starts[previous] + folds[previous].acts.shape[0] + j
         else:
             ready = left[previous] == 0  # no double buffering: load once the array is empty
         if ready:
@@ -175,6 +182,9 @@ def _ws_load_step(column: _Column, j: int, folds: list[_WsFold], active: list[li
     front = column.chain[column.steps]
     assert front is None or front.consumed or front.fold == f, (
         f"column {j} overwrites a tile not yet swapped in at cycle {cycle}")
+    if buffering == "single" and f > 0:  # register ``steps`` is PE(steps, j)'s own: its old fold must be done
+        assert cycle > starts[f - 1] + folds[f - 1].acts.shape[0] - 1 + column.steps + j, (
+            f"column {j} overwrites PE({column.steps},{j})'s weight in use at cycle {cycle}")
     row = rows - 1 - column.steps  # the deepest row's weights enter first
     # the tile's front moves one register down per cycle; registers below it keep their tile
     column.chain[:column.steps + 1] = [_Slot(f, row, folds[f].pe_weights[row][j])] + column.chain[:column.steps]
@@ -289,14 +299,18 @@ def _os_machine(a: np.ndarray, b: np.ndarray, rows: int, cols: int, pack: int, m
 
 
 def simulate_product(a: np.ndarray, b: np.ndarray, rows: int, cols: int, dataflow: str, *, pack: int = 1,
-                     mask: np.ndarray | None = None, timing: str = "default") -> tuple[np.ndarray, int]:
+                     mask: np.ndarray | None = None, timing: str = "default",
+                     double_buffered: bool = True) -> tuple[np.ndarray, int]:
     """(A @ (B masked), compute cycles) by stepping the array cycle by cycle.
 
     ``a`` is M x K (or B x M x K for a batch of independent products), ``b`` K x N (or B x K x N).
     """
     batched = a.ndim == 3
     a3, b3 = (a, b) if batched else (a[None], b[None])
-    double_buffered = timing != "scalesim"
+    buffering = "serial" if timing == "scalesim" else "double" if double_buffered else "single"
+    if buffering == "single" and dataflow == "os":
+        raise ValueError("double_buffered applies to ws and is")
+    double_buffered = buffering != "serial"  # the os machine's
     if dataflow in ("ws", "is"):
         if dataflow == "is":
             if mask is not None:
@@ -304,7 +318,7 @@ def simulate_product(a: np.ndarray, b: np.ndarray, rows: int, cols: int, dataflo
             a3, b3 = b3.transpose(0, 2, 1).copy(), a3.transpose(0, 2, 1).copy()
         out = np.zeros((a3.shape[0], a3.shape[1], b3.shape[2]), dtype=np.int64)
         folds = _ws_folds(a3, b3, rows, cols, pack, mask)
-        cycles = _ws_machine(folds, rows, cols, out, double_buffered) if folds else 0
+        cycles = _ws_machine(folds, rows, cols, out, buffering) if folds else 0
         if dataflow == "is":
             out = out.transpose(0, 2, 1)
     elif dataflow == "os":

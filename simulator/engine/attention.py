@@ -216,13 +216,14 @@ class Machine:
     lanes: int
     softmax_cycles: float  # per score: row max, exp, row sum
     mul_cycles: float  # per rescaled element
+    double_buffered: bool = True  # array.double_buffered
 
     @classmethod
     def of(cls, hardware: Hardware) -> Machine:
         array, memory = hardware.array, hardware.memory
         return cls(hardware.name, array.rows, array.cols, array.dataflow, hardware.arrays, memory.ifmap_buffer_bytes,
                    memory.filter_buffer_bytes, memory.ofmap_buffer_bytes, memory.sustained_bytes_per_cycle,
-                   hardware.sfu_lanes, hardware.sfu_cost("softmax"), hardware.sfu_cost("mul"))
+                   hardware.sfu_lanes, hardware.sfu_cost("softmax"), hardware.sfu_cost("mul"), array.double_buffered)
 
 
 def resident(geometry: AttentionGeometry, keys: int, bits: KernelBits, machine: Machine) -> bool:
@@ -267,7 +268,8 @@ def estimate_cycles(geometry: AttentionGeometry, keys: int, blocks: Blocks, bits
     for count, queries, row_keys in products:
         per_array, rows = ceil_div(count, m.arrays), geometry.group * queries
         for k, n in ((geometry.head_dim, row_keys), (row_keys, geometry.head_dim)):
-            compute += product_cycles(rows, k, n, m.rows, m.cols, m.dataflow, per_array, pack, None, "default")[0]
+            compute += product_cycles(rows, k, n, m.rows, m.cols, m.dataflow, per_array, pack, None, "default",
+                                      m.double_buffered)[0]
     compute += math.ceil((work.scores * m.softmax_cycles + work.rescales * m.mul_cycles) / m.lanes)
     fetched = work.key_reads(resident(geometry, keys, bits, m)) * (bits.key + bits.value)
     return max(compute, math.ceil(fetched / 8 / m.dram_bytes_per_cycle))

@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass
 
 from simulator.engine.array_split import Split
+from simulator.engine.blocking import Buffers, Operands, best_blocking, streamed
 from simulator.engine.collectives import collective_cost
 from simulator.engine.mapping import Mapping
 from simulator.engine.records import ACCESS_COLUMNS
@@ -125,19 +126,22 @@ def matrix_traffic(step: Step, tensors: dict[str, Tensor], placement: Placement,
     a_name = step.reads[0]
     a_bytes = tensors[a_name].bytes_of(op.batch * op.m * op.k)
     counts.add(ifmap_read_bytes=a_bytes * a_sweeps * a_copies)
-    if placement.home[a_name] == DRAM:
-        fits = ceil_div(a_bytes, products) <= mem.ifmap_buffer_bytes
-        fetched = a_bytes if fits else a_bytes * a_sweeps
-        counts.add(dram_read_bytes=fetched, ifmap_write_bytes=fetched)
     b_name = step.reads[1] if len(step.reads) > 1 else ""  # none: outlier rows, read with their matrix
     if op.kind == "bmm" or placement.home.get(b_name) == STREAM:  # an activation, or dequantized on its way
         b_bytes = tensors[b_name].bytes_of(op.batch * op.k * op.n)
-        fits = ceil_div(b_bytes, products) <= mem.filter_buffer_bytes
         b_home = placement.home[b_name]
     else:
-        b_bytes, fits = weight_bytes, weight_bytes <= mem.filter_buffer_bytes
+        b_bytes = weight_bytes
         b_home = DRAM if mem.weights_streamed else "preloaded"  # preloaded weights sit in the filter buffer
-    fetched = b_fetched if b_fetched is not None else b_bytes if fits else b_bytes * b_sweeps
+    operands = Operands(op.m, op.n, ceil_div(a_bytes, products), ceil_div(b_bytes, products), a_sweeps, b_sweeps,
+                        placement.home[a_name] == DRAM, b_home == DRAM)
+    buffers = Buffers(mem.ifmap_buffer_bytes, mem.filter_buffer_bytes, mem.ofmap_buffer_bytes,
+                      ceil_div(hardware.accumulator_bits, 8))
+    blocked = best_blocking(operands, buffers) if mem.loop_blocking else streamed(operands, buffers)
+    if placement.home[a_name] == DRAM:
+        fetched = a_bytes * blocked.a_fetches
+        counts.add(dram_read_bytes=fetched, ifmap_write_bytes=fetched)
+    fetched = b_fetched if b_fetched is not None else b_bytes * blocked.b_fetches
     if b_home == DRAM:
         counts.add(dram_read_bytes=fetched, filter_write_bytes=fetched)
     elif b_home == CHIP:

@@ -45,4 +45,5 @@ class MaskedWeights:
         counts = self.column_counts(op)
         shares = [counts[start:start + split.n] for start in range(0, op.n, split.n)]
         return max(counted_cycles(share, split.m, self.array.rows, self.array.cols, self.array.dataflow,
-                                  pack=pack, timing=self.timing) for share in shares)
+                                  pack=pack, timing=self.timing, double_buffered=self.array.double_buffered)
+                   for share in shares)

@@ -130,19 +130,25 @@ def column_nonzeros(mask: np.ndarray) -> np.ndarray:
 
 
 def masked_cycles(mask: np.ndarray, m: int, rows: int, cols: int, dataflow: str, *, pack: int = 1,
-                  timing: str = "default") -> tuple[int, int, int]:
+                  timing: str = "default", double_buffered: bool = True) -> tuple[int, int, int]:
     """(compute cycles, folds, useful MACs) of A[m x K] times a weight matrix with 0/1 ``mask`` (K x N)."""
     return counted_cycles(_column_nonzeros(_check(mask, dataflow)), m, rows, cols, dataflow, pack=pack,
-                          timing=timing)
+                          timing=timing, double_buffered=double_buffered)
 
 
 def counted_cycles(counts: np.ndarray, m: int, rows: int, cols: int, dataflow: str, *, pack: int = 1,
-                   timing: str = "default") -> tuple[int, int, int]:
-    """:func:`masked_cycles` from the mask's ``column_nonzeros``."""
+                   timing: str = "default", double_buffered: bool = True) -> tuple[int, int, int]:
+    """:func:`masked_cycles` from the mask's ``column_nonzeros``. Without double buffering (ws/is) every gap
+    is T_f + R: the serial count's streamed rows (each fold there takes T_f + 2R + C - 2) plus one load per
+    fold, and the fill and drain once."""
     if dataflow not in _DATAFLOW_CODES:
         raise ValueError(f"unknown dataflow {dataflow!r}")
+    serial = not double_buffered and dataflow != "os" and timing != "scalesim"
     cycles, folds, macs = _cycles_from_counts(np.ascontiguousarray(counts, dtype=np.int64), m, rows, cols,
-                                              _DATAFLOW_CODES[dataflow], pack, timing == "scalesim")
+                                              _DATAFLOW_CODES[dataflow], pack, timing == "scalesim" or serial)
+    if serial and folds:
+        streamed = int(cycles) + 1 - int(folds) * (2 * rows + cols - 2)
+        return rows + streamed + int(folds) * rows + cols - 2, int(folds), int(macs)
     return int(cycles), int(folds), int(macs)
 
 
@@ -162,7 +168,7 @@ def pattern_violation(mask: np.ndarray, keep: int, group: int) -> tuple[int, int
 
 
 def masked_cycles_reference(mask: np.ndarray, m: int, rows: int, cols: int, dataflow: str, *, pack: int = 1,
-                            timing: str = "default") -> tuple[int, int, int]:
+                            timing: str = "default", double_buffered: bool = True) -> tuple[int, int, int]:
     """Plain-Python version of :func:`masked_cycles`: list every fold's streamed length, then time them."""
     mask = _check(mask, dataflow)
     k, n = mask.shape
@@ -184,7 +190,7 @@ def masked_cycles_reference(mask: np.ndarray, m: int, rows: int, cols: int, data
     if timing == "scalesim":
         preload = 0 if dataflow == "os" else rows
         return sum(rows + cols + stream - 2 + preload for stream in streams) - 1, len(streams), macs
-    return pipelined_cycles(streams, rows, cols, dataflow), len(streams), macs
+    return pipelined_cycles(streams, rows, cols, dataflow, double_buffered), len(streams), macs
 
 
 def magnitude_mask(k: int, n: int, density: float, seed: int) -> np.ndarray:

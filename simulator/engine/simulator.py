@@ -129,7 +129,7 @@ class Simulator:
             if masked:
                 return self.masked.share_cycles(op, split, pack)
             return product_cycles(split.m, op.k, split.n, array.rows, array.cols, array.dataflow, split.batch,
-                                   pack, sparsity, self.timing)
+                                   pack, sparsity, self.timing, array.double_buffered)
 
         def finish(split: Split) -> int:
             compute, folds, _ = on_one_array(split)
@@ -139,7 +139,8 @@ class Simulator:
         cycles, folds, macs = on_one_array(split)
         if split.kind != "none":  # useful MACs of the whole op
             macs = self.masked.kept(op) * op.m if masked else product_cycles(
-                op.m, op.k, op.n, array.rows, array.cols, array.dataflow, op.batch, pack, sparsity, self.timing)[2]
+                op.m, op.k, op.n, array.rows, array.cols, array.dataflow, op.batch, pack, sparsity, self.timing,
+                array.double_buffered)[2]
         return cycles, folds, macs, split
 
     def _weight_bytes(self, trace: Trace) -> dict[str, int]:

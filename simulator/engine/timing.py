@@ -22,6 +22,12 @@ tile needs no load; the last tile's drain is the accumulator write-back, which b
 data-movement model, as in SCALE-Sim and accelsim's earlier timing). The independent products of a
 batched op (attention heads) are more folds of the same pipeline. The result is a cycle count, so a
 T-MAC product on a 1x1 array takes T cycles in os and R + T = T + 1 in ws/is (the weight load).
+
+An array without the shadow registers (``array.double_buffered: false``, ws/is) shifts a tile in only
+behind the previous fold's last data, one row per cycle down each column, and a fold starts once its tile
+is in place: every fold after the first waits T + L, the load no longer hidden behind the stream:
+
+    compute cycles = L0 + (F - 1) * (T + L) + T + (R + C - 2)
 ``verification/cycle_reference.py`` checks the formula against a register-level machine.
 
 Precision and sparsity change the reduction depth K that the array has to cover, not the
@@ -60,10 +66,12 @@ def stationary_load_cycles(rows: int) -> int:
     return rows
 
 
-def pipelined_cycles(fold_streams: list[int] | tuple[int, ...], rows: int, cols: int, dataflow: str) -> int:
+def pipelined_cycles(fold_streams: list[int] | tuple[int, ...], rows: int, cols: int, dataflow: str,
+                     double_buffered: bool = True) -> int:
     """Default-timing compute cycles of folds run back to back, given each fold's streamed length T.
 
-    ws/is: L0 + sum over every fold but the last of max(T_f, L) + T_last + (R + C - 2).
+    ws/is: L0 + sum over every fold but the last of max(T_f, L) (T_f + L without double buffering)
+    + T_last + (R + C - 2).
     os: fold f+1 starts T_f after fold f, later if its results would reach a column's drain port
     before fold f's R results have left: the gap is T_f + max(0, L - T_(f+1)), which is max(T, L)
     when the folds are alike (they differ only under unstructured masks, tile by tile).
@@ -76,22 +84,24 @@ def pipelined_cycles(fold_streams: list[int] | tuple[int, ...], rows: int, cols:
         gaps = sum(stream + max(0, load - after) for stream, after in pairs)
         first_load = 0
     else:
-        gaps = sum(max(stream, load) for stream in fold_streams[:-1])
+        gaps = sum(max(stream, load) if double_buffered else stream + load for stream in fold_streams[:-1])
         first_load = load
     return first_load + gaps + fold_streams[-1] + rows + cols - 2
 
 
-def uniform_pipelined_cycles(folds: int, streamed: int, rows: int, cols: int, dataflow: str) -> int:
+def uniform_pipelined_cycles(folds: int, streamed: int, rows: int, cols: int, dataflow: str,
+                             double_buffered: bool = True) -> int:
     """:func:`pipelined_cycles` of ``folds`` folds that all stream ``streamed`` rows, in closed form."""
     if folds <= 0:
         return 0
     load = stationary_load_cycles(rows)
     first_load = 0 if dataflow == "os" else load
-    return first_load + (folds - 1) * max(streamed, load) + streamed + rows + cols - 2
+    gap = max(streamed, load) if double_buffered or dataflow == "os" else streamed + load
+    return first_load + (folds - 1) * gap + streamed + rows + cols - 2
 
 
 def dense_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, timing: str = "default",
-                 batch: int = 1) -> int:
+                 batch: int = 1, double_buffered: bool = True) -> int:
     """Compute cycles of ``batch`` dense products (``k`` already reduced by packing and sparsity).
 
     ``scalesim`` runs each product (and each of its folds) alone; ``default`` pipelines every fold of
@@ -103,16 +113,17 @@ def dense_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, ti
         preload = 0 if dataflow == "os" else rows  # ws/is load the stationary operand first
         return batch * (folds * (preload + rows + cols + streamed - 2) - 1)
     if timing == "default":
-        return uniform_pipelined_cycles(batch * folds, streamed, rows, cols, dataflow)
+        return uniform_pipelined_cycles(batch * folds, streamed, rows, cols, dataflow, double_buffered)
     raise ValueError(f"unknown timing {timing!r}")
 
 
 def gemm_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, *, batch: int = 1, pack: int = 1,
-                sparsity: SparsityPattern | None = None, timing: str = "default") -> GemmCycles:
+                sparsity: SparsityPattern | None = None, timing: str = "default",
+                double_buffered: bool = True) -> GemmCycles:
     """Cycles of ``batch`` independent products of the same shape, run one after another on the array."""
     placed = Mapping.of(m, k, n, rows, cols, dataflow, pack=pack, sparsity=sparsity, timing=timing)
     depth = placed.depth
-    cycles = dense_cycles(m, depth, n, rows, cols, dataflow, timing, batch)
+    cycles = dense_cycles(m, depth, n, rows, cols, dataflow, timing, batch, double_buffered)
     kept = sparsity.kept(k) if sparsity is not None else k
     busy = cycles + (batch if timing == "scalesim" else 0)  # SCALE-Sim: last index (0 for a 1-cycle product)
     return GemmCycles(compute_cycles=cycles, folds=batch * placed.folds,
@@ -121,8 +132,9 @@ def gemm_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, *, 
 
 @functools.lru_cache(maxsize=1 << 16)
 def product_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, batch: int, pack: int,
-                   sparsity: SparsityPattern | None, timing: str) -> tuple[int, int, int]:
+                   sparsity: SparsityPattern | None, timing: str, double_buffered: bool = True) -> tuple[int, int, int]:
     """(compute cycles, folds, MACs) of :func:`gemm_cycles`, memoised per process: repeated layers and design
     points that share a product shape cost one evaluation."""
-    result = gemm_cycles(m, k, n, rows, cols, dataflow, batch=batch, pack=pack, sparsity=sparsity, timing=timing)
+    result = gemm_cycles(m, k, n, rows, cols, dataflow, batch=batch, pack=pack, sparsity=sparsity, timing=timing,
+                         double_buffered=double_buffered)
     return result.compute_cycles, result.folds, result.macs

@@ -28,6 +28,16 @@ class ArrayConfig(StrictModel):
     dataflow: Literal["ws", "os", "is"]
     clock_mhz: float = Field(gt=0, allow_inf_nan=False)
     count: int = Field(1, gt=0, le=4096, description="arrays per core, each rows x cols (TPU v5e: 4 MXUs)")
+    double_buffered: bool = Field(
+        True, description="ws/is: each PE holds its next stationary value in a shadow register, so a tile shifts "
+                          "in behind the running fold (TPU v1); false: a fold waits for its tile's load, T + R "
+                          "cycles a fold (simulator/engine/timing.py)")
+
+    @model_validator(mode="after")
+    def _check_buffering(self) -> ArrayConfig:
+        if not self.double_buffered and self.dataflow == "os":
+            raise ValueError("double_buffered applies to a stationary operand (ws or is), not to dataflow os")
+        return self
 
 
 class SparseSupport(StrictModel):
@@ -69,6 +79,10 @@ class MemoryConfig(StrictModel):
     dram_efficiency: float = Field(1.0, gt=0, le=1, allow_inf_nan=False,
                                    description="the fraction of dram_bytes_per_cycle a transfer sustains (1: peak)")
     weights_streamed: bool = Field(True, description="weights are fetched from DRAM for every op that uses them")
+    loop_blocking: bool = Field(
+        False, description="a matrix product larger than its buffers runs blocked, in the schedule and tile shape "
+                           "that fetch the fewest DRAM bytes (a compiler's choice; simulator/engine/blocking.py); "
+                           "off: an operand that does not fit its buffer is fetched again every sweep")
     dram_capacity_bytes: int | None = Field(
         None, gt=0, le=INT64_MAX,
         description="optional: DRAM size; a workload whose weights, state and peak activations exceed it is refused")

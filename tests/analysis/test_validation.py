@@ -189,6 +189,9 @@ def test_the_targets_this_model_meets(v3):
     assert abs(compared["v3.gpt3.decode.layer"].ratio - 1) <= 0.25
     for key in ("v3.gemm.8192x12288x12288", "v3.gemm.32768x12288x12288", "v3.gemm.8192x32768x32768"):
         assert abs(compared[key].ratio - 1) <= 0.05, key
+    # the exposed weight loads (array.double_buffered: false) put the GEMMs of 256-2048 rows within 10%
+    for rows in (256, 512, 1024, 2048):
+        assert abs(compared[f"v3.gemm.{rows}x12288x12288"].ratio - 1) <= 0.10, rows
     assert all(point.fitted == point.calibration for point in compared.values())
 
 
@@ -233,12 +236,12 @@ def test_a_run_says_whether_its_preset_is_validated_and_how_well(run_cli):
     data = measured_silicon()
     line = accuracy_line(load_hardware("tpu_v3_core"), data, ["prefill", "decode"])
     assert line.startswith("validated on silicon against TPU v3, one TensorCore")
-    assert "prefill layer 0.97x measured, matrix ops within 9%, vector ops fitted" in line
+    assert "prefill layer 0.97x measured, matrix ops within 8%, vector ops fitted" in line
     assert accuracy_line(load_hardware("rapid_like_4core"), data, ["decode"]) == (
         "validated on silicon against RaPiD, 4 cores, 7 nm EUV: die efficiency 3.73x measured (accelsim validate)")
     assert accuracy_line(load_hardware("tpu_v1_like"), data, ["prefill"]).endswith(
         ": die power 0.95x measured (accelsim validate)")
-    assert "decode layer 0.81x measured, matrix ops within 125%, vector ops within 63%" in line
+    assert "decode layer 0.82x measured, matrix ops within 127%, vector ops within 63%" in line
     assert accuracy_line(load_hardware("tpu_v5e_like"), data, ["prefill"]) == (
         "not validated on silicon: no measured chip for tpu_v5e_like (accelsim validate)")
     variant = preset_with("tpu_v3_core", memory={"dram_efficiency": 0.9})

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator.engine import simulate
-from simulator.engine.masks import magnitude_mask, masked_cycles, nm_mask
+from simulator.engine.masks import magnitude_mask, masked_cycles, masked_cycles_reference, nm_mask
 from simulator.engine.timing import gemm_cycles
 from simulator.formats.sparsity import SparsityPattern
 from simulator.spec.hardware import Hardware, load_hardware
@@ -47,6 +47,38 @@ def test_cycle_stepping_zero_skipping_equals_mask_kernel(m, k, n, rows, cols, da
     product, cycles = simulate_product(a, b, rows, cols, dataflow, pack=pack, mask=mask, timing=timing)
     assert np.array_equal(product, a @ (b * mask))
     assert cycles == masked_cycles(mask, m, rows, cols, dataflow, pack=pack, timing=timing)[0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=small, k=st.integers(1, 12), n=small, rows=st.integers(1, 4), cols=st.integers(1, 4),
+       dataflow=st.sampled_from(["ws", "is"]), pack=st.integers(1, 3), batch=st.integers(1, 3),
+       seed=st.integers(0, 10**6))
+def test_single_buffered_stepping_equals_closed_form(m, k, n, rows, cols, dataflow, pack, batch, seed):
+    """Without shadow registers the machine's loaders trail each fold's last activation (it checks that no
+    weight is overwritten in use); every fold after the first then waits T + R: the closed form agrees, and
+    is never faster than the double-buffered one."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.integers(-4, 5, (batch, m, k)), rng.integers(-4, 5, (batch, k, n))
+    product, cycles = simulate_product(a, b, rows, cols, dataflow, pack=pack, double_buffered=False)
+    assert np.array_equal(product, a @ b)
+    closed = gemm_cycles(m, k, n, rows, cols, dataflow, batch=batch, pack=pack, double_buffered=False)
+    assert cycles == closed.compute_cycles
+    folds = closed.folds
+    assert cycles - gemm_cycles(m, k, n, rows, cols, dataflow, batch=batch, pack=pack).compute_cycles == (
+        (folds - 1) * (rows + (m if dataflow == "ws" else n) - max(rows, m if dataflow == "ws" else n)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=small, k=st.integers(1, 12), n=small, rows=st.integers(1, 4), cols=st.integers(1, 4),
+       pack=st.integers(1, 2), density=st.floats(0.0, 1.0), seed=st.integers(0, 10**6))
+def test_single_buffered_zero_skipping_equals_mask_kernel(m, k, n, rows, cols, pack, density, seed):
+    rng = np.random.default_rng(seed)
+    a, b = rng.integers(-4, 5, (m, k)), rng.integers(-4, 5, (k, n))
+    mask = magnitude_mask(k, n, density, seed)
+    product, cycles = simulate_product(a, b, rows, cols, "ws", pack=pack, mask=mask, double_buffered=False)
+    assert np.array_equal(product, a @ (b * mask))
+    assert cycles == masked_cycles(mask, m, rows, cols, "ws", pack=pack, double_buffered=False)[0]
+    assert cycles == masked_cycles_reference(mask, m, rows, cols, "ws", pack=pack, double_buffered=False)[0]
 
 
 def test_cycle_stepping_os_short_fold_waits_for_the_drain():
