@@ -8,17 +8,18 @@ with its fetches of A and of B:
 
 - ``streamed``: A once if it fits the activation buffer, else once per A sweep; B likewise (filter buffer).
 - ``a_blocks``: the M loop outermost, blocks of the most rows of A the activation buffer holds whole
-  (all of K); each block stays while every column of B passes: A once, B once per block (once if B fits).
+  (all of K); each block stays while every column of B passes: A once, B once per block.
 - ``b_blocks``: the mirror, blocks of the most columns of B the filter buffer holds: B once, A once per
-  block (once if A fits).
+  block.
 - ``output_tiles``: tiles of Mb x Nb outputs whose partial sums the accumulator buffer holds while K
-  streams through in slices: A once per column block (once if it fits), B once per row block (once if it
-  fits). For every count of column blocks the widest tile with it is searched, and the most rows that fit
-  beside it: the least traffic over every tile shape (:func:`reference_blocking` checks it by brute force).
+  streams through in slices: A once per column block, B once per row block. For every count of column
+  blocks the widest tile with it is searched, and the most rows that fit beside it: the least traffic
+  over every tile shape (:func:`reference_blocking` checks it by brute force).
 
+An operand that fits its buffer whole is fetched once by one of the block schedules (a single block).
 The schedule chosen moves the fewest bytes from DRAM (operands already on chip cost nothing there); ties go
-to the earlier schedule of the list, so a product that fits its buffers keeps ``streamed``. Tile sizes are
-in elements, not rounded to the array.
+to the earlier schedule of the list (and to the widest tile), so a product that fits its buffers keeps
+``streamed``. Tile sizes are in elements, not rounded to the array.
 """
 
 from __future__ import annotations
@@ -75,42 +76,24 @@ def streamed(operands: Operands, buffers: Buffers) -> Blocking:
     return Blocking("streamed", a, b, operands.m, operands.n)
 
 
-def _a_fetches(operands: Operands, buffers: Buffers, cols: int) -> int:
-    return 1 if operands.a_bytes <= buffers.ifmap else ceil_div(operands.n, cols)
-
-
-def _b_fetches(operands: Operands, buffers: Buffers, rows: int) -> int:
-    return 1 if operands.b_bytes <= buffers.filter else ceil_div(operands.m, rows)
-
-
-def _most(capacity: int, bytes_each: int, limit: int) -> int:
-    """The most items of ``bytes_each`` that fit ``capacity``, at most ``limit`` (0 if none fits)."""
-    return min(limit, capacity // bytes_each) if bytes_each else limit
-
-
-def _tile(operands: Operands, buffers: Buffers, rows: int, cols: int) -> Blocking:
-    return Blocking("output_tiles", _a_fetches(operands, buffers, cols), _b_fetches(operands, buffers, rows), rows,
-                    cols)
-
-
 def candidates(operands: Operands, buffers: Buffers) -> list[Blocking]:
     """Each schedule's best shape (see the module docstring), in the order of :data:`SCHEDULES`."""
     m, n = operands.m, operands.n
     found = [streamed(operands, buffers)]
-    rows = _most(buffers.ifmap, ceil_div(operands.a_bytes, m), m)
+    rows = min(m, buffers.ifmap // ceil_div(operands.a_bytes, m))  # the most rows of A held whole
     if rows:
-        found.append(Blocking("a_blocks", 1, _b_fetches(operands, buffers, rows), rows, n))
-    cols = _most(buffers.filter, ceil_div(operands.b_bytes, n), n)
+        found.append(Blocking("a_blocks", 1, ceil_div(m, rows), rows, n))
+    cols = min(n, buffers.filter // ceil_div(operands.b_bytes, n))
     if cols:
-        found.append(Blocking("b_blocks", _a_fetches(operands, buffers, cols), 1, m, cols))
+        found.append(Blocking("b_blocks", ceil_div(n, cols), 1, m, cols))
     tiles = []
-    for blocks in sorted(block_counts(n)):
+    for blocks in sorted(block_counts(n)):  # fewest blocks (the widest tile) first
         cols = ceil_div(n, blocks)  # the widest tile that makes this many column blocks
-        rows = _most(buffers.ofmap, cols * buffers.accumulator_bytes, m)
+        rows = min(m, buffers.ofmap // (cols * buffers.accumulator_bytes))
         if rows:
-            tiles.append(_tile(operands, buffers, rows, cols))
+            tiles.append(Blocking("output_tiles", blocks, ceil_div(m, rows), rows, cols))
     if tiles:
-        found.append(min(tiles, key=lambda tile: (dram_bytes(tile, operands), -tile.cols)))
+        found.append(min(tiles, key=lambda tile: dram_bytes(tile, operands)))
     return found
 
 
@@ -130,18 +113,22 @@ def best_blocking(operands: Operands, buffers: Buffers) -> Blocking:
 
 
 def reference_blocking(operands: Operands, buffers: Buffers) -> int:
-    """The fewest DRAM bytes over every schedule and every tile shape, by brute force (small products only)."""
-    best = dram_bytes(streamed(operands, buffers), operands)
-    a_row, b_col = ceil_div(operands.a_bytes, operands.m), ceil_div(operands.b_bytes, operands.n)
-    for rows in range(1, operands.m + 1):
-        if rows * a_row <= buffers.ifmap:
-            best = min(best, dram_bytes(Blocking("a_blocks", 1, _b_fetches(operands, buffers, rows), rows,
-                                                 operands.n), operands))
-        for cols in range(1, operands.n + 1):
+    """The fewest DRAM bytes over every schedule and every tile shape, by brute force (small products only):
+    each block or tile shape priced from its definition, independently of :func:`candidates`."""
+    m, n = operands.m, operands.n
+    a = operands.a_bytes if operands.a_dram else 0  # one fetch of each
+    b = operands.b_bytes if operands.b_dram else 0
+    a_row, b_col = -(-operands.a_bytes // m), -(-operands.b_bytes // n)
+    best = (a if operands.a_bytes <= buffers.ifmap else a * operands.a_sweeps) + (
+        b if operands.b_bytes <= buffers.filter else b * operands.b_sweeps)
+    for rows in range(1, m + 1):
+        row_blocks = -(-m // rows)
+        if rows * a_row <= buffers.ifmap:  # A's rows held whole, every column of B passing each block
+            best = min(best, a + b * row_blocks)
+        for cols in range(1, n + 1):
             if rows * cols * buffers.accumulator_bytes <= buffers.ofmap:
-                best = min(best, dram_bytes(_tile(operands, buffers, rows, cols), operands))
-    for cols in range(1, operands.n + 1):
+                best = min(best, a * -(-n // cols) + b * row_blocks)
+    for cols in range(1, n + 1):
         if cols * b_col <= buffers.filter:
-            best = min(best, dram_bytes(Blocking("b_blocks", _a_fetches(operands, buffers, cols), 1, operands.m,
-                                                 cols), operands))
+            best = min(best, b + a * -(-n // cols))
     return best

@@ -29,10 +29,18 @@ BF16 = policy_from_dict({"name": "bf16", "hardware": "tpu_v3_core", "precision":
 
 
 def random_case(rng: random.Random) -> tuple[Operands, Buffers]:
+    """Sizes of any format (bytes need not divide into rows), buffers from a row's worth to many."""
     m, n, k = rng.randint(1, 40), rng.randint(1, 40), rng.randint(1, 64)
-    operands = Operands(m, n, m * k * rng.choice((1, 2)), k * n * rng.choice((1, 2)), ceil_div(n, rng.choice((2, 4))),
-                        rng.choice((1, ceil_div(m, 4))), rng.random() < 0.8, rng.random() < 0.8)
-    buffers = Buffers(rng.randint(16, 2000), rng.randint(16, 2000), rng.randint(8, 4000), rng.choice((2, 4)))
+    a_bytes, b_bytes = ceil_div(m * k * rng.choice((3, 4, 8, 16)), 8), ceil_div(k * n * rng.choice((3, 4, 8, 16)), 8)
+    operands = Operands(m, n, a_bytes, b_bytes, ceil_div(n, rng.choice((2, 4))), rng.choice((1, ceil_div(m, 4))),
+                        rng.random() < 0.8, rng.random() < 0.8)
+    accumulator = rng.choice((2, 4))
+
+    def capacity(unit: int) -> int:  # often within a few units, where a block is one or two rows
+        return rng.randint(1, 3 * unit) if rng.random() < 0.4 else rng.randint(16, 4000)
+
+    buffers = Buffers(capacity(ceil_div(a_bytes, m)), capacity(ceil_div(b_bytes, n)), capacity(accumulator * n),
+                      accumulator)
     return operands, buffers
 
 
@@ -44,12 +52,34 @@ def test_the_search_finds_the_fewest_bytes_over_every_tile_shape(seed):
         operands, buffers = random_case(rng)
         chosen = best_blocking(operands, buffers)
         assert dram_bytes(chosen, operands) == reference_blocking(operands, buffers), (operands, buffers)
+        assert all(type(c.rows) is int and type(c.cols) is int for c in candidates(operands, buffers))
         assert dram_bytes(chosen, operands) <= dram_bytes(streamed(operands, buffers), operands)
 
 
 def test_the_block_counts_are_every_count_a_width_makes():
     for n in range(1, 400):
         assert block_counts(n) == {ceil_div(n, width) for width in range(1, n + 1)}
+
+
+def test_an_operand_as_large_as_its_buffer_fits_it():
+    buffers = Buffers(4096, 2048, 1 << 20, 4)
+    assert streamed(Operands(64, 64, 4096, 2048, 3, 5, True, True), buffers) == Blocking("streamed", 1, 1, 64, 64)
+    assert streamed(Operands(64, 64, 4097, 2049, 3, 5, True, True), buffers) == Blocking("streamed", 3, 5, 64, 64)
+
+
+def test_the_fewest_bytes_win_and_ties_keep_the_earlier_schedule():
+    """A (2 KiB, 64 B a row) overflows a 1 KiB buffer by twice; B fits. Streamed fetches A per sweep (4);
+    a_blocks holds 16 rows and fetches B once per block (2): 2 KiB + 2 x 256 B beats streamed's 8 KiB + 256 B;
+    b_blocks holds every column (B once) but fetches A per column block: one block, the same 2 KiB + 256 B,
+    the least; with B on chip a_blocks and b_blocks tie at A once, and the earlier, a_blocks, is kept."""
+    operands = Operands(32, 8, 2048, 256, 4, 1, True, True)
+    buffers = Buffers(1024, 1024, 64, 4)
+    assert best_blocking(operands, buffers) == Blocking("b_blocks", 1, 1, 32, 8)
+    on_chip = Operands(32, 8, 2048, 256, 4, 1, True, False)
+    assert best_blocking(on_chip, buffers).schedule == "a_blocks"
+    # a block is whole rows: 999 bytes hold 15 rows of 64 (not 15.6), so 31 rows take 3 blocks
+    assert candidates(Operands(31, 8, 31 * 64, 256, 4, 1, True, True), Buffers(999, 64, 64, 4))[1] == Blocking(
+        "a_blocks", 1, 3, 15, 8)
 
 
 def test_a_product_that_fits_its_buffers_stays_streamed():
@@ -66,6 +96,10 @@ def test_each_schedule_by_its_closed_form():
     mib = 1 << 20
     operands = Operands(1024, 1024, mib, mib, 8, 1, True, True)
     roomy = Buffers(64 * 1024, 64 * 1024, 16 * 1024, 4)
+    assert candidates(operands, roomy) == [Blocking("streamed", 8, 1, 1024, 1024),
+                                           Blocking("a_blocks", 1, 16, 64, 1024),
+                                           Blocking("b_blocks", 16, 1, 1024, 64),
+                                           Blocking("output_tiles", 16, 16, 64, 64)]
     assert [dram_bytes(c, operands) // mib for c in candidates(operands, roomy)] == [9, 17, 17, 32]
     assert best_blocking(operands, roomy) == Blocking("streamed", 8, 1, 1024, 1024)
     tight = Buffers(8 * 1024, 8 * 1024, 16 * 1024, 4)

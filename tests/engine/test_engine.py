@@ -68,6 +68,16 @@ def test_single_buffered_stepping_equals_closed_form(m, k, n, rows, cols, datafl
         (folds - 1) * (rows + (m if dataflow == "ws" else n) - max(rows, m if dataflow == "ws" else n)))
 
 
+def test_double_buffering_is_a_stationary_operands_and_refused_for_os():
+    """os holds outputs, not a stationary operand: its timing ignores the flag, and a preset naming it for os
+    is refused; ws pays each fold's load on top of its stream (T + R) when it is off."""
+    assert gemm_cycles(9, 8, 7, 4, 4, "os", double_buffered=False) == gemm_cycles(9, 8, 7, 4, 4, "os")
+    ws = gemm_cycles(9, 8, 7, 4, 4, "ws", double_buffered=False)
+    assert ws.compute_cycles == 4 + (ws.folds - 1) * (9 + 4) + 9 + 4 + 4 - 2
+    with pytest.raises(ValueError, match="double_buffered applies to a stationary operand"):
+        preset_with("rapid_like", array={"dataflow": "os", "double_buffered": False})
+
+
 @settings(max_examples=60, deadline=None)
 @given(m=small, k=st.integers(1, 12), n=small, rows=st.integers(1, 4), cols=st.integers(1, 4),
        pack=st.integers(1, 2), density=st.floats(0.0, 1.0), seed=st.integers(0, 10**6))
