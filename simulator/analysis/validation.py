@@ -13,15 +13,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from simulator.energy.accounting import static_mw
 from simulator.energy.action_costs import action_costs
 from simulator.spec.hardware import Hardware
 from simulator.spec.run_config import policy_from_dict
-from simulator.spec.silicon import Bmm, Gemm, Idle, Network, Point, RowOp, SiliconData, Sum
+from simulator.spec.silicon import COUNTERS, Bmm, Gemm, Idle, Network, Point, RowOp, SiliconData, Sum
 from workloads.builder import OpBuilder
 from workloads.errors import InputError
 from workloads.ops import Trace
+
+if TYPE_CHECKING:
+    from simulator.engine import Results
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,13 @@ def _predict(point: Point, hardware: Hardware, known: dict[str, float]) -> float
         return static_mw(action_costs(hardware)) / 1e3
     precision = workload.precision if isinstance(workload, Gemm | Network) else "bf16"
     policy = policy_from_dict({"name": precision, "hardware": hardware.name, "precision": {"default": precision}})
-    totals = simulate(_trace(workload), hardware, policy).totals
+    results = simulate(_trace(workload), hardware, policy)
+    totals = results.totals
+    if point.metric in COUNTERS:
+        return 100 * counter_shares(results, hardware)[point.metric]
+    if point.metric == "inference_rate":
+        assert isinstance(workload, Network)  # checked when the file was read
+        return workload.batch / (float(totals.latency_ms) * 1e-3)
     if point.metric == "throughput":
         return 2 * int(totals.macs) / (float(totals.latency_ms) * 1e-3) / 1e12
     if point.metric == "latency":
@@ -91,6 +101,21 @@ def _predict(point: Point, hardware: Hardware, known: dict[str, float]) -> float
     if point.metric == "power":
         return die_pj * 1e-9 / float(totals.latency_ms)  # pJ per ms = 1e-9 W
     return 2 * int(totals.macs) / die_pj  # operations per pJ = tera-operations per joule
+
+
+def counter_shares(results: Results, hardware: Hardware) -> dict[str, float]:
+    """The shares of a run's cycles that TPU v1's performance counters report (Table 3's rows 1, 4, 5 and 6,
+    together 1): the array streaming data (each fold's rows through it), shifting weights in beyond that
+    (the rest of its compute cycles), stalled for DRAM, and the vector unit's cycles. Defined for one
+    weight-stationary array, as that chip has."""
+    if hardware.arrays != 1 or hardware.array.dataflow != "ws":
+        raise InputError(f"{hardware.name}: the performance counters are defined for one weight-stationary array")
+    matrix, vector = results[results.unit == "array"], results[results.unit == "sfu"]
+    active = int((matrix.folds * matrix.m).sum())  # ws streams a product's m rows through each of its folds
+    cycles = {"array_active": active, "weight_shift": int(matrix.compute_cycles.sum()) - active,
+              "weight_stall": int(matrix.stall_cycles.sum()), "non_matrix": int(vector.total_cycles.sum())}
+    total = sum(cycles.values())
+    return {name: count / total for name, count in cycles.items()}
 
 
 def _trace(workload: Gemm | Bmm | RowOp | Network) -> Trace:

@@ -19,8 +19,12 @@ from simulator.spec.config_io import StrictModel, read_yaml_mapping, validate
 from simulator.spec.shipped import REFERENCE_DIR
 
 SILICON_DIR = REFERENCE_DIR / "silicon"
-UNITS = {"latency": "ms", "power": "W", "efficiency": "TOPS/W", "throughput": "TOPS"}  # metric -> its points' unit
-METRIC = Literal["latency", "power", "efficiency", "throughput"]
+# the share of an app's matrix-unit cycles (TPU v1's performance counters, Table 3 rows 1, 4, 5 and 6)
+COUNTERS = ("array_active", "weight_shift", "weight_stall", "non_matrix")
+UNITS = {"latency": "ms", "power": "W", "efficiency": "TOPS/W", "throughput": "TOPS", "inference_rate": "inferences/s",
+         **dict.fromkeys(COUNTERS, "%")}  # metric -> its points' unit
+METRIC = Literal["latency", "power", "efficiency", "throughput", "inference_rate", "array_active", "weight_shift",
+                 "weight_stall", "non_matrix"]
 
 
 class Source(StrictModel):
@@ -111,9 +115,11 @@ class Sum(StrictModel):
 Workload = Annotated[Gemm | Bmm | RowOp | Network | Sum | Idle, Field(discriminator="op")]
 # What each metric is measured on: latency on any op or a sum of them; power on a busy product or the idle chip
 # (the die's power: DRAM's is outside it); efficiency (operations per joule of the die) on a product;
-# throughput (operations per second, 2 per multiply-accumulate) on an application.
+# throughput (operations per second, 2 per multiply-accumulate), inferences per second (a batch's rows over its
+# time) and the counters' shares of cycles on an application.
 METRIC_WORKLOADS = {"latency": ("gemm", "bmm", "softmax", "layernorm", "gelu", "sum"), "power": ("gemm", "idle"),
-                    "efficiency": ("gemm",), "throughput": ("network",)}
+                    "efficiency": ("gemm",), "throughput": ("network",), "inference_rate": ("network",),
+                    **dict.fromkeys(COUNTERS, ("network",))}
 
 
 class Point(StrictModel):

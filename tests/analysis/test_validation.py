@@ -13,7 +13,7 @@ from cli_helpers import assert_one_line_error
 
 from simulator.analysis.validation import Compared, compare, envelopes
 from simulator.spec.hardware import load_hardware
-from simulator.spec.silicon import SILICON_DIR, load_silicon
+from simulator.spec.silicon import COUNTERS, SILICON_DIR, load_silicon
 from workloads.errors import InputError
 
 TPU_V3 = SILICON_DIR / "tpu_v3.yaml"
@@ -130,8 +130,8 @@ def test_validate_prints_the_points_and_the_envelope(accelsim_here, tmp_path):
     record = json.loads(result.stdout)
     keys = {"key", "preset", "workload", "metric", "unit", "measured", "predicted", "ratio", "regime", "fitted",
             "source"}
-    assert len(record["points"]) == 49 and all(keys <= set(point) for point in record["points"])
-    assert {point["unit"] for point in record["points"]} == {"ms", "W", "TOPS/W", "TOPS"}
+    assert len(record["points"]) == 66 and all(keys <= set(point) for point in record["points"])
+    assert {point["unit"] for point in record["points"]} == {"ms", "W", "TOPS/W", "TOPS", "%", "inferences/s"}
     assert set(record["envelope"]["gemm"]) == {"n", "geomean_ratio", "worst_error"}
     for point in record["points"]:
         assert point["ratio"] == pytest.approx(point["predicted"] / point["measured"])
@@ -140,7 +140,7 @@ def test_validate_prints_the_points_and_the_envelope(accelsim_here, tmp_path):
     assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["envelope.csv", "points.csv", "validation.png",
                                                                   "validation.svg"]
     assert_one_line_error(accelsim_here("validate", "--preset", "rapid_like"), "no measured silicon for it")
-    assert len(json.loads(accelsim_here("validate", "--preset", "tpu_v1_like", "--json").stdout)["points"]) == 6
+    assert len(json.loads(accelsim_here("validate", "--preset", "tpu_v1_like", "--json").stdout)["points"]) == 23
 
 
 @pytest.mark.parametrize("page", ["docs/validation.md", "README.md"])
@@ -225,6 +225,48 @@ def test_tpu_v1s_apps_are_table_1s_and_three_of_four_are_predicted_within_15_per
     for key in ("v1.app.mlp0", "v1.app.mlp1", "v1.app.lstm0"):
         assert abs(compared[key].ratio - 1) <= 0.15, key
     assert compared["v1.app.lstm1"].ratio > 1.15
+
+
+def test_tpu_v1s_counters_are_shares_of_its_cycles_and_its_rate_is_its_throughput():
+    """Table 3's rows 1, 4, 5 and 6 total 100% per app (as measured, to rounding), and so do the predicted
+    shares, each from its own columns: folds x streamed rows (active), the rest of the array's compute
+    cycles (shift), the array's stalls and the vector unit's cycles. MLP0's rate is its batch over the
+    time its TOPS are computed on. Nothing was fitted to them."""
+    data = load_silicon(SILICON_DIR / "tpu_v1.yaml")
+    compared = {point.key: point for point in compare(data, load_hardware(data.preset))}
+    for app in ("mlp0", "mlp1", "lstm0", "lstm1"):
+        rows = [compared[f"v1.counters.{app}.{metric}"] for metric in COUNTERS]
+        assert sum(point.measured for point in rows) == pytest.approx(100, abs=0.11)
+        assert sum(point.predicted for point in rows) == pytest.approx(100, abs=1e-9)
+        assert all(not point.fitted and point.unit == "%" for point in rows)
+    macs_per_inference = 5 * 2000**2
+    rate = compared["v1.app.mlp0"].predicted * 1e12 / (2 * macs_per_inference)
+    assert compared["v1.app.mlp0.rate"].predicted == pytest.approx(rate)
+
+
+def test_the_counters_shares_by_closed_form():
+    """One int8 product of 512 x 1024 x 1024 on tpu_v1_like (a 256 x 256 weight-stationary array): 16 folds of
+    512 rows each (active 16 x 512), compute 256 + 15 x 512 + 512 + 510 cycles (the rest shifting weights
+    and filling), and no vector work; a chip of several arrays is refused."""
+    from simulator.analysis.validation import _trace, counter_shares
+    from simulator.engine import simulate
+    from simulator.spec.run_config import policy_from_dict
+    from simulator.spec.silicon import Gemm
+
+    chip = load_hardware("tpu_v1_like")
+    policy = policy_from_dict({"name": "int8", "hardware": chip.name, "precision": {"default": "int8"}})
+    results = simulate(_trace(Gemm(op="gemm", m=512, k=1024, n=1024, precision="int8")), chip, policy)
+    matrix = results[results.unit == "array"]
+    compute = 256 + 15 * 512 + 512 + 510
+    assert int(matrix.compute_cycles.sum()) == compute
+    stall = int(matrix.stall_cycles.sum())
+    shares = counter_shares(results, chip)
+    total = compute + stall + int(results[results.unit == "sfu"].total_cycles.sum())
+    assert shares["array_active"] == pytest.approx(16 * 512 / total)
+    assert shares["weight_shift"] == pytest.approx((compute - 16 * 512) / total)
+    assert shares["weight_stall"] == pytest.approx(stall / total)
+    with pytest.raises(InputError, match="one weight-stationary array"):
+        counter_shares(results, load_hardware("tpu_v5e_like"))
 
 
 def test_a_run_says_whether_its_preset_is_validated_and_how_well(run_cli):
