@@ -3,7 +3,8 @@
 Per-level action counts (bytes unless named otherwise):
 
 - DRAM: ``dram_read_bytes`` (spilled activations, inputs, state and weights read by the step, once per
-  sweep when an operand does not fit its buffer) and ``dram_write_bytes`` (spilled activations,
+  sweep when an operand does not fit its buffer, or as the blocked loops fetch it where the chip blocks
+  them: ``blocking``) and ``dram_write_bytes`` (spilled activations,
   outputs and appended state the step produces).
 - Buffers: the activation (``ifmap``) buffer, the ``filter`` buffer and the ``ofmap`` (accumulator)
   buffer, reads and writes. A matrix op reads its A operand from the ifmap buffer once per sweep of

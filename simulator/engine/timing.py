@@ -28,7 +28,8 @@ behind the previous fold's last data, one row per cycle down each column, and a 
 is in place: every fold after the first waits T + L, the load no longer hidden behind the stream:
 
     compute cycles = L0 + (F - 1) * (T + L) + T + (R + C - 2)
-``verification/cycle_reference.py`` checks the formula against a register-level machine.
+
+``verification/cycle_reference.py`` checks both formulas against a register-level machine.
 
 Precision and sparsity change the reduction depth K that the array has to cover, not the
 formula's structure: a PE packs ``pack`` MACs of a narrow precision along K, and an N:M zero-
