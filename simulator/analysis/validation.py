@@ -79,7 +79,7 @@ def _predict(point: Point, hardware: Hardware, known: dict[str, float]) -> float
     workload = point.workload
     if isinstance(workload, Sum):
         return sum(known[part] for part in workload.of)
-    if point.metric != "latency" and hardware.energy is None:
+    if point.metric in ("power", "efficiency") and hardware.energy is None:
         raise InputError(f"{point.key}: hardware {hardware.name} has no energy section to predict {point.metric}")
     if isinstance(workload, Idle):
         return static_mw(action_costs(hardware)) / 1e3

@@ -244,6 +244,21 @@ def test_tpu_v1s_counters_are_shares_of_its_cycles_and_its_rate_is_its_throughpu
     assert compared["v1.app.mlp0.rate"].predicted == pytest.approx(rate)
 
 
+def test_only_the_energy_metrics_need_an_energy_model():
+    """Throughput, rates and counters come from time alone: a preset without its energy section predicts
+    them as the shipped one does; power is refused by name."""
+    data = load_silicon(SILICON_DIR / "tpu_v1.yaml")
+    chip = load_hardware(data.preset)
+    timeless = chip.model_copy(update={"energy": None})
+    timed = [p for p in data.points if p.metric not in ("power", "efficiency")]
+    shipped = {p.key: p.predicted for p in compare(data.model_copy(update={"points": timed}), chip)}
+    bare = {p.key: p.predicted for p in compare(data.model_copy(update={"points": timed}), timeless)}
+    assert bare == shipped and len(bare) == 21
+    power = [p for p in data.points if p.metric == "power"]
+    with pytest.raises(InputError, match="has no energy section to predict power"):
+        compare(data.model_copy(update={"points": power}), timeless)
+
+
 def test_the_counters_shares_by_closed_form():
     """One int8 product of 512 x 1024 x 1024 on tpu_v1_like (a 256 x 256 weight-stationary array): 16 folds of
     512 rows each (active 16 x 512), compute 256 + 15 x 512 + 512 + 510 cycles (the rest shifting weights
