@@ -105,15 +105,26 @@ def _predict(point: Point, hardware: Hardware, known: dict[str, float]) -> float
 
 def counter_shares(results: Results, hardware: Hardware) -> dict[str, float]:
     """The shares of a run's cycles that TPU v1's performance counters report (Table 3's rows 1, 4, 5 and 6,
-    together 1): the array streaming data (each fold's rows through it), shifting weights in beyond that
-    (the rest of its compute cycles), stalled for DRAM, and the vector unit's cycles. Defined for one
-    weight-stationary array, as that chip has."""
+    together 1): the array streaming data (each fold's rows through it), shifting weights in, stalled for
+    DRAM, and the vector unit's cycles. A step that keeps up with DRAM shifts weights for the rest of its
+    compute cycles (loads not hidden behind a stream, fill and drain); a step that waits for DRAM shifts each
+    tile in only once its weights have arrived, so every fold's R-cycle shift is exposed, and the rest of its
+    time beyond streaming and shifting is the stall. Defined for one weight-stationary array, as that chip
+    has."""
     if hardware.arrays != 1 or hardware.array.dataflow != "ws":
         raise InputError(f"{hardware.name}: the performance counters are defined for one weight-stationary array")
     matrix, vector = results[results.unit == "array"], results[results.unit == "sfu"]
-    active = int((matrix.folds * matrix.m).sum())  # ws streams a product's m rows through each of its folds
-    cycles = {"array_active": active, "weight_shift": int(matrix.compute_cycles.sum()) - active,
-              "weight_stall": int(matrix.stall_cycles.sum()), "non_matrix": int(vector.total_cycles.sum())}
+    cycles = dict.fromkeys(COUNTERS, 0)
+    for folds, rows, compute, stall, transfer in zip(matrix.folds, matrix.m, matrix.compute_cycles,
+                                                     matrix.stall_cycles, matrix.transfer_cycles, strict=True):
+        active = int(folds) * int(rows)  # ws streams a product's m rows through each of its folds
+        busy = int(compute) + int(stall)
+        waits = transfer > compute  # its DRAM transfers outlast its compute: every tile arrives late
+        shift = min(int(folds) * hardware.array.rows, busy - active) if waits else int(compute) - active
+        cycles["array_active"] += active
+        cycles["weight_shift"] += shift
+        cycles["weight_stall"] += busy - active - shift
+    cycles["non_matrix"] = int(vector.total_cycles.sum())
     total = sum(cycles.values())
     return {name: count / total for name, count in cycles.items()}
 

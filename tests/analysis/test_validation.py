@@ -260,9 +260,12 @@ def test_only_the_energy_metrics_need_an_energy_model():
 
 
 def test_the_counters_shares_by_closed_form():
-    """One int8 product of 512 x 1024 x 1024 on tpu_v1_like (a 256 x 256 weight-stationary array): 16 folds of
-    512 rows each (active 16 x 512), compute 256 + 15 x 512 + 512 + 510 cycles (the rest shifting weights
-    and filling), and no vector work; a chip of several arrays is refused."""
+    """tpu_v1_like, a 256 x 256 weight-stationary array fed by DDR3. An int8 product of 512 x 1024 x 1024 waits
+    for DRAM: 16 folds of 512 rows (active 16 x 512), each tile shifted in once its weights arrive (16 x 256
+    cycles), the rest of its time stalled. A product of 2048 x 4096 x 4096 (A fits the 12 MiB activation
+    buffer) keeps up: 256 folds of 2,048 rows, its compute 256 + 255 x 2,048 + 2,048 + 510 cycles, the rest
+    of which (the first load, fill and drain) is shifting; its stall is what its transfers add (the first
+    tile's). A chip of several arrays is refused."""
     from simulator.analysis.validation import _trace, counter_shares
     from simulator.engine import simulate
     from simulator.spec.run_config import policy_from_dict
@@ -270,16 +273,19 @@ def test_the_counters_shares_by_closed_form():
 
     chip = load_hardware("tpu_v1_like")
     policy = policy_from_dict({"name": "int8", "hardware": chip.name, "precision": {"default": "int8"}})
-    results = simulate(_trace(Gemm(op="gemm", m=512, k=1024, n=1024, precision="int8")), chip, policy)
-    matrix = results[results.unit == "array"]
-    compute = 256 + 15 * 512 + 512 + 510
-    assert int(matrix.compute_cycles.sum()) == compute
-    stall = int(matrix.stall_cycles.sum())
-    shares = counter_shares(results, chip)
-    total = compute + stall + int(results[results.unit == "sfu"].total_cycles.sum())
-    assert shares["array_active"] == pytest.approx(16 * 512 / total)
-    assert shares["weight_shift"] == pytest.approx((compute - 16 * 512) / total)
-    assert shares["weight_stall"] == pytest.approx(stall / total)
+    for m, k, folds, waits in ((512, 1024, 16, True), (2048, 4096, 256, False)):
+        results = simulate(_trace(Gemm(op="gemm", m=m, k=k, n=k, precision="int8")), chip, policy)
+        row = results[results.unit == "array"].iloc[0]
+        assert (row.folds, row.transfer_cycles > row.compute_cycles) == (folds, waits)
+        busy = int(row.compute_cycles) + int(row.stall_cycles)
+        total = busy + int(results[results.unit == "sfu"].total_cycles.sum())
+        shift = folds * 256 if waits else 256 + (folds - 1) * m + m + 510 - folds * m
+        if not waits:
+            assert int(row.compute_cycles) == 256 + (folds - 1) * m + m + 510
+        shares = counter_shares(results, chip)
+        assert shares["array_active"] == pytest.approx(folds * m / total)
+        assert shares["weight_shift"] == pytest.approx(shift / total)
+        assert shares["weight_stall"] == pytest.approx((busy - folds * m - shift) / total)
     with pytest.raises(InputError, match="one weight-stationary array"):
         counter_shares(results, load_hardware("tpu_v5e_like"))
 
