@@ -24,6 +24,7 @@ to the earlier schedule of the list (and to the widest tile), so a product that 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from simulator.units import ceil_div
@@ -107,8 +108,13 @@ def block_counts(n: int) -> set[int]:
     return counts
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def best_blocking(operands: Operands, buffers: Buffers) -> Blocking:
-    """The schedule that fetches the fewest DRAM bytes (ties: the earlier schedule)."""
+    """The schedule that fetches the fewest DRAM bytes (ties: the earlier schedule); ``streamed`` at once when
+    it fetches each operand once (no schedule fetches less), as a product that fits its buffers does."""
+    plain = streamed(operands, buffers)
+    if plain.a_fetches * operands.a_dram <= 1 and plain.b_fetches * operands.b_dram <= 1:
+        return plain
     return min(candidates(operands, buffers), key=lambda blocking: dram_bytes(blocking, operands))
 
 
