@@ -104,12 +104,8 @@ def _predict(point: Point, hardware: Hardware, known: dict[str, float]) -> float
 
 
 def counter_shares(results: Results, hardware: Hardware) -> dict[str, float]:
-    """The shares of a run's cycles that TPU v1's performance counters report (Table 3's rows 1, 4, 5 and 6,
-    together 1): the array streaming data (each fold's rows through it), shifting weights in, stalled for
-    DRAM, and the vector unit's cycles. A step that keeps up with DRAM shifts weights for the rest of its
-    compute cycles (loads not hidden behind a stream, fill and drain); a step that waits for DRAM shifts each
-    tile in only once its weights have arrived, so every fold's R-cycle shift is exposed, and the rest of its
-    time beyond streaming and shifting is the stall. Defined for one weight-stationary array, as that chip
+    """The shares of a run's cycles that TPU v1's performance counters report, together 1 (how the cycles
+    divide: docs/validation.md, "What is measured"). Defined for one weight-stationary array, as that chip
     has."""
     if hardware.arrays != 1 or hardware.array.dataflow != "ws":
         raise InputError(f"{hardware.name}: the performance counters are defined for one weight-stationary array")
