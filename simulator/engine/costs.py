@@ -133,6 +133,8 @@ def matrix_traffic(step: Step, tensors: dict[str, Tensor], placement: Placement,
         b_home = placement.home[b_name]
     else:
         b_bytes = weight_bytes
+        if mem.whole_weight_tiles and weight_bytes:
+            b_bytes = whole_tiles_bytes(weight_bytes, placed.depth, op.n, array.rows, array.cols)
         b_home = DRAM if mem.weights_streamed else "preloaded"  # preloaded weights sit in the filter buffer
     operands = Operands(op.m, op.n, ceil_div(a_bytes, products), ceil_div(b_bytes, products), a_sweeps, b_sweeps,
                         placement.home[a_name] == DRAM, b_home == DRAM)
@@ -165,6 +167,13 @@ def matrix_traffic(step: Step, tensors: dict[str, Tensor], placement: Placement,
             if drain_read:
                 counts.add(ofmap_read_bytes=size)
     return counts
+
+
+def whole_tiles_bytes(stored: int, depth: int, n: int, rows: int, cols: int) -> int:
+    """Bytes of a weight matrix moved as whole rows x cols tiles (``memory.whole_weight_tiles``): its stored
+    bytes (values, and their scales alike) scaled by the zero padding of its reduction depth (K', as the PEs
+    cover it) and its columns."""
+    return ceil_div(stored * ceil_div(depth, rows) * rows * ceil_div(n, cols) * cols, depth * n)
 
 
 def sfu_traffic(step: Step, tensors: dict[str, Tensor], placement: Placement,

@@ -79,6 +79,10 @@ class MemoryConfig(StrictModel):
     dram_efficiency: float = Field(1.0, gt=0, le=1, allow_inf_nan=False,
                                    description="the fraction of dram_bytes_per_cycle a transfer sustains (1: peak)")
     weights_streamed: bool = Field(True, description="weights are fetched from DRAM for every op that uses them")
+    whole_weight_tiles: bool = Field(
+        False, description="weights move from DRAM in whole rows x cols tiles, zero-padded where a matrix's depth "
+                           "or columns do not fill the last (TPU v1's weight FIFO moves 64 KiB tiles); off: only "
+                           "the weights' own bytes")
     loop_blocking: bool = Field(
         False, description="a matrix product larger than its buffers runs blocked, in the schedule and tile shape "
                            "that fetch the fewest DRAM bytes (a compiler's choice; simulator/engine/blocking.py); "

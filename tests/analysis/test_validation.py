@@ -195,11 +195,12 @@ def test_the_targets_this_model_meets(v3):
     assert all(point.fitted == point.calibration for point in compared.values())
 
 
-def test_tpu_v1s_apps_are_table_1s_and_three_of_four_are_predicted_within_15_percent():
+def test_tpu_v1s_apps_are_table_1s_and_predicted_from_their_simulated_time():
     """The apps' assumed shapes hold Table 1's weights (20M, 5M, 52M, 34M, within 0.1%) and batch sizes;
     each is predicted as 2 x its MACs (FC layers x batch x width^2) over the simulated time of its layers,
-    below the chip's peak (92 TOPS); MLP0, MLP1 and LSTM0 land within issue 26's 15% (a prediction: nothing
-    was fitted to them); LSTM1 does not (docs/validation.md says why that is open)."""
+    below the chip's peak (92 TOPS); MLP0 and LSTM0 land within issue 26's 15% (a prediction: nothing was
+    fitted to them); MLP1 (its assumed 1118-wide layers padded to whole 256 x 256 tiles, 31% more bytes)
+    and LSTM1 do not (docs/validation.md says why)."""
     from simulator.engine import simulate
     from simulator.spec.run_config import policy_from_dict
 
@@ -222,9 +223,9 @@ def test_tpu_v1s_apps_are_table_1s_and_three_of_four_are_predicted_within_15_per
         assert compared[point.key].predicted == pytest.approx(2 * macs / (float(totals.latency_ms) * 1e9))
         assert compared[point.key].predicted < 2 * chip.pes * chip.macs_per_pe["int8"] * chip.array.clock_mhz * 1e-6
         assert not compared[point.key].fitted
-    for key in ("v1.app.mlp0", "v1.app.mlp1", "v1.app.lstm0"):
+    for key in ("v1.app.mlp0", "v1.app.lstm0"):
         assert abs(compared[key].ratio - 1) <= 0.15, key
-    assert compared["v1.app.lstm1"].ratio > 1.15
+    assert compared["v1.app.mlp1"].ratio < 0.85 and compared["v1.app.lstm1"].ratio > 1.15
 
 
 def test_tpu_v1s_counters_are_shares_of_its_cycles_and_its_rate_is_its_throughput():

@@ -124,3 +124,20 @@ def test_a_preset_names_only_fields_it_has_as_fitted():
     for wrong in ("memory.dram_eficiency", "sfu.cycles_per_element.nosuchop", "dispatch.kernel_us.more"):
         with pytest.raises(ValueError, match=f"fitted: '{wrong}' names no field of the preset"):
             preset_with("tpu_v5e_like", fitted=[wrong])
+
+
+@pytest.mark.parametrize(("k", "n"), [(300, 300), (256, 512), (1, 257)])
+def test_whole_weight_tiles_move_the_padded_matrix(k, n):
+    """tpu_v1_like moves weights as whole 256 x 256 int8 tiles: a K x N weight matrix's stored bytes (its
+    values and their scales) grow by the padding of K and N to whole tiles (the field off: its own bytes);
+    nothing else moves more, and the timing is the same."""
+    m = 64
+    tiled = simulate(one_gemm(m, k, n), load_hardware("tpu_v1_like"), INT8)
+    plain = simulate(one_gemm(m, k, n), preset_with("tpu_v1_like", memory={"whole_weight_tiles": False}), INT8)
+    own = int(plain[plain.unit == "array"].dram_bytes.sum())
+    assert k * n < own <= k * n + 4 * n  # the int8 values and a scale per column
+    padded = -(-k // 256) * 256 * -(-n // 256) * 256
+    assert int(tiled[tiled.unit == "array"].dram_bytes.sum()) == -(-own * padded // (k * n))
+    assert tiled[tiled.unit != "array"].dram_bytes.tolist() == plain[plain.unit != "array"].dram_bytes.tolist()
+    assert tiled.compute_cycles.tolist() == plain.compute_cycles.tolist()
+
