@@ -29,12 +29,11 @@ from dataclasses import dataclass
 
 from simulator.units import ceil_div
 
-SCHEDULES = ("streamed", "a_blocks", "b_blocks", "output_tiles")
-
 
 @dataclass(frozen=True)
 class Operands:
-    """One product's sizes and what fetching each operand costs in DRAM bytes (0: it is not in DRAM)."""
+    """One product's sizes, its operands' stored bytes and sweeps, and whether each is fetched from DRAM (one
+    already on chip costs no DRAM bytes to fetch again)."""
 
     m: int
     n: int
@@ -78,7 +77,7 @@ def streamed(operands: Operands, buffers: Buffers) -> Blocking:
 
 
 def candidates(operands: Operands, buffers: Buffers) -> list[Blocking]:
-    """Each schedule's best shape (see the module docstring), in the order of :data:`SCHEDULES`."""
+    """Each schedule's best shape, in the order of the module docstring's list."""
     m, n = operands.m, operands.n
     found = [streamed(operands, buffers)]
     rows = min(m, buffers.ifmap // ceil_div(operands.a_bytes, m))  # the most rows of A held whole
