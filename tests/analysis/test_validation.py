@@ -291,6 +291,26 @@ def test_the_counters_shares_by_closed_form():
         counter_shares(results, load_hardware("tpu_v5e_like"))
 
 
+def test_the_counters_add_up_over_steps_and_a_shift_never_outlasts_the_step():
+    """Two array steps of one run add up; a step that waits for DRAM but only just (its time beyond
+    streaming shorter than its folds' shifts) shifts for that time and stalls for none."""
+    import pandas as pd
+
+    from simulator.analysis.validation import counter_shares
+
+    rows = [  # unit, folds, m, compute, stall, transfer, total
+        ("array", 16, 512, 8958, 500, 9458, 9458),  # waits: 766 + 500 cycles beyond streaming < 16 x 256
+        ("array", 4, 300, 2000, 0, 100, 2000),  # keeps up: 2000 - 1200 shifting
+        ("sfu", 0, 0, 700, 0, 0, 700),
+    ]
+    frame = pd.DataFrame(rows, columns=["unit", "folds", "m", "compute_cycles", "stall_cycles", "transfer_cycles",
+                                        "total_cycles"])
+    shares = counter_shares(frame, load_hardware("tpu_v1_like"))
+    total = 9458 + 2000 + 700
+    assert shares == pytest.approx({"array_active": (8192 + 1200) / total, "weight_shift": (1266 + 800) / total,
+                                    "weight_stall": 0.0, "non_matrix": 700 / total})
+
+
 def test_a_run_says_whether_its_preset_is_validated_and_how_well(run_cli):
     from conftest import preset_with
 
