@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from simulator.energy.accounting import static_mw
 from simulator.energy.action_costs import action_costs
+from simulator.engine.timing import stationary_load_cycles
 from simulator.spec.hardware import Hardware
 from simulator.spec.run_config import policy_from_dict
 from simulator.spec.silicon import COUNTERS, Bmm, Gemm, Idle, Network, Point, RowOp, SiliconData, Sum
@@ -110,13 +111,14 @@ def counter_shares(results: Results, hardware: Hardware) -> dict[str, float]:
     if hardware.arrays != 1 or hardware.array.dataflow != "ws":
         raise InputError(f"{hardware.name}: the performance counters are defined for one weight-stationary array")
     matrix, vector = results[results.unit == "array"], results[results.unit == "sfu"]
+    load = stationary_load_cycles(hardware.array.rows)  # one tile's shift into the array
     cycles = dict.fromkeys(COUNTERS, 0)
     for folds, rows, compute, stall, transfer in zip(matrix.folds, matrix.m, matrix.compute_cycles,
                                                      matrix.stall_cycles, matrix.transfer_cycles, strict=True):
         active = int(folds) * int(rows)  # ws streams a product's m rows through each of its folds
         busy = int(compute) + int(stall)
         waits = transfer > compute  # its DRAM transfers outlast its compute: every tile arrives late
-        shift = min(int(folds) * hardware.array.rows, busy - active) if waits else int(compute) - active
+        shift = min(int(folds) * load, busy - active) if waits else int(compute) - active
         cycles["array_active"] += active
         cycles["weight_shift"] += shift
         cycles["weight_stall"] += busy - active - shift
