@@ -7,6 +7,12 @@ column names, read here, as its own trace reader wants another layout),
 Sarathi's chunk size), ``block_size``, ``num_blocks``, and ``cost``: seconds per batch = ``fixed`` +
 ``per_token`` x new tokens + ``per_sequence`` x requests. Output: one object per request, in arrival
 order: ``arrived_at``, ``prefill_completed_at``, ``completed_at``, ``restarts``.
+
+Vidur 0.0.26's ``Request.restart`` (a preempted request starting over, vLLM's recompute) has two defects,
+mended here so that runs with preemption can be compared: it does not reset the pipeline stage's count of
+processed tokens (the request's next prefill then fails Vidur's own assertion), and a request preempted
+part-way through a chunked prefill restarts with the part it had processed as its whole prompt (the rest of
+the prompt would be decoded one token per iteration, and its first token reported at the part's end).
 """
 
 from __future__ import annotations
@@ -37,7 +43,22 @@ class ClosedFormPredictor:
         return ExecutionTimeC(1, 0.0, 0.0, 0.0, 0.0, seconds * 1e3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
 
+def _mended(restart):
+    """``Request.restart``, and then what it leaves wrong set right (see the module docstring)."""
+
+    def mended_restart(self):
+        prefilled, prompt, total = self.is_prefill_complete, self.num_prefill_tokens, self.total_tokens
+        restart(self)
+        self._num_stage_processed_tokens = 0
+        self._is_prefill_stage_complete = False
+        if not prefilled:  # nothing was generated: the prompt is recomputed as it was
+            self._num_prefill_tokens, self._num_decode_tokens = prompt, total - prompt
+
+    return mended_restart
+
+
 def main() -> None:
+    Request.restart = _mended(Request.restart)
     request = json.load(sys.stdin)
     output = tempfile.mkdtemp()
     scheduler = request["scheduler"]

@@ -20,10 +20,15 @@ plan lists (sequence, new tokens); the KV cache must hold every planned sequence
   Vidur allocate them), each taking the next chunk of its prompt that fits what is left of the budget; the
   chunk that completes a prompt emits its first token.
 
-When a decode (or a chunk) needs a block and none is free, the most recently admitted running sequence
-is preempted. Under recompute preemption (vLLM's for single sequences) its blocks are freed and it waits
-again at the head of the queue, to recompute its prompt and generated tokens later. Under swap preemption
-(:mod:`.swap`) its blocks are copied to the host and it waits among the swapped, oldest admission first,
+Sequences are ranked first come, first served (by arrival, as vLLM's FCFS policy ranks them): decodes and
+prefill chunks run in that order and the latest arrival is preempted first. A decode runs only while a
+block is free before it (vLLM's rule for a running sequence: one free block per sequence, whether or not its
+step fills its last block; vLLM applies it to running prefill chunks too, Vidur does not, nor does
+accelsim: a prompt's blocks are held from its admission); a chunk, only while its blocks fit. Otherwise the
+latest-arriving running sequence not yet planned is preempted, or the sequence itself when there is none.
+Under recompute preemption (vLLM's for single sequences) its blocks are freed and it waits again at the
+head of the queue, to recompute its prompt and generated tokens later. Under swap preemption
+(:mod:`.swap`) its blocks are copied to the host and it waits among the swapped, earliest arrival first,
 to be copied back and resume where it stopped; as in vLLM, swapped sequences come back only in an iteration
 that preempted nothing: ``continuous`` then adds them to the decodes (and admits no new prompt while any
 is swapped out), ``chunked`` after the running sequences' tokens and before new admissions, each taking
@@ -54,7 +59,6 @@ class Active:
     target: int  # tokens its prefill computes: the prompt, or after a preemption prompt + generated
     computed: int = 0  # tokens whose KV entries are cached
     generated: int = 0  # output tokens emitted
-    admitted: int = 0  # admission order (preemption takes the latest)
     first_scheduled: int | None = None
     first_token: int | None = None
     finish: int | None = None
@@ -81,6 +85,11 @@ class Active:
 Plan = list[tuple[Active, int]]
 
 
+def first_come(active: Active) -> int:
+    """A sequence's rank, first come first served: requests are numbered in order of arrival."""
+    return active.request.request_id
+
+
 @dataclass
 class Queue:
     """The waiting requests (first come, first served), the running sequences and, under swap preemption
@@ -91,17 +100,11 @@ class Queue:
     kv: PagedKVCache
     host: HostSpace | None = None  # swap preemption's space on the host; None: recompute preemption
     swapped: list[Active] = field(default_factory=list)
-    admissions: int = 0
     preempted: int = 0  # in the iteration being planned
     copied_blocks: int = 0  # to or from the host, in the iteration being planned
 
     def admit(self, active: Active) -> None:
         self.waiting.popleft()
-        self._run(active)
-
-    def _run(self, active: Active) -> None:
-        self.admissions += 1
-        active.admitted = self.admissions
         self.running.append(active)
 
     def swap_in(self, active: Active, tokens: int) -> bool:
@@ -114,7 +117,7 @@ class Queue:
         self.copied_blocks += active.swapped_blocks
         active.swapped_blocks = 0
         self.swapped.remove(active)
-        self._run(active)
+        self.running.append(active)
         return True
 
     def _blocks(self, active: Active, tokens: int) -> tuple[int, int, int, int]:
@@ -132,13 +135,14 @@ class Queue:
     def hold(self, active: Active, tokens: int) -> None:
         self.kv.grow(*self._blocks(active, tokens))
 
-    def preempt_for(self, active: Active, tokens: int, planned: set[int]) -> bool:
-        """Free blocks until ``active`` can hold ``tokens`` entries, preempting the latest admitted other
+    def preempt_for(self, active: Active, tokens: int, planned: set[int], decode: bool = False) -> bool:
+        """Free blocks until ``active`` can hold ``tokens`` entries (and, a ``decode`` of a sequence that does
+        not reserve its blocks, until a block is free before it), preempting the latest-arriving other
         running sequences not already planned (nor reserving); False (and ``active`` itself preempted)
         when it cannot."""
-        while not self.fits(active, tokens):
+        while not self.fits(active, tokens) or decode and not active.reserves and self.kv.free < 1:
             victims = [a for a in self.running if a is not active and id(a) not in planned and not a.reserves]
-            victim = max(victims, key=lambda a: a.admitted) if victims else active
+            victim = max(victims, key=first_come) if victims else active
             self.preempt(victim)
             if victim is active:
                 return False
@@ -160,7 +164,7 @@ class Queue:
         active.swaps += 1
         active.swapped_blocks = blocks
         self.swapped.append(active)
-        self.swapped.sort(key=lambda a: a.admitted)
+        self.swapped.sort(key=first_come)
 
 
 def _admit_prompts(queue: Queue, max_batch: int, max_tokens: int, whole: bool) -> Plan:
@@ -198,7 +202,7 @@ def continuous_plan(queue: Queue, max_batch: int, max_tokens: int) -> Plan:
 
 
 def _swap_in(queue: Queue, max_batch: int, budget: int | None) -> Plan:
-    """Swapped sequences copied back, oldest admission first, while the running ones stay within
+    """Swapped sequences copied back, earliest arrival first, while the running ones stay within
     ``max_batch``, their tokens (a decode's one, or the next chunk of a prompt) within ``budget`` (None:
     no limit) and the cache has their blocks."""
     plan: Plan = []
@@ -218,7 +222,7 @@ def chunked_plan(queue: Queue, max_batch: int, max_tokens: int) -> Plan:
     plan = _decodes(queue, set())
     budget = max_tokens - len(plan)
     planned = {id(a) for a, _ in plan}
-    for active in sorted((a for a in queue.running if a.prefilling), key=lambda a: a.admitted):
+    for active in sorted((a for a in queue.running if a.prefilling), key=first_come):
         if budget <= 0:
             break
         if active not in queue.running:  # preempted for an earlier one
@@ -245,13 +249,13 @@ def chunked_plan(queue: Queue, max_batch: int, max_tokens: int) -> Plan:
 
 
 def _decodes(queue: Queue, planned: set[int]) -> Plan:
-    """One token for every running sequence past its prefill, oldest admission first, preempting as the
+    """One token for every running sequence past its prefill, earliest arrival first, preempting as the
     cache requires."""
     plan: Plan = []
-    for active in sorted((a for a in queue.running if not a.prefilling), key=lambda a: a.admitted):
+    for active in sorted((a for a in queue.running if not a.prefilling), key=first_come):
         if active not in queue.running:  # preempted for an earlier one
             continue
-        if queue.preempt_for(active, active.computed + 1, planned):
+        if queue.preempt_for(active, active.computed + 1, planned, decode=True):
             plan.append((active, 1))
             planned.add(id(active))
     return plan

@@ -61,7 +61,7 @@ def test_continuous_admits_within_the_token_budget_then_decodes() -> None:
     assert [(a.request.request_id, new) for a, new in continuous_plan(queue, 8, 25)] == [(0, 1), (1, 1), (2, 1)]
 
 
-def test_a_full_cache_preempts_the_latest_admitted() -> None:
+def test_a_full_cache_preempts_the_latest_arrival() -> None:
     queue = queue_of(PagedKVCache(6, 4), (8, 9), (8, 9), (7, 2))  # 2 + 2 + 2 blocks
     plan = continuous_plan(queue, 8, 100)
     assert len(plan) == 3 and queue.kv.free == 0
@@ -73,6 +73,32 @@ def test_a_full_cache_preempts_the_latest_admitted() -> None:
     preempted = queue.waiting[0]
     assert (preempted.request.request_id, preempted.preemptions, preempted.target, preempted.computed) == (2, 1, 8, 0)
     assert queue.kv.used == 6
+
+
+def test_a_decode_needs_a_free_block_even_with_room_in_its_own() -> None:
+    """vLLM's rule: request 0's step fills its second block's sixth entry, yet with no block free the latest
+    arrival is preempted before it runs."""
+    queue = queue_of(PagedKVCache(4, 4), (5, 9), (5, 9))  # 2 + 2 blocks
+    for active, new in continuous_plan(queue, 8, 100):
+        active.computed += new
+        active.generated = 1
+    assert queue.kv.free == 0
+    assert admitted(continuous_plan(queue, 8, 100)) == [(0, 1)]
+    assert [(a.request.request_id, a.preemptions) for a in queue.waiting] == [(1, 1)]
+    assert queue.kv.used == 2
+
+
+def test_arrival_not_admission_ranks_the_running() -> None:
+    """Request 0 was readmitted after request 1 (as after a preemption): it still decodes first, and request 1,
+    the later arrival, is the one preempted."""
+    cache = PagedKVCache(4, 4)
+    late, early = (Active(Request(i, float(i), 8, 9), 8, computed=8, generated=1) for i in (1, 0))
+    queue = Queue(deque(), [], cache)
+    for active in (late, early):
+        queue.running.append(active)
+        queue.hold(active, 8)
+    assert admitted(continuous_plan(queue, 8, 100)) == [(0, 1)]
+    assert list(queue.waiting) == [late] and late.preemptions == 1
 
 
 def test_chunked_fills_its_budget_after_the_decodes() -> None:
