@@ -10,15 +10,18 @@ runs the whole model's pass; :meth:`IterationCoster.cost` must equal it, and get
 2. Where the model's blocks are all alike, as the sum of its parts (:mod:`.parts`): the token part of
    its (T, E, one kind or several) and each kind's attention, each costed once, when the parts certify
    that the pass spills nothing. A part not seen yet comes from a probe: the token part from the
-   four-block probe of the cheapest batch with the same token part (one prompt and E - 1 decode steps),
+   probe of the cheapest batch with the same token part (one prompt and E - 1 decode steps),
    kinds from a probe of the first block's attention alone (:meth:`ModelSpec.attention_trace`: once
    nothing spills, a kind's steps cost the same wherever its pass starts) on the kinds missing, with the
    next decode steps of each.
-3. Else on a copy of the model with four blocks (the probe): the embedding, the first and the last
+3. Else on a copy of the model with three blocks (the probe): the embedding, the first and the last
    block, the final norm and the head cost as in the whole model, every block between as the second.
-   That holds when the third block is placed and costed exactly as the second (compared tensor by tensor
+   That holds when the second block is placed and costed exactly as the first (compared tensor by tensor
    and step by step): each block's placement depends only on what the block before it leaves live, so
-   every inner block repeats the second.
+   every later block but the last repeats the first, and the last sees what it sees in the whole model.
+   When the first block differs (what the embedding leaves live is not what a block leaves), a copy with
+   four blocks, its second and third compared: every block between the first and the last repeats the
+   second.
 4. Else (blocks that differ, a probe that does not repeat, a sample-grouped batch that spills) the whole
    model's pass.
 """
@@ -33,11 +36,11 @@ from simulator.energy.accounting import leakage_mw
 from simulator.engine import Prepared, Simulator
 from simulator.engine.records import RESULT_COLUMNS, StepRecord
 from simulator.engine.results import run_cycles
-from simulator.serving.parts import KindPart, Sums, TokenPart, certified, harvest, record_sums
+from simulator.serving.parts import KindPart, Sums, TokenPart, certified, harvest, record_sums, total
 from workloads.mixed import MixedBatch, Sequence
 from workloads.models import ModelSpec
 
-PROBE_BLOCKS = 4  # the first, two inner ones (compared), the last
+PROBES = (3, 4)  # blocks of the probes tried in turn: n - 3 and n - 2 compared, then the last
 PREFETCH = 32  # decode steps of a kind costed ahead (the sequences' next iterations)
 _BLOCK = re.compile(r"^layers\.(\d+)\.")
 _NAMES = {RESULT_COLUMNS.index(name) for name in ("name", "layer", "fused_into")}
@@ -66,8 +69,8 @@ class IterationCoster:
         self.static_mw = leakage_mw(simulator.costs) * self.chips  # all chips' (NaN without an energy model)
         self.hardware = simulator.hardware
         self.layers = int(spec.config["num_hidden_layers"])
-        alike = self.layers > PROBE_BLOCKS and _blocks_alike(spec)
-        self.probe = _with_blocks(spec, PROBE_BLOCKS) if alike else None
+        alike = self.layers > max(PROBES) and _blocks_alike(spec)
+        self.probes = [(blocks, _with_blocks(spec, blocks)) for blocks in PROBES] if alike else []
         self.context = int(spec.config.get("max_position_embeddings") or 1 << 31)
         self.memo: dict[Any, IterationCost] = {}
         self.tokens: dict[TokenKey, TokenPart] = {}
@@ -93,13 +96,13 @@ class IterationCoster:
                              self.chips * sums.energy_pj + self.static_mw * seconds * 1e9)
 
     def _sums(self, batch: MixedBatch) -> Sums:
-        layout = _layout(batch) if self.probe is not None else None
+        layout = _layout(batch) if self.probes else None
         if layout is not None:
             summed = self._summed(batch, *layout)
             if summed is not None:
                 self.counts["summed"] += 1
                 return summed
-        probed = self._probed(batch, layout) if self.probe is not None else None
+        probed = self._probed(batch, layout) if self.probes else None
         if probed is not None:
             self.counts["probed"] += 1
             return probed
@@ -120,17 +123,14 @@ class IterationCoster:
             self._probed(stand_in, _layout(stand_in))
             token = self.tokens.get(token_key)
         if token is None:
-            return None  # the four-block probe of this batch harvests its parts
+            return None  # the probe of this batch harvests its parts
         missing = [key for key in kinds if key not in self.kinds]
         if missing and not self._probe_kinds(batch, missing):
             return None
         parts = [self.kinds[key] for key in kinds]
         if not certified(token, parts, self.hardware.memory.ifmap_buffer_bytes):
             return None
-        total = token.sums
-        for part in parts:
-            total = total + part.sums
-        return total
+        return total([token.sums, *(part.sums for part in parts)])
 
     def _probe_kinds(self, batch: MixedBatch, missing: list[KindKey]) -> bool:
         """Cost the ``missing`` kinds on the first block's attention alone (and, for a mixed batch, the next
@@ -163,22 +163,24 @@ class IterationCoster:
         return True
 
     def _probed(self, batch: MixedBatch, layout: tuple[TokenKey, list[KindKey]] | None) -> Sums | None:
-        """The whole model's sums from the four-block copy, or None when the copy does not show them; the
-        parts of a batch with a ``layout`` are kept when its pass spills nothing."""
-        assert self.probe is not None
-        prepared = self.sim.prepare(self.probe.mixed_trace(batch))
-        if prepared.spilled and batch.uniform() is not None and len(batch.sequences) > 1:
-            return None  # the engine may run the batch in sample groups: decided on the whole model
-        records = self.sim.records(prepared)
-        if not _repeats(prepared, records):
-            return None
-        times = [self.layers - PROBE_BLOCKS + 1 if r.layer == 1 else 1 for r in records]
-        if layout is not None and not prepared.spilled:
-            parts = harvest(prepared, records, times)
-            self.tokens.setdefault(layout[0], parts.token)
-            for index, key in enumerate(layout[1]):
-                self.kinds.setdefault(key, parts.kinds[index])
-        return record_sums(records, times)
+        """The whole model's sums from a copy with fewer blocks, or None when no copy shows them; the parts
+        of a batch with a ``layout`` are kept when its pass spills nothing."""
+        for blocks, probe in self.probes:
+            prepared = self.sim.prepare(probe.mixed_trace(batch))
+            if prepared.spilled and batch.uniform() is not None and len(batch.sequences) > 1:
+                return None  # the engine may run the batch in sample groups: decided on the whole model
+            records = self.sim.records(prepared)
+            repeated = blocks - 2  # compared with the block before it; it stands for every block between
+            if not _repeats(prepared, records, repeated - 1, repeated):
+                continue
+            times = [self.layers - blocks + 1 if r.layer == repeated else 1 for r in records]
+            if layout is not None and not prepared.spilled:
+                parts = harvest(prepared, records, times)
+                self.tokens.setdefault(layout[0], parts.token)
+                for index, key in enumerate(layout[1]):
+                    self.kinds.setdefault(key, parts.kinds[index])
+            return record_sums(records, times)
+        return None
 
 
 def _layout(batch: MixedBatch) -> tuple[TokenKey, list[KindKey]] | None:
@@ -230,22 +232,22 @@ def _with_blocks(spec: ModelSpec, blocks: int) -> ModelSpec:
     return replace(spec, config=cfg)
 
 
-def _repeats(prepared: Prepared, records: list[StepRecord]) -> bool:
-    """Whether blocks 1 and 2 of a probe are placed and costed alike: the same steps with the same records
-    (names aside) and every tensor with the same home."""
-    blocks: dict[int, list[tuple[Any, ...]]] = {1: [], 2: []}
+def _repeats(prepared: Prepared, records: list[StepRecord], first: int, second: int) -> bool:
+    """Whether blocks ``first`` and ``second`` of a probe are placed and costed alike: the same steps with the
+    same records (names aside) and every tensor with the same home."""
+    blocks: dict[int, list[tuple[Any, ...]]] = {first: [], second: []}
     for record in records:
         if record.layer in blocks:
             values = tuple(None if value != value else value  # NaN: no energy model
                            for index, value in enumerate(record.row()) if index not in _NAMES)
             blocks[record.layer].append((_unnamed(record.name), _unnamed(record.fused_into), values))
-    homes: dict[int, dict[str, tuple[str, bool]]] = {1: {}, 2: {}}
+    homes: dict[int, dict[str, tuple[str, bool]]] = {first: {}, second: {}}
     written = prepared.placement.written
     for name, home in prepared.placement.home.items():
         match = _BLOCK.match(name)
         if match and int(match.group(1)) in homes:
             homes[int(match.group(1))][_unnamed(name)] = (home, name in written)
-    return blocks[1] == blocks[2] and homes[1] == homes[2]
+    return blocks[first] == blocks[second] and homes[first] == homes[second]
 
 
 def _unnamed(name: str) -> str:

@@ -44,16 +44,22 @@ class PagedKVCache:
     def can_grow(self, sequence: int, tokens: int, samples: int = 1, prompt: int = 0) -> bool:
         return self.blocks_for(tokens, samples, prompt) - self.held.get(sequence, 0) <= self.free
 
-    def grow(self, sequence: int, tokens: int, samples: int = 1, prompt: int = 0) -> None:
+    def try_grow(self, sequence: int, tokens: int, samples: int = 1, prompt: int = 0) -> bool:
         """Hold the blocks for ``tokens`` cached tokens of ``sequence`` (of its ``samples``, see
-        :meth:`blocks_for`; an error when they do not fit: callers check :meth:`can_grow`)."""
+        :meth:`blocks_for`) when they fit; False, and nothing held, when they do not."""
         more = self.blocks_for(tokens, samples, prompt) - self.held.get(sequence, 0)
-        if more > self.free:
-            raise AssertionError(f"sequence {sequence} needs {more} blocks, {self.free} free")
+        if more > self.capacity - self.used:
+            return False
         if more > 0:
             self.held[sequence] = self.held.get(sequence, 0) + more
             self.used += more
             self.peak = max(self.peak, self.used)
+        return True
+
+    def grow(self, sequence: int, tokens: int, samples: int = 1, prompt: int = 0) -> None:
+        """:meth:`try_grow`, for callers that checked :meth:`can_grow` (an error when they do not fit)."""
+        if not self.try_grow(sequence, tokens, samples, prompt):
+            raise AssertionError(f"sequence {sequence} needs more blocks than the {self.free} free")
 
     def release(self, sequence: int) -> None:
         self.used -= self.held.pop(sequence, 0)

@@ -61,14 +61,17 @@ class Sums:
     energy: int | None = 0
     link: int = 0
 
-    def __add__(self, other: Sums) -> Sums:
-        energy = None if self.energy is None or other.energy is None else self.energy + other.energy
-        return Sums(self.array + other.array, self.sfu + other.sfu, self.dram_bytes + other.dram_bytes,
-                    self.launch_cycles + other.launch_cycles, energy, self.link + other.link)
-
     @property
     def energy_pj(self) -> float:
         return math.nan if self.energy is None else to_float(self.energy)
+
+
+def total(parts: list[Sums]) -> Sums:
+    """What ``parts`` add up to (energy None when any part's is)."""
+    energies = [part.energy for part in parts if part.energy is not None]
+    return Sums(sum(part.array for part in parts), sum(part.sfu for part in parts),
+                sum(part.dram_bytes for part in parts), sum(part.launch_cycles for part in parts),
+                sum(energies) if len(energies) == len(parts) else None, sum(part.link for part in parts))
 
 
 def record_sums(records: list[StepRecord], times: list[int]) -> Sums:

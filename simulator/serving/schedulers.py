@@ -138,15 +138,15 @@ class Queue:
     def preempt_for(self, active: Active, tokens: int, planned: set[int], decode: bool = False) -> bool:
         """Free blocks until ``active`` can hold ``tokens`` entries (and, a ``decode`` of a sequence that does
         not reserve its blocks, until a block is free before it), preempting the latest-arriving other
-        running sequences not already planned (nor reserving); False (and ``active`` itself preempted)
-        when it cannot."""
-        while not self.fits(active, tokens) or decode and not active.reserves and self.kv.free < 1:
+        running sequences not already planned (nor reserving), and hold them; False (and ``active`` itself
+        preempted) when it cannot."""
+        wanted = self._blocks(active, tokens)
+        while decode and not active.reserves and self.kv.free < 1 or not self.kv.try_grow(*wanted):
             victims = [a for a in self.running if a is not active and id(a) not in planned and not a.reserves]
             victim = max(victims, key=first_come) if victims else active
             self.preempt(victim)
             if victim is active:
                 return False
-        self.hold(active, tokens)
         return True
 
     def preempt(self, active: Active) -> None:

@@ -1,5 +1,5 @@
-"""A serving iteration's cost: every way IterationCoster.cost gets it (parts summed, a four-block probe, the
-whole model) equals the whole model's direct pass, bit for bit, on random mixed batches; and the mixed
+"""A serving iteration's cost: every way IterationCoster.cost gets it (parts summed, a three- or four-block
+probe, the whole model) equals the whole model's direct pass, bit for bit, on random mixed batches; and the mixed
 batch's trace has the work its closed form says."""
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from conftest import preset_with
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from simulator.engine import Simulator
+from simulator.engine import Prepared, Simulator
+from simulator.engine.records import StepRecord
+from simulator.serving import iteration
 from simulator.serving.iteration import IterationCoster
 from simulator.spec.hardware import Hardware, load_hardware
 from simulator.spec.run_config import load_run_config
@@ -83,6 +85,34 @@ def test_spills_are_costed_whole_or_probed() -> None:
     assert costs.sim.prepare(costs.spec.mixed_trace(batch)).spilled
     assert costs.cost(batch) == costs.direct(batch)
     assert costs.counts["summed"] == 0
+
+
+def test_the_probe_compares_its_first_two_blocks_else_a_four_block_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A three-block copy stands for the model when its first two blocks repeat; when they do not (made so
+    here), a four-block copy, its second and third compared; when neither repeats, the whole model. Each
+    equals the direct pass."""
+    compared: list[tuple[int, int]] = []
+    repeats = iteration._repeats
+    differs = {0}  # blocks told apart from the next
+
+    def recorded(prepared: Prepared, records: list[StepRecord], first: int, second: int) -> bool:
+        compared.append((first, second))
+        return first not in differs and repeats(prepared, records, first, second)
+
+    monkeypatch.setattr(iteration, "_repeats", recorded)
+    batch = MixedBatch((Sequence(100, 0, True), Sequence(60, 0, True), Sequence(1, 90, True)))
+    differs.clear()
+    costs = coster("native", "small")
+    assert costs.cost(batch) == costs.direct(batch) and set(compared) == {(0, 1)}
+    assert costs.counts["probed"] == 1
+    differs.add(0)
+    for attempt in (coster("native", "small"), coster()):
+        compared.clear()
+        assert attempt.cost(batch) == attempt.direct(batch) and set(compared) == {(0, 1), (1, 2)}
+        assert attempt.counts["whole"] == 0
+    differs.add(1)
+    costs = coster("native", "small")
+    assert costs.cost(batch) == costs.direct(batch) and costs.counts["whole"] == 1
 
 
 @pytest.mark.parametrize("model", ["qwen2-window-8", "mixtral-window-8", "mistral-window-8"])

@@ -9,6 +9,7 @@ import pytest
 from simulator.serving.kv_cache import PagedKVCache
 from simulator.serving.requests import Request
 from simulator.serving.schedulers import Active, Queue, chunked_plan, continuous_plan, static_plan
+from simulator.serving.swap import HostSpace
 from workloads.errors import InputError
 
 
@@ -214,3 +215,48 @@ def test_a_sampled_request_reserves_its_generation_and_is_no_victim() -> None:
     queue.running[1].computed = 12  # the single one needs a fourth block; only it may go
     assert admitted(continuous_plan(queue, 8, 100)) == [(0, 1)]
     assert queue.waiting[0].request.request_id == 1
+
+
+def test_a_chunk_runs_without_a_free_block() -> None:
+    """A prompt's blocks are held from its admission, so its next chunk needs no free block (as Vidur's
+    Sarathi scheduler has it): the full cache preempts nobody."""
+    queue = queue_of(PagedKVCache(5, 4), (20, 3))
+    assert admitted(chunked_plan(queue, 8, 12)) == [(0, 12)] and queue.kv.free == 0
+    queue.running[0].computed = 12
+    assert admitted(chunked_plan(queue, 8, 12)) == [(0, 8)] and queue.running[0].preemptions == 0
+
+
+def test_decodes_go_on_past_a_sequence_preempted_for_an_earlier_one() -> None:
+    """Request 2 samples two sequences (it holds its whole generation and is never a victim): request 0's
+    step preempts request 1, and request 2 still decodes after it."""
+    cache = PagedKVCache(8, 4)
+    sampled = Request(2, 2.0, 8, 2, samples=2)  # 2 shared prompt blocks and 1 more per sample
+    queue = Queue(deque([Active(Request(0, 0.0, 8, 9), 8), Active(Request(1, 1.0, 7, 9), 7),
+                         Active(sampled, 8)]), [], cache)
+    for active, new in continuous_plan(queue, 8, 100):
+        active.computed += new
+        active.generated = 1
+    assert len(queue.running) == 3 and cache.used == 2 + 2 + 4 == cache.capacity
+    assert admitted(continuous_plan(queue, 8, 100)) == [(0, 1), (2, 1)]
+    assert [a.request.request_id for a in queue.waiting] == [1]
+
+
+def test_sampled_requests_hold_their_blocks_apart() -> None:
+    cache = PagedKVCache(100, 4)
+    queue = Queue(deque(Active(Request(i, 0.0, 8, 5, samples=2), 8) for i in range(2)), [], cache)
+    continuous_plan(queue, 8, 100)
+    each = cache.blocks_for(12, 2, 8)
+    assert len(cache.held) == 2 and cache.used == 2 * each
+
+
+def test_no_prompt_is_admitted_while_a_sequence_is_swapped_out() -> None:
+    host = HostSpace(10, 10 * 64)
+    queue = Queue(deque([Active(Request(1, 1.0, 4, 3), 4)]), [], PagedKVCache(100, 4), host)
+    out = Active(Request(0, 0.0, 4, 3), 4, computed=4, generated=1)
+    queue.running.append(out)
+    queue.hold(out, 4)
+    queue.preempt(out)
+    assert queue.swapped == [out] and queue.kv.used == 0
+    queue.preempted = 0
+    assert admitted(continuous_plan(queue, 8, 100)) == [(0, 1)]  # copied back to decode; request 1 waits
+    assert [a.request.request_id for a in queue.waiting] == [1]
