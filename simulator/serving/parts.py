@@ -68,10 +68,13 @@ class Sums:
 
 def total(parts: list[Sums]) -> Sums:
     """What ``parts`` add up to (energy None when any part's is)."""
-    energies = [part.energy for part in parts if part.energy is not None]
-    return Sums(sum(part.array for part in parts), sum(part.sfu for part in parts),
-                sum(part.dram_bytes for part in parts), sum(part.launch_cycles for part in parts),
-                sum(energies) if len(energies) == len(parts) else None, sum(part.link for part in parts))
+    array = sfu = dram = launches = link = 0
+    energy: int | None = 0
+    for part in parts:
+        array, sfu, dram = array + part.array, sfu + part.sfu, dram + part.dram_bytes
+        launches, link = launches + part.launch_cycles, link + part.link
+        energy = None if energy is None or part.energy is None else energy + part.energy
+    return Sums(array, sfu, dram, launches, energy, link)
 
 
 def record_sums(records: list[StepRecord], times: list[int]) -> Sums:

@@ -146,7 +146,7 @@ def _advance(runs: list[tuple[Active, int, tuple[Sequence, ...]]], start: int, e
              queue: Queue) -> IterationRow:
     """Apply one iteration (each planned request, its new tokens and its sequences) to its requests; its
     row (decode sequences and emitted tokens count every sample)."""
-    tokens = sum(s.new for _, _, sequences in runs for s in sequences)
+    tokens = sum(new * len(sequences) for _, new, sequences in runs)  # every sequence of a request runs ``new``
     prefill_sequences = prefill_tokens = decode_sequences = emitted = 0
     for active, new, sequences in runs:
         if active.first_scheduled is None:
@@ -156,7 +156,7 @@ def _advance(runs: list[tuple[Active, int, tuple[Sequence, ...]]], start: int, e
         else:
             decode_sequences += len(sequences)
         active.computed += new
-        active.energy_pj += energy_pj * sum(s.new for s in sequences) / tokens
+        active.energy_pj += energy_pj * (new * len(sequences)) / tokens
         if sequences[0].emits:
             active.generated += 1
             emitted += active.request.returned
