@@ -6,15 +6,14 @@ dynamic energy plus the chip's leakage over that time. A batch that is a ``gener
 prefill, one decode step) runs as ``generate`` runs it, sample groups and all. :meth:`IterationCoster.direct`
 runs the whole model's pass; :meth:`IterationCoster.cost` must equal it, and gets there faster:
 
-1. Per batch composition (its kinds of sequence and their counts: the order does not matter), once.
-2. Where the model's blocks are all alike, as the sum of its parts (:mod:`.parts`): the token part of
+1. Where the model's blocks are all alike, as the sum of its parts (:mod:`.parts`): the token part of
    its (T, E, one kind or several) and each kind's attention, each costed once, when the parts certify
    that the pass spills nothing. A part not seen yet comes from a probe: the token part from the
    probe of the cheapest batch with the same token part (one prompt and E - 1 decode steps),
    kinds from a probe of the first block's attention alone (:meth:`ModelSpec.attention_trace`: once
    nothing spills, a kind's steps cost the same wherever its pass starts) on the kinds missing, with the
    next decode steps of each.
-3. Else on a copy of the model with three blocks (the probe): the embedding, the first and the last
+2. Else on a copy of the model with three blocks (the probe): the embedding, the first and the last
    block, the final norm and the head cost as in the whole model, every block between as the second.
    That holds when the second block is placed and costed exactly as the first (compared tensor by tensor
    and step by step): each block's placement depends only on what the block before it leaves live, so
@@ -22,7 +21,7 @@ runs the whole model's pass; :meth:`IterationCoster.cost` must equal it, and get
    When the first block differs (what the embedding leaves live is not what a block leaves), a copy with
    four blocks, its second and third compared: every block between the first and the last repeats the
    second.
-4. Else (blocks that differ, a probe that does not repeat, a sample-grouped batch that spills) the whole
+3. Else (blocks that differ, a probe that does not repeat, a sample-grouped batch that spills) the whole
    model's pass.
 """
 
@@ -78,10 +77,19 @@ class IterationCoster:
         self.counts = dict.fromkeys(("summed", "probed", "whole"), 0)  # iterations costed each way
 
     def cost(self, batch: MixedBatch) -> IterationCost:
+        """``batch``'s cost. One costed by a probe or whole is kept per composition (its kinds of sequence and
+        their counts: the order does not matter); one summed from its parts is summed again when it recurs,
+        as its parts are kept (keeping every composition would grow with the run: most are seen once)."""
         key = batch.key
         cost = self.memo.get(key)
-        if cost is None:
-            cost = self.memo[key] = self._cost(self._sums(batch))
+        if cost is not None:
+            return cost
+        layout = _layout(batch) if self.probes else None
+        summed = self._summed(batch, *layout) if layout is not None else None
+        if summed is not None:
+            self.counts["summed"] += 1
+            return self._cost(summed)
+        cost = self.memo[key] = self._cost(self._probed_or_whole(batch, layout))
         return cost
 
     def direct(self, batch: MixedBatch) -> IterationCost:
@@ -95,13 +103,7 @@ class IterationCoster:
         return IterationCost(cycles, seconds, sums.dram_bytes,
                              self.chips * sums.energy_pj + self.static_mw * seconds * 1e9)
 
-    def _sums(self, batch: MixedBatch) -> Sums:
-        layout = _layout(batch) if self.probes else None
-        if layout is not None:
-            summed = self._summed(batch, *layout)
-            if summed is not None:
-                self.counts["summed"] += 1
-                return summed
+    def _probed_or_whole(self, batch: MixedBatch, layout: tuple[TokenKey, list[KindKey]] | None) -> Sums:
         probed = self._probed(batch, layout) if self.probes else None
         if probed is not None:
             self.counts["probed"] += 1

@@ -65,6 +65,15 @@ def test_the_parts_are_used_and_exact() -> None:
         if length % 9 == 0:
             assert cost == costs.direct(batch)
     assert costs.counts["summed"] >= 38 and costs.counts["whole"] == 0
+    assert len(costs.memo) == costs.counts["probed"]  # sums are not kept: the memory does not grow with the run
+
+
+def test_a_probed_batch_is_costed_once() -> None:
+    costs = coster("native", "small")
+    batch = MixedBatch((Sequence(100, 0, True), Sequence(60, 0, True), Sequence(1, 90, True)))
+    first = costs.cost(batch)
+    again = costs.cost(MixedBatch(tuple(reversed(batch.sequences))))  # the same composition
+    assert first == again and costs.counts == {"summed": 0, "probed": 1, "whole": 0} and len(costs.memo) == 1
 
 
 def test_lone_decode_steps_are_summed_as_generate_runs_them() -> None:
