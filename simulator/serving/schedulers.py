@@ -85,9 +85,9 @@ class Active:
 Plan = list[tuple[Active, int]]
 
 
-def first_come(active: Active) -> int:
-    """A sequence's rank, first come first served: requests are numbered in order of arrival."""
-    return active.request.request_id
+def first_come(active: Active) -> tuple[float, int]:
+    """A sequence's rank, first come first served: by arrival (then number, as requests are served)."""
+    return active.request.arrival_s, active.request.request_id
 
 
 @dataclass
