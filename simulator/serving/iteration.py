@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from operator import itemgetter
 from typing import Any
 
 from simulator.energy.accounting import leakage_mw
@@ -42,7 +43,8 @@ from workloads.models import ModelSpec
 PROBES = (3, 4)  # blocks of the probes tried in turn: n - 3 and n - 2 compared, then the last
 PREFETCH = 32  # decode steps of a kind costed ahead (the sequences' next iterations)
 _BLOCK = re.compile(r"^layers\.(\d+)\.")
-_NAMES = {RESULT_COLUMNS.index(name) for name in ("name", "layer", "fused_into")}
+# a record's values but its names: what two blocks' steps must share
+_COSTS = itemgetter(*(i for i, name in enumerate(RESULT_COLUMNS) if name not in ("name", "layer", "fused_into")))
 # a part's key: the pass it is part of ("mixed", or a uniform "decode" step), then what it depends on
 TokenKey = tuple[str, int, int, bool]  # new tokens, emitting sequences, one kind
 KindKey = tuple[str, Sequence, int, str]  # a kind, its count, its place: "only" or among "several"
@@ -237,19 +239,23 @@ def _with_blocks(spec: ModelSpec, blocks: int) -> ModelSpec:
 def _repeats(prepared: Prepared, records: list[StepRecord], first: int, second: int) -> bool:
     """Whether blocks ``first`` and ``second`` of a probe are placed and costed alike: the same steps with the
     same records (names aside) and every tensor with the same home."""
-    blocks: dict[int, list[tuple[Any, ...]]] = {first: [], second: []}
-    for record in records:
-        if record.layer in blocks:
-            values = tuple(None if value != value else value  # NaN: no energy model
-                           for index, value in enumerate(record.row()) if index not in _NAMES)
-            blocks[record.layer].append((_unnamed(record.name), _unnamed(record.fused_into), values))
+    def alike(nan_free: bool) -> bool:
+        blocks: dict[int, list[tuple[Any, ...]]] = {first: [], second: []}
+        for record in records:
+            if record.layer in blocks:
+                values = _COSTS(record.row())
+                if nan_free:  # NaN (no energy model) is not equal to itself
+                    values = tuple(None if value != value else value for value in values)
+                blocks[record.layer].append((_unnamed(record.name), _unnamed(record.fused_into), values))
+        return blocks[first] == blocks[second]
+
     homes: dict[int, dict[str, tuple[str, bool]]] = {first: {}, second: {}}
     written = prepared.placement.written
     for name, home in prepared.placement.home.items():
         match = _BLOCK.match(name)
         if match and int(match.group(1)) in homes:
             homes[int(match.group(1))][_unnamed(name)] = (home, name in written)
-    return blocks[first] == blocks[second] and homes[first] == homes[second]
+    return homes[first] == homes[second] and (alike(False) or alike(True))
 
 
 def _unnamed(name: str) -> str:

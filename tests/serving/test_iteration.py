@@ -68,6 +68,19 @@ def test_the_parts_are_used_and_exact() -> None:
     assert len(costs.memo) == costs.counts["probed"]  # sums are not kept: the memory does not grow with the run
 
 
+def test_a_chip_without_an_energy_model_is_probed_too() -> None:
+    """No energy model: every record's energy is NaN (not equal to itself), and the probe's blocks still
+    compare alike; time and bytes equal the direct pass."""
+    chip = load_hardware("tpu_v5e_like").model_copy(update={"energy": None})
+    costs = IterationCoster(load_model(MODEL), Simulator(chip, load_run_config("configs/int8.yaml")))
+    for batch in (MixedBatch((Sequence(100, 0, True), Sequence(60, 0, True))),
+                  MixedBatch((Sequence(1, 40, True), Sequence(1, 70, True), Sequence(5, 40, False)))):
+        cost, direct = costs.cost(batch), costs.direct(batch)
+        assert (cost.cycles, cost.dram_bytes) == (direct.cycles, direct.dram_bytes)
+        assert math.isnan(cost.energy_pj) and math.isnan(direct.energy_pj)
+    assert costs.counts == {"summed": 2, "probed": 0, "whole": 0}  # from parts its probes harvested
+
+
 def test_a_probed_batch_is_costed_once() -> None:
     costs = coster("native", "small")
     batch = MixedBatch((Sequence(100, 0, True), Sequence(60, 0, True), Sequence(1, 90, True)))
