@@ -5,6 +5,7 @@ batch's trace has the work its closed form says."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 from cli_helpers import TESTS
@@ -16,6 +17,7 @@ from simulator.engine import Prepared, Simulator
 from simulator.engine.records import StepRecord
 from simulator.serving import iteration
 from simulator.serving.iteration import IterationCoster
+from simulator.serving.parts import Sums, total
 from simulator.spec.hardware import Hardware, load_hardware
 from simulator.spec.run_config import load_run_config
 from workloads.mixed import MixedBatch, Sequence
@@ -218,3 +220,62 @@ def test_per_token_kv_scales_of_a_windowed_cache(tmp_path) -> None:
     lowered = simulator.prepare(spec.trace(Workload(batch=2, tokens=20, phase="decode"))).lowered
     cache = lowered.tensors["layers.0.self_attn.k_cache"]
     assert cache.elements == 2 * 7 * 32 and cache.coarse_scale_group == 32
+
+
+def three_block_probe(costs: IterationCoster, batch: MixedBatch) -> tuple[Prepared, list[StepRecord]]:
+    spec = next(probe for blocks, probe in costs.probes if blocks == 3)
+    prepared = costs.sim.prepare(spec.mixed_trace(batch))
+    return prepared, [record.copy() for record in costs.sim.records(prepared)]
+
+
+def test_blocks_that_differ_do_not_repeat() -> None:
+    """The comparison behind every probe: blocks 0 and 1 repeat; one value, one tensor's home or whether it is
+    written to DRAM differing in block 1 tells them apart; NaN energies (no energy model) repeat when they
+    are not the same float object."""
+    costs = coster()
+    prepared, records = three_block_probe(costs, MixedBatch((Sequence(20, 0, True), Sequence(1, 30, True))))
+    assert iteration._repeats(prepared, records, 0, 1)
+    step = next(index for index, record in enumerate(records) if record.layer == 1 and record.unit == "array")
+    changed = [record.copy() for record in records]
+    changed[step].compute_cycles += 1
+    assert not iteration._repeats(prepared, changed, 0, 1)
+    nan = [record.copy() for record in records]
+    for record in nan:
+        record.energy_pj = float("nan")  # a new NaN object each
+    assert iteration._repeats(prepared, nan, 0, 1)
+    nan[step].compute_cycles += 1
+    assert not iteration._repeats(prepared, nan, 0, 1)
+    placement = prepared.placement
+    tensor = next(name for name, home in placement.home.items() if name.startswith("layers.1.") and home == "chip")
+    moved = replace(prepared, placement=replace(placement, home={**placement.home, tensor: "dram"}))
+    assert not iteration._repeats(moved, records, 0, 1)
+    written = replace(prepared, placement=replace(placement, written=placement.written | {tensor}))
+    assert not iteration._repeats(written, records, 0, 1)
+
+
+def test_which_spilled_prefills_are_probed() -> None:
+    """A prefill of one prompt that spills is probed; two alike run whole (the engine may split them into
+    sample groups, decided on the whole model); each probed batch is counted."""
+    costs = coster("native", "small")
+    for length in (300, 301):
+        batch = MixedBatch((Sequence(length, 0, True),))
+        assert costs.sim.prepare(costs.spec.mixed_trace(batch)).spilled
+        assert costs.cost(batch) == costs.direct(batch)
+    assert costs.counts == {"summed": 0, "probed": 2, "whole": 0}
+    pair = MixedBatch((Sequence(300, 0, True),) * 2)
+    assert costs.cost(pair) == costs.direct(pair) and costs.counts["whole"] == 1
+
+
+def test_a_probed_pass_keeps_its_parts() -> None:
+    costs = coster()
+    batch = MixedBatch((Sequence(5, 10, False),))  # one kind: probed, its parts kept
+    assert costs.cost(batch) == costs.direct(batch) and costs.counts["probed"] == 1
+    assert set(costs.tokens) == {("mixed", 5, 0, True)}
+    assert set(costs.kinds) == {("mixed", Sequence(5, 10, False), 1, "only")}
+
+
+def test_parts_add_up_field_by_field() -> None:
+    first, second = Sums(1, 2, 3, 4, 5, 6), Sums(10, 20, 30, 40, 50, 60)
+    assert total([first, second]) == Sums(11, 22, 33, 44, 55, 66)
+    assert total([first, Sums(10, 20, 30, 40, None, 60)]) == Sums(11, 22, 33, 44, None, 66)
+    assert total([Sums(energy=None), first]).energy is None
