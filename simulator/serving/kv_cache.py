@@ -48,7 +48,7 @@ class PagedKVCache:
         """Hold the blocks for ``tokens`` cached tokens of ``sequence`` (of its ``samples``, see
         :meth:`blocks_for`) when they fit; False, and nothing held, when they do not."""
         more = self.blocks_for(tokens, samples, prompt) - self.held.get(sequence, 0)
-        if more > self.capacity - self.used:
+        if more > self.free:
             return False
         if more > 0:
             self.held[sequence] = self.held.get(sequence, 0) + more

@@ -141,7 +141,7 @@ class Queue:
         running sequences not already planned (nor reserving), and hold them; False (and ``active`` itself
         preempted) when it cannot."""
         wanted = self._blocks(active, tokens)
-        while decode and not active.reserves and self.kv.free < 1 or not self.kv.try_grow(*wanted):
+        while (decode and not active.reserves and self.kv.free < 1) or not self.kv.try_grow(*wanted):
             victims = [a for a in self.running if a is not active and id(a) not in planned and not a.reserves]
             victim = max(victims, key=first_come) if victims else active
             self.preempt(victim)
