@@ -21,8 +21,8 @@ runs the whole model's pass; :meth:`IterationCoster.cost` must equal it, and get
    When the first block differs (what the embedding leaves live is not what a block leaves), a copy with
    four blocks, its second and third compared: every block between the first and the last repeats the
    second.
-3. Else (blocks that differ, a probe that does not repeat, a sample-grouped batch that spills) the whole
-   model's pass.
+3. Else (blocks that differ: built differently, or given their own precision by ``precision.layers``; a
+   probe that does not repeat; a sample-grouped batch that spills) the whole model's pass.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ class IterationCoster:
         self.static_mw = leakage_mw(simulator.costs) * self.chips  # all chips' (NaN without an energy model)
         self.hardware = simulator.hardware
         self.layers = int(spec.config["num_hidden_layers"])
-        alike = self.layers > max(PROBES) and _blocks_alike(spec)
+        # blocks run alike when the model builds them alike and no precision is set per block
+        alike = self.layers > max(PROBES) and _blocks_alike(spec) and not simulator.policy.config.precision.layers
         self.probes = [(blocks, _with_blocks(spec, blocks)) for blocks in PROBES] if alike else []
         self.context = int(spec.config.get("max_position_embeddings") or 1 << 31)
         self.memo: dict[Any, IterationCost] = {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from cli_helpers import TESTS
@@ -147,6 +148,18 @@ def test_models_whose_blocks_differ_or_are_small(model: str) -> None:
     batch = MixedBatch((Sequence(1, 20, True), Sequence(3, 9, False)))
     assert costs.cost(batch) == costs.direct(batch)
     assert costs.counts["whole"] == 1
+
+
+def test_blocks_given_their_own_precision_run_whole(tmp_path: Path) -> None:
+    """precision.layers makes blocks 3-5 int4 and the rest int8: no copy with fewer blocks can stand for the
+    model (it would be refused, or cost every block as the first), so each pass runs whole."""
+    config = tmp_path / "late_int4.yaml"
+    config.write_text("name: late_int4\nhardware: tpu_v5e_like\nprecision:\n  default: int8\n  layers:\n"
+                      "    '3-5': int4\n")
+    costs = coster(str(config))
+    batch = MixedBatch((Sequence(1, 20, True), Sequence(3, 9, False)))
+    assert costs.cost(batch) == costs.direct(batch) and costs.counts == {"summed": 0, "probed": 0, "whole": 1}
+    assert costs.cost(batch) != coster().cost(batch)  # the int4 blocks cost otherwise
 
 
 def test_mixed_trace_work_closed_form() -> None:
