@@ -93,6 +93,14 @@ class ModelSpec:
         self.family.build_mixed_attention(self.config, batch, b, self.tp)
         return b.build_trace(self.name, self._mixed_workload(batch))
 
+    def head_trace(self, tokens: int, emitting: int) -> Trace:
+        """The end of :meth:`mixed_trace`'s pass for ``tokens`` new tokens of which ``emitting`` emit, alone: what
+        serving probes heads on."""
+        b = OpBuilder()
+        self.family.build_head(self.config, tokens, emitting, b, self.tp)
+        return b.build_trace(self.name, {"batch": max(emitting, 1), "tokens": tokens, "phase": "mixed",
+                                         **({"tp": self.tp} if self.tp else {})})
+
     def hf_class(self, head: str) -> str:
         return self.family.hf_class(self.config, head)
 

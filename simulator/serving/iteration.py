@@ -6,13 +6,14 @@ dynamic energy plus the chip's leakage over that time. A batch that is a ``gener
 prefill, one decode step) runs as ``generate`` runs it, sample groups and all. :meth:`IterationCoster.direct`
 runs the whole model's pass; :meth:`IterationCoster.cost` must equal it, and gets there faster:
 
-1. Where the model's blocks are all alike, as the sum of its parts (:mod:`.parts`): the token part of
-   its (T, E, one kind or several) and each kind's attention, each costed once, when the parts certify
-   that the pass spills nothing. A part not seen yet comes from a probe: the token part from the
-   probe of the cheapest batch with the same token part (one prompt and E - 1 decode steps),
-   kinds from a probe of the first block's attention alone (:meth:`ModelSpec.attention_trace`: once
-   nothing spills, a kind's steps cost the same wherever its pass starts) on the kinds missing, with the
-   next decode steps of each.
+1. Where the model's blocks are all alike, as the sum of its parts (:mod:`.parts`): the token part of its
+   (T, E, one kind or several) and each kind's attention, each costed once, when the parts certify that
+   the pass spills nothing. A part not seen yet comes from a probe: the token part from the body of a pass
+   with the same T and attention ending and the head of (T, E) probed alone
+   (:meth:`ModelSpec.head_trace`), else from the probe of the cheapest batch with the same token part (one
+   prompt and E - 1 decode steps); kinds from a probe of the first block's attention alone
+   (:meth:`ModelSpec.attention_trace`: once nothing spills, a kind's steps cost the same wherever its pass
+   starts) on the kinds missing, with the next decode steps of each.
 2. Else on a copy of the model with three blocks (the probe): the embedding, the first and the last
    block, the final norm and the head cost as in the whole model, every block between as the second.
    That holds when the second block is placed and costed exactly as the first (compared tensor by tensor
@@ -36,7 +37,9 @@ from simulator.energy.accounting import leakage_mw
 from simulator.engine import Prepared, Simulator
 from simulator.engine.records import RESULT_COLUMNS, StepRecord
 from simulator.engine.results import run_cycles
-from simulator.serving.parts import KindPart, Sums, TokenPart, certified, harvest, record_sums, total
+from simulator.serving import parts
+from simulator.serving.parts import HeadPart, KindPart, Sums, TokenPart, certified, harvest, record_sums, total
+from workloads.errors import InputError
 from workloads.mixed import MixedBatch, Sequence
 from workloads.models import ModelSpec
 
@@ -76,6 +79,9 @@ class IterationCoster:
         self.context = int(spec.config.get("max_position_embeddings") or 1 << 31)
         self.memo: dict[Any, IterationCost] = {}
         self.tokens: dict[TokenKey, TokenPart] = {}
+        self.bodies: dict[tuple[int, bool], TokenPart] = {}  # a mixed pass's token part bar its head: (T, one kind)
+        self.heads: dict[tuple[int, int], HeadPart] = {}  # its head, by (T, E)
+        self.heads_alone = True  # whether heads can be probed alone (the policy may refuse the head's pass)
         self.kinds: dict[KindKey, KindPart] = {}
         self.counts = dict.fromkeys(("summed", "probed", "whole"), 0)  # iterations costed each way
 
@@ -123,6 +129,8 @@ class IterationCoster:
         """The batch as the sum of its parts, probing the parts not seen yet; None when a probe spills or
         the parts do not certify a pass without spills."""
         token = self.tokens.get(token_key)
+        if token is None and token_key[0] == "mixed":
+            token = self._joined(token_key)
         if token is None and len(kinds) > 1 and token_key[0] == "mixed" and batch.tokens < self.context:
             stand_in = _token_stand_in(batch)
             self._probed(stand_in, _layout(stand_in))
@@ -136,6 +144,36 @@ class IterationCoster:
         if not certified(token, parts, self.hardware.memory.ifmap_buffer_bytes):
             return None
         return total([token.sums, *(part.sums for part in parts)])
+
+    def _joined(self, key: TokenKey) -> TokenPart | None:
+        """A mixed pass's token part from the body of a pass with the same T and attention ending, and the head
+        of (T, E), probed alone when not seen yet; None when no such body is known or the head cannot be
+        probed alone."""
+        _, tokens, emitting, one = key
+        body = self.bodies.get((tokens, one))
+        if body is None:
+            return None
+        head = self.heads.get((tokens, emitting)) or self._probe_head(tokens, emitting)
+        if head is None:
+            return None
+        token = self.tokens[key] = parts.joined(body, head)
+        return token
+
+    def _probe_head(self, tokens: int, emitting: int) -> HeadPart | None:
+        """The head of (T, E) from a pass of it alone (:meth:`ModelSpec.head_trace`); None when that pass
+        spills, or when the model or the policy refuses a head alone (a tied head; a setting such as a KV
+        cache format, which the policy refuses on a pass without one): then never again."""
+        if not self.heads_alone:
+            return None
+        try:
+            prepared = self.sim.prepare(self.spec.head_trace(tokens, emitting))
+        except InputError:
+            self.heads_alone = False
+            return None
+        if prepared.spilled:
+            return None
+        head = self.heads[(tokens, emitting)] = parts.head_alone(prepared, self.sim.records(prepared))
+        return head
 
     def _probe_kinds(self, batch: MixedBatch, missing: list[KindKey]) -> bool:
         """Cost the ``missing`` kinds on the first block's attention alone (and, for a mixed batch, the next
@@ -162,9 +200,9 @@ class IterationCoster:
             if prepared.spilled:
                 return False
             records = self.sim.records(prepared)
-            parts = harvest(prepared, records, [self.layers if r.layer == 0 else 1 for r in records])
+            harvested = harvest(prepared, records, [self.layers if r.layer == 0 else 1 for r in records])
             for index, key in enumerate(keys):
-                self.kinds.setdefault(key, parts.kinds[index])
+                self.kinds.setdefault(key, harvested.kinds[index])
         return True
 
     def _probed(self, batch: MixedBatch, layout: tuple[TokenKey, list[KindKey]] | None) -> Sums | None:
@@ -180,10 +218,14 @@ class IterationCoster:
                 continue
             times = [self.layers - blocks + 1 if r.layer == repeated else 1 for r in records]
             if layout is not None and not prepared.spilled:
-                parts = harvest(prepared, records, times)
-                self.tokens.setdefault(layout[0], parts.token)
+                harvested = harvest(prepared, records, times)
+                self.tokens.setdefault(layout[0], harvested.token)
+                if layout[0][0] == "mixed":
+                    _, tokens, emitting, one = layout[0]
+                    self.bodies.setdefault((tokens, one), harvested.body)
+                    self.heads.setdefault((tokens, emitting), harvested.head)
                 for index, key in enumerate(layout[1]):
-                    self.kinds.setdefault(key, parts.kinds[index])
+                    self.kinds.setdefault(key, harvested.kinds[index])
             return record_sums(records, times)
         return None
 

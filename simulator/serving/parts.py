@@ -4,12 +4,13 @@
 The steps of a mixed batch's pass (:func:`workloads.blocks.mixed_attention`) are of two kinds: token
 steps, whose sizes depend only on the iteration's new tokens T, its emitting sequences E and how its
 attention ends (one kind, or several gathered, and the rows of the last kind); and each kind's attention
-steps, whose sizes depend only on that kind and its count. A step's record depends on its sizes and on
-where its tensors live (see ``step_key``), and where they live is decided for the whole pass. When no
-activation of the pass spills to DRAM, every tensor's home follows from the steps alone (streamed to the
-next step, or on chip), and every part costs what it costs in any other pass with the same parts in the
-same place: the last kind's output streams into the gather, so a kind's cost is kept apart by its place
-(the only one, the last, or another).
+steps, whose sizes depend only on that kind and its count. Of the token steps, those after the last block
+(the head: the final norm and the LM head) depend only on T and E, and the others (the body) not on E. A
+step's record depends on its sizes and on where its tensors live (see ``step_key``), and where they live
+is decided for the whole pass. When no activation of the pass spills to DRAM, every tensor's home follows
+from the steps alone (streamed to the next step, or on chip), and every part costs what it costs in any
+other pass with the same parts in the same place: the last kind's output streams into the gather, so a
+kind's cost is kept apart by its place (the only one, the last, or another).
 
 That nothing spills is certified before summing, from bounds every part carries (bytes of materialised
 activations; the engine places a tensor on chip when it fits beside those live at every step of its life,
@@ -106,11 +107,31 @@ class KindPart:
 
 
 @dataclass(frozen=True)
-class Harvest:
-    """The parts of one probe's pass, by the index its kinds have in it."""
+class HeadPart:
+    """The token steps after a pass's last block (the final norm, the LM head and its conversions): they
+    depend only on the new tokens T and the emitting sequences E."""
 
-    token: TokenPart
+    sums: Sums
+    peak: int  # bytes: most live at one of its steps (every tensor at its full size)
+
+
+def joined(body: TokenPart, head: HeadPart) -> TokenPart:
+    """A token part from its steps up to the last block's and its head."""
+    return TokenPart(total([body.sums, head.sums]), max(body.peak, head.peak), body.cross, body.outputs)
+
+
+@dataclass(frozen=True)
+class Harvest:
+    """The parts of one probe's pass, by the index its kinds have in it; its token part apart from its head
+    (see :func:`joined`)."""
+
+    body: TokenPart
+    head: HeadPart
     kinds: dict[int, KindPart]
+
+    @property
+    def token(self) -> TokenPart:
+        return joined(self.body, self.head)
 
 
 def kind_of(step_name: str) -> int:
@@ -120,24 +141,34 @@ def kind_of(step_name: str) -> int:
     return -1 if match is None else int(match.group(1) or 0)
 
 
+def _live(prepared: Prepared) -> list[int]:
+    """Bytes of materialised activations alive at each step of a pass (every tensor at its full size)."""
+    steps = len(prepared.lowered.steps)
+    live = [0] * (steps + 1)
+    for name, (start, end) in prepared.placement.lifetimes.items():
+        size = prepared.lowered.tensors[name].stored_bytes
+        live[start] += size
+        live[end + 1] -= size
+    return list(accumulate(live))[:steps]
+
+
 def harvest(prepared: Prepared, records: list[StepRecord], times: list[int]) -> Harvest:
     """The parts of a probe's pass, its records counted ``times`` each (see :func:`record_sums`)."""
     steps = prepared.lowered.steps
     owners = [kind_of(step.op.name) for step in steps]
+    last_block = max((index for index, step in enumerate(steps) if step.op.layer >= 0), default=-1)
     by_owner: dict[int, tuple[list[StepRecord], list[int]]] = {}
-    for owner, record, count in zip(owners, records, times, strict=True):
-        chosen, counts = by_owner.setdefault(owner, ([], []))
+    for index, (owner, record, count) in enumerate(zip(owners, records, times, strict=True)):
+        chosen, counts = by_owner.setdefault(-2 if owner < 0 and index > last_block else owner, ([], []))
         chosen.append(record)
         counts.append(count)
     full = {name: prepared.lowered.tensors[name].stored_bytes for name in prepared.placement.lifetimes}
-    live = [0] * (len(steps) + 1)  # every materialised tensor at its full size (changes, then totals)
+    live = _live(prepared)
     cross = [0] * (len(steps) + 1)  # token tensors only
     own: dict[int, list[tuple[int, int, int]]] = {}  # kind -> (first step, last step, share) of its tensors
     outputs = 0
     first_layer = min((s.op.layer for s in steps if s.op.layer >= 0), default=-1)
     for name, (start, end) in prepared.placement.lifetimes.items():
-        live[start] += full[name]
-        live[end + 1] -= full[name]
         owner = owners[start]
         if owner < 0:
             cross[start] += full[name]
@@ -146,17 +177,26 @@ def harvest(prepared: Prepared, records: list[StepRecord], times: list[int]) -> 
         own.setdefault(owner, []).append((start, end, prepared.placement.footprint_bytes[name]))
         if owners[end] < 0 and steps[start].op.layer == first_layer:
             outputs += full[name]
-    live, cross = list(accumulate(live)), list(accumulate(cross))
+    cross = list(accumulate(cross))
     kind_steps = [index for index, owner in enumerate(owners) if owner >= 0]
-    token = TokenPart(record_sums(*by_owner.get(-1, ([], []))),
-                      max((live[index] for index, owner in enumerate(owners) if owner < 0), default=0),
-                      max((cross[index] for index in kind_steps), default=0), outputs)
+    body = TokenPart(record_sums(*by_owner.get(-1, ([], []))),
+                     max((live[index] for index, owner in enumerate(owners[:last_block + 1]) if owner < 0),
+                         default=0),
+                     max((cross[index] for index in kind_steps), default=0), outputs)
+    head = HeadPart(record_sums(*by_owner.get(-2, ([], []))), max(live[last_block + 1:], default=0))
     steps_of: dict[int, list[int]] = {}
     for index in kind_steps:
         steps_of.setdefault(owners[index], []).append(index)
     kinds = {kind: KindPart(record_sums(*by_owner[kind]), _peak(own.get(kind, []), steps_of[kind]))
              for kind in steps_of}
-    return Harvest(token, kinds)
+    return Harvest(body, head, kinds)
+
+
+def head_alone(prepared: Prepared, records: list[StepRecord]) -> HeadPart:
+    """The head of a pass from a probe of it alone (:meth:`ModelSpec.head_trace`): its steps from the final
+    norm on."""
+    start = next(index for index, step in enumerate(prepared.lowered.steps) if step.op.name == "norm")
+    return HeadPart(record_sums(records[start:], [1] * (len(records) - start)), max(_live(prepared)[start:]))
 
 
 def _peak(intervals: list[tuple[int, int, int]], steps: list[int]) -> int:

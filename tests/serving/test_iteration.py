@@ -18,7 +18,7 @@ from simulator.engine import Prepared, Simulator
 from simulator.engine.records import StepRecord
 from simulator.serving import iteration
 from simulator.serving.iteration import IterationCoster
-from simulator.serving.parts import Sums, total
+from simulator.serving.parts import Sums, harvest, head_alone, total
 from simulator.spec.hardware import Hardware, load_hardware
 from simulator.spec.run_config import load_run_config
 from workloads.mixed import MixedBatch, Sequence
@@ -292,3 +292,40 @@ def test_parts_add_up_field_by_field() -> None:
     assert total([first, second]) == Sums(11, 22, 33, 44, 55, 66)
     assert total([first, Sums(10, 20, 30, 40, None, 60)]) == Sums(11, 22, 33, 44, None, 66)
     assert total([Sums(energy=None), first]).energy is None
+
+
+@pytest.mark.parametrize("config, hardware", [("int8", "tpu_v5e_like"), ("int8_sp", "rapid_like_4core")])
+def test_a_head_alone_costs_what_it_costs_in_the_pass(config: str, hardware: str) -> None:
+    """The steps after the last block of a three-block probe equal the same head's pass alone, for several
+    token and emitting counts (T, E)."""
+    costs = coster(config, hardware)
+    for tokens, emitting in ((60, 1), (60, 5), (60, 20), (121, 3)):
+        stand_in = MixedBatch((Sequence(tokens - emitting + 1, 0, True),) + (Sequence(1, 1, True),) * (emitting - 1))
+        prepared, records = three_block_probe(costs, stand_in)
+        harvested = harvest(prepared, records, [costs.layers - 2 if r.layer == 1 else 1 for r in records])
+        alone = costs.sim.prepare(costs.spec.head_trace(tokens, emitting))
+        assert harvested.head == head_alone(alone, costs.sim.records(alone))
+
+
+def test_a_known_body_takes_a_head_probed_alone() -> None:
+    """A second batch with the first's new tokens and attention ending but other emitting sequences: its
+    token part is the first's body and its own head, probed alone; exact."""
+    costs = coster()
+    first = MixedBatch((Sequence(30, 0, True), Sequence(1, 40, True)))  # T 31, E 2: a stand-in probed
+    second = MixedBatch((Sequence(29, 10, False), Sequence(1, 40, True), Sequence(1, 50, True)))  # the same T, E
+    third = MixedBatch((Sequence(28, 0, True), Sequence(1, 40, True), Sequence(1, 50, True),
+                        Sequence(1, 9, True)))  # T 31, E 4: the body known, the head probed alone
+    for batch in (first, second, third):
+        assert costs.cost(batch) == costs.direct(batch)
+    assert set(costs.bodies) == {(31, False)} and set(costs.heads) == {(31, 2), (31, 4)}
+
+
+def test_a_policy_that_refuses_a_head_alone_probes_the_stand_in() -> None:
+    """A KV cache format is refused on a pass that keeps no cache, as a head alone is: such runs probe a
+    stand-in for every new (T, E), and stay exact."""
+    costs = coster("w4a16_g128_kv4", "rapid_like_4core")
+    for batch in (MixedBatch((Sequence(30, 0, True), Sequence(1, 40, True))),
+                  MixedBatch((Sequence(28, 0, True), Sequence(1, 40, True), Sequence(1, 50, True),
+                              Sequence(1, 9, True)))):
+        assert costs.cost(batch) == costs.direct(batch)
+    assert not costs.heads_alone and set(costs.heads) == {(31, 2), (31, 4)}

@@ -177,6 +177,11 @@ class Family:
         """The first block's self-attention of :meth:`build_mixed`'s pass, alone."""
         raise NotImplementedError
 
+    def build_head(self, cfg: Mapping[str, Any], tokens: int, emitting: int, b: OpBuilder,
+                   tp: int | None = None) -> None:
+        """The final norm and LM head of :meth:`build_mixed`'s pass, alone."""
+        raise NotImplementedError
+
     def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> HfInputs:
         ids = torch.zeros(wl.batch, wl.size("tokens"), dtype=torch.long, device="meta")
         return {"input_ids": ids}, None

@@ -172,6 +172,21 @@ class LlamaFamily(Family):
         _, attend = self._mixed(cfg, batch, b, tp)
         self._attention_alone(cfg, b, batch.tokens, batch.tokens, attend)
 
+    def build_head(self, cfg: Mapping[str, Any], tokens: int, emitting: int, b: OpBuilder,
+                   tp: int | None = None) -> None:
+        """The end of :meth:`build_mixed`'s pass alone: the last block's output made on the chip (one add, as
+        the block's residual makes it), the final norm over ``tokens`` rows and the LM head on ``emitting``.
+        Serving probes heads on it (:mod:`simulator.serving.iteration`); a head tied to the embedding is not
+        built alone."""
+        if cfg.get("tie_word_embeddings", False):
+            raise InputError(f"{cfg['model_type']}: an LM head tied to the embedding is not probed alone")
+        hidden = cfg["hidden_size"]
+        x = b.input("hidden_states", tokens * hidden)
+        b.current = x
+        residual(b, "layers.0.mlp", 0, "ffn", tokens * hidden, x)
+        rmsnorm(b, "norm", -1, tokens, hidden)
+        _lm_head(b, cfg, tensor_parallel(Workload(tp=tp)), emitting, False)
+
     @staticmethod
     def _uniform(wl: Workload) -> tuple[Workload, int, int]:
         """This chip's workload (its sequences of an expert-parallel split), its rows and new tokens each."""
