@@ -78,8 +78,11 @@ class ModelSpec:
         return b.build_trace(self.name, self._mixed_workload(batch))
 
     def _mixed_workload(self, batch: MixedBatch) -> dict[str, int | str]:
-        return {"batch": len(batch.sequences), "tokens": batch.tokens, "phase": "mixed",
-                **({"tp": self.tp} if self.tp else {})}
+        return self._pass_record(len(batch.sequences), batch.tokens)
+
+    def _pass_record(self, sequences: int, tokens: int) -> dict[str, int | str]:
+        """The workload record of a serving pass (or a part of one) of ``sequences`` and ``tokens`` new tokens."""
+        return {"batch": sequences, "tokens": tokens, "phase": "mixed", **({"tp": self.tp} if self.tp else {})}
 
     def attention_trace(self, batch: MixedBatch, as_mixed: bool = False) -> Trace:
         """The first block's self-attention of :meth:`mixed_trace`'s pass, alone (a Llama-style decoder's):
@@ -98,8 +101,7 @@ class ModelSpec:
         serving probes heads on."""
         b = OpBuilder()
         self.family.build_head(self.config, tokens, emitting, b, self.tp)
-        return b.build_trace(self.name, {"batch": max(emitting, 1), "tokens": tokens, "phase": "mixed",
-                                         **({"tp": self.tp} if self.tp else {})})
+        return b.build_trace(self.name, self._pass_record(max(emitting, 1), tokens))
 
     def hf_class(self, head: str) -> str:
         return self.family.hf_class(self.config, head)

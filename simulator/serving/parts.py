@@ -141,29 +141,38 @@ def kind_of(step_name: str) -> int:
     return -1 if match is None else int(match.group(1) or 0)
 
 
-def _live(prepared: Prepared) -> list[int]:
-    """Bytes of materialised activations alive at each step of a pass (every tensor at its full size)."""
+def _full_bytes(prepared: Prepared) -> dict[str, int]:
+    """Each materialised activation's bytes, at its full size."""
+    return {name: prepared.lowered.tensors[name].stored_bytes for name in prepared.placement.lifetimes}
+
+
+def _live(prepared: Prepared, full: dict[str, int]) -> list[int]:
+    """Bytes of materialised activations alive at each step of a pass (each of ``full`` bytes)."""
     steps = len(prepared.lowered.steps)
     live = [0] * (steps + 1)
     for name, (start, end) in prepared.placement.lifetimes.items():
-        size = prepared.lowered.tensors[name].stored_bytes
-        live[start] += size
-        live[end + 1] -= size
+        live[start] += full[name]
+        live[end + 1] -= full[name]
     return list(accumulate(live))[:steps]
+
+
+def _head_start(prepared: Prepared) -> int:
+    """The first step after a pass's last block: where its head begins."""
+    return 1 + max((index for index, step in enumerate(prepared.lowered.steps) if step.op.layer >= 0), default=-1)
 
 
 def harvest(prepared: Prepared, records: list[StepRecord], times: list[int]) -> Harvest:
     """The parts of a probe's pass, its records counted ``times`` each (see :func:`record_sums`)."""
     steps = prepared.lowered.steps
     owners = [kind_of(step.op.name) for step in steps]
-    last_block = max((index for index, step in enumerate(steps) if step.op.layer >= 0), default=-1)
+    last_block = _head_start(prepared) - 1
     by_owner: dict[int, tuple[list[StepRecord], list[int]]] = {}
     for index, (owner, record, count) in enumerate(zip(owners, records, times, strict=True)):
         chosen, counts = by_owner.setdefault(-2 if owner < 0 and index > last_block else owner, ([], []))
         chosen.append(record)
         counts.append(count)
-    full = {name: prepared.lowered.tensors[name].stored_bytes for name in prepared.placement.lifetimes}
-    live = _live(prepared)
+    full = _full_bytes(prepared)
+    live = _live(prepared, full)
     cross = [0] * (len(steps) + 1)  # token tensors only
     own: dict[int, list[tuple[int, int, int]]] = {}  # kind -> (first step, last step, share) of its tensors
     outputs = 0
@@ -193,10 +202,11 @@ def harvest(prepared: Prepared, records: list[StepRecord], times: list[int]) -> 
 
 
 def head_alone(prepared: Prepared, records: list[StepRecord]) -> HeadPart:
-    """The head of a pass from a probe of it alone (:meth:`ModelSpec.head_trace`): its steps from the final
-    norm on."""
-    start = next(index for index, step in enumerate(prepared.lowered.steps) if step.op.name == "norm")
-    return HeadPart(record_sums(records[start:], [1] * (len(records) - start)), max(_live(prepared)[start:]))
+    """The head of a pass from a probe of it alone (:meth:`ModelSpec.head_trace`): its steps after the block
+    that makes its input, as :func:`harvest` takes them."""
+    start = _head_start(prepared)
+    live = _live(prepared, _full_bytes(prepared))
+    return HeadPart(record_sums(records[start:], [1] * (len(records) - start)), max(live[start:]))
 
 
 def _peak(intervals: list[tuple[int, int, int]], steps: list[int]) -> int:
