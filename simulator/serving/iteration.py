@@ -28,6 +28,7 @@ runs the whole model's pass; :meth:`IterationCoster.cost` must equal it, and get
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, replace
 from operator import itemgetter
@@ -199,10 +200,10 @@ class IterationCoster:
             prepared = self.sim.prepare(self.spec.attention_trace(probe, as_mixed=batch.uniform() is None))
             if prepared.spilled:
                 return False
-            records = self.sim.records(prepared)
-            harvested = harvest(prepared, records, [self.layers if r.layer == 0 else 1 for r in records])
+            times = [self.layers if step.op.layer == 0 else 1 for step in prepared.lowered.steps]
+            kinds = parts.kind_parts(prepared, functools.partial(self.sim.step_record, prepared), times)
             for index, key in enumerate(keys):
-                self.kinds.setdefault(key, harvested.kinds[index])
+                self.kinds.setdefault(key, kinds[index])
         return True
 
     def _probed(self, batch: MixedBatch, layout: tuple[TokenKey, list[KindKey]] | None) -> Sums | None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -164,27 +165,24 @@ def _head_start(prepared: Prepared) -> int:
 def harvest(prepared: Prepared, records: list[StepRecord], times: list[int]) -> Harvest:
     """The parts of a probe's pass, its records counted ``times`` each (see :func:`record_sums`)."""
     steps = prepared.lowered.steps
-    owners = [kind_of(step.op.name) for step in steps]
+    owners = _owners(prepared)
     last_block = _head_start(prepared) - 1
     by_owner: dict[int, tuple[list[StepRecord], list[int]]] = {}
     for index, (owner, record, count) in enumerate(zip(owners, records, times, strict=True)):
-        chosen, counts = by_owner.setdefault(-2 if owner < 0 and index > last_block else owner, ([], []))
-        chosen.append(record)
-        counts.append(count)
+        if owner < 0:
+            chosen, counts = by_owner.setdefault(-2 if index > last_block else -1, ([], []))
+            chosen.append(record)
+            counts.append(count)
     full = _full_bytes(prepared)
     live = _live(prepared, full)
     cross = [0] * (len(steps) + 1)  # token tensors only
-    own: dict[int, list[tuple[int, int, int]]] = {}  # kind -> (first step, last step, share) of its tensors
     outputs = 0
     first_layer = min((s.op.layer for s in steps if s.op.layer >= 0), default=-1)
     for name, (start, end) in prepared.placement.lifetimes.items():
-        owner = owners[start]
-        if owner < 0:
+        if owners[start] < 0:
             cross[start] += full[name]
             cross[end + 1] -= full[name]
-            continue
-        own.setdefault(owner, []).append((start, end, prepared.placement.footprint_bytes[name]))
-        if owners[end] < 0 and steps[start].op.layer == first_layer:
+        elif owners[end] < 0 and steps[start].op.layer == first_layer:
             outputs += full[name]
     cross = list(accumulate(cross))
     kind_steps = [index for index, owner in enumerate(owners) if owner >= 0]
@@ -193,12 +191,31 @@ def harvest(prepared: Prepared, records: list[StepRecord], times: list[int]) -> 
                          default=0),
                      max((cross[index] for index in kind_steps), default=0), outputs)
     head = HeadPart(record_sums(*by_owner.get(-2, ([], []))), max(live[last_block + 1:], default=0))
+    return Harvest(body, head, kind_parts(prepared, records.__getitem__, times, owners))
+
+
+def kind_parts(prepared: Prepared, record_of: Callable[[int], StepRecord], times: list[int],
+               owners: list[int] | None = None) -> dict[int, KindPart]:
+    """The kinds' parts of a probe's pass, by their index in it, from the records of their steps alone
+    (``record_of`` a step's index; each counted ``times``): a probe that is costed for its kinds need not
+    cost its token steps."""
+    owners = owners or _owners(prepared)
     steps_of: dict[int, list[int]] = {}
-    for index in kind_steps:
-        steps_of.setdefault(owners[index], []).append(index)
-    kinds = {kind: KindPart(record_sums(*by_owner[kind]), _peak(own.get(kind, []), steps_of[kind]))
-             for kind in steps_of}
-    return Harvest(body, head, kinds)
+    for index, owner in enumerate(owners):
+        if owner >= 0:
+            steps_of.setdefault(owner, []).append(index)
+    own: dict[int, list[tuple[int, int, int]]] = {}  # kind -> (first step, last step, share) of its tensors
+    for name, (start, end) in prepared.placement.lifetimes.items():
+        if owners[start] >= 0:
+            own.setdefault(owners[start], []).append((start, end, prepared.placement.footprint_bytes[name]))
+    return {kind: KindPart(record_sums([record_of(index) for index in indices], [times[index] for index in indices]),
+                           _peak(own.get(kind, []), indices))
+            for kind, indices in steps_of.items()}
+
+
+def _owners(prepared: Prepared) -> list[int]:
+    """Each step's kind (see :func:`kind_of`)."""
+    return [kind_of(step.op.name) for step in prepared.lowered.steps]
 
 
 def head_alone(prepared: Prepared, records: list[StepRecord]) -> HeadPart:
