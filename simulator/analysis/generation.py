@@ -30,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from simulator.analysis.step_growth import StepSizes, fusion_changes, grown_step, growth
+from simulator.analysis.step_growth import StepSizes, fusion_changes, grown_step, span_growth
 from simulator.energy.accounting import leakage_mw
 from simulator.engine import Prepared, Results, Simulator
 from simulator.engine.capacity import check_fits
@@ -174,9 +174,7 @@ class _Decoder:
             for length in range(low, high + 1):
                 self.add_step(length, self.sim.records(self.prepare(length)))
             return
-        same = (a.placement.home == b.placement.home and a.fused == b.fused
-                and [(s.op.name, s.unit) for s in a.lowered.steps] == [(s.op.name, s.unit) for s in b.lowered.steps])
-        grows = growth(a, self.prepare(low + 1), b, high - low) if same else None
+        grows = span_growth(a, self.prepare(low + 1), b, high - low)
         if grows is None:
             middle = (low + high) // 2
             self.span(low, middle)

@@ -1,14 +1,14 @@
 """How a decode step's sizes grow with the KV cache (pure).
 
 Between two cache lengths where a pass lowers to the same steps with the same placement, every size of
-a step (its op's batch, m, k, n and elements; each tensor's elements, appended entries and pruned row
-length) is affine in the cache length. Generation costs the steps whose sizes grow at each length and
+a step (its op's batch, m, k, n and elements; each tensor's elements, appended entries, pruned row
+length and scale groups) is affine in the cache length. Generation costs the steps whose sizes grow at each length and
 the others once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import astuple, dataclass, fields, replace
 
 from simulator.engine import Prepared
 from simulator.engine.steps import Step
@@ -22,6 +22,8 @@ class TensorSizes:
     elements: int
     appended: int
     nm_row: int
+    scale_group: int  # a per-token scale's elements grow with the row it scales (a probability row)
+    coarse_scale_group: int
 
 
 @dataclass(frozen=True)
@@ -39,12 +41,13 @@ class StepSizes:
     def of(cls, step: Step, tensors: dict[str, Tensor]) -> StepSizes:
         op = step.op
         return cls(op.batch, op.m, op.k, op.n, op.elements,
-                   tuple(TensorSizes(tensors[name].elements, tensors[name].appended, tensors[name].nm_row)
+                   tuple(TensorSizes(tensors[name].elements, tensors[name].appended, tensors[name].nm_row,
+                                     tensors[name].scale_group, tensors[name].coarse_scale_group)
                          for name in (*step.reads, *step.writes)))
 
     def _flat(self) -> tuple[int, ...]:
         return (self.batch, self.m, self.k, self.n, self.elements,
-                *(value for t in self.tensors for value in (t.elements, t.appended, t.nm_row)))
+                *(value for t in self.tensors for value in astuple(t)))
 
     def _rebuilt(self, flat: list[int]) -> StepSizes:
         per_tensor = len(fields(TensorSizes))
@@ -81,18 +84,28 @@ def growth(a: Prepared, a_next: Prepared, b: Prepared, span: int) -> dict[int, S
     return grows
 
 
+def span_growth(a: Prepared, a_next: Prepared, b: Prepared, span: int) -> dict[int, StepSizes] | None:
+    """:func:`growth` over a span whose ends lower to the same steps, fused and placed alike (the lengths
+    between are then costed with ``a``'s placement and grown sizes); None when they do not."""
+    same = (a.placement.home == b.placement.home and a.fused == b.fused
+            and [(s.op.name, s.unit) for s in a.lowered.steps] == [(s.op.name, s.unit) for s in b.lowered.steps])
+    return growth(a, a_next, b, span) if same else None
+
+
 def grown_step(step: Step, slope: StepSizes, offset: int, start: dict[str, Tensor], tensors: dict[str, Tensor],
                ) -> Step:
     """``step`` grown by ``offset`` cache tokens from its sizes at the start of the span (``start``); its
     grown tensors are written to ``tensors``. (Built field by field: this runs once per step and length.)"""
     op = step.op
     for name, grows in zip((*step.reads, *step.writes), slope.tensors, strict=True):
-        if grows.elements or grows.appended or grows.nm_row:
+        if grows.elements or grows.appended or grows.nm_row or grows.scale_group or grows.coarse_scale_group:
             t = start[name]
             tensors[name] = Tensor(name, t.kind, t.elements + grows.elements * offset, t.bits,
-                                   t.appended + grows.appended * offset, t.source, t.scale_group, t.scale_bits,
-                                   t.nm_kept, t.nm_group, t.nm_row + grows.nm_row * offset, t.coarse_scale_group,
-                                   t.coarse_scale_bits)
+                                   t.appended + grows.appended * offset, t.source,
+                                   t.scale_group + grows.scale_group * offset, t.scale_bits, t.nm_kept, t.nm_group,
+                                   t.nm_row + grows.nm_row * offset,
+                                   t.coarse_scale_group + grows.coarse_scale_group * offset, t.coarse_scale_bits,
+                                   t.sequences)
     grown = Op(op.name, op.layer, op.role, op.group, op.kind, op.batch + slope.batch * offset,
                op.m + slope.m * offset, op.k + slope.k * offset, op.n + slope.n * offset,
                op.elements + slope.elements * offset, op.weight_params, op.bias_params, op.reads, op.writes,

@@ -19,6 +19,7 @@ from workloads.models import Workload, load_model
 INT8 = load_run_config("configs/int8.yaml")
 MISTRAL_W8 = str(TESTS / "configs" / "mistral-window-8.json")
 FP16 = load_run_config("configs/fp16.yaml")
+W8A8 = load_run_config("configs/w8a8.yaml")  # per-token scales: a probability row's scale group grows with the cache
 PRUNED_ATTENTION = policy_from_dict({  # pruned rows grow with the cache: tails of 1..3 keys along them
     "name": "kv8_nm", "hardware": "rapid_like", "precision": {"default": "int8", "kv_cache": "int8"},
     "sparsity": {"attention": {"probabilities": "2:4", "keys": "1:8"}}})
@@ -51,6 +52,7 @@ def step_by_step(spec, workload, lengths, hardware, policy):
     ("transformer-base", load_hardware("rapid_like"), INT8, 2, 12, 10),  # encoder once, then the decoder alone
     ("t5-3b", load_hardware("rapid_like"), FP16, 1, 16, 5),
     ("llama-2-7b", load_hardware("rapid_like"), PRUNED_ATTENTION, 2, 5, 9),
+    ("llama-2-7b", load_hardware("tpu_v5e_like"), W8A8, 1, 40, 12),
 ])
 def test_a_generation_is_its_decode_steps_simulated_one_by_one(model, hardware, policy, batch, prompt, new):
     spec = load_model(model)
