@@ -39,13 +39,13 @@ from simulator.engine import Prepared, Simulator
 from simulator.engine.records import RESULT_COLUMNS, StepRecord
 from simulator.engine.results import run_cycles
 from simulator.serving import parts
+from simulator.serving.decode_span import SPAN_TOKENS, DecodeSpan, open_span
 from simulator.serving.parts import HeadPart, KindPart, Sums, TokenPart, certified, harvest, record_sums, total
 from workloads.errors import InputError
 from workloads.mixed import MixedBatch, Sequence
 from workloads.models import ModelSpec
 
 PROBES = (3, 4)  # blocks of the probes tried in turn: n - 3 and n - 2 compared, then the last
-PREFETCH = 32  # decode steps of a kind costed ahead (the sequences' next iterations)
 _BLOCK = re.compile(r"^layers\.(\d+)\.")
 # a record's values but its names: what two blocks' steps must share
 _COSTS = itemgetter(*(i for i, name in enumerate(RESULT_COLUMNS) if name not in ("name", "layer", "fused_into")))
@@ -84,6 +84,7 @@ class IterationCoster:
         self.heads: dict[tuple[int, int], HeadPart] = {}  # its head, by (T, E)
         self.heads_alone = True  # whether heads can be probed alone (the policy may refuse the head's pass)
         self.kinds: dict[KindKey, KindPart] = {}
+        self.spans: dict[tuple[str, bool, int, int, float | None], list[DecodeSpan]] = {}  # one-token kinds'
         self.counts = dict.fromkeys(("summed", "probed", "whole"), 0)  # iterations costed each way
 
     def cost(self, batch: MixedBatch) -> IterationCost:
@@ -177,34 +178,70 @@ class IterationCoster:
         return head
 
     def _probe_kinds(self, batch: MixedBatch, missing: list[KindKey]) -> bool:
-        """Cost the ``missing`` kinds on the first block's attention alone (and, for a mixed batch, the next
-        ``PREFETCH`` decode steps of each decode kind: the same sequences' next iterations); False when it
-        spills."""
-        if batch.uniform() is not None or missing[0][3] == "only":
-            probes = [(batch, missing)]
-        else:
-            wanted = {key[1]: key[2] for key in missing}
-            for kind, count in list(wanted.items()):
-                for step in range(1, PREFETCH + 1 if kind.new == 1 else 1):
-                    if kind.cached + step < self.context:
-                        wanted.setdefault(Sequence(1, kind.cached + step, kind.emits), count)
-            wanted = {kind: count for kind, count in wanted.items()
-                      if ("mixed", kind, count, "several") not in self.kinds}
-            for filler in (Sequence(1, 1, False), Sequence(1, 2, False)):  # a kind among several needs another
-                if len(wanted) == 1:
-                    wanted.setdefault(filler, 1)
-            sequences = tuple(kind for kind, count in wanted.items() for _ in range(count))
-            probe = MixedBatch(sequences, batch.expert_imbalance)
-            probes = [(probe, _places(probe))]
-        for probe, keys in probes:
-            prepared = self.sim.prepare(self.spec.attention_trace(probe, as_mixed=batch.uniform() is None))
-            if prepared.spilled:
+        """Cost the ``missing`` kinds: one-token kinds (decode steps) from spans of cache lengths
+        (:meth:`_spanned`), the others on the first block's attention alone; False when a probe spills."""
+        uniform = batch.uniform()
+        if uniform is not None and uniform.phase == "decode" or missing[0][3] == "several":
+            spanned = [key for key in missing if key[1].new == 1]
+            if not all(self._spanned(key, batch.expert_imbalance) for key in spanned):
                 return False
-            times = [self.layers if step.op.layer == 0 else 1 for step in prepared.lowered.steps]
-            kinds = parts.kind_parts(prepared, functools.partial(self.sim.step_record, prepared), times)
-            for index, key in enumerate(keys):
-                self.kinds.setdefault(key, kinds[index])
+            missing = [key for key in missing if key[1].new > 1]
+            if not missing:
+                return True
+        probe, keys = (batch, missing) if missing[0][3] == "only" else self._among_several(batch, missing)
+        prepared = self.sim.prepare(self.spec.attention_trace(probe, as_mixed=uniform is None))
+        if prepared.spilled:
+            return False
+        kinds = parts.kind_parts(prepared, functools.partial(self.sim.step_record, prepared), self._times(prepared))
+        for index, key in enumerate(keys):
+            self.kinds.setdefault(key, kinds[index])
         return True
+
+    def _among_several(self, batch: MixedBatch, missing: list[KindKey]) -> tuple[MixedBatch, list[KindKey]]:
+        """A probe of ``missing`` kinds among several (a filler beside a lone one), and its kinds' keys."""
+        wanted = {key[1]: key[2] for key in missing}
+        for filler in (Sequence(1, 1, False), Sequence(1, 2, False)):  # a kind among several needs another
+            if len(wanted) == 1:
+                wanted.setdefault(filler, 1)
+        probe = MixedBatch(tuple(kind for kind, count in wanted.items() for _ in range(count)), batch.expert_imbalance)
+        return probe, _places(probe)
+
+    def _spanned(self, key: KindKey, imbalance: float | None) -> bool:
+        """Cost a one-token kind (``key``: a uniform decode step's B sequences, or B sequences among several)
+        from a span of cache lengths (:mod:`.decode_span`), opening one at its length when none covers it,
+        else from a probe of its length alone; False when that spills."""
+        phase, kind, count, _ = key
+        low = kind.cached
+
+        def probe(length: int) -> MixedBatch:
+            sequences = (Sequence(1, length, kind.emits),) * count
+            if phase == "mixed":  # among several: beside a filler
+                sequences = (Sequence(1, 1, not kind.emits), *sequences)
+            return MixedBatch(sequences, imbalance)
+
+        @functools.cache
+        def attention(length: int) -> Prepared:
+            return self.sim.prepare(self.spec.attention_trace(probe(length), as_mixed=phase == "mixed"))
+
+        index = [place[1] for place in _places(probe(low))].index(kind) if phase == "mixed" else 0
+        spans = self.spans.setdefault((phase, kind.emits, count, index, imbalance), [])
+        span = next((span for span in spans if span.covers(low)), None)
+        if span is None:
+            span = open_span(attention, index, low, min(low + SPAN_TOKENS, self.context - 1), self.sim, self._times)
+            if span is None:
+                alone = attention(low)
+                if alone.spilled:
+                    return False
+                self.kinds[key] = parts.kind_parts(alone, functools.partial(self.sim.step_record, alone),
+                                                   self._times(alone))[index]
+                return True
+            spans.append(span)
+        self.kinds[key] = span.part(low, self.sim)
+        return True
+
+    def _times(self, attention: Prepared) -> list[int]:
+        """How often each step of a probe of the first block's attention runs in the whole pass."""
+        return [self.layers if step.op.layer == 0 else 1 for step in attention.lowered.steps]
 
     def _probed(self, batch: MixedBatch, layout: tuple[TokenKey, list[KindKey]] | None) -> Sums | None:
         """The whole model's sums from a copy with fewer blocks, or None when no copy shows them; the parts

@@ -200,17 +200,29 @@ def kind_parts(prepared: Prepared, record_of: Callable[[int], StepRecord], times
     (``record_of`` a step's index; each counted ``times``): a probe that is costed for its kinds need not
     cost its token steps."""
     owners = owners or _owners(prepared)
+    peaks = kind_peaks(prepared, owners)
+    return {kind: KindPart(record_sums([record_of(index) for index in indices], [times[index] for index in indices]),
+                           peaks[kind])
+            for kind, indices in kind_steps(prepared, owners).items()}
+
+
+def kind_steps(prepared: Prepared, owners: list[int] | None = None) -> dict[int, list[int]]:
+    """Each kind's steps in a probe's pass (their indices), by the kind's index."""
     steps_of: dict[int, list[int]] = {}
-    for index, owner in enumerate(owners):
+    for index, owner in enumerate(owners or _owners(prepared)):
         if owner >= 0:
             steps_of.setdefault(owner, []).append(index)
+    return steps_of
+
+
+def kind_peaks(prepared: Prepared, owners: list[int] | None = None) -> dict[int, int]:
+    """Each kind's ``peak`` in a probe's pass (see :class:`KindPart`), by the kind's index."""
+    owners = owners or _owners(prepared)
     own: dict[int, list[tuple[int, int, int]]] = {}  # kind -> (first step, last step, share) of its tensors
     for name, (start, end) in prepared.placement.lifetimes.items():
         if owners[start] >= 0:
             own.setdefault(owners[start], []).append((start, end, prepared.placement.footprint_bytes[name]))
-    return {kind: KindPart(record_sums([record_of(index) for index in indices], [times[index] for index in indices]),
-                           _peak(own.get(kind, []), indices))
-            for kind, indices in steps_of.items()}
+    return {kind: _peak(own.get(kind, []), indices) for kind, indices in kind_steps(prepared, owners).items()}
 
 
 def _owners(prepared: Prepared) -> list[int]:
