@@ -181,7 +181,7 @@ class IterationCoster:
         """Cost the ``missing`` kinds: one-token kinds (decode steps) from spans of cache lengths
         (:meth:`_spanned`), the others on the first block's attention alone; False when a probe spills."""
         uniform = batch.uniform()
-        if uniform is not None and uniform.phase == "decode" or missing[0][3] == "several":
+        if (uniform is not None and uniform.phase == "decode") or missing[0][3] == "several":
             spanned = [key for key in missing if key[1].new == 1]
             if not all(self._spanned(key, batch.expert_imbalance) for key in spanned):
                 return False
@@ -198,11 +198,10 @@ class IterationCoster:
         return True
 
     def _among_several(self, batch: MixedBatch, missing: list[KindKey]) -> tuple[MixedBatch, list[KindKey]]:
-        """A probe of ``missing`` kinds among several (a filler beside a lone one), and its kinds' keys."""
+        """A probe of ``missing`` kinds among several (a lone one beside a filler), and its kinds' keys."""
         wanted = {key[1]: key[2] for key in missing}
-        for filler in (Sequence(1, 1, False), Sequence(1, 2, False)):  # a kind among several needs another
-            if len(wanted) == 1:
-                wanted.setdefault(filler, 1)
+        if len(wanted) == 1:
+            wanted[_beside(missing[0][1])] = 1
         probe = MixedBatch(tuple(kind for kind, count in wanted.items() for _ in range(count)), batch.expert_imbalance)
         return probe, _places(probe)
 
@@ -215,8 +214,8 @@ class IterationCoster:
 
         def probe(length: int) -> MixedBatch:
             sequences = (Sequence(1, length, kind.emits),) * count
-            if phase == "mixed":  # among several: beside a filler
-                sequences = (Sequence(1, 1, not kind.emits), *sequences)
+            if phase == "mixed":
+                sequences = (_beside(kind), *sequences)
             return MixedBatch(sequences, imbalance)
 
         @functools.cache
@@ -291,6 +290,12 @@ def _token_stand_in(batch: MixedBatch) -> MixedBatch:
                           if emitting > 1 else (Sequence(tokens - 1, 0, True), Sequence(1, 1, False)),
                           batch.expert_imbalance)
     return MixedBatch((Sequence(tokens - 1, 0, False), Sequence(1, 1, False)), batch.expert_imbalance)
+
+
+def _beside(kind: Sequence) -> Sequence:
+    """The filler a lone kind is probed beside to be among several: a one-token step that is not the kind at
+    any cache length."""
+    return Sequence(1, 1, not kind.emits)
 
 
 def _places(batch: MixedBatch) -> list[KindKey]:
