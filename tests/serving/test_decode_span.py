@@ -13,6 +13,7 @@ from conftest import preset_with
 from simulator.engine import Simulator
 from simulator.serving import decode_span
 from simulator.serving.iteration import IterationCoster
+from simulator.serving.parts import kind_peaks, kind_steps
 from simulator.spec.hardware import load_hardware
 from simulator.spec.run_config import load_run_config
 from workloads.mixed import MixedBatch, Sequence
@@ -82,7 +83,7 @@ def test_a_span_whose_ends_differ_is_halved(monkeypatch: pytest.MonkeyPatch) -> 
     """open_span halves a span until its ends grow alike; none when no span of three lengths does."""
     costs = coster("int8", "tpu_v5e_like")
     prepared = {length: costs.sim.prepare(costs.spec.attention_trace(MixedBatch((Sequence(1, length, True),))))
-                for length in (10, 11, 12, 13, 15, 18, 26, 42)}
+                for length in (10, 11, 12, 13, 14, 15, 18, 26, 42)}
     asked: list[int] = []
 
     def attention(length: int):  # type: ignore[no-untyped-def]
@@ -91,4 +92,30 @@ def test_a_span_whose_ends_differ_is_halved(monkeypatch: pytest.MonkeyPatch) -> 
 
     span = decode_span.open_span(attention, 0, 10, 42, costs.sim, costs._times)
     assert span is not None and (span.low, span.high) == (10, 18) and asked == [10, 42, 11, 26, 11, 18, 11]
-    assert decode_span.open_span(lambda length: prepared[10], 0, 10, 12, costs.sim, costs._times) is None
+    assert all(type(length) is int for length in asked)
+    assert decode_span.open_span(prepared.get, 0, 10, 13, costs.sim, costs._times) is not None  # four lengths
+    assert decode_span.open_span(prepared.get, 0, 10, 12, costs.sim, costs._times) is None  # three: probed alone
+    end = prepared[18]
+    name = next(iter(end.placement.footprint_bytes))
+    homes = {**end.placement.home, name: "dram"}
+    spilled = {**prepared, 18: replace(end, placement=replace(end.placement, home=homes))}
+    assert spilled[18].spilled
+    span = decode_span.open_span(spilled.get, 0, 10, 18, costs.sim, costs._times)
+    assert span is not None and (span.low, span.high) == (10, 14)  # an end that spills is halved away
+
+
+def test_a_lengths_bound_on_live_bytes_is_its_own_at_the_start_else_the_larger_ends() -> None:
+    costs = coster("int8", "tpu_v5e_like")
+    prepared = {length: costs.sim.prepare(costs.spec.attention_trace(MixedBatch((Sequence(1, length, True),))))
+                for length in (100, 101, 300)}
+    end = prepared[300]  # its kind's first tensor given a larger share (a decode's shares do not grow here)
+    steps = kind_steps(end)[0]
+    name = next(name for name, (first, _) in end.placement.lifetimes.items() if first in steps)
+    shares = {**end.placement.footprint_bytes, name: end.placement.footprint_bytes[name] + 1000}
+    prepared[300] = replace(end, placement=replace(end.placement, footprint_bytes=shares))
+    span = decode_span.open_span(prepared.get, 0, 100, 300, costs.sim, costs._times)
+    assert span is not None
+    peaks = [kind_peaks(prepared[length])[0] for length in (100, 300)]
+    assert peaks[0] < peaks[1]
+    assert span.part(100, costs.sim).peak == peaks[0]
+    assert span.part(101, costs.sim).peak == span.part(300, costs.sim).peak == peaks[1]
