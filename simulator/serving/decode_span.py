@@ -61,7 +61,7 @@ def open_span(attention: Callable[[int], Prepared], kind: int, low: int, high: i
     start = attention(low)
     while high - low > 2 and not start.spilled:
         end = attention(high)
-        grows = None if end.spilled else span_growth(start, attention(low + 1), end, high - low)
+        grows = span_growth(start, attention(low + 1), end, high - low)  # an end that spills is placed otherwise
         if grows is not None:
             steps = kind_steps(start)[kind]
             return DecodeSpan(start, low, high, grows, frozenset(fusion_changes(start, grows, low, high)),

@@ -63,6 +63,11 @@ def test_a_grown_step_is_its_start_plus_the_slope_times_the_offset() -> None:
     grown_step(step, replace(slope, tensors=(slope.tensors[0], TensorSizes(0, 0, 0, 0, 0), slope.tensors[2])), 4,
                start, unchanged)
     assert unchanged["b"] is start["b"]  # not grown: not rebuilt
+    for only in (TensorSizes(0, 0, 0, 9, 0), TensorSizes(0, 0, 0, 0, 10)):  # a scale group alone grows it
+        alone = dict(start)
+        grown_step(step, replace(slope, tensors=(only, *slope.tensors[1:])), 4, start, alone)
+        assert (alone["a"].scale_group, alone["a"].coarse_scale_group) == (64 + 4 * only.scale_group,
+                                                                           5 + 4 * only.coarse_scale_group)
     assert grown_step(step, slope, 0, start, dict(start)) == step
     with pytest.raises(ValueError):  # a slope of other tensors
         grown_step(step, replace(slope, tensors=slope.tensors[:2]), 1, start, dict(start))
@@ -100,17 +105,24 @@ def vector(name: str, elements: int) -> Step:
 
 
 def test_fusion_could_change_where_a_growing_vector_steps_size_meets_a_neighbours() -> None:
-    """A vector step of 10 + 3 x offset elements meets a fixed one of 40 at offset 10 and one growing by 1
-    from 20 at offset 5 (which meets the fixed one at offset 20), and never meets one growing alike; an
-    array step or one out of reach is not a neighbour; a meeting at a fraction or past the span is no
-    length."""
-    steps = [vector("grows", 10), vector("fixed", 40), vector("slower", 20), vector("alike", 99),
-             Step(Op("array", 0, "bmm_qk", "attention", "bmm", batch=1, m=1, k=1, n=70), "array", False, BF16, (), ()),
-             *[vector(f"pad{i}", 1000) for i in range(8)], vector("far", 70)]
+    """A vector step of 10 + 3 x offset elements meets a fixed one of 40 at offset 10, one of 13 at offset 1,
+    one growing by 1 from 20 at offset 5 (which meets the fixed one at offset 20 and the one of 100 at 80)
+    and the last vector step within 8 steps of it (100) at offset 30; one of 10 (equal at the start), one
+    growing alike, an array step and one 9 steps away are no meeting; nor a meeting at a fraction or past
+    the span."""
+    steps = [vector("grows", 10), vector("alike", 99), vector("fixed", 40), vector("slower", 20),
+             Step(Op("array", 0, "bmm_qk", "attention", "bmm", batch=1, m=1, k=1, n=70, elements=22), "array", False,
+                  BF16, (), ()),
+             vector("thirteen", 13), vector("ten", 10), vector("pad", 1000), vector("reach", 100), vector("far", 130)]
     prepared = replace(attention(100), lowered=replace(attention(100).lowered, steps=tuple(steps)))
     sizes = StepSizes(0, 0, 0, 0, 3, ())
-    grows = {0: sizes, 2: replace(sizes, elements=1), 3: sizes}
-    assert fusion_changes(prepared, grows, 100, 200) == {105, 110, 120}
-    assert fusion_changes(prepared, grows, 100, 110) == {105, 110}  # 120 is past the span
-    assert fusion_changes(prepared, {0: replace(sizes, elements=4)}, 100, 200) == set()  # 30 / 4: no whole length
-    assert fusion_changes(prepared, {**grows, 4: sizes}, 100, 200) == {105, 110, 120}  # not an SFU step
+    grows = {4: sizes, 0: sizes, 3: replace(sizes, elements=1), 1: sizes}  # the array step first
+    assert fusion_changes(prepared, grows, 100, 200) == {101, 105, 110, 120, 130, 180}
+    assert fusion_changes(prepared, grows, 100, 110) == {101, 105, 110}  # past the span
+    assert fusion_changes(prepared, {0: replace(sizes, elements=4)}, 100, 200) == set()  # no whole offset
+    late = [vector("fixed", 40), vector("grows", 10)]  # the neighbour before it: index 0
+    prepared = replace(prepared, lowered=replace(prepared.lowered, steps=tuple(late)))
+    assert fusion_changes(prepared, {1: sizes}, 100, 200) == {110}
+    far = [vector("fixed", 40), *[vector(f"pad{i}", 1000) for i in range(8)], vector("grows", 10)]
+    prepared = replace(prepared, lowered=replace(prepared.lowered, steps=tuple(far)))
+    assert fusion_changes(prepared, {9: sizes}, 100, 200) == set()  # 9 steps before it
