@@ -63,10 +63,10 @@ def open_span(attention: Callable[[int], Prepared], kind: int, low: int, high: i
         end = attention(high)
         grows = span_growth(start, attention(low + 1), end, high - low)  # an end that spills is placed otherwise
         if grows is not None:
-            steps = kind_steps(start)[kind]
+            steps, start_peak = kind_steps(start)[kind], kind_peaks(start)[kind]
             return DecodeSpan(start, low, high, grows, frozenset(fusion_changes(start, grows, low, high)),
                               tuple(steps), tuple(times(start)),
                               {index: simulator.step_record(start, index) for index in steps if index not in grows},
-                              kind_peaks(start)[kind], max(kind_peaks(start)[kind], kind_peaks(end)[kind]))
+                              start_peak, max(start_peak, kind_peaks(end)[kind]))
         high = low + (high - low) // 2
     return None
