@@ -20,6 +20,7 @@ from simulator.analysis.step_growth import StepSizes, fusion_changes, grown_step
 from simulator.engine import Prepared, Simulator
 from simulator.engine.records import StepRecord
 from simulator.serving.parts import KindPart, kind_peaks, kind_steps, record_sums
+from workloads.ops import Tensor
 
 SPAN_TOKENS = 256  # cache lengths a span is opened over (halved until its ends grow affinely)
 
@@ -38,14 +39,14 @@ class DecodeSpan:
     fixed: dict[int, StepRecord]  # records of the kind's steps that do not grow
     start_peak: int  # bytes: the kind's live bytes at ``low``
     peak: int  # bytes: a bound on them over the span
+    tensors: dict[str, Tensor]  # the start's tensors, the growing ones grown to the length last costed
 
     def covers(self, length: int) -> bool:
         return length == self.low or (self.low < length <= self.high and length not in self.skipped)
 
     def part(self, length: int, simulator: Simulator) -> KindPart:
         """The kind at ``length`` (one the span covers)."""
-        offset = length - self.low
-        tensors = dict(self.start.lowered.tensors)
+        offset, tensors = length - self.low, self.tensors  # every growing tensor is grown before it is read
         records = [self.fixed[index] if index not in self.grows else simulator.step_record(
             self.start, index, grown_step(self.start.lowered.steps[index], self.grows[index], offset,
                                           self.start.lowered.tensors, tensors), tensors) for index in self.steps]
@@ -67,6 +68,6 @@ def open_span(attention: Callable[[int], Prepared], kind: int, low: int, high: i
             return DecodeSpan(start, low, high, grows, frozenset(fusion_changes(start, grows, low, high)),
                               tuple(steps), tuple(times(start)),
                               {index: simulator.step_record(start, index) for index in steps if index not in grows},
-                              start_peak, max(start_peak, kind_peaks(end)[kind]))
+                              start_peak, max(start_peak, kind_peaks(end)[kind]), dict(start.lowered.tensors))
         high = low + (high - low) // 2
     return None
