@@ -140,31 +140,42 @@ def test_package_exports_the_public_api_lazily():
     assert done.stdout.split("\n")[:2] == ["False", "simulator.engine.simulator ['Hardware', 'InputError', 'Plan']"]
 
 
-@pytest.mark.slow
-def test_readme_commands_run_as_written(tmp_path, monkeypatch, capsys):
-    """Every `accelsim` line of the README's and the docs' shell blocks (each once), run from a user's folder
-    that holds the shipped configs/ (optional parts in [brackets] dropped; the one placeholder path and the
-    remote scheduler skipped)."""
+def _shell_commands() -> dict[str, list[str]]:
+    """Every `accelsim` line of the README's and the docs' shell blocks, each under the first page that has it
+    (optional parts in [brackets] dropped; the placeholder paths skipped), by page."""
     import re
+
+    by_page: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for block in re.findall(r"```sh\n(.*?)```", page.read_text(), re.S):
+            for line in block.splitlines():
+                command = re.sub(r"\[.*?\]", "", line.split("#")[0]).strip()
+                if line.startswith("accelsim ") and "path/to" not in command and command not in seen:
+                    seen.add(command)
+                    by_page.setdefault(page.name, []).append(command)
+    return by_page
+
+
+def test_the_docs_shell_commands_are_all_run():
+    assert sum(map(len, _shell_commands().values())) >= 18
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", sorted(_shell_commands()))
+def test_readme_commands_run_as_written(page, tmp_path, monkeypatch, capsys):
+    """A page's commands (see ``_shell_commands``), in order, run from a user's folder that holds the shipped
+    configs/ (a page per case: they spread over the workers)."""
     import shlex
 
     (tmp_path / "configs").symlink_to(ROOT / "configs")
     (tmp_path / "cases.csv").write_text("m,k,n,rows,cols,dataflow\n384,768,3072,32,32,ws\n")
-    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-    blocks = [block for page in pages for block in re.findall(r"```sh\n(.*?)```", page.read_text(), re.S)]
-    lines = list(dict.fromkeys(line for block in blocks for line in block.splitlines() if line.startswith("accelsim ")))
-    ran = 0
     monkeypatch.chdir(tmp_path)
-    for line in lines:  # in this process (the entry point itself, as a subprocess is tested elsewhere): faster
-        command = re.sub(r"\[.*?\]", "", line.split("#")[0]).strip()
-        if "path/to" in command:
-            continue
-        with pytest.raises(SystemExit) as done:
+    for command in _shell_commands()[page]:  # in this process (the entry point itself, as a subprocess, is
+        with pytest.raises(SystemExit) as done:  # tested elsewhere): faster
             main(shlex.split(command)[1:])
         assert done.value.code == 0, (command, capsys.readouterr().err)
         capsys.readouterr()
-        ran += 1
-    assert ran >= 18
 
 
 def test_generate_one_token_writes_only_what_it_made(tmp_path, accelsim_here):
