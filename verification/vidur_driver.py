@@ -21,6 +21,7 @@ import csv
 import json
 import sys
 import tempfile
+from typing import Any
 
 from vidur._native.entities import ExecutionTime as ExecutionTimeC
 from vidur.config import SimulationConfig
@@ -60,7 +61,11 @@ def _mended(restart):
 def main() -> None:
     Request.restart = _mended(Request.restart)
     request = json.load(sys.stdin)
-    output = tempfile.mkdtemp()
+    with tempfile.TemporaryDirectory() as output:  # Vidur writes its config there even without metrics
+        _simulate(request, output)
+
+
+def _simulate(request: dict[str, Any], output: str) -> None:
     scheduler = request["scheduler"]
     limits = ([f"--vllm_scheduler_config_batch_size_cap={request['max_batch']}",
                f"--vllm_scheduler_config_max_tokens_in_batch={request['max_tokens']}"] if scheduler == "vllm" else

@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -225,8 +226,7 @@ def make_executor(kind: str, workers: int, scheduler: str | None) -> tuple[Execu
     if kind != "dask":
         raise InputError(f"unknown executor {kind!r}; choose local or dask")
     try:
-        import dask
-        from dask.distributed import Client, LocalCluster
+        from dask.distributed import Client
     except ImportError:
         raise InputError("--executor dask needs the dask extra: pip install -e '.[dask]'") from None
     if scheduler:
@@ -235,20 +235,27 @@ def make_executor(kind: str, workers: int, scheduler: str | None) -> tuple[Execu
         except OSError as exc:
             raise InputError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
         return client.get_executor(), client.close
-    # the workers' scratch space is the run's own, removed with the cluster (dask's default would leave
-    # a dask-scratch-space folder in the temp directory behind)
-    scratch = tempfile.mkdtemp(prefix="accelsim-dask-")
-    dask.config.set({"temporary-directory": scratch})  # the scheduler's and the workers' scratch space
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                           local_directory=scratch)
-    client = Client(cluster)
+    return _local_cluster(workers)
 
-    def close() -> None:
-        client.close()
-        cluster.close()
-        shutil.rmtree(scratch, ignore_errors=True)
 
-    return client.get_executor(), close
+def _local_cluster(workers: int) -> tuple[Executor, Callable[[], None]]:
+    """(executor, close) of a dask cluster on this machine. Its workers' scratch space is the run's own,
+    removed with the cluster (dask's default would leave a dask-scratch-space folder in the temp directory
+    behind), or when the cluster does not start."""
+    import dask
+    from dask.distributed import Client, LocalCluster
+
+    with ExitStack() as cleanup:
+        scratch = tempfile.mkdtemp(prefix="accelsim-dask-")
+        cleanup.callback(shutil.rmtree, scratch, ignore_errors=True)
+        dask.config.set({"temporary-directory": scratch})  # the scheduler's and the workers' scratch space
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                               local_directory=scratch)
+        cleanup.callback(cluster.close)
+        client = Client(cluster)
+        cleanup.callback(client.close)
+        started = cleanup.pop_all()  # from here on, the caller closes it
+    return client.get_executor(), started.close
 
 
 LINE_STYLES = [{"marker": m, "linestyle": ls, "markersize": size, "markerfacecolor": face}

@@ -301,6 +301,33 @@ def test_failed_start_leaves_nothing(tmp_path):
     assert rerun.returncode == 0, rerun.stderr
 
 
+@pytest.mark.parametrize("fails", ["LocalCluster", "Client"])
+def test_a_dask_cluster_that_does_not_start_leaves_nothing(tmp_path, monkeypatch, fails):
+    """Its scratch space is removed (and a cluster that started, closed) when the cluster or its client fails."""
+    import tempfile
+
+    import dask.distributed
+
+    from simulator.cli.sweep_run import make_executor
+
+    closed = []
+
+    class Started:
+        def close(self):
+            closed.append(True)
+
+    def refuse(*args, **kwargs):
+        raise OSError("no cluster here")
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(dask.distributed, "LocalCluster", refuse if fails == "LocalCluster" else lambda **_: Started())
+    monkeypatch.setattr(dask.distributed, "Client", refuse)
+    with pytest.raises(OSError, match="no cluster here"):
+        make_executor("dask", 2, None)
+    assert not list(tmp_path.iterdir())
+    assert closed == ([True] if fails == "Client" else [])
+
+
 def test_table_columns_are_typed_and_split(tmp_path):
     """Knobs get columns of their own (entries take phase, head, decoder_tokens), stored bits come apart,
     integers stay integers when a point fails, and two configs with one `name:` are refused."""

@@ -31,13 +31,17 @@ COSTER = ClosedFormCoster(fixed=5000, per_token=10, per_sequence=1000, clock_hz=
     ("chunked", "sarathi", 32, 256, 100_000), ("chunked", "sarathi", 6, 128, 100_000),
     ("continuous", "vllm", 32, 4096, 40), ("continuous", "vllm", 4, 300, 25), ("chunked", "sarathi", 32, 256, 30),
     ("chunked", "sarathi", 6, 128, 40)])
-def test_requests_come_out_when_vidur_says(tmp_path: Path, ours: str, theirs: str, max_batch: int,
-                                           max_tokens: int, blocks: int) -> None:
+def test_requests_come_out_when_vidur_says(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ours: str, theirs: str,
+                                           max_batch: int, max_tokens: int, blocks: int) -> None:
     requests = generate_requests(60, 20.0, parse_lengths("uniform:10,300", "p"), parse_lengths("uniform:2,40", "o"), 1)
     trace = tmp_path / "trace.csv"
     trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n"
                      + "".join(f"{r.arrival_s!r},{r.prompt_tokens},{r.output_tokens}\n" for r in requests))
+    scratch = tmp_path / "scratch"  # the driver's temporary directory: Vidur writes its config there
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
     theirs_times = run_vidur(trace, theirs, max_batch, max_tokens, 16, blocks, COSTER)
+    assert not list(scratch.iterdir())  # nothing of the peer's run outlives it
     served = serve(requests, COSTER, PagedKVCache(blocks, 16), ServeSettings(ours, max_batch, max_tokens),
                    COSTER.clock_hz)
     ours_times = sorted(served.requests, key=lambda active: active.request.request_id)
