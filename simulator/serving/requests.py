@@ -135,6 +135,8 @@ def generate_requests(count: int, rate: float | None, prompts: Lengths, outputs:
         raise InputError(f"--num-requests must be at least 1, got {count}")
     if rate is not None and not (math.isfinite(rate) and rate > 0):
         raise InputError(f"--rate must be a positive number of requests per second, got {rate}")
+    if seed < 0:
+        raise InputError(f"--seed must be a non-negative integer, got {seed}")
     rng = np.random.Generator(np.random.PCG64(seed))
     arrivals = np.cumsum(rng.exponential(1.0 / rate, size=count)) if rate is not None else np.zeros(count)
     prompt_tokens, output_tokens = prompts.draw(rng, count), outputs.draw(rng, count)

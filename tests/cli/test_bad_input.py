@@ -395,6 +395,7 @@ CASES += [
     ("serve-unknown-slo", lambda p: [*SERVE, "--num-requests", "2", "--slo", "ttft=100,latency=5"], "'latency'"),
     ("serve-block-size", lambda p: [*SERVE, "--num-requests", "2", "--kv-block-size", "0"], "--kv-block-size"),
     ("serve-rate", lambda p: [*SERVE, "--num-requests", "2", "--rate", "0"], "--rate"),
+    ("serve-seed", lambda p: [*SERVE, "--num-requests", "2", "--seed", "-1"], "--seed"),
     ("serve-samples", lambda p: [*SERVE, "--num-requests", "2", "--samples", "0"], "--samples"),
     ("serve-rate-with-trace", lambda p: [*serve_trace(p, "arrival_s,prompt_tokens,output_tokens\n0,10,5\n"),
                                          "--rate", "3"], "--rate"),

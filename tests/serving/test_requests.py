@@ -73,11 +73,11 @@ def test_bad_distributions(text: str, needle: str) -> None:
         parse_lengths(text, "--prompt-tokens")
 
 
-@pytest.mark.parametrize("count, rate, needle", [(0, 1.0, "--num-requests"), (3, -1.0, "--rate"),
-                                                 (3, math.nan, "--rate")])
-def test_bad_generator_settings(count: int, rate: float, needle: str) -> None:
+@pytest.mark.parametrize("count, rate, seed, needle", [(0, 1.0, 0, "--num-requests"), (3, -1.0, 0, "--rate"),
+                                                       (3, math.nan, 0, "--rate"), (3, 1.0, -1, "--seed")])
+def test_bad_generator_settings(count: int, rate: float, seed: int, needle: str) -> None:
     with pytest.raises(InputError, match=needle):
-        generate_requests(count, rate, Lengths("fixed", (1,)), Lengths("fixed", (1,)), 0)
+        generate_requests(count, rate, Lengths("fixed", (1,)), Lengths("fixed", (1,)), seed)
 
 
 def test_lengths_parsed() -> None:
