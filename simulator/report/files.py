@@ -41,17 +41,35 @@ def _umask() -> int:
     return mask
 
 
+@contextlib.contextmanager
+def _writable(target: Path) -> Iterator[None]:
+    """A place that cannot be written (no permission, a read-only or virtual file system) is the user's
+    choice of ``target``: one line, not an internal error."""
+    try:
+        yield
+    except OSError as exc:
+        raise InputError(f"{target}: cannot write there ({exc.strerror or exc})") from None
+
+
 def _created_parents(parent: Path) -> list[Path]:
-    """Create ``parent`` and its missing ancestors; return the ones created, deepest first."""
+    """Create ``parent`` and its missing ancestors; return the ones created, deepest first (none are left
+    when one cannot be created)."""
     missing = []
     for folder in (parent, *parent.parents):
         if folder.exists():
             break
         missing.append(folder)
-    for folder in reversed(missing):
-        if folder.exists() and not folder.is_dir():
-            raise InputError(f"{folder}: exists and is not a directory")
-        folder.mkdir(mode=0o777)  # the umask applies
+    created: list[Path] = []
+    try:
+        for folder in reversed(missing):
+            if folder.exists() and not folder.is_dir():
+                raise InputError(f"{folder}: exists and is not a directory")
+            with _writable(folder):
+                folder.mkdir(mode=0o777)  # the umask applies
+            created.insert(0, folder)
+    except InputError:
+        _remove_empty(created)
+        raise
     return missing
 
 
@@ -110,16 +128,19 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         raise InputError(f"{target}: is a directory, expected a file path")
     parent = target.parent if str(target.parent) else Path(".")
     created = _created_parents(parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
-    os.close(fd)
+    tmp = ""
     try:
+        with _writable(target):
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+        os.close(fd)
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
         created = []
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if tmp:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         _remove_empty(created)
 
 
@@ -136,9 +157,11 @@ def staged_dir(target: Path) -> Iterator[Path]:
     earlier writer are cleared first; the directory gets the permissions the umask gives a new one.
     """
     created = _created_parents(target.parent)
-    _clear_stale_staging(target)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    staging = None
     try:
+        _clear_stale_staging(target)
+        with _writable(target):
+            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
         yield staging
         os.chmod(staging, 0o777 & ~_umask())
         if target.exists():
@@ -150,7 +173,7 @@ def staged_dir(target: Path) -> Iterator[Path]:
             os.replace(staging, target)
         created = []
     finally:
-        if staging.exists():
+        if staging is not None and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
         _remove_empty(created)
 

@@ -107,6 +107,39 @@ def test_outputs_create_parents_honour_the_umask_and_leave_nothing_on_failure(tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs", "traces"]  # no staging leftovers
 
 
+@pytest.mark.parametrize("failing", ["mkstemp", "mkdtemp", "mkdir"])
+def test_a_place_that_cannot_be_written_is_refused_in_one_line_and_leaves_nothing(tmp_path, monkeypatch, failing):
+    """No permission, a read-only or virtual file system: the writers say which target, and remove the parents
+    they created (a file's and a directory's staging, and a parent that cannot be made)."""
+    import tempfile
+    from pathlib import Path
+
+    from workloads.errors import InputError
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    if failing == "mkdir":
+        made = Path.mkdir
+        monkeypatch.setattr(Path, "mkdir", lambda self, *a, **k: refuse() if self.name == "b" else made(self, *a, **k))
+    else:
+        monkeypatch.setattr(tempfile, failing, refuse)
+    writer = staged_dir if failing == "mkdtemp" else atomic_path
+    target = tmp_path / "a" / "b" / "c" / "t"
+    with pytest.raises(InputError, match=f"{tmp_path / 'a' / 'b' if failing == 'mkdir' else target}: cannot write "
+                                         "there \\(Permission denied\\)"), writer(target):
+        pass
+    assert not list(tmp_path.iterdir())
+
+
+def test_out_on_a_virtual_file_system_is_one_line():
+    for command in (["validate", "--out", "/proc/accelsim-out"],
+                    ["extract", "--model", "gpt2", "--out", "/proc/t.csv"]):
+        done = accelsim(*command)
+        assert done.returncode == 2 and done.stderr.strip().endswith("cannot write there (No such file or directory)")
+        assert len(done.stderr.strip().splitlines()) == 1
+
+
 def test_shipped_config_names_work_where_paths_do():
     by_name = accelsim("run", "int8", "--model", "bert-base", "--format", "json")
     by_path = accelsim("run", "configs/int8.yaml", "--model", "bert-base", "--format", "json")
