@@ -237,7 +237,7 @@ def _read_trace(path: Path) -> list[Any]:
     from simulator.serving.requests import parse_requests
 
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's byte-order mark is not part of a name
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read ({exc.__class__.__name__})") from None
     if path.suffix in (".jsonl", ".ndjson"):
@@ -247,8 +247,14 @@ def _read_trace(path: Path) -> list[Any]:
         return parse_requests(rows, columns, str(path))
     if path.suffix != ".csv":
         raise InputError(f"{path}: a trace is a .csv or .jsonl file")
-    reader = csv.DictReader(text.splitlines())
-    return parse_requests(reader, reader.fieldnames or [], str(path))
+    header, *lines = [line for line in csv.reader(text.splitlines()) if line] or [[]]
+    twice = sorted({name for name in header if header.count(name) > 1})
+    if twice:
+        raise InputError(f"{path}: column(s) {', '.join(twice)} appear more than once")
+    for number, line in enumerate(lines, start=1):
+        if len(line) != len(header):
+            raise InputError(f"{path}: row {number} has {len(line)} fields, the header {len(header)}")
+    return parse_requests([dict(zip(header, line, strict=True)) for line in lines], header, str(path))
 
 
 class _Progress:

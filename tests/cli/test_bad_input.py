@@ -388,6 +388,10 @@ CASES += [
     ("serve-zero-output", lambda p: serve_trace(p, "arrival_s,prompt_tokens,output_tokens\n0,10,0\n"),
      "row 1: output_tokens 0"),
     ("serve-missing-column", lambda p: serve_trace(p, "arrival_s,prompt_tokens\n0,10\n"), "output_tokens"),
+    ("serve-column-twice", lambda p: serve_trace(p, "arrival_s,prompt_tokens,output_tokens,arrival_s\n0,10,5,1\n"),
+     "arrival_s appear more than once"),
+    ("serve-ragged-row", lambda p: serve_trace(p, "arrival_s,prompt_tokens,output_tokens\n0,10,5\n1,10,5,7\n"),
+     "row 2 has 4 fields, the header 3"),
     ("serve-fractional-prompt", lambda p: serve_trace(p, '{"arrival_s": 0, "prompt_tokens": 2.5, '
                                                          '"output_tokens": 3}\n', "t.jsonl"), "prompt_tokens 2.5"),
     ("serve-prompt-too-long", lambda p: serve_trace(p, "arrival_s,prompt_tokens,output_tokens\n0,4000,200\n"),

@@ -41,7 +41,7 @@ def test_outputs_and_determinism(tmp_path: Path, accelsim_here) -> None:
     assert summary["completed"] == 40 == len((tmp_path / "a" / "requests.csv").read_text().splitlines()) - 1
 
 
-def test_a_trace_in_vidurs_columns_and_as_json_lines(tmp_path: Path, accelsim_here) -> None:
+def test_a_trace_in_vidurs_columns_as_json_lines_and_from_a_spreadsheet(tmp_path: Path, accelsim_here) -> None:
     rows = [(0.0, 12, 4), (0.001, 30, 2), (0.001, 7, 9)]
     vidur = tmp_path / "vidur.csv"
     vidur.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n"
@@ -49,12 +49,15 @@ def test_a_trace_in_vidurs_columns_and_as_json_lines(tmp_path: Path, accelsim_he
     lines = tmp_path / "trace.jsonl"
     lines.write_text("".join(json.dumps({"arrival_s": a, "prompt_tokens": p, "output_tokens": o}) + "\n"
                              for a, p, o in rows))
+    spreadsheet = tmp_path / "excel.csv"  # a spreadsheet's export: a byte-order mark, CRLF, a blank last line
+    spreadsheet.write_bytes(("\ufeffarrival_s,prompt_tokens,output_tokens\r\n"
+                             + "".join(f"{a},{p},{o}\r\n" for a, p, o in rows) + "\r\n").encode())
     outputs = []
-    for path in (vidur, lines):
+    for path in (vidur, lines, spreadsheet):
         result = accelsim_here(*SERVE, "--requests", str(path), "--json")
         assert result.returncode == 0, result.stderr
         outputs.append(json.loads(result.stdout))
-    assert outputs[0] == outputs[1] and outputs[0]["completed"] == 3
+    assert outputs[0] == outputs[1] == outputs[2] and outputs[0]["completed"] == 3
 
 
 def test_table_output(accelsim_here) -> None:
