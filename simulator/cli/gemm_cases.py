@@ -50,31 +50,24 @@ def gemm_result(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, pre
 
 
 def read_cases(path: str) -> list[dict[str, Any]]:
-    import csv
+    from simulator.cli.csv_files import read_csv
 
     required = ("m", "k", "n", "rows", "cols", "dataflow")
-    try:
-        with open(path, newline="") as handle:
-            reader = csv.DictReader(handle)
-            header = reader.fieldnames or []
-            missing = [c for c in required if c not in header]
-            if missing:
-                raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
-            unknown = [c for c in header if c not in (*required, "precision", "sparsity", "timing")]
-            if unknown:
-                raise InputError(f"{path}: unknown column(s) {', '.join(unknown)}")
-            rows = []
-            for line, record in enumerate(reader, start=2):
-                try:
-                    sizes = {c: int(record[c]) for c in ("m", "k", "n", "rows", "cols")}
-                except (TypeError, ValueError):
-                    raise InputError(f"{path}: line {line}: m, k, n, rows, cols must be integers") from None
-                rows.append({**sizes, "dataflow": record["dataflow"],
-                             "precision": record.get("precision") or "int8",
-                             "sparsity": record.get("sparsity") or None,
-                             "timing": record.get("timing") or "default"})
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read ({exc.__class__.__name__})") from None
+    header, records = read_csv(path)
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
+    unknown = [c for c in header if c not in (*required, "precision", "sparsity", "timing")]
+    if unknown:
+        raise InputError(f"{path}: unknown column(s) {', '.join(unknown)}")
+    rows = []
+    for line, record in enumerate(records, start=2):
+        try:
+            sizes = {c: int(record[c]) for c in ("m", "k", "n", "rows", "cols")}
+        except (TypeError, ValueError):
+            raise InputError(f"{path}: line {line}: m, k, n, rows, cols must be integers") from None
+        rows.append({**sizes, "dataflow": record["dataflow"],
+                     "precision": record.get("precision") or "int8",
+                     "sparsity": record.get("sparsity") or None,
+                     "timing": record.get("timing") or "default"})
     return rows
-
-

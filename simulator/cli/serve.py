@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 import time
@@ -11,6 +10,7 @@ from typing import Any
 
 import click
 
+from simulator.cli.csv_files import read_csv
 from simulator.cli.options import (
     StrictCommand,
     chosen_format,
@@ -236,25 +236,19 @@ def _read_trace(path: Path) -> list[Any]:
     """A CSV (a header row) or JSON lines (one object per line: .jsonl, .ndjson) trace."""
     from simulator.serving.requests import parse_requests
 
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's byte-order mark is not part of a name
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read ({exc.__class__.__name__})") from None
     if path.suffix in (".jsonl", ".ndjson"):
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: cannot read ({exc.__class__.__name__})") from None
         rows = [json_object(line, f"{path}: line {number}")
                 for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
         columns = sorted({key for row in rows for key in row})
         return parse_requests(rows, columns, str(path))
     if path.suffix != ".csv":
         raise InputError(f"{path}: a trace is a .csv or .jsonl file")
-    header, *lines = [line for line in csv.reader(text.splitlines()) if line] or [[]]
-    twice = sorted({name for name in header if header.count(name) > 1})
-    if twice:
-        raise InputError(f"{path}: column(s) {', '.join(twice)} appear more than once")
-    for number, line in enumerate(lines, start=1):
-        if len(line) != len(header):
-            raise InputError(f"{path}: row {number} has {len(line)} fields, the header {len(header)}")
-    return parse_requests([dict(zip(header, line, strict=True)) for line in lines], header, str(path))
+    header, records = read_csv(path)
+    return parse_requests(records, header, str(path))
 
 
 class _Progress:
