@@ -127,6 +127,9 @@ CASES = [
     ("extract-json-array", lambda p: ["extract", "--model", write(p, "config.json", "[1, 2]")], "JSON object"),
     ("extract-heads-do-not-divide", lambda p: ["extract", "--model", write(
         p, "config.json", '{"model_type": "bert", "num_attention_heads": 5, ' + BERT_KEYS + "}")], "does not divide"),
+    ("extract-size-as-text", lambda p: ["extract", "--model", write(
+        p, "config.json", '{"model_type": "bert", "num_attention_heads": "12", ' + BERT_KEYS + "}")],
+     "key 'num_attention_heads' has an invalid value '12'"),
     ("extract-zero-tokens", lambda p: ["extract", "--model", "bert-base", "--tokens", "0"], "--tokens"),
     ("extract-negative-batch", lambda p: ["extract", "--model", "bert-base", "--batch", "-3"], "--batch"),
     ("extract-32bit-overflow", lambda p: ["extract", "--model", "bert-base", "--tokens", "4294967296"], "--tokens"),

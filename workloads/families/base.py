@@ -91,9 +91,9 @@ class Family:
             value = cfg[key]
             items = value if isinstance(value, list) else [value]
             for item in items:
-                if isinstance(item, bool) or not isinstance(item, (int, str)):
+                if isinstance(item, bool) or not isinstance(item, int):  # every required key is a size
                     raise InputError(f"{where}: key {key!r} has an invalid value {value!r}")
-                if isinstance(item, int) and item <= 0:
+                if item <= 0:
                     raise InputError(f"{where}: key {key!r} must be positive, got {value!r}")
 
     def resolve(self, cfg: Mapping[str, Any], wl: Workload) -> Workload:
