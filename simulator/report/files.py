@@ -62,9 +62,7 @@ def _created_parents(parent: Path) -> list[Path]:
     created: list[Path] = []
     try:
         for folder in reversed(missing):
-            if folder.exists() and not folder.is_dir():
-                raise InputError(f"{folder}: exists and is not a directory")
-            with _writable(folder):
+            with _writable(folder):  # also where an ancestor is a file
                 folder.mkdir(mode=0o777)  # the umask applies
             created.insert(0, folder)
     except InputError:

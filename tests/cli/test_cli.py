@@ -98,6 +98,7 @@ def test_outputs_create_parents_honour_the_umask_and_leave_nothing_on_failure(tm
                              cwd=ROOT, capture_output=True, text=True)
     assert extract.returncode == 0, extract.stderr
     assert oct(out_file.stat().st_mode & 0o777) == oct(0o640)
+    assert oct((tmp_path / "traces").stat().st_mode & 0o777) == oct(0o750)  # a parent it made
     assert out_file.read_text().startswith("name,")  # format from the extension
     again = accelsim("extract", "--model", "gpt2", "--out", str(out_file), "--force")
     assert again.returncode == 0 and "lm_head" in out_file.read_text()
@@ -121,13 +122,13 @@ def test_a_place_that_cannot_be_written_is_refused_in_one_line_and_leaves_nothin
 
     if failing == "mkdir":
         made = Path.mkdir
-        monkeypatch.setattr(Path, "mkdir", lambda self, *a, **k: refuse() if self.name == "b" else made(self, *a, **k))
+        monkeypatch.setattr(Path, "mkdir", lambda self, *a, **k: refuse() if self.name == "c" else made(self, *a, **k))
     else:
         monkeypatch.setattr(tempfile, failing, refuse)
     writer = staged_dir if failing == "mkdtemp" else atomic_path
     target = tmp_path / "a" / "b" / "c" / "t"
-    with pytest.raises(InputError, match=f"{tmp_path / 'a' / 'b' if failing == 'mkdir' else target}: cannot write "
-                                         "there \\(Permission denied\\)"), writer(target):
+    refused = target.parent if failing == "mkdir" else target
+    with pytest.raises(InputError, match=f"{refused}: cannot write there \\(Permission denied\\)"), writer(target):
         pass
     assert not list(tmp_path.iterdir())
 
