@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from simulator.cli.csv_files import read_csv
+from simulator.cli.csv_files import read_csv, read_text
 from simulator.cli.options import (
     StrictCommand,
     chosen_format,
@@ -237,12 +237,8 @@ def _read_trace(path: Path) -> list[Any]:
     from simulator.serving.requests import parse_requests
 
     if path.suffix in (".jsonl", ".ndjson"):
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"{path}: cannot read ({exc.__class__.__name__})") from None
         rows = [json_object(line, f"{path}: line {number}")
-                for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+                for number, line in enumerate(read_text(path).splitlines(), start=1) if line.strip()]
         columns = sorted({key for row in rows for key in row})
         return parse_requests(rows, columns, str(path))
     if path.suffix != ".csv":

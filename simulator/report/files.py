@@ -68,7 +68,7 @@ def _created_parents(parent: Path) -> list[Path]:
     except InputError:
         _remove_empty(created)
         raise
-    return missing
+    return created
 
 
 def _remove_empty(folders: list[Path]) -> None:
