@@ -12,6 +12,8 @@ A missing GenZ fails the test.
 from __future__ import annotations
 
 import math
+import time
+from pathlib import Path
 
 import pytest
 
@@ -28,8 +30,15 @@ NAMES = {"Emb_AR": "embed_tokens.all_reduce", "MHA AR": "layers.0.self_attn.all_
 
 
 @pytest.mark.parametrize(("tp", "batch", "tokens"), [(2, 1, 512), (4, 2, 256), (8, 1, 512)])
-def test_collectives_equal_genz(tp, batch, tokens):
+def test_collectives_equal_genz(tp, batch, tokens, tmp_path, monkeypatch):
+    scratch = tmp_path / "scratch"  # the driver's temporary directory: GenZ writes the model's layers there
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    started = time.time()
     theirs = genz_collectives("llama2_70b", tokens, batch, tp, link_gb=100, latency_us=1.0)
+    assert not list(scratch.iterdir())  # nothing of the peer's run outlives it
+    genz_default = Path("/tmp/genz/data/model")  # where GenZ writes when not told otherwise
+    assert not genz_default.exists() or all(path.stat().st_mtime < started for path in genz_default.iterdir())
     assert [row["name"] for row in theirs] == list(NAMES)
     trace = load_model("llama-2-70b").trace(Workload(tokens=tokens, batch=batch, tp=tp))
     ops = {op.name: op for op in trace if op.kind == "collective"}
