@@ -21,6 +21,10 @@ the pass only reads.
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from dataclasses import replace
 from typing import Any
 
@@ -283,9 +287,20 @@ def require_torch() -> None:
         raise InputError("tracing needs the hf extra: pip install 'accelsim[hf]' (torch==2.13.0, transformers)")
 
 
+def _torch_cache_of_this_process() -> None:
+    """torch makes its compiler's cache folder (/tmp/torchinductor_<user>) when transformers first imports the
+    compiler, which tracing never runs: unless the user chose a folder, it gets one of this process's own,
+    removed when the process ends (nothing outlives a run but its outputs)."""
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        scratch = tempfile.mkdtemp(prefix="accelsim-torch-")
+        atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = scratch
+
+
 def build_hf_model(spec: ModelSpec, workload: Workload) -> Any:
     """Instantiate the transformers model that matches ``spec`` and its head, on the meta device."""
     require_torch()
+    _torch_cache_of_this_process()
     import transformers
 
     try:
