@@ -10,6 +10,9 @@ import pytest
 from cli_helpers import ROOT
 
 from simulator.spec.hardware import Hardware, load_hardware
+from workloads.torch_cache import own_torch_cache
+
+own_torch_cache()  # tests that import compressed-tensors or transformers themselves: the same folder of their own
 
 
 @pytest.fixture

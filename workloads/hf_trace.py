@@ -21,10 +21,6 @@ the pass only reads.
 
 from __future__ import annotations
 
-import atexit
-import os
-import shutil
-import tempfile
 from dataclasses import replace
 from typing import Any
 
@@ -34,6 +30,7 @@ from workloads.hf_hooks import module_hooks, rotary_hook
 from workloads.hf_naming import block_index, group_of, matrix_role
 from workloads.models import ModelSpec, Workload
 from workloads.ops import Op, Tensor, Trace
+from workloads.torch_cache import own_torch_cache
 from workloads.vocabulary import BMM_ROLES
 
 try:
@@ -287,20 +284,10 @@ def require_torch() -> None:
         raise InputError("tracing needs the hf extra: pip install 'accelsim[hf]' (torch==2.13.0, transformers)")
 
 
-def _torch_cache_of_this_process() -> None:
-    """torch makes its compiler's cache folder (/tmp/torchinductor_<user>) when transformers first imports the
-    compiler, which tracing never runs: unless the user chose a folder, it gets one of this process's own,
-    removed when the process ends (nothing outlives a run but its outputs)."""
-    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
-        scratch = tempfile.mkdtemp(prefix="accelsim-torch-")
-        atexit.register(shutil.rmtree, scratch, ignore_errors=True)
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = scratch
-
-
 def build_hf_model(spec: ModelSpec, workload: Workload) -> Any:
     """Instantiate the transformers model that matches ``spec`` and its head, on the meta device."""
     require_torch()
-    _torch_cache_of_this_process()
+    own_torch_cache()
     import transformers
 
     try:

@@ -16,6 +16,7 @@ from simulator.spec.run_config import Policy, policy_from_dict
 from workloads.errors import InputError
 from workloads.models import Workload, load_model
 from workloads.ops import Op
+from workloads.torch_cache import own_torch_cache
 
 CHECKPOINT = "checkpoint"  # the run config name that reads the model's own recipe
 
@@ -73,6 +74,7 @@ def _weight_formats(policy: Policy, linears: list[Op]) -> dict[str, str]:
 
 def _parse_compressed_tensors(quantization: Mapping[str, Any]) -> Any:
     """compressed-tensors' own model of the config (the package comes with the hf extra: it needs torch)."""
+    own_torch_cache()
     try:
         from compressed_tensors.quantization import QuantizationConfig
     except ImportError:

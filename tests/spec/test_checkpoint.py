@@ -212,6 +212,23 @@ def test_config_from_checkpoint_prints_a_config_run_accepts_with_the_same_number
     assert run_cli("run", str(tmp_path / "derived.yaml"), *args) == run_cli("run", "checkpoint", *args)
 
 
+def test_reading_a_checkpoint_leaves_nothing_in_the_temporary_directory(tmp_path):
+    """compressed-tensors imports torch's compiler, which makes a cache folder in the temporary directory
+    (workloads/torch_cache.py): the run's own, removed at its end."""
+    import os
+
+    from cli_helpers import accelsim
+
+    path = checkpoint(tmp_path / "c", W8A8)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {**{key: value for key, value in os.environ.items() if key != "TORCHINDUCTOR_CACHE_DIR"},
+           "TMPDIR": str(scratch)}
+    done = accelsim("config", "--from-checkpoint", str(path), "--hardware", "tpu_v5e_like", env=env)
+    assert done.returncode == 0, done.stderr
+    assert not list(scratch.iterdir())
+
+
 def test_a_group_for_some_roles_becomes_their_per_role_format(tmp_path):
     """Quantizing only the q projections (a regex over their module names): per role, so representable."""
     quantization = compressed({"group_0": group({"num_bits": 4, "type": "int", "strategy": "group",
