@@ -215,18 +215,11 @@ def test_config_from_checkpoint_prints_a_config_run_accepts_with_the_same_number
 def test_reading_a_checkpoint_leaves_nothing_in_the_temporary_directory(tmp_path):
     """compressed-tensors imports torch's compiler, which makes a cache folder in the temporary directory
     (workloads/torch_cache.py): the run's own, removed at its end."""
-    import os
-
-    from cli_helpers import accelsim
+    from cli_helpers import accelsim_leaving_nothing
 
     path = checkpoint(tmp_path / "c", W8A8)
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    env = {**{key: value for key, value in os.environ.items() if key != "TORCHINDUCTOR_CACHE_DIR"},
-           "TMPDIR": str(scratch)}
-    done = accelsim("config", "--from-checkpoint", str(path), "--hardware", "tpu_v5e_like", env=env)
-    assert done.returncode == 0, done.stderr
-    assert not list(scratch.iterdir())
+    accelsim_leaving_nothing(tmp_path / "scratch", "config", "--from-checkpoint", str(path),
+                             "--hardware", "tpu_v5e_like")
 
 
 def test_a_group_for_some_roles_becomes_their_per_role_format(tmp_path):
