@@ -207,6 +207,8 @@ def _swap_in(queue: Queue, max_batch: int, budget: int | None) -> Plan:
     no limit) and the cache has their blocks."""
     plan: Plan = []
     for active in list(queue.swapped):
+        if budget is not None and budget <= 0:
+            break
         left = active.target - active.computed
         new = (left if budget is None else min(left, budget)) if active.prefilling else 1
         if len(queue.running) >= max_batch or budget is not None and new > budget or \

@@ -118,3 +118,32 @@ def test_host_space_counts_blocks_in_and_out() -> None:
     space.take(1)  # exactly what is left
     space.give_back(1)
     assert (space.used, space.peak) == (3, 4)
+
+
+def test_swapped_prefills_stop_when_the_token_budget_is_spent() -> None:
+    """Chunked prefill swaps sequences back in while its token budget lasts: one that finds it spent stays
+    swapped out (it used to be planned with no tokens, and the iteration ended the run in an error)."""
+    from collections import deque
+
+    from simulator.serving.kv_cache import PagedKVCache
+    from simulator.serving.schedulers import Active, Queue, _swap_in
+
+    queue = Queue(deque(), [], PagedKVCache(100, 16), HostSpace(100, 100 * 1024))
+    first, second = (Active(Request(n, 0.0, 100, 5), 100, computed) for n, computed in ((0, 40), (1, 30)))
+    for active in (first, second):
+        active.swapped_blocks = 3
+        queue.host.take(3)  # type: ignore[union-attr]
+        queue.swapped.append(active)
+    assert _swap_in(queue, 64, 60) == [(first, 60)]
+    assert queue.swapped == [second] and queue.running == [first]
+
+
+def test_chunked_swap_under_a_tight_budget_serves_every_request() -> None:
+    """The run that found it: chunked prefill with swap preemption, whose budget a swapped prompt's chunk
+    spends to the last token."""
+    requests = generate_requests(60, None, Lengths("uniform", (40, 200)), Lengths("uniform", (20, 80)), 1)
+    simulator = Simulator(small_dram(16, 128), load_run_config("configs/int8.yaml"))
+    settings = ServeSettings("chunked", 64, 32, None, "swap", GIB)
+    serving = run_serving(load_model(MODEL), simulator, requests, settings, 16)
+    assert sum(row.emitted for row in serving.served.iterations) == sum(r.output_tokens for r in requests)
+    assert sum(row.prefill_tokens for row in serving.served.iterations) == sum(r.prompt_tokens for r in requests)
