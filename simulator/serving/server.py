@@ -75,22 +75,21 @@ def serve(requests: list[Request], coster: IterationCoster, kv: PagedKVCache, se
     """Serve ``requests`` (sorted by arrival) with ``settings``; ``progress`` is told of each completion;
     ``link`` prices swapping (needed under swap preemption)."""
     plan_next = PLANS[settings.scheduler]
-    arrivals = deque((arrival_cycle(r, clock_hz), r) for r in requests)
+    # rejected on arrival: whether a request can ever fit depends on the cache's capacity alone
+    fits = [kv.blocks_for(r.final_tokens, r.samples, r.prompt_tokens) <= kv.capacity for r in requests]
+    rejected = [request for request, fit in zip(requests, fits, strict=True) if not fit]
+    arrivals = deque((arrival_cycle(r, clock_hz), r) for r, fit in zip(requests, fits, strict=True) if fit)
     host = None
     if settings.preemption == "swap":
         assert link is not None, "swap preemption needs the host link's costs"
         host = HostSpace(settings.swap_space_bytes // link.block_bytes, settings.swap_space_bytes)
     queue = Queue(deque(), [], kv, host)
     served: list[Active] = []
-    rejected: list[Request] = []
     rows: list[IterationRow] = []
     now, idle_cycles = 0, 0
     while arrivals or queue.waiting or queue.running or queue.swapped:
         while arrivals and arrivals[0][0] <= now:
             request = arrivals.popleft()[1]
-            if kv.blocks_for(request.final_tokens, request.samples, request.prompt_tokens) > kv.capacity:
-                rejected.append(request)
-                continue
             active = Active(request, request.prompt_tokens)
             queue.waiting.append(active)
             served.append(active)

@@ -155,6 +155,17 @@ def test_a_request_that_never_fits_is_rejected() -> None:
     assert (result["requests"], result["completed"], result["rejected"]) == (3, 2, 1)
 
 
+@pytest.mark.parametrize("scheduler", ["static", "continuous", "chunked"])
+def test_a_run_whose_last_requests_are_rejected_ends_when_the_others_finish(scheduler: str) -> None:
+    """The rejected arrive after the others have finished: nothing is left to serve (the loop used to stop
+    there with an internal error)."""
+    requests = [Request(0, 0.0, 30, 5), Request(1, 1.0, 400, 50), Request(2, 1.0, 300, 60)]
+    serving, rows = served(requests, scheduler, hardware=small_dram(8))
+    assert [r.request_id for r in serving.served.rejected] == [1, 2]
+    assert [row["request_id"] for row in rows] == [0]
+    assert serving.served.end == rows[0]["finish_s"] * serving.clock_hz < serving.clock_hz
+
+
 def test_summary_goodput_and_energy() -> None:
     serving, rows, _ = run_with_rates("chunked")
     result = summary(serving.served, rows, serving.clock_hz, {"ttft": 5.0, "tpot": 1.0}, True)
