@@ -4,11 +4,11 @@ Every request is a sequence with a prompt to prefill (its prompt, or after a pre
 the tokens it had generated: vLLM's recompute) and then one decode token per iteration. An iteration's
 plan lists (sequence, new tokens); the KV cache must hold every planned sequence's entries after it.
 
-- ``static``: a batch of up to ``max_batch`` waiting requests (first come, first served) and ``max_tokens``
-  prompt tokens (a longer prompt runs alone), each with the KV blocks for its whole generation reserved
-  up front, runs one prefill of all its prompts, then decode
-  steps until its slowest request finishes (a finished request stops computing but its slot stays empty);
-  only then does the next batch form.
+- ``static``: a batch of waiting requests (first come, first served) of up to ``max_batch`` sequences and
+  ``max_tokens`` prompt tokens (a longer prompt runs alone), each with the KV blocks for its whole
+  generation reserved up front, runs one prefill of all its prompts, then decode steps until its slowest
+  request finishes (a finished request stops computing but its slot stays empty); only then does the
+  next batch form.
 - ``continuous`` (vLLM's default scheduler before chunked prefill): prefills first. While requests wait,
   admit them first come, first served as long as the running sequences stay within ``max_batch``, the
   iteration's prompt tokens within ``max_tokens`` (a longer prompt runs alone) and the KV cache has
@@ -19,6 +19,10 @@ plan lists (sequence, new tokens); the KV cache must hold every planned sequence
   ``max_batch``, while the cache has the blocks of the whole prompt, which an admission holds, as vLLM and
   Vidur allocate them), each taking the next chunk of its prompt that fits what is left of the budget; the
   chunk that completes a prompt emits its first token.
+
+``max_batch`` counts sequences: a request sampling several in parallel counts all of them from its
+admission on (as vLLM counts a sequence group), and each of them decoding takes one token of the
+``chunked`` budget.
 
 Sequences are ranked first come, first served (by arrival, as vLLM's FCFS policy ranks them): decodes and
 prefill chunks run in that order and the latest arrival is preempted first. A decode runs only while a
@@ -103,6 +107,11 @@ class Queue:
     preempted: int = 0  # in the iteration being planned
     copied_blocks: int = 0  # to or from the host, in the iteration being planned
 
+    def has_room(self, active: Active, max_batch: int) -> bool:
+        """Whether ``active``'s sequences (all its samples, from admission on, as vLLM counts a group) join
+        the running ones within ``max_batch`` sequences."""
+        return sum(a.request.samples for a in self.running) + active.request.samples <= max_batch
+
     def admit(self, active: Active) -> None:
         self.waiting.popleft()
         self.running.append(active)
@@ -173,7 +182,7 @@ def _admit_prompts(queue: Queue, max_batch: int, max_tokens: int, whole: bool) -
     blocks: their prompts', or, ``whole``, their whole generations'. Their prefills."""
     plan: Plan = []
     tokens = 0
-    while queue.waiting and len(queue.running) < max_batch:
+    while queue.waiting and queue.has_room(queue.waiting[0], max_batch):
         head = queue.waiting[0]
         blocks = head.request.final_tokens if whole else head.target
         if plan and tokens + head.target > max_tokens or not queue.fits(head, blocks):
@@ -211,7 +220,7 @@ def _swap_in(queue: Queue, max_batch: int, budget: int | None) -> Plan:
             break
         left = active.target - active.computed
         new = (left if budget is None else min(left, budget)) if active.prefilling else 1
-        if len(queue.running) >= max_batch or budget is not None and new > budget or \
+        if not queue.has_room(active, max_batch) or budget is not None and new > budget or \
                 not queue.swap_in(active, active.computed + new):
             break
         plan.append((active, new))
@@ -222,7 +231,7 @@ def _swap_in(queue: Queue, max_batch: int, budget: int | None) -> Plan:
 
 def chunked_plan(queue: Queue, max_batch: int, max_tokens: int) -> Plan:
     plan = _decodes(queue, set())
-    budget = max_tokens - len(plan)
+    budget = max_tokens - sum(active.request.samples for active, _ in plan)  # a decode's token per sample
     planned = {id(a) for a, _ in plan}
     for active in sorted((a for a in queue.running if a.prefilling), key=first_come):
         if budget <= 0:
@@ -238,7 +247,7 @@ def chunked_plan(queue: Queue, max_batch: int, max_tokens: int) -> Plan:
         swapped_in = _swap_in(queue, max_batch, budget)
         plan += swapped_in
         budget -= sum(new for _, new in swapped_in)
-    while budget > 0 and queue.waiting and len(queue.running) < max_batch:
+    while budget > 0 and queue.waiting and queue.has_room(queue.waiting[0], max_batch):
         head = queue.waiting[0]
         chunk = min(head.target, budget)
         if not queue.fits(head, head.target):

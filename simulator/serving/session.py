@@ -64,6 +64,9 @@ def run_serving(spec: ModelSpec, simulator: Simulator, requests: list[Request], 
     check_plan(simulator.system, simulator.hardware.name, spec.tp or 1)
     context = int(spec.config.get("max_position_embeddings", 0)) or None
     for request in requests:
+        if request.samples > settings.max_batch:
+            raise InputError(f"request {request.request_id}: its {request.samples} parallel sequences never run "
+                             f"within --max-batch {settings.max_batch}")
         total = request.final_tokens
         if context is not None and total > context:
             raise InputError(f"request {request.request_id}: {request.prompt_tokens} prompt tokens and "
@@ -102,6 +105,10 @@ def _check_settings(settings: ServeSettings, block_tokens: int) -> None:
     for name, value in (("--max-batch", settings.max_batch), ("--max-tokens", settings.max_tokens)):
         if value < 1:
             raise InputError(f"{name} must be a positive integer, got {value}")
+    if settings.scheduler == "chunked" and settings.max_batch > settings.max_tokens:
+        raise InputError(f"--max-batch {settings.max_batch} exceeds --max-tokens {settings.max_tokens}: under chunked "
+                         "prefill every running sequence's decode token comes out of the token budget (vLLM refuses "
+                         "this too)")
     if block_tokens < 1:
         raise InputError(f"--kv-block-size must be a positive number of tokens, got {block_tokens}")
     if settings.preemption not in PREEMPTIONS:

@@ -426,6 +426,10 @@ CASES += [
      "--swap-space must be a positive number of GiB"),
     ("serve-swap-space-tiny", lambda p: [*SERVE, "--num-requests", "2", "--preemption", "swap", "--swap-space",
                                          "0.001"], "holds no KV block"),
+    ("serve-samples-over-batch", lambda p: [*SERVE, "--num-requests", "2", "--samples", "4", "--max-batch", "2"],
+     "its 4 parallel sequences never run within --max-batch 2"),
+    ("serve-chunked-batch-over-budget", lambda p: [*SERVE, "--num-requests", "2", "--scheduler", "chunked",
+                                                   "--max-tokens", "64"], "--max-batch 256 exceeds --max-tokens 64"),
 ]
 
 

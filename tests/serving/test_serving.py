@@ -226,3 +226,24 @@ def test_samples_share_their_prompts_blocks_and_are_never_preempted() -> None:
     result = summary(serving.served, rows, serving.clock_hz, None, True)
     assert result["throughput_tokens_per_s"] == pytest.approx(sum(r.output_tokens * r.samples for r in requests)
                                                               / result["duration_s"])
+
+
+@pytest.mark.parametrize("scheduler", ["static", "continuous", "chunked"])
+def test_max_batch_and_the_token_budget_count_every_sampled_sequence(scheduler: str) -> None:
+    """Requests sampling three sequences each, at most 7 sequences at once: two requests run together (six
+    sequences), never three; under chunked prefill each decoding sample takes one token of the budget."""
+    requests = [Request(i, 0.0, 20 + i, 12, samples=3) for i in range(6)]
+    serving, _ = served(requests, scheduler, max_batch=7, max_tokens=24 if scheduler == "chunked" else 64)
+    iterations = serving.served.iterations
+    assert max(row.decode_sequences for row in iterations) == 6
+    if scheduler == "chunked":
+        assert all(row.prefill_tokens + row.decode_sequences <= 24 for row in iterations)
+        assert any(row.prefill_tokens + row.decode_sequences == 24 for row in iterations)
+    assert sum(row.emitted for row in iterations) == 6 * 3 * 12
+
+
+def test_a_batch_limit_no_request_can_run_within_is_refused() -> None:
+    with pytest.raises(InputError, match=r"^request 1: its 4 parallel sequences never run within --max-batch 3$"):
+        served([Request(0, 0.0, 20, 5), Request(1, 0.0, 20, 5, samples=4)], max_batch=3)
+    with pytest.raises(InputError, match=r"^--max-batch 65 exceeds --max-tokens 64: under chunked prefill"):
+        served([Request(0, 0.0, 20, 5)], "chunked", max_batch=65, max_tokens=64)

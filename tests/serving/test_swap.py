@@ -143,7 +143,7 @@ def test_chunked_swap_under_a_tight_budget_serves_every_request() -> None:
     spends to the last token."""
     requests = generate_requests(60, None, Lengths("uniform", (40, 200)), Lengths("uniform", (20, 80)), 1)
     simulator = Simulator(small_dram(16, 128), load_run_config("configs/int8.yaml"))
-    settings = ServeSettings("chunked", 64, 32, None, "swap", GIB)
+    settings = ServeSettings("chunked", 32, 32, None, "swap", GIB)
     serving = run_serving(load_model(MODEL), simulator, requests, settings, 16)
     assert sum(row.emitted for row in serving.served.iterations) == sum(r.output_tokens for r in requests)
     assert sum(row.prefill_tokens for row in serving.served.iterations) == sum(r.prompt_tokens for r in requests)
