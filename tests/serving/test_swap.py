@@ -135,7 +135,13 @@ def test_swapped_prefills_stop_when_the_token_budget_is_spent() -> None:
         queue.host.take(3)  # type: ignore[union-attr]
         queue.swapped.append(active)
     assert _swap_in(queue, 64, 60) == [(first, 60)]
-    assert queue.swapped == [second] and queue.running == [first]
+    assert queue.swapped == [second] and queue.running == [first] and queue.copied_blocks == 3
+    queue.running.clear()
+    queue.swapped[:] = [first, second]
+    first.swapped_blocks, first.computed = 3, 40
+    assert _swap_in(queue, 64, 61) == [(first, 60), (second, 1)]  # the last token of the budget is a chunk
+    assert queue.swapped == [] and queue.copied_blocks == 3 + 3 + 3
+    assert queue.kv.held == {id(first): 7, id(second): 2}  # 16-token blocks of 100 and 31 cached tokens
 
 
 def test_chunked_swap_under_a_tight_budget_serves_every_request() -> None:
