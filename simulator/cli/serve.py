@@ -156,18 +156,22 @@ def _runner(config: str, model: str, hardware_name: str | None, tp: int | None, 
 
 
 def _write(out_dir: Path, run: Any, title: str, extra: dict[str, list[dict[str, Any]]] | None = None) -> None:
+    """A run's files (none when ``run`` is None: a capacity search no rate of which met the SLO) and the
+    ``extra`` tables."""
     from simulator.report.files import staged_dir
     from simulator.report.serving import plot_latency_cdfs, plot_timeline, write_rows
     from simulator.report.summary import write_json
     from simulator.serving.metrics import ITERATION_COLUMNS, REQUEST_COLUMNS
 
-    written = ["requests.csv", "iterations.csv", "summary.json", "latency_cdf.png/svg", "timeline.png/svg"]
+    written = [] if run is None else ["requests.csv", "iterations.csv", "summary.json", "latency_cdf.png/svg",
+                                      "timeline.png/svg"]
     with staged_dir(out_dir) as staging:
-        write_rows(staging / "requests.csv", run.requests, REQUEST_COLUMNS)
-        write_rows(staging / "iterations.csv", run.iterations, ITERATION_COLUMNS)
-        write_json(staging / "summary.json", run.summary)
-        plot_latency_cdfs(run.requests, staging / "latency_cdf", title)
-        plot_timeline(run.iterations, run.serving.served.kv_capacity, staging / "timeline", title)
+        if run is not None:
+            write_rows(staging / "requests.csv", run.requests, REQUEST_COLUMNS)
+            write_rows(staging / "iterations.csv", run.iterations, ITERATION_COLUMNS)
+            write_json(staging / "summary.json", run.summary)
+            plot_latency_cdfs(run.requests, staging / "latency_cdf", title)
+            plot_timeline(run.iterations, run.serving.served.kv_capacity, staging / "timeline", title)
         for name, rows in (extra or {}).items():
             write_rows(staging / name, rows, tuple(rows[0]))
             written.append(name)
@@ -207,11 +211,16 @@ def _capacity(ctx: click.Context, runner: Any, objectives: dict[str, float], att
         for probe in probes:
             rate = "all at once" if probe["rate_requests_per_s"] is None else f"{probe['rate_requests_per_s']:.4g}/s"
             click.echo(f"  rate {rate:>12}: {100 * probe['slo_attained']:.1f}% met, TTFT p99 "
-                       f"{probe['ttft_p99_ms']:.1f} ms, TPOT p99 {probe['tpot_p99_ms'] or 0:.2f} ms")
+                       f"{_ms(probe['ttft_p99_ms'], 1)}, TPOT p99 {_ms(probe['tpot_p99_ms'], 2)}")
         if best is not None:
             click.echo(_format(best.summary))
-    if out_dir is not None and best is not None:
-        _write(out_dir, runs[best.rate], runner.title, {"capacity.csv": probes})
+    if out_dir is not None:
+        _write(out_dir, None if best is None else runs[best.rate], runner.title, {"capacity.csv": probes})
+
+
+def _ms(value: float | None, digits: int) -> str:
+    """Milliseconds, or n/a where no request gives the figure."""
+    return "n/a" if value is None else f"{value:.{digits}f} ms"
 
 
 def _requests(ctx: click.Context, requests_file: str | None, num_requests: int | None, rate: float | None,

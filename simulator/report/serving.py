@@ -49,9 +49,10 @@ def format_serving(summary: dict[str, Any]) -> str:
         lines.append(f"  goodput         {rate(summary['goodput_requests_per_s'], 'requests/s')} meeting {slo} "
                      f"({_percent(summary['slo_attained'])} of requests)")
     if summary["energy_j"] is not None:
-        per_token_mj = summary["energy_per_token_j"] * 1e3
-        lines.append(f"  energy          {summary['energy_j']:,.3f} J, {per_token_mj:,.3f} mJ per output token, "
-                     f"mean power {summary['mean_power_w']:,.2f} W")
+        per_token = summary["energy_per_token_j"]  # None (as the power) when nothing completed
+        per_token_mj = "n/a" if per_token is None else f"{per_token * 1e3:,.3f} mJ"
+        lines.append(f"  energy          {summary['energy_j']:,.3f} J, {per_token_mj} per output token, "
+                     f"mean power {rate(summary['mean_power_w'], 'W')}")
     lines += [f"  note: {note}" for note in summary["notes"]]
     return "\n".join(lines)
 

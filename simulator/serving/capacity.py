@@ -6,8 +6,9 @@ exponential draw over the rate), so a faster rate only brings them closer togeth
 the requests all at once first (the saturated throughput bounds any rate the chip sustains; if even
 that meets the SLO, it is the capacity), then halves the rate from there until one meets the SLO, then
 bisects (geometrically) between the highest rate that met it and the lowest that did not until they
-are within ``tolerance`` of each other. A configuration that
-misses the SLO even at 1/1024 of its saturated throughput has no capacity (0).
+are within ``tolerance`` of each other. A configuration that misses the SLO even at 1/1024 of its
+saturated throughput, or completes none of the requests (the cache holds none of them), has no
+capacity (0).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def highest_rate(run_at: Callable[[float | None], dict[str, Any]], attainment: f
 
     if meets(None):  # even all at once
         return Capacity(float(probes[0].summary["throughput_requests_per_s"]), tuple(probes))
+    if probes[0].summary["throughput_requests_per_s"] is None:  # none completed: rejected at any rate
+        return Capacity(0.0, tuple(probes))
     saturated = float(probes[0].summary["throughput_requests_per_s"])
     high, low = saturated, saturated / 2
     while not meets(low):

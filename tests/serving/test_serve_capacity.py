@@ -49,6 +49,22 @@ def test_no_capacity_and_all_at_once() -> None:
     assert highest_rate(lambda rate: {"slo_attained": 0.99, "throughput_requests_per_s": 7.0}, 0.99).rate == 7.0
     lowest = highest_rate(threshold_run(10 / 1000), 0.99)  # met from 10/1024 on: the last rate tried
     assert lowest.rate == 10 / 1024 and lowest.probes[10].rate == 10 / 1024  # the tenth halving
+    none_served = highest_rate(lambda rate: {"slo_attained": 0.0, "throughput_requests_per_s": None}, 0.99)
+    assert none_served.rate == 0.0 and len(none_served.probes) == 1 and none_served.best is None
+
+
+def test_a_search_whose_requests_never_fit_finds_no_capacity(tmp_path, accelsim_here) -> None:
+    """None of the requests fits the cache: no rate meets the SLO (it ended in an internal error); the rate
+    tried is reported, with n/a for the latencies no request gives, and --out writes it alone."""
+    from test_serving import small_dram_preset
+
+    result = accelsim_here("serve", "int8", "--model", str(TESTS / "configs" / "llama-serve-6.json"), "--hardware",
+                           str(small_dram_preset(tmp_path, 8)), "--num-requests", "3", "--prompt-tokens", "400",
+                           "--output-tokens", "100", "--slo", "ttft=5", "--capacity", "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1:] == ["  rate  all at once: 0.0% met, TTFT p99 n/a, TPOT p99 n/a"]
+    assert "0 requests/s (1 runs)" in result.stdout
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["capacity.csv"]
 
 
 def test_capacity_through_the_cli(accelsim_here) -> None:

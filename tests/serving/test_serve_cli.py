@@ -67,6 +67,22 @@ def test_table_output(accelsim_here) -> None:
         assert text in result.stdout
 
 
+def test_a_run_that_serves_nothing_says_so(tmp_path: Path, accelsim_here) -> None:
+    """Every request rejected (none fits the cache): the table says n/a where only completed requests give a
+    number (the energy line ended in an internal error), and --out writes its files."""
+    from test_serving import small_dram_preset
+
+    chip = small_dram_preset(tmp_path, 8)
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrival_s,prompt_tokens,output_tokens\n0,400,100\n")
+    result = accelsim_here("serve", "configs/int8.yaml", "--model", MODEL, "--hardware", str(chip), "--requests",
+                           str(trace), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert "1 requests, 0 completed, 1 rejected" in result.stdout
+    assert "n/a per output token, mean power n/a" in result.stdout
+    assert (tmp_path / "out" / "requests.csv").read_text() == ",".join(REQUEST_COLUMNS) + "\n"
+
+
 def test_the_shipped_trace_is_what_its_readme_says() -> None:
     requests = generate_requests(200, 2.0, parse_lengths(DEFAULT_PROMPTS, "p"), parse_lengths(DEFAULT_OUTPUTS, "o"), 7)
     expected = "arrival_s,prompt_tokens,output_tokens\n" + "".join(

@@ -4,10 +4,12 @@ closed forms (Little's law, M/D/1) and a paged KV cache that runs out."""
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import TESTS
+from cli_helpers import ROOT, TESTS
 from conftest import preset_with
 
 from simulator.analysis.generation import generate, generation_summary
@@ -133,6 +135,16 @@ def small_dram(blocks: int, max_tokens: int = 512) -> Hardware:
     probe = served([Request(0, 0.0, 4, 1)], hardware=chip, max_tokens=max_tokens)[0]
     spare = chip.memory.dram_capacity_bytes - probe.served.kv_capacity * probe.block_bytes
     return preset_with(chip, memory={"dram_capacity_bytes": spare + blocks * probe.block_bytes})
+
+
+def small_dram_preset(directory: Path, blocks: int) -> Path:
+    """:func:`small_dram` as a preset file named tpu_small, for the command line."""
+    capacity = small_dram(blocks).memory.dram_capacity_bytes
+    preset = (ROOT / "configs" / "hardware" / "tpu_v5e_like.yaml").read_text()
+    path = directory / "tpu_small.yaml"
+    path.write_text(re.sub(r"dram_capacity_bytes: *\d+", f"dram_capacity_bytes: {capacity}", preset)
+                    .replace("name: tpu_v5e_like", "name: tpu_small"))
+    return path
 
 
 @pytest.mark.parametrize("scheduler", ["continuous", "chunked"])
