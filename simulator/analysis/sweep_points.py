@@ -172,16 +172,17 @@ def _served(point: Point, serve: ServeEntry, hardware_json: str, config_json: st
     runner = _runner(point.model, hardware_json, config_json, system_json, plan_json, serve.model_dump_json())
     summary = runner.run(requests, slo).summary
     chips = runner.spec.tp or 1
-    tokens = summary["throughput_tokens_per_s"]
-    energy_j = summary["energy_j"]
+    tokens = summary["throughput_tokens_per_s"]  # None (as every latency) when no request completed
+    energy_j, per_token_j = summary["energy_j"], summary["energy_per_token_j"]
     return {"rate": rate, "latency_ms": summary["duration_s"] * 1e3, "tokens_per_s": tokens,
-            "tokens_per_s_per_chip": tokens / chips, "requests_per_s": summary["throughput_requests_per_s"],
+            "tokens_per_s_per_chip": None if tokens is None else tokens / chips,
+            "requests_per_s": summary["throughput_requests_per_s"],
             "goodput_requests_per_s": summary.get("goodput_requests_per_s"),
             "ttft_p50_ms": summary["ttft_ms"]["p50"], "ttft_p99_ms": summary["ttft_ms"]["p99"],
             "tpot_p50_ms": summary["tpot_ms"]["p50"], "tpot_p99_ms": summary["tpot_ms"]["p99"],
             "e2e_p99_ms": summary["e2e_ms"]["p99"], "completed": summary["completed"], "rejected": summary["rejected"],
             "energy_uj": energy_j * 1e6 if energy_j is not None else None,
-            "energy_per_token_uj": summary["energy_per_token_j"] * 1e6 if energy_j is not None else None}
+            "energy_per_token_uj": None if per_token_j is None else per_token_j * 1e6}
 
 
 @functools.lru_cache(maxsize=64)

@@ -279,7 +279,7 @@ def plot_sweep(table: pd.DataFrame, plan: Plan, path_stem: Path) -> None:
     from simulator.report.summary import legend_below, pyplot
 
     plt = pyplot()
-    ok = table[table["error"] == ""].copy()
+    ok = table[(table["error"] == "") & (table["latency_ms"] > 0)].copy()  # a serving point that ran nothing: 0
     paths = plan.spec.axes.paths
     ok["design"] = ok[paths].apply(lambda values: ", ".join(map(str, values)), axis=1) if paths else "base"
     ok["panel"] = panel_labels(ok, tuple(p.removeprefix("model.") for p in plan.spec.axes.paths

@@ -93,7 +93,7 @@ def summary(served: Served, requests: list[dict[str, Any]], clock_hz: float, slo
             energy_modelled: bool) -> dict[str, Any]:
     """The run's summary (times in s and ms, rates per second, energy in J)."""
     first = min([r["arrival_s"] for r in requests] + [r.arrival_s for r in served.rejected], default=0.0)
-    duration = served.end / clock_hz - first
+    duration = max(served.end / clock_hz - first, 0.0)  # 0 when every request was rejected: nothing ran
     tokens = sum(r["output_tokens"] * (1 if r["beam_search"] else r["samples"]) for r in requests)
     busy = sum(row.cycles for row in served.iterations)
     energy_j = (sum(row.energy_pj for row in served.iterations) + served.idle_energy_pj) * 1e-12

@@ -85,3 +85,19 @@ def test_a_sweeps_preemption_is_the_runs(tmp_path, run_cli):
         assert summary["preemptions"] > 0 and summary["swaps"] == (summary["preemptions"] if options else 0)
         assert rows[preemption]["latency_ms"] == pytest.approx(summary["duration_s"] * 1e3, rel=1e-12)
     assert rows["swap"]["latency_ms"] != rows["recompute"]["latency_ms"]
+
+
+def test_a_rate_whose_requests_never_fit_is_a_row_of_rejections(tmp_path):
+    """None of the stream fits the chip's KV cache: each rate's row says so (the point ended in an internal
+    error, and the run's duration came out negative), and nothing warns on the plot."""
+    from test_serving import MODEL, small_dram_preset
+
+    path = tmp_path / "never.yaml"
+    path.write_text(f"name: never\nhardware: {small_dram_preset(tmp_path, 8)}\naxes: {{product: {{rate: [1, 2]}}}}\n"
+                    f"configs: [int8]\nmodels: [{{name: {MODEL}, batch: 1}}]\n"
+                    'serve: {num_requests: 3, prompt_tokens: "400", output_tokens: "100", slo: "ttft=5"}\n')
+    done = accelsim("sweep", str(path), "--out", str(tmp_path / "out"), "--workers", "1", "--no-progress")
+    assert done.returncode == 0 and "Warning" not in done.stderr, done.stderr
+    rows = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert list(rows["rejected"]) == [3, 3] and list(rows["completed"]) == [0, 0]
+    assert list(rows["latency_ms"]) == [0.0, 0.0] and rows["tokens_per_s"].isna().all()
