@@ -11,6 +11,7 @@ stated DRAM capacity holds every request's cache at once.
 from __future__ import annotations
 
 import gc
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,19 +64,12 @@ def run_serving(spec: ModelSpec, simulator: Simulator, requests: list[Request], 
         raise InputError(f"{spec.name} does not generate text: serving needs a decoder with an LM head")
     check_plan(simulator.system, simulator.hardware.name, spec.tp or 1)
     context = int(spec.config.get("max_position_embeddings", 0)) or None
-    for request in requests:
-        if request.samples > settings.max_batch:
-            raise InputError(f"request {request.request_id}: its {request.samples} parallel sequences never run "
-                             f"within --max-batch {settings.max_batch}")
-        total = request.final_tokens
-        if context is not None and total > context:
-            raise InputError(f"request {request.request_id}: {request.prompt_tokens} prompt tokens and "
-                             f"{request.output_tokens} output tokens need a context of {total}, more than "
-                             f"{spec.name}'s {context} positions")
+    hardware = simulator.hardware
+    clock_hz = hardware.array.clock_mhz * 1e6
+    _check_requests(requests, settings, spec.name, context, clock_hz)
     workload = Workload(tokens=block_tokens, phase="prefill", expert_imbalance=settings.expert_imbalance)
     block = simulator.prepare(spec.trace(workload)).footprint
     link = _swap_link(simulator, settings, block.state_bytes, spec.tp or 1)
-    hardware = simulator.hardware
     window = _window(spec)
     capacity_bytes = hardware.memory.dram_capacity_bytes
     if capacity_bytes is None:
@@ -91,12 +85,29 @@ def run_serving(spec: ModelSpec, simulator: Simulator, requests: list[Request], 
                              f"iteration's activations ({largest.peak_activation_bytes:,} bytes) leave no room for "
                              f"a KV block of {block.state_bytes:,} bytes in {capacity_bytes:,} bytes of DRAM")
     kv = PagedKVCache(capacity, block_tokens, window)
-    clock_hz = hardware.array.clock_mhz * 1e6
     coster = coster or IterationCoster(spec, simulator)
     with _cycles_uncollected():
         served = serve(sorted(requests, key=lambda r: (r.arrival_s, r.request_id)), coster, kv, settings, clock_hz,
                        progress, link)
     return Serving(served, clock_hz, block.weight_bytes, block.state_bytes, hardware.energy is not None, coster.counts)
+
+
+def _check_requests(requests: list[Request], settings: ServeSettings, model: str, context: int | None,
+                    clock_hz: float) -> None:
+    """Each request can run: its parallel sequences within ``max_batch``, its generation within the model's
+    ``context``, its arrival a count of the chip's cycles."""
+    for request in requests:
+        name = f"request {request.request_id}"
+        if request.samples > settings.max_batch:
+            raise InputError(f"{name}: its {request.samples} parallel sequences never run within --max-batch "
+                             f"{settings.max_batch}")
+        total = request.final_tokens
+        if context is not None and total > context:
+            raise InputError(f"{name}: {request.prompt_tokens} prompt tokens and {request.output_tokens} output "
+                             f"tokens need a context of {total}, more than {model}'s {context} positions")
+        if not math.isfinite(request.arrival_s * clock_hz):
+            raise InputError(f"{name}: an arrival at {request.arrival_s:g} s is past what the chip's clock "
+                             f"({clock_hz / 1e6:g} MHz) counts in cycles")
 
 
 def _check_settings(settings: ServeSettings, block_tokens: int) -> None:

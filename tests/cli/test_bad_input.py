@@ -426,6 +426,11 @@ CASES += [
      "--swap-space must be a positive number of GiB"),
     ("serve-swap-space-tiny", lambda p: [*SERVE, "--num-requests", "2", "--preemption", "swap", "--swap-space",
                                          "0.001"], "holds no KV block"),
+    ("serve-arrival-past-the-clock", lambda p: serve_trace(p, "arrival_s,prompt_tokens,output_tokens\n0,10,5\n"
+                                                                "1e300,10,5\n"),
+     "request 1: an arrival at 1e+300 s is past what the chip's clock (1503 MHz) counts in cycles"),
+    ("serve-rate-past-the-clock", lambda p: [*SERVE, "--num-requests", "2", "--rate", "1e-300"],
+     "is past what the chip's clock"),
     ("serve-samples-over-batch", lambda p: [*SERVE, "--num-requests", "2", "--samples", "4", "--max-batch", "2"],
      "its 4 parallel sequences never run within --max-batch 2"),
     ("serve-chunked-batch-over-budget", lambda p: [*SERVE, "--num-requests", "2", "--scheduler", "chunked",
