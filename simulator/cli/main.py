@@ -57,10 +57,12 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:  # usage errors: bad option, missing argument, bad value
         click.echo(f"accelsim: error: {_one_line(exc.format_message())}", err=True)
         sys.exit(EXIT_USAGE)
-    except InputError as exc:
+    except (InputError, MemoryError) as exc:  # MemoryError: the run asks for more than the machine holds
         if debug:
             traceback.print_exc()
-        click.echo(f"accelsim: error: {_one_line(str(exc))}", err=True)
+        message = str(exc) if isinstance(exc, InputError) else \
+            f"not enough memory for this run ({_one_line(str(exc)) or 'MemoryError'}); ask for a smaller one"
+        click.echo(f"accelsim: error: {_one_line(message)}", err=True)
         sys.exit(EXIT_USAGE)
     except BrokenPipeError:
         sys.exit(0)

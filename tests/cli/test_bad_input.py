@@ -491,6 +491,22 @@ def test_internal_error_exit_1_with_hint(monkeypatch, capsys):
     assert "Traceback" in capsys.readouterr().err
 
 
+def test_a_run_larger_than_memory_is_one_line_exit_2(monkeypatch, capsys):
+    import simulator.cli.extract
+    import simulator.cli.main as cli
+
+    def exhaust(*args, **kwargs):
+        raise MemoryError("Unable to allocate 745. GiB for an array")
+
+    monkeypatch.setattr(simulator.cli.extract, "load_model", exhaust)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["extract", "--model", "bert-base"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "accelsim: error: not enough memory for this run (Unable to allocate 745. GiB for an array); ask for a "
+        "smaller one"]
+
+
 def test_json_outputs_of_commands_parse(tmp_path):
     """Outputs that succeed are machine-readable (the complement of the error table)."""
     memory = accelsim("memory", "configs/int8.yaml", "--model", "bert-base", "--json")
