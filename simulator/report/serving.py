@@ -35,6 +35,8 @@ def format_serving(summary: dict[str, Any]) -> str:
         f"  throughput      {rate(summary['throughput_tokens_per_s'], 'tokens/s')}, "
         f"{rate(summary['throughput_requests_per_s'], 'requests/s')} ({summary['iterations']:,} iterations, "
         f"busy {_percent(summary['busy_fraction'])})",
+        *([f"  rejected        {_ids(summary['rejected_request_ids'])}: their generations never fit the KV cache"]
+          if summary["rejected"] else []),
         f"  TTFT            {ms(summary['ttft_ms'])}",
         f"  TPOT            {ms(summary['tpot_ms'])}",
         f"  end to end      {ms(summary['e2e_ms'])}",
@@ -55,6 +57,13 @@ def format_serving(summary: dict[str, Any]) -> str:
                      f"mean power {rate(summary['mean_power_w'], 'W')}")
     lines += [f"  note: {note}" for note in summary["notes"]]
     return "\n".join(lines)
+
+
+def _ids(request_ids: list[int], shown: int = 10) -> str:
+    """Request numbers, the first ``shown`` of them."""
+    more = len(request_ids) - shown
+    listed = ", ".join(str(number) for number in request_ids[:shown])
+    return f"request{'s' if len(request_ids) > 1 else ''} {listed}" + (f" and {more} more" if more > 0 else "")
 
 
 def _percent(fraction: float | None) -> str:

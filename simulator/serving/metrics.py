@@ -99,7 +99,8 @@ def summary(served: Served, requests: list[dict[str, Any]], clock_hz: float, slo
     energy_j = (sum(row.energy_pj for row in served.iterations) + served.idle_energy_pj) * 1e-12
     result: dict[str, Any] = {
         "requests": len(requests) + len(served.rejected), "completed": len(requests),
-        "rejected": len(served.rejected), "duration_s": duration,
+        "rejected": len(served.rejected), "rejected_request_ids": [r.request_id for r in served.rejected],
+        "duration_s": duration,
         "throughput_tokens_per_s": tokens / duration if duration > 0 else None,
         "throughput_requests_per_s": len(requests) / duration if duration > 0 else None,
         **{f"{name}_ms": distribution([r[f"{name}_ms"] for r in requests]) for name in ("ttft", "tpot", "e2e")},

@@ -165,6 +165,12 @@ def test_a_request_that_never_fits_is_rejected() -> None:
     assert [r.request_id for r in serving.served.rejected] == [1]
     result = summary(serving.served, rows, serving.clock_hz, None, True)
     assert (result["requests"], result["completed"], result["rejected"]) == (3, 2, 1)
+    assert result["rejected_request_ids"] == [1]
+    from simulator.report.serving import format_serving
+
+    text = format_serving({**result, "model": "m", "config": "c", "hardware": "h", "scheduler": "continuous",
+                           "kv_block_tokens": 16, "notes": []})
+    assert "\n  rejected        request 1: their generations never fit the KV cache\n" in text
 
 
 @pytest.mark.parametrize("scheduler", ["static", "continuous", "chunked"])
