@@ -473,36 +473,31 @@ def test_debug_shows_the_traceback(tmp_path):
     assert debug.stderr.strip().splitlines()[-1] == plain.stderr.strip()
 
 
-def test_internal_error_exit_1_with_hint(monkeypatch, capsys):
+def extract_raising(monkeypatch, capsys, error: BaseException, *options: str) -> tuple[int, str]:
+    """`accelsim [options] extract` whose model loading raises ``error``: the exit code and stderr."""
     import simulator.cli.extract
     import simulator.cli.main as cli
 
-    def explode(*args, **kwargs):
-        raise RuntimeError("boom\nsecond line")
+    def fail(*args, **kwargs):
+        raise error
 
-    monkeypatch.setattr(simulator.cli.extract, "load_model", explode)
+    monkeypatch.setattr(simulator.cli.extract, "load_model", fail)
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["extract", "--model", "bert-base"])
-    assert exit_info.value.code == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "internal error: RuntimeError: boom second line" in err[0] and "--debug" in err[0]
-    with pytest.raises(SystemExit):
-        cli.main(["--debug", "extract", "--model", "bert-base"])
-    assert "Traceback" in capsys.readouterr().err
+        cli.main([*options, "extract", "--model", "bert-base"])
+    return int(exit_info.value.code), capsys.readouterr().err
+
+
+def test_internal_error_exit_1_with_hint(monkeypatch, capsys):
+    code, err = extract_raising(monkeypatch, capsys, RuntimeError("boom\nsecond line"))
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1
+    assert "internal error: RuntimeError: boom second line" in lines[0] and "--debug" in lines[0]
+    assert "Traceback" in extract_raising(monkeypatch, capsys, RuntimeError("boom"), "--debug")[1]
 
 
 def test_a_run_larger_than_memory_is_one_line_exit_2(monkeypatch, capsys):
-    import simulator.cli.extract
-    import simulator.cli.main as cli
-
-    def exhaust(*args, **kwargs):
-        raise MemoryError("Unable to allocate 745. GiB for an array")
-
-    monkeypatch.setattr(simulator.cli.extract, "load_model", exhaust)
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(["extract", "--model", "bert-base"])
-    assert exit_info.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines() == [
+    code, err = extract_raising(monkeypatch, capsys, MemoryError("Unable to allocate 745. GiB for an array"))
+    assert code == 2 and err.strip().splitlines() == [
         "accelsim: error: not enough memory for this run (Unable to allocate 745. GiB for an array); ask for a "
         "smaller one"]
 
