@@ -7,7 +7,9 @@ energy is the engine's (dynamic, and the chip's leakage over its time), shared a
 their new tokens; the leakage of idle time between iterations counts in the run's total only.
 
 Under swap preemption (:mod:`.swap`) an iteration that copies KV blocks to or from the host takes the
-copies' time and energy beyond its pass's.
+copies' time and energy beyond its pass's. When planning preempts every sequence it planned (a lone
+sequence that fills the cache finds no block free for its decode), the iteration is the swap-out's copies
+alone, or under recompute nothing: the next is planned at once.
 
 A request is rejected on arrival when the KV cache could never hold its whole generation (its prompt
 and every output token but the last).
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from simulator.serving.iteration import IterationCost, IterationCoster
 from simulator.serving.kv_cache import PagedKVCache
 from simulator.serving.requests import Request
-from simulator.serving.schedulers import PLANS, Active, Queue
+from simulator.serving.schedulers import PLANS, Active, Plan, Queue
 from simulator.serving.swap import HostSpace, SwapLink
 from workloads.mixed import MixedBatch, Sequence
 
@@ -95,6 +97,11 @@ def serve(requests: list[Request], coster: IterationCoster, kv: PagedKVCache, se
             served.append(active)
         queue.preempted = queue.copied_blocks = 0
         plan = plan_next(queue, settings.max_batch, settings.max_tokens)
+        if not plan and queue.preempted:  # all it planned was preempted (a lone sequence that filled the cache)
+            if queue.copied_blocks:  # swapped out: the copies take their time (vLLM runs a step of cache copies)
+                rows.append(_copies_only(now, queue, link, clock_hz))
+                now += rows[-1].cycles
+            continue  # plan again at once: the preempted wait at the head of the queue
         if not plan:
             if not arrivals:  # pragma: no cover - a scheduler that plans nothing with work left is a bug
                 raise AssertionError("nothing to schedule while requests wait")
@@ -107,13 +114,7 @@ def serve(requests: list[Request], coster: IterationCoster, kv: PagedKVCache, se
                                     link, clock_hz)
         end = now + cycles
         rows.append(_advance(runs, now, end, energy_pj, queue))
-        for active, _ in plan:
-            if active.done and active in queue.running:
-                active.finish = end
-                queue.running.remove(active)
-                kv.release(id(active))
-                if progress is not None:
-                    progress(1)
+        _retire(plan, end, queue, progress)
         now = end
     idle = coster.static_mw * idle_cycles / clock_hz * 1e9  # mW x s = 1e9 pJ
     return Served(served, rejected, rows, now, kv.capacity, kv.peak, idle, None if host is None else host.peak)
@@ -125,6 +126,25 @@ def _priced(cost: IterationCost, copied_blocks: int, link: SwapLink | None, cloc
         return cost.cycles, cost.energy_pj
     assert link is not None
     return cost.cycles + link.cycles(copied_blocks, clock_hz), cost.energy_pj + link.energy_pj(copied_blocks)
+
+
+def _retire(plan: Plan, end: int, queue: Queue, progress: Callable[[int], None] | None) -> None:
+    """The planned requests that are done leave at ``end``, freeing their blocks."""
+    for active, _ in plan:
+        if active.done and active in queue.running:
+            active.finish = end
+            queue.running.remove(active)
+            queue.kv.release(id(active))
+            if progress is not None:
+                progress(1)
+
+
+def _copies_only(start: int, queue: Queue, link: SwapLink | None, clock_hz: float) -> IterationRow:
+    """An iteration that only copies the blocks its planning swapped out to the host."""
+    assert link is not None
+    blocks = queue.copied_blocks
+    return IterationRow(start, link.cycles(blocks, clock_hz), 0, 0, 0, 0, queue.kv.used, link.energy_pj(blocks),
+                        blocks)
 
 
 def arrival_cycle(request: Request, clock_hz: float) -> int:

@@ -184,6 +184,20 @@ def test_a_run_whose_last_requests_are_rejected_ends_when_the_others_finish(sche
     assert serving.served.end == rows[0]["finish_s"] * serving.clock_hz < serving.clock_hz
 
 
+@pytest.mark.parametrize("scheduler", ["continuous", "chunked"])
+def test_a_lone_request_that_fills_the_cache_is_recomputed_at_once(scheduler: str) -> None:
+    """A generation needing every block of the cache: its decode finds no block free (vLLM's rule), so it is
+    preempted and recomputed, over and over, and finishes. The replanning is immediate: it used to wait
+    idle for the next arrival (here 5 s later), or end the run in an internal error without one."""
+    serving, rows = served([Request(0, 0.0, 100, 29), Request(1, 5.0, 4, 2)], scheduler,
+                           hardware=small_dram(8, 128), max_tokens=128)
+    assert serving.served.kv_capacity == 8 and rows[0]["preemptions"] > 0
+    assert rows[0]["finish_s"] < 0.1 and rows[1]["finish_s"] > 5.0
+    iterations = serving.served.iterations
+    assert sum(row.emitted for row in iterations) == 29 + 2
+    assert all(b.start >= a.start + a.cycles for a, b in zip(iterations, iterations[1:], strict=False))
+
+
 def test_summary_goodput_and_energy() -> None:
     serving, rows, _ = run_with_rates("chunked")
     result = summary(serving.served, rows, serving.clock_hz, {"ttft": 5.0, "tpot": 1.0}, True)

@@ -153,3 +153,20 @@ def test_chunked_swap_under_a_tight_budget_serves_every_request() -> None:
     serving = run_serving(load_model(MODEL), simulator, requests, settings, 16)
     assert sum(row.emitted for row in serving.served.iterations) == sum(r.output_tokens for r in requests)
     assert sum(row.prefill_tokens for row in serving.served.iterations) == sum(r.prompt_tokens for r in requests)
+
+
+@pytest.mark.parametrize("scheduler", ["continuous", "chunked"])
+def test_a_lone_swapped_sequence_pays_for_its_copies_in_an_iteration_of_its_own(scheduler: str) -> None:
+    """A generation needing every block of the cache swaps itself out at its decode (no block free) and back
+    in: the swap-out is an iteration of copies alone, priced over the link (it ended the run in an internal
+    error); every block swapped out comes back."""
+    chip = small_dram(8, 128)
+    serving, rows = swapped([Request(0, 0.0, 100, 29)], scheduler, chip)
+    copies = [row for row in serving.served.iterations if not row.emitted and not row.prefill_tokens]
+    assert rows[0]["swaps"] == len(copies) > 0 and all(row.swapped_blocks == 8 for row in copies)
+    assert chip.host_link is not None
+    link = SwapLink(serving.block_bytes, chip.host_link.gb_per_s * 1e9, chip.host_link.pj_per_bit)
+    assert all(row.cycles == link.cycles(8, serving.clock_hz) and row.energy_pj == link.energy_pj(8)
+               for row in copies)
+    assert sum(row.swapped_blocks for row in serving.served.iterations) == 2 * 8 * len(copies)
+    assert sum(row.emitted for row in serving.served.iterations) == 29
