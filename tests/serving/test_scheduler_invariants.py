@@ -38,14 +38,14 @@ def runs(draw: st.DrawFn) -> tuple[ServeSettings, int, list[Request]]:
     samples, beams = draw(st.sampled_from([(1, 1), (1, 1), (2, 1), (1, 3)]))
     requests = generate_requests(draw(st.integers(1, 24)), draw(st.sampled_from([None, 20.0, 400.0])),
                                  Lengths("uniform", (1, draw(st.sampled_from([20, 120])))),
-                                 Lengths("uniform", (1, draw(st.sampled_from([5, 60])))), draw(st.integers(0, 99)))
+                                 Lengths("uniform", (1, draw(st.sampled_from([5, 60, 200])))), draw(st.integers(0, 99)))
     space = GIB if preemption == "swap" else 0
-    blocks = draw(st.sampled_from([12, 24, 64]))
+    blocks = draw(st.sampled_from([4, 12, 24, 64]))
     return ServeSettings(scheduler, max_batch, max_tokens, None, preemption, space), blocks, \
         sampled(requests, samples, beams)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(run=runs())
 def test_scheduler_invariants(run: tuple[ServeSettings, int, list[Request]]) -> None:
     setting, blocks, requests = run
