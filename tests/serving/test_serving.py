@@ -198,6 +198,14 @@ def test_a_lone_request_that_fills_the_cache_is_recomputed_at_once(scheduler: st
     assert all(b.start >= a.start + a.cycles for a, b in zip(iterations, iterations[1:], strict=False))
 
 
+def test_a_sampled_request_that_fits_by_sharing_its_prompt_is_served() -> None:
+    """Three samples of a 64-token prompt and 17 output tokens hold 4 shared blocks and 1 each: 7 of a cache
+    of 8 (15 if each kept its own copy of the prompt)."""
+    serving, rows = served([Request(0, 0.0, 64, 17, samples=3)], hardware=small_dram(8))
+    assert serving.served.kv_capacity == 8 and not serving.served.rejected
+    assert serving.served.kv_peak == 7 and rows[0]["preemptions"] == 0
+
+
 def test_summary_goodput_and_energy() -> None:
     serving, rows, _ = run_with_rates("chunked")
     result = summary(serving.served, rows, serving.clock_hz, {"ttft": 5.0, "tpot": 1.0}, True)
