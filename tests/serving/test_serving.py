@@ -206,6 +206,33 @@ def test_a_sampled_request_that_fits_by_sharing_its_prompt_is_served() -> None:
     assert serving.served.kv_peak == 7 and rows[0]["preemptions"] == 0
 
 
+def test_idle_time_between_requests_leaks_the_chips_static_power() -> None:
+    """Three requests a second apart: the chip idles between them; the run's idle energy is its static power
+    over every cycle no iteration ran."""
+    from simulator.energy.accounting import leakage_mw
+
+    serving, _ = served([Request(0, 0.0, 30, 5), Request(1, 1.0, 20, 4), Request(2, 2.0, 10, 3)])
+    served_run = serving.served
+    idle_cycles = served_run.end - sum(row.cycles for row in served_run.iterations)
+    assert idle_cycles > 1.99 * serving.clock_hz
+    static_mw = leakage_mw(Simulator(load_hardware("tpu_v5e_like"), load_run_config("configs/int8.yaml")).costs)
+    assert served_run.idle_energy_pj == pytest.approx(static_mw * idle_cycles / serving.clock_hz * 1e9, rel=1e-12)
+
+
+def test_a_mixture_of_experts_serves_at_its_routing_imbalance() -> None:
+    """The routing imbalance reaches every iteration: the busiest expert runs more rows, and in these small
+    batches fewer experts are read, so the same requests take a different time at imbalance 2."""
+    model = str(TESTS / "configs" / "mixtral-window-8.json")
+    chip = load_hardware("tpu_v5e_like")
+    ends = []
+    for imbalance in (None, 2.0):
+        simulator = Simulator(chip, load_run_config("configs/int8.yaml"))
+        run = run_serving(load_model(model), simulator, [Request(0, 0.0, 40, 6), Request(1, 0.0, 30, 6)],
+                          ServeSettings("continuous", 64, 512, imbalance), 16)
+        ends.append(run.served.end)
+    assert ends[1] != ends[0]
+
+
 def test_summary_goodput_and_energy() -> None:
     serving, rows, _ = run_with_rates("chunked")
     result = summary(serving.served, rows, serving.clock_hz, {"ttft": 5.0, "tpot": 1.0}, True)
