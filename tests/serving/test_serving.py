@@ -219,6 +219,14 @@ def test_idle_time_between_requests_leaks_the_chips_static_power() -> None:
     assert served_run.idle_energy_pj == pytest.approx(static_mw * idle_cycles / serving.clock_hz * 1e9, rel=1e-12)
 
 
+def test_progress_is_told_of_each_completion_once() -> None:
+    told: list[int] = []
+    requests = [Request(i, 0.01 * i, 20 + i, 3 + i) for i in range(5)]
+    simulator = Simulator(load_hardware("tpu_v5e_like"), load_run_config("configs/int8.yaml"))
+    run_serving(load_model(MODEL), simulator, requests, ServeSettings("continuous", 64, 512), 16, told.append)
+    assert told == [1] * 5
+
+
 def test_a_mixture_of_experts_serves_at_its_routing_imbalance() -> None:
     """The routing imbalance reaches every iteration: the busiest expert runs more rows, and in these small
     batches fewer experts are read, so the same requests take a different time at imbalance 2."""
