@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from simulator.serving.iteration import IterationCost, IterationCoster
+from simulator.serving.iteration import IterationCoster
 from simulator.serving.kv_cache import PagedKVCache
 from simulator.serving.requests import Request
 from simulator.serving.schedulers import PLANS, Active, Plan, Queue
@@ -99,7 +99,7 @@ def serve(requests: list[Request], coster: IterationCoster, kv: PagedKVCache, se
         plan = plan_next(queue, settings.max_batch, settings.max_tokens)
         if not plan and queue.preempted:  # all it planned was preempted (a lone sequence that filled the cache)
             if queue.copied_blocks:  # swapped out: the copies take their time (vLLM runs a step of cache copies)
-                rows.append(_copies_only(now, queue, link, clock_hz))
+                rows.append(_copies_only(now, queue, link, clock_hz, coster.static_mw))
                 now += rows[-1].cycles
             continue  # plan again at once: the preempted wait at the head of the queue
         if not plan:
@@ -110,8 +110,9 @@ def serve(requests: list[Request], coster: IterationCoster, kv: PagedKVCache, se
             continue
         runs = [(active, new, _sequences(active, new)) for active, new in plan]
         sequences = tuple(sequence for _, _, run in runs for sequence in run)
-        cycles, energy_pj = _priced(coster.cost(MixedBatch(sequences, settings.expert_imbalance)), queue.copied_blocks,
-                                    link, clock_hz)
+        cost = coster.cost(MixedBatch(sequences, settings.expert_imbalance))
+        copy_cycles, copy_pj = _copies(queue.copied_blocks, link, clock_hz, coster.static_mw)
+        cycles, energy_pj = cost.cycles + copy_cycles, cost.energy_pj + copy_pj
         end = now + cycles
         rows.append(_advance(runs, now, end, energy_pj, queue))
         _retire(plan, end, queue, progress)
@@ -120,12 +121,14 @@ def serve(requests: list[Request], coster: IterationCoster, kv: PagedKVCache, se
     return Served(served, rejected, rows, now, kv.capacity, kv.peak, idle, None if host is None else host.peak)
 
 
-def _priced(cost: IterationCost, copied_blocks: int, link: SwapLink | None, clock_hz: float) -> tuple[int, float]:
-    """An iteration's cycles and energy (pJ): its pass's, and its copies' to and from the host."""
-    if not copied_blocks:
-        return cost.cycles, cost.energy_pj
+def _copies(blocks: int, link: SwapLink | None, clock_hz: float, static_mw: float) -> tuple[int, float]:
+    """Cycles and energy (pJ) of copying ``blocks`` KV blocks to or from the host: the link's, and the chips'
+    leakage while the iteration waits for them (the copies are blocking)."""
+    if not blocks:
+        return 0, 0.0
     assert link is not None
-    return cost.cycles + link.cycles(copied_blocks, clock_hz), cost.energy_pj + link.energy_pj(copied_blocks)
+    cycles = link.cycles(blocks, clock_hz)
+    return cycles, link.energy_pj(blocks) + static_mw * cycles / clock_hz * 1e9  # mW x s = 1e9 pJ
 
 
 def _retire(plan: Plan, end: int, queue: Queue, progress: Callable[[int], None] | None) -> None:
@@ -139,12 +142,10 @@ def _retire(plan: Plan, end: int, queue: Queue, progress: Callable[[int], None] 
                 progress(1)
 
 
-def _copies_only(start: int, queue: Queue, link: SwapLink | None, clock_hz: float) -> IterationRow:
+def _copies_only(start: int, queue: Queue, link: SwapLink | None, clock_hz: float, static_mw: float) -> IterationRow:
     """An iteration that only copies the blocks its planning swapped out to the host."""
-    assert link is not None
-    blocks = queue.copied_blocks
-    return IterationRow(start, link.cycles(blocks, clock_hz), 0, 0, 0, 0, queue.kv.used, link.energy_pj(blocks),
-                        blocks)
+    cycles, energy_pj = _copies(queue.copied_blocks, link, clock_hz, static_mw)
+    return IterationRow(start, cycles, 0, 0, 0, 0, queue.kv.used, energy_pj, queue.copied_blocks)
 
 
 def arrival_cycle(request: Request, clock_hz: float) -> int:

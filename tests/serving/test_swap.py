@@ -9,18 +9,20 @@ import pytest
 from conftest import preset_with
 from test_serving import MODEL, small_dram
 
+from simulator.energy.accounting import leakage_mw
 from simulator.engine import Simulator
 from simulator.serving.metrics import request_rows
 from simulator.serving.requests import Lengths, Request, generate_requests
 from simulator.serving.server import ServeSettings
 from simulator.serving.session import Serving, run_serving
 from simulator.serving.swap import HostSpace, SwapLink
-from simulator.spec.hardware import Hardware
+from simulator.spec.hardware import Hardware, load_hardware
 from simulator.spec.run_config import load_run_config
 from workloads.errors import InputError
 from workloads.models import load_model
 
 GIB = 2**30
+STATIC_MW = leakage_mw(Simulator(load_hardware("tpu_v5e_like"), load_run_config("configs/int8.yaml")).costs)
 
 
 def swapped(requests: list[Request], scheduler: str, chip: Hardware, space: int = GIB,
@@ -59,7 +61,8 @@ def test_swapped_sequences_resume_without_recomputing(scheduler: str) -> None:
 def test_a_copy_costs_its_bytes_over_the_host_link(scheduler: str) -> None:
     """All requests at time 0: the schedule does not depend on time, so runs over host links of different
     bandwidth and energy plan the same iterations, and each iteration's time and energy differ by exactly
-    its copies' bytes over the link (ceil to whole cycles) and x 8 x pJ/bit."""
+    its copies' bytes over the link (ceil to whole cycles) and x 8 x pJ/bit, plus the chip's leakage over
+    the time the copies add."""
     chip = small_dram(16, 128)
     fast = preset_with(chip, host_link={"gb_per_s": 64.0, "pj_per_bit": 5.0})
     slow = preset_with(chip, host_link={"gb_per_s": 8.0, "pj_per_bit": 20.0})
@@ -72,7 +75,9 @@ def test_a_copy_costs_its_bytes_over_the_host_link(scheduler: str) -> None:
         assert replace(a, start=0, cycles=0, energy_pj=0) == replace(b, start=0, cycles=0, energy_pj=0)
         blocks = a.swapped_blocks
         assert b.cycles - a.cycles == links[1].cycles(blocks, clock) - links[0].cycles(blocks, clock)
-        assert b.energy_pj - a.energy_pj == pytest.approx(blocks * block * 8 * (20.0 - 5.0), rel=1e-9, abs=1e-3)
+        leaked = STATIC_MW * (b.cycles - a.cycles) / clock * 1e9
+        assert b.energy_pj - a.energy_pj == pytest.approx(blocks * block * 8 * (20.0 - 5.0) + leaked, rel=1e-9,
+                                                          abs=1e-3)
 
 
 def test_link_closed_forms() -> None:
@@ -166,7 +171,9 @@ def test_a_lone_swapped_sequence_pays_for_its_copies_in_an_iteration_of_its_own(
     assert rows[0]["swaps"] == len(copies) > 0 and all(row.swapped_blocks == 8 for row in copies)
     assert chip.host_link is not None
     link = SwapLink(serving.block_bytes, chip.host_link.gb_per_s * 1e9, chip.host_link.pj_per_bit)
-    assert all(row.cycles == link.cycles(8, serving.clock_hz) and row.energy_pj == link.energy_pj(8)
-               for row in copies)
+    cycles = link.cycles(8, serving.clock_hz)
+    assert all(row.cycles == cycles for row in copies)
+    assert all(row.energy_pj == pytest.approx(link.energy_pj(8) + STATIC_MW * cycles / serving.clock_hz * 1e9,
+                                              rel=1e-12) for row in copies)
     assert sum(row.swapped_blocks for row in serving.served.iterations) == 2 * 8 * len(copies)
     assert sum(row.emitted for row in serving.served.iterations) == 29
