@@ -159,6 +159,14 @@ def test_a_full_cache_preempts_and_every_request_still_finishes(scheduler: str) 
                                                                         if r not in serving.served.rejected)
 
 
+def test_a_request_that_fills_the_context_exactly_is_served() -> None:
+    """500 prompt tokens and 13 output tokens cache 512 entries, the test model's context: served."""
+    serving, rows = served([Request(0, 0.0, 500, 13)])
+    assert rows[0]["output_tokens"] == 13 and not serving.served.rejected
+    with pytest.raises(InputError, match="need a context of 513, more than llama-serve-6's 512 positions"):
+        served([Request(0, 0.0, 500, 14)])
+
+
 def test_a_request_that_never_fits_is_rejected() -> None:
     requests = [Request(0, 0.0, 30, 5), Request(1, 0.0, 400, 50), Request(2, 0.1, 10, 2)]
     serving, rows = served(requests, hardware=small_dram(8))

@@ -174,9 +174,20 @@ def test_a_lone_swapped_sequence_pays_for_its_copies_in_an_iteration_of_its_own(
     cycles = link.cycles(8, serving.clock_hz)
     iterations = serving.served.iterations
     for before, row in zip(iterations, iterations[1:], strict=False):  # the lone sequence is out: 0 blocks held
+        assert row.start == before.start + before.cycles  # no idle time: one request, at time 0
         if row in copies:
             assert row == IterationRow(before.start + before.cycles, cycles, 0, 0, 0, 0, 0, row.energy_pj, 8)
     assert all(row.energy_pj == pytest.approx(link.energy_pj(8) + STATIC_MW * cycles / serving.clock_hz * 1e9,
                                               rel=1e-12) for row in copies)
     assert sum(row.swapped_blocks for row in serving.served.iterations) == 2 * 8 * len(copies)
     assert sum(row.emitted for row in serving.served.iterations) == 29
+
+
+def test_copies_closed_form() -> None:
+    """No copies cost nothing; copies cost the link's time and energy and the chips' leakage meanwhile."""
+    from simulator.serving.server import _copies
+
+    link = SwapLink(block_bytes=1 << 20, bytes_per_s=16e9, pj_per_bit=10.0, chips=2)
+    assert _copies(0, None, 1e9, 5000.0) == (0, 0.0)
+    cycles = -(-3 * (1 << 20) * 1e9 // 16e9)
+    assert _copies(3, link, 1e9, 5000.0) == (cycles, 3 * (1 << 20) * 8 * 10.0 * 2 + 5000.0 * cycles / 1e9 * 1e9)
