@@ -130,6 +130,14 @@ CASES = [
     ("extract-size-as-text", lambda p: ["extract", "--model", write(
         p, "config.json", '{"model_type": "bert", "num_attention_heads": "12", ' + BERT_KEYS + "}")],
      "key 'num_attention_heads' has an invalid value '12'"),
+    ("extract-size-past-31-bits", lambda p: ["extract", "--model", write(  # an internal OverflowError before
+        p, "config.json", '{"model_type": "bert", "num_attention_heads": 2, ' + BERT_KEYS.replace("100", "1" + "0" * 30)
+        + "}")], "key 'vocab_size' = 1" + "0" * 30 + " exceeds the largest accepted size"),
+    ("extract-flag-as-text", lambda p: ["extract", "--model", write(  # was read as true
+        p, "config.json", '{"model_type": "opt", "do_layer_norm_before": "false", "vocab_size": 100, '
+        '"hidden_size": 64, "ffn_dim": 128, "num_hidden_layers": 2, "num_attention_heads": 2, '
+        '"max_position_embeddings": 64}')],
+     "key 'do_layer_norm_before' must be true or false, got 'false'"),
     ("extract-zero-tokens", lambda p: ["extract", "--model", "bert-base", "--tokens", "0"], "--tokens"),
     ("extract-negative-batch", lambda p: ["extract", "--model", "bert-base", "--batch", "-3"], "--batch"),
     ("extract-32bit-overflow", lambda p: ["extract", "--model", "bert-base", "--tokens", "4294967296"], "--tokens"),

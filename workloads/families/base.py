@@ -13,6 +13,7 @@ from typing import Any
 
 from workloads.builder import OpBuilder
 from workloads.errors import InputError
+from workloads.families.config_keys import OptionalKeys, check_size
 from workloads.knobs import FAMILY_KNOBS, OPTIONAL_SIZES
 from workloads.ops import MAX_SIZE
 from workloads.parallel import ExpertParallel, PipelineStage, TensorParallel
@@ -72,7 +73,9 @@ class Family:
     """How one ``model_type`` turns a config and a workload into ops."""
 
     model_types: tuple[str, ...] = ()
-    required: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()  # sizes
+    required_lists: tuple[str, ...] = ()  # of the required keys, those that hold a list of sizes (not empty)
+    optional = OptionalKeys()  # the optional keys it reads (config_keys)
     heads: tuple[str, ...] = ("none",)  # the first is the default
     hf_classes: Mapping[str, str] = {}
     default_tokens: int | None = 384  # text families; None where tokens derive from other knobs
@@ -89,12 +92,14 @@ class Family:
             raise InputError(f"{where}: missing key(s) {', '.join(missing)} for model_type {cfg['model_type']!r}")
         for key in self.required:
             value = cfg[key]
-            items = value if isinstance(value, list) else [value]
-            for item in items:
-                if isinstance(item, bool) or not isinstance(item, int):  # every required key is a size
-                    raise InputError(f"{where}: key {key!r} has an invalid value {value!r}")
-                if item <= 0:
-                    raise InputError(f"{where}: key {key!r} must be positive, got {value!r}")
+            if key not in self.required_lists:
+                check_size(key, value, where)
+            elif not isinstance(value, list) or not value:
+                raise InputError(f"{where}: key {key!r} must list one size or more, got {value!r}")
+            else:
+                for item in value:
+                    check_size(key, item, where)
+        self.optional.check(cfg, where)
 
     def resolve(self, cfg: Mapping[str, Any], wl: Workload) -> Workload:
         """Fill defaults and validate the workload against the config; refuse knobs that do not apply."""
@@ -196,12 +201,6 @@ def heads_divide(cfg: Mapping[str, Any], hidden_key: str, heads_key: str) -> int
     if hidden % heads:
         raise InputError(f"{heads_key}={heads} does not divide {hidden_key}={hidden}")
     return int(hidden // heads)
-
-
-def num_labels(cfg: Mapping[str, Any]) -> int:
-    if "id2label" in cfg:
-        return len(cfg["id2label"])
-    return int(cfg.get("num_labels", 2))
 
 
 def encoder_decoder_inputs(wl: Workload, torch: Any) -> HfInputs:

@@ -1,4 +1,5 @@
-"""BERT and RoBERTa encoders (``model_type`` bert, roberta)."""
+"""BERT and RoBERTa encoders (``model_type`` bert, roberta); the feed-forward's activation is the one
+``hidden_act`` names (GELU by default)."""
 
 from __future__ import annotations
 
@@ -13,20 +14,26 @@ from workloads.families.base import (
     Workload,
     heads_divide,
 )
+from workloads.families.config_keys import OptionalKeys, activation, size_value
 
 
 class BertFamily(Family):
     model_types = ("bert", "roberta")
     required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                 "intermediate_size", "max_position_embeddings", "type_vocab_size")
+    optional = OptionalKeys(counts=("pad_token_id",), activations=("hidden_act",))
     heads = ("qa", "pooler", "none")
 
     @staticmethod
     def _position_limit(cfg: Mapping[str, Any]) -> int:
         # RoBERTa numbers positions from padding_idx + 1.
-        if cfg["model_type"] == "roberta":
-            return int(cfg["max_position_embeddings"]) - int(cfg.get("pad_token_id", 1)) - 1
-        return int(cfg["max_position_embeddings"])
+        if cfg["model_type"] != "roberta":
+            return int(cfg["max_position_embeddings"])
+        positions, pad = int(cfg["max_position_embeddings"]), size_value(cfg, "pad_token_id", 1)
+        if positions - pad - 1 < 1:
+            raise InputError(f"pad_token_id={pad} leaves RoBERTa none of its max_position_embeddings={positions} "
+                             "positions (they are numbered from pad_token_id + 1)")
+        return positions - pad - 1
 
     def resolve(self, cfg: Mapping[str, Any], wl: Workload) -> Workload:
         wl = super().resolve(cfg, wl)
@@ -43,7 +50,7 @@ class BertFamily(Family):
         hidden, inner = cfg["hidden_size"], cfg["intermediate_size"]
         heads, seq, batch = cfg["num_attention_heads"], wl.size("tokens"), wl.batch
         rows = batch * seq
-        act = cfg.get("hidden_act", "gelu")
+        act = activation(cfg, "hidden_act", "gelu")
         ids = b.input("input_ids", rows, bits=32)
         word = b.vector("embeddings.word", -1, "embedding", "embedding", rows * hidden,
                         weight_params=cfg["vocab_size"] * hidden, reads=(ids,))

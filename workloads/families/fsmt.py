@@ -14,12 +14,15 @@ from workloads.blocks import AttentionShape, attention, feed_forward, residual
 from workloads.builder import OpBuilder
 from workloads.errors import InputError
 from workloads.families.base import PHASES, Family, HfInputs, Workload, encoder_decoder_inputs, head_rows, heads_divide
+from workloads.families.config_keys import OptionalKeys, activation, flag_value, size_value
 
 
 class FSMTFamily(Family):
     model_types = ("fsmt",)
     required = ("src_vocab_size", "tgt_vocab_size", "d_model", "encoder_layers", "decoder_layers",
                 "encoder_attention_heads", "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim")
+    optional = OptionalKeys(sizes=("max_position_embeddings",), counts=("pad_token_id",),
+                            flags=("scale_embedding", "tie_word_embeddings"), activations=("activation_function",))
     heads = ("lm",)  # HF's FSMT decoder always ends in its output projection
     hf_classes = {"lm": "FSMTForConditionalGeneration"}
     knobs = ("tokens", "decoder_tokens")
@@ -31,7 +34,7 @@ class FSMTFamily(Family):
         wl = replace(wl, decoder_tokens=wl.decoder_tokens or wl.tokens)
         heads_divide(cfg, "d_model", "encoder_attention_heads")
         heads_divide(cfg, "d_model", "decoder_attention_heads")
-        limit = cfg.get("max_position_embeddings", 1024)
+        limit = size_value(cfg, "max_position_embeddings", 1024)
         decoder = wl.size("decoder_tokens") + (1 if wl.phase == "decode" else 0)
         longest = max(wl.size("tokens"), decoder)
         if longest > limit:
@@ -42,8 +45,7 @@ class FSMTFamily(Family):
     def hf_non_trace_params(self, cfg: Mapping[str, Any]) -> int:
         # HF stores the fixed sinusoidal tables (max_position_embeddings + padding_idx + 1 rows) as
         # parameters of both stacks; they are computed, not learned, so traces do not count them.
-        rows = int(cfg.get("max_position_embeddings", 1024)) + int(cfg.get("pad_token_id", 1)) + 1
-        return 2 * rows * int(cfg["d_model"])
+        return 2 * _table_rows(cfg) * int(cfg["d_model"])
 
     def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
         d_model, batch = cfg["d_model"], wl.batch
@@ -52,17 +54,17 @@ class FSMTFamily(Family):
         decoder_tokens = wl.size("decoder_tokens")
         tgt, context = (1, decoder_tokens + 1) if decode else (decoder_tokens, decoder_tokens)
         cache = "step" if decode else "fill"
-        scale = cfg.get("scale_embedding", True)
-        act = cfg.get("activation_function", "relu")
+        scale = flag_value(cfg, "scale_embedding", True)
+        act = activation(cfg, "activation_function", "relu")
         dec_rows = batch * tgt
 
         # With tie_word_embeddings, HF ties the encoder's and the decoder's token embeddings and the output
         # projection into one table (Vaswani et al.'s shared source/target vocabulary): counted here once.
-        tied = cfg.get("tie_word_embeddings", False)
+        tied = flag_value(cfg, "tie_word_embeddings", False)
         if tied and cfg["src_vocab_size"] != cfg["tgt_vocab_size"]:
             raise InputError("tie_word_embeddings needs src_vocab_size == tgt_vocab_size")
         decoder_ids = b.input("decoder_input_ids", dec_rows, bits=32)
-        table_rows = cfg.get("max_position_embeddings", 1024) + cfg.get("pad_token_id", 1) + 1
+        table_rows = _table_rows(cfg)
         encoded = None if decode else self._encoder(cfg, wl, b, table_rows)
         positions = b.vector("decoder.embed_positions", -1, "embedding", "embedding", dec_rows * d_model,
                              reads=(decoder_ids,),
@@ -92,7 +94,7 @@ class FSMTFamily(Family):
     def _encoder(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder, table_rows: int) -> str:
         d_model, batch, src = cfg["d_model"], wl.batch, wl.size("tokens")
         enc_rows = batch * src
-        act, scale = cfg.get("activation_function", "relu"), cfg.get("scale_embedding", True)
+        act, scale = activation(cfg, "activation_function", "relu"), flag_value(cfg, "scale_embedding", True)
         ids = b.input("input_ids", enc_rows, bits=32)
         tokens = b.vector("encoder.embed_tokens", -1, "embedding", "embedding", enc_rows * d_model,
                           weight_params=cfg["src_vocab_size"] * d_model, reads=(ids,))
@@ -128,3 +130,8 @@ def _ffn_sublayer(b: OpBuilder, block: str, layer: int, rows: int, d_model: int,
     feed_forward(b, f"{block}.ffn", layer, rows, d_model, inner, act)
     residual(b, f"{block}.ffn", layer, "ffn", rows * d_model, x)
     b.layernorm(f"{block}.final_layer_norm", layer, "norm", rows, d_model)
+
+
+def _table_rows(cfg: Mapping[str, Any]) -> int:
+    """Rows of a sinusoidal position table: max_position_embeddings + padding_idx + 1 (Hugging Face's)."""
+    return size_value(cfg, "max_position_embeddings", 1024) + size_value(cfg, "pad_token_id", 1) + 1

@@ -1,4 +1,6 @@
-"""GPT-2 decoder: prefill, or one decode step with a KV cache."""
+"""GPT-2 decoder: prefill, or one decode step with a KV cache. The feed-forward's activation is the one
+``activation_function`` names (GELU's tanh approximation by default), its width ``n_inner`` (4 x the model's
+by default)."""
 
 from __future__ import annotations
 
@@ -17,11 +19,13 @@ from workloads.families.base import (
     head_rows,
     heads_divide,
 )
+from workloads.families.config_keys import OptionalKeys, activation, size_value
 
 
 class GPT2Family(Family):
     model_types = ("gpt2",)
     required = ("vocab_size", "n_embd", "n_layer", "n_head", "n_positions")
+    optional = OptionalKeys(sizes=("n_inner",), activations=("activation_function",))
     heads = ("lm", "none")
     hf_classes = {"lm": "GPT2LMHeadModel", "none": "GPT2Model"}
     phases = PHASES
@@ -34,7 +38,7 @@ class GPT2Family(Family):
 
     def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
         hidden, heads, batch = cfg["n_embd"], cfg["n_head"], wl.batch
-        inner = cfg.get("n_inner") or 4 * hidden
+        inner = size_value(cfg, "n_inner", 4 * hidden)
         # Prefill: all `tokens` at once. Decode: one new token attending to a cache of `tokens`.
         new, context = (wl.size("tokens"), wl.size("tokens")) if wl.phase == "prefill" else (1, wl.size("tokens") + 1)
         rows = batch * new
@@ -46,7 +50,7 @@ class GPT2Family(Family):
                  reads=())
         x = b.add("embeddings.add_position", -1, "embedding", rows * hidden, tokens)
         shape = AttentionShape(batch, new, context, hidden, heads, hidden // heads)
-        act = "gelu" if cfg.get("activation_function", "gelu_new").startswith("gelu") else "relu"
+        act = activation(cfg, "activation_function", "gelu_new")
         for i in range(cfg["n_layer"]):
             p = f"h.{i}"
             b.layernorm(f"{p}.ln_1", i, "norm", rows, hidden)

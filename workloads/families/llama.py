@@ -3,7 +3,8 @@ positions, SwiGLU, grouped-query attention.
 
 One block: RMSNorm, q/k/v projections (biased in Qwen2), RoPE on q and k, attention (scores scaled,
 causal mask added, softmax), output projection, residual; RMSNorm, SwiGLU (gate and up projections,
-SiLU of the gate times the up projection, down projection), residual. The rotary cos/sin tables are
+SiLU of the gate times the up projection, down projection: ``hidden_act`` names the activation, SiLU by
+default), residual. The rotary cos/sin tables are
 computed once per pass, per position (shared by the batch). The LM head is untied (Llama) or tied to
 the token embedding (``tie_word_embeddings``, as in small Qwen2 models).
 
@@ -27,6 +28,7 @@ from workloads.blocks import AttentionShape, attention, mixed_attention, residua
 from workloads.builder import OpBuilder
 from workloads.errors import InputError
 from workloads.families.base import PHASES, Family, HfInputs, Workload, causal_lm_inputs, check_context, head_rows
+from workloads.families.config_keys import OptionalKeys, activation, flag_value
 from workloads.mixed import MixedBatch, Sequence
 from workloads.parallel import ExpertParallel, PipelineStage, TensorParallel
 
@@ -57,7 +59,7 @@ def layer_windows(cfg: Mapping[str, Any]) -> tuple[int | None, ...]:
     layers = int(cfg["num_hidden_layers"])
     if cfg["model_type"] in ("mistral", "mixtral"):
         return (_window(cfg),) * layers
-    if cfg["model_type"] != "qwen2" or not cfg.get("use_sliding_window"):
+    if cfg["model_type"] != "qwen2" or not flag_value(cfg, "use_sliding_window", False):
         return (None,) * layers
     window = _window(cfg)
     types = cfg.get("layer_types")
@@ -109,7 +111,7 @@ def _lm_head(b: OpBuilder, cfg: Mapping[str, Any], tp: TensorParallel, rows: int
 def _biases(cfg: Mapping[str, Any]) -> tuple[bool, bool]:
     """(q/k/v projections biased, output projection biased): Qwen2 biases q/k/v only."""
     qwen2 = cfg["model_type"] == "qwen2"
-    bias = qwen2 or bool(cfg.get("attention_bias", False))
+    bias = qwen2 or flag_value(cfg, "attention_bias", False)
     return bias, bias and not qwen2
 
 
@@ -117,11 +119,12 @@ def rmsnorm(b: OpBuilder, name: str, layer: int, rows: int, width: int) -> str:
     return b.vector(name, layer, "rmsnorm", "norm", rows * width, weight_params=width)
 
 
-def swiglu(b: OpBuilder, prefix: str, layer: int, rows: int, hidden: int, inner: int, bias: bool) -> str:
-    """down(silu(gate(x)) x up(x)), in the order Hugging Face evaluates it."""
+def swiglu(b: OpBuilder, prefix: str, layer: int, rows: int, hidden: int, inner: int, bias: bool,
+           act_fn: str = "silu") -> str:
+    """down(act_fn(gate(x)) x up(x)), in the order Hugging Face evaluates it."""
     x = b.current
     gate = b.gemm(f"{prefix}.gate_proj", layer, "ffn1", "ffn", rows, hidden, inner, bias=bias, reads=x)
-    act = b.vector(f"{prefix}.silu", layer, "silu", "ffn", rows * inner, reads=(gate,))
+    act = b.vector(f"{prefix}.{act_fn}", layer, act_fn, "ffn", rows * inner, reads=(gate,))
     up = b.gemm(f"{prefix}.up_proj", layer, "ffn1", "ffn", rows, hidden, inner, bias=bias, reads=x)
     b.vector(f"{prefix}.gate_mul", layer, "mul", "ffn", rows * inner, reads=(act, up))
     return b.gemm(f"{prefix}.down_proj", layer, "ffn2", "ffn", rows, inner, hidden, bias=bias)
@@ -133,6 +136,8 @@ class LlamaFamily(Family):
     pipeline_parallel = True
     required: tuple[str, ...] = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                                  "num_attention_heads", "max_position_embeddings")
+    optional = OptionalKeys(sizes=("head_dim", "num_key_value_heads"), activations=("hidden_act",),
+                            flags=("attention_bias", "mlp_bias", "tie_word_embeddings", "use_sliding_window"))
     heads = ("lm", "none")
     hf_classes = {"lm": "AutoModelForCausalLM", "none": "AutoModel"}
     phases = PHASES
@@ -178,7 +183,7 @@ class LlamaFamily(Family):
         the block's residual makes it), the final norm over ``tokens`` rows and the LM head on ``emitting``.
         Serving probes heads on it (:mod:`simulator.serving.iteration`); a head tied to the embedding is not
         built alone."""
-        if cfg.get("tie_word_embeddings", False):
+        if flag_value(cfg, "tie_word_embeddings", False):
             raise InputError(f"{cfg['model_type']}: an LM head tied to the embedding is not probed alone")
         hidden = cfg["hidden_size"]
         x = b.input("hidden_states", tokens * hidden)
@@ -275,7 +280,7 @@ class LlamaFamily(Family):
             return
         rmsnorm(b, "norm", -1, rows, hidden)
         if head is not None:  # a tied table read where the embedding lives, else the head's own copy
-            _lm_head(b, cfg, tp, head, cfg.get("tie_word_embeddings", False) and stage.first)
+            _lm_head(b, cfg, tp, head, flag_value(cfg, "tie_word_embeddings", False) and stage.first)
 
     @staticmethod
     def mixed_shape(cfg: Mapping[str, Any], kind: Sequence, count: int, window: int | None,
@@ -305,7 +310,8 @@ class LlamaFamily(Family):
                      rows: int) -> None:
         """The block's feed-forward sublayer on ``rows`` tokens (after its norm, before its residual)."""
         inner = tensor_parallel(wl).columns(cfg["intermediate_size"], "intermediate_size")
-        swiglu(b, prefix, layer, rows, cfg["hidden_size"], inner, bool(cfg.get("mlp_bias", False)))
+        swiglu(b, prefix, layer, rows, cfg["hidden_size"], inner, flag_value(cfg, "mlp_bias", False),
+               activation(cfg, "hidden_act", "silu"))
 
     def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> HfInputs:
         return causal_lm_inputs(wl, torch)

@@ -2,7 +2,7 @@
 
 Each block's feed-forward is a router and E SwiGLU experts. The router is a GEMM to E logits per token,
 a softmax, a top-k selection (k passes over the E scores) and a renormalisation of the k kept scores.
-Each token then runs through its k experts: the expert's fused gate/up projection, SiLU of the gate
+Each token then runs through its k experts: the expert's fused gate/up projection, SiLU (``hidden_act``) of the gate
 times the up projection, the down projection, and a multiply by the token's routing weight; the k
 weighted outputs of a token are summed. Hugging Face stores an expert's gate and up projections as one
 matrix (``gate_up_proj``) and so does this trace.
@@ -37,6 +37,7 @@ from typing import Any
 from workloads.builder import OpBuilder
 from workloads.errors import InputError
 from workloads.families.base import Workload
+from workloads.families.config_keys import activation
 from workloads.families.llama import LlamaFamily, tensor_parallel
 from workloads.parallel import ExpertParallel
 
@@ -91,6 +92,7 @@ class MixtralFamily(LlamaFamily):
         hidden = cfg["hidden_size"]
         inner = tensor_parallel(wl).columns(cfg["intermediate_size"], "intermediate_size")  # each expert split
         experts, top_k = cfg["num_local_experts"], cfg["num_experts_per_tok"]
+        act_fn = activation(cfg, "hidden_act", "silu")
         ep = ExpertParallel(wl.ep or 1)
         x = b.current
         router = b.gemm(f"{prefix}.gate", layer, "router", "ffn", rows, hidden, experts, bias=False, reads=x)
@@ -109,7 +111,7 @@ class MixtralFamily(LlamaFamily):
             p = f"{prefix}.experts.{e}"
             b.gemm(f"{p}.gate_up_proj", layer, "ffn1", "ffn", load, hidden, 2 * inner, bias=False, reads=x,
                    parts=("gate", "up"))
-            act = b.vector(f"{p}.silu", layer, "silu", "ffn", load * inner, reads=(f"{p}.gate_up_proj.gate",))
+            act = b.vector(f"{p}.{act_fn}", layer, act_fn, "ffn", load * inner, reads=(f"{p}.gate_up_proj.gate",))
             b.vector(f"{p}.gate_mul", layer, "mul", "ffn", load * inner, reads=(act, f"{p}.gate_up_proj.up"))
             down = b.gemm(f"{p}.down_proj", layer, "ffn2", "ffn", load, inner, hidden, bias=False)
             routed.append(b.vector(f"{p}.route", layer, "mul", "ffn", load * hidden, reads=(down, weights)))

@@ -2,10 +2,11 @@
 
 One block (pre-LN, as every OPT size but 350m; ``do_layer_norm_before: false`` puts each LayerNorm
 after its residual instead): LayerNorm, q/k/v projections with biases, q scaled by 1/sqrt(d) after its
-projection, scores plus the causal mask, softmax, output projection, residual; LayerNorm, fc1, ReLU,
-fc2, residual. Positions are looked up per sequence in a table of ``max_position_embeddings + 2``
-rows (OPT's offset of 2). Hugging Face also multiplies the scores by 1.0; an accelerator does not, so
-that multiply is left out. Phases: a prefill of ``tokens``, or one decode step with a KV cache.
+projection, scores plus the causal mask, softmax, output projection, residual; LayerNorm, fc1, ReLU
+(the activation ``activation_function`` names), fc2, residual. Positions are looked up per sequence in a
+table of ``max_position_embeddings + 2`` rows (OPT's offset of 2). Hugging Face also multiplies the scores
+by 1.0; an accelerator does not, so that multiply is left out. Phases: a prefill of ``tokens``, or one
+decode step with a KV cache.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from workloads.families.base import (
     head_rows,
     heads_divide,
 )
+from workloads.families.config_keys import OptionalKeys, activation, flag_value, size_value
 
 POSITION_OFFSET = 2  # OPT's learned position table has two extra rows (fairseq's padding convention)
 
@@ -33,6 +35,9 @@ class OPTFamily(Family):
     model_types = ("opt",)
     required = ("vocab_size", "hidden_size", "ffn_dim", "num_hidden_layers", "num_attention_heads",
                 "max_position_embeddings")
+    optional = OptionalKeys(sizes=("word_embed_proj_dim",), activations=("activation_function",),
+                            flags=("do_layer_norm_before", "layer_norm_elementwise_affine", "enable_bias",
+                                   "_remove_final_layer_norm"))
     heads = ("lm", "none")
     hf_classes = {"lm": "OPTForCausalLM", "none": "OPTModel"}
     phases = PHASES
@@ -61,15 +66,15 @@ class OPTFamily(Family):
 
     def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
         hidden, heads, batch = cfg["hidden_size"], cfg["num_attention_heads"], wl.batch
-        words = cfg.get("word_embed_proj_dim") or hidden
-        pre_norm = cfg.get("do_layer_norm_before", True)
-        affine = cfg.get("layer_norm_elementwise_affine", True)
-        bias = cfg.get("enable_bias", True)
+        words = size_value(cfg, "word_embed_proj_dim", hidden)
+        pre_norm = flag_value(cfg, "do_layer_norm_before", True)
+        affine = flag_value(cfg, "layer_norm_elementwise_affine", True)
+        bias = flag_value(cfg, "enable_bias", True)
         new, context = (wl.size("tokens"), wl.size("tokens")) if wl.phase == "prefill" else (1, wl.size("tokens") + 1)
         rows = batch * new
         x = self.embeddings(cfg, b, rows, words)
         shape = AttentionShape(batch, new, context, hidden, heads, hidden // heads)
-        act = "relu" if cfg.get("activation_function", "relu") == "relu" else "gelu"
+        act = activation(cfg, "activation_function", "relu")
 
         def norm(name: str, layer: int) -> str:
             if affine:
@@ -91,7 +96,7 @@ class OPTFamily(Family):
             x = residual(b, f"{p}.fc", i, "ffn", rows * hidden, h)
             if not pre_norm:
                 x = norm(f"{p}.final_layer_norm", i)
-        if pre_norm and not cfg.get("_remove_final_layer_norm", False):
+        if pre_norm and not flag_value(cfg, "_remove_final_layer_norm", False):
             norm("final_layer_norm", -1)
         if words != hidden:
             b.gemm("project_out", -1, "feature_proj", "embedding", rows, hidden, words, bias=False)

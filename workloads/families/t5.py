@@ -20,12 +20,14 @@ from workloads.blocks import AttentionShape, attention, feed_forward, residual
 from workloads.builder import OpBuilder
 from workloads.errors import InputError
 from workloads.families.base import PHASES, Family, HfInputs, Workload, encoder_decoder_inputs, head_rows
+from workloads.families.config_keys import OptionalKeys, flag_value, size_value
 
 
 class T5Family(Family):
     model_types = ("t5",)
     required = ("vocab_size", "d_model", "d_kv", "d_ff", "num_heads", "num_layers",
                 "relative_attention_num_buckets")
+    optional = OptionalKeys(sizes=("n_positions", "num_decoder_layers"), flags=("tie_word_embeddings",))
     heads = ("lm", "none")
     hf_classes = {"lm": "T5ForConditionalGeneration", "none": "T5Model"}
     knobs = ("tokens", "decoder_tokens")
@@ -44,9 +46,9 @@ class T5Family(Family):
         positions = cfg.get("n_positions")
         if positions is not None:
             decoder = wl.size("decoder_tokens") + (1 if wl.phase == "decode" else 0)
-            for what, length in (("encoder input", wl.size("tokens")), ("decoder context", decoder)):
+            for what, length in (("an encoder input", wl.size("tokens")), ("a decoder context", decoder)):
                 if length > positions:
-                    raise InputError(f"a {what} of {length} tokens exceeds the model's {positions} positions "
+                    raise InputError(f"{what} of {length} tokens exceeds the model's {positions} positions "
                                      "(n_positions)")
         return wl
 
@@ -60,8 +62,8 @@ class T5Family(Family):
         tgt, context = (1, decoder_tokens + 1) if decode else (decoder_tokens, decoder_tokens)
         cache = "step" if decode else "fill"
         enc_layers = cfg["num_layers"]
-        dec_layers = cfg.get("num_decoder_layers") or enc_layers
-        tied = cfg.get("tie_word_embeddings", True)
+        dec_layers = size_value(cfg, "num_decoder_layers", enc_layers)
+        tied = flag_value(cfg, "tie_word_embeddings", True)
 
         ids = None if decode else b.input("input_ids", batch * src, bits=32)
         decoder_ids = b.input("decoder_input_ids", batch * tgt, bits=32)

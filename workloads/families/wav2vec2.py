@@ -1,4 +1,6 @@
-"""Wav2vec 2.0: convolutional feature encoder, convolutional positions, transformer encoder."""
+"""Wav2vec 2.0: convolutional feature encoder, convolutional positions, transformer encoder. The feature
+encoder and the positions' convolution use the activation ``feat_extract_activation`` names, the encoder's
+feed-forward the one ``hidden_act`` names (GELU by default, both)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from workloads.families.base import (
     Workload,
     heads_divide,
 )
+from workloads.families.config_keys import OptionalKeys, activation, flag_value
 
 
 class Wav2Vec2Family(Family):
@@ -22,6 +25,10 @@ class Wav2Vec2Family(Family):
     required = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                 "conv_dim", "conv_kernel", "conv_stride", "num_conv_pos_embeddings",
                 "num_conv_pos_embedding_groups", "vocab_size")
+    required_lists = ("conv_dim", "conv_kernel", "conv_stride")
+    optional = OptionalKeys(flags=("conv_bias", "do_stable_layer_norm"),
+                            probabilities=("mask_time_prob", "mask_feature_prob"),
+                            activations=("feat_extract_activation", "hidden_act"))
     heads = ("ctc", "none")
     hf_classes = {"ctc": "Wav2Vec2ForCTC", "none": "Wav2Vec2Model"}
     default_tokens = None
@@ -72,9 +79,9 @@ class Wav2Vec2Family(Family):
 
     def feature_encoder(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> int:
         """The convolutional feature encoder over the raw audio; returns its output channels."""
-        conv_bias = cfg.get("conv_bias", False)
+        conv_bias = flag_value(cfg, "conv_bias", False)
         layer_norm = cfg.get("feat_extract_norm", "group") == "layer"
-        act = cfg.get("feat_extract_activation", "gelu")
+        act = activation(cfg, "feat_extract_activation", "gelu")
         channels_in, batch = 1, wl.batch
         b.input("input_values", batch * wl.size("audio_samples"))
         for i, length in enumerate(self.conv_lengths(cfg, wl.size("audio_samples"))):
@@ -98,7 +105,7 @@ class Wav2Vec2Family(Family):
         rows = batch * frames
         b.layernorm("feature_projection.layernorm", -1, "frontend", rows, channels_in)
         projected = b.gemm("feature_projection", -1, "feature_proj", "frontend", rows, channels_in, hidden)
-        if cfg.get("mask_time_prob", 0.05) > 0 or cfg.get("mask_feature_prob", 0.0) > 0:
+        if _probability(cfg, "mask_time_prob", 0.05) > 0 or _probability(cfg, "mask_feature_prob", 0.0) > 0:
             # A learned vector used only for training-time masking: stored, never computed with.
             b.vector("masked_spec_embed", -1, "mask_embed", "frontend", 0, weight_params=hidden, reads=())
             b.current = projected
@@ -113,13 +120,14 @@ class Wav2Vec2Family(Family):
         b.ops[-1] = replace(b.ops[-1], weight_params=b.ops[-1].weight_params + kernel)
         b.tensors["encoder.pos_conv.weight"] = replace(b.tensors["encoder.pos_conv.weight"],
                                                        elements=b.ops[-1].weight_params)
-        b.vector("encoder.pos_conv.gelu", -1, "gelu", "embedding", rows * hidden)
+        pos_act = activation(cfg, "feat_extract_activation", "gelu")  # as Hugging Face's positional convolution
+        b.vector(f"encoder.pos_conv.{pos_act}", -1, pos_act, "embedding", rows * hidden)
         x = b.add("encoder.add_position", -1, "embedding", rows * hidden, projected)
-        stable = cfg.get("do_stable_layer_norm", False)
+        stable = flag_value(cfg, "do_stable_layer_norm", False)
         if not stable:
             x = b.layernorm("encoder.layernorm", -1, "norm", rows, hidden)
         shape = AttentionShape(batch, frames, frames, hidden, heads, hidden // heads)
-        hidden_act = cfg.get("hidden_act", "gelu")
+        hidden_act = activation(cfg, "hidden_act", "gelu")
         for i in range(cfg["num_hidden_layers"]):
             p = f"encoder.layer.{i}"
             if stable:
@@ -139,3 +147,8 @@ class Wav2Vec2Family(Family):
 
     def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> HfInputs:
         return {"input_values": torch.zeros(wl.batch, wl.size("audio_samples"), device="meta")}, None
+
+
+def _probability(cfg: Mapping[str, Any], key: str, default: float) -> float:
+    value = cfg.get(key)
+    return default if value is None else float(value)
