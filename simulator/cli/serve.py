@@ -133,7 +133,7 @@ def _runner(config: str, model: str, hardware_name: str | None, tp: int | None, 
 
     from simulator.engine import Simulator
     from simulator.serving.defaults import default_max_tokens
-    from simulator.serving.session import ServingRunner
+    from simulator.serving.session import ServingRunner, check_servable
     from simulator.spec.system import load_target
     from simulator.spec.weight_masks import weight_masks
     from workloads.models import Workload, load_model
@@ -146,6 +146,7 @@ def _runner(config: str, model: str, hardware_name: str | None, tp: int | None, 
         raise InputError("serve splits a model tensor-parallel only (parallel.ep, parallel.pp and microbatches "
                          "are not modelled in serving)")
     spec = load_model(model)
+    check_servable(spec)
     spec = replace(spec, tp=plan.tp) if plan.tp > 1 else spec
     context = int(spec.config.get("max_position_embeddings") or 0)
     if default_budget:

@@ -60,8 +60,7 @@ def run_serving(spec: ModelSpec, simulator: Simulator, requests: list[Request], 
     """Serve ``requests`` on ``simulator``'s chip (see the module docstring and :mod:`.server`); ``coster``
     (of the same model and simulator) carries iteration costs over from earlier runs."""
     _check_settings(settings, block_tokens)
-    if "lm" not in spec.family.heads or not spec.family.phases:
-        raise InputError(f"{spec.name} does not generate text: serving needs a decoder with an LM head")
+    check_servable(spec)
     check_plan(simulator.system, simulator.hardware.name, spec.tp or 1)
     context = int(spec.config.get("max_position_embeddings", 0)) or None
     hardware = simulator.hardware
@@ -90,6 +89,16 @@ def run_serving(spec: ModelSpec, simulator: Simulator, requests: list[Request], 
         served = serve(sorted(requests, key=lambda r: (r.arrival_s, r.request_id)), coster, kv, settings, clock_hz,
                        progress, link)
     return Serving(served, clock_hz, block.weight_bytes, block.state_bytes, hardware.energy is not None, coster.counts)
+
+
+def check_servable(spec: ModelSpec) -> None:
+    """Refuse a model serving cannot run: one that does not generate text, or whose family builds no mixed
+    batch (every iteration is one, whatever its requests)."""
+    if "lm" not in spec.family.heads or not spec.family.phases:
+        raise InputError(f"{spec.name} does not generate text: serving needs a decoder with an LM head")
+    if not spec.family.mixed_batches:
+        raise InputError(f"{spec.name}: {spec.config['model_type']} models cannot be served: serving runs mixed "
+                         "batches of sequences, built for Llama-style decoders (llama, qwen2, mistral, mixtral)")
 
 
 def _check_requests(requests: list[Request], settings: ServeSettings, model: str, context: int | None,
@@ -169,6 +178,7 @@ class ServingRunner:
                  notes: tuple[str, ...] = ()) -> None:
         self.spec, self.simulator, self.settings, self.block_tokens = spec, simulator, settings, block_tokens
         self.config, self.notes = config, notes
+        check_servable(spec)
         self.coster = IterationCoster(spec, simulator)
         system = simulator.system
         self.hardware = system.name if system is not None else simulator.hardware.name

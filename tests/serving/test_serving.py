@@ -330,3 +330,19 @@ def test_a_batch_limit_no_request_can_run_within_is_refused() -> None:
         served([Request(0, 0.0, 20, 5), Request(1, 0.0, 20, 5, samples=4)], max_batch=3)
     with pytest.raises(InputError, match=r"^--max-batch 65 exceeds --max-tokens 64: under chunked prefill"):
         served([Request(0, 0.0, 20, 5)], "chunked", max_batch=65, max_tokens=64)
+
+
+@pytest.mark.parametrize("model", ["gpt2", "opt-1.3b", "t5-3b"])
+def test_a_model_without_mixed_batches_is_refused_before_anything_runs(model: str) -> None:
+    """Every serving iteration is a mixed batch, which only Llama-style decoders build: a runner (the sweeps')
+    and a run refuse the others at once. Before, GPT-2 and T5 failed inside (a KeyError) and OPT ran until
+    an iteration mixed its sequences."""
+    from simulator.serving.session import ServingRunner
+
+    simulator = Simulator(load_hardware("tpu_v5e_like"), load_run_config("configs/int8.yaml"))
+    settings = ServeSettings("static", 8, 512)
+    with pytest.raises(InputError, match="models cannot be served"):
+        ServingRunner(load_model(model), simulator, settings, 16, "int8")
+    requests = generate_requests(2, None, Lengths("fixed", (8,)), Lengths("fixed", (2,)), 0)
+    with pytest.raises(InputError, match="models cannot be served"):
+        run_serving(load_model(model), simulator, requests, settings, 16)

@@ -85,6 +85,7 @@ class Family:
     tensor_parallel = False  # whether the family splits over chips (workloads.parallel)
     expert_parallel = False  # whether it splits its experts over chips
     pipeline_parallel = False  # whether it splits its blocks into pipeline stages
+    mixed_batches = False  # whether it builds a serving iteration's mixed batch (build_mixed)
 
     def check(self, cfg: Mapping[str, Any], where: str) -> None:
         missing = [k for k in self.required if k not in cfg]

@@ -134,6 +134,7 @@ class LlamaFamily(Family):
     model_types: tuple[str, ...] = ("llama", "qwen2", "mistral")
     tensor_parallel = True
     pipeline_parallel = True
+    mixed_batches = True
     required: tuple[str, ...] = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                                  "num_attention_heads", "max_position_embeddings")
     optional = OptionalKeys(sizes=("head_dim", "num_key_value_heads"), activations=("hidden_act",),
