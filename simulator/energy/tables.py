@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from simulator.spec.config_io import StrictModel, read_yaml_mapping, reject_unknown_keys, validate
 from simulator.spec.shipped import CONFIG_DIR
@@ -85,6 +85,9 @@ class ActionTable(StrictModel):
 
 
 class ScalingRule(StrictModel):
+    # lax: YAML keys come as text ("130": the node in nm) and the coefficients as lists
+    model_config = ConfigDict(strict=False)
+
     name: str
     energy_polynomial: dict[float, tuple[float, float, float]]
     area_vs_45nm: dict[float, float]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import pydantic
 import yaml
@@ -30,9 +30,18 @@ def reject_unknown_keys(table: dict[str, Any], known: tuple[str, ...] | list[str
 
 
 class StrictModel(pydantic.BaseModel):
-    """Base of every config schema: unknown keys are errors, values are immutable."""
+    """Base of every config schema: unknown keys are errors, values are immutable and of their field's type
+    (strict: ``true`` is not a count, ``1`` not a flag, ``"8"`` not a number; an integer is a number)."""
 
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _listed_as_tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+# A pair of sizes as YAML writes it (a list), each a strict integer.
+SizePair = Annotated[tuple[int, int], pydantic.BeforeValidator(_listed_as_tuple)]
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

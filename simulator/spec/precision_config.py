@@ -32,7 +32,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from simulator.formats.precision import Precision, parse_precision
-from simulator.spec.config_io import StrictModel, reject_unknown_keys
+from simulator.spec.config_io import SizePair, StrictModel, reject_unknown_keys
 from workloads.errors import InputError
 from workloads.vocabulary import COMPUTE_ROLES, GROUPS, NO_WEIGHT_MATRIX_ROLES
 
@@ -97,7 +97,7 @@ class WeightScales(StrictModel):
                                "input channels (a tail group where it does not divide K), or per block of "
                                "block_size output x input channels (block-wise FP8)")
     group_size: int | None = Field(None, description="input channels per scale, with per: group")
-    block_size: tuple[int, int] | None = Field(None, description="output x input channels per scale, with per: "
+    block_size: SizePair | None = Field(None, description="output x input channels per scale, with per: "
                                                                   "block")
     scale_bits: int = Field(16, ge=0, le=64, description="bits of one scale (0: not counted)")
     zero_point_bits: int = Field(0, ge=0, le=32, description="bits of one zero point (integer weights only)")

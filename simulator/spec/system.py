@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from simulator.spec.config_io import StrictModel, read_yaml_mapping, validate
+from simulator.spec.config_io import SizePair, StrictModel, read_yaml_mapping, validate
 from simulator.spec.hardware import Hardware, load_hardware, preset_names
 from simulator.spec.shipped import CONFIG_DIR
 from workloads.errors import InputError
@@ -33,7 +33,7 @@ LINKS_OF_TOPOLOGY = {"ring": 2, "torus_2d": 4}
 
 class Interconnect(StrictModel):
     topology: Literal["ring", "torus_2d", "switch"]
-    shape: tuple[int, int] | None = Field(None, description="torus_2d: chips along each dimension, [a, b]")
+    shape: SizePair | None = Field(None, description="torus_2d: chips along each dimension, [a, b]")
     links_per_chip: int = Field(gt=0, le=64, description="ring 2, torus_2d 4, switch: links to the switch")
     link_gb_per_s: float = Field(gt=0, allow_inf_nan=False, description="one direction of one link, GB/s (1e9 B/s)")
     link_latency_us: float = Field(ge=0, allow_inf_nan=False,

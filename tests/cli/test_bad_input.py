@@ -303,6 +303,15 @@ CASES = [
      "turbo: unknown key"),
     ("run-hw-wrong-type", lambda p: [*RUN, "--hardware", hardware_with(p, r"rows: \d+,", "rows: four,")], "array.rows"),
     ("run-hw-zero-rows", lambda p: [*RUN, "--hardware", hardware_with(p, r"rows: \d+,", "rows: 0,")], "array.rows"),
+    # a value of another type is not coerced (a flag 0, a count true, a number as text were accepted)
+    ("run-hw-count-as-flag", lambda p: [*RUN, "--hardware", hardware_with(p, r"rows: \d+,", "rows: true,")],
+     "array.rows: Input should be a valid integer"),
+    ("run-hw-flag-as-number", lambda p: [*RUN, "--hardware", hardware_with(p, r"fusion: \w+", "fusion: 0")],
+     "sfu.fusion: Input should be a valid boolean"),
+    ("run-config-number-as-text", lambda p: ["run", run_config(p, 'precision: {weights: int4, weight_scales: '
+                                                                '{per: channel, scale_bits: "16"}}'),
+                                             "--model", "bert-base"],
+     "precision.weight_scales.scale_bits: Input should be a valid integer"),
     ("run-hw-huge-rows", lambda p: [*RUN, "--hardware", hardware_with(p, r"rows: \d+,", "rows: 8589934592,")],
      "array.rows"),
     ("run-hw-nan-cost", lambda p: [*RUN, "--hardware", hardware_with(p, r"softmax: [\d.]+", "softmax: .nan")],
