@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from simulator.spec.quantization_fields import Fields
 from workloads.errors import InputError
 from workloads.ops import Op
 
@@ -101,20 +102,21 @@ def derive(quantization: Mapping[str, Any] | None, linears: Sequence[Op], namer:
     if quantization is None:
         return Derived({"name": name, "hardware": hardware, "precision": {"default": "native"}},
                        ["weights and activations native: config.json has no quantization_config"])
-    method = quantization.get("quant_method")
+    fields = Fields(quantization, "quantization_config")
+    method = fields.text("quant_method") or None
     if method == "compressed-tensors" and not quantization.get("config_groups") and quantization.get("sparsity_config"):
         derived = Derived({**_base(name, hardware), "precision": {"default": "native"}},
                           ["weights and activations native: compressed-tensors sparsity only (no config_groups)"])
-        _sparsity(derived, quantization["sparsity_config"], linears, namer)
+        _sparsity(derived, fields.object("sparsity_config"), linears, namer)
     elif method == "compressed-tensors":
-        derived = _compressed_tensors(parse_compressed_tensors(quantization), quantization, linears, namer,
+        derived = _compressed_tensors(parse_compressed_tensors(quantization), fields, linears, namer,
                                       _base(name, hardware))
     elif method in ("gptq", "awq"):
-        derived = _gptq_awq(method, quantization, linears, _base(name, hardware))
+        derived = _gptq_awq(method, fields, linears, _base(name, hardware))
     elif method == "bitsandbytes":
-        derived = _bitsandbytes(quantization, linears, namer, _base(name, hardware))
+        derived = _bitsandbytes(fields, linears, namer, _base(name, hardware))
     elif method == "fp8":
-        derived = _fine_grained_fp8(quantization, linears, namer, _base(name, hardware))
+        derived = _fine_grained_fp8(fields, linears, namer, _base(name, hardware))
     else:
         raise InputError(f"quantization_config.quant_method {method!r} is not supported (supported: "
                          "compressed-tensors, gptq, awq, bitsandbytes, fp8)")
@@ -128,15 +130,14 @@ def _base(name: str, hardware: str) -> dict[str, Any]:
     return {"name": name, "hardware": hardware, "precision": {}, "baseline": "native"}
 
 
-def _gptq_awq(method: str, quantization: Mapping[str, Any], linears: Sequence[Op], config: dict[str, Any],
-              ) -> Derived:
-    bits, group = quantization.get("bits"), quantization.get("group_size", -1)
+def _gptq_awq(method: str, quantization: Fields, linears: Sequence[Op], config: dict[str, Any]) -> Derived:
+    bits, group = quantization.integer("bits"), quantization.integer("group_size", -1)
     if bits not in (2, 3, 4, 8):
         raise InputError(f"quantization_config.bits {bits!r}: {method} stores 2, 3, 4 or 8-bit weights")
-    if method == "gptq" and quantization.get("desc_act"):
+    if method == "gptq" and quantization.flag("desc_act", False):
         raise InputError("quantization_config.desc_act true: act-order GPTQ stores a permutation (g_idx) per input "
                          "channel, which accelsim does not model")
-    asymmetric = not quantization.get("sym", True) if method == "gptq" else bool(quantization.get("zero_point", True))
+    asymmetric = not quantization.flag("sym", True) if method == "gptq" else quantization.flag("zero_point", True)
     scales: dict[str, Any] = {"per": "channel"} if group in (-1, None) else {"per": "group", "group_size": group}
     # Both store 16-bit scales and packed zero points (GPTQ stores them for symmetric weights too).
     scales.update(scale_bits=16, zero_point_bits=bits if (asymmetric or method == "gptq") else 0)
@@ -149,21 +150,20 @@ def _gptq_awq(method: str, quantization: Mapping[str, Any], linears: Sequence[Op
                             f"{', '.join(outside)} native ({method} quantizes the layers inside the blocks)"])
 
 
-def _bitsandbytes(quantization: Mapping[str, Any], linears: Sequence[Op], namer: Namer, config: dict[str, Any],
-                  ) -> Derived:
+def _bitsandbytes(quantization: Fields, linears: Sequence[Op], namer: Namer, config: dict[str, Any]) -> Derived:
     """bitsandbytes 4-bit NF4, with or without double quantization; its skipped modules (and the LM head,
     which transformers keeps in full precision) stay native."""
-    if quantization.get("load_in_8bit"):
+    if quantization.flag("load_in_8bit", False):
         raise InputError("quantization_config.load_in_8bit: LLM.int8() computes the outlier columns of each input "
                          "in 16 bits, which depends on the data; accelsim does not model it")
-    if not quantization.get("load_in_4bit"):
+    if not quantization.flag("load_in_4bit", False):
         raise InputError("quantization_config: bitsandbytes with neither load_in_4bit nor load_in_8bit")
-    kind = quantization.get("bnb_4bit_quant_type", "fp4")
+    kind = quantization.text("bnb_4bit_quant_type", "fp4")
     if kind != "nf4":
         raise InputError(f"quantization_config.bnb_4bit_quant_type {kind!r}: accelsim models nf4")
-    double = bool(quantization.get("bnb_4bit_use_double_quant"))
+    double = quantization.flag("bnb_4bit_use_double_quant", False)
     weights = "nf4_dq" if double else "nf4"
-    roles = {"head"} | _roles_named(quantization.get("llm_int8_skip_modules") or [], linears, namer,
+    roles = {"head"} | _roles_named(quantization.names("llm_int8_skip_modules"), linears, namer,
                                     "llm_int8_skip_modules")
     config["precision"] = {"weights": weights, "activations": "native", "ops": dict.fromkeys(sorted(roles), "native")}
     how = "double-quantized scales" if double else "FP32 scales"
@@ -172,18 +172,17 @@ def _bitsandbytes(quantization: Mapping[str, Any], linears: Sequence[Op], namer:
                             f"{', '.join(sorted(roles))} native (kept in full precision)"])
 
 
-def _fine_grained_fp8(quantization: Mapping[str, Any], linears: Sequence[Op], namer: Namer, config: dict[str, Any],
-                      ) -> Derived:
+def _fine_grained_fp8(quantization: Fields, linears: Sequence[Op], namer: Namer, config: dict[str, Any]) -> Derived:
     """Block-wise FP8 (``quant_method: fp8``, DeepSeek-V3 style): E4M3 weights with an FP32 scale per
     ``weight_block_size`` block; dynamic activations with a scale per token and 128 channels."""
-    block = quantization.get("weight_block_size")
+    block = quantization.raw("weight_block_size")
     if not (isinstance(block, list) and len(block) == 2 and all(isinstance(size, int) and size > 0 for size in block)):
         raise InputError(f"quantization_config.weight_block_size {block!r}: give two positive sizes")
-    scheme = quantization.get("activation_scheme", "dynamic")
+    scheme = quantization.text("activation_scheme", "dynamic")
     if scheme != "dynamic":
         raise InputError(f"quantization_config.activation_scheme {scheme!r}: block-wise FP8 is modelled with dynamic "
                          "activations")
-    roles = {"head"} | _roles_named(quantization.get("modules_to_not_convert") or [], linears, namer,
+    roles = {"head"} | _roles_named(quantization.names("modules_to_not_convert"), linears, namer,
                                     "modules_to_not_convert")
     config["precision"] = {"weights": "fp8_e4m3", "activations": "fp8_e4m3",
                            "ops": dict.fromkeys(sorted(roles), "native"),
@@ -206,7 +205,7 @@ def _roles_named(entries: Sequence[str], linears: Sequence[Op], namer: Namer, fi
     return roles
 
 
-def _compressed_tensors(parsed: Any, raw: Mapping[str, Any], linears: Sequence[Op], namer: Namer,
+def _compressed_tensors(parsed: Any, raw: Fields, linears: Sequence[Op], namer: Namer,
                         config: dict[str, Any]) -> Derived:
     derived = Derived(config)
     precision: dict[str, Any] = derived.config["precision"]
@@ -236,8 +235,8 @@ def _compressed_tensors(parsed: Any, raw: Mapping[str, Any], linears: Sequence[O
     derived.sources.insert(0, f"weights and activations {_describe(schemes.get(main))}: "
                               + (f"compressed-tensors {main}" if main else "no group targets them"))
     _scales(precision, [scheme for scheme in schemes.values()])
-    _kv_cache(precision, raw.get("kv_cache_scheme"), derived.sources)
-    _sparsity(derived, raw.get("sparsity_config"), linears, namer)
+    _kv_cache(precision, raw.object("kv_cache_scheme"), derived.sources)
+    _sparsity(derived, raw.object("sparsity_config"), linears, namer)
     return derived
 
 
@@ -357,10 +356,10 @@ def _scales(precision: dict[str, Any], schemes: list[_Scheme]) -> None:
         precision["activation_scales"] = activation
 
 
-def _kv_cache(precision: dict[str, Any], scheme: Mapping[str, Any] | None, sources: list[str]) -> None:
+def _kv_cache(precision: dict[str, Any], scheme: Fields | None, sources: list[str]) -> None:
     if scheme is None:
         return
-    bits, kind, strategy = scheme.get("num_bits"), scheme.get("type", "int"), scheme.get("strategy", "tensor")
+    bits, kind, strategy = scheme.integer("num_bits"), scheme.text("type", "int"), scheme.text("strategy", "tensor")
     if (kind, bits) not in (("int", 8), ("float", 8), ("int", 4)):
         raise InputError(f"quantization_config.kv_cache_scheme: {kind} {bits}-bit caches are not modelled")
     per = {"tensor": "tensor", "attn_head": "head", "token": "token"}.get(strategy)
@@ -372,15 +371,15 @@ def _kv_cache(precision: dict[str, Any], scheme: Mapping[str, Any] | None, sourc
     sources.append(f"KV cache {precision['kv_cache']} per {per}: kv_cache_scheme")
 
 
-def _sparsity(derived: Derived, scheme: Mapping[str, Any] | None, linears: Sequence[Op], namer: Namer) -> None:
+def _sparsity(derived: Derived, scheme: Fields | None, linears: Sequence[Op], namer: Namer) -> None:
     if scheme is None:
         return
-    structure = scheme.get("sparsity_structure")
+    structure = scheme.raw("sparsity_structure")
     if structure not in ("2:4",):
         raise InputError(f"quantization_config.sparsity_config.sparsity_structure {structure!r}: accelsim reads "
                          "2:4 checkpoints")
-    targets, ignore = scheme.get("targets") or ["Linear"], scheme.get("ignore") or []
+    targets, ignore = scheme.names("targets") or ["Linear"], scheme.names("ignore")
     roles = sorted({op.role for op in linears if any(_matches(t, namer(op)) for t in targets)
                     and not any(_matches(i, namer(op)) for i in ignore)})
     derived.config["sparsity"] = {"weights": {"pattern": "2:4", "roles": roles}}
-    derived.sources.append(f"2:4 weights in {', '.join(roles)}: sparsity_config ({scheme.get('format')})")
+    derived.sources.append(f"2:4 weights in {', '.join(roles)}: sparsity_config ({scheme.text('format') or None})")

@@ -388,6 +388,32 @@ def test_recipe_fields_accelsim_cannot_represent_are_refused_by_name(tmp_path, q
         checkpoint_run(checkpoint(tmp_path / "c", quantization), "tpu_v5e_like")
 
 
+NF4 = {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}
+SPARSE_24 = {"format": "sparse-24-bitmask", "sparsity_structure": "2:4", "targets": ["Linear"], "ignore": ["lm_head"]}
+
+
+@pytest.mark.parametrize(("quantization", "refusal"), [  # each was read by its truthiness or failed inside
+    ({**W4A16, "sparsity_config": {**SPARSE_24, "targets": [1.5]}},
+     r"sparsity_config.targets must be a list of module names, got \[1.5\]"),  # AttributeError
+    ({**W4A16, "sparsity_config": {**SPARSE_24, "ignore": 16}}, "sparsity_config.ignore must be a list"),
+    ({"quant_method": "compressed-tensors", "sparsity_config": "2:4"},
+     "quantization_config.sparsity_config must be an object, got '2:4'"),  # AttributeError
+    ({**W4A16, "kv_cache_scheme": {"num_bits": 8.0, "type": "float"}}, "kv_cache_scheme.num_bits must be an integer"),
+    ({**NF4, "llm_int8_skip_modules": 32}, "llm_int8_skip_modules must be a list"),  # TypeError
+    ({**NF4, "bnb_4bit_use_double_quant": "no"}, "bnb_4bit_use_double_quant must be true or false"),
+    ({"quant_method": "bitsandbytes", "load_in_4bit": "true", "bnb_4bit_quant_type": "nf4"},
+     "load_in_4bit must be true or false"),
+    ({**GPTQ, "sym": "false"}, "sym must be true or false"),  # "false" was symmetric
+    ({**GPTQ, "bits": 4.0}, "bits must be an integer"),
+    ({**GPTQ, "group_size": "128"}, "group_size must be an integer"),
+    ({**FP8_BLOCK, "modules_to_not_convert": "lm_head"}, "modules_to_not_convert must be a list"),  # iterated letters
+    ({"quant_method": 7}, "quant_method must be a string"),
+])
+def test_recipe_fields_of_another_type_are_refused_by_name(tmp_path, quantization, refusal):
+    with pytest.raises(InputError, match=refusal):
+        checkpoint_run(checkpoint(tmp_path / "c", quantization), "tpu_v5e_like")
+
+
 def test_a_mixed_recipe_sets_formats_per_role(tmp_path):
     """Two groups with the same scale granularity: int4 attention projections, int8 MLP, both per channel."""
     quantization = compressed({
