@@ -379,6 +379,12 @@ def _sparsity(derived: Derived, scheme: Fields | None, linears: Sequence[Op], na
         raise InputError(f"quantization_config.sparsity_config.sparsity_structure {structure!r}: accelsim reads "
                          "2:4 checkpoints")
     targets, ignore = scheme.names("targets") or ["Linear"], scheme.names("ignore")
+    modules = [namer(op) for op in linears]
+    for key, entries in (("targets", targets), ("ignore", ignore)):
+        unused = [entry for entry in entries if not any(_matches(entry, module) for module in modules)]
+        if unused:
+            raise InputError(f"quantization_config.sparsity_config.{key}: {unused[0]!r} matches no weight matrix "
+                             "of the model")
     roles = sorted({op.role for op in linears if any(_matches(t, namer(op)) for t in targets)
                     and not any(_matches(i, namer(op)) for i in ignore)})
     derived.config["sparsity"] = {"weights": {"pattern": "2:4", "roles": roles}}

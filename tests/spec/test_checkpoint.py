@@ -396,6 +396,9 @@ SPARSE_24 = {"format": "sparse-24-bitmask", "sparsity_structure": "2:4", "target
     ({**W4A16, "sparsity_config": {**SPARSE_24, "targets": [1.5]}},
      r"sparsity_config.targets must be a list of module names, got \[1.5\]"),  # AttributeError
     ({**W4A16, "sparsity_config": {**SPARSE_24, "ignore": 16}}, "sparsity_config.ignore must be a list"),
+    ({**W4A16, "sparsity_config": {**SPARSE_24, "ignore": ["lm_head", "group"]}},  # as the quantization's ignore
+     "sparsity_config.ignore: 'group' matches no weight matrix"),
+    ({**W4A16, "sparsity_config": {**SPARSE_24, "targets": ["re:.*q_prj"]}}, "sparsity_config.targets: 're:.*q_prj'"),
     ({"quant_method": "compressed-tensors", "sparsity_config": "2:4"},
      "quantization_config.sparsity_config must be an object, got '2:4'"),  # AttributeError
     ({**W4A16, "kv_cache_scheme": {"num_bits": 8.0, "type": "float"}}, "kv_cache_scheme.num_bits must be an integer"),
