@@ -50,7 +50,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from simulator.analysis.sweep_axes import check_axis_path, config_at
+from simulator.analysis.sweep_axes import check_axis_path, check_axis_values, config_at
 from simulator.serving.defaults import DEFAULT_OUTPUTS, DEFAULT_PROMPTS
 from simulator.spec.checkpoint import CHECKPOINT, checkpoint_run
 from simulator.spec.config_io import StrictModel, read_yaml_mapping, validate
@@ -95,7 +95,7 @@ class ModelEntry(WorkloadKnobs):
     def at(self, axis_values: dict[str, Any]) -> ModelEntry:
         """This entry with the ``model.<knob>`` axes of a design point applied."""
         knobs = {path.removeprefix("model."): value for path, value in axis_values.items() if path.startswith("model.")}
-        return ModelEntry.model_validate({**self.model_dump(), **knobs}) if knobs else self
+        return validate(ModelEntry, {**self.model_dump(), **knobs}, f"{self.name} at {axis_values}") if knobs else self
 
 
 class ServeEntry(StrictModel):
@@ -212,8 +212,12 @@ class Plan:
 def load_sweep(path: str | Path) -> tuple[SweepSpec, Plan]:
     path = Path(path)
     spec = validate(SweepSpec, read_yaml_mapping(path), str(path))
-    for axis in spec.axes.paths:
-        check_axis_path(axis)
+    for axis, values in (*spec.axes.product.items(), *spec.axes.zip.items()):
+        try:
+            check_axis_path(axis)
+            check_axis_values(axis, values)
+        except InputError as exc:
+            raise InputError(f"{path}: {exc}") from None
     hardware = spec.hardware if not spec.hardware.endswith((".yaml", ".yml")) else str(
         _resolve_path(spec.hardware, path.parent))
     target = load_target(hardware)

@@ -5,6 +5,7 @@ point's hardware, system, parallel plan and configs (read by the evaluation, whi
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +56,29 @@ def check_axis_path(path: str) -> None:
         model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
     if model is not None:
         raise InputError(f"axis {path!r}: {path} is a group of fields, name one of them")
+
+
+def check_axis_values(path: str, values: list[Any]) -> None:
+    """An axis's values are numbers, strings or flags, all of one kind (integers and floats mix); ``chips``
+    takes positive integers and ``rate`` positive numbers (requests per second). Whether a value suits the
+    field it sets is the design point's to say (an infeasible point is a row with its reason)."""
+    def kind(value: Any) -> str:
+        if isinstance(value, bool):
+            return "flags"
+        if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
+            return "numbers"
+        if isinstance(value, str):
+            return "strings"
+        raise InputError(f"axis {path!r}: {value!r} is not a value an axis takes (a number, a string or a flag)")
+
+    kinds = {kind(value) for value in values}
+    if len(kinds) > 1:
+        raise InputError(f"axis {path!r}: its values mix {' and '.join(sorted(kinds))}: {values!r}")
+    if path == "chips" and not all(isinstance(value, int) and not isinstance(value, bool) and value > 0
+                                   for value in values):
+        raise InputError(f"axis 'chips' takes positive integers, got {values!r}")
+    if path == "rate" and (kinds != {"numbers"} or not all(value > 0 for value in values)):
+        raise InputError(f"axis 'rate' takes positive numbers (requests per second), got {values!r}")
 
 
 def _named_axis(path: str) -> bool:

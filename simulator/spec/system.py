@@ -29,6 +29,7 @@ from workloads.models import Workload
 
 SYSTEMS_DIR = CONFIG_DIR / "systems"
 LINKS_OF_TOPOLOGY = {"ring": 2, "torus_2d": 4}
+MAX_CHIPS = 65536  # chips of a system, and any degree of its parallel plan
 
 
 class Interconnect(StrictModel):
@@ -53,7 +54,7 @@ class System(StrictModel):
     name: str
     description: str = ""
     chip: str = Field(description="the chip preset every chip of the system is (configs/hardware/)")
-    chips: int = Field(ge=2, le=65536)
+    chips: int = Field(ge=2, le=MAX_CHIPS)
     interconnect: Interconnect
     overlap_collectives: bool = Field(
         False, description="collectives run beside the chip's own work (an ideal bound: a pass takes the longer of "
@@ -77,10 +78,10 @@ class ParallelPlan(StrictModel):
     """How a run splits over a system's chips (docs/systems.md): ``tp`` x ``ep`` chips per pipeline stage,
     ``pp`` stages, the batch run through them as ``microbatches``."""
 
-    tp: int = Field(1, ge=1, le=65536, description="tensor-parallel degree")
-    ep: int = Field(1, ge=1, le=65536, description="expert-parallel degree")
-    pp: int = Field(1, ge=1, le=65536, description="pipeline stages")
-    microbatches: int = Field(1, ge=1, le=65536, description="microbatches through the pipeline")
+    tp: int = Field(1, ge=1, le=MAX_CHIPS, description="tensor-parallel degree")
+    ep: int = Field(1, ge=1, le=MAX_CHIPS, description="expert-parallel degree")
+    pp: int = Field(1, ge=1, le=MAX_CHIPS, description="pipeline stages")
+    microbatches: int = Field(1, ge=1, le=MAX_CHIPS, description="microbatches through the pipeline")
 
     @property
     def chips(self) -> int:
@@ -101,10 +102,10 @@ def system_with_chips(system: System, chips: int) -> System:
     """``system`` with ``chips`` chips; a torus takes the squarest a x b shape (a <= b), as TPU slices do."""
     data = system.model_dump()
     data["chips"] = chips
-    if system.interconnect.topology == "torus_2d":
+    if system.interconnect.topology == "torus_2d" and 0 < chips <= MAX_CHIPS:
         short = max(a for a in range(1, int(chips**0.5) + 1) if chips % a == 0)
         data["interconnect"]["shape"] = (short, chips // short)
-    return System.model_validate(data)
+    return validate(System, data, f"{system.name} with {chips} chips")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import ROOT, accelsim
+import yaml
+from cli_helpers import ROOT, TESTS, accelsim
 
 from simulator.analysis.sweep import SweepSpec, design_points, load_sweep
 from simulator.analysis.sweep_axes import check_axis_path
@@ -503,3 +504,42 @@ def test_a_sweep_runs_each_checkpoint_under_its_own_recipe(tmp_path, run_cli):
                                         "tpu_v5e_like", "--json"))
         assert row["total_cycles"] == ran["total_cycles"]
         assert row["speedup_vs_baseline"] == pytest.approx(ran["speedup_vs_baseline"])
+
+
+@pytest.mark.parametrize(("axes", "refusal"), [  # each ended in an internal error after the sweep began
+    ({"product": {"memory.dram_bytes_per_cycle": [8, True]}}, "its values mix flags and numbers"),  # ArrowTypeError
+    ({"product": {"array.rows": [16, None]}}, "None is not a value an axis takes"),
+    ({"product": {"array.rows": [16, [32]]}}, r"\[32\] is not a value an axis takes"),
+    ({"product": {"array.rows": [16, float("nan")]}}, "nan is not a value an axis takes"),
+    ({"product": {"model.new_tokens": [2, "int8"]}}, "mix numbers and strings"),  # a pydantic ValidationError
+    ({"product": {"model.new_tokens": ["two"]}}, "new_tokens: Input should be a valid integer"),
+])
+def test_axis_values_an_axis_cannot_take_are_refused_before_any_work(tmp_path, axes, refusal):
+    spec = {"name": "s", "hardware": "tpu_v5e_like", "configs": ["int8"], "axes": axes,
+            "models": [{"name": str(TESTS / "configs" / "llama-serve-6.json"), "tokens": 16, "new_tokens": 2}]}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))  # YAML: NaN is .nan
+    with pytest.raises(InputError, match=refusal):
+        load_sweep(tmp_path / "s.yaml")
+
+
+@pytest.mark.parametrize(("axis", "values", "refusal"), [
+    ("chips", [2, 1.5], r"axis 'chips' takes positive integers, got \[2, 1.5\]"),  # max() of an empty sequence
+    ("chips", [2, -1], "axis 'chips' takes positive integers"),  # a complex square root
+    ("rate", [1, 0], r"axis 'rate' takes positive numbers \(requests per second\)"),
+])
+def test_chips_and_rate_axes_take_positive_counts(tmp_path, axis, values, refusal):
+    spec = {"name": "s", "hardware": "tpu_v5e_x4", "configs": ["int8"], "axes": {"product": {axis: values}},
+            "models": [{"name": str(TESTS / "configs" / "llama-serve-6.json"), "tokens": 16}]}
+    if axis == "rate":
+        spec.update(hardware="tpu_v5e_like", serve={"num_requests": 2})
+    (tmp_path / "s.yaml").write_text(json.dumps(spec))
+    with pytest.raises(InputError, match=refusal):
+        load_sweep(tmp_path / "s.yaml")
+
+
+def test_a_system_of_more_chips_than_a_system_holds_is_an_infeasible_point():
+    from simulator.spec.system import load_target, system_with_chips
+
+    system = load_target("tpu_v5e_x4").system
+    with pytest.raises(InputError, match="chips: Input should be less than or equal to 65536"):
+        system_with_chips(system, 2**40)  # a pydantic ValidationError, after a million-step search for a shape
