@@ -508,7 +508,7 @@ def test_a_sweep_runs_each_checkpoint_under_its_own_recipe(tmp_path, run_cli):
 
 @pytest.mark.parametrize(("axes", "refusal"), [  # each ended in an internal error after the sweep began
     ({"product": {"memory.dram_bytes_per_cycle": [8, True]}}, "its values mix flags and numbers"),  # ArrowTypeError
-    ({"product": {"array.rows": [16, None]}}, "None is not a value an axis takes"),
+    ({"product": {"array.rows": [16, {"a": 1}]}}, "{'a': 1} is not a value an axis takes"),
     ({"product": {"array.rows": [16, [32]]}}, r"\[32\] is not a value an axis takes"),
     ({"product": {"array.rows": [16, float("nan")]}}, "nan is not a value an axis takes"),
     ({"product": {"model.new_tokens": [2, "int8"]}}, "mix numbers and strings"),  # a pydantic ValidationError
@@ -525,6 +525,8 @@ def test_axis_values_an_axis_cannot_take_are_refused_before_any_work(tmp_path, a
 @pytest.mark.parametrize(("axis", "values", "refusal"), [
     ("chips", [2, 1.5], r"axis 'chips' takes positive integers, got \[2, 1.5\]"),  # max() of an empty sequence
     ("chips", [2, -1], "axis 'chips' takes positive integers"),  # a complex square root
+    ("chips", [2, None], "axis 'chips' takes positive integers"),  # a TypeError
+    ("rate", [1, None], "axis 'rate' takes positive numbers"),
     ("rate", [1, 0], r"axis 'rate' takes positive numbers \(requests per second\)"),
 ])
 def test_chips_and_rate_axes_take_positive_counts(tmp_path, axis, values, refusal):
