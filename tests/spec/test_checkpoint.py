@@ -411,6 +411,7 @@ SPARSE_24 = {"format": "sparse-24-bitmask", "sparsity_structure": "2:4", "target
     ({**GPTQ, "group_size": "128"}, "group_size must be an integer"),
     ({**FP8_BLOCK, "modules_to_not_convert": "lm_head"}, "modules_to_not_convert must be a list"),  # iterated letters
     ({"quant_method": 7}, "quant_method must be a string"),
+    ({"bits": 4}, "quant_method None is not supported"),  # absent: named as such
 ])
 def test_recipe_fields_of_another_type_are_refused_by_name(tmp_path, quantization, refusal):
     with pytest.raises(InputError, match=refusal):

@@ -122,3 +122,42 @@ def test_a_null_key_is_its_default(tmp_path, base, key):
                 for op in load_model(with_keys(tmp_path, base, **{key: value})).trace(small(base))]
 
     assert ops(None) == ops(REMOVED)
+
+
+@pytest.mark.parametrize(("base", "key", "value"), [
+    (f"{ZOO}/gpt2.json", "n_inner", 1),  # the smallest size
+    (f"{ZOO}/gpt2.json", "vocab_size", 2**31 - 1),  # the largest
+    (f"{ZOO}/roberta-base.json", "pad_token_id", 0),  # the smallest count
+    (f"{ZOO}/wav2vec2-large.json", "mask_time_prob", 1),  # a probability's bounds
+    (f"{ZOO}/wav2vec2-large.json", "mask_feature_prob", 0.0),
+])
+def test_the_bounds_of_what_a_key_holds_are_accepted(tmp_path, base, key, value):
+    assert load_model(with_keys(tmp_path, base, **{key: value})).config[key] == value
+
+
+@pytest.mark.parametrize(("base", "key", "value", "message"), [
+    (f"{ZOO}/gpt2.json", "vocab_size", 2**31, "exceeds the largest accepted size 2147483647"),
+    (f"{ZOO}/wav2vec2-large.json", "mask_time_prob", 1.01, "must be a number from 0 to 1"),
+    (f"{ZOO}/roberta-base.json", "pad_token_id", -1, "must be non-negative"),
+    (f"{ZOO}/gpt2.json", "n_inner", 0, "must be positive"),
+    (f"{ZOO}/bert-base.json", "hidden_act", "mish", "(modelled: relu, gelu, gelu_new"),
+])
+def test_a_refusal_names_the_file_the_key_and_what_it_may_hold(tmp_path, base, key, value, message):
+    path = with_keys(tmp_path, base, **{key: value})
+    with pytest.raises(InputError) as refused:
+        load_model(path)
+    assert str(refused.value).startswith(f"{path}: key '{key}'") and message in str(refused.value)
+
+
+@pytest.mark.parametrize(("base", "key", "default"), [
+    (f"{TESTS}/opt-350m.json", "enable_bias", True),
+    (f"{ZOO}/vit-base.json", "qkv_bias", True),
+    (f"{TESTS}/llama-serve-6.json", "attention_bias", False),
+    (f"{TESTS}/llama-serve-6.json", "mlp_bias", False),
+])
+def test_a_flag_set_against_its_default_changes_the_trace(tmp_path, base, key, default):
+    def biases(value):
+        trace = load_model(with_keys(tmp_path, base, **{key: value})).trace(small(base))
+        return sum(op.bias_params for op in trace)
+
+    assert biases(REMOVED) == biases(default) != biases(not default)
