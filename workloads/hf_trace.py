@@ -27,17 +27,17 @@ from typing import Any
 from workloads.attention_geometry import AttentionGeometry
 from workloads.errors import InputError
 from workloads.hf_hooks import module_hooks, rotary_hook
+from workloads.hf_model import build_hf_model, refused_by_transformers
 from workloads.hf_naming import block_index, group_of, matrix_role
 from workloads.models import ModelSpec, Workload
 from workloads.ops import Op, Tensor, Trace
-from workloads.torch_cache import own_torch_cache
 from workloads.vocabulary import BMM_ROLES
 
 try:
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 except ImportError:  # pragma: no cover - exercised only without the hf extra
-    torch = None  # type: ignore[assignment]  # require_torch() refuses every use with a one-line hint
+    torch = None  # type: ignore[assignment]  # hf_model.require_torch() refuses every use with a one-line hint
     TorchDispatchMode = object  # type: ignore[assignment,misc]
 
 _ELEMENTWISE_ROLES = {
@@ -279,45 +279,6 @@ def _prod(values: Any) -> int:
     return result
 
 
-def require_torch() -> None:
-    if torch is None:
-        raise InputError("tracing needs the hf extra: pip install 'accelsim[hf]' (torch==2.13.0, transformers)")
-
-
-def build_hf_model(spec: ModelSpec, workload: Workload) -> Any:
-    """Instantiate the transformers model that matches ``spec`` and its head, on the meta device."""
-    require_torch()
-    own_torch_cache()
-    import transformers
-
-    try:
-        config = transformers.AutoConfig.for_model(**spec.config)
-    except (ValueError, KeyError) as exc:
-        raise InputError(f"{spec.name}: transformers cannot build model_type {spec.config['model_type']!r} "
-                         f"({' '.join(str(exc).split())[:160]})") from None
-    config._attn_implementation = "eager"  # SDPA would fuse both attention BMMs into one op
-    if "num_local_experts" in spec.config:
-        # The default expert loop indexes the tokens each expert got (data-dependent shapes, which meta
-        # tensors cannot run); this runs every token-expert pair as one batched product instead.
-        config._experts_implementation = "batched_mm"
-    head = spec.resolve(workload).head
-    assert head is not None  # resolved: every family names its default head
-    cls_name = spec.hf_class(head)
-    cls = getattr(transformers, cls_name)
-    with torch.device("meta"):
-        if cls_name.startswith("Auto"):
-            model = cls.from_config(config)
-        elif cls_name in ("BertModel", "RobertaModel", "ViTModel"):
-            model = cls(config, add_pooling_layer=workload.head == "pooler")
-        else:
-            model = cls(config)
-    return model.eval()
-
-
-def hf_num_parameters(spec: ModelSpec, workload: Workload) -> int:
-    return int(build_hf_model(spec, workload).num_parameters())
-
-
 def trace_hf(spec: ModelSpec, workload: Workload, *, experts_as_pairs: bool = False) -> Trace:
     """Run one forward pass of the real model on meta tensors and record the executed ops.
 
@@ -331,11 +292,13 @@ def trace_hf(spec: ModelSpec, workload: Workload, *, experts_as_pairs: bool = Fa
     inputs, warmup = spec.hf_inputs(workload, torch)
     with torch.no_grad():
         if warmup is not None:
-            inputs = warmup(model, inputs)
+            with refused_by_transformers(spec, "cannot run the model of its config"):
+                inputs = warmup(model, inputs)
         tokens = max(workload.tokens or 1, workload.decoder_tokens or 1)
         recorder = _Recorder(_encoder_blocks(model), per_token=workload.batch * tokens)
         recorder.parameters_and_inputs(model, inputs)
-        with module_hooks(model, recorder), rotary_hook(model, recorder), recorder:
+        with (module_hooks(model, recorder), rotary_hook(model, recorder), recorder,
+              refused_by_transformers(spec, "cannot run the model of its config")):
             model(**inputs)
         recorder.leftover_parameters(model)
     if recorder.unmapped and not spec.has_closed_form:

@@ -12,9 +12,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from cli_helpers import TESTS
+from cli_helpers import ROOT, TESTS
 
-from workloads.hf_trace import hf_num_parameters, trace_hf
+from workloads.hf_model import hf_num_parameters
+from workloads.hf_trace import trace_hf
 from workloads.models import Workload, load_model, zoo_names
 
 pytestmark = pytest.mark.hf
@@ -241,3 +242,38 @@ def test_a_family_without_closed_form_is_traced_or_refused(tmp_path):
     assert json.loads(run.stdout)["speedup_vs_baseline"] > 1
     refused = accelsim("run", "int8", "--model", str(gemma), "--tokens", "8", "--trace")
     assert refused.returncode == 2 and "aten.pow" in refused.stderr and len(refused.stderr.splitlines()) == 1
+
+
+ZOO = ROOT / "workloads" / "zoo"
+
+
+@pytest.mark.parametrize(("base", "change", "stage"), [  # each ended in an internal error (--trace)
+    (ZOO / "gpt2.json", {"pad_token_id": -0.5}, "cannot build model_type 'gpt2'"),  # its config validation
+    (TESTS / "configs" / "opt-350m.json", {"layer_types": []}, "cannot build model_type 'opt'"),
+    (ZOO / "transformer-base.json", {"num_labels": []}, "cannot build"),  # a TypeError building the model
+    (ZOO / "gpt2.json", {"sliding_window": -0.5}, "cannot run the model of its config"),  # torch, in the forward
+])
+def test_a_config_transformers_refuses_is_bad_input(tmp_path, base, change, stage):
+    import json
+
+    from workloads.errors import InputError
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**json.loads(Path(base).read_text()), **change}))
+    spec = load_model(str(path))
+    with pytest.raises(InputError, match=f"transformers {stage}"):
+        trace_hf(spec, spec.resolve(Workload(tokens=8)))
+
+
+def test_an_error_of_accelsims_own_recorder_stays_an_internal_error(monkeypatch):
+    """Only what transformers or torch raise is the config's: accelsim's recorder runs inside their calls, and
+    a defect of its own must not read as bad input."""
+    import workloads.hf_trace as hf_trace
+
+    def broken(self, *args, **kwargs):
+        return hf_trace._prod(None)  # raises in accelsim's code, as a defect of the recorder would
+
+    monkeypatch.setattr(hf_trace._Recorder, "follow", broken)
+    spec = load_model("gpt2")
+    with pytest.raises(TypeError):
+        trace_hf(spec, spec.resolve(Workload(tokens=8)))

@@ -157,7 +157,8 @@ def _split(trace):
 def test_closed_form_equals_traced_outside_and_in_total_inside_the_experts(name, workload):
     from test_hf_trace import kv_group, matrix_shapes, vector_totals
 
-    from workloads.hf_trace import hf_num_parameters, trace_hf
+    from workloads.hf_model import hf_num_parameters
+    from workloads.hf_trace import trace_hf
 
     spec = load_model(name)
     resolved = spec.resolve(workload)
