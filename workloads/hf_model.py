@@ -23,6 +23,9 @@ except ImportError:  # pragma: no cover - exercised only without the hf extra
 _ACCELSIM = tuple(Path(__file__).resolve().parent.parent / package for package in ("workloads", "simulator"))
 
 
+MAX_LABELS = 1 << 20  # labels transformers may name (a dict entry each) when tracing a config
+
+
 def require_torch() -> None:
     if torch is None:
         raise InputError("tracing needs the hf extra: pip install 'accelsim[hf]' (torch==2.13.0, transformers)")
@@ -34,6 +37,10 @@ def build_hf_model(spec: ModelSpec, workload: Workload) -> Any:
     own_torch_cache()
     import transformers
 
+    labels = spec.config.get("num_labels")
+    if labels is not None and labels > MAX_LABELS and "id2label" not in spec.config:
+        raise InputError(f"{spec.name}: num_labels {labels} is more than --trace builds (at most {MAX_LABELS:,}): "
+                         "transformers names every label in memory")
     try:
         config = transformers.AutoConfig.for_model(**spec.config)
     except Exception as exc:  # transformers validates its configs: whatever it refuses is the config's

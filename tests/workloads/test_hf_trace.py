@@ -277,3 +277,22 @@ def test_an_error_of_accelsims_own_recorder_stays_an_internal_error(monkeypatch)
     spec = load_model("gpt2")
     with pytest.raises(TypeError):
         trace_hf(spec, spec.resolve(Workload(tokens=8)))
+
+
+def test_a_label_count_transformers_would_name_out_of_memory_is_refused(tmp_path):
+    """transformers writes a name for every label of a config: a RoBERTa of 2^40 labels (its head is not a
+    classifier) exhausted the machine's memory under --trace; past 2^31 - 1 it is not a size."""
+    import json
+
+    from workloads.errors import InputError
+    from workloads.hf_model import MAX_LABELS
+
+    base = json.loads((ZOO / "roberta-base.json").read_text())
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**base, "num_labels": 2**40}))
+    with pytest.raises(InputError, match="key 'num_labels' = 1099511627776 exceeds the largest accepted size"):
+        load_model(str(path))
+    path.write_text(json.dumps({**base, "num_labels": MAX_LABELS + 1}))
+    spec = load_model(str(path))
+    with pytest.raises(InputError, match="num_labels 1048577 is more than --trace builds"):
+        trace_hf(spec, spec.resolve(Workload(tokens=8)))

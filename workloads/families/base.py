@@ -19,6 +19,7 @@ from workloads.ops import MAX_SIZE
 from workloads.parallel import ExpertParallel, PipelineStage, TensorParallel
 
 PHASES = ("prefill", "decode")
+COMMON_KEYS = OptionalKeys(sizes=("num_labels",))  # Hugging Face's, in every config (a classifier's outputs)
 
 
 # What a family hands transformers: the forward call's keyword inputs, and a callable that runs it (or None).
@@ -101,6 +102,7 @@ class Family:
                 for item in value:
                     check_size(key, item, where)
         self.optional.check(cfg, where)
+        COMMON_KEYS.check(cfg, where)
 
     def resolve(self, cfg: Mapping[str, Any], wl: Workload) -> Workload:
         """Fill defaults and validate the workload against the config; refuse knobs that do not apply."""

@@ -23,7 +23,7 @@ class ViTFamily(Family):
     model_types = ("vit",)
     required = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                 "image_size", "patch_size")
-    optional = OptionalKeys(sizes=("num_channels", "num_labels"), flags=("qkv_bias",), activations=("hidden_act",))
+    optional = OptionalKeys(sizes=("num_channels",), flags=("qkv_bias",), activations=("hidden_act",))
     heads = ("classifier", "pooler", "none")
     hf_classes = {"classifier": "ViTForImageClassification", "pooler": "ViTModel", "none": "ViTModel"}
     default_tokens = None
