@@ -61,7 +61,7 @@ def check_axis_path(path: str) -> None:
 def check_axis_values(path: str, values: list[Any]) -> None:
     """An axis's values are numbers, strings or flags, all of one kind (integers and floats mix), or null (the
     setting left unset, as ``attention.block_q: null`` leaves the block to the search); ``chips`` takes
-    positive integers and ``rate`` positive numbers (requests per second). Whether a value suits the field
+    integers from 2 (a system's) and ``rate`` positive numbers (requests per second). Whether a value suits the field
     it sets is the design point's to say (an infeasible point is a row with its reason)."""
     def kind(value: Any) -> str:
         if isinstance(value, bool):
@@ -76,9 +76,9 @@ def check_axis_values(path: str, values: list[Any]) -> None:
     kinds = {kind(value) for value in values if value is not None}
     if len(kinds) > 1:
         raise InputError(f"axis {path!r}: its values mix {' and '.join(sorted(kinds))}: {values!r}")
-    if path == "chips" and not all(isinstance(value, int) and not isinstance(value, bool) and value > 0
+    if path == "chips" and not all(isinstance(value, int) and not isinstance(value, bool) and value >= 2
                                    for value in values):
-        raise InputError(f"axis 'chips' takes positive integers, got {values!r}")
+        raise InputError(f"axis 'chips' takes integers of 2 or more (a system's chips), got {values!r}")
     if path == "rate" and (kinds != {"numbers"} or not all(value is not None and value > 0 for value in values)):
         raise InputError(f"axis 'rate' takes positive numbers (requests per second), got {values!r}")
 

@@ -508,7 +508,8 @@ def test_a_sweep_runs_each_checkpoint_under_its_own_recipe(tmp_path, run_cli):
 
 @pytest.mark.parametrize(("axes", "refusal"), [  # each ended in an internal error after the sweep began
     ({"product": {"memory.dram_bytes_per_cycle": [8, True]}}, "its values mix flags and numbers"),  # ArrowTypeError
-    ({"product": {"array.rows": [16, {"a": 1}]}}, "{'a': 1} is not a value an axis takes"),
+    ({"product": {"array.rows": [16, {"a": 1}]}}, r"{'a': 1} is not a value an axis takes \(a number, a string, a flag "
+                                                  r"or null\)"),
     ({"product": {"array.rows": [16, [32]]}}, r"\[32\] is not a value an axis takes"),
     ({"product": {"array.rows": [16, float("nan")]}}, "nan is not a value an axis takes"),
     ({"product": {"model.new_tokens": [2, "int8"]}}, "mix numbers and strings"),  # a pydantic ValidationError
@@ -523,20 +524,34 @@ def test_axis_values_an_axis_cannot_take_are_refused_before_any_work(tmp_path, a
 
 
 @pytest.mark.parametrize(("axis", "values", "refusal"), [
-    ("chips", [2, 1.5], r"axis 'chips' takes positive integers, got \[2, 1.5\]"),  # max() of an empty sequence
-    ("chips", [2, -1], "axis 'chips' takes positive integers"),  # a complex square root
-    ("chips", [2, None], "axis 'chips' takes positive integers"),  # a TypeError
+    ("chips", [2, 1.5], r"axis 'chips' takes integers of 2 or more \(a system's chips\), got \[2, 1.5\]"),
+    ("chips", [2, -1], "axis 'chips' takes integers of 2 or more"),  # a complex square root
+    ("chips", [2, None], "axis 'chips' takes integers of 2 or more"),  # a TypeError
+    ("chips", [2, 1], "axis 'chips' takes integers of 2 or more"),
+    ("chips", [2, True], "its values mix flags and numbers"),
     ("rate", [1, None], "axis 'rate' takes positive numbers"),
     ("rate", [1, 0], r"axis 'rate' takes positive numbers \(requests per second\)"),
 ])
 def test_chips_and_rate_axes_take_positive_counts(tmp_path, axis, values, refusal):
+    spec = sweep_of(axis, values)
+    (tmp_path / "s.yaml").write_text(json.dumps(spec))
+    with pytest.raises(InputError, match=refusal):
+        load_sweep(tmp_path / "s.yaml")
+
+
+@pytest.mark.parametrize(("axis", "values"), [("chips", [2, 4]), ("rate", [0.5, 2, 1e-3])])
+def test_chips_and_rate_axes_that_are_counts_are_read(tmp_path, axis, values):
+    (tmp_path / "s.yaml").write_text(json.dumps(sweep_of(axis, values)))
+    _, plan = load_sweep(tmp_path / "s.yaml")
+    assert [point.axes[axis] for point in plan.points] == values
+
+
+def sweep_of(axis: str, values: list) -> dict:
     spec = {"name": "s", "hardware": "tpu_v5e_x4", "configs": ["int8"], "axes": {"product": {axis: values}},
             "models": [{"name": str(TESTS / "configs" / "llama-serve-6.json"), "tokens": 16}]}
     if axis == "rate":
         spec.update(hardware="tpu_v5e_like", serve={"num_requests": 2})
-    (tmp_path / "s.yaml").write_text(json.dumps(spec))
-    with pytest.raises(InputError, match=refusal):
-        load_sweep(tmp_path / "s.yaml")
+    return spec
 
 
 def test_a_system_of_more_chips_than_a_system_holds_is_an_infeasible_point():
