@@ -41,11 +41,8 @@ def build_hf_model(spec: ModelSpec, workload: Workload) -> Any:
     if labels is not None and labels > MAX_LABELS and "id2label" not in spec.config:
         raise InputError(f"{spec.name}: num_labels {labels} is more than --trace builds (at most {MAX_LABELS:,}): "
                          "transformers names every label in memory")
-    try:
-        config = transformers.AutoConfig.for_model(**spec.config)
-    except Exception as exc:  # transformers validates its configs: whatever it refuses is the config's
-        raise InputError(f"{spec.name}: transformers cannot build model_type {spec.config['model_type']!r} "
-                         f"({_said(exc)})") from None
+    with refused_by_transformers(spec, f"cannot build model_type {spec.config['model_type']!r}"):
+        config = transformers.AutoConfig.for_model(**spec.config)  # it validates its configs
     config._attn_implementation = "eager"  # SDPA would fuse both attention BMMs into one op
     if "num_local_experts" in spec.config:
         # The default expert loop indexes the tokens each expert got (data-dependent shapes, which meta
@@ -65,10 +62,6 @@ def build_hf_model(spec: ModelSpec, workload: Workload) -> Any:
     return model.eval()
 
 
-def _said(exc: BaseException) -> str:
-    return f"{exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}"
-
-
 @contextlib.contextmanager
 def refused_by_transformers(spec: ModelSpec, what: str) -> Iterator[None]:
     """An error raised inside transformers or torch (not by accelsim's recorder and hooks, which they call)
@@ -81,7 +74,8 @@ def refused_by_transformers(spec: ModelSpec, what: str) -> Iterator[None]:
         frames = traceback.extract_tb(exc.__traceback__)
         if frames and any(Path(frames[-1].filename).resolve().is_relative_to(root) for root in _ACCELSIM):
             raise  # raised by accelsim's own code: an internal error
-        raise InputError(f"{spec.name}: transformers {what} ({_said(exc)})") from None
+        said = " ".join(str(exc).split())[:200]
+        raise InputError(f"{spec.name}: transformers {what} ({exc.__class__.__name__}: {said})") from None
 
 
 def hf_num_parameters(spec: ModelSpec, workload: Workload) -> int:

@@ -14,7 +14,7 @@ from workloads.families.base import (
     Workload,
     heads_divide,
 )
-from workloads.families.config_keys import OptionalKeys, activation, size_value
+from workloads.families.config_keys import OptionalKeys, activation, setting
 
 
 class BertFamily(Family):
@@ -29,7 +29,7 @@ class BertFamily(Family):
         # RoBERTa numbers positions from padding_idx + 1.
         if cfg["model_type"] != "roberta":
             return int(cfg["max_position_embeddings"])
-        positions, pad = int(cfg["max_position_embeddings"]), size_value(cfg, "pad_token_id", 1)
+        positions, pad = int(cfg["max_position_embeddings"]), setting(cfg, "pad_token_id", 1)
         if positions - pad - 1 < 1:
             raise InputError(f"pad_token_id={pad} leaves RoBERTa none of its max_position_embeddings={positions} "
                              "positions (they are numbered from pad_token_id + 1)")

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from workloads.errors import InputError
 from workloads.ops import MAX_SIZE
+
+Value = TypeVar("Value", bool, int, float)
 
 # Hugging Face's activation names (transformers' ACT2FN) -> the vector op that computes them. The GELU
 # approximations cost the vector unit what GELU costs; SiLU is also called swish.
@@ -81,14 +83,8 @@ def activation(cfg: Mapping[str, Any], key: str, default: str) -> str:
     return ACTIVATIONS[default if name is None else name]
 
 
-def flag_value(cfg: Mapping[str, Any], key: str, default: bool) -> bool:
-    """The flag ``cfg[key]`` (checked by :meth:`OptionalKeys.check`), or ``default`` when absent or null."""
+def setting(cfg: Mapping[str, Any], key: str, default: Value) -> Value:
+    """The optional key ``cfg[key]`` (of the kind :meth:`OptionalKeys.check` let through), or ``default`` when
+    it is absent or null."""
     value = cfg.get(key)
-    return default if value is None else bool(value)
-
-
-def size_value(cfg: Mapping[str, Any], key: str, default: int) -> int:
-    """The size or count ``cfg[key]`` (checked by :meth:`OptionalKeys.check`), or ``default`` when absent or
-    null."""
-    value = cfg.get(key)
-    return default if value is None else int(value)
+    return default if value is None else cast(Value, value)

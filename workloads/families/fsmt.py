@@ -14,7 +14,7 @@ from workloads.blocks import AttentionShape, attention, feed_forward, residual
 from workloads.builder import OpBuilder
 from workloads.errors import InputError
 from workloads.families.base import PHASES, Family, HfInputs, Workload, encoder_decoder_inputs, head_rows, heads_divide
-from workloads.families.config_keys import OptionalKeys, activation, flag_value, size_value
+from workloads.families.config_keys import OptionalKeys, activation, setting
 
 
 class FSMTFamily(Family):
@@ -34,7 +34,7 @@ class FSMTFamily(Family):
         wl = replace(wl, decoder_tokens=wl.decoder_tokens or wl.tokens)
         heads_divide(cfg, "d_model", "encoder_attention_heads")
         heads_divide(cfg, "d_model", "decoder_attention_heads")
-        limit = size_value(cfg, "max_position_embeddings", 1024)
+        limit = setting(cfg, "max_position_embeddings", 1024)
         decoder = wl.size("decoder_tokens") + (1 if wl.phase == "decode" else 0)
         longest = max(wl.size("tokens"), decoder)
         if longest > limit:
@@ -54,13 +54,13 @@ class FSMTFamily(Family):
         decoder_tokens = wl.size("decoder_tokens")
         tgt, context = (1, decoder_tokens + 1) if decode else (decoder_tokens, decoder_tokens)
         cache = "step" if decode else "fill"
-        scale = flag_value(cfg, "scale_embedding", True)
+        scale = setting(cfg, "scale_embedding", True)
         act = activation(cfg, "activation_function", "relu")
         dec_rows = batch * tgt
 
         # With tie_word_embeddings, HF ties the encoder's and the decoder's token embeddings and the output
         # projection into one table (Vaswani et al.'s shared source/target vocabulary): counted here once.
-        tied = flag_value(cfg, "tie_word_embeddings", False)
+        tied = setting(cfg, "tie_word_embeddings", False)
         if tied and cfg["src_vocab_size"] != cfg["tgt_vocab_size"]:
             raise InputError("tie_word_embeddings needs src_vocab_size == tgt_vocab_size")
         decoder_ids = b.input("decoder_input_ids", dec_rows, bits=32)
@@ -94,7 +94,7 @@ class FSMTFamily(Family):
     def _encoder(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder, table_rows: int) -> str:
         d_model, batch, src = cfg["d_model"], wl.batch, wl.size("tokens")
         enc_rows = batch * src
-        act, scale = activation(cfg, "activation_function", "relu"), flag_value(cfg, "scale_embedding", True)
+        act, scale = activation(cfg, "activation_function", "relu"), setting(cfg, "scale_embedding", True)
         ids = b.input("input_ids", enc_rows, bits=32)
         tokens = b.vector("encoder.embed_tokens", -1, "embedding", "embedding", enc_rows * d_model,
                           weight_params=cfg["src_vocab_size"] * d_model, reads=(ids,))
@@ -134,4 +134,4 @@ def _ffn_sublayer(b: OpBuilder, block: str, layer: int, rows: int, d_model: int,
 
 def _table_rows(cfg: Mapping[str, Any]) -> int:
     """Rows of a sinusoidal position table: max_position_embeddings + padding_idx + 1 (Hugging Face's)."""
-    return size_value(cfg, "max_position_embeddings", 1024) + size_value(cfg, "pad_token_id", 1) + 1
+    return setting(cfg, "max_position_embeddings", 1024) + setting(cfg, "pad_token_id", 1) + 1

@@ -19,7 +19,7 @@ from workloads.families.base import (
     head_rows,
     heads_divide,
 )
-from workloads.families.config_keys import OptionalKeys, activation, size_value
+from workloads.families.config_keys import OptionalKeys, activation, setting
 
 
 class GPT2Family(Family):
@@ -38,7 +38,7 @@ class GPT2Family(Family):
 
     def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
         hidden, heads, batch = cfg["n_embd"], cfg["n_head"], wl.batch
-        inner = size_value(cfg, "n_inner", 4 * hidden)
+        inner = setting(cfg, "n_inner", 4 * hidden)
         # Prefill: all `tokens` at once. Decode: one new token attending to a cache of `tokens`.
         new, context = (wl.size("tokens"), wl.size("tokens")) if wl.phase == "prefill" else (1, wl.size("tokens") + 1)
         rows = batch * new

@@ -28,7 +28,7 @@ from workloads.blocks import AttentionShape, attention, mixed_attention, residua
 from workloads.builder import OpBuilder
 from workloads.errors import InputError
 from workloads.families.base import PHASES, Family, HfInputs, Workload, causal_lm_inputs, check_context, head_rows
-from workloads.families.config_keys import OptionalKeys, activation, flag_value
+from workloads.families.config_keys import OptionalKeys, activation, setting
 from workloads.mixed import MixedBatch, Sequence
 from workloads.parallel import ExpertParallel, PipelineStage, TensorParallel
 
@@ -59,7 +59,7 @@ def layer_windows(cfg: Mapping[str, Any]) -> tuple[int | None, ...]:
     layers = int(cfg["num_hidden_layers"])
     if cfg["model_type"] in ("mistral", "mixtral"):
         return (_window(cfg),) * layers
-    if cfg["model_type"] != "qwen2" or not flag_value(cfg, "use_sliding_window", False):
+    if cfg["model_type"] != "qwen2" or not setting(cfg, "use_sliding_window", False):
         return (None,) * layers
     window = _window(cfg)
     types = cfg.get("layer_types")
@@ -111,7 +111,7 @@ def _lm_head(b: OpBuilder, cfg: Mapping[str, Any], tp: TensorParallel, rows: int
 def _biases(cfg: Mapping[str, Any]) -> tuple[bool, bool]:
     """(q/k/v projections biased, output projection biased): Qwen2 biases q/k/v only."""
     qwen2 = cfg["model_type"] == "qwen2"
-    bias = qwen2 or flag_value(cfg, "attention_bias", False)
+    bias = qwen2 or setting(cfg, "attention_bias", False)
     return bias, bias and not qwen2
 
 
@@ -184,7 +184,7 @@ class LlamaFamily(Family):
         the block's residual makes it), the final norm over ``tokens`` rows and the LM head on ``emitting``.
         Serving probes heads on it (:mod:`simulator.serving.iteration`); a head tied to the embedding is not
         built alone."""
-        if flag_value(cfg, "tie_word_embeddings", False):
+        if setting(cfg, "tie_word_embeddings", False):
             raise InputError(f"{cfg['model_type']}: an LM head tied to the embedding is not probed alone")
         hidden = cfg["hidden_size"]
         x = b.input("hidden_states", tokens * hidden)
@@ -281,7 +281,7 @@ class LlamaFamily(Family):
             return
         rmsnorm(b, "norm", -1, rows, hidden)
         if head is not None:  # a tied table read where the embedding lives, else the head's own copy
-            _lm_head(b, cfg, tp, head, flag_value(cfg, "tie_word_embeddings", False) and stage.first)
+            _lm_head(b, cfg, tp, head, setting(cfg, "tie_word_embeddings", False) and stage.first)
 
     @staticmethod
     def mixed_shape(cfg: Mapping[str, Any], kind: Sequence, count: int, window: int | None,
@@ -311,7 +311,7 @@ class LlamaFamily(Family):
                      rows: int) -> None:
         """The block's feed-forward sublayer on ``rows`` tokens (after its norm, before its residual)."""
         inner = tensor_parallel(wl).columns(cfg["intermediate_size"], "intermediate_size")
-        swiglu(b, prefix, layer, rows, cfg["hidden_size"], inner, flag_value(cfg, "mlp_bias", False),
+        swiglu(b, prefix, layer, rows, cfg["hidden_size"], inner, setting(cfg, "mlp_bias", False),
                activation(cfg, "hidden_act", "silu"))
 
     def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> HfInputs:

@@ -26,7 +26,7 @@ from workloads.families.base import (
     head_rows,
     heads_divide,
 )
-from workloads.families.config_keys import OptionalKeys, activation, flag_value, size_value
+from workloads.families.config_keys import OptionalKeys, activation, setting
 
 POSITION_OFFSET = 2  # OPT's learned position table has two extra rows (fairseq's padding convention)
 
@@ -66,10 +66,10 @@ class OPTFamily(Family):
 
     def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
         hidden, heads, batch = cfg["hidden_size"], cfg["num_attention_heads"], wl.batch
-        words = size_value(cfg, "word_embed_proj_dim", hidden)
-        pre_norm = flag_value(cfg, "do_layer_norm_before", True)
-        affine = flag_value(cfg, "layer_norm_elementwise_affine", True)
-        bias = flag_value(cfg, "enable_bias", True)
+        words = setting(cfg, "word_embed_proj_dim", hidden)
+        pre_norm = setting(cfg, "do_layer_norm_before", True)
+        affine = setting(cfg, "layer_norm_elementwise_affine", True)
+        bias = setting(cfg, "enable_bias", True)
         new, context = (wl.size("tokens"), wl.size("tokens")) if wl.phase == "prefill" else (1, wl.size("tokens") + 1)
         rows = batch * new
         x = self.embeddings(cfg, b, rows, words)
@@ -96,7 +96,7 @@ class OPTFamily(Family):
             x = residual(b, f"{p}.fc", i, "ffn", rows * hidden, h)
             if not pre_norm:
                 x = norm(f"{p}.final_layer_norm", i)
-        if pre_norm and not flag_value(cfg, "_remove_final_layer_norm", False):
+        if pre_norm and not setting(cfg, "_remove_final_layer_norm", False):
             norm("final_layer_norm", -1)
         if words != hidden:
             b.gemm("project_out", -1, "feature_proj", "embedding", rows, hidden, words, bias=False)

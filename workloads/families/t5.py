@@ -20,7 +20,7 @@ from workloads.blocks import AttentionShape, attention, feed_forward, residual
 from workloads.builder import OpBuilder
 from workloads.errors import InputError
 from workloads.families.base import PHASES, Family, HfInputs, Workload, encoder_decoder_inputs, head_rows
-from workloads.families.config_keys import OptionalKeys, flag_value, size_value
+from workloads.families.config_keys import OptionalKeys, setting
 
 
 class T5Family(Family):
@@ -62,8 +62,8 @@ class T5Family(Family):
         tgt, context = (1, decoder_tokens + 1) if decode else (decoder_tokens, decoder_tokens)
         cache = "step" if decode else "fill"
         enc_layers = cfg["num_layers"]
-        dec_layers = size_value(cfg, "num_decoder_layers", enc_layers)
-        tied = flag_value(cfg, "tie_word_embeddings", True)
+        dec_layers = setting(cfg, "num_decoder_layers", enc_layers)
+        tied = setting(cfg, "tie_word_embeddings", True)
 
         ids = None if decode else b.input("input_ids", batch * src, bits=32)
         decoder_ids = b.input("decoder_input_ids", batch * tgt, bits=32)

@@ -16,7 +16,7 @@ from workloads.families.base import (
     Workload,
     heads_divide,
 )
-from workloads.families.config_keys import OptionalKeys, activation, flag_value, size_value
+from workloads.families.config_keys import OptionalKeys, activation, setting
 
 
 class ViTFamily(Family):
@@ -60,7 +60,7 @@ class ViTFamily(Family):
         b.vector("embeddings.add_position", -1, "add", "embedding", rows * hidden,
                  weight_params=config_tokens * hidden)
         shape = AttentionShape(batch, seq, seq, hidden, heads, hidden // heads)
-        qkv_bias = flag_value(cfg, "qkv_bias", True)
+        qkv_bias = setting(cfg, "qkv_bias", True)
         x = b.current
         for i in range(cfg["num_hidden_layers"]):
             p = f"encoder.layer.{i}"
@@ -77,7 +77,7 @@ class ViTFamily(Family):
         elif wl.head == "classifier":
             labels = cfg.get("id2label")
             b.gemm("classifier", -1, "head", "head", batch, hidden,
-                   len(labels) if labels else size_value(cfg, "num_labels", 2))
+                   len(labels) if labels else setting(cfg, "num_labels", 2))
 
     def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> HfInputs:
         side = wl.size("image_size")
@@ -89,4 +89,4 @@ class ViTFamily(Family):
 
 
 def _channels(cfg: Mapping[str, Any]) -> int:
-    return size_value(cfg, "num_channels", 3)
+    return setting(cfg, "num_channels", 3)

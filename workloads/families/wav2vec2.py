@@ -17,7 +17,7 @@ from workloads.families.base import (
     Workload,
     heads_divide,
 )
-from workloads.families.config_keys import OptionalKeys, activation, flag_value
+from workloads.families.config_keys import OptionalKeys, activation, setting
 
 
 class Wav2Vec2Family(Family):
@@ -79,7 +79,7 @@ class Wav2Vec2Family(Family):
 
     def feature_encoder(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> int:
         """The convolutional feature encoder over the raw audio; returns its output channels."""
-        conv_bias = flag_value(cfg, "conv_bias", False)
+        conv_bias = setting(cfg, "conv_bias", False)
         layer_norm = cfg.get("feat_extract_norm", "group") == "layer"
         act = activation(cfg, "feat_extract_activation", "gelu")
         channels_in, batch = 1, wl.batch
@@ -105,7 +105,7 @@ class Wav2Vec2Family(Family):
         rows = batch * frames
         b.layernorm("feature_projection.layernorm", -1, "frontend", rows, channels_in)
         projected = b.gemm("feature_projection", -1, "feature_proj", "frontend", rows, channels_in, hidden)
-        if _probability(cfg, "mask_time_prob", 0.05) > 0 or _probability(cfg, "mask_feature_prob", 0.0) > 0:
+        if setting(cfg, "mask_time_prob", 0.05) > 0 or setting(cfg, "mask_feature_prob", 0.0) > 0:
             # A learned vector used only for training-time masking: stored, never computed with.
             b.vector("masked_spec_embed", -1, "mask_embed", "frontend", 0, weight_params=hidden, reads=())
             b.current = projected
@@ -123,7 +123,7 @@ class Wav2Vec2Family(Family):
         pos_act = activation(cfg, "feat_extract_activation", "gelu")  # as Hugging Face's positional convolution
         b.vector(f"encoder.pos_conv.{pos_act}", -1, pos_act, "embedding", rows * hidden)
         x = b.add("encoder.add_position", -1, "embedding", rows * hidden, projected)
-        stable = flag_value(cfg, "do_stable_layer_norm", False)
+        stable = setting(cfg, "do_stable_layer_norm", False)
         if not stable:
             x = b.layernorm("encoder.layernorm", -1, "norm", rows, hidden)
         shape = AttentionShape(batch, frames, frames, hidden, heads, hidden // heads)
@@ -148,7 +148,3 @@ class Wav2Vec2Family(Family):
     def hf_inputs(self, cfg: Mapping[str, Any], wl: Workload, torch: Any) -> HfInputs:
         return {"input_values": torch.zeros(wl.batch, wl.size("audio_samples"), device="meta")}, None
 
-
-def _probability(cfg: Mapping[str, Any], key: str, default: float) -> float:
-    value = cfg.get(key)
-    return default if value is None else float(value)
