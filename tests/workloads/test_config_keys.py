@@ -161,3 +161,42 @@ def test_a_flag_set_against_its_default_changes_the_trace(tmp_path, base, key, d
         return sum(op.bias_params for op in trace)
 
     assert biases(REMOVED) == biases(default) != biases(not default)
+
+
+# A config of every family (a test config where the zoo's would be slow to trace) and, by the kind a key holds,
+# values of every other kind: each must be refused naming its key, whatever the family does with it.
+FAMILY_CONFIGS = {"bert": f"{ZOO}/bert-base.json", "roberta": f"{ZOO}/roberta-base.json", "vit": f"{ZOO}/vit-base.json",
+                  "wav2vec2": f"{ZOO}/wav2vec2-large.json", "gpt2": f"{ZOO}/gpt2.json", "t5": f"{ZOO}/t5-3b.json",
+                  "fsmt": f"{ZOO}/transformer-base.json", "llama": f"{TESTS}/llama-serve-6.json",
+                  "qwen2": f"{TESTS}/qwen2-window-8.json", "mistral": f"{TESTS}/mistral-window-8.json",
+                  "mixtral": f"{TESTS}/mixtral-window-8.json", "opt": f"{TESTS}/opt-350m.json"}
+WRONG = {"size": [0, -3, 2.5, "8", True, [], {}, 2**31], "count": [-1, 1.5, "0", False, [1]],
+         "flag": [0, 1, "true", "false", [], 2.0], "probability": [-0.1, 1.5, "0.1", True, []],
+         "activation": ["mish", "", 3, True, ["gelu"]], "list": [[], 5, ["8"], [0], [True]]}
+
+
+def declared_keys() -> list[tuple[str, str, str]]:
+    """(model_type, key, kind) of every key a family declares it reads (required and optional)."""
+    from workloads.families.base import COMMON_KEYS
+    from workloads.models import FAMILIES
+
+    cases = []
+    for model_type in FAMILY_CONFIGS:
+        family = FAMILIES[model_type]
+        cases += [(model_type, key, "list" if key in family.required_lists else "size") for key in family.required]
+        for keys in (family.optional, COMMON_KEYS):
+            for kind, field in (("size", "sizes"), ("count", "counts"), ("flag", "flags"),
+                                ("probability", "probabilities"), ("activation", "activations")):
+                cases += [(model_type, key, kind) for key in getattr(keys, field)]
+    # read with checks of their own
+    return [*cases, ("mistral", "sliding_window", "size"), ("qwen2", "sliding_window", "size"),
+            ("qwen2", "max_window_layers", "count"), ("mistral", "num_key_value_heads", "size")]
+
+
+@pytest.mark.parametrize(("model_type", "key", "kind"), declared_keys())
+def test_every_declared_key_refuses_every_other_kind_of_value(tmp_path, model_type, key, kind):
+    base = FAMILY_CONFIGS[model_type]
+    for value in WRONG[kind]:
+        with pytest.raises(InputError) as refused:
+            load_model(with_keys(tmp_path, base, **{key: value})).trace(small(base))
+        assert key in str(refused.value), (key, value, str(refused.value))

@@ -64,9 +64,7 @@ def layer_windows(cfg: Mapping[str, Any]) -> tuple[int | None, ...]:
     window = _window(cfg)
     types = cfg.get("layer_types")
     if types is None:
-        first = cfg.get("max_window_layers", 28)  # Hugging Face's Qwen2Config default
-        if isinstance(first, bool) or not isinstance(first, int) or first < 0:
-            raise InputError(f"max_window_layers must be a non-negative integer, got {first!r}")
+        first = setting(cfg, "max_window_layers", 28)  # Hugging Face's Qwen2Config default
         return tuple(window if i >= first else None for i in range(layers))
     kinds = ("full_attention", "sliding_attention")
     if not isinstance(types, list) or len(types) != layers or any(kind not in kinds for kind in types):
@@ -75,12 +73,8 @@ def layer_windows(cfg: Mapping[str, Any]) -> tuple[int | None, ...]:
 
 
 def _window(cfg: Mapping[str, Any]) -> int | None:
-    window = cfg.get("sliding_window")
-    if window is None:
-        return None
-    if isinstance(window, bool) or not isinstance(window, int) or window <= 0:
-        raise InputError(f"sliding_window must be a positive integer, got {window!r}")
-    return window
+    window = cfg.get("sliding_window")  # a size (checked with the config), or None: no window
+    return None if window is None else int(window)
 
 
 def tensor_parallel(wl: Workload) -> TensorParallel:
@@ -137,7 +131,8 @@ class LlamaFamily(Family):
     mixed_batches = True
     required: tuple[str, ...] = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                                  "num_attention_heads", "max_position_embeddings")
-    optional = OptionalKeys(sizes=("head_dim", "num_key_value_heads"), activations=("hidden_act",),
+    optional = OptionalKeys(sizes=("head_dim", "num_key_value_heads", "sliding_window"),
+                            counts=("max_window_layers",), activations=("hidden_act",),
                             flags=("attention_bias", "mlp_bias", "tie_word_embeddings", "use_sliding_window"))
     heads = ("lm", "none")
     hf_classes = {"lm": "AutoModelForCausalLM", "none": "AutoModel"}
