@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from simulator.energy.accounting import energy_summary
@@ -17,6 +18,10 @@ from simulator.spec.hardware import Hardware
 from workloads.errors import InputError
 from workloads.ops import INT64_MAX
 
+_INTEGER_COLUMNS = tuple(index for index, field in enumerate(fields(StepRecord)) if field.type == "int")
+# each column's array type (text stays Python objects, as pandas keeps it)
+_DTYPES = tuple({"int": np.int64, "float": np.float64, "bool": np.bool_, "str": None}[str(field.type)]
+                for field in fields(StepRecord))
 TOTAL_COLUMNS = ("compute_cycles", "stall_cycles", "macs", "weight_bits", "index_bits", "scale_bits", "bias_bits",
                  "dram_bytes", *ACCESS_COLUMNS)
 
@@ -54,12 +59,16 @@ class Results(pd.DataFrame):
 def frame(records: list[StepRecord]) -> Results:
     """The results frame of some step records, one row each."""
     rows = [record.row() for record in records]
-    for row in rows:  # results use 64-bit columns: refuse what would wrap around
-        for column, value in zip(RESULT_COLUMNS, row, strict=True):
-            if isinstance(value, int) and value > INT64_MAX:
-                raise InputError(f"op {row[0]}: {column} = {value} exceeds the 64-bit range; "
-                                 "reduce the workload or array size")
-    return Results(pd.DataFrame.from_records(rows, columns=list(RESULT_COLUMNS)))
+    by_column = list(zip(*rows, strict=True))
+    for index in _INTEGER_COLUMNS:  # results use 64-bit columns: refuse what would wrap around
+        if by_column and max(by_column[index]) > INT64_MAX:
+            row = next(row for row in rows if row[index] > INT64_MAX)
+            raise InputError(f"op {row[0]}: {RESULT_COLUMNS[index]} = {row[index]} exceeds the 64-bit range; "
+                             "reduce the workload or array size")
+    if not rows:
+        return Results(pd.DataFrame(columns=list(RESULT_COLUMNS)))
+    return Results(pd.DataFrame({name: values if dtype is None else np.array(values, dtype=dtype)
+                                 for name, values, dtype in zip(RESULT_COLUMNS, by_column, _DTYPES, strict=True)}))
 
 
 def run_cycles(array_cycles: int, sfu_cycles: int, dram_bytes: int, hardware: Hardware, launch_cycles: int = 0,

@@ -44,3 +44,23 @@ def test_scaling_adding_and_summing_records():
     assert (renamed.name, renamed.layer, renamed.fused_into) == ("other", 7, "softmax")
     others = [i for i, column in enumerate(RESULT_COLUMNS) if column not in ("name", "layer", "fused_into")]
     assert [renamed.row()[i] for i in others] == [record.row()[i] for i in others]
+
+
+def test_a_count_past_64_bits_is_refused_naming_its_op_and_column():
+    """The frame's integer columns are 64-bit: a count that would wrap around is refused, on any such column
+    and row; one at the limit is kept as written."""
+    import pytest
+
+    from simulator.engine.results import frame
+    from workloads.errors import InputError
+    from workloads.ops import INT64_MAX
+
+    records = some_records()
+    for column in ("dram_bytes", "m", "closed_form_dram_bytes"):
+        edited = [record.copy() for record in records]
+        setattr(edited[-1], column, INT64_MAX)
+        assert frame(edited)[column].iloc[-1] == INT64_MAX
+        setattr(edited[-1], column, INT64_MAX + 1)
+        with pytest.raises(InputError, match=rf"^op {edited[-1].name}: {column} = {INT64_MAX + 1} exceeds the 64-bit"):
+            frame(edited)
+    assert frame([]).empty
