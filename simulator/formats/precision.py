@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from workloads.errors import InputError
@@ -124,12 +125,17 @@ def parse_precision(text: object) -> Precision:
     raise InputError(f"unknown format {text!r}; known: {known_formats()}")
 
 
-def compute_format(weights: Precision, activations: Precision, supported: list[Precision]) -> Precision | None:
+def compute_format(weights: Precision, activations: Precision, supported: Sequence[Precision]) -> Precision | None:
     """The format a product of ``weights`` and ``activations`` runs in: the narrowest supported one that
     holds both operands (W4A16 -> fp16, W4A8 -> int8), None when no supported format holds both.
     A unit of the operands' own kind comes first (integers prefer a wider integer unit to a float one);
     between equally narrow ones, block-scaled operands prefer a block-format unit, which applies their
     scales itself, and others a plain one."""
+    return _compute_format(weights, activations, tuple(supported))
+
+
+@functools.lru_cache(maxsize=4096)  # lowering asks for every product of every pass
+def _compute_format(weights: Precision, activations: Precision, supported: tuple[Precision, ...]) -> Precision | None:
     if weights == activations and weights in supported:
         return weights
     candidates = [p for p in supported if p.represents(weights) and p.represents(activations)]
