@@ -167,8 +167,11 @@ def _bitsandbytes(quantization: Fields, linears: Sequence[Op], namer: Namer, con
                                     "llm_int8_skip_modules")
     config["precision"] = {"weights": weights, "activations": "native", "ops": dict.fromkeys(sorted(roles), "native")}
     how = "double-quantized scales" if double else "FP32 scales"
+    # the dtype bitsandbytes dequantizes to on a GPU; activations here are the chip's own format, as for GPTQ
+    compute = quantization.text("bnb_4bit_compute_dtype")
+    activations = f"native (bnb_4bit_compute_dtype {compute} is not applied)" if compute else "native"
     return Derived(config, [f"weights {weights} (NF4, 64 per block, {how}; bitsandbytes: bnb_4bit_quant_type, "
-                            "bnb_4bit_use_double_quant); activations native",
+                            f"bnb_4bit_use_double_quant); activations {activations}",
                             f"{', '.join(sorted(roles))} native (kept in full precision)"])
 
 

@@ -404,6 +404,7 @@ SPARSE_24 = {"format": "sparse-24-bitmask", "sparsity_structure": "2:4", "target
     ({**W4A16, "kv_cache_scheme": {"num_bits": 8.0, "type": "float"}}, "kv_cache_scheme.num_bits must be an integer"),
     ({**NF4, "llm_int8_skip_modules": 32}, "llm_int8_skip_modules must be a list"),  # TypeError
     ({**NF4, "bnb_4bit_use_double_quant": "no"}, "bnb_4bit_use_double_quant must be true or false"),
+    ({**NF4, "bnb_4bit_compute_dtype": 16}, "bnb_4bit_compute_dtype must be a string"),
     ({"quant_method": "bitsandbytes", "load_in_4bit": "true", "bnb_4bit_quant_type": "nf4"},
      "load_in_4bit must be true or false"),
     ({**GPTQ, "sym": "false"}, "sym must be true or false"),  # "false" was symmetric
@@ -416,6 +417,16 @@ SPARSE_24 = {"format": "sparse-24-bitmask", "sparsity_structure": "2:4", "target
 def test_recipe_fields_of_another_type_are_refused_by_name(tmp_path, quantization, refusal):
     with pytest.raises(InputError, match=refusal):
         checkpoint_run(checkpoint(tmp_path / "c", quantization), "tpu_v5e_like")
+
+
+@pytest.mark.parametrize(("compute", "said"), [("float32", "native (bnb_4bit_compute_dtype float32 is not applied)"),
+                                               (None, "native")])
+def test_bitsandbytes_compute_dtype_is_said_not_applied(tmp_path, compute, said):
+    """Activations run in the chip's format, whatever dtype bitsandbytes would dequantize to on a GPU: the
+    derived config says so instead of reading past the field."""
+    derived = checkpoint_run(checkpoint(tmp_path / "c", {**NF4, "bnb_4bit_compute_dtype": compute}), "tpu_v5e_like")
+    assert derived.config["precision"]["activations"] == "native"
+    assert derived.sources[0].endswith(f"bnb_4bit_use_double_quant); activations {said}")
 
 
 def test_a_mixed_recipe_sets_formats_per_role(tmp_path):
