@@ -57,6 +57,7 @@ from simulator.spec.config_io import StrictModel, read_yaml_mapping, validate
 from simulator.spec.run_config import (
     RunConfig,
     load_baseline,
+    load_references,
     load_run_config,
     resolve_run_config,
 )
@@ -286,7 +287,7 @@ def _load_configs(spec: SweepSpec, path: Path, hardware: str) -> tuple[dict[str,
         if clash:
             raise InputError(f"{path}: {resolved} and {clash[0]} both say name: {policy.name}; the table could "
                              "not tell them apart, rename one")
-        baseline = load_baseline(policy)
+        baseline = load_references(policy)
         configs[str(resolved)] = {"config": policy.config.model_dump(),
                                   "baseline": baseline.config.model_dump() if baseline else None}
         names.append(str(resolved))

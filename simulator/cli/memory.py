@@ -24,10 +24,11 @@ def memory(config: str, model: str, head: str | None, as_json: bool) -> None:
     from simulator.plan.binding import bind
     from simulator.report.summary import format_memory
     from simulator.spec.hardware import load_hardware
-    from simulator.spec.run_config import load_run_config
+    from simulator.spec.run_config import load_references, load_run_config
     from simulator.spec.weight_masks import weight_masks
 
     policy = load_run_config(config)
+    load_references(policy)
     trace = load_model(model).trace(Workload(head=head))
     masks = weight_masks(policy, trace)
     plan = bind(policy, load_hardware(policy.config.hardware))  # as the config's hardware stores them

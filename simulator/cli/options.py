@@ -90,10 +90,12 @@ def load_policy(config: str, model: str, hardware: str | None) -> tuple[Policy, 
     """The run config ``config`` names, or (``checkpoint``) the one the checkpoint directory ``model`` derives
     on ``hardware``; with the notes saying where a derived config's decisions came from."""
     from simulator.spec.checkpoint import CHECKPOINT, checkpoint_run
-    from simulator.spec.run_config import load_run_config
+    from simulator.spec.run_config import load_references, load_run_config
 
     if config != CHECKPOINT:
-        return load_run_config(config), ()
+        policy = load_run_config(config)
+        load_references(policy)
+        return policy, ()
     if hardware is None:
         raise click.UsageError("the checkpoint config needs --hardware (a checkpoint does not name a chip)")
     derived = checkpoint_run(model, hardware)

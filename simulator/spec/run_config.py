@@ -355,5 +355,18 @@ def load_baseline(policy: Policy) -> Policy | None:
     return baseline
 
 
+def load_references(policy: Policy) -> Policy | None:
+    """The config's baseline (:func:`load_baseline`), once its ``hardware`` is known to name a chip or a
+    system: a command refuses a name in the config that resolves to nothing even where it does not use it
+    (``--hardware`` replaces the chip; ``memory`` and ``serve`` use no baseline)."""
+    from simulator.spec.system import load_target
+
+    try:
+        load_target(policy.config.hardware)
+    except InputError as exc:
+        raise InputError(f"{policy.name}: hardware: {exc}") from None
+    return load_baseline(policy)
+
+
 def policy_from_dict(data: dict[str, Any], source: str = "config") -> Policy:
     return Policy(validate(RunConfig, data, source))

@@ -298,6 +298,19 @@ CASES = [
     ("run-sparse-baseline", lambda p: ["run", run_config(p, "precision: {default: int8}\nbaseline: "
                                                             f"{ROOT / 'configs' / 'int8_sp.yaml'}"),
                                        "--model", "bert-base"], "is itself sparse"),
+    # a name in the config that resolves to nothing, also where the command does not use it
+    ("memory-dangling-baseline", lambda p: ["memory", run_config(p, "precision: {default: int8}\nbaseline: int88"),
+                                            "--model", "bert-base"], "c: baseline 'int88' not found"),
+    ("serve-dangling-baseline", lambda p: ["serve", run_config(p, "precision: {default: int8}\nbaseline: int88"),
+                                           "--model", "llama-2-7b", "--hardware", "tpu_v5e_like", "--num-requests",
+                                           "1"], "c: baseline 'int88' not found"),
+    ("run-config-hardware-overridden", lambda p: ["run", write(p, "c.yaml", "name: c\nhardware: rapid_lik\n"
+                                                                           "precision: {default: int8}\n"),
+                                                  "--model", "bert-base", "--hardware", "tpu_v5e_like"],
+     "c: hardware: unknown hardware preset 'rapid_lik'; did you mean 'rapid_like'?"),
+    ("memory-config-hardware", lambda p: ["memory", write(p, "c.yaml", "name: c\nhardware: nonesuch\n"
+                                                                      "precision: {default: int8}\n"),
+                                          "--model", "bert-base"], "c: hardware: unknown hardware preset 'nonesuch'"),
     ("run-hw-unknown-key", lambda p: [*RUN, "--hardware", hardware_with(p, "accumulator_bits: 32",
                                                                         "accumulator_bits: 32\nturbo: true")],
      "turbo: unknown key"),
