@@ -103,16 +103,22 @@ def load_policy(config: str, model: str, hardware: str | None) -> tuple[Policy, 
 
 
 class StrictCommand(click.Command):
-    """A command that refuses an option given twice (click would silently keep the last value)."""
+    """A command that refuses an option given twice (click would silently keep the last value) and an empty
+    value (which a command would read as the option left out, or as the current directory)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        _, _, order = self.make_parser(ctx).parse_args(args=list(args))
+        given, _, order = self.make_parser(ctx).parse_args(args=list(args))
         seen: set[str] = set()
         for param in order:
             if isinstance(param, click.Option) and not param.multiple and not param.count:
                 if param.name in seen:
                     raise click.UsageError(f"{param.opts[0]} is given more than once", ctx)
                 seen.add(param.name)
+            values = given.get(param.name)
+            if any(isinstance(value, str) and not value.strip() for value in
+                   (values if isinstance(values, list | tuple) else [values])):
+                name = param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
+                raise click.UsageError(f"{name} is empty", ctx)
         return super().parse_args(ctx, args)
 
 

@@ -108,10 +108,23 @@ def check_out_dir(out: str | os.PathLike[str], force: bool) -> Path:
 
 
 def check_out_file(out: str | os.PathLike[str], force: bool, option: str = "--out") -> Path:
-    path = Path(out)
+    if str(out).endswith(("/", os.sep)):  # Path() would drop the separator and write a file of that name
+        raise InputError(f"{option} {out}: ends with a separator, expected a file path")
+    path = file_target(out, option)
     if path.is_dir():
-        raise InputError(f"{option} {path}: is a directory, expected a file path")
+        raise InputError(f"{option} {out}: is a directory, expected a file path")
     return check_target(path, force, option)
+
+
+def file_target(target: str | os.PathLike[str], option: str = "--out") -> Path:
+    """Where a file written to ``target`` goes: the file a symbolic link names (the link stays); a device, a
+    pipe or a socket is refused (replacing it would take /dev/null or a terminal away from the machine)."""
+    path = Path(target)
+    if path.is_symlink():
+        path = path.resolve()
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise InputError(f"{option} {target}: not a regular file (a device, a pipe or a socket); give a file path")
+    return path
 
 
 @contextlib.contextmanager
@@ -121,7 +134,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     Missing parent directories are created (and removed again if the block fails); the file gets the
     permissions the umask gives a new file.
     """
-    target = Path(target)
+    target = file_target(target, "output")
     if target.is_dir():
         raise InputError(f"{target}: is a directory, expected a file path")
     parent = target.parent if str(target.parent) else Path(".")

@@ -141,6 +141,48 @@ def test_out_on_a_virtual_file_system_is_one_line():
         assert len(done.stderr.strip().splitlines()) == 1
 
 
+def test_a_file_output_is_never_a_device_or_pipe_and_writes_through_a_link(tmp_path):
+    """Replacing a device or a pipe by a file (as root, --out /dev/null --force did) would take it away from
+    the machine: refused, with or without --force, and left as it was. A symbolic link is written through (the
+    link stays); a path ending in a separator is not a file's."""
+    import os
+
+    fifo, real, link = tmp_path / "pipe", tmp_path / "real.csv", tmp_path / "link.csv"
+    os.mkfifo(fifo)
+    real.write_text("old\n")
+    link.symlink_to(real)
+    for command in (["extract", "--model", "gpt2", "--format", "csv", "--out", str(fifo), "--force"],
+                    ["reproduce", "--json", str(fifo), "--force"]):
+        done = accelsim(*command)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().endswith(f"{fifo}: not a regular file (a device, a pipe or a socket); give a "
+                                            "file path")
+    assert fifo.is_fifo()
+    done = accelsim("extract", "--model", "gpt2", "--out", str(link), "--force")
+    assert done.returncode == 0, done.stderr
+    assert link.is_symlink() and real.read_text().startswith("name,")
+    done = accelsim("extract", "--model", "gpt2", "--format", "csv", "--out", f"{tmp_path / 'dir'}/")
+    assert done.returncode == 2 and done.stderr.strip().endswith("ends with a separator, expected a file path")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.csv", "pipe", "real.csv"]
+
+
+@pytest.mark.parametrize("command", [["run", "", "--model", "bert-base"], ["run", "int8", "--model", "bert-base",
+                                                                             "--out", ""],
+                                     ["run", "int8", "--model", "bert-base", "--hardware", " "],
+                                     ["reproduce", "--out", ""], ["area", ""],
+                                     ["gemm", "--m", "4", "--k", "4", "--n", "4", "--rows", "4", "--cols", "4",
+                                      "--sparsity", ""]])
+def test_an_empty_value_is_refused_not_read_as_left_out(command, capsys):
+    """``--out ""`` ran without writing anything, ``--hardware ""`` ran on the config's chip and ``--sparsity ""``
+    ran dense; an empty path argument was read as the current directory."""
+    with pytest.raises(SystemExit) as exit_:
+        main(command)
+    assert exit_.value.code == 2
+    named = next((word for word in command if word.startswith("--") and command[command.index(word) + 1].strip()
+                  == ""), {"run": "CONFIG", "area": "HARDWARE"}.get(command[0]))
+    assert capsys.readouterr().err == f"accelsim: error: {named} is empty\n"
+
+
 def test_shipped_config_names_work_where_paths_do():
     by_name = accelsim("run", "int8", "--model", "bert-base", "--format", "json")
     by_path = accelsim("run", "configs/int8.yaml", "--model", "bert-base", "--format", "json")
