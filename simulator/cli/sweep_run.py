@@ -40,9 +40,30 @@ from workloads.errors import InputError
 
 def plan_fingerprint(plan: Plan) -> str:
     canonical = json.dumps({"spec": plan.spec.model_dump(), "hardware": plan.base_hardware,
+                            "system": plan.base_system, "files": files_read(plan),
                             "configs": {Path(k).stem: v for k, v in plan.configs.items()},
                             "points": [p.point_id for p in plan.points]}, sort_keys=True, default=str)
     return hashlib.sha1(canonical.encode()).hexdigest()
+
+
+def files_read(plan: Plan) -> dict[str, str]:
+    """What the files a sweep's workers read by path hold (the plan carries the rest as data), by path: a
+    model's config.json (a checkpoint's too, with its weight files' names and sizes) and an energy table
+    given as a path. A file edited between a kill and ``--resume`` would mix points of two inputs."""
+    paths = [Path(entry.name) for entry in plan.spec.models]
+    table = (plan.base_hardware.get("energy") or {}).get("table")
+    paths += [Path(table)] if isinstance(table, str) and table.endswith((".yaml", ".yml")) else []
+    read: dict[str, str] = {}
+    for path in paths:
+        if path.is_dir():
+            weights = sorted((p.name, p.stat().st_size) for p in path.glob("*.safetensors"))
+            digest = hashlib.sha1(json.dumps(weights).encode())
+            if (path / "config.json").is_file():
+                digest.update((path / "config.json").read_bytes())
+            read[str(path.resolve())] = digest.hexdigest()
+        elif path.is_file():
+            read[str(path.resolve())] = hashlib.sha1(path.read_bytes()).hexdigest()
+    return read
 
 
 def _save_figure(fig: Any, fmt: str, path: Path) -> None:
@@ -69,8 +90,12 @@ def prepare_out_dir(out_dir: Path, plan: Plan, resume: bool) -> None:
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not resume:
             raise InputError(f"--out {out_dir}: directory is not empty (use --resume to continue that sweep)")
-        if not manifest.exists() or json.loads(manifest.read_text()).get("fingerprint") != fingerprint:
-            raise InputError(f"--out {out_dir}: holds a different sweep (or none); cannot resume this one there")
+        held = json.loads(manifest.read_text()) if manifest.exists() else {}
+        if held.get("fingerprint") != fingerprint:
+            read = files_read(plan)
+            changed = [path for path, digest in read.items() if held.get("files", read).get(path, digest) != digest]
+            why = f": {changed[0]} changed since it ran" if changed else ""
+            raise InputError(f"--out {out_dir}: holds a different sweep (or none){why}; cannot resume this one there")
         for folder in (out_dir, out_dir / "parts"):  # writes cut short by the kill: never a result
             for stale in folder.glob(".*.tmp"):
                 stale.unlink()
@@ -79,7 +104,8 @@ def prepare_out_dir(out_dir: Path, plan: Plan, resume: bool) -> None:
         raise InputError(f"--out {out_dir}: {out_dir.parent} is not a directory")
     (out_dir / "parts").mkdir(parents=True, exist_ok=True)  # missing parents too, as every --out does
     _write_atomic(manifest, lambda tmp: tmp.write_text(json.dumps(
-        {"name": plan.spec.name, "fingerprint": fingerprint, "points": len(plan.points)}, indent=2) + "\n"))
+        {"name": plan.spec.name, "fingerprint": fingerprint, "points": len(plan.points), "files": files_read(plan)},
+        indent=2) + "\n"))
 
 
 def discard_unfinished(out_dir: Path, existed: bool) -> None:

@@ -226,6 +226,24 @@ def test_resume_into_another_sweep_refused(tmp_path):
     assert no_dask.returncode == 2 and "--executor dask" in no_dask.stderr
 
 
+def test_resume_after_a_models_config_changed_is_refused_naming_it(tmp_path):
+    """A model given as a path is read by the workers: edited between a run and --resume, the finished points
+    were reported as the edited model's. An untouched one resumes (its finished points kept)."""
+    model = tmp_path / "model.json"
+    model.write_text((ROOT / "tests" / "configs" / "qwen2-0.5b.json").read_text())
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(f"name: r\nhardware: rapid_like\nconfigs: [int8]\nmodels: [{{name: {model}, tokens: 32}}]\n")
+    out = str(tmp_path / "o")
+    assert accelsim("sweep", str(sweep), "--out", out, "--no-progress").returncode == 0
+    again = accelsim("sweep", str(sweep), "--out", out, "--resume", "--no-progress")
+    assert again.returncode == 0 and "1 points (0 failed)" in again.stdout
+    model.write_text(model.read_text().replace('"num_hidden_layers": 24', '"num_hidden_layers": 2'))
+    edited = accelsim("sweep", str(sweep), "--out", out, "--resume", "--no-progress")
+    assert edited.returncode == 2
+    assert edited.stderr.strip().endswith(f"holds a different sweep (or none): {model} changed since it ran; cannot "
+                                          "resume this one there")
+
+
 @pytest.mark.slow
 def test_existing_dask_scheduler(tmp_path):
     import dask
