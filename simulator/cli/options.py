@@ -102,9 +102,13 @@ def load_policy(config: str, model: str, hardware: str | None) -> tuple[Policy, 
     return derived.policy, derived.sources
 
 
+_OUTPUTS = ("out", "json_path")  # the options naming what a command writes (--force replaces it)
+
+
 class StrictCommand(click.Command):
-    """A command that refuses an option given twice (click would silently keep the last value) and an empty
-    value (which a command would read as the option left out, or as the current directory)."""
+    """A command that refuses an option given twice (click would silently keep the last value), an empty
+    value (which a command would read as the option left out, or as the current directory) and ``--force``
+    with nothing to write."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         given, _, order = self.make_parser(ctx).parse_args(args=list(args))
@@ -119,6 +123,10 @@ class StrictCommand(click.Command):
                    (values if isinstance(values, list | tuple) else [values])):
                 name = param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
                 raise click.UsageError(f"{name} is empty", ctx)
+        outputs = [param for param in self.params if param.name in _OUTPUTS]
+        if given.get("force") and outputs and not any(given.get(param.name) for param in outputs):
+            named = " or ".join(param.opts[0] for param in outputs)
+            raise click.UsageError(f"--force applies only with {named}", ctx)
         return super().parse_args(ctx, args)
 
 

@@ -289,10 +289,17 @@ def load_hardware(name_or_path: str | Path) -> Hardware:
             import difflib
 
             if (HARDWARE_DIR.parent / "systems" / f"{text}.yaml").is_file():
-                raise InputError(f"{text} is a system of several chips; this command runs one chip preset "
-                                 f"({', '.join(preset_names())})")
+                raise _a_system(text)
 
             close = difflib.get_close_matches(text, preset_names(), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; presets: {', '.join(preset_names())}"
             raise InputError(f"unknown hardware preset {text!r}{hint}")
-    return validate(Hardware, read_yaml_mapping(path), str(path))
+    data = read_yaml_mapping(path)
+    if "chips" in data:  # what load_target reads as a system
+        raise _a_system(text)
+    return validate(Hardware, data, str(path))
+
+
+def _a_system(text: str) -> InputError:
+    return InputError(f"{text} is a system of several chips; this command runs one chip: a preset "
+                      f"({', '.join(preset_names())}) or a chip's YAML")

@@ -298,6 +298,17 @@ CASES = [
     ("run-sparse-baseline", lambda p: ["run", run_config(p, "precision: {default: int8}\nbaseline: "
                                                             f"{ROOT / 'configs' / 'int8_sp.yaml'}"),
                                        "--model", "bert-base"], "is itself sparse"),
+    ("memory-checkpoint-no-hardware", lambda p: ["memory", "checkpoint", "--model",
+                                                 str(ROOT / "tests" / "fixtures" / "checkpoints" / "ct_w4a16")],
+     "the checkpoint config needs --hardware"),
+    ("memory-on-a-system", lambda p: ["memory", "int8", "--model", "bert-base", "--hardware", "tpu_v5e_x4"],
+     "tpu_v5e_x4 is a system of several chips; this command runs one chip"),
+    ("area-system-yaml", lambda p: ["area", str(ROOT / "configs" / "systems" / "tpu_v5e_x4.yaml")],
+     "tpu_v5e_x4.yaml is a system of several chips"),  # was: array: required field is missing
+    # --force with nothing to replace was taken silently
+    ("run-force-without-out", lambda p: [*RUN, "--force"], "--force applies only with --out"),
+    ("validate-force-without-out", lambda p: ["validate", "--force"], "--force applies only with --out"),
+    ("reproduce-force-without-out", lambda p: ["reproduce", "--force"], "--force applies only with --out or --json"),
     # a name in the config that resolves to nothing, also where the command does not use it
     ("memory-dangling-baseline", lambda p: ["memory", run_config(p, "precision: {default: int8}\nbaseline: int88"),
                                             "--model", "bert-base"], "c: baseline 'int88' not found"),

@@ -515,3 +515,19 @@ def test_a_2_4_recipe_without_targets_prunes_every_linear_but_the_ignored(tmp_pa
                                           "ignore": ["re:.*mlp.*", "lm_head"]}}
     config = checkpoint_run(checkpoint(tmp_path / "c", sparse), "tpu_v5e_like").config
     assert config["sparsity"]["weights"]["roles"] == ["attn_out", "k", "q", "v"]
+
+
+@pytest.mark.parametrize(("saved", "chip"), [("ct_w4a16", "tpu_v5e_like"), ("ct_24_bitmask", "rapid_like"),
+                                             ("bnb_nf4_dq", "tpu_v5e_like")])
+def test_memory_of_a_checkpoint_is_the_memory_of_its_derived_config(tmp_path, run_cli, saved, chip):
+    """`memory checkpoint` stores the weights as the recipe it derives on --hardware says, exactly as the
+    derived config written out does (2:4 masks read from the checkpoint's own weights alike), and lists where
+    each decision came from."""
+    path = str(FIXTURES / saved)
+    derived = tmp_path / "derived.yaml"
+    derived.write_text(run_cli("config", "--from-checkpoint", path, "--hardware", chip))
+    args = ["--model", path, "--hardware", chip, "--json"]
+    of_checkpoint = json.loads(run_cli("memory", "checkpoint", *args))
+    assert of_checkpoint.pop("sources")[0].startswith("checkpoint: weights ")
+    assert of_checkpoint == json.loads(run_cli("memory", str(derived), *args))
+    assert of_checkpoint["total"]["bits"] < of_checkpoint["total"]["params"] * 16  # compressed
