@@ -118,9 +118,8 @@ class StrictCommand(click.Command):
                 if param.name in seen:
                     raise click.UsageError(f"{param.opts[0]} is given more than once", ctx)
                 seen.add(param.name)
-            values = given.get(param.name)
-            if any(isinstance(value, str) and not value.strip() for value in
-                   (values if isinstance(values, list | tuple) else [values])):
+            value = given.get(param.name)  # no option takes several values
+            if isinstance(value, str) and not value.strip():
                 name = param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
                 raise click.UsageError(f"{name} is empty", ctx)
         outputs = [param for param in self.params if param.name in _OUTPUTS]

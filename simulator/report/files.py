@@ -116,7 +116,7 @@ def check_out_file(out: str | os.PathLike[str], force: bool, option: str = "--ou
     return check_target(path, force, option)
 
 
-def file_target(target: str | os.PathLike[str], option: str = "--out") -> Path:
+def file_target(target: str | os.PathLike[str], option: str) -> Path:
     """Where a file written to ``target`` goes: the file a symbolic link names (the link stays); a device, a
     pipe or a socket is refused (replacing it would take /dev/null or a terminal away from the machine)."""
     path = Path(target)

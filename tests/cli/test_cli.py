@@ -1,6 +1,7 @@
 """The command line as a user drives it: outputs, and one-line errors with exit code 2."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -164,6 +165,70 @@ def test_a_file_output_is_never_a_device_or_pipe_and_writes_through_a_link(tmp_p
     done = accelsim("extract", "--model", "gpt2", "--format", "csv", "--out", f"{tmp_path / 'dir'}/")
     assert done.returncode == 2 and done.stderr.strip().endswith("ends with a separator, expected a file path")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.csv", "pipe", "real.csv"]
+
+
+def test_file_target_refuses_what_is_not_a_regular_file(tmp_path):
+    """In process (the test above runs the CLI as a user does): where a file written to a target goes."""
+    import os
+
+    from simulator.report.files import file_target
+    from workloads.errors import InputError
+
+    fifo, real, link = tmp_path / "pipe", tmp_path / "real.csv", tmp_path / "link.csv"
+    os.mkfifo(fifo)
+    real.write_text("")
+    link.symlink_to(real)
+    with pytest.raises(InputError, match=f"^--json {fifo}: not a regular file \\(a device, a pipe or a socket\\); "
+                                         "give a file path$"):
+        file_target(fifo, "--json")
+    assert file_target(link, "--out") == real and file_target(real, "--out") == real
+    assert file_target(tmp_path, "--out") == tmp_path
+    assert file_target(tmp_path / "new.csv", "--out") == tmp_path / "new.csv"
+
+
+@pytest.mark.parametrize(("command", "named"), [
+    (["run", "int8", "--model", "bert-base", "--model", "gpt2"], "--model"),  # click kept the last
+    (["run", "int8", "--model", "bert-base", "--hardware", "rapid_like", "--hardware", "tpu_v1_like"], "--hardware"),
+    (["run", "int8", "--model", "bert-base", "--exclude-head", "--include-head"], "--include-head"),
+    (["area", "rapid_like", "--json", "--json"], "--json")])
+def test_an_option_given_twice_is_refused(command, named, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(command)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == f"accelsim: error: {named} is given more than once\n"
+
+
+def test_check_out_file_names_the_option_and_what_is_wrong(tmp_path):
+    import os
+
+    from simulator.report.files import check_out_file
+    from workloads.errors import InputError
+
+    existing = tmp_path / "r.json"
+    existing.write_text("{}")
+    for target, refusal in ((f"{tmp_path}/new/", "ends with a separator, expected a file path"),
+                            (str(tmp_path), "is a directory, expected a file path"),
+                            (str(existing), "file exists (use --force to replace it)")):
+        with pytest.raises(InputError, match=f"^--json {re.escape(target)}: {re.escape(refusal)}$"):
+            check_out_file(target, False, "--json")
+    assert check_out_file(str(existing), True, "--json") == existing
+    assert check_out_file(tmp_path / "new.json", False) == tmp_path / "new.json"
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(InputError, match=f"^--out {tmp_path / 'pipe'}: not a regular file"):  # extract's option
+        check_out_file(tmp_path / "pipe", True)
+
+
+def test_force_goes_with_an_output(tmp_path, run_cli, capsys):
+    """In process: --force replaces what --out (or reproduce's --json) names, and is refused without it."""
+    (tmp_path / "t.csv").write_text("old\n")
+    run_cli("extract", "--model", "gpt2", "--out", str(tmp_path / "t.csv"), "--force")
+    assert (tmp_path / "t.csv").read_text().startswith("name,")
+    for command, named in ((["extract", "--model", "gpt2", "--force"], "--out"),
+                           (["reproduce", "--force"], "--out or --json")):
+        with pytest.raises(SystemExit) as exit_:
+            main(command)
+        assert exit_.value.code == 2
+        assert capsys.readouterr().err == f"accelsim: error: --force applies only with {named}\n"
 
 
 @pytest.mark.parametrize("command", [["run", "", "--model", "bert-base"], ["run", "int8", "--model", "bert-base",
