@@ -34,6 +34,7 @@ from simulator.analysis.sweep import (
     Point,
 )
 from simulator.analysis.sweep_points import evaluate_chunk
+from simulator.energy.tables import ENERGY_DIR, table_path
 from simulator.report.files import atomic_path
 from workloads.errors import InputError
 
@@ -49,10 +50,11 @@ def plan_fingerprint(plan: Plan) -> str:
 def files_read(plan: Plan) -> dict[str, str]:
     """What the files a sweep's workers read by path hold (the plan carries the rest as data), by path: a
     model's config.json (a checkpoint's too, with its weight files' names and sizes) and an energy table
-    given as a path. A file edited between a kill and ``--resume`` would mix points of two inputs."""
+    of the user's. A file edited between a kill and ``--resume`` would mix points of two inputs."""
     paths = [Path(entry.name) for entry in plan.spec.models]
-    table = (plan.base_hardware.get("energy") or {}).get("table")
-    paths += [Path(table)] if isinstance(table, str) and table.endswith((".yaml", ".yml")) else []
+    energy = plan.base_hardware.get("energy")
+    table = table_path(energy["table"], "energy table") if energy else None
+    paths += [table] if table is not None and ENERGY_DIR not in table.parents else []  # shipped: part of accelsim
     read: dict[str, str] = {}
     for path in paths:
         if path.is_dir():

@@ -203,7 +203,8 @@ class SramTable(StrictModel):
                          leakage_mw=between("leakage_mw"), area_mm2=between("area_mm2"))
 
 
-def _path(name_or_path: str, what: str) -> Path:
+def table_path(name_or_path: str, what: str) -> Path:
+    """The file of a table given by name (in configs/energy/) or as a YAML path."""
     text = str(name_or_path)
     if text.endswith((".yaml", ".yml")):
         return Path(text)
@@ -216,17 +217,17 @@ def _path(name_or_path: str, what: str) -> Path:
 
 @functools.lru_cache(maxsize=32)
 def load_action_table(name_or_path: str) -> ActionTable:
-    path = _path(name_or_path, "energy table")
+    path = table_path(name_or_path, "energy table")
     return validate(ActionTable, read_yaml_mapping(path), str(path))
 
 
 @functools.lru_cache(maxsize=32)
 def load_sram_table(name_or_path: str) -> SramTable:
-    path = _path(name_or_path, "SRAM table")
+    path = table_path(name_or_path, "SRAM table")
     return validate(SramTable, read_yaml_mapping(path), str(path))
 
 
 @functools.lru_cache(maxsize=32)
 def load_scaling_rule(name_or_path: str) -> ScalingRule:
-    path = _path(name_or_path, "scaling rule")
+    path = table_path(name_or_path, "scaling rule")
     return validate(ScalingRule, read_yaml_mapping(path), str(path))

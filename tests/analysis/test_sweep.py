@@ -244,6 +244,44 @@ def test_resume_after_a_models_config_changed_is_refused_naming_it(tmp_path):
                                           "resume this one there")
 
 
+def test_files_read_are_a_models_config_and_a_checkpoints_files_by_content(tmp_path):
+    """What --resume compares (in process): a config file's bytes; a checkpoint directory's config.json and
+    its weight files' names and sizes; the chip's energy table given as a path; nothing for a zoo name."""
+    import shutil
+
+    from simulator.cli.sweep_run import files_read
+
+    model = tmp_path / "model.json"
+    model.write_text((ROOT / "tests" / "configs" / "qwen2-0.5b.json").read_text())
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(ROOT / "tests" / "fixtures" / "checkpoints" / "ct_w4a16", checkpoint)
+    table = tmp_path / "table.yaml"
+    table.write_text((ROOT / "configs" / "energy" / "horowitz_45nm.yaml").read_text())
+    chip = tmp_path / "chip.yaml"
+    chip.write_text((ROOT / "configs" / "hardware" / "rapid_like.yaml").read_text().replace(
+        "table: horowitz_45nm", f"table: {table}"))
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(f"name: r\nhardware: {chip}\nconfigs: [int8]\nmodels: [{model}, {checkpoint}, gpt2]\n")
+    before = files_read(load_sweep(sweep)[1])
+    assert sorted(before) == [str(checkpoint), str(model), str(table)]  # not a zoo name
+    bare = tmp_path / "bare.yaml"  # a chip without an energy model
+    bare.write_text(yaml.safe_dump({k: v for k, v in yaml.safe_load(chip.read_text()).items() if k != "energy"}))
+    for hardware in ("rapid_like", bare):  # the shipped tables are part of accelsim
+        other = tmp_path / "other.yaml"
+        other.write_text(sweep.read_text().replace(str(chip), str(hardware)))
+        assert sorted(files_read(load_sweep(other)[1])) == [str(checkpoint), str(model)]
+    weights, config = checkpoint / "model.safetensors", checkpoint / "config.json"
+    for edit, changed in ((lambda: model.write_text(model.read_text() + " "), model),
+                          (lambda: config.write_text(config.read_text() + " "), checkpoint),
+                          (lambda: weights.write_bytes(weights.read_bytes() + b"\0"), checkpoint),
+                          (lambda: weights.rename(checkpoint / "other.safetensors"), checkpoint),
+                          (lambda: table.write_text(table.read_text() + "\n"), table)):
+        edit()
+        after = files_read(load_sweep(sweep)[1])
+        assert [path for path in after if after[path] != before[path]] == [str(changed)]
+        before = after
+
+
 @pytest.mark.slow
 def test_existing_dask_scheduler(tmp_path):
     import dask
