@@ -94,10 +94,10 @@ def serve(ctx: click.Context, config: str, model: str, hardware_name: str | None
     if attainment is not None and not capacity:
         raise click.UsageError("--attainment applies with --capacity")
     if capacity:
-        for name, what in (("rate", "--capacity searches the rate"), ("requests_file", "--capacity generates its "
-                                                                      "requests")):
+        for option, name, what in (("--rate", "rate", "--capacity searches the rate"),
+                                   ("--requests", "requests_file", "--capacity generates its requests")):
             if given(ctx, name):
-                raise click.UsageError(f"--{name.replace('_file', 's').replace('_', '-')} does not apply: {what}")
+                raise click.UsageError(f"{option} does not apply: {what}")
         if objectives is None:
             raise click.UsageError("--capacity needs --slo (the objectives a rate must meet)")
     out_dir = check_out_dir(out, force) if out else None

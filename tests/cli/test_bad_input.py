@@ -298,6 +298,10 @@ CASES = [
     ("run-sparse-baseline", lambda p: ["run", run_config(p, "precision: {default: int8}\nbaseline: "
                                                             f"{ROOT / 'configs' / 'int8_sp.yaml'}"),
                                        "--model", "bert-base"], "is itself sparse"),
+    ("serve-capacity-with-requests", lambda p: ["serve", "int8", "--model", "llama-2-7b", "--hardware", "tpu_v5e_like",
+                                                "--capacity", "--slo", "ttft=500,tpot=50", "--requests",
+                                                str(ROOT / "configs" / "traces" / "chat_200.csv")],
+     "--requests does not apply: --capacity generates its requests"),  # it said --requestss
     ("memory-checkpoint-no-hardware", lambda p: ["memory", "checkpoint", "--model",
                                                  str(ROOT / "tests" / "fixtures" / "checkpoints" / "ct_w4a16")],
      "the checkpoint config needs --hardware"),
