@@ -13,14 +13,17 @@ from simulator.cli.options import StrictCommand
 if TYPE_CHECKING:
     from simulator.analysis.sweep import Plan
 
+# CPUs this process may run on (its affinity, which a container or taskset narrows)
+CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
 
 @click.command(cls=StrictCommand)
 @click.argument("sweep_file", type=click.Path())
 @click.option("--out", type=click.Path(), required=True, help="Directory for results.csv/.parquet, plots, parts.")
 @click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True)
 @click.option("--scheduler", default=None, help="Address of an existing Dask scheduler (with --executor dask).")
-@click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True,
-              help="Worker processes (local pool or Dask LocalCluster).")
+@click.option("--workers", type=click.IntRange(min=1), default=CPUS, show_default=True,
+              help="Worker processes (local pool or Dask LocalCluster), at most one per CPU this process may use.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted sweep in --out without recomputing.")
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
 def sweep(sweep_file: str, out: str, executor: str, scheduler: str | None, workers: int, resume: bool,
@@ -36,6 +39,9 @@ def sweep(sweep_file: str, out: str, executor: str, scheduler: str | None, worke
         run_sweep,
     )
 
+    if scheduler is None and workers > CPUS:  # each is a process of its own: more only adds memory
+        raise click.UsageError(f"--workers {workers}: this machine gives accelsim {CPUS} CPUs; a sweep's points run "
+                               f"one per CPU, so give at most {CPUS}")
     _, plan = load_sweep(sweep_file)
     out_dir = Path(out)
     existed = out_dir.exists()

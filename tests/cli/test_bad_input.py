@@ -302,6 +302,9 @@ CASES = [
                                                 "--capacity", "--slo", "ttft=500,tpot=50", "--requests",
                                                 str(ROOT / "configs" / "traces" / "chat_200.csv")],
      "--requests does not apply: --capacity generates its requests"),  # it said --requestss
+    ("sweep-more-workers-than-cpus", lambda p: ["sweep", str(ROOT / "configs" / "sweeps" / "pe_array.yaml"), "--out",
+                                                str(p / "o"), "--workers", "100000"],
+     "--workers 100000: this machine gives accelsim"),  # a pool of up to 60 processes, a LocalCluster of 100000
     ("memory-checkpoint-no-hardware", lambda p: ["memory", "checkpoint", "--model",
                                                  str(ROOT / "tests" / "fixtures" / "checkpoints" / "ct_w4a16")],
      "the checkpoint config needs --hardware"),
