@@ -95,8 +95,8 @@ def record_totals(records: list[StepRecord], hardware: Hardware) -> tuple[int, i
 
 def dense_macs(frame: pd.DataFrame) -> int:
     """MACs of the products as written, zeros and all: batch x m x k x n of every array step."""
-    array = frame[frame["unit"] == "array"]
-    return int((array["batch"] * array["m"] * array["k"] * array["n"]).sum())
+    on_array = frame["unit"] == "array"
+    return int((frame["batch"][on_array] * frame["m"][on_array] * frame["k"][on_array] * frame["n"][on_array]).sum())
 
 
 @dataclass(frozen=True)
@@ -144,17 +144,17 @@ _TOTAL_KEYS = tuple(field.name for field in fields(Totals) if field.name != "cou
 def summarize_results(frame: pd.DataFrame, hardware: Hardware, overlap_links: bool = False) -> Totals:
     """Whole-run totals. With SFU overlap the run takes the longer of the two units (ideal pipelining);
     either way never less than the time DRAM needs for the run's traffic; collectives and launches add."""
-    array = frame[frame["unit"] == "array"]
-    sfu = frame[frame["unit"] == "sfu"]
-    array_cycles = int(array["total_cycles"].sum())
-    sfu_cycles = int(sfu["total_cycles"].sum())
-    link_cycles = int(frame[frame["unit"] == "link"]["total_cycles"].sum())
+    unit, cycles = frame["unit"], frame["total_cycles"]  # columns picked by unit (not whole rows: a copy each)
+    on_array = unit == "array"
+    array_cycles = int(cycles[on_array].sum())
+    sfu_cycles = int(cycles[unit == "sfu"].sum())
+    link_cycles = int(cycles[unit == "link"].sum())
     dram_bytes = int(frame["dram_bytes"].sum())
     dram_cycles = math.ceil(dram_bytes / hardware.memory.sustained_bytes_per_cycle) if dram_bytes else 0
     launch_cycles = int(frame["launch_cycles"].sum())
     total = run_cycles(array_cycles, sfu_cycles, dram_bytes, hardware, launch_cycles, link_cycles, overlap_links)
     slots = total * hardware.pes
-    useful = float((array["macs"] / array["macs_per_pe"]).sum()) if len(array) else 0.0
+    useful = float((frame["macs"][on_array] / frame["macs_per_pe"][on_array]).sum()) if on_array.any() else 0.0
     sums = {column: int(frame[column].sum()) for column in TOTAL_COLUMNS}
     latency_ms = total / (hardware.array.clock_mhz * 1e3)
     energy = None
