@@ -39,9 +39,10 @@ from simulator.report.files import atomic_path
 from workloads.errors import InputError
 
 
-def plan_fingerprint(plan: Plan) -> str:
+def plan_fingerprint(plan: Plan, files: dict[str, str]) -> str:
+    """What a sweep is: its plan and what the ``files`` it reads hold (:func:`files_read`)."""
     canonical = json.dumps({"spec": plan.spec.model_dump(), "hardware": plan.base_hardware,
-                            "system": plan.base_system, "files": files_read(plan),
+                            "system": plan.base_system, "files": files,
                             "configs": {Path(k).stem: v for k, v in plan.configs.items()},
                             "points": [p.point_id for p in plan.points]}, sort_keys=True, default=str)
     return hashlib.sha1(canonical.encode()).hexdigest()
@@ -85,7 +86,8 @@ def finished_rows(out_dir: Path) -> list[dict[str, Any]]:
 
 
 def prepare_out_dir(out_dir: Path, plan: Plan, resume: bool) -> None:
-    fingerprint = plan_fingerprint(plan)
+    read = files_read(plan)
+    fingerprint = plan_fingerprint(plan, read)
     manifest = out_dir / "sweep.json"
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {out_dir}: exists and is not a directory")
@@ -94,7 +96,6 @@ def prepare_out_dir(out_dir: Path, plan: Plan, resume: bool) -> None:
             raise InputError(f"--out {out_dir}: directory is not empty (use --resume to continue that sweep)")
         held = json.loads(manifest.read_text()) if manifest.exists() else {}
         if held.get("fingerprint") != fingerprint:
-            read = files_read(plan)
             changed = [path for path, digest in read.items() if held.get("files", read).get(path, digest) != digest]
             why = f": {changed[0]} changed since it ran" if changed else ""
             raise InputError(f"--out {out_dir}: holds a different sweep (or none){why}; cannot resume this one there")
@@ -106,7 +107,7 @@ def prepare_out_dir(out_dir: Path, plan: Plan, resume: bool) -> None:
         raise InputError(f"--out {out_dir}: {out_dir.parent} is not a directory")
     (out_dir / "parts").mkdir(parents=True, exist_ok=True)  # missing parents too, as every --out does
     _write_atomic(manifest, lambda tmp: tmp.write_text(json.dumps(
-        {"name": plan.spec.name, "fingerprint": fingerprint, "points": len(plan.points), "files": files_read(plan)},
+        {"name": plan.spec.name, "fingerprint": fingerprint, "points": len(plan.points), "files": read},
         indent=2) + "\n"))
 
 
