@@ -84,6 +84,12 @@ def generate(spec: ModelSpec, workload: Workload, new_tokens: int, simulator: Si
         raise InputError(f"--beams must be at least 1, got {beams}")
     if not spec.family.phases:
         raise InputError(f"{spec.name} has no decoder: {spec.config['model_type']} models run one forward pass")
+    # generation sets these for each pass it runs: a value given would be ignored
+    for knob in ("phase", "logits_to_keep", "stage", *(("decoder_tokens",) if spec.family.cache_knob == "decoder_tokens"
+                                                        else ())):
+        if getattr(workload, knob) is not None:
+            raise InputError(f"a generation runs the prefill and then the decode steps, and sets {knob} for each "
+                             f"pass: leave the workload's {knob} unset (got {getattr(workload, knob)!r})")
     stages = workload.pp or 1
     check_plan(simulator.system, simulator.hardware.name, workload.tp or 1, workload.ep or 1, stages)
     if stages > 1 or microbatches != 1:

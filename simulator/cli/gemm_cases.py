@@ -19,7 +19,7 @@ def gemm_result(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, pre
                 sparsity: str | None, timing: str) -> dict[str, Any]:
     """One product's timing as the JSON object `accelsim gemm` prints."""
     from simulator.engine.mapping import DATAFLOWS
-    from simulator.engine.timing import TIMINGS, gemm_cycles
+    from simulator.engine.timing import check_timing, gemm_cycles
     from simulator.formats.sparsity import SparsityPattern
 
     for name, value in (("m", m), ("k", k), ("n", n), ("rows", rows), ("cols", cols)):
@@ -31,8 +31,7 @@ def gemm_result(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, pre
         raise InputError(f"unknown dataflow {dataflow!r}; choose from {', '.join(DATAFLOWS)}")
     if precision not in GENERIC_MACS_PER_PE:
         raise InputError(f"unknown precision {precision!r}; choose from {', '.join(GENERIC_MACS_PER_PE)}")
-    if timing not in TIMINGS:
-        raise InputError(f"unknown timing {timing!r}; choose from {', '.join(TIMINGS)}")
+    check_timing(timing)
     pattern = SparsityPattern.parse(sparsity) if sparsity else None
     pack = GENERIC_MACS_PER_PE[precision]
     result = gemm_cycles(m, k, n, rows, cols, dataflow, pack=pack, sparsity=pattern, timing=timing)

@@ -60,7 +60,7 @@ from simulator.engine.residency import STREAM, Placement, place
 from simulator.engine.results import Results, frame, imbalance_notes
 from simulator.engine.step_key import StepKey, step_key
 from simulator.engine.steps import Prepared, Step
-from simulator.engine.timing import product_cycles
+from simulator.engine.timing import check_timing, product_cycles
 from simulator.formats.precision import Precision
 from simulator.formats.sparsity import SparsityPattern
 from simulator.formats.storage import OpStorage, op_storage
@@ -86,6 +86,7 @@ class Simulator:
         self.hardware = hardware
         self.system = system  # the chips a trace's collectives run between (None: one chip, no collective)
         self.policy = policy = plan.policy
+        check_timing(timing)
         self.timing = timing
         if timing == "scalesim" and hardware.arrays > 1:
             raise InputError(f"--timing scalesim models one array; hardware {hardware.name} has {hardware.arrays}")

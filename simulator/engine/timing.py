@@ -45,8 +45,15 @@ from dataclasses import dataclass
 
 from simulator.engine.mapping import Mapping
 from simulator.formats.sparsity import SparsityPattern
+from workloads.errors import InputError
 
 TIMINGS = ("default", "scalesim")
+
+
+def check_timing(timing: str) -> None:
+    """Refuse a timing model that is not one of :data:`TIMINGS`."""
+    if timing not in TIMINGS:
+        raise InputError(f"unknown timing {timing!r}; choose from {', '.join(TIMINGS)}")
 
 
 @dataclass(frozen=True)

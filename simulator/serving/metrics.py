@@ -15,6 +15,7 @@ each iteration it ran in (an iteration's copies to and from the host included).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -32,22 +33,37 @@ SLO_KEYS = ("ttft", "tpot")
 
 
 def parse_slo(text: str) -> dict[str, float]:
-    """``ttft=MS,tpot=MS`` (either or both) as milliseconds by metric."""
+    """``ttft=MS,tpot=MS`` (either or both) as milliseconds by metric (checked by :func:`check_slo`)."""
     slo: dict[str, float] = {}
     for item in text.split(","):
         key, sep, value = item.partition("=")
-        key = key.strip()
-        if key not in SLO_KEYS:
-            raise InputError(f"--slo: unknown key {key!r}; choose from {', '.join(SLO_KEYS)} (as ttft=MS,tpot=MS)")
+        key = _slo_key(key.strip())
         if not sep or key in slo:
             raise InputError(f"--slo: give each of {', '.join(SLO_KEYS)} once as KEY=MS, got {text!r}")
         try:
             slo[key] = float(value)
         except ValueError:
             raise InputError(f"--slo: {key}={value!r} is not a number of milliseconds") from None
-        if not (math.isfinite(slo[key]) and slo[key] > 0):
-            raise InputError(f"--slo: {key}={value} must be a positive number of milliseconds")
-    return slo
+    return check_slo(slo)
+
+
+def check_slo(slo: Mapping[str, float]) -> dict[str, float]:
+    """Latency objectives (milliseconds by metric: ``ttft``, ``tpot`` or both), refused when a key is unknown
+    or a limit is not a positive number; as floats."""
+    if not slo:
+        raise InputError(f"--slo: give {' or '.join(SLO_KEYS)} or both (as ttft=MS,tpot=MS)")
+    for key, limit in slo.items():
+        _slo_key(key)
+        number = isinstance(limit, int | float) and not isinstance(limit, bool)
+        if not (number and math.isfinite(limit) and limit > 0):
+            raise InputError(f"--slo: {key}={limit!r} must be a positive number of milliseconds")
+    return {key: float(limit) for key, limit in slo.items()}
+
+
+def _slo_key(key: str) -> str:
+    if key not in SLO_KEYS:
+        raise InputError(f"--slo: unknown key {key!r}; choose from {', '.join(SLO_KEYS)} (as ttft=MS,tpot=MS)")
+    return key
 
 
 def request_rows(served: Served, clock_hz: float) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from typing import Any
 from simulator.engine import Simulator
 from simulator.serving.iteration import IterationCoster
 from simulator.serving.kv_cache import PagedKVCache
-from simulator.serving.metrics import iteration_rows, request_rows
+from simulator.serving.metrics import check_slo, iteration_rows, request_rows
 from simulator.serving.metrics import summary as summarize
 from simulator.serving.requests import Request
 from simulator.serving.schedulers import SCHEDULERS
@@ -186,6 +186,9 @@ class ServingRunner:
 
     def run(self, requests: list[Request], slo: dict[str, float] | None,
             progress: Callable[[int], None] | None = None) -> ServingRun:
+        """Serve ``requests``; goodput counts the requests that meet ``slo`` (milliseconds by metric, see
+        :func:`~simulator.serving.metrics.check_slo`)."""
+        slo = check_slo(slo) if slo is not None else None
         serving = run_serving(self.spec, self.simulator, requests, self.settings, self.block_tokens, progress,
                               self.coster)
         rows = request_rows(serving.served, serving.clock_hz)

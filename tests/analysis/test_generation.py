@@ -14,6 +14,7 @@ from simulator.engine import Simulator, simulate
 from simulator.engine.records import ADDITIVE_COLUMNS
 from simulator.spec.hardware import Hardware, load_hardware
 from simulator.spec.run_config import load_run_config, policy_from_dict
+from workloads.errors import InputError
 from workloads.models import Workload, load_model
 
 INT8 = load_run_config("configs/int8.yaml")
@@ -204,3 +205,12 @@ def test_the_steps_energy_and_the_prefills_add_up_to_the_generations():
     total = steps["energy_pj"].sum() + generation.prefill.totals["energy"]["total_pj"]
     assert total == pytest.approx(summary["energy"]["total_pj"], rel=1e-12)
     assert 0 < summary["utilization"] < generation.prefill.totals["utilization"]  # decode fills the array less
+
+
+@pytest.mark.parametrize("knob, model", [("phase", "llama-2-7b"), ("logits_to_keep", "llama-2-7b"),
+                                         ("stage", "llama-2-7b"), ("decoder_tokens", "transformer-base")])
+def test_a_knob_generation_sets_for_each_pass_is_refused_not_overwritten(knob, model):
+    value = {"phase": "decode", "logits_to_keep": 4, "stage": 0, "decoder_tokens": 8}[knob]
+    simulator = Simulator(load_hardware("tpu_v5e_like"), load_run_config("int8"))
+    with pytest.raises(InputError, match=f"leave the workload's {knob} unset"):
+        generate(load_model(model), replace(Workload(tokens=16), **{knob: value}), 3, simulator)

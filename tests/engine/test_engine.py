@@ -7,7 +7,7 @@ from conftest import preset_with
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator.engine import simulate
+from simulator.engine import Simulator, simulate
 from simulator.engine.masks import magnitude_mask, masked_cycles, masked_cycles_reference, nm_mask
 from simulator.engine.timing import gemm_cycles
 from simulator.formats.sparsity import SparsityPattern
@@ -311,3 +311,8 @@ def test_sfu_fusion_folds_neighbouring_elementwise_work(rapid, bert):
     assert unfused.totals["array_cycles"] == fused.totals["array_cycles"]
 
 
+
+
+def test_an_unknown_timing_model_is_refused_when_the_simulator_is_made(rapid):
+    with pytest.raises(InputError, match="unknown timing 'scalsim'; choose from default, scalesim"):
+        Simulator(rapid, load_run_config("int8"), timing="scalsim")

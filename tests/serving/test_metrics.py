@@ -7,11 +7,24 @@ import math
 import numpy as np
 import pytest
 
-from simulator.serving.metrics import REQUEST_COLUMNS, distribution, iteration_rows, parse_slo, request_rows, summary
-from simulator.serving.requests import Request
+from simulator.engine import Simulator
+from simulator.serving.metrics import (
+    REQUEST_COLUMNS,
+    check_slo,
+    distribution,
+    iteration_rows,
+    parse_slo,
+    request_rows,
+    summary,
+)
+from simulator.serving.requests import Request, generate_requests, parse_lengths
 from simulator.serving.schedulers import Active
-from simulator.serving.server import IterationRow, Served
+from simulator.serving.server import IterationRow, Served, ServeSettings
+from simulator.serving.session import ServingRunner
+from simulator.spec.hardware import load_hardware
+from simulator.spec.run_config import load_run_config
 from workloads.errors import InputError
+from workloads.models import load_model
 
 CLOCK = 2000.0  # cycles per second: two cycles a millisecond
 
@@ -88,3 +101,14 @@ def test_slo() -> None:
                          ("ttft=x", "'x' is not a number"), ("ttft=0", "positive"), ("tpot=inf", "positive")):
         with pytest.raises(InputError, match=needle):
             parse_slo(text)
+
+
+@pytest.mark.parametrize("slo, needle", [({"ttfb": 100.0}, "unknown key 'ttfb'"), ({"ttft": -3.0}, "positive"),
+                                         ({"tpot": math.nan}, "positive"), ({"ttft": True}, "positive"),
+                                         ({"ttft": "100"}, "positive"), ({}, "give ttft or tpot")])
+def test_objectives_given_to_the_python_api_are_checked_as_the_option_is(slo, needle):
+    assert check_slo({"ttft": 200, "tpot": 50.5}) == {"ttft": 200.0, "tpot": 50.5}
+    runner = ServingRunner(load_model("llama-2-7b"), Simulator(load_hardware("tpu_v5e_like"), load_run_config("int8")),
+                           ServeSettings("continuous", 8, 512), 16, "int8")
+    with pytest.raises(InputError, match=needle):
+        runner.run(generate_requests(2, None, parse_lengths("32", "p"), parse_lengths("4", "o"), 0), slo)
