@@ -274,6 +274,9 @@ def generation_summary(generation: Generation, hardware: Hardware) -> dict[str, 
     tokens per second, bytes). Tokens per second counts the B x N tokens returned (one sequence per
     prompt, whatever the beams). Split over several chips: the bytes are each chip's (every chip holds
     the same), the energy the whole system's, and the collectives' share of the time is reported."""
+    ran_on = generation.prefill.hardware
+    if ran_on is not None and ran_on != hardware:
+        raise InputError(f"this generation ran on {ran_on.name}: summarise it with that chip, not {hardware.name}")
     per_ms = hardware.array.clock_mhz * 1e3
     ttft = generation.first_token_cycles
     steps = generation.steps

@@ -24,11 +24,18 @@ def swap_space_bytes(preemption: str, gib: float | None) -> int:
     preemption; none under recompute, where a swap space is refused."""
     from workloads.errors import InputError
 
+    check_swap_space(preemption, gib is not None)
     if preemption != "swap":
-        if gib is not None:
-            raise InputError("--swap-space applies with --preemption swap")
         return 0
     space = DEFAULT_SWAP_SPACE_GIB if gib is None else gib
     if not 0 < space <= 2**32:  # GiB: 4 EiB at most (the byte count stays an int64)
         raise InputError(f"--swap-space must be a positive number of GiB, got {space}")
     return int(space * 2**30)
+
+
+def check_swap_space(preemption: str, given: bool) -> None:
+    """Refuse a swap space ``given`` where nothing is swapped (recompute preemption)."""
+    from workloads.errors import InputError
+
+    if preemption != "swap" and given:
+        raise InputError("--swap-space applies with --preemption swap")

@@ -106,7 +106,11 @@ def parse_lengths(text: str, option: str) -> Lengths:
         median, sigma = (_number(v, option, text) for v in values[:2])
         if median <= 0 or sigma < 0:
             raise InputError(f"{option}: lognormal needs MEDIAN > 0 and SIGMA >= 0, got {rest!r}")
-        return Lengths(kind, (median, sigma, _count(values[2], option, text)))
+        most = _count(values[2], option, text)
+        if most < median:
+            raise InputError(f"{option}: lognormal MAX {most} is below its MEDIAN {values[0]}: more than half the "
+                             "draws would be cut to MAX")
+        return Lengths(kind, (median, sigma, most))
     s = _number(values[0], option, text)
     if s <= 1:
         raise InputError(f"{option}: zipf needs an exponent S > 1, got {values[0]}")
@@ -131,12 +135,12 @@ def _count(value: str, option: str, text: str) -> int:
 
 def generate_requests(count: int, rate: float | None, prompts: Lengths, outputs: Lengths, seed: int) -> list[Request]:
     """``count`` requests (see the module docstring)."""
-    if count < 1:
-        raise InputError(f"--num-requests must be at least 1, got {count}")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise InputError(f"--num-requests must be at least 1, got {count!r}")
     if rate is not None and not (math.isfinite(rate) and rate > 0):
         raise InputError(f"--rate must be a positive number of requests per second, got {rate}")
-    if seed < 0:
-        raise InputError(f"--seed must be a non-negative integer, got {seed}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InputError(f"--seed must be a non-negative integer, got {seed!r}")
     rng = np.random.Generator(np.random.PCG64(seed))
     arrivals = np.cumsum(rng.exponential(1.0 / rate, size=count)) if rate is not None else np.zeros(count)
     prompt_tokens, output_tokens = prompts.draw(rng, count), outputs.draw(rng, count)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from simulator.engine import Simulator
+from simulator.serving.defaults import check_swap_space
 from simulator.serving.iteration import IterationCoster
 from simulator.serving.kv_cache import PagedKVCache
 from simulator.serving.metrics import check_slo, iteration_rows, request_rows
@@ -104,7 +105,9 @@ def check_servable(spec: ModelSpec) -> None:
 def _check_requests(requests: list[Request], settings: ServeSettings, model: str, context: int | None,
                     clock_hz: float) -> None:
     """Each request can run: its parallel sequences within ``max_batch``, its generation within the model's
-    ``context``, its arrival a count of the chip's cycles."""
+    ``context``, its arrival a count of the chip's cycles; and there is one at least."""
+    if not requests:
+        raise InputError("no requests to serve")
     for request in requests:
         name = f"request {request.request_id}"
         if request.samples > settings.max_batch:
@@ -122,17 +125,17 @@ def _check_requests(requests: list[Request], settings: ServeSettings, model: str
 def _check_settings(settings: ServeSettings, block_tokens: int) -> None:
     if settings.scheduler not in SCHEDULERS:
         raise InputError(f"unknown scheduler {settings.scheduler!r}; choose from {', '.join(SCHEDULERS)}")
-    for name, value in (("--max-batch", settings.max_batch), ("--max-tokens", settings.max_tokens)):
-        if value < 1:
-            raise InputError(f"{name} must be a positive integer, got {value}")
+    for name, value in (("--max-batch", settings.max_batch), ("--max-tokens", settings.max_tokens),
+                        ("--kv-block-size", block_tokens)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
     if settings.scheduler == "chunked" and settings.max_batch > settings.max_tokens:
         raise InputError(f"--max-batch {settings.max_batch} exceeds --max-tokens {settings.max_tokens}: under chunked "
                          "prefill every running sequence's decode token comes out of the token budget (vLLM refuses "
                          "this too)")
-    if block_tokens < 1:
-        raise InputError(f"--kv-block-size must be a positive number of tokens, got {block_tokens}")
     if settings.preemption not in PREEMPTIONS:
         raise InputError(f"unknown preemption {settings.preemption!r}; choose from {', '.join(PREEMPTIONS)}")
+    check_swap_space(settings.preemption, settings.swap_space_bytes != 0)
 
 
 def _swap_link(simulator: Simulator, settings: ServeSettings, block_bytes: int, chips: int) -> SwapLink | None:

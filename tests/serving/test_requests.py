@@ -147,3 +147,16 @@ def test_trace_errors_name_the_row_and_column() -> None:
     vidur = ("arrived_at", "num_prefill_tokens", "num_decode_tokens")
     with pytest.raises(InputError, match="t: row 1: num_decode_tokens 0 is not a positive token count"):
         parse_requests(rows((0, 1, 0), names=vidur), vidur, "t")
+
+
+@pytest.mark.parametrize("count, seed, needle", [(2.5, 0, "--num-requests must be at least 1, got 2.5"),
+                                                 (True, 0, "got True"), (2, 1.5, "--seed must be a non-negative")])
+def test_a_count_or_seed_that_is_not_a_whole_number_is_refused(count, seed, needle):
+    with pytest.raises(InputError, match=needle):
+        generate_requests(count, 1.0, Lengths("fixed", (3,)), Lengths("fixed", (2,)), seed)
+
+
+def test_a_lognormal_cap_below_its_median_is_refused():
+    assert parse_lengths("lognormal:100,0.5,100", "p").parameters == (100.0, 0.5, 100)
+    with pytest.raises(InputError, match="p: lognormal MAX 50 is below its MEDIAN 100"):
+        parse_lengths("lognormal:100,0.5,50", "p")

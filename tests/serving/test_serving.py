@@ -346,3 +346,24 @@ def test_a_model_without_mixed_batches_is_refused_before_anything_runs(model: st
     requests = generate_requests(2, None, Lengths("fixed", (8,)), Lengths("fixed", (2,)), 0)
     with pytest.raises(InputError, match="models cannot be served"):
         run_serving(load_model(model), simulator, requests, settings, 16)
+
+
+@pytest.mark.parametrize("settings, block_tokens, requests, needle", [
+    (ServeSettings("continuous", 8.5, 512), 16, 1, "--max-batch must be a positive integer, got 8.5"),  # type: ignore[arg-type]
+    (ServeSettings("continuous", 8, 512), 16.5, 1, "--kv-block-size must be a positive integer, got 16.5"),
+    (ServeSettings("continuous", 8, 512, swap_space_bytes=2**30), 16, 1, "--swap-space applies with --preemption swap"),
+    (ServeSettings("continuous", 8, 512), 16, 0, "no requests to serve")])
+def test_settings_given_to_the_python_api_are_checked_as_the_options_are(settings, block_tokens, requests, needle):
+    simulator = Simulator(load_hardware("tpu_v5e_like"), load_run_config("configs/int8.yaml"))
+    with pytest.raises(InputError, match=needle):
+        run_serving(load_model(MODEL), simulator, [Request(i, 0.0, 20, 3) for i in range(requests)], settings,
+                    block_tokens)
+
+
+def test_a_generation_is_summarised_with_the_chip_it_ran_on() -> None:
+    chip = load_hardware("tpu_v5e_like")
+    run = generate(load_model(MODEL), Workload(tokens=16), 3, Simulator(chip, load_run_config("configs/int8.yaml")))
+    assert generation_summary(run, load_hardware("tpu_v5e_like"))["tpot_ms"] > 0
+    with pytest.raises(InputError, match="this generation ran on tpu_v5e_like: summarise it with that chip, not "
+                                         "rapid_like"):
+        generation_summary(run, load_hardware("rapid_like"))
