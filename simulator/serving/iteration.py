@@ -41,6 +41,7 @@ from simulator.engine.results import run_cycles
 from simulator.serving import parts
 from simulator.serving.decode_span import SPAN_TOKENS, DecodeSpan, open_span
 from simulator.serving.parts import HeadPart, KindPart, Sums, TokenPart, certified, harvest, record_sums, total
+from simulator.serving.prefetch import Prefetch
 from workloads.errors import InputError
 from workloads.mixed import MixedBatch, Sequence
 from workloads.models import ModelSpec
@@ -86,6 +87,7 @@ class IterationCoster:
         self.kinds: dict[KindKey, KindPart] = {}
         self.spans: dict[tuple[str, bool, int, int, float | None], list[DecodeSpan]] = {}  # one-token kinds'
         self.counts = dict.fromkeys(("summed", "probed", "whole"), 0)  # iterations costed each way
+        self.prefetch: Prefetch | None = None  # prefills costed ahead in a second process (:mod:`.prefetch`)
 
     def cost(self, batch: MixedBatch) -> IterationCost:
         """``batch``'s cost. One costed by a probe or whole is kept per composition (its kinds of sequence and
@@ -115,12 +117,21 @@ class IterationCoster:
                              self.chips * sums.energy_pj + self.static_mw * seconds * 1e9)
 
     def _probed_or_whole(self, batch: MixedBatch, layout: tuple[TokenKey, list[KindKey]] | None) -> Sums:
+        fetched = self.prefetch.take(batch) if self.prefetch is not None and layout is None else None
+        if fetched is not None:
+            way, sums, notes = fetched
+            self.sim.notes.extend(note for note in notes if note not in self.sim.notes)
+        else:
+            way, sums = self.costed_alone(batch, layout)
+        self.counts[way] += 1
+        return sums
+
+    def costed_alone(self, batch: MixedBatch, layout: tuple[TokenKey, list[KindKey]] | None) -> tuple[str, Sums]:
+        """The batch's sums from a probe, else from the whole model's pass, and which it was."""
         probed = self._probed(batch, layout) if self.probes else None
         if probed is not None:
-            self.counts["probed"] += 1
-            return probed
-        self.counts["whole"] += 1
-        return self._whole(batch)
+            return "probed", probed
+        return "whole", self._whole(batch)
 
     def _whole(self, batch: MixedBatch) -> Sums:
         """The whole model's pass, as ``generate`` runs it (sample groups and all)."""

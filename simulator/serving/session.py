@@ -23,6 +23,7 @@ from simulator.serving.iteration import IterationCoster
 from simulator.serving.kv_cache import PagedKVCache
 from simulator.serving.metrics import check_slo, iteration_rows, request_rows
 from simulator.serving.metrics import summary as summarize
+from simulator.serving.prefetch import prefetched
 from simulator.serving.requests import Request
 from simulator.serving.schedulers import SCHEDULERS
 from simulator.serving.server import Served, ServeSettings, serve
@@ -86,9 +87,10 @@ def run_serving(spec: ModelSpec, simulator: Simulator, requests: list[Request], 
                              f"a KV block of {block.state_bytes:,} bytes in {capacity_bytes:,} bytes of DRAM")
     kv = PagedKVCache(capacity, block_tokens, window)
     coster = coster or IterationCoster(spec, simulator)
-    with _cycles_uncollected():
-        served = serve(sorted(requests, key=lambda r: (r.arrival_s, r.request_id)), coster, kv, settings, clock_hz,
-                       progress, link)
+    ordered = sorted(requests, key=lambda r: (r.arrival_s, r.request_id))
+    prompts = [r.prompt_tokens for r in ordered] if settings.scheduler == "continuous" else []
+    with _cycles_uncollected(), prefetched(coster, prompts, settings.expert_imbalance):
+        served = serve(ordered, coster, kv, settings, clock_hz, progress, link)
     return Serving(served, clock_hz, block.weight_bytes, block.state_bytes, hardware.energy is not None, coster.counts)
 
 

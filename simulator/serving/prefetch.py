@@ -1,0 +1,121 @@
+"""Prefill costs computed ahead, in a second process, while the serving loop runs.
+
+Under continuous batching most prefill iterations run one whole prompt, and a prompt length not seen before
+is the most expensive iteration to cost (a probe of the model, see :mod:`.iteration`). The prompts are
+known before the run starts, so a forked copy of the coster costs each distinct prompt length, in order of
+arrival, on the other CPU, and the loop takes each cost when it needs it instead of computing it. An
+iteration's cost is a pure function of its batch, so a cost taken is the one the loop would have computed:
+outputs are byte-identical with and without prefetching, and the loop counts a taken cost the way it was
+costed and adds the notes its passes raised, as if it had costed it itself. A cost the copy has not
+reached yet is computed by the loop, which tells the copy to skip it.
+
+Prefetching runs only where it can pay and cannot crowd out other work: at least :data:`MIN_PROMPTS`
+distinct prompt lengths, two CPUs this process may use, and a process that is not itself a worker of
+another (a sweep's pool or Dask worker: those already use every CPU). The copy ends with the run, however
+the run ends.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any
+
+from workloads.mixed import MixedBatch, Sequence
+
+if TYPE_CHECKING:
+    from simulator.serving.iteration import IterationCoster
+    from simulator.serving.parts import Sums
+
+MIN_PROMPTS = 64  # distinct prompt lengths below which forking a copy costs more than it saves
+Fetched = tuple[str, "Sums", tuple[str, ...]]  # how it was costed ("probed" or "whole"), its sums, its notes
+
+
+class Prefetch:
+    """A forked copy of a coster costing ``batches`` in turn (see the module docstring)."""
+
+    def __init__(self, coster: IterationCoster, batches: list[MixedBatch]) -> None:
+        self.ready: dict[Any, Fetched] = {}
+        self.pending = {batch.key for batch in batches}
+        context = multiprocessing.get_context("fork")
+        self.connection, theirs = context.Pipe()
+        for stream in (sys.stdout, sys.stderr):  # the copy must not write the loop's buffered output again
+            stream.flush()
+        self.process = context.Process(target=_cost_ahead, args=(coster, batches, theirs), daemon=True)
+        self.process.start()
+        theirs.close()
+
+    def take(self, batch: MixedBatch) -> Fetched | None:
+        """``batch``'s cost when the copy has sent it; None (and the copy told to skip it) otherwise."""
+        key = batch.key
+        if key not in self.pending:
+            return None
+        self.pending.discard(key)
+        self._receive()
+        fetched = self.ready.pop(key, None)
+        if fetched is None:
+            with suppress(OSError):  # the copy has finished (or failed): nothing to skip
+                self.connection.send(key)
+        return fetched
+
+    def _receive(self) -> None:
+        try:
+            while self.connection.poll():
+                key, *fetched = self.connection.recv()
+                self.ready[key] = tuple(fetched)
+        except (EOFError, OSError):  # the copy has finished (or failed): the loop costs the rest
+            pass
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.join()
+        self.connection.close()
+
+
+def _cost_ahead(coster: IterationCoster, batches: list[MixedBatch], connection: Connection) -> None:
+    """The copy: cost each batch not skipped and send it with the notes its passes raise. Any failure ends
+    it quietly: the loop then costs the batch itself, and raises what there is to raise."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupted run terminates the copy itself
+    skipped: set[Any] = set()
+    try:
+        for batch in batches:
+            while connection.poll():
+                skipped.add(connection.recv())
+            if batch.key in skipped:
+                continue
+            coster.sim.notes.clear()  # the notes of this batch's passes alone
+            way, sums = coster.costed_alone(batch, None)
+            connection.send((batch.key, way, sums, tuple(coster.sim.notes)))
+    except BaseException:  # see the docstring
+        pass
+    finally:
+        connection.close()
+
+
+def prompt_batches(coster: IterationCoster, prompts: list[int], imbalance: float | None) -> list[MixedBatch]:
+    """The prefills of one whole prompt of each distinct length in ``prompts`` (in order), bar those the coster
+    has costed."""
+    batches = (MixedBatch((Sequence(length, 0, True),), imbalance) for length in dict.fromkeys(prompts))
+    return [batch for batch in batches if batch.key not in coster.memo]
+
+
+@contextmanager
+def prefetched(coster: IterationCoster, prompts: list[int], imbalance: float | None) -> Iterator[None]:
+    """Prefetch the prefills of ``prompts`` (in arrival order) for ``coster`` while the block runs, where it
+    can pay (see the module docstring)."""
+    batches = prompt_batches(coster, prompts, imbalance)
+    if (len(batches) < MIN_PROMPTS or len(os.sched_getaffinity(0)) < 2
+            or multiprocessing.parent_process() is not None or coster.prefetch is not None):
+        yield
+        return
+    coster.prefetch = Prefetch(coster, batches)
+    try:
+        yield
+    finally:
+        coster.prefetch.close()
+        coster.prefetch = None

@@ -1,0 +1,88 @@
+"""Prefills costed ahead in a forked copy of the coster change nothing a run reports, and the copy ends with
+the run (simulator/serving/prefetch.py)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from typing import Any
+
+import pytest
+from cli_helpers import TESTS
+
+from simulator.engine import Simulator
+from simulator.serving import prefetch
+from simulator.serving.iteration import IterationCoster
+from simulator.serving.requests import Request
+from simulator.serving.server import ServeSettings
+from simulator.serving.session import ServingRunner
+from simulator.spec.hardware import load_hardware
+from simulator.spec.run_config import load_run_config
+from workloads.models import load_model
+
+MODEL = str(TESTS / "configs" / "llama-serve-6.json")
+# arrivals spread out, prompts of 16 distinct lengths (some repeated), a few long enough to preempt nothing
+REQUESTS = [Request(i, 0.002 * i, 20 + (7 * i) % 16 * 3, 2 + i % 5) for i in range(24)]
+
+
+def run(config: str = "mxfp4", requests: list[Request] = REQUESTS) -> tuple[ServingRunner, str]:
+    """A run's every output: its request and iteration rows and its summary, as text."""
+    runner = ServingRunner(load_model(MODEL), Simulator(load_hardware("tpu_v5e_like"), load_run_config(config)),
+                           ServeSettings("continuous", 8, 4096), 16, config)
+    result = runner.run(requests, {"ttft": 50.0})
+    summary = {**result.summary, "costed": result.serving.costed}
+    return runner, json.dumps([result.requests, result.iterations, summary], sort_keys=True, default=str)
+
+
+@pytest.fixture
+def taken(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Prefetch on from 4 distinct prompts; each take recorded (whether the copy had sent the cost)."""
+    monkeypatch.setattr(prefetch, "MIN_PROMPTS", 4)
+    takes: list[bool] = []
+    take = prefetch.Prefetch.take
+
+    def recorded(self: prefetch.Prefetch, batch: Any) -> Any:
+        fetched = take(self, batch)
+        takes.append(fetched is not None)
+        return fetched
+
+    monkeypatch.setattr(prefetch.Prefetch, "take", recorded)
+    return takes
+
+
+def test_a_run_with_prefills_costed_ahead_reports_exactly_what_it_reports_without(
+        taken: list[bool], monkeypatch: pytest.MonkeyPatch) -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.fail("this check needs two CPUs (prefetching is off on one)")
+    runner, ahead = run()
+    assert len(taken) == 16 and any(taken)  # every distinct prompt asked for; costs taken from the copy
+    assert runner.coster.prefetch is None and not multiprocessing.active_children()
+    monkeypatch.setattr(prefetch, "MIN_PROMPTS", 10**9)
+    _, alone = run()
+    assert ahead == alone
+
+
+def test_a_copy_that_fails_leaves_the_loop_to_cost_every_prefill(taken: list[bool],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    parent = os.getpid()
+    costed_alone = IterationCoster.costed_alone
+
+    def failing_in_the_copy(self: IterationCoster, *args: Any) -> Any:
+        if os.getpid() != parent:
+            raise RuntimeError("the copy fails")
+        return costed_alone(self, *args)
+
+    monkeypatch.setattr(IterationCoster, "costed_alone", failing_in_the_copy)
+    _, failed = run("int8")
+    assert taken and not any(taken)
+    monkeypatch.setattr(prefetch, "MIN_PROMPTS", 10**9)
+    assert run("int8")[1] == failed
+
+
+def test_no_copy_is_forked_for_few_prompts_or_inside_another_processs_worker(
+        taken: list[bool], monkeypatch: pytest.MonkeyPatch) -> None:
+    run("int8", REQUESTS[:3])  # 3 distinct prompts, below MIN_PROMPTS
+    monkeypatch.setattr(multiprocessing, "parent_process", lambda: object())  # a pool's or Dask's worker
+    run("int8")
+    assert taken == []
