@@ -12,9 +12,8 @@ each emitting its first token is a prefill; all one-token steps emitting a token
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, replace
-from functools import cached_property
+from dataclasses import dataclass, field, replace
+from operator import itemgetter
 from typing import NamedTuple
 
 from workloads.errors import InputError
@@ -41,38 +40,43 @@ class Sequence(_Fields):
         return super().__new__(cls, new, cached, emits)
 
 
+_NEW, _EMITS = itemgetter(0), itemgetter(2)  # a Sequence's fields, read in C
+
+
 @dataclass(frozen=True)
 class MixedBatch:
     """The sequences of one iteration, in the order they are batched."""
 
     sequences: tuple[Sequence, ...]
     expert_imbalance: float | None = None
+    # The batch as counts of each kind of sequence, sorted (its cost does not depend on the order). Made with
+    # the batch: serving looks up every iteration's cost by it.
+    key: tuple[tuple[Sequence, int], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.sequences:
             raise InputError("an iteration runs at least one sequence")
+        counts: dict[Sequence, int] = {}
+        for sequence in sorted(self.sequences):
+            counts[sequence] = counts.get(sequence, 0) + 1
+        object.__setattr__(self, "key", tuple(counts.items()))
 
     @property
     def tokens(self) -> int:
         """New tokens over all sequences: the rows of the token-wise products."""
-        return sum(s.new for s in self.sequences)
+        return sum(map(_NEW, self.sequences))
 
     @property
     def emitting(self) -> int:
         """Sequences that emit a token this iteration: the rows of the LM head."""
-        return sum(s.emits for s in self.sequences)
-
-    @cached_property
-    def key(self) -> tuple[tuple[Sequence, int], ...]:
-        """The batch as counts of each kind of sequence (its cost does not depend on the order)."""
-        return tuple(sorted(Counter(self.sequences).items()))
+        return sum(map(_EMITS, self.sequences))
 
     def uniform(self) -> Workload | None:
         """The ``generate`` workload this batch is, when it is one: fresh prompts of one length each
         emitting (a prefill), or one-token steps against one cache length each emitting (a decode step)."""
-        first, count = self.sequences[0], len(self.sequences)
-        if any(s != first for s in self.sequences) or not first.emits:
+        if len(self.key) > 1 or not self.key[0][0].emits:
             return None
+        first, count = self.key[0]
         workload = Workload(batch=count, tokens=first.new, expert_imbalance=self.expert_imbalance)
         if first.cached == 0:
             return replace(workload, phase="prefill", logits_to_keep=1)

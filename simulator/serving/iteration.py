@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 from simulator.energy.accounting import leakage_mw
 from simulator.engine import Prepared, Simulator
@@ -55,8 +55,7 @@ TokenKey = tuple[str, int, int, bool]  # new tokens, emitting sequences, one kin
 KindKey = tuple[str, Sequence, int, str]  # a kind, its count, its place: "only" or among "several"
 
 
-@dataclass(frozen=True)
-class IterationCost:
+class IterationCost(NamedTuple):
     """One iteration: its time (cycles of the chip's clock, and seconds), DRAM bytes (a chip's) and energy
     (pJ, every chip's; NaN without an energy model)."""
 
@@ -150,10 +149,13 @@ class IterationCoster:
             token = self.tokens.get(token_key)
         if token is None:
             return None  # the probe of this batch harvests its parts
-        missing = [key for key in kinds if key not in self.kinds]
-        if missing and not self._probe_kinds(batch, missing):
-            return None
-        parts = [self.kinds[key] for key in kinds]
+        found = list(map(self.kinds.get, kinds))
+        if None in found:
+            missing = [key for key, part in zip(kinds, found, strict=True) if part is None]
+            if not self._probe_kinds(batch, missing):
+                return None
+            found = list(map(self.kinds.get, kinds))
+        parts = cast(list[KindPart], found)  # every kind costed now
         if not certified(token, parts, self.hardware.memory.ifmap_buffer_bytes):
             return None
         return total([token.sums, *(part.sums for part in parts)])

@@ -28,6 +28,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import accumulate
+from operator import attrgetter
+from typing import NamedTuple
 
 from simulator.engine import Prepared
 from simulator.engine.records import StepRecord
@@ -51,10 +53,10 @@ def to_float(units: int) -> float:
     return units / (1 << _SCALE_BITS)
 
 
-@dataclass(frozen=True)
-class Sums:
+class Sums(NamedTuple):
     """What a part adds to its iteration: busy cycles per unit (array, SFU, links), DRAM bytes, launch cycles
-    and dynamic energy (exact, see :func:`exact`; None without an energy model)."""
+    and dynamic energy (exact, see :func:`exact`; None without an energy model). A named tuple: serving sums
+    a few of them for every iteration."""
 
     array: int = 0
     sfu: int = 0
@@ -70,13 +72,10 @@ class Sums:
 
 def total(parts: list[Sums]) -> Sums:
     """What ``parts`` add up to (energy None when any part's is)."""
-    array = sfu = dram = launches = link = 0
-    energy: int | None = 0
-    for part in parts:
-        array, sfu, dram = array + part.array, sfu + part.sfu, dram + part.dram_bytes
-        launches, link = launches + part.launch_cycles, link + part.link
-        energy = None if energy is None or part.energy is None else energy + part.energy
-    return Sums(array, sfu, dram, launches, energy, link)
+    if not parts:
+        return Sums()
+    array, sfu, dram, launches, energy, link = zip(*parts, strict=True)
+    return Sums(sum(array), sum(sfu), sum(dram), sum(launches), None if None in energy else sum(energy), sum(link))
 
 
 def record_sums(records: list[StepRecord], times: list[int]) -> Sums:
@@ -93,22 +92,19 @@ def record_sums(records: list[StepRecord], times: list[int]) -> Sums:
     return Sums(busy["array"], busy["sfu"], dram, launches, energy, busy["link"])
 
 
-@dataclass(frozen=True)
-class TokenPart:
+class TokenPart(NamedTuple):
     sums: Sums
     peak: int  # bytes: most live at a token step (every tensor at its full size)
     cross: int  # bytes: most token tensors live at an attention step (full size)
     outputs: int  # bytes: the attention outputs of one block (full size)
 
 
-@dataclass(frozen=True)
-class KindPart:
+class KindPart(NamedTuple):
     sums: Sums
     peak: int  # bytes: most of its own tensors live at one of its steps (their share, as placed)
 
 
-@dataclass(frozen=True)
-class HeadPart:
+class HeadPart(NamedTuple):
     """The token steps after a pass's last block (the final norm, the LM head and its conversions): they
     depend only on the new tokens T and the emitting sequences E."""
 
@@ -243,7 +239,10 @@ def _peak(intervals: list[tuple[int, int, int]], steps: list[int]) -> int:
     return max((sum(share for start, end, share in intervals if start <= index <= end) for index in steps), default=0)
 
 
+_PEAK = attrgetter("peak")
+
+
 def certified(token: TokenPart, kinds: list[KindPart], capacity: int) -> bool:
     """Whether a pass of these parts spills nothing (see the module docstring)."""
-    attention = token.cross + token.outputs + max((kind.peak for kind in kinds), default=0)
+    attention = token.cross + token.outputs + max(map(_PEAK, kinds), default=0)
     return max(token.peak, attention) <= capacity

@@ -47,6 +47,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from simulator.serving.kv_cache import PagedKVCache
 from simulator.serving.requests import Request
@@ -70,6 +71,10 @@ class Active:
     swaps: int = 0  # preemptions that swapped its blocks to the host
     swapped_blocks: int = 0  # blocks it has on the host now
     energy_pj: float = 0.0
+    rank: tuple[float, int] = field(init=False)  # first come, first served: see first_come
+
+    def __post_init__(self) -> None:
+        self.rank = (self.request.arrival_s, self.request.request_id)
 
     @property
     def prefilling(self) -> bool:
@@ -89,9 +94,9 @@ class Active:
 Plan = list[tuple[Active, int]]
 
 
-def first_come(active: Active) -> tuple[float, int]:
-    """A sequence's rank, first come first served: by arrival (then number, as requests are served)."""
-    return active.request.arrival_s, active.request.request_id
+# A sequence's rank, first come first served: by arrival (then number, as requests are served); kept on the
+# sequence and read in C, as every iteration ranks every running sequence.
+first_come: Callable[[Active], tuple[float, int]] = attrgetter("rank")
 
 
 @dataclass
@@ -149,8 +154,9 @@ class Queue:
         not reserve its blocks, until a block is free before it), preempting the latest-arriving other
         running sequences not already planned (nor reserving), and hold them; False (and ``active`` itself
         preempted) when it cannot."""
-        wanted = self._blocks(active, tokens)
-        while (decode and not active.reserves and self.kv.free < 1) or not self.kv.try_grow(*wanted):
+        wanted, kv = self._blocks(active, tokens), self.kv
+        needs_free = decode and not active.reserves
+        while (needs_free and kv.used >= kv.capacity) or not kv.try_grow(*wanted):
             victims = [a for a in self.running if a is not active and id(a) not in planned and not a.reserves]
             victim = max(victims, key=first_come) if victims else active
             self.preempt(victim)
@@ -263,8 +269,9 @@ def _decodes(queue: Queue, planned: set[int]) -> Plan:
     """One token for every running sequence past its prefill, earliest arrival first, preempting as the
     cache requires."""
     plan: Plan = []
-    for active in sorted((a for a in queue.running if not a.prefilling), key=first_come):
-        if active not in queue.running:  # preempted for an earlier one
+    preempted = queue.preempted
+    for active in sorted((a for a in queue.running if a.computed >= a.target), key=first_come):  # decoding
+        if queue.preempted != preempted and active not in queue.running:  # preempted for an earlier one
             continue
         if queue.preempt_for(active, active.computed + 1, planned, decode=True):
             plan.append((active, 1))

@@ -21,6 +21,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import chain
 
 from simulator.serving.iteration import IterationCoster
 from simulator.serving.kv_cache import PagedKVCache
@@ -109,12 +110,12 @@ def serve(requests: list[Request], coster: IterationCoster, kv: PagedKVCache, se
             now = max(now, arrivals[0][0])
             continue
         runs = [(active, new, _sequences(active, new)) for active, new in plan]
-        sequences = tuple(sequence for _, _, run in runs for sequence in run)
-        cost = coster.cost(MixedBatch(sequences, settings.expert_imbalance))
+        batch = MixedBatch(tuple(chain.from_iterable(run for _, _, run in runs)), settings.expert_imbalance)
+        cost = coster.cost(batch)
         copy_cycles, copy_pj = _copies(queue.copied_blocks, link, clock_hz, coster.static_mw)
         cycles, energy_pj = cost.cycles + copy_cycles, cost.energy_pj + copy_pj
         end = now + cycles
-        rows.append(_advance(runs, now, end, energy_pj, queue))
+        rows.append(_advance(runs, batch.tokens, now, end, energy_pj, queue))
         _retire(plan, end, queue, progress)
         now = end
     idle = coster.static_mw * idle_cycles / clock_hz * 1e9  # mW x s = 1e9 pJ
@@ -157,21 +158,22 @@ def _sequences(active: Active, new: int) -> tuple[Sequence, ...]:
     """The sequences an active request runs: ``new`` tokens after its cached ones, once while it
     prefills (its samples share the prompt), for each sample when it decodes; a sequence emits when its
     tokens finish the prefill or decode a token."""
-    if active.prefilling:
-        return (Sequence(new, active.computed, active.computed + new >= active.target),)
-    return (Sequence(new, active.computed, True),) * active.request.samples
+    # made without Sequence's checks (a hot path): new >= 1 and computed >= 0 hold by the schedulers' rules
+    computed, target = active.computed, active.target
+    if computed < target:  # prefilling
+        return (tuple.__new__(Sequence, (new, computed, computed + new >= target)),)
+    return (tuple.__new__(Sequence, (new, computed, True)),) * active.request.samples
 
 
-def _advance(runs: list[tuple[Active, int, tuple[Sequence, ...]]], start: int, end: int, energy_pj: float,
-             queue: Queue) -> IterationRow:
-    """Apply one iteration (each planned request, its new tokens and its sequences) to its requests; its
-    row (decode sequences and emitted tokens count every sample)."""
-    tokens = sum(new * len(sequences) for _, new, sequences in runs)  # every sequence of a request runs ``new``
+def _advance(runs: list[tuple[Active, int, tuple[Sequence, ...]]], tokens: int, start: int, end: int,
+             energy_pj: float, queue: Queue) -> IterationRow:
+    """Apply one iteration (each planned request, its new tokens and its sequences; ``tokens`` new tokens in
+    all) to its requests; its row (decode sequences and emitted tokens count every sample)."""
     prefill_sequences = prefill_tokens = decode_sequences = emitted = 0
     for active, new, sequences in runs:
         if active.first_scheduled is None:
             active.first_scheduled = start
-        if active.prefilling:
+        if active.computed < active.target:  # prefilling
             prefill_sequences, prefill_tokens = prefill_sequences + 1, prefill_tokens + new
         else:
             decode_sequences += len(sequences)
