@@ -5,7 +5,8 @@ Targets (issue: serving): 1,000 chat-like requests (prompts ~1k tokens, outputs 
 10,000 under 30 s, on this 2-core machine. Requests arrive at 2 per second (continuous batching) and
 at 6 per second (chunked prefill: a loaded chip). Each run starts from a cold iteration memo (a new
 process's), after one small run warms the Numba cache; the number of iterations and how they were
-costed (summed from parts, probed, whole) are shown.
+costed (summed from parts, probed, whole) are shown. Continuous batching costs its prefills ahead on a
+second CPU where there is one (simulator/serving/prefetch.py).
 """
 
 from __future__ import annotations
