@@ -18,9 +18,10 @@ from simulator.engine import Prepared, Simulator
 from simulator.engine.records import StepRecord
 from simulator.serving import iteration
 from simulator.serving.iteration import IterationCoster
-from simulator.serving.parts import Sums, harvest, head_alone, total
+from simulator.serving.parts import KindPart, Sums, TokenPart, certified, harvest, head_alone, total
 from simulator.spec.hardware import Hardware, load_hardware
 from simulator.spec.run_config import load_run_config
+from workloads.errors import InputError
 from workloads.mixed import MixedBatch, Sequence
 from workloads.models import Workload, load_model
 
@@ -292,6 +293,32 @@ def test_parts_add_up_field_by_field() -> None:
     assert total([first, second]) == Sums(11, 22, 33, 44, 55, 66)
     assert total([first, Sums(10, 20, 30, 40, None, 60)]) == Sums(11, 22, 33, 44, None, 66)
     assert total([Sums(energy=None), first]).energy is None
+    assert total([]) == Sums()
+
+
+def test_parts_certify_a_pass_whose_live_bytes_never_exceed_the_buffer() -> None:
+    """A token step holds at most the token part's peak; an attention step the token tensors across it, the
+    kinds' outputs and the largest kind's own."""
+    token = TokenPart(Sums(), peak=10, cross=3, outputs=4)
+    kinds = [KindPart(Sums(), 2), KindPart(Sums(), 5)]
+    assert certified(token, kinds, 12) and not certified(token, kinds, 11)  # 3 + 4 + 5
+    assert certified(token, [], 10) and not certified(token, [], 9)  # the token peak; attention 3 + 4
+    assert not certified(token._replace(peak=20), kinds, 19)
+    small = token._replace(peak=5)  # no kind: the token tensors across the attention and its outputs, 3 + 4
+    assert certified(small, [], 7) and not certified(small, [], 6)
+
+
+def test_a_batch_is_keyed_by_its_kinds_and_knows_the_workload_it_is() -> None:
+    batch = MixedBatch((Sequence(1, 9, True), Sequence(4, 0, True), Sequence(1, 9, True)), 1.5)
+    assert batch.key == ((Sequence(1, 9, True), 2), (Sequence(4, 0, True), 1))
+    assert (batch.tokens, batch.emitting, batch.uniform()) == (6, 3, None)
+    prefill = MixedBatch((Sequence(4, 0, True),) * 2, 1.5).uniform()
+    assert prefill == Workload(batch=2, tokens=4, phase="prefill", logits_to_keep=1, expert_imbalance=1.5)
+    decode = MixedBatch((Sequence(1, 9, True),) * 3).uniform()
+    assert decode == Workload(batch=3, tokens=9, phase="decode")
+    assert MixedBatch((Sequence(4, 0, False),)).uniform() is None
+    with pytest.raises(InputError, match="^an iteration runs at least one sequence$"):
+        MixedBatch(())
 
 
 @pytest.mark.parametrize("config, hardware", [("int8", "tpu_v5e_like"), ("int8_sp", "rapid_like_4core")])

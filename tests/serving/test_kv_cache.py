@@ -260,3 +260,13 @@ def test_no_prompt_is_admitted_while_a_sequence_is_swapped_out() -> None:
     queue.preempted = 0
     assert admitted(continuous_plan(queue, 8, 100)) == [(0, 1)]  # copied back to decode; request 1 waits
     assert [a.request.request_id for a in queue.waiting] == [1]
+
+
+def test_a_windowed_cache_grows_a_sequence_to_the_window_only() -> None:
+    cache = PagedKVCache(10, 4, window=9)  # keeps the last 8 tokens: 2 blocks
+    assert cache.try_grow(1, 20) and cache.held == {1: 2}
+    assert cache.try_grow(2, 3, 1, 0) and cache.held[2] == 1
+    shared = PagedKVCache(10, 4)  # two samples of an 8-token prompt: its 2 blocks shared, 1 more each
+    assert shared.try_grow(3, 9, 2, 8) and shared.held == {3: 4}
+    assert PagedKVCache(10, 1).try_grow(5, 3, 2)  # no prompt given: nothing shared, 3 blocks each
+    assert PagedKVCache(6, 1).try_grow(5, 3, 2) and not PagedKVCache(5, 1).try_grow(5, 3, 2)

@@ -26,10 +26,11 @@ MODEL = str(TESTS / "configs" / "llama-serve-6.json")
 REQUESTS = [Request(i, 0.002 * i, 20 + (7 * i) % 16 * 3, 2 + i % 5) for i in range(24)]
 
 
-def run(config: str = "mxfp4", requests: list[Request] = REQUESTS) -> tuple[ServingRunner, str]:
+def run(config: str = "mxfp4", requests: list[Request] = REQUESTS, model: str = MODEL,
+        imbalance: float | None = None) -> tuple[ServingRunner, str]:
     """A run's every output: its request and iteration rows and its summary, as text."""
-    runner = ServingRunner(load_model(MODEL), Simulator(load_hardware("tpu_v5e_like"), load_run_config(config)),
-                           ServeSettings("continuous", 8, 4096), 16, config)
+    runner = ServingRunner(load_model(model), Simulator(load_hardware("tpu_v5e_like"), load_run_config(config)),
+                           ServeSettings("continuous", 8, 4096, imbalance), 16, config)
     result = runner.run(requests, {"ttft": 50.0})
     summary = {**result.summary, "costed": result.serving.costed}
     return runner, json.dumps([result.requests, result.iterations, summary], sort_keys=True, default=str)
@@ -37,29 +38,35 @@ def run(config: str = "mxfp4", requests: list[Request] = REQUESTS) -> tuple[Serv
 
 @pytest.fixture
 def taken(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Prefetch on from 4 distinct prompts; each take recorded (whether the copy had sent the cost)."""
+    """Prefetch on from 4 distinct prompts; each take of a prefill the copy was given recorded (whether the copy
+    had sent its cost)."""
     monkeypatch.setattr(prefetch, "MIN_PROMPTS", 4)
     takes: list[bool] = []
     take = prefetch.Prefetch.take
 
     def recorded(self: prefetch.Prefetch, batch: Any) -> Any:
+        asked = batch.key in self.pending  # a prefill the copy was given
         fetched = take(self, batch)
-        takes.append(fetched is not None)
+        if asked:
+            takes.append(fetched is not None)
         return fetched
 
     monkeypatch.setattr(prefetch.Prefetch, "take", recorded)
     return takes
 
 
+@pytest.mark.parametrize("model, config, imbalance", [(MODEL, "mxfp4", None),
+                                                      (str(TESTS / "configs" / "mixtral-window-8.json"), "int8", 2.0)])
 def test_a_run_with_prefills_costed_ahead_reports_exactly_what_it_reports_without(
-        taken: list[bool], monkeypatch: pytest.MonkeyPatch) -> None:
+        taken: list[bool], monkeypatch: pytest.MonkeyPatch, model: str, config: str, imbalance: float | None) -> None:
+    """Also for a mixture of experts at a routing imbalance, which the prefills ahead must run at."""
     if len(os.sched_getaffinity(0)) < 2:
         pytest.fail("this check needs two CPUs (prefetching is off on one)")
-    runner, ahead = run()
+    runner, ahead = run(config, model=model, imbalance=imbalance)
     assert len(taken) == 16 and any(taken)  # every distinct prompt asked for; costs taken from the copy
     assert runner.coster.prefetch is None and not multiprocessing.active_children()
     monkeypatch.setattr(prefetch, "MIN_PROMPTS", 10**9)
-    _, alone = run()
+    _, alone = run(config, model=model, imbalance=imbalance)
     assert ahead == alone
 
 

@@ -158,5 +158,9 @@ def test_a_count_or_seed_that_is_not_a_whole_number_is_refused(count, seed, need
 
 def test_a_lognormal_cap_below_its_median_is_refused():
     assert parse_lengths("lognormal:100,0.5,100", "p").parameters == (100.0, 0.5, 100)
-    with pytest.raises(InputError, match="p: lognormal MAX 50 is below its MEDIAN 100"):
+    with pytest.raises(InputError, match=r"^p: unknown distribution 'gamma'; choose from uniform, lognormal, zipf "
+                                         r"\(or give a number\)$"):
+        parse_lengths("gamma:1,2", "p")
+    with pytest.raises(InputError, match="p: lognormal MAX 50 is below its MEDIAN 100: more than half the draws "
+                                         "would be cut to MAX$"):
         parse_lengths("lognormal:100,0.5,50", "p")
