@@ -46,7 +46,8 @@ class Prefetch:
         self.connection, theirs = context.Pipe()
         for stream in (sys.stdout, sys.stderr):  # the copy must not write the loop's buffered output again
             stream.flush()
-        self.process = context.Process(target=_cost_ahead, args=(coster, batches, theirs), daemon=True)
+        self.process = context.Process(target=_cost_ahead, args=(coster, batches, theirs, self.connection),
+                                       daemon=True)
         self.process.start()
         theirs.close()
 
@@ -77,13 +78,20 @@ class Prefetch:
         self.connection.close()
 
 
-def _cost_ahead(coster: IterationCoster, batches: list[MixedBatch], connection: Connection) -> None:
+def _cost_ahead(coster: IterationCoster, batches: list[MixedBatch], connection: Connection,
+                loops: Connection) -> None:
     """The copy: cost each batch not skipped and send it with the notes its passes raise. Any failure ends
-    it quietly: the loop then costs the batch itself, and raises what there is to raise."""
+    it quietly: the loop then costs the batch itself, and raises what there is to raise. It ends too when
+    the loop's process has ended (killed before it could terminate the copy): its end of the pipe (``loops``,
+    inherited by the fork) is closed here, so that sending to a loop that is gone fails."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupted run terminates the copy itself
+    loops.close()
+    parent = os.getppid()
     skipped: set[Any] = set()
     try:
         for batch in batches:
+            if os.getppid() != parent:
+                break
             while connection.poll():
                 skipped.add(connection.recv())
             if batch.key in skipped:

@@ -6,6 +6,11 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,3 +98,38 @@ def test_no_copy_is_forked_for_few_prompts_or_inside_another_processs_worker(
     monkeypatch.setattr(multiprocessing, "parent_process", lambda: object())  # a pool's or Dask's worker
     run("int8")
     assert taken == []
+
+
+def test_the_copy_ends_when_the_loops_process_is_killed(tmp_path: Path) -> None:
+    """A run killed outright (SIGKILL: nothing of it runs after) leaves no copy behind: the copy stops at its
+    next batch. The copy here takes 0.5 s a batch and the run is killed once it has started."""
+    script = tmp_path / "killed.py"
+    script.write_text(f"""
+import os, signal, sys, time
+sys.path[:0] = [{str(TESTS / "serving")!r}, {str(TESTS)!r}, {str(TESTS.parent)!r}]
+from simulator.serving import prefetch
+from simulator.serving.iteration import IterationCoster
+prefetch.MIN_PROMPTS = 4
+costed_alone = IterationCoster.costed_alone
+def slow(self, *args):
+    time.sleep(0.5)
+    return costed_alone(self, *args)
+IterationCoster.costed_alone = slow
+start = prefetch.Prefetch.__init__
+def started(self, *args):
+    start(self, *args)
+    print(self.process.pid, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+prefetch.Prefetch.__init__ = started
+from test_prefetch import run
+run("int8")
+""")
+    output, errors = tmp_path / "pid", tmp_path / "errors"
+    with output.open("w") as out, errors.open("w") as err:  # files, not pipes: the copy holds them too
+        done = subprocess.run([sys.executable, str(script)], stdout=out, stderr=err, timeout=120)
+    assert done.returncode == -signal.SIGKILL, errors.read_text()
+    copy = Path(f"/proc/{int(output.read_text())}")
+    deadline = time.monotonic() + 4  # its 16 batches would take 8 s: it must end long before
+    while copy.exists() and "zombie" not in (copy / "status").read_text().lower() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not copy.exists() or "zombie" in (copy / "status").read_text().lower()
