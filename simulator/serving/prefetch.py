@@ -6,8 +6,10 @@ known before the run starts, so a forked copy of the coster costs each distinct 
 arrival, on the other CPU, and the loop takes each cost when it needs it instead of computing it. An
 iteration's cost is a pure function of its batch, so a cost taken is the one the loop would have computed:
 outputs are byte-identical with and without prefetching, and the loop counts a taken cost the way it was
-costed and adds the notes its passes raised, as if it had costed it itself. A cost the copy has not
-reached yet is computed by the loop, which tells the copy to skip it.
+costed and adds the notes its passes raised, as if it had costed it itself. Each prefill is costed once:
+the copy says which one it is costing; the loop waits for that one when it needs it, costing the next
+ones the copy has not started meanwhile (and telling the copy to skip them), and costs one the copy has
+not reached yet itself, telling the copy to skip it.
 
 Prefetching runs only where it can pay and cannot crowd out other work: at least :data:`MIN_PROMPTS`
 distinct prompt lengths, two CPUs this process may use, and a process that is not itself a worker of
@@ -40,8 +42,11 @@ class Prefetch:
     """A forked copy of a coster costing ``batches`` in turn (see the module docstring)."""
 
     def __init__(self, coster: IterationCoster, batches: list[MixedBatch]) -> None:
+        self.coster, self.batches = coster, batches
+        self.place = {batch.key: index for index, batch in enumerate(batches)}
         self.ready: dict[Any, Fetched] = {}
         self.pending = {batch.key for batch in batches}
+        self.costing: Any = None  # the batch the copy is costing now (its key)
         context = multiprocessing.get_context("fork")
         self.connection, theirs = context.Pipe()
         for stream in (sys.stdout, sys.stderr):  # the copy must not write the loop's buffered output again
@@ -52,25 +57,59 @@ class Prefetch:
         theirs.close()
 
     def take(self, batch: MixedBatch) -> Fetched | None:
-        """``batch``'s cost when the copy has sent it; None (and the copy told to skip it) otherwise."""
+        """``batch``'s cost when the copy has sent it, or once it does when it is costing it now (costing the
+        next batches the copy has not started meanwhile); None (and the copy told to skip it) otherwise."""
         key = batch.key
         if key not in self.pending:
             return None
         self.pending.discard(key)
-        self._receive()
+        self._receive(block=False)
+        while key == self.costing and key not in self.ready:
+            ahead = self._unstarted_after(key)
+            if ahead is None:
+                self._receive(block=True, until=key)
+                break
+            self._cost_here(ahead)
+            self._receive(block=False)
         fetched = self.ready.pop(key, None)
         if fetched is None:
-            with suppress(OSError):  # the copy has finished (or failed): nothing to skip
-                self.connection.send(key)
+            self._skip(key)
         return fetched
 
-    def _receive(self) -> None:
+    def _unstarted_after(self, key: Any) -> MixedBatch | None:
+        """The first batch after ``key`` that neither the copy nor the loop has costed or started."""
+        for batch in self.batches[self.place[key] + 1:]:
+            if batch.key in self.pending and batch.key not in self.ready and batch.key != self.costing:
+                return batch
+        return None
+
+    def _cost_here(self, batch: MixedBatch) -> None:
+        """Cost ``batch`` in the loop's process, kept as the copy's costs are: its notes apart, added when the
+        loop takes it (as they would be had it costed it then)."""
+        self._skip(batch.key)
+        notes = self.coster.sim.notes
+        known = len(notes)
+        way, sums = self.coster.costed_alone(batch, None)
+        self.ready[batch.key] = (way, sums, tuple(notes[known:]))
+        del notes[known:]
+
+    def _skip(self, key: Any) -> None:
+        with suppress(OSError):  # the copy has finished (or failed): nothing to skip
+            self.connection.send(key)
+
+    def _receive(self, block: bool, until: Any = None) -> None:
+        """What the copy has sent: a batch it starts costing (``costing``) and costs it has finished; with
+        ``block``, until the cost of ``until`` is in."""
         try:
-            while self.connection.poll():
-                key, *fetched = self.connection.recv()
-                self.ready[key] = tuple(fetched)
+            while (block and until not in self.ready) or self.connection.poll():
+                message = self.connection.recv()
+                if len(message) == 1:
+                    self.costing = message[0]
+                else:
+                    key, *fetched = message
+                    self.ready[key] = tuple(fetched)
         except (EOFError, OSError):  # the copy has finished (or failed): the loop costs the rest
-            pass
+            self.costing = None
 
     def close(self) -> None:
         self.process.terminate()
@@ -96,6 +135,7 @@ def _cost_ahead(coster: IterationCoster, batches: list[MixedBatch], connection: 
                 skipped.add(connection.recv())
             if batch.key in skipped:
                 continue
+            connection.send((batch.key,))  # costing it now: the loop waits for it rather than cost it too
             coster.sim.notes.clear()  # the notes of this batch's passes alone
             way, sums = coster.costed_alone(batch, None)
             connection.send((batch.key, way, sums, tuple(coster.sim.notes)))

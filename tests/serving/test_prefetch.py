@@ -75,6 +75,28 @@ def test_a_run_with_prefills_costed_ahead_reports_exactly_what_it_reports_withou
     assert ahead == alone
 
 
+def test_a_loop_that_catches_up_with_the_copy_costs_the_next_prefills_itself_meanwhile(
+        taken: list[bool], monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a copy slower than the loop, the loop waits for the prefill the copy is costing and costs the
+    ones after it meanwhile: every prefill is still costed once, and every output is the same."""
+    parent, costed_alone = os.getpid(), IterationCoster.costed_alone
+
+    def slow_in_the_copy(self: IterationCoster, *args: Any) -> Any:
+        if os.getpid() != parent:
+            time.sleep(0.05)
+        return costed_alone(self, *args)
+
+    here: list[Any] = []
+    cost_here = prefetch.Prefetch._cost_here
+    monkeypatch.setattr(IterationCoster, "costed_alone", slow_in_the_copy)
+    monkeypatch.setattr(prefetch.Prefetch, "_cost_here", lambda self, batch: (here.append(batch.key),
+                                                                              cost_here(self, batch)))
+    _, ahead = run()
+    assert here and len(set(here)) == len(here) and any(taken)
+    monkeypatch.setattr(prefetch, "MIN_PROMPTS", 10**9)
+    assert run()[1] == ahead
+
+
 def test_a_copy_that_fails_leaves_the_loop_to_cost_every_prefill(taken: list[bool],
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     parent = os.getpid()
