@@ -85,13 +85,19 @@ class Prefetch:
 
     def _cost_here(self, batch: MixedBatch) -> None:
         """Cost ``batch`` in the loop's process, kept as the copy's costs are: its notes apart, added when the
-        loop takes it (as they would be had it costed it then)."""
+        loop takes it (as they would be had it costed it then). A batch that fails is left to the loop, which
+        may never run it (a rejected request's prompt) and raises what there is to raise if it does."""
         self._skip(batch.key)
         notes = self.coster.sim.notes
         known = len(notes)
-        way, sums = self.coster.costed_alone(batch, None)
-        self.ready[batch.key] = (way, sums, tuple(notes[known:]))
-        del notes[known:]
+        try:
+            way, sums = self.coster.costed_alone(batch, None)
+        except Exception:  # see the docstring
+            return
+        finally:
+            fresh = tuple(notes[known:])
+            del notes[known:]
+        self.ready[batch.key] = (way, sums, fresh)
 
     def _skip(self, key: Any) -> None:
         with suppress(OSError):  # the copy has finished (or failed): nothing to skip

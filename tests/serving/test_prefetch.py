@@ -97,6 +97,39 @@ def test_a_loop_that_catches_up_with_the_copy_costs_the_next_prefills_itself_mea
     assert run()[1] == ahead
 
 
+def test_a_prefill_the_loop_fails_to_cost_ahead_is_left_to_it(taken: list[bool],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Costing ahead in the loop's process may fail (a rejected request's prompt, which the loop never
+    runs): the failure is not raised there, and the loop costs that prefill if it ever needs it."""
+    parent, costed_alone = os.getpid(), IterationCoster.costed_alone
+    ahead: list[bool] = [False]
+    failed: list[Any] = []
+
+    def slow_in_the_copy_failing_ahead(self: IterationCoster, batch: Any, layout: Any) -> Any:
+        if os.getpid() != parent:
+            time.sleep(0.05)
+        elif ahead[0]:
+            failed.append(batch.key)
+            raise RuntimeError("cannot cost this one ahead")
+        return costed_alone(self, batch, layout)
+
+    cost_here = prefetch.Prefetch._cost_here
+
+    def flagged(self: prefetch.Prefetch, batch: Any) -> None:
+        ahead[0] = True
+        try:
+            cost_here(self, batch)
+        finally:
+            ahead[0] = False
+
+    monkeypatch.setattr(IterationCoster, "costed_alone", slow_in_the_copy_failing_ahead)
+    monkeypatch.setattr(prefetch.Prefetch, "_cost_here", flagged)
+    _, outputs = run()
+    assert failed
+    monkeypatch.setattr(prefetch, "MIN_PROMPTS", 10**9)
+    assert run()[1] == outputs
+
+
 def test_a_copy_that_fails_leaves_the_loop_to_cost_every_prefill(taken: list[bool],
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     parent = os.getpid()
