@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, TypeVar
 
 from workloads.attention_geometry import AttentionGeometry
+from workloads.errors import InputError
 from workloads.vocabulary import COLLECTIVE_KIND, COLLECTIVE_ROLES, GROUPS, KINDS, MATRIX_KINDS, TENSOR_KINDS
 
 _Slotted = TypeVar("_Slotted", "Tensor", "Op")
@@ -241,8 +242,14 @@ class Trace:
         return sum(op.params for op in self.ops)
 
     def select(self, groups: Iterable[str] | None = None, exclude: Iterable[str] = ()) -> Trace:
+        """The ops of ``groups`` (all when None) bar those of ``exclude``; a group name not in GROUPS is
+        refused (it would select nothing, or exclude nothing, without a word)."""
         keep = set(groups) if groups is not None else set(GROUPS)
-        keep -= set(exclude)
+        excluded = set(exclude)
+        unknown = sorted((keep | excluded) - set(GROUPS))
+        if unknown:
+            raise InputError(f"unknown op group {unknown[0]!r}; groups: {', '.join(GROUPS)}")
+        keep -= excluded
         return self.subset(lambda op: op.group in keep)
 
     def subset(self, keep: Callable[[Op], bool]) -> Trace:

@@ -19,12 +19,11 @@ def gemm_result(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, pre
                 sparsity: str | None, timing: str) -> dict[str, Any]:
     """One product's timing as the JSON object `accelsim gemm` prints."""
     from simulator.engine.mapping import DATAFLOWS
-    from simulator.engine.timing import check_timing, gemm_cycles
+    from simulator.engine.timing import check_sizes, check_timing, gemm_cycles
     from simulator.formats.sparsity import SparsityPattern
 
+    check_sizes(m=m, k=k, n=n, rows=rows, cols=cols)
     for name, value in (("m", m), ("k", k), ("n", n), ("rows", rows), ("cols", cols)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise InputError(f"{name} must be a positive integer, got {value!r}")
         if value > MAX_SIZE:
             raise InputError(f"{name} = {value} exceeds the largest accepted size {MAX_SIZE} (31 bits)")
     if dataflow not in DATAFLOWS:

@@ -42,12 +42,20 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from numbers import Integral
 
 from simulator.engine.mapping import Mapping
 from simulator.formats.sparsity import SparsityPattern
 from workloads.errors import InputError
 
 TIMINGS = ("default", "scalesim")
+
+
+def check_sizes(**sizes: int) -> None:
+    """Refuse a size that is not a positive whole number (a bool is not one)."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
 
 
 def check_timing(timing: str) -> None:
@@ -129,6 +137,7 @@ def gemm_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, *, 
                 sparsity: SparsityPattern | None = None, timing: str = "default",
                 double_buffered: bool = True) -> GemmCycles:
     """Cycles of ``batch`` independent products of the same shape, run one after another on the array."""
+    check_sizes(m=m, k=k, n=n, rows=rows, cols=cols, batch=batch, pack=pack)
     placed = Mapping.of(m, k, n, rows, cols, dataflow, pack=pack, sparsity=sparsity, timing=timing)
     depth = placed.depth
     cycles = dense_cycles(m, depth, n, rows, cols, dataflow, timing, batch, double_buffered)

@@ -74,6 +74,9 @@ class Plan:
 
 def bind(policy: Policy, hardware: Hardware) -> Plan:
     """``policy`` on ``hardware``, with every decision the pair implies and its note."""
+    for given, wanted, loader in ((policy, Policy, "load_run_config"), (hardware, Hardware, "load_hardware")):
+        if not isinstance(given, wanted):  # a name given where the Python API takes the loaded object
+            raise InputError(f"expected a {wanted.__name__} (from {loader}), got {type(given).__name__} {given!r}")
     policy = policy.on(hardware)
     sparse = hardware.sparse
     weights = policy.config.sparsity.weights

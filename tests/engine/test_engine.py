@@ -11,12 +11,13 @@ from simulator.engine import Simulator, simulate
 from simulator.engine.masks import magnitude_mask, masked_cycles, masked_cycles_reference, nm_mask
 from simulator.engine.timing import gemm_cycles
 from simulator.formats.sparsity import SparsityPattern
+from simulator.plan.binding import footprint
 from simulator.spec.hardware import Hardware, load_hardware
 from simulator.spec.mask_files import MaskProvider
 from simulator.spec.run_config import load_run_config, policy_from_dict
 from verification.cycle_reference import simulate_product
 from workloads.errors import InputError
-from workloads.models import load_model
+from workloads.models import Workload, load_model
 
 small = st.integers(1, 7)
 
@@ -316,3 +317,13 @@ def test_sfu_fusion_folds_neighbouring_elementwise_work(rapid, bert):
 def test_an_unknown_timing_model_is_refused_when_the_simulator_is_made(rapid):
     with pytest.raises(InputError, match="unknown timing 'scalsim'; choose from default, scalesim"):
         Simulator(rapid, load_run_config("int8"), timing="scalsim")
+
+
+def test_a_name_given_where_the_python_api_takes_a_loaded_object_is_refused(rapid):
+    trace = load_model("bert-base").trace(Workload(tokens=8))
+    with pytest.raises(InputError, match=r"^expected a Hardware \(from load_hardware\), got str 'rapid_like'$"):
+        simulate(trace, "rapid_like", load_run_config("int8"))
+    with pytest.raises(InputError, match=r"^expected a Policy \(from load_run_config\), got str 'int8'$"):
+        Simulator(rapid, "int8")
+    with pytest.raises(InputError, match="expected a Hardware"):
+        footprint(trace, load_run_config("int8"), hardware="rapid_like")

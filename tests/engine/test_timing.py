@@ -213,3 +213,13 @@ def test_scalesim_sparse_depth_reaches_the_timing():
     assert gemm_cycles(8, 13, 8, 4, 4, "ws", sparsity=pattern).reduction_depth == 7
     assert gemm_cycles(8, 14, 8, 4, 4, "os", sparsity=pattern, timing="scalesim").reduction_depth == 7
     assert gemm_cycles(8, 14, 8, 4, 4, "os", sparsity=pattern).reduction_depth == 8
+
+
+@pytest.mark.parametrize("size, value", [("m", 0), ("k", -4), ("n", 4.5), ("rows", 0), ("cols", True), ("batch", 0),
+                                         ("pack", 0)])
+def test_a_size_that_is_not_a_positive_whole_number_is_refused(size, value):
+    sizes = {"m": 4, "k": 4, "n": 4, "rows": 8, "cols": 8, "batch": 1, "pack": 1, **{size: value}}
+    with pytest.raises(InputError, match=f"^{size} must be a positive integer, got {value!r}$"):
+        gemm_cycles(sizes["m"], sizes["k"], sizes["n"], sizes["rows"], sizes["cols"], "ws", batch=sizes["batch"],
+                    pack=sizes["pack"])
+    assert gemm_cycles(np.int64(4), 4, 4, 8, 8, "ws").macs == 64  # numpy's integers are whole numbers

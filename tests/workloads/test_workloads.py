@@ -164,6 +164,15 @@ def test_a_scoped_prefill_keeps_the_cache_it_fills():
     assert caches == {name for name, tensor in scoped.tensors.items() if tensor.kind == "state"}
 
 
+@pytest.mark.parametrize("groups, exclude", [(["fnn"], ()), (None, ["heads"])])
+def test_a_group_name_that_names_no_group_is_refused(groups, exclude):
+    """A misspelt group selected nothing (or excluded nothing) without a word."""
+    trace = load_model("bert-base").trace(Workload(tokens=8))
+    assert {op.group for op in trace.select(["ffn"])} == {"ffn"}
+    with pytest.raises(InputError, match="^unknown op group '(fnn|heads)'; groups: " + ", ".join(GROUPS) + "$"):
+        trace.select(groups, exclude)
+
+
 def test_evolve_is_replace_without_the_checks() -> None:
     """The engine's fast copy: the same object dataclasses.replace makes, for tensors and ops; an unknown
     field is refused."""
