@@ -47,10 +47,7 @@ class PagedKVCache:
     def try_grow(self, sequence: int, tokens: int, samples: int = 1, prompt: int = 0) -> bool:
         """Hold the blocks for ``tokens`` cached tokens of ``sequence`` (of its ``samples``, see
         :meth:`blocks_for`) when they fit; False, and nothing held, when they do not."""
-        # one sample without a window (most calls: a decode step) needs no sharing or window arithmetic
-        need = -(-tokens // self.block_tokens) if samples == 1 and self.window is None else \
-            self.blocks_for(tokens, samples, prompt)
-        more = need - self.held.get(sequence, 0)
+        more = self.blocks_for(tokens, samples, prompt) - self.held.get(sequence, 0)
         if more > self.free:
             return False
         if more > 0:

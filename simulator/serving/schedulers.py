@@ -270,7 +270,7 @@ def _decodes(queue: Queue, planned: set[int]) -> Plan:
     cache requires."""
     plan: Plan = []
     preempted = queue.preempted
-    for active in sorted((a for a in queue.running if a.computed >= a.target), key=first_come):  # decoding
+    for active in sorted((a for a in queue.running if not a.prefilling), key=first_come):
         if queue.preempted != preempted and active not in queue.running:  # preempted for an earlier one
             continue
         if queue.preempt_for(active, active.computed + 1, planned, decode=True):

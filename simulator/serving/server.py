@@ -159,9 +159,9 @@ def _sequences(active: Active, new: int) -> tuple[Sequence, ...]:
     prefills (its samples share the prompt), for each sample when it decodes; a sequence emits when its
     tokens finish the prefill or decode a token."""
     # made without Sequence's checks (a hot path): new >= 1 and computed >= 0 hold by the schedulers' rules
-    computed, target = active.computed, active.target
-    if computed < target:  # prefilling
-        return (tuple.__new__(Sequence, (new, computed, computed + new >= target)),)
+    computed = active.computed
+    if active.prefilling:
+        return (tuple.__new__(Sequence, (new, computed, computed + new >= active.target)),)
     return (tuple.__new__(Sequence, (new, computed, True)),) * active.request.samples
 
 
@@ -173,7 +173,7 @@ def _advance(runs: list[tuple[Active, int, tuple[Sequence, ...]]], tokens: int, 
     for active, new, sequences in runs:
         if active.first_scheduled is None:
             active.first_scheduled = start
-        if active.computed < active.target:  # prefilling
+        if active.prefilling:
             prefill_sequences, prefill_tokens = prefill_sequences + 1, prefill_tokens + new
         else:
             decode_sequences += len(sequences)
