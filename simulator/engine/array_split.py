@@ -61,8 +61,16 @@ def candidates(op: Op, arrays: int) -> list[Split]:
     return splits or [Split("none", 1, op.batch, op.m, op.n)]
 
 
-def best_split(op: Op, arrays: int, cycles: Callable[[Split], int]) -> Split:
-    """The partition whose busiest array finishes first (``cycles`` of one array's share)."""
-    options = candidates(op, arrays)
-    timed = [cycles(split) for split in options]
-    return options[timed.index(min(timed))]
+def best_split(op: Op, arrays: int, cycles: Callable[[Split], int],
+               bound: Callable[[Split], int] | None = None) -> Split:
+    """The partition whose busiest array finishes first (``cycles`` of one array's share; ties: the first).
+    ``bound``, a cheaper lower bound of ``cycles``, spares evaluating a partition that cannot be first."""
+    best, fewest = None, 0
+    for split in candidates(op, arrays):
+        if best is not None and bound is not None and bound(split) >= fewest:
+            continue
+        taken = cycles(split)
+        if best is None or taken < fewest:
+            best, fewest = split, taken
+    assert best is not None  # there is always a candidate
+    return best

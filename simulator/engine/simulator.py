@@ -136,7 +136,8 @@ class Simulator:
             compute, folds, _ = on_one_array(split)
             return compute + (stall_cycles(transfer(split), compute, folds) if transfer is not None else 0)
 
-        split = best_split(op, self.hardware.arrays, finish)
+        # a split's compute bounds its finish (stalls are never negative): no traffic for one that cannot win
+        split = best_split(op, self.hardware.arrays, finish, lambda split: on_one_array(split)[0])
         cycles, folds, macs = on_one_array(split)
         if split.kind != "none":  # useful MACs of the whole op
             macs = self.masked.kept(op) * op.m if masked else product_cycles(

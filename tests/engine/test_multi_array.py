@@ -1,6 +1,7 @@
 """Chips with several arrays (cores x arrays per core): the split rule, shared bandwidth, one vector
 unit per core, and the public-number presets."""
 
+import functools
 import math
 
 import pytest
@@ -61,6 +62,38 @@ def test_the_split_is_the_partition_whose_busiest_array_finishes_first():
     assert cycles(chosen) == min(cycles(s) for s in options)
     assert Split("n", 3, 1, 8, 3).label == "n/3" and Split("none", 1, 1, 8, 8).label == ""
     assert candidates(Op("t", 0, "q", "attention", "gemm", batch=1, m=1, k=8, n=1), 4) == [Split("none", 1, 1, 1, 1)]
+
+
+def _logged(cycles: dict[Split, int], evaluated: list[Split], split: Split) -> int:
+    evaluated.append(split)
+    return cycles[split]
+
+
+def test_a_lower_bound_spares_partitions_that_cannot_finish_first_and_never_changes_the_choice():
+    """The engine bounds a split's finish (compute plus stall) by its compute, to skip the traffic of a split
+    that cannot win: with any true lower bound, the choice is the one without it, ties going to the first;
+    a split is evaluated only when its bound is below the best finish so far."""
+    import random
+
+    rng = random.Random(7)
+    for _ in range(300):
+        arrays = rng.choice([2, 3, 4])
+        op = Op("o", 0, "ffn1", "ffn", "bmm", batch=rng.randint(1, 9), m=rng.randint(1, 9), k=8, n=rng.randint(1, 9))
+        options = candidates(op, arrays)
+        finish = {split: rng.randint(1, 6) for split in options}  # ties are common
+        bound = {split: max(0, finish[split] - rng.randint(0, 3)) for split in options}
+        evaluated: list[Split] = []
+        cycles = functools.partial(_logged, finish, evaluated)
+        chosen = best_split(op, arrays, cycles, bound.__getitem__)
+        first_fastest = next(split for split in options if finish[split] == min(finish.values()))
+        assert chosen == first_fastest == best_split(op, arrays, finish.__getitem__)
+        for index, split in enumerate(evaluated[1:], 1):
+            assert bound[split] < min(finish[s] for s in evaluated[:index])
+    square = Op("o", 0, "ffn1", "ffn", "bmm", batch=4, m=4, k=8, n=4)
+    evaluated = []
+    best_split(square, 4, functools.partial(_logged, dict.fromkeys(candidates(square, 4), 10), evaluated),
+               lambda split: 10)
+    assert evaluated == candidates(square, 4)[:1]  # none can beat the first: only it is evaluated
 
 
 def test_every_partition_deals_out_its_dimension():
