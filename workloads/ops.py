@@ -21,9 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from workloads.attention_geometry import AttentionGeometry
+from workloads.copying import copier
 from workloads.errors import InputError
 from workloads.vocabulary import COLLECTIVE_KIND, COLLECTIVE_ROLES, GROUPS, KINDS, MATRIX_KINDS, TENSOR_KINDS
 
@@ -50,14 +51,9 @@ def index_bits_per_value(group: int) -> int:
 
 def evolve(obj: _Slotted, **changes: Any) -> _Slotted:
     """A copy of ``obj`` (a :class:`Tensor` or an :class:`Op`) with ``changes``, without re-running its
-    checks: for the engine's hot paths, whose new values come from checked objects (``dataclasses.replace``
-    costs twice as much)."""
-    new = object.__new__(type(obj))
-    for name in obj.__slots__:
-        object.__setattr__(new, name, changes.pop(name) if name in changes else getattr(obj, name))
-    if changes:
-        raise TypeError(f"{type(obj).__name__} has no field {next(iter(changes))!r}")
-    return new
+    checks: for the engine's hot paths, whose new values come from checked objects (see
+    :mod:`workloads.copying`)."""
+    return cast(_Slotted, _COPIERS[type(obj)](obj, **changes))
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +194,7 @@ class Op:
 
 
 COLUMNS = tuple(f.name for f in fields(Op))
+_COPIERS: dict[type, Callable[..., Any]] = {Tensor: copier(Tensor), Op: copier(Op)}
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ the others once.
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, fields, replace
+from dataclasses import astuple, dataclass, fields
 
 from simulator.engine import Prepared
-from simulator.engine.steps import Step
-from workloads.ops import Op, Tensor
+from simulator.engine.steps import Step, evolve_step
+from workloads.ops import Tensor, evolve
 
 FUSION_REACH = 8  # steps on either side of a growing step whose equal sizes could join it in one fused pass
 
@@ -95,22 +95,19 @@ def span_growth(a: Prepared, a_next: Prepared, b: Prepared, span: int) -> dict[i
 def grown_step(step: Step, slope: StepSizes, offset: int, start: dict[str, Tensor], tensors: dict[str, Tensor],
                ) -> Step:
     """``step`` grown by ``offset`` cache tokens from its sizes at the start of the span (``start``); its
-    grown tensors are written to ``tensors``. (Built field by field: this runs once per step and length.)"""
+    grown tensors are written to ``tensors``. (Copied unchecked: this runs once per step and length.)"""
     op = step.op
     for name, grows in zip((*step.reads, *step.writes), slope.tensors, strict=True):
         if grows.elements or grows.appended or grows.nm_row or grows.scale_group or grows.coarse_scale_group:
             t = start[name]
-            tensors[name] = Tensor(name, t.kind, t.elements + grows.elements * offset, t.bits,
-                                   t.appended + grows.appended * offset, t.source,
-                                   t.scale_group + grows.scale_group * offset, t.scale_bits, t.nm_kept, t.nm_group,
-                                   t.nm_row + grows.nm_row * offset,
-                                   t.coarse_scale_group + grows.coarse_scale_group * offset, t.coarse_scale_bits,
-                                   t.sequences)
-    grown = Op(op.name, op.layer, op.role, op.group, op.kind, op.batch + slope.batch * offset,
-               op.m + slope.m * offset, op.k + slope.k * offset, op.n + slope.n * offset,
-               op.elements + slope.elements * offset, op.weight_params, op.bias_params, op.reads, op.writes,
-               op.attention)
-    return replace(step, op=grown)
+            tensors[name] = evolve(t, elements=t.elements + grows.elements * offset,
+                                   appended=t.appended + grows.appended * offset,
+                                   scale_group=t.scale_group + grows.scale_group * offset,
+                                   nm_row=t.nm_row + grows.nm_row * offset,
+                                   coarse_scale_group=t.coarse_scale_group + grows.coarse_scale_group * offset)
+    grown = evolve(op, batch=op.batch + slope.batch * offset, m=op.m + slope.m * offset, k=op.k + slope.k * offset,
+                   n=op.n + slope.n * offset, elements=op.elements + slope.elements * offset)
+    return evolve_step(step, op=grown)
 
 
 def fusion_changes(a: Prepared, grows: dict[int, StepSizes], low: int, high: int) -> set[int]:

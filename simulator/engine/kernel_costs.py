@@ -5,11 +5,11 @@ its block rows, the score ops on the scores its blocks compute, and the kernel's
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from simulator.engine.attention import KernelWork, Machine, kernel_work, query_elements, resident
 from simulator.engine.residency import DRAM, Placement
-from simulator.engine.steps import Step
+from simulator.engine.steps import Step, evolve_step
 from workloads.ops import Tensor, evolve
 
 
@@ -113,7 +113,7 @@ def _product(step: Step, tensors: dict[str, Tensor], batch: int, m: int, keys: i
     for name, elements in ((a, batch * m * sub.k), (b, batch * sub.k * sub.n),
                            *((name, batch * m * sub.n) for name in step.writes)):
         sized[name] = evolve(tensors[name], elements=elements)
-    return replace(step, op=sub), sized
+    return evolve_step(step, op=sub), sized
 
 
 def columns(step: Step, work: KernelWork | None, tensors: dict[str, Tensor], placement: Placement,

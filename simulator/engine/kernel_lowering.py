@@ -3,10 +3,8 @@ kernel (pure; the kernel is described in docs/engine.md, "Attention kernels").""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from simulator.engine.attention import KernelBits, KernelChoice, KernelPart, Machine
-from simulator.engine.steps import Step
+from simulator.engine.steps import Step, evolve_step
 from simulator.plan.binding import Plan
 from workloads.errors import InputError
 from workloads.ops import Tensor, evolve
@@ -39,7 +37,7 @@ def mark_kernels(steps: list[Step], tensors: dict[str, Tensor], plan: Plan) -> s
             member_op = steps[member].op
             if member_op.attention is None:
                 member_op = evolve(member_op, attention=geometry)
-            steps[member] = replace(steps[member], op=member_op, kernel=KernelPart(part, choice))
+            steps[member] = evolve_step(steps[member], op=member_op, kernel=KernelPart(part, choice))
         on_chip.update(local)
     return on_chip
 

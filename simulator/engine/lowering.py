@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 
 from simulator.engine.kernel_lowering import mark_kernels
 from simulator.engine.operands import kv_scale_group, operand_elements, operand_rows, pruned
-from simulator.engine.steps import Lowered, Step
+from simulator.engine.steps import Lowered, Step, evolve_step
 from simulator.formats.precision import Precision, compute_format, parse_precision
 from simulator.formats.scales import carries_scales, same_blocks, takes_scales
 from simulator.formats.sparsity import SparsityPattern
@@ -355,7 +355,7 @@ class _Lowering:
         biases = tuple(name for name in reads[operands:] if name.endswith(".bias"))
         out_bits = self.hardware.accumulator_bits if converts and not compute.is_float else compute.bits
         current = self.add_tensor(f"{op.name}.result", out_elements, out_bits)
-        self.steps.append(replace(step, reads=(*reads[:operands], *weight_reads), writes=(current,)))
+        self.steps.append(evolve_step(step, reads=(*reads[:operands], *weight_reads), writes=(current,)))
         extras = {"bias": biases}
         if outlier_rows:
             extras["add"] = (self.outlier_product(op, outlier_rows, op.reads[0], out_elements),)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from simulator.engine.attention import KernelPart
 from simulator.formats.precision import Precision
 from simulator.formats.sparsity import SparsityPattern
+from workloads.copying import copier
 from workloads.ops import Op, Tensor, Trace
 
 if TYPE_CHECKING:  # the later stages' records (they import this module)
@@ -16,7 +17,7 @@ if TYPE_CHECKING:  # the later stages' records (they import this module)
     from simulator.engine.residency import Placement
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Step:
     """One unit of work: a trace op on the array, the SFU or the links (a collective), or an SFU op the
     simulator inserted."""
@@ -38,6 +39,9 @@ class Step:
     def owner(self) -> Op:
         """The trace op whose stored parameters this step reads."""
         return self.stored_as or self.op
+
+
+evolve_step = copier(Step)  # a copy with some fields changed, unchecked (workloads.copying)
 
 
 @dataclass(frozen=True)

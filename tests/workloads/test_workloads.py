@@ -187,3 +187,20 @@ def test_evolve_is_replace_without_the_checks() -> None:
     assert evolve(tensor) == tensor and evolve(tensor) is not tensor
     with pytest.raises(TypeError, match="Tensor has no field 'bitz'"):
         evolve(tensor, bitz=4)
+
+
+def test_the_engines_step_copy_is_replace() -> None:
+    """Steps are copied as tensors and ops are (workloads.copying): the same step replace makes."""
+    from dataclasses import replace
+
+    from simulator.engine.steps import Step, evolve_step
+    from simulator.formats.precision import parse_precision
+    from workloads.ops import Op
+
+    op = Op("fc", 3, "ffn1", "ffn", "gemm", batch=1, m=4, k=8, n=16, weight_params=128, reads=("x",))
+    step = Step(op, "array", False, parse_precision("int8"), ("x", "fc.weight"), ("y",), operands="int8")
+    grown = evolve_step(step, op=replace(op, m=9), writes=("z",))
+    assert grown == replace(step, op=replace(op, m=9), writes=("z",)) and grown.operands == "int8"
+    assert evolve_step(step) == step and evolve_step(step) is not step
+    with pytest.raises(TypeError, match="^Step has no field 'unitt'$"):
+        evolve_step(step, unitt="sfu")
