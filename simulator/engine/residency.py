@@ -29,8 +29,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from simulator.engine.steps import Lowered
 from simulator.spec.hardware import Hardware
 from simulator.units import ceil_div
@@ -77,8 +75,8 @@ def place(lowered: Lowered, hardware: Hardware) -> Placement:
     readers = _readers(steps)
     home = _fixed_homes(tensors, hardware)
     capacity = hardware.memory.ifmap_buffer_bytes
-    used = np.zeros(len(steps) + 1, dtype=np.int64)
-    live = np.zeros(len(steps) + 1, dtype=np.int64)
+    used = [0] * (len(steps) + 1)  # bytes per step: on chip, and live anywhere (lists: most lifetimes are short)
+    live = [0] * (len(steps) + 1)
     written: set[str] = set(lowered.appends.values())
     footprints: dict[str, int] = {}
     lifetimes: dict[str, tuple[int, int]] = {}
@@ -98,15 +96,17 @@ def place(lowered: Lowered, hardware: Hardware) -> Placement:
                             _products(steps, [index, *users]))
             last = users[-1] if users else index
             lifetimes[name] = (index, last)
-            live[index:last + 1] += need
-            if int(used[index:last + 1].max()) + need <= capacity:
-                used[index:last + 1] += need
+            for at in range(index, last + 1):
+                live[at] += need
+            if max(used[index:last + 1]) + need <= capacity:
+                for at in range(index, last + 1):
+                    used[at] += need
                 home[name] = CHIP
             else:
                 home[name] = DRAM
                 written.add(name)
             footprints[name] = need
-    return Placement(home, frozenset(written), footprints, int(used.max()), int(live.max()), lifetimes)
+    return Placement(home, frozenset(written), footprints, max(used), max(live), lifetimes)
 
 
 def _joins(step: Any) -> bool:
