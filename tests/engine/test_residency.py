@@ -100,6 +100,20 @@ def test_a_long_lived_tensor_keeps_its_room_until_its_last_reader():
     assert rows_of.loc["residual", "dram_read_bytes"] == size
 
 
+def test_a_tensor_frees_its_room_after_its_last_reader():
+    """With room for one tensor, the norm output holds it from step 0 to its last reader (3); the residual
+    output, born at step 4, takes the room then (a lifetime counted one step long would spill it)."""
+    from simulator.engine.lowering import lower
+    from simulator.engine.residency import place
+    from simulator.plan.binding import bind
+
+    rows, width = 64, 128
+    chip = hardware(ifmap=rows * width * 2)
+    placement = place(lower(skip_chain(rows, width), bind(FP16, chip)), chip)
+    assert placement.lifetimes == {"norm": (0, 3), "act": (2, 4), "residual": (4, 4)}
+    assert [placement.home[name] for name in placement.lifetimes] == ["chip", "dram", "chip"]
+
+
 def test_peak_live_bytes_counts_every_materialised_tensor_over_its_life():
     from simulator.engine.lowering import lower
     from simulator.engine.residency import place

@@ -223,3 +223,6 @@ def test_a_size_that_is_not_a_positive_whole_number_is_refused(size, value):
         gemm_cycles(sizes["m"], sizes["k"], sizes["n"], sizes["rows"], sizes["cols"], "ws", batch=sizes["batch"],
                     pack=sizes["pack"])
     assert gemm_cycles(np.int64(4), 4, 4, 8, 8, "ws").macs == 64  # numpy's integers are whole numbers
+    assert gemm_cycles(np.int64(1), 4, 4, 8, 8, "ws").macs == 16  # down to 1, the smallest size
+    with pytest.raises(InputError, match="^m must be a positive integer, got np.int64.0.$"):
+        gemm_cycles(np.int64(0), 4, 4, 8, 8, "ws")

@@ -195,12 +195,16 @@ def test_the_engines_step_copy_is_replace() -> None:
 
     from simulator.engine.steps import Step, evolve_step
     from simulator.formats.precision import parse_precision
+    from workloads.copying import copier
     from workloads.ops import Op
 
     op = Op("fc", 3, "ffn1", "ffn", "gemm", batch=1, m=4, k=8, n=16, weight_params=128, reads=("x",))
     step = Step(op, "array", False, parse_precision("int8"), ("x", "fc.weight"), ("y",), operands="int8")
-    grown = evolve_step(step, op=replace(op, m=9), writes=("z",))
-    assert grown == replace(step, op=replace(op, m=9), writes=("z",)) and grown.operands == "int8"
-    assert evolve_step(step) == step and evolve_step(step) is not step
-    with pytest.raises(TypeError, match="^Step has no field 'unitt'$"):
-        evolve_step(step, unitt="sfu")
+    for copy in (evolve_step, copier(Step)):  # the engine's, made at import, and one made here
+        grown = copy(step, op=replace(op, m=9), writes=("z",))
+        assert grown == replace(step, op=replace(op, m=9), writes=("z",)) and grown.operands == "int8"
+        assert type(grown) is Step and copy(step) == step and copy(step) is not step
+        with pytest.raises(TypeError, match="^Step has no field 'unitt'$"):
+            copy(step, unitt="sfu")
+        with pytest.raises(TypeError, match="positional"):
+            copy(step, op)  # fields by keyword only
