@@ -101,19 +101,18 @@ def block_rows(geometry: AttentionGeometry, keys: int, blocks: Blocks) -> tuple[
     offset = keys - queries
     alike: dict[tuple[int, int, int], int] = {}  # (queries, keys, masked) -> query blocks (counted: a hot loop)
     for start in range(0, queries, bq):
-        end = start + bq if start + bq < queries else queries
+        end = min(queries, start + bq)
         if not geometry.causal:
             low, high, masked = 0, keys, 0
         else:
             first, last = offset + start, offset + end - 1  # key positions of the block's first and last query
-            high = (last // bk + 1) * bk
-            high = keys if keys < high else high
+            high = min(keys, (last // bk + 1) * bk)
             low = (max(0, first - window + 1) // bk) * bk if window else 0
             # Blocks from cut_above hold a key after the first query; blocks before cut_below one before the
             # last query's window.
             cut_above = (first + 1) // bk * bk if first + 1 < high else high
             cut_below = min(high, ((last - window) // bk + 1) * bk) if window and last - window >= low else low
-            masked = high - low - (cut_above - cut_below if cut_above > cut_below else 0)
+            masked = high - low - max(0, cut_above - cut_below)
         row = (end - start, high - low, masked)
         alike[row] = alike.get(row, 0) + 1
     rows = [BlockRow(count, q, k, m) for (q, k, m), count in sorted(alike.items())]
