@@ -34,11 +34,7 @@ class Probe:
 class Capacity:
     rate: float  # requests per second: the highest rate found to meet the SLO (0: none)
     probes: tuple[Probe, ...]  # every run, in the order run
-
-    @property
-    def best(self) -> Probe | None:
-        """The run at the capacity rate."""
-        return next((p for p in self.probes if p.rate == self.rate), None)
+    best: Probe | None  # the run at that rate (the requests all at once when even they met it); None: none met
 
 
 def highest_rate(run_at: Callable[[float | None], dict[str, Any]], attainment: float,
@@ -51,19 +47,19 @@ def highest_rate(run_at: Callable[[float | None], dict[str, Any]], attainment: f
         return probes[-1].attained >= attainment
 
     if meets(None):  # even all at once
-        return Capacity(float(probes[0].summary["throughput_requests_per_s"]), tuple(probes))
+        return Capacity(float(probes[0].summary["throughput_requests_per_s"]), tuple(probes), probes[0])
     if probes[0].summary["throughput_requests_per_s"] is None:  # none completed: rejected at any rate
-        return Capacity(0.0, tuple(probes))
+        return Capacity(0.0, tuple(probes), None)
     saturated = float(probes[0].summary["throughput_requests_per_s"])
     high, low = saturated, saturated / 2
     while not meets(low):
         high, low = low, low / 2
         if low < saturated * LOWEST:
-            return Capacity(0.0, tuple(probes))
+            return Capacity(0.0, tuple(probes), None)
     while high / low > 1 + tolerance:
         middle = (low * high) ** 0.5
         if meets(middle):
             low = middle
         else:
             high = middle
-    return Capacity(low, tuple(probes))
+    return Capacity(low, tuple(probes), next(p for p in probes if p.rate == low))

@@ -45,6 +45,7 @@ def test_no_capacity_and_all_at_once() -> None:
     assert highest_rate(threshold_run(0.001), 0.99).rate == 0.0
     always = highest_rate(lambda rate: {"slo_attained": 1.0, "throughput_requests_per_s": 7.0}, 0.99)
     assert always.rate == 7.0 and len(always.probes) == 1
+    assert always.best is always.probes[0]  # the run at the capacity: all at once (it was None)
     assert highest_rate(lambda rate: {"slo_attained": 0.995, "throughput_requests_per_s": 7.0}, 0.99).rate == 7.0
     assert highest_rate(lambda rate: {"slo_attained": 0.99, "throughput_requests_per_s": 7.0}, 0.99).rate == 7.0
     lowest = highest_rate(threshold_run(10 / 1000), 0.99)  # met from 10/1024 on: the last rate tried
