@@ -112,12 +112,22 @@ def serve(ctx: click.Context, config: str, model: str, hardware_name: str | None
                             samples, beams)
         with _Progress(len(requests)) as progress:
             run = runner.run(requests, objectives, progress)
+        _add_silicon(run.summary, runner)
         click.echo(json.dumps(run.summary, indent=2) if fmt == "json" else _format(run.summary))
         if out_dir is not None:
             _write(out_dir, run, runner.title)
         return
     _capacity(ctx, runner, objectives or {}, attainment or 0.99, num_requests, prompt_tokens, output_tokens, seed,
               samples, beams, fmt, out_dir)
+
+
+def _add_silicon(summary: dict[str, Any], runner: Any) -> None:
+    """The run's line on whether its chip is validated on silicon, and how well, for the phases it ran (a
+    request of one output token runs no decode step)."""
+    from simulator.cli.options import silicon_accuracy
+
+    phases = ["prefill", "decode"] if summary["tpot_ms"]["mean"] is not None else ["prefill"]
+    summary["silicon"] = silicon_accuracy(runner.simulator.hardware, phases)
 
 
 def _format(summary: dict[str, Any]) -> str:
@@ -193,6 +203,7 @@ def _capacity(ctx: click.Context, runner: Any, objectives: dict[str, float], att
         requests = sampled(_requests(ctx, None, num_requests, rate, prompt_tokens, output_tokens, seed), samples,
                             beams)
         runs[rate] = runner.run(requests, objectives)
+        _add_silicon(runs[rate].summary, runner)
         return dict(runs[rate].summary)
 
     found = highest_rate(run_at, attainment)

@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from simulator.report.energy import joules
 from simulator.report.summary import pyplot, save_figure
 
 
@@ -31,7 +32,7 @@ def format_serving(summary: dict[str, Any]) -> str:
     lines = [
         f"{summary['model']} under {summary['config']} on {summary['hardware']}, {summary['scheduler']} scheduler: "
         f"{summary['requests']} requests, {summary['completed']} completed, {summary['rejected']} rejected, "
-        f"{summary['duration_s']:.3f} s",
+        f"{_seconds(summary['duration_s'])}",
         f"  throughput      {rate(summary['throughput_tokens_per_s'], 'tokens/s')}, "
         f"{rate(summary['throughput_requests_per_s'], 'requests/s')} ({summary['iterations']:,} iterations, "
         f"busy {_percent(summary['busy_fraction'])})",
@@ -50,10 +51,12 @@ def format_serving(summary: dict[str, Any]) -> str:
         slo = ", ".join(f"{key} <= {value:g} ms" for key, value in summary["slo_ms"].items())
         lines.append(f"  goodput         {rate(summary['goodput_requests_per_s'], 'requests/s')} meeting {slo} "
                      f"({_percent(summary['slo_attained'])} of requests)")
+    if summary.get("silicon"):
+        lines.append(f"  {summary['silicon']}")
     if summary["energy_j"] is not None:
         per_token = summary["energy_per_token_j"]  # None (as the power) when nothing completed
-        per_token_mj = "n/a" if per_token is None else f"{per_token * 1e3:,.3f} mJ"
-        lines.append(f"  energy          {summary['energy_j']:,.3f} J, {per_token_mj} per output token, "
+        per_token_text = "n/a" if per_token is None else joules(per_token * 1e12)
+        lines.append(f"  energy          {joules(summary['energy_j'] * 1e12)}, {per_token_text} per output token, "
                      f"mean power {rate(summary['mean_power_w'], 'W')}")
     lines += [f"  note: {note}" for note in summary["notes"]]
     return "\n".join(lines)
@@ -64,6 +67,12 @@ def _ids(request_ids: list[int], shown: int = 10) -> str:
     more = len(request_ids) - shown
     listed = ", ".join(str(number) for number in request_ids[:shown])
     return f"request{'s' if len(request_ids) > 1 else ''} {listed}" + (f" and {more} more" if more > 0 else "")
+
+
+def _seconds(value: float) -> str:
+    """A duration in seconds: to the millisecond from 1 s up, else to 3 significant digits (a short run's
+    0.47 ms is not 0.000 s)."""
+    return f"{value:,.3f} s" if value >= 1 or value == 0 else f"{value:.3g} s"
 
 
 def _percent(fraction: float | None) -> str:

@@ -88,3 +88,30 @@ def test_the_shipped_trace_is_what_its_readme_says() -> None:
     expected = "arrival_s,prompt_tokens,output_tokens\n" + "".join(
         f"{r.arrival_s!r},{r.prompt_tokens},{r.output_tokens}\n" for r in requests)
     assert (ROOT / "configs" / "traces" / "chat_200.csv").read_text() == expected
+
+
+def test_a_run_says_whether_its_chip_is_validated_and_prints_a_short_run_readably(accelsim_here) -> None:
+    """The summary carries the silicon line of the phases the run ran (as run and generate do), in --json, in the
+    table and in a capacity search's run; a run of half a millisecond prints its duration and energy in
+    significant digits (it printed 0.000 s and 0.000 J)."""
+    from simulator.analysis.validation import accuracy_line
+    from simulator.spec.hardware import load_hardware
+    from simulator.spec.silicon import measured_silicon
+
+    def line(phases: list[str]) -> str:
+        return accuracy_line(load_hardware("tpu_v3_core"), measured_silicon(), phases)
+
+    v3 = ["serve", "configs/native.yaml", "--model", MODEL, "--hardware", "tpu_v3_core", "--num-requests", "2",
+          "--prompt-tokens", "16"]
+    decoded = accelsim_here(*v3, "--output-tokens", "3", "--json")
+    assert json.loads(decoded.stdout)["silicon"] == line(["prefill", "decode"])
+    prefilled = accelsim_here(*v3, "--output-tokens", "1", "--json")
+    assert json.loads(prefilled.stdout)["silicon"] == line(["prefill"])
+    table = accelsim_here(*v3, "--output-tokens", "3").stdout
+    assert f"\n  {line(['prefill', 'decode'])}\n" in table
+    assert "2 completed, 0 rejected, 0.000474 s\n" in table
+    assert "  energy          299.3 uJ, 49.89 uJ per output token, mean power 0.63 W" in table
+    search = accelsim_here(*v3, "--output-tokens", "3", "--slo", "ttft=100", "--capacity", "--json")
+    assert json.loads(search.stdout)["summary"]["silicon"] == line(["prefill", "decode"])
+    other = json.loads(accelsim_here(*SERVE, *LENGTHS, "--num-requests", "1", "--json").stdout)
+    assert other["silicon"] == "not validated on silicon: no measured chip for tpu_v5e_like (accelsim validate)"
