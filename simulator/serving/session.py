@@ -65,6 +65,9 @@ def run_serving(spec: ModelSpec, simulator: Simulator, requests: list[Request], 
     check_servable(spec)
     check_plan(simulator.system, simulator.hardware.name, spec.tp or 1)
     context = int(spec.config.get("max_position_embeddings", 0)) or None
+    if context is not None and block_tokens > context:  # a block is priced as the cache a prefill of it writes
+        raise InputError(f"--kv-block-size {block_tokens} exceeds {spec.name}'s context of {context} tokens (a "
+                         "block holds at most one sequence's whole cache)")
     hardware = simulator.hardware
     clock_hz = hardware.array.clock_mhz * 1e6
     _check_requests(requests, settings, spec.name, context, clock_hz)

@@ -449,6 +449,8 @@ CASES += [
      "request 0: 4000 prompt tokens"),
     ("serve-unknown-slo", lambda p: [*SERVE, "--num-requests", "2", "--slo", "ttft=100,latency=5"], "'latency'"),
     ("serve-block-size", lambda p: [*SERVE, "--num-requests", "2", "--kv-block-size", "0"], "--kv-block-size"),
+    ("serve-block-past-context", lambda p: [*SERVE, "--num-requests", "2", "--kv-block-size", "5000"],
+     "--kv-block-size 5000 exceeds llama-2-7b's context of 4096 tokens"),
     ("serve-rate", lambda p: [*SERVE, "--num-requests", "2", "--rate", "0"], "--rate"),
     ("serve-seed", lambda p: [*SERVE, "--num-requests", "2", "--seed", "-1"], "--seed"),
     ("serve-samples", lambda p: [*SERVE, "--num-requests", "2", "--samples", "0"], "--samples"),
