@@ -18,16 +18,14 @@ GENERIC_MACS_PER_PE = {"fp32": 1, "fp16": 1, "bf16": 1, "int8": 1, "int4": 2, "i
 def gemm_result(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, precision: str,
                 sparsity: str | None, timing: str) -> dict[str, Any]:
     """One product's timing as the JSON object `accelsim gemm` prints."""
-    from simulator.engine.mapping import DATAFLOWS
-    from simulator.engine.timing import check_sizes, check_timing, gemm_cycles
+    from simulator.engine.timing import check_dataflow, check_sizes, check_timing, gemm_cycles
     from simulator.formats.sparsity import SparsityPattern
 
     check_sizes(m=m, k=k, n=n, rows=rows, cols=cols)
     for name, value in (("m", m), ("k", k), ("n", n), ("rows", rows), ("cols", cols)):
         if value > MAX_SIZE:
             raise InputError(f"{name} = {value} exceeds the largest accepted size {MAX_SIZE} (31 bits)")
-    if dataflow not in DATAFLOWS:
-        raise InputError(f"unknown dataflow {dataflow!r}; choose from {', '.join(DATAFLOWS)}")
+    check_dataflow(dataflow)
     if precision not in GENERIC_MACS_PER_PE:
         raise InputError(f"unknown precision {precision!r}; choose from {', '.join(GENERIC_MACS_PER_PE)}")
     check_timing(timing)

@@ -44,7 +44,7 @@ import functools
 from dataclasses import dataclass
 from numbers import Integral
 
-from simulator.engine.mapping import Mapping
+from simulator.engine.mapping import DATAFLOWS, Mapping
 from simulator.formats.sparsity import SparsityPattern
 from workloads.errors import InputError
 
@@ -58,6 +58,12 @@ def check_sizes(**sizes: int) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
             raise InputError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_dataflow(dataflow: str) -> None:
+    """Refuse a dataflow that is not one of :data:`~simulator.engine.mapping.DATAFLOWS`."""
+    if dataflow not in DATAFLOWS:
+        raise InputError(f"unknown dataflow {dataflow!r}; choose from {', '.join(DATAFLOWS)}")
 
 
 def check_timing(timing: str) -> None:
@@ -140,6 +146,7 @@ def gemm_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str, *, 
                 double_buffered: bool = True) -> GemmCycles:
     """Cycles of ``batch`` independent products of the same shape, run one after another on the array."""
     check_sizes(m=m, k=k, n=n, rows=rows, cols=cols, batch=batch, pack=pack)
+    check_dataflow(dataflow)
     placed = Mapping.of(m, k, n, rows, cols, dataflow, pack=pack, sparsity=sparsity, timing=timing)
     depth = placed.depth
     cycles = dense_cycles(m, depth, n, rows, cols, dataflow, timing, batch, double_buffered)

@@ -226,3 +226,9 @@ def test_a_size_that_is_not_a_positive_whole_number_is_refused(size, value):
     assert gemm_cycles(np.int64(1), 4, 4, 8, 8, "ws").macs == 16  # down to 1, the smallest size
     with pytest.raises(InputError, match="^m must be a positive integer, got np.int64.0.$"):
         gemm_cycles(np.int64(0), 4, 4, 8, 8, "ws")
+
+
+def test_an_unknown_dataflow_is_refused_as_the_command_refuses_it():
+    """gemm_cycles refuses a dataflow by name as `accelsim gemm` does (it was a ValueError from deep inside)."""
+    with pytest.raises(InputError, match="^unknown dataflow 'xs'; choose from ws, os, is$"):
+        gemm_cycles(4, 4, 4, 8, 8, "xs")
