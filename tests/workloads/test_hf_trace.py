@@ -96,23 +96,15 @@ CASES = [(name, small(name)) for name in zoo_names() if name not in MOE] + [
 ]
 
 
-@pytest.mark.parametrize(("name", "workload"), CASES, ids=[f"{Path(n).stem}-{i}" for i, (n, _) in enumerate(CASES)])
-def test_closed_form_equals_traced(name, workload):
-    spec = load_model(name)
-    closed = spec.trace(workload)
-    traced = trace_hf(spec, spec.resolve(workload))
+def ops_match(closed, traced, spec):
+    """The matrix ops one for one, in order; the vector ops' element totals per compared role."""
     assert matrix_shapes(closed) == matrix_shapes(traced, kv_group(spec))
     assert vector_totals(closed) == vector_totals(traced)
 
 
-@pytest.mark.parametrize(("name", "workload"), CASES, ids=[f"{Path(n).stem}-{i}" for i, (n, _) in enumerate(CASES)])
-def test_traced_ops_are_named_placed_and_owned_like_the_closed_form(name, workload):
+def ops_named_placed_and_owned(closed, traced, spec, resolved):
     """Traced ops get module-path names, and the same roles, blocks and groups as the closed form for
     every matrix op (so policies and pruning apply alike); they own every parameter exactly once."""
-    spec = load_model(name)
-    resolved = spec.resolve(workload)
-    traced = trace_hf(spec, resolved)
-    closed = spec.trace(workload)
     placed = [(op.role, op.layer, op.group) for op in traced if op.is_matrix]
     assert placed == [(op.role, op.layer, op.group) for op in closed if op.is_matrix]
     assert traced.params == hf_num_parameters(spec, resolved)
@@ -138,13 +130,17 @@ def operand_graph(trace):
 
 
 @pytest.mark.parametrize(("name", "workload"), CASES, ids=[f"{Path(n).stem}-{i}" for i, (n, _) in enumerate(CASES)])
-def test_closed_form_tensor_graph_equals_traced(name, workload):
-    """Tensors with identity, checked against the real model: q, k and v read one tensor; cross-attention
-    k and v read the encoder output (not the decoder's); BMMs read the projections (or, in a decode
-    step, the KV cache, as state); a tied head reads the embedding table."""
+def test_closed_form_equals_traced(name, workload):
+    """The real model, traced once, against the closed form: its ops (:func:`ops_match`), their names,
+    places and parameters (:func:`ops_named_placed_and_owned`), and its tensors with identity (q, k and v
+    read one tensor; cross-attention k and v read the encoder output, not the decoder's; BMMs read the
+    projections or, in a decode step, the KV cache as state; a tied head reads the embedding table)."""
     spec = load_model(name)
+    resolved = spec.resolve(workload)
     closed = spec.trace(workload)
-    traced = trace_hf(spec, spec.resolve(workload))
+    traced = trace_hf(spec, resolved)
+    ops_match(closed, traced, spec)
+    ops_named_placed_and_owned(closed, traced, spec, resolved)
     assert operand_graph(closed) == operand_graph(traced)
 
 
