@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import replace
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -366,23 +367,23 @@ class Simulator:
 def _record(step: Step, cost: Cost, storage: OpStorage | None, precision: str, compute_precision: str,
             pack: int, sparsity: str, residency: str, array_split: str, dequantized: bool,
             kernel: KernelColumns) -> StepRecord:
-    op = step.op
-    counts = {name: getattr(cost, name) for name in ACCESS_COLUMNS}
-    return StepRecord(
-        name=op.name, layer=op.layer, role=op.role, group=op.group, kind=op.kind, unit=step.unit,
-        inserted=step.inserted, category=category(op.role, step.unit), precision=precision,
-        compute_precision=compute_precision, macs_per_pe=pack, sparsity=sparsity, dequantized=dequantized,
-        batch=op.batch, m=op.m, k=op.k, n=op.n,
-        elements={"sfu": kernel.elements, "link": op.elements}.get(step.unit, 0),
-        macs=cost.macs, folds=cost.folds, array_split=array_split, compute_cycles=cost.compute_cycles,
-        dense_compute_cycles=cost.dense_compute_cycles, transfer_cycles=cost.transfer_cycles,
-        stall_cycles=cost.stall_cycles, total_cycles=cost.compute_cycles + cost.stall_cycles, launch_cycles=0,
-        utilization=cost.utilization, weight_bits=storage.weight_bits if storage else 0,
-        index_bits=storage.index_bits if storage else 0, scale_bits=storage.scale_bits if storage else 0,
-        bias_bits=storage.bias_bits if storage else 0, dram_bytes=cost.dram_bytes, **counts, residency=residency,
-        bound="memory" if cost.transfer_cycles > cost.compute_cycles else "compute", fused_into="",
-        kernel=kernel.kernel, block_q=kernel.block_q, block_k=kernel.block_k, key_chunks=kernel.key_chunks,
-        closed_form_dram_bytes=kernel.closed_form_dram_bytes)
+    op, unit = step.op, step.unit
+    compute, transfer, stall = cost.compute_cycles, cost.transfer_cycles, cost.stall_cycles
+    stored = (storage.weight_bits, storage.index_bits, storage.scale_bits, storage.bias_bits) if storage else _NONE
+    elements = kernel.elements if unit == "sfu" else op.elements if unit == "link" else 0
+    # Positional, in StepRecord's field order: a record is made for every step costed, and 70 keyword
+    # arguments cost more than the rest of this function.
+    values = (
+        op.name, op.layer, op.role, op.group, op.kind, unit, step.inserted, category(op.role, unit), precision,
+        compute_precision, pack, sparsity, dequantized, op.batch, op.m, op.k, op.n, elements, cost.macs, cost.folds,
+        array_split, compute, cost.dense_compute_cycles, transfer, stall, compute + stall, 0, cost.utilization,
+        *stored, cost.dram_bytes, *_ACCESS_COUNTS(cost), residency, "memory" if transfer > compute else "compute", "",
+        kernel.kernel, kernel.block_q, kernel.block_k, kernel.key_chunks, kernel.closed_form_dram_bytes)
+    return StepRecord(*values)
+
+
+_NONE = (0, 0, 0, 0)  # stored bits of an inserted step: weights, indices, scales, biases
+_ACCESS_COUNTS = attrgetter(*ACCESS_COLUMNS)
 
 
 def simulate(trace: Trace, hardware: Hardware, policy: Policy, *, timing: str = "default",

@@ -64,3 +64,39 @@ def test_a_count_past_64_bits_is_refused_naming_its_op_and_column():
         with pytest.raises(InputError, match=rf"^op {edited[-1].name}: {column} = {INT64_MAX + 1} exceeds the 64-bit"):
             frame(edited)
     assert frame([]).empty
+
+
+def test_a_step_record_takes_each_value_into_its_own_column():
+    """The engine builds a record positionally (in the columns' order, for speed): every input with a value of
+    its own must land in the column named for it."""
+    from simulator.engine.kernel_costs import KernelColumns
+    from simulator.engine.simulator import _record
+    from simulator.engine.steps import Step
+    from simulator.formats.precision import parse_precision
+    from simulator.formats.storage import OpStorage
+    from workloads.ops import Op
+    from workloads.vocabulary import category
+
+    counts = {name: 1000 + i for i, name in enumerate(ACCESS_COLUMNS)}
+    cost = Cost(compute_cycles=11, dense_compute_cycles=12, folds=13, macs=14, transfer_cycles=15, stall_cycles=16,
+                utilization=0.25, **counts)
+    op = Op("o", 3, "attn_qk", "attention", "bmm", batch=21, m=22, k=23, n=24, elements=25)
+    storage = OpStorage("o", 3, "attn_qk", "attention", 1, 1, "int8", "int8", value_bits=31, index_bits=32,
+                        scale_bits=33, bias_bits=34, dense_weight_bits=35, sparse="dense")
+    step = Step(op, "sfu", True, parse_precision("int8"), (), ())
+    kernel = KernelColumns(41, "fused", 42, 43, 44, 45)
+    record = _record(step, cost, storage, "p", "cp", 51, "2:4", "home", "rows", True, kernel)
+    expected = {"name": "o", "layer": 3, "role": "attn_qk", "group": "attention", "kind": "bmm", "unit": "sfu",
+                "inserted": True, "precision": "p", "compute_precision": "cp", "macs_per_pe": 51, "sparsity": "2:4",
+                "dequantized": True, "batch": 21, "m": 22, "k": 23, "n": 24, "elements": 41, "macs": 14, "folds": 13,
+                "array_split": "rows", "compute_cycles": 11, "dense_compute_cycles": 12, "transfer_cycles": 15,
+                "stall_cycles": 16, "total_cycles": 27, "launch_cycles": 0, "utilization": 0.25, "weight_bits": 63,
+                "index_bits": 32, "scale_bits": 33, "bias_bits": 34, "dram_bytes": 2001, **counts,
+                "residency": "home", "bound": "memory", "fused_into": "", "kernel": "fused", "block_q": 42,
+                "block_k": 43, "key_chunks": 44, "closed_form_dram_bytes": 45}
+    assert {name: getattr(record, name) for name in expected} == expected
+    assert record.category == category("attn_qk", "sfu")
+    inserted = _record(Step(op, "link", True, parse_precision("int8"), (), ()), cost, None, "p", "cp", 1, "dense",
+                       "", "", False, kernel)
+    assert (inserted.elements, inserted.weight_bits, inserted.index_bits, inserted.scale_bits,
+            inserted.bias_bits) == (25, 0, 0, 0, 0)
