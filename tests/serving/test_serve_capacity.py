@@ -42,7 +42,9 @@ def test_the_rates_tried() -> None:
 
 
 def test_no_capacity_and_all_at_once() -> None:
-    assert highest_rate(threshold_run(0.001), 0.99).rate == 0.0
+    never = highest_rate(threshold_run(0.001), 0.99)  # 10/1024 is the last rate tried: 11 runs, none met
+    assert never.rate == 0.0 and never.best is None and [p.rate for p in never.probes][-1] == 10 / 1024
+    assert len(never.probes) == 11
     always = highest_rate(lambda rate: {"slo_attained": 1.0, "throughput_requests_per_s": 7.0}, 0.99)
     assert always.rate == 7.0 and len(always.probes) == 1
     assert always.best is always.probes[0]  # the run at the capacity: all at once (it was None)

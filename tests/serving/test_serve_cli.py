@@ -115,3 +115,10 @@ def test_a_run_says_whether_its_chip_is_validated_and_prints_a_short_run_readabl
     assert json.loads(search.stdout)["summary"]["silicon"] == line(["prefill", "decode"])
     other = json.loads(accelsim_here(*SERVE, *LENGTHS, "--num-requests", "1", "--json").stdout)
     assert other["silicon"] == "not validated on silicon: no measured chip for tpu_v5e_like (accelsim validate)"
+
+
+def test_a_duration_prints_to_the_millisecond_from_a_second_up_else_in_significant_digits() -> None:
+    from simulator.report.serving import _seconds
+
+    assert [_seconds(v) for v in (0.0, 0.000474, 0.9994, 1.0, 1.5, 2908.4)] == [
+        "0.000 s", "0.000474 s", "0.999 s", "1.000 s", "1.500 s", "2,908.400 s"]

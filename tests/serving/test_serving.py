@@ -167,6 +167,16 @@ def test_a_request_that_fills_the_context_exactly_is_served() -> None:
         served([Request(0, 0.0, 500, 14)])
 
 
+def test_a_kv_block_as_long_as_the_context_is_served_and_a_longer_one_refused() -> None:
+    """A block is priced as the cache a prefill of its tokens writes: up to the context (512 here), one block
+    holding a whole sequence's cache; past it, refused naming the option."""
+    serving, rows = served([Request(0, 0.0, 40, 5), Request(1, 0.0, 30, 4)], block=512)
+    assert len(rows) == 2 and serving.served.kv_peak == 2  # one block per sequence
+    with pytest.raises(InputError, match=r"^--kv-block-size 513 exceeds llama-serve-6's context of 512 tokens \(a "
+                                         r"block holds at most one sequence's whole cache\)$"):
+        served([Request(0, 0.0, 40, 5)], block=513)
+
+
 def test_a_request_that_never_fits_is_rejected() -> None:
     requests = [Request(0, 0.0, 30, 5), Request(1, 0.0, 400, 50), Request(2, 0.1, 10, 2)]
     serving, rows = served(requests, hardware=small_dram(8))
