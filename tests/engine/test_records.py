@@ -100,3 +100,8 @@ def test_a_step_record_takes_each_value_into_its_own_column():
                        "", "", False, kernel)
     assert (inserted.elements, inserted.weight_bits, inserted.index_bits, inserted.scale_bits,
             inserted.bias_bits) == (25, 0, 0, 0, 0)
+    for transfer, bound in ((10, "compute"), (11, "compute"), (12, "memory")):  # against 11 compute cycles
+        on_array = _record(Step(op, "array", False, parse_precision("int8"), (), ()),
+                           Cost(compute_cycles=11, transfer_cycles=transfer), None, "p", "cp", 1, "dense", "", "",
+                           False, kernel)
+        assert (on_array.elements, on_array.bound) == (0, bound)  # an array step's elements are not counted
