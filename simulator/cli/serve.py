@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,7 @@ def serve(ctx: click.Context, config: str, model: str, hardware_name: str | None
                             samples, beams)
         with _Progress(len(requests)) as progress:
             run = runner.run(requests, objectives, progress)
-        _add_silicon(run.summary, runner)
+        _silicon_adder(runner)(run.summary)
         click.echo(json.dumps(run.summary, indent=2) if fmt == "json" else _format(run.summary))
         if out_dir is not None:
             _write(out_dir, run, runner.title)
@@ -121,13 +122,21 @@ def serve(ctx: click.Context, config: str, model: str, hardware_name: str | None
               samples, beams, fmt, out_dir)
 
 
-def _add_silicon(summary: dict[str, Any], runner: Any) -> None:
-    """The run's line on whether its chip is validated on silicon, and how well, for the phases it ran (a
-    request of one output token runs no decode step)."""
+def _silicon_adder(runner: Any) -> Callable[[dict[str, Any]], None]:
+    """What adds to a run's summary the line on whether its chip is validated on silicon, and how well, for
+    the phases it ran (a request of one output token runs no decode step). Each line is worked out once (it
+    simulates the measured points): a capacity search's runs share them."""
     from simulator.cli.options import silicon_accuracy
 
-    phases = ["prefill", "decode"] if summary["tpot_ms"]["mean"] is not None else ["prefill"]
-    summary["silicon"] = silicon_accuracy(runner.simulator.hardware, phases)
+    lines: dict[tuple[str, ...], str] = {}
+
+    def add(summary: dict[str, Any]) -> None:
+        phases = ("prefill", "decode") if summary["tpot_ms"]["mean"] is not None else ("prefill",)
+        if phases not in lines:
+            lines[phases] = silicon_accuracy(runner.simulator.hardware, list(phases))
+        summary["silicon"] = lines[phases]
+
+    return add
 
 
 def _format(summary: dict[str, Any]) -> str:
@@ -196,6 +205,7 @@ def _capacity(ctx: click.Context, runner: Any, objectives: dict[str, float], att
     from simulator.serving.capacity import highest_rate
 
     runs: dict[float | None, Any] = {}
+    add_silicon = _silicon_adder(runner)
 
     def run_at(rate: float | None) -> dict[str, Any]:
         from simulator.serving.requests import sampled
@@ -203,7 +213,7 @@ def _capacity(ctx: click.Context, runner: Any, objectives: dict[str, float], att
         requests = sampled(_requests(ctx, None, num_requests, rate, prompt_tokens, output_tokens, seed), samples,
                             beams)
         runs[rate] = runner.run(requests, objectives)
-        _add_silicon(runs[rate].summary, runner)
+        add_silicon(runs[rate].summary)
         return dict(runs[rate].summary)
 
     found = highest_rate(run_at, attainment)
