@@ -369,7 +369,7 @@ def _record(step: Step, cost: Cost, storage: OpStorage | None, precision: str, c
             kernel: KernelColumns) -> StepRecord:
     op, unit = step.op, step.unit
     compute, transfer, stall = cost.compute_cycles, cost.transfer_cycles, cost.stall_cycles
-    stored = (storage.weight_bits, storage.index_bits, storage.scale_bits, storage.bias_bits) if storage else _NONE
+    stored = (storage.weight_bits, storage.index_bits, storage.scale_bits, storage.bias_bits) if storage else _UNSTORED
     elements = kernel.elements if unit == "sfu" else op.elements if unit == "link" else 0
     # Positional, in StepRecord's field order: a record is made for every step costed, and 70 keyword
     # arguments cost more than the rest of this function.
@@ -382,7 +382,7 @@ def _record(step: Step, cost: Cost, storage: OpStorage | None, precision: str, c
     return StepRecord(*values)
 
 
-_NONE = (0, 0, 0, 0)  # stored bits of an inserted step: weights, indices, scales, biases
+_UNSTORED = (0, 0, 0, 0)  # stored bits of an inserted step: weights, indices, scales, biases
 _ACCESS_COUNTS = attrgetter(*ACCESS_COLUMNS)
 
 
