@@ -29,7 +29,14 @@ def validate(preset: str | None, out: str | None, force: bool, as_json: bool) ->
         known = sorted({d.preset for d in data})
         data = [d for d in data if d.preset == preset]
         if not data:
-            raise InputError(f"--preset {preset}: no measured silicon for it (measured: {', '.join(known)})")
+            import difflib
+
+            from simulator.spec.hardware import preset_names
+
+            close = difflib.get_close_matches(preset, known, n=1)
+            what = ("no measured silicon for it" if preset in preset_names() else
+                    "no such preset" + (f"; did you mean {close[0]!r}?" if close else ""))
+            raise InputError(f"--preset {preset}: {what} (measured: {', '.join(known)})")
     compared = [point for d in data for point in compare(d, load_hardware(d.preset))]
     envelope = envelopes(compared)
     if as_json:

@@ -188,7 +188,9 @@ CASES = [
         p, r"\n  fp16_mult:[^\n]*", "")], "no entry 'fp16_mult'"),
     ("energy-node-without-rule", lambda p: ["area", _energy_table(
         p, r"scaling: stillmaker_baas\n", "", r"node_nm: 40", "node_nm: 45")], "names no scaling rule"),
-    ("validate-unknown-preset", lambda p: ["validate", "--preset", "nope"], "no measured silicon for it"),
+    ("validate-unknown-preset", lambda p: ["validate", "--preset", "nope"], "--preset nope: no such preset (measured:"),
+    ("validate-misspelt-preset", lambda p: ["validate", "--preset", "tpu_v3"],
+     "--preset tpu_v3: no such preset; did you mean 'tpu_v3_core'?"),
     ("area-without-energy", lambda p: ["area", hardware_with(p, r"\nenergy:[^\n]*(\n  [^\n]*)+", "")],
      "no energy section"),
     ("extract-model-is-dir", lambda p: ["extract", "--model", str(p)], "is a directory"),
