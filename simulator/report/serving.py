@@ -31,8 +31,8 @@ def format_serving(summary: dict[str, Any]) -> str:
     kv = summary["kv_cache"]
     lines = [
         f"{summary['model']} under {summary['config']} on {summary['hardware']}, {summary['scheduler']} scheduler: "
-        f"{summary['requests']} requests, {summary['completed']} completed, {summary['rejected']} rejected, "
-        f"{_seconds(summary['duration_s'])}",
+        f"{summary['requests']} request{'' if summary['requests'] == 1 else 's'}, {summary['completed']} completed, "
+        f"{summary['rejected']} rejected, {_seconds(summary['duration_s'])}",
         f"  throughput      {rate(summary['throughput_tokens_per_s'], 'tokens/s')}, "
         f"{rate(summary['throughput_requests_per_s'], 'requests/s')} ({summary['iterations']:,} iterations, "
         f"busy {_percent(summary['busy_fraction'])})",

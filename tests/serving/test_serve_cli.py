@@ -78,7 +78,7 @@ def test_a_run_that_serves_nothing_says_so(tmp_path: Path, accelsim_here) -> Non
     result = accelsim_here("serve", "configs/int8.yaml", "--model", MODEL, "--hardware", str(chip), "--requests",
                            str(trace), "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
-    assert "1 requests, 0 completed, 1 rejected" in result.stdout
+    assert "1 request, 0 completed, 1 rejected" in result.stdout
     assert "n/a per output token, mean power n/a" in result.stdout
     assert (tmp_path / "out" / "requests.csv").read_text() == ",".join(REQUEST_COLUMNS) + "\n"
 
