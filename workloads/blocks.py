@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from workloads.attention_geometry import AttentionGeometry
 from workloads.builder import OpBuilder
@@ -98,30 +99,43 @@ def attention(b: OpBuilder, prefix: str, layer: int, shape: AttentionShape, *, b
 
 
 def mixed_attention(b: OpBuilder, prefix: str, layer: int, shapes: tuple[AttentionShape, ...],
-                    fresh: tuple[bool, ...], *, bias: bool, rope: str, out_bias: bool) -> str:
+                    fresh: tuple[bool, ...], *, bias: bool, rope: str | None, out_bias: bool,
+                    scale: str = "scores") -> str:
     """Self-attention of a mixed batch (:mod:`workloads.mixed`): ``shapes`` are its kinds of sequence, each
-    ``batch`` sequences of ``q_len`` new tokens against ``kv_len`` keys. The projections and rotations run
-    once over all new tokens (v after the rotations) and write each kind's rows apart; each kind appends its
-    new keys and values to its own cache and runs its products and score ops apart, a ``fresh`` prompt against
-    its own new keys (as a prefill), any other against its cache (as a decode step). The kinds' outputs are
-    gathered for the output projection (a copy on the vector unit, with more than one kind)."""
+    ``batch`` sequences of ``q_len`` new tokens against ``kv_len`` keys. The projections, the rotations by
+    the ``rope`` table (if any) and a ``scale`` of the queries (``"query"``; else the scores are scaled) run
+    once over all new tokens (v last) and write each kind's rows apart; each kind appends its new keys and
+    values to its own cache and runs its products and score ops apart, a ``fresh`` prompt against its own
+    new keys (as a prefill), any other against its cache (as a decode step). The kinds' outputs are gathered
+    for the output projection (a copy on the vector unit, with more than one kind)."""
     head = shapes[0]
     rows = tuple(s.batch * s.q_len for s in shapes)
     tokens, parts = sum(rows), tuple(f"seq{index}" for index in range(len(shapes)))
+
+    def split(width: int) -> dict[str, Any]:  # an op writing each kind's rows apart
+        return {"parts": parts, "part_elements": tuple(r * width for r in rows)}
+
     x = b.current
-    q = b.gemm(f"{prefix}.q", layer, "q", "attention", tokens, head.hidden, head.inner, bias=bias, reads=x)
-    k = b.gemm(f"{prefix}.k", layer, "k", "attention", tokens, head.hidden, head.kv_inner, bias=bias, reads=x)
-    b.vector(f"{prefix}.q_rope", layer, "rope", "attention", tokens * head.inner, reads=(q, rope), parts=parts,
-             part_elements=tuple(r * head.inner for r in rows))
-    b.vector(f"{prefix}.k_rope", layer, "rope", "attention", tokens * head.kv_inner, reads=(k, rope), parts=parts,
-             part_elements=tuple(r * head.kv_inner for r in rows))
-    # v after the rotations: no kind's first step then reads a tensor the step before it wrote (it would
-    # stream it to the first kind alone)
-    b.gemm(f"{prefix}.v", layer, "v", "attention", tokens, head.hidden, head.kv_inner, bias=bias, reads=x,
-           parts=parts, part_elements=tuple(r * head.kv_inner for r in rows))
+    rotated, scaled = rope is not None, scale == "query"
+    q = b.gemm(f"{prefix}.q", layer, "q", "attention", tokens, head.hidden, head.inner, bias=bias, reads=x,
+               **({} if rotated or scaled else split(head.inner)))
+    k = b.gemm(f"{prefix}.k", layer, "k", "attention", tokens, head.hidden, head.kv_inner, bias=bias, reads=x,
+               **({} if rotated else split(head.kv_inner)))
+    if rope is not None:
+        q = b.vector(f"{prefix}.q_rope", layer, "rope", "attention", tokens * head.inner, reads=(q, rope),
+                     **({} if scaled else split(head.inner)))
+        k = b.vector(f"{prefix}.k_rope", layer, "rope", "attention", tokens * head.kv_inner, reads=(k, rope),
+                     **split(head.kv_inner))
+    if scaled:
+        q = b.vector(f"{prefix}.query_scale", layer, "mul", "attention", tokens * head.inner, reads=(q,),
+                     **split(head.inner))
+    # v last: no kind's first step then reads a tensor the step before it wrote (it would stream it to the
+    # first kind alone)
+    v = b.gemm(f"{prefix}.v", layer, "v", "attention", tokens, head.hidden, head.kv_inner, bias=bias, reads=x,
+               **split(head.kv_inner))
     outputs = []
     for part, s, new in zip(parts, shapes, fresh, strict=True):
-        keys, values = f"{prefix}.k_rope.{part}", f"{prefix}.v.{part}"
+        keys, values = f"{k}.{part}", f"{v}.{part}"
         kept = s.batch * (s.kv_len if s.cache_len is None else s.cache_len) * s.kv_inner
         k_cache = b.state(f"{prefix}.{part}.k_cache", kept, source=keys, sequences=s.batch)
         v_cache = b.state(f"{prefix}.{part}.v_cache", kept, source=values, sequences=s.batch)
@@ -129,8 +143,9 @@ def mixed_attention(b: OpBuilder, prefix: str, layer: int, shapes: tuple[Attenti
             keys, values = k_cache, v_cache
         geometry = AttentionGeometry(s.batch * s.heads // s.group, s.group, s.q_len, s.head_dim, causal=True,
                                      window=s.window, decoder=True)
-        _scores_and_values(b, f"{prefix}.{part}", layer, s, f"{prefix}.q_rope.{part}", keys, values, scale="scores",
-                           score_adds=("causal_mask",), position_bias=None, geometry=geometry)
+        _scores_and_values(b, f"{prefix}.{part}", layer, s, f"{q}.{part}", keys, values,
+                           scale=None if scaled else "scores", score_adds=("causal_mask",), position_bias=None,
+                           geometry=geometry)
         outputs.append(b.current)
     if len(outputs) > 1:
         b.vector(f"{prefix}.gather", layer, "concat", "attention", tokens * head.inner, reads=tuple(outputs))

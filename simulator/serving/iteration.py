@@ -75,7 +75,8 @@ class IterationCoster:
         self.hardware = simulator.hardware
         self.layers = int(spec.config["num_hidden_layers"])
         # blocks run alike when the model builds them alike and no precision is set per block
-        alike = self.layers > max(PROBES) and _blocks_alike(spec) and not simulator.policy.config.precision.layers
+        alike = (self.layers > max(PROBES) and spec.family.blocks_alike(spec.config)
+                 and not simulator.policy.config.precision.layers)
         self.probes = [(blocks, _with_blocks(spec, blocks)) for blocks in PROBES] if alike else []
         self.context = int(spec.config.get("max_position_embeddings") or 1 << 31)
         self.memo: dict[Any, IterationCost] = {}
@@ -317,16 +318,6 @@ def _places(batch: MixedBatch) -> list[KindKey]:
     if len(kinds) == 1:
         return [("mixed", kinds[0][0], kinds[0][1], "only")]
     return [("mixed", kind, count, "several") for kind, count in kinds]
-
-
-def _blocks_alike(spec: ModelSpec) -> bool:
-    """Whether every block of ``spec`` is built alike (the same attention window, a dense feed-forward:
-    a mixture of experts runs different experts per block)."""
-    if spec.config["model_type"] not in ("llama", "mistral", "qwen2"):
-        return False
-    from workloads.families.llama import layer_windows
-
-    return len(set(layer_windows(spec.config))) == 1
 
 
 def _with_blocks(spec: ModelSpec, blocks: int) -> ModelSpec:

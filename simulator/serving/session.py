@@ -30,7 +30,7 @@ from simulator.serving.server import Served, ServeSettings, serve
 from simulator.serving.swap import PREEMPTIONS, SwapLink
 from simulator.spec.system import check_plan
 from workloads.errors import InputError
-from workloads.models import ModelSpec, Workload
+from workloads.models import FAMILIES, ModelSpec, Workload
 
 
 @dataclass(frozen=True)
@@ -103,8 +103,9 @@ def check_servable(spec: ModelSpec) -> None:
     if "lm" not in spec.family.heads or not spec.family.phases:
         raise InputError(f"{spec.name} does not generate text: serving needs a decoder with an LM head")
     if not spec.family.mixed_batches:
+        served = ", ".join(name for name, family in FAMILIES.items() if family.mixed_batches)
         raise InputError(f"{spec.name}: {spec.config['model_type']} models cannot be served: serving runs mixed "
-                         "batches of sequences, built for Llama-style decoders (llama, qwen2, mistral, mixtral)")
+                         f"batches of sequences, which these families build: {served}")
 
 
 def _check_requests(requests: list[Request], settings: ServeSettings, model: str, context: int | None,

@@ -462,11 +462,13 @@ CASES += [
     ("serve-distribution", lambda p: [*SERVE, "--num-requests", "2", "--prompt-tokens", "gamma:1,2"], "'gamma'"),
     ("serve-encoder", lambda p: ["serve", "int8", "--model", "bert-base", "--hardware", "tpu_v5e_like",
                                  "--num-requests", "2"], "serving needs a decoder"),
-    # a decoder outside the Llama family: an internal KeyError (GPT-2, T5, FSMT), or served until an iteration
-    # mixed its sequences (OPT); ViT was told --tokens does not apply
+    # a decoder whose family builds no mixed batch: an internal KeyError (GPT-2, T5, FSMT); ViT was told
+    # --tokens does not apply
     *((f"serve-{model}", lambda p, model=model: ["serve", "int8", "--model", model, "--num-requests", "2"],
        f"{family} models cannot be served") for model, family in (("gpt2", "gpt2"), ("t5-3b", "t5"),
-                                                                  ("transformer-base", "fsmt"), ("opt-1.3b", "opt"))),
+                                                                  ("transformer-base", "fsmt"))),
+    ("serve-opt-tp", lambda p: ["serve", "int8", "--model", "opt-13b", "--hardware", "tpu_v5e_x4", "--tp", "4",
+                                "--num-requests", "2"], "--tp does not apply to opt models"),
     ("serve-vit", lambda p: ["serve", "int8", "--model", "vit-base", "--num-requests", "2"], "does not generate text"),
     ("serve-jsonl-malformed", lambda p: serve_trace(p, '{"arrival_s": 0, "prompt_tokens": 3, '
                                                        '"output_tokens": 1}\n{oops\n', "t.jsonl"),

@@ -26,6 +26,7 @@ from workloads.mixed import MixedBatch, Sequence
 from workloads.models import Workload, load_model
 
 MODEL = str(TESTS / "configs" / "llama-serve-6.json")
+OPT_MODELS = [str(TESTS / "configs" / f"{name}.json") for name in ("opt-serve-6", "opt-serve-post-ln-6")]
 
 
 def small_buffers() -> Hardware:
@@ -57,6 +58,29 @@ def test_cost_equals_the_whole_models_pass(config: str, hardware: str, first: Mi
     costs = coster(config, hardware)
     for batch in (first, second, MixedBatch(first.sequences + second.sequences)):
         assert costs.cost(batch) == costs.direct(batch), batch.key
+
+
+@pytest.mark.parametrize("model", OPT_MODELS)
+@pytest.mark.parametrize("hardware", ["tpu_v5e_like", "small"])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(first=batches, second=batches)
+def test_an_opt_decoders_cost_equals_its_whole_pass(model: str, hardware: str, first: MixedBatch,
+                                                    second: MixedBatch) -> None:
+    """OPT (pre-LN, and post-LN with its embeddings projected in and out; queries scaled, no rotations, a
+    tied head that is never probed alone): the same exactness as Llama's."""
+    costs = coster("int8", hardware, model)
+    for batch in (first, second, MixedBatch(first.sequences + second.sequences)):
+        assert costs.cost(batch) == costs.direct(batch), batch.key
+
+
+@pytest.mark.parametrize("model", OPT_MODELS)
+def test_an_opt_decoders_parts_are_used(model: str) -> None:
+    """Its blocks are alike, so decode steps at new cache lengths are summed from parts, not run whole."""
+    costs = coster(model=model)
+    for length in range(40, 46):
+        batch = MixedBatch((Sequence(1, length, True), Sequence(1, 2 * length, True), Sequence(5, 0, True)))
+        assert costs.cost(batch) == costs.direct(batch)
+    assert costs.counts["whole"] == 0 and costs.counts["summed"] >= 4
 
 
 def test_the_parts_are_used_and_exact() -> None:
@@ -186,6 +210,31 @@ def test_mixed_trace_work_closed_form() -> None:
     states = [t for t in trace.tensors.values() if t.kind == "state"]
     assert sum(t.elements for t in states) == layers * 2 * kv * sum(counts[k] * keys[k] for k in keys)
     assert sum(t.appended for t in states) == layers * 2 * kv * tokens
+    assert sum(op.params for op in trace) == sum(op.params for op in spec.trace(Workload(tokens=8)))
+
+
+@pytest.mark.parametrize("model", OPT_MODELS)
+def test_an_opt_mixed_trace_work_closed_form(model: str) -> None:
+    """OPT's mixed batch: projections and feed-forward over all new tokens once, a position looked up for each,
+    each kind's products over its own keys, the tied head on the emitting sequences."""
+    spec = load_model(model)
+    cfg = spec.config
+    batch = MixedBatch((Sequence(1, 50, True), Sequence(1, 50, True), Sequence(7, 0, True), Sequence(4, 10, False)))
+    trace = spec.mixed_trace(batch)
+    hidden, ffn, heads = cfg["hidden_size"], cfg["ffn_dim"], cfg["num_attention_heads"]
+    layers = cfg["num_hidden_layers"]
+    tokens = 2 + 7 + 4
+    linear = sum(op.macs for op in trace if op.role in ("q", "k", "v", "attn_out", "ffn1", "ffn2"))
+    assert linear == layers * tokens * (4 * hidden * hidden + 2 * hidden * ffn)
+    keys, counts = {(1, 50): 51, (7, 0): 7, (4, 10): 14}, {(1, 50): 2, (7, 0): 1, (4, 10): 1}
+    attention = sum(op.macs for op in trace if op.role in ("bmm_qk", "bmm_av"))
+    assert attention == layers * 2 * sum(counts[k] * heads * k[0] * keys[k] * (hidden // heads) for k in keys)
+    assert sum(op.elements for op in trace if op.name == "embed_positions") == tokens * hidden
+    assert sum(op.elements for op in trace if op.name.endswith("query_scale")) == layers * tokens * hidden
+    head = next(op for op in trace if op.role == "head")
+    assert head.m == 3 and head.weight_params == 0  # tied: it reads the token embedding
+    states = [t for t in trace.tensors.values() if t.kind == "state"]
+    assert sum(t.elements for t in states) == layers * 2 * hidden * sum(counts[k] * keys[k] for k in keys)
     assert sum(op.params for op in trace) == sum(op.params for op in spec.trace(Workload(tokens=8)))
 
 

@@ -88,6 +88,12 @@ class Family:
     pipeline_parallel = False  # whether it splits its blocks into pipeline stages
     mixed_batches = False  # whether it builds a serving iteration's mixed batch (build_mixed)
 
+    def blocks_alike(self, cfg: Mapping[str, Any]) -> bool:
+        """Whether every block of a model of ``cfg`` is built alike (serving then probes a copy with fewer
+        blocks): the same ops on the same sizes, in a family that numbers its blocks ``layers.<i>`` and counts
+        them in ``num_hidden_layers``."""
+        return False
+
     def check(self, cfg: Mapping[str, Any], where: str) -> None:
         missing = [k for k in self.required if k not in cfg]
         if missing:
@@ -173,12 +179,11 @@ class Family:
     def build_mixed(self, cfg: Mapping[str, Any], batch: Any, b: OpBuilder, tp: int | None = None) -> None:
         """One serving iteration of a :class:`workloads.mixed.MixedBatch` (decoder families that serve), one
         chip's of ``tp``."""
-        raise InputError(f"{cfg['model_type']} models do not run mixed batches of sequences (serving supports "
-                         "Llama-style decoders: llama, qwen2, mistral, mixtral)")
+        raise InputError(f"{cfg['model_type']} models do not run mixed batches of sequences")
 
     def build_attention(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
         """The first block's self-attention of :meth:`build`'s pass, alone (families whose blocks serving
-        probes apart: Llama-style decoders)."""
+        probes apart)."""
         raise NotImplementedError
 
     def build_mixed_attention(self, cfg: Mapping[str, Any], batch: Any, b: OpBuilder, tp: int | None = None) -> None:

@@ -139,6 +139,10 @@ class LlamaFamily(Family):
     phases = PHASES
     default_tokens = 512
 
+    def blocks_alike(self, cfg: Mapping[str, Any]) -> bool:
+        """Alike when every block keeps the same attention window."""
+        return len(set(layer_windows(cfg))) == 1
+
     def resolve(self, cfg: Mapping[str, Any], wl: Workload) -> Workload:
         wl = super().resolve(cfg, wl)
         head_dim(cfg), kv_heads(cfg), layer_windows(cfg)
