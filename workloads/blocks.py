@@ -108,6 +108,8 @@ def mixed_attention(b: OpBuilder, prefix: str, layer: int, shapes: tuple[Attenti
     values to its own cache and runs its products and score ops apart, a ``fresh`` prompt against its own
     new keys (as a prefill), any other against its cache (as a decode step). The kinds' outputs are gathered
     for the output projection (a copy on the vector unit, with more than one kind)."""
+    if scale not in ("scores", "query"):
+        raise ValueError(f"unknown scale {scale!r}")
     head = shapes[0]
     rows = tuple(s.batch * s.q_len for s in shapes)
     tokens, parts = sum(rows), tuple(f"seq{index}" for index in range(len(shapes)))

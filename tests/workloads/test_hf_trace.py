@@ -21,6 +21,7 @@ from workloads.models import Workload, load_model, zoo_names
 pytestmark = pytest.mark.hf
 QWEN2 = str(TESTS / "configs" / "qwen2-0.5b.json")
 OPT_POST_LN = str(TESTS / "configs" / "opt-350m.json")
+OPT_SERVE = [str(TESTS / "configs" / f"opt-serve{name}-6.json") for name in ("", "-post-ln", "-plain")]
 MISTRAL_W8 = str(TESTS / "configs" / "mistral-window-8.json")
 QWEN2_W8 = str(TESTS / "configs" / "qwen2-window-8.json")
 COMPARED_VECTOR_ROLES = ("softmax", "layernorm", "rmsnorm", "groupnorm", "gelu", "relu", "tanh", "silu", "rope",
@@ -153,7 +154,7 @@ def test_transformer_base_shares_one_embedding_table():
         63_082_496)
 
 
-@pytest.mark.parametrize("name", zoo_names())
+@pytest.mark.parametrize("name", [*zoo_names(), OPT_POST_LN, *OPT_SERVE])
 def test_parameter_totals_equal_hf(name):
     spec = load_model(name)
     for head in spec.family.heads:
