@@ -74,12 +74,10 @@ class OPTFamily(Family):
         return True
 
     def build(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
-        # Prefill: all `tokens` at once. Decode: one new token attending to a cache of `tokens`.
-        new, context = (wl.size("tokens"), wl.size("tokens")) if wl.phase == "prefill" else (1, wl.size("tokens") + 1)
-        rows = wl.batch * new
-        head = head_rows(wl, rows, new) if wl.head == "lm" else None
-        self._decoder(cfg, b, rows, head, self._uniform_attend(cfg, wl, b, AttentionShape(
-            wl.batch, new, context, cfg["hidden_size"], cfg["num_attention_heads"], _head_dim(cfg))))
+        shape = self._uniform_shape(cfg, wl)
+        rows = wl.batch * shape.q_len
+        head = head_rows(wl, rows, shape.q_len) if wl.head == "lm" else None
+        self._decoder(cfg, b, rows, head, self._uniform_attend(cfg, wl, b))
 
     def build_mixed(self, cfg: Mapping[str, Any], batch: MixedBatch, b: OpBuilder, tp: int | None = None) -> None:
         """The iteration of a mixed batch (:mod:`workloads.mixed`): its token-wise ops over all new tokens (a
@@ -89,9 +87,7 @@ class OPTFamily(Family):
 
     def build_attention(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> None:
         """The first block's self-attention of :meth:`build`'s pass, alone (see :meth:`_attention_alone`)."""
-        new, context = (wl.size("tokens"), wl.size("tokens")) if wl.phase == "prefill" else (1, wl.size("tokens") + 1)
-        shape = AttentionShape(wl.batch, new, context, cfg["hidden_size"], cfg["num_attention_heads"], _head_dim(cfg))
-        self._attention_alone(cfg, b, wl.batch * new, self._uniform_attend(cfg, wl, b, shape))
+        self._attention_alone(cfg, b, wl.batch * self._uniform_shape(cfg, wl).q_len, self._uniform_attend(cfg, wl, b))
 
     def build_mixed_attention(self, cfg: Mapping[str, Any], batch: MixedBatch, b: OpBuilder,
                               tp: int | None = None) -> None:
@@ -104,8 +100,15 @@ class OPTFamily(Family):
         raise InputError("opt: an LM head tied to the embedding is not probed alone")
 
     @staticmethod
-    def _uniform_attend(cfg: Mapping[str, Any], wl: Workload, b: OpBuilder, shape: AttentionShape) -> Attend:
-        bias = setting(cfg, "enable_bias", True)
+    def _uniform_shape(cfg: Mapping[str, Any], wl: Workload) -> AttentionShape:
+        """A prefill's ``tokens`` queries against themselves, or a decode step's one query against a cache of
+        ``tokens`` and itself."""
+        tokens = wl.size("tokens")
+        new, context = (tokens, tokens) if wl.phase == "prefill" else (1, tokens + 1)
+        return AttentionShape(wl.batch, new, context, cfg["hidden_size"], cfg["num_attention_heads"], _head_dim(cfg))
+
+    def _uniform_attend(self, cfg: Mapping[str, Any], wl: Workload, b: OpBuilder) -> Attend:
+        bias, shape = _biased(cfg), self._uniform_shape(cfg, wl)
 
         def attend(prefix: str, layer: int) -> None:
             attention(b, prefix, layer, shape, bias=bias, scale="query", score_adds=("causal_mask",),
@@ -121,7 +124,7 @@ class OPTFamily(Family):
                           "max_position_embeddings")
         shapes = tuple(AttentionShape(count, kind.new, kind.cached + kind.new, cfg["hidden_size"],
                                       cfg["num_attention_heads"], _head_dim(cfg)) for kind, count in batch.key)
-        bias = setting(cfg, "enable_bias", True)
+        bias = _biased(cfg)
 
         def attend(prefix: str, layer: int) -> None:
             mixed_attention(b, prefix, layer, shapes, tuple(kind.cached == 0 for kind in kinds), bias=bias,
@@ -150,7 +153,7 @@ class OPTFamily(Family):
         hidden = cfg["hidden_size"]
         words = setting(cfg, "word_embed_proj_dim", hidden)
         pre_norm = setting(cfg, "do_layer_norm_before", True)
-        bias = setting(cfg, "enable_bias", True)
+        bias = _biased(cfg)
         x = self.embeddings(cfg, b, rows, words)
         act = activation(cfg, "activation_function", "relu")
         for i in range(cfg["num_hidden_layers"]):
@@ -181,3 +184,8 @@ class OPTFamily(Family):
 
 def _head_dim(cfg: Mapping[str, Any]) -> int:
     return int(cfg["hidden_size"] // cfg["num_attention_heads"])
+
+
+def _biased(cfg: Mapping[str, Any]) -> bool:
+    """Whether the projections and the feed-forward carry biases (``enable_bias``, as Hugging Face reads it)."""
+    return setting(cfg, "enable_bias", True)
