@@ -75,13 +75,13 @@ def imbalance_of(cfg: Mapping[str, Any], wl: Workload) -> float:
 
 class MixtralFamily(LlamaFamily):
     model_types = ("mixtral",)
+    expert_parallel = True
+    required = (*LlamaFamily.required, "num_local_experts", "num_experts_per_tok")
+    knobs = ("tokens", "expert_imbalance")
 
     def blocks_alike(self, cfg: Mapping[str, Any]) -> bool:
         """Never: each block routes its tokens to its own experts."""
         return False
-    expert_parallel = True
-    required = (*LlamaFamily.required, "num_local_experts", "num_experts_per_tok")
-    knobs = ("tokens", "expert_imbalance")
 
     def resolve(self, cfg: Mapping[str, Any], wl: Workload) -> Workload:
         experts, top_k = cfg["num_local_experts"], cfg["num_experts_per_tok"]

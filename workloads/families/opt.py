@@ -183,7 +183,7 @@ class OPTFamily(Family):
 
 
 def _head_dim(cfg: Mapping[str, Any]) -> int:
-    return int(cfg["hidden_size"] // cfg["num_attention_heads"])
+    return int(cfg["hidden_size"]) // int(cfg["num_attention_heads"])
 
 
 def _biased(cfg: Mapping[str, Any]) -> bool:
