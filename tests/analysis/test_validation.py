@@ -45,6 +45,42 @@ def test_the_tpu_v3_data_is_what_the_artifact_measured():
     assert len(data.not_simulated) == 4
 
 
+SWEEP_SIZES = [2 ** e for e in range(5, 16)]
+
+
+def test_the_tpu_v3_vector_sweeps_are_what_the_artifact_measured():
+    """Softmax and LayerNorm over widths 32..32768 at 4096 rows and rows 32..32768 at width 4096 (4096 x 4096
+    twice), GELU over 2^10..2^29 elements; each latency gives the artifact's own elements-per-second column.
+    All are predictions; only softmax's per-call cost was measured apart."""
+    data = load_silicon(TPU_V3)
+    for op in ("softmax", "layernorm"):
+        points = [p for p in data.points if p.regime == f"{op}_sweep"]
+        shapes = [(p.workload.rows, p.workload.width) for p in points]
+        assert shapes == [(4096, n) for n in SWEEP_SIZES] + [(m, 4096) for m in SWEEP_SIZES]
+        assert all(p.workload.op == op and not p.calibration for p in points)
+        assert all((p.per_call_ms is not None) == (op == "softmax") for p in points)
+    gelus = [p for p in data.points if p.regime == "gelu_sweep"]
+    assert [(p.workload.rows, p.workload.width) for p in gelus] == [(1, 2 ** e) for e in range(10, 30)]
+    assert not any(p.calibration or p.per_call_ms for p in gelus)
+    points = {p.key: p for p in data.points}
+    for key, elements_per_s in (("v3.softmax.width_sweep.4096x32768", 10.5895e9),
+                                ("v3.layernorm.rows_sweep.32768x4096", 21.7305e9), ("v3.gelu.536870912", 40.9095e9)):
+        workload = points[key].workload
+        assert workload.rows * workload.width / (points[key].measured * 1e-3) == pytest.approx(elements_per_s,
+                                                                                             rel=1e-4)
+
+
+def test_the_vector_costs_fitted_on_the_layer_predict_the_sweeps_large_tensors(v3):
+    """Fitted on the GPT-3 layer's three prefill ops alone, the vector unit's per-element costs predict every
+    standalone softmax, LayerNorm and GELU of 2^26 elements or more within 15% (small ones are dominated by
+    per-call costs: docs/validation.md)."""
+    data, compared = v3
+    large = [p for p in data.points if p.regime.endswith("_sweep") and p.workload.rows * p.workload.width >= 2 ** 26]
+    assert len(large) == 12
+    for point in large:
+        assert abs(compared[point.key].ratio - 1) <= 0.15, point.key
+
+
 def test_the_tpu_v3_core_preset_is_half_a_chip_of_public_numbers():
     core = load_hardware("tpu_v3_core")
     clock = core.array.clock_mhz * 1e6
@@ -130,7 +166,7 @@ def test_validate_prints_the_points_and_the_envelope(accelsim_here, tmp_path):
     record = json.loads(result.stdout)
     keys = {"key", "preset", "workload", "metric", "unit", "measured", "predicted", "ratio", "regime", "fitted",
             "source"}
-    assert len(record["points"]) == 66 and all(keys <= set(point) for point in record["points"])
+    assert len(record["points"]) == 130 and all(keys <= set(point) for point in record["points"])
     assert {point["unit"] for point in record["points"]} == {"ms", "W", "TOPS/W", "TOPS", "%", "inferences/s"}
     assert set(record["envelope"]["gemm"]) == {"n", "geomean_ratio", "worst_error"}
     for point in record["points"]:
