@@ -307,6 +307,10 @@ def test_only_the_energy_metrics_need_an_energy_model():
     power = [p for p in data.points if p.metric == "power"]
     with pytest.raises(InputError, match="has no energy section to predict power"):
         compare(data.model_copy(update={"points": power}), timeless)
+    rapid = load_silicon(SILICON_DIR / "rapid.yaml")
+    bare_rapid = load_hardware(rapid.preset).model_copy(update={"energy": None})
+    with pytest.raises(InputError, match="has no energy section to predict efficiency"):
+        compare(rapid, bare_rapid)
 
 
 def test_the_counters_shares_by_closed_form():
@@ -341,8 +345,9 @@ def test_the_counters_shares_by_closed_form():
 
 
 def test_the_counters_add_up_over_steps_and_a_shift_never_outlasts_the_step():
-    """Two array steps of one run add up; a step that waits for DRAM but only just (its time beyond
-    streaming shorter than its folds' shifts) shifts for that time and stalls for none."""
+    """Array steps of one run add up; a step that waits for DRAM but only just (its time beyond streaming
+    shorter than its folds' shifts) shifts for that time and stalls for none; a step whose transfers last
+    exactly as long as its compute keeps up."""
     import pandas as pd
 
     from simulator.analysis.validation import counter_shares
@@ -350,14 +355,18 @@ def test_the_counters_add_up_over_steps_and_a_shift_never_outlasts_the_step():
     rows = [  # unit, folds, m, compute, stall, transfer, total
         ("array", 16, 512, 8958, 500, 9458, 9458),  # waits: 766 + 500 cycles beyond streaming < 16 x 256
         ("array", 4, 300, 2000, 0, 100, 2000),  # keeps up: 2000 - 1200 shifting
+        ("array", 2, 100, 700, 1000, 1700, 1700),  # waits: 2 x 256 shifting, 1700 - 200 - 512 stalled
+        ("array", 1, 100, 400, 0, 400, 400),  # transfers as long as compute: keeps up, 400 - 100 shifting
+        ("array", 1, 50, 300, 900, 1200, 1200),  # waits: 256 shifting, 1200 - 50 - 256 stalled
         ("sfu", 0, 0, 700, 0, 0, 700),
     ]
     frame = pd.DataFrame(rows, columns=["unit", "folds", "m", "compute_cycles", "stall_cycles", "transfer_cycles",
                                         "total_cycles"])
     shares = counter_shares(frame, load_hardware("tpu_v1_like"))
-    total = 9458 + 2000 + 700
-    assert shares == pytest.approx({"array_active": (8192 + 1200) / total, "weight_shift": (1266 + 800) / total,
-                                    "weight_stall": 0.0, "non_matrix": 700 / total})
+    total = 9458 + 2000 + 1700 + 400 + 1200 + 700
+    assert shares == pytest.approx({"array_active": (8192 + 1200 + 200 + 100 + 50) / total,
+                                    "weight_shift": (1266 + 800 + 512 + 300 + 256) / total,
+                                    "weight_stall": (988 + 894) / total, "non_matrix": 700 / total})
 
 
 def test_a_run_says_whether_its_preset_is_validated_and_how_well(run_cli):
@@ -385,6 +394,50 @@ def test_a_run_says_whether_its_preset_is_validated_and_how_well(run_cli):
     text = run_cli("generate", "configs/native.yaml", "--model", "gpt2", "--prompt", "16", "--new-tokens", "2",
                    "--hardware", "tpu_v3_core")
     assert accuracy_line(load_hardware("tpu_v3_core"), data, ["prefill", "decode"]) in text
+
+
+def test_a_line_for_a_validated_preset_without_points_for_the_runs_phases():
+    """A preset validated only on points of other regimes says so for the phases run; several files for one
+    preset name every chip measured."""
+    from simulator.analysis.validation import accuracy_line
+
+    data = load_silicon(TPU_V3)
+    gemms = data.model_copy(update={"points": [p for p in data.points if p.regime == "gemm"]})
+    assert accuracy_line(load_hardware("tpu_v3_core"), [gemms], ["prefill", "decode"]) == (
+        f"validated on silicon against {data.chip}: no measured point for prefill or decode (accelsim validate)")
+    other = gemms.model_copy(update={"chip": "another TPU v3 core"})
+    assert accuracy_line(load_hardware("tpu_v3_core"), [gemms, other], ["decode"]).startswith(
+        f"validated on silicon against {data.chip} and another TPU v3 core: no measured point for decode")
+
+
+def test_each_point_is_simulated_as_the_trace_of_its_workload():
+    """A product reads inputs of its operands' sizes and has no bias; an app's trace has its FC layers and
+    its vector layers interleaved, as many of each as it says, without biases; a LayerNorm carries its
+    scale and shift."""
+    from simulator.analysis.validation import _trace
+    from simulator.spec.silicon import Bmm, Gemm, Network, RowOp
+
+    trace = _trace(Gemm(op="gemm", m=4, k=5, n=6))
+    (op,) = trace
+    assert [t.elements for t in trace.tensors.values() if t.kind == "input"] == [4 * 5]
+    assert (op.kind, op.m, op.k, op.n, op.bias_params, op.weight_params) == ("gemm", 4, 5, 6, 0, 30)
+    trace = _trace(Bmm(op="bmm", batch=3, m=4, k=5, n=6))
+    (op,) = trace
+    assert (op.kind, op.batch, op.m, op.k, op.n) == ("bmm", 3, 4, 5, 6)
+    inputs = sorted(t.elements for t in trace.tensors.values() if t.kind == "input")
+    assert inputs == [3 * 4 * 5, 3 * 5 * 6]
+    for fc_layers, vector_layers in ((3, 1), (2, 4)):
+        trace = _trace(Network(op="network", batch=2, width=8, fc_layers=fc_layers, vector_layers=vector_layers))
+        assert [t.elements for t in trace.tensors.values() if t.kind == "input"] == [2 * 8]
+        ops = list(trace)
+        kinds = [op.kind for op in ops]
+        assert kinds.count("gemm") == fc_layers and kinds.count("vector") == vector_layers
+        assert kinds[:2 * min(fc_layers, vector_layers)] == ["gemm", "vector"] * min(fc_layers, vector_layers)
+        assert all(op.bias_params == 0 for op in ops)
+    (op,) = _trace(RowOp(op="layernorm", rows=2, width=8))
+    assert (op.role, op.elements, op.weight_params, op.bias_params) == ("layernorm", 16, 8, 8)
+    (op,) = _trace(RowOp(op="gelu", rows=2, width=8))
+    assert (op.role, op.elements, op.weight_params) == ("gelu", 16, 0)
 
 
 def test_a_sweep_that_varies_a_validated_preset_says_its_points_are_not(tmp_path):
