@@ -55,6 +55,14 @@ def points_csv(compared: Sequence[Compared]) -> bytes:
     return buffer.getvalue().encode()
 
 
+MARKERS = "osD^v<>ph*X"  # 11 markers against matplotlib's 10 cycle colours
+
+
+def regime_style(index: int) -> tuple[str, str]:
+    """The marker and colour of the plot's ``index``-th regime: no two of the first 110 look alike."""
+    return MARKERS[index % len(MARKERS)], f"C{index % 10}"
+
+
 def plot_validation(compared: Sequence[Compared], path_stem: Path) -> None:
     """Predicted against measured, log-log, one marker per regime, fitted points filled and predicted ones
     hollow, with the y = x line."""
@@ -65,13 +73,13 @@ def plot_validation(compared: Sequence[Compared], path_stem: Path) -> None:
     values = [v for p in compared for v in (p.measured, p.predicted)]
     low, high = min(values) / 1.5, max(values) * 1.5
     ax.plot([low, high], [low, high], color="grey", linewidth=1, label="predicted = measured")
-    markers = "osD^v<>ph*"
     for index, regime in enumerate(dict.fromkeys(p.regime for p in compared)):
+        marker, colour = regime_style(index)
         for fitted in (True, False):
             chosen = [p for p in compared if p.regime == regime and p.fitted == fitted]
             if chosen:
-                ax.scatter([p.measured for p in chosen], [p.predicted for p in chosen], marker=markers[index % 10],
-                           facecolors=f"C{index}" if fitted else "none", edgecolors=f"C{index}",
+                ax.scatter([p.measured for p in chosen], [p.predicted for p in chosen], marker=marker,
+                           facecolors=colour if fitted else "none", edgecolors=colour,
                            label=f"{regime} ({'fitted' if fitted else 'predicted'})")
     ax.set_xscale("log")
     ax.set_yscale("log")

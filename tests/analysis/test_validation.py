@@ -526,3 +526,10 @@ def test_uncore_power_is_drawn_whenever_the_chip_is_on():
     assert extra == pytest.approx(hw.energy.uncore_mw * with_uncore.totals.latency_ms * 1e6)  # mW x ms = 1e6 pJ
     columns = [c for c in without.columns]
     assert with_uncore[columns].to_csv(index=False) == without[columns].to_csv(index=False)  # per-op dynamic
+
+
+def test_no_two_regimes_of_the_plot_look_alike():
+    """The plot's regimes (15 today) each get a marker and colour pair of their own, up to 110 of them."""
+    from simulator.report.validation import regime_style
+
+    assert len({regime_style(index) for index in range(110)}) == 110
