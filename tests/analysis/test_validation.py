@@ -62,11 +62,11 @@ def test_the_tpu_v3_vector_sweeps_are_what_the_artifact_measured():
     gelus = [p for p in data.points if p.regime == "gelu_sweep"]
     assert [(p.workload.rows, p.workload.width) for p in gelus] == [(1, 2 ** e) for e in range(10, 30)]
     assert not any(p.calibration or p.per_call_ms for p in gelus)
-    points = {p.key: p for p in data.points}
+    by_key = {p.key: p for p in data.points}
     for key, elements_per_s in (("v3.softmax.width_sweep.4096x32768", 10.5895e9),
                                 ("v3.layernorm.rows_sweep.32768x4096", 21.7305e9), ("v3.gelu.536870912", 40.9095e9)):
-        workload = points[key].workload
-        assert workload.rows * workload.width / (points[key].measured * 1e-3) == pytest.approx(elements_per_s,
+        workload = by_key[key].workload
+        assert workload.rows * workload.width / (by_key[key].measured * 1e-3) == pytest.approx(elements_per_s,
                                                                                              rel=1e-4)
 
 
@@ -85,8 +85,7 @@ def test_no_model_charging_the_measured_call_cost_comes_within_40_percent_of_dec
     """Why decode's Q/K/V stays outside issue 26's 40% (docs/validation.md): one projection measures less
     than streaming its bf16 weights at HBM's peak plus the smallest per-call cost the artifact measured."""
     data = load_silicon(TPU_V3)
-    points = {p.key: p for p in data.points}
-    qkv = points["v3.gpt3.decode.qkv"]
+    qkv = next(p for p in data.points if p.key == "v3.gpt3.decode.qkv")
     core = load_hardware("tpu_v3_core")
     peak_bytes_per_ms = core.memory.dram_bytes_per_cycle * core.array.clock_mhz * 1e3
     smallest_call_ms = min(p.per_call_ms for p in data.points if p.regime == "gemm")
@@ -529,7 +528,7 @@ def test_uncore_power_is_drawn_whenever_the_chip_is_on():
 
 
 def test_no_two_regimes_of_the_plot_look_alike():
-    """The plot's regimes (15 today) each get a marker and colour pair of their own, up to 110 of them."""
+    """Each of the plot's regimes, up to 110 of them, gets a marker and colour pair of its own."""
     from simulator.report.validation import regime_style
 
     assert len({regime_style(index) for index in range(110)}) == 110
